@@ -1,0 +1,1 @@
+"""The async world: Matrix, commands, rooms, usage. Never imports torch."""

@@ -1,0 +1,90 @@
+"""The composition root of `imgbot run`: builds every part once and hands it down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+from nio import AsyncClient, AsyncClientConfig
+
+from generation.queue import GenerationQueue, Runner
+
+from . import db as database
+from .config import Settings
+from .handler import Bot
+from .session import log_in
+from .sync import SyncLoop
+from .tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+# How long a running job may take to finish once we are asked to stop.
+SHUTDOWN_GRACE_SECONDS = 60.0
+
+
+def load_engine(settings: Settings) -> Runner:
+    """Load the configured model (the only place the bot reaches into torch, lazily)."""
+    from generation.engine import Engine
+
+    if settings.generation.model is None:
+        raise SystemExit("generation.model is not set: point it at a local diffusers folder "
+                         "(or make one with `imgbot make-test-model DIR`)")
+    engine = Engine(settings.generation.model, settings.generation.device)
+    engine.load()
+    if settings.generation.warm_up:
+        engine.warm_up(*settings.generation.width_height)
+    return engine
+
+
+def make_client(settings: Settings) -> AsyncClient:
+    config = AsyncClientConfig(
+        # Let connection errors reach our own loops, which back off with jitter; nio's own
+        # 429 handling (waiting as long as the server says) stays on.
+        max_timeouts=2,
+        request_timeout=60,
+        store_sync_tokens=False,
+    )
+    return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config)
+
+
+async def run_bot(settings: Settings, engine: Runner, stop: asyncio.Event | None = None,
+                  ready: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when it is not given)."""
+    stop = stop or _stop_on_signals()
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    client = make_client(settings)
+    queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
+                            per_user=settings.limits.per_user_queued)
+    tasks = TaskOwner()
+    try:
+        await log_in(client, settings.matrix, settings.state_dir)
+        queue.start()
+        bot = Bot(client, settings, db, queue, tasks)
+        sync = SyncLoop(client, db, bot.on_sync)
+        if ready is not None:
+            tasks.spawn(_relay(sync.live, ready), name="ready")
+        log.info("imgbot is running as %s with model %s", client.user_id, engine.name)
+        await sync.run(stop)
+        log.info("stopping: no new commands; waiting for the running job")
+    finally:
+        await queue.close()
+        await tasks.wait(timeout=SHUTDOWN_GRACE_SECONDS)
+        await tasks.cancel_all()
+        await client.close()
+        await db.close()
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

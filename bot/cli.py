@@ -1,0 +1,183 @@
+"""`imgbot`: the command line. Each sub-command builds what it needs and nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("imgbot")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # These libraries narrate every request at INFO; their warnings still come through.
+    for noisy in ("nio", "httpx", "urllib3", "diffusers", "transformers", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(args) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"imgbot: {exc}")
+
+
+# ---- sub-commands ---------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from .app import load_engine, run_bot
+    from .session import LoginFailed
+    from .sync import TokenRejected
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    engine = load_engine(settings)
+    try:
+        asyncio.run(run_bot(settings, engine))
+    except (LoginFailed, TokenRejected) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def cmd_generate(args, extra: list[str]) -> int:
+    from generation.engine import Engine, ModelError
+    from generation.png import encode_png
+
+    from .commands import Generate, UsageError, parse, resolve
+    from .config import GenerationSettings, LimitSettings
+
+    settings = _settings(args) if args.config else None
+    defaults = settings.generation if settings else GenerationSettings()
+    limits = settings.limits if settings else LimitSettings()
+    # The chat's own parser, so the options and their limits are exactly the chat's.
+    command = parse("!img " + " ".join([args.prompt, *extra]), "!img", limits)
+    if not isinstance(command, Generate):
+        message = command.message if isinstance(command, UsageError) else "give a prompt"
+        print(f"imgbot generate: {message}", file=sys.stderr)
+        return 2
+    model = args.model or defaults.model
+    if model is None:
+        print("imgbot generate: give --model DIR (a local diffusers folder) or -c config.yaml",
+              file=sys.stderr)
+        return 2
+    setup_logging("WARNING")
+    try:
+        engine = Engine(model, args.device or defaults.device)
+    except ModelError as exc:
+        print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 2
+    engine.load()
+    job = resolve(command, defaults)
+    started = time.perf_counter()
+    images = engine.generate(job)
+    seconds = time.perf_counter() - started
+    out = Path(args.output)
+    out.write_bytes(encode_png(images[0], job.parameters(engine.name)))
+    print(f"{out}: seed {job.seed}, {job.steps} steps, {job.width}x{job.height}, "
+          f"{seconds:.2f} s on {engine.placement.device}")
+    return 0
+
+
+def cmd_usage(args) -> int:
+    from . import db as database
+    from . import usage
+
+    settings = _settings(args)
+    try:
+        since = usage.parse_since(args.since)
+    except ValueError as exc:
+        print(f"imgbot usage: --since {exc}", file=sys.stderr)
+        return 2
+    path = settings.state_dir / "imgbot.sqlite3"
+    if not path.exists():
+        print(f"imgbot usage: no usage log at {path} yet", file=sys.stderr)
+        return 1
+
+    async def read():
+        db = await database.connect(path)
+        try:
+            return await usage.query(db, since=since, user=args.user, room=args.room)
+        finally:
+            await db.close()
+
+    print(usage.render(asyncio.run(read()), args.format))
+    return 0
+
+
+def cmd_make_test_model(args) -> int:
+    from generation.test_model import make_test_model
+
+    setup_logging("WARNING")
+    path = make_test_model(args.dir, args.arch)
+    print(f"{path}: a tiny random-weight {args.arch} model (its pictures are noise)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    setup_logging("WARNING")
+    return run_demo(model=args.model, count=args.count, out=Path(args.out), config=args.config)
+
+
+# ---- the parser -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgbot",
+        description="A Matrix chat bot that makes pictures with local diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the bot")
+    run.add_argument("-c", "--config", required=True, help="the YAML config file")
+
+    demo = sub.add_parser("demo", help="the showcase on a throw-away local homeserver")
+    demo.add_argument("--model", help="a local diffusers folder (default: the configured one, "
+                                      "else a random-weight test model)")
+    demo.add_argument("-c", "--config", help="take the model from this config file")
+    demo.add_argument("--count", type=int, default=20, help="how many pictures (default 20)")
+    demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+
+    gen = sub.add_parser("generate", help="one picture without chat, with the chat's options",
+                         epilog="Options as in chat: --seed N --steps N --size WxH --guidance X "
+                                "--no TEXT")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", default="out.png", help="PNG file to write")
+    gen.add_argument("--model", help="a local diffusers folder")
+    gen.add_argument("--device", help="auto, cuda, mps or cpu")
+    gen.add_argument("-c", "--config", help="take model, defaults and limits from this config")
+
+    use = sub.add_parser("usage", help="review the usage log")
+    use.add_argument("-c", "--config", required=True)
+    use.add_argument("--since", default="7d", help="30m, 24h, 7d, 4w or all (default 7d)")
+    use.add_argument("--user", help="only this user ID")
+    use.add_argument("--room", help="only this room ID")
+    use.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    tm = sub.add_parser("make-test-model", help="write a tiny random-weight model folder")
+    tm.add_argument("dir")
+    tm.add_argument("--arch", choices=("sd", "sdxl"), default="sd")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "generate":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "generate":
+        return cmd_generate(args, extra)
+    handlers = {"run": cmd_run, "demo": cmd_demo, "usage": cmd_usage,
+                "make-test-model": cmd_make_test_model}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

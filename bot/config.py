@@ -1,0 +1,239 @@
+"""The one typed settings model: a YAML file, overridden by IMGBOT_… environment variables.
+
+Loaded once at start; a wrong value stops the program with the key's name and what is
+allowed (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+USER_ID_RE = re.compile(r"^@[^:\s]+:[^\s]+$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and what is allowed."""
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """'768x512' -> (768, 512); a ValueError names what is allowed."""
+    match = SIZE_RE.match(value.strip().lower().replace("×", "x"))
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write it as WIDTHxHEIGHT, e.g. 1024x1024")
+    width, height = int(match[1]), int(match[2])
+    if width % 8 or height % 8 or width < 64 or height < 64:
+        raise ValueError(f"{value!r}: width and height must be multiples of 8, at least 64")
+    return width, height
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not something silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret(path: Path, key: str) -> SecretStr:
+    path = Path(os.path.expandvars(str(path))).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {key} {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s %s is readable by other users; chmod 600 it", key, path)
+    if not text:
+        raise ValueError(f"{key} {path} is empty")
+    return SecretStr(text)
+
+
+class MatrixSettings(_Section):
+    homeserver_url: str = Field(description="base URL of the homeserver")
+    user_id: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    access_token: SecretStr | None = None
+    access_token_file: Path | None = None
+    device_name: str = "imgbot"
+    allowed_users: list[str] | None = None
+    admins: list[str] = []
+    command_prefix: str = "!img"
+    encryption: bool = True
+
+    @field_validator("homeserver_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://matrix.example.org")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        if not USER_ID_RE.match(value):
+            raise ValueError(f"{value!r} is not a Matrix user ID like @imgbot:example.org")
+        return value
+
+    @field_validator("admins", "allowed_users")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not pattern.startswith("@") or ":" not in pattern:
+                raise ValueError(f"{pattern!r} is not a user ID or a pattern like @*:example.org")
+        return value
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a single word without spaces, e.g. !img")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> MatrixSettings:
+        if self.password_file is not None:
+            self.password = _read_secret(self.password_file, "password_file")
+        if self.access_token_file is not None:
+            self.access_token = _read_secret(self.access_token_file, "access_token_file")
+        if self.allowed_users is None:
+            # Nobody outside the bot's own server, unless the operator says otherwise.
+            self.allowed_users = ["@*:" + self.server_name]
+        return self
+
+    @property
+    def server_name(self) -> str:
+        return self.user_id.split(":", 1)[1]
+
+
+class GenerationSettings(_Section):
+    model: Path | None = None
+    device: str = "auto"
+    steps: int = Field(4, ge=1)
+    guidance: float = Field(0.0, ge=0.0, le=30.0)
+    size: str = "1024x1024"
+    warm_up: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", value):
+            raise ValueError(f"{value!r}: choose auto, cuda, cuda:N, mps or cpu")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        width, height = parse_size(value)
+        return f"{width}x{height}"
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        return parse_size(self.size)
+
+
+class LimitSettings(_Section):
+    max_prompt_chars: int = Field(1000, ge=1, le=100_000)
+    max_steps: int = Field(50, ge=1, le=1000)
+    max_pixels: int = Field(2_359_296, ge=64 * 64)
+    max_images: int = Field(4, ge=1, le=64)
+    queue_size: int = Field(100, ge=1)
+    per_user_queued: int = Field(3, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    matrix: MatrixSettings
+    state_dir: Path = Path("./state")
+    generation: GenerationSettings = GenerationSettings()
+    limits: LimitSettings = LimitSettings()
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{value!r}: choose DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        width, height = self.generation.width_height
+        if width * height > self.limits.max_pixels:
+            raise ValueError(
+                f"generation.size {self.generation.size} is over limits.max_pixels "
+                f"({self.limits.max_pixels})"
+            )
+        if self.generation.steps > self.limits.max_steps:
+            raise ValueError(
+                f"generation.steps {self.generation.steps} is over limits.max_steps "
+                f"({self.limits.max_steps})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required"
+        elif item["type"] == "extra_forbidden":
+            message = "is not a known key"
+        lines.append(f"{key}: {message}" if key else message)
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys, not {type(loaded).__name__}")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_format_error(exc)}") from None

@@ -1,0 +1,98 @@
+"""The SQLite database in state_dir: one connection, WAL, numbered migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+# Each entry moves the schema from version N to N+1. Never edit one that has shipped:
+# add a new one, so every existing database takes the same path.
+MIGRATIONS: list[str] = [
+    # 1: the usage log and the events already handled
+    """
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,          -- unix time the command arrived
+        finished_at REAL,
+        event_id TEXT UNIQUE,              -- the command's Matrix event (NULL for CLI jobs)
+        room_id TEXT,
+        user_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        options TEXT NOT NULL DEFAULT '{}',   -- JSON of the resolved parameters
+        seed INTEGER,
+        model TEXT,
+        status TEXT NOT NULL CHECK (status IN ('queued','ok','error','rejected','cancelled')),
+        error TEXT,
+        images INTEGER NOT NULL DEFAULT 0,
+        queue_seconds REAL,
+        generation_seconds REAL
+    );
+    CREATE INDEX usage_created ON usage(created_at);
+    CREATE INDEX usage_user ON usage(user_id, created_at);
+    CREATE TABLE handled_events (
+        event_id TEXT PRIMARY KEY,
+        handled_at REAL NOT NULL
+    );
+    CREATE TABLE bot_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    """Open the database, switch on WAL and bring the schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path)
+    db.row_factory = aiosqlite.Row
+    # WAL lets `imgbot usage` read while the bot writes; NORMAL sync is durable in WAL mode
+    # against a process crash, which is the fault we guard against here.
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    await migrate(db)
+    return db
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database is at schema version {version}, newer than this imgbot "
+            f"({len(MIGRATIONS)}); upgrade imgbot"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        log.info("migrating the database to version %d", number + 1)
+        # One transaction per step: a failed step leaves the previous version intact.
+        await db.executescript(
+            "BEGIN;\n" + MIGRATIONS[number] + f"\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+        )
+
+
+async def get_state(db: aiosqlite.Connection, key: str) -> str | None:
+    row = await (await db.execute("SELECT value FROM bot_state WHERE key = ?", (key,))).fetchone()
+    return row[0] if row else None
+
+
+async def set_state(db: aiosqlite.Connection, key: str, value: str) -> None:
+    await db.execute(
+        "INSERT INTO bot_state(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+    await db.commit()
+
+
+async def claim_event(db: aiosqlite.Connection, event_id: str, now: float) -> bool:
+    """Mark an event as handled; False when it already was (so it is never answered twice)."""
+    cursor = await db.execute(
+        "INSERT OR IGNORE INTO handled_events(event_id, handled_at) VALUES (?, ?)",
+        (event_id, now),
+    )
+    await db.commit()
+    return cursor.rowcount == 1

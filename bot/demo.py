@@ -1,0 +1,217 @@
+"""`imgbot demo`: the showcase, end to end on real parts, on a fresh machine.
+
+A throw-away Synapse, the bot, and a demo user who sends "Albert Einstein" in four styles.
+The pictures come back through Matrix like any user's would; the demo saves them, a
+contact sheet and a timing table, then stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nio import AsyncClient, DownloadError, RoomCreateResponse, SyncResponse
+
+from . import db as database
+from .app import load_engine, run_bot
+from .config import ConfigError, Settings, load_settings
+from .localserver import LocalHomeserver
+
+log = logging.getLogger(__name__)
+
+STYLES = ("oil painting", "watercolor", "pencil sketch", "studio photograph")
+SUBJECT = "Albert Einstein"
+TIMEOUT_PER_PICTURE = 300.0
+
+
+@dataclass
+class Shot:
+    prompt: str
+    seed: int
+    event_id: str = ""
+    sent_at: float = 0.0
+    received_at: float = 0.0
+    file: Path | None = None
+    queue_seconds: float = 0.0
+    generation_seconds: float = 0.0
+
+    @property
+    def latency(self) -> float:
+        return self.received_at - self.sent_at
+
+
+def showcase(count: int) -> list[Shot]:
+    return [Shot(f"{SUBJECT}, {STYLES[i % len(STYLES)]}", seed=1000 + i) for i in range(count)]
+
+
+def run_demo(model: str | None, count: int, out: Path, config: str | None = None) -> int:
+    if count < 1:
+        raise SystemExit("imgbot demo: --count must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="imgbot-demo-") as tmp:
+        work = Path(tmp)
+        if model is None and config is not None:
+            try:
+                model = load_settings(config).generation.model
+            except ConfigError as exc:
+                raise SystemExit(f"imgbot demo: {exc}")
+        if model is None:
+            from generation.test_model import make_test_model
+
+            print("No model given: using a tiny random-weight test model. Its pictures are "
+                  "noise; pass --model DIR for real ones.")
+            model = make_test_model(work / "test-model", "sd")
+        out.mkdir(parents=True, exist_ok=True)
+        print("Starting a throw-away Synapse homeserver…")
+        with LocalHomeserver(work / "synapse") as server:
+            return asyncio.run(_showcase(server, Path(model), count, out, work))
+
+
+async def _showcase(server: LocalHomeserver, model: Path, count: int, out: Path,
+                    work: Path) -> int:
+    bot_password, user_password = "demo-bot-password", "demo-user-password"
+    bot_id = server.register("imgbot", bot_password)
+    user_id = server.register("demo", user_password)
+    settings = Settings(
+        matrix={"homeserver_url": server.url, "user_id": bot_id, "password": bot_password},
+        state_dir=work / "state",
+        generation={"model": model},
+        limits={"per_user_queued": count, "queue_size": max(count, 100)},
+    )
+    print(f"Loading {model.name}…")
+    engine = await asyncio.to_thread(load_engine, settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    bot_task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
+    user = AsyncClient(server.url, user_id)
+    try:
+        await user.login(user_password)
+        await asyncio.wait_for(ready.wait(), 120)
+        shots = showcase(count)
+        room_id = await _room_with_bot(user, bot_id)
+        started = time.monotonic()
+        for shot in shots:
+            shot.sent_at = time.monotonic()
+            response = await user.room_send(room_id, "m.room.message", {
+                "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
+            shot.event_id = response.event_id
+        print(f"Sent {count} prompts; waiting for the pictures…")
+        await _collect(user, room_id, shots, out)
+        total = time.monotonic() - started
+        await _read_timings(settings, shots)
+    finally:
+        stop.set()
+        await user.close()
+        await bot_task
+    sheet = contact_sheet([s.file for s in shots], out / "contact-sheet.png")
+    table = timing_table(shots, total, engine)
+    (out / "timings.txt").write_text(table + "\n", encoding="utf-8")
+    _write_csv(shots, out / "timings.csv")
+    print(table)
+    print(f"\nSaved {count} pictures, {sheet.name}, timings.txt and timings.csv in {out}/")
+    return 0
+
+
+async def _room_with_bot(user: AsyncClient, bot_id: str) -> str:
+    created = await user.room_create(name="imgbot demo", invite=[bot_id])
+    if not isinstance(created, RoomCreateResponse):
+        raise RuntimeError(f"could not create the demo room: {created}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        members = await user.joined_members(created.room_id)
+        if bot_id in {m.user_id for m in getattr(members, "members", [])}:
+            return created.room_id
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the bot did not join the demo room within 60 s")
+
+
+async def _collect(user: AsyncClient, room_id: str, shots: list[Shot], out: Path) -> None:
+    by_event = {s.event_id: s for s in shots}
+    waiting = set(by_event)
+    deadline = time.monotonic() + TIMEOUT_PER_PICTURE * len(shots)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(waiting)} pictures did not arrive in time")
+        sync = await user.sync(timeout=5000)
+        if not isinstance(sync, SyncResponse):
+            continue
+        room = sync.rooms.join.get(room_id)
+        for event in room.timeline.events if room else []:
+            content = event.source.get("content", {})
+            if content.get("msgtype") == "m.notice" and event.sender != user.user_id:
+                print(f"  bot: {content.get('body')}")
+            reply_to = (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
+            if content.get("msgtype") != "m.image" or reply_to not in waiting:
+                continue
+            shot = by_event[reply_to]
+            shot.received_at = time.monotonic()
+            data = await user.download(mxc=content["url"])
+            if isinstance(data, DownloadError):
+                raise RuntimeError(f"could not download {content['url']}: {data.message}")
+            index = shots.index(shot) + 1
+            shot.file = out / f"{index:02d}-{shot.prompt.split(', ')[1].replace(' ', '-')}.png"
+            shot.file.write_bytes(data.body)
+            waiting.discard(reply_to)
+            print(f"  {index:2d}/{len(shots)} {shot.prompt} (seed {shot.seed}) "
+                  f"after {shot.latency:.1f} s")
+
+
+async def _read_timings(settings: Settings, shots: list[Shot]) -> None:
+    """Queue wait and generation time as the bot recorded them in its usage log."""
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    try:
+        for shot in shots:
+            row = await (await db.execute(
+                "SELECT queue_seconds, generation_seconds FROM usage WHERE event_id = ?",
+                (shot.event_id,))).fetchone()
+            if row is not None:
+                shot.queue_seconds, shot.generation_seconds = row[0] or 0.0, row[1] or 0.0
+    finally:
+        await db.close()
+
+
+def contact_sheet(files: list[Path], target: Path, columns: int = 5, cell: int = 256) -> Path:
+    """All pictures in one tiled image, in the order they were asked for."""
+    from PIL import Image
+
+    rows = (len(files) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
+    for i, path in enumerate(files):
+        with Image.open(path) as picture:
+            thumb = picture.convert("RGB")
+            thumb.thumbnail((cell, cell))
+            x = (i % columns) * cell + (cell - thumb.width) // 2
+            y = (i // columns) * cell + (cell - thumb.height) // 2
+            sheet.paste(thumb, (x, y))
+    sheet.save(target)
+    return target
+
+
+def timing_table(shots: list[Shot], total: float, engine) -> str:
+    lines = [f"{'#':>3}  {'prompt':<36} {'seed':>5} {'queue s':>8} {'gen s':>7} {'reply s':>8}"]
+    for i, s in enumerate(shots, 1):
+        lines.append(f"{i:>3}  {s.prompt:<36} {s.seed:>5} {s.queue_seconds:>8.2f} "
+                     f"{s.generation_seconds:>7.2f} {s.latency:>8.2f}")
+    gen = sum(s.generation_seconds for s in shots)
+    device = getattr(getattr(engine, "placement", None), "device", "?")
+    lines += [
+        "",
+        f"{len(shots)} pictures in {total:.1f} s total ({total / len(shots):.2f} s per picture "
+        f"end to end), generation {gen:.1f} s ({gen / len(shots):.2f} s per picture) "
+        f"on {device} with {engine.name}",
+    ]
+    return "\n".join(lines)
+
+
+def _write_csv(shots: list[Shot], target: Path) -> None:
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "prompt", "seed", "queue_seconds", "generation_seconds",
+                         "reply_seconds"])
+        for s in shots:
+            writer.writerow([s.file.name if s.file else "", s.prompt, s.seed,
+                             f"{s.queue_seconds:.3f}", f"{s.generation_seconds:.3f}",
+                             f"{s.latency:.3f}"])

@@ -1,0 +1,91 @@
+"""Logging in once and keeping the device: the token and device ID live in state_dir.
+
+A bot that logs in anew at every start leaves a trail of devices behind it (and, once
+encryption is on, breaks every room key). So the first start logs in with the password and
+later starts restore that login.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from nio import AsyncClient, LoginResponse, WhoamiResponse
+
+from .config import MatrixSettings
+
+log = logging.getLogger(__name__)
+
+CREDENTIALS_FILE = "credentials.json"
+
+
+class LoginFailed(Exception):
+    """The bot cannot log in; the message says why and what to change."""
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically (never a half-written secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_saved(path: Path, settings: MatrixSettings) -> dict | None:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LoginFailed(f"{path} is unreadable ({exc}); remove it to log in anew") from exc
+    if saved.get("user_id") != settings.user_id or saved.get("homeserver") != settings.homeserver_url:
+        log.warning("saved login in %s is for another account or server; logging in anew", path)
+        return None
+    return saved
+
+
+async def log_in(client: AsyncClient, settings: MatrixSettings, state_dir: Path) -> None:
+    """Restore the saved login, or log in for the first time and save it."""
+    path = state_dir / CREDENTIALS_FILE
+    saved = _load_saved(path, settings)
+    if saved is not None:
+        client.restore_login(saved["user_id"], saved["device_id"], saved["access_token"])
+        check = await client.whoami()
+        if isinstance(check, WhoamiResponse):
+            log.info("restored the login of %s, device %s", saved["user_id"], saved["device_id"])
+            return
+        if settings.password is None:
+            raise LoginFailed(f"the saved access token was refused ({check.message}) and no "
+                              "password is configured to log in again")
+        log.warning("the saved access token was refused (%s); logging in anew", check.message)
+
+    if settings.access_token is not None:
+        client.access_token = settings.access_token.get_secret_value()
+        who = await client.whoami()
+        if not isinstance(who, WhoamiResponse):
+            raise LoginFailed(f"matrix.access_token was refused by the homeserver: {who.message}")
+        if who.user_id != settings.user_id:
+            raise LoginFailed(f"matrix.access_token belongs to {who.user_id}, "
+                              f"not matrix.user_id {settings.user_id}")
+        client.restore_login(who.user_id, who.device_id, client.access_token)
+    elif settings.password is not None:
+        response = await client.login(settings.password.get_secret_value(),
+                                      device_name=settings.device_name)
+        if not isinstance(response, LoginResponse):
+            raise LoginFailed(f"login as {settings.user_id} failed: {response.message}")
+        log.info("logged in as %s, new device %s", response.user_id, response.device_id)
+    else:
+        raise LoginFailed("set matrix.password (or password_file) or matrix.access_token")
+
+    write_private(path, json.dumps({
+        "homeserver": settings.homeserver_url,
+        "user_id": client.user_id,
+        "device_id": client.device_id,
+        "access_token": client.access_token,
+    }))

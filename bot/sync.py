@@ -1,0 +1,100 @@
+"""The sync loop: long-polls the homeserver, backs off with jitter, keeps its token.
+
+Not nio's `sync_forever`: we need the token saved only after a batch was handled (so a
+restart neither skips nor repeats a command), the very first sync treated as history, and a
+backoff with jitter that a stalled homeserver can recover from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from nio import AsyncClient, SyncResponse
+
+from . import db as database
+
+log = logging.getLogger(__name__)
+
+SYNC_TOKEN_KEY = "sync_token"
+POLL_MS = 30_000
+BACKOFF_MAX = 60.0
+
+
+class TokenRejected(Exception):
+    """The homeserver no longer accepts the access token: only a new login helps."""
+
+
+def backoff_delay(failures: int, cap: float = BACKOFF_MAX) -> float:
+    """Exponential backoff with jitter: about 1, 2, 4 … s, capped, each scaled by 0.5–1.0."""
+    return min(cap, 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)
+
+
+class SyncLoop:
+    def __init__(self, client: AsyncClient, db,
+                 on_sync: Callable[[SyncResponse, bool], Awaitable[None]]):
+        self.client = client
+        self.db = db
+        self.on_sync = on_sync
+        # Set once the first sync is handled: from then on, new messages are answered.
+        self.live = asyncio.Event()
+        self.last_success = time.monotonic()  # for a watchdog, and for `check`
+
+    async def run(self, stop: asyncio.Event) -> None:
+        token = await database.get_state(self.db, SYNC_TOKEN_KEY)
+        failures = 0
+        while not stop.is_set():
+            # The very first sync (no token) only takes the current state: the backlog of
+            # old messages is history, not commands for us.
+            first = token is None
+            response = await self._sync_or_stop(token, first, stop)
+            if response is None:
+                return
+            if isinstance(response, SyncResponse):
+                await self.on_sync(response, first)
+                token = response.next_batch
+                await database.set_state(self.db, SYNC_TOKEN_KEY, token)
+                self.last_success = time.monotonic()
+                self.live.set()
+                if failures:
+                    log.info("sync recovered after %d failures", failures)
+                failures = 0
+                continue
+            if getattr(response, "status_code", None) in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                raise TokenRejected(f"the homeserver rejected the access token: {response.message}")
+            failures += 1
+            delay = backoff_delay(failures)
+            log.warning("sync failed (%s); retrying in %.1f s", _describe(response), delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _sync_or_stop(self, token, first, stop):
+        """One sync request, abandoned as soon as `stop` is set; None when stopping."""
+        sync = asyncio.ensure_future(self._sync_once(token, first))
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({sync, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if sync not in done:
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
+            return None
+        stopped.cancel()
+        return sync.result()
+
+    async def _sync_once(self, token, first):
+        try:
+            return await self.client.sync(timeout=0 if first else POLL_MS, since=token,
+                                          full_state=True if first else None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return exc
+
+
+def _describe(response) -> str:
+    if isinstance(response, BaseException):
+        return f"{type(response).__name__}: {response}" if str(response) else type(response).__name__
+    return f"{getattr(response, 'status_code', '?')}: {getattr(response, 'message', response)}"

@@ -1,0 +1,51 @@
+"""Which device and precision a pipeline runs on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cuda", "cuda:1", "mps" or "cpu"
+    dtype_name: str  # "bfloat16", "float16" or "float32"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+
+def choose(requested: str = "auto") -> Placement:
+    """Pick the device: `auto` takes CUDA, then MPS, then the CPU.
+
+    Half precision on GPUs (bf16 where the card supports it, since it cannot overflow the
+    way fp16 can); fp32 on the CPU, where half precision is slow or unsupported.
+    """
+    import torch
+
+    kind = requested.split(":")[0]
+    if kind not in DEVICES:
+        raise ValueError(f"device {requested!r}: choose one of {', '.join(DEVICES)}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            requested = kind = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            requested = kind = "mps"
+        else:
+            requested = kind = "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    elif kind == "mps":
+        dtype = "float16"
+    else:
+        dtype = "float32"
+    return Placement(requested, dtype)

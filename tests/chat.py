@@ -1,0 +1,114 @@
+"""The user's side of a conversation with the bot, for tests against the real homeserver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Callable
+
+from nio import AsyncClient, DownloadError, RoomCreateResponse, RoomSendResponse, SyncResponse
+
+from bot.app import run_bot
+
+
+def reply_target(event: dict[str, Any]) -> str | None:
+    relation = event.get("content", {}).get("m.relates_to") or {}
+    return (relation.get("m.in_reply_to") or {}).get("event_id")
+
+
+class Chat:
+    """A logged-in user who keeps every timeline event it has seen, per room."""
+
+    def __init__(self, client: AsyncClient):
+        self.client = client
+        self.seen: dict[str, list[dict[str, Any]]] = {}
+
+    @classmethod
+    async def login(cls, server, localpart: str, password: str) -> "Chat":
+        client = AsyncClient(server.url, f"@{localpart}:{server.server_name}")
+        await client.login(password)
+        chat = cls(client)
+        await chat.sync(0)
+        return chat
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def sync(self, timeout_ms: int = 1000) -> None:
+        response = await self.client.sync(timeout=timeout_ms)
+        if isinstance(response, SyncResponse):
+            for room_id, info in response.rooms.join.items():
+                self.seen.setdefault(room_id, []).extend(e.source for e in info.timeline.events)
+
+    async def room_with(self, bot_id: str, name: str = "test room") -> str:
+        created = await self.client.room_create(name=name, invite=[bot_id])
+        assert isinstance(created, RoomCreateResponse), created
+        await self.wait_for(created.room_id, lambda events: any(
+            e["type"] == "m.room.member" and e.get("state_key") == bot_id
+            and e["content"].get("membership") == "join" for e in events), timeout=30)
+        return created.room_id
+
+    async def send(self, room_id: str, body: str, **content: Any) -> str:
+        response = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content})
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    async def wait_for(self, room_id: str, predicate: Callable[[list], Any],
+                       timeout: float = 60) -> Any:
+        """Sync until predicate(events of the room) is truthy; return what it returned."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = predicate(self.seen.get(room_id, []))
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s; saw: "
+                                     f"{[_short(e) for e in self.seen.get(room_id, [])]}")
+            await self.sync(1000)
+
+    def replies(self, room_id: str, event_id: str, msgtype: str | None = None) -> list[dict]:
+        return [e for e in self.seen.get(room_id, []) if reply_target(e) == event_id
+                and (msgtype is None or e["content"].get("msgtype") == msgtype)]
+
+    async def wait_reply(self, room_id: str, event_id: str, msgtype: str,
+                         count: int = 1, timeout: float = 60) -> list[dict]:
+        return await self.wait_for(room_id, lambda _: (
+            r if len(r := self.replies(room_id, event_id, msgtype)) >= count else None), timeout)
+
+    async def download(self, mxc: str) -> bytes:
+        response = await self.client.download(mxc=mxc)
+        assert not isinstance(response, DownloadError), response
+        return response.body
+
+
+def _short(event: dict) -> str:
+    content = event.get("content", {})
+    return f"{event.get('type')}/{content.get('msgtype', content.get('membership', ''))}:" \
+           f"{str(content.get('body', ''))[:60]}"
+
+
+@asynccontextmanager
+async def bot_running(settings, engine):
+    """Run the bot in this event loop until the block ends; fail loudly if it dies."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()  # raises what stopped the bot
+        raise AssertionError("the bot stopped before it was ready")
+    if waiter not in done:
+        raise AssertionError("the bot was not ready within 60 s")
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 90)

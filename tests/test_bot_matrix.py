@@ -1,0 +1,249 @@
+"""What a user sees in a room, against a real Synapse and the tiny real model."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import stat
+
+import pytest
+from PIL import Image
+
+from bot import db as database
+from bot import usage
+from generation.png import read_parameters
+from tests.chat import bot_running
+
+pytestmark = pytest.mark.synapse
+BOT = "@imgbot:localhost"
+
+
+async def usage_rows(settings) -> list[dict]:
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    try:
+        return await usage.query(db)
+    finally:
+        await db.close()
+
+
+async def test_picture_arrives_as_reply_with_parameters(make_settings, engine, alice):
+    settings = make_settings()
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        command = await alice.send(room, "!img Albert Einstein, oil painting --seed 42 "
+                                         "--steps 3 --size 128x96")
+        (image,) = await alice.wait_reply(room, command, "m.image")
+
+    content = image["content"]
+    assert image["sender"] == BOT
+    assert content["info"]["mimetype"] == "image/png"
+    assert (content["info"]["w"], content["info"]["h"]) == (128, 96)
+    png = await alice.download(content["url"])
+    assert content["info"]["size"] == len(png)
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.format == "PNG" and picture.size == (128, 96)
+    params = read_parameters(png)
+    assert params["prompt"] == "Albert Einstein, oil painting"
+    assert (params["seed"], params["steps"], params["size"]) == (42, 3, "128x96")
+    assert params["model"] == engine.name
+    # The caption says what was made and how long it took.
+    caption = content["body"]
+    for expected in ("seed 42", "3 steps", "128×96", " s (waited "):
+        assert expected in caption
+    assert content["m.mentions"] == {"user_ids": [alice.user_id]}
+
+
+async def test_same_seed_same_picture(make_settings, engine, alice):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img a red apple --seed 7")
+        second = await alice.send(room, "!img a red apple --seed 7")
+        (a,) = await alice.wait_reply(room, first, "m.image")
+        (b,) = await alice.wait_reply(room, second, "m.image")
+    pixels = [Image.open(io.BytesIO(await alice.download(e["content"]["url"]))).tobytes()
+              for e in (a, b)]
+    assert pixels[0] == pixels[1]
+
+
+@pytest.mark.parametrize("command, says", [
+    ("!img a cat --bogus 3", "Unknown option --bogus"),
+    ("!img a cat --steps 500", "--steps must be from 1 to 50"),
+    ("!img a cat --steps two", "--steps takes a whole number"),
+    ("!img a cat --size 8192x8192", "too large: at most 2,359,296 pixels"),
+    ("!img a cat --size 100x100", "multiples of 8"),
+    ("!img --seed 4", "The prompt is empty"),
+    ("!img " + "x" * 1001, "the limit is 1,000"),
+    ("!img a cat --seed -1", "--seed must be from 0 to 4294967295"),
+])
+async def test_bad_input_gets_a_notice_and_no_picture(make_settings, engine, alice,
+                                                      command, says):
+    settings = make_settings()
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        bad = await alice.send(room, command)
+        (notice,) = await alice.wait_reply(room, bad, "m.notice")
+        # The bot answers in order: once a later command is answered, the bad one is done.
+        good = await alice.send(room, "!img a dog --seed 1")
+        await alice.wait_reply(room, good, "m.image")
+    assert says in notice["content"]["body"]
+    assert alice.replies(room, bad) == [notice]
+    rows = await usage_rows(settings)
+    assert [r["status"] for r in rows] == ["rejected", "ok"]
+    assert says in rows[0]["error"]
+
+
+async def test_help(make_settings, engine, alice):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        asked = await alice.send(room, "!img help")
+        (notice,) = await alice.wait_reply(room, asked, "m.notice")
+    body = notice["content"]["body"]
+    for option in ("--seed", "--steps", "--size", "--no", "--guidance"):
+        assert option in body
+
+
+async def test_outsider_gets_nothing(make_settings, engine, alice, mallory):
+    settings = make_settings()
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        await alice.client.room_invite(room, mallory.user_id)
+        await mallory.client.join(room)
+        ignored = await mallory.send(room, "!img a forged banknote")
+        answered = await alice.send(room, "!img help")
+        await alice.wait_reply(room, answered, "m.notice")
+        # An invite from an outsider is declined, not accepted.
+        own = await mallory.client.room_create(name="mallory's room", invite=[BOT])
+        await mallory.wait_for(own.room_id, lambda events: any(
+            e["type"] == "m.room.member" and e.get("state_key") == BOT
+            and e["content"].get("membership") == "leave" for e in events), timeout=30)
+    assert alice.replies(room, ignored) == []
+    assert all(r["user_id"] != mallory.user_id for r in await usage_rows(settings))
+
+
+async def test_notices_edits_and_own_messages_are_ignored(make_settings, engine, alice):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        notice = await alice.client.room_send(room, "m.room.message", {
+            "msgtype": "m.notice", "body": "!img from another bot"})
+        original = await alice.send(room, "!img a boat --seed 3")
+        edit = await alice.send(room, "* !img a ship --seed 3", **{
+            "m.new_content": {"msgtype": "m.text", "body": "!img a ship --seed 3"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+        after = await alice.send(room, "!img help")
+        await alice.wait_reply(room, original, "m.image")
+        await alice.wait_reply(room, after, "m.notice")
+    assert alice.replies(room, notice.event_id) == []
+    assert alice.replies(room, edit) == []
+    assert len(alice.replies(room, original)) == 1
+
+
+async def test_four_commands_at_once_each_get_their_picture(make_settings, engine, alice):
+    settings = make_settings(limits={"per_user_queued": 4})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        sent = await asyncio.gather(*(alice.send(room, f"!img lighthouse number {i} --seed {i}")
+                                      for i in range(4)))
+        for event_id in sent:
+            await alice.wait_reply(room, event_id, "m.image")
+    seeds = set()
+    for event_id in sent:
+        (image,) = alice.replies(room, event_id, "m.image")
+        seeds.add(read_parameters(await alice.download(image["content"]["url"]))["seed"])
+    assert seeds == {0, 1, 2, 3}
+    # Those that had to wait were told their place in the queue at once.
+    queued = [n for e in sent for n in alice.replies(room, e, "m.notice")]
+    assert queued and all(n["content"]["body"].startswith("Queued: ") for n in queued)
+    rows = await usage_rows(settings)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert all(r["generation_seconds"] > 0 and r["queue_seconds"] >= 0 for r in rows)
+    assert {r["room_id"] for r in rows} == {room}
+    assert all(r["images"] == 1 and r["model"] == engine.name for r in rows)
+
+
+async def test_per_user_queue_limit(make_settings, engine, alice):
+    settings = make_settings(limits={"per_user_queued": 1},
+                             generation={"size": "512x512", "steps": 8})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img slow one --seed 1")
+        second = await alice.send(room, "!img too many --seed 2")
+        (refusal,) = await alice.wait_reply(room, second, "m.notice")
+        await alice.wait_reply(room, first, "m.image")
+    assert "limit is 1" in refusal["content"]["body"]
+    assert alice.replies(room, second, "m.image") == []
+
+
+async def test_restart_answers_nothing_twice_and_keeps_the_device(make_settings, engine,
+                                                                  alice, tmp_path):
+    settings = make_settings(state_dir=tmp_path / "kept")
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        before = await alice.send(room, "!img before the restart --seed 1")
+        await alice.wait_reply(room, before, "m.image")
+    credentials = settings.state_dir / "credentials.json"
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    device = json.loads(credentials.read_text())["device_id"]
+
+    while_down = await alice.send(room, "!img while it was down --seed 2")
+    async with bot_running(settings, engine):
+        after = await alice.send(room, "!img after the restart --seed 3")
+        await alice.wait_reply(room, after, "m.image")
+        await alice.wait_reply(room, while_down, "m.image")
+    assert json.loads(credentials.read_text())["device_id"] == device
+    for event_id in (before, while_down, after):
+        assert len(alice.replies(room, event_id, "m.image")) == 1
+
+
+async def test_lost_sync_token_skips_history(make_settings, engine, alice, tmp_path):
+    settings = make_settings(state_dir=tmp_path / "kept")
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        answered = await alice.send(room, "!img answered once --seed 1")
+        await alice.wait_reply(room, answered, "m.image")
+    unanswered = await alice.send(room, "!img sent while its token was lost --seed 2")
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    await db.execute("DELETE FROM bot_state")
+    await db.commit()
+    await db.close()
+    async with bot_running(settings, engine):
+        later = await alice.send(room, "!img help")
+        await alice.wait_reply(room, later, "m.notice")
+    assert len(alice.replies(room, answered)) == 1
+    assert alice.replies(room, unanswered) == []
+
+
+async def test_a_failing_job_gets_a_notice_and_the_next_one_runs(make_settings, engine, alice):
+    class BreaksOnBoom:
+        """The real engine, except that a prompt with 'boom' raises inside the pipeline."""
+
+        name = engine.name
+
+        def generate(self, job):
+            if "boom" in job.prompt:
+                raise RuntimeError("the pipeline broke")
+            return engine.generate(job)
+
+    settings = make_settings()
+    async with bot_running(settings, BreaksOnBoom()):
+        room = await alice.room_with(BOT)
+        broken = await alice.send(room, "!img boom --seed 1")
+        fine = await alice.send(room, "!img fine --seed 2")
+        (notice,) = await alice.wait_reply(room, broken, "m.notice")
+        await alice.wait_reply(room, fine, "m.image")
+    assert "the pipeline broke" in notice["content"]["body"]
+    statuses = {r["prompt"]: r["status"] for r in await usage_rows(settings)}
+    assert statuses == {"boom": "error", "fine": "ok"}
+
+
+async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        root = await alice.send(room, "a thread about apples")
+        command = await alice.send(room, "!img an apple --seed 5", **{
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root,
+                             "is_falling_back": True, "m.in_reply_to": {"event_id": root}}})
+        (image,) = await alice.wait_reply(room, command, "m.image")
+    relation = image["content"]["m.relates_to"]
+    assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
