@@ -106,7 +106,7 @@ async def _showcase(server: LocalHomeserver, model: Path, count: int, out: Path,
         stop.set()
         await user.close()
         await bot_task
-    sheet = contact_sheet([s.file for s in shots], out / "contact-sheet.png")
+    sheet = contact_sheet(shots, out / "contact-sheet.png")
     table = timing_table(shots, total, engine)
     (out / "timings.txt").write_text(table + "\n", encoding="utf-8")
     _write_csv(shots, out / "timings.csv")
@@ -173,19 +173,26 @@ async def _read_timings(settings: Settings, shots: list[Shot]) -> None:
         await db.close()
 
 
-def contact_sheet(files: list[Path], target: Path, columns: int = 5, cell: int = 256) -> Path:
-    """All pictures in one tiled image, in the order they were asked for."""
-    from PIL import Image
+def contact_sheet(shots: list[Shot], target: Path, columns: int = 5, cell: int = 256) -> Path:
+    """All pictures in one tiled image, in the order they were asked for, each labelled."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    rows = (len(files) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
-    for i, path in enumerate(files):
-        with Image.open(path) as picture:
+    gap, label = 6, 22
+    rows = (len(shots) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * (cell + gap) + gap, rows * (cell + label + gap) + gap),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=13)
+    for i, shot in enumerate(shots):
+        x = gap + (i % columns) * (cell + gap)
+        y = gap + (i // columns) * (cell + label + gap)
+        with Image.open(shot.file) as picture:
             thumb = picture.convert("RGB")
-            thumb.thumbnail((cell, cell))
-            x = (i % columns) * cell + (cell - thumb.width) // 2
-            y = (i // columns) * cell + (cell - thumb.height) // 2
-            sheet.paste(thumb, (x, y))
+        thumb.thumbnail((cell, cell))
+        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+        style = shot.prompt.split(", ", 1)[-1]
+        draw.text((x + 2, y + cell + 4), f"{i + 1}. {style} · seed {shot.seed}", fill="black",
+                  font=font)
     sheet.save(target)
     return target
 

@@ -45,6 +45,17 @@ def inspect_model(folder: str | Path) -> str:
     return SUPPORTED[class_name]
 
 
+def _quiet_libraries() -> None:
+    """The hub libraries print progress bars and advice meant for notebooks; a service's
+    log should carry only what matters (their errors still come through)."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
+
+
 class Engine:
     def __init__(self, model: str | Path, device: str = "auto"):
         self.path = Path(model).expanduser().resolve()
@@ -59,6 +70,7 @@ class Engine:
         import torch
         from diffusers import AutoPipelineForText2Image
 
+        _quiet_libraries()
         self.placement = choose(self.requested_device)
         started = time.perf_counter()
         pipe = AutoPipelineForText2Image.from_pretrained(

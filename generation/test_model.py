@@ -93,6 +93,7 @@ def _scheduler():
         beta_end=0.012,
         beta_schedule="scaled_linear",
         timestep_spacing="trailing",
+        steps_offset=1,
     )
 
 

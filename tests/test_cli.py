@@ -1,0 +1,148 @@
+"""The `imgbot` command line, run as a user runs it: as a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from generation.png import read_parameters
+from tests.conftest import ALLOWED, PASSWORD
+
+IMGBOT = [sys.executable, "-m", "bot.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+BOT = "@imgbot:localhost"
+
+
+def imgbot(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*IMGBOT, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def write_config(path: Path, homeserver, model: Path, state: Path, **matrix) -> Path:
+    path.write_text(yaml.safe_dump({
+        "matrix": {"homeserver_url": homeserver.url, "user_id": BOT, "password": PASSWORD,
+                   "allowed_users": ALLOWED, **matrix},
+        "state_dir": str(state),
+        "generation": {"model": str(model), "size": "64x64", "steps": 2},
+    }))
+    return path
+
+
+def test_help_lists_the_commands():
+    result = imgbot("--help")
+    assert result.returncode == 0
+    for command in ("run", "demo", "generate", "usage", "make-test-model"):
+        assert command in result.stdout
+
+
+def test_make_test_model_then_generate(tmp_path):
+    model = tmp_path / "tiny-sdxl"
+    made = imgbot("make-test-model", str(model), "--arch", "sdxl")
+    assert made.returncode == 0, made.stderr
+    assert (model / "model_index.json").is_file()
+    assert (model / "tokenizer").is_dir() and (model / "tokenizer_2").is_dir()
+
+    out = tmp_path / "einstein.png"
+    result = imgbot("generate", "Albert Einstein, oil painting", "--seed", "3", "--size",
+                    "96x64", "--steps", "2", "--model", str(model), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "seed 3" in result.stdout
+    with Image.open(out) as picture:
+        assert picture.size == (96, 64)
+    params = read_parameters(out.read_bytes())
+    assert params["prompt"] == "Albert Einstein, oil painting" and params["seed"] == 3
+
+    refused = imgbot("generate", "a cat", "--steps", "0", "--model", str(model), "-o",
+                     str(tmp_path / "no.png"))
+    assert refused.returncode == 2
+    assert "--steps must be from 1 to 50" in refused.stderr
+    assert not (tmp_path / "no.png").exists()
+
+
+def test_generate_refuses_a_folder_that_is_no_model(tmp_path):
+    result = imgbot("generate", "a cat", "--model", str(tmp_path), "-o", str(tmp_path / "x.png"))
+    assert result.returncode == 2
+    assert "no model_index.json" in result.stderr
+
+
+def test_run_refuses_a_bad_config_naming_the_key(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("matrix:\n  homeserver_url: http://127.0.0.1:1\n  user_id: imgbot\n"
+                      "limits:\n  max_steps: 0\n")
+    result = imgbot("run", "-c", str(config))
+    assert result.returncode != 0
+    assert "matrix.user_id" in result.stderr and "limits.max_steps" in result.stderr
+
+
+@pytest.mark.synapse
+def test_run_with_a_wrong_password_exits_with_a_reason(homeserver, test_model, tmp_path):
+    config = write_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state",
+                          password="not the password")
+    result = imgbot("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "login as @imgbot:localhost failed" in result.stderr
+    assert "not the password" not in result.stderr + result.stdout
+
+
+@pytest.mark.synapse
+async def test_run_answers_then_stops_cleanly_on_sigterm(homeserver, test_model, tmp_path,
+                                                         alice):
+    config = write_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state")
+    log = tmp_path / "bot.log"
+
+    async def start():
+        return await asyncio.create_subprocess_exec(
+            *IMGBOT, "run", "-c", str(config), cwd=ROOT, stdout=log.open("ab"),
+            stderr=subprocess.STDOUT)
+
+    bot = await start()
+    try:
+        room = await alice.room_with(BOT)  # the bot joins on the invite once it is up
+        first = await alice.send(room, "!img a quiet harbour --seed 11")
+        await alice.wait_reply(room, first, "m.image")
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(bot.wait(), 60)
+    assert code == 0, log.read_text()
+    device = json.loads((tmp_path / "state" / "credentials.json").read_text())["device_id"]
+
+    bot = await start()
+    try:
+        second = await alice.send(room, "!img a busy harbour --seed 12")
+        await alice.wait_reply(room, second, "m.image", timeout=120)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(bot.wait(), 60)
+    assert code == 0, log.read_text()
+    assert len(alice.replies(room, first, "m.image")) == 1
+    assert json.loads((tmp_path / "state" / "credentials.json").read_text())["device_id"] == device
+    text = log.read_text()
+    assert "a quiet harbour" not in text, "prompts must not be logged at INFO"
+    assert PASSWORD not in text
+
+
+def test_demo_makes_pictures_a_contact_sheet_and_a_timing_table(tmp_path):
+    out = tmp_path / "demo"
+    result = imgbot("demo", "--count", "3", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "random-weight test model" in result.stdout
+    pictures = sorted(out.glob("0*.png"))
+    assert [p.name for p in pictures] == ["01-oil-painting.png", "02-watercolor.png",
+                                          "03-pencil-sketch.png"]
+    for picture in pictures:
+        assert read_parameters(picture.read_bytes())["prompt"].startswith("Albert Einstein, ")
+    with Image.open(out / "contact-sheet.png") as sheet:
+        assert sheet.width > 3 * 256
+    table = (out / "timings.txt").read_text()
+    assert "3 pictures in" in table and "s per picture" in table
+    rows = (out / "timings.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(float(r.split(",")[4]) > 0 for r in rows[1:])

@@ -1,0 +1,250 @@
+"""The generation queue (`generation/queue.py`) driven by a fake runner the tests control."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from PIL import Image
+
+from generation.job import GenerationError, Job, Result
+from generation.queue import GenerationQueue, QueueFull
+
+TIMEOUT = 5  # seconds; only reached when something is broken
+
+
+class FakeRunner:
+    """Makes one small picture per job; jobs whose prompt is in `hold` wait for release()."""
+
+    name = "fake-model"
+
+    def __init__(self, hold: set[str] = frozenset(), fail: dict[str, Exception] | None = None):
+        self.hold = set(hold)
+        self.fail = fail or {}
+        self.started: list[str] = []
+        self.threads: set[str] = set()
+        self._gates: dict[str, threading.Event] = {}
+        self._started_events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _gate(self, table: dict, prompt: str) -> threading.Event:
+        with self._lock:
+            return table.setdefault(prompt, threading.Event())
+
+    def release(self, prompt: str) -> None:
+        self._gate(self._gates, prompt).set()
+
+    async def wait_started(self, prompt: str) -> None:
+        started = self._gate(self._started_events, prompt)
+        assert await asyncio.to_thread(started.wait, TIMEOUT), f"{prompt!r} never started"
+
+    def generate(self, job: Job) -> list:
+        self.threads.add(threading.current_thread().name)
+        self.started.append(job.prompt)
+        self._gate(self._started_events, job.prompt).set()
+        if job.prompt in self.hold:
+            assert self._gate(self._gates, job.prompt).wait(TIMEOUT), "never released"
+        if job.prompt in self.fail:
+            raise self.fail[job.prompt]
+        shade = job.seed % 256
+        return [Image.new("RGB", (job.width, job.height), (shade, shade, shade))
+                for _ in range(job.count)]
+
+
+def job(prompt: str, seed: int = 1, count: int = 1) -> Job:
+    return Job(prompt=prompt, seed=seed, steps=1, width=8, height=8, count=count)
+
+
+async def result_of(ticket) -> Result:
+    return await asyncio.wait_for(ticket.result, TIMEOUT)
+
+
+@pytest.fixture
+async def make_queue():
+    made: list[GenerationQueue] = []
+
+    def make(runner: FakeRunner, max_size: int = 10, per_user: int = 10) -> GenerationQueue:
+        queue = GenerationQueue(runner, max_size=max_size, per_user=per_user)
+        queue.start()
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        for gate in queue.runner._gates.values():
+            gate.set()
+        await asyncio.wait_for(queue.close(), TIMEOUT)
+
+
+# ---- results ------------------------------------------------------------------------------
+
+async def test_a_job_comes_back_with_its_pictures_and_timings(make_queue):
+    queue = make_queue(FakeRunner())
+    ticket = queue.submit(job("cat", seed=7, count=2), "@alice:x")
+    result = await result_of(ticket)
+    assert result.ok and result.error is None
+    assert result.job == ticket.job
+    assert result.model == "fake-model"
+    assert [im.size for im in result.images] == [(8, 8), (8, 8)]
+    assert result.images[0].getpixel((0, 0)) == (7, 7, 7)
+    assert result.generation_seconds >= 0 and result.queue_seconds >= 0
+
+
+async def test_results_come_back_in_submission_order(make_queue):
+    runner = FakeRunner(hold={"first"})
+    queue = make_queue(runner)
+    tickets = [queue.submit(job(p, seed=i), "@alice:x")
+               for i, p in enumerate(["first", "second", "third", "fourth"])]
+    await runner.wait_started("first")
+    runner.release("first")
+    finished: list[str] = []
+
+    async def note(ticket):
+        finished.append((await result_of(ticket)).job.prompt)
+
+    await asyncio.gather(*(note(t) for t in tickets))
+    assert runner.started == ["first", "second", "third", "fourth"]
+    assert finished == ["first", "second", "third", "fourth"]
+    assert [t.id for t in tickets] == sorted(t.id for t in tickets)
+    assert len({t.id for t in tickets}) == 4
+
+
+async def test_one_worker_thread_runs_every_job(make_queue):
+    runner = FakeRunner()
+    queue = make_queue(runner)
+    tickets = [queue.submit(job(f"p{i}"), "@alice:x") for i in range(3)]
+    for t in tickets:
+        await result_of(t)
+    assert runner.threads == {"gpu-worker"}
+
+
+async def test_ahead_counts_the_running_and_waiting_jobs(make_queue):
+    runner = FakeRunner(hold={"running"})
+    queue = make_queue(runner)
+    assert queue.submit(job("running"), "@a:x").ahead == 0
+    await runner.wait_started("running")
+    assert queue.depth == 1
+    assert queue.submit(job("w1"), "@b:x").ahead == 1
+    assert queue.submit(job("w2"), "@c:x").ahead == 2
+    assert queue.depth == 3
+    runner.release("running")
+
+
+async def test_submit_before_start_is_refused():
+    queue = GenerationQueue(FakeRunner(), max_size=1, per_user=1)
+    with pytest.raises(AssertionError, match="start"):
+        queue.submit(job("x"), "@a:x")
+
+
+# ---- limits -------------------------------------------------------------------------------
+
+async def test_per_user_limit_names_the_limit_and_spares_others(make_queue):
+    runner = FakeRunner(hold={"a1"})
+    queue = make_queue(runner, per_user=2)
+    queue.submit(job("a1"), "@alice:x")
+    await runner.wait_started("a1")
+    queue.submit(job("a2"), "@alice:x")  # the running job counts too: this is her second
+    with pytest.raises(QueueFull) as info:
+        queue.submit(job("a3"), "@alice:x")
+    message = str(info.value)
+    assert "2 jobs queued" in message and "limit is 2" in message
+    bob = queue.submit(job("b1"), "@bob:x")  # somebody else is not affected
+    runner.release("a1")
+    assert (await result_of(bob)).ok
+    # Once her jobs are done, she may submit again.
+    assert (await result_of(queue.submit(job("a4"), "@alice:x"))).ok
+
+
+async def test_queue_size_limit(make_queue):
+    runner = FakeRunner(hold={"running"})
+    queue = make_queue(runner, max_size=2)
+    queue.submit(job("running"), "@a:x")
+    await runner.wait_started("running")
+    queue.submit(job("w1"), "@b:x")
+    queue.submit(job("w2"), "@c:x")
+    with pytest.raises(QueueFull, match=r"queue is full \(2 waiting\)"):
+        queue.submit(job("w3"), "@d:x")
+    runner.release("running")
+
+
+# ---- failures -----------------------------------------------------------------------------
+
+async def test_a_failing_job_gives_an_error_and_the_next_job_runs(make_queue):
+    runner = FakeRunner(fail={"bad": RuntimeError("CUDA error: device-side assert")})
+    queue = make_queue(runner)
+    bad = queue.submit(job("bad"), "@a:x")
+    good = queue.submit(job("good"), "@a:x")
+    failed = await result_of(bad)
+    assert not failed.ok
+    assert failed.images == ()
+    assert failed.error == "generation failed: RuntimeError: CUDA error: device-side assert"
+    assert failed.model == "fake-model"
+    assert (await result_of(good)).ok
+    # The worker is still there for later jobs.
+    assert (await result_of(queue.submit(job("later"), "@a:x"))).ok
+
+
+async def test_generation_error_message_is_passed_through_verbatim(make_queue):
+    words = "The GPU ran out of memory for 4 × 2048x2048; try a smaller size."
+    queue = make_queue(FakeRunner(fail={"big": GenerationError(words)}))
+    result = await result_of(queue.submit(job("big"), "@a:x"))
+    assert result.error == words
+
+
+async def test_failed_jobs_do_not_count_against_the_user_afterwards(make_queue):
+    queue = make_queue(FakeRunner(fail={"bad": ValueError("x")}), per_user=1)
+    assert not (await result_of(queue.submit(job("bad"), "@a:x"))).ok
+    assert (await result_of(queue.submit(job("good"), "@a:x"))).ok
+
+
+# ---- speed and ETA ------------------------------------------------------------------------
+
+async def test_mean_and_eta_are_known_after_a_job_finished(make_queue):
+    runner = FakeRunner(hold={"second"})
+    queue = make_queue(runner)
+    assert queue.mean_seconds is None
+    first = queue.submit(job("first"), "@a:x")
+    assert first.eta_seconds is None  # nothing measured yet
+    await result_of(first)
+    assert queue.mean_seconds is not None and queue.mean_seconds >= 0
+    queue.submit(job("second"), "@a:x")
+    await runner.wait_started("second")
+    third = queue.submit(job("third"), "@b:x")
+    assert third.ahead == 1
+    assert third.eta_seconds is not None and third.eta_seconds >= 0
+    runner.release("second")
+    await result_of(third)
+
+
+# ---- shutdown -----------------------------------------------------------------------------
+
+async def test_close_lets_the_running_job_finish_and_fails_the_waiting_ones(make_queue):
+    runner = FakeRunner(hold={"running"})
+    queue = make_queue(runner)
+    running = queue.submit(job("running"), "@a:x")
+    waiting = [queue.submit(job(f"w{i}"), "@b:x") for i in range(2)]
+    await runner.wait_started("running")
+    closing = asyncio.create_task(queue.close())
+    for ticket in waiting:
+        result = await result_of(ticket)
+        assert not result.ok
+        assert "shut down" in result.error
+    assert not closing.done()  # still waiting for the running job
+    runner.release("running")
+    await asyncio.wait_for(closing, TIMEOUT)
+    assert (await result_of(running)).ok
+    assert runner.started == ["running"]  # the waiting jobs never reached the runner
+
+
+async def test_submit_after_close_is_refused(make_queue):
+    queue = make_queue(FakeRunner())
+    await queue.close()
+    with pytest.raises(QueueFull, match="shutting down"):
+        queue.submit(job("late"), "@a:x")
+
+
+async def test_close_of_an_idle_queue_returns_promptly(make_queue):
+    queue = make_queue(FakeRunner())
+    await asyncio.wait_for(queue.close(), TIMEOUT)
+    assert queue.depth == 0
