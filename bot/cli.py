@@ -31,6 +31,8 @@ def _settings(args) -> Settings:
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    import aiohttp
+
     from .app import load_engine, run_bot
     from .session import LoginFailed
     from .sync import TokenRejected
@@ -43,6 +45,9 @@ def cmd_run(args) -> int:
     except (LoginFailed, TokenRejected) as exc:
         log.error("%s", exc)
         return 2
+    except (aiohttp.ClientError, OSError) as exc:
+        log.error("cannot reach the homeserver at %s: %s", settings.matrix.homeserver_url, exc)
+        return 1
     return 0
 
 

@@ -48,27 +48,17 @@ Command = Help | Generate
 
 # ---- options ------------------------------------------------------------------------------
 
-def _int_in(name: str, low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{name} takes a whole number from {low} to {high}, not {text!r}")
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be from {low} to {high}, not {value}")
-        return value
+def _number_in(name: str, cast: type, low: float, high: float) -> Callable[[str], float]:
+    kind = "a whole number" if cast is int else "a number"
+    shown = f"from {low:g} to {high:g}" if cast is float else f"from {low} to {high}"
 
-    return convert
-
-
-def _float_in(name: str, low: float, high: float) -> Callable[[str], float]:
     def convert(text: str) -> float:
         try:
-            value = float(text)
+            value = cast(text)
         except ValueError:
-            raise ValueError(f"{name} takes a number from {low:g} to {high:g}, not {text!r}")
+            raise ValueError(f"{name} takes {kind} {shown}, not {text!r}")
         if not low <= value <= high:  # also false for nan
-            raise ValueError(f"{name} must be from {low:g} to {high:g}, not {text}")
+            raise ValueError(f"{name} must be {shown}, not {text}")
         return value
 
     return convert
@@ -107,12 +97,12 @@ class Option:
 OPTIONS: dict[str, Option] = {
     opt.name: opt
     for opt in (
-        Option("seed", "seed", "N", lambda lim: _int_in("--seed", 0, MAX_SEED),
+        Option("seed", "seed", "N", lambda lim: _number_in("--seed", int, 0, MAX_SEED),
                help="the same seed and prompt give the same picture"),
-        Option("steps", "steps", "N", lambda lim: _int_in("--steps", 1, lim.max_steps),
+        Option("steps", "steps", "N", lambda lim: _number_in("--steps", int, 1, lim.max_steps),
                help="denoising steps"),
         Option("size", "size", "WxH", _size, help="picture size in pixels, multiples of 8"),
-        Option("guidance", "guidance", "X", lambda lim: _float_in("--guidance", 0.0, 30.0),
+        Option("guidance", "guidance", "X", lambda lim: _number_in("--guidance", float, 0.0, 30.0),
                help="how closely to follow the prompt (0 for few-step models)"),
         Option("no", "negative_prompt", "TEXT", lambda lim: str, rest=True,
                help="what the picture should not show"),
