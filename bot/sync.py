@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from nio import AsyncClient, SyncResponse
+from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
 from . import db as database
 
@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 SYNC_TOKEN_KEY = "sync_token"
 POLL_MS = 30_000
 BACKOFF_MAX = 60.0
+# Synapse sends at most 10 events of a room per sync unless told otherwise; the rest of a
+# busy moment (or of an outage) arrives as a "limited" timeline with a gap to fill.
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}, "state": {"lazy_load_members": True}}}
+GAP_PAGE = 100
+GAP_MAX_EVENTS = 2000
 
 
 class TokenRejected(Exception):
@@ -55,6 +60,8 @@ class SyncLoop:
             if response is None:
                 return
             if isinstance(response, SyncResponse):
+                if not first:
+                    await self._fill_gaps(response, token)
                 await self.on_sync(response, first)
                 token = response.next_batch
                 await database.set_state(self.db, SYNC_TOKEN_KEY, token)
@@ -74,6 +81,27 @@ class SyncLoop:
             except asyncio.TimeoutError:
                 pass
 
+    async def _fill_gaps(self, response: SyncResponse, since: str) -> None:
+        """Fetch the events a limited timeline left out, so no command is skipped."""
+        for room_id, info in response.rooms.join.items():
+            if not info.timeline.limited or not info.timeline.prev_batch:
+                continue
+            missing: list = []
+            start = info.timeline.prev_batch
+            while len(missing) < GAP_MAX_EVENTS:
+                page = await self.client.room_messages(room_id, start=start, end=since,
+                                                       limit=GAP_PAGE)
+                if not isinstance(page, RoomMessagesResponse):
+                    log.warning("could not fetch the gap in %s: %s", room_id, _describe(page))
+                    break
+                missing.extend(page.chunk)  # newest first
+                if not page.chunk or not page.end or page.end == start:
+                    break
+                start = page.end
+            if missing:
+                log.info("fetched %d events that the sync of %s left out", len(missing), room_id)
+            info.timeline.events[:0] = reversed(missing)
+
     async def _sync_or_stop(self, token, first, stop):
         """One sync request, abandoned as soon as `stop` is set; None when stopping."""
         sync = asyncio.ensure_future(self._sync_once(token, first))
@@ -89,7 +117,8 @@ class SyncLoop:
     async def _sync_once(self, token, first):
         try:
             return await self.client.sync(timeout=0 if first else POLL_MS, since=token,
-                                          full_state=True if first else None)
+                                          full_state=True if first else None,
+                                          sync_filter=SYNC_FILTER)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return exc
 

@@ -40,7 +40,9 @@ class Chat:
         await self.client.close()
 
     async def sync(self, timeout_ms: int = 1000) -> None:
-        response = await self.client.sync(timeout=timeout_ms)
+        # A timeline limit above anything a test sends, so the user's view has no gaps.
+        response = await self.client.sync(timeout=timeout_ms,
+                                          sync_filter={"room": {"timeline": {"limit": 1000}}})
         if isinstance(response, SyncResponse):
             for room_id, info in response.rooms.join.items():
                 self.seen.setdefault(room_id, []).extend(e.source for e in info.timeline.events)

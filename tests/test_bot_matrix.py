@@ -247,3 +247,43 @@ async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
         (image,) = await alice.wait_reply(room, command, "m.image")
     relation = image["content"]["m.relates_to"]
     assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
+
+
+async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engine, caplog):
+    """Synapse's own defaults (10 messages in a burst, then one per 5 s): the bot waits as
+    long as the server says, and every command is still answered exactly once."""
+    from bot.localserver import LocalHomeserver
+    from tests.chat import Chat
+    from tests.conftest import PASSWORD
+
+    with LocalHomeserver(tmp_path / "strict", rate_limits=True) as strict:
+        for name in ("imgbot", "alice"):
+            strict.register(name, PASSWORD)
+        settings = make_settings(matrix={"homeserver_url": strict.url})
+        alice = await Chat.login(strict, "alice", PASSWORD)
+        try:
+            async with bot_running(settings, engine):
+                room = await alice.room_with(BOT)
+                asked = [await alice.send(room, "!img help") for _ in range(12)]
+                for event_id in asked:
+                    await alice.wait_reply(room, event_id, "m.notice", timeout=120)
+        finally:
+            await alice.close()
+    assert all(len(alice.replies(room, e)) == 1 for e in asked)
+    assert any("429" in r.getMessage() for r in caplog.records), "no 429 was ever returned"
+
+
+async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_settings, engine,
+                                                                      alice, tmp_path):
+    """More messages arrive while the bot is down than one sync returns: the bot fetches
+    the gap instead of skipping the commands in it."""
+    settings = make_settings(state_dir=tmp_path / "kept")
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+    early = await alice.send(room, "!img help")
+    await asyncio.gather(*(alice.send(room, f"chatter {i}") for i in range(120)))
+    late = await alice.send(room, "!img help")
+    async with bot_running(settings, engine):
+        await alice.wait_reply(room, late, "m.notice")
+        await alice.wait_reply(room, early, "m.notice")
+    assert len(alice.replies(room, early)) == 1 and len(alice.replies(room, late)) == 1
