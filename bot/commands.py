@@ -131,7 +131,11 @@ def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
     values: dict[str, object] = {}
     i = first_option
     while i < len(words):
-        name, inline = _option_name(words[i])  # type: ignore[misc]
+        spelled = _option_name(words[i])
+        if spelled is None:
+            return UsageError(f"{words[i]!r} follows an option's value: write the whole prompt "
+                              "first, then the options.")
+        name, inline = spelled
         option = OPTIONS.get(name)
         if option is None:
             return UsageError(f"Unknown option --{name}. Options are: "
@@ -192,12 +196,12 @@ def strip_reply_fallback(body: str) -> str:
 def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError | None:
     """Turn a message body into a command; None when the message is not for the bot."""
     text = strip_reply_fallback(body).strip()
-    if text != prefix and not text.startswith(prefix + " ") and not text.startswith(prefix + "\n"):
+    if not text.startswith(prefix) or (len(text) > len(prefix) and not text[len(prefix)].isspace()):
         return None
     rest = text[len(prefix):].strip()
     if not rest:
         return Help()
-    word, _, after = rest.partition(" ")
+    word, _, after = rest.replace("\n", " ").partition(" ")
     sub = SUBCOMMANDS.get(word.lower())
     if sub is not None and (sub.takes_args or not after.strip()):
         return sub.parse(after.strip(), limits)

@@ -109,6 +109,9 @@ class MatrixSettings(_Section):
 
     @model_validator(mode="after")
     def _secrets(self) -> MatrixSettings:
+        for name in ("password", "access_token"):
+            if getattr(self, name) is not None and getattr(self, name + "_file") is not None:
+                raise ValueError(f"set matrix.{name} or matrix.{name}_file, not both")
         if self.password_file is not None:
             self.password = _read_secret(self.password_file, "password_file")
         if self.access_token_file is not None:

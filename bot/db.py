@@ -49,13 +49,18 @@ async def connect(path: Path) -> aiosqlite.Connection:
     """Open the database, switch on WAL and bring the schema up to date."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path)
-    db.row_factory = aiosqlite.Row
-    # WAL lets `imgbot usage` read while the bot writes; NORMAL sync is durable in WAL mode
-    # against a process crash, which is the fault we guard against here.
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
-    await db.execute("PRAGMA busy_timeout=5000")
-    await migrate(db)
+    try:
+        db.row_factory = aiosqlite.Row
+        # WAL lets `imgbot usage` read while the bot writes; NORMAL sync is durable in WAL
+        # mode against a process crash, which is the fault we guard against here.
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await migrate(db)
+    except BaseException:
+        # aiosqlite's thread would otherwise keep the process alive after the error.
+        await db.close()
+        raise
     return db
 
 

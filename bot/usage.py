@@ -19,9 +19,10 @@ _SPAN_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_since(text: str, now: float | None = None) -> float | None:
     """'7d' -> the unix time 7 days ago; 'all' -> None. Raises ValueError otherwise."""
+    text = text.strip().lower()
     if text == "all":
         return None
-    match = _SPAN_RE.match(text.strip().lower())
+    match = _SPAN_RE.match(text)
     if not match:
         raise ValueError(f"{text!r}: write a span like 30m, 24h, 7d, 4w, or all")
     now = time.time() if now is None else now

@@ -36,7 +36,7 @@ def inspect_model(folder: str | Path) -> str:
         raise ModelError(f"{path} has no model_index.json: not a diffusers model folder")
     try:
         class_name = json.loads(index.read_text())["_class_name"]
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{index} is not a valid model index: {exc}") from exc
     if class_name not in SUPPORTED:
         raise ModelError(
@@ -100,8 +100,9 @@ class Engine:
 
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
-        # 1. One generator per picture, on the CPU, so a seed gives the same picture on
-        #    every machine and picture i of a job is exactly what seed+i alone would give.
+        # 1. One generator per picture, on the CPU, so a seed gives the same starting noise
+        #    on every machine, and picture i of a job starts from what seed+i alone would
+        #    (batched kernels may still differ from single ones in the last bit).
         generators = [torch.Generator("cpu").manual_seed(job.seed + i) for i in range(job.count)]
         # 2. The negative prompt only matters with classifier-free guidance (guidance > 1).
         negative = [job.negative_prompt] * job.count if job.negative_prompt else None

@@ -1,0 +1,349 @@
+"""The chat command parser (`bot/commands.py`): pure functions, tested table by table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import (
+    MAX_SEED,
+    OPTIONS,
+    Generate,
+    Help,
+    UsageError,
+    help_text,
+    parse,
+    resolve,
+    strip_reply_fallback,
+)
+from bot.config import GenerationSettings, LimitSettings
+from generation.job import Job
+
+LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)
+
+
+def p(text: str, prefix: str = "!img", limits: LimitSettings = LIMITS):
+    return parse(text, prefix, limits)
+
+
+def error_of(text: str, limits: LimitSettings = LIMITS) -> str:
+    result = p(text, limits=limits)
+    assert isinstance(result, UsageError), f"{text!r} gave {result!r}, not a UsageError"
+    return result.message
+
+
+# ---- what is not for the bot --------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "",
+    "   ",
+    "hello everyone",
+    "!imgfoo a cat",
+    "!imgs a cat",
+    "!image a cat",
+    "please !img a cat",
+    "I typed !img help yesterday",
+    "img a cat",
+    "!IMG a cat",  # the prefix is matched exactly
+    "> <@a:b> !img a cat",  # only quoted: the reply's own text is empty
+])
+def test_messages_not_for_the_bot_give_none(text):
+    assert p(text) is None
+
+
+# ---- help ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["!img", "!img ", "  !img  ", "!img help", "!img HELP",
+                                  "!img help  ", "!img\nhelp"])
+def test_prefix_alone_or_help_gives_help(text):
+    assert p(text) == Help()
+
+
+@pytest.mark.parametrize("text, prompt", [
+    ("!img help me draw a cat", "help me draw a cat"),
+    ("!img helpful robot", "helpful robot"),
+    ("!img Help wanted poster", "Help wanted poster"),
+])
+def test_help_followed_by_words_is_a_prompt(text, prompt):
+    assert p(text) == Generate(prompt=prompt)
+
+
+# ---- prompts ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, prompt", [
+    ("!img a cat", "a cat"),
+    ("!img Albert Einstein, oil painting", "Albert Einstein, oil painting"),
+    ("!img   a   cat  ", "a cat"),
+    ("!img Эйнштейн, 油画", "Эйнштейн, 油画"),
+    ("!img a cat - not a dog", "a cat - not a dog"),  # a lone dash is text, not an option
+    ("!img a cat — sitting", "a cat — sitting"),  # a lone em dash too
+    ("!img -seed 5", "-seed 5"),  # one dash is not an option
+])
+def test_plain_prompts(text, prompt):
+    assert p(text) == Generate(prompt=prompt)
+
+
+def test_multi_line_prompt_is_joined_with_spaces():
+    assert p("!img a lighthouse\nat dawn\n\nin fog") == Generate(
+        prompt="a lighthouse at dawn in fog")
+
+
+def test_prefix_followed_by_newline_is_recognised():
+    assert p("!img\na cat --seed 3") == Generate(prompt="a cat", seed=3)
+
+
+def test_multi_line_prompt_with_options_on_later_lines():
+    assert p("!img a cat\n--seed 4\n--no dogs,\nbirds") == Generate(
+        prompt="a cat", seed=4, negative_prompt="dogs, birds")
+
+
+@pytest.mark.parametrize("text", ["!img --seed 5", "!img —steps 3", "!img --no cats"])
+def test_empty_prompt_before_options_is_an_error(text):
+    message = error_of(text)
+    assert "prompt is empty" in message
+    assert "!img" in message  # shows an example
+
+
+def test_prompt_at_the_limit_is_accepted():
+    prompt = "a" * LIMITS.max_prompt_chars
+    assert p(f"!img {prompt}") == Generate(prompt=prompt)
+
+
+def test_over_long_prompt_names_length_and_limit():
+    limits = LimitSettings(max_prompt_chars=20)
+    message = error_of("!img " + "x" * 21, limits=limits)
+    assert "21" in message and "20" in message
+
+
+def test_over_long_prompt_limit_follows_settings():
+    text = "!img " + "y" * 1500
+    assert isinstance(p(text, limits=LimitSettings(max_prompt_chars=1000)), UsageError)
+    assert p(text, limits=LimitSettings(max_prompt_chars=2000)) == Generate(prompt="y" * 1500)
+
+
+# ---- custom prefix and reply fallback -----------------------------------------------------
+
+def test_custom_prefix():
+    assert p("!draw a cat --seed 1", prefix="!draw") == Generate(prompt="a cat", seed=1)
+    assert p("!draw", prefix="!draw") == Help()
+    assert p("!img a cat", prefix="!draw") is None
+    assert p("!drawing a cat", prefix="!draw") is None
+
+
+@pytest.mark.parametrize("body, stripped", [
+    ("> <@a:b> quoted\n\n!img dog", "!img dog"),
+    ("> <@a:b> line one\n> line two\n\n!img dog --seed 2", "!img dog --seed 2"),
+    ("> <@a:b> quoted\n!img dog", "!img dog"),
+    ("!img dog", "!img dog"),
+    ("!img dog\n> not a quote at the start", "!img dog\n> not a quote at the start"),
+    ("", ""),
+])
+def test_strip_reply_fallback(body, stripped):
+    assert strip_reply_fallback(body) == stripped
+
+
+def test_reply_with_command_is_parsed_after_the_quote():
+    assert p("> <@a:b> quoted\n\n!img dog") == Generate(prompt="dog")
+    assert p("> <@alice:example.org> !img an old prompt\n\nthanks!") is None
+
+
+# ---- options: valid values ----------------------------------------------------------------
+
+@pytest.mark.parametrize("options, fields", [
+    ("--seed 0", dict(seed=0)),
+    (f"--seed {MAX_SEED}", dict(seed=2**32 - 1)),
+    ("--seed 42", dict(seed=42)),
+    ("--steps 1", dict(steps=1)),
+    ("--steps 40", dict(steps=40)),  # LIMITS.max_steps
+    ("--size 64x64", dict(width=64, height=64)),
+    ("--size 768x512", dict(width=768, height=512)),
+    ("--size 1024x1024", dict(width=1024, height=1024)),  # exactly max_pixels
+    ("--size 512X768", dict(width=512, height=768)),
+    ("--size 512×768", dict(width=512, height=768)),
+    ("--guidance 0", dict(guidance=0.0)),
+    ("--guidance 7.5", dict(guidance=7.5)),
+    ("--guidance 30", dict(guidance=30.0)),
+    ("--no blurry", dict(negative_prompt="blurry")),
+    ("--no blurry, low quality, text", dict(negative_prompt="blurry, low quality, text")),
+    ("--seed=9", dict(seed=9)),
+    ("--size=640x480", dict(width=640, height=480)),
+    ("--guidance=2.5", dict(guidance=2.5)),
+    ("--no=text", dict(negative_prompt="text")),
+    ("—seed 5", dict(seed=5)),  # em dash, as phones write "--"
+    ("–seed 5", dict(seed=5)),  # en dash
+    ("—no watermark –steps 3", dict(negative_prompt="watermark", steps=3)),
+    ("--SEED 5", dict(seed=5)),
+    ("--seed 1 --steps 2 --size 128x64 --guidance 1.5 --no ugly hands",
+     dict(seed=1, steps=2, width=128, height=64, guidance=1.5, negative_prompt="ugly hands")),
+    ("--no ugly hands --seed 1", dict(negative_prompt="ugly hands", seed=1)),
+    ("--guidance 3 --no a b c --steps 7", dict(guidance=3.0, negative_prompt="a b c", steps=7)),
+])
+def test_valid_options(options, fields):
+    assert p(f"!img a red fox {options}") == Generate(prompt="a red fox", **fields)
+
+
+# ---- options: invalid values --------------------------------------------------------------
+
+@pytest.mark.parametrize("options, expected", [
+    ("--seed -1", ["--seed", "0", str(MAX_SEED)]),
+    (f"--seed {2**32}", ["--seed", str(2**32)]),
+    ("--seed abc", ["--seed", "'abc'", "whole number"]),
+    ("--seed 1.5", ["--seed", "whole number"]),
+    ("--steps 0", ["--steps", "1", "40"]),
+    ("--steps 41", ["--steps", "40", "41"]),
+    ("--steps many", ["--steps", "'many'"]),
+    ("--size 100x100", ["--size", "multiples of 8"]),
+    ("--size 60x64", ["--size", "at least 64"]),
+    ("--size 56x56", ["--size", "at least 64"]),
+    ("--size 1032x1024", ["--size", "too large", "1,048,576"]),
+    ("--size 4096x4096", ["--size", "too large"]),
+    ("--size big", ["--size", "WIDTHxHEIGHT"]),
+    ("--size 512", ["--size", "WIDTHxHEIGHT"]),
+    ("--guidance -1", ["--guidance", "0", "30"]),
+    ("--guidance 30.5", ["--guidance", "30"]),
+    ("--guidance nan", ["--guidance", "nan"]),
+    ("--guidance inf", ["--guidance", "inf"]),
+    ("--guidance -inf", ["--guidance"]),
+    ("--guidance lots", ["--guidance", "'lots'"]),
+])
+def test_invalid_option_values_name_the_option_and_range(options, expected):
+    message = error_of(f"!img a red fox {options}")
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_size_limit_follows_max_pixels():
+    small = LimitSettings(max_pixels=128 * 128)
+    assert isinstance(p("!img fox --size 136x128", limits=small), UsageError)
+    assert p("!img fox --size 128x128", limits=small) == Generate(prompt="fox", width=128,
+                                                                   height=128)
+
+
+def test_steps_limit_follows_max_steps():
+    assert isinstance(p("!img fox --steps 9", limits=LimitSettings(max_steps=8)), UsageError)
+    assert p("!img fox --steps 8", limits=LimitSettings(max_steps=8)) == Generate(prompt="fox",
+                                                                                  steps=8)
+
+
+@pytest.mark.parametrize("options", [
+    "--seed 1 --seed 2",
+    "--seed=1 --seed 2",
+    "—seed 1 --seed 2",
+    "--no a --no b",
+    "--size 64x64 --size 128x128",
+])
+def test_duplicated_option_is_an_error(options):
+    message = error_of(f"!img fox {options}")
+    assert "twice" in message
+    assert "--" + options.split()[0].lstrip("-—").split("=")[0] in message
+
+
+@pytest.mark.parametrize("options, name", [
+    ("--seed", "--seed"),
+    ("--seed --steps 3", "--seed"),
+    ("--seed=", "--seed"),
+    ("--no", "--no"),
+    ("--no --seed 3", "--no"),
+    ("--steps 3 --size", "--size"),
+    ("--guidance=", "--guidance"),
+])
+def test_option_without_value_is_an_error(options, name):
+    message = error_of(f"!img fox {options}")
+    assert name in message and "needs a value" in message
+
+
+@pytest.mark.parametrize("option", ["--style", "--model", "--foo", "—bar", "--n"])
+def test_unknown_option_lists_the_options(option):
+    message = error_of(f"!img fox {option} 3")
+    assert "Unknown option --" + option.lstrip("-—") in message
+    for name in OPTIONS:
+        assert f"--{name}" in message
+
+
+@pytest.mark.parametrize("text, stray", [
+    ("!img cat --seed 5 extra", "extra"),
+    ("!img cat --steps 2 on a mat", "on"),
+    ("!img cat --no=blurry text", "text"),
+])
+def test_words_after_an_option_value_do_not_crash_the_parser(text, stray):
+    result = p(text)
+    # A clear usage error naming the stray word: the prompt comes before the options.
+    assert isinstance(result, UsageError)
+    assert stray in result.message and "prompt first" in result.message
+
+
+def test_parse_is_deterministic_for_all_option_spellings():
+    ascii_form = p("!img owl --seed 3 --steps 2 --no rain")
+    for dash in ("—", "–"):
+        assert p(f"!img owl {dash}seed 3 {dash}steps 2 {dash}no rain") == ascii_form
+
+
+# ---- help text ----------------------------------------------------------------------------
+
+def test_help_text_names_every_option_and_the_limits():
+    limits = LimitSettings(max_prompt_chars=1234, max_steps=17, max_pixels=999_999,
+                           per_user_queued=5)
+    text = help_text("!draw", limits)
+    for option in OPTIONS.values():
+        assert f"--{option.name} {option.takes}" in text
+        assert option.help in text
+    assert "1,234" in text
+    assert "17 steps" in text
+    assert "999,999" in text
+    assert "5 queued" in text
+    assert "!draw <prompt>" in text
+    assert "!draw help" in text
+    assert "!img" not in text
+
+
+# ---- resolve ------------------------------------------------------------------------------
+
+DEFAULTS = GenerationSettings(steps=6, guidance=1.5, size="768x512")
+
+
+def test_resolve_fills_everything_from_the_defaults():
+    seeds = []
+
+    def random_seed(bound: int) -> int:
+        seeds.append(bound)
+        return 1234
+
+    job = resolve(Generate(prompt="a fox"), DEFAULTS, random_seed=random_seed)
+    assert job == Job(prompt="a fox", seed=1234, steps=6, width=768, height=512, guidance=1.5,
+                      negative_prompt="", count=1)
+    assert seeds == [MAX_SEED + 1]  # any 32-bit seed can come out
+
+
+def test_resolve_keeps_what_the_command_gives():
+    def no_random(bound: int) -> int:
+        raise AssertionError("random_seed must not be called when a seed is given")
+
+    command = Generate(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
+                       negative_prompt="rain")
+    job = resolve(command, DEFAULTS, random_seed=no_random)
+    assert job == Job(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
+                      negative_prompt="rain")
+
+
+def test_resolve_of_a_parsed_command():
+    command = p("!img a fox --size 128x64 --no rain, fog")
+    job = resolve(command, DEFAULTS, random_seed=lambda bound: 77)
+    assert (job.seed, job.steps, job.width, job.height, job.guidance, job.negative_prompt) == (
+        77, 6, 128, 64, 1.5, "rain, fog")
+
+
+def test_resolve_default_random_seed_is_in_range_and_varies():
+    seeds = {resolve(Generate(prompt="x"), DEFAULTS).seed for _ in range(20)}
+    assert all(0 <= s <= MAX_SEED for s in seeds)
+    assert len(seeds) > 1
+
+
+def test_guidance_nan_never_reaches_a_job():
+    result = p("!img fox --guidance NaN")
+    assert isinstance(result, UsageError)
+    assert "nan" in result.message.lower()
+    assert p("!img fox --guidance 0.1").guidance == 0.1
+
+
+@pytest.mark.parametrize("space", ["\t", "\u00a0", "\n"])
+def test_any_whitespace_may_follow_the_prefix(space):
+    assert p(f"!img{space}a lighthouse --seed 2") == Generate(prompt="a lighthouse", seed=2)

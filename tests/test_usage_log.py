@@ -1,0 +1,355 @@
+"""The SQLite database (`bot/db.py`), the usage log (`bot/usage.py`) and `imgbot usage`.
+
+Everything runs on real SQLite files in tmp_path; the CLI runs as a separate process.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot import db as database
+from bot import usage
+from bot.usage import NewJob
+
+REPO = Path(__file__).resolve().parent.parent
+DB_NAME = "imgbot.sqlite3"  # what `imgbot run` and `imgbot usage` use inside state_dir
+NOW = 1_700_000_000.0
+DAY = 86400.0
+
+
+@pytest.fixture
+async def db(tmp_path):
+    conn = await database.connect(tmp_path / DB_NAME)
+    yield conn
+    await conn.close()
+
+
+def new_job(user: str = "@alice:localhost", room: str | None = "!room1:localhost",
+            prompt: str = "a cat", event_id: str | None = None, seed: int | None = 1) -> NewJob:
+    return NewJob(event_id=event_id, room_id=room, user_id=user, prompt=prompt,
+                  options={"steps": 2, "size": "64x64"}, seed=seed, model="tiny-sd")
+
+
+async def add(db, *, created_at: float, status: str = "ok", images: int = 1, **kw) -> int:
+    """A finished row, dated `created_at`."""
+    row_id = await usage.record_job(db, new_job(**kw))
+    if status != "queued":
+        await usage.finish_job(db, row_id, status=status, images=images,
+                               error="boom" if status == "error" else None,
+                               queue_seconds=0.5,
+                               generation_seconds=None if status == "rejected" else 1.25)
+    await db.execute("UPDATE usage SET created_at = ? WHERE id = ?", (created_at, row_id))
+    await db.commit()
+    return row_id
+
+
+async def fill(db) -> None:
+    """Five jobs by two users in two rooms over ten days."""
+    await add(db, created_at=NOW - 10 * DAY, prompt="old alice job", images=2)
+    await add(db, created_at=NOW - 2 * DAY, user="@bob:localhost", prompt="bob, in room 2",
+              room="!room2:localhost")
+    await add(db, created_at=NOW - 3600, prompt="alice recent", images=4)
+    await add(db, created_at=NOW - 60, prompt="alice failed", status="error", images=0)
+    await add(db, created_at=NOW - 30, user="@bob:localhost", prompt="x" * 80,
+              status="rejected", images=0)
+
+
+# ---- schema and connection ----------------------------------------------------------------
+
+async def test_migrations_bring_the_schema_up_to_date_in_wal_mode(db, tmp_path):
+    (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    assert version == len(database.MIGRATIONS) >= 1
+    (mode,) = await (await db.execute("PRAGMA journal_mode")).fetchone()
+    assert mode.lower() == "wal"
+    names = {row[0] for row in await (await db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")).fetchall()}
+    assert {"usage", "handled_events", "bot_state"} <= names
+    # Another process (imgbot usage) sees the same file in WAL mode.
+    with sqlite3.connect(tmp_path / DB_NAME) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_connecting_twice_keeps_schema_and_data(tmp_path):
+    path = tmp_path / "state" / DB_NAME  # the state folder does not exist yet
+    first = await database.connect(path)
+    await database.set_state(first, "sync_token", "s1")
+    await first.close()
+    second = await database.connect(path)
+    try:
+        (version,) = await (await second.execute("PRAGMA user_version")).fetchone()
+        assert version == len(database.MIGRATIONS)
+        assert await database.get_state(second, "sync_token") == "s1"
+    finally:
+        await second.close()
+
+
+async def test_a_newer_database_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(database.MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError) as info:
+        conn = await database.connect(path)
+        await conn.close()
+    message = str(info.value)
+    assert f"version {len(database.MIGRATIONS) + 1}" in message
+    assert "upgrade imgbot" in message
+
+
+async def test_a_refused_database_leaves_no_connection_open(tmp_path):
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(database.MIGRATIONS) + 1}")
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(RuntimeError) as info:
+            await database.connect(path)
+        leaked = [t for t in threading.enumerate() if t not in before]
+        for thread in leaked:
+            thread.join(timeout=1)
+        assert not [t.name for t in leaked if t.is_alive()]
+    finally:
+        del info  # let the garbage collector stop a leaked worker, so pytest can exit
+        gc.collect()
+
+
+# ---- handled events and state -------------------------------------------------------------
+
+async def test_claim_event_is_true_once(db, tmp_path):
+    assert await database.claim_event(db, "$event1", NOW) is True
+    assert await database.claim_event(db, "$event1", NOW + 1) is False
+    assert await database.claim_event(db, "$event2", NOW) is True
+    # Still claimed after a restart.
+    again = await database.connect(tmp_path / DB_NAME)
+    try:
+        assert await database.claim_event(again, "$event1", NOW + 2) is False
+    finally:
+        await again.close()
+
+
+async def test_state_round_trips_and_overwrites(db):
+    assert await database.get_state(db, "next_batch") is None
+    await database.set_state(db, "next_batch", "s72_1")
+    assert await database.get_state(db, "next_batch") == "s72_1"
+    await database.set_state(db, "next_batch", "s80_4")
+    assert await database.get_state(db, "next_batch") == "s80_4"
+    await database.set_state(db, "other", "x")
+    assert await database.get_state(db, "next_batch") == "s80_4"
+
+
+# ---- the usage log ------------------------------------------------------------------------
+
+async def test_record_and_finish_a_job(db):
+    before = time.time()
+    row_id = await usage.record_job(db, new_job(event_id="$cmd", prompt="Эйнштейн, 油画"))
+    [row] = await usage.query(db)
+    assert row["id"] == row_id
+    assert row["status"] == "queued" and row["finished_at"] is None
+    assert row["created_at"] >= before - 1
+    assert (row["event_id"], row["room_id"], row["user_id"], row["prompt"], row["seed"],
+            row["model"]) == ("$cmd", "!room1:localhost", "@alice:localhost", "Эйнштейн, 油画",
+                              1, "tiny-sd")
+    assert json.loads(row["options"]) == {"steps": 2, "size": "64x64"}
+
+    await usage.finish_job(db, row_id, status="ok", images=2, queue_seconds=0.25,
+                           generation_seconds=1.5)
+    [row] = await usage.query(db)
+    assert (row["status"], row["images"], row["queue_seconds"], row["generation_seconds"],
+            row["error"]) == ("ok", 2, 0.25, 1.5, None)
+    assert row["finished_at"] >= row["created_at"]
+
+
+async def test_rejected_job_is_recorded_finished_with_its_reason(db):
+    await usage.record_job(db, new_job(), status="rejected", error="queue full")
+    [row] = await usage.query(db)
+    assert row["status"] == "rejected" and row["error"] == "queue full"
+    assert row["finished_at"] is not None
+
+
+async def test_unknown_status_is_refused_by_the_database(db):
+    row_id = await usage.record_job(db, new_job())
+    with pytest.raises(sqlite3.IntegrityError):
+        await usage.finish_job(db, row_id, status="done")
+
+
+async def test_query_filters_by_since_user_and_room(db):
+    await fill(db)
+
+    def prompts(rows):
+        return [r["prompt"] for r in rows]
+
+    assert len(await usage.query(db)) == 5
+    assert prompts(await usage.query(db, since=NOW - 7 * DAY)) == [
+        "bob, in room 2", "alice recent", "alice failed", "x" * 80]
+    assert prompts(await usage.query(db, user="@alice:localhost")) == [
+        "old alice job", "alice recent", "alice failed"]
+    assert prompts(await usage.query(db, room="!room2:localhost")) == ["bob, in room 2"]
+    assert prompts(await usage.query(db, since=NOW - DAY, user="@alice:localhost")) == [
+        "alice recent", "alice failed"]
+    assert await usage.query(db, user="@nobody:localhost") == []
+
+
+@pytest.mark.parametrize("text, seconds", [("30m", 1800), ("24h", 86400), ("7d", 7 * 86400),
+                                           ("4w", 28 * 86400), ("1d", 86400), (" 7D ", 7 * 86400)])
+def test_parse_since_spans(text, seconds):
+    assert usage.parse_since(text, now=NOW) == NOW - seconds
+
+
+def test_parse_since_all_is_no_limit():
+    assert usage.parse_since("all", now=NOW) is None
+
+
+@pytest.mark.parametrize("text", ["", "7", "d", "7y", "-1d", "1.5h", "yesterday", "7 d"])
+def test_parse_since_errors_say_what_is_allowed(text):
+    with pytest.raises(ValueError) as info:
+        usage.parse_since(text, now=NOW)
+    message = str(info.value)
+    assert repr(text) in message
+    assert "30m" in message and "7d" in message and "all" in message
+
+
+# ---- rendering ----------------------------------------------------------------------------
+
+async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
+    await fill(db)
+    rows = await usage.query(db)
+    lines = usage.render(rows, "table").splitlines()
+    assert lines[0].split() == list(usage.COLUMNS)
+    assert len(lines) == 1 + len(rows) + 1
+    assert lines[-1] == ("5 jobs, 7 pictures, 2 users, 1 failed, 1 rejected, "
+                         "5.0 GPU seconds")
+    assert any("@bob:localhost" in line and "!room2:localhost" in line for line in lines[1:-1])
+    # Long prompts are cut in the table (csv and json keep them whole).
+    long_line = next(line for line in lines if "rejected" in line.split())
+    assert "x" * 39 + "…" in long_line and "x" * 40 not in long_line
+
+
+def test_table_of_nothing_still_has_a_summary():
+    lines = usage.render([], "table").splitlines()
+    assert lines[0].split() == list(usage.COLUMNS)
+    assert lines[-1].startswith("0 jobs, 0 pictures, 0 users")
+
+
+async def test_csv_is_parseable_with_every_row(db):
+    await fill(db)
+    await add(db, created_at=NOW, prompt='a "quoted", comma\nand a newline')
+    rows = await usage.query(db)
+    parsed = list(csv.DictReader(io.StringIO(usage.render(rows, "csv"))))
+    assert len(parsed) == len(rows) == 6
+    assert [r["prompt"] for r in parsed] == [r["prompt"] for r in rows]
+    assert {"user_id", "room_id", "status", "images", "created_at"} <= set(parsed[0])
+    assert [r["user_id"] for r in parsed] == [r["user_id"] for r in rows]
+
+
+async def test_json_is_parseable_and_complete(db):
+    await fill(db)
+    rows = await usage.query(db)
+    parsed = json.loads(usage.render(rows, "json"))
+    assert parsed == rows
+    assert parsed[-1]["prompt"] == "x" * 80
+
+
+# ---- `imgbot usage` -----------------------------------------------------------------------
+
+@pytest.fixture
+async def filled_config(tmp_path) -> Path:
+    state = tmp_path / "state"
+    conn = await database.connect(state / DB_NAME)
+    try:
+        await fill(conn)
+        await add(conn, created_at=time.time() - 60, prompt="alice just now")
+    finally:
+        await conn.close()
+    return write_config(tmp_path, state)
+
+
+def write_config(tmp_path: Path, state: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:localhost"},
+        "state_dir": str(state),
+    }))
+    return path
+
+
+def imgbot(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_cli_json_filtered_by_user(filled_config):
+    done = imgbot("usage", "-c", str(filled_config), "--format", "json", "--since", "all",
+                  "--user", "@alice:localhost")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["prompt"] for r in rows] == ["old alice job", "alice recent", "alice failed",
+                                           "alice just now"]
+    assert {r["user_id"] for r in rows} == {"@alice:localhost"}
+
+
+async def test_cli_csv_filtered_by_room(filled_config):
+    done = imgbot("usage", "-c", str(filled_config), "--format", "csv", "--since", "all",
+                  "--room", "!room2:localhost")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["user_id"], r["prompt"]) for r in rows] == [("@bob:localhost", "bob, in room 2")]
+
+
+async def test_cli_table_with_default_since_shows_only_the_last_week(filled_config):
+    # The rows dated around NOW (2023) are older than a week; only the fresh one is shown.
+    done = imgbot("usage", "-c", str(filled_config))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split() == list(usage.COLUMNS)
+    assert "alice just now" in done.stdout and "old alice job" not in done.stdout
+    assert lines[-1].startswith("1 jobs, 1 pictures, 1 users")
+
+
+async def test_cli_table_all(filled_config):
+    done = imgbot("usage", "-c", str(filled_config), "--format", "table", "--since", "all",
+                  "--user", "@alice:localhost")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 + 4 + 1
+    assert lines[-1].startswith("4 jobs, 7 pictures, 1 users, 1 failed, 0 rejected")
+    assert "@bob:localhost" not in done.stdout
+
+
+async def test_cli_bad_since_exits_2_naming_the_problem(filled_config):
+    done = imgbot("usage", "-c", str(filled_config), "--since", "yesterday")
+    assert done.returncode == 2
+    assert "--since" in done.stderr and "'yesterday'" in done.stderr and "7d" in done.stderr
+    assert done.stdout == ""
+
+
+def test_cli_missing_database_exits_non_zero_with_a_clear_message(tmp_path):
+    state = tmp_path / "empty-state"
+    done = imgbot("usage", "-c", str(write_config(tmp_path, state)), "--since", "all")
+    assert done.returncode != 0
+    assert "no usage log" in done.stderr and str(state / DB_NAME) in done.stderr
+    assert not (state / DB_NAME).exists()  # looking did not create one
+
+
+def test_cli_bad_config_exits_non_zero_naming_the_key(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("matrix:\n  homeserver_url: http://127.0.0.1:1\n  user_id: nobody\n")
+    done = imgbot("usage", "-c", str(path))
+    assert done.returncode != 0
+    assert "matrix.user_id" in done.stderr
+
+
+def test_cli_bad_format_is_refused_by_argparse(tmp_path):
+    done = imgbot("usage", "-c", str(tmp_path / "config.yaml"), "--format", "xml")
+    assert done.returncode == 2
+    assert "invalid choice: 'xml'" in done.stderr
