@@ -61,12 +61,19 @@ class Bot:
 
     async def on_sync(self, response: SyncResponse, first: bool) -> None:
         for room_id, info in response.rooms.invite.items():
-            await self.on_invite(room_id, info.invite_state)
+            await self._guarded(self.on_invite(room_id, info.invite_state), room_id)
         if first:
             return  # history: commands sent before the bot's first start are not answered
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
-                await self.on_event(room_id, event.source)
+                await self._guarded(self.on_event(room_id, event.source), room_id)
+
+    async def _guarded(self, handling, room_id: str) -> None:
+        """One event that cannot be handled must not stop the bot for everyone else."""
+        try:
+            await handling
+        except Exception:
+            log.exception("could not handle an event in %s", room_id)
 
     async def on_invite(self, room_id: str, invite_state: list) -> None:
         inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)

@@ -1,0 +1,54 @@
+"""The handler's own guarantees, with a recording fake client (no homeserver needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import aiohttp
+from nio import InviteMemberEvent
+
+from bot.config import Settings
+from bot.handler import Bot
+from bot.tasks import TaskOwner
+
+
+class FlakyClient:
+    """Joins fail for rooms in `broken`; every call is recorded."""
+
+    user_id = "@imgbot:example.org"
+
+    def __init__(self, broken: set[str]):
+        self.broken = broken
+        self.calls: list[tuple[str, str]] = []
+
+    async def join(self, room_id):
+        self.calls.append(("join", room_id))
+        if room_id in self.broken:
+            raise aiohttp.ClientConnectionError("connection reset")
+        return SimpleNamespace(room_id=room_id)
+
+    async def room_leave(self, room_id):
+        self.calls.append(("leave", room_id))
+
+
+def invite(room_id: str, inviter: str):
+    event = InviteMemberEvent.from_dict({
+        "type": "m.room.member", "sender": inviter, "state_key": FlakyClient.user_id,
+        "content": {"membership": "invite"}})
+    return room_id, SimpleNamespace(invite_state=[event])
+
+
+async def test_one_failing_event_does_not_stop_the_others():
+    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
+                                "user_id": FlakyClient.user_id})
+    client = FlakyClient(broken={"!first:example.org"})
+    bot = Bot(client, settings, db=None, queue=SimpleNamespace(runner=SimpleNamespace(name="m")),
+              tasks=TaskOwner())
+    response = SimpleNamespace(rooms=SimpleNamespace(
+        invite=dict([invite("!first:example.org", "@alice:example.org"),
+                     invite("!second:example.org", "@bob:example.org"),
+                     invite("!third:example.org", "@mallory:elsewhere.org")]),
+        join={}))
+    await bot.on_sync(response, first=False)
+    assert client.calls == [("join", "!first:example.org"), ("join", "!second:example.org"),
+                            ("leave", "!third:example.org")]
