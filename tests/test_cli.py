@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import signal
@@ -144,5 +145,8 @@ def test_demo_makes_pictures_a_contact_sheet_and_a_timing_table(tmp_path):
         assert sheet.width > 3 * 256
     table = (out / "timings.txt").read_text()
     assert "3 pictures in" in table and "s per picture" in table
-    rows = (out / "timings.csv").read_text().splitlines()
-    assert len(rows) == 4 and all(float(r.split(",")[4]) > 0 for r in rows[1:])
+    with (out / "timings.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"] for r in rows] == [p.name for p in pictures]
+    assert all(float(r["generation_seconds"]) > 0 for r in rows)
+    assert all(float(r["reply_seconds"]) >= float(r["generation_seconds"]) for r in rows)
