@@ -69,7 +69,7 @@ async def run_bot(settings: Settings, engine: Runner, stop: asyncio.Event | None
         await sync.run(stop)
         log.info("stopping: no new commands; waiting for the running job")
     finally:
-        await queue.close()
+        await queue.close(timeout=SHUTDOWN_GRACE_SECONDS)
         await tasks.wait(timeout=SHUTDOWN_GRACE_SECONDS)
         await tasks.cancel_all()
         await client.close()

@@ -53,6 +53,7 @@ def cmd_run(args) -> int:
 
 def cmd_generate(args, extra: list[str]) -> int:
     from generation.engine import Engine, ModelError
+    from generation.job import GenerationError
     from generation.png import encode_png
 
     from .commands import Generate, UsageError, parse, resolve
@@ -66,6 +67,10 @@ def cmd_generate(args, extra: list[str]) -> int:
     if not isinstance(command, Generate):
         message = command.message if isinstance(command, UsageError) else "give a prompt"
         print(f"imgbot generate: {message}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        print(f"imgbot generate: the folder {out.parent} does not exist", file=sys.stderr)
         return 2
     model = args.model or defaults.model
     if model is None:
@@ -81,9 +86,12 @@ def cmd_generate(args, extra: list[str]) -> int:
     engine.load()
     job = resolve(command, defaults)
     started = time.perf_counter()
-    images = engine.generate(job)
+    try:
+        images = engine.generate(job)
+    except GenerationError as exc:
+        print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - started
-    out = Path(args.output)
     out.write_bytes(encode_png(images[0], job.parameters(engine.name)))
     print(f"{out}: seed {job.seed}, {job.steps} steps, {job.width}x{job.height}, "
           f"{seconds:.2f} s on {engine.placement.device}")

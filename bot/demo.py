@@ -54,24 +54,27 @@ def run_demo(model: str | None, count: int, out: Path, config: str | None = None
         raise SystemExit("imgbot demo: --count must be at least 1")
     with tempfile.TemporaryDirectory(prefix="imgbot-demo-") as tmp:
         work = Path(tmp)
-        if model is None and config is not None:
+        generation: dict = {}
+        if config is not None:
             try:
-                model = load_settings(config).generation.model
+                generation = load_settings(config).generation.model_dump(exclude_none=True)
             except ConfigError as exc:
                 raise SystemExit(f"imgbot demo: {exc}")
+        model = model or generation.get("model")
         if model is None:
             from generation.test_model import make_test_model
 
             print("No model given: using a tiny random-weight test model. Its pictures are "
                   "noise; pass --model DIR for real ones.")
-            model = make_test_model(work / "test-model", "sd")
+            model = make_test_model(work / "random-weight-test-model", "sd")
         out.mkdir(parents=True, exist_ok=True)
         print("Starting a throw-away Synapse homeserver…")
         with LocalHomeserver(work / "synapse") as server:
-            return asyncio.run(_showcase(server, Path(model), count, out, work))
+            return asyncio.run(_showcase(server, {**generation, "model": Path(model)}, count,
+                                         out, work))
 
 
-async def _showcase(server: LocalHomeserver, model: Path, count: int, out: Path,
+async def _showcase(server: LocalHomeserver, generation: dict, count: int, out: Path,
                     work: Path) -> int:
     bot_password, user_password = "demo-bot-password", "demo-user-password"
     bot_id = server.register("imgbot", bot_password)
@@ -79,10 +82,10 @@ async def _showcase(server: LocalHomeserver, model: Path, count: int, out: Path,
     settings = Settings(
         matrix={"homeserver_url": server.url, "user_id": bot_id, "password": bot_password},
         state_dir=work / "state",
-        generation={"model": model},
+        generation=generation,
         limits={"per_user_queued": count, "queue_size": max(count, 100)},
     )
-    print(f"Loading {model.name}…")
+    print(f"Loading {generation['model'].name}…")
     engine = await asyncio.to_thread(load_engine, settings)
     stop, ready = asyncio.Event(), asyncio.Event()
     bot_task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
@@ -177,6 +180,7 @@ def contact_sheet(shots: list[Shot], target: Path, columns: int = 5, cell: int =
     """All pictures in one tiled image, in the order they were asked for, each labelled."""
     from PIL import Image, ImageDraw, ImageFont
 
+    columns = min(columns, len(shots))
     gap, label = 6, 22
     rows = (len(shots) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (cell + gap) + gap, rows * (cell + label + gap) + gap),

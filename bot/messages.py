@@ -25,7 +25,9 @@ _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 def reply_relation(event_source: dict[str, Any]) -> dict[str, Any]:
     """`m.relates_to` for a reply to this event; inside a thread, the reply stays there."""
     event_id = event_source["event_id"]
-    relation = event_source.get("content", {}).get("m.relates_to") or {}
+    relation = event_source.get("content", {}).get("m.relates_to")
+    if not isinstance(relation, dict):
+        relation = {}  # malformed content from a client: answer as a plain reply
     if relation.get("rel_type") == "m.thread" and relation.get("event_id"):
         return {"rel_type": "m.thread", "event_id": relation["event_id"],
                 "is_falling_back": False, "m.in_reply_to": {"event_id": event_id}}

@@ -94,7 +94,7 @@ class GenerationQueue:
         with self._cond:
             return len(self._waiting) + (self._running is not None)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
         """Stop taking jobs, let the running one finish, fail the waiting ones."""
         with self._cond:
             self._closing = True
@@ -105,7 +105,8 @@ class GenerationQueue:
             if not ticket.result.done():
                 ticket.result.set_result(self._failed(ticket, "The bot shut down before this job ran."))
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            # Bounded: a job that never ends must not keep the service from stopping.
+            await asyncio.to_thread(self._thread.join, timeout)
 
     # ---- worker thread -------------------------------------------------------------------
 

@@ -52,3 +52,15 @@ async def test_one_failing_event_does_not_stop_the_others():
     await bot.on_sync(response, first=False)
     assert client.calls == [("join", "!first:example.org"), ("join", "!second:example.org"),
                             ("leave", "!third:example.org")]
+
+
+async def test_malformed_content_is_ignored_not_fatal():
+    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
+                                "user_id": FlakyClient.user_id})
+    bot = Bot(FlakyClient(set()), settings, db=None,
+              queue=SimpleNamespace(runner=SimpleNamespace(name="m")), tasks=TaskOwner())
+    for body in ("hello", "!img a cat"):
+        # Any room member can send this; a string where an object belongs must not raise.
+        await bot.on_event("!room:example.org", {
+            "type": "m.room.message", "sender": "@mallory:elsewhere.org", "event_id": "$x",
+            "content": {"msgtype": "m.text", "body": body, "m.relates_to": "oops"}})
