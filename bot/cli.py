@@ -31,9 +31,8 @@ def _settings(args) -> Settings:
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    import aiohttp
-
     from .app import load_engine, run_bot
+    from .messages import NETWORK_ERRORS
     from .session import LoginFailed
     from .sync import TokenRejected
 
@@ -45,7 +44,7 @@ def cmd_run(args) -> int:
     except (LoginFailed, TokenRejected) as exc:
         log.error("%s", exc)
         return 2
-    except (aiohttp.ClientError, OSError) as exc:
+    except NETWORK_ERRORS as exc:
         log.error("cannot reach the homeserver at %s: %s", settings.matrix.homeserver_url, exc)
         return 1
     return 0

@@ -33,10 +33,8 @@ def matches(user_id: str, patterns: list[str]) -> bool:
 
 
 def _is_edit(content: dict[str, Any]) -> bool:
-    relation = content.get("m.relates_to")
-    # Anyone in a room can send malformed content; it must not break handling.
-    rel_type = relation.get("rel_type") if isinstance(relation, dict) else None
-    return "m.new_content" in content or rel_type == "m.replace"
+    return ("m.new_content" in content
+            or messages.relation_of(content).get("rel_type") == "m.replace")
 
 
 def caption(result: Result) -> str:

@@ -19,15 +19,21 @@ from nio import AsyncClient, RoomSendResponse, UploadResponse
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (1, 2, 4, 8)
-_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# What a request to an unreachable or failing homeserver raises (rather than returns).
+NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def relation_of(content: dict[str, Any]) -> dict[str, Any]:
+    """An event's `m.relates_to`, or {} when there is none or it is malformed (any room
+    member can send content of any shape; it must not break handling)."""
+    relation = content.get("m.relates_to")
+    return relation if isinstance(relation, dict) else {}
 
 
 def reply_relation(event_source: dict[str, Any]) -> dict[str, Any]:
     """`m.relates_to` for a reply to this event; inside a thread, the reply stays there."""
     event_id = event_source["event_id"]
-    relation = event_source.get("content", {}).get("m.relates_to")
-    if not isinstance(relation, dict):
-        relation = {}  # malformed content from a client: answer as a plain reply
+    relation = relation_of(event_source.get("content", {}))
     if relation.get("rel_type") == "m.thread" and relation.get("event_id"):
         return {"rel_type": "m.thread", "event_id": relation["event_id"],
                 "is_falling_back": False, "m.in_reply_to": {"event_id": event_id}}
@@ -49,7 +55,7 @@ async def _with_retries(what: str, attempt_once) -> Any:
             value, problem = await attempt_once()
             if problem is None:
                 return value
-        except _NETWORK_ERRORS as exc:
+        except NETWORK_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
         if delay is None:
             log.error("giving up %s after %d tries: %s", what, attempt + 1, problem)

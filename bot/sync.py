@@ -13,10 +13,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
 from . import db as database
+from .messages import NETWORK_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,11 @@ class SyncLoop:
             response = await self._sync_or_stop(token, first, stop)
             if response is None:
                 return
+            if isinstance(response, SyncResponse) and not first:
+                # A gap that cannot be fetched now fails this sync: the token stays where it
+                # was, so the next try fetches the same events again instead of skipping them.
+                response = await self._fill_gaps(response, token) or response
             if isinstance(response, SyncResponse):
-                if not first:
-                    await self._fill_gaps(response, token)
                 await self.on_sync(response, first)
                 token = response.next_batch
                 await database.set_state(self.db, SYNC_TOKEN_KEY, token)
@@ -81,19 +83,23 @@ class SyncLoop:
             except asyncio.TimeoutError:
                 pass
 
-    async def _fill_gaps(self, response: SyncResponse, since: str) -> None:
-        """Fetch the events a limited timeline left out, so no command is skipped."""
+    async def _fill_gaps(self, response: SyncResponse, since: str):
+        """Fetch the events a limited timeline left out, so no command is skipped.
+
+        Returns None when every gap was filled, else the error response or exception."""
         for room_id, info in response.rooms.join.items():
             if not info.timeline.limited or not info.timeline.prev_batch:
                 continue
             missing: list = []
             start = info.timeline.prev_batch
             while len(missing) < GAP_MAX_EVENTS:
-                page = await self.client.room_messages(room_id, start=start, end=since,
-                                                       limit=GAP_PAGE)
+                try:
+                    page = await self.client.room_messages(room_id, start=start, end=since,
+                                                           limit=GAP_PAGE)
+                except NETWORK_ERRORS as exc:
+                    return exc
                 if not isinstance(page, RoomMessagesResponse):
-                    log.warning("could not fetch the gap in %s: %s", room_id, _describe(page))
-                    break
+                    return page
                 missing.extend(page.chunk)  # newest first
                 if not page.chunk or not page.end or page.end == start:
                     break
@@ -101,6 +107,7 @@ class SyncLoop:
             if missing:
                 log.info("fetched %d events that the sync of %s left out", len(missing), room_id)
             info.timeline.events[:0] = reversed(missing)
+        return None
 
     async def _sync_or_stop(self, token, first, stop):
         """One sync request, abandoned as soon as `stop` is set; None when stopping."""
@@ -119,7 +126,7 @@ class SyncLoop:
             return await self.client.sync(timeout=0 if first else POLL_MS, since=token,
                                           full_state=True if first else None,
                                           sync_filter=SYNC_FILTER)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except NETWORK_ERRORS as exc:
             return exc
 
 
