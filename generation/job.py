@@ -20,7 +20,9 @@ class Job:
     height: int
     guidance: float = 0.0
     negative_prompt: str = ""
-    count: int = 1
+    count: int = 1  # pictures of this prompt, seeds seed, seed+1, …, made as one batch
+    model: str = ""  # the configured model's name; "" is the default model
+    style: str = ""  # the style preset already applied to prompt and negative_prompt
 
     def parameters(self, model: str) -> dict[str, Any]:
         """The generation parameters as they are embedded in the PNG and logged."""
@@ -32,6 +34,7 @@ class Job:
             "size": f"{self.width}x{self.height}",
             "guidance": self.guidance,
             "model": model,
+            "style": self.style,
         }
         return params
 
@@ -46,6 +49,7 @@ class Result:
     queue_seconds: float = 0.0
     generation_seconds: float = 0.0
     error: str | None = None
+    cancelled: bool = False  # taken out of the queue before it ran; nobody waits for it
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

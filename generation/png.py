@@ -20,6 +20,7 @@ def parameters_text(params: dict[str, Any]) -> str:
         ("Size", params.get("size")),
         ("CFG scale", params.get("guidance")),
         ("Model", params.get("model")),
+        ("Style", params.get("style")),
     ]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v not in (None, "")))
     return "\n".join(lines)

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
-    """What the worker drives: the engine, or a fake one in unit tests."""
+    """What the worker drives: the engine or the model pool, or a fake in unit tests."""
 
-    name: str
+    name: str  # the default model's name
 
     def generate(self, job: Job) -> list: ...
 
