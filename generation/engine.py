@@ -5,6 +5,7 @@ Only the queue's worker thread calls `generate`; nothing else touches the pipeli
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -20,6 +21,13 @@ SUPPORTED = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
 }
+
+
+# The picture side a family was trained at, for folders whose configs do not say.
+NATIVE_SIDES = {"sd": 512, "sdxl": 1024}
+
+# Weight file types in the order `from_pretrained` prefers them.
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 class ModelError(Exception):
@@ -45,6 +53,56 @@ def inspect_model(folder: str | Path) -> str:
     return SUPPORTED[class_name]
 
 
+def native_size(folder: str | Path) -> tuple[int, int]:
+    """The (width, height) a model was trained at, from its configs alone (no torch).
+
+    The UNet's `sample_size` is in latents; the VAE's blocks give the latent's downscale
+    (2 ** (blocks - 1), 8 for every SD/SDXL VAE): 64 × 8 = 512 for SD 1.5, 128 × 8 = 1024
+    for SDXL. A folder whose configs do not say gets its family's usual size.
+    """
+    path = Path(folder).expanduser()
+    try:
+        sample = json.loads((path / "unet" / "config.json").read_text())["sample_size"]
+        blocks = json.loads((path / "vae" / "config.json").read_text())["block_out_channels"]
+        height, width = (sample, sample) if isinstance(sample, int) else sample
+        if not blocks or not all(isinstance(n, int) and n > 0 for n in (height, width)):
+            raise ValueError(f"sample_size {sample!r}, block_out_channels {blocks!r}")
+        scale = 2 ** (len(blocks) - 1)
+        return width * scale, height * scale
+    except (OSError, ValueError, KeyError, TypeError):
+        side = NATIVE_SIDES[inspect_model(path)]
+        return side, side
+
+
+def weights_bytes(folder: str | Path) -> int:
+    """An estimate of the memory a model's weights take once loaded: their size on disk.
+
+    In each component folder (unet, vae, text_encoder, …) only the files a plain
+    `from_pretrained` reads count: safetensors before .bin, and the plain files before a
+    variant beside them (`model.fp16.safetensors`). For fp32 files loaded in half precision
+    (the GPU case) this is an upper bound; the working memory of a generation comes on top.
+    """
+    total = 0
+    for component in Path(folder).expanduser().iterdir():
+        if component.is_dir():
+            total += sum(f.stat().st_size for f in _weight_files(component))
+    return total
+
+
+def _weight_files(component: Path) -> list[Path]:
+    files = [f for f in component.iterdir() if f.is_file()]
+    for suffix in WEIGHT_SUFFIXES:
+        chosen = [f for f in files if f.suffix == suffix]
+        if chosen:
+            # A variant has its name between the stem and the suffix: "model.fp16".
+            return [f for f in chosen if "." not in f.stem] or chosen
+    return []
+
+
+def unknown_model(name: str, models: list[str]) -> GenerationError:
+    return GenerationError(f"Unknown model {name!r}; choose one of {', '.join(models)}.")
+
+
 def _quiet_libraries() -> None:
     """The hub libraries print progress bars and advice meant for notebooks; a service's
     log should carry only what matters (their errors still come through)."""
@@ -57,10 +115,13 @@ def _quiet_libraries() -> None:
 
 
 class Engine:
-    def __init__(self, model: str | Path, device: str = "auto"):
+    """One model on one device; also the queue's runner when only one model is configured."""
+
+    def __init__(self, model: str | Path, device: str = "auto", name: str = ""):
         self.path = Path(model).expanduser().resolve()
-        self.name = self.path.name
+        self.name = name or self.path.name
         self.family = inspect_model(self.path)
+        self._native_size = native_size(self.path)
         self.requested_device = device
         self.placement: Placement | None = None
         self.pipe = None
@@ -86,6 +147,33 @@ class Engine:
             time.perf_counter() - started,
         )
 
+    def unload(self) -> None:
+        """Drop the pipeline and give its memory back to the device.
+
+        Also after a failed load, to free what it had placed before it failed.
+        """
+        self.pipe = None
+        gc.collect()  # pipelines hold reference cycles; free their tensors now, not later
+        if self.placement is not None and self.placement.device.startswith("cuda"):
+            import torch
+
+            # Hand the allocator's cached blocks back, so that the next model (and
+            # `torch.cuda.mem_get_info`) sees the memory as free.
+            torch.cuda.empty_cache()
+
+    @property
+    def models(self) -> list[str]:
+        return [self.name]
+
+    def native_size(self, name: str = "") -> tuple[int, int]:
+        """The (width, height) the model was trained at; `name` must be "" or this model's."""
+        self._check(name)
+        return self._native_size
+
+    def _check(self, name: str) -> None:
+        if name not in ("", self.name):
+            raise unknown_model(name, self.models)
+
     def warm_up(self, width: int, height: int, steps: int = 1) -> float:
         """One throw-away run, so the first user's picture does not pay for kernel setup."""
         started = time.perf_counter()
@@ -98,6 +186,7 @@ class Engine:
         """Run the pipeline for one job and return its PIL images, `job.count` of them."""
         import torch
 
+        self._check(job.model)
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
         # 1. One generator per picture, on the CPU, so a seed gives the same starting noise

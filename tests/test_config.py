@@ -325,3 +325,78 @@ def test_password_never_shows_in_a_config_error(tmp_path):
     message = config_error(tmp_path, minimal(password=SECRET, user_id="bad"))
     assert "matrix.user_id" in message
     assert SECRET not in message
+
+
+# ---- several named models -----------------------------------------------------------------
+
+def test_named_models_come_after_the_default_named_by_its_folder(tmp_path):
+    # Written by hand: the models keep the file's order (yaml.safe_dump would sort them).
+    settings = load_settings(write(tmp_path, """
+matrix: {homeserver_url: "https://matrix.example.org", user_id: "@imgbot:example.org"}
+generation:
+  model: /srv/models/sdxl-lightning
+  models:
+    turbo: /srv/models/sdxl-turbo
+    sd1.5_base: /srv/models/sd15
+  max_loaded_models: 2
+"""))
+    g = settings.generation
+    assert g.max_loaded_models == 2
+    assert list(g.catalogue.items()) == [
+        ("sdxl-lightning", Path("/srv/models/sdxl-lightning")),
+        ("turbo", Path("/srv/models/sdxl-turbo")),
+        ("sd1.5_base", Path("/srv/models/sd15")),
+    ]
+
+
+def test_the_default_listed_among_the_models_takes_that_name(tmp_path):
+    settings = load_settings(write(tmp_path, with_section(
+        "generation", model="/srv/models/sdxl-lightning/",
+        models={"turbo": "/srv/models/sdxl-turbo", "fast": "/srv/models/sdxl-lightning"})))
+    assert list(settings.generation.catalogue) == ["fast", "turbo"]
+
+
+def test_one_model_by_default(tmp_path):
+    g = load_settings(write(tmp_path, with_section("generation", model="/m/tiny"))).generation
+    assert (g.models, g.max_loaded_models, g.catalogue) == ({}, None, {"tiny": Path("/m/tiny")})
+    assert load_settings(write(tmp_path, minimal())).generation.catalogue == {}
+
+
+def test_the_example_config_documents_the_models_keys():
+    g = load_settings(REPO / "config.example.yaml").generation
+    assert (g.models, g.max_loaded_models) == ({}, None)
+    text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    assert "  models: {}" in text and "  max_loaded_models: null" in text
+
+
+@pytest.mark.parametrize("name", ["a b", "-turbo", ".hidden", "tür", "x" * 65, ""])
+def test_a_model_name_people_cannot_type_is_an_error(tmp_path, name):
+    message = config_error(tmp_path, with_section("generation", model="/m/a",
+                                                  models={name: "/m/b"}))
+    assert f"generation.models: {name!r} is not a model name: up to 64 letters, digits" in message
+
+
+@pytest.mark.parametrize("value", [0, -1, "two"])
+def test_max_loaded_models_is_a_positive_number(tmp_path, value):
+    message = config_error(tmp_path, with_section("generation", max_loaded_models=value))
+    assert "generation.max_loaded_models: " in message
+
+
+def test_a_model_named_like_the_default_folder_is_an_error(tmp_path):
+    message = config_error(tmp_path, with_section(
+        "generation", model="/srv/models/turbo", models={"turbo": "/srv/other/turbo"}))
+    assert ("generation: the default model /srv/models/turbo is called turbo (its folder's "
+            "name), but models.turbo is /srv/other/turbo; rename one of them") in message
+
+
+def test_models_without_a_default_is_an_error(tmp_path):
+    message = config_error(tmp_path, with_section("generation", models={"turbo": "/m/t"}))
+    assert "generation: models is set but model, the default model, is not" in message
+
+
+def test_max_loaded_models_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGBOT_GENERATION__MAX_LOADED_MODELS", "1")
+    settings = load_settings(write(tmp_path, with_section("generation", model="/m/a",
+                                                          models={"b": "/m/b"})))
+    assert settings.generation.max_loaded_models == 1
+    assert list(settings.generation.catalogue) == ["a", "b"]
