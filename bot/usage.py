@@ -79,8 +79,78 @@ async def query(db: aiosqlite.Connection, since: float | None = None,
     return [dict(row) for row in await cursor.fetchall()]
 
 
+# ---- totals per user, room or day ---------------------------------------------------------
+
+GROUPINGS = ("user", "room", "day")
+
+
+@dataclass(frozen=True)
+class Group:
+    """The totals of the jobs of one user, room or day."""
+    key: str                # a user ID, a room ID ("" for jobs outside a room) or YYYY-MM-DD
+    jobs: int
+    pictures: int           # delivered by ok jobs
+    failed: int
+    rejected: int
+    cancelled: int
+    gpu_seconds: float
+    mean_queue_seconds: float | None  # of the ok jobs; None when there is none
+    users: int              # distinct
+    rooms: int              # distinct, not counting jobs outside a room
+
+
+def day_of(created_at: float) -> str:
+    """YYYY-MM-DD in local time: an admin's day starts at their midnight, not UTC's."""
+    return time.strftime("%Y-%m-%d", time.localtime(created_at))
+
+
+_GROUP_KEYS = {
+    "user": lambda row: row["user_id"],
+    "room": lambda row: row["room_id"] or "",
+    "day": lambda row: day_of(row["created_at"]),
+}
+
+
+def group(rows: list[dict[str, Any]], by: str) -> list[Group]:
+    """Totals per user or room (most pictures first) or per day (oldest first).
+
+    Only days with jobs appear; a chart that needs the empty days fills them itself.
+    """
+    if by not in _GROUP_KEYS:
+        raise ValueError(f"{by!r}: group by {', '.join(GROUPINGS)}")
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        members.setdefault(_GROUP_KEYS[by](row), []).append(row)
+    groups = [totals(key, group_rows) for key, group_rows in members.items()]
+    if by == "day":
+        return sorted(groups, key=lambda g: g.key)
+    return sorted(groups, key=lambda g: (-g.pictures, g.key))
+
+
+def totals(key: str, rows: list[dict[str, Any]]) -> Group:
+    """The totals of these rows, under this key."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    waits = [r["queue_seconds"] for r in ok if r["queue_seconds"] is not None]
+    return Group(
+        key=key,
+        jobs=len(rows),
+        pictures=sum(r["images"] for r in ok),
+        failed=sum(r["status"] == "error" for r in rows),
+        rejected=sum(r["status"] == "rejected" for r in rows),
+        cancelled=sum(r["status"] == "cancelled" for r in rows),
+        gpu_seconds=sum(r["generation_seconds"] or 0 for r in rows),
+        mean_queue_seconds=sum(waits) / len(waits) if waits else None,
+        users=len({r["user_id"] for r in rows}),
+        rooms=len({r["room_id"] for r in rows if r["room_id"]}),
+    )
+
+
 # ---- output for `imgbot usage` --------------------------------------------------------------
 
+# The usage table's columns, for the CSV header when no row carries them.
+FIELDS = ("id", "created_at", "finished_at", "event_id", "room_id", "user_id", "prompt",
+          "options", "seed", "model", "status", "error", "images", "queue_seconds",
+          "generation_seconds")
 COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
            "prompt")
 
@@ -110,21 +180,49 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"{gpu:.1f} GPU seconds")
 
 
+def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def _table(shown: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in shown]
+    return lines
+
+
 def render(rows: list[dict[str, Any]], fmt: str) -> str:
+    """One line per job as a table (with a summary), CSV or JSON."""
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["id"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
+        return _csv(rows, list(rows[0]) if rows else list(FIELDS))
     shown = [_display_row(r) for r in rows]
     for row in shown:  # keep the table readable; csv and json carry the whole prompt
         if len(row["prompt"]) > 40:
             row["prompt"] = row["prompt"][:39] + "…"
-    widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in COLUMNS}
-    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in COLUMNS) for r in shown]
-    lines.append(summary(rows))
-    return "\n".join(lines)
+    return "\n".join(_table(shown, COLUMNS) + [summary(rows)])
+
+
+def group_columns(by: str) -> tuple[str, ...]:
+    # A user's group always has one user and a room's one room: show the other count.
+    return (by, "jobs", "pictures", "failed", "rejected", "cancelled", "gpu_seconds",
+            "mean_queue_seconds", "rooms" if by == "user" else "users")
+
+
+def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str) -> str:
+    """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON."""
+    columns = group_columns(by)
+    records = [{by: g.key, **{c: getattr(g, c) for c in columns[1:]}} for g in group(rows, by)]
+    if fmt == "json":
+        return json.dumps(records, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        return _csv(records, list(columns))
+    wait = "mean_queue_seconds"
+    shown = [{**r, by: r[by] or "-", "gpu_seconds": f"{r['gpu_seconds']:.1f}",
+              wait: "" if r[wait] is None else f"{r[wait]:.2f}"} for r in records]
+    return "\n".join(_table(shown, columns) + [summary(rows)])

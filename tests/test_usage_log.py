@@ -353,3 +353,180 @@ def test_cli_bad_format_is_refused_by_argparse(tmp_path):
     done = imgbot("usage", "-c", str(tmp_path / "config.yaml"), "--format", "xml")
     assert done.returncode == 2
     assert "invalid choice: 'xml'" in done.stderr
+
+
+# ---- totals per user, room and day --------------------------------------------------------
+
+@pytest.fixture
+def tokyo(monkeypatch):
+    """Local time is UTC+9 (a POSIX TZ string, so no tz database is needed)."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def fill_more(db) -> None:
+    """`fill`, plus a failed job that still counted images, a cancelled one and a CLI job."""
+    await fill(db)
+    failed = await add(db, created_at=NOW - 20, prompt="failed late", status="error", images=3)
+    await usage.finish_job(db, failed, status="error", error="boom", images=3,
+                           queue_seconds=9.5, generation_seconds=2.0)
+    await add(db, created_at=NOW - 10, user="@bob:localhost", status="cancelled", images=0)
+    await add(db, created_at=NOW - 5, user="@carol:localhost", room=None, images=2)
+
+
+async def test_group_by_user_sums_each_users_jobs(db):
+    await fill_more(db)
+    alice, carol, bob = usage.group(await usage.query(db), "user")  # by pictures
+    assert alice == usage.Group(
+        key="@alice:localhost", jobs=4, pictures=6, failed=2, rejected=0, cancelled=0,
+        gpu_seconds=1.25 * 3 + 2.0, mean_queue_seconds=0.5, users=1, rooms=1)
+    assert bob == usage.Group(
+        key="@bob:localhost", jobs=3, pictures=1, failed=0, rejected=1, cancelled=1,
+        gpu_seconds=2.5, mean_queue_seconds=0.5, users=1, rooms=2)
+    assert (carol.key, carol.pictures, carol.rooms) == ("@carol:localhost", 2, 0)
+
+
+async def test_failed_jobs_count_as_failed_not_pictures_nor_queue_wait(db):
+    row_id = await add(db, created_at=NOW, status="error", images=0)
+    await usage.finish_job(db, row_id, status="error", error="out of memory", images=4,
+                           queue_seconds=30.0, generation_seconds=3.0)
+    [only] = usage.group(await usage.query(db), "user")
+    assert (only.jobs, only.pictures, only.failed, only.gpu_seconds) == (1, 0, 1, 3.0)
+    assert only.mean_queue_seconds is None  # the wait of delivered jobs only
+
+
+async def test_group_by_room_counts_users_and_keeps_jobs_outside_rooms(db):
+    await fill_more(db)
+    groups = usage.group(await usage.query(db), "room")
+    assert [(g.key, g.jobs, g.pictures, g.failed, g.rejected, g.cancelled, g.users)
+            for g in groups] == [
+        ("!room1:localhost", 6, 6, 2, 1, 1, 2),
+        ("", 1, 2, 0, 0, 0, 1),  # the CLI job: no room
+        ("!room2:localhost", 1, 1, 0, 0, 0, 1),
+    ]
+
+
+async def test_group_by_day_uses_local_days_oldest_first(db, tokyo):
+    await fill_more(db)
+    # NOW is 2023-11-14 22:13:20 UTC, which is already the 15th in Tokyo.
+    groups = usage.group(await usage.query(db), "day")
+    assert [(g.key, g.jobs, g.pictures, g.users) for g in groups] == [
+        ("2023-11-05", 1, 2, 1),
+        ("2023-11-13", 1, 1, 1),
+        ("2023-11-15", 6, 6, 3),
+    ]
+    assert sum(g.jobs for g in groups) == len(await usage.query(db))
+
+
+def test_group_refuses_an_unknown_grouping():
+    with pytest.raises(ValueError, match="user, room, day"):
+        usage.group([], "model")
+
+
+async def test_grouped_table_csv_and_json(db):
+    await fill_more(db)
+    rows = await usage.query(db)
+    lines = usage.render_grouped(rows, "room", "table").splitlines()
+    assert lines[0].split() == list(usage.group_columns("room"))
+    assert lines[0].split()[-1] == "users"
+    assert lines[1].split() == ["!room1:localhost", "6", "6", "2", "1", "1", "7.0", "0.50", "2"]
+    assert lines[2].split()[0] == "-"  # no room
+    assert lines[-1] == usage.summary(rows)
+
+    parsed = list(csv.DictReader(io.StringIO(usage.render_grouped(rows, "user", "csv"))))
+    assert [(r["user"], r["pictures"], r["rooms"]) for r in parsed] == [
+        ("@alice:localhost", "6", "1"), ("@carol:localhost", "2", "0"),
+        ("@bob:localhost", "1", "2")]
+
+    records = json.loads(usage.render_grouped(rows, "user", "json"))
+    assert records[0] == {"user": "@alice:localhost", "jobs": 4, "pictures": 6, "failed": 2,
+                          "rejected": 0, "cancelled": 0, "gpu_seconds": 5.75,
+                          "mean_queue_seconds": 0.5, "rooms": 1}
+
+
+def test_grouped_csv_of_nothing_has_its_header():
+    assert usage.render_grouped([], "day", "csv").strip() == ",".join(usage.group_columns("day"))
+
+
+async def test_csv_of_nothing_has_the_usage_tables_columns(db):
+    header = usage.render([], "csv").strip().split(",")
+    columns = [row[1] for row in await (await db.execute("PRAGMA table_info(usage)")).fetchall()]
+    assert header == list(usage.FIELDS) == columns
+
+
+# ---- read-only open -----------------------------------------------------------------------
+
+async def test_read_only_open_of_a_missing_file_creates_nothing(tmp_path):
+    with pytest.raises(sqlite3.OperationalError):
+        await database.connect_readonly(tmp_path / DB_NAME)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_read_only_open_reads_and_cannot_write(tmp_path):
+    path = tmp_path / DB_NAME
+    conn = await database.connect(path)
+    await fill(conn)
+    await conn.close()
+    before = path.read_bytes(), path.stat().st_mtime_ns
+    reader = await database.connect_readonly(path)
+    try:
+        assert len(await usage.query(reader)) == 5
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await usage.record_job(reader, new_job())
+    finally:
+        await reader.close()
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("offset, words", [(-1, ("older", "start the bot")),
+                                           (1, ("newer", "upgrade imgbot"))])
+async def test_read_only_open_refuses_another_schema_unchanged(tmp_path, offset, words):
+    path = tmp_path / DB_NAME
+    version = len(database.MIGRATIONS) + offset
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {version}")
+    before = path.read_bytes()
+    with pytest.raises(database.SchemaMismatch) as info:
+        await database.connect_readonly(path)
+    assert f"version {version}" in str(info.value)
+    assert all(word in str(info.value) for word in words)
+    assert path.read_bytes() == before
+
+
+# ---- `imgbot usage --by` ------------------------------------------------------------------
+
+async def test_cli_by_user_table(filled_config):
+    path = filled_config.parent / "state" / DB_NAME
+    before = path.read_bytes()
+    done = imgbot("usage", "-c", str(filled_config), "--since", "all", "--by", "user")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split() == list(usage.group_columns("user"))
+    # alice: the fill's 3 jobs and the fresh one; 2 + 4 + 1 pictures, her failure not counted.
+    assert lines[1].split()[:4] == ["@alice:localhost", "4", "7", "1"]
+    assert lines[2].split()[:4] == ["@bob:localhost", "2", "1", "0"]
+    assert lines[-1].startswith("6 jobs, 8 pictures, 2 users")
+    assert path.read_bytes() == before  # the review changed nothing
+
+
+async def test_cli_by_day_json_filtered_by_room(filled_config):
+    done = imgbot("usage", "-c", str(filled_config), "--since", "all", "--by", "day",
+                  "--room", "!room2:localhost", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    [day] = json.loads(done.stdout)
+    assert day["day"] == usage.day_of(NOW - 2 * DAY)
+    assert (day["jobs"], day["pictures"], day["users"]) == (1, 1, 1)
+
+
+def test_cli_on_a_newer_schema_says_so(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        conn.execute(f"PRAGMA user_version = {len(database.MIGRATIONS) + 1}")
+    done = imgbot("usage", "-c", str(write_config(tmp_path, state)), "--by", "room")
+    assert done.returncode == 1
+    assert "newer" in done.stderr and "upgrade imgbot" in done.stderr
+    assert "Traceback" not in done.stderr
