@@ -25,17 +25,32 @@ SHUTDOWN_GRACE_SECONDS = 60.0
 
 
 def load_engine(settings: Settings) -> Runner:
-    """Load the configured model (the only place the bot reaches into torch, lazily)."""
-    from generation.engine import Engine
+    """Load the default model (the only place the bot reaches into torch, lazily). With more
+    models configured, the runner is a pool that loads each of the others on first use."""
+    from generation.engine import Engine, ModelError, inspect_model
+    from generation.pool import ModelPool
 
-    if settings.generation.model is None:
+    generation = settings.generation
+    if generation.model is None:
         raise SystemExit("generation.model is not set: point it at a local diffusers folder "
                          "(or make one with `imgbot make-test-model DIR`)")
-    engine = Engine(settings.generation.model, settings.generation.device)
-    engine.load()
-    if settings.generation.warm_up:
-        engine.warm_up(*settings.generation.width_height)
-    return engine
+    catalogue = generation.catalogue
+    # Every folder is checked now, so that a typo stops the start, not someone's job later.
+    for name, folder in catalogue.items():
+        try:
+            inspect_model(folder)
+        except ModelError as exc:
+            key = f"generation.models.{name}" if name in generation.models else "generation.model"
+            raise SystemExit(f"{key} (model {name}): {exc}") from None
+    if generation.models:
+        runner = ModelPool(catalogue, next(iter(catalogue)), generation.device,
+                           generation.max_loaded_models)
+    else:
+        runner = Engine(generation.model, generation.device)
+    runner.load()
+    if generation.warm_up:
+        runner.warm_up(*generation.width_height)
+    return runner
 
 
 def make_client(settings: Settings) -> AsyncClient:
@@ -62,6 +77,7 @@ async def run_bot(settings: Settings, engine: Runner, stop: asyncio.Event | None
         await log_in(client, settings.matrix, settings.state_dir)
         queue.start()
         bot = Bot(client, settings, db, queue, tasks)
+        await bot.replies.restore()
         sync = SyncLoop(client, db, bot.on_sync)
         if ready is not None:
             tasks.spawn(_relay(sync.live, ready), name="ready")

@@ -55,8 +55,10 @@ def cmd_generate(args, extra: list[str]) -> int:
     from generation.job import GenerationError
     from generation.png import encode_png
 
-    from .commands import Generate, UsageError, parse, resolve
+    from .commands import Generate, UsageError, parse
     from .config import GenerationSettings, LimitSettings
+    from .resolve import Catalogue, resolve
+    from .styles import catalogue
 
     settings = _settings(args) if args.config else None
     defaults = settings.generation if settings else GenerationSettings()
@@ -82,8 +84,13 @@ def cmd_generate(args, extra: list[str]) -> int:
     except ModelError as exc:
         print(f"imgbot generate: {exc}", file=sys.stderr)
         return 2
+    styles = settings.style_catalogue if settings else catalogue()
+    job = resolve(command, defaults, limits, Catalogue(
+        engine.name, {engine.name: engine.native_size(engine.name)}, styles))
+    if isinstance(job, UsageError):
+        print(f"imgbot generate: {job.message}", file=sys.stderr)
+        return 2
     engine.load()
-    job = resolve(command, defaults)
     started = time.perf_counter()
     try:
         images = engine.generate(job)
@@ -91,9 +98,14 @@ def cmd_generate(args, extra: list[str]) -> int:
         print(f"imgbot generate: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
-    out.write_bytes(encode_png(images[0], job.parameters(engine.name)))
-    print(f"{out}: seed {job.seed}, {job.steps} steps, {job.width}x{job.height}, "
-          f"{seconds:.2f} s on {engine.placement.device}")
+    params = job.parameters(engine.name)
+    for index, image in enumerate(images):
+        # With --n, the second picture goes to out-2.png and so on.
+        path = out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+        path.write_bytes(encode_png(image, {**params, "seed": job.seed + index}))
+        print(f"{path}: seed {job.seed + index}, {job.steps} steps, {job.width}x{job.height}")
+    print(f"{len(images)} picture{'s' if len(images) > 1 else ''} in {seconds:.2f} s on "
+          f"{engine.placement.device}")
     return 0
 
 
@@ -113,13 +125,22 @@ def cmd_usage(args) -> int:
         return 1
 
     async def read():
-        db = await database.connect(path)
+        # Read-only: a review never migrates, locks or changes the bot's database.
+        db = await database.connect_readonly(path)
         try:
             return await usage.query(db, since=since, user=args.user, room=args.room)
         finally:
             await db.close()
 
-    print(usage.render(asyncio.run(read()), args.format))
+    try:
+        rows = asyncio.run(read())
+    except database.SchemaMismatch as exc:
+        print(f"imgbot usage: {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.by:
+        print(usage.render_grouped(rows, args.by, args.format))
+    else:
+        print(usage.render(rows, args.format))
     return 0
 
 
@@ -158,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
 
     gen = sub.add_parser("generate", help="one picture without chat, with the chat's options",
-                         epilog="Options as in chat: --seed N --steps N --size WxH --guidance X "
-                                "--no TEXT")
+                         epilog="Options as in chat: --seed N --steps N --size WxH --ar W:H "
+                                "--n N --style NAME --guidance X --no TEXT")
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", default="out.png", help="PNG file to write")
     gen.add_argument("--model", help="a local diffusers folder")
@@ -172,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("--user", help="only this user ID")
     use.add_argument("--room", help="only this room ID")
     use.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    use.add_argument("--by", choices=("user", "room", "day"),
+                     help="one line per user, room or day instead of one per job")
 
     tm = sub.add_parser("make-test-model", help="write a tiny random-weight model folder")
     tm.add_argument("dir")

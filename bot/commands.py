@@ -1,21 +1,17 @@
 """Parsing chat commands: pure functions from text to a command or a usage error.
 
 No I/O here. `parse` is the one entry point; handlers receive what it returns. Sub-commands
-and options are declarative tables, so adding one is adding a row.
+and options (in `options.py`) are declarative tables, so adding one is adding a row.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 from dataclasses import dataclass
 from typing import Callable
 
-from generation.job import Job
-
-from .config import GenerationSettings, LimitSettings, parse_size
-
-MAX_SEED = 2**32 - 1
+from .config import LimitSettings
+from .options import OPTIONS, option_name, parse_options, size_within, number_in
+from .usage import parse_since
 
 
 @dataclass(frozen=True)
@@ -23,11 +19,6 @@ class UsageError:
     """What was wrong with a command, in words for the person who typed it."""
 
     message: str
-
-
-@dataclass(frozen=True)
-class Help:
-    pass
 
 
 @dataclass(frozen=True)
@@ -39,88 +30,78 @@ class Generate:
     steps: int | None = None
     width: int | None = None
     height: int | None = None
+    aspect: tuple[int, int] | None = None
     guidance: float | None = None
     negative_prompt: str | None = None
-
-
-Command = Help | Generate
-
-
-# ---- options ------------------------------------------------------------------------------
-
-def _number_in(name: str, cast: type, low: float, high: float) -> Callable[[str], float]:
-    kind = "a whole number" if cast is int else "a number"
-    shown = f"from {low:g} to {high:g}" if cast is float else f"from {low} to {high}"
-
-    def convert(text: str) -> float:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise ValueError(f"{name} takes {kind} {shown}, not {text!r}")
-        if not low <= value <= high:  # also false for nan
-            raise ValueError(f"{name} must be {shown}, not {text}")
-        return value
-
-    return convert
-
-
-def _size(limits: LimitSettings) -> Callable[[str], tuple[int, int]]:
-    def convert(text: str) -> tuple[int, int]:
-        try:
-            width, height = parse_size(text)
-        except ValueError as exc:
-            raise ValueError(f"--size {exc}")
-        if width * height > limits.max_pixels:
-            raise ValueError(
-                f"--size {width}x{height} is too large: at most {limits.max_pixels:,} pixels "
-                f"(e.g. {_square_side(limits.max_pixels)}x{_square_side(limits.max_pixels)})"
-            )
-        return width, height
-
-    return convert
-
-
-def _square_side(pixels: int) -> int:
-    return int(pixels**0.5) // 8 * 8
+    count: int | None = None
+    style: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
-class Option:
-    name: str
-    field: str
-    takes: str  # how the value is shown in help
-    convert: Callable[[LimitSettings], Callable[[str], object]]
-    rest: bool = False  # takes all words up to the next option (for text values)
-    help: str = ""
+class Help:
+    pass
 
 
-OPTIONS: dict[str, Option] = {
-    opt.name: opt
-    for opt in (
-        Option("seed", "seed", "N", lambda lim: _number_in("--seed", int, 0, MAX_SEED),
-               help="the same seed and prompt give the same picture"),
-        Option("steps", "steps", "N", lambda lim: _number_in("--steps", int, 1, lim.max_steps),
-               help="denoising steps"),
-        Option("size", "size", "WxH", _size, help="picture size in pixels, multiples of 8"),
-        Option("guidance", "guidance", "X", lambda lim: _number_in("--guidance", float, 0.0, 30.0),
-               help="how closely to follow the prompt (0 for few-step models)"),
-        Option("no", "negative_prompt", "TEXT", lambda lim: str, rest=True,
-               help="what the picture should not show"),
-    )
-}
-
-# Phones turn "--" into a dash; accept what people actually send.
-_OPTION_RE = re.compile(r"^(?:--|—|–)([a-z][a-z-]*)(?:=(.*))?$", re.IGNORECASE)
+@dataclass(frozen=True)
+class Styles:
+    pass
 
 
-def _option_name(word: str) -> tuple[str, str | None] | None:
-    match = _OPTION_RE.match(word)
-    return (match[1].lower(), match[2]) if match else None
+@dataclass(frozen=True)
+class Models:
+    pass
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    pass
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True)
+class RoomShow:
+    pass
+
+
+@dataclass(frozen=True)
+class RoomSet:
+    key: str
+    value: str  # checked here where the limits suffice; style and model names by the handler
+
+
+@dataclass(frozen=True)
+class RoomReset:
+    key: str | None = None  # None: every key
+
+
+@dataclass(frozen=True)
+class Usage:
+    span: str = "7d"
+    user: str | None = None
+
+
+Command = (Generate | Help | Styles | Models | QueueStatus | Cancel | Pause | Resume
+           | RoomShow | RoomSet | RoomReset | Usage)
 
 
 def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
     words = text.split()
-    first_option = next((i for i, w in enumerate(words) if _option_name(w)), len(words))
+    first_option = next((i for i, w in enumerate(words) if option_name(w)), len(words))
     prompt = " ".join(words[:first_option])
     if not prompt:
         return UsageError("The prompt is empty: write what to draw before any --options, "
@@ -128,56 +109,106 @@ def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
     if len(prompt) > limits.max_prompt_chars:
         return UsageError(f"The prompt is {len(prompt):,} characters long; the limit is "
                           f"{limits.max_prompt_chars:,}.")
-    values: dict[str, object] = {}
-    i = first_option
-    while i < len(words):
-        spelled = _option_name(words[i])
-        if spelled is None:
-            return UsageError(f"{words[i]!r} follows an option's value: write the whole prompt "
-                              "first, then the options.")
-        name, inline = spelled
-        option = OPTIONS.get(name)
-        if option is None:
-            return UsageError(f"Unknown option --{name}. Options are: "
-                              + ", ".join(f"--{o}" for o in OPTIONS) + ".")
-        if option.field in values:
-            return UsageError(f"--{name} is given twice.")
-        i += 1
-        if inline is not None:
-            raw = inline
-        else:
-            end = i
-            while end < len(words) and not _option_name(words[end]):
-                end += 1
-                if not option.rest:
-                    break
-            raw = " ".join(words[i:end])
-            i = end
-        if not raw:
-            return UsageError(f"--{name} needs a value ({option.takes}).")
-        try:
-            values[option.field] = option.convert(limits)(raw)
-        except ValueError as exc:
-            return UsageError(str(exc) + ".")
+    try:
+        values = parse_options(words[first_option:], limits)
+    except ValueError as exc:
+        return UsageError(str(exc) + ".")
     if "size" in values:
         values["width"], values["height"] = values.pop("size")  # type: ignore[misc]
     return Generate(prompt=prompt, **values)  # type: ignore[arg-type]
 
 
+# ---- room defaults ---------------------------------------------------------------------------
+
+# What `room set KEY VALUE` accepts; the checks that need only the limits run here.
+ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], object]]] = {
+    "style": lambda lim: str,
+    "size": lambda lim: size_within("size", lim),
+    "steps": lambda lim: number_in("steps", int, 1, lim.max_steps),
+    "guidance": lambda lim: number_in("guidance", float, 0.0, 30.0),
+    "negative": lambda lim: str,
+    "model": lambda lim: str,
+}
+_ROOM_USAGE = ("Write `room set KEY VALUE` with KEY one of " + ", ".join(ROOM_KEYS)
+               + ", or `room reset [KEY]`.")
+
+
+def _parse_room(rest: str, limits: LimitSettings) -> Command | UsageError | None:
+    words = rest.split()
+    if not words:
+        return RoomShow()
+    verb = words[0].lower()
+    if verb == "reset":
+        if len(words) == 1:
+            return RoomReset()
+        key = words[1].lower()
+        if len(words) > 2 or key not in ROOM_KEYS:
+            return UsageError(f"`room reset` takes nothing or one of {', '.join(ROOM_KEYS)}.")
+        return RoomReset(key)
+    if verb != "set":
+        return None  # "!img room with a view" is a prompt
+    if len(words) < 3:
+        return UsageError("`room set` needs a key and a value. " + _ROOM_USAGE)
+    key, value = words[1].lower(), " ".join(words[2:])
+    if key not in ROOM_KEYS:
+        return UsageError(f"There is no room default {key!r}. " + _ROOM_USAGE)
+    if len(value) > limits.max_prompt_chars:
+        return UsageError(f"That value is too long; the limit is {limits.max_prompt_chars:,}.")
+    try:
+        ROOM_KEYS[key](limits)(value)
+    except ValueError as exc:
+        return UsageError(str(exc) + ".")
+    return RoomSet(key, value)
+
+
+def _parse_usage(rest: str, limits: LimitSettings) -> Usage | UsageError | None:
+    span, user = "7d", None
+    for word in rest.split():
+        if word.startswith("@") and ":" in word and user is None:
+            user = word
+            continue
+        try:
+            parse_since(word)
+        except ValueError:
+            return None  # "!img usage of solar power, diagram" is a prompt
+        span = word.lower()
+    return Usage(span, user)
+
+
 @dataclass(frozen=True)
 class SubCommand:
     name: str
-    parse: Callable[[str, LimitSettings], Command | UsageError]
+    parse: Callable[[str, LimitSettings], Command | UsageError | None]
     help: str
     # A sub-command without arguments is recognised only when it stands alone, so that
-    # "!img help me draw a cat" is still a prompt.
+    # "!img help me draw a cat" is still a prompt; one with arguments returns None from
+    # `parse` when they do not fit, for the same reason.
     takes_args: bool = False
+    who: str = ""  # who may use it, when not everyone
+
+
+def _simple(command: Command) -> Callable[[str, LimitSettings], Command]:
+    return lambda rest, lim: command
 
 
 SUBCOMMANDS: dict[str, SubCommand] = {
     sub.name: sub
     for sub in (
-        SubCommand("help", lambda rest, lim: Help(), "this help"),
+        SubCommand("help", _simple(Help()), "this help"),
+        SubCommand("styles", _simple(Styles()), "the style presets"),
+        SubCommand("models", _simple(Models()), "the models to choose from with --model"),
+        SubCommand("queue", _simple(QueueStatus()),
+                   "how many jobs are waiting, which are yours, and the wait"),
+        SubCommand("cancel", _simple(Cancel()), "cancel your queued jobs (or redact the "
+                                                "command)"),
+        SubCommand("room", _parse_room, "this room's defaults; `room set KEY VALUE` with KEY "
+                   "one of " + ", ".join(ROOM_KEYS) + ", `room reset [KEY]`",
+                   takes_args=True, who="moderators set and reset"),
+        SubCommand("usage", _parse_usage, "usage report: `usage [7d|30d|all] [@user]`",
+                   takes_args=True, who="bot admins"),
+        SubCommand("pause", _simple(Pause()), "hold the queue (commands still queue)",
+                   who="bot admins"),
+        SubCommand("resume", _simple(Resume()), "let the queue run again", who="bot admins"),
     )
 }
 
@@ -204,7 +235,9 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     word, _, after = rest.replace("\n", " ").partition(" ")
     sub = SUBCOMMANDS.get(word.lower())
     if sub is not None and (sub.takes_args or not after.strip()):
-        return sub.parse(after.strip(), limits)
+        command = sub.parse(after.strip(), limits)
+        if command is not None:
+            return command
     return _parse_generate(rest, limits)
 
 
@@ -212,30 +245,19 @@ def help_text(prefix: str, limits: LimitSettings) -> str:
     lines = [
         f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
         "oil painting --seed 42`",
-        "Options:",
+        "Options, after the prompt, in any order:",
     ]
     for opt in OPTIONS.values():
         lines.append(f"  --{opt.name} {opt.takes} — {opt.help}")
+    lines.append("Commands:")
+    for sub in SUBCOMMANDS.values():
+        who = f" ({sub.who})" if sub.who else ""
+        lines.append(f"  {prefix} {sub.name} — {sub.help}{who}")
     lines.append(
         f"Limits: prompt up to {limits.max_prompt_chars:,} characters, up to "
-        f"{limits.max_steps} steps, up to {limits.max_pixels:,} pixels, "
-        f"{limits.per_user_queued} queued jobs per person."
+        f"{limits.max_steps} steps, up to {limits.max_pixels:,} pixels, up to "
+        f"{limits.max_images} pictures at once, {limits.per_user_queued} queued jobs per person."
     )
-    for sub in SUBCOMMANDS.values():
-        lines.append(f"{prefix} {sub.name} — {sub.help}")
+    lines.append("Redacting a command that is still queued cancels it. A command in a thread "
+                 "is answered in the thread.")
     return "\n".join(lines)
-
-
-def resolve(command: Generate, defaults: GenerationSettings,
-            random_seed: Callable[[int], int] = secrets.randbelow) -> Job:
-    """The job a command asks for, with what it left open taken from the defaults."""
-    width, height = defaults.width_height
-    return Job(
-        prompt=command.prompt,
-        seed=command.seed if command.seed is not None else random_seed(MAX_SEED + 1),
-        steps=command.steps if command.steps is not None else defaults.steps,
-        width=command.width or width,
-        height=command.height or height,
-        guidance=command.guidance if command.guidance is not None else defaults.guidance,
-        negative_prompt=command.negative_prompt or "",
-    )

@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .styles import NAME_RE, PLACEHOLDER, Style, catalogue
+
 log = logging.getLogger(__name__)
 
 SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
@@ -133,6 +135,51 @@ class GenerationSettings(_Section):
     guidance: float = Field(0.0, ge=0.0, le=30.0)
     size: str = "1024x1024"
     warm_up: bool = True
+    models: dict[str, Path] = {}  # more models by name; `model` is the default
+    max_loaded_models: int | None = Field(None, ge=1)  # None: as many as memory holds
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name in value:
+            # People type these after --model; one starting with "-" would read as an option.
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+                raise ValueError(f"{name!r} is not a model name: up to 64 letters, digits, "
+                                 "'-', '_' or '.', starting with a letter or digit, "
+                                 "e.g. sdxl-turbo")
+        return value
+
+    @model_validator(mode="after")
+    def _default_model_name(self) -> GenerationSettings:
+        if self.models and self.model is None:
+            raise ValueError("models is set but model, the default model, is not")
+        if self.model is not None:
+            name = self._default_name()
+            if name in self.models and not self._same_folder(self.models[name], self.model):
+                raise ValueError(
+                    f"the default model {self.model} is called {name} (its folder's name), "
+                    f"but models.{name} is {self.models[name]}; rename one of them, or list "
+                    f"{self.model} in models under a name of its own")
+        return self
+
+    def _default_name(self) -> str:
+        """The default model's name: its key in `models` if listed there, else its folder's."""
+        for name, folder in self.models.items():
+            if self._same_folder(folder, self.model):
+                return name
+        return self.model.expanduser().resolve().name
+
+    @staticmethod
+    def _same_folder(a: Path, b: Path) -> bool:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+
+    @property
+    def catalogue(self) -> dict[str, Path]:
+        """Every configured model folder by name, the default first; {} without `model`."""
+        if self.model is None:
+            return {}
+        default = self._default_name()
+        return {default: self.model, **{n: f for n, f in self.models.items() if n != default}}
 
     @field_validator("device")
     @classmethod
@@ -161,6 +208,33 @@ class LimitSettings(_Section):
     per_user_queued: int = Field(3, ge=1)
 
 
+class StyleSettings(_Section):
+    prompt: str  # a template with {prompt} where the person's prompt goes
+    negative: str = ""
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if value.count(PLACEHOLDER) != 1:
+            raise ValueError(f"must contain {PLACEHOLDER} once, e.g. \"{PLACEHOLDER}, "
+                             "studio lighting\"")
+        return value
+
+
+class RoomSettings(_Section):
+    # The power level a member needs in a room to change that room's defaults (50 is what
+    # clients call a moderator). Bot admins may always.
+    defaults_power_level: int = Field(50, ge=0, le=100)
+
+
+class QuotaSettings(_Section):
+    pictures_per_hour: int | None = Field(None, ge=1)
+    pictures_per_day: int | None = Field(None, ge=1)
+    exempt: list[str] = []
+
+    _exempt = field_validator("exempt")(MatrixSettings._patterns.__func__)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
@@ -170,7 +244,24 @@ class Settings(BaseSettings):
     state_dir: Path = Path("./state")
     generation: GenerationSettings = GenerationSettings()
     limits: LimitSettings = LimitSettings()
+    styles: dict[str, StyleSettings] = {}
+    rooms: RoomSettings = RoomSettings()
+    quotas: QuotaSettings = QuotaSettings()
     log_level: str = "INFO"
+
+    @field_validator("styles")
+    @classmethod
+    def _style_names(cls, value: dict[str, StyleSettings]) -> dict[str, StyleSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"style name {name!r}: use lowercase letters, digits and -, "
+                                 "e.g. company-brand")
+        return value
+
+    @property
+    def style_catalogue(self) -> dict[str, Style]:
+        return catalogue({name: Style(name, s.prompt, s.negative)
+                          for name, s in self.styles.items()})
 
     @field_validator("log_level")
     @classmethod

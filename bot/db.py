@@ -42,6 +42,17 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: per-room defaults, as typed by the room's moderators
+    """
+    CREATE TABLE room_defaults (
+        room_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (room_id, key)
+    );
+    """,
 ]
 
 
@@ -60,6 +71,35 @@ async def connect(path: Path) -> aiosqlite.Connection:
     except BaseException:
         # aiosqlite's thread would otherwise keep the process alive after the error.
         await db.close()
+        raise
+    return db
+
+
+class SchemaMismatch(RuntimeError):
+    """A database opened read-only is at another schema version than this imgbot's."""
+
+
+async def connect_readonly(path: Path) -> aiosqlite.Connection:
+    """Open an existing database to read it, for reviews beside a running bot.
+
+    Nothing is created, migrated or written: a missing file raises sqlite3.OperationalError,
+    and a schema other than this imgbot's raises SchemaMismatch (the bot migrates on start).
+    SQLite may leave empty -wal and -shm files beside a WAL database; the database file
+    itself is untouched.
+    """
+    db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA busy_timeout=5000")  # the bot may be writing right now
+        (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+        if version != len(MIGRATIONS):
+            older = version < len(MIGRATIONS)
+            raise SchemaMismatch(
+                f"the database is at schema version {version}, "
+                f"{'older' if older else 'newer'} than this imgbot's ({len(MIGRATIONS)}); "
+                + ("start the bot once to migrate it" if older else "upgrade imgbot"))
+    except BaseException:
+        await db.close()  # see connect
         raise
     return db
 

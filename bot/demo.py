@@ -21,6 +21,7 @@ from . import db as database
 from .app import load_engine, run_bot
 from .config import ConfigError, Settings, load_settings
 from .localserver import LocalHomeserver
+from .sheet import contact_sheet as tile
 
 log = logging.getLogger(__name__)
 
@@ -176,28 +177,16 @@ async def _read_timings(settings: Settings, shots: list[Shot]) -> None:
         await db.close()
 
 
-def contact_sheet(shots: list[Shot], target: Path, columns: int = 5, cell: int = 256) -> Path:
+def contact_sheet(shots: list[Shot], target: Path) -> Path:
     """All pictures in one tiled image, in the order they were asked for, each labelled."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image
 
-    columns = min(columns, len(shots))
-    gap, label = 6, 22
-    rows = (len(shots) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * (cell + gap) + gap, rows * (cell + label + gap) + gap),
-                      "white")
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=13)
+    pictures, labels = [], []
     for i, shot in enumerate(shots):
-        x = gap + (i % columns) * (cell + gap)
-        y = gap + (i // columns) * (cell + label + gap)
         with Image.open(shot.file) as picture:
-            thumb = picture.convert("RGB")
-        thumb.thumbnail((cell, cell))
-        sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-        style = shot.prompt.split(", ", 1)[-1]
-        draw.text((x + 2, y + cell + 4), f"{i + 1}. {style} · seed {shot.seed}", fill="black",
-                  font=font)
-    sheet.save(target)
+            pictures.append(picture.convert("RGB"))
+        labels.append(f"{i + 1}. {shot.prompt.split(', ', 1)[-1]} · seed {shot.seed}")
+    tile(pictures, labels).save(target)
     return target
 
 

@@ -1,8 +1,9 @@
-"""What the bot does with what it receives: invites, commands, and finished jobs.
+"""What the bot does with what it receives: invites, commands, redactions, finished jobs.
 
 Data flows one way: event -> parsed command -> job -> queue -> result -> reply -> usage row.
 Handling an event is quick (parse, record, enqueue); waiting for the GPU and delivering
 the picture happen in a task of their own, so the sync loop never waits for the GPU.
+The commands that only read or change settings (room, queue, usage) are in `replies.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from nio import AsyncClient, InviteMemberEvent, SyncResponse
@@ -20,9 +21,11 @@ from generation.png import encode_png
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
 from . import db as database
-from . import messages, usage
-from .commands import Generate, Help, UsageError, help_text, parse, resolve
+from . import messages, quotas, rooms, usage
+from .commands import Generate, UsageError, parse
 from .config import Settings
+from .resolve import Catalogue, resolve
+from .sheet import contact_sheet
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -37,25 +40,67 @@ def _is_edit(content: dict[str, Any]) -> bool:
             or messages.relation_of(content).get("rel_type") == "m.replace")
 
 
-def caption(result: Result) -> str:
+def _redacted_id(event: dict[str, Any]) -> str | None:
+    # Room versions up to 10 put `redacts` at the top level; version 11 in the content.
+    redacts = event.get("redacts") or (event.get("content") or {}).get("redacts")
+    return redacts if isinstance(redacts, str) else None
+
+
+@dataclass
+class Pending:
+    """A job that was accepted and whose answer has not been sent yet."""
+
+    ticket: Ticket
+    prompt: str  # as the person typed it, before any style
+    room_id: str
+    withdrawn: bool = False  # its command was redacted while it ran: send nothing
+
+
+def caption(result: Result, prompt: str, index: int = 0, default_model: str = "") -> str:
     job = result.job
-    return (f"{job.prompt} — seed {job.seed} · {job.steps} steps · {job.width}×{job.height} · "
-            f"{result.generation_seconds:.1f} s (waited {result.queue_seconds:.1f} s)")
+    parts = [f"seed {job.seed + index}", f"{job.steps} steps", f"{job.width}×{job.height}"]
+    if job.style:
+        parts.append(f"style {job.style}")
+    if job.model and job.model != default_model:
+        parts.append(f"model {job.model}")
+    if job.count > 1:
+        parts.insert(0, f"picture {index + 1} of {job.count}")
+        timing = (f"{result.generation_seconds:.1f} s for all {job.count} "
+                  f"(waited {result.queue_seconds:.1f} s)")
+    else:
+        timing = f"{result.generation_seconds:.1f} s (waited {result.queue_seconds:.1f} s)"
+    return f"{prompt} — {' · '.join(parts)} · {timing}"
 
 
 class Bot:
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner):
+        from .replies import Replies
+
         self.client = client
         self.settings = settings
         self.db = db
         self.queue = queue
         self.tasks = tasks
-        self.model = queue.runner.name
+        runner = queue.runner
+        self.catalogue = Catalogue(
+            default_model=runner.name,
+            models={name: runner.native_size(name) for name in runner.models},
+            styles=settings.style_catalogue)
+        self.pending: dict[str, Pending] = {}  # by the command's event ID
+        self.replies = Replies(self)
 
     @property
     def me(self) -> str:
         return self.client.user_id
+
+    def is_admin(self, user_id: str) -> bool:
+        return matches(user_id, self.settings.matrix.admins)
+
+    def prompt_of(self, ticket: Ticket) -> str:
+        """The prompt as the person typed it (the job's has the style applied)."""
+        return next((p.prompt for p in self.pending.values() if p.ticket is ticket),
+                    ticket.job.prompt)
 
     # ---- sync ----------------------------------------------------------------------------
 
@@ -88,9 +133,14 @@ class Bot:
             await self.client.room_leave(room_id)
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
+        if event.get("sender") == self.me:
+            return
+        if event.get("type") == "m.room.redaction":
+            self.on_redaction(event)
+            return
         content = event.get("content") or {}
         if (event.get("type") != "m.room.message" or content.get("msgtype") != "m.text"
-                or event.get("sender") == self.me or _is_edit(content)):
+                or _is_edit(content)):
             return
         command = parse(str(content.get("body", "")), self.settings.matrix.command_prefix,
                         self.settings.limits)
@@ -100,52 +150,95 @@ class Bot:
         if not matches(sender, self.settings.matrix.allowed_users):
             log.info("ignoring a command from %s, who is not in allowed_users", sender)
             return
-        if not await database.claim_event(self.db, event["event_id"], event.get("origin_server_ts", 0) / 1000):
+        if not await database.claim_event(self.db, event["event_id"],
+                                       event.get("origin_server_ts", 0) / 1000):
             return  # answered already, before a restart
-        if isinstance(command, Help):
-            await messages.send_notice(self.client, room_id, help_text(
-                self.settings.matrix.command_prefix, self.settings.limits), reply_to=event)
-        elif isinstance(command, UsageError):
-            await self._reject(room_id, event, command.message, prompt=str(content.get("body")))
+        if isinstance(command, UsageError):
+            await self.reject(room_id, event, command.message, prompt=str(content.get("body")))
         elif isinstance(command, Generate):
             await self.on_generate(room_id, event, command)
+        else:
+            await self.replies.answer(room_id, event, command)
+
+    def on_redaction(self, event: dict[str, Any]) -> None:
+        """A redacted command that is still queued is cancelled; one already running is
+        finished but not posted. The homeserver has checked that the redaction was allowed."""
+        pending = self.pending.get(_redacted_id(event) or "")
+        if pending is None:
+            return
+        if not self.queue.cancel(lambda ticket: ticket is pending.ticket):
+            pending.withdrawn = True
+        log.info("the command of job %d was redacted by %s", pending.ticket.id, event["sender"])
 
     # ---- generation ----------------------------------------------------------------------
 
-    async def _reject(self, room_id: str, event: dict[str, Any], message: str,
-                      prompt: str, job: Job | None = None) -> None:
+    async def reject(self, room_id: str, event: dict[str, Any], message: str,
+                     prompt: str, job: Job | None = None) -> None:
         await usage.record_job(self.db, usage.NewJob(
             event["event_id"], room_id, event["sender"], prompt,
-            asdict(job) if job else {}, job.seed if job else None, self.model),
-            status="rejected", error=message)
+            asdict(job) if job else {}, job.seed if job else None,
+            job.model if job else None), status="rejected", error=message)
         await messages.send_notice(self.client, room_id, message, reply_to=event)
 
+    async def room_defaults(self, room_id: str):
+        return rooms.usable(await rooms.stored(self.db, room_id), self.settings.limits,
+                            self.catalogue)
+
     async def on_generate(self, room_id: str, event: dict[str, Any], command: Generate) -> None:
-        job = resolve(command, self.settings.generation)
+        sender = event["sender"]
+        room, _ = await self.room_defaults(room_id)
+        job = resolve(command, self.settings.generation, self.settings.limits, self.catalogue,
+                      room)
+        if isinstance(job, UsageError):
+            await self.reject(room_id, event, job.message, prompt=command.prompt)
+            return
+        over = await quotas.refusal(self.db, sender, job.count, self.settings.quotas,
+                                    exempt=matches(sender, self.settings.quotas.exempt))
+        if over is not None:
+            await self.reject(room_id, event, over, prompt=command.prompt, job=job)
+            return
         try:
-            ticket = self.queue.submit(job, owner=event["sender"])
+            ticket = self.queue.submit(job, owner=sender, tag=event["event_id"])
         except QueueFull as exc:
-            await self._reject(room_id, event, str(exc), prompt=job.prompt, job=job)
+            await self.reject(room_id, event, str(exc), prompt=command.prompt, job=job)
             return
         row = await usage.record_job(self.db, usage.NewJob(
-            event["event_id"], room_id, event["sender"], job.prompt, asdict(job), job.seed,
-            self.model))
-        if ticket.ahead:
-            eta = f", about {ticket.eta_seconds:.0f} s" if ticket.eta_seconds is not None else ""
-            await messages.send_notice(
-                self.client, room_id,
-                f"Queued: {ticket.ahead} job{'s' if ticket.ahead > 1 else ''} ahead of yours{eta}.",
-                reply_to=event)
-        self.tasks.spawn(self.deliver(room_id, event, ticket, row), name=f"deliver-{ticket.id}")
+            event["event_id"], room_id, sender, command.prompt, asdict(job), job.seed,
+            job.model))
+        pending = Pending(ticket, command.prompt, room_id)
+        self.pending[event["event_id"]] = pending
+        if ticket.ahead or self.queue.paused:
+            await messages.send_notice(self.client, room_id, _queued_text(ticket, self.queue),
+                                       reply_to=event)
+        self.tasks.spawn(self.deliver(event, pending, row), name=f"deliver-{ticket.id}")
 
-    async def deliver(self, room_id: str, event: dict[str, Any], ticket: Ticket, row: int) -> None:
-        result: Result = await ticket.result
+    async def deliver(self, event: dict[str, Any], pending: Pending, row: int) -> None:
+        try:
+            result: Result = await pending.ticket.result
+        finally:
+            self.pending.pop(event["event_id"], None)
+        room_id = pending.room_id
+        if result.cancelled or pending.withdrawn:
+            await usage.finish_job(self.db, row, status="cancelled", error="cancelled",
+                                   queue_seconds=result.queue_seconds,
+                                   generation_seconds=result.generation_seconds or None)
+            return
         if not result.ok:
             await usage.finish_job(self.db, row, status="error", error=result.error,
                                    queue_seconds=result.queue_seconds)
             await messages.send_notice(self.client, room_id, f"Sorry, that failed. {result.error}",
                                        reply_to=event)
             return
+        sent = await self._send_pictures(event, pending, result)
+        await usage.finish_job(
+            self.db, row, status="ok" if sent else "error",
+            error=None if sent else "the picture could not be delivered", images=sent,
+            queue_seconds=result.queue_seconds, generation_seconds=result.generation_seconds)
+
+    async def _send_pictures(self, event: dict[str, Any], pending: Pending,
+                             result: Result) -> int:
+        """Each picture as its own reply, then a contact sheet of them all; returns how many
+        pictures arrived."""
         job = result.job
         params = job.parameters(result.model)
         sent = 0
@@ -153,11 +246,32 @@ class Bot:
             # Encoding runs in a thread, beside the next generation on the GPU.
             png = await asyncio.to_thread(encode_png, image, {**params, "seed": job.seed + index})
             event_id = await messages.send_image(
-                self.client, room_id, png, width=image.width, height=image.height,
-                filename=f"imgbot-{job.seed + index}.png", caption=caption(result),
+                self.client, pending.room_id, png, width=image.width, height=image.height,
+                filename=f"imgbot-{job.seed + index}.png",
+                caption=caption(result, pending.prompt, index, self.catalogue.default_model),
                 reply_to=event)
             sent += event_id is not None
-        await usage.finish_job(
-            self.db, row, status="ok" if sent else "error",
-            error=None if sent else "the picture could not be delivered", images=sent,
-            queue_seconds=result.queue_seconds, generation_seconds=result.generation_seconds)
+        if len(result.images) > 1:
+            sheet, width, height = await asyncio.to_thread(_encode_sheet, result, params)
+            await messages.send_image(
+                self.client, pending.room_id, sheet, width=width, height=height,
+                filename=f"imgbot-{job.seed}-sheet.png",
+                caption=f"{pending.prompt} — all {len(result.images)} pictures, seeds "
+                        f"{job.seed}–{job.seed + job.count - 1}", reply_to=event)
+        return sent
+
+
+def _encode_sheet(result: Result, params: dict[str, Any]) -> tuple[bytes, int, int]:
+    job = result.job
+    labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
+    image = contact_sheet(list(result.images), labels, cell=min(384, max(job.width, job.height)))
+    png = encode_png(image, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"})
+    return png, image.width, image.height
+
+
+def _queued_text(ticket: Ticket, queue: GenerationQueue) -> str:
+    if queue.paused:
+        return (f"Queued: the queue is paused by a bot admin; {ticket.ahead} job"
+                f"{'s' if ticket.ahead != 1 else ''} ahead of yours.")
+    eta = f", about {ticket.eta_seconds:.0f} s" if ticket.eta_seconds is not None else ""
+    return f"Queued: {ticket.ahead} job{'s' if ticket.ahead > 1 else ''} ahead of yours{eta}."

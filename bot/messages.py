@@ -80,9 +80,13 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
 
 
 async def send_notice(client: AsyncClient, room_id: str, text: str,
-                      reply_to: dict[str, Any] | None = None) -> str | None:
+                      reply_to: dict[str, Any] | None = None,
+                      html: str | None = None) -> str | None:
+    """A text reply; `html`, when given, is what clients show, and `text` its fallback."""
     # m.notice, so that other bots do not answer the bot.
     content = {"msgtype": "m.notice", "body": text, **_reply_fields(reply_to)}
+    if html is not None:
+        content.update(format="org.matrix.custom.html", formatted_body=html)
     return await send(client, room_id, content)
 
 

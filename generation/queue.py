@@ -25,6 +25,9 @@ class Runner(Protocol):
     """What the worker drives: the engine or the model pool, or a fake in unit tests."""
 
     name: str  # the default model's name
+    models: list[str]  # every model a job may name, the default first
+
+    def native_size(self, name: str = "") -> tuple[int, int]: ...
 
     def generate(self, job: Job) -> list: ...
 
@@ -43,7 +46,23 @@ class Ticket:
     ahead: int  # jobs ahead of this one when it was submitted, the running one included
     eta_seconds: float | None  # estimated wait before it starts, from the measured speed
     result: asyncio.Future = field(repr=False)
+    tag: str | None = None  # what the caller knows it by (the command's event ID)
     submitted: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Place:
+    """A ticket's place in the queue: 0 is the running job."""
+
+    position: int
+    ticket: Ticket
+    eta_seconds: float | None  # until it starts (0 for the running one)
+
+
+def cost(job: Job) -> float:
+    """How much work a job is, in the unit the speed is measured in: each step runs over
+    every pixel of every picture, and text encoding plus decoding cost about one step more."""
+    return job.width * job.height * job.count * (job.steps + 1)
 
 
 class GenerationQueue:
@@ -57,10 +76,11 @@ class GenerationQueue:
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._closing = False
+        self._paused = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Mean seconds per job, measured; None until the first job finished.
-        self.mean_seconds: float | None = None
+        # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
+        self.seconds_per_cost: float | None = None
 
     # ---- event-loop side ---------------------------------------------------------------
 
@@ -69,7 +89,7 @@ class GenerationQueue:
         self._thread = threading.Thread(target=self._work, name="gpu-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, owner: str) -> Ticket:
+    def submit(self, job: Job, owner: str, tag: str | None = None) -> Ticket:
         """Queue a job; raises QueueFull. Call from the event loop."""
         assert self._loop is not None, "start() the queue first"
         with self._cond:
@@ -82,8 +102,8 @@ class GenerationQueue:
                 raise QueueFull(f"You already have {mine} jobs queued (the limit is "
                                 f"{self.per_user}); wait for one to finish.")
             ahead = len(self._waiting) + (self._running is not None)
-            ticket = Ticket(next(self._ids), job, owner, ahead, self._eta(ahead),
-                            self._loop.create_future())
+            ticket = Ticket(next(self._ids), job, owner, ahead,
+                            self._eta(list(self._waiting)), self._loop.create_future(), tag)
             self._waiting.append(ticket)
             self._cond.notify()
         return ticket
@@ -94,6 +114,47 @@ class GenerationQueue:
         with self._cond:
             return len(self._waiting) + (self._running is not None)
 
+    def places(self) -> list[Place]:
+        """The running job (position 0) and the waiting ones in order, with their waits."""
+        with self._cond:
+            places = [Place(0, self._running, 0.0)] if self._running else []
+            waiting = list(self._waiting)
+            for index, ticket in enumerate(waiting):
+                places.append(Place(index + 1, ticket, self._eta(waiting[:index])))
+        return places
+
+    def cancel(self, predicate) -> list[Ticket]:
+        """Take the waiting tickets that match out of the queue (the running job goes on);
+        their results say `cancelled`."""
+        with self._cond:
+            taken = [t for t in self._waiting if predicate(t)]
+            for ticket in taken:
+                self._waiting.remove(ticket)
+        for ticket in taken:
+            _resolve(ticket.result, self._result(ticket, error="cancelled", cancelled=True))
+        return taken
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold the queue after the running job; jobs are still taken and wait."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def observe(self, job: Job, seconds: float) -> None:
+        """Learn the speed from a run (the warm-up too), so waits can be estimated."""
+        rate = seconds / cost(job)
+        # A moving mean, so the estimate follows the current load and sizes.
+        self.seconds_per_cost = rate if self.seconds_per_cost is None else (
+            0.7 * self.seconds_per_cost + 0.3 * rate)
+
     async def close(self, timeout: float | None = None) -> None:
         """Stop taking jobs, let the running one finish, fail the waiting ones."""
         with self._cond:
@@ -103,7 +164,7 @@ class GenerationQueue:
             self._cond.notify_all()
         for ticket in left:
             if not ticket.result.done():
-                ticket.result.set_result(self._failed(ticket, "The bot shut down before this job ran."))
+                ticket.result.set_result(self._result(ticket, error="The bot shut down before this job ran."))
         if self._thread is not None:
             # Bounded: a job that never ends must not keep the service from stopping.
             await asyncio.to_thread(self._thread.join, timeout)
@@ -115,20 +176,25 @@ class GenerationQueue:
         if self._running is not None:
             yield self._running
 
-    def _eta(self, ahead: int) -> float | None:
-        if self.mean_seconds is None:
+    def _eta(self, waiting_ahead: list[Ticket]) -> float | None:
+        """Seconds until a job behind `waiting_ahead` (and the running one) starts."""
+        rate = self.seconds_per_cost
+        if rate is None or self._paused:
             return None
-        elapsed = time.monotonic() - self._running_since if self._running else 0.0
-        return max(0.0, ahead * self.mean_seconds - elapsed)
+        running = 0.0
+        if self._running is not None:
+            elapsed = time.monotonic() - self._running_since
+            running = max(0.0, cost(self._running.job) * rate - elapsed)
+        return running + sum(cost(t.job) for t in waiting_ahead) * rate
 
-    def _failed(self, ticket: Ticket, error: str) -> Result:
-        return Result(ticket.job, self.runner.name, error=error,
-                      queue_seconds=time.monotonic() - ticket.submitted)
+    def _result(self, ticket: Ticket, **fields) -> Result:
+        fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
+        return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._closing:
+                while (not self._waiting or self._paused) and not self._closing:
                     self._cond.wait()
                 if self._closing:
                     return
@@ -145,17 +211,14 @@ class GenerationQueue:
         try:
             images = self.runner.generate(ticket.job)
         except GenerationError as exc:
-            return Result(ticket.job, self.runner.name, error=str(exc), queue_seconds=waited)
+            return self._result(ticket, error=str(exc), queue_seconds=waited)
         except Exception as exc:  # the worker must survive any one job
             log.exception("job %d failed", ticket.id)
-            return Result(ticket.job, self.runner.name, queue_seconds=waited,
-                          error=f"generation failed: {type(exc).__name__}: {exc}")
+            return self._result(ticket, queue_seconds=waited,
+                                error=f"generation failed: {type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
-        # A moving mean, so the ETA follows the current model and sizes.
-        self.mean_seconds = seconds if self.mean_seconds is None else (
-            0.7 * self.mean_seconds + 0.3 * seconds)
-        return Result(ticket.job, self.runner.name, images=tuple(images),
-                      queue_seconds=waited, generation_seconds=seconds)
+        self.observe(ticket.job, seconds)
+        return self._result(ticket, images=tuple(images), queue_seconds=waited, generation_seconds=seconds)
 
 
 def _resolve(future: asyncio.Future, result: Result) -> None:

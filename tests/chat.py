@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from nio import AsyncClient, DownloadError, RoomCreateResponse, RoomSendResponse, SyncResponse
 
+from bot import db as database
+from bot import usage
 from bot.app import run_bot
 
 
@@ -114,3 +116,12 @@ async def bot_running(settings, engine):
     finally:
         stop.set()
         await asyncio.wait_for(task, 90)
+
+
+async def usage_rows(settings) -> list[dict]:
+    """The bot's usage log, read the way `imgbot usage` reads it."""
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    try:
+        return await usage.query(db)
+    finally:
+        await db.close()

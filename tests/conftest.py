@@ -76,3 +76,12 @@ async def mallory(homeserver):
     chat = await Chat.login(homeserver, "mallory", PASSWORD)
     yield chat
     await chat.close()
+
+
+@pytest.fixture
+async def bob(homeserver):
+    from tests.chat import Chat
+
+    chat = await Chat.login(homeserver, "bob", PASSWORD)
+    yield chat
+    await chat.close()

@@ -12,20 +12,11 @@ import pytest
 from PIL import Image
 
 from bot import db as database
-from bot import usage
 from generation.png import read_parameters
-from tests.chat import bot_running
+from tests.chat import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"
-
-
-async def usage_rows(settings) -> list[dict]:
-    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
-    try:
-        return await usage.query(db)
-    finally:
-        await db.close()
 
 
 async def test_picture_arrives_as_reply_with_parameters(make_settings, engine, alice):
@@ -218,7 +209,8 @@ async def test_a_failing_job_gets_a_notice_and_the_next_one_runs(make_settings, 
     class BreaksOnBoom:
         """The real engine, except that a prompt with 'boom' raises inside the pipeline."""
 
-        name = engine.name
+        def __getattr__(self, name):
+            return getattr(engine, name)
 
         def generate(self, job):
             if "boom" in job.prompt:

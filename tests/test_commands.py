@@ -5,17 +5,28 @@ from __future__ import annotations
 import pytest
 
 from bot.commands import (
-    MAX_SEED,
-    OPTIONS,
+    SUBCOMMANDS,
+    Cancel,
     Generate,
     Help,
+    Models,
+    Pause,
+    QueueStatus,
+    Resume,
+    RoomReset,
+    RoomSet,
+    RoomShow,
+    Styles,
+    Usage,
     UsageError,
     help_text,
     parse,
-    resolve,
     strip_reply_fallback,
 )
 from bot.config import GenerationSettings, LimitSettings
+from bot.options import MAX_SEED, OPTIONS, size_for_aspect
+from bot.resolve import Catalogue, RoomDefaults, resolve
+from bot.styles import BUILTIN, Style
 from generation.job import Job
 
 LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)
@@ -251,7 +262,7 @@ def test_option_without_value_is_an_error(options, name):
     assert name in message and "needs a value" in message
 
 
-@pytest.mark.parametrize("option", ["--style", "--model", "--foo", "—bar", "--n"])
+@pytest.mark.parametrize("option", ["--quality", "--stylize", "--foo", "—bar", "--num"])
 def test_unknown_option_lists_the_options(option):
     message = error_of(f"!img fox {option} 3")
     assert "Unknown option --" + option.lstrip("-—") in message
@@ -298,6 +309,11 @@ def test_help_text_names_every_option_and_the_limits():
 # ---- resolve ------------------------------------------------------------------------------
 
 DEFAULTS = GenerationSettings(steps=6, guidance=1.5, size="768x512")
+CATALOGUE = Catalogue("base", {"base": (1024, 1024), "small": (512, 512)}, BUILTIN)
+
+
+def r(command, room: RoomDefaults = RoomDefaults(), limits: LimitSettings = LIMITS, **kw):
+    return resolve(command, DEFAULTS, limits, CATALOGUE, room, **kw)
 
 
 def test_resolve_fills_everything_from_the_defaults():
@@ -307,9 +323,9 @@ def test_resolve_fills_everything_from_the_defaults():
         seeds.append(bound)
         return 1234
 
-    job = resolve(Generate(prompt="a fox"), DEFAULTS, random_seed=random_seed)
+    job = r(Generate(prompt="a fox"), random_seed=random_seed)
     assert job == Job(prompt="a fox", seed=1234, steps=6, width=768, height=512, guidance=1.5,
-                      negative_prompt="", count=1)
+                      negative_prompt="", count=1, model="base", style="")
     assert seeds == [MAX_SEED + 1]  # any 32-bit seed can come out
 
 
@@ -319,20 +335,20 @@ def test_resolve_keeps_what_the_command_gives():
 
     command = Generate(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
                        negative_prompt="rain")
-    job = resolve(command, DEFAULTS, random_seed=no_random)
+    job = r(command, random_seed=no_random)
     assert job == Job(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
-                      negative_prompt="rain")
+                      negative_prompt="rain", model="base")
 
 
 def test_resolve_of_a_parsed_command():
     command = p("!img a fox --size 128x64 --no rain, fog")
-    job = resolve(command, DEFAULTS, random_seed=lambda bound: 77)
+    job = r(command, random_seed=lambda bound: 77)
     assert (job.seed, job.steps, job.width, job.height, job.guidance, job.negative_prompt) == (
         77, 6, 128, 64, 1.5, "rain, fog")
 
 
 def test_resolve_default_random_seed_is_in_range_and_varies():
-    seeds = {resolve(Generate(prompt="x"), DEFAULTS).seed for _ in range(20)}
+    seeds = {r(Generate(prompt="x")).seed for _ in range(20)}
     assert all(0 <= s <= MAX_SEED for s in seeds)
     assert len(seeds) > 1
 
@@ -347,3 +363,208 @@ def test_guidance_nan_never_reaches_a_job():
 @pytest.mark.parametrize("space", ["\t", "\u00a0", "\n"])
 def test_any_whitespace_may_follow_the_prefix(space):
     assert p(f"!img{space}a lighthouse --seed 2") == Generate(prompt="a lighthouse", seed=2)
+
+
+# ---- the options of the command issue -----------------------------------------------------
+
+@pytest.mark.parametrize("options, fields", [
+    ("--ar 16:9", dict(aspect=(16, 9))),
+    ("--ar=3:2", dict(aspect=(3, 2))),
+    ("--aspect 9:16", dict(aspect=(9, 16))),
+    ("--ar 21:9", dict(aspect=(21, 9))),
+    ("--n 3", dict(count=3)),
+    ("--n 4", dict(count=4)),
+    ("--style photo", dict(style="photo")),
+    ("--style Oil Painting", dict(style="oil-painting")),
+    ("--style oil_painting --seed 3", dict(style="oil-painting", seed=3)),
+    ("--model small", dict(model="small")),
+    # The Midjourney way of writing them.
+    ("--ar 16:9 --no text, watermark", dict(aspect=(16, 9), negative_prompt="text, watermark")),
+])
+def test_new_valid_options(options, fields):
+    assert p(f"!img a red fox {options}") == Generate(prompt="a red fox", **fields)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ("--ar 16", ["--ar", "W:H", "16:9"]),
+    ("--ar 0:1", ["--ar"]),
+    ("--ar 22:9", ["--ar 22:9", "21:9"]),
+    ("--ar 1:3", ["too narrow"]),
+    ("--n 0", ["--n", "1", "4"]),
+    ("--n 5", ["--n", "from 1 to 4"]),
+    ("--n two", ["--n", "whole number"]),
+    ("--size 512x512 --ar 16:9", ["--size or --ar"]),
+    ("--no " + "x" * 101, ["--no", "101", "100"]),
+])
+def test_new_option_errors(options, expected):
+    message = error_of(f"!img fox {options}")
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_n_limit_follows_max_images():
+    assert p("!img fox --n 8", limits=LimitSettings(max_images=8)).count == 8
+    assert "from 1 to 2" in error_of("!img fox --n 3", limits=LimitSettings(max_images=2))
+
+
+@pytest.mark.parametrize("aspect, native, size", [
+    ((1, 1), 1024, (1024, 1024)),
+    ((4, 3), 1024, (1152, 896)),
+    ((3, 2), 1024, (1280, 832)),
+    ((16, 9), 1024, (1344, 768)),
+    ((21, 9), 1024, (1536, 640)),
+    ((9, 16), 1024, (768, 1344)),
+    ((2, 3), 1024, (832, 1280)),
+    ((16, 9), 512, (704, 384)),
+    ((1, 1), 512, (512, 512)),
+])
+def test_aspect_ratio_sizes_are_near_the_native_pixel_count(aspect, native, size):
+    assert size_for_aspect(aspect, native * native, 10**8) == size
+    width, height = size
+    assert width % 64 == 0 and height % 64 == 0
+    assert abs(width * height / native**2 - 1) < 0.1
+    assert abs(width / height - aspect[0] / aspect[1]) / (aspect[0] / aspect[1]) < 0.1
+
+
+def test_aspect_ratio_size_stays_within_max_pixels():
+    width, height = size_for_aspect((3, 2), 1024 * 1024, 1024 * 1024)
+    assert width * height <= 1024 * 1024 and width > height
+
+
+# ---- sub-commands ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, command", [
+    ("!img styles", Styles()),
+    ("!img models", Models()),
+    ("!img queue", QueueStatus()),
+    ("!img cancel", Cancel()),
+    ("!img pause", Pause()),
+    ("!img resume", Resume()),
+    ("!img room", RoomShow()),
+    ("!img room set style oil painting", RoomSet("style", "oil painting")),
+    ("!img room set size 768x768", RoomSet("size", "768x768")),
+    ("!img room set steps 8", RoomSet("steps", "8")),
+    ("!img room set negative text, watermark", RoomSet("negative", "text, watermark")),
+    ("!img room set model small", RoomSet("model", "small")),
+    ("!img room set guidance 5", RoomSet("guidance", "5")),
+    ("!img ROOM SET Style photo", RoomSet("style", "photo")),
+    ("!img room reset", RoomReset()),
+    ("!img room reset style", RoomReset("style")),
+    ("!img usage", Usage("7d", None)),
+    ("!img usage 30d", Usage("30d", None)),
+    ("!img usage all @bob:example.org", Usage("all", "@bob:example.org")),
+    ("!img usage @bob:example.org 24h", Usage("24h", "@bob:example.org")),
+])
+def test_subcommands(text, command):
+    assert p(text) == command
+
+
+@pytest.mark.parametrize("text", [
+    "!img styles of hats",
+    "!img queue of people at a bus stop",
+    "!img cancel culture, editorial cartoon",
+    "!img room with a view",
+    "!img usage of solar power, diagram",
+    "!img pause for thought",
+])
+def test_subcommand_words_starting_a_prompt_are_a_prompt(text):
+    assert p(text) == Generate(prompt=text.removeprefix("!img "))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("!img room set", ["needs a key and a value"]),
+    ("!img room set style", ["needs a key and a value"]),
+    ("!img room set colour red", ["no room default 'colour'", "style", "size"]),
+    ("!img room set size 4096x4096", ["too large"]),
+    ("!img room set steps 41", ["steps", "1 to 40"]),
+    ("!img room set guidance 31", ["guidance"]),
+    ("!img room reset colour", ["room reset"]),
+])
+def test_room_command_errors(text, expected):
+    message = error_of(text)
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_help_names_every_subcommand_and_who_may_use_it():
+    text = help_text("!img", LIMITS)
+    for sub in SUBCOMMANDS.values():
+        assert f"!img {sub.name} — {sub.help}" in text
+    assert "(bot admins)" in text and "moderators" in text
+    assert "--ar W:H" in text and "16:9" in text
+
+
+# ---- resolve: command, then room, then bot -------------------------------------------------
+
+def test_resolve_ar_uses_the_chosen_models_native_size():
+    assert (r(p("!img fox --ar 16:9")).width, r(p("!img fox --ar 16:9")).height) == (1344, 768)
+    small = r(p("!img fox --ar 16:9 --model small"))
+    assert (small.width, small.height, small.model) == (704, 384, "small")
+
+
+def test_resolve_ar_never_exceeds_max_pixels():
+    job = r(p("!img fox --ar 16:9"), limits=LimitSettings(max_pixels=512 * 512))
+    assert job.width * job.height <= 512 * 512 and job.width > job.height
+
+
+def test_resolve_style_applies_template_and_negative():
+    job = r(p("!img a fox --style oil-painting --no rain"))
+    style = BUILTIN["oil-painting"]
+    assert job.prompt == style.prompt.replace("{prompt}", "a fox")
+    assert job.negative_prompt == "rain, " + style.negative
+    assert job.style == "oil-painting"
+
+
+def test_style_template_is_not_format_so_braces_in_prompts_are_safe():
+    job = r(p("!img a {weird} {prompt} fox --style photo"))
+    assert job.prompt.startswith("a {weird} {prompt} fox, professional photograph")
+
+
+def test_resolve_unknown_style_and_model_are_refused_with_the_choices():
+    refused = r(p("!img fox --style vaporwave"))
+    assert isinstance(refused, UsageError)
+    assert "vaporwave" in refused.message and "oil-painting" in refused.message
+    refused = r(p("!img fox --model huge"))
+    assert isinstance(refused, UsageError) and "base, small" in refused.message
+
+
+def test_at_least_twelve_builtin_styles_each_with_the_placeholder():
+    assert len(BUILTIN) >= 12
+    for name in ("photo", "cinematic", "oil-painting", "watercolor", "black-and-white", "anime",
+                 "pixel-art", "3d-render", "line-art", "comic", "isometric", "analog-film"):
+        assert BUILTIN[name].prompt.count("{prompt}") == 1
+
+
+ROOM = RoomDefaults(style="watercolor", width=512, height=256, steps=12, guidance=3.0,
+                    negative="people", model="small")
+
+
+def test_room_defaults_fill_what_the_command_leaves_open():
+    job = r(Generate(prompt="a fox"), room=ROOM, random_seed=lambda bound: 5)
+    assert (job.width, job.height, job.steps, job.guidance, job.model, job.style) == (
+        512, 256, 12, 3.0, "small", "watercolor")
+    assert job.negative_prompt.startswith("people, ")
+
+
+def test_the_command_beats_the_room():
+    job = r(p("!img a fox --size 128x128 --steps 2 --guidance 0 --no rain --model base "
+              "--style none"), room=ROOM)
+    assert (job.width, job.height, job.steps, job.guidance, job.model, job.style) == (
+        128, 128, 2, 0.0, "base", "")
+    assert (job.prompt, job.negative_prompt) == ("a fox", "rain")
+    # --ar beats the room's size too, sized for the room's model
+    job = r(p("!img a fox --ar 16:9"), room=ROOM)
+    assert (job.width, job.height) == (704, 384)
+
+
+def test_n_gives_count_and_keeps_the_seed():
+    job = r(p("!img fox --n 3 --seed 10"))
+    assert (job.count, job.seed) == (3, 10)
+
+
+def test_configured_style_is_used():
+    catalogue = Catalogue("base", {"base": (512, 512)},
+                          {**BUILTIN, "brand": Style("brand", "{prompt}, in ACME blue", "red")})
+    job = resolve(p("!img a logo --style brand"), DEFAULTS, LIMITS, catalogue)
+    assert (job.prompt, job.negative_prompt, job.style) == ("a logo, in ACME blue", "red",
+                                                            "brand")

@@ -31,6 +31,10 @@ class FlakyClient:
         self.calls.append(("leave", room_id))
 
 
+# What the handler asks of the runner at start: the models there are.
+RUNNER = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
+
+
 def invite(room_id: str, inviter: str):
     event = InviteMemberEvent.from_dict({
         "type": "m.room.member", "sender": inviter, "state_key": FlakyClient.user_id,
@@ -42,7 +46,7 @@ async def test_one_failing_event_does_not_stop_the_others():
     settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
                                 "user_id": FlakyClient.user_id})
     client = FlakyClient(broken={"!first:example.org"})
-    bot = Bot(client, settings, db=None, queue=SimpleNamespace(runner=SimpleNamespace(name="m")),
+    bot = Bot(client, settings, db=None, queue=SimpleNamespace(runner=RUNNER),
               tasks=TaskOwner())
     response = SimpleNamespace(rooms=SimpleNamespace(
         invite=dict([invite("!first:example.org", "@alice:example.org"),
@@ -58,7 +62,7 @@ async def test_malformed_content_is_ignored_not_fatal():
     settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
                                 "user_id": FlakyClient.user_id})
     bot = Bot(FlakyClient(set()), settings, db=None,
-              queue=SimpleNamespace(runner=SimpleNamespace(name="m")), tasks=TaskOwner())
+              queue=SimpleNamespace(runner=RUNNER), tasks=TaskOwner())
     for body in ("hello", "!img a cat"):
         # Any room member can send this; a string where an object belongs must not raise.
         await bot.on_event("!room:example.org", {

@@ -200,14 +200,14 @@ async def test_failed_jobs_do_not_count_against_the_user_afterwards(make_queue):
 
 # ---- speed and ETA ------------------------------------------------------------------------
 
-async def test_mean_and_eta_are_known_after_a_job_finished(make_queue):
+async def test_speed_and_eta_are_known_after_a_job_finished(make_queue):
     runner = FakeRunner(hold={"second"})
     queue = make_queue(runner)
-    assert queue.mean_seconds is None
+    assert queue.seconds_per_cost is None
     first = queue.submit(job("first"), "@a:x")
     assert first.eta_seconds is None  # nothing measured yet
     await result_of(first)
-    assert queue.mean_seconds is not None and queue.mean_seconds >= 0
+    assert queue.seconds_per_cost is not None and queue.seconds_per_cost >= 0
     queue.submit(job("second"), "@a:x")
     await runner.wait_started("second")
     third = queue.submit(job("third"), "@b:x")
@@ -215,6 +215,58 @@ async def test_mean_and_eta_are_known_after_a_job_finished(make_queue):
     assert third.eta_seconds is not None and third.eta_seconds >= 0
     runner.release("second")
     await result_of(third)
+
+
+async def test_eta_grows_with_the_work_ahead_not_the_number_of_jobs(make_queue):
+    runner = FakeRunner(hold={"running"})
+    queue = make_queue(runner)
+    queue.observe(job("calibration"), 1.0)  # e.g. the warm-up: 1 s for an 8x8, 1-step job
+    queue.submit(job("running"), "@a:x")
+    await runner.wait_started("running")
+    big = Job(prompt="big", seed=1, steps=9, width=16, height=16, count=2)  # 40x the work
+    queue.submit(big, "@a:x")
+    small = queue.submit(job("small"), "@b:x")
+    # About 1 s left of the running job plus 40 s for the big one.
+    assert 39 < small.eta_seconds < 42
+    places = queue.places()
+    assert [p.position for p in places] == [0, 1, 2]
+    assert places[0].ticket.job.prompt == "running" and places[0].eta_seconds == 0
+    assert places[1].eta_seconds < 1.01 and places[2].eta_seconds == pytest.approx(
+        small.eta_seconds, abs=0.5)
+    runner.release("running")
+    await result_of(small)
+
+
+async def test_cancel_takes_waiting_jobs_out_and_leaves_the_running_one(make_queue):
+    runner = FakeRunner(hold={"a1"})
+    queue = make_queue(runner)
+    running = queue.submit(job("a1"), "@a:x")
+    await runner.wait_started("a1")
+    mine = [queue.submit(job("a2"), "@a:x", tag="$e2"), queue.submit(job("a3"), "@a:x")]
+    theirs = queue.submit(job("b1"), "@b:x")
+    taken = queue.cancel(lambda t: t.owner == "@a:x")
+    assert taken == mine
+    for ticket in mine:
+        result = await result_of(ticket)
+        assert result.cancelled and not result.ok and not result.images
+    assert queue.depth == 2  # the running one and @b's
+    runner.release("a1")
+    assert (await result_of(running)).ok and (await result_of(theirs)).ok
+    assert "a2" not in runner.started and "a3" not in runner.started
+    # Cancelling by tag (a redacted command) once it has run takes nothing.
+    assert queue.cancel(lambda t: t.tag == "$e2") == []
+
+
+async def test_pause_holds_jobs_until_resume(make_queue):
+    runner = FakeRunner()
+    queue = make_queue(runner)
+    queue.pause()
+    ticket = queue.submit(job("held"), "@a:x")
+    assert ticket.eta_seconds is None  # no honest estimate while paused
+    await asyncio.sleep(0.2)
+    assert runner.started == [] and not ticket.result.done()
+    queue.resume()
+    assert (await result_of(ticket)).ok
 
 
 # ---- shutdown -----------------------------------------------------------------------------

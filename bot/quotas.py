@@ -1,0 +1,71 @@
+"""Per-user quotas: pictures per hour and per day, counted from the usage log.
+
+Pictures delivered count, and so do those still queued (else a person could queue past the
+limit); failed, rejected and cancelled jobs do not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiosqlite
+
+from .config import QuotaSettings
+
+WINDOWS = (("hour", 3600, "pictures_per_hour"), ("day", 86400, "pictures_per_day"))
+
+
+def _pictures(status: str, images: int, options: str) -> int:
+    if status == "ok":
+        return images
+    try:
+        return int(json.loads(options).get("count", 1))
+    except (ValueError, TypeError, AttributeError):
+        return 1
+
+
+async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
+                  quotas: QuotaSettings, exempt: bool = False,
+                  now: float | None = None) -> str | None:
+    """None when the user may have `wanted` more pictures now; else a notice saying when."""
+    now = time.time() if now is None else now
+    if exempt or all(getattr(quotas, key) is None for _, _, key in WINDOWS):
+        return None
+    cursor = await db.execute(
+        "SELECT created_at, status, images, options FROM usage WHERE user_id = ? "
+        "AND created_at > ? AND status IN ('ok', 'queued') ORDER BY created_at",
+        (user_id, now - max(seconds for _, seconds, _ in WINDOWS)))
+    made = [(row[0], _pictures(row[1], row[2], row[3])) for row in await cursor.fetchall()]
+    for name, seconds, key in WINDOWS:
+        limit = getattr(quotas, key)
+        if limit is None:
+            continue
+        recent = [(at, count) for at, count in made if at > now - seconds]
+        used = sum(count for _, count in recent)
+        if used + wanted <= limit:
+            continue
+        if wanted > limit:
+            return (f"You asked for {wanted} pictures at once; the limit is {limit} per "
+                    f"{name}.")
+        # The moment enough of the oldest pictures leave the window for this request.
+        need, freed, at = used + wanted - limit, 0, now
+        for created, count in recent:
+            freed += count
+            if freed >= need:
+                at = created + seconds
+                break
+        left = max(0, limit - used)
+        now_part = (f"You can make {left} more now (with `--n {left}`), or {wanted} "
+                    if 0 < left < wanted else "You can go on ")
+        return (f"You have made {used} pictures in the last {name}; the limit is {limit} "
+                f"per {name}. {now_part}in {_duration(at - now)} "
+                f"(at {time.strftime('%H:%M', time.localtime(at))}).")
+    return None
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    if minutes < 90:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{minutes / 60:.1f} hours"

@@ -1,0 +1,211 @@
+"""The commands answered with words (and a chart): help, styles, models, queue, cancel,
+room defaults, usage, pause and resume. Who may do what is checked here."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from generation.job import Job
+from generation.queue import cost
+
+from . import db as database
+from . import messages, report, rooms, usage
+from .commands import (
+    Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles,
+    Usage, help_text,
+)
+from .styles import listing
+
+if TYPE_CHECKING:
+    from .handler import Bot
+
+PAUSED_KEY = "queue_paused"
+
+
+def _short(text: str, length: int = 40) -> str:
+    return text if len(text) <= length else text[:length - 1] + "…"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+class Replies:
+    def __init__(self, bot: Bot):
+        self.bot = bot
+        self.handlers = {
+            Help: self.help, Styles: self.styles, Models: self.models,
+            QueueStatus: self.queue_status, Cancel: self.cancel,
+            Pause: self.pause, Resume: self.resume,
+            RoomShow: self.room_show, RoomSet: self.room_set, RoomReset: self.room_reset,
+            Usage: self.usage,
+        }
+
+    async def answer(self, room_id: str, event: dict[str, Any], command) -> None:
+        await self.handlers[type(command)](room_id, event, command)
+
+    def _tickets(self):
+        return [place.ticket for place in self.bot.queue.places()]
+
+    async def restore(self) -> None:
+        """Take up the state that outlives a restart (an admin's pause)."""
+        if await database.get_state(self.bot.db, PAUSED_KEY) == "1":
+            self.bot.queue.pause()
+
+    async def _say(self, room_id: str, event: dict[str, Any], text: str,
+                   html: str | None = None) -> None:
+        await messages.send_notice(self.bot.client, room_id, text, reply_to=event, html=html)
+
+    # ---- everyone ------------------------------------------------------------------------
+
+    async def help(self, room_id, event, command) -> None:
+        settings = self.bot.settings
+        await self._say(room_id, event, help_text(settings.matrix.command_prefix,
+                                                  settings.limits))
+
+    async def styles(self, room_id, event, command) -> None:
+        await self._say(room_id, event, listing(self.bot.catalogue.styles))
+
+    async def models(self, room_id, event, command) -> None:
+        catalogue = self.bot.catalogue
+        lines = [f"{_plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
+        for name, (width, height) in catalogue.models.items():
+            default = " — the default" if name == catalogue.default_model else ""
+            lines.append(f"  {name} (native size {width}×{height}){default}")
+        await self._say(room_id, event, "\n".join(lines))
+
+    async def queue_status(self, room_id, event, command) -> None:
+        queue, sender = self.bot.queue, event["sender"]
+        places = queue.places()
+        running = [p for p in places if p.position == 0]
+        waiting = [p for p in places if p.position > 0]
+        lines = [f"The queue: {len(running)} running, {len(waiting)} waiting."]
+        if queue.paused:
+            lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
+        mine = [p for p in places if p.ticket.owner == sender]
+        for place in mine:
+            what = repr(_short(self.bot.prompt_of(place.ticket)))
+            if place.position == 0:
+                lines.append(f"Yours: {what} is running now.")
+            elif place.eta_seconds is None:
+                lines.append(f"Yours: {what} is number {place.position} in line.")
+            else:
+                lines.append(f"Yours: {what} is number {place.position} in line, starting in "
+                             f"about {place.eta_seconds:.0f} s.")
+        if not mine:
+            lines.append("You have no jobs in the queue.")
+        if queue.seconds_per_cost is not None:
+            defaults = self.bot.settings.generation
+            width, height = defaults.width_height
+            job = Job(prompt="", seed=0, steps=defaults.steps, width=width, height=height)
+            lines.append(f"Speed: about {cost(job) * queue.seconds_per_cost:.1f} s for a "
+                         f"{job.width}×{job.height} picture at {job.steps} steps.")
+        await self._say(room_id, event, "\n".join(lines))
+
+    async def cancel(self, room_id, event, command) -> None:
+        sender = event["sender"]
+        prompts = {id(t): self.bot.prompt_of(t) for t in self._tickets()}
+        taken = self.bot.queue.cancel(lambda ticket: ticket.owner == sender)
+        if taken:
+            names = ", ".join(repr(_short(prompts[id(t)])) for t in taken)
+            text = f"Cancelled {_plural(len(taken), 'queued job')}: {names}."
+        else:
+            text = "You have no queued jobs to cancel."
+        running = [p for p in self.bot.queue.places()
+                   if p.position == 0 and p.ticket.owner == sender]
+        if running:
+            text += " Your running job will finish (redact its command to drop its picture)."
+        await self._say(room_id, event, text)
+
+    # ---- room moderators -----------------------------------------------------------------
+
+    async def room_show(self, room_id, event, command) -> None:
+        values = await rooms.stored(self.bot.db, room_id)
+        _, ignored = rooms.usable(values, self.bot.settings.limits, self.bot.catalogue)
+        await self._say(room_id, event, rooms.describe(
+            values, ignored, self.bot.settings.generation, self.bot.catalogue))
+
+    async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:
+        sender = event["sender"]
+        if self.bot.is_admin(sender):
+            return True
+        needed = self.bot.settings.rooms.defaults_power_level
+        level = await rooms.power_level(self.bot.client, room_id, sender)
+        if level >= needed:
+            return True
+        await self._say(room_id, event, f"Only members with power level {needed} or more in "
+                        f"this room (moderators) and bot admins may change its defaults; "
+                        f"yours is {level}.")
+        return False
+
+    async def room_set(self, room_id, event, command: RoomSet) -> None:
+        if not await self._may_change_room(room_id, event):
+            return
+        try:
+            value = rooms.canonical(command.key, command.value, self.bot.settings.limits,
+                                    self.bot.catalogue)
+        except ValueError as exc:
+            await self._say(room_id, event, str(exc).rstrip(".") + ".")
+            return
+        await rooms.store(self.bot.db, room_id, command.key, value, event["sender"])
+        await self._say(room_id, event, f"This room's {command.key} is now {value}. "
+                                        "`room` shows all its defaults.")
+
+    async def room_reset(self, room_id, event, command: RoomReset) -> None:
+        if not await self._may_change_room(room_id, event):
+            return
+        removed = await rooms.clear(self.bot.db, room_id, command.key)
+        what = f"{command.key} is" if command.key else "defaults are"
+        await self._say(room_id, event, f"This room's {what} the bot's again "
+                                        f"({_plural(removed, 'setting')} removed).")
+
+    # ---- bot admins ----------------------------------------------------------------------
+
+    async def _admin(self, room_id: str, event: dict[str, Any], what: str) -> bool:
+        if self.bot.is_admin(event["sender"]):
+            return True
+        await self._say(room_id, event, f"Only bot admins may {what}; they are listed in "
+                                        "the bot's config file.")
+        return False
+
+    async def pause(self, room_id, event, command) -> None:
+        if not await self._admin(room_id, event, "pause the queue"):
+            return
+        self.bot.queue.pause()
+        await database.set_state(self.bot.db, PAUSED_KEY, "1")
+        await self._say(room_id, event, "The queue is paused: commands are still taken and "
+                                        "wait until a bot admin sends `resume`.")
+
+    async def resume(self, room_id, event, command) -> None:
+        if not await self._admin(room_id, event, "resume the queue"):
+            return
+        self.bot.queue.resume()
+        await database.set_state(self.bot.db, PAUSED_KEY, "0")
+        await self._say(room_id, event, f"The queue runs again "
+                                        f"({_plural(self.bot.queue.depth, 'job')} in it).")
+
+    async def usage(self, room_id, event, command: Usage) -> None:
+        if not await self._admin(room_id, event, "see the usage report"):
+            return
+        now = time.time()
+        since = usage.parse_since(command.span, now)
+        rows = await usage.query(self.bot.db, since=since, user=command.user)
+        label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
+        names = {room_id: room.display_name for room_id, room in self.bot.client.rooms.items()}
+        text, html = report.usage_report(rows, span_label=label, user=command.user, now=now,
+                                         room_names=names)
+        await self._say(room_id, event, text, html=html)
+        days = None if since is None else max(1, math.ceil((now - since) / 86400))
+        chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
+        await messages.send_image(self.bot.client, room_id, chart, width=report.WIDTH,
+                                  height=report.HEIGHT, filename="imgbot-usage.png",
+                                  caption=f"Pictures per day {label}", reply_to=event)
+
+
+def _span_words(span: str) -> str:
+    number, unit = int(span[:-1]), span[-1]
+    word = {"m": "minute", "h": "hour", "d": "day", "w": "week"}[unit]
+    return _plural(number, word) if number != 1 else word

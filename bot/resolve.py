@@ -1,0 +1,92 @@
+"""From a parsed command to the job the GPU runs: the command, else the room's defaults,
+else the bot's. Pure: no I/O, and every refusal is a UsageError for the person."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+from generation.job import Job
+
+from .commands import Generate, UsageError
+from .config import GenerationSettings, LimitSettings
+from .options import MAX_SEED, size_for_aspect
+from .styles import NO_STYLE, Style
+
+
+@dataclass(frozen=True)
+class RoomDefaults:
+    """A room's defaults, already checked against today's limits and catalogues (a value
+    that no longer fits is left out, so the bot's default applies)."""
+
+    style: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What there is to choose from: models (by name, with their native size) and styles."""
+
+    default_model: str
+    models: dict[str, tuple[int, int]]
+    styles: dict[str, Style] = field(default_factory=dict)
+
+    def unknown_model(self, name: str) -> str:
+        return f"There is no model {name!r}; choose one of: {', '.join(self.models)}."
+
+    def unknown_style(self, name: str) -> str:
+        return (f"There is no style {name!r}; choose one of: {', '.join(self.styles)} "
+                "(or `none`).")
+
+
+def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettings,
+            catalogue: Catalogue, room: RoomDefaults = RoomDefaults(),
+            random_seed: Callable[[int], int] = secrets.randbelow) -> Job | UsageError:
+    """The job a command asks for, with what it left open taken from the room or the bot."""
+    model = command.model or room.model or catalogue.default_model
+    if model not in catalogue.models:
+        return UsageError(catalogue.unknown_model(model))
+    style_name = command.style or room.style
+    style = None
+    if style_name and style_name != NO_STYLE:
+        style = catalogue.styles.get(style_name)
+        if style is None:
+            return UsageError(catalogue.unknown_style(style_name))
+
+    if command.width and command.height:
+        width, height = command.width, command.height
+    elif command.aspect:
+        native_width, native_height = catalogue.models[model]
+        width, height = size_for_aspect(command.aspect, native_width * native_height,
+                                        limits.max_pixels)
+    elif room.width and room.height:
+        width, height = room.width, room.height
+    else:
+        width, height = defaults.width_height
+
+    prompt = command.prompt
+    negative = command.negative_prompt or room.negative or ""
+    if style is not None:
+        prompt, negative = style.apply(prompt, negative)
+    return Job(
+        prompt=prompt,
+        seed=command.seed if command.seed is not None else random_seed(MAX_SEED + 1),
+        steps=_first(command.steps, room.steps, defaults.steps),
+        width=width,
+        height=height,
+        guidance=_first(command.guidance, room.guidance, defaults.guidance),
+        negative_prompt=negative,
+        count=command.count or 1,
+        model=model,
+        style=style.name if style else "",
+    )
+
+
+def _first(*values):
+    return next(value for value in values if value is not None)

@@ -1,0 +1,138 @@
+"""Per-room defaults: stored in SQLite, set by the room's moderators, never above `limits:`.
+
+Values are kept as the text that was typed; they are checked again each time they are used,
+so lowering a limit or removing a model or style from the config also reins in every room.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+from nio import AsyncClient, RoomGetStateResponse
+
+from .commands import ROOM_KEYS
+from .config import GenerationSettings, LimitSettings, parse_size
+from .resolve import Catalogue, RoomDefaults
+from .styles import NO_STYLE, normalise
+
+
+@dataclass(frozen=True)
+class Stored:
+    value: str
+    set_by: str
+    set_at: float
+
+
+async def stored(db: aiosqlite.Connection, room_id: str) -> dict[str, Stored]:
+    cursor = await db.execute(
+        "SELECT key, value, set_by, set_at FROM room_defaults WHERE room_id = ?", (room_id,))
+    return {row[0]: Stored(row[1], row[2], row[3]) for row in await cursor.fetchall()}
+
+
+async def store(db: aiosqlite.Connection, room_id: str, key: str, value: str,
+                user_id: str) -> None:
+    await db.execute(
+        "INSERT INTO room_defaults(room_id, key, value, set_by, set_at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(room_id, key) DO UPDATE SET value=excluded.value, "
+        "set_by=excluded.set_by, set_at=excluded.set_at",
+        (room_id, key, value, user_id, time.time()))
+    await db.commit()
+
+
+async def clear(db: aiosqlite.Connection, room_id: str, key: str | None = None) -> int:
+    if key is None:
+        cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?", (room_id,))
+    else:
+        cursor = await db.execute(
+            "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key))
+    await db.commit()
+    return cursor.rowcount
+
+
+def canonical(key: str, value: str, limits: LimitSettings,
+              catalogue: Catalogue) -> str:
+    """The value as stored, or ValueError saying why it is refused."""
+    value = value.strip()
+    converted = ROOM_KEYS[key](limits)(value)  # limits: size, steps, guidance
+    if key == "style":
+        value = normalise(value)
+        if value != NO_STYLE and value not in catalogue.styles:
+            raise ValueError(catalogue.unknown_style(value))
+    elif key == "model" and value not in catalogue.models:
+        raise ValueError(catalogue.unknown_model(value))
+    elif key == "size":
+        value = "{}x{}".format(*converted)
+    return value
+
+
+def usable(values: dict[str, Stored], limits: LimitSettings,
+           catalogue: Catalogue) -> tuple[RoomDefaults, dict[str, str]]:
+    """The defaults that still fit today's limits and catalogues, and why the others don't."""
+    fields: dict[str, object] = {}
+    ignored: dict[str, str] = {}
+    for key, item in values.items():
+        try:
+            value = canonical(key, item.value, limits, catalogue)
+        except (ValueError, KeyError) as exc:
+            ignored[key] = str(exc).rstrip(".")
+            continue
+        if key == "size":
+            fields["width"], fields["height"] = parse_size(value)
+        elif key in ("steps", "guidance"):
+            fields[key] = ROOM_KEYS[key](limits)(value)
+        else:
+            fields[key] = value
+    return RoomDefaults(**fields), ignored
+
+
+def describe(values: dict[str, Stored], ignored: dict[str, str],
+             defaults: GenerationSettings, catalogue: Catalogue) -> str:
+    """`!img room`: each key, the room's value and who set it, or the bot's default."""
+    bot = {
+        "style": "none", "size": defaults.size, "steps": str(defaults.steps),
+        "guidance": f"{defaults.guidance:g}", "negative": "none",
+        "model": catalogue.default_model,
+    }
+    lines = ["This room's defaults (`room set KEY VALUE` to change, `room reset` to clear):"]
+    for key in ROOM_KEYS:
+        item = values.get(key)
+        if item is None:
+            lines.append(f"  {key}: {bot[key]} (the bot's default)")
+        elif key in ignored:
+            lines.append(f"  {key}: {bot[key]} — the room's {item.value!r} is not used: "
+                         f"{ignored[key]}")
+        else:
+            when = time.strftime("%Y-%m-%d", time.localtime(item.set_at))
+            lines.append(f"  {key}: {item.value} (set by {item.set_by} on {when})")
+    return "\n".join(lines)
+
+
+async def power_level(client: AsyncClient, room_id: str, user_id: str) -> float:
+    """The user's power level in the room, read from the server (not a cached copy).
+
+    From room version 12 the room's creators hold unlimited power and are not listed in the
+    power levels (MSC4289), so the create event is read as well.
+    """
+    response = await client.room_get_state(room_id)
+    if not isinstance(response, RoomGetStateResponse):
+        return 0  # cannot tell: nobody but a bot admin may change defaults
+    state = {(e.get("type"), e.get("state_key")): e for e in response.events
+             if isinstance(e, dict)}
+    create = state.get(("m.room.create", ""), {})
+    create_content = create.get("content") or {}
+    creators = {create.get("sender"), *(create_content.get("additional_creators") or [])}
+    version = str(create_content.get("room_version", "1"))
+    if user_id in creators and not (version.isdigit() and int(version) <= 11):
+        return math.inf
+    levels = (state.get(("m.room.power_levels", "")) or {}).get("content")
+    if not isinstance(levels, dict):
+        # No power levels event: the spec gives the creator 100 and everyone else 0.
+        return 100 if user_id in creators else 0
+    users = levels.get("users") if isinstance(levels.get("users"), dict) else {}
+    try:
+        return int(users.get(user_id, levels.get("users_default", 0)))
+    except (TypeError, ValueError):
+        return 0

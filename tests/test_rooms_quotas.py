@@ -1,0 +1,158 @@
+"""Room defaults (`bot/rooms.py`) and quotas (`bot/quotas.py`) on real SQLite files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot import db as database
+from bot import quotas, rooms, usage
+from bot.config import GenerationSettings, LimitSettings, QuotaSettings
+from bot.resolve import Catalogue, RoomDefaults
+from bot.styles import BUILTIN
+
+NOW = 1_700_000_000.0
+HOUR = 3600.0
+ALICE = "@alice:x"
+LIMITS = LimitSettings(max_steps=20, max_pixels=1024 * 1024)
+CATALOGUE = Catalogue("base", {"base": (1024, 1024), "small": (512, 512)}, BUILTIN)
+
+
+@pytest.fixture
+async def db(tmp_path):
+    conn = await database.connect(tmp_path / "imgbot.sqlite3")
+    yield conn
+    await conn.close()
+
+
+# ---- room defaults --------------------------------------------------------------------------
+
+async def test_room_defaults_are_kept_per_room_and_reset(db):
+    await rooms.store(db, "!a:x", "style", "photo", ALICE)
+    await rooms.store(db, "!a:x", "steps", "8", ALICE)
+    await rooms.store(db, "!b:x", "style", "anime", "@bob:x")
+    await rooms.store(db, "!a:x", "style", "comic", "@bob:x")  # replaces, with who and when
+    values = await rooms.stored(db, "!a:x")
+    assert {k: v.value for k, v in values.items()} == {"style": "comic", "steps": "8"}
+    assert values["style"].set_by == "@bob:x"
+    assert await rooms.clear(db, "!a:x", "steps") == 1
+    assert set(await rooms.stored(db, "!a:x")) == {"style"}
+    assert await rooms.clear(db, "!a:x") == 1
+    assert await rooms.stored(db, "!a:x") == {}
+    assert set(await rooms.stored(db, "!b:x")) == {"style"}
+
+
+@pytest.mark.parametrize("key, typed, kept", [
+    ("style", "Oil Painting", "oil-painting"),
+    ("style", "none", "none"),
+    ("size", "512X768", "512x768"),
+    ("steps", "20", "20"),
+    ("model", "small", "small"),
+    ("negative", " text, watermark ", "text, watermark"),
+])
+def test_canonical_values(key, typed, kept):
+    assert rooms.canonical(key, typed, LIMITS, CATALOGUE) == kept
+
+
+@pytest.mark.parametrize("key, typed, says", [
+    ("style", "vaporwave", "no style 'vaporwave'"),
+    ("model", "huge", "no model 'huge'"),
+    ("steps", "21", "1 to 20"),
+    ("size", "2048x2048", "too large"),
+])
+def test_canonical_refuses_what_is_unknown_or_over_the_limits(key, typed, says):
+    with pytest.raises(ValueError, match=says):
+        rooms.canonical(key, typed, LIMITS, CATALOGUE)
+
+
+async def test_stored_values_over_todays_limits_are_not_used(db):
+    # Set when the limits were higher, or before a model was removed from the config.
+    for key, value in (("steps", "30"), ("size", "1024x1024"), ("model", "gone"),
+                       ("style", "photo"), ("guidance", "4.5")):
+        await rooms.store(db, "!a:x", key, value, ALICE)
+    values = await rooms.stored(db, "!a:x")
+    lowered = LimitSettings(max_steps=20, max_pixels=512 * 512)
+    defaults, ignored = rooms.usable(values, lowered, CATALOGUE)
+    assert defaults == RoomDefaults(style="photo", guidance=4.5)
+    assert set(ignored) == {"steps", "size", "model"}
+    text = rooms.describe(values, ignored, GenerationSettings(size="512x512"), CATALOGUE)
+    assert "steps: 4 — the room's '30' is not used" in text
+    assert "style: photo (set by @alice:x" in text
+    assert "negative: none (the bot's default)" in text
+
+
+# ---- quotas -----------------------------------------------------------------------------------
+
+async def add(db, *, ago: float, status: str = "ok", pictures: int = 1, user: str = ALICE):
+    row = await usage.record_job(db, usage.NewJob(
+        None, "!a:x", user, "a cat", {"count": pictures}, 1, "base"))
+    if status != "queued":
+        await usage.finish_job(db, row, status=status,
+                               images=pictures if status == "ok" else 0)
+    await db.execute("UPDATE usage SET created_at = ? WHERE id = ?", (NOW - ago, row))
+    await db.commit()
+
+
+async def refusal(db, wanted=1, user=ALICE, exempt=False, **limits):
+    return await quotas.refusal(db, user, wanted, QuotaSettings(**limits), exempt=exempt, now=NOW)
+
+
+async def test_no_quota_configured_means_no_refusal(db):
+    for _ in range(5):
+        await add(db, ago=60, pictures=4)
+    assert await refusal(db, wanted=4) is None
+
+
+async def test_hourly_quota_says_when_the_user_may_go_on(db):
+    await add(db, ago=50 * 60, pictures=2)  # leaves the hour in 10 minutes
+    await add(db, ago=10 * 60, pictures=1)
+    assert await refusal(db, wanted=1, pictures_per_hour=4) is None
+    message = await refusal(db, wanted=2, pictures_per_hour=3)
+    assert "made 3 pictures in the last hour" in message and "limit is 3 per hour" in message
+    assert "in 10 minutes" in message
+    # Two wanted, one left: say both what is possible now and when all of it is.
+    message = await refusal(db, wanted=2, pictures_per_hour=4)
+    assert "1 more now (with `--n 1`), or 2 in 10 minutes" in message
+
+
+async def test_failed_rejected_and_cancelled_jobs_do_not_count(db):
+    for status in ("error", "rejected", "cancelled"):
+        await add(db, ago=60, status=status, pictures=4)
+    assert await refusal(db, wanted=2, pictures_per_hour=2) is None
+
+
+async def test_queued_jobs_count_what_they_asked_for(db):
+    await add(db, ago=60, status="queued", pictures=3)
+    assert "made 3 pictures" in await refusal(db, wanted=1, pictures_per_hour=3)
+
+
+async def test_older_pictures_and_other_users_do_not_count(db):
+    await add(db, ago=2 * HOUR, pictures=4)
+    await add(db, ago=60, pictures=4, user="@bob:x")
+    assert await refusal(db, wanted=2, pictures_per_hour=2) is None
+
+
+async def test_daily_quota(db):
+    await add(db, ago=20 * HOUR, pictures=4)
+    await add(db, ago=2 * HOUR, pictures=4)
+    message = await refusal(db, wanted=1, pictures_per_hour=10, pictures_per_day=8)
+    assert "in the last day" in message and "in 4.0 hours" in message
+
+
+async def test_more_than_the_quota_at_once_is_refused_plainly(db):
+    message = await refusal(db, wanted=4, pictures_per_hour=3)
+    assert "asked for 4 pictures at once; the limit is 3 per hour" in message
+
+
+async def test_exempt_users_have_no_quota(db):
+    await add(db, ago=60, pictures=4)
+    assert await refusal(db, wanted=4, exempt=True, pictures_per_hour=1) is None
+
+
+async def test_unreadable_options_count_as_one_picture(db):
+    await add(db, ago=60, status="queued")
+    await db.execute("UPDATE usage SET options = 'not json'")
+    await db.commit()
+    assert "made 1 pictures" in await refusal(db, wanted=1, pictures_per_hour=1)
+    assert json  # the module's JSON parsing is what is exercised here
