@@ -183,35 +183,57 @@ class Engine:
         return seconds
 
     def generate(self, job: Job) -> list:
-        """Run the pipeline for one job and return its PIL images, `job.count` of them."""
+        """Run the pipeline for one job and return its PIL images, `job.count` of them.
+
+        The pictures of a job are one batch; when the batch does not fit in GPU memory they
+        are made one after the other instead (same seeds, same pictures), and only a single
+        picture that does not fit is the user's problem."""
         import torch
 
         self._check(job.model)
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
-        # 1. One generator per picture, on the CPU, so a seed gives the same starting noise
-        #    on every machine, and picture i of a job starts from what seed+i alone would
-        #    (batched kernels may still differ from single ones in the last bit).
-        generators = [torch.Generator("cpu").manual_seed(job.seed + i) for i in range(job.count)]
-        # 2. The negative prompt only matters with classifier-free guidance (guidance > 1).
-        negative = [job.negative_prompt] * job.count if job.negative_prompt else None
-        # 3. Run the pipeline; running out of GPU memory is the user's size, not a crash.
         try:
-            with torch.inference_mode():
-                output = self.pipe(
-                    prompt=[job.prompt] * job.count,
-                    negative_prompt=negative,
-                    num_inference_steps=job.steps,
-                    guidance_scale=job.guidance,
-                    width=job.width,
-                    height=job.height,
-                    generator=generators,
-                    output_type="pil",
-                )
+            return self._run(job, range(job.count))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            raise GenerationError(
-                f"The GPU ran out of memory for {job.count} × {job.width}x{job.height}; "
-                "try a smaller size or fewer pictures."
-            ) from None
+            if job.count == 1:
+                raise self._too_big(job) from None
+        log.warning("a batch of %d at %dx%d did not fit in GPU memory; making them one by one",
+                    job.count, job.width, job.height)
+        images = []
+        for index in range(job.count):
+            try:
+                images += self._run(job, [index])
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                raise self._too_big(job) from None
+        return images
+
+    @staticmethod
+    def _too_big(job: Job) -> GenerationError:
+        return GenerationError(f"The GPU ran out of memory for {job.width}x{job.height}; "
+                               "try a smaller size.")
+
+    def _run(self, job: Job, indices) -> list:
+        import torch
+
+        # One generator per picture, on the CPU, so a seed gives the same starting noise on
+        # every machine, and picture i of a job starts from what seed+i alone would
+        # (batched kernels may still differ from single ones in the last bit).
+        generators = [torch.Generator("cpu").manual_seed(job.seed + i) for i in indices]
+        count = len(generators)
+        # The negative prompt only matters with classifier-free guidance (guidance > 1).
+        negative = [job.negative_prompt] * count if job.negative_prompt else None
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt=[job.prompt] * count,
+                negative_prompt=negative,
+                num_inference_steps=job.steps,
+                guidance_scale=job.guidance,
+                width=job.width,
+                height=job.height,
+                generator=generators,
+                output_type="pil",
+            )
         return list(output.images)

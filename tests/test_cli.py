@@ -68,6 +68,22 @@ def test_make_test_model_then_generate(tmp_path):
     assert not (tmp_path / "no.png").exists()
 
 
+def test_generate_takes_the_chats_new_options(tmp_path, test_model):
+    out = tmp_path / "fox.png"
+    result = imgbot("generate", "a fox", "--n", "2", "--ar", "16:9", "--style", "comic",
+                    "--seed", "8", "--steps", "1", "--model", str(test_model), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    for path, seed in ((out, 8), (tmp_path / "fox-2.png", 9)):
+        with Image.open(path) as picture:
+            assert picture.size == (704, 384)  # 16:9 near the tiny SD model's 512²
+        params = read_parameters(path.read_bytes())
+        assert (params["seed"], params["style"]) == (seed, "comic")
+        assert params["prompt"].startswith("comic book panel of a fox")
+    refused = imgbot("generate", "a fox", "--style", "vaporwave", "--model", str(test_model),
+                     "-o", str(tmp_path / "no.png"))
+    assert refused.returncode == 2 and "no style 'vaporwave'" in refused.stderr
+
+
 def test_generate_refuses_a_folder_that_is_no_model(tmp_path):
     result = imgbot("generate", "a cat", "--model", str(tmp_path), "-o", str(tmp_path / "x.png"))
     assert result.returncode == 2

@@ -18,7 +18,7 @@ from PIL import Image
 
 from generation.device import Placement, choose
 from generation.engine import Engine, ModelError, inspect_model
-from generation.job import Job
+from generation.job import GenerationError, Job
 from generation.png import encode_png, parameters_text, read_parameters
 from generation.test_model import make_test_model
 
@@ -108,6 +108,39 @@ def test_picture_i_of_a_batch_is_seed_plus_i_alone(engines, arch):
     assert not nearly_same(batch[0], batch[1])
     for i, image in enumerate(batch):
         assert nearly_same(image, make(engine, seed=40 + i)[0]), f"picture {i}"
+
+
+class OutOfMemoryAbove:
+    """The real pipeline, except that it runs out of GPU memory above `limit` pictures."""
+
+    def __init__(self, pipe, limit: int):
+        self.pipe, self.limit, self.batches = pipe, limit, []
+
+    def __call__(self, **kw):
+        import torch
+
+        self.batches.append(len(kw["prompt"]))
+        if len(kw["prompt"]) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.pipe(**kw)
+
+
+def test_a_batch_too_big_for_memory_is_made_one_by_one(engines, monkeypatch):
+    engine = engines["sd"]
+    tight = OutOfMemoryAbove(engine.pipe, limit=1)
+    monkeypatch.setattr(engine, "pipe", tight)
+    pictures = make(engine, seed=70, count=3)
+    assert tight.batches == [3, 1, 1, 1]
+    monkeypatch.undo()
+    for i, image in enumerate(pictures):
+        assert nearly_same(image, make(engine, seed=70 + i)[0]), f"picture {i}"
+
+
+def test_a_single_picture_too_big_for_memory_is_a_clear_error(engines, monkeypatch):
+    engine = engines["sd"]
+    monkeypatch.setattr(engine, "pipe", OutOfMemoryAbove(engine.pipe, limit=0))
+    with pytest.raises(GenerationError, match="ran out of memory for 64x64; try a smaller"):
+        make(engine, count=2)
 
 
 def test_negative_prompt_is_used_with_guidance(engines):
