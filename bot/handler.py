@@ -17,7 +17,7 @@ from typing import Any
 from nio import AsyncClient, InviteMemberEvent, SyncResponse
 
 from generation.job import Job, Result
-from generation.png import encode_png
+from generation.png import encode_png, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
 from . import db as database
@@ -244,12 +244,13 @@ class Bot:
         sent = 0
         for index, image in enumerate(result.images):
             # Encoding runs in a thread, beside the next generation on the GPU.
-            png = await asyncio.to_thread(encode_png, image, {**params, "seed": job.seed + index})
+            png, thumbnail = await asyncio.to_thread(
+                _encode, image, {**params, "seed": job.seed + index})
             event_id = await messages.send_image(
                 self.client, pending.room_id, png, width=image.width, height=image.height,
                 filename=f"imgbot-{job.seed + index}.png",
                 caption=caption(result, pending.prompt, index, self.catalogue.default_model),
-                reply_to=event)
+                reply_to=event, thumbnail=thumbnail)
             sent += event_id is not None
         if len(result.images) > 1:
             sheet, width, height = await asyncio.to_thread(_encode_sheet, result, params)
@@ -259,6 +260,12 @@ class Bot:
                 caption=f"{pending.prompt} — all {len(result.images)} pictures, seeds "
                         f"{job.seed}–{job.seed + job.count - 1}", reply_to=event)
         return sent
+
+
+def _encode(image, params: dict[str, Any]) -> tuple[bytes, messages.Picture | None]:
+    thumbnail = encode_thumbnail(image)
+    return encode_png(image, params), (
+        messages.Picture(*thumbnail, mimetype="image/jpeg") if thumbnail else None)
 
 
 def _encode_sheet(result: Result, params: dict[str, Any]) -> tuple[bytes, int, int]:

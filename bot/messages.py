@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -104,20 +105,44 @@ async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str)
     return await _with_retries(f"uploading {filename}", once)
 
 
+@dataclass(frozen=True)
+class Picture:
+    """An encoded picture and what `info` says about it."""
+
+    data: bytes
+    width: int
+    height: int
+    mimetype: str = "image/png"
+
+    def info(self) -> dict[str, Any]:
+        return {"w": self.width, "h": self.height, "mimetype": self.mimetype,
+                "size": len(self.data)}
+
+
 async def send_image(client: AsyncClient, room_id: str, png: bytes, *, width: int, height: int,
-                     filename: str, caption: str,
-                     reply_to: dict[str, Any] | None = None) -> str | None:
-    """Upload a PNG and post it as an m.image, with the caption as its body."""
-    url = await upload(client, png, "image/png", filename)
+                     filename: str, caption: str, reply_to: dict[str, Any] | None = None,
+                     thumbnail: Picture | None = None) -> str | None:
+    """Upload a PNG (and its thumbnail, when given) and post it as an m.image, with the
+    caption as its body."""
+    picture = Picture(png, width, height)
+    url = await upload(client, png, picture.mimetype, filename)
     if url is None:
         return None
+    info = picture.info()
+    if thumbnail is not None:
+        # A thumbnail is a courtesy to clients on slow links: without one the picture is
+        # still sent.
+        thumbnail_url = await upload(client, thumbnail.data, thumbnail.mimetype,
+                                     "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg")
+        if thumbnail_url is not None:
+            info.update(thumbnail_url=thumbnail_url, thumbnail_info=thumbnail.info())
     content = {
         "msgtype": "m.image",
         # A body that differs from `filename` is shown as a caption (Matrix 1.10).
         "body": caption,
         "filename": filename,
         "url": url,
-        "info": {"w": width, "h": height, "mimetype": "image/png", "size": len(png)},
+        "info": info,
         **_reply_fields(reply_to),
     }
     return await send(client, room_id, content)

@@ -42,3 +42,19 @@ def read_parameters(data: bytes) -> dict[str, Any]:
     with Image.open(io.BytesIO(data)) as image:
         text = image.text.get("imgbot") if hasattr(image, "text") else None
     return json.loads(text) if text else {}
+
+
+# Larger pictures get a thumbnail: what a chat client shows in the timeline, and all that a
+# phone on a slow link has to fetch before the person decides to open the picture.
+THUMBNAIL_SIDE = 640
+
+
+def encode_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int] | None:
+    """A JPEG at most `side` pixels wide and high, or None when the picture is that small."""
+    if max(image.size) <= side:
+        return None
+    thumb = image.convert("RGB")
+    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue(), thumb.width, thumb.height

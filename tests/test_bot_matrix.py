@@ -33,6 +33,7 @@ async def test_picture_arrives_as_reply_with_parameters(make_settings, engine, a
     assert (content["info"]["w"], content["info"]["h"]) == (128, 96)
     png = await alice.download(content["url"])
     assert content["info"]["size"] == len(png)
+    assert "thumbnail_url" not in content["info"]  # small enough to be its own thumbnail
     with Image.open(io.BytesIO(png)) as picture:
         assert picture.format == "PNG" and picture.size == (128, 96)
     params = read_parameters(png)

@@ -56,7 +56,13 @@ async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
         image, params = await picture(alice, event)
         # The tiny SD model is 512² native, so 16:9 is 704x384 (multiples of 64).
         assert image.size == (704, 384)
-        assert (event["content"]["info"]["w"], event["content"]["info"]["h"]) == (704, 384)
+        info = event["content"]["info"]
+        assert (info["w"], info["h"]) == (704, 384)
+        # Wider than 640: a JPEG thumbnail goes with it.
+        assert (info["thumbnail_info"]["w"], info["thumbnail_info"]["h"]) == (640, 349)
+        thumbnail = await alice.download(info["thumbnail_url"])
+        assert info["thumbnail_info"]["size"] == len(thumbnail)
+        assert Image.open(io.BytesIO(thumbnail)).format == "JPEG"
         assert params["prompt"] == style.prompt.replace("{prompt}", "a red fox")
         assert params["negative_prompt"] == "rain, " + style.negative
         assert params["style"] == "oil-painting"
