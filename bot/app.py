@@ -12,6 +12,7 @@ from nio import AsyncClient, AsyncClientConfig
 from generation.queue import GenerationQueue, Runner
 
 from . import db as database
+from . import usage
 from .config import Settings
 from .handler import Bot
 from .session import log_in
@@ -69,6 +70,9 @@ async def run_bot(settings: Settings, engine: Runner, stop: asyncio.Event | None
     """Run until `stop` is set (or SIGTERM/SIGINT when it is not given)."""
     stop = stop or _stop_on_signals()
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    if interrupted := await usage.close_interrupted(db):
+        log.warning("%d jobs of the previous run were never answered; marked as failed",
+                    interrupted)
     client = make_client(settings)
     queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
                             per_user=settings.limits.per_user_queued)

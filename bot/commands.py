@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import LimitSettings
-from .options import OPTIONS, option_name, parse_options, size_within, number_in
+from .config import LimitSettings, QuotaSettings
+from .options import OPTIONS, number_in, option_name, parse_options, size_within, text_within
 from .usage import parse_since
 
 
@@ -126,7 +126,7 @@ ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], object]]] = {
     "size": lambda lim: size_within("size", lim),
     "steps": lambda lim: number_in("steps", int, 1, lim.max_steps),
     "guidance": lambda lim: number_in("guidance", float, 0.0, 30.0),
-    "negative": lambda lim: str,
+    "negative": text_within("negative"),
     "model": lambda lim: str,
 }
 _ROOM_USAGE = ("Write `room set KEY VALUE` with KEY one of " + ", ".join(ROOM_KEYS)
@@ -164,7 +164,9 @@ def _parse_room(rest: str, limits: LimitSettings) -> Command | UsageError | None
 def _parse_usage(rest: str, limits: LimitSettings) -> Usage | UsageError | None:
     span, user = "7d", None
     for word in rest.split():
-        if word.startswith("@") and ":" in word and user is None:
+        if word.startswith("@") and user is None:
+            if ":" not in word:
+                return UsageError(f"Write the whole user ID, e.g. {word}:example.org.")
             user = word
             continue
         try:
@@ -241,7 +243,7 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     return _parse_generate(rest, limits)
 
 
-def help_text(prefix: str, limits: LimitSettings) -> str:
+def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None = None) -> str:
     lines = [
         f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
         "oil painting --seed 42`",
@@ -258,6 +260,11 @@ def help_text(prefix: str, limits: LimitSettings) -> str:
         f"{limits.max_steps} steps, up to {limits.max_pixels:,} pixels, up to "
         f"{limits.max_images} pictures at once, {limits.per_user_queued} queued jobs per person."
     )
+    per = [f"{n} per {span}" for n, span in ((quotas.pictures_per_hour, "hour"),
+                                              (quotas.pictures_per_day, "day"))
+           if n is not None] if quotas else []
+    if per:
+        lines.append(f"Quota: {' and '.join(per)} pictures per person.")
     lines.append("Redacting a command that is still queued cancels it. A command in a thread "
                  "is answered in the thread.")
     return "\n".join(lines)

@@ -97,10 +97,17 @@ class Bot:
     def is_admin(self, user_id: str) -> bool:
         return matches(user_id, self.settings.matrix.admins)
 
+    def _pending_of(self, ticket: Ticket) -> Pending | None:
+        return next((p for p in self.pending.values() if p.ticket is ticket), None)
+
     def prompt_of(self, ticket: Ticket) -> str:
         """The prompt as the person typed it (the job's has the style applied)."""
-        return next((p.prompt for p in self.pending.values() if p.ticket is ticket),
-                    ticket.job.prompt)
+        pending = self._pending_of(ticket)
+        return pending.prompt if pending else ticket.job.prompt
+
+    def room_of(self, ticket: Ticket) -> str | None:
+        pending = self._pending_of(ticket)
+        return pending.room_id if pending else None
 
     # ---- sync ----------------------------------------------------------------------------
 
@@ -136,7 +143,7 @@ class Bot:
         if event.get("sender") == self.me:
             return
         if event.get("type") == "m.room.redaction":
-            self.on_redaction(event)
+            self.on_redaction(room_id, event)
             return
         content = event.get("content") or {}
         if (event.get("type") != "m.room.message" or content.get("msgtype") != "m.text"
@@ -160,11 +167,12 @@ class Bot:
         else:
             await self.replies.answer(room_id, event, command)
 
-    def on_redaction(self, event: dict[str, Any]) -> None:
+    def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is
-        finished but not posted. The homeserver has checked that the redaction was allowed."""
+        finished but not posted (what was posted stays). The homeserver has checked that the
+        redaction was allowed in this room; a redaction in another room changes nothing."""
         pending = self.pending.get(_redacted_id(event) or "")
-        if pending is None:
+        if pending is None or pending.room_id != room_id:
             return
         if not self.queue.cancel(lambda ticket: ticket is pending.ticket):
             pending.withdrawn = True
@@ -214,9 +222,13 @@ class Bot:
 
     async def deliver(self, event: dict[str, Any], pending: Pending, row: int) -> None:
         try:
-            result: Result = await pending.ticket.result
+            await self._deliver(event, pending, row)
         finally:
+            # Kept until everything is sent, so a redaction while uploading still counts.
             self.pending.pop(event["event_id"], None)
+
+    async def _deliver(self, event: dict[str, Any], pending: Pending, row: int) -> None:
+        result: Result = await pending.ticket.result
         room_id = pending.room_id
         if result.cancelled or pending.withdrawn:
             await usage.finish_job(self.db, row, status="cancelled", error="cancelled",
@@ -230,9 +242,14 @@ class Bot:
                                        reply_to=event)
             return
         sent = await self._send_pictures(event, pending, result)
+        if pending.withdrawn:
+            status, error = "cancelled", "the command was redacted while it was being sent"
+        elif sent:
+            status, error = "ok", None
+        else:
+            status, error = "error", "the picture could not be delivered"
         await usage.finish_job(
-            self.db, row, status="ok" if sent else "error",
-            error=None if sent else "the picture could not be delivered", images=sent,
+            self.db, row, status=status, error=error, images=sent,
             queue_seconds=result.queue_seconds, generation_seconds=result.generation_seconds)
 
     async def _send_pictures(self, event: dict[str, Any], pending: Pending,
@@ -243,6 +260,8 @@ class Bot:
         params = job.parameters(result.model)
         sent = 0
         for index, image in enumerate(result.images):
+            if pending.withdrawn:
+                return sent
             # Encoding runs in a thread, beside the next generation on the GPU.
             png, thumbnail = await asyncio.to_thread(
                 _encode, image, {**params, "seed": job.seed + index})
@@ -252,7 +271,7 @@ class Bot:
                 caption=caption(result, pending.prompt, index, self.catalogue.default_model),
                 reply_to=event, thumbnail=thumbnail)
             sent += event_id is not None
-        if len(result.images) > 1:
+        if len(result.images) > 1 and not pending.withdrawn:
             sheet, width, height = await asyncio.to_thread(_encode_sheet, result, params)
             await messages.send_image(
                 self.client, pending.room_id, sheet, width=width, height=height,

@@ -73,17 +73,24 @@ def parse_aspect(text: str) -> tuple[int, int]:
 
 def size_for_aspect(aspect: tuple[int, int], pixels: int, max_pixels: int) -> tuple[int, int]:
     """The size of this aspect ratio nearest `pixels` (the model's native pixel count), in
-    multiples of 64, the way SDXL's training buckets are: 16:9 at 1024² gives 1344x768."""
+    multiples of 64, the way SDXL's training buckets are: 16:9 at 1024² gives 1344x768.
+
+    Never over `max_pixels`; a ValueError when no size in multiples of 64 both fits and
+    keeps the ratio within 25 %."""
     ratio = aspect[0] / aspect[1]
     target = min(pixels, max_pixels)
-    while True:
+    while target >= ASPECT_MULTIPLE**2:
         width = max(ASPECT_MULTIPLE, round(math.sqrt(target * ratio) / ASPECT_MULTIPLE)
                     * ASPECT_MULTIPLE)
         height = max(ASPECT_MULTIPLE, round(math.sqrt(target / ratio) / ASPECT_MULTIPLE)
                      * ASPECT_MULTIPLE)
-        if width * height <= max_pixels or target < ASPECT_MULTIPLE**2:
+        if width * height <= max_pixels:
+            if abs(width / height / ratio - 1) > 0.25:
+                break
             return width, height
         target *= 0.9  # rounding went over the limit: aim a little lower
+    raise ValueError(f"--ar {aspect[0]}:{aspect[1]} has no size within the limit of "
+                     f"{max_pixels:,} pixels; use --size")
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,11 @@ class Option:
     aliases: tuple[str, ...] = ()
 
 
-def _text(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
+def text_within(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
     def bounded(limits: LimitSettings) -> Callable[[str], str]:
         def convert(text: str) -> str:
             if len(text) > limits.max_prompt_chars:
-                raise ValueError(f"--{name} is {len(text):,} characters long; the limit is "
+                raise ValueError(f"{name} is {len(text):,} characters long; the limit is "
                                  f"{limits.max_prompt_chars:,}")
             return text
 
@@ -128,7 +135,7 @@ OPTIONS: dict[str, Option] = {
                help="a style preset (`styles` lists them; `none` for no style)"),
         Option("guidance", "guidance", "X", lambda lim: number_in("--guidance", float, 0.0, 30.0),
                help="how closely to follow the prompt (0 for few-step models)"),
-        Option("no", "negative_prompt", "TEXT", _text("no"), rest=True,
+        Option("no", "negative_prompt", "TEXT", text_within("--no"), rest=True,
                help="what the picture should not show"),
         Option("model", "model", "NAME", lambda lim: str.strip,
                help="one of the configured models (`models` lists them)"),

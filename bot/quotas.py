@@ -58,9 +58,10 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
         left = max(0, limit - used)
         now_part = (f"You can make {left} more now (with `--n {left}`), or {wanted} "
                     if 0 < left < wanted else "You can go on ")
-        return (f"You have made {used} pictures in the last {name}; the limit is {limit} "
+        made = f"{used} picture{'s' if used != 1 else ''}"
+        return (f"You have {made} made or queued in the last {name}; the limit is {limit} "
                 f"per {name}. {now_part}in {_duration(at - now)} "
-                f"(at {time.strftime('%H:%M', time.localtime(at))}).")
+                f"(at {time.strftime('%H:%M %Z', time.localtime(at))}).")
     return None
 
 

@@ -64,7 +64,7 @@ class Replies:
     async def help(self, room_id, event, command) -> None:
         settings = self.bot.settings
         await self._say(room_id, event, help_text(settings.matrix.command_prefix,
-                                                  settings.limits))
+                                                  settings.limits, settings.quotas))
 
     async def styles(self, room_id, event, command) -> None:
         await self._say(room_id, event, listing(self.bot.catalogue.styles))
@@ -86,7 +86,10 @@ class Replies:
         if queue.paused:
             lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
         mine = [p for p in places if p.ticket.owner == sender]
+        elsewhere = [p for p in mine if self.bot.room_of(p.ticket) != room_id]
         for place in mine:
+            if place in elsewhere:
+                continue  # a prompt from another room (a DM, say) is not repeated here
             what = repr(_short(self.bot.prompt_of(place.ticket)))
             if place.position == 0:
                 lines.append(f"Yours: {what} is running now.")
@@ -95,6 +98,9 @@ class Replies:
             else:
                 lines.append(f"Yours: {what} is number {place.position} in line, starting in "
                              f"about {place.eta_seconds:.0f} s.")
+        if elsewhere:
+            lines.append(f"You have {_plural(len(elsewhere), 'more job')} in the queue from "
+                         "other rooms.")
         if not mine:
             lines.append("You have no jobs in the queue.")
         if queue.seconds_per_cost is not None:
@@ -107,11 +113,14 @@ class Replies:
 
     async def cancel(self, room_id, event, command) -> None:
         sender = event["sender"]
-        prompts = {id(t): self.bot.prompt_of(t) for t in self._tickets()}
+        prompts = {id(t): self.bot.prompt_of(t) for t in self._tickets()
+                   if self.bot.room_of(t) == room_id}  # other rooms' prompts stay there
         taken = self.bot.queue.cancel(lambda ticket: ticket.owner == sender)
         if taken:
-            names = ", ".join(repr(_short(prompts[id(t)])) for t in taken)
-            text = f"Cancelled {_plural(len(taken), 'queued job')}: {names}."
+            names = [repr(_short(prompts[id(t)])) for t in taken if id(t) in prompts]
+            if len(names) < len(taken):
+                names.append(f"{len(taken) - len(names)} from other rooms")
+            text = f"Cancelled {_plural(len(taken), 'queued job')}: {', '.join(names)}."
         else:
             text = "You have no queued jobs to cancel."
         running = [p for p in self.bot.queue.places()
@@ -134,6 +143,10 @@ class Replies:
             return True
         needed = self.bot.settings.rooms.defaults_power_level
         level = await rooms.power_level(self.bot.client, room_id, sender)
+        if level is None:
+            await self._say(room_id, event, "I could not read this room's power levels from "
+                                            "the homeserver; try again in a moment.")
+            return False
         if level >= needed:
             return True
         await self._say(room_id, event, f"Only members with power level {needed} or more in "

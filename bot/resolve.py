@@ -14,6 +14,8 @@ from .config import GenerationSettings, LimitSettings
 from .options import MAX_SEED, size_for_aspect
 from .styles import NO_STYLE, Style
 
+NO_NEGATIVE = "none"
+
 
 @dataclass(frozen=True)
 class RoomDefaults:
@@ -63,26 +65,37 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         width, height = command.width, command.height
     elif command.aspect:
         native_width, native_height = catalogue.models[model]
-        width, height = size_for_aspect(command.aspect, native_width * native_height,
-                                        limits.max_pixels)
+        try:
+            width, height = size_for_aspect(command.aspect, native_width * native_height,
+                                            limits.max_pixels)
+        except ValueError as exc:
+            return UsageError(f"{exc}.")
     elif room.width and room.height:
         width, height = room.width, room.height
     else:
         width, height = defaults.width_height
 
+    count = command.count or 1
+    # Every picture's seed must be one that --seed accepts, to make it again.
+    if command.seed is not None and command.seed + count - 1 > MAX_SEED:
+        return UsageError(f"With --n {count} the seed can be at most {MAX_SEED - count + 1}.")
+    seed = command.seed if command.seed is not None else random_seed(MAX_SEED + 2 - count)
     prompt = command.prompt
+    # "--no none" drops the room's negative prompt for this picture.
     negative = command.negative_prompt or room.negative or ""
+    if negative == NO_NEGATIVE:
+        negative = ""
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
     return Job(
         prompt=prompt,
-        seed=command.seed if command.seed is not None else random_seed(MAX_SEED + 1),
+        seed=seed,
         steps=_first(command.steps, room.steps, defaults.steps),
         width=width,
         height=height,
         guidance=_first(command.guidance, room.guidance, defaults.guidance),
         negative_prompt=negative,
-        count=command.count or 1,
+        count=count,
         model=model,
         style=style.name if style else "",
     )

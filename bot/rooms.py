@@ -110,15 +110,16 @@ def describe(values: dict[str, Stored], ignored: dict[str, str],
     return "\n".join(lines)
 
 
-async def power_level(client: AsyncClient, room_id: str, user_id: str) -> float:
+async def power_level(client: AsyncClient, room_id: str, user_id: str) -> float | None:
     """The user's power level in the room, read from the server (not a cached copy).
 
     From room version 12 the room's creators hold unlimited power and are not listed in the
-    power levels (MSC4289), so the create event is read as well.
+    power levels (MSC4289), so the create event is read as well. None when the homeserver
+    would not say.
     """
     response = await client.room_get_state(room_id)
     if not isinstance(response, RoomGetStateResponse):
-        return 0  # cannot tell: nobody but a bot admin may change defaults
+        return None
     state = {(e.get("type"), e.get("state_key")): e for e in response.events
              if isinstance(e, dict)}
     create = state.get(("m.room.create", ""), {})

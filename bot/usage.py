@@ -13,7 +13,9 @@ from typing import Any
 import aiosqlite
 
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
-_SPAN_RE = re.compile(r"^(\d+)([mhdw])$")
+# Five digits at most: 99999w is already longer than any usage log, and a longer number
+# would overflow the date arithmetic.
+_SPAN_RE = re.compile(r"^(\d{1,5})([mhdw])$")
 _SPAN_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -64,6 +66,16 @@ async def finish_job(db: aiosqlite.Connection, row_id: int, *, status: str,
         (time.time(), status, error, images, queue_seconds, generation_seconds, row_id),
     )
     await db.commit()
+
+
+async def close_interrupted(db: aiosqlite.Connection) -> int:
+    """Mark the jobs a previous run left `queued` (it was killed or crashed before answering
+    them) as failed, so the log tells the truth and they do not count against quotas."""
+    cursor = await db.execute(
+        "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'",
+        (time.time(), "the bot stopped before this job finished"))
+    await db.commit()
+    return cursor.rowcount
 
 
 async def query(db: aiosqlite.Connection, since: float | None = None,

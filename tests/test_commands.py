@@ -568,3 +568,51 @@ def test_configured_style_is_used():
     job = resolve(p("!img a logo --style brand"), DEFAULTS, LIMITS, catalogue)
     assert (job.prompt, job.negative_prompt, job.style) == ("a logo, in ACME blue", "red",
                                                             "brand")
+
+
+# ---- what review found ------------------------------------------------------------------------
+
+def test_absurd_spans_do_not_break_the_parser():
+    # Too long to be a span: a prompt like any other, never an exception.
+    text = "!img usage 1" + "0" * 80 + "d"
+    assert p(text) == Generate(prompt=text.removeprefix("!img "))
+    assert p("!img usage 99999w") == Usage("99999w", None)
+
+
+def test_usage_user_without_server_is_refused_not_drawn():
+    assert "@bob:example.org" in error_of("!img usage @bob")
+
+
+def test_seeds_of_a_batch_stay_within_what_seed_accepts():
+    refused = r(p(f"!img fox --seed {MAX_SEED} --n 2"))
+    assert isinstance(refused, UsageError) and str(MAX_SEED - 1) in refused.message
+    assert r(p(f"!img fox --seed {MAX_SEED - 1} --n 2")).seed == MAX_SEED - 1
+    bounds = []
+    r(p("!img fox --n 4"), random_seed=lambda bound: bounds.append(bound) or 0)
+    assert bounds == [MAX_SEED + 2 - 4]  # the last picture's seed is at most MAX_SEED
+
+
+def test_aspect_ratio_that_cannot_fit_the_limit_is_refused():
+    refused = r(p("!img fox --ar 21:9"), limits=LimitSettings(max_pixels=6000))
+    assert isinstance(refused, UsageError) and "--ar 21:9" in refused.message
+    for max_pixels in range(64 * 64, 20_000, 397):
+        for aspect in ((21, 9), (16, 9), (1, 1), (9, 21)):
+            try:
+                width, height = size_for_aspect(aspect, 1024 * 1024, max_pixels)
+            except ValueError:
+                continue
+            assert width * height <= max_pixels
+
+
+def test_no_none_drops_the_rooms_negative_prompt():
+    job = r(p("!img fox --no none"), room=RoomDefaults(negative="people"))
+    assert job.negative_prompt == ""
+    assert r(Generate(prompt="fox"), room=RoomDefaults(negative="none")).negative_prompt == ""
+
+
+def test_help_tells_the_quotas():
+    from bot.config import QuotaSettings
+
+    text = help_text("!img", LIMITS, QuotaSettings(pictures_per_hour=5, pictures_per_day=20))
+    assert "Quota: 5 per hour and 20 per day pictures per person." in text
+    assert "Quota" not in help_text("!img", LIMITS, QuotaSettings())

@@ -250,11 +250,11 @@ async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings
     assert content["format"] == "org.matrix.custom.html"
     html, text = content["formatted_body"], content["body"]
     assert "<table>" in html and "@alice:localhost" in html and "@bob:localhost" in html
-    assert "3 pictures" in text and "1 rejected" in text
+    assert "3 jobs, 3 pictures, 2 users, 1 room," in text and ", 1 rejected" in text
     image, _ = await picture(alice, chart)
     assert image.format == "PNG" and image.size == (640, 240)
     assert "for @bob:localhost" in bobs["content"]["body"]
-    assert "1 picture" in bobs["content"]["body"]
+    assert "2 jobs, 1 picture, 1 user, 1 room," in bobs["content"]["body"]
 
 
 async def test_quota_refuses_with_when_to_go_on_and_exempts(make_settings, engine, alice, bob):
@@ -264,7 +264,7 @@ async def test_quota_refuses_with_when_to_go_on_and_exempts(make_settings, engin
         asked = await bob.send(room, "!img a pear --n 2")
         await bob.wait_reply(room, asked, "m.image", count=3)
         over = await notice(bob, room, "!img one more pear")
-        assert "made 2 pictures in the last hour; the limit is 2 per hour" in over
+        assert "2 pictures made or queued in the last hour; the limit is 2 per hour" in over
         assert "go on in 60 minutes" in over
         asked = await alice.send(room, "!img a pear --n 3")  # exempt
         await alice.wait_reply(room, asked, "m.image", count=4)
@@ -305,3 +305,42 @@ async def test_model_option_loads_lazily_and_unloads_the_least_recently_used(
     # Different weights, same seed: different pictures.
     assert first_image.tobytes() != second_image.tobytes()
     assert "no model 'huge'" in unknown and "second" in unknown
+
+
+async def test_redacting_a_running_command_drops_its_picture(make_settings, engine, alice):
+    import asyncio
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class Slow:
+        """The real engine, except that prompts with 'slow' wait for the test."""
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+        def generate(self, job):
+            if "slow" in job.prompt:
+                started.set()
+                release.wait(60)
+            return engine.generate(job)
+
+    settings = make_settings()
+    async with bot_running(settings, Slow()):
+        private = await alice.room_with(BOT, name="private")
+        team = await alice.room_with(BOT, name="team")
+        command = await alice.send(private, "!img secret plan, slow")
+        assert await asyncio.to_thread(started.wait, 30)
+        # Asked in another room, the queue does not repeat the private prompt.
+        elsewhere = await notice(alice, team, "!img queue")
+        assert "1 running, 0 waiting" in elsewhere and "secret" not in elsewhere
+        assert "1 more job in the queue from other rooms" in elsewhere
+        await alice.client.room_redact(private, command)
+        # Answered after the redaction was handled: events are handled in order.
+        await notice(alice, private, "!img queue")
+        release.set()
+        after = await alice.send(private, "!img after the plan")
+        await alice.wait_reply(private, after, "m.image")
+    assert alice.replies(private, command, "m.image") == []
+    statuses = {r["prompt"]: r["status"] for r in await usage_rows(settings)}
+    assert statuses == {"secret plan, slow": "cancelled", "after the plan": "ok"}

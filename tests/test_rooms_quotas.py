@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bot import db as database
@@ -109,7 +107,7 @@ async def test_hourly_quota_says_when_the_user_may_go_on(db):
     await add(db, ago=10 * 60, pictures=1)
     assert await refusal(db, wanted=1, pictures_per_hour=4) is None
     message = await refusal(db, wanted=2, pictures_per_hour=3)
-    assert "made 3 pictures in the last hour" in message and "limit is 3 per hour" in message
+    assert "3 pictures made or queued in the last hour" in message and "limit is 3 per hour" in message
     assert "in 10 minutes" in message
     # Two wanted, one left: say both what is possible now and when all of it is.
     message = await refusal(db, wanted=2, pictures_per_hour=4)
@@ -124,7 +122,7 @@ async def test_failed_rejected_and_cancelled_jobs_do_not_count(db):
 
 async def test_queued_jobs_count_what_they_asked_for(db):
     await add(db, ago=60, status="queued", pictures=3)
-    assert "made 3 pictures" in await refusal(db, wanted=1, pictures_per_hour=3)
+    assert "3 pictures made or queued" in await refusal(db, wanted=1, pictures_per_hour=3)
 
 
 async def test_older_pictures_and_other_users_do_not_count(db):
@@ -154,5 +152,65 @@ async def test_unreadable_options_count_as_one_picture(db):
     await add(db, ago=60, status="queued")
     await db.execute("UPDATE usage SET options = 'not json'")
     await db.commit()
-    assert "made 1 pictures" in await refusal(db, wanted=1, pictures_per_hour=1)
-    assert json  # the module's JSON parsing is what is exercised here
+    assert "You have 1 picture made or queued" in await refusal(db, wanted=1,
+                                                                pictures_per_hour=1)
+
+
+# ---- power levels -------------------------------------------------------------------------
+
+class StateClient:
+    """Answers /state with the events given, or with an error."""
+
+    def __init__(self, events: list[dict] | None):
+        self.events = events
+
+    async def room_get_state(self, room_id):
+        from nio import RoomGetStateError, RoomGetStateResponse
+
+        if self.events is None:
+            return RoomGetStateError("M_FORBIDDEN", "You are not in this room")
+        return RoomGetStateResponse(self.events, room_id)
+
+
+def create(sender: str, version: str, **content) -> dict:
+    return {"type": "m.room.create", "state_key": "", "sender": sender,
+            "content": {"room_version": version, **content}}
+
+
+def levels(users: dict, **content) -> dict:
+    return {"type": "m.room.power_levels", "state_key": "", "sender": "@c:x",
+            "content": {"users": users, **content}}
+
+
+@pytest.mark.parametrize("events, user, level", [
+    # Room version 12: creators have unlimited power and are not in the power levels.
+    ([create("@c:x", "12"), levels({})], "@c:x", float("inf")),
+    ([create("@c:x", "12", additional_creators=["@d:x"]), levels({})], "@d:x", float("inf")),
+    ([create("@c:x", "12"), levels({"@m:x": 50})], "@m:x", 50),
+    ([create("@c:x", "12"), levels({}, users_default=10)], "@anyone:x", 10),
+    # Older rooms: the creator's level is what the power levels say.
+    ([create("@c:x", "10"), levels({"@c:x": 100})], "@c:x", 100),
+    ([create("@c:x", "10"), levels({})], "@c:x", 0),
+    # No power levels event at all: the creator 100, everyone else 0.
+    ([create("@c:x", "10")], "@c:x", 100),
+    ([create("@c:x", "10")], "@m:x", 0),
+    # Malformed levels are nobody's power.
+    ([create("@c:x", "10"), levels({"@m:x": "lots"})], "@m:x", 0),
+    ([create("@c:x", "10"), levels("not a mapping")], "@m:x", 0),
+])
+async def test_power_level(events, user, level):
+    assert await rooms.power_level(StateClient(events), "!r:x", user) == level
+
+
+async def test_power_level_unknown_when_the_server_will_not_say():
+    assert await rooms.power_level(StateClient(None), "!r:x", "@c:x") is None
+
+
+async def test_jobs_left_queued_by_a_crash_are_closed_as_failed(db):
+    await add(db, ago=60, status="queued", pictures=2)
+    await add(db, ago=60, status="ok")
+    assert await usage.close_interrupted(db) == 1
+    statuses = sorted(row["status"] for row in await usage.query(db))
+    assert statuses == ["error", "ok"]
+    # ... and they no longer count against the quota.
+    assert await refusal(db, wanted=2, pictures_per_hour=3) is None
