@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, Settings, load_settings
+from .text import plural
 
 log = logging.getLogger("imgbot")
 
@@ -104,7 +105,7 @@ def cmd_generate(args, extra: list[str]) -> int:
         path = out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
         path.write_bytes(encode_png(image, {**params, "seed": job.seed + index}))
         print(f"{path}: seed {job.seed + index}, {job.steps} steps, {job.width}x{job.height}")
-    print(f"{len(images)} picture{'s' if len(images) > 1 else ''} in {seconds:.2f} s on "
+    print(f"{plural(len(images), 'picture')} in {seconds:.2f} s on "
           f"{engine.placement.device}")
     return 0
 

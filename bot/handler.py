@@ -27,6 +27,7 @@ from .config import Settings
 from .resolve import Catalogue, resolve
 from .sheet import contact_sheet
 from .tasks import TaskOwner
+from .text import plural
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Bot:
         return matches(user_id, self.settings.matrix.admins)
 
     def _pending_of(self, ticket: Ticket) -> Pending | None:
-        return next((p for p in self.pending.values() if p.ticket is ticket), None)
+        return self.pending.get(ticket.tag or "")  # tagged with the command's event ID
 
     def prompt_of(self, ticket: Ticket) -> str:
         """The prompt as the person typed it (the job's has the style applied)."""
@@ -297,7 +298,7 @@ def _encode_sheet(result: Result, params: dict[str, Any]) -> tuple[bytes, int, i
 
 def _queued_text(ticket: Ticket, queue: GenerationQueue) -> str:
     if queue.paused:
-        return (f"Queued: the queue is paused by a bot admin; {ticket.ahead} job"
-                f"{'s' if ticket.ahead != 1 else ''} ahead of yours.")
+        return (f"Queued: the queue is paused by a bot admin; {plural(ticket.ahead, 'job')} "
+                "ahead of yours.")
     eta = f", about {ticket.eta_seconds:.0f} s" if ticket.eta_seconds is not None else ""
-    return f"Queued: {ticket.ahead} job{'s' if ticket.ahead > 1 else ''} ahead of yours{eta}."
+    return f"Queued: {plural(ticket.ahead, 'job')} ahead of yours{eta}."

@@ -12,6 +12,7 @@ import time
 import aiosqlite
 
 from .config import QuotaSettings
+from .text import plural
 
 WINDOWS = (("hour", 3600, "pictures_per_hour"), ("day", 86400, "pictures_per_day"))
 
@@ -58,8 +59,7 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
         left = max(0, limit - used)
         now_part = (f"You can make {left} more now (with `--n {left}`), or {wanted} "
                     if 0 < left < wanted else "You can go on ")
-        made = f"{used} picture{'s' if used != 1 else ''}"
-        return (f"You have {made} made or queued in the last {name}; the limit is {limit} "
+        return (f"You have {plural(used, 'picture')} made or queued in the last {name}; the limit is {limit} "
                 f"per {name}. {now_part}in {_duration(at - now)} "
                 f"(at {time.strftime('%H:%M %Z', time.localtime(at))}).")
     return None
@@ -68,5 +68,5 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
 def _duration(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
     if minutes < 90:
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+        return plural(minutes, "minute")
     return f"{minutes / 60:.1f} hours"

@@ -18,6 +18,7 @@ from .commands import (
     Usage, help_text,
 )
 from .styles import listing
+from .text import plural, shorten
 
 if TYPE_CHECKING:
     from .handler import Bot
@@ -25,12 +26,8 @@ if TYPE_CHECKING:
 PAUSED_KEY = "queue_paused"
 
 
-def _short(text: str, length: int = 40) -> str:
-    return text if len(text) <= length else text[:length - 1] + "…"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _short(prompt: str) -> str:
+    return repr(shorten(prompt, 40))
 
 
 class Replies:
@@ -46,9 +43,6 @@ class Replies:
 
     async def answer(self, room_id: str, event: dict[str, Any], command) -> None:
         await self.handlers[type(command)](room_id, event, command)
-
-    def _tickets(self):
-        return [place.ticket for place in self.bot.queue.places()]
 
     async def restore(self) -> None:
         """Take up the state that outlives a restart (an admin's pause)."""
@@ -71,7 +65,7 @@ class Replies:
 
     async def models(self, room_id, event, command) -> None:
         catalogue = self.bot.catalogue
-        lines = [f"{_plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
+        lines = [f"{plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
         for name, (width, height) in catalogue.models.items():
             default = " — the default" if name == catalogue.default_model else ""
             lines.append(f"  {name} (native size {width}×{height}){default}")
@@ -86,11 +80,12 @@ class Replies:
         if queue.paused:
             lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
         mine = [p for p in places if p.ticket.owner == sender]
-        elsewhere = [p for p in mine if self.bot.room_of(p.ticket) != room_id]
+        elsewhere = 0
         for place in mine:
-            if place in elsewhere:
-                continue  # a prompt from another room (a DM, say) is not repeated here
-            what = repr(_short(self.bot.prompt_of(place.ticket)))
+            if self.bot.room_of(place.ticket) != room_id:
+                elsewhere += 1  # a prompt from another room (a DM, say) is not repeated here
+                continue
+            what = _short(self.bot.prompt_of(place.ticket))
             if place.position == 0:
                 lines.append(f"Yours: {what} is running now.")
             elif place.eta_seconds is None:
@@ -99,7 +94,7 @@ class Replies:
                 lines.append(f"Yours: {what} is number {place.position} in line, starting in "
                              f"about {place.eta_seconds:.0f} s.")
         if elsewhere:
-            lines.append(f"You have {_plural(len(elsewhere), 'more job')} in the queue from "
+            lines.append(f"You have {plural(elsewhere, 'more job')} in the queue from "
                          "other rooms.")
         if not mine:
             lines.append("You have no jobs in the queue.")
@@ -113,14 +108,15 @@ class Replies:
 
     async def cancel(self, room_id, event, command) -> None:
         sender = event["sender"]
-        prompts = {id(t): self.bot.prompt_of(t) for t in self._tickets()
-                   if self.bot.room_of(t) == room_id}  # other rooms' prompts stay there
         taken = self.bot.queue.cancel(lambda ticket: ticket.owner == sender)
         if taken:
-            names = [repr(_short(prompts[id(t)])) for t in taken if id(t) in prompts]
+            # Their deliveries drop them from `pending` only when they next run, after this,
+            # so prompts and rooms are still known; other rooms' prompts stay there.
+            names = [_short(self.bot.prompt_of(t)) for t in taken
+                     if self.bot.room_of(t) == room_id]
             if len(names) < len(taken):
                 names.append(f"{len(taken) - len(names)} from other rooms")
-            text = f"Cancelled {_plural(len(taken), 'queued job')}: {', '.join(names)}."
+            text = f"Cancelled {plural(len(taken), 'queued job')}: {', '.join(names)}."
         else:
             text = "You have no queued jobs to cancel."
         running = [p for p in self.bot.queue.places()
@@ -173,7 +169,7 @@ class Replies:
         removed = await rooms.clear(self.bot.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
         await self._say(room_id, event, f"This room's {what} the bot's again "
-                                        f"({_plural(removed, 'setting')} removed).")
+                                        f"({plural(removed, 'setting')} removed).")
 
     # ---- bot admins ----------------------------------------------------------------------
 
@@ -198,7 +194,7 @@ class Replies:
         self.bot.queue.resume()
         await database.set_state(self.bot.db, PAUSED_KEY, "0")
         await self._say(room_id, event, f"The queue runs again "
-                                        f"({_plural(self.bot.queue.depth, 'job')} in it).")
+                                        f"({plural(self.bot.queue.depth, 'job')} in it).")
 
     async def usage(self, room_id, event, command: Usage) -> None:
         if not await self._admin(room_id, event, "see the usage report"):
@@ -207,7 +203,7 @@ class Replies:
         since = usage.parse_since(command.span, now)
         rows = await usage.query(self.bot.db, since=since, user=command.user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
-        names = {room_id: room.display_name for room_id, room in self.bot.client.rooms.items()}
+        names = {room.room_id: room.display_name for room in self.bot.client.rooms.values()}
         text, html = report.usage_report(rows, span_label=label, user=command.user, now=now,
                                          room_names=names)
         await self._say(room_id, event, text, html=html)
@@ -221,4 +217,4 @@ class Replies:
 def _span_words(span: str) -> str:
     number, unit = int(span[:-1]), span[-1]
     word = {"m": "minute", "h": "hour", "d": "day", "w": "week"}[unit]
-    return _plural(number, word) if number != 1 else word
+    return plural(number, word) if number != 1 else word

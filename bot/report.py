@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from . import usage
+from .text import plural, shorten
 
 MAX_TABLE_ROWS = 15
 MAX_LABEL = 60  # characters of a user ID or room name in a table cell
@@ -42,8 +43,8 @@ def usage_report(rows: list[dict[str, Any]], *, span_label: str, user: str | Non
         markup.append("No jobs.</p>")
         return "\n".join(plain), "".join(markup)
     total = usage.totals("", rows)
-    line = (f"{_count(total.jobs, 'job')}, {_count(total.pictures, 'picture')}, "
-            f"{_count(total.users, 'user')}, {_count(total.rooms, 'room')}, "
+    line = (f"{plural(total.jobs, 'job')}, {plural(total.pictures, 'picture')}, "
+            f"{plural(total.users, 'user')}, {plural(total.rooms, 'room')}, "
             f"{total.gpu_seconds:.1f} GPU seconds, {total.failed} failed, "
             f"{total.rejected} rejected")
     plain.append(line)
@@ -102,15 +103,11 @@ def _clean(text: str) -> str:
     from an untrusted name can break the plain-text table or disguise what it says."""
     text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
     text = " ".join(text.split())
-    return text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+    return shorten(text, MAX_LABEL)
 
 
 def _esc(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # ---- the chart ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from .text import shorten
+
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
 # Five digits at most: 99999w is already longer than any usage log, and a longer number
 # would overflow the date arithmetic.
@@ -183,13 +185,10 @@ def _display_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    ok = [r for r in rows if r["status"] == "ok"]
-    gpu = sum(r["generation_seconds"] or 0 for r in rows)
-    return (f"{len(rows)} jobs, {sum(r['images'] for r in ok)} pictures, "
-            f"{len({r['user_id'] for r in rows})} users, "
-            f"{sum(r['status'] == 'error' for r in rows)} failed, "
-            f"{sum(r['status'] == 'rejected' for r in rows)} rejected, "
-            f"{gpu:.1f} GPU seconds")
+    total = totals("", rows)
+    return (f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
+            f"{total.failed} failed, {total.rejected} rejected, "
+            f"{total.gpu_seconds:.1f} GPU seconds")
 
 
 def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
@@ -215,8 +214,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
         return _csv(rows, list(rows[0]) if rows else list(FIELDS))
     shown = [_display_row(r) for r in rows]
     for row in shown:  # keep the table readable; csv and json carry the whole prompt
-        if len(row["prompt"]) > 40:
-            row["prompt"] = row["prompt"][:39] + "…"
+        row["prompt"] = shorten(row["prompt"], 40)
     return "\n".join(_table(shown, COLUMNS) + [summary(rows)])
 
 
