@@ -206,6 +206,9 @@ class LimitSettings(_Section):
     max_images: int = Field(4, ge=1, le=64)
     queue_size: int = Field(100, ge=1)
     per_user_queued: int = Field(3, ge=1)
+    # Jobs left unfinished by a stop are resumed at the next start when younger than this;
+    # older ones are answered with a notice instead (a picture hours late surprises people).
+    resume_max_age_minutes: int = Field(60, ge=0)
 
 
 class StyleSettings(_Section):
@@ -235,6 +238,19 @@ class QuotaSettings(_Section):
     _exempt = field_validator("exempt")(MatrixSettings._patterns.__func__)
 
 
+class UsageSettings(_Section):
+    # False: the usage log keeps only a hash of each prompt (sha256), not its text.
+    store_prompts: bool = True
+    # Usage rows older than this many days are deleted by a daily task; null keeps them all.
+    retention_days: int | None = Field(None, ge=1)
+
+
+class MetricsSettings(_Section):
+    # /healthz and Prometheus /metrics; off unless a port is given.
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
@@ -247,7 +263,10 @@ class Settings(BaseSettings):
     styles: dict[str, StyleSettings] = {}
     rooms: RoomSettings = RoomSettings()
     quotas: QuotaSettings = QuotaSettings()
+    usage: UsageSettings = UsageSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log_level: str = "INFO"
+    log_format: str = "text"  # text, or json: one JSON object per line
 
     @field_validator("styles")
     @classmethod
@@ -269,6 +288,13 @@ class Settings(BaseSettings):
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"{value!r}: choose DEBUG, INFO, WARNING or ERROR")
         return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError(f"{value!r}: choose text or json")
+        return value.lower()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
