@@ -12,12 +12,15 @@ from nio import AsyncClient, AsyncClientConfig
 from generation.queue import GenerationQueue, Runner
 
 from . import db as database
-from . import usage
+from . import messages, usage
 from .config import Settings
 from .handler import Bot
+from .metrics import Health, Metrics, start_server
+from .retention import retention_task
 from .session import log_in
 from .sync import SyncLoop
 from .tasks import TaskOwner
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +28,32 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 60.0
 
 
-def load_engine(settings: Settings) -> Runner:
-    """Load the default model (the only place the bot reaches into torch, lazily). With more
-    models configured, the runner is a pool that loads each of the others on first use."""
-    from generation.engine import Engine, ModelError, inspect_model
-    from generation.pool import ModelPool
+def check_models(settings: Settings) -> None:
+    """Check every model folder (quick: no weights are read), so that a typo stops the
+    start with the key's name, not someone's job later. Raises SystemExit."""
+    from generation.engine import ModelError, inspect_model
 
     generation = settings.generation
     if generation.model is None:
         raise SystemExit("generation.model is not set: point it at a local diffusers folder "
                          "(or make one with `imgbot make-test-model DIR`)")
-    catalogue = generation.catalogue
-    # Every folder is checked now, so that a typo stops the start, not someone's job later.
-    for name, folder in catalogue.items():
+    for name, folder in generation.catalogue.items():
         try:
             inspect_model(folder)
         except ModelError as exc:
             key = f"generation.models.{name}" if name in generation.models else "generation.model"
             raise SystemExit(f"{key} (model {name}): {exc}") from None
+
+
+def load_engine(settings: Settings) -> Runner:
+    """Load the default model (the only place the bot reaches into torch, lazily). With more
+    models configured, the runner is a pool that loads each of the others on first use."""
+    from generation.engine import Engine
+    from generation.pool import ModelPool
+
+    check_models(settings)
+    generation = settings.generation
+    catalogue = generation.catalogue
     if generation.models:
         runner = ModelPool(catalogue, next(iter(catalogue)), generation.device,
                            generation.max_loaded_models)
@@ -65,35 +76,68 @@ def make_client(settings: Settings) -> AsyncClient:
     return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config)
 
 
-async def run_bot(settings: Settings, engine: Runner, stop: asyncio.Event | None = None,
-                  ready: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGTERM/SIGINT when it is not given)."""
+async def run_bot(settings: Settings, engine: Runner | None = None,
+                  stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when it is not given).
+
+    The order matters: the login is checked before the model is loaded (a wrong password
+    should not cost a minute of loading), and the jobs a previous run left are queued
+    again before the first sync brings new ones."""
     stop = stop or _stop_on_signals()
+    if engine is None:
+        check_models(settings)
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
     if interrupted := await usage.close_interrupted(db):
-        log.warning("%d jobs of the previous run were never answered; marked as failed",
-                    interrupted)
+        log.warning("%d jobs of an earlier run were never answered and cannot be resumed; "
+                    "marked as failed", interrupted)
     client = make_client(settings)
-    queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
-                            per_user=settings.limits.per_user_queued)
     tasks = TaskOwner()
+    queue: GenerationQueue | None = None
+    server = None
+    watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
         await log_in(client, settings.matrix, settings.state_dir)
+        if engine is None:
+            engine = await asyncio.to_thread(load_engine, settings)
+        queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
+                                per_user=settings.limits.per_user_queued)
         queue.start()
-        bot = Bot(client, settings, db, queue, tasks)
+        metrics = Metrics(gpu_memory=_gpu_memory)
+        bot = Bot(client, settings, db, queue, tasks, metrics,
+                  beat=watchdog.beat if watchdog else lambda: None)
+        bot.upload_limit = await messages.upload_limit(client)
         await bot.replies.restore()
-        sync = SyncLoop(client, db, bot.on_sync)
+        await bot.resume()
+        sync = SyncLoop(client, db, bot.on_sync, beat=watchdog.beat if watchdog else None)
+        if settings.metrics.port is not None:
+            server = await start_server(metrics, settings.metrics, Health.of(queue, sync))
+        tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
         if ready is not None:
             tasks.spawn(_relay(sync.live, ready), name="ready")
+        if watchdog is not None:
+            watchdog.start()
         log.info("imgbot is running as %s with model %s", client.user_id, engine.name)
         await sync.run(stop)
         log.info("stopping: no new commands; waiting for the running job")
     finally:
-        await queue.close(timeout=SHUTDOWN_GRACE_SECONDS)
+        stop.set()  # for the tasks that wait on it, whatever ended the run
+        if watchdog is not None:
+            watchdog.stop()
+        if queue is not None:
+            # The running job may finish and be sent; the waiting ones stay in SQLite.
+            await queue.close(timeout=SHUTDOWN_GRACE_SECONDS)
         await tasks.wait(timeout=SHUTDOWN_GRACE_SECONDS)
         await tasks.cancel_all()
+        if server is not None:
+            await server.close()
         await client.close()
         await db.close()
+
+
+def _gpu_memory():
+    from generation.memory import gpu_memory
+
+    return gpu_memory()
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

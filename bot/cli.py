@@ -10,44 +10,55 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, Settings, load_settings
+from .logs import setup_logging
 from .text import plural
 
 log = logging.getLogger("imgbot")
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # These libraries narrate every request at INFO; their warnings still come through.
-    for noisy in ("nio", "httpx", "urllib3", "diffusers", "transformers", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+# Exit statuses of `imgbot run`, for the service manager: only 1 (and the watchdog's 3) is
+# worth a restart; a wrong config or a refused login stays wrong until someone fixes it
+# (the systemd unit has RestartPreventExitStatus=2).
+EXIT_RETRY = 1
+EXIT_FIX_CONFIG = 2
 
 
 def _settings(args) -> Settings:
     try:
         return load_settings(args.config)
     except ConfigError as exc:
-        raise SystemExit(f"imgbot: {exc}")
+        print(f"imgbot: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FIX_CONFIG) from None
 
 
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .app import load_engine, run_bot
+    from .app import run_bot
     from .messages import NETWORK_ERRORS
     from .session import LoginFailed
     from .sync import TokenRejected
 
     settings = _settings(args)
-    setup_logging(settings.log_level)
-    engine = load_engine(settings)
+    setup_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(run_bot(settings, engine))
+        # The login is checked before the model is loaded, so a wrong password or an
+        # unreachable homeserver is reported in seconds.
+        asyncio.run(run_bot(settings))
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        log.error("%s", exc.code)  # a model folder that is not one
+        return EXIT_FIX_CONFIG
     except (LoginFailed, TokenRejected) as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_FIX_CONFIG
     except NETWORK_ERRORS as exc:
-        log.error("cannot reach the homeserver at %s: %s", settings.matrix.homeserver_url, exc)
-        return 1
+        log.error("cannot reach the homeserver at %s: %s (is it running? is "
+                  "matrix.homeserver_url right?)", settings.matrix.homeserver_url,
+                  f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return EXIT_RETRY
+    log.info("stopped")
     return 0
 
 
@@ -145,6 +156,13 @@ def cmd_usage(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .check import run_checks
+
+    setup_logging("WARNING")  # so that a warning (a secret file others can read) shows
+    return run_checks(args.config, load=args.load)
+
+
 def cmd_make_test_model(args) -> int:
     from generation.test_model import make_test_model
 
@@ -197,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     use.add_argument("--by", choices=("user", "room", "day"),
                      help="one line per user, room or day instead of one per job")
 
+    chk = sub.add_parser(
+        "check", help="check a config: model folders, homeserver, login, state_dir",
+        epilog="One line per check: ok, FAIL with the reason, or skip when it needs one that "
+               "failed. Leaves no trace: a password login is logged out again. Exit status: "
+               "0 all ok, 1 a check failed, 2 the config cannot be loaded.")
+    chk.add_argument("-c", "--config", required=True, help="the YAML config file")
+    chk.add_argument("--load", action="store_true",
+                     help="also load the default model onto its device (slow for real models)")
+
     tm = sub.add_parser("make-test-model", help="write a tiny random-weight model folder")
     tm.add_argument("dir")
     tm.add_argument("--arch", choices=("sd", "sdxl"), default="sd")
@@ -210,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "generate":
         return cmd_generate(args, extra)
-    handlers = {"run": cmd_run, "demo": cmd_demo, "usage": cmd_usage,
+    handlers = {"run": cmd_run, "demo": cmd_demo, "usage": cmd_usage, "check": cmd_check,
                 "make-test-model": cmd_make_test_model}
     return handlers[args.command](args)
 

@@ -267,6 +267,17 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log_level: str = "INFO"
     log_format: str = "text"  # text, or json: one JSON object per line
+    # Exit (for the service manager to restart the bot) when the sync loop has made no
+    # progress this long; 0 turns the watchdog off. Above the 30 s long poll and the 60 s
+    # request timeout, so that a slow homeserver is not taken for a stalled bot.
+    watchdog_seconds: int = Field(600, ge=0)
+
+    @field_validator("watchdog_seconds")
+    @classmethod
+    def _watchdog(cls, value: int) -> int:
+        if 0 < value < 180:
+            raise ValueError(f"{value}: use at least 180 (or 0 to turn the watchdog off)")
+        return value
 
     @field_validator("styles")
     @classmethod

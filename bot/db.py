@@ -53,6 +53,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (room_id, key)
     );
     """,
+    # 3: accepted jobs not yet answered, kept so that a stop or a crash loses none of them
+    """
+    CREATE TABLE jobs (
+        event_id TEXT PRIMARY KEY,         -- the command
+        usage_id INTEGER NOT NULL,         -- its row in the usage log
+        created_at REAL NOT NULL,          -- when it was accepted
+        room_id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        command TEXT NOT NULL,             -- JSON: what a reply needs of the command event
+        prompt TEXT NOT NULL,              -- as typed, before any style
+        job TEXT NOT NULL                  -- JSON of the resolved generation.job.Job
+    );
+    """,
 ]
 
 
@@ -133,11 +146,16 @@ async def set_state(db: aiosqlite.Connection, key: str, value: str) -> None:
     await db.commit()
 
 
-async def claim_event(db: aiosqlite.Connection, event_id: str, now: float) -> bool:
-    """Mark an event as handled; False when it already was (so it is never answered twice)."""
+async def claim_event(db: aiosqlite.Connection, event_id: str, now: float,
+                      commit: bool = True) -> bool:
+    """Mark an event as handled; False when it already was (so it is never answered twice).
+
+    With commit=False the claim is committed with the caller's next write, so that a crash
+    in between loses neither: the event is then seen again after a restart."""
     cursor = await db.execute(
         "INSERT OR IGNORE INTO handled_events(event_id, handled_at) VALUES (?, ?)",
         (event_id, now),
     )
-    await db.commit()
+    if commit:
+        await db.commit()
     return cursor.rowcount == 1

@@ -11,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nio import AsyncClient, InviteMemberEvent, SyncResponse
+from nio import AsyncClient, InviteMemberEvent, JoinResponse, SyncResponse
 
 from generation.job import Job, Result
-from generation.png import encode_png, encode_thumbnail
+from generation.png import encode_for_upload, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
 from . import db as database
-from . import messages, quotas, rooms, usage
+from . import jobs, messages, quotas, rooms, usage
 from .commands import Generate, UsageError, parse
 from .config import Settings
+from .jobs import StoredJob
+from .metrics import Metrics
 from .resolve import Catalogue, resolve
+from .retention import options_for_log, prompt_for_log
 from .sheet import contact_sheet
 from .tasks import TaskOwner
 from .text import plural
@@ -52,9 +57,23 @@ class Pending:
     """A job that was accepted and whose answer has not been sent yet."""
 
     ticket: Ticket
-    prompt: str  # as the person typed it, before any style
-    room_id: str
+    stored: StoredJob
+    # Set when its answer is sent (or will never be): the next job of the room waits for it.
+    answered: asyncio.Future
+    # The previous job of the same room, answered before this one is.
+    after: asyncio.Future | None = None
     withdrawn: bool = False  # its command was redacted while it ran: send nothing
+
+    @property
+    def prompt(self) -> str:  # as the person typed it, before any style
+        return self.stored.prompt
+
+    @property
+    def room_id(self) -> str:
+        return self.stored.room_id
+
+    def txn(self, part: str) -> str:
+        return messages.txn_id(self.stored.event_id, part)
 
 
 def caption(result: Result, prompt: str, index: int = 0, default_model: str = "") -> str:
@@ -75,7 +94,8 @@ def caption(result: Result, prompt: str, index: int = 0, default_model: str = ""
 
 class Bot:
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
-                 tasks: TaskOwner):
+                 tasks: TaskOwner, metrics: Metrics | None = None,
+                 beat: Callable[[], None] = lambda: None):
         from .replies import Replies
 
         self.client = client
@@ -89,7 +109,13 @@ class Bot:
             models={name: runner.native_size(name) for name in runner.models},
             styles=settings.style_catalogue)
         self.pending: dict[str, Pending] = {}  # by the command's event ID
+        # The answer of each room's newest job: answers in a room come in the order the
+        # commands were accepted, though the next picture is made while one is uploading.
+        self._last_in_room: dict[str, asyncio.Future] = {}
         self.replies = Replies(self)
+        self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known
+        self.metrics = metrics or Metrics()
+        self.beat = beat  # progress, for the watchdog: called after each event
 
     @property
     def me(self) -> str:
@@ -127,14 +153,18 @@ class Bot:
             await handling
         except Exception:
             log.exception("could not handle an event in %s", room_id)
+        self.beat()
 
     async def on_invite(self, room_id: str, invite_state: list) -> None:
         inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)
                         and e.state_key == self.me and e.membership == "invite"), None)
         if inviter is not None and matches(inviter, self.settings.matrix.allowed_users):
             response = await self.client.join(room_id)
-            log.info("joined %s on the invite of %s: %s", room_id, inviter,
-                     getattr(response, "room_id", response))
+            if isinstance(response, JoinResponse):
+                log.info("joined %s on the invite of %s", room_id, inviter)
+            else:
+                log.warning("could not join %s on the invite of %s: %s", room_id, inviter,
+                            getattr(response, "message", type(response).__name__))
         else:
             # Invites from anyone else are declined, so they do not pile up.
             log.info("declining the invite to %s from %s", room_id, inviter)
@@ -158,8 +188,10 @@ class Bot:
         if not matches(sender, self.settings.matrix.allowed_users):
             log.info("ignoring a command from %s, who is not in allowed_users", sender)
             return
-        if not await database.claim_event(self.db, event["event_id"],
-                                       event.get("origin_server_ts", 0) / 1000):
+        # The claim on a picture command is committed with its job (see jobs.accept), so
+        # that a crash between the two loses neither.
+        if not await database.claim_event(self.db, event["event_id"], time.time(),
+                                          commit=not isinstance(command, Generate)):
             return  # answered already, before a restart
         if isinstance(command, UsageError):
             await self.reject(room_id, event, command.message, prompt=str(content.get("body")))
@@ -181,12 +213,20 @@ class Bot:
 
     # ---- generation ----------------------------------------------------------------------
 
+    def logged(self, event: dict[str, Any], room_id: str, prompt: str,
+               job: Job | None) -> usage.NewJob:
+        """The usage row of a command, with the prompt kept or hashed as configured."""
+        store = self.settings.usage.store_prompts
+        return usage.NewJob(event["event_id"], room_id, event["sender"],
+                            prompt_for_log(prompt, store),
+                            options_for_log(asdict(job), store) if job else {},
+                            job.seed if job else None, job.model if job else None)
+
     async def reject(self, room_id: str, event: dict[str, Any], message: str,
                      prompt: str, job: Job | None = None) -> None:
-        await usage.record_job(self.db, usage.NewJob(
-            event["event_id"], room_id, event["sender"], prompt,
-            asdict(job) if job else {}, job.seed if job else None,
-            job.model if job else None), status="rejected", error=message)
+        await usage.record_job(self.db, self.logged(event, room_id, prompt, job),
+                               status="rejected", error=message)
+        self.metrics.job_rejected()
         await messages.send_notice(self.client, room_id, message, reply_to=event)
 
     async def room_defaults(self, room_id: str):
@@ -207,54 +247,104 @@ class Bot:
             await self.reject(room_id, event, over, prompt=command.prompt, job=job)
             return
         try:
-            ticket = self.queue.submit(job, owner=sender, tag=event["event_id"])
+            self.queue.admit(sender)
         except QueueFull as exc:
             await self.reject(room_id, event, str(exc), prompt=command.prompt, job=job)
             return
-        row = await usage.record_job(self.db, usage.NewJob(
-            event["event_id"], room_id, sender, command.prompt, asdict(job), job.seed,
-            job.model))
-        pending = Pending(ticket, command.prompt, room_id)
-        self.pending[event["event_id"]] = pending
+        # Written down before any GPU work starts: from here on, the job is answered
+        # exactly once, whatever happens to the bot in between.
+        stored = await jobs.accept(self.db, event, room_id, command.prompt, job,
+                                   self.logged(event, room_id, command.prompt, job))
+        pending = self.start(stored)
+        ticket = pending.ticket
         if ticket.ahead or self.queue.paused:
             await messages.send_notice(self.client, room_id, _queued_text(ticket, self.queue),
-                                       reply_to=event)
-        self.tasks.spawn(self.deliver(event, pending, row), name=f"deliver-{ticket.id}")
+                                       reply_to=event, txn_id=pending.txn("queued"))
 
-    async def deliver(self, event: dict[str, Any], pending: Pending, row: int) -> None:
+    def start(self, stored: StoredJob, resumed: bool = False) -> Pending:
+        """Queue a stored job and the task that answers it."""
+        ticket = self.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
+                                   resumed=resumed)
+        answered = asyncio.get_running_loop().create_future()
+        pending = Pending(ticket, stored, answered, self._last_in_room.get(stored.room_id))
+        self._last_in_room[stored.room_id] = answered
+        self.pending[stored.event_id] = pending
+        self.tasks.spawn(self.deliver(pending), name=f"deliver-{ticket.id}")
+        return pending
+
+    async def resume(self) -> None:
+        """Answer what the previous run accepted and did not answer: young jobs are queued
+        again in their order, old ones get a notice instead."""
+        max_age = self.settings.limits.resume_max_age_minutes * 60
+        resumed = expired = 0
+        for stored in await jobs.unfinished(self.db):
+            age = time.time() - stored.created_at
+            if age <= max_age:
+                self.start(stored, resumed=True)
+                resumed += 1
+                continue
+            expired += 1
+            await messages.send_notice(
+                self.client, stored.room_id,
+                f"Sorry, this was not made: the bot stopped before it was done, and the "
+                f"request is now {_age_words(age)} old. Send it again if you still want it.",
+                reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "expired"))
+            await jobs.finish(self.db, stored, status="error",
+                              error="the bot stopped before it was done; too old to resume")
+        if resumed or expired:
+            log.info("resumed %d unfinished jobs of the previous run; %d were too old",
+                     resumed, expired)
+
+    async def deliver(self, pending: Pending) -> None:
         try:
-            await self._deliver(event, pending, row)
+            await self._deliver(pending)
         finally:
             # Kept until everything is sent, so a redaction while uploading still counts.
-            self.pending.pop(event["event_id"], None)
+            self.pending.pop(pending.stored.event_id, None)
+            pending.answered.set_result(None)
+            room_id = pending.room_id
+            if self._last_in_room.get(room_id) is pending.answered:
+                del self._last_in_room[room_id]
 
-    async def _deliver(self, event: dict[str, Any], pending: Pending, row: int) -> None:
+    async def _deliver(self, pending: Pending) -> None:
         result: Result = await pending.ticket.result
-        room_id = pending.room_id
+        stored = pending.stored
+        if result.interrupted:
+            return  # the bot is stopping: the job stays stored, for the next start
         if result.cancelled or pending.withdrawn:
-            await usage.finish_job(self.db, row, status="cancelled", error="cancelled",
-                                   queue_seconds=result.queue_seconds,
-                                   generation_seconds=result.generation_seconds or None)
+            await self._finish(stored, status="cancelled", error="cancelled",
+                               queue_seconds=result.queue_seconds,
+                               generation_seconds=result.generation_seconds or None)
             return
+        if pending.after is not None:
+            await asyncio.shield(pending.after)
         if not result.ok:
-            await usage.finish_job(self.db, row, status="error", error=result.error,
-                                   queue_seconds=result.queue_seconds)
-            await messages.send_notice(self.client, room_id, f"Sorry, that failed. {result.error}",
-                                       reply_to=event)
+            await messages.send_notice(self.client, stored.room_id,
+                                       f"Sorry, that failed. {result.error}",
+                                       reply_to=stored.command, txn_id=pending.txn("failed"),
+                                       patience=messages.PATIENT)
+            await self._finish(stored, status="error", error=result.error,
+                               queue_seconds=result.queue_seconds)
             return
-        sent = await self._send_pictures(event, pending, result)
+        sent = await self._send_pictures(pending, result)
         if pending.withdrawn:
             status, error = "cancelled", "the command was redacted while it was being sent"
         elif sent:
             status, error = "ok", None
         else:
             status, error = "error", "the picture could not be delivered"
-        await usage.finish_job(
-            self.db, row, status=status, error=error, images=sent,
-            queue_seconds=result.queue_seconds, generation_seconds=result.generation_seconds)
+        await self._finish(stored, status=status, error=error, images=sent,
+                           queue_seconds=result.queue_seconds,
+                           generation_seconds=result.generation_seconds)
 
-    async def _send_pictures(self, event: dict[str, Any], pending: Pending,
-                             result: Result) -> int:
+    async def _finish(self, stored: StoredJob, *, status: str, error: str | None,
+                      images: int = 0, queue_seconds: float | None = None,
+                      generation_seconds: float | None = None) -> None:
+        await jobs.finish(self.db, stored, status=status, error=error, images=images,
+                          queue_seconds=queue_seconds, generation_seconds=generation_seconds)
+        self.metrics.job_finished(status, images, generation_seconds, queue_seconds)
+
+    async def _send_pictures(self, pending: Pending, result: Result) -> int:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
         pictures arrived."""
         job = result.job
@@ -264,36 +354,62 @@ class Bot:
             if pending.withdrawn:
                 return sent
             # Encoding runs in a thread, beside the next generation on the GPU.
-            png, thumbnail = await asyncio.to_thread(
-                _encode, image, {**params, "seed": job.seed + index})
+            picture, thumbnail = await asyncio.to_thread(
+                _encode, image, {**params, "seed": job.seed + index}, self.upload_limit)
+            if picture is None:
+                log.error("job %d: a picture does not fit the upload limit of %s bytes",
+                          pending.ticket.id, self.upload_limit)
+                continue
+            text = caption(result, pending.prompt, index, self.catalogue.default_model)
             event_id = await messages.send_image(
-                self.client, pending.room_id, png, width=image.width, height=image.height,
-                filename=f"imgbot-{job.seed + index}.png",
-                caption=caption(result, pending.prompt, index, self.catalogue.default_model),
-                reply_to=event, thumbnail=thumbnail)
+                self.client, pending.room_id, picture, filename=f"imgbot-{job.seed + index}"
+                f".{'png' if picture.mimetype == 'image/png' else 'jpg'}",
+                caption=f"{text} · {picture.note}" if picture.note else text,
+                reply_to=pending.stored.command, thumbnail=thumbnail,
+                txn_id=pending.txn(f"picture-{index}"), patience=messages.PATIENT)
             sent += event_id is not None
         if len(result.images) > 1 and not pending.withdrawn:
-            sheet, width, height = await asyncio.to_thread(_encode_sheet, result, params)
-            await messages.send_image(
-                self.client, pending.room_id, sheet, width=width, height=height,
-                filename=f"imgbot-{job.seed}-sheet.png",
-                caption=f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                        f"{job.seed}–{job.seed + job.count - 1}", reply_to=event)
+            sheet = await asyncio.to_thread(_encode_sheet, result, params, self.upload_limit)
+            if sheet is not None:
+                await messages.send_image(
+                    self.client, pending.room_id, sheet, filename=f"imgbot-{job.seed}-sheet"
+                    f".{'png' if sheet.mimetype == 'image/png' else 'jpg'}",
+                    caption=f"{pending.prompt} — all {len(result.images)} pictures, seeds "
+                            f"{job.seed}–{job.seed + job.count - 1}",
+                    reply_to=pending.stored.command, txn_id=pending.txn("sheet"),
+                    patience=messages.PATIENT)
         return sent
 
 
-def _encode(image, params: dict[str, Any]) -> tuple[bytes, messages.Picture | None]:
+def _as_picture(encoded) -> messages.Picture | None:
+    if encoded is None:
+        return None
+    return messages.Picture(encoded.data, encoded.width, encoded.height, encoded.mimetype,
+                            encoded.note)
+
+
+def _encode(image, params: dict[str, Any], limit: int | None
+            ) -> tuple[messages.Picture | None, messages.Picture | None]:
     thumbnail = encode_thumbnail(image)
-    return encode_png(image, params), (
+    return _as_picture(encode_for_upload(image, params, limit)), (
         messages.Picture(*thumbnail, mimetype="image/jpeg") if thumbnail else None)
 
 
-def _encode_sheet(result: Result, params: dict[str, Any]) -> tuple[bytes, int, int]:
+def _encode_sheet(result: Result, params: dict[str, Any],
+                  limit: int | None) -> messages.Picture | None:
     job = result.job
     labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
     image = contact_sheet(list(result.images), labels, cell=min(384, max(job.width, job.height)))
-    png = encode_png(image, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"})
-    return png, image.width, image.height
+    return _as_picture(encode_for_upload(
+        image, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"}, limit))
+
+
+def _age_words(seconds: float) -> str:
+    if seconds < 2 * 3600:
+        return plural(round(seconds / 60), "minute")
+    if seconds < 2 * 86400:
+        return plural(round(seconds / 3600), "hour")
+    return plural(round(seconds / 86400), "day")
 
 
 def _queued_text(ticket: Ticket, queue: GenerationQueue) -> str:

@@ -66,10 +66,12 @@ class LocalHomeserver:
     """One Synapse process on 127.0.0.1 whose data lives in ``workdir``."""
 
     def __init__(
-        self, workdir: Path, rate_limits: bool = False, python: str = sys.executable
+        self, workdir: Path, rate_limits: bool = False, python: str = sys.executable,
+        max_upload_size: str = "50M",
     ) -> None:
         self.workdir = Path(workdir)
         self.rate_limits = rate_limits
+        self.max_upload_size = max_upload_size
         self.python = python
         self.server_name = SERVER_NAME
         # Chosen once so the URL survives a restart, as clients of a real server expect.
@@ -148,7 +150,7 @@ class LocalHomeserver:
             "suppress_key_server_warning": True,
             "trusted_key_servers": [],
             "enable_authenticated_media": True,
-            "max_upload_size": "50M",
+            "max_upload_size": self.max_upload_size,
             "url_preview_enabled": False,
             "presence": {"enabled": False},
         }

@@ -1,15 +1,21 @@
 """Sending to Matrix: notices, pictures and replies, in one place.
 
-Every helper returns the new event's ID, or None when the homeserver would not take it
-(after a bounded number of retries, each with the same transaction ID so that a retry of a
-request that did arrive never posts twice).
+Every helper returns the new event's ID, or None when the homeserver would not take it.
+Failures that may pass (the homeserver down, restarting or overloaded) are retried with a
+capped backoff for up to `patience` seconds; a refusal (the bot is not in the room, the file
+is too large) is not. Each send keeps one transaction ID through its retries, so a retry of
+a request that did arrive never posts twice; an answer to a command takes its transaction
+ID from the command (`txn_id`), so that even a send repeated after a crash and a restart
+(same device, same access token) is taken by the homeserver as the one already made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +25,33 @@ from nio import AsyncClient, RoomSendResponse, UploadResponse
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS = (1, 2, 4, 8)
+# Replies sent while a sync is being handled give up soon (the sync loop must go on);
+# pictures, sent from tasks of their own, wait for the homeserver to come back.
+QUICK = 15.0
+PATIENT = 3600.0
+RETRY_CAP = 60.0
 # What a request to an unreachable or failing homeserver raises (rather than returns).
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def txn_id(command_event_id: str, part: str) -> str:
+    """The transaction ID of one reply (`part`) to a command: the same after a restart."""
+    digest = hashlib.sha256(f"{command_event_id}\n{part}".encode()).hexdigest()
+    return f"imgbot-{digest[:40]}"
+
+
+class Refused(Exception):
+    """The homeserver answered, and the answer will not change by asking again."""
+
+
+def _problem(response) -> str:
+    """Why a request failed; raises Refused for an answer that a retry cannot change."""
+    status = getattr(getattr(response, "transport_response", None), "status", None)
+    problem = f"{response.status_code}: {response.message}"
+    # 429s are waited out inside nio (as long as the server says); 408 and 5xx may pass.
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        raise Refused(problem)
+    return problem
 
 
 def relation_of(content: dict[str, Any]) -> dict[str, Any]:
@@ -49,49 +79,59 @@ def _reply_fields(reply_to: dict[str, Any] | None) -> dict[str, Any]:
             "m.mentions": {"user_ids": [reply_to["sender"]]}}
 
 
-async def _with_retries(what: str, attempt_once) -> Any:
-    """Run `attempt_once` (returning (value, None) or (None, problem)) with bounded backoff."""
-    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+async def _with_retries(what: str, attempt_once, patience: float) -> Any:
+    """Run `attempt_once` (returning (value, None) or (None, problem)) until it succeeds,
+    is refused, or `patience` seconds have passed; backoff 1, 2, 4 … capped at RETRY_CAP."""
+    deadline = time.monotonic() + patience
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             value, problem = await attempt_once()
             if problem is None:
                 return value
+        except Refused as exc:
+            log.error("%s was refused: %s", what, exc)
+            return None
         except NETWORK_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
-        if delay is None:
-            log.error("giving up %s after %d tries: %s", what, attempt + 1, problem)
+        delay = min(RETRY_CAP, 2.0 ** (attempt - 1))
+        if time.monotonic() + delay > deadline:
+            log.error("giving up %s after %d tries: %s", what, attempt, problem)
             return None
-        log.warning("%s failed (%s); retrying in %d s", what, problem, delay)
+        log.warning("%s failed (%s); retrying in %.0f s", what, problem, delay)
         await asyncio.sleep(delay)
-    return None
 
 
 async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
-               event_type: str = "m.room.message") -> str | None:
-    tx_id = str(uuid.uuid4())
+               event_type: str = "m.room.message", *, txn_id: str | None = None,
+               patience: float = QUICK) -> str | None:
+    tx_id = txn_id or str(uuid.uuid4())
 
     async def once():
         response = await client.room_send(room_id, event_type, content, tx_id=tx_id,
                                           ignore_unverified_devices=True)
         if isinstance(response, RoomSendResponse):
             return response.event_id, None
-        return None, f"{response.status_code}: {response.message}"
+        return None, _problem(response)
 
-    return await _with_retries(f"sending to {room_id}", once)
+    return await _with_retries(f"sending to {room_id}", once, patience)
 
 
 async def send_notice(client: AsyncClient, room_id: str, text: str,
                       reply_to: dict[str, Any] | None = None,
-                      html: str | None = None) -> str | None:
+                      html: str | None = None, *, txn_id: str | None = None,
+                      patience: float = QUICK) -> str | None:
     """A text reply; `html`, when given, is what clients show, and `text` its fallback."""
     # m.notice, so that other bots do not answer the bot.
     content = {"msgtype": "m.notice", "body": text, **_reply_fields(reply_to)}
     if html is not None:
         content.update(format="org.matrix.custom.html", formatted_body=html)
-    return await send(client, room_id, content)
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience)
 
 
-async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str) -> str | None:
+async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
+                 patience: float = QUICK) -> str | None:
     """Upload bytes to the media repository; the mxc:// URI, or None."""
 
     async def once():
@@ -100,9 +140,25 @@ async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str)
             filesize=len(data))
         if isinstance(response, UploadResponse):
             return response.content_uri, None
-        return None, f"{response.status_code}: {response.message}"
+        return None, _problem(response)
 
-    return await _with_retries(f"uploading {filename}", once)
+    return await _with_retries(f"uploading {filename}", once, patience)
+
+
+async def upload_limit(client: AsyncClient) -> int | None:
+    """The homeserver's largest upload in bytes (`m.upload.size`), or None when it does not
+    say. Asked through the authenticated media API, then the older one."""
+    for path in ("/_matrix/client/v1/media/config", "/_matrix/media/v3/config"):
+        try:
+            response = await client.send(
+                "GET", path, headers={"Authorization": f"Bearer {client.access_token}"})
+            if response.status == 200:
+                size = (await response.json()).get("m.upload.size")
+                return size if isinstance(size, int) and size > 0 else None
+        except (*NETWORK_ERRORS, ValueError) as exc:
+            log.warning("could not read the homeserver's upload limit: %s", exc)
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,19 +169,20 @@ class Picture:
     width: int
     height: int
     mimetype: str = "image/png"
+    note: str | None = None  # what was done to fit the server's upload limit
 
     def info(self) -> dict[str, Any]:
         return {"w": self.width, "h": self.height, "mimetype": self.mimetype,
                 "size": len(self.data)}
 
 
-async def send_image(client: AsyncClient, room_id: str, png: bytes, *, width: int, height: int,
-                     filename: str, caption: str, reply_to: dict[str, Any] | None = None,
-                     thumbnail: Picture | None = None) -> str | None:
-    """Upload a PNG (and its thumbnail, when given) and post it as an m.image, with the
+async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, filename: str,
+                     caption: str, reply_to: dict[str, Any] | None = None,
+                     thumbnail: Picture | None = None, txn_id: str | None = None,
+                     patience: float = QUICK) -> str | None:
+    """Upload a picture (and its thumbnail, when given) and post it as an m.image, with the
     caption as its body."""
-    picture = Picture(png, width, height)
-    url = await upload(client, png, picture.mimetype, filename)
+    url = await upload(client, picture.data, picture.mimetype, filename, patience)
     if url is None:
         return None
     info = picture.info()
@@ -133,7 +190,8 @@ async def send_image(client: AsyncClient, room_id: str, png: bytes, *, width: in
         # A thumbnail is a courtesy to clients on slow links: without one the picture is
         # still sent.
         thumbnail_url = await upload(client, thumbnail.data, thumbnail.mimetype,
-                                     "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg")
+                                     "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg",
+                                     patience)
         if thumbnail_url is not None:
             info.update(thumbnail_url=thumbnail_url, thumbnail_info=thumbnail.info())
     content = {
@@ -145,4 +203,4 @@ async def send_image(client: AsyncClient, room_id: str, png: bytes, *, width: in
         "info": info,
         **_reply_fields(reply_to),
     }
-    return await send(client, room_id, content)
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience)

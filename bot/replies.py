@@ -209,8 +209,9 @@ class Replies:
         await self._say(room_id, event, text, html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))
         chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
-        await messages.send_image(self.bot.client, room_id, chart, width=report.WIDTH,
-                                  height=report.HEIGHT, filename="imgbot-usage.png",
+        await messages.send_image(self.bot.client, room_id,
+                                  messages.Picture(chart, report.WIDTH, report.HEIGHT),
+                                  filename="imgbot-usage.png",
                                   caption=f"Pictures per day {label}", reply_to=event)
 
 

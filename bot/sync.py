@@ -41,10 +41,12 @@ def backoff_delay(failures: int, cap: float = BACKOFF_MAX) -> float:
 
 class SyncLoop:
     def __init__(self, client: AsyncClient, db,
-                 on_sync: Callable[[SyncResponse, bool], Awaitable[None]]):
+                 on_sync: Callable[[SyncResponse, bool], Awaitable[None]],
+                 beat: Callable[[], None] | None = None):
         self.client = client
         self.db = db
         self.on_sync = on_sync
+        self.beat = beat or (lambda: None)  # progress, for the watchdog
         # Set once the first sync is handled: from then on, new messages are answered.
         self.live = asyncio.Event()
         self.last_success = time.monotonic()  # for a watchdog, and for `check`
@@ -59,6 +61,7 @@ class SyncLoop:
             response = await self._sync_or_stop(token, first, stop)
             if response is None:
                 return
+            self.beat()
             if isinstance(response, SyncResponse) and not first:
                 # A gap that cannot be fetched now fails this sync: the token stays where it
                 # was, so the next try fetches the same events again instead of skipping them.

@@ -45,7 +45,7 @@ class NewJob:
 
 
 async def record_job(db: aiosqlite.Connection, job: NewJob, status: str = "queued",
-                     error: str | None = None) -> int:
+                     error: str | None = None, commit: bool = True) -> int:
     """Write the row for an accepted (or rejected) job; returns its id."""
     now = time.time()
     cursor = await db.execute(
@@ -54,27 +54,31 @@ async def record_job(db: aiosqlite.Connection, job: NewJob, status: str = "queue
         (now, None if status == "queued" else now, job.event_id, job.room_id, job.user_id,
          job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model, status, error),
     )
-    await db.commit()
+    if commit:
+        await db.commit()
     return cursor.lastrowid
 
 
 async def finish_job(db: aiosqlite.Connection, row_id: int, *, status: str,
                      error: str | None = None, images: int = 0,
                      queue_seconds: float | None = None,
-                     generation_seconds: float | None = None) -> None:
+                     generation_seconds: float | None = None, commit: bool = True) -> None:
     await db.execute(
         "UPDATE usage SET finished_at=?, status=?, error=?, images=?, queue_seconds=?,"
         " generation_seconds=? WHERE id=?",
         (time.time(), status, error, images, queue_seconds, generation_seconds, row_id),
     )
-    await db.commit()
+    if commit:
+        await db.commit()
 
 
 async def close_interrupted(db: aiosqlite.Connection) -> int:
-    """Mark the jobs a previous run left `queued` (it was killed or crashed before answering
-    them) as failed, so the log tells the truth and they do not count against quotas."""
+    """Mark the rows left `queued` whose job is not kept for resuming (a `imgbot generate`
+    that was killed, or a bot older than the job store) as failed, so the log tells the
+    truth and they do not count against quotas."""
     cursor = await db.execute(
-        "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'",
+        "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'"
+        " AND id NOT IN (SELECT usage_id FROM jobs)",
         (time.time(), "the bot stopped before this job finished"))
     await db.commit()
     return cursor.rowcount

@@ -50,6 +50,7 @@ class Result:
     generation_seconds: float = 0.0
     error: str | None = None
     cancelled: bool = False  # taken out of the queue before it ran; nobody waits for it
+    interrupted: bool = False  # the queue shut down before it ran: it is kept for the next start
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

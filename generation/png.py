@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, PngImagePlugin
@@ -58,3 +59,51 @@ def encode_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> tuple[by
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue(), thumb.width, thumb.height
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A picture encoded for upload, and what was done to fit the server's limit."""
+
+    data: bytes
+    mimetype: str
+    width: int
+    height: int
+    note: str | None = None  # None: the PNG as made
+
+
+def _size_words(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
+
+
+def _jpeg(image: Image.Image, comment: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    # The parameters travel in the JPEG comment, as they do in the PNG's text chunk.
+    image.save(buffer, format="JPEG", quality=quality, comment=comment.encode("utf-8"))
+    return buffer.getvalue()
+
+
+def encode_for_upload(image: Image.Image, params: dict[str, Any],
+                      limit: int | None = None) -> Encoded | None:
+    """The PNG, or when it is larger than `limit` bytes a JPEG of falling quality, then of
+    falling size; None when not even a small one fits."""
+    png = encode_png(image, params)
+    if limit is None or len(png) <= limit:
+        return Encoded(png, "image/png", image.width, image.height)
+    cap = f"the server takes files up to {_size_words(limit)}"
+    rgb = image.convert("RGB")
+    comment = parameters_text(params)
+    for quality in (92, 85, 75):
+        data = _jpeg(rgb, comment, quality)
+        if len(data) <= limit:
+            return Encoded(data, "image/jpeg", rgb.width, rgb.height,
+                           f"sent as JPEG, quality {quality}: {cap}")
+    scaled = rgb
+    while min(scaled.size) > 64:
+        size = (max(1, scaled.width * 3 // 4), max(1, scaled.height * 3 // 4))
+        scaled = rgb.resize(size, Image.Resampling.LANCZOS)
+        data = _jpeg(scaled, comment, 75)
+        if len(data) <= limit:
+            return Encoded(data, "image/jpeg", scaled.width, scaled.height,
+                           f"scaled to {scaled.width}×{scaled.height} and sent as JPEG: {cap}")
+    return None

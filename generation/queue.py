@@ -81,17 +81,25 @@ class GenerationQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
         self.seconds_per_cost: float | None = None
+        self.restarts = 0  # how often the worker died and was started again
 
     # ---- event-loop side ---------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._work, name="gpu-worker", daemon=True)
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        self._thread = threading.Thread(target=self._work_guarded, name="gpu-worker",
+                                        daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, owner: str, tag: str | None = None) -> Ticket:
-        """Queue a job; raises QueueFull. Call from the event loop."""
-        assert self._loop is not None, "start() the queue first"
+    @property
+    def worker_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def admit(self, owner: str) -> None:
+        """Raise QueueFull when a job of `owner` would be refused now."""
         with self._cond:
             if self._closing:
                 raise QueueFull("The bot is shutting down; try again in a minute.")
@@ -101,6 +109,17 @@ class GenerationQueue:
             if mine >= self.per_user:
                 raise QueueFull(f"You already have {mine} jobs queued (the limit is "
                                 f"{self.per_user}); wait for one to finish.")
+
+    def submit(self, job: Job, owner: str, tag: str | None = None,
+               resumed: bool = False) -> Ticket:
+        """Queue a job; raises QueueFull. Call from the event loop.
+
+        A resumed job (accepted before a restart) is never refused for the queue's limits:
+        it was within them when it was accepted."""
+        assert self._loop is not None, "start() the queue first"
+        if not resumed:
+            self.admit(owner)
+        with self._cond:
             ahead = len(self._waiting) + (self._running is not None)
             ticket = Ticket(next(self._ids), job, owner, ahead,
                             self._eta(list(self._waiting)), self._loop.create_future(), tag)
@@ -156,15 +175,15 @@ class GenerationQueue:
             0.7 * self.seconds_per_cost + 0.3 * rate)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop taking jobs, let the running one finish, fail the waiting ones."""
+        """Stop taking jobs and let the running one finish; the waiting ones come back as
+        `interrupted` (their owner keeps them for the next start)."""
         with self._cond:
             self._closing = True
             left = list(self._waiting)
             self._waiting.clear()
             self._cond.notify_all()
         for ticket in left:
-            if not ticket.result.done():
-                ticket.result.set_result(self._result(ticket, error="The bot shut down before this job ran."))
+            _resolve(ticket.result, self._result(ticket, error="interrupted", interrupted=True))
         if self._thread is not None:
             # Bounded: a job that never ends must not keep the service from stopping.
             await asyncio.to_thread(self._thread.join, timeout)
@@ -190,6 +209,26 @@ class GenerationQueue:
     def _result(self, ticket: Ticket, **fields) -> Result:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
         return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
+
+    def _work_guarded(self) -> None:
+        """The worker, restarted when something escapes it (a job's ordinary exceptions are
+        caught in `_run`; this is for what is not an Exception, like SystemExit from a
+        library, or a fault in this loop itself)."""
+        try:
+            self._work()
+        except BaseException as exc:
+            with self._cond:
+                ticket, self._running = self._running, None
+                closing = self._closing
+            log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
+                         "" if closing else "; starting a new one", exc_info=True)
+            if ticket is not None:
+                result = self._result(ticket, error=f"generation failed: the GPU worker "
+                                                    f"stopped ({type(exc).__name__})")
+                self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
+            if not closing:
+                self.restarts += 1
+                self._loop.call_soon_threadsafe(self._start_worker)
 
     def _work(self) -> None:
         while True:

@@ -206,30 +206,6 @@ async def test_lost_sync_token_skips_history(make_settings, engine, alice, tmp_p
     assert alice.replies(room, unanswered) == []
 
 
-async def test_a_failing_job_gets_a_notice_and_the_next_one_runs(make_settings, engine, alice):
-    class BreaksOnBoom:
-        """The real engine, except that a prompt with 'boom' raises inside the pipeline."""
-
-        def __getattr__(self, name):
-            return getattr(engine, name)
-
-        def generate(self, job):
-            if "boom" in job.prompt:
-                raise RuntimeError("the pipeline broke")
-            return engine.generate(job)
-
-    settings = make_settings()
-    async with bot_running(settings, BreaksOnBoom()):
-        room = await alice.room_with(BOT)
-        broken = await alice.send(room, "!img boom --seed 1")
-        fine = await alice.send(room, "!img fine --seed 2")
-        (notice,) = await alice.wait_reply(room, broken, "m.notice")
-        await alice.wait_reply(room, fine, "m.image")
-    assert "the pipeline broke" in notice["content"]["body"]
-    statuses = {r["prompt"]: r["status"] for r in await usage_rows(settings)}
-    assert statuses == {"boom": "error", "fine": "ok"}
-
-
 async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
@@ -244,7 +220,8 @@ async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
 
 async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engine, caplog):
     """Synapse's own defaults (10 messages in a burst, then one per 5 s): the bot waits as
-    long as the server says, and every command is still answered exactly once."""
+    long as the server says, and every command still gets exactly one picture. The queue is
+    paused while they come in, so each also gets a "Queued" notice: 15 messages in all."""
     from bot.localserver import LocalHomeserver
     from tests.chat import Chat
     from tests.conftest import PASSWORD
@@ -252,17 +229,22 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
     with LocalHomeserver(tmp_path / "strict", rate_limits=True) as strict:
         for name in ("imgbot", "alice"):
             strict.register(name, PASSWORD)
-        settings = make_settings(matrix={"homeserver_url": strict.url})
+        settings = make_settings(matrix={"homeserver_url": strict.url,
+                                         "admins": ["@alice:localhost"]},
+                                 limits={"per_user_queued": 10})
         alice = await Chat.login(strict, "alice", PASSWORD)
         try:
             async with bot_running(settings, engine):
                 room = await alice.room_with(BOT)
-                asked = [await alice.send(room, "!img help") for _ in range(12)]
+                await alice.send(room, "!img pause")
+                asked = [await alice.send(room, f"!img picture {i} --seed {i}")
+                         for i in range(6)]
+                await alice.send(room, "!img resume")
                 for event_id in asked:
-                    await alice.wait_reply(room, event_id, "m.notice", timeout=120)
+                    await alice.wait_reply(room, event_id, "m.image", timeout=120)
         finally:
             await alice.close()
-    assert all(len(alice.replies(room, e)) == 1 for e in asked)
+    assert all(len(alice.replies(room, e, "m.image")) == 1 for e in asked)
     assert any("429" in r.getMessage() for r in caplog.records), "no 429 was ever returned"
 
 

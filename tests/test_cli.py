@@ -37,10 +37,17 @@ def write_config(path: Path, homeserver, model: Path, state: Path, **matrix) -> 
     return path
 
 
+async def start_bot(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`imgbot run -c config` as its own process, its output appended to `log`."""
+    return await asyncio.create_subprocess_exec(
+        *IMGBOT, "run", "-c", str(config), cwd=ROOT, stdout=log.open("ab"),
+        stderr=subprocess.STDOUT)
+
+
 def test_help_lists_the_commands():
     result = imgbot("--help")
     assert result.returncode == 0
-    for command in ("run", "demo", "generate", "usage", "make-test-model"):
+    for command in ("run", "demo", "generate", "usage", "check", "make-test-model"):
         assert command in result.stdout
 
 
@@ -114,13 +121,7 @@ async def test_run_answers_then_stops_cleanly_on_sigterm(homeserver, test_model,
                                                          alice):
     config = write_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state")
     log = tmp_path / "bot.log"
-
-    async def start():
-        return await asyncio.create_subprocess_exec(
-            *IMGBOT, "run", "-c", str(config), cwd=ROOT, stdout=log.open("ab"),
-            stderr=subprocess.STDOUT)
-
-    bot = await start()
+    bot = await start_bot(config, log)
     try:
         room = await alice.room_with(BOT)  # the bot joins on the invite once it is up
         first = await alice.send(room, "!img a quiet harbour --seed 11")
@@ -131,7 +132,7 @@ async def test_run_answers_then_stops_cleanly_on_sigterm(homeserver, test_model,
     assert code == 0, log.read_text()
     device = json.loads((tmp_path / "state" / "credentials.json").read_text())["device_id"]
 
-    bot = await start()
+    bot = await start_bot(config, log)
     try:
         second = await alice.send(room, "!img a busy harbour --seed 12")
         await alice.wait_reply(room, second, "m.image", timeout=120)

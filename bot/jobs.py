@@ -1,0 +1,73 @@
+"""Accepted jobs, kept in SQLite from the moment they are accepted until they are answered.
+
+This is what makes "a request the bot accepted is answered exactly once" hold through a
+stop, a crash or a power cut: a job is written (with the claim on its command, in one
+transaction) before the GPU sees it, and deleted (with its usage row's outcome, again in one
+transaction) only after its answer was sent. What is left at the next start is resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiosqlite
+
+from generation.job import Job
+
+from . import usage
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    event_id: str           # the command's
+    usage_id: int           # its row in the usage log
+    created_at: float
+    room_id: str
+    sender: str
+    command: dict[str, Any]  # what a reply needs of the command event (see `reply_target`)
+    prompt: str             # as typed, before any style
+    job: Job
+
+
+def reply_target(event: dict[str, Any]) -> dict[str, Any]:
+    """The part of a command event that a reply refers to: its ID, its sender, and its
+    relation (so that an answer in a thread stays in the thread). Nothing else is kept."""
+    relation = (event.get("content") or {}).get("m.relates_to")
+    content = {"m.relates_to": relation} if isinstance(relation, dict) else {}
+    return {"event_id": event["event_id"], "sender": event["sender"], "content": content}
+
+
+async def accept(db: aiosqlite.Connection, event: dict[str, Any], room_id: str, prompt: str,
+                 job: Job, logged: usage.NewJob) -> StoredJob:
+    """Write the job and its usage row (`logged`) in one transaction, which also commits
+    the claim on the command (see `db.claim_event`)."""
+    now = time.time()
+    row = await usage.record_job(db, logged, commit=False)
+    stored = StoredJob(event["event_id"], row, now, room_id, event["sender"],
+                       reply_target(event), prompt, job)
+    await db.execute(
+        "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt, job)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (stored.event_id, row, now, room_id, stored.sender, json.dumps(stored.command),
+         prompt, json.dumps(asdict(job))))
+    await db.commit()
+    return stored
+
+
+async def finish(db: aiosqlite.Connection, stored: StoredJob, **outcome: Any) -> None:
+    """Record the outcome in the usage log and forget the job, in one transaction."""
+    await usage.finish_job(db, stored.usage_id, commit=False, **outcome)
+    await db.execute("DELETE FROM jobs WHERE event_id = ?", (stored.event_id,))
+    await db.commit()
+
+
+async def unfinished(db: aiosqlite.Connection) -> list[StoredJob]:
+    """The jobs a previous run left unanswered, in the order they were accepted."""
+    cursor = await db.execute("SELECT * FROM jobs ORDER BY usage_id")
+    return [StoredJob(row["event_id"], row["usage_id"], row["created_at"], row["room_id"],
+                      row["sender"], json.loads(row["command"]), row["prompt"],
+                      Job(**json.loads(row["job"])))
+            for row in await cursor.fetchall()]
