@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from contextlib import suppress
 
 from nio import AsyncClient, AsyncClientConfig
@@ -93,7 +94,7 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
     client = make_client(settings)
     tasks = TaskOwner()
     queue: GenerationQueue | None = None
-    server = None
+    server = device_watch = None
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
         await log_in(client, settings.matrix, settings.state_dir)
@@ -116,22 +117,39 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
             tasks.spawn(_relay(sync.live, ready), name="ready")
         if watchdog is not None:
             watchdog.start()
+        device_watch = asyncio.ensure_future(_stop_when(queue.failed, stop))
         log.info("imgbot is running as %s with model %s", client.user_id, engine.name)
         await sync.run(stop)
         log.info("stopping: no new commands; waiting for the running job")
     finally:
         stop.set()  # for the tasks that wait on it, whatever ended the run
+        if device_watch is not None:
+            device_watch.cancel()
         if watchdog is not None:
             watchdog.stop()
+        # One deadline for all of it (systemd's TimeoutStopSec is above it): the running
+        # job may finish and be sent; the waiting ones stay in SQLite.
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         if queue is not None:
-            # The running job may finish and be sent; the waiting ones stay in SQLite.
             await queue.close(timeout=SHUTDOWN_GRACE_SECONDS)
-        await tasks.wait(timeout=SHUTDOWN_GRACE_SECONDS)
+        await tasks.wait(timeout=max(0.0, deadline - time.monotonic()))
         await tasks.cancel_all()
         if server is not None:
             await server.close()
         await client.close()
         await db.close()
+    if queue is not None and queue.device_fault is not None:
+        raise DeviceFault(f"the GPU failed ({queue.device_fault}); the job it was making is "
+                          "kept and is made again at the next start")
+
+
+class DeviceFault(Exception):
+    """The device can no longer be used by this process; a new process can."""
+
+
+async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:
+    await event.wait()
+    stop.set()
 
 
 def _gpu_memory():

@@ -34,7 +34,7 @@ def _settings(args) -> Settings:
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .app import run_bot
+    from .app import DeviceFault, run_bot
     from .messages import NETWORK_ERRORS
     from .session import LoginFailed
     from .sync import TokenRejected
@@ -53,6 +53,9 @@ def cmd_run(args) -> int:
     except (LoginFailed, TokenRejected) as exc:
         log.error("%s", exc)
         return EXIT_FIX_CONFIG
+    except DeviceFault as exc:
+        log.error("%s", exc)
+        return EXIT_RETRY
     except NETWORK_ERRORS as exc:
         log.error("cannot reach the homeserver at %s: %s (is it running? is "
                   "matrix.homeserver_url right?)", settings.matrix.homeserver_url,

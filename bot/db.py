@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -63,7 +67,9 @@ MIGRATIONS: list[str] = [
         sender TEXT NOT NULL,
         command TEXT NOT NULL,             -- JSON: what a reply needs of the command event
         prompt TEXT NOT NULL,              -- as typed, before any style
-        job TEXT NOT NULL                  -- JSON of the resolved generation.job.Job
+        job TEXT NOT NULL,                 -- JSON of the resolved generation.job.Job
+        starts INTEGER NOT NULL DEFAULT 0, -- how often a run queued it: 1 at first
+        parts_sent INTEGER NOT NULL DEFAULT 0  -- replies already posted (pictures, a notice)
     );
     """,
 ]
@@ -132,30 +138,55 @@ async def migrate(db: aiosqlite.Connection) -> None:
         )
 
 
+_write_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def writing(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """One transaction: the writes inside are committed together, or rolled back together
+    (an exception, a cancel). Every write goes through here: the bot shares one connection,
+    and without the lock another task's commit could land between two writes that belong
+    together (a job and the claim on its command) and commit one without the other."""
+    lock = _write_locks.setdefault(db, asyncio.Lock())
+    async with lock:
+        try:
+            yield db
+        except BaseException:
+            await asyncio.shield(db.rollback())
+            raise
+        await db.commit()
+
+
 async def get_state(db: aiosqlite.Connection, key: str) -> str | None:
     row = await (await db.execute("SELECT value FROM bot_state WHERE key = ?", (key,))).fetchone()
     return row[0] if row else None
 
 
 async def set_state(db: aiosqlite.Connection, key: str, value: str) -> None:
-    await db.execute(
-        "INSERT INTO bot_state(key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-    await db.commit()
+    async with writing(db):
+        await db.execute(
+            "INSERT INTO bot_state(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
-async def claim_event(db: aiosqlite.Connection, event_id: str, now: float,
-                      commit: bool = True) -> bool:
-    """Mark an event as handled; False when it already was (so it is never answered twice).
+async def was_handled(db: aiosqlite.Connection, event_id: str) -> bool:
+    row = await (await db.execute("SELECT 1 FROM handled_events WHERE event_id = ?",
+                                  (event_id,))).fetchone()
+    return row is not None
 
-    With commit=False the claim is committed with the caller's next write, so that a crash
-    in between loses neither: the event is then seen again after a restart."""
+
+async def insert_claim(db: aiosqlite.Connection, event_id: str, now: float) -> bool:
+    """Inside `writing`: mark an event as handled; False when it already was."""
     cursor = await db.execute(
         "INSERT OR IGNORE INTO handled_events(event_id, handled_at) VALUES (?, ?)",
         (event_id, now),
     )
-    if commit:
-        await db.commit()
     return cursor.rowcount == 1
+
+
+async def claim_event(db: aiosqlite.Connection, event_id: str, now: float) -> bool:
+    """Mark an event as handled; False when it already was (so it is never answered twice)."""
+    async with writing(db):
+        return await insert_claim(db, event_id, now)

@@ -36,6 +36,10 @@ from .text import plural
 
 log = logging.getLogger(__name__)
 
+# A job whose run ended this many times without an answer (the bot crashed or was killed
+# each time) is answered with a notice instead of being made again: it may be the cause.
+MAX_STARTS = 3
+
 
 def matches(user_id: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(user_id, pattern) for pattern in patterns)
@@ -188,16 +192,16 @@ class Bot:
         if not matches(sender, self.settings.matrix.allowed_users):
             log.info("ignoring a command from %s, who is not in allowed_users", sender)
             return
-        # The claim on a picture command is committed with its job (see jobs.accept), so
-        # that a crash between the two loses neither.
-        if not await database.claim_event(self.db, event["event_id"], time.time(),
-                                          commit=not isinstance(command, Generate)):
+        if await database.was_handled(self.db, event["event_id"]):
             return  # answered already, before a restart
+        # A refused or accepted command is claimed in the same transaction as its usage row
+        # (and its job), so that a crash between the two loses neither; the others now.
         if isinstance(command, UsageError):
             await self.reject(room_id, event, command.message, prompt=str(content.get("body")))
         elif isinstance(command, Generate):
             await self.on_generate(room_id, event, command)
         else:
+            await database.claim_event(self.db, event["event_id"], time.time())
             await self.replies.answer(room_id, event, command)
 
     def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
@@ -224,8 +228,10 @@ class Bot:
 
     async def reject(self, room_id: str, event: dict[str, Any], message: str,
                      prompt: str, job: Job | None = None) -> None:
-        await usage.record_job(self.db, self.logged(event, room_id, prompt, job),
-                               status="rejected", error=message)
+        async with database.writing(self.db):
+            await database.insert_claim(self.db, event["event_id"], time.time())
+            await usage.insert_job(self.db, self.logged(event, room_id, prompt, job),
+                                   status="rejected", error=message)
         self.metrics.job_rejected()
         await messages.send_notice(self.client, room_id, message, reply_to=event)
 
@@ -261,10 +267,11 @@ class Bot:
             await messages.send_notice(self.client, room_id, _queued_text(ticket, self.queue),
                                        reply_to=event, txn_id=pending.txn("queued"))
 
-    def start(self, stored: StoredJob, resumed: bool = False) -> Pending:
-        """Queue a stored job and the task that answers it."""
+    def start(self, stored: StoredJob) -> Pending:
+        """Queue a stored job and the task that answers it. The queue's limits were checked
+        when it was accepted (or, for a resumed job, before the restart)."""
         ticket = self.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
-                                   resumed=resumed)
+                                   check_limits=False)
         answered = asyncio.get_running_loop().create_future()
         pending = Pending(ticket, stored, answered, self._last_in_room.get(stored.room_id))
         self._last_in_room[stored.room_id] = answered
@@ -273,27 +280,34 @@ class Bot:
         return pending
 
     async def resume(self) -> None:
-        """Answer what the previous run accepted and did not answer: young jobs are queued
-        again in their order, old ones get a notice instead."""
+        """Answer what the previous run accepted and did not answer: young jobs (and any
+        whose answer was partly posted) are queued again in their order; old ones, ones
+        that could not be read, and ones that were started MAX_STARTS times without an
+        answer (a crash they may cause themselves) get a notice instead."""
         max_age = self.settings.limits.resume_max_age_minutes * 60
-        resumed = expired = 0
+        resumed = given_up = 0
         for stored in await jobs.unfinished(self.db):
             age = time.time() - stored.created_at
-            if age <= max_age:
-                self.start(stored, resumed=True)
+            if stored.job is None:
+                why = "this imgbot cannot read the request any more"
+            elif stored.starts > MAX_STARTS and not stored.parts_sent:
+                why = f"the bot stopped {stored.starts - 1} times while making it"
+            elif age > max_age and not stored.parts_sent:
+                why = (f"the bot stopped before it was done, and the request is now "
+                       f"{_age_words(age)} old")
+            else:
+                self.start(stored)
                 resumed += 1
                 continue
-            expired += 1
+            given_up += 1
             await messages.send_notice(
                 self.client, stored.room_id,
-                f"Sorry, this was not made: the bot stopped before it was done, and the "
-                f"request is now {_age_words(age)} old. Send it again if you still want it.",
-                reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "expired"))
-            await jobs.finish(self.db, stored, status="error",
-                              error="the bot stopped before it was done; too old to resume")
-        if resumed or expired:
-            log.info("resumed %d unfinished jobs of the previous run; %d were too old",
-                     resumed, expired)
+                f"Sorry, this was not made: {why}. Send it again if you still want it.",
+                reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
+            await self._finish(stored, status="error", error=f"not resumed: {why}")
+        if resumed or given_up:
+            log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
+                     "notice instead", resumed, given_up)
 
     async def deliver(self, pending: Pending) -> None:
         try:
@@ -311,28 +325,41 @@ class Bot:
         stored = pending.stored
         if result.interrupted:
             return  # the bot is stopping: the job stays stored, for the next start
+        if not (result.cancelled or pending.withdrawn) and pending.after is not None:
+            await asyncio.shield(pending.after)  # the room's earlier answers come first
         if result.cancelled or pending.withdrawn:
             await self._finish(stored, status="cancelled", error="cancelled",
                                queue_seconds=result.queue_seconds,
                                generation_seconds=result.generation_seconds or None)
             return
-        if pending.after is not None:
-            await asyncio.shield(pending.after)
-        if not result.ok:
-            await messages.send_notice(self.client, stored.room_id,
-                                       f"Sorry, that failed. {result.error}",
-                                       reply_to=stored.command, txn_id=pending.txn("failed"),
-                                       patience=messages.PATIENT)
-            await self._finish(stored, status="error", error=result.error,
-                               queue_seconds=result.queue_seconds)
+        try:
+            if not result.ok:
+                await messages.send_notice(
+                    self.client, stored.room_id, f"Sorry, that failed. {result.error}",
+                    reply_to=stored.command, txn_id=pending.txn("failed"),
+                    patience=messages.PATIENT, strict=True)
+                await self._finish(stored, status="error", error=result.error,
+                                   queue_seconds=result.queue_seconds)
+                return
+            sent, refusal = await self._send_pictures(pending, result)
+        except messages.Unreachable as exc:
+            # Kept in the job store: the next start makes and sends it again, and what did
+            # arrive is recognised by its transaction ID.
+            log.error("job %d could not be answered (%s); it is kept for the next start",
+                      pending.ticket.id, exc)
             return
-        sent = await self._send_pictures(pending, result)
+        except messages.Refused as exc:
+            sent, refusal = 0, str(exc)
         if pending.withdrawn:
             status, error = "cancelled", "the command was redacted while it was being sent"
         elif sent:
             status, error = "ok", None
         else:
-            status, error = "error", "the picture could not be delivered"
+            status, error = "error", f"the picture could not be delivered: {refusal}"
+            await messages.send_notice(
+                self.client, stored.room_id,
+                f"Sorry, the picture was made but the homeserver would not take it "
+                f"({refusal}).", reply_to=stored.command, txn_id=pending.txn("undelivered"))
         await self._finish(stored, status=status, error=error, images=sent,
                            queue_seconds=result.queue_seconds,
                            generation_seconds=result.generation_seconds)
@@ -344,41 +371,59 @@ class Bot:
                           queue_seconds=queue_seconds, generation_seconds=generation_seconds)
         self.metrics.job_finished(status, images, generation_seconds, queue_seconds)
 
-    async def _send_pictures(self, pending: Pending, result: Result) -> int:
+    async def _send_pictures(self, pending: Pending,
+                             result: Result) -> tuple[int, str | None]:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
-        pictures arrived."""
+        pictures arrived, and why one did not. Raises messages.Unreachable."""
         job = result.job
         params = job.parameters(result.model)
-        sent = 0
+        sent, refusal = 0, None
         for index, image in enumerate(result.images):
             if pending.withdrawn:
-                return sent
-            # Encoding runs in a thread, beside the next generation on the GPU.
-            picture, thumbnail = await asyncio.to_thread(
-                _encode, image, {**params, "seed": job.seed + index}, self.upload_limit)
-            if picture is None:
-                log.error("job %d: a picture does not fit the upload limit of %s bytes",
-                          pending.ticket.id, self.upload_limit)
-                continue
+                break
             text = caption(result, pending.prompt, index, self.catalogue.default_model)
-            event_id = await messages.send_image(
-                self.client, pending.room_id, picture, filename=f"imgbot-{job.seed + index}"
-                f".{'png' if picture.mimetype == 'image/png' else 'jpg'}",
-                caption=f"{text} · {picture.note}" if picture.note else text,
-                reply_to=pending.stored.command, thumbnail=thumbnail,
-                txn_id=pending.txn(f"picture-{index}"), patience=messages.PATIENT)
-            sent += event_id is not None
-        if len(result.images) > 1 and not pending.withdrawn:
-            sheet = await asyncio.to_thread(_encode_sheet, result, params, self.upload_limit)
-            if sheet is not None:
+            problem = await self._send_picture(
+                pending, image, {**params, "seed": job.seed + index}, text,
+                f"imgbot-{job.seed + index}", f"picture-{index}", thumbnail=True)
+            sent += problem is None
+            refusal = refusal or problem
+        if len(result.images) > 1 and sent and not pending.withdrawn:
+            labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
+            sheet = contact_sheet(list(result.images), labels,
+                                  cell=min(384, max(job.width, job.height)))
+            await self._send_picture(
+                pending, sheet, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
+                f"{pending.prompt} — all {len(result.images)} pictures, seeds "
+                f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", "sheet")
+        return sent, refusal
+
+    async def _send_picture(self, pending: Pending, image, params: dict[str, Any], text: str,
+                            stem: str, part: str, thumbnail: bool = False) -> str | None:
+        """Encode (in a thread, beside the next generation on the GPU) and send one picture;
+        None when it arrived, else why not. One that is too large for the homeserver is
+        encoded again for its upload limit, read afresh."""
+        for attempt in range(2):
+            picture, small = await asyncio.to_thread(_encode, image, params, self.upload_limit,
+                                                     thumbnail)
+            if picture is None:
+                return f"it does not fit the upload limit of {self.upload_limit} bytes"
+            try:
                 await messages.send_image(
-                    self.client, pending.room_id, sheet, filename=f"imgbot-{job.seed}-sheet"
-                    f".{'png' if sheet.mimetype == 'image/png' else 'jpg'}",
-                    caption=f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                            f"{job.seed}–{job.seed + job.count - 1}",
-                    reply_to=pending.stored.command, txn_id=pending.txn("sheet"),
-                    patience=messages.PATIENT)
-        return sent
+                    self.client, pending.room_id, picture,
+                    filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
+                    caption=f"{text} · {picture.note}" if picture.note else text,
+                    reply_to=pending.stored.command, thumbnail=small,
+                    txn_id=pending.txn(part), patience=messages.PATIENT, strict=True)
+            except messages.Refused as exc:
+                if exc.errcode != "M_TOO_LARGE" or attempt:
+                    return str(exc)
+                limit = await messages.upload_limit(self.client)
+                self.upload_limit = limit if limit and limit < len(picture.data) \
+                    else len(picture.data) // 2
+                continue
+            await jobs.sent_part(self.db, pending.stored)
+            return None
+        return None  # not reached
 
 
 def _as_picture(encoded) -> messages.Picture | None:
@@ -388,20 +433,11 @@ def _as_picture(encoded) -> messages.Picture | None:
                             encoded.note)
 
 
-def _encode(image, params: dict[str, Any], limit: int | None
+def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool
             ) -> tuple[messages.Picture | None, messages.Picture | None]:
-    thumbnail = encode_thumbnail(image)
+    small = encode_thumbnail(image) if thumbnail else None
     return _as_picture(encode_for_upload(image, params, limit)), (
-        messages.Picture(*thumbnail, mimetype="image/jpeg") if thumbnail else None)
-
-
-def _encode_sheet(result: Result, params: dict[str, Any],
-                  limit: int | None) -> messages.Picture | None:
-    job = result.job
-    labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
-    image = contact_sheet(list(result.images), labels, cell=min(384, max(job.width, job.height)))
-    return _as_picture(encode_for_upload(
-        image, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"}, limit))
+        messages.Picture(*small, mimetype="image/jpeg") if small else None)
 
 
 def _age_words(seconds: float) -> str:

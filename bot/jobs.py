@@ -8,6 +8,7 @@ transaction) only after its answer was sent. What is left at the next start is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import aiosqlite
 
 from generation.job import Job
 
+from . import db as database
 from . import usage
 
 
@@ -29,7 +31,9 @@ class StoredJob:
     sender: str
     command: dict[str, Any]  # what a reply needs of the command event (see `reply_target`)
     prompt: str             # as typed, before any style
-    job: Job
+    job: Job | None         # None when the row cannot be read as a job any more
+    starts: int = 1         # how often a run queued it, this one included
+    parts_sent: int = 0     # replies already posted
 
 
 def reply_target(event: dict[str, Any]) -> dict[str, Any]:
@@ -42,32 +46,52 @@ def reply_target(event: dict[str, Any]) -> dict[str, Any]:
 
 async def accept(db: aiosqlite.Connection, event: dict[str, Any], room_id: str, prompt: str,
                  job: Job, logged: usage.NewJob) -> StoredJob:
-    """Write the job and its usage row (`logged`) in one transaction, which also commits
-    the claim on the command (see `db.claim_event`)."""
+    """Claim the command, write its usage row (`logged`) and the job: one transaction."""
     now = time.time()
-    row = await usage.record_job(db, logged, commit=False)
-    stored = StoredJob(event["event_id"], row, now, room_id, event["sender"],
-                       reply_target(event), prompt, job)
-    await db.execute(
-        "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt, job)"
-        " VALUES (?,?,?,?,?,?,?,?)",
-        (stored.event_id, row, now, room_id, stored.sender, json.dumps(stored.command),
-         prompt, json.dumps(asdict(job))))
-    await db.commit()
+    async with database.writing(db):
+        await database.insert_claim(db, event["event_id"], now)
+        row = await usage.insert_job(db, logged)
+        stored = StoredJob(event["event_id"], row, now, room_id, event["sender"],
+                           reply_target(event), prompt, job)
+        await db.execute(
+            "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt,"
+            " job, starts) VALUES (?,?,?,?,?,?,?,?,1)",
+            (stored.event_id, row, now, room_id, stored.sender, json.dumps(stored.command),
+             prompt, json.dumps(asdict(job))))
     return stored
+
+
+async def sent_part(db: aiosqlite.Connection, stored: StoredJob) -> None:
+    """A reply of this job was posted: from now on it is completed, never given up."""
+    async with database.writing(db):
+        await db.execute("UPDATE jobs SET parts_sent = parts_sent + 1 WHERE event_id = ?",
+                         (stored.event_id,))
 
 
 async def finish(db: aiosqlite.Connection, stored: StoredJob, **outcome: Any) -> None:
     """Record the outcome in the usage log and forget the job, in one transaction."""
-    await usage.finish_job(db, stored.usage_id, commit=False, **outcome)
-    await db.execute("DELETE FROM jobs WHERE event_id = ?", (stored.event_id,))
-    await db.commit()
+    async with database.writing(db):
+        await usage.update_job(db, stored.usage_id, **outcome)
+        await db.execute("DELETE FROM jobs WHERE event_id = ?", (stored.event_id,))
 
 
 async def unfinished(db: aiosqlite.Connection) -> list[StoredJob]:
-    """The jobs a previous run left unanswered, in the order they were accepted."""
+    """The jobs a previous run left unanswered, in the order they were accepted, each
+    counted as started once more."""
+    async with database.writing(db):
+        await db.execute("UPDATE jobs SET starts = starts + 1")
     cursor = await db.execute("SELECT * FROM jobs ORDER BY usage_id")
     return [StoredJob(row["event_id"], row["usage_id"], row["created_at"], row["room_id"],
                       row["sender"], json.loads(row["command"]), row["prompt"],
-                      Job(**json.loads(row["job"])))
+                      _job(row["job"]), row["starts"], row["parts_sent"])
             for row in await cursor.fetchall()]
+
+
+def _job(text: str) -> Job | None:
+    """The stored job, or None when it cannot be read (written by another version)."""
+    try:
+        fields = json.loads(text)
+        known = {f.name for f in dataclasses.fields(Job)}
+        return Job(**{k: v for k, v in fields.items() if k in known})
+    except (ValueError, TypeError):
+        return None

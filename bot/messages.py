@@ -43,14 +43,27 @@ def txn_id(command_event_id: str, part: str) -> str:
 class Refused(Exception):
     """The homeserver answered, and the answer will not change by asking again."""
 
+    def __init__(self, problem: str, errcode: str | None = None):
+        super().__init__(problem)
+        self.errcode = errcode
+
+
+class Unreachable(Exception):
+    """The homeserver could not be reached (or would not take the bot's token) for as long
+    as the caller was willing to wait; the send may well work later."""
+
 
 def _problem(response) -> str:
     """Why a request failed; raises Refused for an answer that a retry cannot change."""
     status = getattr(getattr(response, "transport_response", None), "status", None)
     problem = f"{response.status_code}: {response.message}"
+    if status == 401:
+        # The token was revoked: no send works until someone logs the bot in again (the
+        # sync loop stops the bot for that). Whatever was to be sent is kept.
+        raise Unreachable(problem)
     # 429s are waited out inside nio (as long as the server says); 408 and 5xx may pass.
     if status is not None and 400 <= status < 500 and status not in (408, 429):
-        raise Refused(problem)
+        raise Refused(problem, getattr(response, "status_code", None))
     return problem
 
 
@@ -79,9 +92,12 @@ def _reply_fields(reply_to: dict[str, Any] | None) -> dict[str, Any]:
             "m.mentions": {"user_ids": [reply_to["sender"]]}}
 
 
-async def _with_retries(what: str, attempt_once, patience: float) -> Any:
+async def _with_retries(what: str, attempt_once, patience: float, strict: bool) -> Any:
     """Run `attempt_once` (returning (value, None) or (None, problem)) until it succeeds,
-    is refused, or `patience` seconds have passed; backoff 1, 2, 4 … capped at RETRY_CAP."""
+    is refused, or `patience` seconds have passed; backoff 1, 2, 4 … capped at RETRY_CAP.
+
+    A failure returns None, or with `strict` raises Refused or Unreachable, so that the
+    caller can tell "will never work" from "not now"."""
     deadline = time.monotonic() + patience
     attempt = 0
     while True:
@@ -90,14 +106,18 @@ async def _with_retries(what: str, attempt_once, patience: float) -> Any:
             value, problem = await attempt_once()
             if problem is None:
                 return value
-        except Refused as exc:
-            log.error("%s was refused: %s", what, exc)
+        except (Refused, Unreachable) as exc:
+            log.error("%s failed: %s", what, exc)
+            if strict:
+                raise
             return None
         except NETWORK_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
         delay = min(RETRY_CAP, 2.0 ** (attempt - 1))
         if time.monotonic() + delay > deadline:
             log.error("giving up %s after %d tries: %s", what, attempt, problem)
+            if strict:
+                raise Unreachable(problem)
             return None
         log.warning("%s failed (%s); retrying in %.0f s", what, problem, delay)
         await asyncio.sleep(delay)
@@ -105,7 +125,7 @@ async def _with_retries(what: str, attempt_once, patience: float) -> Any:
 
 async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
                event_type: str = "m.room.message", *, txn_id: str | None = None,
-               patience: float = QUICK) -> str | None:
+               patience: float = QUICK, strict: bool = False) -> str | None:
     tx_id = txn_id or str(uuid.uuid4())
 
     async def once():
@@ -115,23 +135,23 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
             return response.event_id, None
         return None, _problem(response)
 
-    return await _with_retries(f"sending to {room_id}", once, patience)
+    return await _with_retries(f"sending to {room_id}", once, patience, strict)
 
 
 async def send_notice(client: AsyncClient, room_id: str, text: str,
                       reply_to: dict[str, Any] | None = None,
                       html: str | None = None, *, txn_id: str | None = None,
-                      patience: float = QUICK) -> str | None:
+                      patience: float = QUICK, strict: bool = False) -> str | None:
     """A text reply; `html`, when given, is what clients show, and `text` its fallback."""
     # m.notice, so that other bots do not answer the bot.
     content = {"msgtype": "m.notice", "body": text, **_reply_fields(reply_to)}
     if html is not None:
         content.update(format="org.matrix.custom.html", formatted_body=html)
-    return await send(client, room_id, content, txn_id=txn_id, patience=patience)
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience, strict=strict)
 
 
 async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
-                 patience: float = QUICK) -> str | None:
+                 patience: float = QUICK, strict: bool = False) -> str | None:
     """Upload bytes to the media repository; the mxc:// URI, or None."""
 
     async def once():
@@ -142,7 +162,7 @@ async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
             return response.content_uri, None
         return None, _problem(response)
 
-    return await _with_retries(f"uploading {filename}", once, patience)
+    return await _with_retries(f"uploading {filename}", once, patience, strict)
 
 
 async def upload_limit(client: AsyncClient) -> int | None:
@@ -179,10 +199,10 @@ class Picture:
 async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, filename: str,
                      caption: str, reply_to: dict[str, Any] | None = None,
                      thumbnail: Picture | None = None, txn_id: str | None = None,
-                     patience: float = QUICK) -> str | None:
+                     patience: float = QUICK, strict: bool = False) -> str | None:
     """Upload a picture (and its thumbnail, when given) and post it as an m.image, with the
     caption as its body."""
-    url = await upload(client, picture.data, picture.mimetype, filename, patience)
+    url = await upload(client, picture.data, picture.mimetype, filename, patience, strict)
     if url is None:
         return None
     info = picture.info()
@@ -203,4 +223,5 @@ async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, fil
         "info": info,
         **_reply_fields(reply_to),
     }
-    return await send(client, room_id, content, txn_id=txn_id, patience=patience)
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience,
+                      strict=strict)

@@ -12,6 +12,8 @@ from typing import Any
 
 import aiosqlite
 
+from . import db as database
+
 from .config import UsageSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,16 @@ async def apply_retention(db: aiosqlite.Connection, retention_days: int | None,
         raise ValueError(f"retention_days {retention_days}: give 1 or more, or None")
     now = time.time() if now is None else now
     cutoff = now - retention_days * DAY
+    async with database.writing(db):
+        usage_rows, handled = await _delete_older(db, now, cutoff)
+    log.info("usage retention (%d days): deleted %d usage rows and %d handled-event records",
+             retention_days, usage_rows, handled,
+             extra={"retention_days": retention_days, "deleted_usage_rows": usage_rows,
+                    "deleted_handled_events": handled})
+    return usage_rows
+
+
+async def _delete_older(db: aiosqlite.Connection, now: float, cutoff: float) -> tuple[int, int]:
     cursor = await db.execute(
         "DELETE FROM usage WHERE created_at < ? AND status != 'queued'", (cutoff,))
     usage_rows = cursor.rowcount
@@ -63,20 +75,14 @@ async def apply_retention(db: aiosqlite.Connection, retention_days: int | None,
     # on_sync). So only events of the batch in hand when the bot last stopped can come back.
     # Their records are kept for HANDLED_EVENTS_MIN_DAYS counted back from the newest record,
     # not only from now: a bot that crashed mid-batch and stays down longer than that still
-    # finds them when it re-syncs (this task runs at start). handled_at is the event's
-    # origin_server_ts (bot/handler.py), which is why the window is generous.
+    # finds them when it re-syncs (this task runs at start). handled_at is when the bot
+    # handled the event.
     (newest,) = await (await db.execute("SELECT MAX(handled_at) FROM handled_events")).fetchone()
     keep_from = now if newest is None else min(now, newest)
     handled_cutoff = min(cutoff, keep_from - HANDLED_EVENTS_MIN_DAYS * DAY)
     cursor = await db.execute("DELETE FROM handled_events WHERE handled_at < ?",
                               (handled_cutoff,))
-    handled = cursor.rowcount
-    await db.commit()
-    log.info("usage retention (%d days): deleted %d usage rows and %d handled-event records",
-             retention_days, usage_rows, handled,
-             extra={"retention_days": retention_days, "deleted_usage_rows": usage_rows,
-                    "deleted_handled_events": handled})
-    return usage_rows
+    return usage_rows, cursor.rowcount
 
 
 async def retention_task(db: aiosqlite.Connection, usage_settings: UsageSettings,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiosqlite
 from nio import AsyncClient, RoomGetStateResponse
 
+from . import db as database
 from .commands import ROOM_KEYS
 from .config import GenerationSettings, LimitSettings, parse_size
 from .resolve import Catalogue, RoomDefaults
@@ -34,21 +35,22 @@ async def stored(db: aiosqlite.Connection, room_id: str) -> dict[str, Stored]:
 
 async def store(db: aiosqlite.Connection, room_id: str, key: str, value: str,
                 user_id: str) -> None:
-    await db.execute(
-        "INSERT INTO room_defaults(room_id, key, value, set_by, set_at) VALUES (?,?,?,?,?) "
-        "ON CONFLICT(room_id, key) DO UPDATE SET value=excluded.value, "
-        "set_by=excluded.set_by, set_at=excluded.set_at",
-        (room_id, key, value, user_id, time.time()))
-    await db.commit()
+    async with database.writing(db):
+        await db.execute(
+            "INSERT INTO room_defaults(room_id, key, value, set_by, set_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(room_id, key) DO UPDATE SET value=excluded.value, "
+            "set_by=excluded.set_by, set_at=excluded.set_at",
+            (room_id, key, value, user_id, time.time()))
 
 
 async def clear(db: aiosqlite.Connection, room_id: str, key: str | None = None) -> int:
-    if key is None:
-        cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?", (room_id,))
-    else:
-        cursor = await db.execute(
-            "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key))
-    await db.commit()
+    async with database.writing(db):
+        if key is None:
+            cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?",
+                                      (room_id,))
+        else:
+            cursor = await db.execute(
+                "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key))
     return cursor.rowcount
 
 

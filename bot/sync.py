@@ -104,6 +104,7 @@ class SyncLoop:
                 if not isinstance(page, RoomMessagesResponse):
                     return page
                 missing.extend(page.chunk)  # newest first
+                self.beat()  # a long gap on a slow server is progress, not a stall
                 if not page.chunk or not page.end or page.end == start:
                     break
                 start = page.end

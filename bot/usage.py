@@ -12,6 +12,7 @@ from typing import Any
 
 import aiosqlite
 
+from . import db as database
 from .text import shorten
 
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
@@ -45,8 +46,15 @@ class NewJob:
 
 
 async def record_job(db: aiosqlite.Connection, job: NewJob, status: str = "queued",
-                     error: str | None = None, commit: bool = True) -> int:
+                     error: str | None = None) -> int:
     """Write the row for an accepted (or rejected) job; returns its id."""
+    async with database.writing(db):
+        return await insert_job(db, job, status, error)
+
+
+async def insert_job(db: aiosqlite.Connection, job: NewJob, status: str = "queued",
+                     error: str | None = None) -> int:
+    """`record_job` inside the caller's `db.writing` transaction."""
     now = time.time()
     cursor = await db.execute(
         "INSERT INTO usage(created_at, finished_at, event_id, room_id, user_id, prompt, options,"
@@ -54,33 +62,35 @@ async def record_job(db: aiosqlite.Connection, job: NewJob, status: str = "queue
         (now, None if status == "queued" else now, job.event_id, job.room_id, job.user_id,
          job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model, status, error),
     )
-    if commit:
-        await db.commit()
     return cursor.lastrowid
 
 
-async def finish_job(db: aiosqlite.Connection, row_id: int, *, status: str,
+async def finish_job(db: aiosqlite.Connection, row_id: int, **outcome: Any) -> None:
+    async with database.writing(db):
+        await update_job(db, row_id, **outcome)
+
+
+async def update_job(db: aiosqlite.Connection, row_id: int, *, status: str,
                      error: str | None = None, images: int = 0,
                      queue_seconds: float | None = None,
-                     generation_seconds: float | None = None, commit: bool = True) -> None:
+                     generation_seconds: float | None = None) -> None:
+    """`finish_job` inside the caller's `db.writing` transaction."""
     await db.execute(
         "UPDATE usage SET finished_at=?, status=?, error=?, images=?, queue_seconds=?,"
         " generation_seconds=? WHERE id=?",
         (time.time(), status, error, images, queue_seconds, generation_seconds, row_id),
     )
-    if commit:
-        await db.commit()
 
 
 async def close_interrupted(db: aiosqlite.Connection) -> int:
     """Mark the rows left `queued` whose job is not kept for resuming (a `imgbot generate`
     that was killed, or a bot older than the job store) as failed, so the log tells the
     truth and they do not count against quotas."""
-    cursor = await db.execute(
-        "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'"
-        " AND id NOT IN (SELECT usage_id FROM jobs)",
-        (time.time(), "the bot stopped before this job finished"))
-    await db.commit()
+    async with database.writing(db):
+        cursor = await db.execute(
+            "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'"
+            " AND id NOT IN (SELECT usage_id FROM jobs)",
+            (time.time(), "the bot stopped before this job finished"))
     return cursor.rowcount
 
 

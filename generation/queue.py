@@ -82,6 +82,10 @@ class GenerationQueue:
         # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
         self.seconds_per_cost: float | None = None
         self.restarts = 0  # how often the worker died and was started again
+        # Set when a job hit a fault that leaves the device unusable (a CUDA error): the
+        # worker stops and the owner should end the process, so that a new one starts.
+        self.device_fault: BaseException | None = None
+        self.failed = asyncio.Event()
 
     # ---- event-loop side ---------------------------------------------------------------
 
@@ -111,13 +115,13 @@ class GenerationQueue:
                                 f"{self.per_user}); wait for one to finish.")
 
     def submit(self, job: Job, owner: str, tag: str | None = None,
-               resumed: bool = False) -> Ticket:
+               check_limits: bool = True) -> Ticket:
         """Queue a job; raises QueueFull. Call from the event loop.
 
-        A resumed job (accepted before a restart) is never refused for the queue's limits:
-        it was within them when it was accepted."""
+        Without `check_limits` (the caller called `admit` before it wrote the job down, or
+        the job was accepted before a restart) it is never refused."""
         assert self._loop is not None, "start() the queue first"
-        if not resumed:
+        if check_limits:
             self.admit(owner)
         with self._cond:
             ahead = len(self._waiting) + (self._running is not None)
@@ -243,6 +247,9 @@ class GenerationQueue:
             with self._cond:
                 self._running = None
             self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
+            if self.device_fault is not None:
+                self._loop.call_soon_threadsafe(self.failed.set)
+                return
 
     def _run(self, ticket: Ticket) -> Result:
         started = time.monotonic()
@@ -252,12 +259,31 @@ class GenerationQueue:
         except GenerationError as exc:
             return self._result(ticket, error=str(exc), queue_seconds=waited)
         except Exception as exc:  # the worker must survive any one job
+            if is_device_fault(exc):
+                # The device is now unusable for every job: this one is handed back (to
+                # be made again after a restart), and the worker takes no more.
+                log.critical("job %d hit a device fault; the GPU needs a fresh process: %s",
+                             ticket.id, exc)
+                with self._cond:
+                    self.device_fault = exc
+                    self._closing = True
+                return self._result(ticket, error=str(exc), interrupted=True,
+                                    queue_seconds=waited)
             log.exception("job %d failed", ticket.id)
             return self._result(ticket, queue_seconds=waited,
                                 error=f"generation failed: {type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
         self.observe(ticket.job, seconds)
         return self._result(ticket, images=tuple(images), queue_seconds=waited, generation_seconds=seconds)
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """A fault after which the CUDA context is unusable (an illegal memory access, a device
+    assert, ECC): every later call fails too, and only a new process recovers. Out of
+    memory is not one (it is a GenerationError, or torch.cuda.OutOfMemoryError)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return False
+    return type(exc).__name__ == "AcceleratorError" or "CUDA error" in str(exc)
 
 
 def _resolve(future: asyncio.Future, result: Result) -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from bot import app
 from bot import db as database
-from bot import jobs
+from bot import jobs, messages
 from bot.localserver import LocalHomeserver
 from tests.chat import Chat, bot_running, usage_rows
 from tests.conftest import PASSWORD
@@ -176,9 +176,9 @@ async def test_jobs_kept_at_a_stop_are_resumed_in_order_or_answered_when_too_old
     assert len(alice.replies(room, resume, "m.notice")) == 1
 
 
-async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_settings,
-                                                                        test_model, alice):
-    """The fault is raised inside the UNet, where a CUDA error would come from."""
+def breaking_engine(test_model, error: Exception):
+    """A real engine whose UNet raises `error` on its first call, as a fault inside the
+    pipeline would."""
     from generation.engine import Engine
 
     engine = Engine(test_model, "cpu")
@@ -188,9 +188,15 @@ async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_se
     def fault(module, args):
         if broken["left"]:
             broken["left"] -= 1
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            raise error
 
     engine.pipe.unet.register_forward_pre_hook(fault)
+    return engine
+
+
+async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_settings,
+                                                                        test_model, alice):
+    engine = breaking_engine(test_model, ValueError("the scheduler was given a NaN"))
     settings = make_settings()
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
@@ -198,9 +204,30 @@ async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_se
         second = await alice.send(room, "!img a fine one --seed 2")
         (notice,) = await alice.wait_reply(room, first, "m.notice")
         await alice.wait_reply(room, second, "m.image")
-    assert "illegal memory access" in notice["content"]["body"]
+    assert "the scheduler was given a NaN" in notice["content"]["body"]
     assert images(alice, room, first) == [] and len(images(alice, room, second)) == 1
     assert [r["status"] for r in await usage_rows(settings)] == ["error", "ok"]
+
+
+async def test_a_device_fault_ends_the_run_and_the_job_is_made_after_a_restart(
+        make_settings, test_model, engine, alice, tmp_path):
+    """A CUDA error leaves the device unusable for the whole process: the bot stops (for
+    systemd to start a new one) and keeps the job, which the next run makes."""
+    broken = breaking_engine(
+        test_model, RuntimeError("CUDA error: an illegal memory access was encountered"))
+    settings = make_settings(state_dir=tmp_path / "kept")
+    stop, ready = asyncio.Event(), asyncio.Event()
+    run = asyncio.create_task(app.run_bot(settings, broken, stop=stop, ready=ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    room = await alice.room_with(BOT)
+    command = await alice.send(room, "!img made by the next process --seed 6")
+    with pytest.raises(app.DeviceFault, match="illegal memory access"):
+        await asyncio.wait_for(run, 60)
+    await alice.sync(0)
+    assert alice.replies(room, command) == []  # no "Sorry": it is not the user's problem
+    async with bot_running(settings, engine):
+        await alice.wait_reply(room, command, "m.image")
+    assert [r["status"] for r in await usage_rows(settings)] == ["ok"]
 
 
 async def test_a_stop_lets_the_running_picture_finish_and_keeps_one_that_runs_late(
@@ -231,6 +258,56 @@ async def test_a_stop_lets_the_running_picture_finish_and_keeps_one_that_runs_la
     async with bot_running(settings, engine):
         await alice.wait_reply(room, command, "m.image")
     assert [r["status"] for r in await usage_rows(settings)] == ["ok", "ok"]
+
+
+async def test_a_picture_refused_as_too_large_is_sent_again_smaller(own_server, make_settings,
+                                                                   engine, monkeypatch):
+    """The upload limit was not known at start (or changed since): the homeserver's
+    M_TOO_LARGE makes the bot read it again and send a smaller file."""
+    server, alice = own_server
+    real = messages.upload_limit
+    asked = []
+
+    async def unknown_at_first(client):
+        asked.append(1)
+        return None if len(asked) == 1 else await real(client)
+
+    monkeypatch.setattr(messages, "upload_limit", unknown_at_first)
+    settings = make_settings(matrix={"homeserver_url": server.url})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        command = await alice.send(room, "!img static noise --seed 4 --size 320x320")
+        (image,) = await alice.wait_reply(room, command, "m.image")
+    assert len(asked) == 2
+    assert image["content"]["info"]["mimetype"] == "image/jpeg"
+    assert image["content"]["info"]["size"] <= 40 * 1024
+
+
+async def test_unfinished_jobs_that_cannot_or_should_not_be_made_again_get_a_notice(
+        make_settings, engine, alice, tmp_path):
+    """A job row this imgbot cannot read, and one that was started three times without
+    an answer (it may be what crashes the bot), are answered with a notice, once."""
+    settings = make_settings(state_dir=tmp_path / "kept",
+                             matrix={"admins": ["@alice:localhost"]})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        await alice.send(room, "!img pause")
+        asked = [await alice.send(room, f"!img held {i} --seed {i}") for i in range(3)]
+        for command in asked:
+            await alice.wait_reply(room, command, "m.notice")
+    db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+    await db.execute("UPDATE jobs SET job = '{\"prompt\": 1}' WHERE event_id = ?", (asked[0],))
+    await db.execute("UPDATE jobs SET starts = 3 WHERE event_id = ?", (asked[1],))
+    await db.commit()
+    await db.close()
+    async with bot_running(settings, engine):
+        unreadable = (await alice.wait_reply(room, asked[0], "m.notice", count=2))[1]
+        crashing = (await alice.wait_reply(room, asked[1], "m.notice", count=2))[1]
+        await alice.send(room, "!img resume")
+        await alice.wait_reply(room, asked[2], "m.image")
+    assert "cannot read the request" in unreadable["content"]["body"]
+    assert "stopped 3 times while making it" in crashing["content"]["body"]
+    assert [r["status"] for r in await usage_rows(settings)] == ["error", "error", "ok"]
 
 
 # ---- the bot as a process, stopped by signals ---------------------------------------------

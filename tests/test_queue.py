@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from generation.job import GenerationError, Job, Result
-from generation.queue import GenerationQueue, QueueFull
+from generation.queue import GenerationQueue, QueueFull, is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
 
@@ -171,14 +171,15 @@ async def test_queue_size_limit(make_queue):
 # ---- failures -----------------------------------------------------------------------------
 
 async def test_a_failing_job_gives_an_error_and_the_next_job_runs(make_queue):
-    runner = FakeRunner(fail={"bad": RuntimeError("CUDA error: device-side assert")})
+    runner = FakeRunner(fail={"bad": RuntimeError("mat1 and mat2 shapes cannot be multiplied")})
     queue = make_queue(runner)
     bad = queue.submit(job("bad"), "@a:x")
     good = queue.submit(job("good"), "@a:x")
     failed = await result_of(bad)
     assert not failed.ok
     assert failed.images == ()
-    assert failed.error == "generation failed: RuntimeError: CUDA error: device-side assert"
+    assert failed.error == ("generation failed: RuntimeError: mat1 and mat2 shapes cannot be "
+                            "multiplied")
     assert failed.model == "fake-model"
     assert (await result_of(good)).ok
     # The worker is still there for later jobs.
@@ -321,8 +322,32 @@ async def test_resumed_jobs_are_not_refused_for_the_limits(make_queue):
     again, even beyond today's per-person limit."""
     runner = FakeRunner(hold={"r0"})
     queue = make_queue(runner, per_user=1)
-    tickets = [queue.submit(job(f"r{i}"), "@a:x", resumed=True) for i in range(3)]
+    tickets = [queue.submit(job(f"r{i}"), "@a:x", check_limits=False) for i in range(3)]
     with pytest.raises(QueueFull, match="limit is 1"):
         queue.submit(job("new"), "@a:x")
     runner.release("r0")
     assert [(await result_of(t)).ok for t in tickets] == [True] * 3
+
+
+async def test_a_device_fault_hands_the_job_back_and_stops_the_worker(make_queue):
+    """After a CUDA error every later call fails too: the job is handed back (the bot
+    keeps it for a new process), the worker takes no more, and `failed` is set."""
+    runner = FakeRunner(fail={"bad": RuntimeError("CUDA error: device-side assert triggered")})
+    queue = make_queue(runner)
+    bad = queue.submit(job("bad"), "@a:x")
+    after = queue.submit(job("after"), "@b:x")
+    result = await result_of(bad)
+    assert result.interrupted and "device-side assert" in result.error
+    await asyncio.wait_for(queue.failed.wait(), TIMEOUT)
+    await queue.close()
+    assert (await result_of(after)).interrupted
+    assert runner.started == ["bad"]
+
+
+def test_out_of_memory_is_not_a_device_fault():
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    assert not is_device_fault(OutOfMemoryError("CUDA out of memory. CUDA error: ..."))
+    assert is_device_fault(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not is_device_fault(ValueError("bad shape"))
