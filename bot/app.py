@@ -77,6 +77,30 @@ def make_client(settings: Settings) -> AsyncClient:
     return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config)
 
 
+def with_tools(runner: Runner, settings: Settings) -> Runner:
+    """The queue's runner: the model (or models), with the upscaler and the finishing
+    touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
+    start (SystemExit) instead of someone's `!img upscale` later."""
+    from generation.device import choose
+    from generation.studio import Studio
+    from generation.upscale import Upscaler, UpscalerError
+
+    if isinstance(runner, Studio):
+        return runner
+    path = settings.generation.upscaler
+    upscaler = Upscaler(path, choose(settings.generation.device).device)
+    try:
+        upscaler.load()
+    except UpscalerError as exc:
+        raise SystemExit(f"generation.upscaler: {exc}") from None
+    if path is not None and settings.generation.warm_up:
+        from PIL import Image
+
+        # The first `!img upscale` should not pay for kernel setup either.
+        upscaler.upscale(Image.new("RGB", (32, 32)), 2)
+    return Studio(runner, upscaler)
+
+
 async def run_bot(settings: Settings, engine: Runner | None = None,
                   stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when it is not given).
@@ -100,6 +124,7 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
         await log_in(client, settings.matrix, settings.state_dir)
         if engine is None:
             engine = await asyncio.to_thread(load_engine, settings)
+        engine = await asyncio.to_thread(with_tools, engine, settings)
         queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
                                 per_user=settings.limits.per_user_queued)
         queue.start()

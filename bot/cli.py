@@ -167,9 +167,14 @@ def cmd_check(args) -> int:
 
 
 def cmd_make_test_model(args) -> int:
-    from generation.test_model import make_test_model
+    from generation.test_model import make_test_model, make_test_upscaler
 
     setup_logging("WARNING")
+    if args.arch == "esrgan":
+        path = make_test_upscaler(Path(args.dir) / "test-esrgan-x4.safetensors")
+        print(f"{path}: a tiny random-weight ESRGAN 4x upscaler (a blocky enlargement with "
+              "random texture); set generation.upscaler to this file")
+        return 0
     path = make_test_model(args.dir, args.arch)
     print(f"{path}: a tiny random-weight {args.arch} model (its pictures are noise)")
     return 0
@@ -228,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also load the default model onto its device (slow for real models)")
 
     tm = sub.add_parser("make-test-model", help="write a tiny random-weight model folder")
-    tm.add_argument("dir")
-    tm.add_argument("--arch", choices=("sd", "sdxl"), default="sd")
+    tm.add_argument("dir", help="the model folder; for esrgan, the folder that gets "
+                                "test-esrgan-x4.safetensors")
+    tm.add_argument("--arch", choices=("sd", "sdxl", "esrgan"), default="sd",
+                    help="sd, sdxl (diffusion models) or esrgan (an upscaler for "
+                         "generation.upscaler); default sd")
     return parser
 
 

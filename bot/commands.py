@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import LimitSettings, QuotaSettings
-from .options import OPTIONS, number_in, option_name, parse_options, size_within, text_within
+from .options import (
+    MIN_STRENGTH,
+    OPTIONS,
+    VARY_STRENGTH,
+    number_in,
+    on_off,
+    option_name,
+    parse_options,
+    size_within,
+    text_within,
+)
+
+UPSCALE_FACTORS = (2, 4, 8)
 from .usage import parse_since
 
 
@@ -36,6 +48,36 @@ class Generate:
     count: int | None = None
     style: str | None = None
     model: str | None = None
+    strength: float | None = None  # image-to-image, when the command replies to a picture
+    enhance: bool | None = None
+
+
+@dataclass(frozen=True)
+class Again:
+    """`!img again`, in reply to one of the bot's pictures: the same, with a new seed."""
+
+    enhance: bool | None = None
+
+
+@dataclass(frozen=True)
+class Vary:
+    """`!img vary [strength]`, in reply to one of the bot's pictures: image-to-image from
+    it, with its own prompt."""
+
+    strength: float | None = None
+    enhance: bool | None = None
+
+
+@dataclass(frozen=True)
+class Upscale:
+    """`!img upscale [2|4|8]`, in reply to any picture."""
+
+    factor: int = 4
+    enhance: bool | None = None
+
+
+# The commands that work on the picture they reply to.
+ON_A_PICTURE = (Again, Vary, Upscale)
 
 
 @dataclass(frozen=True)
@@ -95,8 +137,8 @@ class Usage:
     user: str | None = None
 
 
-Command = (Generate | Help | Styles | Models | QueueStatus | Cancel | Pause | Resume
-           | RoomShow | RoomSet | RoomReset | Usage)
+Command = (Generate | Again | Vary | Upscale | Help | Styles | Models | QueueStatus | Cancel
+           | Pause | Resume | RoomShow | RoomSet | RoomReset | Usage)
 
 
 def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
@@ -118,6 +160,48 @@ def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
     return Generate(prompt=prompt, **values)  # type: ignore[arg-type]
 
 
+# ---- commands on a picture ------------------------------------------------------------------
+
+def _enhance_and(rest: str) -> tuple[bool | None, list[str]]:
+    words = rest.split()
+    enhance = any(option_name(w) == ("enhance", None) for w in words)
+    return (True if enhance else None), [w for w in words if option_name(w) != ("enhance", None)]
+
+
+def _parse_again(rest: str, limits: LimitSettings) -> Again | None:
+    enhance, words = _enhance_and(rest)
+    return None if words else Again(enhance)
+
+
+def _parse_vary(rest: str, limits: LimitSettings) -> Vary | UsageError | None:
+    enhance, words = _enhance_and(rest)
+    if not words:
+        return Vary(None, enhance)
+    if len(words) > 1:
+        return None  # "!img vary the colours of autumn" is a prompt
+    try:
+        float(words[0])
+    except ValueError:
+        return None  # "!img vary colours" is a prompt
+    try:
+        return Vary(number_in("vary", float, MIN_STRENGTH, 1.0)(words[0]), enhance)
+    except ValueError as exc:
+        return UsageError(f"{exc}: how much of the picture is painted over "
+                          f"(default {VARY_STRENGTH:g}).")
+
+
+def _parse_upscale(rest: str, limits: LimitSettings) -> Upscale | UsageError | None:
+    enhance, words = _enhance_and(rest)
+    if not words:
+        return Upscale(4, enhance)
+    factor = words[0].lower().rstrip("x×")
+    if len(words) > 1 or not factor.isdigit():
+        return None  # "!img upscale town at night" is a prompt
+    if int(factor) not in UPSCALE_FACTORS:
+        return UsageError(f"upscale by 2, 4 or 8, not {words[0]}.")
+    return Upscale(int(factor), enhance)
+
+
 # ---- room defaults ---------------------------------------------------------------------------
 
 # What `room set KEY VALUE` accepts; the checks that need only the limits run here.
@@ -128,6 +212,7 @@ ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], object]]] = {
     "guidance": lambda lim: number_in("guidance", float, 0.0, 30.0),
     "negative": text_within("negative"),
     "model": lambda lim: str,
+    "enhance": lambda lim: on_off("enhance"),
 }
 _ROOM_USAGE = ("Write `room set KEY VALUE` with KEY one of " + ", ".join(ROOM_KEYS)
                + ", or `room reset [KEY]`.")
@@ -196,6 +281,13 @@ def _simple(command: Command) -> Callable[[str, LimitSettings], Command]:
 SUBCOMMANDS: dict[str, SubCommand] = {
     sub.name: sub
     for sub in (
+        SubCommand("again", _parse_again, "in reply to one of my pictures: the same again, "
+                   "with a new seed", takes_args=True),
+        SubCommand("vary", _parse_vary, "in reply to one of my pictures: a variation of it "
+                   f"(`vary 0.3` changes less, `vary 0.8` more; default {VARY_STRENGTH:g})",
+                   takes_args=True),
+        SubCommand("upscale", _parse_upscale, "in reply to any picture: 2, 4 or 8 times "
+                   "larger (default 4)", takes_args=True),
         SubCommand("help", _simple(Help()), "this help"),
         SubCommand("styles", _simple(Styles()), "the style presets"),
         SubCommand("models", _simple(Models()), "the models to choose from with --model"),
@@ -250,7 +342,7 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
         "Options, after the prompt, in any order:",
     ]
     for opt in OPTIONS.values():
-        lines.append(f"  --{opt.name} {opt.takes} — {opt.help}")
+        lines.append(f"  --{opt.name}{' ' + opt.takes if opt.takes else ''} — {opt.help}")
     lines.append("Commands:")
     for sub in SUBCOMMANDS.values():
         who = f" ({sub.who})" if sub.who else ""
@@ -265,6 +357,8 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
            if n is not None] if quotas else []
     if per:
         lines.append(f"Quota: {' and '.join(per)} pictures per person.")
+    lines.append(f"Reply to any picture with `{prefix} <prompt>` to paint it over "
+                 "(image-to-image; --strength sets how much).")
     lines.append("Redacting a command that is still queued cancels it. A command in a thread "
                  "is answered in the thread.")
     return "\n".join(lines)

@@ -137,6 +137,9 @@ class GenerationSettings(_Section):
     warm_up: bool = True
     models: dict[str, Path] = {}  # more models by name; `model` is the default
     max_loaded_models: int | None = Field(None, ge=1)  # None: as many as memory holds
+    # An AI upscaler file spandrel can load (Real-ESRGAN ×4 .pth/.safetensors, …); None:
+    # `!img upscale` uses a Lanczos resize and says so.
+    upscaler: Path | None = None
 
     @field_validator("models")
     @classmethod
@@ -206,6 +209,12 @@ class LimitSettings(_Section):
     max_images: int = Field(4, ge=1, le=64)
     queue_size: int = Field(100, ge=1)
     per_user_queued: int = Field(3, ge=1)
+    # Pictures people reply to (for img2img, vary, upscale): the largest file fetched, and
+    # the largest picture accepted, in pixels.
+    max_input_bytes: int = Field(20 * 2**20, ge=1024)
+    max_input_pixels: int = Field(16_777_216, ge=64 * 64)
+    # The largest picture `!img upscale` makes (8× of 1024² is 67108864).
+    max_upscaled_pixels: int = Field(67_108_864, ge=64 * 64)
     # Jobs left unfinished by a stop are resumed at the next start when younger than this;
     # older ones are answered with a notice instead (a picture hours late surprises people).
     resume_max_age_minutes: int = Field(60, ge=0)

@@ -72,6 +72,19 @@ MIGRATIONS: list[str] = [
         parts_sent INTEGER NOT NULL DEFAULT 0  -- replies already posted (pictures, a notice)
     );
     """,
+    # 4: the pictures the bot posted, so that a reply to one can continue from it
+    """
+    CREATE TABLE pictures (
+        event_id TEXT PRIMARY KEY,         -- the m.image event the bot posted
+        room_id TEXT NOT NULL,
+        usage_id INTEGER,                  -- the job's row in the usage log
+        job TEXT NOT NULL,                 -- JSON of the job (prompts hashed unless stored)
+        prompt TEXT NOT NULL,              -- as typed (hashed unless stored)
+        picture INTEGER,                   -- which of the job's pictures; NULL: the sheet
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX pictures_created ON pictures(created_at);
+    """,
 ]
 
 

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nio import AsyncClient, InviteMemberEvent, JoinResponse, SyncResponse
@@ -23,12 +23,13 @@ from generation.png import encode_for_upload, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
 from . import db as database
-from . import jobs, messages, quotas, rooms, usage
-from .commands import Generate, UsageError, parse
+from . import gallery, jobs, messages, quotas, rooms, sources, usage
+from .commands import ON_A_PICTURE, Generate, UsageError, parse
 from .config import Settings
+from .iterate import Iterator, fitted
 from .jobs import StoredJob
 from .metrics import Metrics
-from .resolve import Catalogue, resolve
+from .resolve import Catalogue
 from .retention import options_for_log, prompt_for_log
 from .sheet import contact_sheet
 from .tasks import TaskOwner
@@ -80,13 +81,26 @@ class Pending:
         return messages.txn_id(self.stored.event_id, part)
 
 
-def caption(result: Result, prompt: str, index: int = 0, default_model: str = "") -> str:
+def caption(result: Result, prompt: str, index: int = 0, default_model: str = "",
+            upscaler: str = "") -> str:
     job = result.job
+    if job.kind == "upscale":
+        how = (f"with {upscaler}" if upscaler and upscaler != "Lanczos" else
+               "with a Lanczos resize (no AI upscaler is configured)")
+        done = f"upscaled {job.factor}× to {job.width}×{job.height} {how}"
+        if job.enhance:
+            done += " · enhanced"
+        return (f"{prompt + ' — ' if prompt else ''}{done} · "
+                f"{result.generation_seconds:.1f} s (waited {result.queue_seconds:.1f} s)")
     parts = [f"seed {job.seed + index}", f"{job.steps} steps", f"{job.width}×{job.height}"]
+    if job.kind == "img2img":
+        parts.insert(0, f"from the picture replied to, strength {job.strength:g}")
     if job.style:
         parts.append(f"style {job.style}")
     if job.model and job.model != default_model:
         parts.append(f"model {job.model}")
+    if job.enhance:
+        parts.append("enhanced")
     if job.count > 1:
         parts.insert(0, f"picture {index + 1} of {job.count}")
         timing = (f"{result.generation_seconds:.1f} s for all {job.count} "
@@ -117,6 +131,7 @@ class Bot:
         # commands were accepted, though the next picture is made while one is uploading.
         self._last_in_room: dict[str, asyncio.Future] = {}
         self.replies = Replies(self)
+        self.iterator = Iterator(self)
         self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known
         self.metrics = metrics or Metrics()
         self.beat = beat  # progress, for the watchdog: called after each event
@@ -198,7 +213,7 @@ class Bot:
         # (and its job), so that a crash between the two loses neither; the others now.
         if isinstance(command, UsageError):
             await self.reject(room_id, event, command.message, prompt=str(content.get("body")))
-        elif isinstance(command, Generate):
+        elif isinstance(command, (Generate, *ON_A_PICTURE)):
             await self.on_generate(room_id, event, command)
         else:
             await database.claim_event(self.db, event["event_id"], time.time())
@@ -223,7 +238,7 @@ class Bot:
         store = self.settings.usage.store_prompts
         return usage.NewJob(event["event_id"], room_id, event["sender"],
                             prompt_for_log(prompt, store),
-                            options_for_log(asdict(job), store) if job else {},
+                            options_for_log(job.record(), store) if job else {},
                             job.seed if job else None, job.model if job else None)
 
     async def reject(self, room_id: str, event: dict[str, Any], message: str,
@@ -239,28 +254,30 @@ class Bot:
         return rooms.usable(await rooms.stored(self.db, room_id), self.settings.limits,
                             self.catalogue)
 
-    async def on_generate(self, room_id: str, event: dict[str, Any], command: Generate) -> None:
+    async def on_generate(self, room_id: str, event: dict[str, Any], command) -> None:
+        """A command that makes pictures: a prompt, or again/vary/upscale of a picture."""
         sender = event["sender"]
         room, _ = await self.room_defaults(room_id)
-        job = resolve(command, self.settings.generation, self.settings.limits, self.catalogue,
-                      room)
-        if isinstance(job, UsageError):
-            await self.reject(room_id, event, job.message, prompt=command.prompt)
+        made = await self.iterator.job_for(room_id, event, command, room)
+        if isinstance(made, UsageError):
+            await self.reject(room_id, event, made.message,
+                              prompt=getattr(command, "prompt", str(event["content"]["body"])))
             return
+        job, prompt = made
         over = await quotas.refusal(self.db, sender, job.count, self.settings.quotas,
                                     exempt=matches(sender, self.settings.quotas.exempt))
         if over is not None:
-            await self.reject(room_id, event, over, prompt=command.prompt, job=job)
+            await self.reject(room_id, event, over, prompt=prompt, job=job)
             return
         try:
             self.queue.admit(sender)
         except QueueFull as exc:
-            await self.reject(room_id, event, str(exc), prompt=command.prompt, job=job)
+            await self.reject(room_id, event, str(exc), prompt=prompt, job=job)
             return
         # Written down before any GPU work starts: from here on, the job is answered
         # exactly once, whatever happens to the bot in between.
-        stored = await jobs.accept(self.db, event, room_id, command.prompt, job,
-                                   self.logged(event, room_id, command.prompt, job))
+        stored = await jobs.accept(self.db, event, room_id, prompt, job,
+                                   self.logged(event, room_id, prompt, job))
         pending = self.start(stored)
         ticket = pending.ticket
         if ticket.ahead or self.queue.paused:
@@ -296,9 +313,11 @@ class Bot:
                 why = (f"the bot stopped before it was done, and the request is now "
                        f"{_age_words(age)} old")
             else:
-                self.start(stored)
-                resumed += 1
-                continue
+                stored, why = await self._with_source(stored)
+                if why is None:
+                    self.start(stored)
+                    resumed += 1
+                    continue
             given_up += 1
             await messages.send_notice(
                 self.client, stored.room_id,
@@ -308,6 +327,21 @@ class Bot:
         if resumed or given_up:
             log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
                      "notice instead", resumed, given_up)
+
+    async def _with_source(self, stored: StoredJob) -> tuple[StoredJob, str | None]:
+        """A resumed job that starts from a picture gets that picture fetched again (it is
+        not kept in the job store); or why it cannot be."""
+        job = stored.job
+        if job.kind == "txt2img" or job.image is not None:
+            return stored, None
+        try:
+            source = await sources.fetch(self.client, job.source, None, self.settings.limits)
+        except sources.SourceError as exc:
+            return stored, f"the picture it starts from could not be used again ({exc})"
+        image = source.image
+        if job.kind == "img2img":
+            image = await asyncio.to_thread(fitted, image, job.width, job.height)
+        return replace(stored, job=replace(job, image=image)), None
 
     async def deliver(self, pending: Pending) -> None:
         try:
@@ -381,10 +415,11 @@ class Bot:
         for index, image in enumerate(result.images):
             if pending.withdrawn:
                 break
-            text = caption(result, pending.prompt, index, self.catalogue.default_model)
+            text = caption(result, pending.prompt, index, self.catalogue.default_model,
+                           getattr(self.queue.runner, "upscaler_name", ""))
             problem = await self._send_picture(
                 pending, image, {**params, "seed": job.seed + index}, text,
-                f"imgbot-{job.seed + index}", f"picture-{index}", thumbnail=True)
+                f"imgbot-{job.seed + index}", index, thumbnail=True)
             sent += problem is None
             refusal = refusal or problem
         if len(result.images) > 1 and sent and not pending.withdrawn:
@@ -394,21 +429,23 @@ class Bot:
             await self._send_picture(
                 pending, sheet, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
                 f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", "sheet")
+                f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None)
         return sent, refusal
 
     async def _send_picture(self, pending: Pending, image, params: dict[str, Any], text: str,
-                            stem: str, part: str, thumbnail: bool = False) -> str | None:
-        """Encode (in a thread, beside the next generation on the GPU) and send one picture;
-        None when it arrived, else why not. One that is too large for the homeserver is
-        encoded again for its upload limit, read afresh."""
+                            stem: str, index: int | None, thumbnail: bool = False) -> str | None:
+        """Encode (in a thread, beside the next generation on the GPU) and send picture
+        `index` of the job (None: the contact sheet); None when it arrived, else why not.
+        One that is too large for the homeserver is encoded again for its upload limit,
+        read afresh. Each posted picture is remembered, for replies to it."""
+        part = "sheet" if index is None else f"picture-{index}"
         for attempt in range(2):
             picture, small = await asyncio.to_thread(_encode, image, params, self.upload_limit,
                                                      thumbnail)
             if picture is None:
                 return f"it does not fit the upload limit of {self.upload_limit} bytes"
             try:
-                await messages.send_image(
+                event_id = await messages.send_image(
                     self.client, pending.room_id, picture,
                     filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
                     caption=f"{text} · {picture.note}" if picture.note else text,
@@ -422,6 +459,11 @@ class Bot:
                     else len(picture.data) // 2
                 continue
             await jobs.sent_part(self.db, pending.stored)
+            store = self.settings.usage.store_prompts
+            await gallery.remember(
+                self.db, event_id, pending.room_id, pending.stored.usage_id,
+                options_for_log(pending.stored.job.record(), store),
+                prompt_for_log(pending.prompt, store), index)
             return None
         return None  # not reached
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -57,7 +57,7 @@ async def accept(db: aiosqlite.Connection, event: dict[str, Any], room_id: str, 
             "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt,"
             " job, starts) VALUES (?,?,?,?,?,?,?,?,1)",
             (stored.event_id, row, now, room_id, stored.sender, json.dumps(stored.command),
-             prompt, json.dumps(asdict(job))))
+             prompt, json.dumps(job.record())))
     return stored
 
 
@@ -83,12 +83,12 @@ async def unfinished(db: aiosqlite.Connection) -> list[StoredJob]:
     cursor = await db.execute("SELECT * FROM jobs ORDER BY usage_id")
     return [StoredJob(row["event_id"], row["usage_id"], row["created_at"], row["room_id"],
                       row["sender"], json.loads(row["command"]), row["prompt"],
-                      _job(row["job"]), row["starts"], row["parts_sent"])
+                      job_from_record(row["job"]), row["starts"], row["parts_sent"])
             for row in await cursor.fetchall()]
 
 
-def _job(text: str) -> Job | None:
-    """The stored job, or None when it cannot be read (written by another version)."""
+def job_from_record(text: str) -> Job | None:
+    """A job from its JSON record, or None when it cannot be read (another version's)."""
     try:
         fields = json.loads(text)
         known = {f.name for f in dataclasses.fields(Job)}

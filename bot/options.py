@@ -15,6 +15,10 @@ from .config import LimitSettings, parse_size
 from .styles import normalise
 
 MAX_SEED = 2**32 - 1
+# Image-to-image: below 0.05 a few-step model would not change the picture at all.
+MIN_STRENGTH = 0.05
+DEFAULT_STRENGTH = 0.6  # `!img <prompt>` in a reply to a picture
+VARY_STRENGTH = 0.5  # `!img vary`
 # The aspect ratios people are shown; any ratio between the extremes is accepted.
 LANDSCAPE_RATIOS = ("1:1", "4:3", "3:2", "16:9", "21:9")
 ASPECT_RATIOS = LANDSCAPE_RATIOS + ("3:4", "2:3", "9:16", "9:21")
@@ -35,6 +39,16 @@ def number_in(name: str, cast: type, low: float, high: float) -> Callable[[str],
         if not low <= value <= high:  # also false for nan
             raise ValueError(f"{name} must be {shown}, not {text}")
         return value
+
+    return convert
+
+
+def on_off(name: str) -> Callable[[str], bool]:
+    def convert(text: str) -> bool:
+        word = text.strip().lower()
+        if word not in ("on", "off"):
+            raise ValueError(f"{name} is on or off, not {text!r}")
+        return word == "on"
 
     return convert
 
@@ -102,6 +116,7 @@ class Option:
     rest: bool = False  # takes all words up to the next option (for text values)
     help: str = ""
     aliases: tuple[str, ...] = ()
+    flag: bool = False  # takes no value: its presence means True
 
 
 def text_within(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
@@ -139,6 +154,12 @@ OPTIONS: dict[str, Option] = {
                help="what the picture should not show"),
         Option("model", "model", "NAME", lambda lim: str.strip,
                help="one of the configured models (`models` lists them)"),
+        Option("strength", "strength", "X",
+               lambda lim: number_in("--strength", float, MIN_STRENGTH, 1.0),
+               help="in a reply to a picture: how much of it is painted over, "
+                    f"{MIN_STRENGTH:g} to 1 (default {DEFAULT_STRENGTH:g})"),
+        Option("enhance", "enhance", "", lambda lim: bool, flag=True,
+               help="automatic contrast and sharpness on the result"),
     )
 }
 BY_SPELLING: dict[str, Option] = {
@@ -171,6 +192,11 @@ def parse_options(words: list[str], limits: LimitSettings) -> dict[str, object]:
         if option.field in values:
             raise ValueError(f"--{option.name} is given twice")
         i += 1
+        if option.flag:
+            if inline is not None:
+                raise ValueError(f"--{option.name} takes no value")
+            values[option.field] = True
+            continue
         if inline is not None:
             raw = inline
         else:

@@ -29,6 +29,7 @@ class RoomDefaults:
     guidance: float | None = None
     negative: str | None = None
     model: str | None = None
+    enhance: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         count=count,
         model=model,
         style=style.name if style else "",
+        enhance=bool(_first(command.enhance, room.enhance, False)),
     )
 
 

@@ -66,6 +66,9 @@ async def _delete_older(db: aiosqlite.Connection, now: float, cutoff: float) -> 
     cursor = await db.execute(
         "DELETE FROM usage WHERE created_at < ? AND status != 'queued'", (cutoff,))
     usage_rows = cursor.rowcount
+    # The records of posted pictures carry prompts too; `again` on an older picture then
+    # says that it no longer knows it.
+    await db.execute("DELETE FROM pictures WHERE created_at < ?", (cutoff,))
 
     # Why old handled_events may go: a command is only ever delivered to the bot again
     # (1) when a restart re-syncs from the last saved token, which is saved only after its

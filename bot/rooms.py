@@ -67,6 +67,8 @@ def canonical(key: str, value: str, limits: LimitSettings,
         raise ValueError(catalogue.unknown_model(value))
     elif key == "size":
         value = "{}x{}".format(*converted)
+    elif key == "enhance":
+        value = "on" if converted else "off"
     return value
 
 
@@ -83,7 +85,7 @@ def usable(values: dict[str, Stored], limits: LimitSettings,
             continue
         if key == "size":
             fields["width"], fields["height"] = parse_size(value)
-        elif key in ("steps", "guidance"):
+        elif key in ("steps", "guidance", "enhance"):
             fields[key] = ROOM_KEYS[key](limits)(value)
         else:
             fields[key] = value
@@ -96,7 +98,7 @@ def describe(values: dict[str, Stored], ignored: dict[str, str],
     bot = {
         "style": "none", "size": defaults.size, "steps": str(defaults.steps),
         "guidance": f"{defaults.guidance:g}", "negative": "none",
-        "model": catalogue.default_model,
+        "model": catalogue.default_model, "enhance": "off",
     }
     lines = ["This room's defaults (`room set KEY VALUE` to change, `room reset` to clear):"]
     for key in ROOM_KEYS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ SUPPORTED = {
     "StableDiffusionXLPipeline": "sdxl",
 }
 
+
+# The kinds of job an engine runs (upscaling needs no diffusion model).
+RUNS = ("txt2img", "img2img")
 
 # The picture side a family was trained at, for folders whose configs do not say.
 NATIVE_SIDES = {"sd": 512, "sdxl": 1024}
@@ -125,6 +129,7 @@ class Engine:
         self.requested_device = device
         self.placement: Placement | None = None
         self.pipe = None
+        self._image_to_image = None  # made from `pipe` on the first img2img job
 
     def load(self) -> None:
         """Load the weights once, from the local folder only, onto the chosen device."""
@@ -152,7 +157,7 @@ class Engine:
 
         Also after a failed load, to free what it had placed before it failed.
         """
-        self.pipe = None
+        self.pipe = self._image_to_image = None
         gc.collect()  # pipelines hold reference cycles; free their tensors now, not later
         if self.placement is not None and self.placement.device.startswith("cuda"):
             import torch
@@ -182,15 +187,32 @@ class Engine:
         log.info("warm-up at %dx%d took %.2f s", width, height, seconds)
         return seconds
 
+    @property
+    def image_to_image(self):
+        """The image-to-image pipeline over the loaded one's components (the same UNet, VAE
+        and text encoders: no second copy of the weights), made on first use."""
+        if self.pipe is None:
+            raise RuntimeError("Engine.image_to_image used before load()")
+        if self._image_to_image is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._image_to_image = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._image_to_image.set_progress_bar_config(disable=True)
+        return self._image_to_image
+
     def generate(self, job: Job) -> list:
         """Run the pipeline for one job and return its PIL images, `job.count` of them.
 
-        The pictures of a job are one batch; when the batch does not fit in GPU memory they
+        txt2img and img2img jobs; an upscale job is not the engine's (see studio.py). The
+        pictures of a job are one batch; when the batch does not fit in GPU memory they
         are made one after the other instead (same seeds, same pictures), and only a single
         picture that does not fit is the user's problem."""
         import torch
 
         self._check(job.model)
+        if job.kind not in RUNS:
+            raise GenerationError(f"The diffusion engine makes {' and '.join(RUNS)} jobs, "
+                                  f"not {job.kind}.")
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
         try:
@@ -225,15 +247,45 @@ class Engine:
         count = len(generators)
         # The negative prompt only matters with classifier-free guidance (guidance > 1).
         negative = [job.negative_prompt] * count if job.negative_prompt else None
+        common = dict(prompt=[job.prompt] * count, negative_prompt=negative,
+                      guidance_scale=job.guidance, generator=generators, output_type="pil")
         with torch.inference_mode():
-            output = self.pipe(
-                prompt=[job.prompt] * count,
-                negative_prompt=negative,
-                num_inference_steps=job.steps,
-                guidance_scale=job.guidance,
-                width=job.width,
-                height=job.height,
-                generator=generators,
-                output_type="pil",
-            )
+            if job.kind == "img2img":
+                output = self.image_to_image(image=_source(job), strength=job.strength,
+                                             num_inference_steps=img2img_steps(job), **common)
+            else:
+                output = self.pipe(num_inference_steps=job.steps, width=job.width,
+                                   height=job.height, **common)
         return list(output.images)
+
+
+def img2img_steps(job: Job) -> int:
+    """The steps to ask an img2img pipeline for, so that it runs at least one.
+
+    diffusers runs only the last int(steps × strength) of `steps` (the first ones would
+    paint the part of the picture that is kept): 2 steps at strength 0.3 would run none and
+    fail. So the steps are raised to ceil(1 / strength) where that is needed; the picture's
+    record keeps the steps asked for."""
+    if not 0 < job.strength <= 1:
+        raise GenerationError(f"The strength of an image-to-image job is above 0 and at most "
+                              f"1, not {job.strength}.")
+    steps = max(job.steps, math.ceil(1 / job.strength))
+    while int(steps * job.strength) < 1:  # 1 / strength may round down in floating point
+        steps += 1
+    return steps
+
+
+def _source(job: Job):
+    """The job's source picture in RGB at the job's size (Lanczos, where it differs)."""
+    from PIL import Image
+
+    if job.image is None:
+        raise GenerationError("An image-to-image job needs a source picture.")
+    if job.width % 8 or job.height % 8:
+        # The pipeline would quietly round the size down (text-to-image refuses it).
+        raise GenerationError(f"Image-to-image sizes are multiples of 8, not "
+                              f"{job.width}x{job.height}.")
+    image = job.image.convert("RGB")
+    if image.size != (job.width, job.height):
+        image = image.resize((job.width, job.height), Image.Resampling.LANCZOS)
+    return image

@@ -5,13 +5,20 @@ Both are plain frozen values: nothing here knows about Matrix or torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+KINDS = ("txt2img", "img2img", "upscale")
 
 
 @dataclass(frozen=True)
 class Job:
-    """Everything the GPU needs to make one or more pictures, fully resolved."""
+    """Everything the GPU needs to make one or more pictures, fully resolved.
+
+    txt2img makes `count` pictures of `width`×`height` from the prompt. img2img starts from
+    `image` (scaled to `width`×`height`) and keeps `1 - strength` of it. upscale makes
+    `image` `factor` times wider and higher (`width`×`height` is then the result's size;
+    prompt, seed and steps are only carried along for the record)."""
 
     prompt: str
     seed: int
@@ -23,6 +30,21 @@ class Job:
     count: int = 1  # pictures of this prompt, seeds seed, seed+1, …, made as one batch
     model: str = ""  # the configured model's name; "" is the default model
     style: str = ""  # the style preset already applied to prompt and negative_prompt
+    kind: str = "txt2img"  # one of KINDS
+    strength: float = 0.0  # img2img: how much of the source is repainted, 0..1
+    factor: int = 1  # upscale: 2, 4 or 8
+    enhance: bool = False  # automatic contrast and sharpness on the result
+    source: str = ""  # where `image` came from (an mxc:// URI), for the record and restarts
+    # The source picture (a PIL image) for img2img and upscale. Not part of the record: a
+    # restart fetches it again from `source`.
+    image: Any = field(default=None, compare=False, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The job as plain data (JSON-ready), without the source picture."""
+        data = asdict(self) if self.image is None else asdict(
+            self.__class__(**{**self.__dict__, "image": None}))
+        data.pop("image")
+        return data
 
     def parameters(self, model: str) -> dict[str, Any]:
         """The generation parameters as they are embedded in the PNG and logged."""
@@ -36,6 +58,15 @@ class Job:
             "model": model,
             "style": self.style,
         }
+        if self.kind != "txt2img":
+            params["kind"] = self.kind
+            params["source"] = self.source
+        if self.kind == "img2img":
+            params["strength"] = self.strength
+        if self.kind == "upscale":
+            params["upscale"] = self.factor
+        if self.enhance:
+            params["enhance"] = True
         return params
 
 

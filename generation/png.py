@@ -22,6 +22,10 @@ def parameters_text(params: dict[str, Any]) -> str:
         ("CFG scale", params.get("guidance")),
         ("Model", params.get("model")),
         ("Style", params.get("style")),
+        # Only in the parameters of img2img, upscale and enhanced pictures (Job.parameters).
+        ("Denoising strength", params.get("strength")),
+        ("Upscale", f"{params['upscale']}x" if params.get("upscale") else None),
+        ("Enhance", "on" if params.get("enhance") else None),
     ]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v not in (None, "")))
     return "\n".join(lines)

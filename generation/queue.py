@@ -11,6 +11,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,8 +62,13 @@ class Place:
 
 def cost(job: Job) -> float:
     """How much work a job is, in the unit the speed is measured in: each step runs over
-    every pixel of every picture, and text encoding plus decoding cost about one step more."""
-    return job.width * job.height * job.count * (job.steps + 1)
+    every pixel of every picture, and text encoding plus decoding cost about one step more.
+    Image-to-image runs only its strength's share of the steps; an upscale counts its passes
+    over the result's pixels (a rough match, but the same unit)."""
+    steps = job.steps
+    if job.kind == "img2img":
+        steps = max(1, math.ceil(job.steps * job.strength))
+    return job.width * job.height * job.count * (steps + 1)
 
 
 class GenerationQueue:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable
 
-from nio import AsyncClient, DownloadError, RoomCreateResponse, RoomSendResponse, SyncResponse
+from nio import (
+    AsyncClient,
+    DownloadError,
+    RoomCreateResponse,
+    RoomSendResponse,
+    SyncResponse,
+    UploadResponse,
+)
 
 from bot import db as database
 from bot import usage
@@ -62,6 +70,21 @@ class Chat:
             room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content})
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
+
+    async def send_picture(self, room_id: str, data: bytes, mimetype: str, width: int,
+                           height: int, body: str = "photo.png") -> str:
+        """Upload a file and post it as an m.image, as a client does."""
+        upload, _ = await self.client.upload(lambda *_: io.BytesIO(data), content_type=mimetype,
+                                             filename=body, filesize=len(data))
+        assert isinstance(upload, UploadResponse), upload
+        return await self.send(room_id, body, msgtype="m.image", url=upload.content_uri,
+                               info={"mimetype": mimetype, "w": width, "h": height,
+                                     "size": len(data)})
+
+    async def reply(self, room_id: str, event_id: str, body: str) -> str:
+        """A reply to `event_id`, as clients send it (without a fallback quote)."""
+        return await self.send(room_id, body,
+                               **{"m.relates_to": {"m.in_reply_to": {"event_id": event_id}}})
 
     async def wait_for(self, room_id: str, predicate: Callable[[list], Any],
                        timeout: float = 60) -> Any:

@@ -85,3 +85,19 @@ async def bob(homeserver):
     chat = await Chat.login(homeserver, "bob", PASSWORD)
     yield chat
     await chat.close()
+
+
+@pytest.fixture
+async def own_server(tmp_path):
+    """A homeserver of the test's own (to kill, or with a 40 KiB upload limit), with alice
+    logged in: (server, alice)."""
+    from tests.chat import Chat
+
+    server = LocalHomeserver(tmp_path / "own-synapse", max_upload_size="40K")
+    server.start()
+    for name in ("imgbot", "alice"):
+        server.register(name, PASSWORD)
+    alice = await Chat.login(server, "alice", PASSWORD)
+    yield server, alice
+    await alice.close()
+    server.stop()

@@ -6,6 +6,7 @@ import pytest
 
 from bot.commands import (
     SUBCOMMANDS,
+    Again,
     Cancel,
     Generate,
     Help,
@@ -17,8 +18,10 @@ from bot.commands import (
     RoomSet,
     RoomShow,
     Styles,
+    Upscale,
     Usage,
     UsageError,
+    Vary,
     help_text,
     parse,
     strip_reply_fallback,
@@ -616,3 +619,41 @@ def test_help_tells_the_quotas():
     text = help_text("!img", LIMITS, QuotaSettings(pictures_per_hour=5, pictures_per_day=20))
     assert "Quota: 5 per hour and 20 per day pictures per person." in text
     assert "Quota" not in help_text("!img", LIMITS, QuotaSettings())
+
+
+# ---- commands on a picture --------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [
+    ("!img again", Again()),
+    ("!img again --enhance", Again(enhance=True)),
+    ("!img vary", Vary()),
+    ("!img vary 0.3", Vary(0.3)),
+    ("!img upscale", Upscale(4)),
+    ("!img upscale 8", Upscale(8)),
+    ("!img upscale 2x --enhance", Upscale(2, enhance=True)),
+])
+def test_commands_on_a_picture(text, expected):
+    assert p(text) == expected
+
+
+@pytest.mark.parametrize("text", ["!img again and again", "!img vary the colours",
+                                  "!img upscale town at night"])
+def test_words_after_them_make_a_prompt(text):
+    assert p(text) == Generate(prompt=text.removeprefix("!img "))
+
+
+@pytest.mark.parametrize("text,words", [
+    ("!img vary 3", "vary must be from 0.05 to 1"),
+    ("!img upscale 3", "upscale by 2, 4 or 8, not 3"),
+    ("!img a cat --strength 1.5", "--strength must be from 0.05 to 1"),
+    ("!img a cat --enhance=yes", "--enhance takes no value"),
+    ("!img room set enhance maybe", "enhance is on or off"),
+])
+def test_their_bad_values_are_named(text, words):
+    result = p(text)
+    assert isinstance(result, UsageError) and words in result.message
+
+
+def test_enhance_and_strength_are_options_of_a_prompt():
+    assert p("!img a cat --strength 0.4 --enhance") == Generate("a cat", strength=0.4,
+                                                                enhance=True)

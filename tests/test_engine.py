@@ -1,7 +1,7 @@
 """The GPU side with real (tiny, random-weight) diffusers models on the CPU.
 
-Covers `generation/engine.py`, `test_model.py`, `png.py`, `device.py`, and the rule that the
-two packages stay apart (the chat side never imports torch, the GPU side never imports nio).
+Covers `generation/engine.py` (text-to-image and image-to-image), `test_model.py`, `png.py`,
+`device.py`, and the rule that the two packages stay apart (the chat side never imports torch, the GPU side never imports nio).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from generation.device import Placement, choose
-from generation.engine import Engine, ModelError, inspect_model
+from generation.engine import Engine, ModelError, img2img_steps, inspect_model
 from generation.job import GenerationError, Job
 from generation.png import encode_png, parameters_text, read_parameters
+from generation.pool import ModelPool
 from generation.test_model import make_test_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,9 +56,9 @@ def nearly_same(a: Image.Image, b: Image.Image) -> bool:
 
 
 def make(engine: Engine, seed: int = 1, width: int = 64, height: int = 64, count: int = 1,
-         **kw) -> list[Image.Image]:
-    return engine.generate(Job(prompt="a lighthouse at dawn", seed=seed, steps=2, width=width,
-                               height=height, count=count, **kw))
+         steps: int = 2, **kw) -> list[Image.Image]:
+    return engine.generate(Job(prompt="a lighthouse at dawn", seed=seed, steps=steps,
+                               width=width, height=height, count=count, **kw))
 
 
 # ---- the engine with both architectures ---------------------------------------------------
@@ -158,6 +159,141 @@ def test_generate_before_load_is_an_error(models):
     engine = Engine(models["sd"], "cpu")
     with pytest.raises(RuntimeError, match="before load"):
         make(engine)
+
+
+# ---- image to image -----------------------------------------------------------------------
+
+def source_picture(width: int = 80, height: int = 48) -> Image.Image:
+    """A picture of another size than the jobs', with shapes to keep: it is scaled first."""
+    image = Image.new("RGB", (width, height), (200, 40, 30))
+    image.paste((20, 40, 220), (0, 0, width // 2, height // 2))
+    return image
+
+
+def vary(engine: Engine, strength: float = 0.5, seed: int = 1, steps: int = 2, **kw):
+    return make(engine, seed=seed, kind="img2img", strength=strength, steps=steps,
+                image=kw.pop("image", source_picture()), **kw)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_image_to_image_shares_the_loaded_weights(engines, arch):
+    engine = engines[arch]
+    pipe = engine.image_to_image
+    assert type(pipe).__name__.endswith("Img2ImgPipeline")
+    assert pipe is engine.image_to_image  # made once, then kept
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert getattr(pipe, part) is getattr(engine.pipe, part), part
+    if arch == "sdxl":
+        assert pipe.text_encoder_2 is engine.pipe.text_encoder_2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("width, height", [(64, 64), (96, 64)])
+def test_image_to_image_has_the_jobs_size(engines, arch, width, height):
+    images = vary(engines[arch], width=width, height=height)
+    assert [(i.size, i.mode) for i in images] == [((width, height), "RGB")]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_image_to_image_same_seed_same_picture_other_strength_other_picture(engines, arch):
+    engine = engines[arch]
+    # 4 steps: diffusers runs int(4 × strength) of them, 2 at 0.5 and 3 at 0.9 (with 2
+    # steps both would run the same single step and give the same picture).
+    first, again = vary(engine, seed=8, steps=4)[0], vary(engine, seed=8, steps=4)[0]
+    assert pixels(first) == pixels(again)
+    assert pixels(vary(engine, seed=8, steps=4, strength=0.9)[0]) != pixels(first)
+    assert pixels(vary(engine, seed=9, steps=4)[0]) != pixels(first)
+
+
+def test_image_to_image_starts_from_the_picture(engines):
+    """A low strength keeps most of the source; a text-to-image picture of the same seed
+    has nothing of it."""
+    engine = engines["sd"]
+    source = source_picture(64, 64)
+    kept = vary(engine, strength=0.2, steps=5, image=source)[0]
+    fresh = make(engine, steps=5)[0]
+
+    def distance(image):
+        a, b = pixels(image), pixels(source)
+        return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+    assert distance(kept) < distance(fresh)
+
+
+def test_a_tiny_strength_still_runs_a_step(engines):
+    # 2 steps at 0.05 would be int(0.1) = 0 denoising steps; the engine asks for 20.
+    assert img2img_steps(Job(prompt="", seed=0, steps=2, width=8, height=8,
+                             strength=0.05)) == 20
+    images = vary(engines["sd"], strength=0.05, steps=2)
+    assert [i.size for i in images] == [(64, 64)]
+
+
+@pytest.mark.parametrize("strength, asked, steps", [
+    (0.3, 1, 4), (0.5, 1, 2), (1.0, 1, 1), (0.07, 1, 15), (0.34, 2, 3), (0.8, 4, 4),
+    (0.5, 10, 10),
+])
+def test_img2img_steps_give_at_least_one_denoising_step(strength, asked, steps):
+    job = Job(prompt="", seed=0, steps=asked, width=8, height=8, strength=strength)
+    assert img2img_steps(job) == steps
+    assert int(steps * strength) >= 1
+
+
+@pytest.mark.parametrize("strength", [0.0, -0.1, 1.5])
+def test_a_strength_out_of_range_is_refused(engines, strength):
+    with pytest.raises(GenerationError, match="above 0 and at most 1"):
+        vary(engines["sd"], strength=strength)
+
+
+def test_image_to_image_without_a_source_is_refused(engines):
+    with pytest.raises(GenerationError, match="needs a source picture"):
+        make(engines["sd"], kind="img2img", strength=0.5)
+    with pytest.raises(GenerationError, match="multiples of 8, not 60x64"):
+        vary(engines["sd"], width=60)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_image_to_image_count_2_gives_seed_and_seed_plus_1(engines, arch):
+    engine = engines[arch]
+    batch = vary(engine, seed=30, count=2)
+    assert len(batch) == 2
+    assert not nearly_same(batch[0], batch[1])
+    for i, image in enumerate(batch):
+        assert nearly_same(image, vary(engine, seed=30 + i)[0]), f"picture {i}"
+
+
+def test_an_image_to_image_batch_too_big_for_memory_is_made_one_by_one(engines, monkeypatch):
+    engine = engines["sd"]
+    tight = OutOfMemoryAbove(engine.image_to_image, limit=1)
+    monkeypatch.setattr(engine, "_image_to_image", tight)
+    pictures = vary(engine, seed=50, count=2)
+    assert tight.batches == [2, 1, 1]
+    monkeypatch.undo()
+    for i, image in enumerate(pictures):
+        assert nearly_same(image, vary(engine, seed=50 + i)[0]), f"picture {i}"
+
+
+def test_an_upscale_job_is_not_the_engines(engines):
+    with pytest.raises(GenerationError, match="makes txt2img and img2img jobs, not upscale"):
+        engines["sd"].generate(Job(prompt="", seed=0, steps=0, width=128, height=128,
+                                   kind="upscale", factor=2, image=source_picture(64, 64)))
+
+
+def test_unload_drops_the_image_to_image_pipeline(models):
+    engine = Engine(models["sd"], "cpu")
+    engine.load()
+    assert engine.image_to_image is not None
+    engine.unload()
+    assert engine._image_to_image is None and engine.pipe is None
+    with pytest.raises(RuntimeError, match="before load"):
+        engine.image_to_image  # noqa: B018
+
+
+def test_the_model_pool_passes_image_to_image_through(models, engines):
+    pool = ModelPool({"sd": models["sd"]}, "sd", "cpu")
+    job = Job(prompt="a lighthouse at dawn", seed=3, steps=2, width=64, height=64,
+              kind="img2img", strength=0.5, image=source_picture(), model="sd")
+    assert pixels(pool.generate(job)[0]) == pixels(engines["sd"].generate(
+        Job(**{**job.__dict__, "model": ""}))[0])
 
 
 # ---- model folders that cannot be used ----------------------------------------------------
@@ -267,6 +403,24 @@ def test_png_has_a_human_readable_parameters_chunk():
 def test_parameters_text_leaves_out_an_empty_negative_prompt():
     text = parameters_text({**PARAMS, "negative_prompt": ""})
     assert "Negative prompt" not in text
+
+
+def test_parameters_text_names_strength_upscale_and_enhance_only_where_they_apply():
+    plain = parameters_text(PARAMS)
+    for name in ("Denoising strength", "Upscale", "Enhance"):
+        assert name not in plain
+    varied = Job(prompt="p", seed=1, steps=4, width=64, height=64, kind="img2img",
+                 strength=0.35, enhance=True, source="mxc://example.org/a").parameters("m")
+    text = parameters_text(varied)
+    assert "Denoising strength: 0.35" in text and "Enhance: on" in text
+    assert "Upscale" not in text
+    upscaled = Job(prompt="p", seed=1, steps=4, width=256, height=256, kind="upscale",
+                   factor=4, source="mxc://example.org/a").parameters("m")
+    text = parameters_text(upscaled)
+    assert "Upscale: 4x" in text
+    assert "Denoising strength" not in text and "Enhance" not in text
+    data = encode_png(Image.new("RGB", (8, 8)), upscaled)
+    assert read_parameters(data) == upscaled
 
 
 def test_read_parameters_of_a_foreign_png_is_empty():

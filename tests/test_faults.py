@@ -20,9 +20,7 @@ from PIL import Image
 from bot import app
 from bot import db as database
 from bot import jobs, messages
-from bot.localserver import LocalHomeserver
 from tests.chat import Chat, bot_running, usage_rows
-from tests.conftest import PASSWORD
 from tests.test_cli import IMGBOT, ROOT, start_bot, write_config
 
 pytestmark = pytest.mark.synapse
@@ -54,19 +52,6 @@ class Gated:
             return self.engine.generate(job)
         finally:
             self.finished.set()
-
-
-@pytest.fixture
-async def own_server(tmp_path):
-    """A homeserver of this test's own, with a 40 KiB upload limit; alice is logged in."""
-    server = LocalHomeserver(tmp_path / "own-synapse", max_upload_size="40K")
-    server.start()
-    for name in ("imgbot", "alice"):
-        server.register(name, PASSWORD)
-    alice = await Chat.login(server, "alice", PASSWORD)
-    yield server, alice
-    await alice.close()
-    server.stop()
 
 
 async def test_homeserver_killed_during_a_generation_then_back(own_server, make_settings,

@@ -1,0 +1,47 @@
+"""The pictures the bot posted, by event ID: what `again`, `vary` and `upscale` continue from.
+
+Only the job's parameters are kept (the picture itself stays on the homeserver). When the
+usage log keeps no prompts, neither does this table: the prompt is then read back from the
+picture's own PNG parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from generation.job import Job
+
+from . import db as database
+from .jobs import job_from_record
+
+
+@dataclass(frozen=True)
+class Posted:
+    job: Job
+    prompt: str  # as typed, before any style
+    picture: int | None  # which of the job's pictures (its seed is job.seed + picture); None: sheet
+
+
+async def remember(db: aiosqlite.Connection, event_id: str, room_id: str, usage_id: int,
+                   record: dict, prompt: str, picture: int | None) -> None:
+    async with database.writing(db):
+        await db.execute(
+            "INSERT OR REPLACE INTO pictures(event_id, room_id, usage_id, job, prompt, picture,"
+            " created_at) VALUES (?,?,?,?,?,?,?)",
+            (event_id, room_id, usage_id, json.dumps(record), prompt, picture, time.time()))
+
+
+async def find(db: aiosqlite.Connection, event_id: str, room_id: str) -> Posted | None:
+    """The bot's picture `event_id` in this room (a picture is only continued in the room
+    it was posted in); None when it is not one, or its record has expired."""
+    row = await (await db.execute(
+        "SELECT job, prompt, picture FROM pictures WHERE event_id = ? AND room_id = ?",
+        (event_id, room_id))).fetchone()
+    if row is None:
+        return None
+    job = job_from_record(row["job"])
+    return Posted(job, row["prompt"], row["picture"]) if job is not None else None

@@ -1,0 +1,188 @@
+"""Continuing from a picture: `again`, `vary`, `upscale`, and `!img <prompt>` in reply to
+any picture (image-to-image). Turns such a command, the picture it replies to and what
+the bot knows of that picture into a job, or a UsageError for the person."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import secrets
+
+from PIL import Image, ImageOps
+
+from generation.job import Job
+from generation.png import read_parameters
+
+from . import gallery, sources
+from .commands import Again, Generate, UsageError, Upscale, Vary
+from .options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
+from .resolve import resolve
+from .sources import Source, SourceError
+
+
+def new_seed(count: int = 1) -> int:
+    return secrets.randbelow(MAX_SEED + 2 - count)
+
+
+def fitted(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The picture cropped to the aspect of width×height (from its middle) and scaled to
+    it: image-to-image starts from exactly the size it makes, undistorted."""
+    if image.size == (width, height):
+        return image
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
+def source_size(image: Image.Image, native: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """A size near the model's native pixel count with the picture's aspect (at most 21:9;
+    a wider picture is cropped), in multiples of 64."""
+    ratio = min(max(image.width / image.height, 1 / MAX_ASPECT), MAX_ASPECT)
+    aspect = (round(ratio * 1000), 1000)
+    return size_for_aspect(aspect, native[0] * native[1], max_pixels)
+
+
+class Iterator:
+    """Builds the jobs of commands that work on a picture; one per bot."""
+
+    def __init__(self, bot):
+        self.bot = bot
+
+    @property
+    def limits(self):
+        return self.bot.settings.limits
+
+    async def job_for(self, room_id: str, event: dict, command,
+                      room) -> tuple[Job, str] | UsageError:
+        """The job, and the prompt as the person typed it (for captions and the usage log);
+        or why not."""
+        bot = self.bot
+        reply = sources.replied_to(event.get("content") or {})
+        is_generate = isinstance(command, Generate)
+        if is_generate and reply is None:
+            if command.strength is not None:
+                return UsageError("--strength works in a reply to a picture: it says how "
+                                  "much of that picture is painted over.")
+            return self._typed(self._resolve(command, room), command.prompt)
+        name = type(command).__name__.lower()
+        if reply is None:
+            return UsageError(f"Reply to a picture with `{bot.settings.matrix.command_prefix} "
+                              f"{name}` for that.")
+        try:
+            picture = await sources.picture_event(bot.client, room_id, reply)
+        except SourceError as exc:
+            if is_generate and command.strength is None:
+                # A reply to a text message: just a prompt.
+                return self._typed(self._resolve(command, room), command.prompt)
+            return UsageError(str(exc))
+        posted = (await gallery.find(bot.db, reply, room_id)
+                  if picture.get("sender") == bot.me else None)
+        if isinstance(command, (Again, Vary)) and posted is None:
+            return UsageError(f"`{name}` works on the pictures this bot made in this room; "
+                              f"to start from another picture, reply to it with "
+                              f"`{bot.settings.matrix.command_prefix} <prompt>`.")
+        if isinstance(command, Again) and posted.job.kind == "upscale":
+            return UsageError("That picture is an upscale: reply to the picture it was made "
+                              "from for `again`.")
+        try:
+            source = await sources.fetch(bot.client, picture["content"]["url"],
+                                         (picture["content"].get("info") or {}).get("size"),
+                                         self.limits)
+        except SourceError as exc:
+            return UsageError(str(exc))
+        if posted is not None and posted.job.prompt.startswith("sha256:"):
+            # The usage log keeps no prompts: the picture itself carries its parameters.
+            kept = read_parameters(source.data) if source.data[:4] == b"\x89PNG" else {}
+            if "prompt" not in kept:
+                return UsageError("This bot does not keep prompts (usage.store_prompts is "
+                                  "off), and the picture does not carry its own.")
+            posted = dataclasses.replace(posted, prompt=kept["prompt"], job=dataclasses.replace(
+                posted.job, prompt=kept["prompt"],
+                negative_prompt=kept.get("negative_prompt", "")))
+        if isinstance(command, Upscale):
+            return self._typed(self._upscale(command, source, posted),
+                               posted.prompt if posted else f"upscale {command.factor}x")
+        if isinstance(command, Again):
+            return self._typed(await self._again(command, posted), posted.prompt)
+        if isinstance(command, Vary):
+            return self._typed(await self._vary(command, source, posted), posted.prompt)
+        return self._typed(await self._img2img(command, source, room), command.prompt)
+
+    @staticmethod
+    def _typed(job: Job | UsageError, prompt: str) -> tuple[Job, str] | UsageError:
+        return job if isinstance(job, UsageError) else (job, prompt)
+
+    def _resolve(self, command: Generate, room) -> Job | UsageError:
+        bot = self.bot
+        return resolve(command, bot.settings.generation, self.limits, bot.catalogue, room)
+
+    def _model(self, job: Job) -> str:
+        """The picture's model, or the default when that model is no longer configured."""
+        return job.model if job.model in self.bot.catalogue.models else ""
+
+    async def _again(self, command: Again, posted: gallery.Posted) -> Job | UsageError:
+        job = posted.job
+        count = 1 if posted.picture is not None else job.count
+        image = None
+        if job.kind == "img2img":
+            try:
+                base = await sources.fetch(self.bot.client, job.source, None, self.limits)
+            except SourceError as exc:
+                return UsageError(f"The picture this one was made from: {exc}")
+            image = await asyncio.to_thread(fitted, base.image, job.width, job.height)
+        return dataclasses.replace(job, seed=new_seed(count), count=count, image=image,
+                                   model=self._model(job),
+                                   enhance=bool(command.enhance or job.enhance))
+
+    async def _vary(self, command: Vary, source: Source,
+                    posted: gallery.Posted) -> Job | UsageError:
+        job = posted.job
+        width, height = source.image.size
+        if width % 8 or height % 8 or width * height > self.limits.max_pixels:
+            native = self.bot.catalogue.models[self._model(job) or
+                                                self.bot.catalogue.default_model]
+            width, height = source_size(source.image, native, self.limits.max_pixels)
+        image = await asyncio.to_thread(fitted, source.image, width, height)
+        return dataclasses.replace(
+            job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
+            strength=command.strength or VARY_STRENGTH, image=image, source=source.url,
+            model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
+
+    async def _img2img(self, command: Generate, source: Source, room) -> Job | UsageError:
+        job = self._resolve(command, room)
+        if isinstance(job, UsageError):
+            return job
+        width, height = job.width, job.height
+        if not (command.width or command.aspect):
+            # Without --size or --ar, the new picture keeps the shape of the old one.
+            try:
+                width, height = source_size(source.image, self.bot.catalogue.models[job.model],
+                                            self.limits.max_pixels)
+            except ValueError as exc:
+                return UsageError(f"{exc}.")
+        image = await asyncio.to_thread(fitted, source.image, width, height)
+        return dataclasses.replace(
+            job, kind="img2img", width=width, height=height, image=image, source=source.url,
+            strength=command.strength or DEFAULT_STRENGTH)
+
+    def _upscale(self, command: Upscale, source: Source,
+                 posted: gallery.Posted | None) -> Job | UsageError:
+        width, height = source.image.size
+        factor = command.factor
+        most = self.limits.max_upscaled_pixels
+        if width * height * factor**2 > most:
+            fits = [f for f in (2, 4, 8) if width * height * f * f <= most]
+            hint = f"at most {fits[-1]}× for this picture" if fits else \
+                "this picture is too large to upscale"
+            return UsageError(f"{width}×{height} upscaled {factor}× would be "
+                              f"{width * factor}×{height * factor}, over the limit of "
+                              f"{most:,} pixels: {hint}.")
+        base = posted.job if posted is not None else None
+        picture = posted.picture if posted is not None and posted.picture is not None else 0
+        return Job(
+            prompt=base.prompt if base else "",
+            negative_prompt=base.negative_prompt if base else "",
+            seed=base.seed + picture if base else 0,
+            steps=max(1, math.ceil(factor / 4)),  # passes, for the queue's estimate
+            width=width * factor, height=height * factor,
+            model="", kind="upscale", factor=factor, image=source.image, source=source.url,
+            enhance=bool(command.enhance), style=base.style if base else "")
