@@ -69,6 +69,7 @@ def cmd_generate(args, extra: list[str]) -> int:
     from generation.engine import Engine, ModelError
     from generation.job import GenerationError
     from generation.png import encode_png
+    from generation.studio import Studio
 
     from .commands import Generate, UsageError, parse
     from .config import GenerationSettings, LimitSettings
@@ -105,10 +106,14 @@ def cmd_generate(args, extra: list[str]) -> int:
     if isinstance(job, UsageError):
         print(f"imgbot generate: {job.message}", file=sys.stderr)
         return 2
+    if command.strength is not None:
+        print("imgbot generate: --strength needs a picture to start from; in chat, reply to "
+              "one", file=sys.stderr)
+        return 2
     engine.load()
     started = time.perf_counter()
     try:
-        images = engine.generate(job)
+        images = Studio(engine).generate(job)  # --enhance, as in chat
     except GenerationError as exc:
         print(f"imgbot generate: {exc}", file=sys.stderr)
         return 1

@@ -162,19 +162,47 @@ def _parse_generate(text: str, limits: LimitSettings) -> Generate | UsageError:
 
 # ---- commands on a picture ------------------------------------------------------------------
 
-def _enhance_and(rest: str) -> tuple[bool | None, list[str]]:
+def _enhance_and(rest: str, name: str) -> tuple[bool | None, list[str]]:
+    """`--enhance` and the other words; UsageError for any other option (which would
+    otherwise silently turn the command into a prompt)."""
     words = rest.split()
     enhance = any(option_name(w) == ("enhance", None) for w in words)
-    return (True if enhance else None), [w for w in words if option_name(w) != ("enhance", None)]
+    words = [w for w in words if option_name(w) != ("enhance", None)]
+    # Its own argument is one number at most; an option right after it (or right after
+    # the number) is a mistake, not the start of a prompt.
+    at = 1 if words and _is_number(words[0].rstrip("x×")) else 0
+    if len(words) > at and option_name(words[at]):
+        hint = "; write the strength as a number, e.g. `vary 0.3`" if name == "vary" else ""
+        raise ValueError(f"`{name}` takes no {words[at]}, only --enhance{hint}")
+    return (True if enhance else None), words
 
 
-def _parse_again(rest: str, limits: LimitSettings) -> Again | None:
-    enhance, words = _enhance_and(rest)
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _on_a_picture(parse_rest):
+    """A parser for again/vary/upscale that turns a stray option into a UsageError."""
+    def parse(rest: str, limits: LimitSettings):
+        try:
+            return parse_rest(rest)
+        except ValueError as exc:
+            return UsageError(f"{exc}.")
+
+    return parse
+
+
+def _parse_again(rest: str) -> Again | None:
+    enhance, words = _enhance_and(rest, "again")
     return None if words else Again(enhance)
 
 
-def _parse_vary(rest: str, limits: LimitSettings) -> Vary | UsageError | None:
-    enhance, words = _enhance_and(rest)
+def _parse_vary(rest: str) -> Vary | UsageError | None:
+    enhance, words = _enhance_and(rest, "vary")
     if not words:
         return Vary(None, enhance)
     if len(words) > 1:
@@ -190,8 +218,8 @@ def _parse_vary(rest: str, limits: LimitSettings) -> Vary | UsageError | None:
                           f"(default {VARY_STRENGTH:g}).")
 
 
-def _parse_upscale(rest: str, limits: LimitSettings) -> Upscale | UsageError | None:
-    enhance, words = _enhance_and(rest)
+def _parse_upscale(rest: str) -> Upscale | UsageError | None:
+    enhance, words = _enhance_and(rest, "upscale")
     if not words:
         return Upscale(4, enhance)
     factor = words[0].lower().rstrip("x×")
@@ -281,12 +309,12 @@ def _simple(command: Command) -> Callable[[str, LimitSettings], Command]:
 SUBCOMMANDS: dict[str, SubCommand] = {
     sub.name: sub
     for sub in (
-        SubCommand("again", _parse_again, "in reply to one of my pictures: the same again, "
+        SubCommand("again", _on_a_picture(_parse_again), "in reply to one of my pictures: the same again, "
                    "with a new seed", takes_args=True),
-        SubCommand("vary", _parse_vary, "in reply to one of my pictures: a variation of it "
+        SubCommand("vary", _on_a_picture(_parse_vary), "in reply to one of my pictures: a variation of it "
                    f"(`vary 0.3` changes less, `vary 0.8` more; default {VARY_STRENGTH:g})",
                    takes_args=True),
-        SubCommand("upscale", _parse_upscale, "in reply to any picture: 2, 4 or 8 times "
+        SubCommand("upscale", _on_a_picture(_parse_upscale), "in reply to any picture: 2, 4 or 8 times "
                    "larger (default 4)", takes_args=True),
         SubCommand("help", _simple(Help()), "this help"),
         SubCommand("styles", _simple(Styles()), "the style presets"),

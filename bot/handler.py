@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -313,29 +314,56 @@ class Bot:
                 why = (f"the bot stopped before it was done, and the request is now "
                        f"{_age_words(age)} old")
             else:
-                stored, why = await self._with_source(stored)
+                try:
+                    stored, why = await self._with_source(stored)
+                except sources.Unavailable:
+                    # The homeserver is away: the picture is fetched (and the job queued)
+                    # once it is back, without holding up the start.
+                    self.tasks.spawn(self._resume_when_reachable(stored),
+                                     name=f"resume-{stored.event_id}")
+                    resumed += 1
+                    continue
                 if why is None:
                     self.start(stored)
                     resumed += 1
                     continue
             given_up += 1
-            await messages.send_notice(
-                self.client, stored.room_id,
-                f"Sorry, this was not made: {why}. Send it again if you still want it.",
-                reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
-            await self._finish(stored, status="error", error=f"not resumed: {why}")
+            await self._give_up(stored, why)
         if resumed or given_up:
             log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
                      "notice instead", resumed, given_up)
 
+    async def _resume_when_reachable(self, stored: StoredJob) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(min(messages.RETRY_CAP, 2.0 ** attempt))
+            try:
+                stored, why = await self._with_source(stored)
+            except sources.Unavailable:
+                continue
+            if why is None:
+                self.start(stored)
+            else:
+                await self._give_up(stored, why)
+            return
+
+    async def _give_up(self, stored: StoredJob, why: str) -> None:
+        await messages.send_notice(
+            self.client, stored.room_id,
+            f"Sorry, this was not made: {why}. Send it again if you still want it.",
+            reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
+        await self._finish(stored, status="error", error=f"not resumed: {why}")
+
     async def _with_source(self, stored: StoredJob) -> tuple[StoredJob, str | None]:
         """A resumed job that starts from a picture gets that picture fetched again (it is
-        not kept in the job store); or why it cannot be."""
+        not kept in the job store); or why it cannot be. Raises sources.Unavailable when
+        the homeserver cannot be asked now."""
         job = stored.job
         if job.kind == "txt2img" or job.image is not None:
             return stored, None
         try:
             source = await sources.fetch(self.client, job.source, None, self.settings.limits)
+        except sources.Unavailable:
+            raise
         except sources.SourceError as exc:
             return stored, f"the picture it starts from could not be used again ({exc})"
         image = source.image
@@ -410,7 +438,8 @@ class Bot:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
         pictures arrived, and why one did not. Raises messages.Unreachable."""
         job = result.job
-        params = job.parameters(result.model)
+        upscaler = getattr(self.queue.runner, "upscaler_name", "")
+        params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         sent, refusal = 0, None
         for index, image in enumerate(result.images):
             if pending.withdrawn:
@@ -440,8 +469,12 @@ class Bot:
         read afresh. Each posted picture is remembered, for replies to it."""
         part = "sheet" if index is None else f"picture-{index}"
         for attempt in range(2):
-            picture, small = await asyncio.to_thread(_encode, image, params, self.upload_limit,
-                                                     thumbnail)
+            try:
+                picture, small = await asyncio.to_thread(_encode, image, params,
+                                                         self.upload_limit, thumbnail)
+            except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
+                log.exception("job %d: a picture could not be encoded", pending.ticket.id)
+                return f"it could not be encoded ({type(exc).__name__})"
             if picture is None:
                 return f"it does not fit the upload limit of {self.upload_limit} bytes"
             try:

@@ -21,6 +21,10 @@ from .resolve import resolve
 from .sources import Source, SourceError
 
 
+# Beyond this, picture formats and viewers give up (JPEG's limit is 65,535).
+MAX_UPSCALED_SIDE = 32768
+
+
 def new_seed(count: int = 1) -> int:
     return secrets.randbelow(MAX_SEED + 2 - count)
 
@@ -56,8 +60,9 @@ class Iterator:
         """The job, and the prompt as the person typed it (for captions and the usage log);
         or why not."""
         bot = self.bot
-        reply = sources.replied_to(event.get("content") or {})
         is_generate = isinstance(command, Generate)
+        # again/vary/upscale in a thread started on a picture are about that picture.
+        reply = sources.replied_to(event.get("content") or {}, thread_root=not is_generate)
         if is_generate and reply is None:
             if command.strength is not None:
                 return UsageError("--strength works in a reply to a picture: it says how "
@@ -69,10 +74,12 @@ class Iterator:
                               f"{name}` for that.")
         try:
             picture = await sources.picture_event(bot.client, room_id, reply)
-        except SourceError as exc:
+        except sources.NotAPicture as exc:
             if is_generate and command.strength is None:
                 # A reply to a text message: just a prompt.
                 return self._typed(self._resolve(command, room), command.prompt)
+            return UsageError(str(exc))
+        except SourceError as exc:
             return UsageError(str(exc))
         posted = (await gallery.find(bot.db, reply, room_id)
                   if picture.get("sender") == bot.me else None)
@@ -80,16 +87,19 @@ class Iterator:
             return UsageError(f"`{name}` works on the pictures this bot made in this room; "
                               f"to start from another picture, reply to it with "
                               f"`{bot.settings.matrix.command_prefix} <prompt>`.")
-        if isinstance(command, Again) and posted.job.kind == "upscale":
-            return UsageError("That picture is an upscale: reply to the picture it was made "
-                              "from for `again`.")
+        if isinstance(command, (Again, Vary)) and posted.job.kind == "upscale":
+            return UsageError(f"That picture is an upscale: reply to the picture it was made "
+                              f"from for `{name}`.")
+        if isinstance(command, Vary) and posted.picture is None:
+            return UsageError("That is a contact sheet: reply to one of its pictures for "
+                              "`vary`.")
         try:
             source = await sources.fetch(bot.client, picture["content"]["url"],
                                          (picture["content"].get("info") or {}).get("size"),
                                          self.limits)
         except SourceError as exc:
             return UsageError(str(exc))
-        if posted is not None and posted.job.prompt.startswith("sha256:"):
+        if isinstance(command, (Again, Vary)) and posted.job.prompt.startswith("sha256:"):
             # The usage log keeps no prompts: the picture itself carries its parameters.
             kept = read_parameters(source.data) if source.data[:4] == b"\x89PNG" else {}
             if "prompt" not in kept:
@@ -99,7 +109,7 @@ class Iterator:
                 posted.job, prompt=kept["prompt"],
                 negative_prompt=kept.get("negative_prompt", "")))
         if isinstance(command, Upscale):
-            return self._typed(self._upscale(command, source, posted),
+            return self._typed(self._upscale(command, source, posted, room),
                                posted.prompt if posted else f"upscale {command.factor}x")
         if isinstance(command, Again):
             return self._typed(await self._again(command, posted), posted.prompt)
@@ -140,7 +150,10 @@ class Iterator:
         if width % 8 or height % 8 or width * height > self.limits.max_pixels:
             native = self.bot.catalogue.models[self._model(job) or
                                                 self.bot.catalogue.default_model]
-            width, height = source_size(source.image, native, self.limits.max_pixels)
+            try:
+                width, height = source_size(source.image, native, self.limits.max_pixels)
+            except ValueError as exc:
+                return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
             job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
@@ -164,11 +177,15 @@ class Iterator:
             job, kind="img2img", width=width, height=height, image=image, source=source.url,
             strength=command.strength or DEFAULT_STRENGTH)
 
-    def _upscale(self, command: Upscale, source: Source,
-                 posted: gallery.Posted | None) -> Job | UsageError:
+    def _upscale(self, command: Upscale, source: Source, posted: gallery.Posted | None,
+                 room) -> Job | UsageError:
         width, height = source.image.size
         factor = command.factor
         most = self.limits.max_upscaled_pixels
+        if max(width, height) * factor > MAX_UPSCALED_SIDE:
+            return UsageError(f"{width}×{height} upscaled {factor}× would be "
+                              f"{width * factor}×{height * factor}; no side may be over "
+                              f"{MAX_UPSCALED_SIDE:,} pixels.")
         if width * height * factor**2 > most:
             fits = [f for f in (2, 4, 8) if width * height * f * f <= most]
             hint = f"at most {fits[-1]}× for this picture" if fits else \
@@ -185,4 +202,4 @@ class Iterator:
             steps=max(1, math.ceil(factor / 4)),  # passes, for the queue's estimate
             width=width * factor, height=height * factor,
             model="", kind="upscale", factor=factor, image=source.image, source=source.url,
-            enhance=bool(command.enhance), style=base.style if base else "")
+            enhance=bool(command.enhance or room.enhance), style=base.style if base else "")

@@ -7,21 +7,33 @@ import asyncio
 import io
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from nio import AsyncClient, DownloadError, RoomGetEventResponse
+from nio import AsyncClient, RoomGetEventResponse
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import LimitSettings
 from .messages import NETWORK_ERRORS, relation_of
 
-# Pillow's format names -> how people call them.
-ACCEPTED = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+# Pillow's format names -> how people call them. MPO is a JPEG with extra images inside
+# (phone cameras write it for HDR and depth); its first image is the picture.
+ACCEPTED = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 MIN_SIDE = 16
-DOWNLOAD_SECONDS = 60.0  # nio downloads with no timeout of their own
+DOWNLOAD_SECONDS = 60.0
+CHUNK = 1 << 16
 
 
 class SourceError(Exception):
     """Why the picture cannot be used, in words for the person who asked."""
+
+
+class NotAPicture(SourceError):
+    """The message replied to is there, and it is not a picture."""
+
+
+class Unavailable(SourceError):
+    """The picture could not be fetched now (the homeserver is away or failing); later it
+    may be."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,15 @@ class Source:
     data: bytes  # the file as fetched
 
 
-def replied_to(content: dict[str, Any]) -> str | None:
+def replied_to(content: dict[str, Any], thread_root: bool = False) -> str | None:
     """The event a message replies to. In a thread, clients add a reply to the thread's
-    latest message marked `is_falling_back`: that is not a deliberate reply."""
+    latest message marked `is_falling_back`: that is not a deliberate reply; with
+    `thread_root`, the thread's first message stands in for it (a thread started on a
+    picture is about that picture)."""
     relation = relation_of(content)
     if relation.get("is_falling_back"):
-        return None
+        root = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
+        return root if thread_root and isinstance(root, str) else None
     reply = relation.get("m.in_reply_to")
     event_id = reply.get("event_id") if isinstance(reply, dict) else None
     return event_id if isinstance(event_id, str) else None
@@ -47,16 +62,15 @@ async def picture_event(client: AsyncClient, room_id: str, event_id: str) -> dic
     try:
         response = await client.room_get_event(room_id, event_id)
     except NETWORK_ERRORS as exc:
-        raise SourceError(f"The picture could not be fetched ({type(exc).__name__}); "
-                          "try again in a moment.") from None
+        raise _unavailable(exc) from None
     if not isinstance(response, RoomGetEventResponse):
         raise SourceError("The message you replied to could not be found.")
     event = response.event.source
     content = event.get("content") or {}
-    if event.get("type") != "m.room.message" or content.get("msgtype") != "m.image":
-        raise SourceError("Reply to a picture (an image message) for that.")
-    if "file" in content:
+    if event.get("type") == "m.room.encrypted" or "file" in content:
         raise SourceError("Pictures in encrypted rooms cannot be used yet.")
+    if event.get("type") != "m.room.message" or content.get("msgtype") != "m.image":
+        raise NotAPicture("Reply to a picture (an image message) for that.")
     if not isinstance(content.get("url"), str) or not content["url"].startswith("mxc://"):
         raise SourceError("That picture has no file the bot can fetch.")
     return event
@@ -69,21 +83,49 @@ async def fetch(client: AsyncClient, url: str, declared: int | None,
     if isinstance(declared, int) and declared > limits.max_input_bytes:
         raise _too_large(declared, limits)
     try:
-        response = await asyncio.wait_for(client.download(mxc=url), DOWNLOAD_SECONDS)
+        data = await asyncio.wait_for(_download(client, url, limits), DOWNLOAD_SECONDS)
     except (*NETWORK_ERRORS, asyncio.TimeoutError) as exc:
-        raise SourceError(f"The picture could not be fetched ({type(exc).__name__}); "
-                          "try again in a moment.") from None
-    if isinstance(response, DownloadError):
-        raise SourceError(f"The picture could not be fetched: {response.message}.")
-    data = response.body
-    if len(data) > limits.max_input_bytes:
-        raise _too_large(len(data), limits)
+        raise _unavailable(exc) from None
     image = await asyncio.to_thread(decode, data, limits)
     return Source(url, image, data)
 
 
+async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> bytes:
+    """The file, read in chunks and abandoned past the limit: a message may declare a small
+    size for a huge file, and nio's own download would read all of it into memory."""
+    server, _, media_id = url.removeprefix("mxc://").partition("/")
+    if not server or not media_id or "/" in media_id:
+        raise SourceError("That picture has no file the bot can fetch.")
+    response = await client.send(
+        "GET", f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}",
+        headers={"Authorization": f"Bearer {client.access_token}"})
+    try:
+        if response.status >= 500:
+            raise Unavailable(f"The picture could not be fetched (the homeserver answered "
+                              f"{response.status}); try again in a moment.")
+        if response.status != 200:
+            raise SourceError(f"The picture could not be fetched (the homeserver answered "
+                              f"{response.status}).")
+        if (response.content_length or 0) > limits.max_input_bytes:
+            raise _too_large(response.content_length, limits)
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(CHUNK):
+            data += chunk
+            if len(data) > limits.max_input_bytes:
+                raise SourceError(f"The picture is over the limit of "
+                                  f"{_mib(limits.max_input_bytes)}.")
+        return bytes(data)
+    finally:
+        response.release()
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"The picture could not be fetched ({type(exc).__name__}); try again "
+                       "in a moment.")
+
+
 def _too_large(size: int, limits: LimitSettings) -> SourceError:
-    return SourceError(f"The picture is {_mib(size)}; the limit is "
+    return SourceError(f"The picture is {_mib(size)}, over the limit of "
                        f"{_mib(limits.max_input_bytes)}.")
 
 
@@ -116,8 +158,11 @@ def decode(data: bytes, limits: LimitSettings) -> Image.Image:
     try:
         image.load()
         image = ImageOps.exif_transpose(image)  # phone photos are stored sideways
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - a damaged file raises whatever its decoder raises
         raise SourceError("That picture is damaged and cannot be read.") from None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scaled to 8 bits, or "RGB" would clip it to white.
+        image = image.convert("I").point(lambda value: value / 256).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent parts become white, as most viewers show them.
         background = Image.new("RGB", image.size, "white")

@@ -279,7 +279,10 @@ class GenerationQueue:
             return self._result(ticket, queue_seconds=waited,
                                 error=f"generation failed: {type(exc).__name__}: {exc}")
         seconds = time.monotonic() - started
-        self.observe(ticket.job, seconds)
+        if ticket.job.kind != "upscale":
+            # An upscale's speed says nothing about the diffusion model's (a Lanczos resize
+            # is a hundred times faster per pixel): it would spoil every later estimate.
+            self.observe(ticket.job, seconds)
         return self._result(ticket, images=tuple(images), queue_seconds=waited, generation_seconds=seconds)
 
 

@@ -72,14 +72,17 @@ class Chat:
         return response.event_id
 
     async def send_picture(self, room_id: str, data: bytes, mimetype: str, width: int,
-                           height: int, body: str = "photo.png") -> str:
-        """Upload a file and post it as an m.image, as a client does."""
+                           height: int, body: str = "photo.png", declared: int | None = None,
+                           **content: Any) -> str:
+        """Upload a file and post it as an m.image, as a client does (`declared`: the size
+        its info claims, if not the true one)."""
         upload, _ = await self.client.upload(lambda *_: io.BytesIO(data), content_type=mimetype,
                                              filename=body, filesize=len(data))
         assert isinstance(upload, UploadResponse), upload
         return await self.send(room_id, body, msgtype="m.image", url=upload.content_uri,
                                info={"mimetype": mimetype, "w": width, "h": height,
-                                     "size": len(data)})
+                                     "size": len(data) if declared is None else declared},
+                               **content)
 
     async def reply(self, room_id: str, event_id: str, body: str) -> str:
         """A reply to `event_id`, as clients send it (without a fallback quote)."""

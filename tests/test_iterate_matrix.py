@@ -142,7 +142,7 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
                           "not a picture the bot can read"),
         "a gif": (encoded(photo(), "GIF"), "image/gif", "is a GIF; send a PNG, JPEG or WebP"),
         "too large a file": (encoded(Image.effect_noise((200, 200), 64).convert("RGB"), "PNG"),
-                             "image/png", "the limit is 0.1 MiB"),
+                             "image/png", "over the limit of 0.1 MiB"),
         "absurd size": (claims_to_be(30000, 30000), "image/png",
                         "over the limit of 16,777,216 pixels"),
     }
@@ -150,7 +150,9 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
         room = await alice.room_with(BOT)
         notices = {}
         for name, (data, mimetype, _) in cases.items():
-            upload = await alice.send_picture(room, data, mimetype, 10, 10, body=f"{name}.bin")
+            # Each claims to be 100 bytes: what is checked is what arrives.
+            upload = await alice.send_picture(room, data, mimetype, 10, 10, body=f"{name}.bin",
+                                              declared=100)
             command = await alice.reply(room, upload, "!img a cat --strength 0.5")
             (notices[name],) = await alice.wait_reply(room, command, "m.notice")
         lonely = await alice.send(room, "!img again")
@@ -169,3 +171,39 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
     assert "upscale by 2, 4 or 8, not 16" in factor["content"]["body"]
     assert alice.replies(room, vary, "m.image") == []
     assert {r["status"] for r in await usage_rows(settings)} == {"rejected"}
+
+
+async def test_continuing_without_stored_prompts_in_a_thread_and_after_a_restart(
+        make_settings, engine, alice, tmp_path):
+    """`again` reads the prompt back from the picture when the log keeps none; `upscale`
+    in a thread started on a picture works on that picture; an image-to-image job held
+    over a restart fetches its picture again."""
+    settings = make_settings(state_dir=tmp_path / "kept", usage={"store_prompts": False},
+                             matrix={"admins": ["@alice:localhost"]})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img a quiet pond --seed 4")
+        (original,) = await alice.wait_reply(room, first, "m.image")
+        again = await alice.reply(room, original["event_id"], "!img again")
+        (second,) = await alice.wait_reply(room, again, "m.image")
+        in_thread = await alice.send(room, "!img upscale 2", **{"m.relates_to": {
+            "rel_type": "m.thread", "event_id": original["event_id"], "is_falling_back": True,
+            "m.in_reply_to": {"event_id": original["event_id"]}}})
+        (upscaled,) = await alice.wait_reply(room, in_thread, "m.image")
+        vary_upscale = await alice.reply(room, upscaled["event_id"], "!img vary")
+        (refused,) = await alice.wait_reply(room, vary_upscale, "m.notice")
+        await alice.send(room, "!img pause")
+        upload = await alice.send_picture(room, encoded(photo(), "PNG"), "image/png", 96, 64)
+        held = await alice.reply(room, upload, "!img an ink drawing --size 64x64")
+        await alice.wait_reply(room, held, "m.notice")  # queued while paused
+    async with bot_running(settings, engine):
+        await alice.send(room, "!img resume")
+        (made,) = await alice.wait_reply(room, held, "m.image")
+    assert (await picture_params(alice, second))["prompt"] == "a quiet pond"
+    assert second["content"]["body"].startswith("a quiet pond — seed")
+    assert upscaled["content"]["info"]["w"] == 128
+    assert upscaled["content"]["m.relates_to"]["rel_type"] == "m.thread"
+    assert "is an upscale" in refused["content"]["body"]
+    params = await picture_params(alice, made)
+    assert params["kind"] == "img2img" and params["source"].startswith("mxc://")
+    assert all("quiet pond" not in str(row) for row in await usage_rows(settings))

@@ -63,3 +63,8 @@ def test_a_source_keeps_its_shape_within_the_models_size():
     assert width / height == pytest.approx(21 / 9, rel=0.05)
     assert width * height == pytest.approx(512 * 512, rel=0.1)
     assert fitted(wide, 128, 64).size == (128, 64)
+
+
+def test_sixteen_bit_greyscale_keeps_its_tones():
+    grey = Image.new("I;16", (20, 20), 32768)  # half of 65535
+    assert decode(encoded(grey, "PNG"), LIMITS).getpixel((1, 1)) == (128, 128, 128)
