@@ -49,20 +49,33 @@ def check_models(settings: Settings) -> None:
 def load_engine(settings: Settings) -> Runner:
     """Load the default model (the only place the bot reaches into torch, lazily). With more
     models configured, the runner is a pool that loads each of the others on first use."""
-    from generation.engine import Engine
+    from generation.engine import Engine, ModelError
     from generation.pool import ModelPool
 
     check_models(settings)
     generation = settings.generation
     catalogue = generation.catalogue
-    if generation.models:
-        runner = ModelPool(catalogue, next(iter(catalogue)), generation.device,
-                           generation.max_loaded_models)
-    else:
-        runner = Engine(generation.model, generation.device)
+    options = dict(vae=generation.vae, fast_decoder=generation.fast_decoder,
+                   compile=generation.compile,
+                   cache_dir=settings.state_dir / "compile-cache")
+    try:
+        if generation.models:
+            runner = ModelPool(catalogue, next(iter(catalogue)), generation.device,
+                               generation.max_loaded_models, **options)
+        else:
+            runner = Engine(generation.model, generation.device, **options)
+    except ModelError as exc:
+        key = "generation.vae" if "VAE" in str(exc) else "generation.fast_decoder"
+        raise SystemExit(f"{key}: {exc}") from None
+    if generation.compile and not generation.warm_up:
+        log.warning("generation.compile is on and generation.warm_up off: the first job "
+                    "waits for the compile (minutes when the cache is cold)")
     runner.load()
     if generation.warm_up:
-        runner.warm_up(*generation.width_height)
+        # For the configured size, and for a batch, so that neither a lone job nor a batch
+        # pays for kernel setup (or, with compile, for compiling).
+        runner.warm_up(*generation.width_height, guidance=generation.guidance,
+                       batch=generation.max_batch)
     return runner
 
 
@@ -126,7 +139,8 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
             engine = await asyncio.to_thread(load_engine, settings)
         engine = await asyncio.to_thread(with_tools, engine, settings)
         queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
-                                per_user=settings.limits.per_user_queued)
+                                per_user=settings.limits.per_user_queued,
+                                max_batch=settings.generation.max_batch)
         queue.start()
         metrics = Metrics(gpu_memory=_gpu_memory)
         bot = Bot(client, settings, db, queue, tasks, metrics,

@@ -175,13 +175,70 @@ def cmd_make_test_model(args) -> int:
     from generation.test_model import make_test_model, make_test_upscaler
 
     setup_logging("WARNING")
+    if args.arch == "esrgan" and args.full_size:
+        print("imgbot make-test-model: --full-size is for sd and sdxl", file=sys.stderr)
+        return 2
     if args.arch == "esrgan":
         path = make_test_upscaler(Path(args.dir) / "test-esrgan-x4.safetensors")
         print(f"{path}: a tiny random-weight ESRGAN 4x upscaler (a blocky enlargement with "
               "random texture); set generation.upscaler to this file")
         return 0
-    path = make_test_model(args.dir, args.arch)
-    print(f"{path}: a tiny random-weight {args.arch} model (its pictures are noise)")
+    path = make_test_model(args.dir, args.arch, full_size=args.full_size)
+    print(f"{path}: a {'full-size' if args.full_size else 'tiny'} random-weight {args.arch} "
+          "model (its pictures are noise)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from generation.bench import BenchError, Workload, render, run_bench, write_json
+    from generation.engine import ModelError
+    from generation.job import GenerationError
+
+    setup_logging("WARNING")
+    out = Path(args.json) if args.json else None
+    if out and not out.parent.is_dir():
+        print(f"imgbot bench: the folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        workload = Workload.make(args.model, args.random_weights, args.size, steps=args.steps,
+                                 guidance=args.guidance, count=args.count, batch=args.batch,
+                                 warm_up=args.warm_up, device=args.device,
+                                 compile=args.compile)
+    except (BenchError, ModelError) as exc:
+        print(f"imgbot bench: {exc}", file=sys.stderr)
+        return 2
+    if args.through_matrix:
+        return _bench_through_matrix(workload)
+    try:
+        report = run_bench(workload, say=lambda line: print(line, file=sys.stderr, flush=True),
+                           baseline=not args.no_baseline)
+    except GenerationError as exc:  # out of GPU memory, in our engine
+        print(f"imgbot bench: {exc}", file=sys.stderr)
+        return 1
+    print(render(report))
+    if out:
+        write_json(report, out)
+    return 0
+
+
+def _bench_through_matrix(workload) -> int:
+    """The workload as chat commands through a local Synapse and the bot (batched by the
+    bot's queue up to --batch pictures)."""
+    from generation.bench import load_ours
+
+    from .bench_matrix import through_matrix
+
+    print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
+    engine = load_ours(workload)
+    engine.warm_up(workload.width, workload.height, workload.steps,
+                   guidance=workload.guidance, batch=workload.batch)
+    figures = through_matrix(engine, count=workload.count, width=workload.width,
+                             height=workload.height, steps=workload.steps,
+                             guidance=workload.guidance, max_batch=workload.batch)
+    print(f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+          f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+          f"to {workload.batch}, on {engine.placement.device}")
+    print(figures.table())
     return 0
 
 
@@ -243,6 +300,37 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--arch", choices=("sd", "sdxl", "esrgan"), default="sd",
                     help="sd, sdxl (diffusion models) or esrgan (an upscaler for "
                          "generation.upscaler); default sd")
+    tm.add_argument("--full-size", action="store_true",
+                    help="sd and sdxl: the real SD 1.5 / SDXL architecture instead of a tiny "
+                         "one, in float16 (2.1 / 6.9 GB), for GPU benchmarks")
+
+    bench = sub.add_parser(
+        "bench", help="time the engine against plain diffusers on the same workload",
+        epilog="Prints the configuration and a table: seconds per picture (median, p90), "
+               "pictures per second, peak memory and ours/baseline, for our engine and for "
+               "plain diffusers (half precision on a GPU, one picture per call).")
+    source = bench.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a local diffusers folder")
+    source.add_argument("--random-weights", choices=("sd15", "sdxl"),
+                        help="the full-size architecture with random weights, built in memory")
+    bench.add_argument("--size", help="WxH (default: the model's native size)")
+    bench.add_argument("--steps", type=int, default=4, help="default 4")
+    bench.add_argument("--guidance", type=float, default=0.0, help="default 0")
+    bench.add_argument("--count", type=int, default=10, help="pictures timed a side (default 10)")
+    bench.add_argument("--batch", type=int, default=1,
+                       help="pictures per call of our engine (default 1; the baseline makes one)")
+    bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    bench.add_argument("--warm-up", type=int, default=1,
+                       help="untimed calls a side before the timed ones (default 1)")
+    bench.add_argument("--compile", action="store_true",
+                       help="our engine with torch.compile, as generation.compile: true")
+    bench.add_argument("--no-baseline", action="store_true", help="time our engine only")
+    bench.add_argument("--through-matrix", action="store_true",
+                       help="send the workload as chat commands through a throw-away local "
+                            "Synapse and the bot (needs imgbot[demo]); reports pictures per "
+                            "second through the bot beside the engine's own, the worker's "
+                            "idle share while jobs waited, and each reply's overhead")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     return parser
 
 
@@ -254,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return cmd_generate(args, extra)
     handlers = {"run": cmd_run, "demo": cmd_demo, "usage": cmd_usage, "check": cmd_check,
-                "make-test-model": cmd_make_test_model}
+                "make-test-model": cmd_make_test_model, "bench": cmd_bench}
     return handlers[args.command](args)
 
 

@@ -50,6 +50,7 @@ class Generate:
     model: str | None = None
     strength: float | None = None  # image-to-image, when the command replies to a picture
     enhance: bool | None = None
+    fast: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,16 @@ class GenerationSettings(_Section):
     # An AI upscaler file spandrel can load (Real-ESRGAN ×4 .pth/.safetensors, …); None:
     # `!img upscale` uses a Lanczos resize and says so.
     upscaler: Path | None = None
+    # A VAE folder that is safe in half precision (e.g. madebyollin/sdxl-vae-fp16-fix), used
+    # in place of the model's own; None: the model's VAE (SDXL's upcasts to fp32 to decode).
+    vae: Path | None = None
+    # torch.compile the UNet and the VAE decoder (CUDA), with a compile cache in state_dir.
+    compile: bool = False
+    # A tiny decoder folder (TAESD / TAESDXL, AutoencoderTiny) for `--fast` pictures.
+    fast_decoder: Path | None = None
+    # Jobs of the same shape waiting together are made as one batch of up to this many
+    # pictures; 1 turns batching off.
+    max_batch: int = Field(8, ge=1, le=64)
 
     @field_validator("models")
     @classmethod

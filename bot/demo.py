@@ -132,33 +132,39 @@ async def _room_with_bot(user: AsyncClient, bot_id: str) -> str:
     raise RuntimeError("the bot did not join the demo room within 60 s")
 
 
-async def _collect(user: AsyncClient, room_id: str, shots: list[Shot], out: Path) -> None:
+async def _collect(user: AsyncClient, room_id: str, shots: list[Shot], out: Path | None,
+                   quiet: bool = False) -> None:
+    """Wait for each shot's picture; with `out`, save it there."""
     by_event = {s.event_id: s for s in shots}
     waiting = set(by_event)
     deadline = time.monotonic() + TIMEOUT_PER_PICTURE * len(shots)
     while waiting:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{len(waiting)} pictures did not arrive in time")
-        sync = await user.sync(timeout=5000)
+        # A timeline limit above any count: a busy moment must not come as a gap.
+        sync = await user.sync(timeout=5000, sync_filter={"room": {"timeline": {"limit": 1000}}})
         if not isinstance(sync, SyncResponse):
             continue
         room = sync.rooms.join.get(room_id)
         for event in room.timeline.events if room else []:
             content = event.source.get("content", {})
-            if content.get("msgtype") == "m.notice" and event.sender != user.user_id:
+            if content.get("msgtype") == "m.notice" and event.sender != user.user_id \
+                    and not quiet:
                 print(f"  bot: {content.get('body')}")
             reply_to = (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
             if content.get("msgtype") != "m.image" or reply_to not in waiting:
                 continue
             shot = by_event[reply_to]
             shot.received_at = time.monotonic()
+            waiting.discard(reply_to)
+            if out is None:
+                continue
             data = await user.download(mxc=content["url"])
             if isinstance(data, DownloadError):
                 raise RuntimeError(f"could not download {content['url']}: {data.message}")
             index = shots.index(shot) + 1
             shot.file = out / f"{index:02d}-{shot.prompt.split(', ')[1].replace(' ', '-')}.png"
             shot.file.write_bytes(data.body)
-            waiting.discard(reply_to)
             print(f"  {index:2d}/{len(shots)} {shot.prompt} (seed {shot.seed}) "
                   f"after {shot.latency:.1f} s")
 

@@ -102,8 +102,14 @@ def caption(result: Result, prompt: str, index: int = 0, default_model: str = ""
         parts.append(f"model {job.model}")
     if job.enhance:
         parts.append("enhanced")
+    batch = result.extra.get("batch_pictures", 0)
     if job.count > 1:
         parts.insert(0, f"picture {index + 1} of {job.count}")
+    if batch > job.count:
+        # Made in one call with other jobs: the time is the whole call's, and says so.
+        timing = (f"{result.generation_seconds:.1f} s for a batch of {batch} pictures "
+                  f"(waited {result.queue_seconds:.1f} s)")
+    elif job.count > 1:
         timing = (f"{result.generation_seconds:.1f} s for all {job.count} "
                   f"(waited {result.queue_seconds:.1f} s)")
     else:

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class Health:
     worker_alive: Callable[[], bool]
     queue_depth: Callable[[], int]
     paused: Callable[[], bool]
+    # seconds the worker spent on jobs, and seconds it sat idle while jobs were waiting
+    worker_seconds: Callable[[], tuple[float, float]] | None = None
 
     @classmethod
     def of(cls, queue: _Queue, sync: _Sync) -> Health:
@@ -66,7 +68,8 @@ class Health:
             return time.monotonic() - sync.last_success
 
         return cls(last_sync_age, lambda: queue.worker_alive, lambda: queue.depth,
-                   lambda: queue.paused)
+                   lambda: queue.paused,
+                   lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds))
 
 
 class Metrics:
@@ -126,7 +129,7 @@ class _LiveCollector(Collector):
     def describe(self) -> list:
         return []  # unknown until collected; keeps registration from calling collect()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         health = self.metrics.health
         if health is not None:
             yield GaugeMetricFamily("imgbot_queue_depth", "Jobs waiting or running",
@@ -139,6 +142,14 @@ class _LiveCollector(Collector):
             if age is not None:
                 yield GaugeMetricFamily("imgbot_last_sync_age_seconds",
                                         "Seconds since the last successful sync", value=age)
+            if health.worker_seconds is not None:
+                busy, idle = health.worker_seconds()
+                yield CounterMetricFamily("imgbot_worker_busy_seconds",
+                                          "Seconds the GPU worker spent making pictures",
+                                          value=busy)
+                yield CounterMetricFamily(
+                    "imgbot_worker_idle_while_waiting_seconds",
+                    "Seconds the GPU worker sat idle while jobs were waiting", value=idle)
         memory = self._gpu_memory()
         if memory:
             family = GaugeMetricFamily("imgbot_gpu_memory_bytes", "GPU memory of this process",

@@ -160,6 +160,9 @@ OPTIONS: dict[str, Option] = {
                     f"{MIN_STRENGTH:g} to 1 (default {DEFAULT_STRENGTH:g})"),
         Option("enhance", "enhance", "", lambda lim: bool, flag=True,
                help="automatic contrast and sharpness on the result"),
+        Option("fast", "fast", "", lambda lim: bool, flag=True,
+               help="decode with the tiny decoder (quicker, a little softer; when the bot "
+                    "has one)"),
     )
 }
 BY_SPELLING: dict[str, Option] = {

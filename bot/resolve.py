@@ -100,6 +100,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         model=model,
         style=style.name if style else "",
         enhance=bool(_first(command.enhance, room.enhance, False)),
+        fast=bool(command.fast),
     )
 
 

@@ -43,9 +43,20 @@ def choose(requested: str = "auto") -> Placement:
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU")
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        dtype = "bfloat16" if _native_bf16(requested) else "float16"
     elif kind == "mps":
         dtype = "float16"
     else:
         dtype = "float32"
     return Placement(requested, dtype)
+
+
+def _native_bf16(device: str) -> bool:
+    """Whether the asked card (not merely the current one) computes in bfloat16 natively.
+
+    torch's own check says yes for older cards too (T4, V100) when it can merely *store*
+    bfloat16 ("emulation"), where it runs many times slower than float16."""
+    import torch
+
+    with torch.cuda.device(torch.device(device)):
+        return torch.cuda.is_bf16_supported(including_emulation=False)

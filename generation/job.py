@@ -34,6 +34,7 @@ class Job:
     strength: float = 0.0  # img2img: how much of the source is repainted, 0..1
     factor: int = 1  # upscale: 2, 4 or 8
     enhance: bool = False  # automatic contrast and sharpness on the result
+    fast: bool = False  # decoded by the tiny decoder (generation.fast_decoder): quicker, rougher
     source: str = ""  # where `image` came from (an mxc:// URI), for the record and restarts
     # The source picture (a PIL image) for img2img and upscale. Not part of the record: a
     # restart fetches it again from `source`.
@@ -67,6 +68,8 @@ class Job:
             params["upscale"] = self.factor
         if self.enhance:
             params["enhance"] = True
+        if self.fast:
+            params["decoder"] = "tiny"
         return params
 
 

@@ -54,13 +54,18 @@ class ModelPool:
 
     def __init__(self, folders: Mapping[str, str | Path], default: str, device: str = "auto",
                  max_loaded: int | None = None,
-                 free_memory: Callable[[], int | None] | None = None):
+                 free_memory: Callable[[], int | None] | None = None, *,
+                 vae: str | Path | None = None, fast_decoder: str | Path | None = None,
+                 compile: bool = False, cache_dir: str | Path | None = None):  # noqa: A002
         if default not in folders:
             raise ValueError(f"the default model {default!r} is not among {list(folders)}")
         self.name = default
         self.max_loaded = max_loaded
+        # Every model gets the options (Engine says what they are); a VAE made for another
+        # family than a model's is left out for that model, with a warning, when it loads.
+        options = dict(vae=vae, fast_decoder=fast_decoder, compile=compile, cache_dir=cache_dir)
         # Raises ModelError for a folder that is not a model, naming the folder.
-        self._engines = {name: Engine(folders[name], device, name)
+        self._engines = {name: Engine(folders[name], device, name, **options)
                          for name in [default, *(n for n in folders if n != default)]}
         self._free_memory = free_memory or (lambda: free_bytes(choose(device).device))
         self._loaded: list[str] = []  # least recently used first
@@ -84,9 +89,26 @@ class ModelPool:
         self.load(engine.name)
         return engine.generate(job)
 
-    def warm_up(self, width: int, height: int, steps: int = 1) -> float:
+    def batch_key(self, job: Job) -> tuple | None:
+        """What jobs must share to be made in one `generate_batch` call (Engine.batch_key);
+        the model's name is part of it. Reads no weights: the model may be unloaded."""
+        engine = self._engines.get(job.model or self.name)
+        return engine.batch_key(job) if engine is not None else None
+
+    def generate_batch(self, jobs: list[Job]) -> list[list]:
+        """Jobs of one `batch_key` in one pipeline call of their model (Engine.generate_batch,
+        which refuses jobs of another model or shape)."""
+        if not jobs:
+            return []
+        engine = self._engine(jobs[0].model)
+        self.load(engine.name)
+        return engine.generate_batch(jobs)
+
+    def warm_up(self, width: int, height: int, steps: int = 1, **options) -> float:
+        """Load the default model and warm it up (Engine.warm_up: `sizes`, `guidance`,
+        `batch`); the others warm up on their first job."""
         self.load()
-        return self._engines[self.name].warm_up(width, height, steps)
+        return self._engines[self.name].warm_up(width, height, steps, **options)
 
     def load(self, name: str = "") -> None:
         """Make the model (the default for "") loaded and the most recently used."""

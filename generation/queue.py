@@ -72,12 +72,15 @@ def cost(job: Job) -> float:
 
 
 class GenerationQueue:
-    def __init__(self, runner: Runner, *, max_size: int, per_user: int):
+    def __init__(self, runner: Runner, *, max_size: int, per_user: int, max_batch: int = 1):
         self.runner = runner
         self.max_size = max_size
         self.per_user = per_user
+        # Pictures in one pipeline call; the runner must offer `batch_key` and
+        # `generate_batch` for more than one job to share a call.
+        self.max_batch = max_batch if hasattr(runner, "generate_batch") else 1
         self._waiting: collections.deque[Ticket] = collections.deque()
-        self._running: Ticket | None = None
+        self._running: list[Ticket] = []  # the batch being made (one job, or several)
         self._running_since = 0.0
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
@@ -88,6 +91,10 @@ class GenerationQueue:
         # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
         self.seconds_per_cost: float | None = None
         self.restarts = 0  # how often the worker died and was started again
+        # For the bench: seconds the worker spent on jobs, and seconds it sat idle while
+        # jobs were waiting (between one batch and the next; should be next to nothing).
+        self.busy_seconds = 0.0
+        self.idle_while_waiting_seconds = 0.0
         # Set when a job hit a fault that leaves the device unusable (a CUDA error): the
         # worker stops and the owner should end the process, so that a new one starts.
         self.device_fault: BaseException | None = None
@@ -130,7 +137,7 @@ class GenerationQueue:
         if check_limits:
             self.admit(owner)
         with self._cond:
-            ahead = len(self._waiting) + (self._running is not None)
+            ahead = len(self._waiting) + len(self._running)
             ticket = Ticket(next(self._ids), job, owner, ahead,
                             self._eta(list(self._waiting)), self._loop.create_future(), tag)
             self._waiting.append(ticket)
@@ -141,12 +148,12 @@ class GenerationQueue:
     def depth(self) -> int:
         """Jobs waiting or running."""
         with self._cond:
-            return len(self._waiting) + (self._running is not None)
+            return len(self._waiting) + len(self._running)
 
     def places(self) -> list[Place]:
         """The running job (position 0) and the waiting ones in order, with their waits."""
         with self._cond:
-            places = [Place(0, self._running, 0.0)] if self._running else []
+            places = [Place(0, ticket, 0.0) for ticket in self._running]
             waiting = list(self._waiting)
             for index, ticket in enumerate(waiting):
                 places.append(Place(index + 1, ticket, self._eta(waiting[:index])))
@@ -179,7 +186,10 @@ class GenerationQueue:
 
     def observe(self, job: Job, seconds: float) -> None:
         """Learn the speed from a run (the warm-up too), so waits can be estimated."""
-        rate = seconds / cost(job)
+        self.observe_batch([job], seconds)
+
+    def observe_batch(self, jobs: list[Job], seconds: float) -> None:
+        rate = seconds / sum(cost(job) for job in jobs)
         # A moving mean, so the estimate follows the current load and sizes.
         self.seconds_per_cost = rate if self.seconds_per_cost is None else (
             0.7 * self.seconds_per_cost + 0.3 * rate)
@@ -202,8 +212,7 @@ class GenerationQueue:
 
     def _all(self):
         yield from self._waiting
-        if self._running is not None:
-            yield self._running
+        yield from self._running
 
     def _eta(self, waiting_ahead: list[Ticket]) -> float | None:
         """Seconds until a job behind `waiting_ahead` (and the running one) starts."""
@@ -211,9 +220,9 @@ class GenerationQueue:
         if rate is None or self._paused:
             return None
         running = 0.0
-        if self._running is not None:
+        if self._running:
             elapsed = time.monotonic() - self._running_since
-            running = max(0.0, cost(self._running.job) * rate - elapsed)
+            running = max(0.0, sum(cost(t.job) for t in self._running) * rate - elapsed)
         return running + sum(cost(t.job) for t in waiting_ahead) * rate
 
     def _result(self, ticket: Ticket, **fields) -> Result:
@@ -228,11 +237,11 @@ class GenerationQueue:
             self._work()
         except BaseException as exc:
             with self._cond:
-                ticket, self._running = self._running, None
+                batch, self._running = self._running, []
                 closing = self._closing
             log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
                          "" if closing else "; starting a new one", exc_info=True)
-            if ticket is not None:
+            for ticket in batch:
                 result = self._result(ticket, error=f"generation failed: the GPU worker "
                                                     f"stopped ({type(exc).__name__})")
                 self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
@@ -241,49 +250,87 @@ class GenerationQueue:
                 self._loop.call_soon_threadsafe(self._start_worker)
 
     def _work(self) -> None:
+        finished_with_work_left: float | None = None
         while True:
             with self._cond:
                 while (not self._waiting or self._paused) and not self._closing:
+                    finished_with_work_left = None
                     self._cond.wait()
                 if self._closing:
                     return
-                ticket = self._waiting.popleft()
-                self._running, self._running_since = ticket, time.monotonic()
-            result = self._run(ticket)
+                batch = self._take_batch()
+                now = time.monotonic()
+                if finished_with_work_left is not None:
+                    self.idle_while_waiting_seconds += now - finished_with_work_left
+                self._running, self._running_since = batch, now
+            results = self._run(batch)
             with self._cond:
-                self._running = None
-            self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
+                self._running = []
+                now = time.monotonic()
+                self.busy_seconds += now - self._running_since
+                finished_with_work_left = now if self._waiting else None
+            for ticket, result in zip(batch, results):
+                self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
             if self.device_fault is not None:
                 self._loop.call_soon_threadsafe(self.failed.set)
                 return
 
-    def _run(self, ticket: Ticket) -> Result:
+    def _take_batch(self) -> list[Ticket]:
+        """The first waiting job, and the waiting jobs of the same shape after it, up to
+        max_batch pictures. Only jobs already waiting join: none is held back for company,
+        so a lone job starts at once."""
+        first = self._waiting.popleft()
+        if self.max_batch <= 1 or first.job.count >= self.max_batch:
+            return [first]
+        key = self.runner.batch_key(first.job)
+        if key is None:
+            return [first]
+        batch, pictures = [first], first.job.count
+        for ticket in list(self._waiting):
+            if pictures + ticket.job.count > self.max_batch:
+                continue
+            if self.runner.batch_key(ticket.job) == key:
+                self._waiting.remove(ticket)
+                batch.append(ticket)
+                pictures += ticket.job.count
+        return batch
+
+    def _run(self, batch: list[Ticket]) -> list[Result]:
         started = time.monotonic()
-        waited = started - ticket.submitted
         try:
-            images = self.runner.generate(ticket.job)
+            if len(batch) == 1:
+                made = [self.runner.generate(batch[0].job)]
+            else:
+                made = self.runner.generate_batch([t.job for t in batch])
         except GenerationError as exc:
-            return self._result(ticket, error=str(exc), queue_seconds=waited)
+            return [self._result(t, error=str(exc), queue_seconds=started - t.submitted)
+                    for t in batch]
         except Exception as exc:  # the worker must survive any one job
+            ids = ", ".join(str(t.id) for t in batch)
             if is_device_fault(exc):
-                # The device is now unusable for every job: this one is handed back (to
-                # be made again after a restart), and the worker takes no more.
-                log.critical("job %d hit a device fault; the GPU needs a fresh process: %s",
-                             ticket.id, exc)
+                # The device is now unusable for every job: these are handed back (to be
+                # made again after a restart), and the worker takes no more.
+                log.critical("job %s hit a device fault; the GPU needs a fresh process: %s",
+                             ids, exc)
                 with self._cond:
                     self.device_fault = exc
                     self._closing = True
-                return self._result(ticket, error=str(exc), interrupted=True,
-                                    queue_seconds=waited)
-            log.exception("job %d failed", ticket.id)
-            return self._result(ticket, queue_seconds=waited,
-                                error=f"generation failed: {type(exc).__name__}: {exc}")
+                return [self._result(t, error=str(exc), interrupted=True,
+                                     queue_seconds=started - t.submitted) for t in batch]
+            log.exception("job %s failed", ids)
+            return [self._result(t, queue_seconds=started - t.submitted,
+                                 error=f"generation failed: {type(exc).__name__}: {exc}")
+                    for t in batch]
         seconds = time.monotonic() - started
-        if ticket.job.kind != "upscale":
+        if batch[0].job.kind != "upscale":
             # An upscale's speed says nothing about the diffusion model's (a Lanczos resize
             # is a hundred times faster per pixel): it would spoil every later estimate.
-            self.observe(ticket.job, seconds)
-        return self._result(ticket, images=tuple(images), queue_seconds=waited, generation_seconds=seconds)
+            self.observe_batch([t.job for t in batch], seconds)
+        pictures = sum(t.job.count for t in batch)
+        return [self._result(t, images=tuple(images), queue_seconds=started - t.submitted,
+                             generation_seconds=seconds,
+                             extra={"batch_pictures": pictures} if len(batch) > 1 else {})
+                for t, images in zip(batch, made)]
 
 
 def is_device_fault(exc: BaseException) -> bool:

@@ -54,6 +54,18 @@ class Studio:
             images = [enhance(image) for image in images]
         return images
 
+    def batch_key(self, job: Job):
+        """What jobs must share to be made in one call (None: this one is made alone)."""
+        if job.kind != "txt2img" or not hasattr(self.runner, "batch_key"):
+            return None
+        return self.runner.batch_key(job)
+
+    def generate_batch(self, jobs: list[Job]) -> list[list]:
+        """Several jobs of one `batch_key` in one pipeline call; their pictures, per job."""
+        made = self.runner.generate_batch(jobs)
+        return [[enhance(image) for image in images] if job.enhance else images
+                for job, images in zip(jobs, made)]
+
     # ---- what the app calls at start and stop ------------------------------------------------
 
     def load(self, *args) -> None:

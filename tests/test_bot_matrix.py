@@ -262,3 +262,31 @@ async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_sett
         await alice.wait_reply(room, late, "m.notice")
         await alice.wait_reply(room, early, "m.notice")
     assert len(alice.replies(room, early)) == 1 and len(alice.replies(room, late)) == 1
+
+
+async def test_commands_waiting_together_are_made_as_one_batch(make_settings, engine, alice):
+    """Jobs of one shape that wait together share a pipeline call; each still gets its
+    own picture, with its own seed, and the caption says the time was a batch's."""
+    settings = make_settings(matrix={"admins": ["@alice:localhost"]},
+                             limits={"per_user_queued": 10}, generation={"max_batch": 4})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        await alice.send(room, "!img pause")
+        asked = [await alice.send(room, f"!img batch member {i} --seed {40 + i}")
+                 for i in range(4)]
+        for command in asked:
+            await alice.wait_reply(room, command, "m.notice")
+        await alice.send(room, "!img resume")
+        pictures = [(await alice.wait_reply(room, c, "m.image"))[0] for c in asked]
+        alone = await alice.send(room, "!img batch member 0 --seed 40")
+        (solo,) = await alice.wait_reply(room, alone, "m.image")
+    for i, picture in enumerate(pictures):
+        assert "for a batch of 4 pictures" in picture["content"]["body"]
+        params = read_parameters(await alice.download(picture["content"]["url"]))
+        assert params["seed"] == 40 + i and params["prompt"] == f"batch member {i}"
+    assert "batch" not in solo["content"]["body"].split(" — ")[1]
+    first = Image.open(io.BytesIO(await alice.download(pictures[0]["content"]["url"])))
+    again = Image.open(io.BytesIO(await alice.download(solo["content"]["url"])))
+    # The same seed alone makes the same picture (batched kernels may differ in the last bit).
+    pairs = zip(first.convert("L").getdata(), again.convert("L").getdata())
+    assert max(abs(a - b) for a, b in pairs) <= 2

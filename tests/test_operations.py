@@ -53,6 +53,8 @@ async def test_healthz_and_metrics_of_a_running_bot(make_settings, engine, alice
     assert metrics[("imgbot_generation_seconds_count", ())] == 1
     assert metrics[("imgbot_queue_wait_seconds_count", ())] == 1
     assert metrics[("imgbot_queue_depth", ())] == 0
+    assert metrics[("imgbot_worker_busy_seconds_total", ())] > 0
+    assert metrics[("imgbot_worker_idle_while_waiting_seconds_total", ())] >= 0
 
 
 async def test_without_stored_prompts_the_log_keeps_only_a_hash(make_settings, engine, alice):

@@ -351,3 +351,64 @@ def test_out_of_memory_is_not_a_device_fault():
     assert not is_device_fault(OutOfMemoryError("CUDA out of memory. CUDA error: ..."))
     assert is_device_fault(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert not is_device_fault(ValueError("bad shape"))
+
+
+# ---- batches --------------------------------------------------------------------------------
+
+class BatchingRunner(FakeRunner):
+    """Makes jobs of the same size in one call, and records the calls."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls: list[list[str]] = []
+
+    def batch_key(self, job: Job):
+        return (job.width, job.height)
+
+    def generate(self, job: Job) -> list:
+        self.calls.append([job.prompt])
+        return super().generate(job)
+
+    def generate_batch(self, jobs: list[Job]) -> list[list]:
+        self.calls.append([job.prompt for job in jobs])
+        return [FakeRunner.generate(self, job) for job in jobs]
+
+
+async def test_jobs_of_one_shape_waiting_together_share_a_call(make_queue):
+    runner = BatchingRunner(hold={"first"})
+    queue = make_queue(runner)
+    queue.max_batch = 4
+    first = queue.submit(job("first"), "@a:x")
+    await runner.wait_started("first")
+    same = [queue.submit(job(f"same {i}"), "@a:x") for i in range(3)]
+    other = queue.submit(Job("other", 1, 1, 16, 16), "@b:x")
+    extra = queue.submit(job("fourth of a kind"), "@b:x")
+    runner.release("first")
+    results = [await result_of(t) for t in (first, *same, other, extra)]
+    assert all(r.ok for r in results)
+    assert runner.calls == [["first"], ["same 0", "same 1", "same 2", "fourth of a kind"],
+                            ["other"]]
+    batched = results[1]
+    assert batched.extra == {"batch_pictures": 4}
+    assert [len(r.images) for r in results] == [1] * 6
+
+
+async def test_a_lone_job_is_not_held_back_for_company(make_queue):
+    runner = BatchingRunner()
+    queue = make_queue(runner)
+    queue.max_batch = 8
+    result = await result_of(queue.submit(job("alone"), "@a:x"))
+    assert result.ok and runner.calls == [["alone"]] and result.extra == {}
+
+
+async def test_a_batch_never_goes_over_max_batch_pictures(make_queue):
+    runner = BatchingRunner(hold={"first"})
+    queue = make_queue(runner)
+    queue.max_batch = 3
+    queue.submit(job("first"), "@a:x")
+    await runner.wait_started("first")
+    tickets = [queue.submit(job(f"two {i}", count=2), "@a:x") for i in range(2)]
+    runner.release("first")
+    for ticket in tickets:
+        assert (await result_of(ticket)).ok
+    assert runner.calls[1:] == [["two 0"], ["two 1"]]

@@ -1,0 +1,130 @@
+"""`imgbot bench --through-matrix`: the bench's workload sent through a throw-away local
+homeserver and the bot, as a team would send it, to measure what the chat side costs.
+
+Reported: pictures per second through the bot beside the GPU worker's own rate (pictures
+per busy second), the share of time the worker sat idle while jobs were waiting, and each
+reply's overhead: its latency (command sent to picture seen by the sender) minus its queue
+wait and generation time, i.e. PNG encoding, upload, send and sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from nio import AsyncClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from .app import run_bot
+from .config import Settings
+from .demo import Shot, _collect, _read_timings, _room_with_bot
+from .localserver import LocalHomeserver, _free_port
+
+
+@dataclass(frozen=True)
+class MatrixFigures:
+    pictures: int
+    wall_seconds: float  # first command sent to last picture seen
+    busy_seconds: float  # the GPU worker's time on these jobs
+    idle_while_waiting_seconds: float
+    overheads: list[float]  # per picture, seconds
+
+    @property
+    def pictures_per_second(self) -> float:
+        return self.pictures / self.wall_seconds
+
+    @property
+    def engine_pictures_per_second(self) -> float:
+        return self.pictures / self.busy_seconds if self.busy_seconds else float("nan")
+
+    @property
+    def idle_share(self) -> float:
+        total = self.busy_seconds + self.idle_while_waiting_seconds
+        return self.idle_while_waiting_seconds / total if total else 0.0
+
+    def table(self) -> str:
+        over = sorted(self.overheads)
+        p90 = over[min(len(over) - 1, int(0.9 * len(over)))]
+        return "\n".join([
+            "through the homeserver and the bot:",
+            f"  pictures per second      {self.pictures_per_second:8.3f}  "
+            f"({self.pictures} in {self.wall_seconds:.2f} s, first command to last picture)",
+            f"  engine's own rate        {self.engine_pictures_per_second:8.3f}  "
+            f"(pictures per second the GPU worker was busy)",
+            f"  through the bot / engine {self.pictures_per_second / self.engine_pictures_per_second:8.1%}",
+            f"  worker idle while jobs waited {self.idle_share:6.2%}  "
+            f"({self.idle_while_waiting_seconds:.3f} s of "
+            f"{self.busy_seconds + self.idle_while_waiting_seconds:.2f} s)",
+            f"  reply overhead per picture: median {statistics.median(over) * 1000:.0f} ms, "
+            f"p90 {p90 * 1000:.0f} ms, max {over[-1] * 1000:.0f} ms "
+            f"(latency minus queue wait minus generation: encode, upload, send, sync)",
+        ])
+
+
+def through_matrix(engine, *, count: int, width: int, height: int, steps: int,
+                   guidance: float, max_batch: int = 1) -> MatrixFigures:
+    """Run the workload through a local Synapse and the bot; `engine` is already loaded."""
+    with tempfile.TemporaryDirectory(prefix="imgbot-bench-") as tmp:
+        work = Path(tmp)
+        with LocalHomeserver(work / "synapse", rate_limits=False) as server:
+            return asyncio.run(_measure(server, engine, work, count, width, height, steps,
+                                        guidance, max_batch))
+
+
+async def _measure(server: LocalHomeserver, engine, work: Path, count: int, width: int,
+                   height: int, steps: int, guidance: float, max_batch: int) -> MatrixFigures:
+    bot_password, user_password = "bench-bot-password", "bench-user-password"
+    bot_id = server.register("imgbot", bot_password)
+    user_id = server.register("bench", user_password)
+    port = _free_port()
+    settings = Settings(
+        matrix={"homeserver_url": server.url, "user_id": bot_id, "password": bot_password},
+        state_dir=work / "state",
+        generation={"size": f"{width}x{height}", "steps": steps, "guidance": guidance,
+                    "warm_up": False, "max_batch": max_batch},
+        limits={"per_user_queued": count, "queue_size": max(count, 100),
+                "max_pixels": max(width * height, 64 * 64), "max_steps": max(steps, 1)},
+        metrics={"port": port},
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    bot_task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
+    user = AsyncClient(server.url, user_id)
+    try:
+        await user.login(user_password)
+        await asyncio.wait_for(ready.wait(), 120)
+        room_id = await _room_with_bot(user, bot_id)
+        before = await _worker_seconds(port)
+        shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
+        for shot in shots:
+            shot.sent_at = time.monotonic()
+            response = await user.room_send(room_id, "m.room.message", {
+                "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
+            shot.event_id = response.event_id
+        await _collect(user, room_id, shots, None, quiet=True)
+        after = await _worker_seconds(port)
+        await _read_timings(settings, shots)
+    finally:
+        stop.set()
+        await user.close()
+        await bot_task
+    wall = max(s.received_at for s in shots) - min(s.sent_at for s in shots)
+    return MatrixFigures(
+        pictures=count, wall_seconds=wall, busy_seconds=after[0] - before[0],
+        idle_while_waiting_seconds=after[1] - before[1],
+        overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots])
+
+
+async def _worker_seconds(port: int) -> tuple[float, float]:
+    """(busy, idle while waiting) seconds of the GPU worker, read from the bot's /metrics."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    values = {sample.name: sample.value for family in text_string_to_metric_families(text)
+              for sample in family.samples}
+    return (values.get("imgbot_worker_busy_seconds_total", 0.0),
+            values.get("imgbot_worker_idle_while_waiting_seconds_total", 0.0))

@@ -1,0 +1,334 @@
+"""`imgbot bench`: our engine against plain diffusers, on the same model and workload, in
+one run.
+
+The baseline is diffusers as its documentation uses it: the pipeline in half precision
+(float16; float32 on the CPU) moved `.to(device)`, default attention, no compile, one
+picture per call. Ours is `Engine` as it is, called through its public API with `--batch`
+pictures per job. The baseline runs first, so that whatever global switches our engine
+turns on cannot speed it up. Each side is loaded, warmed up (not timed), timed call by call
+and freed before the other; the GPU is synchronised around every timed call. Peak memory is
+torch's on CUDA, and the process's resident peak on the CPU (see `_process_peak`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .device import choose
+from .engine import (NATIVE_SIDES, Engine, _quiet_libraries, from_pipeline, inspect_model,
+                     native_size)
+from .job import Job
+
+PROMPT = "Albert Einstein, oil painting"
+RANDOM_ARCHS = {"sd15": "sd", "sdxl": "sdxl"}  # --random-weights → the model family
+
+
+class BenchError(ValueError):
+    """The benchmark was asked for something it cannot do; the message says what."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: Path | None  # a diffusers folder, or None with `random_weights`
+    random_weights: str | None  # "sd15" or "sdxl": the full-size architecture, random weights
+    width: int
+    height: int
+    steps: int = 4
+    guidance: float = 0.0
+    count: int = 10  # pictures timed on each side
+    batch: int = 1  # pictures per call of our engine (the baseline always makes one)
+    warm_up: int = 1  # untimed calls on each side before the timed ones
+    device: str = "auto"
+    compile: bool = False  # our engine with torch.compile (generation.compile)
+    seed: int = 0
+
+    @classmethod
+    def make(cls, model: str | None, random_weights: str | None, size: str | None,
+             **options) -> Workload:
+        """A checked workload; the size defaults to the model's native size."""
+        if (model is None) == (random_weights is None):
+            raise BenchError("give either --model DIR or --random-weights sd15|sdxl")
+        if random_weights is not None and random_weights not in RANDOM_ARCHS:
+            raise BenchError(f"--random-weights {random_weights}: choose sd15 or sdxl")
+        path = Path(model).expanduser() if model else None
+        if path is not None:
+            inspect_model(path)  # a ModelError says what is wrong with the folder
+        if size:
+            match = re.fullmatch(r"(\d+)x(\d+)", size)
+            if not match:
+                raise BenchError(f"--size {size}: give WIDTHxHEIGHT, like 1024x1024")
+            width, height = int(match[1]), int(match[2])
+        elif path is not None:
+            width, height = native_size(path)
+        else:
+            width = height = NATIVE_SIDES[RANDOM_ARCHS[random_weights]]
+        workload = cls(path, random_weights, width, height, **options)
+        workload.check()
+        return workload
+
+    def check(self) -> None:
+        try:
+            choose(self.device)
+        except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
+            raise BenchError(str(exc)) from None
+        if self.width <= 0 or self.height <= 0 or self.width % 8 or self.height % 8:
+            raise BenchError(f"--size {self.width}x{self.height}: width and height are "
+                             "positive multiples of 8")
+        for name in ("steps", "count", "batch"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"--{name} is at least 1, not {getattr(self, name)}")
+        if self.warm_up < 0:
+            raise BenchError(f"--warm-up is at least 0, not {self.warm_up}")
+        if self.count % self.batch:
+            raise BenchError(f"--count {self.count} is not a multiple of --batch {self.batch}")
+
+    @property
+    def model_name(self) -> str:
+        if self.model is not None:
+            return str(self.model)
+        return f"random-weight {self.random_weights} (full-size architecture: real FLOPs, " \
+               "pictures are noise)"
+
+
+def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
+              baseline: bool = True) -> dict:
+    """Measure the baseline (unless `baseline` is false), then our engine; return the report
+    (plain data, JSON-ready): `config` and one row per side."""
+    import torch
+
+    _quiet_libraries()  # no loading bars from the baseline's from_pretrained
+    placement = choose(workload.device)
+    device = placement.device
+    half = device.startswith(("cuda", "mps"))
+    baseline_dtype = torch.float16 if half else torch.float32
+    base = None
+    if baseline:
+        base = _measure("diffusers", baseline_dtype, 1, workload, device,
+                        lambda: _baseline(workload, device, baseline_dtype), say)
+    ours = _measure("imgbot", placement.dtype, workload.batch, workload, device,
+                    lambda: _ours(workload), say)
+    if base:
+        ours["ours_over_baseline"] = ours["pictures_per_second"] / base["pictures_per_second"]
+        base["ours_over_baseline"] = 1.0
+    config = _config(workload, device, placement.dtype_name,
+                     _dtype_name(baseline_dtype) if base else None)
+    return {"config": config, "rows": [ours, base] if base else [ours]}
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _baseline(w: Workload, device: str, dtype):
+    """Plain diffusers: the pipeline, `.to(device)`, one picture per call."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    if w.model is not None:
+        pipe = AutoPipelineForText2Image.from_pretrained(w.model, dtype=dtype,
+                                                         local_files_only=True)
+    else:
+        from .test_model import random_pipeline
+
+        pipe = random_pipeline(w.random_weights, device=device, dtype=dtype, seed=w.seed)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+
+    def call() -> list:
+        return pipe(PROMPT, num_inference_steps=w.steps, width=w.width, height=w.height,
+                    guidance_scale=w.guidance,
+                    generator=torch.Generator("cpu").manual_seed(w.seed)).images
+
+    return call, None
+
+
+def load_ours(w: Workload) -> Engine:
+    """Our engine for the workload, loaded: the folder, or the random-weight architecture."""
+    if w.model is not None:
+        engine = Engine(w.model, w.device, compile=w.compile)
+        engine.load()
+        return engine
+    from .test_model import random_pipeline
+
+    placement = choose(w.device)  # built where and how the engine will run it
+    pipe = random_pipeline(w.random_weights, device=placement.device,
+                           dtype=placement.dtype, seed=w.seed)
+    return from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile)
+
+
+def _ours(w: Workload):
+    """Our engine through its public API, `batch` pictures per job."""
+    engine = load_ours(w)
+    job = Job(prompt=PROMPT, seed=w.seed, steps=w.steps, width=w.width, height=w.height,
+              guidance=w.guidance, count=w.batch)
+    return (lambda: engine.generate(job)), engine.unload
+
+
+def _measure(side: str, dtype, batch: int, w: Workload, device: str, load, say) -> dict:
+    import torch
+
+    cuda = device.startswith("cuda")
+    before = None if cuda else _process_peak()
+    say(f"{side}: loading {w.model_name}")
+    started = time.perf_counter()
+    call, unload = load()
+    load_seconds = time.perf_counter() - started
+    for index in range(w.warm_up):
+        say(f"{side}: warm-up {index + 1} of {w.warm_up}")
+        call()
+    calls = w.count // batch
+    say(f"{side}: timing {_n(calls, 'call')} of {_n(batch, 'picture')}")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = []
+    for _ in range(calls):
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        images = call()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+        if len(images) != batch:
+            raise RuntimeError(f"{side} made {len(images)} pictures, not {batch}")
+    peak = torch.cuda.max_memory_allocated(device) if cuda else _process_peak()
+    del call, images
+    if unload:
+        unload()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    per_picture = sorted(s / batch for s in seconds)
+    return {
+        "side": side,
+        "dtype": _dtype_name(dtype),
+        "batch": batch,
+        "pictures": w.count,
+        "load_seconds": load_seconds,
+        "call_seconds": seconds,
+        "seconds_per_picture_median": statistics.median(per_picture),
+        # nearest rank: the smallest time that at least 90 % of the pictures took no longer than
+        "seconds_per_picture_p90": per_picture[math.ceil(0.9 * len(per_picture)) - 1],
+        "pictures_per_second": w.count / sum(seconds),
+        "peak_memory_bytes": peak,
+        "peak_memory_at_most": peak == before,  # CPU: this side did not raise the peak
+    }
+
+
+def _process_peak() -> int:
+    """The process's peak resident memory since it started, in bytes.
+
+    It is not reset between sides (only Linux can, through /proc/self/clear_refs, and the
+    timings after it looked disturbed when that was tried), so a side that did not raise it
+    gets it as an upper bound ("≤")."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
+
+
+def _config(w: Workload, device: str, ours_dtype: str, baseline_dtype: str | None) -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    if device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(device)
+        memory = "peak GPU memory allocated by torch during the timed calls (after warm-up)"
+    else:
+        hardware = f"{os.cpu_count()} cores, {_cpu_name()}, {torch.get_num_threads()} threads"
+        memory = ("peak resident memory of the process, from its start to the end of that "
+                  "side (≤: not above the side measured before it)")
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": device,
+        "hardware": hardware,
+        "model": w.model_name,
+        "size": f"{w.width}x{w.height}",
+        "steps": w.steps,
+        "guidance": w.guidance,
+        "count": w.count,
+        "batch": w.batch,
+        "warm_up": w.warm_up,
+        "ours_dtype": ours_dtype,
+        "ours_compile": w.compile,
+        "baseline_dtype": baseline_dtype,
+        "memory": memory,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "diffusers": diffusers.__version__, "transformers": transformers.__version__},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def render(report: dict) -> str:
+    """The configuration, then the table: what a pasted result needs to describe itself."""
+    c = report["config"]
+    v = c["versions"]
+    baseline = (f"plain diffusers, {c['baseline_dtype']}, 1 picture per call"
+                if c["baseline_dtype"] else "none (--no-baseline)")
+    lines = [
+        f"imgbot bench, {c['date']}",
+        f"  device    {c['device']} ({c['hardware']})",
+        f"  model     {c['model']}",
+        f"  workload  {c['size']}, {_n(c['steps'], 'step')}, guidance {c['guidance']:g}, "
+        f"{_n(c['count'], 'picture')} a side, {_n(c['warm_up'], 'warm-up call')} a side "
+        "before timing",
+        f"  ours      imgbot Engine, {c['ours_dtype']}, "
+        f"compile {'on' if c['ours_compile'] else 'off'}, {_n(c['batch'], 'picture')} per call",
+        f"  baseline  {baseline}",
+        f"  memory    {c['memory']}",
+        f"  versions  python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, "
+        f"transformers {v['transformers']}",
+        "",
+    ]
+    header = ("side", "dtype", "batch", "pictures", "s/picture median", "s/picture p90",
+              "pictures/s", "peak memory", "ours/baseline")
+    table = [header]
+    for row in report["rows"]:
+        ratio = row.get("ours_over_baseline")
+        table.append((row["side"], row["dtype"], str(row["batch"]), str(row["pictures"]),
+                      f"{row['seconds_per_picture_median']:.3f}",
+                      f"{row['seconds_per_picture_p90']:.3f}",
+                      f"{row['pictures_per_second']:.3f}",
+                      "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
+                      "n/a" if ratio is None else f"{ratio:.2f}"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(r[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _gib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+

@@ -1,0 +1,211 @@
+"""What makes a loaded pipeline fast on a GPU, applied once after loading: the attention
+kernel, memory layout, fused projections, the VAE's precision, torch.compile, and the
+optional VAE and tiny decoder folders.
+
+Each step says what it did (or why it did not) in a short note; the engine logs the notes
+of one model together, in one line. Precision falling back to float32 is a WARNING of its
+own: it costs time on every picture, and the operator can fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .device import Placement
+
+log = logging.getLogger(__name__)
+
+# "max-autotune-no-cudagraphs": Triton kernels autotuned for the UNet's convolutions and
+# matrix products, without CUDA graphs. CUDA graphs ("reduce-overhead") would only save
+# kernel launches, a few per cent at 512-1024 px where each launch has a lot to do, and
+# would cost: a private memory pool kept per captured shape (sizes × batch sizes, never
+# handed back when the pool unloads a model), graphs recorded per thread (warm-up runs in
+# another thread than the worker) and outputs overwritten by the next replay. The slow
+# part of autotuning is paid once: its results live in the compile cache.
+COMPILE_MODE = "max-autotune-no-cudagraphs"
+# Tests swap in "eager" (tracing only): inductor's C++ build takes minutes on a small CPU.
+COMPILE_BACKEND = "inductor"
+
+
+class FolderError(Exception):
+    """A VAE or tiny decoder folder cannot be used; the message says why."""
+
+
+def autoencoder_config(folder: str | Path, class_name: str, what: str) -> dict:
+    """The config of a local diffusers autoencoder folder holding a `class_name`."""
+    path = Path(folder).expanduser()
+    config = path / "config.json"
+    if not config.is_file():
+        raise FolderError(f"the {what} folder {path} has no config.json: not a diffusers "
+                          f"{class_name} folder")
+    try:
+        data = json.loads(config.read_text())
+        found = data["_class_name"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FolderError(f"{config} is not a valid model config: {exc}") from exc
+    if found != class_name:
+        raise FolderError(f"the {what} folder {path} holds {found} weights, not {class_name}")
+    return data
+
+
+def load_vae(folder: Path, model: Path, placement: Placement):
+    """The AutoencoderKL in `folder` (local only), or None with a WARNING when its latent
+    scale differs from the model's own VAE: it was made for another family (an SDXL VAE
+    beside an SD 1.5 model), and its pictures would come out wrong."""
+    from diffusers import AutoencoderKL
+
+    config = autoencoder_config(folder, "AutoencoderKL", "VAE")
+    try:
+        own = json.loads((model / "vae" / "config.json").read_text())["scaling_factor"]
+    except (OSError, ValueError, KeyError, TypeError):
+        own = None  # nothing to compare with; trust the operator
+    theirs = config.get("scaling_factor", 0.18215)  # AutoencoderKL's default
+    if own is not None and theirs != own:
+        log.warning("generation.vae %s is not for %s (latent scale %s, the model's VAE has "
+                    "%s): %s keeps its own VAE", folder, model.name, theirs, own, model.name)
+        return None
+    return AutoencoderKL.from_pretrained(folder, dtype=placement.dtype, local_files_only=True)
+
+
+def load_tiny_decoder(folder: Path, placement: Placement):
+    """The AutoencoderTiny (TAESD, TAESDXL) in `folder`, on the device, ready to decode."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    autoencoder_config(folder, "AutoencoderTiny", "fast decoder")
+    tiny = AutoencoderTiny.from_pretrained(folder, dtype=placement.dtype, local_files_only=True)
+    tiny.to(placement.device)
+    if placement.device.startswith("cuda"):
+        tiny.to(memory_format=torch.channels_last)
+    tiny.eval()
+    return tiny
+
+
+def optimize(pipe, placement: Placement) -> list[str]:
+    """Attention, memory layout and fused projections; a note on each."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    notes = []
+    # 1. PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels), set
+    # explicitly rather than trusting the default; a model with other processors (added
+    # KV projections, IP adapters) keeps its own.
+    plain = (AttnProcessor, AttnProcessor2_0)
+    parts = [m for m in (pipe.unet, pipe.vae) if hasattr(m, "set_attn_processor")]
+    others = {type(p).__name__ for m in parts for p in m.attn_processors.values()
+              if not isinstance(p, plain)}
+    if others:
+        notes.append(f"attention: the model's own ({', '.join(sorted(others))})")
+    else:
+        for module in parts:
+            module.set_attn_processor(AttnProcessor2_0())
+        notes.append("attention: SDPA")
+    # 2. channels_last: the layout cuDNN's and Triton's fastest convolutions want.
+    if placement.device.startswith("cuda"):
+        for module in (pipe.unet, pipe.vae):
+            module.to(memory_format=torch.channels_last)
+        notes.append("channels_last: on")
+    else:
+        notes.append(f"channels_last: off (for CUDA; this is {placement.device})")
+    # 3. One matrix product for q, k and v instead of three.
+    notes.append(_fuse_qkv(pipe) if not others else "fused QKV: off (custom attention)")
+    return notes
+
+
+def _fuse_qkv(pipe) -> str:
+    if not hasattr(pipe, "fuse_qkv_projections"):
+        return f"fused QKV: off ({type(pipe).__name__} cannot)"
+    try:
+        pipe.fuse_qkv_projections()
+    except ValueError as exc:  # what diffusers raises for models it cannot fuse
+        return f"fused QKV: off ({exc})"
+    # The fused layers are copies: point the separate q, k, v weights into them, so that
+    # fusing does not hold the projections twice (1.2 GiB for SDXL's UNet in bf16) and
+    # `unfuse_qkv_projections` still finds them.
+    shared = sum(_share_fused(m) for part in (pipe.unet, pipe.vae) for m in part.modules())
+    return f"fused QKV: on ({shared} attention layers)"
+
+
+def _share_fused(module) -> int:
+    fused = getattr(module, "to_qkv", None), getattr(module, "to_kv", None)
+    if not getattr(module, "fused_projections", False) or fused == (None, None):
+        return 0
+    whole, parts = (fused[0], ("to_q", "to_k", "to_v")) if fused[0] is not None else (
+        fused[1], ("to_k", "to_v"))
+    start = 0
+    for name in parts:
+        linear = getattr(module, name)
+        rows = linear.weight.shape[0]
+        linear.weight.data = whole.weight.data[start:start + rows]
+        if linear.bias is not None and whole.bias is not None:
+            linear.bias.data = whole.bias.data[start:start + rows]
+        start += rows
+    return 1
+
+
+def vae_precision(pipe, name: str, family: str, placement: Placement, configured: bool) -> str:
+    """The note on the precision the VAE decodes in, with a WARNING where it is float32 on a
+    half-precision GPU.
+
+    SDXL's own VAE overflows in float16, so its config says `force_upcast` and diffusers
+    moves it to float32 for every decode (and every img2img encode). bfloat16 has float32's
+    range: there the upcast only costs time, and it is turned off."""
+    import torch
+
+    vae = pipe.vae
+    if not getattr(vae.config, "force_upcast", False) or placement.dtype == torch.float32:
+        return f"VAE: {placement.dtype_name}"
+    if placement.dtype == torch.bfloat16:
+        vae.register_to_config(force_upcast=False)
+        return "VAE: bfloat16 (its float16 upcast is not needed in bfloat16)"
+    if family != "sdxl":
+        return f"VAE: {placement.dtype_name}"  # SD 1.x pipelines never upcast
+    whose = "the configured VAE" if configured else "the model's VAE"
+    log.warning("%s of %s decodes in float32 (its config asks for it: SDXL's VAE overflows "
+                "in float16), slower and with its weights copied to float32 and back for "
+                "every picture; set generation.vae to an fp16-safe VAE folder (such as "
+                "madebyollin/sdxl-vae-fp16-fix) to decode in float16",
+                whose, name)
+    return "VAE: float32 (force_upcast)"
+
+
+def use_compile_cache(cache_dir: Path) -> None:
+    """Keep torch.compile's results (inductor's FX graphs, generated kernels, autotuning)
+    in `cache_dir`, so that a restart reuses them instead of compiling for minutes.
+
+    Process-wide, as torch reads these from the environment: every compile in this process
+    uses the one cache (and the default one in /tmp would not survive a restart under
+    systemd's PrivateTmp)."""
+    import torch._inductor.config
+
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    earlier = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if earlier and Path(earlier) != cache_dir:
+        log.warning("the torch.compile cache moves from %s to %s for the rest of the "
+                    "process", earlier, cache_dir)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+    torch._inductor.config.fx_graph_cache = True  # read from the environment at import
+
+
+def compile_models(pipe, placement: Placement) -> str:
+    """torch.compile the UNet and the VAE's decoder in place (the pipeline, and the img2img
+    pipeline sharing its modules, call them as before). Nothing compiles here: each new
+    shape compiles on its first call, which is what `Engine.warm_up` is for.
+
+    Shapes are left to dynamo's automatic dynamic shapes: the first size and batch get
+    kernels of their own, a second one makes the dimension that changed dynamic, so that
+    a third size or batch size does not compile again."""
+    options = {"fullgraph": True, "backend": COMPILE_BACKEND}
+    on_gpu = placement.device.startswith("cuda")
+    if COMPILE_BACKEND == "inductor" and on_gpu:
+        options["mode"] = COMPILE_MODE  # on the CPU, autotuning C++ templates takes ages
+    pipe.unet.compile(**options)
+    # The decoder only: the encoder runs for img2img alone, and the tiny decoder is fast
+    # as it is (compiling it would make the first --fast picture wait for the compiler).
+    pipe.vae.decoder.compile(**options)
+    return f"compile: on ({options.get('mode', 'default')}, UNet and VAE decoder)"

@@ -1,0 +1,153 @@
+"""`imgbot bench` and the full-size random-weight models it can run on.
+
+Nothing here asserts anything about speed: CI runs on two shared cores. The full-size
+architectures are checked on the meta device (no memory, no arithmetic), against the
+published models' parameter counts and the FLOPs the issue quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from bot.cli import main as imgbot
+from generation.bench import BenchError, Workload
+from generation.engine import from_pipeline
+from generation.job import Job
+from generation.test_model import BUILDERS, random_pipeline
+
+# The published models' parameter counts: runwayml/stable-diffusion-v1-5 and
+# stabilityai/stable-diffusion-xl-base-1.0 (CLIP ViT-L/14 text encoder, OpenCLIP ViT-bigG/14
+# with its projection, the shared VAE architecture).
+REAL_PARAMETERS = {
+    "sd15": {"unet": 859_520_964, "text_encoder": 123_060_480, "vae": 83_653_863},
+    "sdxl": {"unet": 2_567_463_684, "text_encoder": 123_060_480,
+             "text_encoder_2": 694_659_840, "vae": 83_653_863},
+}
+
+ROW = re.compile(r"^(imgbot|diffusers)\s+float32\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+"
+                 r"([\d.]+)\s+((?:≤ )?[\d.]+ GiB)\s+([\d.]+)$", re.MULTILINE)
+
+
+def test_bench_on_the_tiny_model_prints_both_rows(test_model, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert imgbot(["bench", "--model", str(test_model), "--size", "64x64", "--steps", "1",
+                   "--count", "2", "--batch", "2", "--device", "cpu", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {match[1]: match for match in ROW.finditer(printed)}
+    assert set(rows) == {"imgbot", "diffusers"}, printed
+    assert rows["imgbot"][2] == "2" and rows["diffusers"][2] == "1"  # batch: ours 2, theirs 1
+    assert all(float(rows[side][6]) > 0 for side in rows)  # pictures per second
+    for words in ("64x64, 1 step,", "guidance 0", "torch ", "diffusers ", str(test_model)):
+        assert words in printed, words
+    report = json.loads(out.read_text())
+    assert report["config"]["device"] == "cpu" and report["config"]["batch"] == 2
+    ours, baseline = report["rows"]
+    assert len(ours["call_seconds"]) == 1 and len(baseline["call_seconds"]) == 2
+    assert ours["ours_over_baseline"] == pytest.approx(
+        ours["pictures_per_second"] / baseline["pictures_per_second"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(size="64x65"), "multiples of 8"),
+    (dict(size="big"), "WIDTHxHEIGHT"),
+    (dict(size="64x64", count=3, batch=2), "not a multiple of --batch 2"),
+    (dict(size="64x64", steps=0), "--steps is at least 1"),
+    (dict(size="64x64", device="tpu"), "device 'tpu'"),
+])
+def test_a_workload_that_cannot_run_is_refused_before_loading(test_model, options, message):
+    size = options.pop("size")
+    with pytest.raises(BenchError, match=re.escape(message)):
+        Workload.make(str(test_model), None, size, **options)
+
+
+def test_bench_needs_a_model_or_random_weights(capsys):
+    with pytest.raises(SystemExit):
+        imgbot(["bench", "--size", "64x64"])
+    assert "--model" in capsys.readouterr().err
+
+
+def test_an_upscaler_has_no_full_size(tmp_path, capsys):
+    assert imgbot(["make-test-model", str(tmp_path), "--arch", "esrgan", "--full-size"]) == 2
+    assert "--full-size is for sd and sdxl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", sorted(REAL_PARAMETERS))
+def test_random_pipeline_has_the_real_models_parameter_counts(arch):
+    pipe = random_pipeline(arch, device="meta")  # the architecture alone: instant, no memory
+    counts = {name: sum(p.numel() for p in module.parameters())
+              for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
+    assert counts == REAL_PARAMETERS[arch]
+
+
+def test_random_sdxl_does_the_real_models_arithmetic():
+    """The FLOPs of SDXL at 1024x1024: 6.76 TFLOP a UNet step, 10.5 for the VAE decode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe = random_pipeline("sdxl", device="meta")
+    latents = torch.empty(1, 4, 128, 128, device="meta")
+    conditions = {"text_embeds": torch.empty(1, 1280, device="meta"),
+                  "time_ids": torch.empty(1, 6, device="meta")}
+    with torch.no_grad(), FlopCounterMode(display=False) as unet:
+        pipe.unet(latents, torch.tensor([999.0], device="meta"),
+                  encoder_hidden_states=torch.empty(1, 77, 2048, device="meta"),
+                  added_cond_kwargs=conditions)
+    with torch.no_grad(), FlopCounterMode(display=False) as vae:
+        pipe.vae.decode(latents)
+    assert unet.get_total_flops() / 1e12 == pytest.approx(6.76, rel=0.01)
+    assert vae.get_total_flops() / 1e12 == pytest.approx(10.5, rel=0.01)
+    assert pipe.vae.config.scaling_factor == 0.13025
+
+
+def test_the_random_fill_is_seeded_and_keeps_the_buffers():
+    """Filled on the CPU: the same seed gives the same weights; norm scales are 1, biases
+    0; the buffers built beside the meta parameters (CLIP's position ids) are kept."""
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from generation.test_model import _materialise
+
+    def build(seed):
+        with init_empty_weights(include_buffers=False):
+            model = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37,
+                                                 num_attention_heads=4, num_hidden_layers=2))
+        _materialise(model, "cpu", torch.float32, torch.Generator().manual_seed(seed))
+        return model
+
+    def weight(model, name):  # by the end of its name (transformers 5 dropped "text_model.")
+        return next(p for n, p in model.named_parameters() if n.endswith(name))
+
+    one, again, other = build(0), build(0), build(1)
+    assert all(p.device.type == "cpu" for p in one.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(one.parameters(), again.parameters()))
+    fc1 = "encoder.layers.0.mlp.fc1.weight"
+    assert not torch.equal(weight(one, fc1), weight(other, fc1))
+    assert weight(one, fc1).abs().max() <= 1 / 32**0.5  # ±1/sqrt(fan_in)
+    assert torch.all(weight(one, "final_layer_norm.weight") == 1)
+    assert torch.all(weight(one, "encoder.layers.0.mlp.fc1.bias") == 0)
+    position_ids = next(b for n, b in one.named_buffers() if n.endswith("position_ids"))
+    assert torch.equal(position_ids[0], torch.arange(77))
+
+
+def test_an_engine_runs_a_pipeline_built_in_memory(tmp_path):
+    pipe = BUILDERS["sd"](tmp_path)
+    engine = from_pipeline(pipe, "in-memory", "cpu")
+    assert (engine.name, engine.family, engine.path) == ("in-memory", "sd", None)
+    assert engine.native_size() == (512, 512)
+    images = engine.generate(Job(prompt="a cat", seed=1, steps=1, width=64, height=64, count=2))
+    assert [image.size for image in images] == [(64, 64), (64, 64)]
+
+
+@pytest.mark.skipif(not os.environ.get("IMGBOT_SLOW_TESTS"),
+                    reason="builds two 4.3 GB pipelines: over a minute on 2 cores; set "
+                           "IMGBOT_SLOW_TESTS=1")
+def test_bench_runs_the_full_size_sd15_end_to_end(capsys):
+    assert imgbot(["bench", "--random-weights", "sd15", "--size", "64x64", "--steps", "1",
+                   "--count", "1", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "random-weight sd15" in printed
+    assert {match[1] for match in ROW.finditer(printed)} == {"imgbot", "diffusers"}
