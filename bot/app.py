@@ -46,7 +46,13 @@ def check_models(settings: Settings) -> None:
             raise SystemExit(f"{key} (model {name}): {exc}") from None
 
 
-def load_engine(settings: Settings) -> Runner:
+def load_engines(settings: Settings) -> list[Runner]:
+    """One loaded runner per device of `generation.devices` (or the one `device`)."""
+    devices = settings.generation.devices or [settings.generation.device]
+    return [load_engine(settings, device) for device in devices]
+
+
+def load_engine(settings: Settings, device: str | None = None) -> Runner:
     """Load the default model (the only place the bot reaches into torch, lazily). With more
     models configured, the runner is a pool that loads each of the others on first use."""
     from generation.engine import Engine, ModelError
@@ -54,16 +60,17 @@ def load_engine(settings: Settings) -> Runner:
 
     check_models(settings)
     generation = settings.generation
+    device = device or generation.device
     catalogue = generation.catalogue
     options = dict(vae=generation.vae, fast_decoder=generation.fast_decoder,
                    compile=generation.compile,
                    cache_dir=settings.state_dir / "compile-cache")
     try:
         if generation.models:
-            runner = ModelPool(catalogue, next(iter(catalogue)), generation.device,
+            runner = ModelPool(catalogue, next(iter(catalogue)), device,
                                generation.max_loaded_models, **options)
         else:
-            runner = Engine(generation.model, generation.device, **options)
+            runner = Engine(generation.model, device, **options)
     except ModelError as exc:
         key = "generation.vae" if "VAE" in str(exc) else "generation.fast_decoder"
         raise SystemExit(f"{key}: {exc}") from None
@@ -90,7 +97,7 @@ def make_client(settings: Settings) -> AsyncClient:
     return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config)
 
 
-def with_tools(runner: Runner, settings: Settings) -> Runner:
+def with_tools(runner: Runner, settings: Settings, device: str | None = None) -> Runner:
     """The queue's runner: the model (or models), with the upscaler and the finishing
     touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
     start (SystemExit) instead of someone's `!img upscale` later."""
@@ -101,7 +108,7 @@ def with_tools(runner: Runner, settings: Settings) -> Runner:
     if isinstance(runner, Studio):
         return runner
     path = settings.generation.upscaler
-    upscaler = Upscaler(path, choose(settings.generation.device).device)
+    upscaler = Upscaler(path, choose(device or settings.generation.device).device)
     try:
         upscaler.load()
     except UpscalerError as exc:
@@ -114,7 +121,7 @@ def with_tools(runner: Runner, settings: Settings) -> Runner:
     return Studio(runner, upscaler)
 
 
-async def run_bot(settings: Settings, engine: Runner | None = None,
+async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = None,
                   stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when it is not given).
 
@@ -136,8 +143,11 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
     try:
         await log_in(client, settings.matrix, settings.state_dir)
         if engine is None:
-            engine = await asyncio.to_thread(load_engine, settings)
-        engine = await asyncio.to_thread(with_tools, engine, settings)
+            engine = await asyncio.to_thread(load_engines, settings)
+        runners = engine if isinstance(engine, list) else [engine]
+        devices = settings.generation.devices or [None] * len(runners)
+        engine = [await asyncio.to_thread(with_tools, runner, settings, device)
+                  for runner, device in zip(runners, devices)]
         queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
                                 per_user=settings.limits.per_user_queued,
                                 max_batch=settings.generation.max_batch)
@@ -157,7 +167,8 @@ async def run_bot(settings: Settings, engine: Runner | None = None,
         if watchdog is not None:
             watchdog.start()
         device_watch = asyncio.ensure_future(_stop_when(queue.failed, stop))
-        log.info("imgbot is running as %s with model %s", client.user_id, engine.name)
+        log.info("imgbot is running as %s with model %s on %d device(s)", client.user_id,
+                 queue.runner.name, len(queue.workers))
         await sync.run(stop)
         log.info("stopping: no new commands; waiting for the running job")
     finally:

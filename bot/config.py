@@ -150,6 +150,23 @@ class GenerationSettings(_Section):
     # Jobs of the same shape waiting together are made as one batch of up to this many
     # pictures; 1 turns batching off.
     max_batch: int = Field(8, ge=1, le=64)
+    # Several GPUs: one worker (with its own copy of the models) per device, all taking
+    # jobs from one queue; None: the one `device`.
+    devices: list[str] | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one device, or leave devices out")
+        for device in value:
+            if not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
+                raise ValueError(f"{device!r}: each device is cuda:N, cuda, mps or cpu")
+        if len(set(value)) != len(value):
+            raise ValueError("a device is listed twice")
+        return value
 
     @field_validator("models")
     @classmethod

@@ -71,22 +71,35 @@ def cost(job: Job) -> float:
     return job.width * job.height * job.count * (steps + 1)
 
 
+@dataclass
+class _Worker:
+    """One worker thread and the runner (the device) it owns."""
+
+    index: int
+    runner: Runner
+    thread: threading.Thread | None = None
+    running: list[Ticket] = field(default_factory=list)  # the batch being made
+    since: float = 0.0
+
+
 class GenerationQueue:
-    def __init__(self, runner: Runner, *, max_size: int, per_user: int, max_batch: int = 1):
-        self.runner = runner
+    """One queue, and one worker per runner: several GPUs take jobs from the same queue."""
+
+    def __init__(self, runners: Runner | list[Runner], *, max_size: int, per_user: int,
+                 max_batch: int = 1):
+        runners = runners if isinstance(runners, list) else [runners]
+        self.runner = runners[0]  # they all offer the same models
+        self.workers = [_Worker(i, runner) for i, runner in enumerate(runners)]
         self.max_size = max_size
         self.per_user = per_user
         # Pictures in one pipeline call; the runner must offer `batch_key` and
         # `generate_batch` for more than one job to share a call.
-        self.max_batch = max_batch if hasattr(runner, "generate_batch") else 1
+        self.max_batch = max_batch if hasattr(self.runner, "generate_batch") else 1
         self._waiting: collections.deque[Ticket] = collections.deque()
-        self._running: list[Ticket] = []  # the batch being made (one job, or several)
-        self._running_since = 0.0
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._closing = False
         self._paused = False
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
         self.seconds_per_cost: float | None = None
@@ -104,16 +117,21 @@ class GenerationQueue:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._start_worker()
+        for worker in self.workers:
+            self._start_worker(worker)
 
-    def _start_worker(self) -> None:
-        self._thread = threading.Thread(target=self._work_guarded, name="gpu-worker",
-                                        daemon=True)
-        self._thread.start()
+    def _start_worker(self, worker: _Worker) -> None:
+        name = "gpu-worker" if len(self.workers) == 1 else f"gpu-worker-{worker.index}"
+        worker.thread = threading.Thread(target=self._work_guarded, args=(worker,), name=name,
+                                         daemon=True)
+        worker.thread.start()
 
     @property
     def worker_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return all(w.thread is not None and w.thread.is_alive() for w in self.workers)
+
+    def _running(self) -> list[Ticket]:
+        return [ticket for worker in self.workers for ticket in worker.running]
 
     def admit(self, owner: str) -> None:
         """Raise QueueFull when a job of `owner` would be refused now."""
@@ -137,7 +155,7 @@ class GenerationQueue:
         if check_limits:
             self.admit(owner)
         with self._cond:
-            ahead = len(self._waiting) + len(self._running)
+            ahead = len(self._waiting) + len(self._running())
             ticket = Ticket(next(self._ids), job, owner, ahead,
                             self._eta(list(self._waiting)), self._loop.create_future(), tag)
             self._waiting.append(ticket)
@@ -148,12 +166,12 @@ class GenerationQueue:
     def depth(self) -> int:
         """Jobs waiting or running."""
         with self._cond:
-            return len(self._waiting) + len(self._running)
+            return len(self._waiting) + len(self._running())
 
     def places(self) -> list[Place]:
         """The running job (position 0) and the waiting ones in order, with their waits."""
         with self._cond:
-            places = [Place(0, ticket, 0.0) for ticket in self._running]
+            places = [Place(0, ticket, 0.0) for ticket in self._running()]
             waiting = list(self._waiting)
             for index, ticket in enumerate(waiting):
                 places.append(Place(index + 1, ticket, self._eta(waiting[:index])))
@@ -204,15 +222,18 @@ class GenerationQueue:
             self._cond.notify_all()
         for ticket in left:
             _resolve(ticket.result, self._result(ticket, error="interrupted", interrupted=True))
-        if self._thread is not None:
-            # Bounded: a job that never ends must not keep the service from stopping.
-            await asyncio.to_thread(self._thread.join, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self.workers:
+            if worker.thread is not None:
+                # Bounded: a job that never ends must not keep the service from stopping.
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.to_thread(worker.thread.join, left)
 
     # ---- worker thread -------------------------------------------------------------------
 
     def _all(self):
         yield from self._waiting
-        yield from self._running
+        yield from self._running()
 
     def _eta(self, waiting_ahead: list[Ticket]) -> float | None:
         """Seconds until a job behind `waiting_ahead` (and the running one) starts."""
@@ -220,24 +241,27 @@ class GenerationQueue:
         if rate is None or self._paused:
             return None
         running = 0.0
-        if self._running:
-            elapsed = time.monotonic() - self._running_since
-            running = max(0.0, sum(cost(t.job) for t in self._running) * rate - elapsed)
-        return running + sum(cost(t.job) for t in waiting_ahead) * rate
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.running:
+                left = sum(cost(t.job) for t in worker.running) * rate - (now - worker.since)
+                running += max(0.0, left)
+        # The workers share the work ahead: a rough split, as good as the speed estimate.
+        return (running + sum(cost(t.job) for t in waiting_ahead) * rate) / len(self.workers)
 
     def _result(self, ticket: Ticket, **fields) -> Result:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
         return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
 
-    def _work_guarded(self) -> None:
+    def _work_guarded(self, worker: _Worker) -> None:
         """The worker, restarted when something escapes it (a job's ordinary exceptions are
         caught in `_run`; this is for what is not an Exception, like SystemExit from a
         library, or a fault in this loop itself)."""
         try:
-            self._work()
+            self._work(worker)
         except BaseException as exc:
             with self._cond:
-                batch, self._running = self._running, []
+                batch, worker.running = worker.running, []
                 closing = self._closing
             log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
                          "" if closing else "; starting a new one", exc_info=True)
@@ -247,9 +271,9 @@ class GenerationQueue:
                 self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
             if not closing:
                 self.restarts += 1
-                self._loop.call_soon_threadsafe(self._start_worker)
+                self._loop.call_soon_threadsafe(self._start_worker, worker)
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
         finished_with_work_left: float | None = None
         while True:
             with self._cond:
@@ -258,16 +282,16 @@ class GenerationQueue:
                     self._cond.wait()
                 if self._closing:
                     return
-                batch = self._take_batch()
+                batch = self._take_batch(worker.runner)
                 now = time.monotonic()
                 if finished_with_work_left is not None:
                     self.idle_while_waiting_seconds += now - finished_with_work_left
-                self._running, self._running_since = batch, now
-            results = self._run(batch)
+                worker.running, worker.since = batch, now
+            results = self._run(batch, worker.runner)
             with self._cond:
-                self._running = []
+                worker.running = []
                 now = time.monotonic()
-                self.busy_seconds += now - self._running_since
+                self.busy_seconds += now - worker.since
                 finished_with_work_left = now if self._waiting else None
             for ticket, result in zip(batch, results):
                 self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
@@ -275,33 +299,33 @@ class GenerationQueue:
                 self._loop.call_soon_threadsafe(self.failed.set)
                 return
 
-    def _take_batch(self) -> list[Ticket]:
+    def _take_batch(self, runner: Runner) -> list[Ticket]:
         """The first waiting job, and the waiting jobs of the same shape after it, up to
         max_batch pictures. Only jobs already waiting join: none is held back for company,
         so a lone job starts at once."""
         first = self._waiting.popleft()
         if self.max_batch <= 1 or first.job.count >= self.max_batch:
             return [first]
-        key = self.runner.batch_key(first.job)
+        key = runner.batch_key(first.job)
         if key is None:
             return [first]
         batch, pictures = [first], first.job.count
         for ticket in list(self._waiting):
             if pictures + ticket.job.count > self.max_batch:
                 continue
-            if self.runner.batch_key(ticket.job) == key:
+            if runner.batch_key(ticket.job) == key:
                 self._waiting.remove(ticket)
                 batch.append(ticket)
                 pictures += ticket.job.count
         return batch
 
-    def _run(self, batch: list[Ticket]) -> list[Result]:
+    def _run(self, batch: list[Ticket], runner: Runner) -> list[Result]:
         started = time.monotonic()
         try:
             if len(batch) == 1:
-                made = [self.runner.generate(batch[0].job)]
+                made = [runner.generate(batch[0].job)]
             else:
-                made = self.runner.generate_batch([t.job for t in batch])
+                made = runner.generate_batch([t.job for t in batch])
         except GenerationError as exc:
             return [self._result(t, error=str(exc), queue_seconds=started - t.submitted)
                     for t in batch]

@@ -290,3 +290,38 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
     # The same seed alone makes the same picture (batched kernels may differ in the last bit).
     pairs = zip(first.convert("L").getdata(), again.convert("L").getdata())
     assert max(abs(a - b) for a, b in pairs) <= 2
+
+
+async def test_two_devices_take_jobs_from_one_queue(make_settings, engine, test_model, alice):
+    """generation.devices: one worker per device, each with its own pipeline (here two CPU
+    engines stand in for two GPUs)."""
+    from generation.engine import Engine
+
+    second = Engine(test_model, "cpu")
+    second.load()
+    used = []
+
+    class Counting:
+        def __init__(self, inner, name):
+            self.inner, self.label = inner, name
+
+        def __getattr__(self, attr):
+            return getattr(self.inner, attr)
+
+        def generate(self, job):
+            used.append(self.label)
+            return self.inner.generate(job)
+
+    settings = make_settings(limits={"per_user_queued": 10}, generation={"max_batch": 1},
+                             matrix={"admins": ["@alice:localhost"]})
+    async with bot_running(settings, [Counting(engine, "one"), Counting(second, "two")]):
+        room = await alice.room_with(BOT)
+        await alice.send(room, "!img pause")  # so that all four wait, and both workers wake
+        asked = [await alice.send(room, f"!img device test {i} --seed {i} --size 256x256")
+                 for i in range(4)]
+        for command in asked:
+            await alice.wait_reply(room, command, "m.notice")
+        await alice.send(room, "!img resume")
+        for command in asked:
+            await alice.wait_reply(room, command, "m.image")
+    assert sorted(set(used)) == ["one", "two"] and len(used) == 4

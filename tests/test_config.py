@@ -400,3 +400,18 @@ def test_max_loaded_models_from_the_environment(tmp_path, monkeypatch):
                                                           models={"b": "/m/b"})))
     assert settings.generation.max_loaded_models == 1
     assert list(settings.generation.catalogue) == ["a", "b"]
+
+
+@pytest.mark.parametrize("devices,words", [
+    ([], "list at least one device"),
+    (["cuda:0", "cuda:0"], "a device is listed twice"),
+    (["gpu0"], "each device is cuda:N"),
+])
+def test_generation_devices_are_checked(tmp_path, devices, words):
+    assert words in config_error(tmp_path, with_section("generation", devices=devices))
+
+
+def test_generation_devices_list_one_worker_each(tmp_path):
+    settings = load_settings(write(tmp_path, with_section("generation",
+                                                          devices=["cuda:0", "cuda:1"])))
+    assert settings.generation.devices == ["cuda:0", "cuda:1"]

@@ -412,3 +412,38 @@ async def test_a_batch_never_goes_over_max_batch_pictures(make_queue):
     for ticket in tickets:
         assert (await result_of(ticket)).ok
     assert runner.calls[1:] == [["two 0"], ["two 1"]]
+
+
+# ---- several devices ---------------------------------------------------------------------
+
+async def test_each_device_has_a_worker_and_they_share_one_queue():
+    first, second = FakeRunner(hold={"a", "b"}), FakeRunner(hold={"a", "b"})
+    queue = GenerationQueue([first, second], max_size=10, per_user=10)
+    queue.start()
+    try:
+        a, b = queue.submit(job("a"), "@a:x"), queue.submit(job("b"), "@b:x")
+        # Both run at once, one on each device, before either is released.
+        for _ in range(500):
+            if sorted(first.started + second.started) == ["a", "b"]:
+                break
+            await asyncio.sleep(0.01)
+        assert [p.position for p in queue.places()] == [0, 0] and queue.depth == 2
+        assert len(first.started) == len(second.started) == 1
+        for runner in (first, second):
+            runner.release("a")
+            runner.release("b")
+        assert (await result_of(a)).ok and (await result_of(b)).ok
+        assert first.threads != second.threads
+    finally:
+        await queue.close(timeout=TIMEOUT)
+
+
+async def test_a_device_fault_on_one_device_stops_them_all():
+    broken = FakeRunner(fail={"bad": RuntimeError("CUDA error: misaligned address")})
+    queue = GenerationQueue([broken, broken], max_size=10, per_user=10)
+    queue.start()
+    bad = queue.submit(job("bad"), "@a:x")
+    assert (await result_of(bad)).interrupted
+    await asyncio.wait_for(queue.failed.wait(), TIMEOUT)
+    await queue.close(timeout=TIMEOUT)
+    assert not queue.worker_alive
