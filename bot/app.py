@@ -113,11 +113,8 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
         upscaler.load()
     except UpscalerError as exc:
         raise SystemExit(f"generation.upscaler: {exc}") from None
-    if path is not None and settings.generation.warm_up:
-        from PIL import Image
-
-        # The first `!img upscale` should not pay for kernel setup either.
-        upscaler.upscale(Image.new("RGB", (32, 32)), 2)
+    if settings.generation.warm_up:
+        upscaler.warm_up()
     return Studio(runner, upscaler)
 
 

@@ -459,8 +459,9 @@ class Bot:
             refusal = refusal or problem
         if len(result.images) > 1 and sent and not pending.withdrawn:
             labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
-            sheet = contact_sheet(list(result.images), labels,
-                                  cell=min(384, max(job.width, job.height)))
+            # Tiled in a thread, like the encoding: the event loop serves every room.
+            sheet = await asyncio.to_thread(contact_sheet, list(result.images), labels,
+                                            cell=min(384, max(job.width, job.height)))
             await self._send_picture(
                 pending, sheet, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
                 f"{pending.prompt} — all {len(result.images)} pictures, seeds "

@@ -165,13 +165,17 @@ async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
     return await _with_retries(f"uploading {filename}", once, patience, strict)
 
 
+def bearer(client: AsyncClient) -> dict[str, str]:
+    """The header of an authenticated request nio has no method for (the v1 media API)."""
+    return {"Authorization": f"Bearer {client.access_token}"}
+
+
 async def upload_limit(client: AsyncClient) -> int | None:
     """The homeserver's largest upload in bytes (`m.upload.size`), or None when it does not
     say. Asked through the authenticated media API, then the older one."""
     for path in ("/_matrix/client/v1/media/config", "/_matrix/media/v3/config"):
         try:
-            response = await client.send(
-                "GET", path, headers={"Authorization": f"Bearer {client.access_token}"})
+            response = await client.send("GET", path, headers=bearer(client))
             if response.status == 200:
                 size = (await response.json()).get("m.upload.size")
                 return size if isinstance(size, int) and size > 0 else None

@@ -13,7 +13,7 @@ from nio import AsyncClient, RoomGetEventResponse
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import LimitSettings
-from .messages import NETWORK_ERRORS, relation_of
+from .messages import NETWORK_ERRORS, bearer, relation_of
 
 # Pillow's format names -> how people call them. MPO is a JPEG with extra images inside
 # (phone cameras write it for HDR and depth); its first image is the picture.
@@ -98,7 +98,7 @@ async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> byt
         raise SourceError("That picture has no file the bot can fetch.")
     response = await client.send(
         "GET", f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}",
-        headers={"Authorization": f"Bearer {client.access_token}"})
+        headers=bearer(client))
     try:
         if response.status >= 500:
             raise Unavailable(f"The picture could not be fetched (the homeserver answered "

@@ -78,10 +78,7 @@ class Studio:
         """Warm up the diffusion runner (its seconds are returned) and the upscaler, on a
         small picture: the first `!img upscale` should not pay for kernel setup either."""
         seconds = self.runner.warm_up(width, height, steps)
-        if self.ai_upscaler:
-            from PIL import Image
-
-            self.upscaler.upscale(Image.new("RGB", (32, 32)), 2)
+        self.upscaler.warm_up()
         return seconds
 
     def unload(self) -> None:

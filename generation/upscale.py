@@ -136,6 +136,11 @@ class Upscaler:
         log.info("upscaler %s loaded: %s, %d×", self.path.name, descriptor.architecture.name,
                  descriptor.scale)
 
+    def warm_up(self) -> None:
+        """One tiny run, so that the first `!img upscale` does not pay for kernel setup."""
+        if self.path is not None:
+            self.upscale(Image.new("RGB", (32, 32)), 2)
+
     def upscale(self, image: Image.Image, factor: int) -> Image.Image:
         """The picture `factor` times wider and higher."""
         if factor not in FACTORS:

@@ -22,6 +22,7 @@ from generation.engine import Engine, ModelError, batch_key, from_pipeline
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool
 from generation.test_model import BUILDERS, make_test_model, make_test_tiny_decoder
+from tests.test_engine import OutOfMemoryAbove
 
 ARCHS = ("sd", "sdxl")
 
@@ -345,21 +346,6 @@ def test_a_batch_of_one_is_a_plain_generate(engines):
     engine = engines["sd"]
     assert same_pictures(engine.generate_batch([job(seed=8, count=2)])[0],
                          engine.generate(job(seed=8, count=2)))
-
-
-class OutOfMemoryAbove:
-    """The real pipeline, except that it runs out of GPU memory above `limit` pictures."""
-
-    def __init__(self, pipe, limit: int):
-        self.pipe, self.limit, self.batches = pipe, limit, []
-
-    def __call__(self, **kw):
-        import torch
-
-        self.batches.append(len(kw["prompt"]))
-        if len(kw["prompt"]) > self.limit:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return self.pipe(**kw)
 
 
 def test_a_batch_too_big_for_memory_is_made_one_job_at_a_time(engines, monkeypatch, caplog):
