@@ -13,7 +13,7 @@ from nio import AsyncClient, AsyncClientConfig
 from generation.queue import GenerationQueue, Runner
 
 from . import db as database
-from . import messages, usage
+from . import cross_signing, encryption, messages, usage
 from .config import Settings
 from .handler import Bot
 from .metrics import Health, Metrics, start_server
@@ -87,14 +87,33 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
 
 
 def make_client(settings: Settings) -> AsyncClient:
+    encrypted = settings.matrix.encryption
+    if encrypted:
+        encryption.check_available()
     config = AsyncClientConfig(
         # Let connection errors reach our own loops, which back off with jitter; nio's own
         # 429 handling (waiting as long as the server says) stays on.
         max_timeouts=2,
         request_timeout=60,
         store_sync_tokens=False,
+        encryption_enabled=encrypted,
     )
-    return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config)
+    store = str(encryption.store_path(settings.state_dir)) if encrypted else ""
+    return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config,
+                       store_path=store)
+
+
+async def prepare_encryption(client: AsyncClient, settings: Settings) -> None:
+    """Before the first sync: our device keys on the homeserver, and the device signed by
+    the bot's own cross-signing identity, so that clients share their room keys with it."""
+    if client.olm is None:
+        return
+    await encryption.keep_keys(client)
+    if settings.matrix.cross_signing:
+        await cross_signing.bootstrap(client, settings.matrix, settings.state_dir)
+    else:
+        log.warning("matrix.cross_signing is off: clients that exclude insecure devices "
+                    "(Element's default) will not share their room keys with this bot")
 
 
 def with_tools(runner: Runner, settings: Settings, device: str | None = None) -> Runner:
@@ -139,6 +158,7 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
         await log_in(client, settings.matrix, settings.state_dir)
+        await prepare_encryption(client, settings)
         if engine is None:
             engine = await asyncio.to_thread(load_engines, settings)
         runners = engine if isinstance(engine, list) else [engine]
@@ -159,6 +179,7 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         if settings.metrics.port is not None:
             server = await start_server(metrics, settings.metrics, Health.of(queue, sync))
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
+        tasks.spawn(bot.undecrypted.run(stop), name="undecrypted")
         if ready is not None:
             tasks.spawn(_relay(sync.live, ready), name="ready")
         if watchdog is not None:

@@ -64,7 +64,7 @@ def run_checks(config: str | Path, load: bool = False,
         settings = load_settings(config)
     except ConfigError as exc:
         say(fail("config", str(exc)).line())
-        for name in ("model", "homeserver", "login", "state_dir"):
+        for name in ("model", "homeserver", "login", "state_dir", "encryption"):
             say(skip(name, "a valid config").line())
         return BAD_CONFIG
     results = [ok("config", str(Path(config)))]
@@ -87,6 +87,7 @@ def run_checks(config: str | Path, load: bool = False,
     else:
         record(asyncio.run(check_login(settings.matrix, settings.state_dir)))
     record(check_state_dir(settings.state_dir))
+    record(check_encryption(settings.matrix, settings.state_dir))
     return FAILED if any(result.failed for result in results) else ALL_OK
 
 
@@ -223,6 +224,32 @@ def check_state_dir(state_dir: Path) -> Result:
     except OSError as exc:
         return fail("state_dir", f"cannot write in {path}: {exc.strerror or exc}")
     return ok("state_dir", f"{path} is writable")
+
+
+def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:
+    """What the bot does in encrypted rooms, and the identity its device is signed by."""
+    from nio.crypto import ENCRYPTION_ENABLED
+
+    from .cross_signing import SEEDS_FILE, CrossSigningFailed, Identity
+
+    if not matrix.encryption:
+        return ok("encryption", "off (matrix.encryption): the bot leaves encrypted rooms")
+    if not ENCRYPTION_ENABLED:
+        return fail("encryption", "matrix-nio's encryption support is missing: "
+                                  "pip install 'matrix-nio[e2e]'")
+    if not matrix.cross_signing:
+        return ok("encryption", "on, without cross-signing (matrix.cross_signing): clients "
+                                "that exclude insecure devices will not talk to the bot")
+    path = state_dir.expanduser() / SEEDS_FILE
+    try:
+        identity = Identity.load(path)
+    except CrossSigningFailed as exc:
+        return fail("encryption", str(exc))
+    if identity is None:
+        return ok("encryption", f"on; the cross-signing identity is made at the first start "
+                                f"and kept in {path}")
+    return ok("encryption", f"on; cross-signing master key {identity.master.public} "
+                            f"({path})")
 
 
 def _reason(exc: BaseException) -> str:

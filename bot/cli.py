@@ -35,6 +35,7 @@ def _settings(args) -> Settings:
 
 def cmd_run(args) -> int:
     from .app import DeviceFault, run_bot
+    from .cross_signing import CrossSigningFailed
     from .messages import NETWORK_ERRORS
     from .session import LoginFailed
     from .sync import TokenRejected
@@ -53,6 +54,9 @@ def cmd_run(args) -> int:
     except (LoginFailed, TokenRejected) as exc:
         log.error("%s", exc)
         return EXIT_FIX_CONFIG
+    except CrossSigningFailed as exc:
+        log.error("cross-signing: %s", exc)
+        return EXIT_RETRY if exc.retry else EXIT_FIX_CONFIG
     except DeviceFault as exc:
         log.error("%s", exc)
         return EXIT_RETRY

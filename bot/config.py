@@ -79,6 +79,7 @@ class MatrixSettings(_Section):
     admins: list[str] = []
     command_prefix: str = "!img"
     encryption: bool = True
+    cross_signing: bool = True
 
     @field_validator("homeserver_url")
     @classmethod

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nio import AsyncClient, InviteMemberEvent, JoinResponse, SyncResponse
+from nio import AsyncClient, InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
 
 from generation.job import Job, Result
 from generation.png import encode_for_upload, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
 from . import db as database
-from . import gallery, jobs, messages, quotas, rooms, sources, usage
+from . import encryption, gallery, jobs, messages, quotas, rooms, sources, usage
 from .commands import ON_A_PICTURE, Generate, UsageError, parse
 from .config import Settings
 from .iterate import Iterator, fitted
@@ -142,6 +142,10 @@ class Bot:
         self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known
         self.metrics = metrics or Metrics()
         self.beat = beat  # progress, for the watchdog: called after each event
+        self.undecrypted = encryption.Undecrypted(client, self.on_event, self._undecryptable)
+        # Set by the first sync: until then nio does not know which rooms are encrypted,
+        # and cannot send to them (the answers of resumed jobs wait for it).
+        self.rooms_known = asyncio.Event()
 
     @property
     def me(self) -> str:
@@ -165,13 +169,26 @@ class Bot:
     # ---- sync ----------------------------------------------------------------------------
 
     async def on_sync(self, response: SyncResponse, first: bool) -> None:
+        self.rooms_known.set()
+        try:
+            await encryption.keep_keys(self.client)
+        except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
+            log.warning("could not update the encryption keys: %s", exc)
         for room_id, info in response.rooms.invite.items():
             await self._guarded(self.on_invite(room_id, info.invite_state), room_id)
+        if not self.settings.matrix.encryption:
+            for room_id in response.rooms.join:
+                if messages.is_encrypted(self.client, room_id):
+                    await self._guarded(self._leave_encrypted(room_id), room_id)
         if first:
             return  # history: commands sent before the bot's first start are not answered
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
-                await self._guarded(self.on_event(room_id, event.source), room_id)
+                if isinstance(event, MegolmEvent):  # its room key has not arrived (yet)
+                    await self._guarded(self.undecrypted.add(room_id, event), room_id)
+                else:
+                    await self._guarded(self.on_event(room_id, event.source), room_id)
+        await self._guarded(self.undecrypted.retry(), "rooms waiting for keys")
 
     async def _guarded(self, handling, room_id: str) -> None:
         """One event that cannot be handled must not stop the bot for everyone else."""
@@ -195,6 +212,24 @@ class Bot:
             # Invites from anyone else are declined, so they do not pile up.
             log.info("declining the invite to %s from %s", room_id, inviter)
             await self.client.room_leave(room_id)
+
+    async def _leave_encrypted(self, room_id: str) -> None:
+        """With matrix.encryption off, an encrypted room gets one notice, in the clear (the
+        bot has no keys), saying why the bot leaves; it never answers there unencrypted."""
+        log.warning("leaving %s: it is encrypted and matrix.encryption is off", room_id)
+        content = {"msgtype": "m.notice", "body": (
+            "This room is end-to-end encrypted and this bot runs with encryption turned "
+            "off (matrix.encryption: false), so it cannot work here and leaves. Ask its "
+            "admin to turn encryption on, or invite it to an unencrypted room.")}
+        try:
+            await self.client.room_send(room_id, "m.room.message", content,
+                                        tx_id=f"imgbot-leave-{room_id}")
+        finally:
+            await self.client.room_leave(room_id)
+
+    async def _undecryptable(self, room_id: str, event: dict[str, Any], text: str) -> None:
+        if matches(str(event.get("sender")), self.settings.matrix.allowed_users):
+            await messages.send_notice(self.client, room_id, text, reply_to=event)
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
         if event.get("sender") == self.me:
@@ -243,9 +278,12 @@ class Bot:
                job: Job | None) -> usage.NewJob:
         """The usage row of a command, with the prompt kept or hashed as configured."""
         store = self.settings.usage.store_prompts
+        # A picture of an encrypted room is a source with its key (for restarts and for
+        # `again`); the usage log keeps only where it was.
+        options = options_for_log({**job.record(), "source": job.source_url}, store) \
+            if job else {}
         return usage.NewJob(event["event_id"], room_id, event["sender"],
-                            prompt_for_log(prompt, store),
-                            options_for_log(job.record(), store) if job else {},
+                            prompt_for_log(prompt, store), options,
                             job.seed if job else None, job.model if job else None)
 
     async def reject(self, room_id: str, event: dict[str, Any], message: str,
@@ -334,7 +372,9 @@ class Bot:
                     resumed += 1
                     continue
             given_up += 1
-            await self._give_up(stored, why)
+            # In a task: its notice waits for the first sync (see _rooms_known), which
+            # comes after this.
+            self.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
         if resumed or given_up:
             log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
                      "notice instead", resumed, given_up)
@@ -353,6 +393,7 @@ class Bot:
             return
 
     async def _give_up(self, stored: StoredJob, why: str) -> None:
+        await self._rooms_known()
         await messages.send_notice(
             self.client, stored.room_id,
             f"Sorry, this was not made: {why}. Send it again if you still want it.",
@@ -393,6 +434,7 @@ class Bot:
         stored = pending.stored
         if result.interrupted:
             return  # the bot is stopping: the job stays stored, for the next start
+        await self._rooms_known()
         if not (result.cancelled or pending.withdrawn) and pending.after is not None:
             await asyncio.shield(pending.after)  # the room's earlier answers come first
         if result.cancelled or pending.withdrawn:
@@ -431,6 +473,10 @@ class Bot:
         await self._finish(stored, status=status, error=error, images=sent,
                            queue_seconds=result.queue_seconds,
                            generation_seconds=result.generation_seconds)
+
+    async def _rooms_known(self) -> None:
+        if getattr(self.client, "olm", None) is not None:
+            await self.rooms_known.wait()
 
     async def _finish(self, stored: StoredJob, *, status: str, error: str | None,
                       images: int = 0, queue_seconds: float | None = None,

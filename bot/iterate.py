@@ -94,7 +94,7 @@ class Iterator:
             return UsageError("That is a contact sheet: reply to one of its pictures for "
                               "`vary`.")
         try:
-            source = await sources.fetch(bot.client, picture["content"]["url"],
+            source = await sources.fetch(bot.client, sources.locator(picture["content"]),
                                          (picture["content"].get("info") or {}).get("size"),
                                          self.limits)
         except SourceError as exc:

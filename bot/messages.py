@@ -129,6 +129,10 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
     tx_id = txn_id or str(uuid.uuid4())
 
     async def once():
+        if is_encrypted(client, room_id) and client.olm is None:
+            # nio would send it in the clear: the mistake other bots make.
+            raise Refused("the room is encrypted and this bot's encryption is off "
+                          "(matrix.encryption)")
         response = await client.room_send(room_id, event_type, content, tx_id=tx_id,
                                           ignore_unverified_devices=True)
         if isinstance(response, RoomSendResponse):
@@ -150,17 +154,27 @@ async def send_notice(client: AsyncClient, room_id: str, text: str,
     return await send(client, room_id, content, txn_id=txn_id, patience=patience, strict=strict)
 
 
+def is_encrypted(client: AsyncClient, room_id: str) -> bool:
+    room = client.rooms.get(room_id)
+    return bool(room is not None and room.encrypted) or room_id in client.encrypted_rooms
+
+
 async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
-                 patience: float = QUICK, strict: bool = False) -> str | None:
-    """Upload bytes to the media repository; the mxc:// URI, or None."""
+                 patience: float = QUICK, strict: bool = False,
+                 encrypt: bool = False) -> dict[str, Any] | None:
+    """Upload bytes to the media repository; None, or where the file is as a message
+    gives it: {"url": mxc URI}, or for an encrypted room {"file": the URI with the key, iv
+    and hash (an EncryptedFile)}, encrypted by nio (AES-CTR, unpadded base64)."""
 
     async def once():
-        response, _ = await client.upload(
+        response, keys = await client.upload(
             lambda *_: io.BytesIO(data), content_type=mimetype, filename=filename,
-            filesize=len(data))
-        if isinstance(response, UploadResponse):
-            return response.content_uri, None
-        return None, _problem(response)
+            filesize=len(data), encrypt=encrypt)
+        if not isinstance(response, UploadResponse):
+            return None, _problem(response)
+        if encrypt:
+            return {"file": {"url": response.content_uri, "mimetype": mimetype, **keys}}, None
+        return {"url": response.content_uri}, None
 
     return await _with_retries(f"uploading {filename}", once, patience, strict)
 
@@ -206,24 +220,28 @@ async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, fil
                      patience: float = QUICK, strict: bool = False) -> str | None:
     """Upload a picture (and its thumbnail, when given) and post it as an m.image, with the
     caption as its body."""
-    url = await upload(client, picture.data, picture.mimetype, filename, patience, strict)
-    if url is None:
+    # In an encrypted room the files are encrypted too; without encryption, send() refuses.
+    encrypt = client.olm is not None and is_encrypted(client, room_id)
+    where = await upload(client, picture.data, picture.mimetype, filename, patience, strict,
+                         encrypt)
+    if where is None:
         return None
     info = picture.info()
     if thumbnail is not None:
         # A thumbnail is a courtesy to clients on slow links: without one the picture is
         # still sent.
-        thumbnail_url = await upload(client, thumbnail.data, thumbnail.mimetype,
-                                     "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg",
-                                     patience)
-        if thumbnail_url is not None:
-            info.update(thumbnail_url=thumbnail_url, thumbnail_info=thumbnail.info())
+        thumbnail_at = await upload(client, thumbnail.data, thumbnail.mimetype,
+                                    "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg",
+                                    patience, encrypt=encrypt)
+        if thumbnail_at is not None:
+            info.update({f"thumbnail_{k}": v for k, v in thumbnail_at.items()},
+                        thumbnail_info=thumbnail.info())
     content = {
         "msgtype": "m.image",
         # A body that differs from `filename` is shown as a caption (Matrix 1.10).
         "body": caption,
         "filename": filename,
-        "url": url,
+        **where,
         "info": info,
         **_reply_fields(reply_to),
     }

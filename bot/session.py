@@ -15,6 +15,7 @@ from pathlib import Path
 from nio import AsyncClient, LoginResponse, WhoamiResponse
 
 from .config import MatrixSettings
+from .encryption import has_store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ async def log_in(client: AsyncClient, settings: MatrixSettings, state_dir: Path)
     """Restore the saved login, or log in for the first time and save it."""
     path = state_dir / CREDENTIALS_FILE
     saved = _load_saved(path, settings)
+    if (saved is not None and settings.encryption and settings.password is not None
+            and not has_store(state_dir, saved["user_id"], saved["device_id"])):
+        # Its Olm keys are gone: the same device with new keys would look like an attack
+        # to other clients. A new device is signed by the same cross-signing identity.
+        log.warning("the encryption store of device %s is missing; logging in as a new "
+                    "device", saved["device_id"])
+        saved = None
     if saved is not None:
         client.restore_login(saved["user_id"], saved["device_id"], saved["access_token"])
         check = await client.whoami()

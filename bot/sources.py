@@ -7,9 +7,10 @@ import asyncio
 import io
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from nio import AsyncClient, RoomGetEventResponse
+from nio.crypto.attachments import decrypt_attachment
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import LimitSettings
@@ -38,7 +39,7 @@ class Unavailable(SourceError):
 
 @dataclass(frozen=True)
 class Source:
-    url: str  # the picture's mxc:// URI
+    url: str  # the picture's locator (see `locator`)
     image: Image.Image  # decoded, RGB, upright
     data: bytes  # the file as fetched
 
@@ -65,15 +66,32 @@ async def picture_event(client: AsyncClient, room_id: str, event_id: str) -> dic
         raise _unavailable(exc) from None
     if not isinstance(response, RoomGetEventResponse):
         raise SourceError("The message you replied to could not be found.")
-    event = response.event.source
+    event = response.event.source  # decrypted by nio, in an encrypted room
     content = event.get("content") or {}
-    if event.get("type") == "m.room.encrypted" or "file" in content:
-        raise SourceError("Pictures in encrypted rooms cannot be used yet.")
+    if event.get("type") == "m.room.encrypted":
+        raise SourceError("The message you replied to could not be decrypted: this bot's "
+                          "device did not get its room key.")
     if event.get("type") != "m.room.message" or content.get("msgtype") != "m.image":
         raise NotAPicture("Reply to a picture (an image message) for that.")
-    if not isinstance(content.get("url"), str) or not content["url"].startswith("mxc://"):
-        raise SourceError("That picture has no file the bot can fetch.")
+    locator(content)  # a picture without a usable file says so now
     return event
+
+
+def locator(content: dict[str, Any]) -> str:
+    """Where a picture message's file is: its mxc:// URI, and for an encrypted file (an
+    EncryptedFile in `file`) the key, iv and hash after a "#", which `fetch` needs to
+    check and decrypt it."""
+    file = content.get("file")
+    if isinstance(file, dict):
+        url = file.get("url")
+        parts = {"key": (file.get("key") or {}).get("k"),
+                 "iv": file.get("iv"), "sha256": (file.get("hashes") or {}).get("sha256")}
+        if (isinstance(url, str) and url.startswith("mxc://")
+                and all(isinstance(v, str) and v for v in parts.values())):
+            return f"{url}#{urlencode(parts)}"
+    elif isinstance(content.get("url"), str) and content["url"].startswith("mxc://"):
+        return content["url"]
+    raise SourceError("That picture has no file the bot can fetch.")
 
 
 async def fetch(client: AsyncClient, url: str, declared: int | None,
@@ -82,12 +100,26 @@ async def fetch(client: AsyncClient, url: str, declared: int | None,
     SourceError says what is wrong."""
     if isinstance(declared, int) and declared > limits.max_input_bytes:
         raise _too_large(declared, limits)
+    address, _, keys = url.partition("#")
     try:
-        data = await asyncio.wait_for(_download(client, url, limits), DOWNLOAD_SECONDS)
+        data = await asyncio.wait_for(_download(client, address, limits), DOWNLOAD_SECONDS)
     except (*NETWORK_ERRORS, asyncio.TimeoutError) as exc:
         raise _unavailable(exc) from None
+    if keys:
+        data = _decrypted(data, keys)
     image = await asyncio.to_thread(decode, data, limits)
     return Source(url, image, data)
+
+
+def _decrypted(data: bytes, keys: str) -> bytes:
+    fields = {name: values[0] for name, values in parse_qs(keys).items()}
+    try:
+        return decrypt_attachment(data, fields["key"], fields["sha256"], fields["iv"])
+    except KeyError:
+        raise SourceError("That picture has no file the bot can fetch.") from None
+    except Exception as exc:  # nio's EncryptionError: the hash does not match, or a bad key
+        raise SourceError(f"The picture's file does not match its message, so it was not "
+                          f"used ({exc}).") from None
 
 
 async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> bytes:

@@ -126,9 +126,13 @@ class SyncLoop:
         return sync.result()
 
     async def _sync_once(self, token, first):
+        # The first sync of each run asks for the rooms' whole state, also after a restart:
+        # nio knows a room (whether it is encrypted, who is in it) only from its state,
+        # and cannot send to an encrypted room it does not know.
+        full_state = first or not self.live.is_set()
         try:
-            return await self.client.sync(timeout=0 if first else POLL_MS, since=token,
-                                          full_state=True if first else None,
+            return await self.client.sync(timeout=0 if full_state else POLL_MS, since=token,
+                                          full_state=True if full_state else None,
                                           sync_filter=SYNC_FILTER)
         except NETWORK_ERRORS as exc:
             return exc

@@ -35,7 +35,9 @@ class Job:
     factor: int = 1  # upscale: 2, 4 or 8
     enhance: bool = False  # automatic contrast and sharpness on the result
     fast: bool = False  # decoded by the tiny decoder (generation.fast_decoder): quicker, rougher
-    source: str = ""  # where `image` came from (an mxc:// URI), for the record and restarts
+    # Where `image` came from, for the record and restarts: an mxc:// URI, and for a file
+    # of an encrypted room "#key=…&iv=…&sha256=…" after it (see `source_url`).
+    source: str = ""
     # The source picture (a PIL image) for img2img and upscale. Not part of the record: a
     # restart fetches it again from `source`.
     image: Any = field(default=None, compare=False, repr=False)
@@ -46,6 +48,11 @@ class Job:
             self.__class__(**{**self.__dict__, "image": None}))
         data.pop("image")
         return data
+
+    @property
+    def source_url(self) -> str:
+        """`source` without the decryption key: what may be shown, logged and embedded."""
+        return self.source.partition("#")[0]
 
     def parameters(self, model: str) -> dict[str, Any]:
         """The generation parameters as they are embedded in the PNG and logged."""
@@ -61,7 +68,7 @@ class Job:
         }
         if self.kind != "txt2img":
             params["kind"] = self.kind
-            params["source"] = self.source
+            params["source"] = self.source_url
         if self.kind == "img2img":
             params["strength"] = self.strength
         if self.kind == "upscale":

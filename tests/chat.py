@@ -6,20 +6,24 @@ import asyncio
 import io
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Callable
 
 from nio import (
     AsyncClient,
+    AsyncClientConfig,
     DownloadError,
     RoomCreateResponse,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
 )
+from nio.crypto.attachments import decrypt_attachment
 
 from bot import db as database
 from bot import usage
 from bot.app import run_bot
+from bot.encryption import keep_keys
 
 
 def reply_target(event: dict[str, Any]) -> str | None:
@@ -35,8 +39,17 @@ class Chat:
         self.seen: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
-    async def login(cls, server, localpart: str, password: str) -> "Chat":
-        client = AsyncClient(server.url, f"@{localpart}:{server.server_name}")
+    async def login(cls, server, localpart: str, password: str,
+                    store: Path | None = None) -> "Chat":
+        """Logged in and synced; with a `store` folder, with encryption (a nio device that
+        is not cross-signed)."""
+        if store is None:
+            client = AsyncClient(server.url, f"@{localpart}:{server.server_name}")
+        else:
+            store.mkdir(parents=True, exist_ok=True)
+            client = AsyncClient(server.url, f"@{localpart}:{server.server_name}",
+                                 store_path=str(store),
+                                 config=AsyncClientConfig(encryption_enabled=True))
         await client.login(password)
         chat = cls(client)
         await chat.sync(0)
@@ -56,9 +69,14 @@ class Chat:
         if isinstance(response, SyncResponse):
             for room_id, info in response.rooms.join.items():
                 self.seen.setdefault(room_id, []).extend(e.source for e in info.timeline.events)
+        await keep_keys(self.client)
 
-    async def room_with(self, bot_id: str, name: str = "test room") -> str:
-        created = await self.client.room_create(name=name, invite=[bot_id])
+    async def room_with(self, bot_id: str, name: str = "test room",
+                        encrypted: bool = False) -> str:
+        state = [{"type": "m.room.encryption", "state_key": "",
+                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else []
+        created = await self.client.room_create(name=name, invite=[bot_id],
+                                                initial_state=state)
         assert isinstance(created, RoomCreateResponse), created
         await self.wait_for(created.room_id, lambda events: any(
             e["type"] == "m.room.member" and e.get("state_key") == bot_id
@@ -67,7 +85,8 @@ class Chat:
 
     async def send(self, room_id: str, body: str, **content: Any) -> str:
         response = await self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content})
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content},
+            ignore_unverified_devices=True)
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
 
@@ -76,10 +95,14 @@ class Chat:
                            **content: Any) -> str:
         """Upload a file and post it as an m.image, as a client does (`declared`: the size
         its info claims, if not the true one)."""
-        upload, _ = await self.client.upload(lambda *_: io.BytesIO(data), content_type=mimetype,
-                                             filename=body, filesize=len(data))
+        encrypt = self.client.olm is not None and self.client.rooms[room_id].encrypted
+        upload, keys = await self.client.upload(
+            lambda *_: io.BytesIO(data), content_type=mimetype, filename=body,
+            filesize=len(data), encrypt=encrypt)
         assert isinstance(upload, UploadResponse), upload
-        return await self.send(room_id, body, msgtype="m.image", url=upload.content_uri,
+        where = ({"file": {"url": upload.content_uri, **keys}} if encrypt
+                 else {"url": upload.content_uri})
+        return await self.send(room_id, body, msgtype="m.image", **where,
                                info={"mimetype": mimetype, "w": width, "h": height,
                                      "size": len(data) if declared is None else declared},
                                **content)
@@ -115,6 +138,15 @@ class Chat:
         response = await self.client.download(mxc=mxc)
         assert not isinstance(response, DownloadError), response
         return response.body
+
+    async def picture(self, content: dict[str, Any]) -> bytes:
+        """The file of a picture message, decrypted (and its hash checked) when it is an
+        encrypted one."""
+        if "file" not in content:
+            return await self.download(content["url"])
+        file = content["file"]
+        return decrypt_attachment(await self.download(file["url"]), file["key"]["k"],
+                                  file["hashes"]["sha256"], file["iv"])
 
 
 def _short(event: dict) -> str:

@@ -81,7 +81,8 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     names = [line.split(None, 1)[1].split(":", 1)[0] for line in lines]
-    assert names == ["config", "model tiny-sd", "load", "homeserver", "login", "state_dir"]
+    assert names == ["config", "model tiny-sd", "load", "homeserver", "login", "state_dir",
+                     "encryption"]
     assert all(line.startswith("ok    ") for line in lines), result.stdout
     assert f"ok    config: {config}" in lines
     assert "logged out again" in result.stdout
@@ -148,7 +149,7 @@ def test_a_wrong_config_value_names_the_key(homeserver, test_model, tmp_path, ca
     out = capsys.readouterr().out
     assert out.startswith("FAIL  config: invalid configuration in")
     assert "matrix.homeserver_url: 'matrix.example.org' is not an http(s) URL" in out
-    for name in ("model", "homeserver", "login", "state_dir"):
+    for name in ("model", "homeserver", "login", "state_dir", "encryption"):
         assert f"skip  {name}: needs a valid config" in out
     assert PASSWORD not in out
 

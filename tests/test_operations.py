@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 
 import aiohttp
 import pytest
@@ -79,14 +80,17 @@ async def test_without_stored_prompts_the_log_keeps_only_a_hash(make_settings, e
 
 async def test_a_revoked_token_ends_the_bot_with_a_clear_reason(make_settings, engine,
                                                                homeserver):
+    # A user of its own: with a token and no password, the bot could not replace a
+    # cross-signing identity that other tests left on the shared user.
     settings = make_settings(matrix={"password": None, "access_token": None,
                                      **_fresh_token(homeserver)})
+    bot = settings.matrix.user_id
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
     await asyncio.wait_for(ready.wait(), 60)
     saved = json.loads((settings.state_dir / "credentials.json").read_text())
-    revoker = AsyncClient(homeserver.url, BOT)
-    revoker.restore_login(BOT, saved["device_id"], saved["access_token"])
+    revoker = AsyncClient(homeserver.url, bot)
+    revoker.restore_login(bot, saved["device_id"], saved["access_token"])
     await revoker.logout()
     await revoker.close()
     with pytest.raises(TokenRejected, match="rejected the access token"):
@@ -96,4 +100,7 @@ async def test_a_revoked_token_ends_the_bot_with_a_clear_reason(make_settings, e
 def _fresh_token(homeserver) -> dict:
     from tests.conftest import PASSWORD
 
-    return {"access_token": homeserver.login("imgbot", PASSWORD)["access_token"]}
+    localpart = f"imgbot-{secrets.token_hex(4)}"
+    homeserver.register(localpart, PASSWORD)
+    return {"user_id": f"@{localpart}:{homeserver.server_name}",
+            "access_token": homeserver.login(localpart, PASSWORD)["access_token"]}
