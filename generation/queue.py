@@ -326,11 +326,17 @@ class GenerationQueue:
                 made = [runner.generate(batch[0].job)]
             else:
                 made = runner.generate_batch([t.job for t in batch])
-        except GenerationError as exc:
-            return [self._result(t, error=str(exc), queue_seconds=started - t.submitted)
-                    for t in batch]
         except Exception as exc:  # the worker must survive any one job
             ids = ", ".join(str(t.id) for t in batch)
+            if len(batch) > 1 and not is_device_fault(exc):
+                # One job's fault (or a batch too large for the memory) must not fail the
+                # jobs beside it: each is made again on its own.
+                log.warning("the batch of jobs %s failed (%s: %s); making each alone", ids,
+                            type(exc).__name__, exc)
+                return [result for ticket in batch for result in self._run([ticket], runner)]
+            if isinstance(exc, GenerationError):
+                return [self._result(t, error=str(exc), queue_seconds=started - t.submitted)
+                        for t in batch]
             if is_device_fault(exc):
                 # The device is now unusable for every job: these are handed back (to be
                 # made again after a restart), and the worker takes no more.

@@ -414,6 +414,21 @@ async def test_a_batch_never_goes_over_max_batch_pictures(make_queue):
     assert runner.calls[1:] == [["two 0"], ["two 1"]]
 
 
+async def test_a_failing_batch_is_made_again_job_by_job(make_queue):
+    """One bad job in a batch fails alone; the others still get their pictures."""
+    runner = BatchingRunner(hold={"first"}, fail={"bad": ValueError("NaN in the latents")})
+    queue = make_queue(runner)
+    queue.max_batch = 4
+    queue.submit(job("first"), "@a:x")
+    await runner.wait_started("first")
+    tickets = [queue.submit(job(prompt), "@a:x") for prompt in ("good", "bad", "also good")]
+    runner.release("first")
+    good, bad, also = [await result_of(t) for t in tickets]
+    assert good.ok and also.ok and len(good.images) == 1
+    assert not bad.ok and "NaN in the latents" in bad.error
+    assert runner.calls[1:] == [["good", "bad", "also good"], ["good"], ["bad"], ["also good"]]
+
+
 # ---- several devices ---------------------------------------------------------------------
 
 async def test_each_device_has_a_worker_and_they_share_one_queue():
