@@ -4,7 +4,8 @@ homeserver and the bot, as a team would send it, to measure what the chat side c
 Reported: pictures per second through the bot beside the GPU worker's own rate (pictures
 per busy second), the share of time the worker sat idle while jobs were waiting, and each
 reply's overhead: its latency (command sent to picture seen by the sender) minus its queue
-wait and generation time, i.e. PNG encoding, upload, send and sync.
+wait and generation time, i.e. PNG encoding, upload, send and sync; and that overhead
+broken down by where the bot spent it (timed around its own calls, in this process).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import asyncio
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -33,6 +36,10 @@ class MatrixFigures:
     busy_seconds: float  # the GPU worker's time on these jobs
     idle_while_waiting_seconds: float
     overheads: list[float]  # per picture, seconds
+    # Seconds the bot spent in each phase, all pictures together: "encode" (in a thread,
+    # beside the event loop), "upload", "send picture", "send notice" (the "Queued" notices
+    # and other text the bot sent meanwhile).
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def pictures_per_second(self) -> float:
@@ -63,7 +70,21 @@ class MatrixFigures:
             f"  reply overhead per picture: median {statistics.median(over) * 1000:.0f} ms, "
             f"p90 {p90 * 1000:.0f} ms, max {over[-1] * 1000:.0f} ms "
             f"(latency minus queue wait minus generation: encode, upload, send, sync)",
+            *self._breakdown(),
         ])
+
+    def _breakdown(self) -> list[str]:
+        if not self.phases:
+            return []
+        mean = statistics.mean(self.overheads)
+        parts = {name: seconds / self.pictures for name, seconds in self.phases.items()}
+        # Encoding runs in a thread and uploads overlap the next generation, so the parts
+        # may add up to more or less than the overhead; the rest is mostly the sync that
+        # brings the picture to the sender.
+        rest = mean - sum(parts.values())
+        return ["  of which, per picture: " + ", ".join(
+            f"{name} {seconds * 1000:.0f} ms" for name, seconds in parts.items())
+            + f"; the rest {rest * 1000:.0f} ms (syncs, scheduling)"]
 
 
 def through_matrix(engine, *, count: int, width: int, height: int, steps: int,
@@ -94,18 +115,20 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
     stop, ready = asyncio.Event(), asyncio.Event()
     bot_task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
     user = AsyncClient(server.url, user_id)
+    phases: dict[str, float] = defaultdict(float)
     try:
         await user.login(user_password)
         await asyncio.wait_for(ready.wait(), 120)
         room_id = await _room_with_bot(user, bot_id)
         before = await _worker_seconds(port)
         shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
-        for shot in shots:
-            shot.sent_at = time.monotonic()
-            response = await user.room_send(room_id, "m.room.message", {
-                "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
-            shot.event_id = response.event_id
-        await _collect(user, room_id, shots, None, quiet=True)
+        with _timed(bot_id, phases):
+            for shot in shots:
+                shot.sent_at = time.monotonic()
+                response = await user.room_send(room_id, "m.room.message", {
+                    "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
+                shot.event_id = response.event_id
+            await _collect(user, room_id, shots, None, quiet=True)
         after = await _worker_seconds(port)
         await _read_timings(settings, shots)
     finally:
@@ -116,7 +139,47 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
     return MatrixFigures(
         pictures=count, wall_seconds=wall, busy_seconds=after[0] - before[0],
         idle_while_waiting_seconds=after[1] - before[1],
-        overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots])
+        overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots],
+        phases=dict(phases))
+
+
+@contextmanager
+def _timed(bot_id: str, phases: dict[str, float]):
+    """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
+    block runs; the user's own calls are not counted."""
+    from . import handler
+
+    upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, handler._encode
+
+    def timed(original, phase_of):
+        async def wrapper(self, *args, **kwargs):
+            if self.user_id != bot_id:
+                return await original(self, *args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return await original(self, *args, **kwargs)
+            finally:
+                phases[phase_of(args, kwargs)] += time.perf_counter() - started
+        return wrapper
+
+    def timed_encode(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return encode(*args, **kwargs)
+        finally:
+            phases["encode"] += time.perf_counter() - started
+
+    def send_phase(args, kwargs) -> str:
+        content = args[2] if len(args) > 2 else kwargs.get("content", {})
+        return "send picture" if content.get("msgtype") == "m.image" else "send notice"
+
+    AsyncClient.upload = timed(upload, lambda *_: "upload")
+    AsyncClient.room_send = timed(room_send, send_phase)
+    handler._encode = timed_encode
+    try:
+        yield
+    finally:
+        AsyncClient.upload, AsyncClient.room_send, handler._encode = upload, room_send, encode
 
 
 async def _worker_seconds(port: int) -> tuple[float, float]:

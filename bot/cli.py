@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import sys
 import time
@@ -212,7 +214,7 @@ def cmd_bench(args) -> int:
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 2
     if args.through_matrix:
-        return _bench_through_matrix(workload)
+        return _bench_through_matrix(workload, out)
     try:
         report = run_bench(workload, say=lambda line: print(line, file=sys.stderr, flush=True),
                            baseline=not args.no_baseline)
@@ -225,7 +227,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _bench_through_matrix(workload) -> int:
+def _bench_through_matrix(workload, out: Path | None = None) -> int:
     """The workload as chat commands through a local Synapse and the bot (batched by the
     bot's queue up to --batch pictures)."""
     from generation.bench import load_ours
@@ -243,6 +245,13 @@ def _bench_through_matrix(workload) -> int:
           f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
           f"to {workload.batch}, on {engine.placement.device}")
     print(figures.table())
+    if out:
+        out.write_text(json.dumps({
+            "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
+            **dataclasses.asdict(figures),
+            "pictures_per_second": figures.pictures_per_second,
+            "engine_pictures_per_second": figures.engine_pictures_per_second,
+            "idle_share": figures.idle_share}, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -23,5 +23,8 @@ async def test_through_matrix_reports_rates_idle_share_and_overheads(engine):
     table = figures.table()
     print(table)
     for words in ("pictures per second", "engine's own rate", "idle while jobs waited",
-                  "reply overhead per picture"):
+                  "reply overhead per picture", "of which, per picture: "):
         assert words in table
+    # The bot's own phases were timed: each picture was encoded, uploaded and sent.
+    assert {"encode", "upload", "send picture"} <= set(figures.phases)
+    assert all(seconds > 0 for seconds in figures.phases.values())
