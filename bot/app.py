@@ -18,6 +18,7 @@ from .config import Settings
 from .handler import Bot
 from .metrics import Health, Metrics, start_server
 from .retention import retention_task
+from .screening import Screening
 from .session import log_in
 from .sync import SyncLoop
 from .tasks import TaskOwner
@@ -172,6 +173,11 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         metrics = Metrics(gpu_memory=_gpu_memory)
         bot = Bot(client, settings, db, queue, tasks, metrics,
                   beat=watchdog.beat if watchdog else lambda: None)
+        # The compliance checks load now (a reference folder that changed is indexed): one
+        # that cannot load stops the start, rather than withholding every picture later.
+        bot.screening = await asyncio.to_thread(Screening.load, settings)
+        if bot.screening.broken:
+            raise SystemExit(bot.screening.broken)
         bot.upload_limit = await messages.upload_limit(client)
         await bot.replies.restore()
         await bot.resume()

@@ -177,6 +177,64 @@ def cmd_check(args) -> int:
     return run_checks(args.config, load=args.load)
 
 
+def cmd_verify(args) -> int:
+    """Each file's AI marker, C2PA state and watermark. Exit status 0 when every file is
+    marked and no manifest is Invalid (with --trust: every manifest is Trusted), 1 when
+    one is not, 2 when a file or the trust root cannot be read."""
+    try:
+        from generation.compliance.verify import INVALID, TRUSTED, verify
+    except ImportError as exc:
+        print(f"imgbot verify: needs the compliance extra ({exc})", file=sys.stderr)
+        return 2
+    trust = None
+    if args.trust:
+        try:
+            trust = Path(args.trust).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"imgbot verify: cannot read {args.trust}: {exc}", file=sys.stderr)
+            return 2
+    status = 0
+    for name in args.files:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"{name}: cannot read it ({exc.strerror})")
+            status = 2
+            continue
+        report = verify(data, trust, watermark=not args.no_watermark)
+        print(name)
+        print("\n".join(report.lines()))
+        good = report.ai_marked and report.c2pa != INVALID and (
+            trust is None or report.c2pa == TRUSTED)
+        status = max(status, 0 if good else 1)
+    return status
+
+
+def cmd_references(args) -> int:
+    """`imgbot references index`: fingerprint the reference folder now, and say which
+    pictures cannot be matched (unreadable, or too flat for perceptual hashes)."""
+    from generation.compliance.references import MIN_QUALITY, build
+
+    settings = _settings(args)
+    folder = settings.compliance.references
+    if folder is None:
+        print("imgbot references: compliance.references is not set in the config",
+              file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    index = build(folder.expanduser().resolve())
+    path = settings.state_dir / "references.json"
+    index.save(path)
+    print(f"indexed {plural(len(index.references), 'reference picture')} of {folder} in "
+          f"{time.perf_counter() - started:.1f} s into {path}")
+    for reference in index.flat:
+        print(f"  too flat to match (PDQ quality {reference.quality} < {MIN_QUALITY}; only "
+              f"an identical file matches): {reference.name}")
+    for name in index.unreadable:
+        print(f"  not a picture that can be read, left out: {name}")
+    return 0
+
+
 def cmd_make_test_model(args) -> int:
     from generation.test_model import make_test_model, make_test_upscaler
 
@@ -344,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "second through the bot beside the engine's own, the worker's "
                             "idle share while jobs waited, and each reply's overhead")
     bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+
+    ver = sub.add_parser(
+        "verify", help="a picture's AI-generated marker, C2PA state and watermark",
+        epilog="C2PA: Trusted (chains to --trust), Valid but untrusted, Invalid (changed "
+               "after signing) or none. Exit status 0 when every file is marked and none is "
+               "Invalid (with --trust: all Trusted), 1 otherwise, 2 when a file cannot be read.")
+    ver.add_argument("files", nargs="+", metavar="FILE")
+    ver.add_argument("--trust", metavar="ROOT.pem", help="the company CA's root certificate")
+    ver.add_argument("--no-watermark", action="store_true",
+                     help="do not read the watermark (it takes a second or so)")
+
+    refs = sub.add_parser("references", help="the reference pictures of the copy check")
+    refs_sub = refs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    index = refs_sub.add_parser("index", help="index compliance.references into state_dir")
+    index.add_argument("-c", "--config", required=True, help="the YAML config file")
     return parser
 
 
@@ -355,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return cmd_generate(args, extra)
     handlers = {"run": cmd_run, "demo": cmd_demo, "usage": cmd_usage, "check": cmd_check,
-                "make-test-model": cmd_make_test_model, "bench": cmd_bench}
+                "make-test-model": cmd_make_test_model, "bench": cmd_bench,
+                "verify": cmd_verify, "references": cmd_references}
     return handlers[args.command](args)
 
 

@@ -242,7 +242,17 @@ ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], object]]] = {
     "negative": text_within("negative"),
     "model": lambda lim: str,
     "enhance": lambda lim: on_off("enhance"),
+    "nsfw": lambda lim: _stricter_safety,
 }
+
+
+def _stricter_safety(text: str) -> str:
+    # A room may make the safety check stricter than the config, never turn it off.
+    word = text.strip().lower()
+    if word not in ("blur", "block"):
+        raise ValueError(f"nsfw is blur or block, not {text!r}: a room can make the safety "
+                         "check stricter, never looser (`room reset nsfw` clears it)")
+    return word
 _ROOM_USAGE = ("Write `room set KEY VALUE` with KEY one of " + ", ".join(ROOM_KEYS)
                + ", or `room reset [KEY]`.")
 

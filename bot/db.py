@@ -85,6 +85,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pictures_created ON pictures(created_at);
     """,
+    # 5: what the compliance checks found in each picture of a job (JSON list; NULL: none ran)
+    """
+    ALTER TABLE usage ADD COLUMN compliance TEXT;
+    """,
 ]
 
 

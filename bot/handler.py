@@ -32,6 +32,7 @@ from .jobs import StoredJob
 from .metrics import Metrics
 from .resolve import Catalogue
 from .retention import options_for_log, prompt_for_log
+from .screening import Screening
 from .sheet import contact_sheet
 from .tasks import TaskOwner
 from .text import plural
@@ -309,6 +310,14 @@ class Bot:
                               prompt=getattr(command, "prompt", str(event["content"]["body"])))
             return
         job, prompt = made
+        screening = getattr(self, "screening", None)  # loaded at start (bot.app)
+        if (screening is not None and job.kind != "upscale"
+                and screening.compliance.blocklist.blocked(job.prompt) is not None):
+            # Refused before any GPU work; the check before sending stays as a safeguard.
+            await self.reject(room_id, event, "Sorry, the prompt contains a blocked term "
+                              "(compliance.blocklist), so nothing was made.",
+                              prompt=prompt, job=job)
+            return
         over = await quotas.refusal(self.db, sender, job.count, self.settings.quotas,
                                     exempt=matches(sender, self.settings.quotas.exempt))
         if over is not None:
@@ -464,6 +473,8 @@ class Bot:
             status, error = "cancelled", "the command was redacted while it was being sent"
         elif sent:
             status, error = "ok", None
+        elif refusal is WITHHELD:
+            status, error = "error", WITHHELD  # the checks' notice said so already
         else:
             status, error = "error", f"the picture could not be delivered: {refusal}"
             await messages.send_notice(
@@ -501,6 +512,9 @@ class Bot:
             problem = await self._send_picture(
                 pending, image, {**params, "seed": job.seed + index}, text,
                 f"imgbot-{job.seed + index}", index, thumbnail=True)
+            if problem is WITHHELD:  # its notice was the answer; not counted as sent
+                refusal = refusal or problem
+                continue
             sent += problem is None
             refusal = refusal or problem
         if len(result.images) > 1 and sent and not pending.withdrawn:
@@ -521,10 +535,19 @@ class Bot:
         One that is too large for the homeserver is encoded again for its upload limit,
         read afresh. Each posted picture is remembered, for replies to it."""
         part = "sheet" if index is None else f"picture-{index}"
+        # The compliance checks: a withheld picture's notice is its answer.
+        screening = await Screening.of(self)
+        image = await screening.screen(self, pending, image, index,
+                                       f"seed {params.get('seed')}")
+        if image is None:
+            return WITHHELD
+        compliance = screening.compliance
+        params = compliance.public_parameters(params)
         for attempt in range(2):
             try:
                 picture, small = await asyncio.to_thread(_encode, image, params,
-                                                         self.upload_limit, thumbnail)
+                                                         self.upload_limit, thumbnail,
+                                                         compliance.signing(params))
             except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
                 log.exception("job %d: a picture could not be encoded", pending.ticket.id)
                 return f"it could not be encoded ({type(exc).__name__})"
@@ -554,6 +577,10 @@ class Bot:
         return None  # not reached
 
 
+# What `_send_picture` returns for a picture the compliance checks did not let through.
+WITHHELD = "withheld by the compliance checks"
+
+
 def _as_picture(encoded) -> messages.Picture | None:
     if encoded is None:
         return None
@@ -561,10 +588,11 @@ def _as_picture(encoded) -> messages.Picture | None:
                             encoded.note)
 
 
-def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool
+def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign=None
             ) -> tuple[messages.Picture | None, messages.Picture | None]:
+    """The picture (marked, and signed last when `sign` is given) and its thumbnail."""
     small = encode_thumbnail(image) if thumbnail else None
-    return _as_picture(encode_for_upload(image, params, limit)), (
+    return _as_picture(encode_for_upload(image, params, limit, sign)), (
         messages.Picture(*small, mimetype="image/jpeg") if small else None)
 
 

@@ -69,6 +69,8 @@ def canonical(key: str, value: str, limits: LimitSettings,
         value = "{}x{}".format(*converted)
     elif key == "enhance":
         value = "on" if converted else "off"
+    elif key == "nsfw":
+        value = converted
     return value
 
 
@@ -83,6 +85,8 @@ def usable(values: dict[str, Stored], limits: LimitSettings,
         except (ValueError, KeyError) as exc:
             ignored[key] = str(exc).rstrip(".")
             continue
+        if key == "nsfw":
+            continue  # not a generation default: the compliance checks read it (screening)
         if key == "size":
             fields["width"], fields["height"] = parse_size(value)
         elif key in ("steps", "guidance", "enhance"):
@@ -99,6 +103,7 @@ def describe(values: dict[str, Stored], ignored: dict[str, str],
         "style": "none", "size": defaults.size, "steps": str(defaults.steps),
         "guidance": f"{defaults.guidance:g}", "negative": "none",
         "model": catalogue.default_model, "enhance": "off",
+        "nsfw": "the config's compliance.nsfw",
     }
     lines = ["This room's defaults (`room set KEY VALUE` to change, `room reset` to clear):"]
     for key in ROOM_KEYS:

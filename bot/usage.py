@@ -178,7 +178,7 @@ def totals(key: str, rows: list[dict[str, Any]]) -> Group:
 # The usage table's columns, for the CSV header when no row carries them.
 FIELDS = ("id", "created_at", "finished_at", "event_id", "room_id", "user_id", "prompt",
           "options", "seed", "model", "status", "error", "images", "queue_seconds",
-          "generation_seconds")
+          "generation_seconds", "compliance")
 COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
            "prompt")
 

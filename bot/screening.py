@@ -1,0 +1,148 @@
+"""The compliance checks on the chat side: run them on each picture before it is sent,
+answer what they withhold or flag, and put their verdict in the usage log.
+
+The checks themselves live in `generation.compliance` and run in a thread (they take a
+few tenths of a second a picture), like the encoding, beside the next generation.
+What a block means in chat: a notice, in reply to the command, where the picture would
+have been, naming what was found (the closest reference and its distances, or the safety
+scores); the picture is not uploaded and not kept. A warn sends the notice and the picture.
+A contact sheet is not sent when any of its pictures was withheld or blurred (it would
+show them), and is not checked again otherwise (its pictures were).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from importlib import metadata
+from typing import Any
+
+from PIL import Image
+
+from generation.compliance import Compliance, Verdict
+
+from . import db as database
+from . import messages, rooms
+
+log = logging.getLogger(__name__)
+
+# Jobs with a picture withheld or blurred, whose contact sheet is then not sent: a few
+# hundred is far more than are ever being answered at once.
+_REMEMBERED = 512
+
+
+def _version() -> str:
+    try:
+        return metadata.version("imgbot")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+class Screening:
+    """The loaded checks of one bot, and which jobs had a picture withheld."""
+
+    def __init__(self, compliance: Compliance | None, broken: str | None = None):
+        self.compliance = compliance or Compliance()
+        self.broken = broken  # why the checks could not be loaded: every picture is withheld
+        self._flagged: OrderedDict[str, None] = OrderedDict()
+
+    @classmethod
+    def load(cls, settings) -> Screening:
+        """Everything `compliance:` asks for, loaded (in a thread: indexing a reference
+        folder that changed takes a while). A failure withholds every picture, with a
+        notice, rather than sending one unchecked; the config's validation has already
+        stopped the start for what can be checked early (certificates, packages, folders)."""
+        try:
+            return cls(Compliance.from_settings(settings.compliance, settings.state_dir,
+                                                _version()))
+        except Exception as exc:
+            log.exception("the compliance checks could not be loaded")
+            return cls(None, f"the compliance checks could not be loaded ({exc})")
+
+    @classmethod
+    async def of(cls, bot) -> Screening:
+        """The bot's checks: `bot.screening` when the start loaded them, else loaded now."""
+        lock = bot.__dict__.setdefault("_screening_lock", asyncio.Lock())
+        async with lock:
+            if getattr(bot, "screening", None) is None:
+                bot.screening = await asyncio.to_thread(cls.load, bot.settings)
+        return bot.screening
+
+    def _flag(self, event_id: str) -> None:
+        self._flagged[event_id] = None
+        while len(self._flagged) > _REMEMBERED:
+            self._flagged.popitem(last=False)
+
+    async def screen(self, bot, pending, image: Image.Image, index: int | None,
+                     label: str) -> Image.Image | None:
+        """The picture to send (perhaps blurred or watermarked), or None when it is
+        withheld; its notice, if any, is sent here. `label` names it in notices."""
+        event_id = pending.stored.event_id
+        if self.broken is not None:
+            verdict = Verdict("block", None, [self.broken], {"action": "block",
+                                                              "error": self.broken})
+            await _log(bot.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+            if index is not None:
+                await self._notify(bot, pending, verdict, index, label)
+            return None
+        if index is None:  # the contact sheet
+            if event_id in self._flagged:
+                log.info("job %d: its contact sheet is not sent (a picture was withheld "
+                         "or blurred)", pending.ticket.id)
+                return None
+            if not self.compliance.watermark:
+                return image
+            from generation.compliance.watermark import embed
+
+            return await asyncio.to_thread(embed, image)
+        stored = await rooms.stored(bot.db, pending.room_id)
+        # The room's own safety policy, stricter than the config's or ignored.
+        room_nsfw = stored["nsfw"].value if "nsfw" in stored else None
+        room_nsfw = room_nsfw if room_nsfw in ("blur", "block") else None
+        try:
+            verdict: Verdict = await asyncio.to_thread(
+                self.compliance.screen, image, pending.prompt, room_nsfw)
+        except Exception as exc:  # fail closed: an unchecked picture is not sent
+            log.exception("job %d: the compliance checks failed", pending.ticket.id)
+            verdict = Verdict("block", None, [f"the compliance checks failed "
+                                              f"({type(exc).__name__})"],
+                              {"action": "block", "error": type(exc).__name__})
+        await _log(bot.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+        if verdict.action == "send":
+            return verdict.image
+        log.info("job %d: picture %d %s by the compliance checks (%s)", pending.ticket.id,
+                 index, {"block": "withheld", "blur": "blurred", "warn": "flagged"}
+                 [verdict.action], "; ".join(verdict.reasons))
+        if verdict.withheld or verdict.record.get("blurred"):
+            self._flag(event_id)
+        await self._notify(bot, pending, verdict, index, label)
+        return verdict.image
+
+    @staticmethod
+    async def _notify(bot, pending, verdict: Verdict, index: int, label: str) -> None:
+        await messages.send_notice(bot.client, pending.room_id, notice_text(verdict, label),
+                                   reply_to=pending.stored.command,
+                                   txn_id=pending.txn(f"compliance-{index}"),
+                                   patience=messages.PATIENT, strict=True)
+
+
+def notice_text(verdict: Verdict, label: str) -> str:
+    reasons = "; ".join(verdict.reasons)
+    if verdict.action == "block":
+        return f"The picture ({label}) was made but is not sent: {reasons}."
+    if verdict.action == "blur":
+        return f"The picture ({label}) is sent blurred: {reasons}."
+    return f"Warning about the next picture ({label}): {reasons}. It is sent anyway."
+
+
+async def _log(db, usage_id: int, record: dict[str, Any]) -> None:
+    """Add one picture's verdict to its job's row in the usage log (a JSON list)."""
+    async with database.writing(db):
+        row = await (await db.execute("SELECT compliance FROM usage WHERE id = ?",
+                                      (usage_id,))).fetchone()
+        found = json.loads(row[0]) if row and row[0] else []
+        found.append(record)
+        await db.execute("UPDATE usage SET compliance = ? WHERE id = ?",
+                         (json.dumps(found, sort_keys=True), usage_id))

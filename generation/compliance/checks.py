@@ -1,0 +1,226 @@
+"""Every check a picture passes before it is sent, and the marks it gets, in one place.
+
+`Compliance.screen` runs the checks in a fixed order and says what to do with the picture:
+send it, send it with a warning, send it blurred, or withhold it. `Compliance.encode_options`
+gives the encoder what marks it (the XMP marker is always written by `generation.png`;
+the C2PA signature is the encoder's very last step).
+
+Order, and why:
+1. the prompt blocklist (cheapest, and needs no picture);
+2. the safety classifier on the picture as made (a blurred picture is not checked again);
+3. the copy check against the references, the logos and the descriptor model: a verdict
+   of block withholds the picture, warn sends it with a notice, log only records it;
+4. the invisible watermark, on what will be sent (after any blur, before the metadata).
+
+Nothing here knows about chat: the verdict carries the reasons as text and a record for
+the usage log; the bot sends the notices.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from . import safety
+from .references import Index, Match
+
+
+@dataclass
+class Verdict:
+    action: str                         # send, warn, blur or block
+    image: Image.Image | None           # what to send; None when withheld
+    reasons: list[str] = field(default_factory=list)  # for the notice, one per finding
+    record: dict[str, Any] = field(default_factory=dict)  # for the usage log
+
+    @property
+    def withheld(self) -> bool:
+        return self.image is None
+
+
+def _copy_words(match: Match) -> str:
+    distances = ", ".join(f"{name} {value}" for name, value in
+                          (("PDQ distance", match.pdq), ("pHash", match.phash),
+                           ("dHash", match.dhash)) if value is not None)
+    return f"it is too close to the reference picture {match.reference!r} ({distances})"
+
+
+class Compliance:
+    def __init__(self, *, signer=None, watermark: bool = False, embed_prompt: bool = True,
+                 references: Index | None = None, on_match: str = "block", logos=None,
+                 embedding=None, nsfw: str = "off", detector: safety.Detector | None = None,
+                 blocklist: safety.Blocklist | None = None, detector_name: str = "opennsfw"):
+        self.signer = signer
+        self.watermark = watermark
+        self.embed_prompt = embed_prompt
+        self.references = references
+        self.on_match = on_match
+        self.logos = logos
+        self.embedding = embedding
+        self.nsfw = nsfw
+        self.detector = detector
+        self.detector_name = detector_name
+        self._loading = threading.Lock()
+        self.blocklist = blocklist or safety.Blocklist()
+
+    @classmethod
+    def from_settings(cls, settings, state_dir: Path, version: str = "") -> Compliance:
+        """Everything the `compliance:` section asks for, loaded now (a wrong file fails
+        here, at start). `settings` is the section (bot.config.ComplianceSettings)."""
+        from .references import load
+
+        signer = None
+        if settings.c2pa.cert is not None:
+            from .signing import C2paSigner
+
+            signer = C2paSigner.from_files(settings.c2pa.cert, settings.c2pa.key,
+                                           settings.c2pa.tsa_url, version)
+        references = None
+        if settings.references is not None:
+            references = load(settings.references, state_dir / "references.json")
+        logos = embedding = None
+        if settings.logos is not None:
+            from .logos import Logos
+
+            logos = Logos.load(settings.logos)
+        if settings.embedding.model is not None:
+            from .embedding import Descriptor
+
+            embedding = Descriptor.load(settings.embedding.model, settings.embedding.sha256,
+                                        references)
+        # Loaded now when the config turns the check on (a missing extra fails the start);
+        # else on the first picture of a room that turns it on for itself.
+        detector = safety.detector(settings.nsfw_detector) if settings.nsfw != "off" else None
+        if settings.watermark:
+            from .watermark import available
+
+            if (why := available()) is not None:
+                raise RuntimeError(why)
+        return cls(signer=signer, watermark=settings.watermark,
+                   embed_prompt=settings.embed_prompt, references=references,
+                   on_match=settings.on_match, logos=logos, embedding=embedding,
+                   nsfw=settings.nsfw, detector=detector,
+                   detector_name=settings.nsfw_detector,
+                   blocklist=safety.Blocklist(settings.blocklist.words,
+                                              settings.blocklist.patterns))
+
+    # ---- checks -------------------------------------------------------------------------
+
+    def screen(self, image: Image.Image, prompt: str = "",
+               room_nsfw: str | None = None) -> Verdict:
+        """What to do with one picture (see the module's order). Runs in a thread."""
+        record: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal started
+            now = time.perf_counter()
+            timings[name] = round((now - started) * 1000, 1)
+            started = now
+
+        # 1. The prompt blocklist.
+        if prompt and (term := self.blocklist.blocked(prompt)) is not None:
+            record["blocklist"] = term
+            return Verdict("block", None, ["the prompt contains a blocked term"],
+                           {**record, "action": "block"})
+        # 2. The safety classifier.
+        policy = safety.stricter(self.nsfw, room_nsfw)
+        try:
+            found = safety.check(image, policy, self._detector() if policy != "off" else None)
+        except ImportError:
+            # A room asked for a check this installation cannot do: never looser than asked.
+            return Verdict("block", None, [
+                f"this room asks for a safety check, and its detector ({self.detector_name}) "
+                "is not installed"], {**record, "action": "block", "nsfw": "unavailable"})
+        lap("nsfw")
+        if found is not None:
+            record["nsfw"] = found.record()
+            if found.action == "block":
+                return Verdict("block", None, [f"the safety check flagged it "
+                                               f"({_scores_words(found.scores)})"],
+                               {**record, "action": "block", "ms": timings})
+        # 3. The copy checks.
+        reasons: list[str] = []
+        if self.references is not None:
+            match = self.references.match(image)
+            record["copy"] = match.record()
+            if match.matched:
+                reasons.append(_copy_words(match))
+            lap("copy")
+        if self.logos is not None:
+            logo = self.logos.find(image)
+            if logo is not None:
+                record["logo"] = logo.record()
+                reasons.append(f"it shows the logo {logo.name!r} ({logo.inliers} matching "
+                               "points)")
+            lap("logos")
+        if self.embedding is not None:
+            near = self.embedding.nearest(image)
+            if near is not None:
+                record["embedding"] = near.record()
+                if near.verdict == "match":
+                    reasons.append(f"it is very like the reference picture {near.name!r} "
+                                   f"(descriptor similarity {near.cosine:.2f})")
+            lap("embedding")
+        action = "send"
+        if reasons:
+            action = {"block": "block", "warn": "warn", "log": "send"}[self.on_match]
+            record["on_match"] = self.on_match
+        if action == "block":
+            return Verdict("block", None, reasons, {**record, "action": "block",
+                                                    "ms": timings})
+        # 4. Blur, then the watermark on what is sent.
+        if found is not None and found.action == "blur":
+            image, action = safety.blurred(image), "blur" if action == "send" else action
+            record["blurred"] = True  # also with a warning: a contact sheet would show it
+            reasons.append(f"the safety check flagged it ({_scores_words(found.scores)}); "
+                           "it is blurred")
+        if self.watermark:
+            from .watermark import embed
+
+            image = embed(image)
+            lap("watermark")
+        return Verdict(action, image, reasons if action != "send" else [],
+                       {**record, "action": action, "ms": timings})
+
+    def _detector(self) -> safety.Detector:
+        with self._loading:  # pictures are screened in parallel threads
+            if self.detector is None:
+                self.detector = safety.detector(self.detector_name)
+        return self.detector
+
+    # ---- marks --------------------------------------------------------------------------
+
+    def public_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a picture may carry: without the prompts unless embed_prompt."""
+        if self.embed_prompt:
+            return params
+        return {k: v for k, v in params.items() if k not in ("prompt", "negative_prompt")}
+
+    def signing(self, params: dict[str, Any]):
+        """The encoder's last step, `sign(data, mimetype) -> data`, or None unsigned."""
+        if self.signer is None:
+            return None
+        embedded = self.public_parameters(params) if self.embed_prompt else None
+
+        def sign(data: bytes, mimetype: str) -> bytes:
+            try:
+                return self.signer.sign(data, mimetype, embedded)
+            except Exception as exc:  # c2pa's errors: never send the picture unsigned
+                raise SigningFailed(f"C2PA signing failed: {exc}") from exc
+
+        return sign
+
+
+class SigningFailed(ValueError):
+    """A picture could not be signed; it is not sent (a ValueError: an encoding error)."""
+
+
+def _scores_words(scores: dict[str, float]) -> str:
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{k} {v:.2f}" for k, v in top) or "no score"

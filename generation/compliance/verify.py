@@ -1,0 +1,107 @@
+"""`imgbot verify`: what a picture says about where it came from, checked offline.
+
+For each file: the XMP digital source type (the AI-generated marker), the state of its C2PA
+manifest, and the watermark bits. The C2PA states are the SDK's own, named for people:
+
+- Trusted: the signature is valid and its certificate chains to a root given with
+  `--trust ROOT.pem` (the company CA's certificate).
+- Valid but untrusted: the signature and the picture's hash are right, but the signer's
+  chain was not checked against a root we trust (no `--trust`, or another root).
+- Invalid: the manifest is there but the picture or the manifest was changed after
+  signing, or the signature is bad.
+- none: no C2PA manifest at all.
+
+Nothing is fetched: remote manifests and OCSP are off, as when signing.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from .marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
+from .signing import OFFLINE
+
+TRUSTED, UNTRUSTED, INVALID, NONE = "Trusted", "Valid but untrusted", "Invalid", "none"
+
+
+@dataclass
+class Report:
+    marker: str | None                  # the XMP digital source type, if any
+    c2pa: str                           # one of TRUSTED, UNTRUSTED, INVALID, NONE
+    problems: list[str] = field(default_factory=list)  # C2PA failure codes, explained
+    signer: str | None = None           # the signing certificate's common name and issuer
+    watermark: bytes | None = None      # the 48 bits read, None: not read
+    watermark_note: str | None = None   # why not read
+
+    @property
+    def ai_marked(self) -> bool:
+        return self.marker == TRAINED_ALGORITHMIC_MEDIA
+
+    def lines(self) -> list[str]:
+        from .watermark import PAYLOAD
+
+        marker = ("AI-generated (IPTC trainedAlgorithmicMedia)" if self.ai_marked
+                  else self.marker or "none")
+        c2pa = self.c2pa + (f", signed by {self.signer}" if self.signer else "")
+        if self.watermark is not None:
+            mark = (f"{self.watermark.hex()} (imgbot)" if self.watermark == PAYLOAD
+                    else f"none found (read {self.watermark.hex()})")
+        else:
+            mark = f"not read ({self.watermark_note})"
+        return [f"  XMP marker: {marker}", f"  C2PA: {c2pa}",
+                *(f"    {p}" for p in self.problems), f"  watermark: {mark}"]
+
+
+def c2pa_state(data: bytes, trust_pem: str | None = None
+               ) -> tuple[str, list[str], str | None]:
+    """(state, failure explanations, signer) of the picture's C2PA manifest."""
+    import c2pa
+
+    settings = {**OFFLINE}
+    if trust_pem:
+        # Replaces the SDK's built-in anchors: trusted means "chains to this root".
+        settings["trust"] = {"trust_anchors": trust_pem}
+    context = c2pa.Context.from_dict(settings)
+    try:
+        reader = c2pa.Reader(None, io.BytesIO(data), context=context)
+    except c2pa.C2paError as exc:
+        if "ManifestNotFound" in type(exc).__name__ or "ManifestNotFound" in str(exc):
+            return NONE, [], None
+        return INVALID, [str(exc).splitlines()[0]], None
+    with reader:
+        state = reader.get_validation_state() or INVALID
+        results = reader.get_validation_results() or {}
+        manifest = reader.get_active_manifest() or {}
+    active = results.get("activeManifest") or {}
+    failures = [f"{f.get('code')}: {f.get('explanation')}" for f in active.get("failure", [])]
+    info = manifest.get("signature_info") or {}
+    signer = " / ".join(x for x in (info.get("common_name"), info.get("issuer")) if x) or None
+    state = {"Trusted": TRUSTED, "Valid": UNTRUSTED}.get(state, INVALID)
+    if state == UNTRUSTED and trust_pem is None:
+        failures = [f for f in failures if not f.startswith("signingCredential.untrusted")]
+    return state, failures, signer
+
+
+def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) -> Report:
+    """Everything `imgbot verify` says about one file's bytes."""
+    state, problems, signer = c2pa_state(data, trust_pem)
+    report = Report(source_type_of(data), state, problems, signer)
+    if not watermark:
+        report.watermark_note = "not asked for"
+        return report
+    from .watermark import WatermarkUnavailable, read
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            report.watermark = read(image)
+        if report.watermark is None:
+            report.watermark_note = "the picture is too small to carry one"
+    except WatermarkUnavailable:
+        report.watermark_note = "invisible-watermark is not installed"
+    except (OSError, ValueError) as exc:
+        report.watermark_note = f"not a picture Pillow can open ({exc})"
+    return report

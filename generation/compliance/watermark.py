@@ -1,0 +1,72 @@
+"""An imperceptible watermark in the pixels (invisible-watermark's dwtDctSvd, 48 bits).
+
+Metadata is lost whenever someone takes a screenshot or a tool strips it; a watermark in
+the pixels survives JPEG re-encoding and mild resizing, which is why the code of practice
+asks for both. dwtDctSvd is the method Stable Diffusion's reference scripts use: a few
+grey levels in the U channel of the DWT, at about 0.4 s a 1024² picture on one CPU core.
+The 48 bits are `PAYLOAD`; reading them back from a picture that has none gives random
+bits, so `imgbot verify` says "imgbot" only when all 48 match (a chance of 2⁻⁴⁸).
+
+invisible-watermark asks for `opencv-python`, which must not be installed beside
+`opencv-python-headless` (the two overwrite each other's `cv2`) and needs libGL, which a
+server may lack. It only needs the `cv2` module, which the headless build provides, so it is
+installed with `pip install --no-deps invisible-watermark` (see the README). Its package
+also imports torch (for a method we do not use), which the GPU world has anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+PAYLOAD = b"imgbot"  # 48 bits
+BITS = len(PAYLOAD) * 8
+METHOD = "dwtDctSvd"
+MIN_PIXELS = 256 * 256  # below this the library refuses (too few blocks to carry 48 bits)
+
+
+class WatermarkUnavailable(Exception):
+    """invisible-watermark (or cv2) is not installed."""
+
+
+def _library():
+    try:
+        import cv2
+        from imwatermark import WatermarkDecoder, WatermarkEncoder
+    except ImportError as exc:
+        raise WatermarkUnavailable(
+            f"compliance.watermark needs invisible-watermark and opencv-python-headless "
+            f"({exc}); install them as the README's Compliance section says") from None
+    return cv2, WatermarkEncoder, WatermarkDecoder
+
+
+def available() -> str | None:
+    """None when watermarks can be written and read, else why not."""
+    try:
+        _library()
+    except WatermarkUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def embed(image: Image.Image, payload: bytes = PAYLOAD) -> Image.Image:
+    """The picture with `payload` in its pixels; a picture too small to carry it is
+    returned as it is (the caller's metadata still marks it)."""
+    if image.width * image.height < MIN_PIXELS:
+        return image
+    cv2, encoder_class, _ = _library()
+    encoder = encoder_class()
+    encoder.set_watermark("bytes", payload)
+    bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    marked = encoder.encode(bgr, METHOD)
+    return Image.fromarray(cv2.cvtColor(marked, cv2.COLOR_BGR2RGB))
+
+
+def read(image: Image.Image) -> bytes | None:
+    """The 48 bits found in the picture (random for one without a watermark), or None when
+    the picture is too small to carry them."""
+    if image.width * image.height < MIN_PIXELS:
+        return None
+    cv2, _, decoder_class = _library()
+    bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    return decoder_class("bytes", BITS).decode(bgr, METHOD)

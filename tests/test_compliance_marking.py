@@ -1,0 +1,174 @@
+"""Every picture marked as AI-generated (XMP) and, with a certificate, signed (C2PA);
+`imgbot verify` reads both back. Offline, with a test CA made by the test."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot.cli import main
+from bot.config import ConfigError, load_settings
+from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
+from generation.compliance.signing import C2paSigner, SigningError
+from generation.compliance.verify import INVALID, NONE, TRUSTED, UNTRUSTED, verify
+from generation.png import encode_for_upload, encode_png, encode_thumbnail, read_parameters
+from tests.pki import make_ca
+
+PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}
+
+
+def picture(width: int = 96, height: int = 64) -> Image.Image:
+    return Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 60).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def signer(ca):
+    return C2paSigner.from_files(ca["cert"], ca["key"], version="test")
+
+
+def test_every_png_carries_the_xmp_marker():
+    data = encode_png(picture(), PARAMS)
+    assert source_type_of(data) == TRAINED_ALGORITHMIC_MEDIA
+    with Image.open(io.BytesIO(data)) as image:
+        # Where exiftool and Pillow look: an iTXt chunk XML:com.adobe.xmp, read by getxmp().
+        assert "XML:com.adobe.xmp" in image.text
+        description = image.getxmp()["xmpmeta"]["RDF"]["Description"]
+        assert description["DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+        assert "lighthouse" not in image.text["XML:com.adobe.xmp"]  # never the prompt
+    assert read_parameters(data) == PARAMS
+
+
+def test_jpeg_fallback_and_thumbnail_carry_the_marker_too():
+    image = picture(900, 700)
+    png = encode_for_upload(image, PARAMS)
+    encoded = encode_for_upload(image, PARAMS, limit=len(png.data) // 3)
+    assert encoded.mimetype == "image/jpeg"
+    assert source_type_of(encoded.data) == TRAINED_ALGORITHMIC_MEDIA
+    thumbnail, _, _ = encode_thumbnail(image)
+    assert source_type_of(thumbnail) == TRAINED_ALGORITHMIC_MEDIA
+
+
+def test_a_picture_without_xmp_has_no_marker():
+    buffer = io.BytesIO()
+    picture().save(buffer, format="PNG")
+    assert source_type_of(buffer.getvalue()) is None
+    assert source_type_of(b"not a picture") is None
+
+
+def test_signed_png_is_trusted_by_its_root_and_invalid_after_one_byte(ca, signer):
+    data = encode_png(picture(), PARAMS, signer.sign)
+    root = ca["root"].read_text()
+    report = verify(data, root, watermark=False)
+    assert (report.c2pa, report.ai_marked) == (TRUSTED, True), report.problems
+    assert report.signer == "imgbot / Example Company"
+    assert verify(data, None, watermark=False).c2pa == UNTRUSTED
+    # One byte of the pixels (inside the IDAT chunk) changed after signing.
+    at = data.index(b"IDAT") + 20
+    changed = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    report = verify(changed, root, watermark=False)
+    assert report.c2pa == INVALID
+    assert any("dataHash.mismatch" in p for p in report.problems), report.problems
+
+
+def test_signed_jpeg_verifies(ca, signer):
+    image = picture(900, 700)
+    png = encode_for_upload(image, PARAMS, sign=signer.sign)
+    encoded = encode_for_upload(image, PARAMS, limit=len(png.data) // 3, sign=signer.sign)
+    assert encoded.mimetype == "image/jpeg" and len(encoded.data) <= len(png.data) // 3
+    assert verify(encoded.data, ca["root"].read_text(), watermark=False).c2pa == TRUSTED
+
+
+def test_manifest_says_created_by_a_trained_model_without_the_prompt(signer):
+    manifest = signer.manifest()
+    (created,) = manifest["assertions"][0]["data"]["actions"]
+    assert created["action"] == "c2pa.created"
+    assert created["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+    assert "parameters" not in created
+    with_prompt = signer.manifest({"prompt": "a lighthouse"})
+    assert "a lighthouse" in str(with_prompt)
+
+
+def test_unsigned_picture_has_no_manifest():
+    assert verify(encode_png(picture(), PARAMS), watermark=False).c2pa == NONE
+
+
+@pytest.mark.parametrize("flaw, says", [
+    ({"self_signed": True}, "self-signed"),
+    ({"ca_leaf": True}, "CA certificate"),
+    ({"eku": False}, "extended key usage"),
+])
+def test_certificates_c2pa_refuses_are_refused_at_load(tmp_path, flaw, says):
+    bad = make_ca(tmp_path / "bad", **flaw)
+    with pytest.raises(SigningError, match=says):
+        C2paSigner.from_files(bad["cert"], bad["key"])
+
+
+def _config(tmp_path, compliance: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
+                    f"  user_id: '@imgbot:localhost'\n  password: x\n"
+                    f"state_dir: {tmp_path / 'state'}\ncompliance:\n{compliance}")
+    return str(path)
+
+
+def test_config_fails_closed_on_a_bad_certificate(tmp_path, ca):
+    bad = make_ca(tmp_path / "bad", self_signed=True)
+    config = _config(tmp_path, f"  c2pa:\n    cert: {bad['cert']}\n    key: {bad['key']}\n")
+    with pytest.raises(ConfigError, match=r"compliance.*self-signed"):
+        load_settings(config)
+    missing = _config(tmp_path, f"  c2pa:\n    cert: {tmp_path / 'no.pem'}\n"
+                                f"    key: {ca['key']}\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(missing)
+    half = _config(tmp_path, f"  c2pa:\n    cert: {ca['cert']}\n")
+    with pytest.raises(ConfigError, match="both cert and key"):
+        load_settings(half)
+    good = _config(tmp_path, f"  c2pa:\n    cert: {ca['cert']}\n    key: {ca['key']}\n")
+    assert load_settings(good).compliance.c2pa.cert == ca["cert"]
+
+
+@pytest.mark.parametrize("section, says", [
+    ("  on_match: shout\n", "choose block, warn or log"),
+    ("  nsfw: maybe\n", "choose off, blur or block"),
+    ("  blocklist:\n    patterns: ['(unclosed']\n", "not a regular expression"),
+    ("  references: /nonexistent/refs\n", "is not a folder"),
+    ("  embedding:\n    model: /x.pt\n", "needs sha256"),
+])
+def test_config_names_the_wrong_compliance_key(tmp_path, section, says):
+    with pytest.raises(ConfigError, match=says):
+        load_settings(_config(tmp_path, section))
+
+
+def test_nsfw_off_reads_as_yaml_false(tmp_path):
+    assert load_settings(_config(tmp_path, "  nsfw: off\n")).compliance.nsfw == "off"
+
+
+def test_imgbot_verify_reports_each_file(tmp_path, ca, signer, capsys):
+    signed = tmp_path / "signed.png"
+    signed.write_bytes(encode_png(picture(), PARAMS, signer.sign))
+    data = signed.read_bytes()
+    at = data.index(b"IDAT") + 20
+    changed = tmp_path / "changed.png"
+    changed.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:])
+    plain = tmp_path / "plain.png"
+    picture().save(plain)
+
+    assert main(["verify", str(signed), "--trust", str(ca["root"]), "--no-watermark"]) == 0
+    out = capsys.readouterr().out
+    assert "AI-generated (IPTC trainedAlgorithmicMedia)" in out
+    assert "C2PA: Trusted, signed by imgbot / Example Company" in out
+    assert main(["verify", str(signed), "--no-watermark"]) == 0
+    assert "C2PA: Valid but untrusted" in capsys.readouterr().out
+    assert main(["verify", str(changed), "--trust", str(ca["root"]), "--no-watermark"]) == 1
+    assert "C2PA: Invalid" in capsys.readouterr().out
+    assert main(["verify", str(plain), "--no-watermark"]) == 1
+    out = capsys.readouterr().out
+    assert "XMP marker: none" in out and "C2PA: none" in out
+    assert main(["verify", str(tmp_path / "missing.png")]) == 2

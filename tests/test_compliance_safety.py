@@ -1,0 +1,153 @@
+"""The local safety check: the prompt blocklist, the nsfw policy (with an injected detector,
+and the real one on a benign picture), and a room that may only make it stricter."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PIL import ImageChops, ImageStat
+
+from generation.compliance import Compliance
+from generation.compliance import safety
+from generation.compliance.safety import Blocklist, stricter
+from tests.chat import bot_running, usage_rows
+from tests.test_compliance_copy import scene
+
+BOT = "@imgbot:localhost"
+
+
+class Flags:
+    """A detector that flags every picture (or none), and counts what it saw."""
+
+    name = "fake"
+
+    def __init__(self, score: float = 0.97):
+        self.score = score
+        self.seen = 0
+
+    def scores(self, image):
+        self.seen += 1
+        return {"nsfw": self.score}
+
+    def flagged(self, scores):
+        return scores["nsfw"] >= 0.8
+
+
+def test_blocklist_words_are_whole_words_and_patterns_are_regexes():
+    blocklist = Blocklist(words=["ass", "Banknote"], patterns=[r"forg(e|ed|ing)\b"])
+    assert blocklist.blocked("a forged passport") == r"forg(e|ed|ing)\b"
+    assert blocklist.blocked("a stack of BANKNOTES") is None  # a word, not a prefix
+    assert blocklist.blocked("one banknote") == "Banknote"
+    assert blocklist.blocked("a class photo") is None
+    assert blocklist.blocked("a donkey, an ass") == "ass"
+    assert not Blocklist() and Blocklist().blocked("anything") is None
+
+
+def test_stricter_never_loosens():
+    assert stricter("off", "blur") == "blur"
+    assert stricter("block", "blur") == "block"
+    assert stricter("blur", None) == "blur"
+    assert stricter(None, None) == "off"
+
+
+def test_block_withholds_the_picture_and_logs_the_scores():
+    detector = Flags()
+    verdict = Compliance(nsfw="block", detector=detector).screen(scene(1))
+    assert verdict.action == "block" and verdict.withheld
+    assert "safety check flagged it (nsfw 0.97)" in verdict.reasons[0]
+    assert verdict.record["nsfw"] == {"action": "block", "detector": "fake",
+                                      "scores": {"nsfw": 0.97}}
+
+
+def test_blur_sends_the_picture_blurred():
+    image = scene(2)
+    verdict = Compliance(nsfw="blur", detector=Flags()).screen(image)
+    assert verdict.action == "blur" and verdict.image.size == image.size
+    difference = ImageStat.Stat(ImageChops.difference(image, verdict.image)).mean
+    assert sum(difference) / 3 > 10  # not the picture as made
+    assert "blurred" in verdict.reasons[0]
+
+
+def test_a_harmless_score_passes_and_off_checks_nothing():
+    detector = Flags(score=0.1)
+    verdict = Compliance(nsfw="block", detector=detector).screen(scene(3))
+    assert verdict.action == "send" and verdict.record["nsfw"]["action"] == "pass"
+    off = Flags()
+    assert Compliance(nsfw="off", detector=off).screen(scene(3)).action == "send"
+    assert off.seen == 0
+
+
+def test_a_room_makes_it_stricter_never_looser():
+    compliance = Compliance(nsfw="block", detector=Flags())
+    assert compliance.screen(scene(4), room_nsfw="blur").action == "block"
+    relaxed = Compliance(nsfw="off", detector=Flags())
+    assert relaxed.screen(scene(4), room_nsfw="blur").action == "blur"
+    assert relaxed.screen(scene(4), room_nsfw="block").action == "block"
+
+
+def test_a_room_policy_without_its_detector_fails_closed(monkeypatch):
+    def missing(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(safety, "detector", missing)
+    verdict = Compliance(nsfw="off", detector_name="nudenet").screen(scene(5), room_nsfw="blur")
+    assert verdict.action == "block" and "not installed" in verdict.reasons[0]
+
+
+def test_the_blocklist_comes_first():
+    detector = Flags()
+    verdict = Compliance(nsfw="block", detector=detector,
+                         blocklist=Blocklist(["banknote"])).screen(scene(6), "a banknote")
+    assert verdict.action == "block" and verdict.record["blocklist"] == "banknote"
+    assert detector.seen == 0
+
+
+def test_the_real_detector_passes_a_benign_picture():
+    detector = safety.detector("opennsfw")
+    image = scene(7, 1024)
+    verdict = Compliance(nsfw="block", detector=detector).screen(image)
+    assert verdict.action == "send", verdict.record
+    assert verdict.record["nsfw"]["scores"]["nsfw"] < 0.8
+    started = time.perf_counter()
+    detector.scores(image)
+    assert time.perf_counter() - started < 0.5
+
+
+# ---- in a room, against the real homeserver ------------------------------------------------
+
+@pytest.mark.synapse
+async def test_a_moderator_turns_the_check_on_for_a_room(make_settings, engine, alice,
+                                                         monkeypatch):
+    detector = Flags()
+    monkeypatch.setattr(safety, "detector", lambda name: detector)
+    settings = make_settings()  # compliance.nsfw is off in the config
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        refused = await alice.send(room, "!img room set nsfw off")
+        (no,) = await alice.wait_reply(room, refused, "m.notice")
+        assert "never looser" in no["content"]["body"]
+        before = await alice.send(room, "!img a beach --seed 1")
+        await alice.wait_reply(room, before, "m.image")
+        assert detector.seen == 0  # off: nothing checked
+
+        blur = await alice.send(room, "!img room set nsfw blur")
+        await alice.wait_reply(room, blur, "m.notice")
+        two = await alice.send(room, "!img a beach --seed 2 --n 2")
+        images = await alice.wait_reply(room, two, "m.image", count=2)
+        notices = await alice.wait_reply(room, two, "m.notice", count=2)
+        assert all("sent blurred" in n["content"]["body"] for n in notices)
+
+        block = await alice.send(room, "!img room set nsfw block")
+        await alice.wait_reply(room, block, "m.notice")
+        blocked = await alice.send(room, "!img a beach --seed 3")
+        (notice,) = await alice.wait_reply(room, blocked, "m.notice")
+        after = await alice.send(room, "!img help")
+        await alice.wait_reply(room, after, "m.notice")
+    # The two blurred pictures came, but not their contact sheet (it would show them).
+    assert len(images) == 2 and len(alice.replies(room, two, "m.image")) == 2
+    assert "is not sent: the safety check flagged it (nsfw 0.97)" in notice["content"]["body"]
+    assert alice.replies(room, blocked, "m.image") == []
+    rows = {row["event_id"]: row for row in await usage_rows(settings)}
+    assert '"action": "block"' in rows[blocked]["compliance"]
+    assert '"nsfw": 0.97' in rows[blocked]["compliance"]
