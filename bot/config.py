@@ -334,7 +334,7 @@ class EmbeddingSettings(_Section):
 class ComplianceSettings(_Section):
     # Prompt and negative prompt in the PNG parameters and the C2PA manifest; false keeps
     # them out of every picture (the XMP marker never has them).
-    embed_prompt: bool = True
+    embed_prompt: bool = False
     c2pa: C2paSettings = C2paSettings()
     watermark: bool = False
     references: Path | None = None

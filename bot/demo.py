@@ -85,6 +85,7 @@ async def _showcase(server: LocalHomeserver, generation: dict, count: int, out: 
         state_dir=work / "state",
         generation=generation,
         limits={"per_user_queued": count, "queue_size": max(count, 100)},
+        compliance={"embed_prompt": True},  # a showcase: its pictures say what they show
     )
     print(f"Loading {generation['model'].name}…")
     engine = await asyncio.to_thread(load_engine, settings)

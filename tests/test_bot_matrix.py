@@ -37,7 +37,8 @@ async def test_picture_arrives_as_reply_with_parameters(make_settings, engine, a
     with Image.open(io.BytesIO(png)) as picture:
         assert picture.format == "PNG" and picture.size == (128, 96)
     params = read_parameters(png)
-    assert params["prompt"] == "Albert Einstein, oil painting"
+    # The prompt stays out of the file unless compliance.embed_prompt is on.
+    assert "prompt" not in params and "Albert Einstein" not in png.decode("latin-1")
     assert (params["seed"], params["steps"], params["size"]) == (42, 3, "128x96")
     assert params["model"] == engine.name
     # The caption says what was made and how long it took.
@@ -267,7 +268,8 @@ async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_sett
 async def test_commands_waiting_together_are_made_as_one_batch(make_settings, engine, alice):
     """Jobs of one shape that wait together share a pipeline call; each still gets its
     own picture, with its own seed, and the caption says the time was a batch's."""
-    settings = make_settings(matrix={"admins": ["@alice:localhost"]},
+    settings = make_settings(compliance={"embed_prompt": True},
+                             matrix={"admins": ["@alice:localhost"]},
                              limits={"per_user_queued": 10}, generation={"max_batch": 4})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)

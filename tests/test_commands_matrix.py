@@ -42,7 +42,7 @@ async def shared_room(alice, bob) -> str:
 # ---- prompt options ---------------------------------------------------------------------------
 
 async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
-    settings = make_settings()
+    settings = make_settings(compliance={"embed_prompt": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         command = await alice.send(room, "!img a red fox --ar 16:9 --n 3 --seed 5 "
@@ -79,7 +79,8 @@ async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
 
 
 async def test_styles_models_and_help_list_what_there_is(make_settings, engine, alice):
-    settings = make_settings(styles={"acme": {"prompt": "{prompt}, in ACME blue"}})
+    settings = make_settings(compliance={"embed_prompt": True},
+                             styles={"acme": {"prompt": "{prompt}, in ACME blue"}})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         styles = await notice(alice, room, "!img styles")
@@ -105,7 +106,7 @@ async def test_styles_models_and_help_list_what_there_is(make_settings, engine, 
 
 async def test_moderators_set_room_defaults_and_others_may_not(make_settings, engine, alice,
                                                                 bob):
-    async with bot_running(make_settings(), engine):
+    async with bot_running(make_settings(compliance={"embed_prompt": True}), engine):
         room = await shared_room(alice, bob)
         refused = await notice(bob, room, "!img room set style anime")
         assert "power level 50" in refused and "yours is 0" in refused

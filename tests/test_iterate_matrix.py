@@ -47,7 +47,7 @@ async def picture_params(chat, image_event) -> dict:
 
 
 async def test_again_and_vary_continue_from_the_bots_picture(make_settings, engine, alice):
-    settings = make_settings()
+    settings = make_settings(compliance={"embed_prompt": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img a red lighthouse --seed 5 --steps 3")
@@ -179,6 +179,7 @@ async def test_continuing_without_stored_prompts_in_a_thread_and_after_a_restart
     in a thread started on a picture works on that picture; an image-to-image job held
     over a restart fetches its picture again."""
     settings = make_settings(state_dir=tmp_path / "kept", usage={"store_prompts": False},
+                             compliance={"embed_prompt": True},
                              matrix={"admins": ["@alice:localhost"]})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
