@@ -8,7 +8,7 @@ import signal
 import time
 from contextlib import suppress
 
-from nio import AsyncClient, AsyncClientConfig
+from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
 from generation.queue import GenerationQueue, Runner
 
@@ -109,6 +109,12 @@ async def prepare_encryption(client: AsyncClient, settings: Settings) -> None:
     the bot's own cross-signing identity, so that clients share their room keys with it."""
     if client.olm is None:
         return
+    if client.should_upload_keys:
+        uploaded = await client.keys_upload()
+        if not isinstance(uploaded, KeysUploadResponse):
+            raise cross_signing.CrossSigningFailed(
+                f"the homeserver did not take the device keys ({uploaded.message})",
+                retry=True)
     await encryption.keep_keys(client)
     if settings.matrix.cross_signing:
         await cross_signing.bootstrap(client, settings.matrix, settings.state_dir)

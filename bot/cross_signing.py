@@ -50,7 +50,7 @@ def unpadded(data: bytes) -> str:
 
 
 def from_unpadded(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4))
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -100,10 +100,18 @@ class Identity:
             return None
         except (OSError, ValueError) as exc:
             raise CrossSigningFailed(f"{path} is unreadable ({exc})") from exc
-        try:
-            return cls(*(SigningKey(from_unpadded(saved[usage])) for usage in USAGES))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CrossSigningFailed(f"{path} is damaged (no valid {exc} key)") from exc
+        seeds = []
+        for usage in USAGES:
+            try:
+                seed = from_unpadded(saved[usage])
+            except (KeyError, TypeError, ValueError):
+                seed = b""
+            if len(seed) != 32:
+                # Never guessed at: a wrong key would be uploaded over the real identity.
+                raise CrossSigningFailed(f"{path} is damaged (no valid {usage} key); "
+                                         "restore it from a backup")
+            seeds.append(SigningKey(seed))
+        return cls(*seeds)
 
     def save(self, path: Path) -> None:
         write_private(path, json.dumps({usage: unpadded(getattr(self, usage).seed)
@@ -139,8 +147,10 @@ async def bootstrap(client: AsyncClient, settings: MatrixSettings, state_dir: Pa
         identity.save(path)  # before the upload: an identity that is used is never lost
     if master_on_server != identity.master.public:
         await _upload_identity(client, settings, identity, replacing=bool(master_on_server))
-        log.info("uploaded the cross-signing identity of %s (master key %s)", client.user_id,
-                 identity.master.public)
+        log.log(logging.WARNING if master_on_server else logging.INFO,
+                "uploaded the cross-signing identity of %s (master key %s)%s",
+                client.user_id, identity.master.public,
+                f", replacing {master_on_server}" if master_on_server else "")
         published = await _query_own_keys(client)
     device = published.get("device_keys", {}).get(client.user_id, {}).get(client.device_id)
     if device is None:

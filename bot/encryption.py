@@ -87,6 +87,7 @@ class Undecrypted:
         self.wait = KEY_WAIT if wait is None else wait
         self.waiting: dict[str, _Waiting] = {}  # by event ID
         self.told: set[tuple[str, str]] = set()  # (sender, megolm session)
+        self.asked: set[str] = set()  # megolm sessions whose key was asked for
 
     async def add(self, room_id: str, event: MegolmEvent) -> None:
         if event.event_id in self.waiting:
@@ -97,15 +98,16 @@ class Undecrypted:
         await self._ask_for_key(event)
 
     async def _ask_for_key(self, event: MegolmEvent) -> None:
-        requests = [event.as_key_request(self.client.user_id, self.client.device_id)]
-        if event.device_id:
-            requests.append(event.as_key_request(event.sender, self.client.device_id,
-                                                 device_id=event.device_id))
-        for request in requests:
-            try:
-                await self.client.to_device(request)
-            except NETWORK_ERRORS as exc:  # the wait and the notice still follow
-                log.warning("could not ask for a room key: %s", exc)
+        """Asked of the bot's own other devices, once per session (nio takes forwarded
+        keys only from those); the sender's client usually sends the key unasked."""
+        if event.session_id in self.asked:
+            return
+        self.asked.add(event.session_id)
+        try:
+            await self.client.to_device(
+                event.as_key_request(self.client.user_id, self.client.device_id))
+        except NETWORK_ERRORS as exc:  # the wait and the notice still follow
+            log.warning("could not ask for a room key: %s", exc)
 
     async def retry(self) -> None:
         """Decrypt what can now be decrypted, and give up on what waited too long."""
@@ -149,4 +151,7 @@ class Undecrypted:
                 await asyncio.wait_for(stop.wait(), timeout=min(2.0, self.wait / 2))
             except asyncio.TimeoutError:
                 if self.waiting:
-                    await self.retry()
+                    try:
+                        await self.retry()
+                    except Exception:  # the clock goes on; the next sync retries too
+                        log.exception("could not handle a message whose key arrived late")

@@ -144,8 +144,9 @@ class Bot:
         self.metrics = metrics or Metrics()
         self.beat = beat  # progress, for the watchdog: called after each event
         self.undecrypted = encryption.Undecrypted(client, self.on_event, self._undecryptable)
-        # Set by the first sync: until then nio does not know which rooms are encrypted,
-        # and cannot send to them (the answers of resumed jobs wait for it).
+        # Set by the first sync: until then nio does not know which rooms are encrypted
+        # (with encryption on it cannot send to them; with it off, the guard against
+        # sending in the clear could not work). The answers of resumed jobs wait for it.
         self.rooms_known = asyncio.Event()
 
     @property
@@ -184,6 +185,11 @@ class Bot:
         if first:
             return  # history: commands sent before the bot's first start are not answered
         for room_id, info in response.rooms.join.items():
+            room = getattr(self.client, "rooms", {}).get(room_id)
+            if info.timeline.limited and room is not None and room.encrypted:
+                # Lazy-loaded members: people who joined in the gap are not in nio's view,
+                # and would not get the room key of the bot's answers.
+                room.members_synced = False
             for event in info.timeline.events:
                 if isinstance(event, MegolmEvent):  # its room key has not arrived (yet)
                     await self._guarded(self.undecrypted.add(room_id, event), room_id)
@@ -486,8 +492,7 @@ class Bot:
                            generation_seconds=result.generation_seconds)
 
     async def _rooms_known(self) -> None:
-        if getattr(self.client, "olm", None) is not None:
-            await self.rooms_known.wait()
+        await self.rooms_known.wait()
 
     async def _finish(self, stored: StoredJob, *, status: str, error: str | None,
                       images: int = 0, queue_seconds: float | None = None,

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 from nio import AsyncClient, RoomSendResponse, UploadResponse
+from nio.exceptions import EncryptionError, GroupEncryptionError, LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 QUICK = 15.0
 PATIENT = 3600.0
 RETRY_CAP = 60.0
+# One try of a send, key sharing included: nio waits without a limit for a key share in
+# progress, and one that failed half-way is never finished (see _unstick).
+SEND_TRY_SECONDS = 120.0
 # What a request to an unreachable or failing homeserver raises (rather than returns).
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -133,8 +137,21 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
             # nio would send it in the clear: the mistake other bots make.
             raise Refused("the room is encrypted and this bot's encryption is off "
                           "(matrix.encryption)")
-        response = await client.room_send(room_id, event_type, content, tx_id=tx_id,
-                                          ignore_unverified_devices=True)
+        try:
+            response = await asyncio.wait_for(
+                client.room_send(room_id, event_type, content, tx_id=tx_id,
+                                 ignore_unverified_devices=True), SEND_TRY_SECONDS)
+        except (GroupEncryptionError, EncryptionError) as exc:
+            _unstick(client, room_id)
+            return None, f"{type(exc).__name__}: {exc}"
+        except LocalProtocolError as exc:  # MembersSyncError (a failed request) included
+            _unstick(client, room_id)
+            if room_id not in client.rooms:  # e.g. a room the bot has left
+                raise Refused(f"the bot is not in {room_id}") from None
+            return None, f"{type(exc).__name__}: {exc}"
+        except (*NETWORK_ERRORS, asyncio.CancelledError):
+            _unstick(client, room_id)
+            raise
         if isinstance(response, RoomSendResponse):
             return response.event_id, None
         return None, _problem(response)
@@ -152,6 +169,18 @@ async def send_notice(client: AsyncClient, room_id: str, text: str,
     if html is not None:
         content.update(format="org.matrix.custom.html", formatted_body=html)
     return await send(client, room_id, content, txn_id=txn_id, patience=patience, strict=strict)
+
+
+def _unstick(client: AsyncClient, room_id: str) -> None:
+    """After a send to an encrypted room failed: a key share nio left half-done would make
+    every later send to the room wait for ever, and one it marked as done may have missed
+    devices; both are dropped, so the next send shares a fresh room key."""
+    if getattr(client, "olm", None) is None:
+        return
+    waiting = client.sharing_session.pop(room_id, None)
+    if waiting is not None:
+        waiting.set()
+    client.invalidate_outbound_session(room_id)
 
 
 def is_encrypted(client: AsyncClient, room_id: str) -> bool:

@@ -55,10 +55,15 @@ async def log_in(client: AsyncClient, settings: MatrixSettings, state_dir: Path)
     """Restore the saved login, or log in for the first time and save it."""
     path = state_dir / CREDENTIALS_FILE
     saved = _load_saved(path, settings)
-    if (saved is not None and settings.encryption and settings.password is not None
+    if (saved is not None and settings.encryption
             and not has_store(state_dir, saved["user_id"], saved["device_id"])):
         # Its Olm keys are gone: the same device with new keys would look like an attack
         # to other clients. A new device is signed by the same cross-signing identity.
+        if settings.password is None:
+            raise LoginFailed(f"the encryption store of device {saved['device_id']} is "
+                              "missing; set matrix.password (the bot logs in as a new "
+                              "device), or a new matrix.access_token and remove "
+                              f"{path}")
         log.warning("the encryption store of device %s is missing; logging in as a new "
                     "device", saved["device_id"])
         saved = None

@@ -84,8 +84,10 @@ def locator(content: dict[str, Any]) -> str:
     file = content.get("file")
     if isinstance(file, dict):
         url = file.get("url")
-        parts = {"key": (file.get("key") or {}).get("k"),
-                 "iv": file.get("iv"), "sha256": (file.get("hashes") or {}).get("sha256")}
+        key, hashes = file.get("key"), file.get("hashes")  # any shape: untrusted input
+        parts = {"key": key.get("k") if isinstance(key, dict) else None,
+                 "iv": file.get("iv"),
+                 "sha256": hashes.get("sha256") if isinstance(hashes, dict) else None}
         if (isinstance(url, str) and url.startswith("mxc://")
                 and all(isinstance(v, str) and v for v in parts.values())):
             return f"{url}#{urlencode(parts)}"

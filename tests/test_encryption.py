@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot import encryption, sources
 from bot.check import check_encryption
-from bot.cross_signing import Identity, canonical_json, signable
+from bot.cross_signing import CrossSigningFailed, Identity, canonical_json, signable
 from tests.chat import Chat, bot_running
 from tests.conftest import PASSWORD
 
@@ -53,6 +53,18 @@ def test_identity_keys_are_signed_by_the_master_key_in_unpadded_base64(tmp_path)
     assert Identity.load(tmp_path / "seeds.json") == identity
 
 
+def test_a_damaged_seeds_file_stops_the_start_instead_of_replacing_the_identity(tmp_path):
+    path = tmp_path / "seeds.json"
+    Identity.create().save(path)
+    saved = json.loads(path.read_text())
+    for damaged in ({**saved, "master": saved["master"][:-4]},  # 29 bytes
+                    {**saved, "self_signing": "not base64!"},
+                    {k: v for k, v in saved.items() if k != "user_signing"}):
+        path.write_text(json.dumps(damaged))
+        with pytest.raises(CrossSigningFailed, match="damaged"):
+            Identity.load(path)
+
+
 def test_canonical_json_is_sorted_compact_utf8():
     assert canonical_json({"b": 1, "a": {"d": "é", "c": [1, 2]}}) == \
         '{"a":{"c":[1,2],"d":"é"},"b":1}'.encode()
@@ -75,8 +87,11 @@ def test_an_encrypted_picture_is_found_checked_and_decrypted():
     tampered = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
     with pytest.raises(sources.SourceError, match="does not match"):
         sources._decrypted(tampered, fragment)
-    with pytest.raises(sources.SourceError, match="no file"):
-        sources.locator({"msgtype": "m.image", "file": {"url": "mxc://hs/abc"}})
+    for broken in ({"url": "mxc://hs/abc"}, {**keys, "url": "mxc://hs/abc", "key": "k"},
+                   {**keys, "url": "mxc://hs/abc", "hashes": ["x"]}):
+        # Any room member can send content of any shape: a refusal, never a crash.
+        with pytest.raises(sources.SourceError, match="no file"):
+            sources.locator({"msgtype": "m.image", "file": broken})
 
 
 # ---- against the homeserver --------------------------------------------------------------
