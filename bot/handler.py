@@ -148,6 +148,9 @@ class Bot:
         # (with encryption on it cannot send to them; with it off, the guard against
         # sending in the clear could not work). The answers of resumed jobs wait for it.
         self.rooms_known = asyncio.Event()
+        # The compliance checks: loaded at start by bot.app, else at the first picture.
+        self.screening: Screening | None = None
+        self.screening_lock = asyncio.Lock()
 
     @property
     def me(self) -> str:
@@ -316,7 +319,7 @@ class Bot:
                               prompt=getattr(command, "prompt", str(event["content"]["body"])))
             return
         job, prompt = made
-        screening = getattr(self, "screening", None)  # loaded at start (bot.app)
+        screening = self.screening
         if (screening is not None and job.kind != "upscale"
                 and screening.compliance.blocklist.blocked(job.prompt) is not None):
             # Refused before any GPU work; the check before sending stays as a safeguard.
@@ -387,8 +390,8 @@ class Bot:
                     resumed += 1
                     continue
             given_up += 1
-            # In a task: its notice waits for the first sync (see _rooms_known), which
-            # comes after this.
+            # In a task: its notice waits for the first sync (rooms_known), which comes
+            # after this.
             self.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
         if resumed or given_up:
             log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
@@ -408,7 +411,7 @@ class Bot:
             return
 
     async def _give_up(self, stored: StoredJob, why: str) -> None:
-        await self._rooms_known()
+        await self.rooms_known.wait()
         await messages.send_notice(
             self.client, stored.room_id,
             f"Sorry, this was not made: {why}. Send it again if you still want it.",
@@ -449,7 +452,7 @@ class Bot:
         stored = pending.stored
         if result.interrupted:
             return  # the bot is stopping: the job stays stored, for the next start
-        await self._rooms_known()
+        await self.rooms_known.wait()
         if not (result.cancelled or pending.withdrawn) and pending.after is not None:
             await asyncio.shield(pending.after)  # the room's earlier answers come first
         if result.cancelled or pending.withdrawn:
@@ -490,9 +493,6 @@ class Bot:
         await self._finish(stored, status=status, error=error, images=sent,
                            queue_seconds=result.queue_seconds,
                            generation_seconds=result.generation_seconds)
-
-    async def _rooms_known(self) -> None:
-        await self.rooms_known.wait()
 
     async def _finish(self, stored: StoredJob, *, status: str, error: str | None,
                       images: int = 0, queue_seconds: float | None = None,

@@ -64,9 +64,8 @@ class Screening:
     @classmethod
     async def of(cls, bot) -> Screening:
         """The bot's checks: `bot.screening` when the start loaded them, else loaded now."""
-        lock = bot.__dict__.setdefault("_screening_lock", asyncio.Lock())
-        async with lock:
-            if getattr(bot, "screening", None) is None:
+        async with bot.screening_lock:
+            if bot.screening is None:
                 bot.screening = await asyncio.to_thread(cls.load, bot.settings)
         return bot.screening
 
