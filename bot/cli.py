@@ -72,13 +72,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args, extra: list[str]) -> int:
+    from generation.compliance import Compliance
+    from generation.compliance.checks import SigningFailed
     from generation.engine import Engine, ModelError
     from generation.job import GenerationError
     from generation.png import encode_png
     from generation.studio import Studio
 
     from .commands import Generate, UsageError, parse
-    from .config import GenerationSettings, LimitSettings
+    from . import version
+    from .config import ComplianceSettings, GenerationSettings, LimitSettings
     from .resolve import Catalogue, resolve
     from .styles import catalogue
 
@@ -116,6 +119,20 @@ def cmd_generate(args, extra: list[str]) -> int:
         print("imgbot generate: --strength needs a picture to start from; in chat, reply to "
               "one", file=sys.stderr)
         return 2
+    # The config's compliance section holds here as in chat: the same checks, marks and
+    # signature, so a picture made from the shell is no less marked than one from a room.
+    try:
+        compliance = Compliance.from_settings(
+            settings.compliance if settings else ComplianceSettings(),
+            settings.state_dir if settings else Path("."), version())
+    except Exception as exc:
+        print(f"imgbot generate: the compliance checks cannot be loaded: {exc}",
+              file=sys.stderr)
+        return 2
+    if compliance.blocklist.blocked(job.prompt) is not None:
+        print("imgbot generate: the prompt contains a blocked term (compliance.blocklist), "
+              "so nothing was made", file=sys.stderr)
+        return 2
     engine.load()
     started = time.perf_counter()
     try:
@@ -125,14 +142,29 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 1
     seconds = time.perf_counter() - started
     params = job.parameters(engine.name)
+    withheld = 0
     for index, image in enumerate(images):
         # With --n, the second picture goes to out-2.png and so on.
         path = out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
-        path.write_bytes(encode_png(image, {**params, "seed": job.seed + index}))
-        print(f"{path}: seed {job.seed + index}, {job.steps} steps, {job.width}x{job.height}")
+        seed = job.seed + index
+        verdict = compliance.screen(image, job.prompt)
+        if verdict.reasons:
+            print(f"{path}: {'not written' if verdict.withheld else verdict.action}: "
+                  f"{'; '.join(verdict.reasons)}", file=sys.stderr)
+        if verdict.withheld:
+            withheld += 1
+            continue
+        public = compliance.public_parameters({**params, "seed": seed})
+        try:
+            path.write_bytes(encode_png(verdict.image, public, compliance.signing(public)))
+        except SigningFailed as exc:
+            print(f"imgbot generate: {path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{path}: seed {seed}, {job.steps} steps, {job.width}x{job.height}")
     print(f"{plural(len(images), 'picture')} in {seconds:.2f} s on "
-          f"{engine.placement.device}")
-    return 0
+          f"{engine.placement.device}" + (f", {withheld} withheld by the compliance checks"
+                                          if withheld else ""))
+    return 1 if withheld else 0
 
 
 def cmd_usage(args) -> int:
@@ -345,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", default="out.png", help="PNG file to write")
     gen.add_argument("--model", help="a local diffusers folder")
     gen.add_argument("--device", help="auto, cuda, mps or cpu")
-    gen.add_argument("-c", "--config", help="take model, defaults and limits from this config")
+    gen.add_argument("-c", "--config", help="take model, defaults, limits and the compliance "
+                                               "checks and marks from this config")
 
     use = sub.add_parser("usage", help="review the usage log")
     use.add_argument("-c", "--config", required=True)

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -23,6 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from . import version
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Metrics:
                                     "Time a job waited in the queue before it ran",
                                     buckets=SECONDS_BUCKETS, registry=self.registry)
         Info("imgbot_build", "The running imgbot", registry=self.registry).info(
-            {"version": _version()})
+            {"version": version() or "unknown"})
         self.registry.register(_LiveCollector(self))
 
     def watch(self, health: Health) -> None:
@@ -258,10 +259,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # another host name: we cannot tell, so say so
         return False
-
-
-def _version() -> str:
-    try:
-        return metadata.version("imgbot")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from importlib import metadata
 from typing import Any
 
 from PIL import Image
@@ -24,20 +23,13 @@ from PIL import Image
 from generation.compliance import Compliance, Verdict
 
 from . import db as database
-from . import messages, rooms
+from . import messages, rooms, version
 
 log = logging.getLogger(__name__)
 
 # Jobs with a picture withheld or blurred, whose contact sheet is then not sent: a few
 # hundred is far more than are ever being answered at once.
 _REMEMBERED = 512
-
-
-def _version() -> str:
-    try:
-        return metadata.version("imgbot")
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 class Screening:
@@ -56,7 +48,7 @@ class Screening:
         stopped the start for what can be checked early (certificates, packages, folders)."""
         try:
             return cls(Compliance.from_settings(settings.compliance, settings.state_dir,
-                                                _version()))
+                                                version()))
         except Exception as exc:
             log.exception("the compliance checks could not be loaded")
             return cls(None, f"the compliance checks could not be loaded ({exc})")

@@ -14,8 +14,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
+from generation.compliance.verify import TRUSTED, verify
 from generation.png import read_parameters
 from tests.conftest import ALLOWED, PASSWORD
+from tests.pki import make_ca
 
 IMGBOT = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +68,10 @@ def test_make_test_model_then_generate(tmp_path):
     assert "seed 3" in result.stdout
     with Image.open(out) as picture:
         assert picture.size == (96, 64)
+    # compliance.embed_prompt is off by default: the seed is kept, the prompt is not.
     params = read_parameters(out.read_bytes())
-    assert params["prompt"] == "Albert Einstein, oil painting" and params["seed"] == 3
+    assert params["seed"] == 3 and "prompt" not in params
+    assert b"Einstein" not in out.read_bytes()
 
     refused = imgbot("generate", "a cat", "--steps", "0", "--model", str(model), "-o",
                      str(tmp_path / "no.png"))
@@ -85,10 +90,34 @@ def test_generate_takes_the_chats_new_options(tmp_path, test_model):
             assert picture.size == (704, 384)  # 16:9 near the tiny SD model's 512²
         params = read_parameters(path.read_bytes())
         assert (params["seed"], params["style"]) == (seed, "comic")
-        assert params["prompt"].startswith("comic book panel of a fox")
     refused = imgbot("generate", "a fox", "--style", "vaporwave", "--model", str(test_model),
                      "-o", str(tmp_path / "no.png"))
     assert refused.returncode == 2 and "no style 'vaporwave'" in refused.stderr
+
+
+def test_generate_follows_the_configs_compliance_section(tmp_path, test_model):
+    ca = make_ca(tmp_path / "ca")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": BOT,
+                   "password": PASSWORD, "allowed_users": ALLOWED},
+        "state_dir": str(tmp_path / "state"),
+        "generation": {"model": str(test_model), "size": "64x64", "steps": 1},
+        "compliance": {"embed_prompt": True, "blocklist": {"words": ["banknote"]},
+                       "c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"])}},
+    }))
+    out = tmp_path / "owl.png"
+    made = imgbot("generate", "an owl", "--seed", "4", "-c", str(config), "-o", str(out))
+    assert made.returncode == 0, made.stderr
+    data = out.read_bytes()
+    assert source_type_of(data) == TRAINED_ALGORITHMIC_MEDIA
+    assert read_parameters(data)["prompt"] == "an owl"  # embed_prompt: true
+    report = verify(data, ca["root"].read_text(), watermark=False)
+    assert report.c2pa == TRUSTED, report.problems
+
+    blocked = imgbot("generate", "a banknote", "-c", str(config), "-o", str(tmp_path / "b.png"))
+    assert blocked.returncode == 2 and "blocked term" in blocked.stderr
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_generate_refuses_a_folder_that_is_no_model(tmp_path):
