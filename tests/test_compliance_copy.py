@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import time
 
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
@@ -99,11 +98,41 @@ def test_unrelated_pictures_never_match(index):
         assert found.reference is not None and found.pdq > 31
 
 
-def test_a_flat_picture_matches_nothing_but_its_own_file(index, collection):
+def test_a_flat_picture_matches_nothing(index):
+    # Too flat for the hashes to say anything: matching it would block every flat picture.
     flat = Image.new("RGB", (300, 300), (200, 30, 30))
     found = index.match(flat)
     assert not found.matched and found.quality < MIN_QUALITY
-    assert index.match(flat, (collection / "flat-red.png").read_bytes()).tier == "sha256"
+    assert "flat-red.png" in {r.name for r in index.flat}
+    assert not index.match(Image.new("RGB", (300, 300), (190, 40, 30))).matched
+
+
+def test_a_reference_unreadable_at_first_is_indexed_once_it_can_be_read(tmp_path):
+    folder = tmp_path / "references"
+    folder.mkdir()
+    scene(1).save(folder / "ref-1.png")
+    (folder / "ref-2.png").write_bytes(b"half a copy")  # still being copied
+    path = tmp_path / "references.json"
+    assert load(folder, path).unreadable == ["ref-2.png"]
+    assert not load(folder, path).match(scene(2)).matched
+    scene(2).save(folder / "ref-2.png")  # the copy finished
+    found = load(folder, path).match(scene(2).resize((256, 256)))
+    assert found.matched and found.reference == "ref-2.png"
+
+
+def test_a_folder_with_nothing_to_match_is_reported(tmp_path, capsys, caplog):
+    folder = tmp_path / "references"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), "white").save(folder / "blank.png")
+    assert not load(folder, tmp_path / "references.json").usable
+    assert "lets every picture through" in caplog.text
+    config = tmp_path / "config.yaml"
+    config.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
+                      f"  user_id: '@imgbot:localhost'\n  password: x\n"
+                      f"state_dir: {tmp_path / 'state'}\n"
+                      f"compliance:\n  references: {folder}\n")
+    assert main(["references", "index", "-c", str(config)]) == 1
+    assert "no picture of" in capsys.readouterr().err
 
 
 def test_a_large_crop_escapes(index):
@@ -156,19 +185,6 @@ def test_imgbot_references_index(collection, tmp_path, capsys):
     assert "left out: notes.png" in out
     saved = json.loads((tmp_path / "state" / "references.json").read_text())
     assert len(saved["references"]) == 14
-
-
-def test_the_check_costs_well_under_a_second_at_1024(index):
-    """The copy check (PDQ with its 8 variants, pHash, dHash) on a 1024² picture."""
-    compliance = Compliance(references=index)
-    image = scene(300, 1024)
-    compliance.screen(image)  # imports and first-call set-up
-    started = time.perf_counter()
-    for _ in range(3):
-        compliance.screen(image)
-    seconds = (time.perf_counter() - started) / 3
-    print(f"copy check at 1024²: {seconds * 1000:.0f} ms")
-    assert seconds < 0.5
 
 
 def test_checks_that_cannot_load_withhold_every_picture(tmp_path):

@@ -48,4 +48,4 @@ def test_the_checks_add_well_under_a_second_at_1024(tmp_path):
     check, sign = statistics.median(checks), statistics.median(signing)
     print(f"\nper 1024² picture: checks {check * 1000:.0f} ms {steps[-1]}, "
           f"C2PA signing {sign * 1000:.0f} ms, total {(check + sign) * 1000:.0f} ms")
-    assert check + sign < 0.8
+    assert check + sign < 1.0  # the bound; measured about 0.17 s on 2 cores

@@ -14,11 +14,14 @@ ImageNet's mean and deviation; the output is L2-normalised here, whatever the mo
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 MATCH = 0.75
 REVIEW = 0.5
@@ -50,10 +53,9 @@ class Near:
 
 
 class Descriptor:
-    def __init__(self, model, references: dict[str, Image.Image]):
+    def __init__(self, model, names: list[str], vectors: list[np.ndarray]):
         self._model = model
-        self._names = list(references)
-        vectors = [self.embed(image) for image in references.values()]
+        self._names = names
         self._vectors = np.stack(vectors) if vectors else np.zeros((0, 1), np.float32)
 
     @classmethod
@@ -72,11 +74,21 @@ class Descriptor:
             model = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError) as exc:
             raise DescriptorError(f"{path} is not a TorchScript model: {exc}") from None
-        references = {}
+        descriptor = cls(model, [], [])
+        names, vectors = [], []
+        # One reference at a time, shrunk as it is read: a folder of large photos never
+        # sits in memory whole.
         for reference in (index.references if index is not None else []):
-            with Image.open(index.folder / reference.name) as image:
-                references[reference.name] = image.convert("RGB")
-        return cls(model, references)
+            try:
+                with Image.open(index.folder / reference.name) as image:
+                    image.draft("RGB", (SIDE * 2, SIDE * 2))  # JPEGs decode small
+                    vectors.append(descriptor.embed(image))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                log.warning("reference %s cannot be read for the descriptor tier (%s); it "
+                            "is left out", reference.name, exc)
+                continue
+            names.append(reference.name)
+        return cls(model, names, vectors)
 
     def embed(self, image: Image.Image) -> np.ndarray:
         import torch

@@ -73,9 +73,13 @@ class Logos:
                 try:
                     with Image.open(path) as image:
                         logos[str(path.relative_to(folder))] = _grey(image, LOGO_SIDE)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
                     log.warning("logo %s cannot be read (%s); it is left out", path, exc)
-        return cls(logos)
+        found = cls(logos)
+        if not found.names:
+            log.warning("no logo in %s can be searched for (%d pictures read): the logo "
+                        "check finds nothing", folder, len(logos))
+        return found
 
     def find(self, image: Image.Image) -> LogoFound | None:
         """The logo found with the most agreeing keypoints, or None."""

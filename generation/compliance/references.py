@@ -10,13 +10,18 @@ the generated picture) is at most `PDQ_MAX`, or the pHash or dHash distance is a
 blurred, brightened and squashed copy, with 1 false match in 4,762 unrelated pairs; crops
 of 10 % or more escape, which is what perceptual hashes of the whole picture do.
 
+References of PDQ quality below `MIN_QUALITY` (flat pictures: a plain background, a faint
+gradient) are left out of the matching: their hashes say too little, and would match
+every other flat picture. `imgbot references index` names them.
+
 The index is a JSON file (by default `state_dir/references.json`), rebuilt when the folder
-changes (a file added, removed, or changed in size or time).
+changes (a file added, removed, or changed in size or time, an unreadable one included).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -31,7 +36,7 @@ MIN_QUALITY = 50   # PDQ's own advice: below it a hash says little about the pic
 PDQ_MAX = 31       # of 256 bits: PDQ's recommended threshold for "the same picture"
 SMALL_MAX = 8      # of 64 bits, for pHash and dHash
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the folder's whole listing is kept, unreadable files too
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,14 @@ def _distances(rows: np.ndarray, one: np.ndarray) -> np.ndarray:
 class Index:
     """The reference collection's fingerprints, matched in a few vector operations."""
 
-    def __init__(self, folder: Path, references: list[Reference], unreadable: list[str]):
+    def __init__(self, folder: Path, references: list[Reference], unreadable: list[str],
+                 listing: dict[str, tuple[int, float]] | None = None):
         self.folder = folder
         self.references = references
         self.unreadable = unreadable
+        # Every file as it was when indexed (size, mtime): a change re-indexes the folder.
+        self.listing = listing if listing is not None else {
+            r.name: (r.size, r.mtime) for r in references}
         usable = [r for r in references if r.quality >= MIN_QUALITY]
         self._usable = usable
         self._pdq = _bits([r.pdq for r in usable], 32)
@@ -120,9 +129,13 @@ class Index:
         self._sha = {r.sha256: r.name for r in references}
 
     @property
+    def usable(self) -> int:
+        """How many references a picture can match."""
+        return len(self._usable)
+
+    @property
     def flat(self) -> list[Reference]:
-        """References too flat (PDQ quality below MIN_QUALITY) to be matched by hashes;
-        only an identical file matches them."""
+        """References too flat (PDQ quality below MIN_QUALITY) to be matched at all."""
         return [r for r in self.references if r.quality < MIN_QUALITY]
 
     def match(self, image: Image.Image, data: bytes = b"") -> Match:
@@ -156,7 +169,9 @@ class Index:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"version": INDEX_VERSION, "folder": str(self.folder),
                            "references": [asdict(r) for r in self.references],
-                           "unreadable": self.unreadable}, indent=1)
+                           "unreadable": self.unreadable,
+                           "listing": {k: list(v) for k, v in self.listing.items()}},
+                          indent=1)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)  # a reader never sees half an index
@@ -168,24 +183,34 @@ class Index:
             if data.get("version") != INDEX_VERSION:
                 return None
             return cls(Path(data["folder"]), [Reference(**r) for r in data["references"]],
-                       list(data.get("unreadable", [])))
+                       list(data["unreadable"]),
+                       {k: (v[0], v[1]) for k, v in data["listing"].items()})
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, float]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.suffix.lower() in SUFFIXES}
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in SUFFIXES:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:  # removed while we look: the next start sees the folder as it is
+            continue
+        if path.is_file():
+            found[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime)
+    return found
 
 
 def build(folder: Path) -> Index:
     """Fingerprint every picture in the folder (and its sub-folders)."""
     references, unreadable = [], []
-    for name, (size, mtime) in _listing(folder).items():
-        data = (folder / name).read_bytes()
+    listing = _listing(folder)
+    for name, (size, mtime) in listing.items():
         try:
-            with Image.open(folder / name) as image:
+            data = (folder / name).read_bytes()
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 found, _ = fingerprint(image.convert("RGB"), data)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -193,7 +218,7 @@ def build(folder: Path) -> Index:
             unreadable.append(name)
             continue
         references.append(Reference(**asdict(found), name=name, size=size, mtime=mtime))
-    return Index(folder, references, unreadable)
+    return Index(folder, references, unreadable, listing)
 
 
 def load(folder: Path, index_path: Path) -> Index:
@@ -202,14 +227,12 @@ def load(folder: Path, index_path: Path) -> Index:
     if not folder.is_dir():  # an empty index would let every copy through
         raise FileNotFoundError(f"the reference folder {folder} is not there")
     index = Index.read(index_path)
-    if index is not None and index.folder == folder:
-        known = {r.name: (r.size, r.mtime) for r in index.references}
-        known.update({name: None for name in index.unreadable})
-        listing = _listing(folder)
-        if set(known) == set(listing) and all(
-                known[n] is None or tuple(known[n]) == listing[n] for n in listing):
-            return index
-    log.info("indexing the reference pictures in %s", folder)
-    index = build(folder)
-    index.save(index_path)
+    if index is None or index.folder != folder or index.listing != _listing(folder):
+        log.info("indexing the reference pictures in %s", folder)
+        index = build(folder)
+        index.save(index_path)
+    if not index.usable:
+        log.warning("no picture in the reference folder %s can be matched (%d files, %d too "
+                    "flat, %d unreadable): the copy check lets every picture through", folder,
+                    len(index.listing), len(index.flat), len(index.unreadable))
     return index
