@@ -36,6 +36,10 @@ class SigningError(Exception):
     """The certificate or key cannot sign C2PA manifests; the message says why."""
 
 
+class TimestampUnavailable(SigningError):
+    """The configured time-stamp authority did not answer: an outage, not a config error."""
+
+
 def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
     """Why C2PA would refuse this certificate chain and key for es256 signing; [] if fine.
     Checked here, with readable reasons, before c2pa's own trial (whose errors are terse)."""
@@ -102,21 +106,37 @@ class C2paSigner:
         self._version = version
         self._context = c2pa.Context.from_dict(
             {**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
-        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, cert_pem, key_pem, tsa_url)
-        try:
-            self._signer = c2pa.Signer.from_info(info)
-        except c2pa.C2paError as exc:
-            raise SigningError(f"C2PA refuses the certificate or key: {exc}") from None
+        self._signer = self._native(cert_pem, key_pem, tsa_url)
         # The native signer is shared; pictures of different jobs are encoded in parallel
         # threads, and a signature takes a few milliseconds, so one at a time is enough.
         self._lock = threading.Lock()
-        self._trial()
+        try:
+            self._trial()
+        except SigningError:
+            if tsa_url is None:
+                raise
+            # Tell a time-stamp authority that does not answer from a certificate C2PA
+            # refuses: the first is an outage, the second a config to fix.
+            self._signer = self._native(cert_pem, key_pem, None)
+            self._trial()
+            raise TimestampUnavailable(
+                f"the time-stamp authority {tsa_url} (c2pa.tsa_url) gave no time-stamp; "
+                "pictures are not sent unstamped") from None
+
+    def _native(self, cert_pem: bytes, key_pem: bytes, tsa_url: str | None):
+        c2pa = self._c2pa
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, cert_pem, key_pem, tsa_url)
+        try:
+            return c2pa.Signer.from_info(info)
+        except c2pa.C2paError as exc:
+            raise SigningError(f"C2PA refuses the certificate or key: {exc}") from None
 
     @classmethod
     def from_files(cls, cert: Path, key: Path, tsa_url: str | None = None,
                    version: str = "") -> C2paSigner:
         try:
-            cert_pem, key_pem = Path(cert).read_bytes(), Path(key).read_bytes()
+            cert_pem = Path(cert).expanduser().read_bytes()
+            key_pem = Path(key).expanduser().read_bytes()
         except OSError as exc:
             raise SigningError(f"cannot read {exc.filename}: {exc.strerror}") from None
         return cls(cert_pem, key_pem, tsa_url, version)

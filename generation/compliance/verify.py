@@ -35,6 +35,8 @@ class Report:
     signer: str | None = None           # the signing certificate's common name and issuer
     watermark: bytes | None = None      # the 48 bits read, None: not read
     watermark_note: str | None = None   # why not read
+    picture: bool = True                # False: not a picture Pillow can open at all
+    timestamp: str | None = None        # "TIME by AUTHORITY" when the signature is stamped
 
     @property
     def ai_marked(self) -> bool:
@@ -51,13 +53,14 @@ class Report:
                     else f"none found (read {self.watermark.hex()})")
         else:
             mark = f"not read ({self.watermark_note})"
+        stamp = [f"    time-stamped at {self.timestamp}"] if self.timestamp else []
         return [f"  XMP marker: {marker}", f"  C2PA: {c2pa}",
-                *(f"    {p}" for p in self.problems), f"  watermark: {mark}"]
+                *(f"    {p}" for p in self.problems), *stamp, f"  watermark: {mark}"]
 
 
 def c2pa_state(data: bytes, trust_pem: str | None = None
-               ) -> tuple[str, list[str], str | None]:
-    """(state, failure explanations, signer) of the picture's C2PA manifest."""
+               ) -> tuple[str, list[str], str | None, str | None]:
+    """(state, failure explanations, signer, time-stamp) of the picture's C2PA manifest."""
     import c2pa
 
     settings = {**OFFLINE}
@@ -69,8 +72,8 @@ def c2pa_state(data: bytes, trust_pem: str | None = None
         reader = c2pa.Reader(None, io.BytesIO(data), context=context)
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "ManifestNotFound" in str(exc):
-            return NONE, [], None
-        return INVALID, [str(exc).splitlines()[0]], None
+            return NONE, [], None, None
+        return INVALID, [str(exc).splitlines()[0]], None, None
     with reader:
         state = reader.get_validation_state() or INVALID
         results = reader.get_validation_results() or {}
@@ -82,13 +85,40 @@ def c2pa_state(data: bytes, trust_pem: str | None = None
     state = {"Trusted": TRUSTED, "Valid": UNTRUSTED}.get(state, INVALID)
     if state == UNTRUSTED and trust_pem is None:
         failures = [f for f in failures if not f.startswith("signingCredential.untrusted")]
-    return state, failures, signer
+    return state, failures, signer, _stamp(info, active)
+
+
+def _stamp(info: dict, active: dict) -> str | None:
+    """When, and by which authority, the signature was time-stamped; None: not stamped.
+    c2pa gives the time (the authority's genTime) and names the authority only in the
+    explanation of its `timeStamp.*` codes: "...: NAME[, trust list: ...]"."""
+    if not info.get("time"):
+        return None
+    said = {r.get("code"): r.get("explanation") or "" for kind in
+            ("success", "informational", "failure") for r in active.get(kind, [])}
+    code = next((c for c in ("timeStamp.trusted", "timeStamp.untrusted",
+                             "timeStamp.validated") if c in said), None)
+    by = said[code].split(": ", 1)[-1].split(", trust list")[0] if code else "an authority"
+    return f"{info['time']} by {by}" + ("" if code == "timeStamp.trusted"
+                                        else " (authority not trusted)")
+
+
+def _opens(data: bytes) -> bool:
+    try:
+        # Opening reads the header only: a picture changed after signing must still be
+        # read, and reported Invalid.
+        with Image.open(io.BytesIO(data)):
+            return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) -> Report:
     """Everything `imgbot verify` says about one file's bytes."""
-    state, problems, signer = c2pa_state(data, trust_pem)
-    report = Report(source_type_of(data), state, problems, signer)
+    if not _opens(data):
+        return Report(None, NONE, picture=False)
+    state, problems, signer, stamp = c2pa_state(data, trust_pem)
+    report = Report(source_type_of(data), state, problems, signer, timestamp=stamp)
     if not watermark:
         report.watermark_note = "not asked for"
         return report
@@ -102,6 +132,6 @@ def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) ->
             report.watermark_note = "the picture is too small to carry one"
     except WatermarkUnavailable:
         report.watermark_note = "invisible-watermark is not installed"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         report.watermark_note = f"not a picture Pillow can open ({exc})"
     return report
