@@ -183,6 +183,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         # that cannot load stops the start, rather than withholding every picture later.
         bot.screening = await asyncio.to_thread(Screening.load, settings)
         if bot.screening.broken:
+            if bot.screening.retry:  # a service down (the time-stamp authority): try later
+                raise ServiceDown(bot.screening.broken)
             raise SystemExit(bot.screening.broken)
         bot.upload_limit = await messages.upload_limit(client)
         await bot.replies.restore()
@@ -225,6 +227,10 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
 
 class DeviceFault(Exception):
     """The device can no longer be used by this process; a new process can."""
+
+
+class ServiceDown(Exception):
+    """A service the configured checks need did not answer; a later start may work."""
 
 
 async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:

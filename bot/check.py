@@ -22,6 +22,7 @@ from nio import AsyncClient, AsyncClientConfig, LoginResponse, LogoutResponse, W
 from .config import ConfigError, MatrixSettings, Settings, load_settings
 from .messages import NETWORK_ERRORS
 from .session import CREDENTIALS_FILE, LoginFailed, _load_saved
+from .text import plural
 
 # A homeserver that takes longer than this to answer a trivial request is not healthy.
 TIMEOUT_SECONDS = 10.0
@@ -64,7 +65,7 @@ def run_checks(config: str | Path, load: bool = False,
         settings = load_settings(config)
     except ConfigError as exc:
         say(fail("config", str(exc)).line())
-        for name in ("model", "homeserver", "login", "state_dir", "encryption"):
+        for name in ("model", "homeserver", "login", "state_dir", "encryption", "compliance"):
             say(skip(name, "a valid config").line())
         return BAD_CONFIG
     results = [ok("config", str(Path(config)))]
@@ -88,6 +89,7 @@ def run_checks(config: str | Path, load: bool = False,
         record(asyncio.run(check_login(settings.matrix, settings.state_dir)))
     record(check_state_dir(settings.state_dir))
     record(check_encryption(settings.matrix, settings.state_dir))
+    record(check_compliance(settings))
     return FAILED if any(result.failed for result in results) else ALL_OK
 
 
@@ -250,6 +252,40 @@ def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:
                                 f"and kept in {path}")
     return ok("encryption", f"on; cross-signing master key {identity.master.public} "
                             f"({path})")
+
+
+def check_compliance(settings: Settings) -> Result:
+    """Everything `compliance:` asks for, loaded as the bot's start loads it: the signature
+    tried (with the time-stamp authority, when one is set), the reference index brought up
+    to date in state_dir (as the start would), the detector loaded."""
+    from generation.compliance import Compliance
+
+    from . import version
+
+    try:
+        compliance = Compliance.from_settings(settings.compliance, settings.state_dir,
+                                              version())
+    except Exception as exc:
+        return fail("compliance", str(exc) or type(exc).__name__)
+    said = ["XMP marker"]
+    if compliance.signer is not None:
+        tsa = settings.compliance.c2pa.tsa_url
+        said.append("C2PA signed" + (f", time-stamped by {tsa}" if tsa else ""))
+    if compliance.watermark:
+        said.append("watermark")
+    if compliance.references is not None:
+        index = compliance.references
+        said.append(f"copy check against {index.usable} of "
+                    f"{plural(len(index.listing), 'reference picture')}")
+    if compliance.logos is not None:
+        said.append(plural(len(compliance.logos.names), "logo"))
+    if compliance.embedding is not None:
+        said.append("descriptor model")
+    if compliance.nsfw != "off":
+        said.append(f"nsfw {compliance.nsfw} ({compliance.detector_name})")
+    if compliance.blocklist:
+        said.append("prompt blocklist")
+    return ok("compliance", ", ".join(said))
 
 
 def _reason(exc: BaseException) -> str:

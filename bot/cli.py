@@ -36,7 +36,7 @@ def _settings(args) -> Settings:
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .app import DeviceFault, run_bot
+    from .app import DeviceFault, ServiceDown, run_bot
     from .cross_signing import CrossSigningFailed
     from .messages import NETWORK_ERRORS
     from .session import LoginFailed
@@ -59,7 +59,7 @@ def cmd_run(args) -> int:
     except CrossSigningFailed as exc:
         log.error("cross-signing: %s", exc)
         return EXIT_RETRY if exc.retry else EXIT_FIX_CONFIG
-    except DeviceFault as exc:
+    except (DeviceFault, ServiceDown) as exc:
         log.error("%s", exc)
         return EXIT_RETRY
     except NETWORK_ERRORS as exc:
@@ -220,10 +220,17 @@ def cmd_verify(args) -> int:
         return 2
     trust = None
     if args.trust:
+        from cryptography import x509
+
         try:
             trust = Path(args.trust).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"imgbot verify: cannot read {args.trust}: {exc}", file=sys.stderr)
+            x509.load_pem_x509_certificates(trust.encode())
+        except OSError as exc:
+            print(f"imgbot verify: cannot read {args.trust} ({exc.strerror})", file=sys.stderr)
+            return 2
+        except (UnicodeDecodeError, ValueError):
+            print(f"imgbot verify: {args.trust} holds no PEM certificate (give the company "
+                  "CA's root certificate)", file=sys.stderr)
             return 2
     status = 0
     for name in args.files:
@@ -235,6 +242,10 @@ def cmd_verify(args) -> int:
             continue
         report = verify(data, trust, watermark=not args.no_watermark)
         print(name)
+        if not report.picture:
+            print("  not a picture imgbot can read (PNG, JPEG, WebP, …)")
+            status = 2
+            continue
         print("\n".join(report.lines()))
         good = report.ai_marked and report.c2pa != INVALID and (
             trust is None or report.c2pa == TRUSTED)
@@ -244,7 +255,8 @@ def cmd_verify(args) -> int:
 
 def cmd_references(args) -> int:
     """`imgbot references index`: fingerprint the reference folder now, and say which
-    pictures cannot be matched (unreadable, or too flat for perceptual hashes)."""
+    pictures cannot be matched (unreadable, or too flat for perceptual hashes). Exit
+    status 1 when none can be."""
     from generation.compliance.references import MIN_QUALITY, build
 
     settings = _settings(args)
@@ -260,10 +272,14 @@ def cmd_references(args) -> int:
     print(f"indexed {plural(len(index.references), 'reference picture')} of {folder} in "
           f"{time.perf_counter() - started:.1f} s into {path}")
     for reference in index.flat:
-        print(f"  too flat to match (PDQ quality {reference.quality} < {MIN_QUALITY}; only "
-              f"an identical file matches): {reference.name}")
+        print(f"  too flat to match (PDQ quality {reference.quality} < {MIN_QUALITY}), left "
+              f"out: {reference.name}")
     for name in index.unreadable:
         print(f"  not a picture that can be read, left out: {name}")
+    if not index.usable:
+        print(f"imgbot references: no picture of {folder} can be matched: the copy check "
+              "would let every picture through", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -390,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one line per user, room or day instead of one per job")
 
     chk = sub.add_parser(
-        "check", help="check a config: model folders, homeserver, login, state_dir",
+        "check", help="check a config: model folders, homeserver, login, state_dir, "
+                      "encryption, compliance",
         epilog="One line per check: ok, FAIL with the reason, or skip when it needs one that "
                "failed. Leaves no trace: a password login is logged out again. Exit status: "
                "0 all ok, 1 a check failed, 2 the config cannot be loaded.")
@@ -440,15 +457,20 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="a picture's AI-generated marker, C2PA state and watermark",
         epilog="C2PA: Trusted (chains to --trust), Valid but untrusted, Invalid (changed "
                "after signing) or none. Exit status 0 when every file is marked and none is "
-               "Invalid (with --trust: all Trusted), 1 otherwise, 2 when a file cannot be read.")
+               "Invalid (with --trust: all Trusted), 1 otherwise, 2 when a file cannot be read "
+               "or is not a picture, or the --trust file holds no certificate.")
     ver.add_argument("files", nargs="+", metavar="FILE")
-    ver.add_argument("--trust", metavar="ROOT.pem", help="the company CA's root certificate")
+    ver.add_argument("--trust", metavar="ROOT.pem",
+                     help="the company CA's root certificate (PEM; more roots may follow, "
+                          "e.g. the time-stamp authority's)")
     ver.add_argument("--no-watermark", action="store_true",
                      help="do not read the watermark (it takes a second or so)")
 
     refs = sub.add_parser("references", help="the reference pictures of the copy check")
     refs_sub = refs.add_subparsers(dest="action", required=True, metavar="ACTION")
-    index = refs_sub.add_parser("index", help="index compliance.references into state_dir")
+    index = refs_sub.add_parser("index", help="index compliance.references into state_dir",
+                                epilog="Exit status 1 when no picture of the folder can be "
+                                       "matched (all too flat or unreadable).")
     index.add_argument("-c", "--config", required=True, help="the YAML config file")
     return parser
 

@@ -345,9 +345,9 @@ class ComplianceSettings(_Section):
     nsfw_detector: str = "opennsfw"
     blocklist: BlocklistSettings = BlocklistSettings()
 
-    @field_validator("on_match")
+    @field_validator("on_match", mode="before")
     @classmethod
-    def _on_match(cls, value: str) -> str:
+    def _on_match(cls, value: Any) -> Any:
         if value not in ("block", "warn", "log"):
             raise ValueError(f"{value!r}: choose block, warn or log")
         return value
@@ -416,8 +416,9 @@ class ComplianceSettings(_Section):
             from generation.compliance.signing import C2paSigner, SigningError
 
             try:
-                C2paSigner.from_files(self.c2pa.cert.expanduser(), self.c2pa.key.expanduser(),
-                                      self.c2pa.tsa_url)
+                # Without the time-stamp authority: reading a config (imgbot usage, check)
+                # must not depend on a service being up; the bot's start asks it.
+                C2paSigner.from_files(self.c2pa.cert, self.c2pa.key)
             except SigningError as exc:
                 raise ValueError(f"c2pa.cert: {exc}") from None
         return self

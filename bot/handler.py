@@ -19,6 +19,7 @@ from typing import Any
 
 from nio import AsyncClient, InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
 
+from generation.compliance.checks import SigningFailed
 from generation.job import Job, Result
 from generation.png import encode_for_upload, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
@@ -486,10 +487,11 @@ class Bot:
             status, error = "error", WITHHELD  # the checks' notice said so already
         else:
             status, error = "error", f"the picture could not be delivered: {refusal}"
+            why = (f"{refusal}, so it is not sent" if isinstance(refusal, OwnFault)
+                   else f"the homeserver would not take it ({refusal})")
             await messages.send_notice(
-                self.client, stored.room_id,
-                f"Sorry, the picture was made but the homeserver would not take it "
-                f"({refusal}).", reply_to=stored.command, txn_id=pending.txn("undelivered"))
+                self.client, stored.room_id, f"Sorry, the picture was made but {why}.",
+                reply_to=stored.command, txn_id=pending.txn("undelivered"))
         await self._finish(stored, status=status, error=error, images=sent,
                            queue_seconds=result.queue_seconds,
                            generation_seconds=result.generation_seconds)
@@ -521,7 +523,8 @@ class Bot:
                 refusal = refusal or problem
                 continue
             sent += problem is None
-            refusal = refusal or problem
+            if problem is not None and refusal in (None, WITHHELD):
+                refusal = problem  # a failure of its own outranks a withheld picture's
         if len(result.images) > 1 and sent and not pending.withdrawn:
             labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
             # Tiled in a thread, like the encoding: the event loop serves every room.
@@ -553,9 +556,12 @@ class Bot:
                 picture, small = await asyncio.to_thread(_encode, image, params,
                                                          self.upload_limit, thumbnail,
                                                          compliance.signing(params))
+            except SigningFailed as exc:  # never sent unsigned; the notice says why
+                log.error("job %d: %s", pending.ticket.id, exc)
+                return OwnFault(f"it could not be signed ({exc})")
             except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
                 log.exception("job %d: a picture could not be encoded", pending.ticket.id)
-                return f"it could not be encoded ({type(exc).__name__})"
+                return OwnFault(f"it could not be encoded ({type(exc).__name__})")
             if picture is None:
                 return f"it does not fit the upload limit of {self.upload_limit} bytes"
             try:
@@ -584,6 +590,10 @@ class Bot:
 
 # What `_send_picture` returns for a picture the compliance checks did not let through.
 WITHHELD = "withheld by the compliance checks"
+
+
+class OwnFault(str):
+    """Why a picture was not sent when the bot, not the homeserver, could not send it."""
 
 
 def _as_picture(encoded) -> messages.Picture | None:

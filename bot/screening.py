@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from generation.compliance import Compliance, Verdict
+from generation.compliance.signing import TimestampUnavailable
 
 from . import db as database
 from . import messages, rooms, version
@@ -35,9 +36,11 @@ _REMEMBERED = 512
 class Screening:
     """The loaded checks of one bot, and which jobs had a picture withheld."""
 
-    def __init__(self, compliance: Compliance | None, broken: str | None = None):
+    def __init__(self, compliance: Compliance | None, broken: str | None = None,
+                 retry: bool = False):
         self.compliance = compliance or Compliance()
         self.broken = broken  # why the checks could not be loaded: every picture is withheld
+        self.retry = retry    # broken by a service that is down, not by the config
         self._flagged: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
@@ -49,6 +52,8 @@ class Screening:
         try:
             return cls(Compliance.from_settings(settings.compliance, settings.state_dir,
                                                 version()))
+        except TimestampUnavailable as exc:
+            return cls(None, str(exc), retry=True)
         except Exception as exc:
             log.exception("the compliance checks could not be loaded")
             return cls(None, f"the compliance checks could not be loaded ({exc})")
@@ -87,14 +92,23 @@ class Screening:
                 return image
             from generation.compliance.watermark import embed
 
-            return await asyncio.to_thread(embed, image)
+            try:
+                return await asyncio.to_thread(embed, image)
+            except Exception:  # fail closed: a sheet without its watermark is not sent
+                log.exception("job %d: the contact sheet could not be watermarked",
+                              pending.ticket.id)
+                return None
         stored = await rooms.stored(bot.db, pending.room_id)
         # The room's own safety policy, stricter than the config's or ignored.
         room_nsfw = stored["nsfw"].value if "nsfw" in stored else None
         room_nsfw = room_nsfw if room_nsfw in ("blur", "block") else None
+        job = pending.stored.job
+        # The blocklist sees what the command-time check saw: the prompt with its style; an
+        # upscale has no prompt of its own.
+        prompt = job.prompt if job.kind != "upscale" else ""
         try:
             verdict: Verdict = await asyncio.to_thread(
-                self.compliance.screen, image, pending.prompt, room_nsfw)
+                self.compliance.screen, image, prompt, room_nsfw)
         except Exception as exc:  # fail closed: an unchecked picture is not sent
             log.exception("job %d: the compliance checks failed", pending.ticket.id)
             verdict = Verdict("block", None, [f"the compliance checks failed "

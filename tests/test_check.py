@@ -82,7 +82,8 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
     lines = result.stdout.splitlines()
     names = [line.split(None, 1)[1].split(":", 1)[0] for line in lines]
     assert names == ["config", "model tiny-sd", "load", "homeserver", "login", "state_dir",
-                     "encryption"]
+                     "encryption", "compliance"]
+    assert "ok    compliance: XMP marker" in lines
     assert all(line.startswith("ok    ") for line in lines), result.stdout
     assert f"ok    config: {config}" in lines
     assert "logged out again" in result.stdout
@@ -149,7 +150,7 @@ def test_a_wrong_config_value_names_the_key(homeserver, test_model, tmp_path, ca
     out = capsys.readouterr().out
     assert out.startswith("FAIL  config: invalid configuration in")
     assert "matrix.homeserver_url: 'matrix.example.org' is not an http(s) URL" in out
-    for name in ("model", "homeserver", "login", "state_dir", "encryption"):
+    for name in ("model", "homeserver", "login", "state_dir", "encryption", "compliance"):
         assert f"skip  {name}: needs a valid config" in out
     assert PASSWORD not in out
 
@@ -220,3 +221,28 @@ def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
     assert code == 1
     assert f"FAIL  state_dir: cannot write in {state.resolve()}: Not a directory" \
         in lines["_text"]
+
+
+def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_path):
+    from tests.pki import make_ca
+    from tests.test_compliance_copy import scene
+    from tests.tsa import TimeStampAuthority
+
+    ca = make_ca(tmp_path / "ca")
+    references = tmp_path / "references"
+    references.mkdir()
+    scene(1).save(references / "ref-1.png")
+    with TimeStampAuthority() as tsa:
+        compliance = {"c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"]),
+                               "tsa_url": tsa.url},
+                      "references": str(references), "blocklist": {"words": ["banknote"]}}
+        config = write_config(tmp_path, homeserver, test_model, compliance=compliance)
+        code, lines = check(config)
+        assert code == 0 and lines["compliance"] == "ok", lines["_text"]
+        assert (f"compliance: XMP marker, C2PA signed, time-stamped by {tsa.url}, copy check "
+                "against 1 of 1 reference picture, prompt blocklist") in lines["_text"]
+        assert tsa.requests == 1  # the trial signature
+        tsa.status = 2  # the authority refuses: the bot would not start
+        code, lines = check(config)
+    assert code == 1 and lines["compliance"] == "FAIL"
+    assert "c2pa.tsa_url" in lines["_text"]

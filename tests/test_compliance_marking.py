@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bot.cli import main
 from bot.config import ConfigError, load_settings
+from generation.compliance import Compliance
 from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
 from generation.compliance.signing import C2paSigner, SigningError
 from generation.compliance.verify import INVALID, NONE, TRUSTED, UNTRUSTED, verify
+from generation.job import Job
 from generation.png import encode_for_upload, encode_png, encode_thumbnail, read_parameters
 from tests.pki import make_ca
 
@@ -136,6 +139,7 @@ def test_config_fails_closed_on_a_bad_certificate(tmp_path, ca):
 
 @pytest.mark.parametrize("section, says", [
     ("  on_match: shout\n", "choose block, warn or log"),
+    ("  on_match: off\n", "choose block, warn or log"),  # YAML reads a bare off as false
     ("  nsfw: maybe\n", "choose off, blur or block"),
     ("  blocklist:\n    patterns: ['(unclosed']\n", "not a regular expression"),
     ("  references: /nonexistent/refs\n", "is not a folder"),
@@ -172,3 +176,32 @@ def test_imgbot_verify_reports_each_file(tmp_path, ca, signer, capsys):
     out = capsys.readouterr().out
     assert "XMP marker: none" in out and "C2PA: none" in out
     assert main(["verify", str(tmp_path / "missing.png")]) == 2
+
+
+def test_verify_refuses_a_trust_file_that_is_no_certificate_and_a_file_that_is_no_picture(
+        tmp_path, signer, capsys):
+    signed = tmp_path / "signed.png"
+    signed.write_bytes(encode_png(picture(), PARAMS, signer.sign))
+    (tmp_path / "empty.pem").write_text("")
+    assert main(["verify", str(signed), "--trust", str(tmp_path / "empty.pem")]) == 2
+    assert "holds no PEM certificate" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a picture")
+    assert main(["verify", str(tmp_path / "notes.txt"), "--no-watermark"]) == 2
+    assert "not a picture imgbot can read" in capsys.readouterr().out
+
+
+def test_a_picture_made_from_a_posted_one_does_not_carry_its_address():
+    job = Job(prompt="a cat in a hat", seed=1, steps=2, width=64, height=64, kind="img2img",
+              strength=0.5, source="mxc://localhost/alicesupload")
+    params = job.parameters("tiny")
+    private = encode_png(picture(), Compliance().public_parameters(params))
+    assert b"alicesupload" not in private and b"a cat in a hat" not in private
+    assert read_parameters(private)["kind"] == "img2img"
+    shared = encode_png(picture(), Compliance(embed_prompt=True).public_parameters(params))
+    assert read_parameters(shared)["source"] == "mxc://localhost/alicesupload"
+
+
+def test_certificate_paths_may_start_with_a_tilde(ca, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(ca["cert"].parent))
+    signer = C2paSigner.from_files(Path("~") / ca["cert"].name, Path("~") / ca["key"].name)
+    assert signer.sign(encode_png(picture(), PARAMS), "image/png")[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,6 +14,7 @@ from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type
 from generation.compliance.verify import INVALID, TRUSTED, verify
 from tests.chat import bot_running, usage_rows
 from tests.pki import make_ca
+from tests.tsa import TimeStampAuthority
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"
@@ -27,17 +28,21 @@ def _changed(data: bytes) -> bytes:
 async def test_downloaded_picture_is_marked_and_signed(make_settings, engine, alice, tmp_path,
                                                        capsys):
     ca = make_ca(tmp_path / "ca")
-    settings = make_settings(compliance={"c2pa": {"cert": ca["cert"], "key": ca["key"]},
-                                         "embed_prompt": False})
-    async with bot_running(settings, engine):
-        room = await alice.room_with(BOT)
-        command = await alice.send(room, "!img a lighthouse at dusk --seed 5 --size 128x96")
-        (image,) = await alice.wait_reply(room, command, "m.image")
+    with TimeStampAuthority() as tsa:
+        settings = make_settings(compliance={
+            "c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url},
+            "embed_prompt": False})
+        async with bot_running(settings, engine):
+            room = await alice.room_with(BOT)
+            command = await alice.send(room, "!img a lighthouse at dusk --seed 5 --size 128x96")
+            (image,) = await alice.wait_reply(room, command, "m.image")
     data = await alice.download(image["content"]["url"])
     assert source_type_of(data) == TRAINED_ALGORITHMIC_MEDIA
-    root = ca["root"].read_text()
+    root = ca["root"].read_text() + tsa.root_pem
+    (tmp_path / "roots.pem").write_text(root)
     report = verify(data, root, watermark=False)
     assert report.c2pa == TRUSTED, report.problems
+    assert report.timestamp == f"{tsa.times[-1].isoformat()} by Example TSA"
     assert verify(_changed(data), root, watermark=False).c2pa == INVALID
     # embed_prompt false: no prompt anywhere in the file, the other parameters still there.
     assert b"lighthouse" not in data and b'"seed": 5' in data
@@ -45,9 +50,11 @@ async def test_downloaded_picture_is_marked_and_signed(make_settings, engine, al
     (tmp_path / "room.png").write_bytes(data)
     (tmp_path / "changed.png").write_bytes(_changed(data))
     capsys.readouterr()
-    assert main(["verify", str(tmp_path / "room.png"), "--trust", str(ca["root"])]) == 0
-    assert "C2PA: Trusted" in capsys.readouterr().out
-    assert main(["verify", str(tmp_path / "changed.png"), "--trust", str(ca["root"])]) == 1
+    roots = str(tmp_path / "roots.pem")
+    assert main(["verify", str(tmp_path / "room.png"), "--trust", roots]) == 0
+    said = capsys.readouterr().out
+    assert "C2PA: Trusted" in said and "time-stamped at" in said
+    assert main(["verify", str(tmp_path / "changed.png"), "--trust", roots]) == 1
     assert "C2PA: Invalid" in capsys.readouterr().out
 
 
@@ -112,3 +119,22 @@ async def test_blocked_prompt_gets_a_notice_and_no_picture(make_settings, engine
     assert "blocked term" in notice["content"]["body"]
     assert "nothing was made" in notice["content"]["body"]  # refused before the GPU
     assert alice.replies(room, blocked, "m.image") == []
+
+
+async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine, alice,
+                                                           tmp_path):
+    ca = make_ca(tmp_path / "ca")
+    with TimeStampAuthority() as tsa:
+        settings = make_settings(compliance={
+            "c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url}})
+        async with bot_running(settings, engine):
+            room = await alice.room_with(BOT)
+            tsa.status = 2  # the authority refuses from now on: no time-stamp, no picture
+            command = await alice.send(room, "!img a lighthouse --seed 5")
+            (notice,) = await alice.wait_reply(room, command, "m.notice")
+    body = notice["content"]["body"]
+    assert "could not be signed" in body and "not sent" in body
+    assert "homeserver" not in body
+    assert alice.replies(room, command, "m.image") == []
+    (row,) = [r for r in await usage_rows(settings) if r["event_id"] == command]
+    assert row["status"] == "error" and "could not be signed" in row["error"]

@@ -50,7 +50,7 @@ def _copy_words(match: Match) -> str:
 
 
 class Compliance:
-    def __init__(self, *, signer=None, watermark: bool = False, embed_prompt: bool = True,
+    def __init__(self, *, signer=None, watermark: bool = False, embed_prompt: bool = False,
                  references: Index | None = None, on_match: str = "block", logos=None,
                  embedding=None, nsfw: str = "off", detector: safety.Detector | None = None,
                  blocklist: safety.Blocklist | None = None, detector_name: str = "opennsfw"):
@@ -197,10 +197,11 @@ class Compliance:
     # ---- marks --------------------------------------------------------------------------
 
     def public_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The parameters a picture may carry: without the prompts unless embed_prompt."""
+        """The parameters a picture may carry: without the prompts, and without the address
+        of the picture it was made from (something posted in a room), unless embed_prompt."""
         if self.embed_prompt:
             return params
-        return {k: v for k, v in params.items() if k not in ("prompt", "negative_prompt")}
+        return {k: v for k, v in params.items() if k not in PRIVATE}
 
     def signing(self, params: dict[str, Any]):
         """The encoder's last step, `sign(data, mimetype) -> data`, or None unsigned."""
@@ -215,6 +216,10 @@ class Compliance:
                 raise SigningFailed(f"C2PA signing failed: {exc}") from exc
 
         return sign
+
+
+# What says who asked for a picture and where: embedded only with compliance.embed_prompt.
+PRIVATE = ("prompt", "negative_prompt", "source")
 
 
 class SigningFailed(ValueError):
