@@ -95,6 +95,9 @@ def cmd_generate(args, extra: list[str]) -> int:
         print(f"imgbot generate: {message}", file=sys.stderr)
         return 2
     out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        print(f"imgbot generate: {out} must end in .png (it writes PNG files)", file=sys.stderr)
+        return 2
     if not out.parent.is_dir():
         print(f"imgbot generate: the folder {out.parent} does not exist", file=sys.stderr)
         return 2
@@ -129,9 +132,9 @@ def cmd_generate(args, extra: list[str]) -> int:
         print(f"imgbot generate: the compliance checks cannot be loaded: {exc}",
               file=sys.stderr)
         return 2
-    if compliance.blocklist.blocked(job.prompt) is not None:
-        print("imgbot generate: the prompt contains a blocked term (compliance.blocklist), "
-              "so nothing was made", file=sys.stderr)
+    if (term := compliance.blocklist.blocked(job.prompt)) is not None:
+        print(f"imgbot generate: the prompt contains the blocked term {term!r} "
+              "(compliance.blocklist), so nothing was made", file=sys.stderr)
         return 2
     engine.load()
     started = time.perf_counter()
@@ -149,8 +152,9 @@ def cmd_generate(args, extra: list[str]) -> int:
         seed = job.seed + index
         verdict = compliance.screen(image, job.prompt)
         if verdict.reasons:
-            print(f"{path}: {'not written' if verdict.withheld else verdict.action}: "
-                  f"{'; '.join(verdict.reasons)}", file=sys.stderr)
+            said = {"block": "not written", "send": "written (on_match: log)"}.get(
+                verdict.action, verdict.action)
+            print(f"{path}: {said}: {'; '.join(verdict.reasons)}", file=sys.stderr)
         if verdict.withheld:
             withheld += 1
             continue
@@ -269,8 +273,9 @@ def cmd_references(args) -> int:
     index = build(folder.expanduser().resolve())
     path = settings.state_dir / "references.json"
     index.save(path)
-    print(f"indexed {plural(len(index.references), 'reference picture')} of {folder} in "
-          f"{time.perf_counter() - started:.1f} s into {path}")
+    print(f"indexed {plural(len(index.references), 'reference picture')} of {folder} "
+          f"({index.usable} can be matched) in {time.perf_counter() - started:.1f} s into "
+          f"{path}")
     for reference in index.flat:
         print(f"  too flat to match (PDQ quality {reference.quality} < {MIN_QUALITY}), left "
               f"out: {reference.name}")
@@ -390,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Options as in chat: --seed N --steps N --size WxH --ar W:H "
                                 "--n N --style NAME --guidance X --no TEXT")
     gen.add_argument("prompt")
-    gen.add_argument("-o", "--output", default="out.png", help="PNG file to write")
+    gen.add_argument("-o", "--output", default="out.png", help="PNG file to write (.png)")
     gen.add_argument("--model", help="a local diffusers folder")
     gen.add_argument("--device", help="auto, cuda, mps or cpu")
     gen.add_argument("-c", "--config", help="take model, defaults, limits and the compliance "

@@ -420,7 +420,7 @@ class ComplianceSettings(_Section):
                 # must not depend on a service being up; the bot's start asks it.
                 C2paSigner.from_files(self.c2pa.cert, self.c2pa.key)
             except SigningError as exc:
-                raise ValueError(f"c2pa.cert: {exc}") from None
+                raise ValueError(f"c2pa: {exc}") from None
         return self
 
 

@@ -78,6 +78,8 @@ def test_make_test_model_then_generate(tmp_path):
     assert refused.returncode == 2
     assert "--steps must be from 1 to 50" in refused.stderr
     assert not (tmp_path / "no.png").exists()
+    jpeg = imgbot("generate", "a cat", "--model", str(model), "-o", str(tmp_path / "cat.jpg"))
+    assert jpeg.returncode == 2 and "must end in .png" in jpeg.stderr
 
 
 def test_generate_takes_the_chats_new_options(tmp_path, test_model):
@@ -116,7 +118,7 @@ def test_generate_follows_the_configs_compliance_section(tmp_path, test_model):
     assert report.c2pa == TRUSTED, report.problems
 
     blocked = imgbot("generate", "a banknote", "-c", str(config), "-o", str(tmp_path / "b.png"))
-    assert blocked.returncode == 2 and "blocked term" in blocked.stderr
+    assert blocked.returncode == 2 and "blocked term 'banknote'" in blocked.stderr
     assert not (tmp_path / "b.png").exists()
 
 

@@ -120,18 +120,23 @@ def test_a_reference_unreadable_at_first_is_indexed_once_it_can_be_read(tmp_path
     assert found.matched and found.reference == "ref-2.png"
 
 
+def _config(tmp_path, references) -> str:
+    """A config whose copy check uses the folder `references`."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
+                      f"  user_id: '@imgbot:localhost'\n  password: x\n"
+                      f"state_dir: {tmp_path / 'state'}\n"
+                      f"compliance:\n  references: {references}\n")
+    return str(config)
+
+
 def test_a_folder_with_nothing_to_match_is_reported(tmp_path, capsys, caplog):
     folder = tmp_path / "references"
     folder.mkdir()
     Image.new("RGB", (64, 64), "white").save(folder / "blank.png")
     assert not load(folder, tmp_path / "references.json").usable
     assert "lets every picture through" in caplog.text
-    config = tmp_path / "config.yaml"
-    config.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
-                      f"  user_id: '@imgbot:localhost'\n  password: x\n"
-                      f"state_dir: {tmp_path / 'state'}\n"
-                      f"compliance:\n  references: {folder}\n")
-    assert main(["references", "index", "-c", str(config)]) == 1
+    assert main(["references", "index", "-c", _config(tmp_path, folder)]) == 1
     assert "no picture of" in capsys.readouterr().err
 
 
@@ -173,14 +178,9 @@ def test_on_match_decides_what_happens(index, on_match, action):
 
 
 def test_imgbot_references_index(collection, tmp_path, capsys):
-    config = tmp_path / "config.yaml"
-    config.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
-                      f"  user_id: '@imgbot:localhost'\n  password: x\n"
-                      f"state_dir: {tmp_path / 'state'}\n"
-                      f"compliance:\n  references: {collection}\n")
-    assert main(["references", "index", "-c", str(config)]) == 0
+    assert main(["references", "index", "-c", _config(tmp_path, collection)]) == 0
     out = capsys.readouterr().out
-    assert "indexed 14 reference pictures" in out
+    assert "indexed 14 reference pictures" in out and "(13 can be matched)" in out
     assert "too flat to match (PDQ quality" in out and "flat-red.png" in out
     assert "left out: notes.png" in out
     saved = json.loads((tmp_path / "state" / "references.json").read_text())

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,39 @@ def test_certificate_paths_may_start_with_a_tilde(ca, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(ca["cert"].parent))
     signer = C2paSigner.from_files(Path("~") / ca["cert"].name, Path("~") / ca["key"].name)
     assert signer.sign(encode_png(picture(), PARAMS), "image/png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_openssl_ec_key_is_taken_and_a_readable_one_is_warned_about(ca, tmp_path, caplog):
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(ca["key"].read_bytes(), password=None)
+    sec1 = tmp_path / "ec.key"  # what `openssl ecparam -genkey` writes: "EC PRIVATE KEY"
+    sec1.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()))
+    sec1.chmod(0o644)
+    signer = C2paSigner.from_files(ca["cert"], sec1)
+    assert verify(signer.sign(encode_png(picture(), PARAMS), "image/png"),
+                  ca["root"].read_text(), watermark=False).c2pa == TRUSTED
+    assert "c2pa.key" in caplog.text and "chmod 600" in caplog.text
+
+
+def test_a_key_of_another_certificate_is_named_as_the_key(ca, tmp_path):
+    other = make_ca(tmp_path / "other")
+    with pytest.raises(SigningError, match="c2pa.key is not the key of the certificate"):
+        C2paSigner.from_files(ca["cert"], other["key"])
+    with pytest.raises(SigningError, match="cannot read c2pa.key"):
+        C2paSigner.from_files(ca["cert"], tmp_path / "missing.key")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_the_readmes_certificate_recipe_makes_a_certificate_that_signs(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    recipe = readme.split("<!-- the certificate recipe -->\n```sh\n", 1)[1].split("```", 1)[0]
+    made = subprocess.run(["bash", "-euc", recipe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    signer = C2paSigner.from_files(tmp_path / "imgbot-chain.pem", tmp_path / "imgbot.key")
+    report = verify(signer.sign(encode_png(picture(), PARAMS), "image/png"),
+                    (tmp_path / "ca.pem").read_text(), watermark=False)
+    assert report.c2pa == TRUSTED and report.signer == "imgbot / Example Company"

@@ -13,7 +13,8 @@ pytest.importorskip("imwatermark")  # installed with --no-deps (README's test co
 
 from bot.cli import main  # noqa: E402
 from generation.compliance import Compliance  # noqa: E402
-from generation.compliance.watermark import PAYLOAD, embed, read  # noqa: E402
+from generation.compliance.watermark import (  # noqa: E402
+    MAX_WRONG, PAYLOAD, embed, read, wrong_bits)
 from generation.png import encode_png  # noqa: E402
 from tests.test_compliance_copy import scene  # noqa: E402
 
@@ -30,7 +31,18 @@ def test_watermark_is_invisible_and_read_back():
     assert read(image) != PAYLOAD
     buffer = io.BytesIO()
     marked.save(buffer, format="JPEG", quality=85)
-    assert read(Image.open(io.BytesIO(buffer.getvalue()))) == PAYLOAD
+    assert wrong_bits(read(Image.open(io.BytesIO(buffer.getvalue())))) <= MAX_WRONG
+
+
+def test_jpeg_copies_keep_it_and_unmarked_pictures_never_show_it():
+    # The README's figures, in small: a few bits flip in a JPEG copy, about half in a
+    # picture that never had the watermark.
+    for seed in range(3):
+        buffer = io.BytesIO()
+        embed(scene(seed, 512)).save(buffer, format="JPEG", quality=85)
+        assert wrong_bits(read(Image.open(io.BytesIO(buffer.getvalue())))) <= MAX_WRONG
+    for seed in range(100, 110):
+        assert wrong_bits(read(scene(seed, 512))) > MAX_WRONG + 6
 
 
 def test_small_pictures_are_left_as_they_are():
@@ -48,4 +60,4 @@ def test_screen_watermarks_what_is_sent_and_verify_reports_it(tmp_path, capsys):
     plain = tmp_path / "plain.png"
     plain.write_bytes(encode_png(scene(22, 512), {"seed": 1}))
     assert main(["verify", str(plain)]) == 0
-    assert "watermark: none found" in capsys.readouterr().out
+    assert "watermark: none\n" in capsys.readouterr().out

@@ -185,8 +185,9 @@ class Compliance:
 
             image = embed(image)
             lap("watermark")
-        return Verdict(action, image, reasons if action != "send" else [],
-                       {**record, "action": action, "ms": timings})
+        # With on_match log the reasons stay, for a caller that shows them (imgbot generate);
+        # the bot sends no notice for a picture that is simply sent.
+        return Verdict(action, image, reasons, {**record, "action": action, "ms": timings})
 
     def _detector(self) -> safety.Detector:
         with self._loading:  # pictures are screened in parallel threads

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import datetime
 import io
+import logging
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 from .marking import TRAINED_ALGORITHMIC_MEDIA
+
+log = logging.getLogger(__name__)
 
 # The extended key usages C2PA accepts for a signer of content (besides time-stamping and
 # OCSP signing, which are for other roles): document signing and e-mail protection.
@@ -51,11 +55,11 @@ def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
-        return ["the certificate file holds no PEM certificate"]
+        return ["c2pa.cert holds no PEM certificate"]
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
-        return [f"the key file holds no unencrypted PEM private key ({exc})"]
+        return [f"c2pa.key holds no unencrypted PEM private key ({exc})"]
     cert, problems = chain[0], []
 
     def extension(oid):
@@ -65,8 +69,9 @@ def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
             return None
 
     if cert.issuer == cert.subject:
-        problems.append("the certificate is self-signed; C2PA needs one issued by a CA "
-                        "(put the CA's certificate after it in the same file)")
+        problems.append("the certificate is self-signed; C2PA needs an end-entity "
+                        "certificate issued by the company's CA (have the CA issue one; "
+                        "the CA's certificates then follow it in the same file)")
     basic = extension(ExtensionOID.BASIC_CONSTRAINTS)
     if basic is not None and basic.ca:
         problems.append("the certificate is a CA certificate (CA:TRUE); sign with an "
@@ -88,8 +93,18 @@ def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
     if not (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"):
         problems.append("the certificate's key is not an EC P-256 key (es256 needs one)")
     elif key.public_key() != public:
-        problems.append("the key does not belong to the certificate")
+        problems.append("c2pa.key is not the key of the certificate in c2pa.cert")
     return problems
+
+
+def _pkcs8(key_pem: bytes) -> bytes:
+    """The key as PKCS#8 PEM, the only form c2pa takes; `openssl ecparam -genkey` writes
+    SEC1 ("EC PRIVATE KEY"), which is converted here rather than refused."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 class C2paSigner:
@@ -104,6 +119,7 @@ class C2paSigner:
 
         self._c2pa = c2pa
         self._version = version
+        key_pem = _pkcs8(key_pem)
         self._context = c2pa.Context.from_dict(
             {**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
         self._signer = self._native(cert_pem, key_pem, tsa_url)
@@ -136,9 +152,15 @@ class C2paSigner:
                    version: str = "") -> C2paSigner:
         try:
             cert_pem = Path(cert).expanduser().read_bytes()
-            key_pem = Path(key).expanduser().read_bytes()
         except OSError as exc:
-            raise SigningError(f"cannot read {exc.filename}: {exc.strerror}") from None
+            raise SigningError(f"cannot read c2pa.cert {exc.filename}: {exc.strerror}") from None
+        key_path = Path(key).expanduser()
+        try:
+            key_pem = key_path.read_bytes()
+            if key_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                log.warning("c2pa.key %s is readable by other users; chmod 600 it", key_path)
+        except OSError as exc:
+            raise SigningError(f"cannot read c2pa.key {exc.filename}: {exc.strerror}") from None
         return cls(cert_pem, key_pem, tsa_url, version)
 
     def _trial(self) -> None:

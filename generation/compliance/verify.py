@@ -43,14 +43,16 @@ class Report:
         return self.marker == TRAINED_ALGORITHMIC_MEDIA
 
     def lines(self) -> list[str]:
-        from .watermark import PAYLOAD
+        from .watermark import MAX_WRONG, wrong_bits
 
         marker = ("AI-generated (IPTC trainedAlgorithmicMedia)" if self.ai_marked
                   else self.marker or "none")
         c2pa = self.c2pa + (f", signed by {self.signer}" if self.signer else "")
         if self.watermark is not None:
-            mark = (f"{self.watermark.hex()} (imgbot)" if self.watermark == PAYLOAD
-                    else f"none found (read {self.watermark.hex()})")
+            # Any picture reads as some 48 bits; only those near imgbot's are a watermark.
+            wrong = wrong_bits(self.watermark)
+            mark = ("none" if wrong > MAX_WRONG else f"{self.watermark.hex()} (imgbot"
+                    + (f", {wrong} of 48 bits changed, as by JPEG" if wrong else "") + ")")
         else:
             mark = f"not read ({self.watermark_note})"
         stamp = [f"    time-stamped at {self.timestamp}"] if self.timestamp else []
