@@ -53,15 +53,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _warn_if_shared(path: Path, key: str) -> None:
+    """A secret file (a password, a signing key) that other users can read is worth a
+    warning; reading it still works. An unreadable file is reported by its reader."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s %s is readable by other users; chmod 600 it", key, path)
+
+
 def _read_secret(path: Path, key: str) -> SecretStr:
     path = Path(os.path.expandvars(str(path))).expanduser()
     try:
-        mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read {key} {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s %s is readable by other users; chmod 600 it", key, path)
+    _warn_if_shared(path, key)
     if not text:
         raise ValueError(f"{key} {path} is empty")
     return SecretStr(text)
@@ -421,6 +430,7 @@ class ComplianceSettings(_Section):
                 C2paSigner.from_files(self.c2pa.cert, self.c2pa.key)
             except SigningError as exc:
                 raise ValueError(f"c2pa: {exc}") from None
+            _warn_if_shared(self.c2pa.key.expanduser(), "c2pa.key")
         return self
 
 

@@ -221,6 +221,7 @@ def test_an_openssl_ec_key_is_taken_and_a_readable_one_is_warned_about(ca, tmp_p
     signer = C2paSigner.from_files(ca["cert"], sec1)
     assert verify(signer.sign(encode_png(picture(), PARAMS), "image/png"),
                   ca["root"].read_text(), watermark=False).c2pa == TRUSTED
+    load_settings(_config(tmp_path, f"  c2pa:\n    cert: {ca['cert']}\n    key: {sec1}\n"))
     assert "c2pa.key" in caplog.text and "chmod 600" in caplog.text
 
 

@@ -51,8 +51,6 @@ class Fingerprint:
 @dataclass(frozen=True)
 class Reference(Fingerprint):
     name: str       # the file's path inside the folder
-    size: int
-    mtime: float
 
 
 @dataclass(frozen=True)
@@ -114,13 +112,12 @@ class Index:
     """The reference collection's fingerprints, matched in a few vector operations."""
 
     def __init__(self, folder: Path, references: list[Reference], unreadable: list[str],
-                 listing: dict[str, tuple[int, float]] | None = None):
+                 listing: dict[str, tuple[int, float]]):
         self.folder = folder
         self.references = references
         self.unreadable = unreadable
         # Every file as it was when indexed (size, mtime): a change re-indexes the folder.
-        self.listing = listing if listing is not None else {
-            r.name: (r.size, r.mtime) for r in references}
+        self.listing = listing
         usable = [r for r in references if r.quality >= MIN_QUALITY]
         self._usable = usable
         self._pdq = _bits([r.pdq for r in usable], 32)
@@ -207,7 +204,7 @@ def build(folder: Path) -> Index:
     """Fingerprint every picture in the folder (and its sub-folders)."""
     references, unreadable = [], []
     listing = _listing(folder)
-    for name, (size, mtime) in listing.items():
+    for name in listing:
         try:
             data = (folder / name).read_bytes()
             with Image.open(io.BytesIO(data)) as image:
@@ -217,7 +214,7 @@ def build(folder: Path) -> Index:
             log.warning("reference %s cannot be read (%s); it is left out", name, exc)
             unreadable.append(name)
             continue
-        references.append(Reference(**asdict(found), name=name, size=size, mtime=mtime))
+        references.append(Reference(**asdict(found), name=name))
     return Index(folder, references, unreadable, listing)
 
 

@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import datetime
 import io
-import logging
-import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 from .marking import TRAINED_ALGORITHMIC_MEDIA
-
-log = logging.getLogger(__name__)
 
 # The extended key usages C2PA accepts for a signer of content (besides time-stamping and
 # OCSP signing, which are for other roles): document signing and e-mail protection.
@@ -154,11 +150,8 @@ class C2paSigner:
             cert_pem = Path(cert).expanduser().read_bytes()
         except OSError as exc:
             raise SigningError(f"cannot read c2pa.cert {exc.filename}: {exc.strerror}") from None
-        key_path = Path(key).expanduser()
         try:
-            key_pem = key_path.read_bytes()
-            if key_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                log.warning("c2pa.key %s is readable by other users; chmod 600 it", key_path)
+            key_pem = Path(key).expanduser().read_bytes()
         except OSError as exc:
             raise SigningError(f"cannot read c2pa.key {exc.filename}: {exc.strerror}") from None
         return cls(cert_pem, key_pem, tsa_url, version)
