@@ -12,17 +12,18 @@ from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
 from generation.queue import GenerationQueue, Runner
 
-from . import db as database
-from . import cross_signing, encryption, messages, usage
-from .config import Settings
-from .handler import Bot
-from .metrics import Health, Metrics, start_server
-from .retention import retention_task
-from .screening import Screening
-from .session import log_in
-from .sync import SyncLoop
-from .tasks import TaskOwner
-from .watchdog import Watchdog
+from bot.store import db as database
+from bot.matrix import cross_signing, encryption, messages
+from bot.store import usage
+from bot.config import Settings
+from bot.chat.handler import Bot
+from bot.ops.metrics import Health, Metrics, start_server
+from bot.store.retention import retention_task
+from bot.chat.screening import Screening
+from bot.matrix.session import log_in
+from bot.matrix.sync import SyncLoop
+from bot.ops.tasks import TaskOwner
+from bot.ops.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

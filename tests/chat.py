@@ -20,10 +20,10 @@ from nio import (
 )
 from nio.crypto.attachments import decrypt_attachment
 
-from bot import db as database
-from bot import usage
+from bot.store import db as database
+from bot.store import usage
 from bot.app import run_bot
-from bot.encryption import keep_keys
+from bot.matrix.encryption import keep_keys
 
 
 def reply_target(event: dict[str, Any]) -> str | None:

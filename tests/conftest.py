@@ -10,7 +10,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from bot.config import Settings  # noqa: E402
-from bot.localserver import LocalHomeserver  # noqa: E402
+from bot.local.localserver import LocalHomeserver  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 ALLOWED = ["@alice:localhost", "@bob:localhost"]

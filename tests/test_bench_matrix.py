@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from bot.bench_matrix import through_matrix
+from bot.local.bench_matrix import through_matrix
 
 pytestmark = pytest.mark.synapse
 

@@ -11,7 +11,7 @@ import stat
 import pytest
 from PIL import Image
 
-from bot import db as database
+from bot.store import db as database
 from generation.png import read_parameters
 from tests.chat import bot_running, usage_rows
 
@@ -223,7 +223,7 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
     """Synapse's own defaults (10 messages in a burst, then one per 5 s): the bot waits as
     long as the server says, and every command still gets exactly one picture. The queue is
     paused while they come in, so each also gets a "Queued" notice: 15 messages in all."""
-    from bot.localserver import LocalHomeserver
+    from bot.local.localserver import LocalHomeserver
     from tests.chat import Chat
     from tests.conftest import PASSWORD
 

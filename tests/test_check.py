@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.check import run_checks
+from bot.ops.check import run_checks
 from bot.cli import main
-from bot.localserver import _free_port
+from bot.local.localserver import _free_port
 from tests.conftest import ALLOWED, PASSWORD
 
 pytestmark = pytest.mark.synapse

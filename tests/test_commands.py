@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import (
-    SUBCOMMANDS,
-    Again,
-    Cancel,
-    Generate,
-    Help,
-    Models,
-    Pause,
-    QueueStatus,
-    Resume,
-    RoomReset,
-    RoomSet,
-    RoomShow,
-    Styles,
-    Upscale,
-    Usage,
-    UsageError,
-    Vary,
-    help_text,
-    parse,
-    strip_reply_fallback,
-)
+from bot.chat.commands import (SUBCOMMANDS, Again, Cancel, Generate, Help, Models, Pause,
+    QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage, UsageError, Vary,
+    help_text, parse, strip_reply_fallback)
 from bot.config import GenerationSettings, LimitSettings
-from bot.options import MAX_SEED, OPTIONS, size_for_aspect
-from bot.resolve import Catalogue, RoomDefaults, resolve
-from bot.styles import BUILTIN, Style
+from bot.chat.options import MAX_SEED, OPTIONS, size_for_aspect
+from bot.chat.resolve import Catalogue, RoomDefaults, resolve
+from bot.chat.styles import BUILTIN, Style
 from generation.job import Job
 
 LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)

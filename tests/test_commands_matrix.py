@@ -8,9 +8,9 @@ import io
 import pytest
 from PIL import Image
 
-from bot import db as database
-from bot import rooms
-from bot.styles import BUILTIN
+from bot.store import db as database
+from bot.chat import rooms
+from bot.chat.styles import BUILTIN
 from generation.png import read_parameters
 from tests.chat import bot_running, usage_rows
 

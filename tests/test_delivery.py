@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot import db as database
-from bot import messages
+from bot.store import db as database
+from bot.matrix import messages
 
 
 def answer(status: int, errcode: str, message: str = "no"):

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from bot import encryption
+from bot.matrix import encryption
 from tests.chat import bot_running
 from tests.conftest import PASSWORD
 from tests.e2ee_client import JsClient

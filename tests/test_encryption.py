@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nio.crypto.attachments import encrypt_attachment
 from PIL import Image
 
-from bot import encryption, sources
-from bot.check import check_encryption
-from bot.cross_signing import CrossSigningFailed, Identity, canonical_json, signable
+from bot.matrix import encryption, sources
+from bot.ops.check import check_encryption
+from bot.matrix.cross_signing import CrossSigningFailed, Identity, canonical_json, signable
 from tests.chat import Chat, bot_running
 from tests.conftest import PASSWORD
 

@@ -449,10 +449,10 @@ def run_python(code: str, env: dict[str, str] | None = None) -> str:
 def test_the_bot_package_never_imports_torch():
     out = run_python(
         "import sys\n"
-        "import bot.handler, bot.app, bot.commands, bot.sync, bot.messages, bot.usage, "
-        "bot.config, bot.cli\n"
+        "import bot.chat.handler, bot.app, bot.chat.commands, bot.matrix.sync, bot.matrix.messages, "
+        "bot.store.usage, bot.config, bot.cli\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
-        "print('bot.handler' in sys.modules, heavy)\n")
+        "print('bot.chat.handler' in sys.modules, heavy)\n")
     assert out == "True []"
 
 

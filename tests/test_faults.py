@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from bot import app
-from bot import db as database
-from bot import jobs, messages
+from bot.store import db as database
+from bot.store import jobs
+from bot.matrix import messages
 from tests.chat import Chat, bot_running, usage_rows
 from tests.test_cli import IMGBOT, ROOT, start_bot, write_config
 
@@ -369,7 +370,7 @@ def test_an_unreachable_homeserver_stops_the_start(test_model, tmp_path):
 def test_a_stalled_bot_is_ended_by_the_watchdog():
     """The watchdog thread ends the process with status 3 (systemd restarts it), even while
     the main thread is stuck."""
-    script = ("import time\nfrom bot.watchdog import Watchdog\n"
+    script = ("import time\nfrom bot.ops.watchdog import Watchdog\n"
               "w = Watchdog(0.4)\nw.start()\ntime.sleep(30)\n")
     result = subprocess.run([IMGBOT[0], "-c", script], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)

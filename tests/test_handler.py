@@ -8,8 +8,8 @@ import aiohttp
 from nio import InviteMemberEvent
 
 from bot.config import Settings
-from bot.handler import Bot
-from bot.tasks import TaskOwner
+from bot.chat.handler import Bot
+from bot.ops.tasks import TaskOwner
 
 
 class FlakyClient:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import cli, logs
+from bot import cli
+from bot.ops import logs
 
 TOKEN = "syt_aW1nYm90_AbCdEfGhIjKlMnOpQrSt_0a1B2c"
 MAS_TOKEN = "mct_0123456789abcdefghijABCDEFGHIJ_a1b2c3"
@@ -117,7 +118,7 @@ def test_setup_logging_configures_the_root_logger(fmt):
     """In a fresh process, as `imgbot run` does it."""
     code = (
         "import logging\n"
-        "from bot.logs import setup_logging\n"
+        "from bot.ops.logs import setup_logging\n"
         f"setup_logging('INFO', {fmt!r})\n"
         "logging.getLogger('bot.app').info('running with %s', " + repr(TOKEN) + ")\n"
         "logging.getLogger('nio.client').info('not shown')\n"

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import MetricsSettings
-from bot.metrics import Health, Metrics, health_report, is_loopback, start_server
+from bot.ops.metrics import Health, Metrics, health_report, is_loopback, start_server
 from generation.memory import gpu_memory
 
 
@@ -188,7 +188,7 @@ def test_health_reads_the_real_queue_and_sync_shapes():
 
 async def test_non_loopback_host_is_served_with_a_warning(caplog):
     settings = MetricsSettings.model_construct(host="0.0.0.0", port=0)
-    with caplog.at_level(logging.WARNING, logger="bot.metrics"):
+    with caplog.at_level(logging.WARNING, logger="bot.ops.metrics"):
         server = await start_server(Metrics(), settings, FakeBot().health())
     try:
         assert any("not a loopback address" in r.message for r in caplog.records)

@@ -13,10 +13,10 @@ import pytest
 from nio import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import db as database
+from bot.store import db as database
 from bot.app import run_bot
-from bot.localserver import _free_port
-from bot.sync import TokenRejected
+from bot.local.localserver import _free_port
+from bot.matrix.sync import TokenRejected
 from tests.chat import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse

@@ -12,8 +12,9 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from bot import db as database
-from bot import report, usage
+from bot.store import db as database
+from bot.chat import report
+from bot.store import usage
 from tests.test_usage_log import DAY, DB_NAME, add
 
 # Local noon: a whole number of days back from it is still that many calendar days back,

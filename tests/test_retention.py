@@ -12,10 +12,10 @@ from contextlib import closing
 
 import pytest
 
-from bot import db as database
-from bot import retention, usage
+from bot.store import db as database
+from bot.store import retention, usage
 from bot.config import UsageSettings
-from bot.usage import NewJob
+from bot.store.usage import NewJob
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
@@ -144,9 +144,9 @@ async def test_the_log_line_counts_and_names_no_prompt(db, caplog):
     await add(db, age_days=10)
     await database.claim_event(db, "$old", NOW - 50 * DAY)
     await database.claim_event(db, "$new", NOW)
-    with caplog.at_level(logging.INFO, logger="bot.retention"):
+    with caplog.at_level(logging.INFO, logger="bot.store.retention"):
         await retention.apply_retention(db, 7, now=NOW)
-    [record] = [r for r in caplog.records if r.name == "bot.retention"]
+    [record] = [r for r in caplog.records if r.name == "bot.store.retention"]
     assert record.levelno == logging.INFO
     assert "deleted 1 usage rows and 1 handled-event records" in record.getMessage()
     assert (record.deleted_usage_rows, record.deleted_handled_events) == (1, 1)

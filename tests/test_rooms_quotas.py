@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from bot import db as database
-from bot import quotas, rooms, usage
+from bot.store import db as database
+from bot.chat import quotas, rooms
+from bot.store import usage
 from bot.config import GenerationSettings, LimitSettings, QuotaSettings
-from bot.resolve import Catalogue, RoomDefaults
-from bot.styles import BUILTIN
+from bot.chat.resolve import Catalogue, RoomDefaults
+from bot.chat.styles import BUILTIN
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from bot.config import LimitSettings
-from bot.iterate import fitted, source_size
-from bot.sources import SourceError, decode, replied_to
+from bot.chat.iterate import fitted, source_size
+from bot.matrix.sources import SourceError, decode, replied_to
 from tests.test_iterate_matrix import claims_to_be, encoded
 
 LIMITS = LimitSettings()

@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 from nio import RoomMessagesResponse, SyncResponse
 
-from bot import db as database
-from bot.sync import SYNC_TOKEN_KEY, SyncLoop
+from bot.store import db as database
+from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
 
 ROOM = "!room:example.org"
 
@@ -48,7 +48,7 @@ class GapServer:
 
 
 async def test_an_unfetchable_gap_is_retried_not_skipped(tmp_path, monkeypatch):
-    monkeypatch.setattr("bot.sync.backoff_delay", lambda failures: 0.01)
+    monkeypatch.setattr("bot.matrix.sync.backoff_delay", lambda failures: 0.01)
     db = await database.connect(tmp_path / "db.sqlite3")
     await database.set_state(db, SYNC_TOKEN_KEY, "before")
     server, seen, stop = GapServer(), [], asyncio.Event()

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import db as database
-from bot import usage
-from bot.usage import NewJob
+from bot.store import db as database
+from bot.store import usage
+from bot.store.usage import NewJob
 
 REPO = Path(__file__).resolve().parent.parent
 DB_NAME = "imgbot.sqlite3"  # what `imgbot run` and `imgbot usage` use inside state_dir

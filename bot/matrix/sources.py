@@ -13,8 +13,8 @@ from nio import AsyncClient, RoomGetEventResponse
 from nio.crypto.attachments import decrypt_attachment
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import LimitSettings
-from .messages import NETWORK_ERRORS, bearer, relation_of
+from bot.config import LimitSettings
+from bot.matrix.messages import NETWORK_ERRORS, bearer, relation_of
 
 # Pillow's format names -> how people call them. MPO is a JPEG with extra images inside
 # (phone cameras write it for HDR and depth); its first image is the picture.

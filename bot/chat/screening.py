@@ -23,8 +23,10 @@ from PIL import Image
 from generation.compliance import Compliance, Verdict
 from generation.compliance.signing import TimestampUnavailable
 
-from . import db as database
-from . import messages, rooms, version
+from bot.store import db as database
+from bot.matrix import messages
+from bot.chat import rooms
+from bot import version
 
 log = logging.getLogger(__name__)
 

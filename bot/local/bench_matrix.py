@@ -23,10 +23,10 @@ import aiohttp
 from nio import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from .app import run_bot
-from .config import Settings
-from .demo import Shot, _collect, _read_timings, _room_with_bot
-from .localserver import LocalHomeserver, _free_port
+from bot.app import run_bot
+from bot.config import Settings
+from bot.local.demo import Shot, _collect, _read_timings, _room_with_bot
+from bot.local.localserver import LocalHomeserver, _free_port
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
 def _timed(bot_id: str, phases: dict[str, float]):
     """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
     block runs; the user's own calls are not counted."""
-    from . import handler
+    from bot.chat import handler
 
     upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, handler._encode
 

@@ -11,8 +11,8 @@ import time
 
 import aiosqlite
 
-from .config import QuotaSettings
-from .text import plural
+from bot.config import QuotaSettings
+from bot.text import plural
 
 WINDOWS = (("hour", 3600, "pictures_per_hour"), ("day", 86400, "pictures_per_day"))
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import LimitSettings, parse_size
-from .styles import normalise
+from bot.config import LimitSettings, parse_size
+from bot.chat.styles import normalise
 
 MAX_SEED = 2**32 - 1
 # Image-to-image: below 0.05 a few-step model would not change the picture at all.

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
-from . import db as database
-from .messages import NETWORK_ERRORS
+from bot.store import db as database
+from bot.matrix.messages import NETWORK_ERRORS
 
 log = logging.getLogger(__name__)
 

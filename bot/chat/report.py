@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from . import usage
-from .text import plural, shorten
+from bot.store import usage
+from bot.text import plural, shorten
 
 MAX_TABLE_ROWS = 15
 MAX_LABEL = 60  # characters of a user ID or room name in a table cell

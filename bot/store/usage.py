@@ -12,8 +12,8 @@ from typing import Any
 
 import aiosqlite
 
-from . import db as database
-from .text import shorten
+from bot.store import db as database
+from bot.text import shorten
 
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
 # Five digits at most: 99999w is already longer than any usage log, and a longer number

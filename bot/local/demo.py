@@ -17,11 +17,11 @@ from pathlib import Path
 
 from nio import AsyncClient, DownloadError, RoomCreateResponse, SyncResponse
 
-from . import db as database
-from .app import load_engine, run_bot
-from .config import ConfigError, Settings, load_settings
-from .localserver import LocalHomeserver
-from .sheet import contact_sheet as tile
+from bot.store import db as database
+from bot.app import load_engine, run_bot
+from bot.config import ConfigError, Settings, load_settings
+from bot.local.localserver import LocalHomeserver
+from bot.chat.sheet import contact_sheet as tile
 
 log = logging.getLogger(__name__)
 

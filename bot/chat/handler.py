@@ -24,19 +24,21 @@ from generation.job import Job, Result
 from generation.png import encode_for_upload, encode_thumbnail
 from generation.queue import GenerationQueue, QueueFull, Ticket
 
-from . import db as database
-from . import encryption, gallery, jobs, messages, quotas, rooms, sources, usage
-from .commands import ON_A_PICTURE, Generate, UsageError, parse
-from .config import Settings
-from .iterate import Iterator, fitted
-from .jobs import StoredJob
-from .metrics import Metrics
-from .resolve import Catalogue
-from .retention import options_for_log, prompt_for_log
-from .screening import Screening
-from .sheet import contact_sheet
-from .tasks import TaskOwner
-from .text import plural
+from bot.store import db as database
+from bot.matrix import encryption, messages, sources
+from bot.store import gallery, jobs, usage
+from bot.chat import quotas, rooms
+from bot.chat.commands import ON_A_PICTURE, Generate, UsageError, parse
+from bot.config import Settings
+from bot.chat.iterate import Iterator, fitted
+from bot.store.jobs import StoredJob
+from bot.ops.metrics import Metrics
+from bot.chat.resolve import Catalogue
+from bot.store.retention import options_for_log, prompt_for_log
+from bot.chat.screening import Screening
+from bot.chat.sheet import contact_sheet
+from bot.ops.tasks import TaskOwner
+from bot.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class Bot:
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner, metrics: Metrics | None = None,
                  beat: Callable[[], None] = lambda: None):
-        from .replies import Replies
+        from bot.chat.replies import Replies
 
         self.client = client
         self.settings = settings

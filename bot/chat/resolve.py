@@ -9,10 +9,10 @@ from typing import Callable
 
 from generation.job import Job
 
-from .commands import Generate, UsageError
-from .config import GenerationSettings, LimitSettings
-from .options import MAX_SEED, size_for_aspect
-from .styles import NO_STYLE, Style
+from bot.chat.commands import Generate, UsageError
+from bot.config import GenerationSettings, LimitSettings
+from bot.chat.options import MAX_SEED, size_for_aspect
+from bot.chat.styles import NO_STYLE, Style
 
 NO_NEGATIVE = "none"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiosqlite
 
-from . import db as database
+from bot.store import db as database
 
-from .config import UsageSettings
+from bot.config import UsageSettings
 
 log = logging.getLogger(__name__)
 

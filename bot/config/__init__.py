@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .styles import NAME_RE, PLACEHOLDER, Style, catalogue
+from bot.chat.styles import NAME_RE, PLACEHOLDER, Style, catalogue
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import aiosqlite
 from nio import AsyncClient, RoomGetStateResponse
 
-from . import db as database
-from .commands import ROOM_KEYS
-from .config import GenerationSettings, LimitSettings, parse_size
-from .resolve import Catalogue, RoomDefaults
-from .styles import NO_STYLE, normalise
+from bot.store import db as database
+from bot.chat.commands import ROOM_KEYS
+from bot.config import GenerationSettings, LimitSettings, parse_size
+from bot.chat.resolve import Catalogue, RoomDefaults
+from bot.chat.styles import NO_STYLE, normalise
 
 
 @dataclass(frozen=True)

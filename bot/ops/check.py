@@ -19,10 +19,10 @@ from pathlib import Path
 import aiohttp
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, LogoutResponse, WhoamiResponse
 
-from .config import ConfigError, MatrixSettings, Settings, load_settings
-from .messages import NETWORK_ERRORS
-from .session import CREDENTIALS_FILE, LoginFailed, _load_saved
-from .text import plural
+from bot.config import ConfigError, MatrixSettings, Settings, load_settings
+from bot.matrix.messages import NETWORK_ERRORS
+from bot.matrix.session import CREDENTIALS_FILE, LoginFailed, _load_saved
+from bot.text import plural
 
 # A homeserver that takes longer than this to answer a trivial request is not healthy.
 TIMEOUT_SECONDS = 10.0
@@ -232,7 +232,7 @@ def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:
     """What the bot does in encrypted rooms, and the identity its device is signed by."""
     from nio.crypto import ENCRYPTION_ENABLED
 
-    from .cross_signing import SEEDS_FILE, CrossSigningFailed, Identity
+    from bot.matrix.cross_signing import SEEDS_FILE, CrossSigningFailed, Identity
 
     if not matrix.encryption:
         return ok("encryption", "off (matrix.encryption): the bot leaves encrypted rooms")
@@ -260,7 +260,7 @@ def check_compliance(settings: Settings) -> Result:
     to date in state_dir (as the start would), the detector loaded."""
     from generation.compliance import Compliance
 
-    from . import version
+    from bot import version
 
     try:
         compliance = Compliance.from_settings(settings.compliance, settings.state_dir,

@@ -9,21 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .config import LimitSettings, QuotaSettings
-from .options import (
-    MIN_STRENGTH,
-    OPTIONS,
-    VARY_STRENGTH,
-    number_in,
-    on_off,
-    option_name,
-    parse_options,
-    size_within,
-    text_within,
-)
+from bot.config import LimitSettings, QuotaSettings
+from bot.chat.options import (MIN_STRENGTH, OPTIONS, VARY_STRENGTH, number_in, on_off,
+    option_name, parse_options, size_within, text_within)
 
 UPSCALE_FACTORS = (2, 4, 8)
-from .usage import parse_since
+from bot.store.usage import parse_since
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from nio import AsyncClient, LoginResponse, WhoamiResponse
 
-from .config import MatrixSettings
-from .encryption import has_store
+from bot.config import MatrixSettings
+from bot.matrix.encryption import has_store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import aiosqlite
 
 from generation.job import Job
 
-from . import db as database
-from . import usage
+from bot.store import db as database
+from bot.store import usage
 
 
 @dataclass(frozen=True)

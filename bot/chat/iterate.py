@@ -14,11 +14,12 @@ from PIL import Image, ImageOps
 from generation.job import Job
 from generation.png import read_parameters
 
-from . import gallery, sources
-from .commands import Again, Generate, UsageError, Upscale, Vary
-from .options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
-from .resolve import resolve
-from .sources import Source, SourceError
+from bot.store import gallery
+from bot.matrix import sources
+from bot.chat.commands import Again, Generate, UsageError, Upscale, Vary
+from bot.chat.options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
+from bot.chat.resolve import resolve
+from bot.matrix.sources import Source, SourceError
 
 
 # Beyond this, picture formats and viewers give up (JPEG's limit is 65,535).

@@ -22,7 +22,7 @@ from typing import Any
 from nio import AsyncClient, MegolmEvent
 from nio.crypto import ENCRYPTION_ENABLED
 
-from .messages import NETWORK_ERRORS
+from bot.matrix.messages import NETWORK_ERRORS
 
 log = logging.getLogger(__name__)
 

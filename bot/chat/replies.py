@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any
 from generation.job import Job
 from generation.queue import cost
 
-from . import db as database
-from . import messages, report, rooms, usage
-from .commands import (
-    Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles,
-    Usage, help_text,
-)
-from .styles import listing
-from .text import plural, shorten
+from bot.store import db as database
+from bot.matrix import messages
+from bot.chat import report, rooms
+from bot.store import usage
+from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
+    RoomSet, RoomShow, Styles, Usage, help_text)
+from bot.chat.styles import listing
+from bot.text import plural, shorten
 
 if TYPE_CHECKING:
-    from .handler import Bot
+    from bot.chat.handler import Bot
 
 PAUSED_KEY = "queue_paused"
 

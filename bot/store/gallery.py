@@ -15,8 +15,8 @@ import aiosqlite
 
 from generation.job import Job
 
-from . import db as database
-from .jobs import job_from_record
+from bot.store import db as database
+from bot.store.jobs import job_from_record
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 from nio import AsyncClient
 
-from .config import MatrixSettings
-from .messages import bearer
-from .session import write_private
+from bot.config import MatrixSettings
+from bot.matrix.messages import bearer
+from bot.matrix.session import write_private
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, Settings, load_settings
-from .logs import setup_logging
-from .text import plural
+from bot.config import ConfigError, Settings, load_settings
+from bot.ops.logs import setup_logging
+from bot.text import plural
 
 log = logging.getLogger("imgbot")
 
@@ -36,11 +36,11 @@ def _settings(args) -> Settings:
 # ---- sub-commands ---------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .app import DeviceFault, ServiceDown, run_bot
-    from .cross_signing import CrossSigningFailed
-    from .messages import NETWORK_ERRORS
-    from .session import LoginFailed
-    from .sync import TokenRejected
+    from bot.app import DeviceFault, ServiceDown, run_bot
+    from bot.matrix.cross_signing import CrossSigningFailed
+    from bot.matrix.messages import NETWORK_ERRORS
+    from bot.matrix.session import LoginFailed
+    from bot.matrix.sync import TokenRejected
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -79,11 +79,11 @@ def cmd_generate(args, extra: list[str]) -> int:
     from generation.png import encode_png
     from generation.studio import Studio
 
-    from .commands import Generate, UsageError, parse
-    from . import version
-    from .config import ComplianceSettings, GenerationSettings, LimitSettings
-    from .resolve import Catalogue, resolve
-    from .styles import catalogue
+    from bot.chat.commands import Generate, UsageError, parse
+    from bot import version
+    from bot.config import ComplianceSettings, GenerationSettings, LimitSettings
+    from bot.chat.resolve import Catalogue, resolve
+    from bot.chat.styles import catalogue
 
     settings = _settings(args) if args.config else None
     defaults = settings.generation if settings else GenerationSettings()
@@ -172,8 +172,8 @@ def cmd_generate(args, extra: list[str]) -> int:
 
 
 def cmd_usage(args) -> int:
-    from . import db as database
-    from . import usage
+    from bot.store import db as database
+    from bot.store import usage
 
     settings = _settings(args)
     try:
@@ -207,7 +207,7 @@ def cmd_usage(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .check import run_checks
+    from bot.ops.check import run_checks
 
     setup_logging("WARNING")  # so that a warning (a secret file others can read) shows
     return run_checks(args.config, load=args.load)
@@ -343,7 +343,7 @@ def _bench_through_matrix(workload, out: Path | None = None) -> int:
     bot's queue up to --batch pictures)."""
     from generation.bench import load_ours
 
-    from .bench_matrix import through_matrix
+    from bot.local.bench_matrix import through_matrix
 
     print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
     engine = load_ours(workload)
@@ -367,7 +367,7 @@ def _bench_through_matrix(workload, out: Path | None = None) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from bot.local.demo import run_demo
 
     setup_logging("WARNING")
     return run_demo(model=args.model, count=args.count, out=Path(args.out), config=args.config)
