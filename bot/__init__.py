@@ -1,4 +1,8 @@
-"""The async world: Matrix, commands, rooms, usage. Never imports torch."""
+"""The async world: Matrix, commands, rooms, usage. Never imports torch (only generation does).
+
+Its wings, top to bottom (nothing imports upward): cli, local, app, chat, ops, matrix, store,
+config, text; generation sits below them all.
+"""
 
 from importlib import metadata
 

@@ -10,18 +10,19 @@ from contextlib import suppress
 
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
-from generation.queue import GenerationQueue, Runner
+from generation.queue import GenerationQueue
+from generation.tickets import Runner
 
 from bot.store import db as database
 from bot.matrix import cross_signing, encryption, messages
 from bot.store import usage
 from bot.config import Settings
-from bot.chat.handler import Bot
+from bot.chat.bot import Bot
 from bot.ops.metrics import Health, Metrics, start_server
 from bot.store.retention import retention_task
 from bot.chat.screening import Screening
 from bot.matrix.session import log_in
-from bot.matrix.sync import SyncLoop
+from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
 from bot.ops.tasks import TaskOwner
 from bot.ops.watchdog import Watchdog
 
@@ -34,7 +35,7 @@ SHUTDOWN_GRACE_SECONDS = 60.0
 def check_models(settings: Settings) -> None:
     """Check every model folder (quick: no weights are read), so that a typo stops the
     start with the key's name, not someone's job later. Raises SystemExit."""
-    from generation.engine import ModelError, inspect_model
+    from generation.model_folder import ModelError, inspect_model
 
     generation = settings.generation
     if generation.model is None:
@@ -57,7 +58,8 @@ def load_engines(settings: Settings) -> list[Runner]:
 def load_engine(settings: Settings, device: str | None = None) -> Runner:
     """Load the default model (the only place the bot reaches into torch, lazily). With more
     models configured, the runner is a pool that loads each of the others on first use."""
-    from generation.engine import Engine, ModelError
+    from generation.engine import Engine
+    from generation.model_folder import ModelError
     from generation.pool import ModelPool
 
     check_models(settings)
@@ -190,7 +192,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         bot.upload_limit = await messages.upload_limit(client)
         await bot.replies.restore()
         await bot.resume()
-        sync = SyncLoop(client, db, bot.on_sync, beat=watchdog.beat if watchdog else None)
+        sync = SyncLoop(client, database.Kept(db, SYNC_TOKEN_KEY), bot.on_sync,
+                        beat=watchdog.beat if watchdog else None)
         if settings.metrics.port is not None:
             server = await start_server(metrics, settings.metrics, Health.of(queue, sync))
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")

@@ -1,4 +1,9 @@
-"""The GPU world: models, the job queue and its worker, post-processing. Never imports nio."""
+"""The GPU world: models, the job queue and its workers, post-processing, compliance.
+
+Below all of bot: it never imports nio or bot. The seam is `job.py` (a frozen Job in, a
+Result out, through the queue's async API); the layers inside are in README "How the code is
+laid out" and pyproject.toml's import-linter contracts.
+"""
 
 import os
 

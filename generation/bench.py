@@ -12,12 +12,8 @@ torch's on CUDA, and the process's resident peak on the CPU (see `_process_peak`
 
 from __future__ import annotations
 
-import datetime
 import gc
-import json
 import math
-import os
-import platform
 import re
 import statistics
 import sys
@@ -26,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import bench_report
 from .device import choose
-from .engine import (NATIVE_SIDES, Engine, _quiet_libraries, from_pipeline, inspect_model,
-                     native_size)
+from .engine import Engine, quiet_libraries
+from .in_memory import from_pipeline
 from .job import Job
+from .model_folder import NATIVE_SIDES, inspect_model, native_size
 
 PROMPT = "Albert Einstein, oil painting"
 RANDOM_ARCHS = {"sd15": "sd", "sdxl": "sdxl"}  # --random-weights → the model family
@@ -108,7 +106,7 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     (plain data, JSON-ready): `config` and one row per side."""
     import torch
 
-    _quiet_libraries()  # no loading bars from the baseline's from_pretrained
+    quiet_libraries()  # no loading bars from the baseline's from_pretrained
     placement = choose(workload.device)
     device = placement.device
     half = device.startswith(("cuda", "mps"))
@@ -122,7 +120,7 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     if base:
         ours["ours_over_baseline"] = ours["pictures_per_second"] / base["pictures_per_second"]
         base["ours_over_baseline"] = 1.0
-    config = _config(workload, device, placement.dtype_name,
+    config = bench_report.config(workload, device, placement.dtype_name,
                      _dtype_name(baseline_dtype) if base else None)
     return {"config": config, "rows": [ours, base] if base else [ours]}
 
@@ -140,7 +138,7 @@ def _baseline(w: Workload, device: str, dtype):
         pipe = AutoPipelineForText2Image.from_pretrained(w.model, dtype=dtype,
                                                          local_files_only=True)
     else:
-        from .test_model import random_pipeline
+        from generation.testing.full_size import random_pipeline
 
         pipe = random_pipeline(w.random_weights, device=device, dtype=dtype, seed=w.seed)
     pipe = pipe.to(device)
@@ -160,7 +158,7 @@ def load_ours(w: Workload) -> Engine:
         engine = Engine(w.model, w.device, compile=w.compile)
         engine.load()
         return engine
-    from .test_model import random_pipeline
+    from generation.testing.full_size import random_pipeline
 
     placement = choose(w.device)  # built where and how the engine will run it
     pipe = random_pipeline(w.random_weights, device=placement.device,
@@ -189,7 +187,8 @@ def _measure(side: str, dtype, batch: int, w: Workload, device: str, load, say) 
         say(f"{side}: warm-up {index + 1} of {w.warm_up}")
         call()
     calls = w.count // batch
-    say(f"{side}: timing {_n(calls, 'call')} of {_n(batch, 'picture')}")
+    say(f"{side}: timing {bench_report.words(calls, 'call')} of "
+        f"{bench_report.words(batch, 'picture')}")
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     seconds = []
@@ -237,98 +236,3 @@ def _process_peak() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
-
-
-def _config(w: Workload, device: str, ours_dtype: str, baseline_dtype: str | None) -> dict:
-    import diffusers
-    import torch
-    import transformers
-
-    if device.startswith("cuda"):
-        hardware = torch.cuda.get_device_name(device)
-        memory = "peak GPU memory allocated by torch during the timed calls (after warm-up)"
-    else:
-        hardware = f"{os.cpu_count()} cores, {_cpu_name()}, {torch.get_num_threads()} threads"
-        memory = ("peak resident memory of the process, from its start to the end of that "
-                  "side (≤: not above the side measured before it)")
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "device": device,
-        "hardware": hardware,
-        "model": w.model_name,
-        "size": f"{w.width}x{w.height}",
-        "steps": w.steps,
-        "guidance": w.guidance,
-        "count": w.count,
-        "batch": w.batch,
-        "warm_up": w.warm_up,
-        "ours_dtype": ours_dtype,
-        "ours_compile": w.compile,
-        "baseline_dtype": baseline_dtype,
-        "memory": memory,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "diffusers": diffusers.__version__, "transformers": transformers.__version__},
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def render(report: dict) -> str:
-    """The configuration, then the table: what a pasted result needs to describe itself."""
-    c = report["config"]
-    v = c["versions"]
-    baseline = (f"plain diffusers, {c['baseline_dtype']}, 1 picture per call"
-                if c["baseline_dtype"] else "none (--no-baseline)")
-    lines = [
-        f"imgbot bench, {c['date']}",
-        f"  device    {c['device']} ({c['hardware']})",
-        f"  model     {c['model']}",
-        f"  workload  {c['size']}, {_n(c['steps'], 'step')}, guidance {c['guidance']:g}, "
-        f"{_n(c['count'], 'picture')} a side, {_n(c['warm_up'], 'warm-up call')} a side "
-        "before timing",
-        f"  ours      imgbot Engine, {c['ours_dtype']}, "
-        f"compile {'on' if c['ours_compile'] else 'off'}, {_n(c['batch'], 'picture')} per call",
-        f"  baseline  {baseline}",
-        f"  memory    {c['memory']}",
-        f"  versions  python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, "
-        f"transformers {v['transformers']}",
-        "",
-    ]
-    header = ("side", "dtype", "batch", "pictures", "s/picture median", "s/picture p90",
-              "pictures/s", "peak memory", "ours/baseline")
-    table = [header]
-    for row in report["rows"]:
-        ratio = row.get("ours_over_baseline")
-        table.append((row["side"], row["dtype"], str(row["batch"]), str(row["pictures"]),
-                      f"{row['seconds_per_picture_median']:.3f}",
-                      f"{row['seconds_per_picture_p90']:.3f}",
-                      f"{row['pictures_per_second']:.3f}",
-                      "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
-                      "n/a" if ratio is None else f"{ratio:.2f}"))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
-        cells += [cell.rjust(width) for cell, width in zip(r[2:], widths[2:])]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _gib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
-
-
-def write_json(report: dict, path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-

@@ -6,111 +6,25 @@ Only the queue's worker thread calls `generate`; nothing else touches the pipeli
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import math
 import time
 from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
 
-from . import speed
+from . import pipeline_call, speed
 from .device import Placement, choose
 from .job import GenerationError, Job
+from .model_folder import (ModelError, inspect_model, native_size, unknown_model,
+                           zeros_for_empty_negative)
 
 log = logging.getLogger(__name__)
-
-# model_index.json class names we know how to drive, by family.
-SUPPORTED = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-}
 
 
 # The kinds of job an engine runs (upscaling needs no diffusion model).
 RUNS = ("txt2img", "img2img")
 
-# The picture side a family was trained at, for folders whose configs do not say.
-NATIVE_SIDES = {"sd": 512, "sdxl": 1024}
 
-# Weight file types in the order `from_pretrained` prefers them.
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-class ModelError(Exception):
-    """The model folder cannot be used; the message says why."""
-
-
-def inspect_model(folder: str | Path) -> str:
-    """Return the family ("sd" or "sdxl") of a local diffusers folder, or raise ModelError."""
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        raise ModelError(f"{path} is not a folder (models load from local folders only)")
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise ModelError(f"{path} has no model_index.json: not a diffusers model folder")
-    try:
-        class_name = json.loads(index.read_text())["_class_name"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{index} is not a valid model index: {exc}") from exc
-    if class_name not in SUPPORTED:
-        raise ModelError(
-            f"{path} holds a {class_name}; supported: {', '.join(sorted(SUPPORTED))}"
-        )
-    return SUPPORTED[class_name]
-
-
-def native_size(folder: str | Path) -> tuple[int, int]:
-    """The (width, height) a model was trained at, from its configs alone (no torch).
-
-    The UNet's `sample_size` is in latents; the VAE's blocks give the latent's downscale
-    (2 ** (blocks - 1), 8 for every SD/SDXL VAE): 64 × 8 = 512 for SD 1.5, 128 × 8 = 1024
-    for SDXL. A folder whose configs do not say gets its family's usual size.
-    """
-    path = Path(folder).expanduser()
-    try:
-        sample = json.loads((path / "unet" / "config.json").read_text())["sample_size"]
-        blocks = json.loads((path / "vae" / "config.json").read_text())["block_out_channels"]
-        height, width = (sample, sample) if isinstance(sample, int) else sample
-        if not blocks or not all(isinstance(n, int) and n > 0 for n in (height, width)):
-            raise ValueError(f"sample_size {sample!r}, block_out_channels {blocks!r}")
-        scale = 2 ** (len(blocks) - 1)
-        return width * scale, height * scale
-    except (OSError, ValueError, KeyError, TypeError):
-        side = NATIVE_SIDES[inspect_model(path)]
-        return side, side
-
-
-def weights_bytes(folder: str | Path) -> int:
-    """An estimate of the memory a model's weights take once loaded: their size on disk.
-
-    In each component folder (unet, vae, text_encoder, …) only the files a plain
-    `from_pretrained` reads count: safetensors before .bin, and the plain files before a
-    variant beside them (`model.fp16.safetensors`). For fp32 files loaded in half precision
-    (the GPU case) this is an upper bound; the working memory of a generation comes on top.
-    """
-    total = 0
-    for component in Path(folder).expanduser().iterdir():
-        if component.is_dir():
-            total += sum(f.stat().st_size for f in _weight_files(component))
-    return total
-
-
-def _weight_files(component: Path) -> list[Path]:
-    files = [f for f in component.iterdir() if f.is_file()]
-    for suffix in WEIGHT_SUFFIXES:
-        chosen = [f for f in files if f.suffix == suffix]
-        if chosen:
-            # A variant has its name between the stem and the suffix: "model.fp16".
-            return [f for f in chosen if "." not in f.stem] or chosen
-    return []
-
-
-def unknown_model(name: str, models: list[str]) -> GenerationError:
-    return GenerationError(f"Unknown model {name!r}; choose one of {', '.join(models)}.")
-
-
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The hub libraries print progress bars and advice meant for notebooks; a service's
     log should carry only what matters (their errors still come through)."""
     import diffusers
@@ -145,7 +59,7 @@ class Engine:
         self.name = name or self.path.name
         self.family = inspect_model(self.path)
         self._native_size = native_size(self.path)
-        self._zeros_for_empty = _zeros_for_empty_negative(self.path)
+        self._zeros_for_empty = zeros_for_empty_negative(self.path)
         self.requested_device = device
         self.placement: Placement | None = None
         self.pipe = None
@@ -170,7 +84,7 @@ class Engine:
         import torch
         from diffusers import AutoPipelineForText2Image
 
-        _quiet_libraries()
+        quiet_libraries()
         self.placement = choose(self.requested_device)
         started = time.perf_counter()
         # A configured VAE is passed in, so that the model's own is not loaded at all.
@@ -301,7 +215,7 @@ class Engine:
         """What jobs must share to be made in one `generate_batch` call; None: made alone."""
         if job.model not in ("", self.name):
             return None  # `generate` says what is wrong with it
-        return batch_key(job, self.name, self._zeros_for_empty)
+        return pipeline_call.batch_key(job, self.name, self._zeros_for_empty)
 
     def generate_batch(self, jobs: list[Job]) -> list[list]:
         """Several txt2img jobs of one `batch_key` in one pipeline call: the pictures of each
@@ -343,141 +257,11 @@ class Engine:
         if job.fast and self.tiny_decoder is None:
             raise GenerationError("This bot has no fast decoder; ask without --fast.")
 
+    def _run(self, pictures: list[tuple[Job, int]]) -> list:
+        pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe
+        return pipeline_call.run(pipe, pictures, self.tiny_decoder)
+
     @staticmethod
     def _too_big(job: Job) -> GenerationError:
         return GenerationError(f"The GPU ran out of memory for {job.width}x{job.height}; "
                                "try a smaller size.")
-
-    def _run(self, pictures: list[tuple[Job, int]]) -> list:
-        """One pipeline call making `pictures`, (job, index) pairs of jobs of one shape (the
-        first job's size, steps, guidance, kind and decoder are everyone's)."""
-        import torch
-
-        job = pictures[0][0]
-        # One generator per picture, on the CPU, so a seed gives the same starting noise on
-        # every machine, and picture i of a job starts from what seed+i alone would
-        # (batched kernels may still differ from single ones in the last bit).
-        generators = [torch.Generator("cpu").manual_seed(j.seed + i) for j, i in pictures]
-        # The negative prompt only matters with classifier-free guidance (guidance > 1).
-        # Beside jobs that have one, a job without one has "", which is what the pipeline
-        # uses for None (SDXL uses zeros instead: `batch_key` keeps those jobs apart).
-        negatives = [j.negative_prompt for j, _ in pictures]
-        common = dict(prompt=[j.prompt for j, _ in pictures],
-                      negative_prompt=negatives if any(negatives) else None,
-                      guidance_scale=job.guidance, generator=generators, output_type="pil")
-        pipe = self.image_to_image if job.kind == "img2img" else self.pipe
-        with torch.inference_mode(), self._decoder(pipe, job.fast):
-            if job.kind == "img2img":
-                output = pipe(image=_source(job), strength=job.strength,
-                              num_inference_steps=img2img_steps(job), **common)
-            else:
-                output = pipe(num_inference_steps=job.steps, width=job.width,
-                              height=job.height, **common)
-        return list(output.images)
-
-    @contextmanager
-    def _decoder(self, pipe, fast: bool):
-        """For a fast job, the tiny decoder in the pipeline's VAE seat during the call (it
-        also encodes an img2img source). Only the worker thread calls the pipeline, so no
-        other job sees the swap."""
-        if not fast:
-            yield
-            return
-        full, pipe.vae = pipe.vae, self.tiny_decoder
-        try:
-            yield
-        finally:
-            pipe.vae = full
-
-
-def batch_key(job: Job, model: str = "", zeros_for_empty: bool = True) -> tuple | None:
-    """What jobs must share to be made in one pipeline call, or None: the job is made alone.
-
-    txt2img jobs of one model, size, steps, guidance and decoder share a call; their
-    prompts, negative prompts, seeds and counts may differ. img2img jobs each start from a
-    picture of their own, and upscale jobs are no diffusion: they are made alone. With
-    guidance above 1 and `zeros_for_empty` (SDXL's `force_zeros_for_empty_prompt`: no
-    negative prompt means a negative embedding of zeros, where a batch beside other
-    negative prompts would give it the encoding of ""), jobs with a negative prompt and
-    jobs without one are made apart."""
-    if job.kind != "txt2img":
-        return None
-    negative = bool(job.negative_prompt) if zeros_for_empty and job.guidance > 1 else None
-    return (model or job.model, job.width, job.height, job.steps, job.guidance, job.fast,
-            negative)
-
-
-def _zeros_for_empty_negative(folder: Path) -> bool:
-    """Whether the pipeline in `folder` uses zeros as the negative embedding of a job with no
-    negative prompt: SDXL's `force_zeros_for_empty_prompt` (True unless its index says
-    otherwise); SD 1.x encodes "" instead."""
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return True  # not known: the safe answer
-    if index.get("_class_name") != "StableDiffusionXLPipeline":
-        return False
-    return bool(index.get("force_zeros_for_empty_prompt", True))
-
-
-def img2img_steps(job: Job) -> int:
-    """The steps to ask an img2img pipeline for, so that it runs at least one.
-
-    diffusers runs only the last int(steps × strength) of `steps` (the first ones would
-    paint the part of the picture that is kept): 2 steps at strength 0.3 would run none and
-    fail. So the steps are raised to ceil(1 / strength) where that is needed; the picture's
-    record keeps the steps asked for."""
-    if not 0 < job.strength <= 1:
-        raise GenerationError(f"The strength of an image-to-image job is above 0 and at most "
-                              f"1, not {job.strength}.")
-    steps = max(job.steps, math.ceil(1 / job.strength))
-    while int(steps * job.strength) < 1:  # 1 / strength may round down in floating point
-        steps += 1
-    return steps
-
-
-def _source(job: Job):
-    """The job's source picture in RGB at the job's size (Lanczos, where it differs)."""
-    from PIL import Image
-
-    if job.image is None:
-        raise GenerationError("An image-to-image job needs a source picture.")
-    if job.width % 8 or job.height % 8:
-        # The pipeline would quietly round the size down (text-to-image refuses it).
-        raise GenerationError(f"Image-to-image sizes are multiples of 8, not "
-                              f"{job.width}x{job.height}.")
-    image = job.image.convert("RGB")
-    if image.size != (job.width, job.height):
-        image = image.resize((job.width, job.height), Image.Resampling.LANCZOS)
-    return image
-
-
-def from_pipeline(pipe, name: str, device: str = "auto",
-                  compile: bool = False) -> Engine:  # noqa: A002
-    """An Engine over a pipeline already built in memory instead of loaded from a folder (the
-    bench's full-size random-weight models, `test_model.random_pipeline`): moved to the
-    device and precision `load()` would choose and sped up as `load()` does (`speed_up`,
-    torch.compile with `compile`), it then runs jobs like a loaded one. It has no folder:
-    `path` is None, and `load()` is not to be called (`unload()` works)."""
-    import torch
-
-    if type(pipe).__name__ not in SUPPORTED:
-        raise ModelError(f"the engine drives {', '.join(sorted(SUPPORTED))}, "
-                         f"not a {type(pipe).__name__}")
-    _quiet_libraries()
-    engine = Engine.__new__(Engine)  # what __init__ sets, without a folder to read it from
-    sample = pipe.unet.config.sample_size
-    height, width = (sample, sample) if isinstance(sample, int) else sample
-    engine.path, engine.name = None, name
-    engine.family = SUPPORTED[type(pipe).__name__]
-    engine._native_size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
-    engine.requested_device, engine._image_to_image = device, None
-    engine.compile = compile
-    engine.placement = choose(device)
-    # What load() does after from_pretrained.
-    pipe.to(engine.placement.device, engine.placement.dtype)
-    pipe.set_progress_bar_config(disable=True)
-    torch.set_grad_enabled(False)
-    engine.speed_up(pipe)
-    engine.pipe = pipe
-    return engine

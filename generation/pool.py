@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .device import choose
-from .engine import Engine, unknown_model, weights_bytes
+from .engine import Engine
+from .model_folder import unknown_model, weights_bytes
 from .job import GenerationError, Job
 
 log = logging.getLogger(__name__)

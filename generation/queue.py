@@ -1,4 +1,5 @@
-"""The bounded job queue and the worker thread that owns the GPU.
+"""The bounded job queue: order, positions and waits, pause, cancel, batching (its workers,
+one thread per GPU, are in workers.py).
 
 Handlers on the event loop call `submit` and await the returned ticket; exactly one worker
 thread takes jobs in order and runs them on the engine. Every crossing from the worker
@@ -11,75 +12,14 @@ import asyncio
 import collections
 import itertools
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from .job import GenerationError, Job, Result
+from .job import Job, Result
+from .tickets import Place, QueueFull, Runner, Ticket, cost, resolve
+from .workers import Worker
 
 log = logging.getLogger(__name__)
-
-
-class Runner(Protocol):
-    """What the worker drives: the engine or the model pool, or a fake in unit tests."""
-
-    name: str  # the default model's name
-    models: list[str]  # every model a job may name, the default first
-
-    def native_size(self, name: str = "") -> tuple[int, int]: ...
-
-    def generate(self, job: Job) -> list: ...
-
-
-class QueueFull(Exception):
-    """The queue, or this person's share of it, is full; the message says which."""
-
-
-@dataclass
-class Ticket:
-    """A submitted job: where it stands now, and the future of its result."""
-
-    id: int
-    job: Job
-    owner: str
-    ahead: int  # jobs ahead of this one when it was submitted, the running one included
-    eta_seconds: float | None  # estimated wait before it starts, from the measured speed
-    result: asyncio.Future = field(repr=False)
-    tag: str | None = None  # what the caller knows it by (the command's event ID)
-    submitted: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class Place:
-    """A ticket's place in the queue: 0 is the running job."""
-
-    position: int
-    ticket: Ticket
-    eta_seconds: float | None  # until it starts (0 for the running one)
-
-
-def cost(job: Job) -> float:
-    """How much work a job is, in the unit the speed is measured in: each step runs over
-    every pixel of every picture, and text encoding plus decoding cost about one step more.
-    Image-to-image runs only its strength's share of the steps; an upscale counts its passes
-    over the result's pixels (a rough match, but the same unit)."""
-    steps = job.steps
-    if job.kind == "img2img":
-        steps = max(1, math.ceil(job.steps * job.strength))
-    return job.width * job.height * job.count * (steps + 1)
-
-
-@dataclass
-class _Worker:
-    """One worker thread and the runner (the device) it owns."""
-
-    index: int
-    runner: Runner
-    thread: threading.Thread | None = None
-    running: list[Ticket] = field(default_factory=list)  # the batch being made
-    since: float = 0.0
 
 
 class GenerationQueue:
@@ -89,7 +29,7 @@ class GenerationQueue:
                  max_batch: int = 1):
         runners = runners if isinstance(runners, list) else [runners]
         self.runner = runners[0]  # they all offer the same models
-        self.workers = [_Worker(i, runner) for i, runner in enumerate(runners)]
+        self.workers = [Worker(i, runner, self) for i, runner in enumerate(runners)]
         self.max_size = max_size
         self.per_user = per_user
         # Pictures in one pipeline call; the runner must offer `batch_key` and
@@ -120,15 +60,12 @@ class GenerationQueue:
         for worker in self.workers:
             self._start_worker(worker)
 
-    def _start_worker(self, worker: _Worker) -> None:
-        name = "gpu-worker" if len(self.workers) == 1 else f"gpu-worker-{worker.index}"
-        worker.thread = threading.Thread(target=self._work_guarded, args=(worker,), name=name,
-                                         daemon=True)
-        worker.thread.start()
+    def _start_worker(self, worker: Worker) -> None:
+        worker.start("gpu-worker" if len(self.workers) == 1 else f"gpu-worker-{worker.index}")
 
     @property
     def worker_alive(self) -> bool:
-        return all(w.thread is not None and w.thread.is_alive() for w in self.workers)
+        return all(w.alive for w in self.workers)
 
     def _running(self) -> list[Ticket]:
         return [ticket for worker in self.workers for ticket in worker.running]
@@ -185,7 +122,7 @@ class GenerationQueue:
             for ticket in taken:
                 self._waiting.remove(ticket)
         for ticket in taken:
-            _resolve(ticket.result, self._result(ticket, error="cancelled", cancelled=True))
+            resolve(ticket.result, self.result(ticket, error="cancelled", cancelled=True))
         return taken
 
     @property
@@ -221,7 +158,7 @@ class GenerationQueue:
             self._waiting.clear()
             self._cond.notify_all()
         for ticket in left:
-            _resolve(ticket.result, self._result(ticket, error="interrupted", interrupted=True))
+            resolve(ticket.result, self.result(ticket, error="interrupted", interrupted=True))
         deadline = None if timeout is None else time.monotonic() + timeout
         for worker in self.workers:
             if worker.thread is not None:
@@ -229,7 +166,61 @@ class GenerationQueue:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 await asyncio.to_thread(worker.thread.join, left)
 
-    # ---- worker thread -------------------------------------------------------------------
+    # ---- what the workers call, from their threads ----------------------------------------
+
+    def take(self, worker: Worker) -> list[Ticket] | None:
+        """Wait for the next batch for `worker` (None: the queue is closing) and mark it
+        running."""
+        with self._cond:
+            while (not self._waiting or self._paused) and not self._closing:
+                worker.finished_with_work_left = None
+                self._cond.wait()
+            if self._closing:
+                return None
+            batch = self._take_batch(worker.runner)
+            now = time.monotonic()
+            if worker.finished_with_work_left is not None:
+                self.idle_while_waiting_seconds += now - worker.finished_with_work_left
+            worker.running, worker.since = batch, now
+        return batch
+
+    def finished(self, worker: Worker, batch: list[Ticket], results: list[Result]) -> bool:
+        """Hand a batch's results to their waiters; False: the worker is to stop."""
+        with self._cond:
+            worker.running = []
+            now = time.monotonic()
+            self.busy_seconds += now - worker.since
+            worker.finished_with_work_left = now if self._waiting else None
+        for ticket, result in zip(batch, results):
+            self._loop.call_soon_threadsafe(resolve, ticket.result, result)
+        if self.device_fault is not None:
+            self._loop.call_soon_threadsafe(self.failed.set)
+            return False
+        return True
+
+    def device_failed(self, exc: BaseException) -> None:
+        """The device is unusable (a CUDA error): take no more jobs; the owner ends the
+        process, so that a new one starts."""
+        with self._cond:
+            self.device_fault = exc
+            self._closing = True
+
+    def died(self, worker: Worker, exc: BaseException) -> None:
+        """Something escaped the worker: its batch fails, and a new worker starts."""
+        with self._cond:
+            batch, worker.running = worker.running, []
+            closing = self._closing
+        log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
+                     "" if closing else "; starting a new one", exc_info=True)
+        for ticket in batch:
+            result = self.result(ticket, error=f"generation failed: the GPU worker "
+                                               f"stopped ({type(exc).__name__})")
+            self._loop.call_soon_threadsafe(resolve, ticket.result, result)
+        if not closing:
+            self.restarts += 1
+            self._loop.call_soon_threadsafe(self._start_worker, worker)
+
+    # ---- inside the queue ----------------------------------------------------------------
 
     def _all(self):
         yield from self._waiting
@@ -249,55 +240,10 @@ class GenerationQueue:
         # The workers share the work ahead: a rough split, as good as the speed estimate.
         return (running + sum(cost(t.job) for t in waiting_ahead) * rate) / len(self.workers)
 
-    def _result(self, ticket: Ticket, **fields) -> Result:
+    def result(self, ticket: Ticket, **fields) -> Result:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
         return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
 
-    def _work_guarded(self, worker: _Worker) -> None:
-        """The worker, restarted when something escapes it (a job's ordinary exceptions are
-        caught in `_run`; this is for what is not an Exception, like SystemExit from a
-        library, or a fault in this loop itself)."""
-        try:
-            self._work(worker)
-        except BaseException as exc:
-            with self._cond:
-                batch, worker.running = worker.running, []
-                closing = self._closing
-            log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
-                         "" if closing else "; starting a new one", exc_info=True)
-            for ticket in batch:
-                result = self._result(ticket, error=f"generation failed: the GPU worker "
-                                                    f"stopped ({type(exc).__name__})")
-                self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
-            if not closing:
-                self.restarts += 1
-                self._loop.call_soon_threadsafe(self._start_worker, worker)
-
-    def _work(self, worker: _Worker) -> None:
-        finished_with_work_left: float | None = None
-        while True:
-            with self._cond:
-                while (not self._waiting or self._paused) and not self._closing:
-                    finished_with_work_left = None
-                    self._cond.wait()
-                if self._closing:
-                    return
-                batch = self._take_batch(worker.runner)
-                now = time.monotonic()
-                if finished_with_work_left is not None:
-                    self.idle_while_waiting_seconds += now - finished_with_work_left
-                worker.running, worker.since = batch, now
-            results = self._run(batch, worker.runner)
-            with self._cond:
-                worker.running = []
-                now = time.monotonic()
-                self.busy_seconds += now - worker.since
-                finished_with_work_left = now if self._waiting else None
-            for ticket, result in zip(batch, results):
-                self._loop.call_soon_threadsafe(_resolve, ticket.result, result)
-            if self.device_fault is not None:
-                self._loop.call_soon_threadsafe(self.failed.set)
-                return
 
     def _take_batch(self, runner: Runner) -> list[Ticket]:
         """The first waiting job, and the waiting jobs of the same shape after it, up to
@@ -319,59 +265,4 @@ class GenerationQueue:
                 pictures += ticket.job.count
         return batch
 
-    def _run(self, batch: list[Ticket], runner: Runner) -> list[Result]:
-        started = time.monotonic()
-        try:
-            if len(batch) == 1:
-                made = [runner.generate(batch[0].job)]
-            else:
-                made = runner.generate_batch([t.job for t in batch])
-        except Exception as exc:  # the worker must survive any one job
-            ids = ", ".join(str(t.id) for t in batch)
-            if len(batch) > 1 and not is_device_fault(exc):
-                # One job's fault (or a batch too large for the memory) must not fail the
-                # jobs beside it: each is made again on its own.
-                log.warning("the batch of jobs %s failed (%s: %s); making each alone", ids,
-                            type(exc).__name__, exc)
-                return [result for ticket in batch for result in self._run([ticket], runner)]
-            if isinstance(exc, GenerationError):
-                return [self._result(t, error=str(exc), queue_seconds=started - t.submitted)
-                        for t in batch]
-            if is_device_fault(exc):
-                # The device is now unusable for every job: these are handed back (to be
-                # made again after a restart), and the worker takes no more.
-                log.critical("job %s hit a device fault; the GPU needs a fresh process: %s",
-                             ids, exc)
-                with self._cond:
-                    self.device_fault = exc
-                    self._closing = True
-                return [self._result(t, error=str(exc), interrupted=True,
-                                     queue_seconds=started - t.submitted) for t in batch]
-            log.exception("job %s failed", ids)
-            return [self._result(t, queue_seconds=started - t.submitted,
-                                 error=f"generation failed: {type(exc).__name__}: {exc}")
-                    for t in batch]
-        seconds = time.monotonic() - started
-        if batch[0].job.kind != "upscale":
-            # An upscale's speed says nothing about the diffusion model's (a Lanczos resize
-            # is a hundred times faster per pixel): it would spoil every later estimate.
-            self.observe_batch([t.job for t in batch], seconds)
-        pictures = sum(t.job.count for t in batch)
-        return [self._result(t, images=tuple(images), queue_seconds=started - t.submitted,
-                             generation_seconds=seconds,
-                             extra={"batch_pictures": pictures} if len(batch) > 1 else {})
-                for t, images in zip(batch, made)]
 
-
-def is_device_fault(exc: BaseException) -> bool:
-    """A fault after which the CUDA context is unusable (an illegal memory access, a device
-    assert, ECC): every later call fails too, and only a new process recovers. Out of
-    memory is not one (it is a GenerationError, or torch.cuda.OutOfMemoryError)."""
-    if type(exc).__name__ == "OutOfMemoryError":
-        return False
-    return type(exc).__name__ == "AcceleratorError" or "CUDA error" in str(exc)
-
-
-def _resolve(future: asyncio.Future, result: Result) -> None:
-    if not future.done():  # the waiter may have been cancelled meanwhile
-        future.set_result(result)

@@ -11,7 +11,7 @@ import logging
 
 from .enhance import enhance
 from .job import GenerationError, Job
-from .queue import Runner
+from .tickets import Runner
 from .upscale import Upscaler, UpscalerError
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ def homeserver(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def test_model(tmp_path_factory) -> Path:
-    from generation.test_model import make_test_model
+    from generation.testing.tiny import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("models") / "tiny-sd", "sd")
 

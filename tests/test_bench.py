@@ -16,9 +16,10 @@ import torch
 
 from bot.cli import main as imgbot
 from generation.bench import BenchError, Workload
-from generation.engine import from_pipeline
+from generation.in_memory import from_pipeline
 from generation.job import Job
-from generation.test_model import BUILDERS, random_pipeline
+from generation.testing.tiny import BUILDERS
+from generation.testing.full_size import random_pipeline
 
 # The published models' parameter counts: runwayml/stable-diffusion-v1-5 and
 # stabilityai/stable-diffusion-xl-base-1.0 (CLIP ViT-L/14 text encoder, OpenCLIP ViT-bigG/14
@@ -109,7 +110,7 @@ def test_the_random_fill_is_seeded_and_keeps_the_buffers():
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from generation.test_model import _materialise
+    from generation.testing.full_size import _materialise
 
     def build(seed):
         with init_empty_weights(include_buffers=False):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.commands import (SUBCOMMANDS, Again, Cancel, Generate, Help, Models, Pause,
-    QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage, UsageError, Vary,
-    help_text, parse, strip_reply_fallback)
+from bot.chat.parser import SUBCOMMANDS, help_text, parse, strip_reply_fallback
+from bot.chat.commands import (Again, Cancel, Generate, Help, Models, Pause, QueueStatus, Resume,
+    RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage, UsageError, Vary)
 from bot.config import GenerationSettings, LimitSettings
 from bot.chat.options import MAX_SEED, OPTIONS, size_for_aspect
 from bot.chat.resolve import Catalogue, RoomDefaults, resolve

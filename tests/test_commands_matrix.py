@@ -279,7 +279,7 @@ async def test_quota_refuses_with_when_to_go_on_and_exempts(make_settings, engin
 async def test_model_option_loads_lazily_and_unloads_the_least_recently_used(
         make_settings, test_model, alice, tmp_path):
     from bot.app import load_engine
-    from generation.test_model import make_test_model
+    from generation.testing.tiny import make_test_model
 
     second = make_test_model(tmp_path / "second-model", "sd", seed=1)
     settings = make_settings(generation={"models": {"second": second},

@@ -17,11 +17,13 @@ import pytest
 from PIL import Image
 
 from generation.device import Placement, choose
-from generation.engine import Engine, ModelError, img2img_steps, inspect_model
+from generation.engine import Engine
+from generation.model_folder import ModelError, inspect_model
+from generation.pipeline_call import img2img_steps
 from generation.job import GenerationError, Job
 from generation.png import encode_png, parameters_text, read_parameters
 from generation.pool import ModelPool
-from generation.test_model import make_test_model
+from generation.testing.tiny import make_test_model
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHS = ("sd", "sdxl")
@@ -449,10 +451,10 @@ def run_python(code: str, env: dict[str, str] | None = None) -> str:
 def test_the_bot_package_never_imports_torch():
     out = run_python(
         "import sys\n"
-        "import bot.chat.handler, bot.app, bot.chat.commands, bot.matrix.sync, bot.matrix.messages, "
+        "import bot.chat.bot, bot.app, bot.chat.commands, bot.matrix.sync, bot.matrix.messages, "
         "bot.store.usage, bot.config, bot.cli\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
-        "print('bot.chat.handler' in sys.modules, heavy)\n")
+        "print('bot.chat.bot' in sys.modules, heavy)\n")
     assert out == "True []"
 
 

@@ -8,7 +8,7 @@ import aiohttp
 from nio import InviteMemberEvent
 
 from bot.config import Settings
-from bot.chat.handler import Bot
+from bot.chat.bot import Bot
 from bot.ops.tasks import TaskOwner
 
 

@@ -93,7 +93,7 @@ async def test_a_prompt_in_reply_to_an_uploaded_picture_paints_it_over(make_sett
 
 async def test_upscale_with_the_ai_upscaler_and_without_one(make_settings, engine, alice,
                                                             tmp_path):
-    from generation.test_model import make_test_upscaler
+    from generation.testing.upscaler import make_test_upscaler
 
     upscaler = make_test_upscaler(tmp_path / "test-esrgan-x4.safetensors")
     for configured in (upscaler, None):

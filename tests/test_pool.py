@@ -17,11 +17,12 @@ from PIL import Image
 
 from bot.app import load_engine
 from bot.config import Settings
-from generation.engine import Engine, native_size, weights_bytes
+from generation.engine import Engine
+from generation.model_folder import native_size, weights_bytes
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool, free_bytes
 from generation.queue import GenerationQueue
-from generation.test_model import make_test_model
+from generation.testing.tiny import make_test_model
 
 PLENTY = 1 << 50  # bytes of free memory that no model needs
 

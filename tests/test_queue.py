@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from generation.job import GenerationError, Job, Result
-from generation.queue import GenerationQueue, QueueFull, is_device_fault
+from generation.queue import GenerationQueue
+from generation.tickets import QueueFull
+from generation.workers import is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
 

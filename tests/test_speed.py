@@ -18,10 +18,13 @@ from PIL import Image
 
 from generation import speed
 from generation.device import Placement, choose
-from generation.engine import Engine, ModelError, batch_key, from_pipeline
+from generation.engine import Engine
+from generation.model_folder import ModelError
+from generation.pipeline_call import batch_key
+from generation.in_memory import from_pipeline
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool
-from generation.test_model import BUILDERS, make_test_model, make_test_tiny_decoder
+from generation.testing.tiny import BUILDERS, make_test_model, make_test_tiny_decoder
 from tests.test_engine import OutOfMemoryAbove
 
 ARCHS = ("sd", "sdxl")

@@ -58,7 +58,8 @@ async def test_an_unfetchable_gap_is_retried_not_skipped(tmp_path, monkeypatch):
         stop.set()
 
     try:
-        await asyncio.wait_for(SyncLoop(server, db, on_sync).run(stop), 10)
+        sync = SyncLoop(server, database.Kept(db, SYNC_TOKEN_KEY), on_sync)
+        await asyncio.wait_for(sync.run(stop), 10)
         token = await database.get_state(db, SYNC_TOKEN_KEY)
     finally:
         await db.close()

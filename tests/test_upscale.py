@@ -15,12 +15,13 @@ from PIL import Image, ImageFilter
 
 from bot.cli import main as imgbot
 from generation import upscale as upscale_module
+from generation import upscale_bench
 from generation.enhance import enhance
 from generation.engine import Engine
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool
 from generation.studio import Studio
-from generation.test_model import make_test_upscaler
+from generation.testing.upscaler import make_test_upscaler
 from generation.upscale import Upscaler, UpscalerError, import_spandrel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,7 +211,7 @@ def test_the_torchvision_stand_in_does_not_leak():
 
 
 def test_bench_prints_the_time(capsys):
-    assert upscale_module.main(["--bench", "--side", "32", "--factor", "8"]) == 0
+    assert upscale_bench.main(["--bench", "--side", "32", "--factor", "8"]) == 0
     out = capsys.readouterr().out
     assert "32x32 x8 with the test ESRGAN" in out and out.rstrip().endswith(" s")
 

@@ -21,6 +21,7 @@ import yaml
 
 from bot.store import db as database
 from bot.store import usage
+from bot.cli import usage as usage_cli
 from bot.store.usage import NewJob
 
 REPO = Path(__file__).resolve().parent.parent
@@ -224,8 +225,8 @@ def test_parse_since_errors_say_what_is_allowed(text):
 async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
     await fill(db)
     rows = await usage.query(db)
-    lines = usage.render(rows, "table").splitlines()
-    assert lines[0].split() == list(usage.COLUMNS)
+    lines = usage_cli.render(rows, "table").splitlines()
+    assert lines[0].split() == list(usage_cli.COLUMNS)
     assert len(lines) == 1 + len(rows) + 1
     assert lines[-1] == ("5 jobs, 7 pictures, 2 users, 1 failed, 1 rejected, "
                          "5.0 GPU seconds")
@@ -236,8 +237,8 @@ async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
 
 
 def test_table_of_nothing_still_has_a_summary():
-    lines = usage.render([], "table").splitlines()
-    assert lines[0].split() == list(usage.COLUMNS)
+    lines = usage_cli.render([], "table").splitlines()
+    assert lines[0].split() == list(usage_cli.COLUMNS)
     assert lines[-1].startswith("0 jobs, 0 pictures, 0 users")
 
 
@@ -245,7 +246,7 @@ async def test_csv_is_parseable_with_every_row(db):
     await fill(db)
     await add(db, created_at=NOW, prompt='a "quoted", comma\nand a newline')
     rows = await usage.query(db)
-    parsed = list(csv.DictReader(io.StringIO(usage.render(rows, "csv"))))
+    parsed = list(csv.DictReader(io.StringIO(usage_cli.render(rows, "csv"))))
     assert len(parsed) == len(rows) == 6
     assert [r["prompt"] for r in parsed] == [r["prompt"] for r in rows]
     assert {"user_id", "room_id", "status", "images", "created_at"} <= set(parsed[0])
@@ -255,7 +256,7 @@ async def test_csv_is_parseable_with_every_row(db):
 async def test_json_is_parseable_and_complete(db):
     await fill(db)
     rows = await usage.query(db)
-    parsed = json.loads(usage.render(rows, "json"))
+    parsed = json.loads(usage_cli.render(rows, "json"))
     assert parsed == rows
     assert parsed[-1]["prompt"] == "x" * 80
 
@@ -311,7 +312,7 @@ async def test_cli_table_with_default_since_shows_only_the_last_week(filled_conf
     done = imgbot("usage", "-c", str(filled_config))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == list(usage.COLUMNS)
+    assert lines[0].split() == list(usage_cli.COLUMNS)
     assert "alice just now" in done.stdout and "old alice job" not in done.stdout
     assert lines[-1].startswith("1 jobs, 1 pictures, 1 users")
 
@@ -429,32 +430,32 @@ def test_group_refuses_an_unknown_grouping():
 async def test_grouped_table_csv_and_json(db):
     await fill_more(db)
     rows = await usage.query(db)
-    lines = usage.render_grouped(rows, "room", "table").splitlines()
-    assert lines[0].split() == list(usage.group_columns("room"))
+    lines = usage_cli.render_grouped(rows, "room", "table").splitlines()
+    assert lines[0].split() == list(usage_cli.group_columns("room"))
     assert lines[0].split()[-1] == "users"
     assert lines[1].split() == ["!room1:localhost", "6", "6", "2", "1", "1", "7.0", "0.50", "2"]
     assert lines[2].split()[0] == "-"  # no room
-    assert lines[-1] == usage.summary(rows)
+    assert lines[-1] == usage_cli.summary(rows)
 
-    parsed = list(csv.DictReader(io.StringIO(usage.render_grouped(rows, "user", "csv"))))
+    parsed = list(csv.DictReader(io.StringIO(usage_cli.render_grouped(rows, "user", "csv"))))
     assert [(r["user"], r["pictures"], r["rooms"]) for r in parsed] == [
         ("@alice:localhost", "6", "1"), ("@carol:localhost", "2", "0"),
         ("@bob:localhost", "1", "2")]
 
-    records = json.loads(usage.render_grouped(rows, "user", "json"))
+    records = json.loads(usage_cli.render_grouped(rows, "user", "json"))
     assert records[0] == {"user": "@alice:localhost", "jobs": 4, "pictures": 6, "failed": 2,
                           "rejected": 0, "cancelled": 0, "gpu_seconds": 5.75,
                           "mean_queue_seconds": 0.5, "rooms": 1}
 
 
 def test_grouped_csv_of_nothing_has_its_header():
-    assert usage.render_grouped([], "day", "csv").strip() == ",".join(usage.group_columns("day"))
+    assert usage_cli.render_grouped([], "day", "csv").strip() == ",".join(usage_cli.group_columns("day"))
 
 
 async def test_csv_of_nothing_has_the_usage_tables_columns(db):
-    header = usage.render([], "csv").strip().split(",")
+    header = usage_cli.render([], "csv").strip().split(",")
     columns = [row[1] for row in await (await db.execute("PRAGMA table_info(usage)")).fetchall()]
-    assert header == list(usage.FIELDS) == columns
+    assert header == list(usage_cli.FIELDS) == columns
 
 
 # ---- read-only open -----------------------------------------------------------------------
@@ -504,7 +505,7 @@ async def test_cli_by_user_table(filled_config):
     done = imgbot("usage", "-c", str(filled_config), "--since", "all", "--by", "user")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == list(usage.group_columns("user"))
+    assert lines[0].split() == list(usage_cli.group_columns("user"))
     # alice: the fill's 3 jobs and the fresh one; 2 + 4 + 1 pictures, her failure not counted.
     assert lines[1].split()[:4] == ["@alice:localhost", "4", "7", "1"]
     assert lines[2].split()[:4] == ["@bob:localhost", "2", "1", "0"]

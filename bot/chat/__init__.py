@@ -2,5 +2,6 @@
 command to a job, word replies, iterate, room defaults, quotas, the admin report, and the
 roles that take events in, accept and resume jobs, and deliver results.
 
-May import bot.ops, bot.matrix, bot.store, bot.config, bot.text and generation's seam.
+May import bot.ops, bot.matrix, bot.store, bot.config, bot.text and generation (the job,
+the queue and its tickets, PNG encoding, the compliance checks).
 """

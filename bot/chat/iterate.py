@@ -49,18 +49,18 @@ def source_size(image: Image.Image, native: tuple[int, int], max_pixels: int) ->
 class Iterator:
     """Builds the jobs of commands that work on a picture; one per bot."""
 
-    def __init__(self, bot):
-        self.bot = bot
+    def __init__(self, ctx):  # a bot.chat.context.Context
+        self.ctx = ctx
 
     @property
     def limits(self):
-        return self.bot.settings.limits
+        return self.ctx.settings.limits
 
     async def job_for(self, room_id: str, event: dict, command,
                       room) -> tuple[Job, str] | UsageError:
         """The job, and the prompt as the person typed it (for captions and the usage log);
         or why not."""
-        bot = self.bot
+        ctx = self.ctx
         is_generate = isinstance(command, Generate)
         # again/vary/upscale in a thread started on a picture are about that picture.
         reply = sources.replied_to(event.get("content") or {}, thread_root=not is_generate)
@@ -71,10 +71,10 @@ class Iterator:
             return self._typed(self._resolve(command, room), command.prompt)
         name = type(command).__name__.lower()
         if reply is None:
-            return UsageError(f"Reply to a picture with `{bot.settings.matrix.command_prefix} "
+            return UsageError(f"Reply to a picture with `{ctx.settings.matrix.command_prefix} "
                               f"{name}` for that.")
         try:
-            picture = await sources.picture_event(bot.client, room_id, reply)
+            picture = await sources.picture_event(ctx.client, room_id, reply)
         except sources.NotAPicture as exc:
             if is_generate and command.strength is None:
                 # A reply to a text message: just a prompt.
@@ -82,12 +82,12 @@ class Iterator:
             return UsageError(str(exc))
         except SourceError as exc:
             return UsageError(str(exc))
-        posted = (await gallery.find(bot.db, reply, room_id)
-                  if picture.get("sender") == bot.me else None)
+        posted = (await gallery.find(ctx.db, reply, room_id)
+                  if picture.get("sender") == ctx.me else None)
         if isinstance(command, (Again, Vary)) and posted is None:
             return UsageError(f"`{name}` works on the pictures this bot made in this room; "
                               f"to start from another picture, reply to it with "
-                              f"`{bot.settings.matrix.command_prefix} <prompt>`.")
+                              f"`{ctx.settings.matrix.command_prefix} <prompt>`.")
         if isinstance(command, (Again, Vary)) and posted.job.kind == "upscale":
             return UsageError(f"That picture is an upscale: reply to the picture it was made "
                               f"from for `{name}`.")
@@ -95,7 +95,7 @@ class Iterator:
             return UsageError("That is a contact sheet: reply to one of its pictures for "
                               "`vary`.")
         try:
-            source = await sources.fetch(bot.client, sources.locator(picture["content"]),
+            source = await sources.fetch(ctx.client, sources.locator(picture["content"]),
                                          (picture["content"].get("info") or {}).get("size"),
                                          self.limits)
         except SourceError as exc:
@@ -123,12 +123,12 @@ class Iterator:
         return job if isinstance(job, UsageError) else (job, prompt)
 
     def _resolve(self, command: Generate, room) -> Job | UsageError:
-        bot = self.bot
-        return resolve(command, bot.settings.generation, self.limits, bot.catalogue, room)
+        ctx = self.ctx
+        return resolve(command, ctx.settings.generation, self.limits, ctx.catalogue, room)
 
     def _model(self, job: Job) -> str:
         """The picture's model, or the default when that model is no longer configured."""
-        return job.model if job.model in self.bot.catalogue.models else ""
+        return job.model if job.model in self.ctx.catalogue.models else ""
 
     async def _again(self, command: Again, posted: gallery.Posted) -> Job | UsageError:
         job = posted.job
@@ -136,7 +136,7 @@ class Iterator:
         image = None
         if job.kind == "img2img":
             try:
-                base = await sources.fetch(self.bot.client, job.source, None, self.limits)
+                base = await sources.fetch(self.ctx.client, job.source, None, self.limits)
             except SourceError as exc:
                 return UsageError(f"The picture this one was made from: {exc}")
             image = await asyncio.to_thread(fitted, base.image, job.width, job.height)
@@ -149,8 +149,8 @@ class Iterator:
         job = posted.job
         width, height = source.image.size
         if width % 8 or height % 8 or width * height > self.limits.max_pixels:
-            native = self.bot.catalogue.models[self._model(job) or
-                                                self.bot.catalogue.default_model]
+            native = self.ctx.catalogue.models[self._model(job) or
+                                                self.ctx.catalogue.default_model]
             try:
                 width, height = source_size(source.image, native, self.limits.max_pixels)
             except ValueError as exc:
@@ -169,7 +169,7 @@ class Iterator:
         if not (command.width or command.aspect):
             # Without --size or --ar, the new picture keeps the shape of the old one.
             try:
-                width, height = source_size(source.image, self.bot.catalogue.models[job.model],
+                width, height = source_size(source.image, self.ctx.catalogue.models[job.model],
                                             self.limits.max_pixels)
             except ValueError as exc:
                 return UsageError(f"{exc}.")

@@ -9,19 +9,20 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from generation.job import Job
-from generation.queue import cost
+from generation.tickets import cost
 
 from bot.store import db as database
 from bot.matrix import messages
 from bot.chat import report, rooms
 from bot.store import usage
 from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
-    RoomSet, RoomShow, Styles, Usage, help_text)
+                               RoomSet, RoomShow, Styles, Usage)
+from bot.chat.parser import help_text
 from bot.chat.styles import listing
 from bot.text import plural, shorten
 
 if TYPE_CHECKING:
-    from bot.chat.handler import Bot
+    from bot.chat.context import Context
 
 PAUSED_KEY = "queue_paused"
 
@@ -31,8 +32,8 @@ def _short(prompt: str) -> str:
 
 
 class Replies:
-    def __init__(self, bot: Bot):
-        self.bot = bot
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
         self.handlers = {
             Help: self.help, Styles: self.styles, Models: self.models,
             QueueStatus: self.queue_status, Cancel: self.cancel,
@@ -46,25 +47,25 @@ class Replies:
 
     async def restore(self) -> None:
         """Take up the state that outlives a restart (an admin's pause)."""
-        if await database.get_state(self.bot.db, PAUSED_KEY) == "1":
-            self.bot.queue.pause()
+        if await database.get_state(self.ctx.db, PAUSED_KEY) == "1":
+            self.ctx.queue.pause()
 
     async def _say(self, room_id: str, event: dict[str, Any], text: str,
                    html: str | None = None) -> None:
-        await messages.send_notice(self.bot.client, room_id, text, reply_to=event, html=html)
+        await messages.send_notice(self.ctx.client, room_id, text, reply_to=event, html=html)
 
     # ---- everyone ------------------------------------------------------------------------
 
     async def help(self, room_id, event, command) -> None:
-        settings = self.bot.settings
+        settings = self.ctx.settings
         await self._say(room_id, event, help_text(settings.matrix.command_prefix,
                                                   settings.limits, settings.quotas))
 
     async def styles(self, room_id, event, command) -> None:
-        await self._say(room_id, event, listing(self.bot.catalogue.styles))
+        await self._say(room_id, event, listing(self.ctx.catalogue.styles))
 
     async def models(self, room_id, event, command) -> None:
-        catalogue = self.bot.catalogue
+        catalogue = self.ctx.catalogue
         lines = [f"{plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
         for name, (width, height) in catalogue.models.items():
             default = " — the default" if name == catalogue.default_model else ""
@@ -72,7 +73,7 @@ class Replies:
         await self._say(room_id, event, "\n".join(lines))
 
     async def queue_status(self, room_id, event, command) -> None:
-        queue, sender = self.bot.queue, event["sender"]
+        queue, sender = self.ctx.queue, event["sender"]
         places = queue.places()
         running = [p for p in places if p.position == 0]
         waiting = [p for p in places if p.position > 0]
@@ -82,10 +83,10 @@ class Replies:
         mine = [p for p in places if p.ticket.owner == sender]
         elsewhere = 0
         for place in mine:
-            if self.bot.room_of(place.ticket) != room_id:
+            if self.ctx.room_of(place.ticket) != room_id:
                 elsewhere += 1  # a prompt from another room (a DM, say) is not repeated here
                 continue
-            what = _short(self.bot.prompt_of(place.ticket))
+            what = _short(self.ctx.prompt_of(place.ticket))
             if place.position == 0:
                 lines.append(f"Yours: {what} is running now.")
             elif place.eta_seconds is None:
@@ -99,7 +100,7 @@ class Replies:
         if not mine:
             lines.append("You have no jobs in the queue.")
         if queue.seconds_per_cost is not None:
-            defaults = self.bot.settings.generation
+            defaults = self.ctx.settings.generation
             width, height = defaults.width_height
             job = Job(prompt="", seed=0, steps=defaults.steps, width=width, height=height)
             lines.append(f"Speed: about {cost(job) * queue.seconds_per_cost:.1f} s for a "
@@ -108,18 +109,18 @@ class Replies:
 
     async def cancel(self, room_id, event, command) -> None:
         sender = event["sender"]
-        taken = self.bot.queue.cancel(lambda ticket: ticket.owner == sender)
+        taken = self.ctx.queue.cancel(lambda ticket: ticket.owner == sender)
         if taken:
             # Their deliveries drop them from `pending` only when they next run, after this,
             # so prompts and rooms are still known; other rooms' prompts stay there.
-            names = [_short(self.bot.prompt_of(t)) for t in taken
-                     if self.bot.room_of(t) == room_id]
+            names = [_short(self.ctx.prompt_of(t)) for t in taken
+                     if self.ctx.room_of(t) == room_id]
             if len(names) < len(taken):
                 names.append(f"{len(taken) - len(names)} from other rooms")
             text = f"Cancelled {plural(len(taken), 'queued job')}: {', '.join(names)}."
         else:
             text = "You have no queued jobs to cancel."
-        running = [p for p in self.bot.queue.places()
+        running = [p for p in self.ctx.queue.places()
                    if p.position == 0 and p.ticket.owner == sender]
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
@@ -128,17 +129,17 @@ class Replies:
     # ---- room moderators -----------------------------------------------------------------
 
     async def room_show(self, room_id, event, command) -> None:
-        values = await rooms.stored(self.bot.db, room_id)
-        _, ignored = rooms.usable(values, self.bot.settings.limits, self.bot.catalogue)
+        values = await rooms.stored(self.ctx.db, room_id)
+        _, ignored = rooms.usable(values, self.ctx.settings.limits, self.ctx.catalogue)
         await self._say(room_id, event, rooms.describe(
-            values, ignored, self.bot.settings.generation, self.bot.catalogue))
+            values, ignored, self.ctx.settings.generation, self.ctx.catalogue))
 
     async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:
         sender = event["sender"]
-        if self.bot.is_admin(sender):
+        if self.ctx.is_admin(sender):
             return True
-        needed = self.bot.settings.rooms.defaults_power_level
-        level = await rooms.power_level(self.bot.client, room_id, sender)
+        needed = self.ctx.settings.rooms.defaults_power_level
+        level = await rooms.power_level(self.ctx.client, room_id, sender)
         if level is None:
             await self._say(room_id, event, "I could not read this room's power levels from "
                                             "the homeserver; try again in a moment.")
@@ -154,19 +155,19 @@ class Replies:
         if not await self._may_change_room(room_id, event):
             return
         try:
-            value = rooms.canonical(command.key, command.value, self.bot.settings.limits,
-                                    self.bot.catalogue)
+            value = rooms.canonical(command.key, command.value, self.ctx.settings.limits,
+                                    self.ctx.catalogue)
         except ValueError as exc:
             await self._say(room_id, event, str(exc).rstrip(".") + ".")
             return
-        await rooms.store(self.bot.db, room_id, command.key, value, event["sender"])
+        await rooms.store(self.ctx.db, room_id, command.key, value, event["sender"])
         await self._say(room_id, event, f"This room's {command.key} is now {value}. "
                                         "`room` shows all its defaults.")
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
         if not await self._may_change_room(room_id, event):
             return
-        removed = await rooms.clear(self.bot.db, room_id, command.key)
+        removed = await rooms.clear(self.ctx.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
         await self._say(room_id, event, f"This room's {what} the bot's again "
                                         f"({plural(removed, 'setting')} removed).")
@@ -174,7 +175,7 @@ class Replies:
     # ---- bot admins ----------------------------------------------------------------------
 
     async def _admin(self, room_id: str, event: dict[str, Any], what: str) -> bool:
-        if self.bot.is_admin(event["sender"]):
+        if self.ctx.is_admin(event["sender"]):
             return True
         await self._say(room_id, event, f"Only bot admins may {what}; they are listed in "
                                         "the bot's config file.")
@@ -183,33 +184,33 @@ class Replies:
     async def pause(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "pause the queue"):
             return
-        self.bot.queue.pause()
-        await database.set_state(self.bot.db, PAUSED_KEY, "1")
+        self.ctx.queue.pause()
+        await database.set_state(self.ctx.db, PAUSED_KEY, "1")
         await self._say(room_id, event, "The queue is paused: commands are still taken and "
                                         "wait until a bot admin sends `resume`.")
 
     async def resume(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "resume the queue"):
             return
-        self.bot.queue.resume()
-        await database.set_state(self.bot.db, PAUSED_KEY, "0")
+        self.ctx.queue.resume()
+        await database.set_state(self.ctx.db, PAUSED_KEY, "0")
         await self._say(room_id, event, f"The queue runs again "
-                                        f"({plural(self.bot.queue.depth, 'job')} in it).")
+                                        f"({plural(self.ctx.queue.depth, 'job')} in it).")
 
     async def usage(self, room_id, event, command: Usage) -> None:
         if not await self._admin(room_id, event, "see the usage report"):
             return
         now = time.time()
         since = usage.parse_since(command.span, now)
-        rows = await usage.query(self.bot.db, since=since, user=command.user)
+        rows = await usage.query(self.ctx.db, since=since, user=command.user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
-        names = {room.room_id: room.display_name for room in self.bot.client.rooms.values()}
+        names = {room.room_id: room.display_name for room in self.ctx.client.rooms.values()}
         text, html = report.usage_report(rows, span_label=label, user=command.user, now=now,
                                          room_names=names)
         await self._say(room_id, event, text, html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))
         chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
-        await messages.send_image(self.bot.client, room_id,
+        await messages.send_image(self.ctx.client, room_id,
                                   messages.Picture(chart, report.WIDTH, report.HEIGHT),
                                   filename="imgbot-usage.png",
                                   caption=f"Pictures per day {label}", reply_to=event)

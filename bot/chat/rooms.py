@@ -14,7 +14,7 @@ import aiosqlite
 from nio import AsyncClient, RoomGetStateResponse
 
 from bot.store import db as database
-from bot.chat.commands import ROOM_KEYS
+from bot.chat.parser import ROOM_KEYS
 from bot.config import GenerationSettings, LimitSettings, parse_size
 from bot.chat.resolve import Catalogue, RoomDefaults
 from bot.chat.styles import NO_STYLE, normalise

@@ -61,19 +61,19 @@ class Screening:
             return cls(None, f"the compliance checks could not be loaded ({exc})")
 
     @classmethod
-    async def of(cls, bot) -> Screening:
-        """The bot's checks: `bot.screening` when the start loaded them, else loaded now."""
-        async with bot.screening_lock:
-            if bot.screening is None:
-                bot.screening = await asyncio.to_thread(cls.load, bot.settings)
-        return bot.screening
+    async def of(cls, ctx) -> Screening:
+        """The bot's checks: `ctx.screening` when the start loaded them, else loaded now."""
+        async with ctx.screening_lock:
+            if ctx.screening is None:
+                ctx.screening = await asyncio.to_thread(cls.load, ctx.settings)
+        return ctx.screening
 
     def _flag(self, event_id: str) -> None:
         self._flagged[event_id] = None
         while len(self._flagged) > _REMEMBERED:
             self._flagged.popitem(last=False)
 
-    async def screen(self, bot, pending, image: Image.Image, index: int | None,
+    async def screen(self, ctx, pending, image: Image.Image, index: int | None,
                      label: str) -> Image.Image | None:
         """The picture to send (perhaps blurred or watermarked), or None when it is
         withheld; its notice, if any, is sent here. `label` names it in notices."""
@@ -81,9 +81,9 @@ class Screening:
         if self.broken is not None:
             verdict = Verdict("block", None, [self.broken], {"action": "block",
                                                               "error": self.broken})
-            await _log(bot.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+            await _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record})
             if index is not None:
-                await self._notify(bot, pending, verdict, index, label)
+                await self._notify(ctx, pending, verdict, index, label)
             return None
         if index is None:  # the contact sheet
             if event_id in self._flagged:
@@ -100,7 +100,7 @@ class Screening:
                 log.exception("job %d: the contact sheet could not be watermarked",
                               pending.ticket.id)
                 return None
-        stored = await rooms.stored(bot.db, pending.room_id)
+        stored = await rooms.stored(ctx.db, pending.room_id)
         # The room's own safety policy, stricter than the config's or ignored.
         room_nsfw = stored["nsfw"].value if "nsfw" in stored else None
         room_nsfw = room_nsfw if room_nsfw in ("blur", "block") else None
@@ -116,7 +116,7 @@ class Screening:
             verdict = Verdict("block", None, [f"the compliance checks failed "
                                               f"({type(exc).__name__})"],
                               {"action": "block", "error": type(exc).__name__})
-        await _log(bot.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+        await _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record})
         if verdict.action == "send":
             return verdict.image
         log.info("job %d: picture %d %s by the compliance checks (%s)", pending.ticket.id,
@@ -124,12 +124,12 @@ class Screening:
                  [verdict.action], "; ".join(verdict.reasons))
         if verdict.withheld or verdict.record.get("blurred"):
             self._flag(event_id)
-        await self._notify(bot, pending, verdict, index, label)
+        await self._notify(ctx, pending, verdict, index, label)
         return verdict.image
 
     @staticmethod
-    async def _notify(bot, pending, verdict: Verdict, index: int, label: str) -> None:
-        await messages.send_notice(bot.client, pending.room_id, notice_text(verdict, label),
+    async def _notify(ctx, pending, verdict: Verdict, index: int, label: str) -> None:
+        await messages.send_notice(ctx.client, pending.room_id, notice_text(verdict, label),
                                    reply_to=pending.stored.command,
                                    txn_id=pending.txn(f"compliance-{index}"),
                                    patience=messages.PATIENT, strict=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PLACEHOLDER = "{prompt}"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+from bot.config.chat import PLACEHOLDER, StyleSettings
 # What a person may write instead of a preset: "--style none" drops the room's style.
 NO_STYLE = "none"
 
@@ -86,3 +85,8 @@ def listing(styles: dict[str, Style]) -> str:
         template = style.prompt.replace(PLACEHOLDER, "…")
         lines.append(f"  {style.name} — {template}")
     return "\n".join(lines)
+
+
+def configured(styles: dict[str, StyleSettings]) -> dict[str, Style]:
+    """The catalogue with the config's `styles:` entries over the built-in presets."""
+    return catalogue({name: Style(name, s.prompt, s.negative) for name, s in styles.items()})

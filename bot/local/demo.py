@@ -63,7 +63,7 @@ def run_demo(model: str | None, count: int, out: Path, config: str | None = None
                 raise SystemExit(f"imgbot demo: {exc}")
         model = model or generation.get("model")
         if model is None:
-            from generation.test_model import make_test_model
+            from generation.testing.tiny import make_test_model
 
             print("No model given: using a tiny random-weight test model. Its pictures are "
                   "noise; pass --model DIR for real ones.")

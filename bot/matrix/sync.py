@@ -12,15 +12,15 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
-from bot.store import db as database
 from bot.matrix.messages import NETWORK_ERRORS
 
 log = logging.getLogger(__name__)
 
-SYNC_TOKEN_KEY = "sync_token"
+SYNC_TOKEN_KEY = "sync_token"  # its key in the state the loop is handed
 POLL_MS = 30_000
 BACKOFF_MAX = 60.0
 # Synapse sends at most 10 events of a room per sync unless told otherwise; the rest of a
@@ -39,12 +39,20 @@ def backoff_delay(failures: int, cap: float = BACKOFF_MAX) -> float:
     return min(cap, 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)
 
 
+class TokenPlace(Protocol):
+    """Where the sync token is kept between runs (bot.app hands in the database's)."""
+
+    async def load(self) -> str | None: ...
+
+    async def save(self, value: str) -> None: ...
+
+
 class SyncLoop:
-    def __init__(self, client: AsyncClient, db,
+    def __init__(self, client: AsyncClient, token: TokenPlace,
                  on_sync: Callable[[SyncResponse, bool], Awaitable[None]],
                  beat: Callable[[], None] | None = None):
         self.client = client
-        self.db = db
+        self.token = token
         self.on_sync = on_sync
         self.beat = beat or (lambda: None)  # progress, for the watchdog
         # Set once the first sync is handled: from then on, new messages are answered.
@@ -52,7 +60,7 @@ class SyncLoop:
         self.last_success = time.monotonic()  # for a watchdog, and for `check`
 
     async def run(self, stop: asyncio.Event) -> None:
-        token = await database.get_state(self.db, SYNC_TOKEN_KEY)
+        token = await self.token.load()
         failures = 0
         while not stop.is_set():
             # The very first sync (no token) only takes the current state: the backlog of
@@ -69,7 +77,7 @@ class SyncLoop:
             if isinstance(response, SyncResponse):
                 await self.on_sync(response, first)
                 token = response.next_batch
-                await database.set_state(self.db, SYNC_TOKEN_KEY, token)
+                await self.token.save(token)
                 self.last_success = time.monotonic()
                 self.live.set()
                 if failures:

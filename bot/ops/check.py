@@ -95,7 +95,7 @@ def run_checks(config: str | Path, load: bool = False,
 
 def check_models(settings: Settings) -> list[Result]:
     """Every configured folder, the default first: a diffusers folder of a known family."""
-    from generation.engine import ModelError, inspect_model
+    from generation.model_folder import ModelError, inspect_model
 
     generation = settings.generation
     if generation.model is None:

@@ -188,6 +188,21 @@ async def set_state(db: aiosqlite.Connection, key: str, value: str) -> None:
         )
 
 
+class Kept:
+    """One value of the state table under its key: the place a part that must not know the
+    database (the sync loop's token) loads from and saves to."""
+
+    def __init__(self, db: aiosqlite.Connection, key: str):
+        self.db = db
+        self.key = key
+
+    async def load(self) -> str | None:
+        return await get_state(self.db, self.key)
+
+    async def save(self, value: str) -> None:
+        await set_state(self.db, self.key, value)
+
+
 async def was_handled(db: aiosqlite.Connection, event_id: str) -> bool:
     row = await (await db.execute("SELECT 1 FROM handled_events WHERE event_id = ?",
                                   (event_id,))).fetchone()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import time
@@ -13,7 +11,6 @@ from typing import Any
 import aiosqlite
 
 from bot.store import db as database
-from bot.text import shorten
 
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
 # Five digits at most: 99999w is already longer than any usage log, and a longer number
@@ -171,82 +168,3 @@ def totals(key: str, rows: list[dict[str, Any]]) -> Group:
         users=len({r["user_id"] for r in rows}),
         rooms=len({r["room_id"] for r in rows if r["room_id"]}),
     )
-
-
-# ---- output for `imgbot usage` --------------------------------------------------------------
-
-# The usage table's columns, for the CSV header when no row carries them.
-FIELDS = ("id", "created_at", "finished_at", "event_id", "room_id", "user_id", "prompt",
-          "options", "seed", "model", "status", "error", "images", "queue_seconds",
-          "generation_seconds", "compliance")
-COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
-           "prompt")
-
-
-def _display_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"])),
-        "user": row["user_id"],
-        "room": row["room_id"] or "",
-        "status": row["status"],
-        "images": row["images"],
-        "seed": "" if row["seed"] is None else row["seed"],
-        "model": row["model"] or "",
-        "queue_s": "" if row["queue_seconds"] is None else f"{row['queue_seconds']:.2f}",
-        "gen_s": "" if row["generation_seconds"] is None else f"{row['generation_seconds']:.2f}",
-        "prompt": row["prompt"],
-    }
-
-
-def summary(rows: list[dict[str, Any]]) -> str:
-    total = totals("", rows)
-    return (f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
-            f"{total.failed} failed, {total.rejected} rejected, "
-            f"{total.gpu_seconds:.1f} GPU seconds")
-
-
-def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fieldnames)
-    writer.writeheader()
-    writer.writerows(records)
-    return out.getvalue()
-
-
-def _table(shown: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
-    widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in shown]
-    return lines
-
-
-def render(rows: list[dict[str, Any]], fmt: str) -> str:
-    """One line per job as a table (with a summary), CSV or JSON."""
-    if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False)
-    if fmt == "csv":
-        return _csv(rows, list(rows[0]) if rows else list(FIELDS))
-    shown = [_display_row(r) for r in rows]
-    for row in shown:  # keep the table readable; csv and json carry the whole prompt
-        row["prompt"] = shorten(row["prompt"], 40)
-    return "\n".join(_table(shown, COLUMNS) + [summary(rows)])
-
-
-def group_columns(by: str) -> tuple[str, ...]:
-    # A user's group always has one user and a room's one room: show the other count.
-    return (by, "jobs", "pictures", "failed", "rejected", "cancelled", "gpu_seconds",
-            "mean_queue_seconds", "rooms" if by == "user" else "users")
-
-
-def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str) -> str:
-    """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON."""
-    columns = group_columns(by)
-    records = [{by: g.key, **{c: getattr(g, c) for c in columns[1:]}} for g in group(rows, by)]
-    if fmt == "json":
-        return json.dumps(records, indent=2, ensure_ascii=False)
-    if fmt == "csv":
-        return _csv(records, list(columns))
-    wait = "mean_queue_seconds"
-    shown = [{**r, by: r[by] or "-", "gpu_seconds": f"{r['gpu_seconds']:.1f}",
-              wait: "" if r[wait] is None else f"{r[wait]:.2f}"} for r in records]
-    return "\n".join(_table(shown, columns) + [summary(rows)])

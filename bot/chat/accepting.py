@@ -1,0 +1,103 @@
+"""Accepting a command that makes pictures: its job built and checked (blocklist, quota,
+queue), written down with its usage row before any GPU work, queued, and handed to delivery.
+A refused command gets its notice and a usage row of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from generation.job import Job
+from generation.tickets import QueueFull
+
+from bot.chat import quotas
+from bot.chat.captions import queued_text
+from bot.chat.commands import UsageError
+from bot.chat.context import Context, Pending, matches
+from bot.chat.delivery import Delivery
+from bot.chat.iterate import Iterator
+from bot.matrix import messages
+from bot.store import db as database
+from bot.store import jobs, usage
+from bot.store.jobs import StoredJob
+from bot.store.retention import options_for_log, prompt_for_log
+
+
+class Acceptor:
+    def __init__(self, ctx: Context, delivery: Delivery, iterator: Iterator):
+        self.ctx = ctx
+        self.delivery = delivery
+        self.iterator = iterator
+
+    def logged(self, event: dict[str, Any], room_id: str, prompt: str,
+               job: Job | None) -> usage.NewJob:
+        """The usage row of a command, with the prompt kept or hashed as configured."""
+        store = self.ctx.settings.usage.store_prompts
+        # A picture of an encrypted room is a source with its key (for restarts and for
+        # `again`); the usage log keeps only where it was.
+        options = options_for_log({**job.record(), "source": job.source_url}, store) \
+            if job else {}
+        return usage.NewJob(event["event_id"], room_id, event["sender"],
+                            prompt_for_log(prompt, store), options,
+                            job.seed if job else None, job.model if job else None)
+
+    async def reject(self, room_id: str, event: dict[str, Any], message: str,
+                     prompt: str, job: Job | None = None) -> None:
+        async with database.writing(self.ctx.db):
+            await database.insert_claim(self.ctx.db, event["event_id"], time.time())
+            await usage.insert_job(self.ctx.db, self.logged(event, room_id, prompt, job),
+                                   status="rejected", error=message)
+        self.ctx.metrics.job_rejected()
+        await messages.send_notice(self.ctx.client, room_id, message, reply_to=event)
+
+    async def on_generate(self, room_id: str, event: dict[str, Any], command) -> None:
+        """A command that makes pictures: a prompt, or again/vary/upscale of a picture."""
+        sender = event["sender"]
+        room, _ = await self.ctx.room_defaults(room_id)
+        made = await self.iterator.job_for(room_id, event, command, room)
+        if isinstance(made, UsageError):
+            await self.reject(room_id, event, made.message,
+                              prompt=getattr(command, "prompt", str(event["content"]["body"])))
+            return
+        job, prompt = made
+        screening = self.ctx.screening
+        if (screening is not None and job.kind != "upscale"
+                and screening.compliance.blocklist.blocked(job.prompt) is not None):
+            # Refused before any GPU work; the check before sending stays as a safeguard.
+            await self.reject(room_id, event, "Sorry, the prompt contains a blocked term "
+                              "(compliance.blocklist), so nothing was made.",
+                              prompt=prompt, job=job)
+            return
+        over = await quotas.refusal(self.ctx.db, sender, job.count, self.ctx.settings.quotas,
+                                    exempt=matches(sender, self.ctx.settings.quotas.exempt))
+        if over is not None:
+            await self.reject(room_id, event, over, prompt=prompt, job=job)
+            return
+        try:
+            self.ctx.queue.admit(sender)
+        except QueueFull as exc:
+            await self.reject(room_id, event, str(exc), prompt=prompt, job=job)
+            return
+        # Written down before any GPU work starts: from here on, the job is answered
+        # exactly once, whatever happens to the bot in between.
+        stored = await jobs.accept(self.ctx.db, event, room_id, prompt, job,
+                                   self.logged(event, room_id, prompt, job))
+        pending = self.start(stored)
+        ticket = pending.ticket
+        if ticket.ahead or self.ctx.queue.paused:
+            await messages.send_notice(self.ctx.client, room_id,
+                                       queued_text(ticket, self.ctx.queue),
+                                       reply_to=event, txn_id=pending.txn("queued"))
+
+    def start(self, stored: StoredJob) -> Pending:
+        """Queue a stored job and the task that answers it. The queue's limits were checked
+        when it was accepted (or, for a resumed job, before the restart)."""
+        ticket = self.ctx.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
+                                   check_limits=False)
+        answered = asyncio.get_running_loop().create_future()
+        pending = Pending(ticket, stored, answered, self.ctx.last_in_room.get(stored.room_id))
+        self.ctx.last_in_room[stored.room_id] = answered
+        self.ctx.pending[stored.event_id] = pending
+        self.ctx.tasks.spawn(self.delivery.deliver(pending), name=f"deliver-{ticket.id}")
+        return pending

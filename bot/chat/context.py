@@ -1,0 +1,110 @@
+"""What the chat roles share: the parts the bot was built with, the jobs accepted and not
+yet answered, and what is learnt while running (the upload limit, the first sync, the checks).
+
+Each role (intake, accepting, resuming, delivering, the word replies) gets this one object
+from the bot that wires them; none of them reaches another role through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nio import AsyncClient
+
+from generation.queue import GenerationQueue
+from generation.tickets import Ticket
+
+from bot.chat import rooms, styles
+from bot.chat.resolve import Catalogue
+from bot.config import Settings
+from bot.matrix import messages
+from bot.ops.metrics import Metrics
+from bot.ops.tasks import TaskOwner
+from bot.store.jobs import StoredJob
+
+
+def matches(user_id: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(user_id, pattern) for pattern in patterns)
+
+
+
+@dataclass
+class Pending:
+    """A job that was accepted and whose answer has not been sent yet."""
+
+    ticket: Ticket
+    stored: StoredJob
+    # Set when its answer is sent (or will never be): the next job of the room waits for it.
+    answered: asyncio.Future
+    # The previous job of the same room, answered before this one is.
+    after: asyncio.Future | None = None
+    withdrawn: bool = False  # its command was redacted while it ran: send nothing
+
+    @property
+    def prompt(self) -> str:  # as the person typed it, before any style
+        return self.stored.prompt
+
+    @property
+    def room_id(self) -> str:
+        return self.stored.room_id
+
+    def txn(self, part: str) -> str:
+        return messages.txn_id(self.stored.event_id, part)
+
+
+
+class Context:
+    def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
+                 tasks: TaskOwner, metrics: Metrics | None = None,
+                 beat: Callable[[], None] = lambda: None):
+        self.client = client
+        self.settings = settings
+        self.db = db
+        self.queue = queue
+        self.tasks = tasks
+        runner = queue.runner
+        self.catalogue = Catalogue(
+            default_model=runner.name,
+            models={name: runner.native_size(name) for name in runner.models},
+            styles=styles.configured(settings.styles))
+        self.pending: dict[str, Pending] = {}  # by the command's event ID
+        # The answer of each room's newest job: answers in a room come in the order the
+        # commands were accepted, though the next picture is made while one is uploading.
+        self.last_in_room: dict[str, asyncio.Future] = {}
+        self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known
+        self.metrics = metrics or Metrics()
+        self.beat = beat  # progress, for the watchdog: called after each event
+        # Set by the first sync: until then nio does not know which rooms are encrypted
+        # (with encryption on it cannot send to them; with it off, the guard against
+        # sending in the clear could not work). The answers of resumed jobs wait for it.
+        self.rooms_known = asyncio.Event()
+        # The compliance checks: loaded at start by bot.app, else at the first picture.
+        self.screening = None
+        self.screening_lock = asyncio.Lock()
+
+    @property
+    def me(self) -> str:
+        return self.client.user_id
+
+    def is_admin(self, user_id: str) -> bool:
+        return matches(user_id, self.settings.matrix.admins)
+
+    def _pending_of(self, ticket: Ticket) -> Pending | None:
+        return self.pending.get(ticket.tag or "")  # tagged with the command's event ID
+
+    def prompt_of(self, ticket: Ticket) -> str:
+        """The prompt as the person typed it (the job's has the style applied)."""
+        pending = self._pending_of(ticket)
+        return pending.prompt if pending else ticket.job.prompt
+
+    def room_of(self, ticket: Ticket) -> str | None:
+        pending = self._pending_of(ticket)
+        return pending.room_id if pending else None
+
+
+    async def room_defaults(self, room_id: str):
+        return rooms.usable(await rooms.stored(self.db, room_id), self.settings.limits,
+                            self.catalogue)

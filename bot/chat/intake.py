@@ -1,0 +1,153 @@
+"""Taking events in: each sync's invites, commands and redactions, one event at a time,
+each guarded so that one that cannot be handled does not stop the bot for everyone else.
+Handling is quick (parse, record, hand on): the GPU is waited for in a task of its own."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from nio import InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
+
+from bot.chat.accepting import Acceptor
+from bot.chat.commands import ON_A_PICTURE, Generate, UsageError
+from bot.chat.parser import parse
+from bot.chat.context import Context, matches
+from bot.chat.replies import Replies
+from bot.matrix import encryption, messages
+from bot.store import db as database
+
+log = logging.getLogger(__name__)
+
+
+def _is_edit(content: dict[str, Any]) -> bool:
+    return ("m.new_content" in content
+            or messages.relation_of(content).get("rel_type") == "m.replace")
+
+
+def _redacted_id(event: dict[str, Any]) -> str | None:
+    # Room versions up to 10 put `redacts` at the top level; version 11 in the content.
+    redacts = event.get("redacts") or (event.get("content") or {}).get("redacts")
+    return redacts if isinstance(redacts, str) else None
+
+
+
+class Intake:
+    def __init__(self, ctx: Context, acceptor: Acceptor, replies: Replies):
+        self.ctx = ctx
+        self.acceptor = acceptor
+        self.replies = replies
+        self.undecrypted = encryption.Undecrypted(ctx.client, self.on_event, self._undecryptable)
+
+    async def on_sync(self, response: SyncResponse, first: bool) -> None:
+        self.ctx.rooms_known.set()
+        try:
+            await encryption.keep_keys(self.ctx.client)
+        except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
+            log.warning("could not update the encryption keys: %s", exc)
+        for room_id, info in response.rooms.invite.items():
+            await self._guarded(self.on_invite(room_id, info.invite_state), room_id)
+        if not self.ctx.settings.matrix.encryption:
+            for room_id in response.rooms.join:
+                if messages.is_encrypted(self.ctx.client, room_id):
+                    await self._guarded(self._leave_encrypted(room_id), room_id)
+        if first:
+            return  # history: commands sent before the bot's first start are not answered
+        for room_id, info in response.rooms.join.items():
+            room = getattr(self.ctx.client, "rooms", {}).get(room_id)
+            if info.timeline.limited and room is not None and room.encrypted:
+                # Lazy-loaded members: people who joined in the gap are not in nio's view,
+                # and would not get the room key of the bot's answers.
+                room.members_synced = False
+            for event in info.timeline.events:
+                if isinstance(event, MegolmEvent):  # its room key has not arrived (yet)
+                    await self._guarded(self.undecrypted.add(room_id, event), room_id)
+                else:
+                    await self._guarded(self.on_event(room_id, event.source), room_id)
+        await self._guarded(self.undecrypted.retry(), "rooms waiting for keys")
+
+    async def _guarded(self, handling, room_id: str) -> None:
+        """One event that cannot be handled must not stop the bot for everyone else."""
+        try:
+            await handling
+        except Exception:
+            log.exception("could not handle an event in %s", room_id)
+        self.ctx.beat()
+
+    async def on_invite(self, room_id: str, invite_state: list) -> None:
+        inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)
+                        and e.state_key == self.ctx.me and e.membership == "invite"), None)
+        if inviter is not None and matches(inviter, self.ctx.settings.matrix.allowed_users):
+            response = await self.ctx.client.join(room_id)
+            if isinstance(response, JoinResponse):
+                log.info("joined %s on the invite of %s", room_id, inviter)
+            else:
+                log.warning("could not join %s on the invite of %s: %s", room_id, inviter,
+                            getattr(response, "message", type(response).__name__))
+        else:
+            # Invites from anyone else are declined, so they do not pile up.
+            log.info("declining the invite to %s from %s", room_id, inviter)
+            await self.ctx.client.room_leave(room_id)
+
+    async def _leave_encrypted(self, room_id: str) -> None:
+        """With matrix.encryption off, an encrypted room gets one notice, in the clear (the
+        bot has no keys), saying why the bot leaves; it never answers there unencrypted."""
+        log.warning("leaving %s: it is encrypted and matrix.encryption is off", room_id)
+        content = {"msgtype": "m.notice", "body": (
+            "This room is end-to-end encrypted and this bot runs with encryption turned "
+            "off (matrix.encryption: false), so it cannot work here and leaves. Ask its "
+            "admin to turn encryption on, or invite it to an unencrypted room.")}
+        try:
+            await self.ctx.client.room_send(room_id, "m.room.message", content,
+                                        tx_id=f"imgbot-leave-{room_id}")
+        finally:
+            await self.ctx.client.room_leave(room_id)
+
+    async def _undecryptable(self, room_id: str, event: dict[str, Any], text: str) -> None:
+        if matches(str(event.get("sender")), self.ctx.settings.matrix.allowed_users):
+            await messages.send_notice(self.ctx.client, room_id, text, reply_to=event)
+
+    async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
+        if event.get("sender") == self.ctx.me:
+            return
+        if event.get("type") == "m.room.redaction":
+            self.on_redaction(room_id, event)
+            return
+        content = event.get("content") or {}
+        if (event.get("type") != "m.room.message" or content.get("msgtype") != "m.text"
+                or _is_edit(content)):
+            return
+        command = parse(str(content.get("body", "")), self.ctx.settings.matrix.command_prefix,
+                        self.ctx.settings.limits)
+        if command is None:
+            return
+        sender = event["sender"]
+        if not matches(sender, self.ctx.settings.matrix.allowed_users):
+            log.info("ignoring a command from %s, who is not in allowed_users", sender)
+            return
+        if await database.was_handled(self.ctx.db, event["event_id"]):
+            return  # answered already, before a restart
+        # A refused or accepted command is claimed in the same transaction as its usage row
+        # (and its job), so that a crash between the two loses neither; the others now.
+        if isinstance(command, UsageError):
+            await self.acceptor.reject(room_id, event, command.message,
+                                       prompt=str(content.get("body")))
+        elif isinstance(command, (Generate, *ON_A_PICTURE)):
+            await self.acceptor.on_generate(room_id, event, command)
+        else:
+            await database.claim_event(self.ctx.db, event["event_id"], time.time())
+            await self.replies.answer(room_id, event, command)
+
+    def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
+        """A redacted command that is still queued is cancelled; one already running is
+        finished but not posted (what was posted stays). The homeserver has checked that the
+        redaction was allowed in this room; a redaction in another room changes nothing."""
+        pending = self.ctx.pending.get(_redacted_id(event) or "")
+        if pending is None or pending.room_id != room_id:
+            return
+        if not self.ctx.queue.cancel(lambda ticket: ticket is pending.ticket):
+            pending.withdrawn = True
+        log.info("the command of job %d was redacted by %s", pending.ticket.id, event["sender"])
+
+    # ---- generation ----------------------------------------------------------------------

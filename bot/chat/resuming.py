@@ -1,0 +1,112 @@
+"""Resuming at start what the previous run accepted and did not answer: queued again in
+their order, or answered with a notice when they are too old, unreadable, or may have caused
+the crashes themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import replace
+
+from bot.chat.accepting import Acceptor
+from bot.chat.captions import age_words
+from bot.chat.context import Context
+from bot.chat.delivery import Delivery
+from bot.chat.iterate import fitted
+from bot.matrix import messages, sources
+from bot.store import jobs
+from bot.store.jobs import StoredJob
+
+log = logging.getLogger(__name__)
+
+
+# A job whose run ended this many times without an answer (the bot crashed or was killed
+# each time) is answered with a notice instead of being made again: it may be the cause.
+MAX_STARTS = 3
+
+
+class Resumer:
+    def __init__(self, ctx: Context, acceptor: Acceptor, delivery: Delivery):
+        self.ctx = ctx
+        self.acceptor = acceptor
+        self.delivery = delivery
+
+    async def resume(self) -> None:
+        """Answer what the previous run accepted and did not answer: young jobs (and any
+        whose answer was partly posted) are queued again in their order; old ones, ones
+        that could not be read, and ones that were started MAX_STARTS times without an
+        answer (a crash they may cause themselves) get a notice instead."""
+        max_age = self.ctx.settings.limits.resume_max_age_minutes * 60
+        resumed = given_up = 0
+        for stored in await jobs.unfinished(self.ctx.db):
+            age = time.time() - stored.created_at
+            if stored.job is None:
+                why = "this imgbot cannot read the request any more"
+            elif stored.starts > MAX_STARTS and not stored.parts_sent:
+                why = f"the bot stopped {stored.starts - 1} times while making it"
+            elif age > max_age and not stored.parts_sent:
+                why = (f"the bot stopped before it was done, and the request is now "
+                       f"{age_words(age)} old")
+            else:
+                try:
+                    stored, why = await self._with_source(stored)
+                except sources.Unavailable:
+                    # The homeserver is away: the picture is fetched (and the job queued)
+                    # once it is back, without holding up the start.
+                    self.ctx.tasks.spawn(self._resume_when_reachable(stored),
+                                     name=f"resume-{stored.event_id}")
+                    resumed += 1
+                    continue
+                if why is None:
+                    self.acceptor.start(stored)
+                    resumed += 1
+                    continue
+            given_up += 1
+            # In a task: its notice waits for the first sync (rooms_known), which comes
+            # after this.
+            self.ctx.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
+        if resumed or given_up:
+            log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
+                     "notice instead", resumed, given_up)
+
+    async def _resume_when_reachable(self, stored: StoredJob) -> None:
+        for attempt in itertools.count():
+            await asyncio.sleep(min(messages.RETRY_CAP, 2.0 ** attempt))
+            try:
+                stored, why = await self._with_source(stored)
+            except sources.Unavailable:
+                continue
+            if why is None:
+                self.acceptor.start(stored)
+            else:
+                await self._give_up(stored, why)
+            return
+
+    async def _give_up(self, stored: StoredJob, why: str) -> None:
+        await self.ctx.rooms_known.wait()
+        await messages.send_notice(
+            self.ctx.client, stored.room_id,
+            f"Sorry, this was not made: {why}. Send it again if you still want it.",
+            reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
+        await self.delivery.finish(stored, status="error", error=f"not resumed: {why}")
+
+    async def _with_source(self, stored: StoredJob) -> tuple[StoredJob, str | None]:
+        """A resumed job that starts from a picture gets that picture fetched again (it is
+        not kept in the job store); or why it cannot be. Raises sources.Unavailable when
+        the homeserver cannot be asked now."""
+        job = stored.job
+        if job.kind == "txt2img" or job.image is not None:
+            return stored, None
+        try:
+            source = await sources.fetch(self.ctx.client, job.source, None,
+                                         self.ctx.settings.limits)
+        except sources.Unavailable:
+            raise
+        except sources.SourceError as exc:
+            return stored, f"the picture it starts from could not be used again ({exc})"
+        image = source.image
+        if job.kind == "img2img":
+            image = await asyncio.to_thread(fitted, image, job.width, job.height)
+        return replace(stored, job=replace(job, image=image)), None

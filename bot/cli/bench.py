@@ -1,0 +1,103 @@
+"""`imgbot bench`: our engine timed against plain diffusers, or through chat."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from bot.ops.logs import setup_logging
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser(
+        "bench", help="time the engine against plain diffusers on the same workload",
+        epilog="Prints the configuration and a table: seconds per picture (median, p90), "
+               "pictures per second, peak memory and ours/baseline, for our engine and for "
+               "plain diffusers (half precision on a GPU, one picture per call).")
+    source = bench.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a local diffusers folder")
+    source.add_argument("--random-weights", choices=("sd15", "sdxl"),
+                        help="the full-size architecture with random weights, built in memory")
+    bench.add_argument("--size", help="WxH (default: the model's native size)")
+    bench.add_argument("--steps", type=int, default=4, help="default 4")
+    bench.add_argument("--guidance", type=float, default=0.0, help="default 0")
+    bench.add_argument("--count", type=int, default=10, help="pictures timed a side (default 10)")
+    bench.add_argument("--batch", type=int, default=1,
+                       help="pictures per call of our engine (default 1; the baseline makes one)")
+    bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    bench.add_argument("--warm-up", type=int, default=1,
+                       help="untimed calls a side before the timed ones (default 1)")
+    bench.add_argument("--compile", action="store_true",
+                       help="our engine with torch.compile, as generation.compile: true")
+    bench.add_argument("--no-baseline", action="store_true", help="time our engine only")
+    bench.add_argument("--through-matrix", action="store_true",
+                       help="send the workload as chat commands through a throw-away local "
+                            "Synapse and the bot (needs imgbot[demo]); reports pictures per "
+                            "second through the bot beside the engine's own, the worker's "
+                            "idle share while jobs waited, and each reply's overhead")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    bench.set_defaults(run=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from generation.bench import BenchError, Workload, run_bench
+    from generation.bench_report import render, write_json
+    from generation.model_folder import ModelError
+    from generation.job import GenerationError
+
+    setup_logging("WARNING")
+    out = Path(args.json) if args.json else None
+    if out and not out.parent.is_dir():
+        print(f"imgbot bench: the folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        workload = Workload.make(args.model, args.random_weights, args.size, steps=args.steps,
+                                 guidance=args.guidance, count=args.count, batch=args.batch,
+                                 warm_up=args.warm_up, device=args.device,
+                                 compile=args.compile)
+    except (BenchError, ModelError) as exc:
+        print(f"imgbot bench: {exc}", file=sys.stderr)
+        return 2
+    if args.through_matrix:
+        return _bench_through_matrix(workload, out)
+    try:
+        report = run_bench(workload, say=lambda line: print(line, file=sys.stderr, flush=True),
+                           baseline=not args.no_baseline)
+    except GenerationError as exc:  # out of GPU memory, in our engine
+        print(f"imgbot bench: {exc}", file=sys.stderr)
+        return 1
+    print(render(report))
+    if out:
+        write_json(report, out)
+    return 0
+
+
+def _bench_through_matrix(workload, out: Path | None = None) -> int:
+    """The workload as chat commands through a local Synapse and the bot (batched by the
+    bot's queue up to --batch pictures)."""
+    from generation.bench import load_ours
+
+    from bot.local.bench_matrix import through_matrix
+
+    print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
+    engine = load_ours(workload)
+    engine.warm_up(workload.width, workload.height, workload.steps,
+                   guidance=workload.guidance, batch=workload.batch)
+    figures = through_matrix(engine, count=workload.count, width=workload.width,
+                             height=workload.height, steps=workload.steps,
+                             guidance=workload.guidance, max_batch=workload.batch)
+    print(f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+          f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+          f"to {workload.batch}, on {engine.placement.device}")
+    print(figures.table())
+    if out:
+        out.write_text(json.dumps({
+            "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
+            **dataclasses.asdict(figures),
+            "pictures_per_second": figures.pictures_per_second,
+            "engine_pictures_per_second": figures.engine_pictures_per_second,
+            "idle_share": figures.idle_share}, indent=2) + "\n", encoding="utf-8")
+    return 0
+

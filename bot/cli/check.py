@@ -1,0 +1,27 @@
+"""`imgbot check`: a config checked as the start would use it, one line per check."""
+
+from __future__ import annotations
+
+
+from bot.ops.logs import setup_logging
+
+
+def add_parser(sub) -> None:
+    chk = sub.add_parser(
+        "check", help="check a config: model folders, homeserver, login, state_dir, "
+                      "encryption, compliance",
+        epilog="One line per check: ok, FAIL with the reason, or skip when it needs one that "
+               "failed. Leaves no trace: a password login is logged out again. Exit status: "
+               "0 all ok, 1 a check failed, 2 the config cannot be loaded.")
+    chk.add_argument("-c", "--config", required=True, help="the YAML config file")
+    chk.add_argument("--load", action="store_true",
+                     help="also load the default model onto its device (slow for real models)")
+    chk.set_defaults(run=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from bot.ops.check import run_checks
+
+    setup_logging("WARNING")  # so that a warning (a secret file others can read) shows
+    return run_checks(args.config, load=args.load)
+

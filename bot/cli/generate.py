@@ -1,0 +1,127 @@
+"""`imgbot generate`: one picture without chat, with the chat's options and checks."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bot.cli.common import settings_of
+from bot.ops.logs import setup_logging
+from bot.text import plural
+
+
+def add_parser(sub) -> None:
+    gen = sub.add_parser("generate", help="one picture without chat, with the chat's options",
+                         epilog="Options as in chat: --seed N --steps N --size WxH --ar W:H "
+                                "--n N --style NAME --guidance X --no TEXT")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", default="out.png", help="PNG file to write (.png)")
+    gen.add_argument("--model", help="a local diffusers folder")
+    gen.add_argument("--device", help="auto, cuda, mps or cpu")
+    gen.add_argument("-c", "--config", help="take model, defaults, limits and the compliance "
+                                               "checks and marks from this config")
+    gen.set_defaults(run=cmd_generate)
+
+
+def cmd_generate(args, extra: list[str]) -> int:
+    from generation.compliance import Compliance
+    from generation.compliance.checks import SigningFailed
+    from generation.engine import Engine
+    from generation.model_folder import ModelError
+    from generation.job import GenerationError
+    from generation.png import encode_png
+    from generation.studio import Studio
+
+    from bot.chat.commands import Generate, UsageError
+    from bot.chat.parser import parse
+    from bot import version
+    from bot.config import ComplianceSettings, GenerationSettings, LimitSettings
+    from bot.chat.resolve import Catalogue, resolve
+    from bot.chat.styles import catalogue, configured
+
+    settings = settings_of(args) if args.config else None
+    defaults = settings.generation if settings else GenerationSettings()
+    limits = settings.limits if settings else LimitSettings()
+    # The chat's own parser, so the options and their limits are exactly the chat's.
+    command = parse("!img " + " ".join([args.prompt, *extra]), "!img", limits)
+    if not isinstance(command, Generate):
+        message = command.message if isinstance(command, UsageError) else "give a prompt"
+        print(f"imgbot generate: {message}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        print(f"imgbot generate: {out} must end in .png (it writes PNG files)", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"imgbot generate: the folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    model = args.model or defaults.model
+    if model is None:
+        print("imgbot generate: give --model DIR (a local diffusers folder) or -c config.yaml",
+              file=sys.stderr)
+        return 2
+    setup_logging("WARNING")
+    try:
+        engine = Engine(model, args.device or defaults.device)
+    except ModelError as exc:
+        print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 2
+    styles = configured(settings.styles) if settings else catalogue()
+    job = resolve(command, defaults, limits, Catalogue(
+        engine.name, {engine.name: engine.native_size(engine.name)}, styles))
+    if isinstance(job, UsageError):
+        print(f"imgbot generate: {job.message}", file=sys.stderr)
+        return 2
+    if command.strength is not None:
+        print("imgbot generate: --strength needs a picture to start from; in chat, reply to "
+              "one", file=sys.stderr)
+        return 2
+    # The config's compliance section holds here as in chat: the same checks, marks and
+    # signature, so a picture made from the shell is no less marked than one from a room.
+    try:
+        compliance = Compliance.from_settings(
+            settings.compliance if settings else ComplianceSettings(),
+            settings.state_dir if settings else Path("."), version())
+    except Exception as exc:
+        print(f"imgbot generate: the compliance checks cannot be loaded: {exc}",
+              file=sys.stderr)
+        return 2
+    if (term := compliance.blocklist.blocked(job.prompt)) is not None:
+        print(f"imgbot generate: the prompt contains the blocked term {term!r} "
+              "(compliance.blocklist), so nothing was made", file=sys.stderr)
+        return 2
+    engine.load()
+    started = time.perf_counter()
+    try:
+        images = Studio(engine).generate(job)  # --enhance, as in chat
+    except GenerationError as exc:
+        print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    params = job.parameters(engine.name)
+    withheld = 0
+    for index, image in enumerate(images):
+        # With --n, the second picture goes to out-2.png and so on.
+        path = out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+        seed = job.seed + index
+        verdict = compliance.screen(image, job.prompt)
+        if verdict.reasons:
+            said = {"block": "not written", "send": "written (on_match: log)"}.get(
+                verdict.action, verdict.action)
+            print(f"{path}: {said}: {'; '.join(verdict.reasons)}", file=sys.stderr)
+        if verdict.withheld:
+            withheld += 1
+            continue
+        public = compliance.public_parameters({**params, "seed": seed})
+        try:
+            path.write_bytes(encode_png(verdict.image, public, compliance.signing(public)))
+        except SigningFailed as exc:
+            print(f"imgbot generate: {path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{path}: seed {seed}, {job.steps} steps, {job.width}x{job.height}")
+    print(f"{plural(len(images), 'picture')} in {seconds:.2f} s on "
+          f"{engine.placement.device}" + (f", {withheld} withheld by the compliance checks"
+                                          if withheld else ""))
+    return 1 if withheld else 0
+

@@ -1,0 +1,144 @@
+"""`imgbot usage`: the usage log as a table, CSV or JSON, per job or per user, room or day.
+
+The store reads and totals the rows (bot.store.usage); the words and columns are made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+import time
+from typing import Any
+
+from bot.cli.common import settings_of
+from bot.store.usage import group, totals
+from bot.text import shorten
+
+
+def add_parser(sub) -> None:
+    use = sub.add_parser("usage", help="review the usage log")
+    use.add_argument("-c", "--config", required=True)
+    use.add_argument("--since", default="7d", help="30m, 24h, 7d, 4w or all (default 7d)")
+    use.add_argument("--user", help="only this user ID")
+    use.add_argument("--room", help="only this room ID")
+    use.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    use.add_argument("--by", choices=("user", "room", "day"),
+                     help="one line per user, room or day instead of one per job")
+    use.set_defaults(run=cmd_usage)
+
+
+def cmd_usage(args) -> int:
+    from bot.store import db as database
+    from bot.store import usage
+
+    settings = settings_of(args)
+    try:
+        since = usage.parse_since(args.since)
+    except ValueError as exc:
+        print(f"imgbot usage: --since {exc}", file=sys.stderr)
+        return 2
+    path = settings.state_dir / "imgbot.sqlite3"
+    if not path.exists():
+        print(f"imgbot usage: no usage log at {path} yet", file=sys.stderr)
+        return 1
+
+    async def read():
+        # Read-only: a review never migrates, locks or changes the bot's database.
+        db = await database.connect_readonly(path)
+        try:
+            return await usage.query(db, since=since, user=args.user, room=args.room)
+        finally:
+            await db.close()
+
+    try:
+        rows = asyncio.run(read())
+    except database.SchemaMismatch as exc:
+        print(f"imgbot usage: {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.by:
+        print(render_grouped(rows, args.by, args.format))
+    else:
+        print(render(rows, args.format))
+    return 0
+
+
+# ---- the output ------------------------------------------------------------------------------
+
+# The usage table's columns, for the CSV header when no row carries them.
+FIELDS = ("id", "created_at", "finished_at", "event_id", "room_id", "user_id", "prompt",
+          "options", "seed", "model", "status", "error", "images", "queue_seconds",
+          "generation_seconds", "compliance")
+COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
+           "prompt")
+
+
+def _display_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created_at"])),
+        "user": row["user_id"],
+        "room": row["room_id"] or "",
+        "status": row["status"],
+        "images": row["images"],
+        "seed": "" if row["seed"] is None else row["seed"],
+        "model": row["model"] or "",
+        "queue_s": "" if row["queue_seconds"] is None else f"{row['queue_seconds']:.2f}",
+        "gen_s": "" if row["generation_seconds"] is None else f"{row['generation_seconds']:.2f}",
+        "prompt": row["prompt"],
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    total = totals("", rows)
+    return (f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
+            f"{total.failed} failed, {total.rejected} rejected, "
+            f"{total.gpu_seconds:.1f} GPU seconds")
+
+
+def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def _table(shown: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in shown]
+    return lines
+
+
+def render(rows: list[dict[str, Any]], fmt: str) -> str:
+    """One line per job as a table (with a summary), CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        return _csv(rows, list(rows[0]) if rows else list(FIELDS))
+    shown = [_display_row(r) for r in rows]
+    for row in shown:  # keep the table readable; csv and json carry the whole prompt
+        row["prompt"] = shorten(row["prompt"], 40)
+    return "\n".join(_table(shown, COLUMNS) + [summary(rows)])
+
+
+def group_columns(by: str) -> tuple[str, ...]:
+    # A user's group always has one user and a room's one room: show the other count.
+    return (by, "jobs", "pictures", "failed", "rejected", "cancelled", "gpu_seconds",
+            "mean_queue_seconds", "rooms" if by == "user" else "users")
+
+
+def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str) -> str:
+    """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON."""
+    columns = group_columns(by)
+    records = [{by: g.key, **{c: getattr(g, c) for c in columns[1:]}} for g in group(rows, by)]
+    if fmt == "json":
+        return json.dumps(records, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        return _csv(records, list(columns))
+    wait = "mean_queue_seconds"
+    shown = [{**r, by: r[by] or "-", "gpu_seconds": f"{r['gpu_seconds']:.1f}",
+              wait: "" if r[wait] is None else f"{r[wait]:.2f}"} for r in records]
+    return "\n".join(_table(shown, columns) + [summary(rows)])

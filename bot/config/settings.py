@@ -1,0 +1,136 @@
+"""The whole settings model, and loading it once: a YAML file overridden by IMGBOT_…
+environment variables; a wrong value stops the program with the key's name and what is
+allowed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from bot.config.base import ConfigError
+from bot.config.chat import NAME_RE, LimitSettings, QuotaSettings, RoomSettings, StyleSettings
+from bot.config.compliance import ComplianceSettings
+from bot.config.generation import GenerationSettings
+from bot.config.matrix import MatrixSettings
+from bot.config.service import MetricsSettings, UsageSettings
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    matrix: MatrixSettings
+    state_dir: Path = Path("./state")
+    generation: GenerationSettings = GenerationSettings()
+    limits: LimitSettings = LimitSettings()
+    styles: dict[str, StyleSettings] = {}
+    rooms: RoomSettings = RoomSettings()
+    quotas: QuotaSettings = QuotaSettings()
+    usage: UsageSettings = UsageSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    log_level: str = "INFO"
+    log_format: str = "text"  # text, or json: one JSON object per line
+    # Exit (for the service manager to restart the bot) when the sync loop has made no
+    # progress this long; 0 turns the watchdog off. Above the 30 s long poll and the 60 s
+    # request timeout, so that a slow homeserver is not taken for a stalled bot.
+    watchdog_seconds: int = Field(600, ge=0)
+
+    @field_validator("watchdog_seconds")
+    @classmethod
+    def _watchdog(cls, value: int) -> int:
+        if 0 < value < 180:
+            raise ValueError(f"{value}: use at least 180 (or 0 to turn the watchdog off)")
+        return value
+
+    @field_validator("styles")
+    @classmethod
+    def _style_names(cls, value: dict[str, StyleSettings]) -> dict[str, StyleSettings]:
+        for name in value:
+            if not NAME_RE.match(name):
+                raise ValueError(f"style name {name!r}: use lowercase letters, digits and -, "
+                                 "e.g. company-brand")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{value!r}: choose DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError(f"{value!r}: choose text or json")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        width, height = self.generation.width_height
+        if width * height > self.limits.max_pixels:
+            raise ValueError(
+                f"generation.size {self.generation.size} is over limits.max_pixels "
+                f"({self.limits.max_pixels})"
+            )
+        if self.generation.steps > self.limits.max_steps:
+            raise ValueError(
+                f"generation.steps {self.generation.steps} is over limits.max_steps "
+                f"({self.limits.max_steps})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required"
+        elif item["type"] == "extra_forbidden":
+            message = "is not a known key"
+        lines.append(f"{key}: {message}" if key else message)
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys, not {type(loaded).__name__}")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_format_error(exc)}") from None

@@ -1,0 +1,39 @@
+"""An engine over a pipeline built in memory rather than loaded from a folder: the bench's
+full-size random-weight models run through the same engine as a loaded one."""
+
+from __future__ import annotations
+
+from .device import choose
+from .engine import Engine, quiet_libraries
+from .model_folder import SUPPORTED, ModelError
+
+
+def from_pipeline(pipe, name: str, device: str = "auto",
+                  compile: bool = False) -> Engine:  # noqa: A002
+    """An Engine over a pipeline already built in memory instead of loaded from a folder (the
+    bench's full-size random-weight models, `testing.full_size.random_pipeline`): moved to the
+    device and precision `load()` would choose and sped up as `load()` does (`speed_up`,
+    torch.compile with `compile`), it then runs jobs like a loaded one. It has no folder:
+    `path` is None, and `load()` is not to be called (`unload()` works)."""
+    import torch
+
+    if type(pipe).__name__ not in SUPPORTED:
+        raise ModelError(f"the engine drives {', '.join(sorted(SUPPORTED))}, "
+                         f"not a {type(pipe).__name__}")
+    quiet_libraries()
+    engine = Engine.__new__(Engine)  # what __init__ sets, without a folder to read it from
+    sample = pipe.unet.config.sample_size
+    height, width = (sample, sample) if isinstance(sample, int) else sample
+    engine.path, engine.name = None, name
+    engine.family = SUPPORTED[type(pipe).__name__]
+    engine._native_size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
+    engine.requested_device, engine._image_to_image = device, None
+    engine.compile = compile
+    engine.placement = choose(device)
+    # What load() does after from_pretrained.
+    pipe.to(engine.placement.device, engine.placement.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    torch.set_grad_enabled(False)
+    engine.speed_up(pipe)
+    engine.pipe = pipe
+    return engine

@@ -1,0 +1,103 @@
+"""One call of a diffusion pipeline: which jobs may share it (`batch_key`), what an
+image-to-image call is given, and the call itself, seeded picture by picture.
+
+Run only by an engine's worker thread (engine.py), which owns the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+from .job import GenerationError, Job
+
+
+def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None) -> list:
+    """One pipeline call making `pictures`, (job, index) pairs of jobs of one shape (the
+    first job's size, steps, guidance, kind and decoder are everyone's)."""
+    import torch
+
+    job = pictures[0][0]
+    # One generator per picture, on the CPU, so a seed gives the same starting noise on
+    # every machine, and picture i of a job starts from what seed+i alone would
+    # (batched kernels may still differ from single ones in the last bit).
+    generators = [torch.Generator("cpu").manual_seed(j.seed + i) for j, i in pictures]
+    # The negative prompt only matters with classifier-free guidance (guidance > 1).
+    # Beside jobs that have one, a job without one has "", which is what the pipeline
+    # uses for None (SDXL uses zeros instead: `batch_key` keeps those jobs apart).
+    negatives = [j.negative_prompt for j, _ in pictures]
+    common = dict(prompt=[j.prompt for j, _ in pictures],
+                  negative_prompt=negatives if any(negatives) else None,
+                  guidance_scale=job.guidance, generator=generators, output_type="pil")
+    with torch.inference_mode(), _decoder(pipe, tiny_decoder if job.fast else None):
+        if job.kind == "img2img":
+            output = pipe(image=_source(job), strength=job.strength,
+                          num_inference_steps=img2img_steps(job), **common)
+        else:
+            output = pipe(num_inference_steps=job.steps, width=job.width,
+                          height=job.height, **common)
+    return list(output.images)
+
+
+@contextmanager
+def _decoder(pipe, tiny_decoder):
+    """For a fast job, the tiny decoder in the pipeline's VAE seat during the call (it
+    also encodes an img2img source). Only the worker thread calls the pipeline, so no
+    other job sees the swap."""
+    if tiny_decoder is None:
+        yield
+        return
+    full, pipe.vae = pipe.vae, tiny_decoder
+    try:
+        yield
+    finally:
+        pipe.vae = full
+
+
+def batch_key(job: Job, model: str = "", zeros_for_empty: bool = True) -> tuple | None:
+    """What jobs must share to be made in one pipeline call, or None: the job is made alone.
+
+    txt2img jobs of one model, size, steps, guidance and decoder share a call; their
+    prompts, negative prompts, seeds and counts may differ. img2img jobs each start from a
+    picture of their own, and upscale jobs are no diffusion: they are made alone. With
+    guidance above 1 and `zeros_for_empty` (SDXL's `force_zeros_for_empty_prompt`: no
+    negative prompt means a negative embedding of zeros, where a batch beside other
+    negative prompts would give it the encoding of ""), jobs with a negative prompt and
+    jobs without one are made apart."""
+    if job.kind != "txt2img":
+        return None
+    negative = bool(job.negative_prompt) if zeros_for_empty and job.guidance > 1 else None
+    return (model or job.model, job.width, job.height, job.steps, job.guidance, job.fast,
+            negative)
+
+
+def img2img_steps(job: Job) -> int:
+    """The steps to ask an img2img pipeline for, so that it runs at least one.
+
+    diffusers runs only the last int(steps × strength) of `steps` (the first ones would
+    paint the part of the picture that is kept): 2 steps at strength 0.3 would run none and
+    fail. So the steps are raised to ceil(1 / strength) where that is needed; the picture's
+    record keeps the steps asked for."""
+    if not 0 < job.strength <= 1:
+        raise GenerationError(f"The strength of an image-to-image job is above 0 and at most "
+                              f"1, not {job.strength}.")
+    steps = max(job.steps, math.ceil(1 / job.strength))
+    while int(steps * job.strength) < 1:  # 1 / strength may round down in floating point
+        steps += 1
+    return steps
+
+
+def _source(job: Job):
+    """The job's source picture in RGB at the job's size (Lanczos, where it differs)."""
+    from PIL import Image
+
+    if job.image is None:
+        raise GenerationError("An image-to-image job needs a source picture.")
+    if job.width % 8 or job.height % 8:
+        # The pipeline would quietly round the size down (text-to-image refuses it).
+        raise GenerationError(f"Image-to-image sizes are multiples of 8, not "
+                              f"{job.width}x{job.height}.")
+    image = job.image.convert("RGB")
+    if image.size != (job.width, job.height):
+        image = image.resize((job.width, job.height), Image.Resampling.LANCZOS)
+    return image

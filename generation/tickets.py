@@ -1,0 +1,62 @@
+"""What the queue and its workers hand each other: the runner they drive, a ticket and its
+place, the cost of a job, and the refusal of a full queue."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .job import Job, Result
+
+
+class Runner(Protocol):
+    """What the worker drives: the engine or the model pool, or a fake in unit tests."""
+
+    name: str  # the default model's name
+    models: list[str]  # every model a job may name, the default first
+
+    def native_size(self, name: str = "") -> tuple[int, int]: ...
+
+    def generate(self, job: Job) -> list: ...
+
+class QueueFull(Exception):
+    """The queue, or this person's share of it, is full; the message says which."""
+
+@dataclass
+class Ticket:
+    """A submitted job: where it stands now, and the future of its result."""
+
+    id: int
+    job: Job
+    owner: str
+    ahead: int  # jobs ahead of this one when it was submitted, the running one included
+    eta_seconds: float | None  # estimated wait before it starts, from the measured speed
+    result: asyncio.Future = field(repr=False)
+    tag: str | None = None  # what the caller knows it by (the command's event ID)
+    submitted: float = field(default_factory=time.monotonic)
+
+@dataclass(frozen=True)
+class Place:
+    """A ticket's place in the queue: 0 is the running job."""
+
+    position: int
+    ticket: Ticket
+    eta_seconds: float | None  # until it starts (0 for the running one)
+
+def cost(job: Job) -> float:
+    """How much work a job is, in the unit the speed is measured in: each step runs over
+    every pixel of every picture, and text encoding plus decoding cost about one step more.
+    Image-to-image runs only its strength's share of the steps; an upscale counts its passes
+    over the result's pixels (a rough match, but the same unit)."""
+    steps = job.steps
+    if job.kind == "img2img":
+        steps = max(1, math.ceil(job.steps * job.strength))
+    return job.width * job.height * job.count * (steps + 1)
+
+
+def resolve(future: asyncio.Future, result: Result) -> None:
+    if not future.done():  # the waiter may have been cancelled meanwhile
+        future.set_result(result)

@@ -1,0 +1,110 @@
+"""The workers: one thread per runner (a device), each taking batches from the queue and
+making them, so that exactly one thread drives each GPU.
+
+A worker knows the queue only as its `source` (take a batch, hand results back, report a
+fault or its own death), so that another kind of worker can take batches the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .job import GenerationError, Result
+from .tickets import Runner, Ticket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    """One worker thread and the runner (the device) it owns."""
+
+    index: int
+    runner: Runner
+    source: object = field(repr=False)  # the GenerationQueue it takes batches from
+    thread: threading.Thread | None = None
+    running: list[Ticket] = field(default_factory=list)  # the batch being made
+    since: float = 0.0
+    # When the last batch ended with jobs still waiting (for the queue's idle figure).
+    finished_with_work_left: float | None = None
+
+    def start(self, name: str) -> None:
+        self.thread = threading.Thread(target=self._work_guarded, name=name, daemon=True)
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _work_guarded(self) -> None:
+        """The worker, restarted by its source when something escapes it (a job's ordinary
+        exceptions are caught in `_run`; this is for what is not an Exception, like
+        SystemExit from a library, or a fault in this loop itself)."""
+        try:
+            self._work()
+        except BaseException as exc:
+            self.source.died(self, exc)
+
+    def _work(self) -> None:
+        self.finished_with_work_left = None
+        while True:
+            batch = self.source.take(self)
+            if batch is None:
+                return
+            results = self._run(batch)
+            if not self.source.finished(self, batch, results):
+                return
+
+    def _run(self, batch: list[Ticket]) -> list[Result]:
+        runner, source = self.runner, self.source
+        started = time.monotonic()
+        try:
+            if len(batch) == 1:
+                made = [runner.generate(batch[0].job)]
+            else:
+                made = runner.generate_batch([t.job for t in batch])
+        except Exception as exc:  # the worker must survive any one job
+            ids = ", ".join(str(t.id) for t in batch)
+            if len(batch) > 1 and not is_device_fault(exc):
+                # One job's fault (or a batch too large for the memory) must not fail the
+                # jobs beside it: each is made again on its own.
+                log.warning("the batch of jobs %s failed (%s: %s); making each alone", ids,
+                            type(exc).__name__, exc)
+                return [result for ticket in batch for result in self._run([ticket])]
+            if isinstance(exc, GenerationError):
+                return [source.result(t, error=str(exc), queue_seconds=started - t.submitted)
+                        for t in batch]
+            if is_device_fault(exc):
+                # The device is now unusable for every job: these are handed back (to be
+                # made again after a restart), and the worker takes no more.
+                log.critical("job %s hit a device fault; the GPU needs a fresh process: %s",
+                             ids, exc)
+                source.device_failed(exc)
+                return [source.result(t, error=str(exc), interrupted=True,
+                                     queue_seconds=started - t.submitted) for t in batch]
+            log.exception("job %s failed", ids)
+            return [source.result(t, queue_seconds=started - t.submitted,
+                                 error=f"generation failed: {type(exc).__name__}: {exc}")
+                    for t in batch]
+        seconds = time.monotonic() - started
+        if batch[0].job.kind != "upscale":
+            # An upscale's speed says nothing about the diffusion model's (a Lanczos resize
+            # is a hundred times faster per pixel): it would spoil every later estimate.
+            source.observe_batch([t.job for t in batch], seconds)
+        pictures = sum(t.job.count for t in batch)
+        return [source.result(t, images=tuple(images), queue_seconds=started - t.submitted,
+                             generation_seconds=seconds,
+                             extra={"batch_pictures": pictures} if len(batch) > 1 else {})
+                for t, images in zip(batch, made)]
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """A fault after which the CUDA context is unusable (an illegal memory access, a device
+    assert, ECC): every later call fails too, and only a new process recovers. Out of
+    memory is not one (it is a GenerationError, or torch.cuda.OutOfMemoryError)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return False
+    return type(exc).__name__ == "AcceleratorError" or "CUDA error" in str(exc)
