@@ -62,7 +62,7 @@ def make_settings(homeserver, test_model, tmp_path):
 
 @pytest.fixture
 async def alice(homeserver):
-    from tests.chat import Chat
+    from tests.chatting import Chat
 
     chat = await Chat.login(homeserver, "alice", PASSWORD)
     yield chat
@@ -71,7 +71,7 @@ async def alice(homeserver):
 
 @pytest.fixture
 async def mallory(homeserver):
-    from tests.chat import Chat
+    from tests.chatting import Chat
 
     chat = await Chat.login(homeserver, "mallory", PASSWORD)
     yield chat
@@ -80,7 +80,7 @@ async def mallory(homeserver):
 
 @pytest.fixture
 async def bob(homeserver):
-    from tests.chat import Chat
+    from tests.chatting import Chat
 
     chat = await Chat.login(homeserver, "bob", PASSWORD)
     yield chat
@@ -91,7 +91,7 @@ async def bob(homeserver):
 async def own_server(tmp_path):
     """A homeserver of the test's own (to kill, or with a 40 KiB upload limit), with alice
     logged in: (server, alice)."""
-    from tests.chat import Chat
+    from tests.chatting import Chat
 
     server = LocalHomeserver(tmp_path / "own-synapse", max_upload_size="40K")
     server.start()

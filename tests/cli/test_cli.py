@@ -21,7 +21,7 @@ from tests.conftest import ALLOWED, PASSWORD
 from tests.pki import make_ca
 
 IMGBOT = [sys.executable, "-m", "bot.cli"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOT = "@imgbot:localhost"
 
 

@@ -13,8 +13,8 @@ from generation.compliance.references import build
 from generation.compliance.signing import C2paSigner
 from generation.png import encode_png
 from tests.pki import make_ca
-from tests.test_compliance_copy import scene
-from tests.test_compliance_logos import logo
+from tests.generation.compliance.test_compliance_copy import scene
+from tests.generation.compliance.test_compliance_logos import logo
 
 
 def test_the_checks_add_well_under_a_second_at_1024(tmp_path):

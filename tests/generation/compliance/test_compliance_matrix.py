@@ -12,7 +12,7 @@ from PIL import Image
 from bot.cli import main
 from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
 from generation.compliance.verify import INVALID, TRUSTED, verify
-from tests.chat import bot_running, usage_rows
+from tests.chatting import bot_running, usage_rows
 from tests.pki import make_ca
 from tests.tsa import TimeStampAuthority
 

@@ -12,7 +12,7 @@ from bot.store import db as database
 from bot.chat import rooms
 from bot.chat.styles import BUILTIN
 from generation.png import read_parameters
-from tests.chat import bot_running, usage_rows
+from tests.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

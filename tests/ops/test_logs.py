@@ -18,7 +18,7 @@ from bot.ops import logs
 
 TOKEN = "syt_aW1nYm90_AbCdEfGhIjKlMnOpQrSt_0a1B2c"
 MAS_TOKEN = "mct_0123456789abcdefghijABCDEFGHIJ_a1b2c3"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

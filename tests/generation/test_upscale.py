@@ -24,7 +24,7 @@ from generation.studio import Studio
 from generation.testing.upscaler import make_test_upscaler
 from generation.upscale import Upscaler, UpscalerError, import_spandrel
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

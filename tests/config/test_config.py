@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from bot.config import ConfigError, load_settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-horse-battery"
 
 FULL = {

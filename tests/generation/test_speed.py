@@ -25,7 +25,7 @@ from generation.in_memory import from_pipeline
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool
 from generation.testing.tiny import BUILDERS, make_test_model, make_test_tiny_decoder
-from tests.test_engine import OutOfMemoryAbove
+from tests.generation.test_engine import OutOfMemoryAbove
 
 ARCHS = ("sd", "sdxl")
 

@@ -21,8 +21,8 @@ from bot import app
 from bot.store import db as database
 from bot.store import jobs
 from bot.matrix import messages
-from tests.chat import Chat, bot_running, usage_rows
-from tests.test_cli import IMGBOT, ROOT, start_bot, write_config
+from tests.chatting import Chat, bot_running, usage_rows
+from tests.cli.test_cli import IMGBOT, ROOT, start_bot, write_config
 
 pytestmark = pytest.mark.synapse
 

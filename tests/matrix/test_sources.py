@@ -11,7 +11,7 @@ from PIL import Image
 from bot.config import LimitSettings
 from bot.chat.iterate import fitted, source_size
 from bot.matrix.sources import SourceError, decode, replied_to
-from tests.test_iterate_matrix import claims_to_be, encoded
+from tests.chat.test_iterate_matrix import claims_to_be, encoded
 
 LIMITS = LimitSettings()
 

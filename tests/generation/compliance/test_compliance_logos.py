@@ -11,7 +11,7 @@ from generation.compliance import Compliance
 from generation.compliance.embedding import Descriptor, DescriptorError, file_sha256
 from generation.compliance.logos import Logos
 from generation.compliance.references import build
-from tests.test_compliance_copy import scene
+from tests.generation.compliance.test_compliance_copy import scene
 
 
 def logo() -> Image.Image:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bot.matrix import encryption
-from tests.chat import bot_running
+from tests.chatting import bot_running
 from tests.conftest import PASSWORD
 from tests.e2ee_client import JsClient
 

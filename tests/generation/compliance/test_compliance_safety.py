@@ -11,8 +11,8 @@ from PIL import ImageChops, ImageStat
 from generation.compliance import Compliance
 from generation.compliance import safety
 from generation.compliance.safety import Blocklist, stricter
-from tests.chat import bot_running, usage_rows
-from tests.test_compliance_copy import scene
+from tests.chatting import bot_running, usage_rows
+from tests.generation.compliance.test_compliance_copy import scene
 
 BOT = "@imgbot:localhost"
 

@@ -15,7 +15,7 @@ from PIL import Image
 from bot.store import db as database
 from bot.chat import report
 from bot.store import usage
-from tests.test_usage_log import DAY, DB_NAME, add
+from tests.store.test_usage_log import DAY, DB_NAME, add
 
 # Local noon: a whole number of days back from it is still that many calendar days back,
 # in any time zone, daylight saving or not.

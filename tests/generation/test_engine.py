@@ -25,7 +25,7 @@ from generation.png import encode_png, parameters_text, read_parameters
 from generation.pool import ModelPool
 from generation.testing.tiny import make_test_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARCHS = ("sd", "sdxl")
 
 

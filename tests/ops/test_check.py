@@ -19,7 +19,7 @@ from tests.conftest import ALLOWED, PASSWORD
 
 pytestmark = pytest.mark.synapse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOT = "@imgbot:localhost"
 
 
@@ -225,7 +225,7 @@ def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
 
 def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_path):
     from tests.pki import make_ca
-    from tests.test_compliance_copy import scene
+    from tests.generation.compliance.test_compliance_copy import scene
     from tests.tsa import TimeStampAuthority
 
     ca = make_ca(tmp_path / "ca")

@@ -24,7 +24,7 @@ from bot.store import usage
 from bot.cli import usage as usage_cli
 from bot.store.usage import NewJob
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DB_NAME = "imgbot.sqlite3"  # what `imgbot run` and `imgbot usage` use inside state_dir
 NOW = 1_700_000_000.0
 DAY = 86400.0
