@@ -25,6 +25,8 @@ from bot.store.retention import options_for_log, prompt_for_log
 
 
 class Acceptor:
+    """Turns a command that makes pictures into a stored, queued job, or refuses it."""
+
     def __init__(self, ctx: Context, delivery: Delivery, iterator: Iterator):
         self.ctx = ctx
         self.delivery = delivery
@@ -94,7 +96,7 @@ class Acceptor:
         """Queue a stored job and the task that answers it. The queue's limits were checked
         when it was accepted (or, for a resumed job, before the restart)."""
         ticket = self.ctx.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
-                                   check_limits=False)
+                                       check_limits=False)
         answered = asyncio.get_running_loop().create_future()
         pending = Pending(ticket, stored, answered, self.ctx.last_in_room.get(stored.room_id))
         self.ctx.last_in_room[stored.room_id] = answered

@@ -26,6 +26,8 @@ from bot.ops.tasks import TaskOwner
 
 
 class Bot:
+    """The roles of one bot, composed for bot.app; it holds no behaviour of its own."""
+
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner, metrics: Metrics | None = None,
                  beat: Callable[[], None] = lambda: None):

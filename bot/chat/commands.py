@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class UsageError:
     """What was wrong with a command, in words for the person who typed it."""
@@ -105,7 +104,9 @@ class RoomShow:
 @dataclass(frozen=True)
 class RoomSet:
     key: str
-    value: str  # checked here where the limits suffice; style and model names by the handler
+    # Checked by the parser where the limits suffice; style and model names by
+    # rooms.canonical, which knows the catalogue.
+    value: str
 
 
 @dataclass(frozen=True)

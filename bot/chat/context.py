@@ -30,7 +30,6 @@ def matches(user_id: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(user_id, pattern) for pattern in patterns)
 
 
-
 @dataclass
 class Pending:
     """A job that was accepted and whose answer has not been sent yet."""
@@ -55,8 +54,9 @@ class Pending:
         return messages.txn_id(self.stored.event_id, part)
 
 
-
 class Context:
+    """The parts and the running state every chat role of one bot shares."""
+
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner, metrics: Metrics | None = None,
                  beat: Callable[[], None] = lambda: None):
@@ -103,7 +103,6 @@ class Context:
     def room_of(self, ticket: Ticket) -> str | None:
         pending = self._pending_of(ticket)
         return pending.room_id if pending else None
-
 
     async def room_defaults(self, room_id: str):
         return rooms.usable(await rooms.stored(self.db, room_id), self.settings.limits,

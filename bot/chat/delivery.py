@@ -23,6 +23,7 @@ from bot.store.retention import options_for_log, prompt_for_log
 
 log = logging.getLogger(__name__)
 
+# What `_send_picture` returns for a picture the compliance checks did not let through.
 WITHHELD = "withheld by the compliance checks"
 
 
@@ -45,8 +46,9 @@ def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, s
         messages.Picture(*small, mimetype="image/jpeg") if small else None)
 
 
-
 class Delivery:
+    """Sends each finished job's answer and writes down how it ended."""
+
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
@@ -71,8 +73,8 @@ class Delivery:
             await asyncio.shield(pending.after)  # the room's earlier answers come first
         if result.cancelled or pending.withdrawn:
             await self.finish(stored, status="cancelled", error="cancelled",
-                               queue_seconds=result.queue_seconds,
-                               generation_seconds=result.generation_seconds or None)
+                              queue_seconds=result.queue_seconds,
+                              generation_seconds=result.generation_seconds or None)
             return
         try:
             if not result.ok:
@@ -81,7 +83,7 @@ class Delivery:
                     reply_to=stored.command, txn_id=pending.txn("failed"),
                     patience=messages.PATIENT, strict=True)
                 await self.finish(stored, status="error", error=result.error,
-                                   queue_seconds=result.queue_seconds)
+                                  queue_seconds=result.queue_seconds)
                 return
             sent, refusal = await self._send_pictures(pending, result)
         except messages.Unreachable as exc:
@@ -106,12 +108,12 @@ class Delivery:
                 self.ctx.client, stored.room_id, f"Sorry, the picture was made but {why}.",
                 reply_to=stored.command, txn_id=pending.txn("undelivered"))
         await self.finish(stored, status=status, error=error, images=sent,
-                           queue_seconds=result.queue_seconds,
-                           generation_seconds=result.generation_seconds)
+                          queue_seconds=result.queue_seconds,
+                          generation_seconds=result.generation_seconds)
 
     async def finish(self, stored: StoredJob, *, status: str, error: str | None,
-                      images: int = 0, queue_seconds: float | None = None,
-                      generation_seconds: float | None = None) -> None:
+                     images: int = 0, queue_seconds: float | None = None,
+                     generation_seconds: float | None = None) -> None:
         await jobs.finish(self.ctx.db, stored, status=status, error=error, images=images,
                           queue_seconds=queue_seconds, generation_seconds=generation_seconds)
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)

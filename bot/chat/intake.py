@@ -32,13 +32,15 @@ def _redacted_id(event: dict[str, Any]) -> str | None:
     return redacts if isinstance(redacts, str) else None
 
 
-
 class Intake:
+    """Takes each sync's events in and hands each command to the role that answers it."""
+
     def __init__(self, ctx: Context, acceptor: Acceptor, replies: Replies):
         self.ctx = ctx
         self.acceptor = acceptor
         self.replies = replies
-        self.undecrypted = encryption.Undecrypted(ctx.client, self.on_event, self._undecryptable)
+        self.undecrypted = encryption.Undecrypted(ctx.client, self.on_event,
+                                                  self._undecryptable)
 
     async def on_sync(self, response: SyncResponse, first: bool) -> None:
         self.ctx.rooms_known.set()
@@ -100,7 +102,7 @@ class Intake:
             "admin to turn encryption on, or invite it to an unencrypted room.")}
         try:
             await self.ctx.client.room_send(room_id, "m.room.message", content,
-                                        tx_id=f"imgbot-leave-{room_id}")
+                                            tx_id=f"imgbot-leave-{room_id}")
         finally:
             await self.ctx.client.room_leave(room_id)
 
@@ -149,5 +151,3 @@ class Intake:
         if not self.ctx.queue.cancel(lambda ticket: ticket is pending.ticket):
             pending.withdrawn = True
         log.info("the command of job %d was redacted by %s", pending.ticket.id, event["sender"])
-
-    # ---- generation ----------------------------------------------------------------------

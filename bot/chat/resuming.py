@@ -28,6 +28,8 @@ MAX_STARTS = 3
 
 
 class Resumer:
+    """Takes up, once at start, the jobs the previous run left unanswered."""
+
     def __init__(self, ctx: Context, acceptor: Acceptor, delivery: Delivery):
         self.ctx = ctx
         self.acceptor = acceptor
@@ -56,7 +58,7 @@ class Resumer:
                     # The homeserver is away: the picture is fetched (and the job queued)
                     # once it is back, without holding up the start.
                     self.ctx.tasks.spawn(self._resume_when_reachable(stored),
-                                     name=f"resume-{stored.event_id}")
+                                         name=f"resume-{stored.event_id}")
                     resumed += 1
                     continue
                 if why is None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from bot.config.chat import PLACEHOLDER, StyleSettings
+
 # What a person may write instead of a preset: "--style none" drops the room's style.
 NO_STYLE = "none"
 

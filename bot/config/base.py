@@ -58,5 +58,3 @@ def _read_secret(path: Path, key: str) -> SecretStr:
     if not text:
         raise ValueError(f"{key} {path} is empty")
     return SecretStr(text)
-
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from pydantic import Field, field_validator
+
 from bot.config.base import _Section
 from bot.config.matrix import MatrixSettings
 
@@ -58,5 +59,3 @@ class QuotaSettings(_Section):
     exempt: list[str] = []
 
     _exempt = field_validator("exempt")(MatrixSettings._patterns.__func__)
-
-

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import field_validator, model_validator
+
 from bot.config.base import _Section, _warn_if_shared
+
 
 class C2paSettings(_Section):
     # The company CA's end-entity certificate (PEM; intermediates after it) and its EC P-256
@@ -144,5 +146,3 @@ class ComplianceSettings(_Section):
                 raise ValueError(f"c2pa: {exc}") from None
             _warn_if_shared(self.c2pa.key.expanduser(), "c2pa.key")
         return self
-
-

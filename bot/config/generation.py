@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
+
 from bot.config.base import parse_size, _Section
+
 
 class GenerationSettings(_Section):
     model: Path | None = None
@@ -107,5 +109,3 @@ class GenerationSettings(_Section):
     @property
     def width_height(self) -> tuple[int, int]:
         return parse_size(self.size)
-
-

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+
 from bot.config.base import USER_ID_RE, _read_secret, _Section
+
 
 class MatrixSettings(_Section):
     homeserver_url: str = Field(description="base URL of the homeserver")
@@ -68,5 +70,3 @@ class MatrixSettings(_Section):
     @property
     def server_name(self) -> str:
         return self.user_id.split(":", 1)[1]
-
-

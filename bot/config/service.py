@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-
 from pydantic import Field
+
 from bot.config.base import _Section
+
 
 class UsageSettings(_Section):
     # False: the usage log keeps only a hash of each prompt (sha256), not its text.
@@ -17,5 +18,3 @@ class MetricsSettings(_Section):
     # /healthz and Prometheus /metrics; off unless a port is given.
     port: int | None = Field(None, ge=1, le=65535)
     host: str = "127.0.0.1"
-
-

@@ -4,21 +4,19 @@ allowed."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
 from bot.config.base import ConfigError
 from bot.config.chat import NAME_RE, LimitSettings, QuotaSettings, RoomSettings, StyleSettings
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import MatrixSettings
 from bot.config.service import MetricsSettings, UsageSettings
-
-log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
