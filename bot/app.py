@@ -19,6 +19,7 @@ from bot.store import usage
 from bot.config import Settings
 from bot.chat.bot import Bot
 from bot.ops.metrics import Health, Metrics, start_server
+from bot.config.private import prepare_state_dir
 from bot.store.retention import retention_task
 from bot.chat.screening import Screening
 from bot.matrix.session import log_in
@@ -32,21 +33,21 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 60.0
 
 
-def check_models(settings: Settings) -> None:
-    """Check every model folder (quick: no weights are read), so that a typo stops the
-    start with the key's name, not someone's job later. Raises SystemExit."""
-    from generation.model_folder import ModelError, inspect_model
+def check_parts(settings: Settings, upscaler: bool = True) -> None:
+    """Check every folder and file the start loads (quick: no model weights are read), so
+    that a typo stops the start with the key's name, not someone's job later. `imgbot
+    check` checks the same list. Raises SystemExit."""
+    from generation.preflight import check_parts as parts
 
     generation = settings.generation
     if generation.model is None:
         raise SystemExit("generation.model is not set: point it at a local diffusers folder "
                          "(or make one with `imgbot make-test-model DIR`)")
-    for name, folder in generation.catalogue.items():
-        try:
-            inspect_model(folder)
-        except ModelError as exc:
-            key = f"generation.models.{name}" if name in generation.models else "generation.model"
-            raise SystemExit(f"{key} (model {name}): {exc}") from None
+    for part in parts(generation.catalogue_keys, vae=generation.vae,
+                      fast_decoder=generation.fast_decoder,
+                      upscaler=generation.upscaler if upscaler else None):
+        if not part.ok:
+            raise SystemExit(part.message)
 
 
 def load_engines(settings: Settings) -> list[Runner]:
@@ -62,7 +63,7 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
     from generation.model_folder import ModelError
     from generation.pool import ModelPool
 
-    check_models(settings)
+    check_parts(settings, upscaler=False)  # the upscaler is loaded beside it, by with_tools
     generation = settings.generation
     device = device or generation.device
     catalogue = generation.catalogue
@@ -101,6 +102,7 @@ def make_client(settings: Settings) -> AsyncClient:
         request_timeout=60,
         store_sync_tokens=False,
         encryption_enabled=encrypted,
+        store=encryption.STORE,  # its SQLite file 0600, whatever the umask
     )
     store = str(encryption.store_path(settings.state_dir)) if encrypted else ""
     return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config,
@@ -156,7 +158,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     again before the first sync brings new ones."""
     stop = stop or _stop_on_signals()
     if engine is None:
-        check_models(settings)
+        check_parts(settings)
+    prepare_state_dir(settings.state_dir)  # 0700 when new; a warning when others can read it
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
     if interrupted := await usage.close_interrupted(db):
         log.warning("%d jobs of an earlier run were never answered and cannot be resumed; "
@@ -167,7 +170,10 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     server = device_watch = None
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
-        await log_in(client, settings.matrix, settings.state_dir)
+        if not await _unless_stopped(log_in(client, settings.matrix, settings.state_dir),
+                                     stop):
+            log.info("stopped while logging in")
+            return
         await prepare_encryption(client, settings)
         if engine is None:
             engine = await asyncio.to_thread(load_engines, settings)
@@ -235,6 +241,25 @@ class DeviceFault(Exception):
 
 class ServiceDown(Exception):
     """A service the configured checks need did not answer; a later start may work."""
+
+
+async def _unless_stopped(step, stop: asyncio.Event) -> bool:
+    """Await `step`, or cancel it when `stop` is set first (False): a SIGTERM while a
+    rate-limited login waits minutes for its next try stops the bot at once."""
+    task, stopped = asyncio.ensure_future(step), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # run_bot itself cancelled: the step goes with it
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    task.result()  # its exception, if it failed
+    return True
 
 
 async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:

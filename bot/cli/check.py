@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-
 from bot.ops.logs import setup_logging
 
 
 def add_parser(sub) -> None:
     chk = sub.add_parser(
-        "check", help="check a config: model folders, homeserver, login, state_dir, "
-                      "encryption, compliance",
+        "check", help="check a config: model folders, VAE, fast decoder, upscaler, "
+                      "homeserver, login, state_dir, encryption, compliance",
         epilog="One line per check: ok, FAIL with the reason, or skip when it needs one that "
-               "failed. Leaves no trace: a password login is logged out again. Exit status: "
-               "0 all ok, 1 a check failed, 2 the config cannot be loaded.")
+               "failed. Everything `run` loads at its start is checked the same way. Leaves "
+               "no trace: a password login is logged out again, and a missing state_dir is "
+               "not made (with compliance.references, the reference index is brought up to date "
+               "in state_dir/references.json, as the start would). A rate-limited login fails at once, saying when to try again. "
+               "Exit status: 0 all ok, 1 a check failed, 2 the config cannot be loaded.")
     chk.add_argument("-c", "--config", required=True, help="the YAML config file")
     chk.add_argument("--load", action="store_true",
                      help="also load the default model onto its device (slow for real models)")

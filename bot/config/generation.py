@@ -93,6 +93,13 @@ class GenerationSettings(_Section):
         default = self._default_name()
         return {default: self.model, **{n: f for n, f in self.models.items() if n != default}}
 
+    @property
+    def catalogue_keys(self) -> dict[str, tuple[str, Path]]:
+        """The catalogue with the config key each folder comes from, for messages."""
+        return {name: (f"generation.models.{name}" if name in self.models
+                       else "generation.model", folder)
+                for name, folder in self.catalogue.items()}
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

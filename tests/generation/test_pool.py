@@ -357,7 +357,7 @@ def test_load_engine_with_models_is_a_pool_with_the_default_loaded(folders):
 def test_load_engine_stops_at_a_model_folder_typo(folders, tmp_path):
     with pytest.raises(SystemExit) as info:
         load_engine(settings_for(model=folders["alpha"], models={"b": tmp_path / "bta"}))
-    assert str(info.value) == f"generation.models.b (model b): {tmp_path / 'bta'} is not a " \
+    assert str(info.value) == f"generation.models.b: {tmp_path / 'bta'} is not a " \
                               "folder (models load from local folders only)"
-    with pytest.raises(SystemExit, match=r"^generation.model \(model nowhere\): .* not a folder"):
+    with pytest.raises(SystemExit, match=r"^generation.model: .*nowhere is not a folder"):
         load_engine(settings_for(model=tmp_path / "nowhere", models={"b": folders["beta"]}))

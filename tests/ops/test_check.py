@@ -88,7 +88,9 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
     assert f"ok    config: {config}" in lines
     assert "logged out again" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr
-    assert (tmp_path / "state").is_dir() and not list((tmp_path / "state").iterdir())
+    # Nothing is left behind: the missing state_dir is not made, only said to be made later.
+    assert not (tmp_path / "state").exists()
+    assert "does not exist yet; the bot's first start makes it (mode 700)" in result.stdout
     # The password login of the check was logged out: its device is gone again.
     assert devices(homeserver, bot_session["access_token"]) == before
 
@@ -219,8 +221,8 @@ def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
     code, lines = check(config)
 
     assert code == 1
-    assert f"FAIL  state_dir: cannot write in {state.resolve()}: Not a directory" \
-        in lines["_text"]
+    assert f"FAIL  state_dir: {state.resolve()} cannot be made: " \
+           f"{(tmp_path / 'taken').resolve()} is a file, not a folder" in lines["_text"]
 
 
 def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_path):

@@ -1,0 +1,32 @@
+"""The lines of `imgbot check`: ok, FAIL with the reason, or skip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # "ok", "FAIL" or "skip"
+    name: str
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    def line(self) -> str:
+        # A multi-line reason (several wrong keys) stays readable under its line.
+        return f"{self.status:<5} {self.name}: {self.detail}".replace("\n", "\n      ")
+
+
+def ok(name: str, detail: str) -> Result:
+    return Result("ok", name, detail)
+
+
+def fail(name: str, detail: str) -> Result:
+    return Result("FAIL", name, detail)
+
+
+def skip(name: str, needs: str) -> Result:
+    return Result("skip", name, f"needs {needs}")

@@ -1,0 +1,85 @@
+"""Everything the start loads from disk, checked before the login and the weights: each
+model folder, the VAE, the fast decoder and the upscaler. `imgbot run` stops at the first
+problem and `imgbot check` prints one line per part, from this one list, so that the two
+never disagree about a config (a check that passes a config the start refuses is worse
+than no check).
+
+Only configs and headers are read, except for the upscaler: spandrel has no cheaper way
+to say whether it can load a file than loading it (tens of MB, on the CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model_folder import ModelError, inspect_model
+from .speed import FolderError, autoencoder_config
+
+
+@dataclass(frozen=True)
+class Part:
+    """One thing the start loads: the config key it comes from, its name in `check`'s
+    output, and what was found (`problem` None) or what is wrong with it."""
+
+    key: str
+    name: str
+    detail: str
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def message(self) -> str:
+        """The problem as the start reports it: the key first, then what to fix."""
+        return f"{self.key}: {self.problem}"
+
+
+def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
+                fast_decoder: Path | None = None, upscaler: Path | None = None) -> list[Part]:
+    """`catalogue` maps each model's name to (its config key, its folder), the default
+    first. The parts that are not configured are left out."""
+    parts = [_model(name, key, folder) for name, (key, folder) in catalogue.items()]
+    if vae is not None:
+        parts.append(_autoencoder("generation.vae", "vae", vae, "AutoencoderKL", "VAE"))
+    if fast_decoder is not None:
+        parts.append(_autoencoder("generation.fast_decoder", "fast_decoder", fast_decoder,
+                                  "AutoencoderTiny", "fast decoder"))
+    if upscaler is not None:
+        parts.append(_upscaler(upscaler))
+    return parts
+
+
+def _model(name: str, key: str, folder: Path) -> Part:
+    try:
+        family = inspect_model(folder)
+    except ModelError as exc:
+        return Part(key, f"model {name}", str(folder), problem=str(exc))
+    return Part(key, f"model {name}", f"{folder} ({family})")
+
+
+def _autoencoder(key: str, name: str, folder: Path, class_name: str, what: str) -> Part:
+    path = Path(folder).expanduser()
+    try:
+        autoencoder_config(path, class_name, what)
+    except FolderError as exc:
+        return Part(key, name, str(path), problem=str(exc))
+    return Part(key, name, f"{path} ({class_name})")
+
+
+def _upscaler(path: Path) -> Part:
+    from .upscale import Upscaler, UpscalerError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return Part("generation.upscaler", "upscaler", str(path),
+                    problem=f"{path} is not a file (an upscaler model, e.g. a .pth or "
+                            ".safetensors of Real-ESRGAN)")
+    upscaler = Upscaler(path, "cpu")
+    try:
+        upscaler.load()
+    except UpscalerError as exc:
+        return Part("generation.upscaler", "upscaler", str(path), problem=str(exc))
+    return Part("generation.upscaler", "upscaler",
+                f"{path} ({upscaler.model.architecture.name}, {upscaler.scale}×)")
