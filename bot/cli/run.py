@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
 def cmd_run(args) -> int:
     from bot.app import DeviceFault, ServiceDown, run_bot
     from bot.matrix.cross_signing import CrossSigningFailed
+    from bot.matrix import reach
     from bot.matrix.messages import NETWORK_ERRORS
     from bot.matrix.session import LoginFailed
     from bot.matrix.sync import TokenRejected
@@ -45,9 +46,9 @@ def cmd_run(args) -> int:
         log.error("%s", exc)
         return EXIT_RETRY
     except NETWORK_ERRORS as exc:
+        url = settings.matrix.homeserver_url
         log.error("cannot reach the homeserver at %s: %s (is it running? is "
-                  "matrix.homeserver_url right?)", settings.matrix.homeserver_url,
-                  f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                  "matrix.homeserver_url right?)", url, reach.reason(exc, url))
         return EXIT_RETRY
     log.info("stopped")
     return 0

@@ -11,11 +11,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.config.base import ConfigError
+from bot.config.base import ConfigError, warn_if_config_shared
 from bot.config.chat import NAME_RE, LimitSettings, QuotaSettings, RoomSettings, StyleSettings
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
-from bot.config.matrix import MatrixSettings
+from bot.config.matrix import READ_SECRETS, MatrixSettings
 from bot.config.service import MetricsSettings, UsageSettings
 
 
@@ -112,8 +112,28 @@ def _format_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
-    """Read the YAML file (if any) and the environment; raise ConfigError naming the key."""
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """Where in the file YAML stopped, and why: PyYAML names the text "<unicode string>"."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path} is not valid YAML: {exc}"
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (start.line, start.column) != (mark.line, mark.column):
+        problem += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    snippet = mark.get_snippet()
+    return (f"{path} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: "
+            f"{problem}" + (f"\n{snippet}" if snippet else ""))
+
+
+def load_settings(path: str | Path | None, *, secrets: bool = True,
+                  **overrides: Any) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ConfigError naming the key.
+
+    secrets=False leaves matrix.password_file and access_token_file unread, for commands
+    that never log in."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -122,13 +142,17 @@ def load_settings(path: str | Path | None, **overrides: Any) -> Settings:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+            raise ConfigError(_yaml_error(path, exc)) from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of keys, not {type(loaded).__name__}")
         data = loaded or {}
+        warn_if_config_shared(path, data)  # a password written into it
     data.update(overrides)
+    token = READ_SECRETS.set(secrets)
     try:
         return Settings(**data)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid configuration{where}:\n{_format_error(exc)}") from None
+    finally:
+        READ_SECRETS.reset(token)

@@ -7,15 +7,18 @@ later starts restore that login.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
-import os
+import math
 from pathlib import Path
 
-from nio import AsyncClient, LoginResponse, WhoamiResponse
+from nio import AsyncClient, ErrorResponse, LoginResponse, WhoamiResponse
 
 from bot.config import MatrixSettings
 from bot.matrix.encryption import has_store
+from bot.config.private import warn_if_shared, write_private
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +29,38 @@ class LoginFailed(Exception):
     """The bot cannot log in; the message says why and what to change."""
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically (never a half-written secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+class RateLimited(Exception):
+    """The homeserver said to wait `seconds` before asking again."""
+
+    def __init__(self, seconds: int):
+        super().__init__(f"rate-limited by the homeserver for {seconds} s")
+        self.seconds = seconds
+
+
+def retry_after(response) -> int | None:
+    """Whole seconds to wait when `response` is a rate limit (M_LIMIT_EXCEEDED), else None."""
+    if not isinstance(response, ErrorResponse) or response.status_code not in (
+            "M_LIMIT_EXCEEDED", 429):
+        return None
+    return max(1, math.ceil((response.retry_after_ms or 5000) / 1000))
+
+
+async def _password_login(client: AsyncClient, settings: MatrixSettings):
+    """Log in with the password; a rate limit is waited out here, said at INFO with the
+    time, instead of inside nio (which only warns "Got 429 response")."""
+    patient = client.config
+    client.config = dataclasses.replace(patient, max_limit_exceeded=0)
+    try:
+        while True:
+            response = await client.login(settings.password.get_secret_value(),
+                                          device_name=settings.device_name)
+            seconds = retry_after(response)
+            if seconds is None:
+                return response
+            log.info("the homeserver rate-limits logins: logging in again in %d s", seconds)
+            await asyncio.sleep(seconds)
+    finally:
+        client.config = patient
 
 
 def _load_saved(path: Path, settings: MatrixSettings) -> dict | None:
@@ -45,6 +70,7 @@ def _load_saved(path: Path, settings: MatrixSettings) -> dict | None:
         return None
     except (OSError, ValueError) as exc:
         raise LoginFailed(f"{path} is unreadable ({exc}); remove it to log in anew") from exc
+    warn_if_shared(path, "the bot's access token")
     if saved.get("user_id") != settings.user_id or saved.get("homeserver") != settings.homeserver_url:
         log.warning("saved login in %s is for another account or server; logging in anew", path)
         return None
@@ -88,10 +114,10 @@ async def log_in(client: AsyncClient, settings: MatrixSettings, state_dir: Path)
                               f"not matrix.user_id {settings.user_id}")
         client.restore_login(who.user_id, who.device_id, client.access_token)
     elif settings.password is not None:
-        response = await client.login(settings.password.get_secret_value(),
-                                      device_name=settings.device_name)
+        response = await _password_login(client, settings)
         if not isinstance(response, LoginResponse):
-            raise LoginFailed(f"login as {settings.user_id} failed: {response.message}")
+            raise LoginFailed(f"login as {settings.user_id} with {settings.password_key} "
+                              f"failed: {response.message}")
         log.info("logged in as %s, new device %s", response.user_id, response.device_id)
     else:
         raise LoginFailed("set matrix.password (or password_file) or matrix.access_token")

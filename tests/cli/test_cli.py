@@ -143,7 +143,7 @@ def test_run_with_a_wrong_password_exits_with_a_reason(homeserver, test_model, t
                           password="not the password")
     result = imgbot("run", "-c", str(config))
     assert result.returncode == 2
-    assert "login as @imgbot:localhost failed" in result.stderr
+    assert "login as @imgbot:localhost with matrix.password failed" in result.stderr
     assert "not the password" not in result.stderr + result.stdout
 
 
