@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from bot.cli.common import settings_of
+from bot.config.private import private_dir
 from bot.ops.logs import setup_logging
 from bot.text import plural
 
@@ -40,7 +41,7 @@ def cmd_generate(args, extra: list[str]) -> int:
     from bot.chat.resolve import Catalogue, resolve
     from bot.chat.styles import catalogue, configured
 
-    settings = settings_of(args) if args.config else None
+    settings = settings_of(args, secrets=False) if args.config else None  # no login
     defaults = settings.generation if settings else GenerationSettings()
     limits = settings.limits if settings else LimitSettings()
     # The chat's own parser, so the options and their limits are exactly the chat's.
@@ -79,6 +80,8 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 2
     # The config's compliance section holds here as in chat: the same checks, marks and
     # signature, so a picture made from the shell is no less marked than one from a room.
+    if settings and settings.compliance.references is not None:
+        private_dir(settings.state_dir)  # its reference index goes there, as the bot's does
     try:
         compliance = Compliance.from_settings(
             settings.compliance if settings else ComplianceSettings(),

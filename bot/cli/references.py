@@ -6,6 +6,7 @@ import time
 import sys
 
 from bot.cli.common import settings_of
+from bot.config.private import private_dir
 from bot.text import plural
 
 
@@ -25,12 +26,13 @@ def cmd_references(args) -> int:
     status 1 when none can be."""
     from generation.compliance.references import MIN_QUALITY, build
 
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=False)  # it never logs in
     folder = settings.compliance.references
     if folder is None:
         print("imgbot references: compliance.references is not set in the config",
               file=sys.stderr)
         return 2
+    private_dir(settings.state_dir)  # as the bot makes it: 0700, whatever the umask
     started = time.perf_counter()
     index = build(folder.expanduser().resolve())
     path = settings.state_dir / "references.json"

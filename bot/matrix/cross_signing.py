@@ -28,7 +28,7 @@ from nio import AsyncClient
 
 from bot.config import MatrixSettings
 from bot.matrix.messages import bearer
-from bot.matrix.session import write_private
+from bot.config.private import warn_if_shared, write_private
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Identity:
             return None
         except (OSError, ValueError) as exc:
             raise CrossSigningFailed(f"{path} is unreadable ({exc})") from exc
+        warn_if_shared(path, "the bot's cross-signing private keys")
         seeds = []
         for usage in USAGES:
             try:

@@ -23,6 +23,7 @@ from nio import AsyncClient, MegolmEvent
 from nio.crypto import ENCRYPTION_ENABLED
 
 from bot.matrix.messages import NETWORK_ERRORS
+from bot.config.private import private_dir, private_file, warn_if_shared
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,30 @@ UNDECRYPTABLE = ("I could not decrypt your message (my device did not get its ro
 
 
 def store_path(state_dir: Path) -> Path:
-    """nio's crypto store (Olm account, sessions, device lists): one file per device."""
-    path = state_dir / STORE_DIR
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """nio's crypto store (Olm account, sessions, device lists): one file per device, in a
+    folder only the bot's user may enter."""
+    path = private_dir(private_dir(state_dir) / STORE_DIR)
+    warn_if_shared(path, "the device's encryption keys")
     return path
+
+
+if ENCRYPTION_ENABLED:
+    from nio.store import DefaultStore
+
+    class PrivateStore(DefaultStore):
+        """nio's store, its SQLite file made 0600 before SQLite would make it 0644 less the
+        umask: it holds the device's private Olm keys and the room keys. (nio's trust files
+        are written through temporary files, 0600 already.)"""
+
+        def _create_database(self):
+            path = Path(self.database_path)
+            warn_if_shared(path, "the device's encryption keys")
+            private_file(path)
+            return super()._create_database()
+
+    STORE: type | None = PrivateStore  # for AsyncClientConfig(store=...)
+else:
+    STORE = None  # nio's own default without encryption support
 
 
 def has_store(state_dir: Path, user_id: str, device_id: str) -> bool:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.config.private import private_file, warn_if_shared
+
 log = logging.getLogger(__name__)
+
+SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 
 # Each entry moves the schema from version N to N+1. Never edit one that has shipped:
 # add a new one, so every existing database takes the same path.
@@ -93,9 +97,12 @@ MIGRATIONS: list[str] = [
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
-    """Open the database, switch on WAL and bring the schema up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
+    """Open the database, switch on WAL and bring the schema up to date. It holds the
+    prompts: a new one is made 0600 (its -wal and -shm files take its mode), and one that
+    others can read is warned about."""
+    for part in (path, *(Path(f"{path}{suffix}") for suffix in SIDE_FILES)):
+        warn_if_shared(part, "the usage log (prompts included)")
+    db = await aiosqlite.connect(private_file(path))
     try:
         db.row_factory = aiosqlite.Row
         # WAL lets `imgbot usage` read while the bot writes; NORMAL sync is durable in WAL
@@ -115,15 +122,25 @@ class SchemaMismatch(RuntimeError):
     """A database opened read-only is at another schema version than this imgbot's."""
 
 
+def wal_in_use(path: Path) -> bool:
+    """Whether the database has a -wal file: a bot has it open (or stopped without closing
+    it). A bot that closed it cleanly took the file away with its last checkpoint."""
+    return Path(f"{path}-wal").exists()
+
+
 async def connect_readonly(path: Path) -> aiosqlite.Connection:
     """Open an existing database to read it, for reviews beside a running bot.
 
     Nothing is created, migrated or written: a missing file raises sqlite3.OperationalError,
     and a schema other than this imgbot's raises SchemaMismatch (the bot migrates on start).
-    SQLite may leave empty -wal and -shm files beside a WAL database; the database file
-    itself is untouched.
+    With a -wal file (a bot runs) it reads the bot's latest commits through it; without one
+    it opens the file immutable, since a plain read-only open of a WAL database would leave
+    new -wal and -shm files behind. A bot that starts during such a read leaves the file
+    as it is until a checkpoint: a caller that must be sure reads again when `wal_in_use`
+    has turned true meanwhile (`imgbot usage` does).
     """
-    db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    mode = "mode=ro" if wal_in_use(path) else "mode=ro&immutable=1"
+    db = await aiosqlite.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
     try:
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA busy_timeout=5000")  # the bot may be writing right now
