@@ -14,9 +14,11 @@ EXIT_RETRY = 1
 EXIT_FIX_CONFIG = 2
 
 
-def settings_of(args) -> Settings:
+def settings_of(args, *, secrets: bool = True) -> Settings:
+    """The config of `-c`; a command that never logs in passes secrets=False, so that it
+    works where only the service can read matrix.password_file (systemd's credentials)."""
     try:
-        return load_settings(args.config)
+        return load_settings(args.config, secrets=secrets)
     except ConfigError as exc:
         print(f"imgbot: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_FIX_CONFIG) from None

@@ -11,6 +11,7 @@ import io
 import json
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from bot.cli.common import settings_of
@@ -22,7 +23,8 @@ def add_parser(sub) -> None:
     use = sub.add_parser("usage", help="review the usage log")
     use.add_argument("-c", "--config", required=True)
     use.add_argument("--since", default="7d", help="30m, 24h, 7d, 4w or all (default 7d)")
-    use.add_argument("--user", help="only this user ID")
+    use.add_argument("--user", help="only this user: a whole ID (@bob:example.org), or bob "
+                                    "or @bob for one on the bot's own server")
     use.add_argument("--room", help="only this room ID")
     use.add_argument("--format", choices=("table", "csv", "json"), default="table")
     use.add_argument("--by", choices=("user", "room", "day"),
@@ -34,12 +36,15 @@ def cmd_usage(args) -> int:
     from bot.store import db as database
     from bot.store import usage
 
-    settings = settings_of(args)
+    settings = settings_of(args, secrets=False)  # a review never logs in
     try:
         since = usage.parse_since(args.since)
     except ValueError as exc:
         print(f"imgbot usage: --since {exc}", file=sys.stderr)
         return 2
+    user = settings.matrix.full_user_id(args.user) if args.user else None
+    if user != args.user:
+        print(f"imgbot usage: --user {args.user} is {user}", file=sys.stderr)
     path = settings.state_dir / "imgbot.sqlite3"
     if not path.exists():
         print(f"imgbot usage: no usage log at {path} yet", file=sys.stderr)
@@ -49,30 +54,71 @@ def cmd_usage(args) -> int:
         # Read-only: a review never migrates, locks or changes the bot's database.
         db = await database.connect_readonly(path)
         try:
-            return await usage.query(db, since=since, user=args.user, room=args.room)
+            return await usage.query(db, since=since, user=user, room=args.room)
         finally:
             await db.close()
 
     try:
+        stopped = not database.wal_in_use(path)
         rows = asyncio.run(read())
+        if stopped and database.wal_in_use(path):
+            rows = asyncio.run(read())  # a bot started meanwhile: read through its WAL
     except database.SchemaMismatch as exc:
         print(f"imgbot usage: {path}: {exc}", file=sys.stderr)
         return 1
     if args.by:
-        print(render_grouped(rows, args.by, args.format))
+        print(render_grouped(rows, args.by, args.format, user=user))
     else:
-        print(render(rows, args.format))
+        print(render(rows, args.format, user=user))
     return 0
 
 
 # ---- the output ------------------------------------------------------------------------------
 
-# The usage table's columns, for the CSV header when no row carries them.
-FIELDS = ("id", "created_at", "finished_at", "event_id", "room_id", "user_id", "prompt",
-          "options", "seed", "model", "status", "error", "images", "queue_seconds",
-          "generation_seconds", "compliance")
+# The usage table's columns, for the CSV header when no row carries them. The times come
+# as ISO 8601 with the zone, each followed by the same time as a unix epoch.
+FIELDS = ("id", "created_at", "created_at_epoch", "finished_at", "finished_at_epoch",
+          "event_id", "room_id", "user_id", "prompt", "options", "seed", "model", "status",
+          "error", "images", "queue_seconds", "generation_seconds", "compliance")
 COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
            "prompt")
+_JSON_COLUMNS = ("options", "compliance")  # JSON text in the database
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """2026-11-21T14:03:07+01:00: the machine's local time, as the table shows it."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def zone_of(epochs: list[float]) -> str:
+    """The zone the table's local times are in, e.g. "CET, UTC+01:00" (both of a summer
+    and a winter time when the rows span a change)."""
+    labels = []
+    for epoch in epochs or [time.time()]:
+        moment = datetime.fromtimestamp(epoch).astimezone()
+        offset = moment.strftime("%z")
+        utc = "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
+        name = moment.tzname() or ""
+        label = utc if name in ("UTC", "") or name[0] in "+-" else f"{name}, {utc}"
+        if label not in labels:
+            labels.append(label)
+    return " / ".join(labels)
+
+
+def exported(row: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
+    """A usage row for CSV or JSON: ISO times beside the epochs; options and compliance as
+    JSON values in JSON (CSV keeps their JSON text in one cell)."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in ("created_at", "finished_at"):
+            out[name], out[name + "_epoch"] = iso_time(value), value
+        elif parse_json and name in _JSON_COLUMNS and isinstance(value, str):
+            out[name] = json.loads(value)
+        else:
+            out[name] = value
+    return out
 
 
 def _display_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +136,11 @@ def _display_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
+def summary(rows: list[dict[str, Any]], user: str | None = None) -> str:
     total = totals("", rows)
     return (f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
             f"{total.failed} failed, {total.rejected} rejected, "
-            f"{total.gpu_seconds:.1f} GPU seconds")
+            f"{total.gpu_seconds:.1f} GPU seconds" + (f" (user {user})" if user else ""))
 
 
 def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
@@ -105,23 +151,29 @@ def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
     return out.getvalue()
 
 
-def _table(shown: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
-    widths = {c: max([len(c)] + [len(str(r[c])) for r in shown]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+def _table(shown: list[dict[str, Any]], columns: tuple[str, ...],
+           headings: dict[str, str] | None = None) -> list[str]:
+    heads = {c: (headings or {}).get(c, c) for c in columns}
+    widths = {c: max([len(heads[c])] + [len(str(r[c])) for r in shown]) for c in columns}
+    lines = ["  ".join(heads[c].ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in shown]
     return lines
 
 
-def render(rows: list[dict[str, Any]], fmt: str) -> str:
-    """One line per job as a table (with a summary), CSV or JSON."""
+def render(rows: list[dict[str, Any]], fmt: str, user: str | None = None) -> str:
+    """One line per job as a table (with its zone and a summary), CSV or JSON."""
     if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False)
+        return json.dumps([exported(r, parse_json=True) for r in rows], indent=2,
+                          ensure_ascii=False)
     if fmt == "csv":
-        return _csv(rows, list(rows[0]) if rows else list(FIELDS))
+        records = [exported(r, parse_json=False) for r in rows]
+        return _csv(records, list(records[0]) if records else list(FIELDS))
     shown = [_display_row(r) for r in rows]
     for row in shown:  # keep the table readable; csv and json carry the whole prompt
         row["prompt"] = shorten(row["prompt"], 40)
-    return "\n".join(_table(shown, COLUMNS) + [summary(rows)])
+    zone = zone_of([r["created_at"] for r in rows])
+    return "\n".join(_table(shown, COLUMNS, {"time": f"time ({zone})"})
+                     + [summary(rows, user)])
 
 
 def group_columns(by: str) -> tuple[str, ...]:
@@ -130,8 +182,10 @@ def group_columns(by: str) -> tuple[str, ...]:
             "mean_queue_seconds", "rooms" if by == "user" else "users")
 
 
-def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str) -> str:
-    """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON."""
+def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str,
+                   user: str | None = None) -> str:
+    """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON;
+    a day is the machine's local day, and the table says in which zone."""
     columns = group_columns(by)
     records = [{by: g.key, **{c: getattr(g, c) for c in columns[1:]}} for g in group(rows, by)]
     if fmt == "json":
@@ -141,4 +195,5 @@ def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str) -> str:
     wait = "mean_queue_seconds"
     shown = [{**r, by: r[by] or "-", "gpu_seconds": f"{r['gpu_seconds']:.1f}",
               wait: "" if r[wait] is None else f"{r[wait]:.2f}"} for r in records]
-    return "\n".join(_table(shown, columns) + [summary(rows)])
+    headings = {"day": f"day ({zone_of([r['created_at'] for r in rows])})"}
+    return "\n".join(_table(shown, columns, headings) + [summary(rows, user)])

@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 
 
-
 def add_parser(sub) -> None:
     ver = sub.add_parser(
         "verify", help="a picture's AI-generated marker, C2PA state and watermark",
         epilog="C2PA: Trusted (chains to --trust), Valid but untrusted, Invalid (changed "
-               "after signing) or none. Exit status 0 when every file is marked and none is "
-               "Invalid (with --trust: all Trusted), 1 otherwise, 2 when a file cannot be read "
-               "or is not a picture, or the --trust file holds no certificate.")
+               "after signing) or none; not checked without imgbot[compliance]. Exit status "
+               "0 when every file is marked and none is Invalid (with --trust: all Trusted), "
+               "1 otherwise, 2 when a file cannot be read or is not a picture, or the --trust "
+               "file holds no certificate (or C2PA cannot be read without the extra).")
     ver.add_argument("files", nargs="+", metavar="FILE")
     ver.add_argument("--trust", metavar="ROOT.pem",
                      help="the company CA's root certificate (PEM; more roots may follow, "
@@ -27,12 +27,16 @@ def cmd_verify(args) -> int:
     """Each file's AI marker, C2PA state and watermark. Exit status 0 when every file is
     marked and no manifest is Invalid (with --trust: every manifest is Trusted), 1 when
     one is not, 2 when a file or the trust root cannot be read."""
-    try:
-        from generation.compliance.verify import INVALID, TRUSTED, verify
-    except ImportError as exc:
-        print(f"imgbot verify: needs the compliance extra ({exc})", file=sys.stderr)
-        return 2
+    # Without imgbot[compliance] the marker and the watermark are still read; the C2PA line
+    # says what is missing.
+    from generation.compliance.verify import INVALID, TRUSTED, c2pa_missing, verify
+
     trust = None
+    if args.trust and c2pa_missing():
+        print("imgbot verify: --trust checks C2PA signatures, which needs imgbot[compliance] "
+              "(pip install 'imgbot[compliance]'); leave --trust out to read the rest",
+              file=sys.stderr)
+        return 2
     if args.trust:
         from cryptography import x509
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
+import shlex
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+from bot.config.private import shared_mode
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +40,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _warn_if_shared(path: Path, key: str) -> None:
-    """A secret file (a password, a signing key) that other users can read is worth a
-    warning; reading it still works. An unreadable file is reported by its reader."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
+def _warn_if_shared(path: Path, key: str, holds: str = "", instead: str = "") -> None:
+    """A secret file (a password, a signing key, a config with a password in it) that other
+    users can read is worth a warning; reading it still works. An unreadable file is
+    reported by its reader."""
+    mode = shared_mode(path)
+    if mode is None:
         return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s %s is readable by other users; chmod 600 it", key, path)
+    what = f"{key} {path}" + (f" holds {holds} and" if holds else "")
+    log.warning("%s is readable by other users (mode %04o); run `chmod 600 %s`%s", what, mode,
+                shlex.quote(str(path)), f", or {instead}" if instead else "")
+
+
+# Secrets a config may hold inline: what each is called, and the key for a file of its own.
+INLINE_SECRETS = {"password": ("the password", "password_file"),
+                  "access_token": ("the access token", "access_token_file")}
+
+
+def warn_if_config_shared(path: Path, data: dict[str, Any]) -> None:
+    """The config file's own mode matters once a secret is written into it."""
+    matrix = data.get("matrix")
+    for key, (words, file_key) in INLINE_SECRETS.items():
+        if isinstance(matrix, dict) and matrix.get(key):
+            _warn_if_shared(path, "config file", f"matrix.{key}",
+                            f"move {words} to matrix.{file_key}")
 
 
 def _read_secret(path: Path, key: str) -> SecretStr:

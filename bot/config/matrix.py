@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bot.config.base import USER_ID_RE, _read_secret, _Section
+
+# False while `load_settings(..., secrets=False)` loads a config for a command that never
+# logs in (`imgbot usage`, `references index`): the password and token files are then not
+# read, so such a command works where only the service can read them (systemd's
+# $CREDENTIALS_DIRECTORY). A context variable, because pydantic-settings passes no
+# validation context through a settings model's constructor.
+READ_SECRETS: ContextVar[bool] = ContextVar("READ_SECRETS", default=True)
 
 
 class MatrixSettings(_Section):
@@ -58,10 +66,11 @@ class MatrixSettings(_Section):
         for name in ("password", "access_token"):
             if getattr(self, name) is not None and getattr(self, name + "_file") is not None:
                 raise ValueError(f"set matrix.{name} or matrix.{name}_file, not both")
-        if self.password_file is not None:
-            self.password = _read_secret(self.password_file, "password_file")
-        if self.access_token_file is not None:
-            self.access_token = _read_secret(self.access_token_file, "access_token_file")
+        if READ_SECRETS.get():  # else matrix.password and access_token stay unset
+            if self.password_file is not None:
+                self.password = _read_secret(self.password_file, "password_file")
+            if self.access_token_file is not None:
+                self.access_token = _read_secret(self.access_token_file, "access_token_file")
         if self.allowed_users is None:
             # Nobody outside the bot's own server, unless the operator says otherwise.
             self.allowed_users = ["@*:" + self.server_name]
@@ -70,3 +79,15 @@ class MatrixSettings(_Section):
     @property
     def server_name(self) -> str:
         return self.user_id.split(":", 1)[1]
+
+    @property
+    def password_key(self) -> str:
+        """The config key the password comes from, for messages about the login."""
+        return "matrix.password_file" if self.password_file is not None else "matrix.password"
+
+    def full_user_id(self, text: str) -> str:
+        """A user ID as an admin may type it: `bob` and `@bob` are @bob on the bot's own
+        server; a whole ID (`@bob:example.org`) stays as it is."""
+        text = text.strip()
+        user = text if text.startswith("@") else "@" + text
+        return user if ":" in user else f"{user}:{self.server_name}"

@@ -58,7 +58,8 @@ def run_demo(model: str | None, count: int, out: Path, config: str | None = None
         generation: dict = {}
         if config is not None:
             try:
-                generation = load_settings(config).generation.model_dump(exclude_none=True)
+                loaded = load_settings(config, secrets=False)  # the demo logs in nowhere
+                generation = loaded.generation.model_dump(exclude_none=True)
             except ConfigError as exc:
                 raise SystemExit(f"imgbot demo: {exc}")
         model = model or generation.get("model")

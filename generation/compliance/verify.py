@@ -10,12 +10,15 @@ manifest, and the watermark bits. The C2PA states are the SDK's own, named for p
 - Invalid: the manifest is there but the picture or the manifest was changed after
   signing, or the signature is bad.
 - none: no C2PA manifest at all.
+- not checked: c2pa-python (imgbot[compliance]) is not installed; the marker and the
+  watermark are still read.
 
 Nothing is fetched: remote manifests and OCSP are off, as when signing.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 from dataclasses import dataclass, field
 
@@ -25,12 +28,24 @@ from .marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
 from .signing import OFFLINE
 
 TRUSTED, UNTRUSTED, INVALID, NONE = "Trusted", "Valid but untrusted", "Invalid", "none"
+# Without the compliance extra the manifest cannot be read; the rest still can be.
+NOT_CHECKED = ("not checked: reading C2PA needs imgbot[compliance] "
+               "(pip install 'imgbot[compliance]')")
+
+
+def c2pa_missing() -> str | None:
+    """None when c2pa-python can be imported, else why not."""
+    try:
+        importlib.import_module("c2pa")
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass
 class Report:
     marker: str | None                  # the XMP digital source type, if any
-    c2pa: str                           # one of TRUSTED, UNTRUSTED, INVALID, NONE
+    c2pa: str                           # TRUSTED, UNTRUSTED, INVALID, NONE or NOT_CHECKED
     problems: list[str] = field(default_factory=list)  # C2PA failure codes, explained
     signer: str | None = None           # the signing certificate's common name and issuer
     watermark: bytes | None = None      # the 48 bits read, None: not read
@@ -119,7 +134,10 @@ def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) ->
     """Everything `imgbot verify` says about one file's bytes."""
     if not _opens(data):
         return Report(None, NONE, picture=False)
-    state, problems, signer, stamp = c2pa_state(data, trust_pem)
+    if c2pa_missing():
+        state, problems, signer, stamp = NOT_CHECKED, [], None, None
+    else:
+        state, problems, signer, stamp = c2pa_state(data, trust_pem)
     report = Report(source_type_of(data), state, problems, signer, timestamp=stamp)
     if not watermark:
         report.watermark_note = "not asked for"

@@ -9,11 +9,13 @@ import csv
 import gc
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -222,11 +224,16 @@ def test_parse_since_errors_say_what_is_allowed(text):
 
 # ---- rendering ----------------------------------------------------------------------------
 
+def header_words(line: str) -> list[str]:
+    """The table's column names, without the zone the time column names in brackets."""
+    return re.sub(r" \([^)]*\)", "", line).split()
+
+
 async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
     await fill(db)
     rows = await usage.query(db)
     lines = usage_cli.render(rows, "table").splitlines()
-    assert lines[0].split() == list(usage_cli.COLUMNS)
+    assert header_words(lines[0]) == list(usage_cli.COLUMNS)
     assert len(lines) == 1 + len(rows) + 1
     assert lines[-1] == ("5 jobs, 7 pictures, 2 users, 1 failed, 1 rejected, "
                          "5.0 GPU seconds")
@@ -238,7 +245,7 @@ async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
 
 def test_table_of_nothing_still_has_a_summary():
     lines = usage_cli.render([], "table").splitlines()
-    assert lines[0].split() == list(usage_cli.COLUMNS)
+    assert header_words(lines[0]) == list(usage_cli.COLUMNS)
     assert lines[-1].startswith("0 jobs, 0 pictures, 0 users")
 
 
@@ -257,7 +264,17 @@ async def test_json_is_parseable_and_complete(db):
     await fill(db)
     rows = await usage.query(db)
     parsed = json.loads(usage_cli.render(rows, "json"))
-    assert parsed == rows
+    assert len(parsed) == len(rows)
+    for record, row in zip(parsed, rows):
+        # The times as ISO 8601 with the zone beside the epochs, options as an object.
+        assert record["created_at_epoch"] == row["created_at"]
+        assert datetime.fromisoformat(record["created_at"]).timestamp() == int(row["created_at"])
+        assert datetime.fromisoformat(record["created_at"]).utcoffset() is not None
+        assert record["options"] == json.loads(row["options"]) == {"steps": 2, "size": "64x64"}
+        plain = {k: v for k, v in record.items() if not k.startswith(("created", "finished"))}
+        assert plain == {k: v for k, v in row.items()
+                         if not k.startswith(("created", "finished"))} | {
+            "options": record["options"]}
     assert parsed[-1]["prompt"] == "x" * 80
 
 
@@ -312,7 +329,7 @@ async def test_cli_table_with_default_since_shows_only_the_last_week(filled_conf
     done = imgbot("usage", "-c", str(filled_config))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == list(usage_cli.COLUMNS)
+    assert header_words(lines[0]) == list(usage_cli.COLUMNS)
     assert "alice just now" in done.stdout and "old alice job" not in done.stdout
     assert lines[-1].startswith("1 jobs, 1 pictures, 1 users")
 
@@ -455,7 +472,11 @@ def test_grouped_csv_of_nothing_has_its_header():
 async def test_csv_of_nothing_has_the_usage_tables_columns(db):
     header = usage_cli.render([], "csv").strip().split(",")
     columns = [row[1] for row in await (await db.execute("PRAGMA table_info(usage)")).fetchall()]
-    assert header == list(usage_cli.FIELDS) == columns
+    # Every column of the table, each time followed by its epoch, as with rows.
+    assert [c for c in header if not c.endswith("_epoch")] == columns
+    await fill(db)
+    with_rows = usage_cli.render(await usage.query(db), "csv").splitlines()[0].split(",")
+    assert header == with_rows == list(usage_cli.FIELDS)
 
 
 # ---- read-only open -----------------------------------------------------------------------
