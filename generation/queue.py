@@ -94,7 +94,8 @@ class GenerationQueue:
         with self._cond:
             ahead = len(self._waiting) + len(self._running())
             ticket = Ticket(next(self._ids), job, owner, ahead,
-                            self._eta(list(self._waiting)), self._loop.create_future(), tag)
+                            self._eta(list(self._waiting)), self._loop.create_future(), tag,
+                            started=self._loop.create_future())
             self._waiting.append(ticket)
             self._cond.notify()
         return ticket
@@ -182,6 +183,8 @@ class GenerationQueue:
             if worker.finished_with_work_left is not None:
                 self.idle_while_waiting_seconds += now - worker.finished_with_work_left
             worker.running, worker.since = batch, now
+        for ticket in batch:  # before its result: the loop runs callbacks in order
+            self._loop.call_soon_threadsafe(resolve, ticket.started, now)
         return batch
 
     def finished(self, worker: Worker, batch: list[Ticket], results: list[Result]) -> bool:

@@ -37,6 +37,10 @@ class Ticket:
     result: asyncio.Future = field(repr=False)
     tag: str | None = None  # what the caller knows it by (the command's event ID)
     submitted: float = field(default_factory=time.monotonic)
+    # Set (on the event loop) to the time.monotonic() at which a worker took it; never set
+    # for one that was cancelled or shut out before it ran.
+    started: asyncio.Future | None = field(default=None, repr=False)
+
 
 @dataclass(frozen=True)
 class Place:
@@ -57,6 +61,6 @@ def cost(job: Job) -> float:
     return job.width * job.height * job.count * (steps + 1)
 
 
-def resolve(future: asyncio.Future, result: Result) -> None:
-    if not future.done():  # the waiter may have been cancelled meanwhile
+def resolve(future: asyncio.Future | None, result: Result | float) -> None:
+    if future is not None and not future.done():  # the waiter may have been cancelled
         future.set_result(result)

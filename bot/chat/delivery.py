@@ -20,6 +20,7 @@ from bot.matrix import messages
 from bot.store import gallery, jobs
 from bot.store.jobs import StoredJob
 from bot.store.retention import options_for_log, prompt_for_log
+from bot.text import plural, shorten
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,28 @@ class Delivery:
                 del self.ctx.last_in_room[room_id]
 
     async def _deliver(self, pending: Pending) -> None:
-        result: Result = await pending.ticket.result
-        stored = pending.stored
+        ticket, stored = pending.ticket, pending.stored
+        if ticket.started is not None:
+            # The queue sets `started` before `result` when a worker takes the job.
+            await asyncio.wait({ticket.started, ticket.result},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if ticket.started.done():
+                log.info("job %d started: %s; waited %.1f s", ticket.id,
+                         self._described(stored), ticket.started.result() - ticket.submitted)
+        result: Result = await ticket.result
         if result.interrupted:
-            return  # the bot is stopping: the job stays stored, for the next start
+            # The bot is stopping: the job stays stored, for the next start.
+            log.info("job %d is kept for the next start (usage id %d)", ticket.id,
+                     stored.usage_id)
+            return
         await self.ctx.rooms_known.wait()
         if not (result.cancelled or pending.withdrawn) and pending.after is not None:
             await asyncio.shield(pending.after)  # the room's earlier answers come first
         if result.cancelled or pending.withdrawn:
             await self.finish(stored, status="cancelled", error="cancelled",
                               queue_seconds=result.queue_seconds,
-                              generation_seconds=result.generation_seconds or None)
+                              generation_seconds=result.generation_seconds or None,
+                              number=ticket.id)
             return
         try:
             if not result.ok:
@@ -83,7 +95,7 @@ class Delivery:
                     reply_to=stored.command, txn_id=pending.txn("failed"),
                     patience=messages.PATIENT, strict=True)
                 await self.finish(stored, status="error", error=result.error,
-                                  queue_seconds=result.queue_seconds)
+                                  queue_seconds=result.queue_seconds, number=ticket.id)
                 return
             sent, refusal = await self._send_pictures(pending, result)
         except messages.Unreachable as exc:
@@ -109,14 +121,50 @@ class Delivery:
                 reply_to=stored.command, txn_id=pending.txn("undelivered"))
         await self.finish(stored, status=status, error=error, images=sent,
                           queue_seconds=result.queue_seconds,
-                          generation_seconds=result.generation_seconds)
+                          generation_seconds=result.generation_seconds, number=ticket.id,
+                          batch=result.extra.get("batch_pictures", 0))
 
     async def finish(self, stored: StoredJob, *, status: str, error: str | None,
                      images: int = 0, queue_seconds: float | None = None,
-                     generation_seconds: float | None = None) -> None:
+                     generation_seconds: float | None = None, number: int | None = None,
+                     batch: int = 0) -> None:
+        """Write down how a job ended, and say so in the log (`number`: its ticket's, when
+        it was queued in this run)."""
         await jobs.finish(self.ctx.db, stored, status=status, error=error, images=images,
                           queue_seconds=queue_seconds, generation_seconds=generation_seconds)
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
+        outcome = status if status == "ok" or error == status else \
+            f"{status} ({self._error(stored, error)})"
+        timing = [] if generation_seconds is None else [
+            f"{generation_seconds:.1f} s on the GPU"
+            + (f" for a batch of {batch} pictures" if batch else "")]
+        if queue_seconds is not None:
+            timing.append(f"waited {queue_seconds:.1f} s")
+        log.info("%s ended: %s, %s sent; %s%s",
+                 f"job {number}" if number is not None else "a job of an earlier run",
+                 outcome, plural(images, "picture"), self._described(stored),
+                 "; " + ", ".join(timing) if timing else "")
+
+    def _described(self, stored: StoredJob) -> str:
+        """A job as the log shows it: who, where, what, never the prompt."""
+        what = f"usage id {stored.usage_id}, {stored.sender} in {stored.room_id}"
+        job = stored.job
+        if job is None:
+            return what
+        if job.kind == "upscale":
+            return f"{what}, upscale {job.factor}× to {job.width}x{job.height}"
+        model = job.model or self.ctx.catalogue.default_model
+        kind = f", image-to-image at strength {job.strength:g}" if job.kind == "img2img" else ""
+        return (f"{what}, model {model}, {job.width}x{job.height}, {job.steps} steps, "
+                f"{plural(job.count, 'picture')}{kind}")
+
+    @staticmethod
+    def _error(stored: StoredJob, error: str | None) -> str:
+        # An exception's own words could quote the prompt; the log never does.
+        prompts = [p for p in (stored.prompt, stored.job.prompt if stored.job else "") if p]
+        if not error or any(p in error for p in prompts):
+            return "see the usage log"
+        return shorten(error, 200)
 
     async def _send_pictures(self, pending: Pending,
                              result: Result) -> tuple[int, str | None]:

@@ -57,6 +57,14 @@ def square_side(pixels: int) -> int:
     return int(pixels**0.5) // 8 * 8
 
 
+def size_limit(max_pixels: int) -> str:
+    """`limits.max_pixels` as people read a size: "1536×1536 or …", not a pixel count."""
+    side = square_side(max_pixels)
+    if side * side == max_pixels:
+        return f"{side}×{side} or as many pixels in another shape"
+    return f"about {side}×{side} ({max_pixels:,} pixels, in any shape)"
+
+
 def size_within(name: str, limits: LimitSettings) -> Callable[[str], tuple[int, int]]:
     def convert(text: str) -> tuple[int, int]:
         try:
@@ -151,7 +159,7 @@ OPTIONS: dict[str, Option] = {
         Option("guidance", "guidance", "X", lambda lim: number_in("--guidance", float, 0.0, 30.0),
                help="how closely to follow the prompt (0 for few-step models)"),
         Option("no", "negative_prompt", "TEXT", text_within("--no"), rest=True,
-               help="what the picture should not show"),
+               help="what the picture should not show (needs --guidance above 1)"),
         Option("model", "model", "NAME", lambda lim: str.strip,
                help="one of the configured models (`models` lists them)"),
         Option("strength", "strength", "X",

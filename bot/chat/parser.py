@@ -13,7 +13,8 @@ from bot.chat.commands import (Again, Cancel, Command, Generate, Help, Models, P
                                QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles,
                                Upscale, Usage, UsageError, Vary)
 from bot.chat.options import (MIN_STRENGTH, OPTIONS, VARY_STRENGTH, number_in, on_off,
-                              option_name, parse_options, size_within, text_within)
+                              option_name, parse_options, size_limit, size_within,
+                              text_within)
 from bot.config import LimitSettings, QuotaSettings
 from bot.store.usage import parse_since
 
@@ -167,9 +168,7 @@ def _parse_usage(rest: str, limits: LimitSettings) -> Usage | UsageError | None:
     span, user = "7d", None
     for word in rest.split():
         if word.startswith("@") and user is None:
-            if ":" not in word:
-                return UsageError(f"Write the whole user ID, e.g. {word}:example.org.")
-            user = word
+            user = word  # @bob without a server is completed with the bot's (replies.usage)
             continue
         try:
             parse_since(word)
@@ -252,7 +251,8 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     return _parse_generate(rest, limits)
 
 
-def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None = None) -> str:
+def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None = None,
+              defaults: str = "") -> str:
     lines = [
         f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
         "oil painting --seed 42`",
@@ -264,9 +264,11 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
     for sub in SUBCOMMANDS.values():
         who = f" ({sub.who})" if sub.who else ""
         lines.append(f"  {prefix} {sub.name} — {sub.help}{who}")
+    if defaults:  # the room's and the bot's (bot.chat.rooms.in_effect)
+        lines.append(defaults)
     lines.append(
         f"Limits: prompt up to {limits.max_prompt_chars:,} characters, up to "
-        f"{limits.max_steps} steps, up to {limits.max_pixels:,} pixels, up to "
+        f"{limits.max_steps} steps, pictures up to {size_limit(limits.max_pixels)}, up to "
         f"{limits.max_images} pictures at once, {limits.per_user_queued} queued jobs per person."
     )
     per = [f"{n} per {span}" for n, span in ((quotas.pictures_per_hour, "hour"),

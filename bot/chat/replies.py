@@ -58,8 +58,10 @@ class Replies:
 
     async def help(self, room_id, event, command) -> None:
         settings = self.ctx.settings
+        room, _ = await self.ctx.room_defaults(room_id)
+        here = rooms.in_effect(room, settings.generation, self.ctx.catalogue)
         await self._say(room_id, event, help_text(settings.matrix.command_prefix,
-                                                  settings.limits, settings.quotas))
+                                                  settings.limits, settings.quotas, here))
 
     async def styles(self, room_id, event, command) -> None:
         await self._say(room_id, event, listing(self.ctx.catalogue.styles))
@@ -160,17 +162,34 @@ class Replies:
         except ValueError as exc:
             await self._say(room_id, event, str(exc).rstrip(".") + ".")
             return
+        defaults = self.ctx.settings.generation
+        if command.key == "negative":
+            refusal = rooms.negative_refusal(value, await rooms.stored(self.ctx.db, room_id),
+                                             defaults)
+            if refusal is not None:
+                await self._say(room_id, event, refusal)
+                return
         await rooms.store(self.ctx.db, room_id, command.key, value, event["sender"])
         await self._say(room_id, event, f"This room's {command.key} is now {value}. "
-                                        "`room` shows all its defaults.")
+                        + await self._resting(room_id, command.key)
+                        + "`room` shows all its defaults.")
+
+    async def _resting(self, room_id: str, changed: str | None) -> str:
+        """A word when a change of guidance leaves the room's negative prompt unused."""
+        if changed != "guidance":
+            return ""
+        why = rooms.resting(await rooms.stored(self.ctx.db, room_id),
+                            self.ctx.settings.generation)
+        return "" if why is None else f"Its negative prompt is not used now: {why}. "
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
         if not await self._may_change_room(room_id, event):
             return
         removed = await rooms.clear(self.ctx.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
-        await self._say(room_id, event, f"This room's {what} the bot's again "
-                                        f"({plural(removed, 'setting')} removed).")
+        text = (f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
+                + await self._resting(room_id, command.key))
+        await self._say(room_id, event, text.rstrip())
 
     # ---- bot admins ----------------------------------------------------------------------
 
@@ -202,10 +221,11 @@ class Replies:
             return
         now = time.time()
         since = usage.parse_since(command.span, now)
-        rows = await usage.query(self.ctx.db, since=since, user=command.user)
+        user = command.user and self.ctx.settings.matrix.full_user_id(command.user)
+        rows = await usage.query(self.ctx.db, since=since, user=user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
         names = {room.room_id: room.display_name for room in self.ctx.client.rooms.values()}
-        text, html = report.usage_report(rows, span_label=label, user=command.user, now=now,
+        text, html = report.usage_report(rows, span_label=label, user=user, now=now,
                                          room_names=names)
         await self._say(room_id, event, text, html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))

@@ -82,10 +82,10 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         return UsageError(f"With --n {count} the seed can be at most {MAX_SEED - count + 1}.")
     seed = command.seed if command.seed is not None else random_seed(MAX_SEED + 2 - count)
     prompt = command.prompt
-    # "--no none" drops the room's negative prompt for this picture.
-    negative = command.negative_prompt or room.negative or ""
-    if negative == NO_NEGATIVE:
-        negative = ""
+    guidance = _first(command.guidance, room.guidance, defaults.guidance)
+    negative = _negative(command, room, defaults, guidance)
+    if isinstance(negative, UsageError):
+        return negative
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
     return Job(
@@ -94,7 +94,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         steps=_first(command.steps, room.steps, defaults.steps),
         width=width,
         height=height,
-        guidance=_first(command.guidance, room.guidance, defaults.guidance),
+        guidance=guidance,
         negative_prompt=negative,
         count=count,
         model=model,
@@ -102,6 +102,47 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         enhance=bool(_first(command.enhance, room.enhance, False)),
         fast=bool(command.fast),
     )
+
+
+def guided(guidance: float) -> bool:
+    """Whether a negative prompt does anything: diffusers uses it only for classifier-free
+    guidance, which runs at a guidance above 1 (and makes each step about twice the work)."""
+    return guidance > 1
+
+
+def room_guidance(room: RoomDefaults, defaults: GenerationSettings) -> float:
+    return _first(room.guidance, defaults.guidance)
+
+
+def _negative(command: Generate, room: RoomDefaults, defaults: GenerationSettings,
+              guidance: float) -> str | UsageError:
+    """The job's negative prompt; a UsageError rather than one that would do nothing. A room's
+    own negative prompt rests while the room's guidance is 1 or below (`room` says so)."""
+    typed = command.negative_prompt
+    if typed == NO_NEGATIVE:  # "--no none": without the room's negative prompt this time
+        return ""
+    if typed:
+        if guided(guidance):
+            return typed
+        if command.guidance is not None:
+            source = f"you asked for --guidance {guidance:g}"
+        elif room.guidance is not None:
+            source = f"this room's guidance is {guidance:g} (`room set guidance`)"
+        else:
+            source = f"the bot's default guidance is {guidance:g}"
+        return UsageError(
+            f"A negative prompt (--no) works only with guidance above 1, and {source}. Add "
+            "`--guidance 5` to use it (each step then takes about twice as long, and a model "
+            "made for guidance 0 may want less), or leave out --no.")
+    if not room.negative or room.negative == NO_NEGATIVE \
+            or not guided(room_guidance(room, defaults)):
+        return ""
+    if guided(guidance):
+        return room.negative
+    return UsageError(
+        f"This room's negative prompt ({room.negative!r}, `room set negative`) works only with "
+        f"guidance above 1, and you asked for --guidance {guidance:g}. Add `--no none` to "
+        "make this picture without it, or leave out --guidance.")
 
 
 def _first(*values):

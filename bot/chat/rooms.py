@@ -16,7 +16,7 @@ from nio import AsyncClient, RoomGetStateResponse
 from bot.store import db as database
 from bot.chat.parser import ROOM_KEYS
 from bot.config import GenerationSettings, LimitSettings, parse_size
-from bot.chat.resolve import Catalogue, RoomDefaults
+from bot.chat.resolve import NO_NEGATIVE, Catalogue, RoomDefaults, guided, room_guidance
 from bot.chat.styles import NO_STYLE, normalise
 
 
@@ -96,9 +96,47 @@ def usable(values: dict[str, Stored], limits: LimitSettings,
     return RoomDefaults(**fields), ignored
 
 
+def guidance_of(values: dict[str, Stored], defaults: GenerationSettings) -> tuple[float, str]:
+    """The room's guidance, and whose it is, in words."""
+    item = values.get("guidance")
+    try:
+        if item is not None:
+            return float(item.value), "this room's guidance"
+    except ValueError:
+        pass  # not a number any more: the bot's applies, as in `usable`
+    return defaults.guidance, "the bot's default guidance"
+
+
+def negative_refusal(value: str, values: dict[str, Stored],
+                     defaults: GenerationSettings) -> str | None:
+    """Why `room set negative VALUE` is refused: a negative prompt does nothing at a guidance
+    of 1 or below, so the room's guidance is to be raised first. None: it may be set."""
+    guidance, whose = guidance_of(values, defaults)
+    if value == NO_NEGATIVE or guided(guidance):
+        return None
+    return (f"A negative prompt works only with guidance above 1, and {whose} is "
+            f"{guidance:g}. Raise it first with `room set guidance 5` (each step then takes "
+            "about twice as long, and a model made for guidance 0 may want less), then set "
+            "the negative prompt.")
+
+
+def resting(values: dict[str, Stored], defaults: GenerationSettings) -> str | None:
+    """Why the room's negative prompt is not used, when it is set and the room's guidance is
+    1 or below; None when it is used (or not set)."""
+    item = values.get("negative")
+    guidance, whose = guidance_of(values, defaults)
+    if item is None or item.value == NO_NEGATIVE or guided(guidance):
+        return None
+    return (f"it works only with guidance above 1, and {whose} is {guidance:g} "
+            "(`room set guidance 5` to use it, `room reset negative` to clear it)")
+
+
 def describe(values: dict[str, Stored], ignored: dict[str, str],
              defaults: GenerationSettings, catalogue: Catalogue) -> str:
     """`!img room`: each key, the room's value and who set it, or the bot's default."""
+    unused = resting(values, defaults)
+    if unused is not None and "negative" not in ignored:
+        ignored = {**ignored, "negative": unused}
     bot = {
         "style": "none", "size": defaults.size, "steps": str(defaults.steps),
         "guidance": f"{defaults.guidance:g}", "negative": "none",
@@ -117,6 +155,34 @@ def describe(values: dict[str, Stored], ignored: dict[str, str],
             when = time.strftime("%Y-%m-%d", time.localtime(item.set_at))
             lines.append(f"  {key}: {item.value} (set by {item.set_by} on {when})")
     return "\n".join(lines)
+
+
+def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catalogue) -> str:
+    """For `!img help`: what a bare `!img <prompt>` makes in this room."""
+    if room.width and room.height:
+        width, height = room.width, room.height
+    else:
+        width, height = defaults.width_height
+    steps = room.steps if room.steps is not None else defaults.steps
+    guidance = room_guidance(room, defaults)
+    parts = [f"{width}×{height}", f"{steps} steps",
+             f"guidance {guidance:g}" + ("" if guided(guidance) else
+                                         " (so --no also needs --guidance above 1)"),
+             f"model {room.model or catalogue.default_model}"]
+    if room.style and room.style != NO_STYLE:
+        parts.append(f"style {room.style}")
+    if room.negative and room.negative != NO_NEGATIVE and guided(guidance):
+        parts.append(f"negative prompt {room.negative!r}")
+    if room.enhance:
+        parts.append("enhanced")
+    own = [key for key, value in (("size", room.width), ("steps", room.steps),
+                                  ("guidance", room.guidance), ("model", room.model),
+                                  ("style", room.style), ("negative", room.negative),
+                                  ("enhance", room.enhance)) if value is not None]
+    text = "Defaults in this room: " + ", ".join(parts) + "."
+    if own:
+        text += f" This room sets its own {', '.join(own)} (`room` lists them)."
+    return text
 
 
 async def power_level(client: AsyncClient, room_id: str, user_id: str) -> float | None:

@@ -317,10 +317,10 @@ def test_resolve_keeps_what_the_command_gives():
     def no_random(bound: int) -> int:
         raise AssertionError("random_seed must not be called when a seed is given")
 
-    command = Generate(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
+    command = Generate(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=2.0,
                        negative_prompt="rain")
     job = r(command, random_seed=no_random)
-    assert job == Job(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=0.0,
+    assert job == Job(prompt="a fox", seed=0, steps=1, width=64, height=128, guidance=2.0,
                       negative_prompt="rain", model="base")
 
 
@@ -531,10 +531,10 @@ def test_room_defaults_fill_what_the_command_leaves_open():
 
 
 def test_the_command_beats_the_room():
-    job = r(p("!img a fox --size 128x128 --steps 2 --guidance 0 --no rain --model base "
+    job = r(p("!img a fox --size 128x128 --steps 2 --guidance 2 --no rain --model base "
               "--style none"), room=ROOM)
     assert (job.width, job.height, job.steps, job.guidance, job.model, job.style) == (
-        128, 128, 2, 0.0, "base", "")
+        128, 128, 2, 2.0, "base", "")
     assert (job.prompt, job.negative_prompt) == ("a fox", "rain")
     # --ar beats the room's size too, sized for the room's model
     job = r(p("!img a fox --ar 16:9"), room=ROOM)
@@ -563,8 +563,10 @@ def test_absurd_spans_do_not_break_the_parser():
     assert p("!img usage 99999w") == Usage("99999w", None)
 
 
-def test_usage_user_without_server_is_refused_not_drawn():
-    assert "@bob:example.org" in error_of("!img usage @bob")
+def test_usage_user_without_server_is_kept_for_the_bots_server_not_drawn():
+    # The reply completes it with the bot's own server (replies.usage).
+    assert p("!img usage @bob") == Usage("7d", "@bob")
+    assert p("!img usage 30d @bob") == Usage("30d", "@bob")
 
 
 def test_seeds_of_a_batch_stay_within_what_seed_accepts():

@@ -46,7 +46,7 @@ async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         command = await alice.send(room, "!img a red fox --ar 16:9 --n 3 --seed 5 "
-                                         "--style oil painting --no rain")
+                                         "--style oil painting --no rain --guidance 5")
         images = await alice.wait_reply(room, command, "m.image", count=4, timeout=120)
 
     *pictures, sheet = images  # each picture as its own reply, then the contact sheet
@@ -113,6 +113,7 @@ async def test_moderators_set_room_defaults_and_others_may_not(make_settings, en
         assert "is now watercolor" in await notice(alice, room, "!img room set style Watercolor")
         assert "is now 128x64" in await notice(alice, room, "!img room set size 128x64")
         assert "is now 3" in await notice(alice, room, "!img room set steps 3")
+        assert "is now 5" in await notice(alice, room, "!img room set guidance 5")
         assert "is now people" in await notice(alice, room, "!img room set negative people")
         bad = await notice(alice, room, "!img room set model huge")
         assert "no model 'huge'" in bad and engine.name in bad
@@ -133,7 +134,7 @@ async def test_moderators_set_room_defaults_and_others_may_not(make_settings, en
         image, params = await picture(bob, plain)
         assert image.size == (64, 64) and params["style"] == ""
 
-        assert "bot's again (4 settings removed)" in await notice(alice, room, "!img room reset")
+        assert "bot's again (5 settings removed)" in await notice(alice, room, "!img room reset")
         asked = await bob.send(room, "!img a lighthouse")
         (default,) = await bob.wait_reply(room, asked, "m.image")
         image, params = await picture(bob, default)
@@ -246,6 +247,8 @@ async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings
         (chart,) = await alice.wait_reply(room, asked, "m.image")
         asked = await alice.send(room, "!img usage all @bob:localhost")
         (bobs,) = await alice.wait_reply(room, asked, "m.notice")
+        asked = await alice.send(room, "!img usage all @bob")  # on the bot's own server
+        (short,) = await alice.wait_reply(room, asked, "m.notice")
 
     content = report_event["content"]
     assert content["format"] == "org.matrix.custom.html"
@@ -256,6 +259,8 @@ async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings
     assert image.format == "PNG" and image.size == (640, 240)
     assert "for @bob:localhost" in bobs["content"]["body"]
     assert "2 jobs, 1 picture, 1 user, 1 room," in bobs["content"]["body"]
+    assert short["content"]["body"].splitlines()[1:] == bobs["content"]["body"].splitlines()[1:]
+    assert "for @bob:localhost" in short["content"]["body"]
 
 
 async def test_quota_refuses_with_when_to_go_on_and_exempts(make_settings, engine, alice, bob):
