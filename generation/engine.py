@@ -14,7 +14,8 @@ from pathlib import Path
 from . import pipeline_call, speed
 from .device import Placement, choose
 from .job import GenerationError, Job
-from .model_folder import (ModelError, inspect_model, native_size, unknown_model,
+from .families import SD, Family
+from .model_folder import (ModelError, family_of, native_size, unknown_model,
                            zeros_for_empty_negative)
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,15 @@ class Engine:
     cache_dir: Path | None = None
     tiny_decoder = None
     _zeros_for_empty = True
+    traits: Family = SD
 
     def __init__(self, model: str | Path, device: str = "auto", name: str = "", *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
                  compile: bool = False, cache_dir: str | Path | None = None):  # noqa: A002
         self.path = Path(model).expanduser().resolve()
         self.name = name or self.path.name
-        self.family = inspect_model(self.path)
+        self.traits = family_of(self.path)
+        self.family = self.traits.key
         self._native_size = native_size(self.path)
         self._zeros_for_empty = zeros_for_empty_negative(self.path)
         self.requested_device = device
@@ -101,7 +104,7 @@ class Engine:
             self.tiny_decoder = speed.load_tiny_decoder(self.fast_decoder_path, self.placement)
         log.info(
             "loaded %s (%s) on %s in %s in %.1f s",
-            self.name, self.family, self.placement.device, self.placement.dtype_name,
+            self.name, self.traits.label, self.placement.device, self.placement.dtype_name,
             time.perf_counter() - started,
         )
         self.speed_up(pipe, vae_configured=vae is not None)
@@ -110,13 +113,13 @@ class Engine:
     def speed_up(self, pipe, vae_configured: bool = False) -> list[str]:
         """Apply the speed-ups (speed.py) to a pipeline on `self.placement`, and log in one
         line what is on, and what is not and why. Returns that line's parts."""
-        notes = speed.optimize(pipe, self.placement)
+        notes = speed.optimize(pipe, self.placement, self.traits.denoiser)
         notes.append(speed.vae_precision(pipe, self.name, self.family, self.placement,
                                          vae_configured))
         if self.compile:
             if self.cache_dir is not None:
                 speed.use_compile_cache(self.cache_dir)
-            notes.append(speed.compile_models(pipe, self.placement))
+            notes.append(speed.compile_models(pipe, self.placement, self.traits.denoiser))
         else:
             notes.append("compile: off")
         notes.append("fast decoder: " + ("on" if self.tiny_decoder is not None else "none"))
@@ -145,6 +148,11 @@ class Engine:
         """The (width, height) the model was trained at; `name` must be "" or this model's."""
         self._check(name)
         return self._native_size
+
+    def family_of(self, name: str = "") -> Family:
+        """What the model can do (families.py); `name` must be "" or this model's."""
+        self._check(name)
+        return self.traits
 
     def _check(self, name: str) -> None:
         if name not in ("", self.name):
@@ -259,7 +267,7 @@ class Engine:
 
     def _run(self, pictures: list[tuple[Job, int]]) -> list:
         pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe
-        return pipeline_call.run(pipe, pictures, self.tiny_decoder)
+        return pipeline_call.run(pipe, pictures, self.tiny_decoder, self.traits)
 
     @staticmethod
     def _too_big(job: Job) -> GenerationError:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .device import choose
 from .engine import Engine, quiet_libraries
-from .model_folder import SUPPORTED, ModelError
+from .families import BY_PIPELINE, refine
+from .model_folder import ModelError
 
 
 def from_pipeline(pipe, name: str, device: str = "auto",
@@ -17,16 +18,21 @@ def from_pipeline(pipe, name: str, device: str = "auto",
     `path` is None, and `load()` is not to be called (`unload()` works)."""
     import torch
 
-    if type(pipe).__name__ not in SUPPORTED:
-        raise ModelError(f"the engine drives {', '.join(sorted(SUPPORTED))}, "
+    family = BY_PIPELINE.get(type(pipe).__name__)
+    if family is None:
+        raise ModelError(f"the engine drives {', '.join(sorted(BY_PIPELINE))}, "
                          f"not a {type(pipe).__name__}")
     quiet_libraries()
     engine = Engine.__new__(Engine)  # what __init__ sets, without a folder to read it from
-    sample = pipe.unet.config.sample_size
-    height, width = (sample, sample) if isinstance(sample, int) else sample
-    engine.path, engine.name = None, name
-    engine.family = SUPPORTED[type(pipe).__name__]
-    engine._native_size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
+    engine.traits = refine(family, dict(pipe.config),
+                           dict(getattr(getattr(pipe, "transformer", None), "config", {})))
+    engine.path, engine.name, engine.family = None, name, engine.traits.key
+    if family.denoiser == "unet":
+        sample = pipe.unet.config.sample_size
+        height, width = (sample, sample) if isinstance(sample, int) else sample
+        engine._native_size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
+    else:  # a transformer's config gives no size: the family's own
+        engine._native_size = (family.native_side, family.native_side)
     engine.requested_device, engine._image_to_image = device, None
     engine.compile = compile
     engine.placement = choose(device)

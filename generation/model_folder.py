@@ -8,29 +8,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .families import BY_PIPELINE, FAMILIES, Family, ModelError, refine
 from .job import GenerationError
 
-# model_index.json class names we know how to drive, by family.
-SUPPORTED = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-}
+# model_index.json class names we know how to drive, by family key.
+SUPPORTED = {name: family.key for name, family in BY_PIPELINE.items()}
 
 
 # The picture side a family was trained at, for folders whose configs do not say.
-NATIVE_SIDES = {"sd": 512, "sdxl": 1024}
+NATIVE_SIDES = {key: family.native_side for key, family in FAMILIES.items()}
 
 
 # Weight file types in the order `from_pretrained` prefers them.
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-class ModelError(Exception):
-    """The model folder cannot be used; the message says why."""
-
-
 def inspect_model(folder: str | Path) -> str:
-    """Return the family ("sd" or "sdxl") of a local diffusers folder, or raise ModelError."""
+    """Return the family key ("sd", "sdxl", "flux", "zimage", …) of a local diffusers
+    folder, or raise ModelError."""
+    return family_of(folder).key
+
+
+def family_of(folder: str | Path) -> Family:
+    """The family of a local diffusers folder, its variant told apart by its configs; or
+    ModelError saying why imgbot cannot drive it."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise ModelError(f"{path} is not a folder (models load from local folders only)")
@@ -38,14 +39,23 @@ def inspect_model(folder: str | Path) -> str:
     if not index.is_file():
         raise ModelError(f"{path} has no model_index.json: not a diffusers model folder")
     try:
-        class_name = json.loads(index.read_text())["_class_name"]
+        data = json.loads(index.read_text())
+        class_name = data["_class_name"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{index} is not a valid model index: {exc}") from exc
-    if class_name not in SUPPORTED:
-        raise ModelError(
-            f"{path} holds a {class_name}; supported: {', '.join(sorted(SUPPORTED))}"
-        )
-    return SUPPORTED[class_name]
+    if class_name in BY_PIPELINE:
+        return refine(BY_PIPELINE[class_name], data, _config(path / "transformer"))
+    from .other_families import other_family  # imports diffusers: only for these
+
+    return other_family(path, class_name)
+
+
+def _config(component: Path) -> dict:
+    try:
+        data = json.loads((component / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def native_size(folder: str | Path) -> tuple[int, int]:
@@ -65,7 +75,7 @@ def native_size(folder: str | Path) -> tuple[int, int]:
         scale = 2 ** (len(blocks) - 1)
         return width * scale, height * scale
     except (OSError, ValueError, KeyError, TypeError):
-        side = NATIVE_SIDES[inspect_model(path)]
+        side = family_of(path).native_side  # transformer families: their usual size
         return side, side
 
 

@@ -6,15 +6,18 @@ Run only by an engine's worker thread (engine.py), which owns the pipeline.
 
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import contextmanager
 
+from .families import SD, Family
 from .job import GenerationError, Job
 
 
-def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None) -> list:
+def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family = SD) -> list:
     """One pipeline call making `pictures`, (job, index) pairs of jobs of one shape (the
-    first job's size, steps, guidance, kind and decoder are everyone's)."""
+    first job's size, steps, guidance, kind and decoder are everyone's), with the arguments
+    `family` takes (families.py)."""
     import torch
 
     job = pictures[0][0]
@@ -22,21 +25,39 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None) -> list:
     # every machine, and picture i of a job starts from what seed+i alone would
     # (batched kernels may still differ from single ones in the last bit).
     generators = [torch.Generator("cpu").manual_seed(j.seed + i) for j, i in pictures]
-    # The negative prompt only matters with classifier-free guidance (guidance > 1).
-    # Beside jobs that have one, a job without one has "", which is what the pipeline
-    # uses for None (SDXL uses zeros instead: `batch_key` keeps those jobs apart).
-    negatives = [j.negative_prompt for j, _ in pictures]
-    common = dict(prompt=[j.prompt for j, _ in pictures],
-                  negative_prompt=negatives if any(negatives) else None,
-                  guidance_scale=job.guidance, generator=generators, output_type="pil")
+    common = dict(prompt=[j.prompt for j, _ in pictures], generator=generators,
+                  output_type="pil", **arguments(family, job.guidance,
+                                                 [j.negative_prompt for j, _ in pictures]))
     with torch.inference_mode(), _decoder(pipe, tiny_decoder if job.fast else None):
-        if job.kind == "img2img":
-            output = pipe(image=_source(job), strength=job.strength,
-                          num_inference_steps=img2img_steps(job), **common)
+        if job.kind == "img2img" and family.strength:
+            # The transformer families' img2img pipelines draw at 1024² unless told the
+            # size (the source is already at the job's size); SD's take no size at all.
+            size = (dict(width=job.width, height=job.height)
+                    if "width" in inspect.signature(pipe.__call__).parameters else {})
+            output = pipe(image=_source(job, family), strength=job.strength,
+                          num_inference_steps=img2img_steps(job), **size, **common)
+        elif job.kind == "img2img":  # the source is a reference picture (FLUX.2)
+            output = pipe(image=[_source(job, family)], num_inference_steps=job.steps,
+                          width=job.width, height=job.height, **common)
         else:
             output = pipe(num_inference_steps=job.steps, width=job.width,
                           height=job.height, **common)
     return list(output.images)
+
+
+def arguments(family: Family, guidance: float, negatives: list[str]) -> dict:
+    """The guidance and negative prompts of one call, as `family`'s pipeline takes them.
+
+    The negative prompt only matters with classifier-free guidance (guidance > 1). Beside
+    jobs that have one, a job without one has the family's blank negative ("", which is
+    what SD's pipeline uses for None; SDXL uses zeros instead: `batch_key` keeps those
+    jobs apart)."""
+    given = dict(family.fixed)
+    if family.guidance is not None:
+        given[family.guidance] = guidance
+    if family.guided(guidance) and (any(negatives) or family.blank_negative):
+        given["negative_prompt"] = [n or family.blank_negative for n in negatives]
+    return given
 
 
 @contextmanager
@@ -87,16 +108,16 @@ def img2img_steps(job: Job) -> int:
     return steps
 
 
-def _source(job: Job):
+def _source(job: Job, family: Family = SD):
     """The job's source picture in RGB at the job's size (Lanczos, where it differs)."""
     from PIL import Image
 
     if job.image is None:
         raise GenerationError("An image-to-image job needs a source picture.")
-    if job.width % 8 or job.height % 8:
+    if job.width % family.multiple or job.height % family.multiple:
         # The pipeline would quietly round the size down (text-to-image refuses it).
-        raise GenerationError(f"Image-to-image sizes are multiples of 8, not "
-                              f"{job.width}x{job.height}.")
+        raise GenerationError(f"Image-to-image sizes are multiples of {family.multiple}, "
+                              f"not {job.width}x{job.height}.")
     image = job.image.convert("RGB")
     if image.size != (job.width, job.height):
         image = image.resize((job.width, job.height), Image.Resampling.LANCZOS)

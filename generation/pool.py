@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .device import choose
 from .engine import Engine
+from .families import Family
 from .model_folder import unknown_model, weights_bytes
 from .job import GenerationError, Job
 
@@ -84,6 +85,10 @@ class ModelPool:
     def native_size(self, name: str = "") -> tuple[int, int]:
         """The (width, height) the model was trained at, read from its folder: nothing loads."""
         return self._engine(name).native_size()
+
+    def family_of(self, name: str = "") -> Family:
+        """What the model can do, read from its folder: nothing loads."""
+        return self._engine(name).family_of()
 
     def generate(self, job: Job) -> list:
         engine = self._engine(job.model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model_folder import ModelError, inspect_model
+from .model_folder import ModelError, family_of
 from .speed import FolderError, autoencoder_config
 
 
@@ -53,10 +53,10 @@ def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = No
 
 def _model(name: str, key: str, folder: Path) -> Part:
     try:
-        family = inspect_model(folder)
+        family = family_of(folder)
     except ModelError as exc:
         return Part(key, f"model {name}", str(folder), problem=str(exc))
-    return Part(key, f"model {name}", f"{folder} ({family})")
+    return Part(key, f"model {name}", f"{folder} ({family.label})")
 
 
 def _autoencoder(key: str, name: str, folder: Path, class_name: str, what: str) -> Part:

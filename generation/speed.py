@@ -84,35 +84,67 @@ def load_tiny_decoder(folder: Path, placement: Placement):
     return tiny
 
 
-def optimize(pipe, placement: Placement) -> list[str]:
-    """Attention, memory layout and fused projections; a note on each."""
+def optimize(pipe, placement: Placement, denoiser: str = "unet") -> list[str]:
+    """Attention, memory layout and fused projections; a note on each. `denoiser` is the
+    pipeline's attribute holding the UNet or the transformer (families.py)."""
     import torch
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     notes = []
-    # 1. PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels), set
-    # explicitly rather than trusting the default; a model with other processors (added
-    # KV projections, IP adapters) keeps its own.
-    plain = (AttnProcessor, AttnProcessor2_0)
-    parts = [m for m in (pipe.unet, pipe.vae) if hasattr(m, "set_attn_processor")]
-    others = {type(p).__name__ for m in parts for p in m.attn_processors.values()
-              if not isinstance(p, plain)}
-    if others:
-        notes.append(f"attention: the model's own ({', '.join(sorted(others))})")
+    # 1. The attention kernel.
+    if denoiser == "unet":
+        notes.append(_unet_attention(pipe))
     else:
-        for module in parts:
-            module.set_attn_processor(AttnProcessor2_0())
-        notes.append("attention: SDPA")
-    # 2. channels_last: the layout cuDNN's and Triton's fastest convolutions want.
+        # Transformer models call attention through diffusers' dispatcher, whose default
+        # backend is PyTorch's scaled_dot_product_attention (flash / memory-efficient
+        # kernels on CUDA); the VAE's attention is set to SDPA as for a UNet model.
+        _vae_attention(pipe)
+        notes.append("attention: SDPA (diffusers' native backend)")
+    # 2. channels_last: the layout cuDNN's and Triton's fastest convolutions want (a
+    # transformer has no convolutions: only the VAE).
+    convolutional = [pipe.vae] + ([pipe.unet] if denoiser == "unet" else [])
     if placement.device.startswith("cuda"):
-        for module in (pipe.unet, pipe.vae):
+        for module in convolutional:
             module.to(memory_format=torch.channels_last)
         notes.append("channels_last: on")
     else:
         notes.append(f"channels_last: off (for CUDA; this is {placement.device})")
-    # 3. One matrix product for q, k and v instead of three.
-    notes.append(_fuse_qkv(pipe) if not others else "fused QKV: off (custom attention)")
+    # 3. One matrix product for q, k and v instead of three (UNet pipelines only: the new
+    # transformer pipelines have no fuse_qkv_projections).
+    if denoiser != "unet":
+        notes.append(f"fused QKV: off ({type(pipe).__name__} cannot)")
+    elif notes[0].startswith("attention: the model's own"):
+        notes.append("fused QKV: off (custom attention)")
+    else:
+        notes.append(_fuse_qkv(pipe))
     return notes
+
+
+def _plain_processors():
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    return AttnProcessor, AttnProcessor2_0
+
+
+def _unet_attention(pipe) -> str:
+    """PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels), set
+    explicitly rather than trusting the default; a model with other processors (added KV
+    projections, IP adapters) keeps its own."""
+    plain = _plain_processors()
+    parts = [m for m in (pipe.unet, pipe.vae) if hasattr(m, "set_attn_processor")]
+    others = {type(p).__name__ for m in parts for p in m.attn_processors.values()
+              if not isinstance(p, plain)}
+    if others:
+        return f"attention: the model's own ({', '.join(sorted(others))})"
+    for module in parts:
+        module.set_attn_processor(plain[1]())
+    return "attention: SDPA"
+
+
+def _vae_attention(pipe) -> None:
+    vae, plain = pipe.vae, _plain_processors()
+    if hasattr(vae, "set_attn_processor") and all(
+            isinstance(p, plain) for p in vae.attn_processors.values()):
+        vae.set_attn_processor(plain[1]())
 
 
 def _fuse_qkv(pipe) -> str:
@@ -192,10 +224,11 @@ def use_compile_cache(cache_dir: Path) -> None:
     torch._inductor.config.fx_graph_cache = True  # read from the environment at import
 
 
-def compile_models(pipe, placement: Placement) -> str:
-    """torch.compile the UNet and the VAE's decoder in place (the pipeline, and the img2img
-    pipeline sharing its modules, call them as before). Nothing compiles here: each new
-    shape compiles on its first call, which is what `Engine.warm_up` is for.
+def compile_models(pipe, placement: Placement, denoiser: str = "unet") -> str:
+    """torch.compile the denoiser (UNet or transformer) and the VAE's decoder in place (the
+    pipeline, and the img2img pipeline sharing its modules, call them as before). Nothing
+    compiles here: each new shape compiles on its first call, which is what
+    `Engine.warm_up` is for.
 
     Shapes are left to dynamo's automatic dynamic shapes: the first size and batch get
     kernels of their own, a second one makes the dimension that changed dynamic, so that
@@ -204,8 +237,12 @@ def compile_models(pipe, placement: Placement) -> str:
     on_gpu = placement.device.startswith("cuda")
     if COMPILE_BACKEND == "inductor" and on_gpu:
         options["mode"] = COMPILE_MODE  # on the CPU, autotuning C++ templates takes ages
-    pipe.unet.compile(**options)
+    getattr(pipe, denoiser).compile(**options)
     # The decoder only: the encoder runs for img2img alone, and the tiny decoder is fast
     # as it is (compiling it would make the first --fast picture wait for the compiler).
-    pipe.vae.decoder.compile(**options)
-    return f"compile: on ({options.get('mode', 'default')}, UNet and VAE decoder)"
+    decoder = getattr(pipe.vae, "decoder", None)
+    if decoder is not None:
+        decoder.compile(**options)
+    what = "UNet" if denoiser == "unet" else "transformer"
+    return (f"compile: on ({options.get('mode', 'default')}, {what}"
+            + (" and VAE decoder)" if decoder is not None else ")"))

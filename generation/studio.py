@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from .enhance import enhance
+from .families import Family, family_of_runner
 from .job import GenerationError, Job
 from .tickets import Runner
 from .upscale import Upscaler, UpscalerError
@@ -42,6 +43,9 @@ class Studio:
 
     def native_size(self, name: str = "") -> tuple[int, int]:
         return self.runner.native_size(name)
+
+    def family_of(self, name: str = "") -> Family:
+        return family_of_runner(self.runner, name)
 
     def generate(self, job: Job) -> list:
         """The job's pictures: upscaled, or made by the diffusion runner; then enhanced

@@ -18,7 +18,7 @@ from PIL import Image
 
 from generation.device import Placement, choose
 from generation.engine import Engine
-from generation.model_folder import ModelError, inspect_model
+from generation.model_folder import ModelError, family_of, inspect_model
 from generation.pipeline_call import img2img_steps
 from generation.job import GenerationError, Job
 from generation.png import encode_png, parameters_text, read_parameters
@@ -331,18 +331,37 @@ def test_model_index_that_is_not_an_object(tmp_path, content):
         inspect_model(tmp_path)
 
 
-def test_unsupported_pipeline_class(tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+def test_a_pipeline_that_is_not_text_to_image(tmp_path):
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableVideoDiffusionPipeline"}))
     with pytest.raises(ModelError) as info:
         inspect_model(tmp_path)
     message = str(info.value)
-    assert "FluxPipeline" in message
-    assert "StableDiffusionPipeline" in message and "StableDiffusionXLPipeline" in message
+    assert "StableVideoDiffusionPipeline, which is not a text-to-image pipeline" in message
+    for supported in ("SD 1.x/2.x (StableDiffusionPipeline)", "FLUX.1 [schnell] (FluxPipeline)",
+                      "Z-Image (ZImagePipeline)", "Qwen-Image (QwenImagePipeline)"):
+        assert supported in message
+
+
+def test_a_family_imgbot_cannot_drive_is_named(tmp_path):
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "FluxControlPipeline"}))
+    with pytest.raises(ModelError, match="FluxControlPipeline \\(diffusers family "
+                                         "'flux-control'\\): imgbot cannot drive it"):
+        inspect_model(tmp_path)
+
+
+def test_another_autopipeline_family_is_driven_with_its_own_traits(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "SanaPipeline"}))
+    family = family_of(tmp_path)
+    assert (family.key, family.negative_prompt, family.guidance) == (
+        "sana", True, "guidance_scale")
+    assert family.steps == 20 and family.guidance_default == 4.5
 
 
 def test_make_test_model_rejects_an_unknown_architecture(tmp_path):
-    with pytest.raises(ValueError, match="unknown architecture 'flux'"):
-        make_test_model(tmp_path / "m", "flux")
+    with pytest.raises(ValueError, match="unknown architecture 'nope'"):
+        make_test_model(tmp_path / "m", "nope")
     assert not (tmp_path / "m").exists()
 
 
