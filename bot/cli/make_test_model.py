@@ -9,25 +9,31 @@ from bot.ops.logs import setup_logging
 
 
 def add_parser(sub) -> None:
+    from generation.testing.full_size import FULL_SIZE  # no torch: these only name the models
+    from generation.testing.tiny import BUILDERS
+
     tm = sub.add_parser("make-test-model", help="write a tiny random-weight model folder")
     tm.add_argument("dir", help="the model folder; for esrgan, the folder that gets "
                                 "test-esrgan-x4.safetensors")
-    tm.add_argument("--arch", choices=("sd", "sdxl", "esrgan"), default="sd",
-                    help="sd, sdxl (diffusion models) or esrgan (an upscaler for "
-                         "generation.upscaler); default sd")
+    tm.add_argument("--arch", choices=(*BUILDERS, "esrgan"), default="sd",
+                    help=f"{', '.join(BUILDERS)} (diffusion models) or esrgan (an upscaler "
+                         "for generation.upscaler); default sd")
     tm.add_argument("--full-size", action="store_true",
-                    help="sd and sdxl: the real SD 1.5 / SDXL architecture instead of a tiny "
-                         "one, in float16 (2.1 / 6.9 GB), for GPU benchmarks")
+                    help=f"{', '.join(FULL_SIZE)}: the real architecture instead of a tiny "
+                         "one, in float16 (2.1 GB for sd to 20.5 GB for zimage), for GPU "
+                         "benchmarks")
     tm.set_defaults(run=cmd_make_test_model)
 
 
 def cmd_make_test_model(args) -> int:
+    from generation.testing.full_size import FULL_SIZE
     from generation.testing.tiny import make_test_model
     from generation.testing.upscaler import make_test_upscaler
 
     setup_logging("WARNING")
-    if args.arch == "esrgan" and args.full_size:
-        print("imgbot make-test-model: --full-size is for sd and sdxl", file=sys.stderr)
+    if args.full_size and args.arch not in FULL_SIZE:
+        print(f"imgbot make-test-model: --full-size is for {', '.join(FULL_SIZE)}",
+              file=sys.stderr)
         return 2
     if args.arch == "esrgan":
         path = make_test_upscaler(Path(args.dir) / "test-esrgan-x4.safetensors")

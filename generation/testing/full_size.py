@@ -1,16 +1,20 @@
 """The real SD 1.5 and SDXL architectures, layer for layer, with random weights built in
-memory: benchmarks on a machine without models do exactly the real arithmetic."""
+memory: benchmarks on a machine without models do exactly the real arithmetic. (Z-Image-Turbo
+and FLUX.2 [klein] 4B: full_size_qwen.py; FLUX.1 [schnell]: full_size_flux.py.)"""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from .full_size_flux import full_flux1_schnell
+from .full_size_qwen import full_flux2_klein_4b, full_zimage_turbo
 from .parts import scheduler, vae, write_clip_tokenizer_files
 
 
 # make-test-model's architecture names → random_pipeline's.
-FULL_SIZE = {"sd": "sd15", "sdxl": "sdxl"}
+FULL_SIZE = {"sd": "sd15", "sdxl": "sdxl", "flux": "flux1-schnell", "zimage": "zimage-turbo",
+             "flux2-klein": "flux2-klein-4b"}
 
 # The real models' text encoders (openai/clip-vit-large-patch14 and the OpenCLIP ViT-bigG/14
 # that SDXL adds), with CLIP's real vocabulary size so that the parameter counts are the real
@@ -21,6 +25,12 @@ _CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hi
 _CLIP_BIG_G = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120,
                    num_hidden_layers=32, num_attention_heads=20, hidden_act="gelu",
                    projection_dim=1280)
+
+def _clip_tokenizer(workdir: Path):
+    from transformers import CLIPTokenizer
+
+    ids = write_clip_tokenizer_files(workdir / "tokenizer")
+    return CLIPTokenizer.from_pretrained(workdir / "tokenizer", model_max_length=77), ids
 
 def _full_text_config(ids: dict[str, int], sizes: dict):
     from transformers import CLIPTextConfig
@@ -35,10 +45,11 @@ def _full_vae(sample_size: int, scaling_factor: float):
     return vae(sample_size, (128, 256, 512, 512), 32, layers_per_block=2,
                 scaling_factor=scaling_factor, force_upcast=True)
 
-def _full_sd15(tokenizer, ids):
+def _full_sd15(workdir: Path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
+    tokenizer, ids = _clip_tokenizer(workdir)
     unet = UNet2DConditionModel(  # runwayml/stable-diffusion-v1-5's unet/config.json
         sample_size=64,
         in_channels=4,
@@ -62,10 +73,11 @@ def _full_sd15(tokenizer, ids):
         requires_safety_checker=False,
     )
 
-def _full_sdxl(tokenizer, ids):
+def _full_sdxl(workdir: Path):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    tokenizer, ids = _clip_tokenizer(workdir)
     unet = UNet2DConditionModel(  # stabilityai/stable-diffusion-xl-base-1.0's unet/config.json
         sample_size=128,
         in_channels=4,
@@ -94,12 +106,18 @@ def _full_sdxl(tokenizer, ids):
         scheduler=scheduler(),
     )
 
-FULL_BUILDERS = {"sd15": _full_sd15, "sdxl": _full_sdxl}
+def _full_flux1_schnell(workdir: Path):
+    tokenizer, ids = _clip_tokenizer(workdir)  # FLUX.1 reads prompts with CLIP-L too
+    return full_flux1_schnell(tokenizer, _full_text_config(ids, _CLIP_L))
+
+# Each builds its pipeline, tokenizer files in `workdir` (a temporary folder) included.
+FULL_BUILDERS = {"sd15": _full_sd15, "sdxl": _full_sdxl, "flux1-schnell": _full_flux1_schnell,
+                 "zimage-turbo": full_zimage_turbo, "flux2-klein-4b": full_flux2_klein_4b}
 
 def random_pipeline(arch: str, device: str = "cpu", dtype=None, seed: int = 0):
-    """The full-size SD 1.5 or SDXL pipeline (`arch` "sd15" or "sdxl") with random weights,
-    built in memory: the real layers, parameter counts and FLOPs, for benchmarks on a machine
-    that has no model. Its pictures are noise.
+    """The full-size pipeline of `arch` (a FULL_BUILDERS key: "sd15", "sdxl", …) with random
+    weights, built in memory: the real layers, parameter counts and FLOPs, for benchmarks on
+    a machine that has no model. Its pictures are noise.
 
     Fast: the modules are built on the meta device (no memory, no initialisation), then each
     parameter is allocated straight on `device` in `dtype` (default float32) and filled
@@ -113,14 +131,14 @@ def random_pipeline(arch: str, device: str = "cpu", dtype=None, seed: int = 0):
     if arch not in FULL_BUILDERS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of "
                          f"{', '.join(FULL_BUILDERS)}")
-    from transformers import CLIPTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ids = write_clip_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
     # Parameters on meta; buffers (CLIP's position ids) are built for real, being tiny.
-    with init_empty_weights(include_buffers=False):
-        pipe = FULL_BUILDERS[arch](tokenizer, ids)
+    with tempfile.TemporaryDirectory() as tmp, init_empty_weights(include_buffers=False):
+        pipe = FULL_BUILDERS[arch](Path(tmp))
+    for module in pipe.components.values():
+        # init_empty_weights unties what transformers ties, such as Qwen3-4B's input and
+        # output embeddings (389M parameters counted twice): tie them again.
+        if hasattr(module, "tie_weights"):
+            module.tie_weights()
     if str(device) == "meta":
         return pipe
     dtype = dtype or torch.float32
@@ -136,13 +154,16 @@ def _materialise(module, device, dtype, generator) -> None:
 
     import torch
 
+    made = {}  # a parameter two modules share (tied embeddings) stays one, filled once
     for sub in module.modules():
         for name, param in list(sub.named_parameters(recurse=False)):
-            data = torch.empty(param.shape, dtype=dtype, device=device)
-            if param.dim() < 2:  # norm scales and biases
-                data.fill_(1.0 if name == "weight" else 0.0)
-            else:
-                bound = 1 / math.sqrt(math.prod(param.shape[1:]))
-                data.uniform_(-bound, bound, generator=generator)
-            sub._parameters[name] = torch.nn.Parameter(data)
+            if id(param) not in made:
+                data = torch.empty(param.shape, dtype=dtype, device=device)
+                if param.dim() < 2:  # norm scales and biases
+                    data.fill_(1.0 if name == "weight" else 0.0)
+                else:
+                    bound = 1 / math.sqrt(math.prod(param.shape[1:]))
+                    data.uniform_(-bound, bound, generator=generator)
+                made[id(param)] = torch.nn.Parameter(data)
+            sub._parameters[name] = made[id(param)]
     module.to(device)  # the buffers

@@ -1,11 +1,13 @@
-"""Tiny random-weight SD and SDXL folders in diffusers format (a few MB), and a tiny
-TAESD-like decoder: loaded by exactly the path a real model takes."""
+"""Tiny random-weight model folders in diffusers format (a few MB: SD and SDXL here, the
+transformer families in tiny_*.py), and a tiny TAESD-like decoder: loaded by exactly the path
+a real model takes."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from . import tiny_flux, tiny_flux2, tiny_qwenimage, tiny_zimage
 from .full_size import FULL_SIZE, random_pipeline
 from .parts import scheduler, tokenizer_and_text_config, vae
 
@@ -72,7 +74,9 @@ def _build_sdxl(workdir: Path):
         scheduler=scheduler(),
     )
 
-BUILDERS = {"sd": _build_sd, "sdxl": _build_sdxl}
+BUILDERS = {"sd": _build_sd, "sdxl": _build_sdxl, "flux": tiny_flux.build}
+BUILDERS |= {"zimage": tiny_zimage.build, "flux2-klein": tiny_flux2.build,  # a module each
+             "qwenimage": tiny_qwenimage.build}
 
 def make_test_model(folder: str | Path, arch: str = "sd", seed: int = 0,
                     full_size: bool = False) -> Path:
@@ -83,6 +87,8 @@ def make_test_model(folder: str | Path, arch: str = "sd", seed: int = 0,
 
     if arch not in BUILDERS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(BUILDERS)}")
+    if full_size and arch not in FULL_SIZE:
+        raise ValueError(f"no full-size {arch}; full size: {', '.join(FULL_SIZE)}")
     folder = Path(folder)
     if full_size:
         pipe = random_pipeline(FULL_SIZE[arch], dtype=torch.float16, seed=seed)

@@ -74,7 +74,7 @@ def test_bench_needs_a_model_or_random_weights(capsys):
 
 def test_an_upscaler_has_no_full_size(tmp_path, capsys):
     assert imgbot(["make-test-model", str(tmp_path), "--arch", "esrgan", "--full-size"]) == 2
-    assert "--full-size is for sd and sdxl" in capsys.readouterr().err
+    assert "--full-size is for sd, sdxl" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arch", sorted(REAL_PARAMETERS))
