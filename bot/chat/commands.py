@@ -57,8 +57,23 @@ class Upscale:
     enhance: bool | None = None
 
 
+@dataclass(frozen=True)
+class Edit:
+    """`!img edit <instruction> [options]`, in reply to any picture: the picture changed as
+    the instruction says ("make it night"), by an editing model (generation.edit_model)."""
+
+    instruction: str
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative_prompt: str | None = None
+    count: int | None = None
+    enhance: bool | None = None
+    fast: bool | None = None
+
+
 # The commands that work on the picture they reply to.
-ON_A_PICTURE = (Again, Vary, Upscale)
+ON_A_PICTURE = (Again, Vary, Upscale, Edit)
 
 
 @dataclass(frozen=True)
@@ -120,5 +135,5 @@ class Usage:
     user: str | None = None
 
 
-Command = (Generate | Again | Vary | Upscale | Help | Styles | Models | QueueStatus | Cancel
+Command = (Generate | Again | Vary | Upscale | Edit | Help | Styles | Models | QueueStatus | Cancel
            | Pause | Resume | RoomShow | RoomSet | RoomReset | Usage)

@@ -1,5 +1,5 @@
-"""Continuing from a picture: `again`, `vary`, `upscale`, and `!img <prompt>` in reply to
-any picture (image-to-image). Turns such a command, the picture it replies to and what
+"""Continuing from a picture: `again`, `vary`, `upscale`, `edit`, and `!img <prompt>` in
+reply to any picture (image-to-image). Turns such a command, the picture it replies to and what
 the bot knows of that picture into a job, or a UsageError for the person."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from generation.png import read_parameters
 
 from bot.store import gallery
 from bot.matrix import sources
-from bot.chat.commands import Again, Generate, UsageError, Upscale, Vary
+from bot.chat import editing
+from bot.chat.commands import Again, Edit, Generate, UsageError, Upscale, Vary
 from bot.chat.options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
 from bot.chat.resolve import resolve
 from bot.matrix.sources import Source, SourceError
@@ -69,6 +70,9 @@ class Iterator:
                 return UsageError("--strength works in a reply to a picture: it says how "
                                   "much of that picture is painted over.")
             return self._typed(self._resolve(command, room), command.prompt)
+        if isinstance(command, Edit):  # asked before any download
+            return editing.refusal(reply is not None, ctx.settings.matrix.command_prefix,
+                                   ctx.catalogue)
         name = type(command).__name__.lower()
         if reply is None:
             return UsageError(f"Reply to a picture with `{ctx.settings.matrix.command_prefix} "

@@ -35,7 +35,7 @@ def cmd_generate(args, extra: list[str]) -> int:
     from generation.studio import Studio
 
     from bot.chat.commands import Generate, UsageError
-    from bot.chat.parser import parse
+    from bot.chat.prompts import parse_generate
     from bot import version
     from bot.config import ComplianceSettings, GenerationSettings, LimitSettings
     from bot.chat.resolve import Catalogue, resolve
@@ -44,8 +44,9 @@ def cmd_generate(args, extra: list[str]) -> int:
     settings = settings_of(args, secrets=False) if args.config else None  # no login
     defaults = settings.generation if settings else GenerationSettings()
     limits = settings.limits if settings else LimitSettings()
-    # The chat's own parser, so the options and their limits are exactly the chat's.
-    command = parse("!img " + " ".join([args.prompt, *extra]), "!img", limits)
+    # The chat's own prompt parser, so the options and their limits are exactly the chat's
+    # (and a prompt may start with a word that is a sub-command in chat).
+    command = parse_generate(" ".join([args.prompt, *extra]), limits)
     if not isinstance(command, Generate):
         message = command.message if isinstance(command, UsageError) else "give a prompt"
         print(f"imgbot generate: {message}", file=sys.stderr)

@@ -15,7 +15,8 @@ from bot.store import db as database
 STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
 # Five digits at most: 99999w is already longer than any usage log, and a longer number
 # would overflow the date arithmetic.
-_SPAN_RE = re.compile(r"^(\d{1,5})([mhdw])$")
+MAX_SPAN = 99_999
+_SPAN_RE = re.compile(rf"^(\d{{1,{len(str(MAX_SPAN))}}})([mhdw])$")
 _SPAN_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
