@@ -27,10 +27,17 @@ from .device import choose
 from .engine import Engine, quiet_libraries
 from .in_memory import from_pipeline
 from .job import Job
-from .model_folder import NATIVE_SIDES, inspect_model, native_size
+from .families import FAMILIES, Family
+from .model_folder import NATIVE_SIDES, family_of, inspect_model, native_size
+from .pipeline_call import arguments
 
 PROMPT = "Albert Einstein, oil painting"
-RANDOM_ARCHS = {"sd15": "sd", "sdxl": "sdxl"}  # --random-weights → the model family
+# --random-weights NAME → (testing.full_size.random_pipeline's architecture, the family)
+RANDOM_ARCHS = {"sd15": ("sd15", "sd"), "sdxl": ("sdxl", "sdxl"),
+                "flux1-schnell": ("flux1-schnell", "flux"),
+                "zimage": ("zimage-turbo", "zimage"),
+                "flux2-klein": ("flux2-klein-4b", "flux2-klein")}
+CHOICES = "|".join(RANDOM_ARCHS)
 
 
 class BenchError(ValueError):
@@ -57,9 +64,10 @@ class Workload:
              **options) -> Workload:
         """A checked workload; the size defaults to the model's native size."""
         if (model is None) == (random_weights is None):
-            raise BenchError("give either --model DIR or --random-weights sd15|sdxl")
+            raise BenchError(f"give either --model DIR or --random-weights {CHOICES}")
         if random_weights is not None and random_weights not in RANDOM_ARCHS:
-            raise BenchError(f"--random-weights {random_weights}: choose sd15 or sdxl")
+            raise BenchError(f"--random-weights {random_weights}: choose one of "
+                             f"{', '.join(RANDOM_ARCHS)}")
         path = Path(model).expanduser() if model else None
         if path is not None:
             inspect_model(path)  # a ModelError says what is wrong with the folder
@@ -71,7 +79,7 @@ class Workload:
         elif path is not None:
             width, height = native_size(path)
         else:
-            width = height = NATIVE_SIDES[RANDOM_ARCHS[random_weights]]
+            width = height = NATIVE_SIDES[RANDOM_ARCHS[random_weights][1]]
         workload = cls(path, random_weights, width, height, **options)
         workload.check()
         return workload
@@ -81,9 +89,11 @@ class Workload:
             choose(self.device)
         except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
             raise BenchError(str(exc)) from None
-        if self.width <= 0 or self.height <= 0 or self.width % 8 or self.height % 8:
+        multiple = self.family.multiple
+        if self.width <= 0 or self.height <= 0 or self.width % multiple \
+                or self.height % multiple:
             raise BenchError(f"--size {self.width}x{self.height}: width and height are "
-                             "positive multiples of 8")
+                             f"positive multiples of {multiple} for {self.family.label}")
         for name in ("steps", "count", "batch"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name} is at least 1, not {getattr(self, name)}")
@@ -91,6 +101,12 @@ class Workload:
             raise BenchError(f"--warm-up is at least 0, not {self.warm_up}")
         if self.count % self.batch:
             raise BenchError(f"--count {self.count} is not a multiple of --batch {self.batch}")
+
+    @property
+    def family(self) -> Family:
+        if self.model is not None:
+            return family_of(self.model)
+        return FAMILIES[RANDOM_ARCHS[self.random_weights][1]]
 
     @property
     def model_name(self) -> str:
@@ -110,7 +126,10 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     placement = choose(workload.device)
     device = placement.device
     half = device.startswith(("cuda", "mps"))
-    baseline_dtype = torch.float16 if half else torch.float32
+    # Plain diffusers as the model cards run it: float16 for the UNet families, bfloat16
+    # for the transformer ones (whose activations overflow float16).
+    baseline_dtype = (torch.float32 if not half else torch.float16
+                      if workload.family.denoiser == "unet" else torch.bfloat16)
     base = None
     if baseline:
         base = _measure("diffusers", baseline_dtype, 1, workload, device,
@@ -140,14 +159,17 @@ def _baseline(w: Workload, device: str, dtype):
     else:
         from generation.testing.full_size import random_pipeline
 
-        pipe = random_pipeline(w.random_weights, device=device, dtype=dtype, seed=w.seed)
+        pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=device, dtype=dtype,
+                               seed=w.seed)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    family = w.family
 
     def call() -> list:
-        return pipe(PROMPT, num_inference_steps=w.steps, width=w.width, height=w.height,
-                    guidance_scale=w.guidance,
-                    generator=torch.Generator("cpu").manual_seed(w.seed)).images
+        # The guidance as the family's pipeline takes it (Qwen-Image's true_cfg_scale…).
+        return pipe(prompt=PROMPT, num_inference_steps=w.steps, width=w.width,
+                    height=w.height, generator=torch.Generator("cpu").manual_seed(w.seed),
+                    **arguments(family, w.guidance, [""])).images
 
     return call, None
 
@@ -161,7 +183,7 @@ def load_ours(w: Workload) -> Engine:
     from generation.testing.full_size import random_pipeline
 
     placement = choose(w.device)  # built where and how the engine will run it
-    pipe = random_pipeline(w.random_weights, device=placement.device,
+    pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=placement.device,
                            dtype=placement.dtype, seed=w.seed)
     return from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile)
 

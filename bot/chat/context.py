@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from nio import AsyncClient
 
+from generation.families import family_of_runner
 from generation.queue import GenerationQueue
 from generation.tickets import Ticket
 
@@ -69,7 +70,8 @@ class Context:
         self.catalogue = Catalogue(
             default_model=runner.name,
             models={name: runner.native_size(name) for name in runner.models},
-            styles=styles.configured(settings.styles))
+            styles=styles.configured(settings.styles),
+            families={name: family_of_runner(runner, name) for name in runner.models})
         self.pending: dict[str, Pending] = {}  # by the command's event ID
         # The answer of each room's newest job: answers in a room come in the order the
         # commands were accepted, though the next picture is made while one is uploading.

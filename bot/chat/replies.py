@@ -13,7 +13,7 @@ from generation.tickets import cost
 
 from bot.store import db as database
 from bot.matrix import messages
-from bot.chat import report, rooms
+from bot.chat import editing, report, rooms
 from bot.store import usage
 from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
                                RoomSet, RoomShow, Styles, Usage)
@@ -60,8 +60,10 @@ class Replies:
         settings = self.ctx.settings
         room, _ = await self.ctx.room_defaults(room_id)
         here = rooms.in_effect(room, settings.generation, self.ctx.catalogue)
+        can_edit = editing.available(self.ctx.catalogue)
         await self._say(room_id, event, help_text(settings.matrix.command_prefix,
-                                                  settings.limits, settings.quotas, here))
+                                                  settings.limits, settings.quotas, here,
+                                                  editing=can_edit))
 
     async def styles(self, room_id, event, command) -> None:
         await self._say(room_id, event, listing(self.ctx.catalogue.styles))
@@ -71,7 +73,12 @@ class Replies:
         lines = [f"{plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
         for name, (width, height) in catalogue.models.items():
             default = " — the default" if name == catalogue.default_model else ""
-            lines.append(f"  {name} (native size {width}×{height}){default}")
+            family = catalogue.family(name)
+            can_not = [what for what, missing in (("negative prompt", not family.negative_prompt),
+                                                  ("guidance", family.guidance is None))
+                       if missing]
+            lines.append(f"  {name}: {family.label}, native size {width}×{height}"
+                         + (f", no {' or '.join(can_not)}" if can_not else "") + default)
         await self._say(room_id, event, "\n".join(lines))
 
     async def queue_status(self, room_id, event, command) -> None:

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
+from generation.families import SD, Family
 from generation.job import Job
 
 from bot.chat.commands import Generate, UsageError
@@ -39,6 +40,14 @@ class Catalogue:
     default_model: str
     models: dict[str, tuple[int, int]]
     styles: dict[str, Style] = field(default_factory=dict)
+    families: dict[str, Family] = field(default_factory=dict)  # by model; SD where missing
+
+    def family(self, model: str) -> Family:
+        return self.families.get(model, SD)
+
+    def described(self, model: str) -> str:
+        """The model as messages name it: `flux (FLUX.1 [schnell])`."""
+        return f"{model} ({self.family(model).label})"
 
     def unknown_model(self, name: str) -> str:
         return f"There is no model {name!r}; choose one of: {', '.join(self.models)}."
@@ -62,6 +71,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         if style is None:
             return UsageError(catalogue.unknown_style(style_name))
 
+    family = catalogue.family(model)
     if command.width and command.height:
         width, height = command.width, command.height
     elif command.aspect:
@@ -76,14 +86,25 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     else:
         width, height = defaults.width_height
 
+    wrong_size = family.check_size(width, height)
+    if wrong_size:
+        return UsageError(f"{wrong_size}: the model {model} draws those (try --ar instead).")
+
     count = command.count or 1
     # Every picture's seed must be one that --seed accepts, to make it again.
     if command.seed is not None and command.seed + count - 1 > MAX_SEED:
         return UsageError(f"With --n {count} the seed can be at most {MAX_SEED - count + 1}.")
     seed = command.seed if command.seed is not None else random_seed(MAX_SEED + 2 - count)
     prompt = command.prompt
-    guidance = _first(command.guidance, room.guidance, defaults.guidance)
-    negative = _negative(command, room, defaults, guidance)
+    refused = _beyond_family(command, model, catalogue)
+    if refused:
+        return refused
+    guidance = _first(command.guidance, room.guidance if family.guidance else None,
+                      _default(defaults, "guidance", family))
+    if not family.negative_prompt:
+        negative = ""  # the room's negative prompt rests on a model without any
+    else:
+        negative = _negative(command, room, defaults, guidance)
     if isinstance(negative, UsageError):
         return negative
     if style is not None:
@@ -91,7 +112,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     return Job(
         prompt=prompt,
         seed=seed,
-        steps=_first(command.steps, room.steps, defaults.steps),
+        steps=_first(command.steps, room.steps, _default(defaults, "steps", family)),
         width=width,
         height=height,
         guidance=guidance,
@@ -102,6 +123,35 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         enhance=bool(_first(command.enhance, room.enhance, False)),
         fast=bool(command.fast),
     )
+
+
+def _default(defaults: GenerationSettings, key: str, family: Family):
+    """The bot's default steps or guidance: the config's where it sets one, else the model
+    family's own (8 steps for Z-Image-Turbo, 4 without guidance for FLUX.1 [schnell])."""
+    if key in defaults.model_fields_set:
+        return getattr(defaults, key)
+    return family.steps if key == "steps" else family.guidance_default
+
+
+def for_model(defaults: GenerationSettings, family: Family) -> GenerationSettings:
+    """The bot's defaults with the steps and guidance a model of `family` gets, for what
+    help and `!img room` show."""
+    return defaults.model_copy(update={key: _default(defaults, key, family)
+                                       for key in ("steps", "guidance")})
+
+
+def _beyond_family(command: Generate, model: str, catalogue: Catalogue) -> UsageError | None:
+    """A refusal naming the model, for what its family does not do (rather than an option
+    that would quietly do nothing)."""
+    family = catalogue.family(model)
+    typed = command.negative_prompt
+    if typed and typed != NO_NEGATIVE and not family.negative_prompt:
+        return UsageError(f"The model {catalogue.described(model)} takes no negative prompt; "
+                          "leave out --no, or say what you want in the prompt.")
+    if command.guidance is not None and family.guidance is None:
+        return UsageError(f"The model {catalogue.described(model)} is distilled to run "
+                          "without guidance; leave out --guidance.")
+    return None
 
 
 def guided(guidance: float) -> bool:

@@ -14,9 +14,10 @@ import aiosqlite
 from nio import AsyncClient, RoomGetStateResponse
 
 from bot.store import db as database
-from bot.chat.parser import ROOM_KEYS
+from bot.chat.subcommands import ROOM_KEYS
 from bot.config import GenerationSettings, LimitSettings, parse_size
-from bot.chat.resolve import NO_NEGATIVE, Catalogue, RoomDefaults, guided, room_guidance
+from bot.chat.resolve import (NO_NEGATIVE, Catalogue, RoomDefaults, for_model, guided,
+                              room_guidance)
 from bot.chat.styles import NO_STYLE, normalise
 
 
@@ -134,6 +135,7 @@ def resting(values: dict[str, Stored], defaults: GenerationSettings) -> str | No
 def describe(values: dict[str, Stored], ignored: dict[str, str],
              defaults: GenerationSettings, catalogue: Catalogue) -> str:
     """`!img room`: each key, the room's value and who set it, or the bot's default."""
+    defaults = for_model(defaults, catalogue.family(catalogue.default_model))
     unused = resting(values, defaults)
     if unused is not None and "negative" not in ignored:
         ignored = {**ignored, "negative": unused}
@@ -159,6 +161,7 @@ def describe(values: dict[str, Stored], ignored: dict[str, str],
 
 def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catalogue) -> str:
     """For `!img help`: what a bare `!img <prompt>` makes in this room."""
+    defaults = for_model(defaults, catalogue.family(room.model or catalogue.default_model))
     if room.width and room.height:
         width, height = room.width, room.height
     else:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.ops.logs import setup_logging
+from generation.bench import RANDOM_ARCHS
 
 
 def add_parser(sub) -> None:
@@ -18,7 +19,7 @@ def add_parser(sub) -> None:
                "plain diffusers (half precision on a GPU, one picture per call).")
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a local diffusers folder")
-    source.add_argument("--random-weights", choices=("sd15", "sdxl"),
+    source.add_argument("--random-weights", choices=tuple(RANDOM_ARCHS),
                         help="the full-size architecture with random weights, built in memory")
     bench.add_argument("--size", help="WxH (default: the model's native size)")
     bench.add_argument("--steps", type=int, default=4, help="default 4")

@@ -1,0 +1,74 @@
+"""Bots on the new families against the real homeserver: on Z-Image, pictures, --ar around
+its native size, vary and --n work as on SD; on FLUX.2 [klein], which has no negative
+prompt, a --no is refused with the model named."""
+
+from __future__ import annotations
+
+import pytest
+
+from generation.engine import Engine
+from generation.png import read_parameters
+from generation.testing.tiny import make_test_model
+from tests.chatting import bot_running
+
+pytestmark = pytest.mark.synapse
+BOT = "@imgbot:localhost"
+
+
+@pytest.fixture(scope="module")
+def family_engines(tmp_path_factory):
+    engines = {}
+    for arch in ("zimage", "flux2-klein"):
+        engine = Engine(make_test_model(tmp_path_factory.mktemp(arch) / arch, arch), "cpu")
+        engine.load()
+        engines[arch] = engine
+    yield engines
+    for engine in engines.values():
+        engine.unload()
+
+
+async def params_of(chat, image_event) -> dict:
+    return read_parameters(await chat.download(image_event["content"]["url"]))
+
+
+async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
+        make_settings, family_engines, alice):
+    engine = family_engines["zimage"]
+    settings = make_settings(generation={"model": engine.path, "size": "64x64"},
+                             limits={"max_pixels": 256 * 256},
+                             compliance={"embed_prompt": True})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img a lighthouse at dusk --seed 3")
+        (picture,) = await alice.wait_reply(room, first, "m.image")
+        wide = await alice.send(room, "!img a harbour --ar 16:9")
+        (panorama,) = await alice.wait_reply(room, wide, "m.image")
+        vary = await alice.reply(room, picture["event_id"], "!img vary 0.5")
+        (varied,) = await alice.wait_reply(room, vary, "m.image")
+        several = await alice.send(room, "!img two boats --n 2 --seed 9")
+        pair = await alice.wait_reply(room, several, "m.image", count=2)
+        listed = await alice.send(room, "!img models")
+        (models,) = await alice.wait_reply(room, listed, "m.notice")
+    made = await params_of(alice, picture)
+    assert (made["prompt"], made["size"], made["seed"]) == ("a lighthouse at dusk", "64x64", 3)
+    width, height = map(int, (await params_of(alice, panorama))["size"].split("x"))
+    assert width > height and width * height <= 256 * 256 and width % 16 == height % 16 == 0
+    changed = await params_of(alice, varied)
+    assert changed["kind"] == "img2img" and changed["strength"] == 0.5
+    assert sorted([(await params_of(alice, p))["seed"] for p in pair]) == [9, 10]
+    assert f"{engine.name}: Z-Image, native size 1024×1024 — the default" \
+        in models["content"]["body"]
+
+
+async def test_a_negative_prompt_on_flux2_klein_is_refused_naming_the_model(
+        make_settings, family_engines, alice):
+    engine = family_engines["flux2-klein"]
+    async with bot_running(make_settings(generation={"model": engine.path}), engine):
+        room = await alice.room_with(BOT)
+        asked = await alice.send(room, "!img a fox --no blur")
+        (answer,) = await alice.wait_reply(room, asked, "m.notice")
+        fine = await alice.send(room, "!img a fox")
+        (picture,) = await alice.wait_reply(room, fine, "m.image")
+    assert f"The model {engine.name} (FLUX.2 [klein]) takes no negative prompt" \
+        in answer["content"]["body"]
+    assert (await params_of(alice, picture))["model"] == engine.name
