@@ -4,6 +4,7 @@ meta device there; never instantiate it for real in a test (68 GB in float32).""
 
 from __future__ import annotations
 
+from .parts import flux1_vae
 from .t5_parts import t5_config, t5_tokenizer
 from .tiny_flux import schnell_scheduler
 
@@ -19,7 +20,7 @@ _T5_XXL = dict(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64
 def full_flux1_schnell(clip_tokenizer, clip_config):
     """`clip_tokenizer` and `clip_config`: CLIP ViT-L/14's, as full_size.py builds them for
     SD 1.5 (FLUX.1 ships the same text tower)."""
-    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5EncoderModel
 
     tokenizer_2 = t5_tokenizer()
@@ -36,22 +37,8 @@ def full_flux1_schnell(clip_tokenizer, clip_config):
         axes_dims_rope=(16, 56, 56),
         guidance_embeds=False,  # [dev]'s one difference: True, a guidance embedder more
     )
-    vae = AutoencoderKL(  # its vae/config.json
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[128, 256, 512, 512],
-        layers_per_block=2,
-        latent_channels=16,
-        norm_num_groups=32,
-        sample_size=1024,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        force_upcast=True,
-    )
+    vae = flux1_vae((128, 256, 512, 512), layers=2, groups=32, sample_size=1024,
+                    force_upcast=True)  # its vae/config.json
     return FluxPipeline(
         scheduler=schnell_scheduler(),
         vae=vae,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .parts import flux1_vae
 from .qwen_parts import qwen3_config, qwen_tokenizer
 
 # Qwen/Qwen3-4B's config.json (both families ship it as their text encoder), with Qwen's real
@@ -24,7 +25,7 @@ def _qwen3_4b(workdir: Path):
 
 
 def full_zimage_turbo(workdir: Path):
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline,
+    from diffusers import (FlowMatchEulerDiscreteScheduler, ZImagePipeline,
                            ZImageTransformer2DModel)
     from transformers import Qwen3Model
 
@@ -46,21 +47,8 @@ def full_zimage_turbo(workdir: Path):
         axes_dims=[32, 48, 48],
         axes_lens=[1536, 512, 512],  # diffusers' class default says 1024; the shipped config 1536
     )
-    vae = AutoencoderKL(  # its vae/config.json: FLUX.1's VAE
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[128, 256, 512, 512],
-        layers_per_block=2,
-        latent_channels=16,
-        norm_num_groups=32,
-        sample_size=1024,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    # its vae/config.json: FLUX.1's VAE
+    vae = flux1_vae((128, 256, 512, 512), layers=2, groups=32, sample_size=1024)
     return ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False),
         vae=vae,

@@ -79,6 +79,31 @@ def vae(sample_size: int, channels: tuple[int, ...] = (8, 8, 8, 8), groups: int 
     )
 
 
+def flux1_vae(channels: tuple[int, ...] = (8, 8, 8, 8), layers: int = 1, groups: int = 4,
+              sample_size: int = 64, **config):
+    """FLUX.1's VAE layout (Z-Image ships it too): 16 latent channels, four blocks for its
+    8x downscale, no quant convs, its scaling and shift. The defaults are the tiny one's,
+    8 channels a block; the real one has (128, 256, 512, 512), 2 layers, 32 groups."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=list(channels),
+        layers_per_block=layers,
+        latent_channels=16,
+        norm_num_groups=groups,
+        sample_size=sample_size,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        **config,
+    )
+
+
 def scheduler():
     from diffusers import EulerDiscreteScheduler
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .parts import tokenizer_and_text_config
+from .parts import flux1_vae, tokenizer_and_text_config
 from .t5_parts import t5_config, t5_tokenizer
 
 _LATENT_CHANNELS = 16  # FLUX.1's
 
 
 def build(workdir: Path):
-    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5EncoderModel
 
     # Sizes from diffusers' tests/pipelines/flux/test_pipeline_flux.py `get_dummy_components`,
@@ -38,24 +38,9 @@ def build(workdir: Path):
         axes_dims_rope=(4, 4, 8),  # the head size, 16, split over (text, row, column)
         guidance_embeds=False,  # as [schnell]; [dev] embeds its guidance number
     )
-    # The FLUX.1 VAE's layout (the test's has one block and one channel): 16 latent channels,
-    # four blocks for its 8x downscale, no quant convs, its scaling and shift; 8 channels a
-    # block.
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 8, 8, 8],
-        layers_per_block=1,
-        latent_channels=_LATENT_CHANNELS,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    # The FLUX.1 VAE's layout, 8 channels a block (diffusers' test has one block and one
+    # channel): four blocks give the real 8x downscale.
+    vae = flux1_vae()
     return FluxPipeline(
         scheduler=schnell_scheduler(),
         vae=vae,

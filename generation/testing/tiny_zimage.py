@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .parts import flux1_vae
 from .qwen_parts import qwen3_config, qwen_tokenizer
 
 
 def build(workdir: Path):
     import torch
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline,
+    from diffusers import (FlowMatchEulerDiscreteScheduler, ZImagePipeline,
                            ZImageTransformer2DModel)
     from transformers import Qwen3Model
 
@@ -44,23 +45,7 @@ def build(workdir: Path):
     with torch.no_grad():
         for pad in (transformer.x_pad_token, transformer.cap_pad_token):
             pad.normal_(std=0.02)
-    # The FLUX.1 VAE's layout (Z-Image-Turbo ships it): 16 latent channels, four blocks for
-    # its 8x downscale, no quant convs, its scaling and shift; 8 channels a block.
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 8, 8, 8],
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    vae = flux1_vae()  # Z-Image-Turbo ships FLUX.1's VAE
     # Z-Image-Turbo's scheduler_config.json: a fixed shift of 3, no resolution-dependent one.
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False)
     return ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
