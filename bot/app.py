@@ -45,7 +45,8 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
                          "(or make one with `imgbot make-test-model DIR`)")
     for part in parts(generation.catalogue_keys, vae=generation.vae,
                       fast_decoder=generation.fast_decoder,
-                      upscaler=generation.upscaler if upscaler else None):
+                      upscaler=generation.upscaler if upscaler else None,
+                      edit_model=generation.edit_model):
         if not part.ok:
             raise SystemExit(part.message)
 

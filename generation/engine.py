@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 # The kinds of job an engine runs (upscaling needs no diffusion model).
-RUNS = ("txt2img", "img2img")
+RUNS = ("txt2img", "img2img", "edit")
 
 
 def quiet_libraries() -> None:
@@ -262,6 +262,9 @@ class Engine:
                                   f"not {job.kind}.")
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
+        if job.kind == "edit" and not self.traits.edits:
+            raise GenerationError(f"The model {self.name} ({self.traits.label}) cannot edit "
+                                  "pictures by instruction.")
         if job.fast and self.tiny_decoder is None:
             raise GenerationError("This bot has no fast decoder; ask without --fast.")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KINDS = ("txt2img", "img2img", "upscale")
+KINDS = ("txt2img", "img2img", "edit", "upscale")
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class Job:
     """Everything the GPU needs to make one or more pictures, fully resolved.
 
     txt2img makes `count` pictures of `width`×`height` from the prompt. img2img starts from
-    `image` (scaled to `width`×`height`) and keeps `1 - strength` of it. upscale makes
+    `image` (scaled to `width`×`height`) and keeps `1 - strength` of it. edit changes
+    `image` (at `width`×`height`) as the prompt, an instruction, says. upscale makes
     `image` `factor` times wider and higher (`width`×`height` is then the result's size;
     prompt, seed and steps are only carried along for the record)."""
 

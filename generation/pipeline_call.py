@@ -36,7 +36,7 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family
                     if "width" in inspect.signature(pipe.__call__).parameters else {})
             output = pipe(image=_source(job, family), strength=job.strength,
                           num_inference_steps=img2img_steps(job), **size, **common)
-        elif job.kind == "img2img":  # the source is a reference picture (FLUX.2)
+        elif job.kind in ("img2img", "edit"):  # the source is a reference picture (FLUX.2)
             output = pipe(image=[_source(job, family)], num_inference_steps=job.steps,
                           width=job.width, height=job.height, **common)
         else:
@@ -113,7 +113,8 @@ def _source(job: Job, family: Family = SD):
     from PIL import Image
 
     if job.image is None:
-        raise GenerationError("An image-to-image job needs a source picture.")
+        raise GenerationError(f"An {'edit' if job.kind == 'edit' else 'image-to-image'} job "
+                              "needs a source picture.")
     if job.width % family.multiple or job.height % family.multiple:
         # The pipeline would quietly round the size down (text-to-image refuses it).
         raise GenerationError(f"Image-to-image sizes are multiples of {family.multiple}, "

@@ -37,10 +37,13 @@ class Part:
 
 
 def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
-                fast_decoder: Path | None = None, upscaler: Path | None = None) -> list[Part]:
+                fast_decoder: Path | None = None, upscaler: Path | None = None,
+                edit_model: str | None = None) -> list[Part]:
     """`catalogue` maps each model's name to (its config key, its folder), the default
     first. The parts that are not configured are left out."""
     parts = [_model(name, key, folder) for name, (key, folder) in catalogue.items()]
+    if edit_model is not None and edit_model in catalogue:
+        parts.append(_edit_model(edit_model, catalogue[edit_model][1]))
     if vae is not None:
         parts.append(_autoencoder("generation.vae", "vae", vae, "AutoencoderKL", "VAE"))
     if fast_decoder is not None:
@@ -57,6 +60,18 @@ def _model(name: str, key: str, folder: Path) -> Part:
     except ModelError as exc:
         return Part(key, f"model {name}", str(folder), problem=str(exc))
     return Part(key, f"model {name}", f"{folder} ({family.label})")
+
+
+def _edit_model(name: str, folder: Path) -> Part:
+    try:
+        family = family_of(folder)
+    except ModelError as exc:
+        return Part("generation.edit_model", "edit model", name, problem=str(exc))
+    if not family.edits:
+        return Part("generation.edit_model", "edit model", name, problem=(
+            f"{name} is a {family.label} model, which cannot edit pictures by instruction "
+            "(FLUX.2 [klein] can)"))
+    return Part("generation.edit_model", "edit model", f"{name} ({family.label})")
 
 
 def _autoencoder(key: str, name: str, folder: Path, class_name: str, what: str) -> Part:

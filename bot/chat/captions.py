@@ -24,6 +24,8 @@ def caption(result: Result, prompt: str, index: int = 0, default_model: str = ""
     parts = [f"seed {job.seed + index}", f"{job.steps} steps", f"{job.width}×{job.height}"]
     if job.kind == "img2img":
         parts.insert(0, f"from the picture replied to, strength {job.strength:g}")
+    elif job.kind == "edit":
+        parts.insert(0, "edited from the picture replied to")
     if job.style:
         parts.append(f"style {job.style}")
     if job.model and job.model != default_model:

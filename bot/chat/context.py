@@ -67,11 +67,14 @@ class Context:
         self.queue = queue
         self.tasks = tasks
         runner = queue.runner
+        families = {name: family_of_runner(runner, name) for name in runner.models}
         self.catalogue = Catalogue(
             default_model=runner.name,
             models={name: runner.native_size(name) for name in runner.models},
-            styles=styles.configured(settings.styles),
-            families={name: family_of_runner(runner, name) for name in runner.models})
+            styles=styles.configured(settings.styles), families=families,
+            # generation.edit_model, else the default model where its family edits
+            edit_model=settings.generation.edit_model or (
+                runner.name if family_of_runner(runner, runner.name).edits else None))
         self.pending: dict[str, Pending] = {}  # by the command's event ID
         # The answer of each room's newest job: answers in a room come in the order the
         # commands were accepted, though the next picture is made while one is uploading.

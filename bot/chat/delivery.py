@@ -154,7 +154,8 @@ class Delivery:
         if job.kind == "upscale":
             return f"{what}, upscale {job.factor}× to {job.width}x{job.height}"
         model = job.model or self.ctx.catalogue.default_model
-        kind = f", image-to-image at strength {job.strength:g}" if job.kind == "img2img" else ""
+        kind = {"img2img": f", image-to-image at strength {job.strength:g}",
+                "edit": ", an edit by instruction"}.get(job.kind, "")
         return (f"{what}, model {model}, {job.width}x{job.height}, {job.steps} steps, "
                 f"{plural(job.count, 'picture')}{kind}")
 

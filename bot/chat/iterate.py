@@ -71,8 +71,10 @@ class Iterator:
                                   "much of that picture is painted over.")
             return self._typed(self._resolve(command, room), command.prompt)
         if isinstance(command, Edit):  # asked before any download
-            return editing.refusal(reply is not None, ctx.settings.matrix.command_prefix,
-                                   ctx.catalogue)
+            refused = editing.refusal(reply is not None, ctx.settings.matrix.command_prefix,
+                                      ctx.catalogue)
+            if refused is not None:
+                return refused
         name = type(command).__name__.lower()
         if reply is None:
             return UsageError(f"Reply to a picture with `{ctx.settings.matrix.command_prefix} "
@@ -120,6 +122,8 @@ class Iterator:
             return self._typed(await self._again(command, posted), posted.prompt)
         if isinstance(command, Vary):
             return self._typed(await self._vary(command, source, posted), posted.prompt)
+        if isinstance(command, Edit):
+            return self._typed(await self._edit(command, source, room), command.instruction)
         return self._typed(await self._img2img(command, source, room), command.prompt)
 
     @staticmethod
@@ -138,7 +142,7 @@ class Iterator:
         job = posted.job
         count = 1 if posted.picture is not None else job.count
         image = None
-        if job.kind == "img2img":
+        if job.kind in ("img2img", "edit"):
             try:
                 base = await sources.fetch(self.ctx.client, job.source, None, self.limits)
             except SourceError as exc:
@@ -164,6 +168,22 @@ class Iterator:
             job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
             strength=command.strength or VARY_STRENGTH, image=image, source=source.url,
             model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
+
+    async def _edit(self, command: Edit, source: Source, room) -> Job | UsageError:
+        catalogue = self.ctx.catalogue
+        model = catalogue.edit_model
+        job = self._resolve(editing.as_generate(command, model), room)
+        if isinstance(job, UsageError):
+            return job
+        try:
+            width, height = editing.edit_size(*source.image.size, catalogue.models[model],
+                                              catalogue.family(model).multiple,
+                                              self.limits.max_pixels)
+        except ValueError as exc:
+            return UsageError(f"{exc}.")
+        image = await asyncio.to_thread(fitted, source.image, width, height)
+        return dataclasses.replace(job, kind="edit", width=width, height=height, image=image,
+                                   source=source.url, style="")
 
     async def _img2img(self, command: Generate, source: Source, room) -> Job | UsageError:
         job = self._resolve(command, room)

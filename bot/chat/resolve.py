@@ -41,6 +41,11 @@ class Catalogue:
     models: dict[str, tuple[int, int]]
     styles: dict[str, Style] = field(default_factory=dict)
     families: dict[str, Family] = field(default_factory=dict)  # by model; SD where missing
+    edit_model: str | None = None  # what `!img edit` runs; None: no editing
+
+    @property
+    def can_edit(self) -> bool:
+        return self.edit_model is not None
 
     def family(self, model: str) -> Family:
         return self.families.get(model, SD)

@@ -109,6 +109,6 @@ class Resumer:
         except sources.SourceError as exc:
             return stored, f"the picture it starts from could not be used again ({exc})"
         image = source.image
-        if job.kind == "img2img":
+        if job.kind in ("img2img", "edit"):
             image = await asyncio.to_thread(fitted, image, job.width, job.height)
         return replace(stored, job=replace(job, image=image)), None

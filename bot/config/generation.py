@@ -18,6 +18,9 @@ class GenerationSettings(_Section):
     size: str = "1024x1024"
     warm_up: bool = True
     models: dict[str, Path] = {}  # more models by name; `model` is the default
+    # The model `!img edit` runs (a name from `models`, or the default's); None: the default
+    # model when its family edits by instruction (FLUX.2 [klein]), else no editing.
+    edit_model: str | None = None
     max_loaded_models: int | None = Field(None, ge=1)  # None: as many as memory holds
     # An AI upscaler file spandrel can load (Real-ESRGAN ×4 .pth/.safetensors, …); None:
     # `!img upscale` uses a Lanczos resize and says so.
@@ -72,6 +75,13 @@ class GenerationSettings(_Section):
                     f"the default model {self.model} is called {name} (its folder's name), "
                     f"but models.{name} is {self.models[name]}; rename one of them, or list "
                     f"{self.model} in models under a name of its own")
+        return self
+
+    @model_validator(mode="after")
+    def _edit_model_is_listed(self) -> GenerationSettings:
+        if self.edit_model is not None and self.edit_model not in self.catalogue:
+            raise ValueError(f"edit_model {self.edit_model!r} is not a configured model; "
+                             f"choose one of {', '.join(self.catalogue) or 'none (set model)'}")
         return self
 
     def _default_name(self) -> str:

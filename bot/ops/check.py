@@ -75,7 +75,8 @@ def check_parts(settings: Settings) -> list[Result]:
     return [ok(part.name, part.detail) if part.ok else fail(part.name, part.message)
             for part in parts(generation.catalogue_keys, vae=generation.vae,
                               fast_decoder=generation.fast_decoder,
-                              upscaler=generation.upscaler)]
+                              upscaler=generation.upscaler,
+                              edit_model=generation.edit_model)]
 
 
 def check_load(settings: Settings) -> Result:

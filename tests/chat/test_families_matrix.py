@@ -72,3 +72,60 @@ async def test_a_negative_prompt_on_flux2_klein_is_refused_naming_the_model(
     assert f"The model {engine.name} (FLUX.2 [klein]) takes no negative prompt" \
         in answer["content"]["body"]
     assert (await params_of(alice, picture))["model"] == engine.name
+
+
+def uploaded_png(width: int = 96, height: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    image.putdata([(x * 255 // width, 90, y * 255 // height)
+                   for y in range(height) for x in range(width)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
+        make_settings, family_engines, alice):
+    engine = family_engines["flux2-klein"]
+    settings = make_settings(generation={"model": engine.path},
+                             compliance={"embed_prompt": True})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        helped = await alice.send(room, "!img help")
+        (help_text,) = await alice.wait_reply(room, helped, "m.notice")
+        upload = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
+        asked = await alice.reply(room, upload, "!img edit make it night --seed 4")
+        (edited,) = await alice.wait_reply(room, asked, "m.image")
+        again = await alice.reply(room, edited["event_id"], "!img again")
+        (second,) = await alice.wait_reply(room, again, "m.image")
+        lone = await alice.send(room, "!img edit make it night")
+        (no_reply,) = await alice.wait_reply(room, lone, "m.notice")
+    assert "!img edit — in reply to any picture" in help_text["content"]["body"]
+    made = await params_of(alice, edited)
+    assert (made["kind"], made["prompt"], made["size"], made["seed"]) == (
+        "edit", "make it night", "96x64", 4)
+    assert made["source"].startswith("mxc://")
+    assert "edited from the picture replied to" in edited["content"]["body"]
+    redone = await params_of(alice, second)
+    assert (redone["kind"], redone["prompt"], redone["source"]) == (
+        "edit", "make it night", made["source"])
+    assert redone["seed"] != 4
+    assert "Reply to a picture with `!img edit <what to change>`" in no_reply["content"]["body"]
+
+
+async def test_edit_without_an_editing_model_says_what_to_configure(
+        make_settings, family_engines, alice):
+    engine = family_engines["zimage"]
+    async with bot_running(make_settings(generation={"model": engine.path}), engine):
+        room = await alice.room_with(BOT)
+        helped = await alice.send(room, "!img help")
+        (help_text,) = await alice.wait_reply(room, helped, "m.notice")
+        upload = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
+        asked = await alice.reply(room, upload, "!img edit remove the hat")
+        (answer,) = await alice.wait_reply(room, asked, "m.notice")
+    assert "!img edit" not in help_text["content"]["body"]
+    assert "no editing model configured" in answer["content"]["body"]
+    assert "generation.edit_model" in answer["content"]["body"]

@@ -415,3 +415,11 @@ def test_generation_devices_list_one_worker_each(tmp_path):
     settings = load_settings(write(tmp_path, with_section("generation",
                                                           devices=["cuda:0", "cuda:1"])))
     assert settings.generation.devices == ["cuda:0", "cuda:1"]
+
+
+def test_an_edit_model_that_is_not_configured_is_an_error(tmp_path):
+    message = config_error(tmp_path, with_section(
+        "generation", model="/srv/models/turbo", models={"klein": "/srv/models/klein"},
+        edit_model="kontext"))
+    assert ("generation: edit_model 'kontext' is not a configured model; choose one of "
+            "turbo, klein") in message

@@ -121,3 +121,18 @@ def test_flux_dev_is_told_apart_from_schnell_by_its_guidance_embedding(tmp_path)
     assert family_of(tmp_path) is FLUX_DEV
     assert (FLUX_DEV.steps, FLUX_DEV.guidance_default, FLUX_DEV.negative_prompt) == (28, 3.5,
                                                                                     False)
+
+
+def test_flux2_klein_edits_a_picture_by_instruction_and_others_say_they_cannot(loaded):
+    arch, engine = loaded
+    source = Image.new("RGB", (96, 64), (30, 30, 200))
+    edit = job(kind="edit", image=source, prompt="make it night", width=96, height=64)
+    if arch == "flux2-klein":
+        (edited,) = engine.generate(edit)
+        (plain,) = engine.generate(job(prompt="make it night", width=96, height=64))
+        assert edited.size == (96, 64)
+        assert (pixels(edited) != pixels(plain)).any()  # the picture is a reference
+        assert edit.parameters("klein")["kind"] == "edit"
+    else:
+        with pytest.raises(GenerationError, match="cannot edit pictures by instruction"):
+            engine.generate(edit)

@@ -45,7 +45,7 @@ def fail_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("FAIL")]
 
 
-def broken(tmp_path: Path, what: str) -> tuple[dict, str, str]:
+def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
     """A config's generation keys with one part broken: (keys, its check name, the
     words both commands must say)."""
     empty = tmp_path / "empty"
@@ -65,13 +65,16 @@ def broken(tmp_path: Path, what: str) -> tuple[dict, str, str]:
                          f"{tmp_path / 'taesd'} has no config.json"),
         "another model": ({"models": {"other": str(empty)}}, "model other",
                           f"generation.models.other: {empty} has no model_index.json"),
+        "edit model": ({"edit_model": model.name}, "edit model",
+                       f"generation.edit_model: {model.name} is a SD 1.x/2.x model, which "
+                       "cannot edit pictures by instruction"),
     }[what]
 
 
 @pytest.mark.parametrize("what", ["upscaler missing", "upscaler unreadable", "vae",
-                                  "fast_decoder", "another model"])
+                                  "fast_decoder", "another model", "edit model"])
 def test_check_fails_each_part_that_run_refuses(homeserver, test_model, tmp_path, what):
-    keys, name, words = broken(tmp_path, what)
+    keys, name, words = broken(tmp_path, what, test_model)
     config = config_file(tmp_path, homeserver.url, test_model, **keys)
 
     checked = imgbot("check", "-c", str(config))
