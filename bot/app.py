@@ -46,7 +46,7 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
     for part in parts(generation.catalogue_keys, vae=generation.vae,
                       fast_decoder=generation.fast_decoder,
                       upscaler=generation.upscaler if upscaler else None,
-                      edit_model=generation.edit_model):
+                      edit_model=generation.edit_model, loras=generation.loras):
         if not part.ok:
             raise SystemExit(part.message)
 
@@ -70,7 +70,7 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
     catalogue = generation.catalogue
     options = dict(vae=generation.vae, fast_decoder=generation.fast_decoder,
                    compile=generation.compile,
-                   cache_dir=settings.state_dir / "compile-cache")
+                   cache_dir=settings.state_dir / "compile-cache", loras=generation.loras)
     try:
         if generation.models:
             runner = ModelPool(catalogue, next(iter(catalogue)), device,
@@ -83,7 +83,10 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
     if generation.compile and not generation.warm_up:
         log.warning("generation.compile is on and generation.warm_up off: the first job "
                     "waits for the compile (minutes when the cache is cold)")
-    runner.load()
+    try:
+        runner.load()
+    except ModelError as exc:  # a LoRA whose weights fit no layer of the model, say
+        raise SystemExit(str(exc)) from None
     if generation.warm_up:
         # For the configured size, and for a batch, so that neither a lone job nor a batch
         # pays for kernel setup (or, with compile, for compiling).

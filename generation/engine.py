@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import pipeline_call, speed
+from . import adapters, pipeline_call, speed
 from .device import Placement, choose
 from .job import GenerationError, Job
 from .families import SD, Family
@@ -53,10 +53,13 @@ class Engine:
     tiny_decoder = None
     _zeros_for_empty = True
     traits: Family = SD
+    loras: dict[str, Path] = {}  # never changed in place: each engine sets its own
+    _adapter: tuple[str, float] | None = None
 
     def __init__(self, model: str | Path, device: str = "auto", name: str = "", *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
-                 compile: bool = False, cache_dir: str | Path | None = None):  # noqa: A002
+                 compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
+                 loras: dict[str, str | Path] | None = None):
         self.path = Path(model).expanduser().resolve()
         self.name = name or self.path.name
         self.traits = family_of(self.path)
@@ -80,6 +83,8 @@ class Engine:
             raise ModelError(str(exc)) from None
         self.compile = compile
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.loras = {name: Path(path).expanduser() for name, path in (loras or {}).items()}
+        self._adapter: tuple[str, float] | None = None  # the one on now; None: LoRAs off
 
     def load(self) -> None:
         """Load the weights once, from the local folders only, onto the chosen device, and
@@ -99,6 +104,7 @@ class Engine:
         )
         pipe.to(self.placement.device)
         pipe.set_progress_bar_config(disable=True)
+        adapters.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
         torch.set_grad_enabled(False)
         if self.fast_decoder_path is not None:
             self.tiny_decoder = speed.load_tiny_decoder(self.fast_decoder_path, self.placement)
@@ -113,7 +119,8 @@ class Engine:
     def speed_up(self, pipe, vae_configured: bool = False) -> list[str]:
         """Apply the speed-ups (speed.py) to a pipeline on `self.placement`, and log in one
         line what is on, and what is not and why. Returns that line's parts."""
-        notes = speed.optimize(pipe, self.placement, self.traits.denoiser)
+        notes = speed.optimize(pipe, self.placement, self.traits.denoiser,
+                               fuse=not self.loras)
         notes.append(speed.vae_precision(pipe, self.name, self.family, self.placement,
                                          vae_configured))
         if self.compile:
@@ -195,10 +202,10 @@ class Engine:
     def generate(self, job: Job) -> list:
         """Run the pipeline for one job and return its PIL images, `job.count` of them.
 
-        txt2img and img2img jobs; an upscale job is not the engine's (see studio.py). The
-        pictures of a job are one batch; when the batch does not fit in GPU memory they
-        are made one after the other instead (same seeds, same pictures), and only a single
-        picture that does not fit is the user's problem."""
+        txt2img, img2img and edit jobs; an upscale job is not the engine's (see
+        studio.py). The pictures of a job are one batch; when the batch does not fit in GPU
+        memory they are made one after the other instead (same seeds, same pictures), and
+        only a single picture that does not fit is the user's problem."""
         import torch
 
         self._check_job(job)
@@ -258,10 +265,12 @@ class Engine:
     def _check_job(self, job: Job) -> None:
         self._check(job.model)
         if job.kind not in RUNS:
-            raise GenerationError(f"The diffusion engine makes {' and '.join(RUNS)} jobs, "
-                                  f"not {job.kind}.")
+            raise GenerationError(f"The diffusion engine makes {', '.join(RUNS[:-1])} and "
+                                  f"{RUNS[-1]} jobs, not {job.kind}.")
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
+        if job.lora and job.lora not in self.loras:
+            raise GenerationError(f"The LoRA {job.lora} is not loaded on {self.name}.")
         if job.kind == "edit" and not self.traits.edits:
             raise GenerationError(f"The model {self.name} ({self.traits.label}) cannot edit "
                                   "pictures by instruction.")
@@ -270,6 +279,7 @@ class Engine:
 
     def _run(self, pictures: list[tuple[Job, int]]) -> list:
         pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe
+        self._adapter = adapters.switch(self.pipe, self._adapter, pictures[0][0], self.loras)
         return pipeline_call.run(pipe, pictures, self.tiny_decoder, self.traits)
 
     @staticmethod

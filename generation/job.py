@@ -35,6 +35,8 @@ class Job:
     strength: float = 0.0  # img2img: how much of the source is repainted, 0..1
     factor: int = 1  # upscale: 2, 4 or 8
     enhance: bool = False  # automatic contrast and sharpness on the result
+    lora: str = ""  # a LoRA of generation.loras (loaded onto the default model), or none
+    lora_weight: float = 0.0
     fast: bool = False  # decoded by the tiny decoder (generation.fast_decoder): quicker, rougher
     # Where `image` came from, for the record and restarts: an mxc:// URI, and for a file
     # of an encrypted room "#key=…&iv=…&sha256=…" after it (see `source_url`).
@@ -67,6 +69,8 @@ class Job:
             "model": model,
             "style": self.style,
         }
+        if self.lora:
+            params["lora"], params["lora_weight"] = self.lora, self.lora_weight
         if self.kind != "txt2img":
             params["kind"] = self.kind
             params["source"] = self.source_url

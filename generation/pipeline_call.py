@@ -89,7 +89,7 @@ def batch_key(job: Job, model: str = "", zeros_for_empty: bool = True) -> tuple 
         return None
     negative = bool(job.negative_prompt) if zeros_for_empty and job.guidance > 1 else None
     return (model or job.model, job.width, job.height, job.steps, job.guidance, job.fast,
-            negative)
+            negative, job.lora, job.lora_weight)  # one set of adapters a call
 
 
 def img2img_steps(job: Job) -> int:

@@ -58,7 +58,8 @@ class ModelPool:
                  max_loaded: int | None = None,
                  free_memory: Callable[[], int | None] | None = None, *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
-                 compile: bool = False, cache_dir: str | Path | None = None):  # noqa: A002
+                 compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
+                 loras: Mapping[str, str | Path] | None = None):
         if default not in folders:
             raise ValueError(f"the default model {default!r} is not among {list(folders)}")
         self.name = default
@@ -67,7 +68,9 @@ class ModelPool:
         # family than a model's is left out for that model, with a warning, when it loads.
         options = dict(vae=vae, fast_decoder=fast_decoder, compile=compile, cache_dir=cache_dir)
         # Raises ModelError for a folder that is not a model, naming the folder.
-        self._engines = {name: Engine(folders[name], device, name, **options)
+        # The LoRAs go onto the default model, the one they are configured for.
+        self._engines = {name: Engine(folders[name], device, name, **options,
+                                      loras=dict(loras or {}) if name == default else None)
                          for name in [default, *(n for n in folders if n != default)]}
         self._free_memory = free_memory or (lambda: free_bytes(choose(device).device))
         self._loaded: list[str] = []  # least recently used first

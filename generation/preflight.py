@@ -38,12 +38,17 @@ class Part:
 
 def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
                 fast_decoder: Path | None = None, upscaler: Path | None = None,
-                edit_model: str | None = None) -> list[Part]:
+                edit_model: str | None = None,
+                loras: dict[str, Path] | None = None) -> list[Part]:
     """`catalogue` maps each model's name to (its config key, its folder), the default
     first. The parts that are not configured are left out."""
     parts = [_model(name, key, folder) for name, (key, folder) in catalogue.items()]
     if edit_model is not None and edit_model in catalogue:
         parts.append(_edit_model(edit_model, catalogue[edit_model][1]))
+    if loras and parts[0].ok:  # onto the default model, the first
+        default, (_, folder) = next(iter(catalogue.items()))
+        parts += [_lora(name, Path(path).expanduser(), default, folder)
+                  for name, path in loras.items()]
     if vae is not None:
         parts.append(_autoencoder("generation.vae", "vae", vae, "AutoencoderKL", "VAE"))
     if fast_decoder is not None:
@@ -72,6 +77,13 @@ def _edit_model(name: str, folder: Path) -> Part:
             f"{name} is a {family.label} model, which cannot edit pictures by instruction "
             "(FLUX.2 [klein] can)"))
     return Part("generation.edit_model", "edit model", f"{name} ({family.label})")
+
+
+def _lora(name: str, path: Path, model: str, folder: Path) -> Part:
+    from .adapters import problem
+
+    wrong = problem(path, model, family_of(folder))
+    return Part(f"generation.loras.{name}", f"lora {name}", str(path), problem=wrong)
 
 
 def _autoencoder(key: str, name: str, folder: Path, class_name: str, what: str) -> Part:

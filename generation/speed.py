@@ -84,9 +84,10 @@ def load_tiny_decoder(folder: Path, placement: Placement):
     return tiny
 
 
-def optimize(pipe, placement: Placement, denoiser: str = "unet") -> list[str]:
+def optimize(pipe, placement: Placement, denoiser: str = "unet", fuse: bool = True) -> list[str]:
     """Attention, memory layout and fused projections; a note on each. `denoiser` is the
-    pipeline's attribute holding the UNet or the transformer (families.py)."""
+    pipeline's attribute holding the UNet or the transformer (families.py); `fuse` False
+    where LoRA adapters wrap the separate q, k, v layers (a fused layer would bypass them)."""
     import torch
 
     notes = []
@@ -112,6 +113,8 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet") -> list[str]:
     # transformer pipelines have no fuse_qkv_projections).
     if denoiser != "unet":
         notes.append(f"fused QKV: off ({type(pipe).__name__} cannot)")
+    elif not fuse:
+        notes.append("fused QKV: off (LoRA adapters)")
     elif notes[0].startswith("attention: the model's own"):
         notes.append("fused QKV: off (custom attention)")
     else:

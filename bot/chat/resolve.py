@@ -114,6 +114,10 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         return negative
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
+    if style is not None and style.lora and model != catalogue.default_model:
+        return UsageError(f"The style {style.name} uses the LoRA {style.lora}, which is made "
+                          f"for the model {catalogue.default_model}; leave out --model "
+                          f"{model}, or choose another style.")
     return Job(
         prompt=prompt,
         seed=seed,
@@ -125,6 +129,8 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         count=count,
         model=model,
         style=style.name if style else "",
+        lora=style.lora if style else "",
+        lora_weight=style.weight if style and style.lora else 0.0,
         enhance=bool(_first(command.enhance, room.enhance, False)),
         fast=bool(command.fast),
     )

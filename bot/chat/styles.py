@@ -20,6 +20,8 @@ class Style:
     name: str
     prompt: str  # a template with {prompt} where the person's prompt goes
     negative: str = ""
+    lora: str = ""  # a LoRA of generation.loras, applied at `weight`
+    weight: float = 1.0
 
     def apply(self, prompt: str, negative: str) -> tuple[str, str]:
         """The prompt and negative prompt with this style applied.
@@ -84,10 +86,12 @@ def listing(styles: dict[str, Style]) -> str:
     lines = [f"{len(styles)} styles (use `--style NAME`, or a room default):"]
     for style in styles.values():
         template = style.prompt.replace(PLACEHOLDER, "…")
-        lines.append(f"  {style.name} — {template}")
+        lora = f" (LoRA {style.lora} at {style.weight:g})" if style.lora else ""
+        lines.append(f"  {style.name} — {template}{lora}")
     return "\n".join(lines)
 
 
 def configured(styles: dict[str, StyleSettings]) -> dict[str, Style]:
     """The catalogue with the config's `styles:` entries over the built-in presets."""
-    return catalogue({name: Style(name, s.prompt, s.negative) for name, s in styles.items()})
+    return catalogue({name: Style(name, s.prompt, s.negative, s.lora or "", s.weight)
+                      for name, s in styles.items()})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from bot.config.base import _Section
 from bot.config.matrix import MatrixSettings
@@ -35,8 +35,12 @@ class LimitSettings(_Section):
 
 
 class StyleSettings(_Section):
-    prompt: str  # a template with {prompt} where the person's prompt goes
+    # A template with {prompt} where the person's prompt goes (`template:` is the same key).
+    prompt: str = Field(PLACEHOLDER, validation_alias=AliasChoices("prompt", "template"))
     negative: str = ""
+    # A LoRA of generation.loras applied to the pictures of this style, at this weight.
+    lora: str | None = None
+    weight: float = Field(1.0, ge=-4.0, le=4.0)
 
     @field_validator("prompt")
     @classmethod

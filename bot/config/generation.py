@@ -18,6 +18,9 @@ class GenerationSettings(_Section):
     size: str = "1024x1024"
     warm_up: bool = True
     models: dict[str, Path] = {}  # more models by name; `model` is the default
+    # LoRA files (.safetensors) by name, for styles that name one; loaded onto the default
+    # model at start (a LoRA made for another family stops the start).
+    loras: dict[str, Path] = {}
     # The model `!img edit` runs (a name from `models`, or the default's); None: the default
     # model when its family edits by instruction (FLUX.2 [klein]), else no editing.
     edit_model: str | None = None
@@ -53,7 +56,7 @@ class GenerationSettings(_Section):
             raise ValueError("a device is listed twice")
         return value
 
-    @field_validator("models")
+    @field_validator("models", "loras")
     @classmethod
     def _model_names(cls, value: dict[str, Path]) -> dict[str, Path]:
         for name in value:

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
                                  "e.g. company-brand")
         return value
 
+    @model_validator(mode="after")
+    def _style_loras_are_configured(self) -> Settings:
+        for name, style in self.styles.items():
+            if style.lora is not None and style.lora not in self.generation.loras:
+                raise ValueError(f"styles.{name}.lora: {style.lora!r} is not in "
+                                 "generation.loras"
+                                 + (f" (there: {', '.join(self.generation.loras)})"
+                                    if self.generation.loras else " (it lists none)"))
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:

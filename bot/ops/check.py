@@ -76,7 +76,8 @@ def check_parts(settings: Settings) -> list[Result]:
             for part in parts(generation.catalogue_keys, vae=generation.vae,
                               fast_decoder=generation.fast_decoder,
                               upscaler=generation.upscaler,
-                              edit_model=generation.edit_model)]
+                              edit_model=generation.edit_model,
+                              loras=generation.loras)]
 
 
 def check_load(settings: Settings) -> Result:

@@ -423,3 +423,21 @@ def test_an_edit_model_that_is_not_configured_is_an_error(tmp_path):
         edit_model="kontext"))
     assert ("generation: edit_model 'kontext' is not a configured model; choose one of "
             "turbo, klein") in message
+
+
+def test_a_style_may_name_a_configured_lora_with_a_template(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "matrix": {"homeserver_url": "http://localhost:8008", "user_id": "@b:localhost",
+                   "password": "x"},
+        "generation": {"loras": {"brand": "/srv/loras/brand.safetensors"}},
+        "styles": {"brand": {"lora": "brand", "weight": 0.8,
+                             "template": "{prompt}, in our brand style"}}}))
+    style = load_settings(path).styles["brand"]
+    assert (style.prompt, style.lora, style.weight) == ("{prompt}, in our brand style",
+                                                       "brand", 0.8)
+
+
+def test_a_style_naming_a_lora_that_is_not_configured_is_an_error(tmp_path):
+    message = config_error(tmp_path, with_section("styles", brand={"lora": "brand"}))
+    assert "styles.brand.lora: 'brand' is not in generation.loras (it lists none)" in message

@@ -275,7 +275,7 @@ def test_an_image_to_image_batch_too_big_for_memory_is_made_one_by_one(engines, 
 
 
 def test_an_upscale_job_is_not_the_engines(engines):
-    with pytest.raises(GenerationError, match="makes txt2img and img2img jobs, not upscale"):
+    with pytest.raises(GenerationError, match="makes txt2img, img2img and edit jobs, not upscale"):
         engines["sd"].generate(Job(prompt="", seed=0, steps=0, width=128, height=128,
                                    kind="upscale", factor=2, image=source_picture(64, 64)))
 

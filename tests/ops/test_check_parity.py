@@ -13,7 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
 
 from bot.local.localserver import LocalHomeserver
 from bot.matrix.session import log_in
@@ -52,6 +54,9 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
     empty.mkdir()
     not_a_model = tmp_path / "notes.pth"
     not_a_model.write_text("not a model")
+    transformer_lora = tmp_path / "flux-style.safetensors"
+    save_file({"transformer.blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32)},
+              transformer_lora)
     return {
         "upscaler missing": ({"upscaler": tmp_path / "missing.pth"}, "upscaler",
                              f"generation.upscaler: {tmp_path / 'missing.pth'} is not a file"),
@@ -65,6 +70,9 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
                          f"{tmp_path / 'taesd'} has no config.json"),
         "another model": ({"models": {"other": str(empty)}}, "model other",
                           f"generation.models.other: {empty} has no model_index.json"),
+        "lora for another family": ({"loras": {"brand": str(transformer_lora)}}, "lora brand",
+                                    f"generation.loras.brand: {transformer_lora} is a LoRA "
+                                    "for a transformer model, not for"),
         "edit model": ({"edit_model": model.name}, "edit model",
                        f"generation.edit_model: {model.name} is a SD 1.x/2.x model, which "
                        "cannot edit pictures by instruction"),
@@ -72,7 +80,8 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
 
 
 @pytest.mark.parametrize("what", ["upscaler missing", "upscaler unreadable", "vae",
-                                  "fast_decoder", "another model", "edit model"])
+                                  "fast_decoder", "another model", "edit model",
+                                  "lora for another family"])
 def test_check_fails_each_part_that_run_refuses(homeserver, test_model, tmp_path, what):
     keys, name, words = broken(tmp_path, what, test_model)
     config = config_file(tmp_path, homeserver.url, test_model, **keys)
