@@ -156,9 +156,10 @@ class Iterator:
                     posted: gallery.Posted) -> Job | UsageError:
         job = posted.job
         width, height = source.image.size
-        if width % 8 or height % 8 or width * height > self.limits.max_pixels:
-            native = self.ctx.catalogue.models[self._model(job) or
-                                                self.ctx.catalogue.default_model]
+        model = self._model(job) or self.ctx.catalogue.default_model
+        grid = self.ctx.catalogue.family(model).multiple  # 8 for SD, 16 for FLUX and others
+        if width % grid or height % grid or width * height > self.limits.max_pixels:
+            native = self.ctx.catalogue.models[model]
             try:
                 width, height = source_size(source.image, native, self.limits.max_pixels)
             except ValueError as exc:

@@ -93,7 +93,9 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
 
     wrong_size = family.check_size(width, height)
     if wrong_size:
-        return UsageError(f"{wrong_size}: the model {model} draws those (try --ar instead).")
+        step = family.multiple
+        return UsageError(f"{wrong_size}; try --size {max(step, width // step * step)}x"
+                          f"{max(step, height // step * step)}, or --ar.")
 
     count = command.count or 1
     # Every picture's seed must be one that --seed accepts, to make it again.

@@ -71,7 +71,8 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 2
     styles = configured(settings.styles) if settings else catalogue()
     job = resolve(command, defaults, limits, Catalogue(
-        engine.name, {engine.name: engine.native_size(engine.name)}, styles))
+        engine.name, {engine.name: engine.native_size(engine.name)}, styles,
+        families={engine.name: engine.family_of()}))
     if isinstance(job, UsageError):
         print(f"imgbot generate: {job.message}", file=sys.stderr)
         return 2
