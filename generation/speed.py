@@ -92,8 +92,10 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", fuse: bool = Tr
 
     notes = []
     # 1. The attention kernel.
+    custom = False
     if denoiser == "unet":
-        notes.append(_unet_attention(pipe))
+        note, custom = _unet_attention(pipe)
+        notes.append(note)
     else:
         # Transformer models call attention through diffusers' dispatcher, whose default
         # backend is PyTorch's scaled_dot_product_attention (flash / memory-efficient
@@ -115,7 +117,7 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", fuse: bool = Tr
         notes.append(f"fused QKV: off ({type(pipe).__name__} cannot)")
     elif not fuse:
         notes.append("fused QKV: off (LoRA adapters)")
-    elif notes[0].startswith("attention: the model's own"):
+    elif custom:
         notes.append("fused QKV: off (custom attention)")
     else:
         notes.append(_fuse_qkv(pipe))
@@ -128,19 +130,19 @@ def _plain_processors():
     return AttnProcessor, AttnProcessor2_0
 
 
-def _unet_attention(pipe) -> str:
+def _unet_attention(pipe) -> tuple[str, bool]:
     """PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels), set
     explicitly rather than trusting the default; a model with other processors (added KV
-    projections, IP adapters) keeps its own."""
+    projections, IP adapters) keeps its own. Returns the note, and whether it kept its own."""
     plain = _plain_processors()
     parts = [m for m in (pipe.unet, pipe.vae) if hasattr(m, "set_attn_processor")]
     others = {type(p).__name__ for m in parts for p in m.attn_processors.values()
               if not isinstance(p, plain)}
     if others:
-        return f"attention: the model's own ({', '.join(sorted(others))})"
+        return f"attention: the model's own ({', '.join(sorted(others))})", True
     for module in parts:
         module.set_attn_processor(plain[1]())
-    return "attention: SDPA"
+    return "attention: SDPA", False
 
 
 def _vae_attention(pipe) -> None:

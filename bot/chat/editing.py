@@ -1,11 +1,10 @@
 """`!img edit <instruction>`: whether the bot can edit pictures by instruction, what a person
-is told where it cannot, and the edit job: the replied-to picture, at a size the editing
-model draws, changed as the instruction says."""
+is told where it cannot, and the edit as a prompt for the editing model (bot.chat.iterate
+makes the job: the replied-to picture at a size the model draws)."""
 
 from __future__ import annotations
 
 from bot.chat.commands import Edit, Generate, UsageError
-from bot.chat.options import size_for_aspect
 
 
 def available(catalogue) -> bool:
@@ -36,12 +35,3 @@ def as_generate(command: Edit, model: str) -> Generate:
                     count=command.count, model=model, enhance=command.enhance,
                     fast=command.fast)
 
-
-def edit_size(width: int, height: int, native: tuple[int, int], multiple: int,
-              max_pixels: int) -> tuple[int, int]:
-    """The picture's own size where the model draws it (on its grid, within the limit);
-    else the nearest size of its shape around the model's native size."""
-    if width % multiple == 0 and height % multiple == 0 and width * height <= max_pixels:
-        return width, height
-    ratio = width / height
-    return size_for_aspect((round(ratio * 1000), 1000), native[0] * native[1], max_pixels)

@@ -47,6 +47,16 @@ def source_size(image: Image.Image, native: tuple[int, int], max_pixels: int) ->
     return size_for_aspect(aspect, native[0] * native[1], max_pixels)
 
 
+def kept_size(image: Image.Image, native: tuple[int, int], grid: int,
+              max_pixels: int) -> tuple[int, int]:
+    """The picture's own size where the model draws it (on its grid, within the limit),
+    else `source_size`."""
+    width, height = image.size
+    if width % grid or height % grid or width * height > max_pixels:
+        return source_size(image, native, max_pixels)
+    return width, height
+
+
 class Iterator:
     """Builds the jobs of commands that work on a picture; one per bot."""
 
@@ -155,15 +165,13 @@ class Iterator:
     async def _vary(self, command: Vary, source: Source,
                     posted: gallery.Posted) -> Job | UsageError:
         job = posted.job
-        width, height = source.image.size
-        model = self._model(job) or self.ctx.catalogue.default_model
-        grid = self.ctx.catalogue.family(model).multiple  # 8 for SD, 16 for FLUX and others
-        if width % grid or height % grid or width * height > self.limits.max_pixels:
-            native = self.ctx.catalogue.models[model]
-            try:
-                width, height = source_size(source.image, native, self.limits.max_pixels)
-            except ValueError as exc:
-                return UsageError(f"{exc}.")
+        catalogue = self.ctx.catalogue
+        model = self._model(job) or catalogue.default_model
+        try:  # the grid: 8 for SD, 16 for FLUX and the other transformer families
+            width, height = kept_size(source.image, catalogue.models[model],
+                                      catalogue.family(model).multiple, self.limits.max_pixels)
+        except ValueError as exc:
+            return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
             job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
@@ -177,9 +185,8 @@ class Iterator:
         if isinstance(job, UsageError):
             return job
         try:
-            width, height = editing.edit_size(*source.image.size, catalogue.models[model],
-                                              catalogue.family(model).multiple,
-                                              self.limits.max_pixels)
+            width, height = kept_size(source.image, catalogue.models[model],
+                                      catalogue.family(model).multiple, self.limits.max_pixels)
         except ValueError as exc:
             return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
