@@ -86,7 +86,7 @@ class Workload:
 
     def check(self) -> None:
         try:
-            choose(self.device)
+            placement = choose(self.device)
         except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
             raise BenchError(str(exc)) from None
         multiple = self.family.multiple
@@ -101,6 +101,9 @@ class Workload:
             raise BenchError(f"--warm-up is at least 0, not {self.warm_up}")
         if self.count % self.batch:
             raise BenchError(f"--count {self.count} is not a multiple of --batch {self.batch}")
+        if self.random_weights is not None:
+            # Both sides load in the placement's dtype on the CPU (float32), in 16 bits on a GPU.
+            _check_room(self, placement.device, placement.dtype.itemsize)
 
     @property
     def family(self) -> Family:
@@ -142,6 +145,24 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     config = bench_report.config(workload, device, placement.dtype_name,
                      _dtype_name(baseline_dtype) if base else None)
     return {"config": config, "rows": [ours, base] if base else [ours]}
+
+
+def _check_room(w: Workload, device: str, element: int) -> None:
+    """A BenchError, before anything is allocated, where the random-weight architecture's
+    weights do not fit in `device`'s free memory (each side loads them once, the other
+    side's freed first): on the CPU a model that does not fit gets the process killed."""
+    from .pool import free_bytes
+    from generation.testing.full_size import random_pipeline
+
+    pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device="meta")
+    needed = element * sum(p.numel() for m in pipe.components.values()
+                           if hasattr(m, "parameters") for p in m.parameters())
+    free = free_bytes(device)
+    if free is not None and needed > free:
+        raise BenchError(
+            f"--random-weights {w.random_weights}: its weights take {needed / 1e9:.1f} GB "
+            f"at {element} bytes a parameter, and {device} has {free / 1e9:.1f} GB free; run "
+            "it where they fit (a GPU in bfloat16 takes half as much as the CPU's float32)")
 
 
 def _dtype_name(dtype) -> str:

@@ -66,6 +66,22 @@ def test_a_workload_that_cannot_run_is_refused_before_loading(test_model, option
         Workload.make(str(test_model), None, size, **options)
 
 
+def test_random_weights_that_do_not_fit_are_refused_before_anything_is_made(
+        monkeypatch, capsys):
+    """Z-Image-Turbo's 10.3 B parameters take 41 GB in the CPU's float32: more than a small
+    machine has, where the kernel would kill the bench half-way through building them."""
+    import generation.pool
+
+    monkeypatch.setattr(generation.pool, "free_bytes", lambda device: 24 * 10**9)
+    assert imgbot(["bench", "--random-weights", "zimage", "--size", "256x256",
+                   "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--random-weights zimage: its weights take 41.0 GB at 4 bytes a parameter, " \
+           "and cpu has 24.0 GB free" in err
+    # An architecture that fits is not held back.
+    Workload.make(None, "sd15", "64x64", device="cpu")
+
+
 def test_bench_needs_a_model_or_random_weights(capsys):
     with pytest.raises(SystemExit):
         imgbot(["bench", "--size", "64x64"])
