@@ -41,15 +41,20 @@ class Job:
     # Where `image` came from, for the record and restarts: an mxc:// URI, and for a file
     # of an encrypted room "#key=…&iv=…&sha256=…" after it (see `source_url`).
     source: str = ""
+    # edit: more pictures the instruction may refer to ("the hat from the second picture"),
+    # where the editing family takes several; their locators, as `source`.
+    references: tuple[str, ...] = ()
     # The source picture (a PIL image) for img2img and upscale. Not part of the record: a
     # restart fetches it again from `source`.
     image: Any = field(default=None, compare=False, repr=False)
+    reference_images: tuple = field(default=(), compare=False, repr=False)  # of `references`
 
     def record(self) -> dict[str, Any]:
         """The job as plain data (JSON-ready), without the source picture."""
-        data = asdict(self) if self.image is None else asdict(
-            self.__class__(**{**self.__dict__, "image": None}))
-        data.pop("image")
+        data = asdict(self.__class__(**{**self.__dict__, "image": None,
+                                         "reference_images": ()}))
+        del data["image"], data["reference_images"]
+        data["references"] = list(self.references)
         return data
 
     @property
@@ -74,6 +79,8 @@ class Job:
         if self.kind != "txt2img":
             params["kind"] = self.kind
             params["source"] = self.source_url
+        if self.references:
+            params["references"] = [ref.partition("#")[0] for ref in self.references]
         if self.kind == "img2img":
             params["strength"] = self.strength
         if self.kind == "upscale":

@@ -37,7 +37,8 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family
             output = pipe(image=_source(job, family), strength=job.strength,
                           num_inference_steps=img2img_steps(job), **size, **common)
         elif job.kind in ("img2img", "edit"):  # the source is a reference picture (FLUX.2)
-            output = pipe(image=[_source(job, family)], num_inference_steps=job.steps,
+            output = pipe(image=[_source(job, family), *_references(job)],
+                          num_inference_steps=job.steps,
                           width=job.width, height=job.height, **common)
         else:
             output = pipe(num_inference_steps=job.steps, width=job.width,
@@ -106,6 +107,13 @@ def img2img_steps(job: Job) -> int:
     while int(steps * job.strength) < 1:  # 1 / strength may round down in floating point
         steps += 1
     return steps
+
+
+def _references(job: Job) -> list:
+    """An edit's further pictures in RGB, at their own sizes (the pipeline scales them)."""
+    if len(job.reference_images) != len(job.references):
+        raise GenerationError("An edit's reference pictures were not all fetched.")
+    return [image.convert("RGB") for image in job.reference_images]
 
 
 def _source(job: Job, family: Family = SD):

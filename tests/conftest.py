@@ -70,6 +70,16 @@ async def alice(homeserver):
 
 
 @pytest.fixture
+async def alice_e2e(homeserver, tmp_path):
+    """alice with an encryption store of her own: she can talk in encrypted rooms."""
+    from tests.chatting import Chat
+
+    chat = await Chat.login(homeserver, "alice", PASSWORD, store=tmp_path / "alice-store")
+    yield chat
+    await chat.close()
+
+
+@pytest.fixture
 async def mallory(homeserver):
     from tests.chatting import Chat
 

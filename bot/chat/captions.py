@@ -25,7 +25,8 @@ def caption(result: Result, prompt: str, index: int = 0, default_model: str = ""
     if job.kind == "img2img":
         parts.insert(0, f"from the picture replied to, strength {job.strength:g}")
     elif job.kind == "edit":
-        parts.insert(0, "edited from the picture replied to")
+        parts.insert(0, "edited from the picture replied to" + (
+            ", with the thread's first picture as a reference" if job.references else ""))
     if job.style:
         parts.append(f"style {job.style}")
     if job.model and job.model != default_model:

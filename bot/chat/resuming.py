@@ -14,7 +14,7 @@ from bot.chat.accepting import Acceptor
 from bot.chat.captions import age_words
 from bot.chat.context import Context
 from bot.chat.delivery import Delivery
-from bot.chat.iterate import fitted
+from bot.chat import source_pictures
 from bot.matrix import messages, sources
 from bot.store import jobs
 from bot.store.jobs import StoredJob
@@ -102,13 +102,9 @@ class Resumer:
         if job.kind == "txt2img" or job.image is not None:
             return stored, None
         try:
-            source = await sources.fetch(self.ctx.client, job.source, None,
-                                         self.ctx.settings.limits)
+            job = await source_pictures.refetched(self.ctx.client, job, self.ctx.settings.limits)
         except sources.Unavailable:
             raise
         except sources.SourceError as exc:
             return stored, f"the picture it starts from could not be used again ({exc})"
-        image = source.image
-        if job.kind in ("img2img", "edit"):
-            image = await asyncio.to_thread(fitted, image, job.width, job.height)
-        return replace(stored, job=replace(job, image=image)), None
+        return replace(stored, job=job), None

@@ -92,6 +92,9 @@ def job_from_record(text: str) -> Job | None:
     try:
         fields = json.loads(text)
         known = {f.name for f in dataclasses.fields(Job)}
-        return Job(**{k: v for k, v in fields.items() if k in known})
+        kept = {k: v for k, v in fields.items() if k in known}
+        if "references" in kept:
+            kept["references"] = tuple(kept["references"])
+        return Job(**kept)
     except (ValueError, TypeError):
         return None

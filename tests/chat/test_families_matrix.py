@@ -6,25 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from generation.engine import Engine
 from generation.png import read_parameters
-from generation.testing.tiny import make_test_model
 from tests.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"
-
-
-@pytest.fixture(scope="module")
-def family_engines(tmp_path_factory):
-    engines = {}
-    for arch in ("zimage", "flux2-klein"):
-        engine = Engine(make_test_model(tmp_path_factory.mktemp(arch) / arch, arch), "cpu")
-        engine.load()
-        engines[arch] = engine
-    yield engines
-    for engine in engines.values():
-        engine.unload()
 
 
 async def params_of(chat, image_event) -> dict:

@@ -19,7 +19,6 @@ from bot.matrix import encryption, sources
 from bot.ops.check import check_encryption
 from bot.matrix.cross_signing import CrossSigningFailed, Identity, canonical_json, signable
 from tests.chatting import Chat, bot_running
-from tests.conftest import PASSWORD
 
 BOT = "@imgbot:localhost"
 
@@ -139,13 +138,6 @@ async def test_the_bot_device_is_cross_signed_and_keeps_its_identity(make_settin
     new_device = json.loads(credentials.read_text())["device_id"]
     assert new_device != device
     assert _device_is_cross_signed(await _published(alice, BOT), BOT, new_device) == master
-
-
-@pytest.fixture
-async def alice_e2e(homeserver, tmp_path):
-    chat = await Chat.login(homeserver, "alice", PASSWORD, store=tmp_path / "alice-store")
-    yield chat
-    await chat.close()
 
 
 async def test_commands_and_pictures_in_an_encrypted_room(make_settings, engine, alice_e2e):
