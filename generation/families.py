@@ -37,6 +37,9 @@ class Family:
     denoiser: str = "transformer"  # the pipeline's attribute holding the denoiser
     strength: bool = True  # img2img takes a strength; False: the source is a reference
     edits: bool = False  # edits a picture by instruction
+    pictures: int = 1  # an edit takes up to this many: the one it changes, then references
+    text_to_image: bool = True  # False: it only edits (no txt2img, no img2img)
+    batches: bool = True  # several pictures in one call; False: one call a picture
     # The negative prompt of a job without one, beside jobs with one (or alone where the
     # pipeline guides only with a negative prompt: Qwen-Image's true CFG, with " ").
     blank_negative: str = ""
@@ -67,13 +70,13 @@ FLUX_DEV = Family("flux", "FLUX.1 [dev]", 1024, steps=28, guidance_default=3.5,
                   suggested="black-forest-labs/FLUX.1-dev (non-commercial licence)")
 FLUX2_KLEIN = Family("flux2-klein", "FLUX.2 [klein]", 1024, steps=4, guidance_default=0.0,
                      guidance=None, negative_prompt=False, cfg=False, multiple=16,
-                     strength=False, edits=True,
+                     strength=False, edits=True, pictures=4,
                      # its default, 4, would make the distilled model warn on every call
                      fixed=(("guidance_scale", 1.0),),
                      suggested="black-forest-labs/FLUX.2-klein-4B (Apache-2.0, 4 steps)")
 FLUX2_KLEIN_BASE = Family("flux2-klein", "FLUX.2 [klein] base", 1024, steps=50,
                           guidance_default=4.0, negative_prompt=False, multiple=16,
-                          strength=False, edits=True,
+                          strength=False, edits=True, pictures=4,
                           suggested="black-forest-labs/FLUX.2-klein-base-4B (Apache-2.0)")
 ZIMAGE = Family("zimage", "Z-Image", 1024, steps=8, guidance_default=0.0, multiple=16,
                 suggested="Tongyi-MAI/Z-Image-Turbo (Apache-2.0, 8 steps)")
@@ -81,6 +84,15 @@ QWENIMAGE = Family("qwenimage", "Qwen-Image", 1328, steps=50, guidance_default=4
                    guidance="true_cfg_scale", multiple=16, blank_negative=" ",
                    suggested="Qwen/Qwen-Image (Apache-2.0, 50 steps; 20B: an 80 GB card, "
                              "or offloading / fp8)")
+# The Plus pipeline (the 2509 and 2511 models): up to three pictures, one prompt a call (it
+# refuses a batch). Their cards run 40 steps (the pipeline's default is 50), true CFG at 4
+# with " " as the negative prompt.
+QWENIMAGE_EDIT = Family("qwenimage-edit", "Qwen-Image-Edit", 1024, steps=40,
+                        guidance_default=4.0, guidance="true_cfg_scale", multiple=16,
+                        blank_negative=" ", strength=False, edits=True, pictures=3,
+                        text_to_image=False, batches=False,
+                        suggested="Qwen/Qwen-Image-Edit-2511 (Apache-2.0; 20B: an 80 GB card, "
+                                  "or offloading / fp8)")
 
 # model_index.json's `_class_name` → family. The FLUX variants are told apart by their
 # configs (`refine`).
@@ -91,6 +103,7 @@ BY_PIPELINE = {
     "Flux2KleinPipeline": FLUX2_KLEIN,
     "ZImagePipeline": ZIMAGE,
     "QwenImagePipeline": QWENIMAGE,
+    "QwenImageEditPlusPipeline": QWENIMAGE_EDIT,
 }
 
 FAMILIES = {family.key: family for family in BY_PIPELINE.values()}

@@ -23,7 +23,7 @@ def refusal(replies_to_a_picture: bool, prefix: str, catalogue) -> UsageError | 
         return UsageError("This bot has no editing model configured, so it cannot edit "
                           "pictures by instruction: an admin can set generation.edit_model "
                           "to a model name from generation.models whose family edits "
-                          "(FLUX.2 [klein]).")
+                          "(FLUX.2 [klein], Qwen-Image-Edit).")
     return None
 
 

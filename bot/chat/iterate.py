@@ -9,14 +9,15 @@ import dataclasses
 import math
 import secrets
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from generation.job import Job
 from generation.png import read_parameters
 
 from bot.store import gallery
 from bot.matrix import sources
-from bot.chat import editing
+from bot.chat import editing, source_pictures
+from bot.chat.source_pictures import fitted
 from bot.chat.commands import Again, Edit, Generate, UsageError, Upscale, Vary
 from bot.chat.options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
 from bot.chat.resolve import resolve
@@ -29,14 +30,6 @@ MAX_UPSCALED_SIDE = 32768
 
 def new_seed(count: int = 1) -> int:
     return secrets.randbelow(MAX_SEED + 2 - count)
-
-
-def fitted(image: Image.Image, width: int, height: int) -> Image.Image:
-    """The picture cropped to the aspect of width×height (from its middle) and scaled to
-    it: image-to-image starts from exactly the size it makes, undistorted."""
-    if image.size == (width, height):
-        return image
-    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
 
 
 def source_size(image: Image.Image, native: tuple[int, int], max_pixels: int) -> tuple[int, int]:
@@ -133,16 +126,18 @@ class Iterator:
         if isinstance(command, Vary):
             return self._typed(await self._vary(command, source, posted), posted.prompt)
         if isinstance(command, Edit):
-            return self._typed(await self._edit(command, source, room), command.instruction)
+            return self._typed(await self._edit(command, source, room, room_id, event, reply),
+                               command.instruction)
         return self._typed(await self._img2img(command, source, room), command.prompt)
 
     @staticmethod
     def _typed(job: Job | UsageError, prompt: str) -> tuple[Job, str] | UsageError:
         return job if isinstance(job, UsageError) else (job, prompt)
 
-    def _resolve(self, command: Generate, room) -> Job | UsageError:
+    def _resolve(self, command: Generate, room, edit: bool = False) -> Job | UsageError:
         ctx = self.ctx
-        return resolve(command, ctx.settings.generation, self.limits, ctx.catalogue, room)
+        return resolve(command, ctx.settings.generation, self.limits, ctx.catalogue, room,
+                       edit=edit)
 
     def _model(self, job: Job) -> str:
         """The picture's model, or the default when that model is no longer configured."""
@@ -151,14 +146,12 @@ class Iterator:
     async def _again(self, command: Again, posted: gallery.Posted) -> Job | UsageError:
         job = posted.job
         count = 1 if posted.picture is not None else job.count
-        image = None
         if job.kind in ("img2img", "edit"):
             try:
-                base = await sources.fetch(self.ctx.client, job.source, None, self.limits)
+                job = await source_pictures.refetched(self.ctx.client, job, self.limits)
             except SourceError as exc:
                 return UsageError(f"The picture this one was made from: {exc}")
-            image = await asyncio.to_thread(fitted, base.image, job.width, job.height)
-        return dataclasses.replace(job, seed=new_seed(count), count=count, image=image,
+        return dataclasses.replace(job, seed=new_seed(count), count=count,
                                    model=self._model(job),
                                    enhance=bool(command.enhance or job.enhance))
 
@@ -167,6 +160,8 @@ class Iterator:
         job = posted.job
         catalogue = self.ctx.catalogue
         model = self._model(job) or catalogue.default_model
+        if catalogue.only_edits(model):  # a picture it edited: vary is image-to-image
+            return UsageError(catalogue.only_edits(model))
         try:  # the grid: 8 for SD, 16 for FLUX and the other transformer families
             width, height = kept_size(source.image, catalogue.models[model],
                                       catalogue.family(model).multiple, self.limits.max_pixels)
@@ -178,20 +173,29 @@ class Iterator:
             strength=command.strength or VARY_STRENGTH, image=image, source=source.url,
             model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
 
-    async def _edit(self, command: Edit, source: Source, room) -> Job | UsageError:
+    async def _edit(self, command: Edit, source: Source, room, room_id: str, event: dict,
+                    reply: str) -> Job | UsageError:
         catalogue = self.ctx.catalogue
         model = catalogue.edit_model
-        job = self._resolve(editing.as_generate(command, model), room)
+        job = self._resolve(editing.as_generate(command, model), room, edit=True)
         if isinstance(job, UsageError):
             return job
+        try:
+            references = await source_pictures.thread_references(
+                self.ctx.client, room_id, event.get("content") or {}, reply,
+                catalogue.family(model).pictures, self.limits)
+        except SourceError as exc:
+            return UsageError(str(exc))
         try:
             width, height = kept_size(source.image, catalogue.models[model],
                                       catalogue.family(model).multiple, self.limits.max_pixels)
         except ValueError as exc:
             return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
-        return dataclasses.replace(job, kind="edit", width=width, height=height, image=image,
-                                   source=source.url, style="")
+        return dataclasses.replace(
+            job, kind="edit", width=width, height=height, image=image, source=source.url,
+            style="", references=tuple(ref.url for ref in references),
+            reference_images=tuple(ref.image for ref in references))
 
     async def _img2img(self, command: Generate, source: Source, room) -> Job | UsageError:
         job = self._resolve(command, room)

@@ -78,7 +78,9 @@ class Replies:
                                                   ("guidance", family.guidance is None))
                        if missing]
             lines.append(f"  {name}: {family.label}, native size {width}×{height}"
-                         + (f", no {' or '.join(can_not)}" if can_not else "") + default)
+                         + (f", no {' or '.join(can_not)}" if can_not else "")
+                         + ("" if family.text_to_image else ", only edits (`edit`)")
+                         + default)
         await self._say(room_id, event, "\n".join(lines))
 
     async def queue_status(self, room_id, event, command) -> None:

@@ -57,6 +57,16 @@ class Catalogue:
     def unknown_model(self, name: str) -> str:
         return f"There is no model {name!r}; choose one of: {', '.join(self.models)}."
 
+    def only_edits(self, model: str) -> str | None:
+        """Why `model` makes no pictures from a prompt, nor from a picture and a prompt (its
+        family only edits by instruction), or None."""
+        if self.family(model).text_to_image:
+            return None
+        runs = "" if model == self.edit_model or self.edit_model is None else (
+            f", which runs on {self.edit_model}")
+        return (f"The model {self.described(model)} only edits pictures: reply to a picture "
+                f"with `edit <what to change>`{runs}.")
+
     def unknown_style(self, name: str) -> str:
         return (f"There is no style {name!r}; choose one of: {', '.join(self.styles)} "
                 "(or `none`).")
@@ -64,11 +74,16 @@ class Catalogue:
 
 def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettings,
             catalogue: Catalogue, room: RoomDefaults = RoomDefaults(),
-            random_seed: Callable[[int], int] = secrets.randbelow) -> Job | UsageError:
-    """The job a command asks for, with what it left open taken from the room or the bot."""
+            random_seed: Callable[[int], int] = secrets.randbelow, *,
+            edit: bool = False) -> Job | UsageError:
+    """The job a command asks for, with what it left open taken from the room or the bot.
+    `edit`: the command is an `edit`'s instruction, which a model that only edits takes."""
     model = command.model or room.model or catalogue.default_model
     if model not in catalogue.models:
         return UsageError(catalogue.unknown_model(model))
+    only_edits = None if edit else catalogue.only_edits(model)
+    if only_edits:
+        return UsageError(only_edits)
     style_name = command.style or room.style
     style = None
     if style_name and style_name != NO_STYLE:

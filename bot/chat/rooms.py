@@ -66,6 +66,8 @@ def canonical(key: str, value: str, limits: LimitSettings,
             raise ValueError(catalogue.unknown_style(value))
     elif key == "model" and value not in catalogue.models:
         raise ValueError(catalogue.unknown_model(value))
+    elif key == "model" and catalogue.only_edits(value):  # every prompt would be refused
+        raise ValueError(catalogue.only_edits(value))
     elif key == "size":
         value = "{}x{}".format(*converted)
     elif key == "enhance":

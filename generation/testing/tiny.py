@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import tiny_flux, tiny_flux2, tiny_qwenimage, tiny_zimage
+from . import tiny_flux, tiny_flux2, tiny_qwenimage, tiny_qwenimage_edit, tiny_zimage
 from .full_size import FULL_SIZE, random_pipeline
 from .parts import scheduler, tokenizer_and_text_config, vae
 
@@ -76,7 +76,7 @@ def _build_sdxl(workdir: Path):
 
 BUILDERS = {"sd": _build_sd, "sdxl": _build_sdxl, "flux": tiny_flux.build}
 BUILDERS |= {"zimage": tiny_zimage.build, "flux2-klein": tiny_flux2.build,  # a module each
-             "qwenimage": tiny_qwenimage.build}
+             "qwenimage": tiny_qwenimage.build, "qwenimage-edit": tiny_qwenimage_edit.build}
 
 def make_test_model(folder: str | Path, arch: str = "sd", seed: int = 0,
                     full_size: bool = False) -> Path:

@@ -18,11 +18,19 @@ SYSTEM_PROMPT = (
 
 
 def build(workdir: Path):
-    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler,
-                           QwenImagePipeline, QwenImageTransformer2DModel)
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from diffusers import QwenImagePipeline
 
     tokenizer = qwen_tokenizer(workdir / "tokenizer", words=SYSTEM_PROMPT + "assistant")
+    return QwenImagePipeline(tokenizer=tokenizer, **components(tokenizer))
+
+
+def components(tokenizer, **transformer) -> dict:
+    """The scheduler, VAE, text encoder and denoiser, for `tokenizer`'s vocabulary; the
+    edit model (tiny_qwenimage_edit.py) shares them, its denoiser told `transformer`."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler,
+                           QwenImageTransformer2DModel)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
     ids = tokenizer.convert_tokens_to_ids
     # Sizes from diffusers' tests/pipelines/qwenimage/test_qwenimage.py
     # `get_dummy_components`, with this tokenizer's vocabulary and special ids.
@@ -52,7 +60,7 @@ def build(workdir: Path):
     )
     text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
     z_dim = 4
-    transformer = QwenImageTransformer2DModel(
+    denoiser = QwenImageTransformer2DModel(
         patch_size=2,
         in_channels=z_dim * 4,  # a 2x2 patch of latents per token
         out_channels=z_dim,
@@ -62,6 +70,7 @@ def build(workdir: Path):
         joint_attention_dim=config.text_config.hidden_size,
         guidance_embeds=False,
         axes_dims_rope=(8, 4, 4),
+        **transformer,
     )
     # The real VAE's four levels and two temporal downsamplings, for its 8x downscale (the
     # test's three levels give 4x), at 8 channels instead of 96; unit latent statistics.
@@ -79,5 +88,5 @@ def build(workdir: Path):
     scheduler = FlowMatchEulerDiscreteScheduler(
         base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9,
         shift=1.0, shift_terminal=0.02, time_shift_type="exponential", use_dynamic_shifting=True)
-    return QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                             tokenizer=tokenizer, transformer=transformer)
+    return dict(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                transformer=denoiser)

@@ -4,6 +4,8 @@ sets none, sizes follow its grid, and `!img models` says what each model is."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.chat.commands import UsageError
 from bot.chat.parser import parse
 from bot.chat.resolve import Catalogue, RoomDefaults, resolve
@@ -70,3 +72,29 @@ def test_aspect_ratios_follow_the_native_size_and_the_grid_of_16():
     assert isinstance(refused, UsageError)
     assert "multiples of 16, not 520x520" in str(refused)
     assert job("!img a fox --model sd --size 520x520").width == 520  # SD's grid is 8
+
+
+EDITING = Catalogue("sd", {"sd": (512, 512), "qwen-edit": (1024, 1024)},
+                    families={"sd": SD, "qwen-edit": FAMILIES["qwenimage-edit"]},
+                    edit_model="qwen-edit")
+ONLY_EDITS = ("The model qwen-edit (Qwen-Image-Edit) only edits pictures: reply to a picture "
+              "with `edit <what to change>`.")
+
+
+def test_a_model_that_only_edits_takes_no_prompt_and_no_image_to_image():
+    for text in ("!img a fox --model qwen-edit", "!img a fox --model qwen-edit --strength 0.5"):
+        refused = resolve(parse(text, "!img", LIMITS), UNSET, LIMITS, EDITING)
+        assert isinstance(refused, UsageError) and refused.message == ONLY_EDITS
+    # ...but an edit's instruction runs on it, with the family's steps and true CFG.
+    made = resolve(parse("!img make it night --model qwen-edit", "!img", LIMITS), UNSET,
+                   LIMITS, EDITING, edit=True)
+    assert (made.model, made.steps, made.guidance) == ("qwen-edit", 40, 4.0)
+    assert EDITING.only_edits("sd") is None
+
+
+def test_a_room_cannot_make_a_model_that_only_edits_its_default():
+    from bot.chat.rooms import canonical
+
+    with pytest.raises(ValueError, match="only edits pictures"):
+        canonical("model", "qwen-edit", LIMITS, EDITING)
+    assert canonical("model", "sd", LIMITS, EDITING) == "sd"

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from bot.local.localserver import LocalHomeserver
 from bot.matrix.session import log_in
-from generation.testing.tiny import make_test_tiny_decoder
+from generation.testing.tiny import make_test_model, make_test_tiny_decoder
 from generation.testing.upscaler import make_test_upscaler
 from tests.cli.test_cli import IMGBOT, ROOT, imgbot
 from tests.conftest import ALLOWED, PASSWORD
@@ -50,6 +50,11 @@ def fail_lines(output: str) -> list[str]:
 def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
     """A config's generation keys with one part broken: (keys, its check name, the
     words both commands must say)."""
+    if what == "default model that only edits":  # built only for its own case
+        editing = make_test_model(tmp_path / "qwen-edit", "qwenimage-edit")
+        return ({"model": editing}, "model qwen-edit",
+                f"generation.model: {editing} is a Qwen-Image-Edit model, which only edits "
+                "pictures: name it in generation.models and set generation.edit_model to it")
     empty = tmp_path / "empty"
     empty.mkdir()
     not_a_model = tmp_path / "notes.pth"
@@ -81,10 +86,10 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
 
 @pytest.mark.parametrize("what", ["upscaler missing", "upscaler unreadable", "vae",
                                   "fast_decoder", "another model", "edit model",
-                                  "lora for another family"])
+                                  "lora for another family", "default model that only edits"])
 def test_check_fails_each_part_that_run_refuses(homeserver, test_model, tmp_path, what):
     keys, name, words = broken(tmp_path, what, test_model)
-    config = config_file(tmp_path, homeserver.url, test_model, **keys)
+    config = config_file(tmp_path, homeserver.url, keys.pop("model", test_model), **keys)
 
     checked = imgbot("check", "-c", str(config))
     assert checked.returncode == 1, checked.stdout
