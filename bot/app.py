@@ -46,7 +46,8 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
     for part in parts(generation.catalogue_keys, vae=generation.vae,
                       fast_decoder=generation.fast_decoder,
                       upscaler=generation.upscaler if upscaler else None,
-                      edit_model=generation.edit_model, loras=generation.loras):
+                      edit_model=generation.edit_model, loras=generation.loras,
+                      quantize=generation.quantize):
         if not part.ok:
             raise SystemExit(part.message)
 
@@ -70,7 +71,8 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
     catalogue = generation.catalogue
     options = dict(vae=generation.vae, fast_decoder=generation.fast_decoder,
                    compile=generation.compile,
-                   cache_dir=settings.state_dir / "compile-cache", loras=generation.loras)
+                   cache_dir=settings.state_dir / "compile-cache", loras=generation.loras,
+                   quantize=generation.quantize, offload=generation.offload)
     try:
         if generation.models:
             runner = ModelPool(catalogue, next(iter(catalogue)), device,

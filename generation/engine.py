@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import adapters, pipeline_call, speed
+from . import adapters, edit_only, fitting, pipeline_call, speed
 from .device import Placement, choose
 from .job import GenerationError, Job
 from .families import SD, Family
@@ -42,7 +42,8 @@ class Engine:
     Options (speed.py): `vae`, a VAE folder used in place of the model's own (an fp16-safe
     one for SDXL); `fast_decoder`, a tiny decoder folder (TAESD, TAESDXL) for jobs that ask
     for it (`Job.fast`); `compile`, torch.compile the UNet and the VAE decoder, with the
-    compiled kernels kept in `cache_dir` (process-wide, see `speed.use_compile_cache`)."""
+    compiled kernels kept in `cache_dir` (process-wide, see `speed.use_compile_cache`);
+    `quantize` and `offload`, a quantized denoiser and offloading (fitting.py)."""
 
     # What an Engine made without __init__ (`from_pipeline`) has: none of the options, and
     # jobs with and without a negative prompt kept apart (see `batch_key`).
@@ -55,11 +56,13 @@ class Engine:
     traits: Family = SD
     loras: dict[str, Path] = {}  # never changed in place: each engine sets its own
     _adapter: tuple[str, float] | None = None
+    fit = fitting.Fit()  # what load() did to fit the card
 
     def __init__(self, model: str | Path, device: str = "auto", name: str = "", *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
                  compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
-                 loras: dict[str, str | Path] | None = None):
+                 loras: dict[str, str | Path] | None = None, quantize: str = "none",
+                 offload: str = "auto"):
         self.path = Path(model).expanduser().resolve()
         self.name = name or self.path.name
         self.traits = family_of(self.path)
@@ -85,48 +88,50 @@ class Engine:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.loras = {name: Path(path).expanduser() for name, path in (loras or {}).items()}
         self._adapter: tuple[str, float] | None = None  # the one on now; None: LoRAs off
+        self.quantize, self.offload = fitting.options(quantize, offload)
 
     def load(self) -> None:
-        """Load the weights once, from the local folders only, onto the chosen device, and
-        make them fast (`speed_up`)."""
+        """Load the weights once, from the local folders only, onto the chosen device (whole
+        or offloaded, `fitting.fit`, in place of `pipe.to`), and make them fast (`speed_up`)."""
         import torch
         from diffusers import AutoPipelineForText2Image
 
         quiet_libraries()
         self.placement = choose(self.requested_device)
+        fitting.check(self.quantize, self.placement)  # before the weights load
         started = time.perf_counter()
         # A configured VAE is passed in, so that the model's own is not loaded at all.
         vae = (speed.load_vae(self.vae_path, self.path, self.placement)
                if self.vae_path is not None else None)
-        pipe = AutoPipelineForText2Image.from_pretrained(
-            self.path, dtype=self.placement.dtype, local_files_only=True,
-            **({"vae": vae} if vae is not None else {}),
-        )
-        pipe.to(self.placement.device)
+        # AutoPipeline knows no text-to-image pipeline of a family that only edits.
+        load = (AutoPipelineForText2Image.from_pretrained if self.traits.text_to_image
+                else edit_only.load_pipeline)
+        pipe = load(self.path, dtype=self.placement.dtype, local_files_only=True,
+                    **({"vae": vae} if vae is not None else {}))
+        self.fit = fitting.fit(pipe, self.path, self.traits, self.placement, self.name,
+                               quantize=self.quantize, offload=self.offload)
         pipe.set_progress_bar_config(disable=True)
         adapters.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
         torch.set_grad_enabled(False)
         if self.fast_decoder_path is not None:
             self.tiny_decoder = speed.load_tiny_decoder(self.fast_decoder_path, self.placement)
-        log.info(
-            "loaded %s (%s) on %s in %s in %.1f s",
-            self.name, self.traits.label, self.placement.device, self.placement.dtype_name,
-            time.perf_counter() - started,
-        )
+        log.info("loaded %s (%s) on %s in %s in %.1f s", self.name, self.traits.label,
+                 self.placement.device, self.placement.dtype_name, time.perf_counter() - started)
         self.speed_up(pipe, vae_configured=vae is not None)
         self.pipe = pipe
 
     def speed_up(self, pipe, vae_configured: bool = False) -> list[str]:
         """Apply the speed-ups (speed.py) to a pipeline on `self.placement`, and log in one
         line what is on, and what is not and why. Returns that line's parts."""
-        notes = speed.optimize(pipe, self.placement, self.traits.denoiser,
-                               fuse=not self.loras)
+        why = "LoRA adapters" if self.loras else self.fit.unfused  # QKV kept apart ("": not)
+        notes = [*self.fit.notes, *speed.optimize(pipe, self.placement, self.traits.denoiser, why)]
         notes.append(speed.vae_precision(pipe, self.name, self.family, self.placement,
                                          vae_configured))
         if self.compile:
             if self.cache_dir is not None:
                 speed.use_compile_cache(self.cache_dir)
-            notes.append(speed.compile_models(pipe, self.placement, self.traits.denoiser))
+            notes.append(speed.compile_models(pipe, self.placement, self.traits.denoiser,
+                                              offload=self.fit.offload))
         else:
             notes.append("compile: off")
         notes.append("fast decoder: " + ("on" if self.tiny_decoder is not None else "none"))
@@ -172,14 +177,14 @@ class Engine:
         nor (with `compile`) for compiling: one picture at width×height and at each of
         `sizes`, and with `batch` over 1 a batch of 2, which makes the compiled batch size
         dynamic (each batch up to `batch` then runs without compiling). `guidance` as jobs
-        will have it: above 1 the UNet sees twice the pictures. Returns the seconds."""
+        will have it: above 1 the UNet sees twice the pictures. A family that only edits
+        edits a blank picture instead. Returns the seconds."""
         shapes = [(width, height, 1), *((w, h, 1) for w, h in sizes)]
         if batch > 1:
             shapes.append((width, height, 2))
         started = time.perf_counter()
         for w, h, count in dict.fromkeys(shapes):  # in order, each once
-            self.generate(Job(prompt="warm-up", seed=0, steps=steps, width=w, height=h,
-                              guidance=guidance, count=count))
+            self.generate(edit_only.warm_up_job(self.traits, w, h, steps, guidance, count))
         seconds = time.perf_counter() - started
         log.info("warm-up at %s took %.2f s", ", ".join(
             f"{w}x{h}" + (f" (batch of {count})" if count > 1 else "")
@@ -271,6 +276,9 @@ class Engine:
             raise RuntimeError("Engine.generate called before load()")
         if job.lora and job.lora not in self.loras:
             raise GenerationError(f"The LoRA {job.lora} is not loaded on {self.name}.")
+        only_edits = edit_only.refusal(self.name, self.traits, job.kind)
+        if only_edits is not None:
+            raise only_edits
         if job.kind == "edit" and not self.traits.edits:
             raise GenerationError(f"The model {self.name} ({self.traits.label}) cannot edit "
                                   "pictures by instruction.")
@@ -278,6 +286,8 @@ class Engine:
             raise GenerationError("This bot has no fast decoder; ask without --fast.")
 
     def _run(self, pictures: list[tuple[Job, int]]) -> list:
+        if not self.traits.batches and len(pictures) > 1:  # one call a picture, same seeds
+            return [image for picture in pictures for image in self._run([picture])]
         pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe
         self._adapter = adapters.switch(self.pipe, self._adapter, pictures[0][0], self.loras)
         return pipeline_call.run(pipe, pictures, self.tiny_decoder, self.traits)

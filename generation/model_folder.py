@@ -87,11 +87,13 @@ def weights_bytes(folder: str | Path) -> int:
     variant beside them (`model.fp16.safetensors`). For fp32 files loaded in half precision
     (the GPU case) this is an upper bound; the working memory of a generation comes on top.
     """
-    total = 0
-    for component in Path(folder).expanduser().iterdir():
-        if component.is_dir():
-            total += sum(f.stat().st_size for f in _weight_files(component))
-    return total
+    return sum(f.stat().st_size for files in component_weights(folder).values() for f in files)
+
+
+def component_weights(folder: str | Path) -> dict[str, list[Path]]:
+    """The weight files a plain `from_pretrained` reads, by component folder name."""
+    return {component.name: _weight_files(component)
+            for component in sorted(Path(folder).expanduser().iterdir()) if component.is_dir()}
 
 
 def _weight_files(component: Path) -> list[Path]:

@@ -59,14 +59,16 @@ class ModelPool:
                  free_memory: Callable[[], int | None] | None = None, *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
                  compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
-                 loras: Mapping[str, str | Path] | None = None):
+                 loras: Mapping[str, str | Path] | None = None, quantize: str = "none",
+                 offload: str = "auto"):
         if default not in folders:
             raise ValueError(f"the default model {default!r} is not among {list(folders)}")
         self.name = default
         self.max_loaded = max_loaded
         # Every model gets the options (Engine says what they are); a VAE made for another
         # family than a model's is left out for that model, with a warning, when it loads.
-        options = dict(vae=vae, fast_decoder=fast_decoder, compile=compile, cache_dir=cache_dir)
+        options = dict(vae=vae, fast_decoder=fast_decoder, compile=compile, cache_dir=cache_dir,
+                       quantize=quantize, offload=offload)
         # Raises ModelError for a folder that is not a model, naming the folder.
         # The LoRAs go onto the default model, the one they are configured for.
         self._engines = {name: Engine(folders[name], device, name, **options,

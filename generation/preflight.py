@@ -38,11 +38,13 @@ class Part:
 
 def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
                 fast_decoder: Path | None = None, upscaler: Path | None = None,
-                edit_model: str | None = None,
-                loras: dict[str, Path] | None = None) -> list[Part]:
+                edit_model: str | None = None, loras: dict[str, Path] | None = None,
+                quantize: str = "none") -> list[Part]:
     """`catalogue` maps each model's name to (its config key, its folder), the default
     first. The parts that are not configured are left out."""
-    parts = [_model(name, key, folder) for name, (key, folder) in catalogue.items()]
+    parts = [_model(name, key, folder, default=index == 0)
+             for index, (name, (key, folder)) in enumerate(catalogue.items())]
+    parts += _quantized(catalogue, quantize, parts)
     if edit_model is not None and edit_model in catalogue:
         parts.append(_edit_model(edit_model, catalogue[edit_model][1]))
     if loras and parts[0].ok:  # onto the default model, the first
@@ -59,12 +61,35 @@ def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = No
     return parts
 
 
-def _model(name: str, key: str, folder: Path) -> Part:
+def _model(name: str, key: str, folder: Path, default: bool = False) -> Part:
     try:
         family = family_of(folder)
     except ModelError as exc:
         return Part(key, f"model {name}", str(folder), problem=str(exc))
+    if default and not family.text_to_image:  # a bare prompt runs on the default
+        return Part("generation.model", f"model {name}", str(folder), problem=(
+            f"{folder} is a {family.label} model, which only edits pictures: name it in "
+            "generation.models and set generation.edit_model to it"))
     return Part(key, f"model {name}", f"{folder} ({family.label})")
+
+
+def _quantized(catalogue: dict[str, tuple[str, Path]], quantize: str,
+               models: list[Part]) -> list[Part]:
+    """torchao, where `generation.quantize` or a folder saved quantized with it needs it."""
+    from . import fitting
+
+    found = []
+    if quantize != "none":
+        found.append(Part("generation.quantize", "quantize",
+                          f"{quantize} (torchao {fitting.torchao_version()}), every denoiser",
+                          problem=fitting.torchao_problem(quantize)))
+    for (name, (key, folder)), model in zip(catalogue.items(), models):
+        own = model.ok and fitting.folder_quantization(folder, family_of(folder).denoiser)
+        if own and own.startswith("torchao") and fitting.torchao_missing():
+            found.append(Part(key, f"model {name}", str(folder), problem=(
+                f"its denoiser was saved quantized with torchao, which is not installed: "
+                f"{fitting.INSTALL}")))
+    return found
 
 
 def _edit_model(name: str, folder: Path) -> Part:
@@ -75,7 +100,7 @@ def _edit_model(name: str, folder: Path) -> Part:
     if not family.edits:
         return Part("generation.edit_model", "edit model", name, problem=(
             f"{name} is a {family.label} model, which cannot edit pictures by instruction "
-            "(FLUX.2 [klein] can)"))
+            "(FLUX.2 [klein] and Qwen-Image-Edit can)"))
     return Part("generation.edit_model", "edit model", f"{name} ({family.label})")
 
 

@@ -52,22 +52,36 @@ def autoencoder_config(folder: str | Path, class_name: str, what: str) -> dict:
 
 
 def load_vae(folder: Path, model: Path, placement: Placement):
-    """The AutoencoderKL in `folder` (local only), or None with a WARNING when its latent
-    scale differs from the model's own VAE: it was made for another family (an SDXL VAE
-    beside an SD 1.5 model), and its pictures would come out wrong."""
+    """The AutoencoderKL in `folder` (local only), or None with a WARNING when it was made
+    for another family than the model's (an SDXL VAE beside an SD 1.5 model, any VAE
+    beside FLUX.2 or Qwen-Image, whose VAEs are of other classes): its pictures would come
+    out wrong, or not at all."""
     from diffusers import AutoencoderKL
 
     config = autoencoder_config(folder, "AutoencoderKL", "VAE")
     try:
-        own = json.loads((model / "vae" / "config.json").read_text())["scaling_factor"]
-    except (OSError, ValueError, KeyError, TypeError):
+        own = json.loads((model / "vae" / "config.json").read_text())
+    except (OSError, ValueError):
         own = None  # nothing to compare with; trust the operator
-    theirs = config.get("scaling_factor", 0.18215)  # AutoencoderKL's default
-    if own is not None and theirs != own:
-        log.warning("generation.vae %s is not for %s (latent scale %s, the model's VAE has "
-                    "%s): %s keeps its own VAE", folder, model.name, theirs, own, model.name)
+    why = _unlike(config, own) if isinstance(own, dict) else None
+    if why is not None:
+        log.warning("generation.vae %s is not for %s (%s): %s keeps its own VAE",
+                    folder, model.name, why, model.name)
         return None
     return AutoencoderKL.from_pretrained(folder, dtype=placement.dtype, local_files_only=True)
+
+
+def _unlike(theirs: dict, own: dict) -> str | None:
+    """How a configured VAE differs from the model's own in what its latents mean."""
+    if own.get("_class_name") != "AutoencoderKL":
+        return f"the model's VAE is an {own.get('_class_name')}, not an AutoencoderKL"
+    for key, default in (("latent_channels", 4), ("scaling_factor", 0.18215)):
+        # AutoencoderKL's defaults, for configs that leave them out
+        if theirs.get(key, default) != own.get(key, default):
+            name = "latent scale" if key == "scaling_factor" else "latent channels"
+            return (f"{name} {theirs.get(key, default)}, the model's VAE has "
+                    f"{own.get(key, default)}")
+    return None
 
 
 def load_tiny_decoder(folder: Path, placement: Placement):
@@ -84,10 +98,11 @@ def load_tiny_decoder(folder: Path, placement: Placement):
     return tiny
 
 
-def optimize(pipe, placement: Placement, denoiser: str = "unet", fuse: bool = True) -> list[str]:
+def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = "") -> list[str]:
     """Attention, memory layout and fused projections; a note on each. `denoiser` is the
-    pipeline's attribute holding the UNet or the transformer (families.py); `fuse` False
-    where LoRA adapters wrap the separate q, k, v layers (a fused layer would bypass them)."""
+    pipeline's attribute holding the UNet or the transformer (families.py); `unfused` says
+    why the q, k, v layers must stay apart ("": they may be fused): LoRA adapters wrap them
+    (a fused layer would bypass them), or fitting.py quantized or offloaded them."""
     import torch
 
     notes = []
@@ -115,8 +130,8 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", fuse: bool = Tr
     # transformer pipelines have no fuse_qkv_projections).
     if denoiser != "unet":
         notes.append(f"fused QKV: off ({type(pipe).__name__} cannot)")
-    elif not fuse:
-        notes.append("fused QKV: off (LoRA adapters)")
+    elif unfused:
+        notes.append(f"fused QKV: off ({unfused})")
     elif custom:
         notes.append("fused QKV: off (custom attention)")
     else:
@@ -229,7 +244,8 @@ def use_compile_cache(cache_dir: Path) -> None:
     torch._inductor.config.fx_graph_cache = True  # read from the environment at import
 
 
-def compile_models(pipe, placement: Placement, denoiser: str = "unet") -> str:
+def compile_models(pipe, placement: Placement, denoiser: str = "unet",
+                   offload: str = "none") -> str:
     """torch.compile the denoiser (UNet or transformer) and the VAE's decoder in place (the
     pipeline, and the img2img pipeline sharing its modules, call them as before). Nothing
     compiles here: each new shape compiles on its first call, which is what
@@ -237,8 +253,15 @@ def compile_models(pipe, placement: Placement, denoiser: str = "unet") -> str:
 
     Shapes are left to dynamo's automatic dynamic shapes: the first size and batch get
     kernels of their own, a second one makes the dimension that changed dynamic, so that
-    a third size or batch size does not compile again."""
-    options = {"fullgraph": True, "backend": COMPILE_BACKEND}
+    a third size or batch size does not compile again.
+
+    Under model offloading (fitting.py) the hook that brings a model onto the GPU runs
+    before its forward, outside the graph: compiled without fullgraph, which would refuse
+    it. Group offloading is not compiled: its hooks around every layer would cut the model
+    into hundreds of small graphs."""
+    if offload == "group":
+        return "compile: off (group offload breaks the graph at every layer)"
+    options = {"fullgraph": offload == "none", "backend": COMPILE_BACKEND}
     on_gpu = placement.device.startswith("cuda")
     if COMPILE_BACKEND == "inductor" and on_gpu:
         options["mode"] = COMPILE_MODE  # on the CPU, autotuning C++ templates takes ages
@@ -250,4 +273,5 @@ def compile_models(pipe, placement: Placement, denoiser: str = "unet") -> str:
         decoder.compile(**options)
     what = "UNet" if denoiser == "unet" else "transformer"
     return (f"compile: on ({options.get('mode', 'default')}, {what}"
-            + (" and VAE decoder)" if decoder is not None else ")"))
+            + (" and VAE decoder" if decoder is not None else "")
+            + (", after the offload hook)" if offload != "none" else ")"))

@@ -41,6 +41,34 @@ class GenerationSettings(_Section):
     # Several GPUs: one worker (with its own copy of the models) per device, all taking
     # jobs from one queue; None: the one `device`.
     devices: list[str] | None = None
+    # Models larger than the card (README "Big models"): the denoiser's weights in 8 bits
+    # through torchao (the `quantize` extra), and diffusers' offloading to the CPU's memory.
+    quantize: str = "none"
+    offload: str = "auto"
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize(cls, value: str) -> str:
+        if value not in ("none", "int8", "fp8"):
+            raise ValueError(f"{value!r}: choose none, int8 (any GPU, or the CPU) or fp8 (a GPU "
+                             "of compute capability 8.9 or newer: L4, L40S, RTX 4090, H100)")
+        return value
+
+    @field_validator("offload")
+    @classmethod
+    def _offload(cls, value: str) -> str:
+        if value not in ("auto", "none", "model", "group"):
+            raise ValueError(f"{value!r}: choose auto (offload only a model larger than the "
+                             "card's free memory), none, model or group")
+        return value
+
+    @model_validator(mode="after")
+    def _fp8_on_a_gpu(self) -> GenerationSettings:
+        others = [d for d in (self.devices or [self.device]) if d in ("cpu", "mps")]
+        if self.quantize == "fp8" and others:
+            raise ValueError("quantize fp8 needs a CUDA GPU of compute capability 8.9 or newer, "
+                             f"and the device is {others[0]}; use int8 there")
+        return self
 
     @field_validator("devices")
     @classmethod

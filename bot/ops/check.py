@@ -77,7 +77,7 @@ def check_parts(settings: Settings) -> list[Result]:
                               fast_decoder=generation.fast_decoder,
                               upscaler=generation.upscaler,
                               edit_model=generation.edit_model,
-                              loras=generation.loras)]
+                              loras=generation.loras, quantize=generation.quantize)]
 
 
 def check_load(settings: Settings) -> Result:
@@ -89,7 +89,8 @@ def check_load(settings: Settings) -> Result:
     engine = None
     try:
         engine = Engine(generation.model, generation.device, vae=generation.vae,
-                        fast_decoder=generation.fast_decoder)
+                        fast_decoder=generation.fast_decoder, quantize=generation.quantize,
+                        offload=generation.offload)
         engine.load()
     except Exception as exc:  # noqa: BLE001 - torch, diffusers and the driver raise anything
         return fail("load", f"{generation.model}: {type(exc).__name__}: {exc}")

@@ -23,6 +23,10 @@ NOISY = ("nio", "httpx", "urllib3", "diffusers", "transformers", "aiosqlite")
 # nio logs an event that fails its schema (at WARNING or ERROR) with the offending part of
 # the event, which can be the text someone typed; these are all this logger says.
 QUIET = ("nio.events.misc",)
+# Importing torchao (diffusers does, whenever it is installed) warns about optional kernels
+# for other hardware and a torch deprecation inside torchao: noise at every start, about
+# nothing imgbot uses or can fix. What imgbot quantizes is in its own speed line.
+IMPORT_NOISE = ("torchao", "torch.utils._pytree")
 # nio first parses every error answer as the success it hoped for and warns that the
 # schema failed ("Error validating response: 'user_id' is a required property"), which
 # reads like our bug; imgbot reports each failed request in its own words instead.
@@ -136,6 +140,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for quiet in QUIET:
         logging.getLogger(quiet).setLevel(logging.CRITICAL)
+    for noise in IMPORT_NOISE:
+        logging.getLogger(noise).setLevel(logging.ERROR)
     schema = logging.getLogger(SCHEMA_NOISE[0])
     if not any(isinstance(f, DropSchemaNoise) for f in schema.filters):
         schema.addFilter(DropSchemaNoise())

@@ -153,9 +153,10 @@ def test_what_is_on_and_off_is_logged_in_one_line(models, caplog):
     engine = Engine(models["sd"], "cpu")
     engine.load()
     lines = [r.getMessage() for r in caplog.records if "speed-ups" in r.getMessage()]
-    assert lines == [f"speed-ups for {engine.name}: attention: SDPA; channels_last: off (for "
-                     "CUDA; this is cpu); fused QKV: on (10 attention layers); VAE: float32; "
-                     "compile: off; fast decoder: none"]
+    assert lines == [f"speed-ups for {engine.name}: quantize: none; offload: off (for CUDA; "
+                     "this is cpu); attention: SDPA; channels_last: off (for CUDA; this is "
+                     "cpu); fused QKV: on (10 attention layers); VAE: float32; compile: off; "
+                     "fast decoder: none"]
 
 
 # ---- the VAE --------------------------------------------------------------------------------
