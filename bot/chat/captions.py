@@ -38,7 +38,8 @@ def caption(result: Result, prompt: str, index: int = 0, default_model: str = ""
         parts.insert(0, f"picture {index + 1} of {job.count}")
     if batch > job.count:
         # Made in one call with other jobs: the time is the whole call's, and says so.
-        timing = (f"{result.generation_seconds:.1f} s for a batch of {batch} pictures "
+        timing = (f"{result.generation_seconds:.1f} s for a batch of {batch} pictures, "
+                  f"{result.generation_seconds / batch:.2f} s each "
                   f"(waited {result.queue_seconds:.1f} s)")
     elif job.count > 1:
         timing = (f"{result.generation_seconds:.1f} s for all {job.count} "

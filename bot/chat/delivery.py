@@ -122,14 +122,20 @@ class Delivery:
         await self.finish(stored, status=status, error=error, images=sent,
                           queue_seconds=result.queue_seconds,
                           generation_seconds=result.generation_seconds, number=ticket.id,
-                          batch=result.extra.get("batch_pictures", 0))
+                          batch=result.extra.get("batch_pictures", 0),
+                          pictures=stored.job.count)
 
     async def finish(self, stored: StoredJob, *, status: str, error: str | None,
                      images: int = 0, queue_seconds: float | None = None,
                      generation_seconds: float | None = None, number: int | None = None,
-                     batch: int = 0) -> None:
+                     batch: int = 0, pictures: int = 1) -> None:
         """Write down how a job ended, and say so in the log (`number`: its ticket's, when
-        it was queued in this run)."""
+        it was queued in this run). A job made in one call with others (`batch` pictures in
+        all, `pictures` of them its own) is recorded with its share of the call's time, so
+        that the usage log's GPU seconds add up to the time the GPU worked."""
+        whole = generation_seconds
+        if generation_seconds is not None and batch > pictures:
+            generation_seconds = generation_seconds * pictures / batch
         await jobs.finish(self.ctx.db, stored, status=status, error=error, images=images,
                           queue_seconds=queue_seconds, generation_seconds=generation_seconds)
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
@@ -137,7 +143,8 @@ class Delivery:
             f"{status} ({self._error(stored, error)})"
         timing = [] if generation_seconds is None else [
             f"{generation_seconds:.1f} s on the GPU"
-            + (f" for a batch of {batch} pictures" if batch else "")]
+            + (f" (its share of {whole:.1f} s for a batch of {batch} pictures)"
+               if batch > pictures else "")]
         if queue_seconds is not None:
             timing.append(f"waited {queue_seconds:.1f} s")
         log.info("%s ended: %s, %s sent; %s%s",

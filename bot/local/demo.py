@@ -210,6 +210,8 @@ def timing_table(shots: list[Shot], total: float, engine) -> str:
         f"{len(shots)} pictures in {total:.1f} s total ({total / len(shots):.2f} s per picture "
         f"end to end), generation {gen:.1f} s ({gen / len(shots):.2f} s per picture) "
         f"on {device} with {engine.name}",
+        "(gen s: a picture's share of its batch, the batch's time divided by the pictures "
+        "made in it)",
     ]
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -282,10 +283,20 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
         pictures = [(await alice.wait_reply(room, c, "m.image"))[0] for c in asked]
         alone = await alice.send(room, "!img batch member 0 --seed 40")
         (solo,) = await alice.wait_reply(room, alone, "m.image")
+    batch_seconds = set()
     for i, picture in enumerate(pictures):
-        assert "for a batch of 4 pictures" in picture["content"]["body"]
+        body = picture["content"]["body"]
+        whole, each = re.search(r"([\d.]+) s for a batch of 4 pictures, ([\d.]+) s each",
+                                body).groups()
+        assert abs(float(whole) / 4 - float(each)) <= 0.01, body
+        batch_seconds.add(whole)
         params = read_parameters(await alice.download(picture["content"]["url"]))
         assert params["seed"] == 40 + i and params["prompt"] == f"batch member {i}"
+    # The usage log keeps each job's share: the four add up to the one call's time.
+    shares = [r["generation_seconds"] for r in await usage_rows(settings)
+              if r["event_id"] in asked]
+    (whole,) = batch_seconds
+    assert abs(sum(shares) - float(whole)) <= 0.1 and max(shares) - min(shares) < 1e-6
     assert "batch" not in solo["content"]["body"].split(" — ")[1]
     first = Image.open(io.BytesIO(await alice.download(pictures[0]["content"]["url"])))
     again = Image.open(io.BytesIO(await alice.download(solo["content"]["url"])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -197,3 +198,7 @@ def test_demo_makes_pictures_a_contact_sheet_and_a_timing_table(tmp_path):
     assert [r["file"] for r in rows] == [p.name for p in pictures]
     assert all(float(r["generation_seconds"]) > 0 for r in rows)
     assert all(float(r["reply_seconds"]) >= float(r["generation_seconds"]) for r in rows)
+    # Batched pictures count their share of the batch: together no more than the wall time.
+    wall = float(re.search(r"3 pictures in ([\d.]+) s total", table)[1])
+    assert sum(float(r["generation_seconds"]) for r in rows) <= wall + 0.05
+    assert "a picture's share of its batch" in table
