@@ -92,9 +92,11 @@ class GenerationQueue:
         if check_limits:
             self.admit(owner)
         with self._cond:
-            ahead = len(self._waiting) + len(self._running())
-            ticket = Ticket(next(self._ids), job, owner, ahead,
-                            self._eta(list(self._waiting)), self._loop.create_future(), tag,
+            # Jobs it will be made with in one batch are not ahead of it.
+            waiting_ahead = self._ahead_of(job)
+            ticket = Ticket(next(self._ids), job, owner,
+                            len(waiting_ahead) + len(self._running()),
+                            self._eta(waiting_ahead), self._loop.create_future(), tag,
                             started=self._loop.create_future())
             self._waiting.append(ticket)
             self._cond.notify()
@@ -252,20 +254,35 @@ class GenerationQueue:
         """The first waiting job, and the waiting jobs of the same shape after it, up to
         max_batch pictures. Only jobs already waiting join: none is held back for company,
         so a lone job starts at once."""
-        first = self._waiting.popleft()
-        if self.max_batch <= 1 or first.job.count >= self.max_batch:
-            return [first]
-        key = runner.batch_key(first.job)
-        if key is None:
-            return [first]
-        batch, pictures = [first], first.job.count
-        for ticket in list(self._waiting):
-            if pictures + ticket.job.count > self.max_batch:
-                continue
-            if runner.batch_key(ticket.job) == key:
-                self._waiting.remove(ticket)
-                batch.append(ticket)
-                pictures += ticket.job.count
+        batch = self._next_batch(runner, list(self._waiting), lambda ticket: ticket.job)
+        for ticket in batch:
+            self._waiting.remove(ticket)
         return batch
 
+    def _next_batch(self, runner: Runner, line: list, job_of) -> list:
+        """The batch `_take_batch` makes from the front of `line` (taken out of it)."""
+        first = line.pop(0)
+        if self.max_batch <= 1 or job_of(first).count >= self.max_batch:
+            return [first]
+        key = runner.batch_key(job_of(first))
+        if key is None:
+            return [first]
+        batch, pictures = [first], job_of(first).count
+        for item in list(line):
+            job = job_of(item)
+            if pictures + job.count <= self.max_batch and runner.batch_key(job) == key:
+                line.remove(item)
+                batch.append(item)
+                pictures += job.count
+        return batch
 
+    def _ahead_of(self, job: Job) -> list[Ticket]:
+        """The waiting tickets made before `job` if it joined the queue now: those of the
+        batches before its own, formed as `_take_batch` will form them."""
+        line, ahead = [*self._waiting, None], []  # None: the new job, last in line
+        while True:
+            batch = self._next_batch(self.runner, line,
+                                     lambda ticket: job if ticket is None else ticket.job)
+            if None in batch:
+                return ahead
+            ahead += batch

@@ -134,7 +134,9 @@ async def test_notices_edits_and_own_messages_are_ignored(make_settings, engine,
 
 
 async def test_four_commands_at_once_each_get_their_picture(make_settings, engine, alice):
-    settings = make_settings(limits={"per_user_queued": 4})
+    # One picture a call, so that the later ones wait behind the first (jobs made in one
+    # batch with it would not be "ahead": see the batching test below).
+    settings = make_settings(limits={"per_user_queued": 4}, generation={"max_batch": 1})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         sent = await asyncio.gather(*(alice.send(room, f"!img lighthouse number {i} --seed {i}")

@@ -395,6 +395,27 @@ async def test_jobs_of_one_shape_waiting_together_share_a_call(make_queue):
     assert [len(r.images) for r in results] == [1] * 6
 
 
+async def test_jobs_made_in_one_batch_are_not_counted_ahead_of_each_other(make_queue):
+    """"Queued: N jobs ahead" counts the jobs made before yours, not those made with it."""
+    runner = BatchingRunner(hold={"first"})
+    queue = make_queue(runner)
+    queue.max_batch = 3
+    first = queue.submit(job("first"), "@a:x")
+    await runner.wait_started("first")
+    together = [queue.submit(job(f"together {i}"), "@a:x") for i in range(3)]
+    other = queue.submit(Job("other", 1, 1, 16, 16), "@b:x")
+    later = queue.submit(job("next batch"), "@b:x")
+    # Behind the running job only; "other" is a batch of its own after the three, and the
+    # batch of three is full: "next batch" waits for the two.
+    assert [t.ahead for t in together] == [1, 1, 1]
+    assert (other.ahead, later.ahead) == (4, 5)
+    runner.release("first")
+    for ticket in (first, *together, other, later):
+        assert (await result_of(ticket)).ok
+    assert runner.calls[1:] == [["together 0", "together 1", "together 2"], ["other"],
+                                ["next batch"]]
+
+
 async def test_a_lone_job_is_not_held_back_for_company(make_queue):
     runner = BatchingRunner()
     queue = make_queue(runner)
