@@ -181,7 +181,7 @@ class Delivery:
         job = result.job
         upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
-        sent, refusal = 0, None
+        sent, refusal, lost = 0, None, []
         for index, image in enumerate(result.images):
             if pending.withdrawn:
                 break
@@ -194,8 +194,17 @@ class Delivery:
                 refusal = refusal or problem
                 continue
             sent += problem is None
-            if problem is not None and refusal in (None, WITHHELD):
-                refusal = problem  # a failure of its own outranks a withheld picture's
+            if problem is not None:
+                lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
+                if refusal in (None, WITHHELD):
+                    refusal = problem  # a failure of its own outranks a withheld picture's
+        if sent and lost and not pending.withdrawn:
+            # The others arrived, so the job counts as answered: say which did not, and why.
+            await messages.send_notice(
+                self.ctx.client, pending.room_id,
+                f"{plural(len(lost), 'picture')} of {len(result.images)} could not be "
+                f"posted: {'; '.join(lost)}.", reply_to=pending.stored.command,
+                txn_id=pending.txn("partly-delivered"))
         if len(result.images) > 1 and sent and not pending.withdrawn:
             labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
             # Tiled in a thread, like the encoding: the event loop serves every room.
