@@ -62,6 +62,11 @@ class Job:
         """`source` without the decryption key: what may be shown, logged and embedded."""
         return self.source.partition("#")[0]
 
+    @property
+    def reference_urls(self) -> list[str]:
+        """`references` without their decryption keys, as `source_url`."""
+        return [ref.partition("#")[0] for ref in self.references]
+
     def parameters(self, model: str) -> dict[str, Any]:
         """The generation parameters as they are embedded in the PNG and logged."""
         params: dict[str, Any] = {
@@ -80,7 +85,7 @@ class Job:
             params["kind"] = self.kind
             params["source"] = self.source_url
         if self.references:
-            params["references"] = [ref.partition("#")[0] for ref in self.references]
+            params["references"] = self.reference_urls
         if self.kind == "img2img":
             params["strength"] = self.strength
         if self.kind == "upscale":

@@ -38,8 +38,8 @@ class Acceptor:
         store = self.ctx.settings.usage.store_prompts
         # A picture of an encrypted room is a source with its key (for restarts and for
         # `again`); the usage log keeps only where it was.
-        options = options_for_log({**job.record(), "source": job.source_url}, store) \
-            if job else {}
+        options = options_for_log({**job.record(), "source": job.source_url,
+                                   "references": job.reference_urls}, store) if job else {}
         return usage.NewJob(event["event_id"], room_id, event["sender"],
                             prompt_for_log(prompt, store), options,
                             job.seed if job else None, job.model if job else None)

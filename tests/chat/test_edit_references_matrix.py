@@ -6,12 +6,13 @@ an encrypted room; and a restart of `again` fetches both again."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from PIL import Image
 
 from tests.chat.test_families_matrix import params_of, uploaded_png
-from tests.chatting import bot_running
+from tests.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"
@@ -93,6 +94,9 @@ async def test_an_edit_with_a_reference_in_an_encrypted_room(
     made = read_png_parameters(await alice.picture(edited["content"]))
     assert made["kind"] == "edit" and len(made["references"]) == 1
     assert "#" not in made["references"][0]  # the key of an encrypted file is not shown
+    # Nor kept in the usage log, which admins read.
+    logged = json.dumps(await usage_rows(settings))
+    assert "key=" not in logged and made["references"][0] in logged
 
 
 def read_png_parameters(data: bytes) -> dict:
