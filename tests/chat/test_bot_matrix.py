@@ -290,7 +290,9 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
         body = picture["content"]["body"]
         whole, each = re.search(r"([\d.]+) s for a batch of 4 pictures, ([\d.]+) s each",
                                 body).groups()
-        assert abs(float(whole) / 4 - float(each)) <= 0.01, body
+        # The whole is printed to 0.1 s and the share to 0.01 s: they agree to within
+        # half of each rounding step.
+        assert abs(float(whole) / 4 - float(each)) <= 0.05 / 4 + 0.005 + 1e-9, body
         batch_seconds.add(whole)
         params = read_parameters(await alice.download(picture["content"]["url"]))
         assert params["seed"] == 40 + i and params["prompt"] == f"batch member {i}"
