@@ -10,6 +10,7 @@ import inspect
 import math
 from contextlib import contextmanager
 
+from . import progress
 from .families import SD, Family
 from .job import GenerationError, Job
 
@@ -27,7 +28,8 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family
     generators = [torch.Generator("cpu").manual_seed(j.seed + i) for j, i in pictures]
     common = dict(prompt=[j.prompt for j, _ in pictures], generator=generators,
                   output_type="pil", **arguments(family, job.guidance,
-                                                 [j.negative_prompt for j, _ in pictures]))
+                                                 [j.negative_prompt for j, _ in pictures]),
+                  **_progress(pipe, pictures))
     with torch.inference_mode(), _decoder(pipe, tiny_decoder if job.fast else None):
         if job.kind == "img2img" and family.strength:
             # The transformer families' img2img pipelines draw at 1024² unless told the
@@ -44,6 +46,19 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family
             output = pipe(num_inference_steps=job.steps, width=job.width,
                           height=job.height, **common)
     return list(output.images)
+
+
+def _progress(pipe, pictures: list[tuple[Job, int]]) -> dict:
+    """The step callback of a call, where someone listens and the pipeline takes one. A
+    set made one picture a call reports which picture it is at."""
+    job, index = pictures[0]
+    one_of_a_set = len(pictures) == 1 and job.count > 1
+    callback = progress.step_callback(job.steps, index + 1 if one_of_a_set else 0,
+                                      job.count if one_of_a_set else 0)
+    if callback is None or "callback_on_step_end" not in inspect.signature(
+            pipe.__call__).parameters:
+        return {}
+    return {"callback_on_step_end": callback}
 
 
 def arguments(family: Family, guidance: float, negatives: list[str]) -> dict:

@@ -103,8 +103,7 @@ class GenerationQueue:
         return ticket
 
     @property
-    def depth(self) -> int:
-        """Jobs waiting or running."""
+    def depth(self) -> int:  # jobs waiting or running
         with self._cond:
             return len(self._waiting) + len(self._running())
 
@@ -116,6 +115,15 @@ class GenerationQueue:
             for index, ticket in enumerate(waiting):
                 places.append(Place(index + 1, ticket, self._eta(waiting[:index])))
         return places
+
+    def standing(self, ticket: Ticket) -> tuple[int, float | None] | None:
+        """A waiting ticket's jobs ahead now (the running ones included; not those that
+        will share its batch) and its estimated wait; None once it is no longer waiting."""
+        with self._cond:
+            if not any(waiting is ticket for waiting in self._waiting):
+                return None
+            ahead = self._ahead_in(list(self._waiting), ticket)
+            return len(ahead) + len(self._running()), self._eta(ahead)
 
     def cancel(self, predicate) -> list[Ticket]:
         """Take the waiting tickets that match out of the queue (the running job goes on);
@@ -249,7 +257,6 @@ class GenerationQueue:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
         return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
 
-
     def _take_batch(self, runner: Runner) -> list[Ticket]:
         """The first waiting job, and the waiting jobs of the same shape after it, up to
         max_batch pictures. Only jobs already waiting join: none is held back for company,
@@ -277,12 +284,17 @@ class GenerationQueue:
         return batch
 
     def _ahead_of(self, job: Job) -> list[Ticket]:
-        """The waiting tickets made before `job` if it joined the queue now: those of the
-        batches before its own, formed as `_take_batch` will form them."""
-        line, ahead = [*self._waiting, None], []  # None: the new job, last in line
-        while True:
-            batch = self._next_batch(self.runner, line,
-                                     lambda ticket: job if ticket is None else ticket.job)
-            if None in batch:
-                return ahead
+        """The waiting tickets made before `job` if it joined the queue now."""
+        return self._ahead_in([*self._waiting, None], None,  # None: the new job, last
+                              lambda ticket: job if ticket is None else ticket.job)
+
+    def _ahead_in(self, line: list, target, job_of=lambda ticket: ticket.job) -> list:
+        """The items of `line` made before `target`: those of the batches before its own,
+        formed as `_take_batch` will form them."""
+        line, ahead = list(line), []
+        while line:
+            batch = self._next_batch(self.runner, line, job_of)
+            if any(item is target for item in batch):
+                break
             ahead += batch
+        return ahead

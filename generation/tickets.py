@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .job import Job, Result
+from .progress import Progress
 
 
 class Runner(Protocol):
@@ -40,6 +41,9 @@ class Ticket:
     # Set (on the event loop) to the time.monotonic() at which a worker took it; never set
     # for one that was cancelled or shut out before it ran.
     started: asyncio.Future | None = field(default=None, repr=False)
+    # How far its batch is, the newest value only: written by the worker thread (one
+    # reference replaced whole), read on the event loop when the chat side wants it.
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import progress
 from .job import GenerationError
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class Upscaler:
         self.load()
         started = time.perf_counter()
         current, passes = image, 0
+        # How many passes it takes, for the progress of each pass's tiles.
+        planned = math.ceil(math.log(factor) / math.log(self.scale)) if self.scale > 1 else 1
         while current.width < target[0]:
             made = current.width * self.scale * current.height * self.scale
             if current.width * self.scale > target[0] and made > OVERSHOOT_PIXELS:
@@ -160,15 +163,15 @@ class Upscaler:
                 current = current.resize((math.ceil(target[0] / self.scale),
                                           math.ceil(target[1] / self.scale)),
                                          Image.Resampling.LANCZOS)
-            current = self._run_tiled(current)
             passes += 1
+            current = self._run_tiled(current, passes, max(planned, passes))
         if current.size != target:
             current = current.resize(target, Image.Resampling.LANCZOS)
         log.info("upscaled %dx%d by %d in %d passes, %.2f s", image.width, image.height,
                  factor, passes, time.perf_counter() - started)
         return current
 
-    def _run_tiled(self, image: Image.Image) -> Image.Image:
+    def _run_tiled(self, image: Image.Image, part: int = 1, parts: int = 1) -> Image.Image:
         """One pass of the model over the picture, a tile at a time; the output is built in
         an 8-bit buffer, so memory grows with the picture, not with the model's floats."""
         import numpy as np
@@ -179,7 +182,7 @@ class Upscaler:
         height, width, scale = image.height, image.width, self.scale
         out = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
         tile = self.tile
-        y = 0
+        y, done = 0, 0
         while y < height:
             x = 0
             while x < width:
@@ -196,6 +199,12 @@ class Upscaler:
                 x1, y1 = min(x + tile, width), min(y + tile, height)
                 out[y * scale:y1 * scale, x * scale:x1 * scale] = out_tile
                 x = x1
+                done += 1
+                # The tiles of this pass at the current tile size (it halves on OOM).
+                total = done + math.ceil((width - x) / tile) + math.ceil(
+                    (height - min(y + tile, height)) / tile) * math.ceil(width / tile)
+                progress.report(done, total, "tile", part if parts > 1 else 0,
+                                parts if parts > 1 else 0)
             y = min(y + tile, height)
         return Image.fromarray(out)
 

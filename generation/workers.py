@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from . import progress
 from .job import GenerationError, Result
 from .tickets import Runner, Ticket
 
@@ -61,11 +62,16 @@ class Worker:
     def _run(self, batch: list[Ticket]) -> list[Result]:
         runner, source = self.runner, self.source
         started = time.monotonic()
+        def told(value: progress.Progress) -> None:
+            for ticket in batch:
+                ticket.progress = value
+
         try:
-            if len(batch) == 1:
-                made = [runner.generate(batch[0].job)]
-            else:
-                made = runner.generate_batch([t.job for t in batch])
+            with progress.reporting(told):
+                if len(batch) == 1:
+                    made = [runner.generate(batch[0].job)]
+                else:
+                    made = runner.generate_batch([t.job for t in batch])
         except Exception as exc:  # the worker must survive any one job
             ids = ", ".join(str(t.id) for t in batch)
             if len(batch) > 1 and not is_device_fault(exc):
