@@ -37,6 +37,7 @@ class Chat:
     def __init__(self, client: AsyncClient):
         self.client = client
         self.seen: dict[str, list[dict[str, Any]]] = {}
+        self.typed: dict[str, set[str]] = {}  # who was ever seen typing, per room
 
     @classmethod
     async def login(cls, server, localpart: str, password: str,
@@ -69,6 +70,8 @@ class Chat:
         if isinstance(response, SyncResponse):
             for room_id, info in response.rooms.join.items():
                 self.seen.setdefault(room_id, []).extend(e.source for e in info.timeline.events)
+                for event in info.ephemeral:
+                    self.typed.setdefault(room_id, set()).update(getattr(event, "users", ()))
         await keep_keys(self.client)
 
     async def room_with(self, bot_id: str, name: str = "test room",

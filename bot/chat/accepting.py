@@ -12,11 +12,11 @@ from generation.job import Job
 from generation.tickets import QueueFull
 
 from bot.chat import quotas
-from bot.chat.captions import queued_text
 from bot.chat.commands import UsageError
 from bot.chat.context import Context, Pending, matches
 from bot.chat.delivery import Delivery
 from bot.chat.iterate import Iterator
+from bot.chat.status import Status
 from bot.matrix import messages
 from bot.store import db as database
 from bot.store import jobs, usage
@@ -85,21 +85,19 @@ class Acceptor:
         # exactly once, whatever happens to the bot in between.
         stored = await jobs.accept(self.ctx.db, event, room_id, prompt, job,
                                    self.logged(event, room_id, prompt, job))
-        pending = self.start(stored)
-        ticket = pending.ticket
-        if ticket.ahead or self.ctx.queue.paused:
-            await messages.send_notice(self.ctx.client, room_id,
-                                       queued_text(ticket, self.ctx.queue),
-                                       reply_to=event, txn_id=pending.txn("queued"))
+        self.start(stored)
 
-    def start(self, stored: StoredJob) -> Pending:
-        """Queue a stored job and the task that answers it. The queue's limits were checked
-        when it was accepted (or, for a resumed job, before the restart)."""
+    def start(self, stored: StoredJob, resumed: bool = False) -> Pending:
+        """Queue a stored job, the task that answers it and the one that shows its status
+        (a resumed job is not told it waits: its room heard from it before the restart).
+        The queue's limits were checked when it was accepted (or before the restart)."""
         ticket = self.ctx.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
                                        check_limits=False)
         answered = asyncio.get_running_loop().create_future()
         pending = Pending(ticket, stored, answered, self.ctx.last_in_room.get(stored.room_id))
         self.ctx.last_in_room[stored.room_id] = answered
         self.ctx.pending[stored.event_id] = pending
+        pending.status = Status(self.ctx, pending, self.ctx.typing, tell_waiting=not resumed)
+        self.ctx.tasks.spawn(pending.status.follow(), name=f"status-{ticket.id}")
         self.ctx.tasks.spawn(self.delivery.deliver(pending), name=f"deliver-{ticket.id}")
         return pending

@@ -1,11 +1,9 @@
-"""The words of a job's answers: the caption under each picture, the notice of a queued
-job, and how old a request is."""
+"""The words of a job's answers: the caption under each picture, and how old a request is
+(the words of its status while it waits are in status.py)."""
 
 from __future__ import annotations
 
 from generation.job import Result
-from generation.queue import GenerationQueue
-from generation.tickets import Ticket
 
 from bot.text import plural
 
@@ -56,10 +54,3 @@ def age_words(seconds: float) -> str:
         return plural(round(seconds / 3600), "hour")
     return plural(round(seconds / 86400), "day")
 
-
-def queued_text(ticket: Ticket, queue: GenerationQueue) -> str:
-    if queue.paused:
-        return (f"Queued: the queue is paused by a bot admin; {plural(ticket.ahead, 'job')} "
-                "ahead of yours.")
-    eta = f", about {ticket.eta_seconds:.0f} s" if ticket.eta_seconds is not None else ""
-    return f"Queued: {plural(ticket.ahead, 'job')} ahead of yours{eta}."

@@ -11,6 +11,7 @@ import asyncio
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nio import AsyncClient
 
@@ -21,7 +22,7 @@ from generation.tickets import Ticket
 from bot.chat import rooms, styles
 from bot.chat.resolve import Catalogue
 from bot.config import Settings
-from bot.matrix import messages
+from bot.matrix import edits, messages
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
 from bot.store.jobs import StoredJob
@@ -42,6 +43,7 @@ class Pending:
     # The previous job of the same room, answered before this one is.
     after: asyncio.Future | None = None
     withdrawn: bool = False  # its command was redacted while it ran: send nothing
+    status: Any = None  # its Status (status.py): what the room sees while it waits
 
     @property
     def prompt(self) -> str:  # as the person typed it, before any style
@@ -53,6 +55,12 @@ class Pending:
 
     def txn(self, part: str) -> str:
         return messages.txn_id(self.stored.event_id, part)
+
+    async def my_turn(self) -> None:
+        """Wait until the room's earlier answers are sent: a room's answers arrive in the
+        order its commands were accepted (the work before a send may overlap)."""
+        if self.after is not None:
+            await asyncio.shield(self.after)
 
 
 class Context:
@@ -79,6 +87,8 @@ class Context:
         # The answer of each room's newest job: answers in a room come in the order the
         # commands were accepted, though the next picture is made while one is uploading.
         self.last_in_room: dict[str, asyncio.Future] = {}
+        self.typing = edits.Typing(client)  # the rooms the bot shows itself typing in
+        self.pressure = edits.Pressure(client)  # whether the homeserver holds the bot back
         self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known
         self.metrics = metrics or Metrics()
         self.beat = beat  # progress, for the watchdog: called after each event

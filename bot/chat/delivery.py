@@ -1,50 +1,27 @@
-"""Delivering a finished job: each picture screened, encoded (in a thread, beside the
-next generation) and sent as a reply, then a contact sheet; or a notice saying why not; then
-its usage row. A room's answers come in the order its commands were accepted."""
+"""Delivering a finished job: its pictures screened, encoded and uploaded side by side
+(posting.py) and sent as replies, then a contact sheet; or a notice saying why not; then its
+usage row, and the last words of its status. A room's answers come in the order its
+commands were accepted."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
 
-from generation.compliance.checks import SigningFailed
 from generation.job import Result
-from generation.png import encode_for_upload, encode_thumbnail
 
+from bot.chat import posting
 from bot.chat.captions import caption
 from bot.chat.context import Context, Pending
-from bot.chat.screening import Screening
+from bot.chat.posting import WITHHELD, OwnFault
 from bot.chat.sheet import contact_sheet
 from bot.matrix import messages
-from bot.store import gallery, jobs
+from bot.store import jobs
 from bot.store.jobs import StoredJob
-from bot.store.retention import options_for_log, prompt_for_log
 from bot.text import plural, shorten
 
 log = logging.getLogger(__name__)
-
-# What `_send_picture` returns for a picture the compliance checks did not let through.
-WITHHELD = "withheld by the compliance checks"
-
-
-class OwnFault(str):
-    """Why a picture was not sent when the bot, not the homeserver, could not send it."""
-
-
-def _as_picture(encoded) -> messages.Picture | None:
-    if encoded is None:
-        return None
-    return messages.Picture(encoded.data, encoded.width, encoded.height, encoded.mimetype,
-                            encoded.note)
-
-
-def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign=None
-            ) -> tuple[messages.Picture | None, messages.Picture | None]:
-    """The picture (marked, and signed last when `sign` is given) and its thumbnail."""
-    small = encode_thumbnail(image) if thumbnail else None
-    return _as_picture(encode_for_upload(image, params, limit, sign)), (
-        messages.Picture(*small, mimetype="image/jpeg") if small else None)
 
 
 class Delivery:
@@ -52,11 +29,15 @@ class Delivery:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        self.slots = posting.Slots()  # pictures encoded and uploaded at once
 
     async def deliver(self, pending: Pending) -> None:
+        final = None
         try:
-            await self._deliver(pending)
+            final = await self._deliver(pending)
         finally:
+            if pending.status is not None:
+                pending.status.end(final)
             # Kept until everything is sent, so a redaction while uploading still counts.
             self.ctx.pending.pop(pending.stored.event_id, None)
             pending.answered.set_result(None)
@@ -64,7 +45,8 @@ class Delivery:
             if self.ctx.last_in_room.get(room_id) is pending.answered:
                 del self.ctx.last_in_room[room_id]
 
-    async def _deliver(self, pending: Pending) -> None:
+    async def _deliver(self, pending: Pending) -> str | None:
+        """Answer the job; returns the last words of its status, None to leave it be."""
         ticket, stored = pending.ticket, pending.stored
         if ticket.started is not None:
             # The queue sets `started` before `result` when a worker takes the job.
@@ -78,41 +60,47 @@ class Delivery:
             # The bot is stopping: the job stays stored, for the next start.
             log.info("job %d is kept for the next start (usage id %d)", ticket.id,
                      stored.usage_id)
-            return
+            return None
         await self.ctx.rooms_known.wait()
-        if not (result.cancelled or pending.withdrawn) and pending.after is not None:
-            await asyncio.shield(pending.after)  # the room's earlier answers come first
+        batch = dict(batch=result.extra.get("batch_pictures", 0), pictures=stored.job.count)
         if result.cancelled or pending.withdrawn:
+            # A job redacted while its batch ran is charged its share of the batch.
             await self.finish(stored, status="cancelled", error="cancelled",
                               queue_seconds=result.queue_seconds,
                               generation_seconds=result.generation_seconds or None,
-                              number=ticket.id)
-            return
+                              number=ticket.id, **batch)
+            return "Cancelled."
         try:
             if not result.ok:
+                await pending.my_turn()  # the room's earlier answers come first
                 await messages.send_notice(
                     self.ctx.client, stored.room_id, f"Sorry, that failed. {result.error}",
                     reply_to=stored.command, txn_id=pending.txn("failed"),
                     patience=messages.PATIENT, strict=True)
                 await self.finish(stored, status="error", error=result.error,
                                   queue_seconds=result.queue_seconds, number=ticket.id)
-                return
+                return "Failed: the reply below says why."
             sent, refusal = await self._send_pictures(pending, result)
         except messages.Unreachable as exc:
             # Kept in the job store: the next start makes and sends it again, and what did
             # arrive is recognised by its transaction ID.
             log.error("job %d could not be answered (%s); it is kept for the next start",
                       pending.ticket.id, exc)
-            return
+            return None
         except messages.Refused as exc:
             sent, refusal = 0, str(exc)
         if pending.withdrawn:
             status, error = "cancelled", "the command was redacted while it was being sent"
+            final = "Cancelled."
         elif sent:
             status, error = "ok", None
+            final = (f"Done: {plural(sent, 'picture')} posted, "
+                     f"{time.monotonic() - ticket.submitted:.0f} s after the command.")
         elif refusal is WITHHELD:
             status, error = "error", WITHHELD  # the checks' notice said so already
+            final = "Withheld by the compliance checks."
         else:
+            final = "Made, but not posted: the reply below says why."
             status, error = "error", f"the picture could not be delivered: {refusal}"
             why = (f"{refusal}, so it is not sent" if isinstance(refusal, OwnFault)
                    else f"the homeserver would not take it ({refusal})")
@@ -122,8 +110,8 @@ class Delivery:
         await self.finish(stored, status=status, error=error, images=sent,
                           queue_seconds=result.queue_seconds,
                           generation_seconds=result.generation_seconds, number=ticket.id,
-                          batch=result.extra.get("batch_pictures", 0),
-                          pictures=stored.job.count)
+                          **batch)
+        return final
 
     async def finish(self, stored: StoredJob, *, status: str, error: str | None,
                      images: int = 0, queue_seconds: float | None = None,
@@ -177,27 +165,45 @@ class Delivery:
     async def _send_pictures(self, pending: Pending,
                              result: Result) -> tuple[int, str | None]:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
-        pictures arrived, and why one did not. Raises messages.Unreachable."""
+        pictures arrived, and why one did not. The pictures are encoded and uploaded side
+        by side (and beside the room's earlier answers); their messages are sent in order,
+        once the room's earlier answers are. Raises messages.Unreachable."""
         job = result.job
         upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         sent, refusal, lost = 0, None, []
-        for index, image in enumerate(result.images):
-            if pending.withdrawn:
-                break
+
+        async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.ctx.catalogue.default_model,
-                           getattr(self.ctx.queue.runner, "upscaler_name", ""))
-            problem = await self._send_picture(
-                pending, image, {**params, "seed": job.seed + index}, text,
-                f"imgbot-{job.seed + index}", index, thumbnail=True)
-            if problem is WITHHELD:  # its notice was the answer; not counted as sent
-                refusal = refusal or problem
-                continue
-            sent += problem is None
-            if problem is not None:
-                lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
-                if refusal in (None, WITHHELD):
-                    refusal = problem  # a failure of its own outranks a withheld picture's
+                           upscaler)
+            async with self.slots.take(pending.room_id):
+                return await posting.prepare(
+                    self.ctx, pending, image, {**params, "seed": job.seed + index}, text,
+                    f"imgbot-{job.seed + index}", index, thumbnail=True)
+
+        # Owned here: each is awaited in order below, and cancelled if that ends early.
+        preparing = [asyncio.ensure_future(prepared(index, image))
+                     for index, image in enumerate(result.images)]
+        try:
+            await pending.my_turn()
+            for index, task in enumerate(preparing):
+                ready = await task
+                if pending.withdrawn:
+                    break
+                problem = ready if isinstance(ready, str) else await posting.post(
+                    self.ctx, pending, ready)
+                if problem is WITHHELD:  # its notice was the answer; not counted as sent
+                    refusal = refusal or problem
+                    continue
+                sent += problem is None
+                if problem is not None:
+                    lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
+                    if refusal in (None, WITHHELD):
+                        refusal = problem  # a failure of its own outranks a withheld one
+        finally:
+            for task in preparing:
+                task.cancel()
+            await asyncio.gather(*preparing, return_exceptions=True)
         if sent and lost and not pending.withdrawn:
             # The others arrived, so the job counts as answered: say which did not, and why.
             await messages.send_notice(
@@ -210,61 +216,12 @@ class Delivery:
             # Tiled in a thread, like the encoding: the event loop serves every room.
             sheet = await asyncio.to_thread(contact_sheet, list(result.images), labels,
                                             cell=min(384, max(job.width, job.height)))
-            await self._send_picture(
-                pending, sheet, {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
-                f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None)
+            async with self.slots.take(pending.room_id):
+                ready = await posting.prepare(
+                    self.ctx, pending, sheet,
+                    {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
+                    f"{pending.prompt} — all {len(result.images)} pictures, seeds "
+                    f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None)
+            if not isinstance(ready, str):
+                await posting.post(self.ctx, pending, ready)
         return sent, refusal
-
-    async def _send_picture(self, pending: Pending, image, params: dict[str, Any], text: str,
-                            stem: str, index: int | None, thumbnail: bool = False) -> str | None:
-        """Encode (in a thread, beside the next generation on the GPU) and send picture
-        `index` of the job (None: the contact sheet); None when it arrived, else why not.
-        One that is too large for the homeserver is encoded again for its upload limit,
-        read afresh. Each posted picture is remembered, for replies to it."""
-        part = "sheet" if index is None else f"picture-{index}"
-        # The compliance checks: a withheld picture's notice is its answer.
-        screening = await Screening.of(self.ctx)
-        image = await screening.screen(self.ctx, pending, image, index,
-                                       f"seed {params.get('seed')}")
-        if image is None:
-            return WITHHELD
-        compliance = screening.compliance
-        params = compliance.public_parameters(params)
-        for attempt in range(2):
-            try:
-                picture, small = await asyncio.to_thread(_encode, image, params,
-                                                         self.ctx.upload_limit, thumbnail,
-                                                         compliance.signing(params))
-            except SigningFailed as exc:  # never sent unsigned; the notice says why
-                log.error("job %d: %s", pending.ticket.id, exc)
-                return OwnFault(f"it could not be signed ({exc})")
-            except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
-                log.exception("job %d: a picture could not be encoded", pending.ticket.id)
-                return OwnFault(f"it could not be encoded ({type(exc).__name__})")
-            if picture is None:
-                return f"it does not fit the upload limit of {self.ctx.upload_limit} bytes"
-            try:
-                event_id = await messages.send_image(
-                    self.ctx.client, pending.room_id, picture,
-                    filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
-                    caption=f"{text} · {picture.note}" if picture.note else text,
-                    reply_to=pending.stored.command, thumbnail=small,
-                    txn_id=pending.txn(part), patience=messages.PATIENT, strict=True)
-            except messages.Refused as exc:
-                if exc.errcode != "M_TOO_LARGE" or attempt:
-                    return str(exc)
-                limit = await messages.upload_limit(self.ctx.client)
-                self.ctx.upload_limit = limit if limit and limit < len(picture.data) \
-                    else len(picture.data) // 2
-                continue
-            await jobs.sent_part(self.ctx.db, pending.stored)
-            store = self.ctx.settings.usage.store_prompts
-            await gallery.remember(
-                self.ctx.db, event_id, pending.room_id, pending.stored.usage_id,
-                options_for_log(pending.stored.job.record(), store),
-                prompt_for_log(pending.prompt, store), index)
-            return None
-        return None  # not reached
-
-

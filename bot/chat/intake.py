@@ -1,9 +1,11 @@
-"""Taking events in: each sync's invites, commands and redactions, one event at a time,
-each guarded so that one that cannot be handled does not stop the bot for everyone else.
-Handling is quick (parse, record, hand on): the GPU is waited for in a task of its own."""
+"""Taking events in: each sync's invites, commands and redactions, handed to their room's
+lane (lanes.py) so that the sync loop waits for none of them, and handled there one event
+at a time, each guarded so that one that cannot be handled does not stop the bot for
+everyone else. The GPU is waited for in a task of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -14,6 +16,7 @@ from bot.chat.accepting import Acceptor
 from bot.chat.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.parser import parse
 from bot.chat.context import Context, matches
+from bot.chat.lanes import Lanes
 from bot.chat.replies import Replies
 from bot.matrix import encryption, messages
 from bot.store import db as database
@@ -39,23 +42,39 @@ class Intake:
         self.ctx = ctx
         self.acceptor = acceptor
         self.replies = replies
-        self.undecrypted = encryption.Undecrypted(ctx.client, self.on_event,
+        self.lanes = Lanes(ctx.tasks, ctx.beat)
+        self.undecrypted = encryption.Undecrypted(ctx.client, self._hand_on,
                                                   self._undecryptable)
+        self._handed: list[asyncio.Future] = []  # the work handed on by this sync
 
-    async def on_sync(self, response: SyncResponse, first: bool) -> None:
+    async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
+        """Hand the sync's events on; the future is done once they are all handled (the
+        sync token is saved then, so that a restart before it sees them again)."""
         self.ctx.rooms_known.set()
+        self._handed = []
         try:
             await encryption.keep_keys(self.ctx.client)
         except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
             log.warning("could not update the encryption keys: %s", exc)
         for room_id, info in response.rooms.invite.items():
-            await self._guarded(self.on_invite(room_id, info.invite_state), room_id)
+            self._hand(room_id, lambda r=room_id, s=info.invite_state: self.on_invite(r, s),
+                       "an invite")
         if not self.ctx.settings.matrix.encryption:
             for room_id in response.rooms.join:
                 if messages.is_encrypted(self.ctx.client, room_id):
-                    await self._guarded(self._leave_encrypted(room_id), room_id)
-        if first:
-            return  # history: commands sent before the bot's first start are not answered
+                    self._hand(room_id, lambda r=room_id: self._leave_encrypted(r),
+                               "leaving an encrypted room")
+        if not first:  # history: commands sent before the bot's first start are not answered
+            await self._take_in(response)
+        return asyncio.gather(*self._handed)
+
+    def _hand(self, room_id: str, work, what: str) -> None:
+        self._handed.append(self.lanes.hand(room_id, work, what))
+
+    async def _hand_on(self, room_id: str, event: dict[str, Any]) -> None:
+        self._hand(room_id, lambda: self.on_event(room_id, event), "an event")
+
+    async def _take_in(self, response: SyncResponse) -> None:
         for room_id, info in response.rooms.join.items():
             room = getattr(self.ctx.client, "rooms", {}).get(room_id)
             if info.timeline.limited and room is not None and room.encrypted:
@@ -66,7 +85,7 @@ class Intake:
                 if isinstance(event, MegolmEvent):  # its room key has not arrived (yet)
                     await self._guarded(self.undecrypted.add(room_id, event), room_id)
                 else:
-                    await self._guarded(self.on_event(room_id, event.source), room_id)
+                    await self._hand_on(room_id, event.source)
         await self._guarded(self.undecrypted.retry(), "rooms waiting for keys")
 
     async def _guarded(self, handling, room_id: str) -> None:
@@ -108,7 +127,8 @@ class Intake:
 
     async def _undecryptable(self, room_id: str, event: dict[str, Any], text: str) -> None:
         if matches(str(event.get("sender")), self.ctx.settings.matrix.allowed_users):
-            await messages.send_notice(self.ctx.client, room_id, text, reply_to=event)
+            self._hand(room_id, lambda: messages.send_notice(
+                self.ctx.client, room_id, text, reply_to=event), "a notice")
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
         if event.get("sender") == self.ctx.me:

@@ -90,6 +90,9 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
                  "(image-to-image; --strength sets how much).")
     lines.append(f"A command's word starts a prompt when it is in quotes: "
                  f"`{prefix} \"cancel\" culture, oil painting`.")
+    lines.append("A job that waits or takes a while gets one status notice, edited as it "
+                 "goes (its place, then its steps and the time left); a quick one shows the "
+                 "bot typing.")
     lines.append("Redacting a command that is still queued cancels it. A command in a thread "
                  "is answered in the thread.")
     return "\n".join(lines)

@@ -129,6 +129,7 @@ class Screening:
 
     @staticmethod
     async def _notify(ctx, pending, verdict: Verdict, index: int, label: str) -> None:
+        await pending.my_turn()  # the notice is the picture's answer: it waits its turn
         await messages.send_notice(ctx.client, pending.room_id, notice_text(verdict, label),
                                    reply_to=pending.stored.command,
                                    txn_id=pending.txn(f"compliance-{index}"),

@@ -1,4 +1,5 @@
-"""What chat offers and allows: `limits:`, `styles:` entries, `rooms:`, `quotas:`.
+"""What chat offers and allows: `limits:`, `styles:` entries, `rooms:`, `quotas:`, and
+what people see while they wait (`progress:`).
 
 The syntax of a style entry (its name, its `{prompt}` placeholder) is settled here; the
 style catalogue built from the entries is chat's (bot.chat.styles)."""
@@ -55,6 +56,15 @@ class RoomSettings(_Section):
     # The power level a member needs in a room to change that room's defaults (50 is what
     # clients call a moderator). Bot admins may always.
     defaults_power_level: int = Field(50, ge=0, le=100)
+
+
+class ProgressSettings(_Section):
+    # A job that waits, or runs longer than the interval, gets a status notice that is
+    # edited in place as it moves; false: the notice of a waiting job only, never edited.
+    edits: bool = True
+    # Seconds a job may run before it gets a status notice, and at least between two edits
+    # of one (the homeserver's rate limits count every edit).
+    interval_seconds: float = Field(3.0, ge=1.0, le=600.0)
 
 
 class QuotaSettings(_Section):

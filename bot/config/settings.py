@@ -12,7 +12,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.config.base import ConfigError, warn_if_config_shared
-from bot.config.chat import NAME_RE, LimitSettings, QuotaSettings, RoomSettings, StyleSettings
+from bot.config.chat import (NAME_RE, LimitSettings, ProgressSettings, QuotaSettings,
+                             RoomSettings, StyleSettings)
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import READ_SECRETS, MatrixSettings
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     styles: dict[str, StyleSettings] = {}
     rooms: RoomSettings = RoomSettings()
     quotas: QuotaSettings = QuotaSettings()
+    progress: ProgressSettings = ProgressSettings()
     usage: UsageSettings = UsageSettings()
     metrics: MetricsSettings = MetricsSettings()
     compliance: ComplianceSettings = ComplianceSettings()

@@ -147,9 +147,9 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
 def _timed(bot_id: str, phases: dict[str, float]):
     """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
     block runs; the user's own calls are not counted."""
-    from bot.chat import delivery
+    from bot.chat import posting
 
-    upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, delivery._encode
+    upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, posting._encode
 
     def timed(original, phase_of):
         async def wrapper(self, *args, **kwargs):
@@ -175,11 +175,11 @@ def _timed(bot_id: str, phases: dict[str, float]):
 
     AsyncClient.upload = timed(upload, lambda *_: "upload")
     AsyncClient.room_send = timed(room_send, send_phase)
-    delivery._encode = timed_encode
+    posting._encode = timed_encode
     try:
         yield
     finally:
-        AsyncClient.upload, AsyncClient.room_send, delivery._encode = upload, room_send, encode
+        AsyncClient.upload, AsyncClient.room_send, posting._encode = upload, room_send, encode
 
 
 async def _worker_seconds(port: int) -> tuple[float, float]:

@@ -249,6 +249,21 @@ async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, fil
                      patience: float = QUICK, strict: bool = False) -> str | None:
     """Upload a picture (and its thumbnail, when given) and post it as an m.image, with the
     caption as its body."""
+    content = await image_content(client, room_id, picture, filename=filename,
+                                  caption=caption, reply_to=reply_to, thumbnail=thumbnail,
+                                  patience=patience, strict=strict)
+    if content is None:
+        return None
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience,
+                      strict=strict)
+
+
+async def image_content(client: AsyncClient, room_id: str, picture: Picture, *,
+                        filename: str, caption: str, reply_to: dict[str, Any] | None = None,
+                        thumbnail: Picture | None = None, patience: float = QUICK,
+                        strict: bool = False) -> dict[str, Any] | None:
+    """Upload a picture (and its thumbnail) for an m.image to the room; the message's
+    content, to `send` when its turn comes, or None when the upload failed."""
     # In an encrypted room the files are encrypted too; without encryption, send() refuses.
     encrypt = client.olm is not None and is_encrypted(client, room_id)
     where = await upload(client, picture.data, picture.mimetype, filename, patience, strict,
@@ -265,7 +280,7 @@ async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, fil
         if thumbnail_at is not None:
             info.update({f"thumbnail_{k}": v for k, v in thumbnail_at.items()},
                         thumbnail_info=thumbnail.info())
-    content = {
+    return {
         "msgtype": "m.image",
         # A body that differs from `filename` is shown as a caption (Matrix 1.10).
         "body": caption,
@@ -274,5 +289,3 @@ async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, fil
         "info": info,
         **_reply_fields(reply_to),
     }
-    return await send(client, room_id, content, txn_id=txn_id, patience=patience,
-                      strict=strict)

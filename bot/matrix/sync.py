@@ -49,7 +49,7 @@ class TokenPlace(Protocol):
 
 class SyncLoop:
     def __init__(self, client: AsyncClient, token: TokenPlace,
-                 on_sync: Callable[[SyncResponse, bool], Awaitable[None]],
+                 on_sync: Callable[[SyncResponse, bool], Awaitable[Awaitable | None]],
                  beat: Callable[[], None] | None = None):
         self.client = client
         self.token = token
@@ -58,8 +58,19 @@ class SyncLoop:
         # Set once the first sync is handled: from then on, new messages are answered.
         self.live = asyncio.Event()
         self.last_success = time.monotonic()  # for a watchdog, and for `check`
+        # The newest sync token waiting for its events to be handled before it is saved.
+        self._saving: asyncio.Future | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._run(stop)
+        finally:
+            if self._saving is not None and not self._saving.done():
+                # What is handled by now is saved; the rest comes again after the restart.
+                await asyncio.wait({self._saving}, timeout=5)
+                self._saving.cancel()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         token = await self.token.load()
         failures = 0
         while not stop.is_set():
@@ -75,9 +86,9 @@ class SyncLoop:
                 # was, so the next try fetches the same events again instead of skipping them.
                 response = await self._fill_gaps(response, token) or response
             if isinstance(response, SyncResponse):
-                await self.on_sync(response, first)
+                handled = await self.on_sync(response, first)
                 token = response.next_batch
-                await self.token.save(token)
+                await self._save_after(handled, token)
                 self.last_success = time.monotonic()
                 self.live.set()
                 if failures:
@@ -93,6 +104,24 @@ class SyncLoop:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+    async def _save_after(self, handled: Awaitable | None, token: str) -> None:
+        """Save `token` once the events of its sync are handled. `on_sync` may hand them on
+        to be handled elsewhere and return an awaitable of that: the token is then saved in
+        the background, in order, while the loop syncs on (a restart before it fetches the
+        events again, and those already claimed are skipped)."""
+        if handled is None:
+            await self.token.save(token)
+            return
+        previous = self._saving
+
+        async def save() -> None:
+            if previous is not None:
+                await previous
+            await handled
+            await self.token.save(token)
+        self._saving = asyncio.ensure_future(save())
+        self._saving.add_done_callback(_log_failure)
 
     async def _fill_gaps(self, response: SyncResponse, since: str):
         """Fetch the events a limited timeline left out, so no command is skipped.
@@ -144,6 +173,11 @@ class SyncLoop:
                                           sync_filter=SYNC_FILTER)
         except NETWORK_ERRORS as exc:
             return exc
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not save the sync token", exc_info=future.exception())
 
 
 def _describe(response) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -225,7 +226,7 @@ async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
 async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engine, caplog):
     """Synapse's own defaults (10 messages in a burst, then one per 5 s): the bot waits as
     long as the server says, and every command still gets exactly one picture. The queue is
-    paused while they come in, so each also gets a "Queued" notice: 15 messages in all."""
+    paused while they come in, so each also gets a "Queued" status, edited as it goes."""
     from bot.local.localserver import LocalHomeserver
     from tests.chatting import Chat
     from tests.conftest import PASSWORD
@@ -250,6 +251,9 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
             await alice.close()
     assert all(len(alice.replies(room, e, "m.image")) == 1 for e in asked)
     assert any("429" in r.getMessage() for r in caplog.records), "no 429 was ever returned"
+    # With progress on (status notices, their edits, typing), no send failed or gave up.
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not failed, failed
 
 
 async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_settings, engine,

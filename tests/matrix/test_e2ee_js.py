@@ -111,3 +111,44 @@ async def test_without_cross_signing_the_bot_is_shut_out(make_settings, engine, 
             (answer,) = await user.wait_events(room, sender=bot, timeout=30)
         assert not answer["decrypted"], answer
         assert answer["decryption_failure"] == "UNSIGNED_SENDER_DEVICE"
+
+
+async def test_a_js_sdk_user_sees_the_status_and_its_edits_decrypted(make_settings, engine,
+                                                                     homeserver):
+    """A slow job in an encrypted room: its status notice and each edit arrive encrypted,
+    decrypt under no warning, and the edits name the notice they replace in the clear (so
+    that the homeserver and clients can put them together)."""
+    import re
+    import time
+
+    settings = bot_settings(make_settings, homeserver)
+    settings.progress.interval_seconds = 1
+    bot = settings.matrix.user_id
+    handle = engine.pipe.unet.register_forward_hook(lambda *_: time.sleep(0.4))
+    try:
+        async with await JsClient.login(homeserver, new_user(homeserver, "js"),
+                                        PASSWORD) as user:
+            async with bot_running(settings, engine):
+                room = await user.create_room([bot])
+                await user.send_text(room, "!img a lighthouse at dusk --steps 8")
+                # The status, at least two edits, the picture, the final edit.
+                events = await user.wait_events(room, sender=bot, types=["m.room.message"],
+                                                count=5, timeout=90)
+                while not any(e["content"].get("m.new_content", {}).get("body", "")
+                              .startswith("Done") for e in events):
+                    events = await user.wait_events(room, sender=bot, count=len(events) + 1,
+                                                    types=["m.room.message"], timeout=30)
+    finally:
+        handle.remove()
+    status = events[0]
+    assert status["content"]["msgtype"] == "m.notice", status
+    edits = [e for e in events if "m.new_content" in e["content"]]
+    for event in [status, *edits]:
+        assert event["wire_type"] == "m.room.encrypted" and event["decrypted"], event
+        assert event["shield"] == {"colour": "NONE", "reason": None}, event
+    assert all(e["content"]["m.relates_to"] == {"rel_type": "m.replace",
+                                                "event_id": status["event_id"]}
+               for e in edits)
+    steps = [int(m.group(1)) for e in edits
+             if (m := re.search(r"step (\d+) of 8", e["content"]["m.new_content"]["body"]))]
+    assert len(steps) >= 2 and steps == sorted(steps), [e["content"] for e in edits]

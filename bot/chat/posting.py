@@ -1,0 +1,133 @@
+"""Posting one picture of a job, in two halves: `prepare` screens, encodes (in a thread) and
+uploads it, side by side with the room's other pictures, a bounded number at once; `post`
+sends its message when the picture's turn in the room comes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from generation.compliance.checks import SigningFailed
+from generation.png import encode_for_upload, encode_thumbnail
+
+from bot.chat.context import Context, Pending
+from bot.chat.screening import Screening
+from bot.matrix import messages
+from bot.store import gallery, jobs
+from bot.store.retention import options_for_log, prompt_for_log
+
+log = logging.getLogger(__name__)
+
+# What `prepare` returns for a picture the compliance checks did not let through.
+WITHHELD = "withheld by the compliance checks"
+# Pictures encoded and uploaded at once: in one room (its answers still arrive in order),
+# and in all rooms together (each one in flight holds its encoded file in memory).
+PER_ROOM = 3
+OVERALL = 6
+
+
+class OwnFault(str):
+    """Why a picture was not sent when the bot, not the homeserver, could not send it."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A picture uploaded, with the message that will show it."""
+
+    content: dict[str, Any]
+    part: str  # what its transaction ID is made of
+    index: int | None  # its place in the job (None: the contact sheet)
+
+
+class Slots:
+    """The bound on pictures being encoded and uploaded, per room and overall."""
+
+    def __init__(self, per_room: int = PER_ROOM, overall: int = OVERALL):
+        self._overall = asyncio.Semaphore(overall)
+        self._rooms: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(per_room))
+
+    @asynccontextmanager
+    async def take(self, room_id: str):
+        async with self._rooms[room_id], self._overall:
+            yield
+
+
+def _as_picture(encoded) -> messages.Picture | None:
+    if encoded is None:
+        return None
+    return messages.Picture(encoded.data, encoded.width, encoded.height, encoded.mimetype,
+                            encoded.note)
+
+
+def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign=None
+            ) -> tuple[messages.Picture | None, messages.Picture | None]:
+    """The picture (marked, and signed last when `sign` is given) and its thumbnail."""
+    small = encode_thumbnail(image) if thumbnail else None
+    return _as_picture(encode_for_upload(image, params, limit, sign)), (
+        messages.Picture(*small, mimetype="image/jpeg") if small else None)
+
+
+async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any], text: str,
+                  stem: str, index: int | None, thumbnail: bool = False) -> Ready | str:
+    """Screen, encode (in a thread, beside the next generation on the GPU) and upload
+    picture `index` of the job (None: the contact sheet); Ready, or why it cannot be sent.
+    One that is too large for the homeserver is encoded again for its upload limit, read
+    afresh. Raises messages.Unreachable."""
+    part = "sheet" if index is None else f"picture-{index}"
+    # The compliance checks: a withheld picture's notice is its answer.
+    screening = await Screening.of(ctx)
+    image = await screening.screen(ctx, pending, image, index, f"seed {params.get('seed')}")
+    if image is None:
+        return WITHHELD
+    compliance = screening.compliance
+    params = compliance.public_parameters(params)
+    for attempt in range(2):
+        try:
+            picture, small = await asyncio.to_thread(_encode, image, params, ctx.upload_limit,
+                                                     thumbnail, compliance.signing(params))
+        except SigningFailed as exc:  # never sent unsigned; the notice says why
+            log.error("job %d: %s", pending.ticket.id, exc)
+            return OwnFault(f"it could not be signed ({exc})")
+        except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
+            log.exception("job %d: a picture could not be encoded", pending.ticket.id)
+            return OwnFault(f"it could not be encoded ({type(exc).__name__})")
+        if picture is None:
+            return f"it does not fit the upload limit of {ctx.upload_limit} bytes"
+        try:
+            content = await messages.image_content(
+                ctx.client, pending.room_id, picture,
+                filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
+                caption=f"{text} · {picture.note}" if picture.note else text,
+                reply_to=pending.stored.command, thumbnail=small,
+                patience=messages.PATIENT, strict=True)
+        except messages.Refused as exc:
+            if exc.errcode != "M_TOO_LARGE" or attempt:
+                return str(exc)
+            limit = await messages.upload_limit(ctx.client)
+            ctx.upload_limit = limit if limit and limit < len(picture.data) \
+                else len(picture.data) // 2
+            continue
+        return Ready(content, part, index)
+    return OwnFault("it could not be uploaded")  # not reached
+
+
+async def post(ctx: Context, pending: Pending, ready: Ready) -> str | None:
+    """Send the message of an uploaded picture; None when it arrived, else why not. Each
+    posted picture is remembered, for replies to it. Raises messages.Unreachable."""
+    try:
+        event_id = await messages.send(ctx.client, pending.room_id, ready.content,
+                                       txn_id=pending.txn(ready.part),
+                                       patience=messages.PATIENT, strict=True)
+    except messages.Refused as exc:
+        return str(exc)
+    await jobs.sent_part(ctx.db, pending.stored)
+    store = ctx.settings.usage.store_prompts
+    await gallery.remember(ctx.db, event_id, pending.room_id, pending.stored.usage_id,
+                           options_for_log(pending.stored.job.record(), store),
+                           prompt_for_log(pending.prompt, store), ready.index)
+    return None

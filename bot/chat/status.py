@@ -1,0 +1,151 @@
+"""What a person sees while their job waits and runs: one status notice in reply to the
+command, edited in place as the job moves (its place and wait, then its steps or tiles),
+and a short final line once the answer is posted; or, for a job that is made at once and
+quickly, only the bot typing in the room.
+
+The status reads the job's newest progress when it is time for an edit (the worker only
+replaces a value, never waits): at most one edit per job per interval, and an edit the
+homeserver holds back (a 429, waited out by the client) only pushes the next one later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from generation.job import Job
+from generation.progress import Progress
+
+from bot.chat.context import Context, Pending
+from bot.matrix import edits, messages
+from bot.text import plural
+
+log = logging.getLogger(__name__)
+
+
+def waiting_text(ahead: int, eta: float | None, paused: bool) -> str:
+    if paused:
+        return (f"Queued: the queue is paused by a bot admin; {plural(ahead, 'job')} "
+                "ahead of yours.")
+    wait = f", about {_seconds(eta)}" if eta is not None else ""
+    return f"Queued: {plural(ahead, 'job')} ahead of yours{wait}."
+
+
+def running_text(job: Job, progress: Progress | None, elapsed: float) -> str:
+    """"Making your picture: step 12 of 30, about 6 s left." and the like."""
+    what = {"upscale": f"Upscaling {job.factor}×", "edit": "Editing your picture",
+            "img2img": "Repainting your picture"}.get(job.kind, "Making your picture")
+    if job.count > 1:
+        what = f"Making your {job.count} pictures"
+    if progress is None:
+        return f"{what}: started {_seconds(elapsed)} ago."
+    part = ""
+    if progress.parts > 1:
+        part = (f"pass {progress.part} of {progress.parts}, " if progress.unit == "tile"
+                else f"picture {progress.part} of {progress.parts}, ")
+    done = f"{part}{progress.unit} {progress.done} of {progress.total}"
+    fraction = progress.fraction
+    if fraction <= 0 or fraction >= 1:
+        return f"{what}: {done}."
+    # Time so far scaled to what is left: text encoding and decoding count as steps.
+    return f"{what}: {done}, about {_seconds(elapsed * (1 - fraction) / fraction)} left."
+
+
+def _seconds(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} minutes"
+
+
+class Status:
+    """The status of one accepted job, followed in a task of its own until `end`."""
+
+    def __init__(self, ctx: Context, pending: Pending, typing: edits.Typing,
+                 tell_waiting: bool = True):
+        self.ctx = ctx
+        self.pending = pending
+        self.typing = typing
+        self.tell_waiting = tell_waiting  # False for a job resumed after a restart
+        self.event_id: str | None = None  # the status notice, once sent
+        self.shown: object = None  # what the notice says now (see `_text`)
+        self.edits = 0
+        self._ended = asyncio.get_running_loop().create_future()
+        self._final: str | None = None
+        self._typing = False
+
+    def end(self, final: str | None) -> None:
+        """The answer is posted (or will never be): `final` is the status's last words."""
+        self._final = final
+        if not self._ended.done():
+            self._ended.set_result(None)
+
+    async def follow(self) -> None:
+        settings = self.ctx.settings.progress
+        ticket, loop = self.pending.ticket, asyncio.get_running_loop()
+        interval = settings.interval_seconds
+        try:
+            if self.tell_waiting and (ticket.ahead or self.ctx.queue.paused):
+                paused = self.ctx.queue.paused
+                await self._post(("waiting", ticket.ahead, paused),
+                                 waiting_text(ticket.ahead, ticket.eta_seconds, paused))
+            next_at = loop.time() + interval
+            while not self._ended.done():
+                if self._started() and not self._typing:
+                    self._typing = True  # the bot types while the job is at work
+                    await self.typing.start(self.pending.room_id)
+                wake = {self._ended} | ({ticket.started} if not self._typing
+                                        and ticket.started is not None else set())
+                await asyncio.wait(wake, timeout=max(0.0, next_at - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if self._ended.done() or loop.time() < next_at:
+                    continue  # ended, or it started: typing, then the same wait
+                next_at = loop.time() + interval
+                if self._typing:
+                    await self.typing.keep(self.pending.room_id)
+                if not settings.edits or self.ctx.pressure.limited:
+                    continue  # held back by the homeserver: the pictures go first
+                said, text = self._text()
+                if self.event_id is None:
+                    if not ticket.result.done():
+                        await self._post(said, text)  # still at work after an interval
+                elif said != self.shown:
+                    await self._edit(said, text)
+                next_at = loop.time() + interval  # an edit that was held up counts
+            if self.event_id is not None and settings.edits and self._final:
+                await self._edit(self._final, self._final)
+        finally:
+            if self._typing:
+                await self.typing.stop(self.pending.room_id)
+
+    def _started(self) -> bool:
+        started = self.pending.ticket.started
+        return started is not None and started.done()
+
+    def _text(self) -> tuple[object, str]:
+        """What the status says now, and in what words. A waiting job's words change with
+        its wait each second; it is edited only when its place (or the pause) changes, so
+        that a long queue does not spend the homeserver's rate limit on estimates."""
+        ticket = self.pending.ticket
+        job = ticket.job
+        if ticket.result.done():
+            text = f"Made; posting {'them' if job.count > 1 else 'it'} now."
+            return text, text
+        if not self._started():
+            standing, paused = self.ctx.queue.standing(ticket), self.ctx.queue.paused
+            if standing is None:
+                return "Starting.", "Starting."
+            return ("waiting", standing[0], paused), waiting_text(*standing, paused)
+        text = running_text(job, ticket.progress, time.monotonic() - ticket.started.result())
+        return text, text
+
+    async def _post(self, said: object, text: str) -> None:
+        self.event_id = await messages.send_notice(
+            self.ctx.client, self.pending.room_id, text, reply_to=self.pending.stored.command,
+            txn_id=self.pending.txn("queued"))
+        self.shown = said
+
+    async def _edit(self, said: object, text: str) -> None:
+        if await edits.edit_notice(self.ctx.client, self.pending.room_id, self.event_id,
+                                   text):
+            self.shown = said
+            self.edits += 1
