@@ -126,8 +126,8 @@ class Iterator:
         if isinstance(command, Vary):
             return self._typed(await self._vary(command, source, posted), posted.prompt)
         if isinstance(command, Edit):
-            return self._typed(await self._edit(command, source, room, room_id, event, reply),
-                               command.instruction)
+            return self._typed(await self._edit(command, source, room, room_id, event, reply,
+                                                posted), command.instruction)
         return self._typed(await self._img2img(command, source, room), command.prompt)
 
     @staticmethod
@@ -149,6 +149,9 @@ class Iterator:
         if job.kind in ("img2img", "edit"):
             try:
                 job = await source_pictures.refetched(self.ctx.client, job, self.limits)
+            except source_pictures.ReferenceUnusable as exc:
+                return UsageError(f"The reference picture this one was made with (the "
+                                  f"thread's first picture): {exc}")
             except SourceError as exc:
                 return UsageError(f"The picture this one was made from: {exc}")
         return dataclasses.replace(job, seed=new_seed(count), count=count,
@@ -174,7 +177,7 @@ class Iterator:
             model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
 
     async def _edit(self, command: Edit, source: Source, room, room_id: str, event: dict,
-                    reply: str) -> Job | UsageError:
+                    reply: str, posted: gallery.Posted | None) -> Job | UsageError:
         catalogue = self.ctx.catalogue
         model = catalogue.edit_model
         job = self._resolve(editing.as_generate(command, model), room, edit=True)
@@ -183,7 +186,8 @@ class Iterator:
         try:
             references = await source_pictures.thread_references(
                 self.ctx.client, room_id, event.get("content") or {}, reply,
-                catalogue.family(model).pictures, self.limits)
+                catalogue.family(model).pictures, self.limits,
+                made_from=(posted.job.source, *posted.job.references) if posted else ())
         except SourceError as exc:
             return UsageError(str(exc))
         try:

@@ -62,7 +62,7 @@ class Resumer:
                     resumed += 1
                     continue
                 if why is None:
-                    self.acceptor.start(stored)
+                    self.acceptor.start(stored, resumed=True)
                     resumed += 1
                     continue
             given_up += 1
@@ -81,7 +81,7 @@ class Resumer:
             except sources.Unavailable:
                 continue
             if why is None:
-                self.acceptor.start(stored)
+                self.acceptor.start(stored, resumed=True)
             else:
                 await self._give_up(stored, why)
             return
@@ -105,6 +105,9 @@ class Resumer:
             job = await source_pictures.refetched(self.ctx.client, job, self.ctx.settings.limits)
         except sources.Unavailable:
             raise
+        except source_pictures.ReferenceUnusable as exc:
+            return stored, (f"its reference picture (the thread's first picture) could not "
+                            f"be used again ({exc})")
         except sources.SourceError as exc:
             return stored, f"the picture it starts from could not be used again ({exc})"
         return replace(stored, job=job), None

@@ -37,11 +37,19 @@ def thread_root(content: dict) -> str | None:
     return root if relation.get("rel_type") == "m.thread" and isinstance(root, str) else None
 
 
+class ReferenceUnusable(SourceError):
+    """An edit's reference picture (not the picture it changes) cannot be used."""
+
+
 async def thread_references(client, room_id: str, content: dict, reply: str,
-                            pictures: int, limits) -> list[Source]:
+                            pictures: int, limits, made_from: tuple[str, ...] = ()
+                            ) -> list[Source]:
     """The references of an edit replying to `reply`: the thread's first picture where the
-    family takes two or more pictures and that is another picture; else none. A thread
-    started on text has none; a picture that cannot be used says why (SourceError)."""
+    family takes two or more pictures and that is another picture; else none. `made_from`:
+    the locators the replied-to picture was made from, when the bot made it (an edit of the
+    bot's own edit in the thread already has the first picture in it, and must not get it
+    twice). A thread started on text has none; a picture that cannot be used says why
+    (SourceError)."""
     root = thread_root(content)
     if pictures < 2 or root is None or root == reply:
         return []
@@ -50,24 +58,44 @@ async def thread_references(client, room_id: str, content: dict, reply: str,
     except sources.NotAPicture:
         return []
     except SourceError as exc:
-        raise SourceError(f"The thread's first picture: {exc}") from None
+        raise SourceError(_about_the_root(str(exc))) from None
     content = event["content"]
+    url = sources.locator(content)
+    if url.partition("#")[0] in {made.partition("#")[0] for made in made_from}:
+        return []
     try:
-        return [await sources.fetch(client, sources.locator(content),
-                                    (content.get("info") or {}).get("size"), limits)]
+        return [await sources.fetch(client, url, (content.get("info") or {}).get("size"),
+                                    limits)]
     except SourceError as exc:
         raise SourceError(f"The thread's first picture: {exc}") from None
+
+
+def _about_the_root(said: str) -> str:
+    """picture_event's words about "the message you replied to", said of the thread's first
+    picture, which nobody replied to."""
+    replied = "The message you replied to"
+    if said.startswith(replied):
+        return "The thread's first picture" + said[len(replied):]
+    return f"The thread's first picture: {said}"
 
 
 async def refetched(client, job: Job, limits) -> Job:
     """`job` with the pictures it starts from fetched again from their locators (they are
     not kept in the job store): the source, fitted to the job's size for img2img
     and edit (an upscale takes it as it is), and an edit's references. Raises SourceError
-    (sources.Unavailable when the homeserver cannot be asked now)."""
+    (ReferenceUnusable for a reference; sources.Unavailable when the homeserver cannot be
+    asked now)."""
     source = await sources.fetch(client, job.source, None, limits)
     image = source.image
     if job.kind in ("img2img", "edit"):
         image = await asyncio.to_thread(fitted, image, job.width, job.height)
-    references = [await sources.fetch(client, url, None, limits) for url in job.references]
+    references = []
+    for url in job.references:
+        try:
+            references.append(await sources.fetch(client, url, None, limits))
+        except sources.Unavailable:
+            raise  # asked again later, like the source
+        except SourceError as exc:
+            raise ReferenceUnusable(str(exc)) from None
     return dataclasses.replace(job, image=image,
                                reference_images=tuple(ref.image for ref in references))

@@ -1,17 +1,21 @@
 """`!img edit` with two pictures, against the real homeserver on the tiny FLUX.2 [klein]
 (which takes reference pictures): a thread started on a picture, with a second picture
 posted in it and replied to, edits the second with the first as a reference; the same in
-an encrypted room; and a restart of `again` fetches both again."""
+an encrypted room; a restart of `again` fetches both again; an edit of that edit does not
+take the first picture twice; and a job resumed after a restart whose reference picture is
+gone says that it is the reference."""
 
 from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.chat.test_families_matrix import params_of, uploaded_png
+from bot.store import db as database
 from tests.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
@@ -97,6 +101,65 @@ async def test_an_edit_with_a_reference_in_an_encrypted_room(
     # Nor kept in the usage log, which admins read.
     logged = json.dumps(await usage_rows(settings))
     assert "key=" not in logged and made["references"][0] in logged
+
+
+async def test_an_edit_of_the_bots_edit_in_the_thread_takes_the_first_picture_once(
+        make_settings, family_engines, alice):
+    settings = make_settings(generation={"model": family_engines["flux2-klein"].path},
+                             compliance={"embed_prompt": True})
+    async with bot_running(settings, family_engines["flux2-klein"]):
+        room = await alice.room_with(BOT)
+        first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
+        second = await alice.send_picture(room, plain_png((30, 160, 60)), "image/png", 96, 64,
+                                          **in_thread(first, first, falling_back=True))
+        asked = await alice.send(room, "!img edit put its colours on it --seed 1",
+                                 **in_thread(first, second))
+        (edited,) = await alice.wait_reply(room, asked, "m.image")
+        asked = await alice.send(room, "!img edit make it night --seed 2",
+                                 **in_thread(first, edited["event_id"]))
+        (again,) = await alice.wait_reply(room, asked, "m.image")
+    assert len((await params_of(alice, edited))["references"]) == 1
+    # The first picture is in the bot's edit already: it is not added again.
+    made = await params_of(alice, again)
+    assert made["kind"] == "edit" and "references" not in made
+    assert "reference" not in again["content"]["body"]
+
+
+async def test_a_resumed_edit_whose_reference_is_gone_names_the_reference(
+        make_settings, family_engines, alice, tmp_path):
+    settings = make_settings(generation={"model": family_engines["flux2-klein"].path},
+                             state_dir=tmp_path / "kept",
+                             matrix={"admins": ["@alice:localhost"]})
+    async with bot_running(settings, family_engines["flux2-klein"]):
+        room = await alice.room_with(BOT)
+        pause = await alice.send(room, "!img pause")
+        await alice.wait_reply(room, pause, "m.notice")
+        first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
+        second = await alice.send_picture(room, plain_png((30, 160, 60)), "image/png", 96, 64,
+                                          **in_thread(first, first, falling_back=True))
+        asked = await alice.send(room, "!img edit make it night", **in_thread(first, second))
+        await alice.wait_reply(room, asked, "m.notice")  # queued, while paused
+    await forget_the_reference(Path(settings.state_dir) / "imgbot.sqlite3", asked)
+    async with bot_running(settings, family_engines["flux2-klein"]):
+        notice = (await alice.wait_reply(room, asked, "m.notice", count=2))[1]
+    said = notice["content"]["body"]
+    assert "not made: its reference picture (the thread's first picture) could not be " \
+           "used again" in said, said
+    assert "the picture it starts from" not in said
+
+
+async def forget_the_reference(path: Path, event_id: str) -> None:
+    """The stored job's reference pointed at a file the homeserver does not have (as if it
+    had been deleted since)."""
+    db = await database.connect(path)
+    (record,) = await (await db.execute("SELECT job FROM jobs WHERE event_id = ?",
+                                        (event_id,))).fetchone()
+    job = json.loads(record)
+    assert len(job["references"]) == 1
+    job["references"] = ["mxc://localhost/gone"]
+    await db.execute("UPDATE jobs SET job = ? WHERE event_id = ?", (json.dumps(job), event_id))
+    await db.commit()
+    await db.close()
 
 
 def read_png_parameters(data: bytes) -> dict:
