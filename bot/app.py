@@ -47,7 +47,8 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
                       fast_decoder=generation.fast_decoder,
                       upscaler=generation.upscaler if upscaler else None,
                       edit_model=generation.edit_model, loras=generation.loras,
-                      quantize=generation.quantize):
+                      quantize=generation.quantize,
+                      devices=generation.devices or [generation.device]):
         if not part.ok:
             raise SystemExit(part.message)
 
@@ -69,10 +70,7 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
     generation = settings.generation
     device = device or generation.device
     catalogue = generation.catalogue
-    options = dict(vae=generation.vae, fast_decoder=generation.fast_decoder,
-                   compile=generation.compile,
-                   cache_dir=settings.state_dir / "compile-cache", loras=generation.loras,
-                   quantize=generation.quantize, offload=generation.offload)
+    options = generation.engine_options(settings.state_dir)
     try:
         if generation.models:
             runner = ModelPool(catalogue, next(iter(catalogue)), device,

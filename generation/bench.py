@@ -89,6 +89,10 @@ class Workload:
             placement = choose(self.device)
         except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
             raise BenchError(str(exc)) from None
+        if not self.family.text_to_image:  # both sides time pictures made from a prompt
+            raise BenchError(f"--model {self.model}: a {self.family.label} model only edits "
+                             "pictures, and the bench times pictures made from a prompt; "
+                             "give it a model that makes them")
         multiple = self.family.multiple
         if self.width <= 0 or self.height <= 0 or self.width % multiple \
                 or self.height % multiple:

@@ -59,9 +59,9 @@ def processor(image_processor, tokenizer):
 def warm_up_job(family: Family, width: int, height: int, steps: int, guidance: float,
                 count: int) -> Job:
     """A warm-up's throw-away job: a txt2img one, or where `family` only edits, an edit of a
-    blank picture of that size."""
-    job = Job(prompt="warm-up", seed=0, steps=steps, width=width, height=height,
-              guidance=guidance, count=count)
+    blank picture of that size; of at least the family's `min_steps`."""
+    job = Job(prompt="warm-up", seed=0, steps=max(steps, family.min_steps), width=width,
+              height=height, guidance=guidance, count=count)
     if family.text_to_image:
         return job
     from PIL import Image

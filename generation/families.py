@@ -44,6 +44,9 @@ class Family:
     # pipeline guides only with a negative prompt: Qwen-Image's true CFG, with " ").
     blank_negative: str = ""
     fixed: tuple[tuple[str, object], ...] = ()  # arguments every call of the family gets
+    # The fewest steps that make a picture: Qwen-Image's schedule, stretched to end at 0.02,
+    # divides 0 by 0 at one step (NaN pixels), so its warm-up runs two.
+    min_steps: int = 1
     suggested: str = ""  # for README and messages: a model with a licence a company can use
 
     def guided(self, guidance: float) -> bool:
@@ -81,7 +84,7 @@ FLUX2_KLEIN_BASE = Family("flux2-klein", "FLUX.2 [klein] base", 1024, steps=50,
 ZIMAGE = Family("zimage", "Z-Image", 1024, steps=8, guidance_default=0.0, multiple=16,
                 suggested="Tongyi-MAI/Z-Image-Turbo (Apache-2.0, 8 steps)")
 QWENIMAGE = Family("qwenimage", "Qwen-Image", 1328, steps=50, guidance_default=4.0,
-                   guidance="true_cfg_scale", multiple=16, blank_negative=" ",
+                   guidance="true_cfg_scale", multiple=16, blank_negative=" ", min_steps=2,
                    suggested="Qwen/Qwen-Image (Apache-2.0, 50 steps; 20B: an 80 GB card, "
                              "or offloading / fp8)")
 # The Plus pipeline (the 2509 and 2511 models): up to three pictures, one prompt a call (it
@@ -90,7 +93,7 @@ QWENIMAGE = Family("qwenimage", "Qwen-Image", 1328, steps=50, guidance_default=4
 QWENIMAGE_EDIT = Family("qwenimage-edit", "Qwen-Image-Edit", 1024, steps=40,
                         guidance_default=4.0, guidance="true_cfg_scale", multiple=16,
                         blank_negative=" ", strength=False, edits=True, pictures=3,
-                        text_to_image=False, batches=False,
+                        text_to_image=False, batches=False, min_steps=2,
                         suggested="Qwen/Qwen-Image-Edit-2511 (Apache-2.0; 20B: an 80 GB card, "
                                   "or offloading / fp8)")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .device import Placement
 from .families import Family
+from .memory import cuda_free
 from .model_folder import ModelError, component_weights
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,23 @@ def check(quantize: str, placement: Placement) -> None:
                      "none there")
 
 
+def device_problem(quantize: str, device: str) -> str | None:
+    """Why `quantize` cannot run on `device` (`auto` resolved as the load resolves it), in
+    the words of `check` less its key; None where it can, or the device itself is wrong
+    (the load says so). For `imgbot check` and the start, before anything loads."""
+    if quantize != "fp8":  # int8 runs anywhere
+        return None
+    from .device import choose
+
+    try:
+        check(quantize, choose(device))
+    except ModelError as exc:
+        return str(exc).removeprefix("generation.quantize: ")
+    except (ValueError, RuntimeError):  # no such device here
+        return None
+    return None
+
+
 def fit(pipe, folder: Path, family: Family, placement: Placement, name: str, *,
         quantize: str = "none", offload: str = "auto") -> Fit:
     """Quantize the denoiser (`quantize`, after `check`) and place the pipeline on the
@@ -247,9 +265,5 @@ def place(pipe, offload: str, placement: Placement) -> None:
 
 
 def free_memory(device: str) -> int | None:
-    """Bytes free on a CUDA device now (after what this process and others hold)."""
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    return torch.cuda.mem_get_info(torch.device(device))[0]
+    """Bytes free for new weights on a CUDA device now (memory.cuda_free); None elsewhere."""
+    return cuda_free(device) if device.startswith("cuda") else None

@@ -1,4 +1,5 @@
-"""How much GPU memory the process holds, for the metrics endpoint.
+"""How much GPU memory the process holds, for the metrics endpoint, and how much is free
+for new weights, for fitting a model and the model pool.
 
 Read from torch's caching allocator, which keeps these counters on the host: reading them
 neither synchronises with the GPU nor waits for the running job.
@@ -24,3 +25,13 @@ def gpu_memory() -> dict[str, int] | None:
         "allocated": sum(torch.cuda.memory_allocated(i) for i in devices),
         "reserved": sum(torch.cuda.memory_reserved(i) for i in devices),
     }
+
+
+def cuda_free(device: str) -> int:
+    """Bytes free for new tensors on the CUDA `device`: what the driver has free, and the
+    blocks torch's caching allocator has reserved but holds no tensor in (free to torch,
+    though not to the driver that `mem_get_info` asks)."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)

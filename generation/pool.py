@@ -15,7 +15,8 @@ from pathlib import Path
 from .device import choose
 from .engine import Engine
 from .families import Family
-from .model_folder import unknown_model, weights_bytes
+from .memory import cuda_free
+from .model_folder import ModelError, unknown_model, weights_bytes
 from .job import GenerationError, Job
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,7 @@ GIB = 1024 ** 3
 def free_bytes(device: str) -> int | None:
     """Memory free for new weights on `device`, or None where it cannot be known."""
     if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        # Blocks torch has reserved but holds no tensor in are free to it, though not to
-        # the driver that `mem_get_info` asks.
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return cuda_free(device)
     if device == "cpu":
         return _mem_available()
     return None  # mps shares the system's memory and has no cheap, honest probe
@@ -97,7 +93,7 @@ class ModelPool:
 
     def generate(self, job: Job) -> list:
         engine = self._engine(job.model)
-        self.load(engine.name)
+        self._load_for_jobs(engine.name)
         return engine.generate(job)
 
     def batch_key(self, job: Job) -> tuple | None:
@@ -112,7 +108,7 @@ class ModelPool:
         if not jobs:
             return []
         engine = self._engine(jobs[0].model)
-        self.load(engine.name)
+        self._load_for_jobs(engine.name)
         return engine.generate_batch(jobs)
 
     def warm_up(self, width: int, height: int, steps: int = 1, **options) -> float:
@@ -122,7 +118,9 @@ class ModelPool:
         return self._engines[self.name].warm_up(width, height, steps, **options)
 
     def load(self, name: str = "") -> None:
-        """Make the model (the default for "") loaded and the most recently used."""
+        """Make the model (the default for "") loaded and the most recently used. A model
+        its settings cannot load (ModelError: fp8 on this card, a LoRA that fits none of its
+        layers) raises that, so that the start stops saying why."""
         engine = self._engine(name)
         if engine.name in self._loaded:
             self._loaded.remove(engine.name)
@@ -136,6 +134,14 @@ class ModelPool:
                 raise GenerationError(
                     f"The model {engine.name} could not be loaded: not enough GPU memory.")
         self._loaded.append(engine.name)
+
+    def _load_for_jobs(self, name: str) -> None:
+        """`load`, where a ModelError fails the jobs (GenerationError), not the worker."""
+        try:
+            self.load(name)
+        except ModelError:
+            raise GenerationError(f"The model {name} could not be loaded; the bot's log says "
+                                  "why.") from None
 
     def _engine(self, name: str) -> Engine:
         engine = self._engines.get(name or self.name)
@@ -158,8 +164,9 @@ class ModelPool:
             self._unload(self._loaded[0], reason)
 
     def _try_load(self, engine: Engine) -> bool:
-        """Load; False when the GPU ran out of memory, GenerationError for any other failure
-        (a broken folder must fail its jobs, not the worker)."""
+        """Load; False when the GPU ran out of memory, the ModelError of settings it cannot
+        load with, GenerationError for any other failure (a broken folder must fail its
+        jobs, not the worker)."""
         import torch
 
         error = None
@@ -168,6 +175,9 @@ class ModelPool:
             return True
         except torch.cuda.OutOfMemoryError:
             log.warning("the GPU ran out of memory loading model %s", engine.name)
+        except ModelError as exc:
+            log.error("model %s could not be loaded: %s", engine.name, exc)
+            error = ModelError(str(exc))  # without its traceback, which holds the frames
         except Exception:
             log.exception("model %s could not be loaded from %s", engine.name, engine.path)
             error = GenerationError(f"The model {engine.name} could not be loaded; the bot's "

@@ -9,6 +9,7 @@ to say whether it can load a file than loading it (tens of MB, on the CPU)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,13 @@ class Part:
 def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
                 fast_decoder: Path | None = None, upscaler: Path | None = None,
                 edit_model: str | None = None, loras: dict[str, Path] | None = None,
-                quantize: str = "none") -> list[Part]:
+                quantize: str = "none", devices: Sequence[str] = ("auto",)) -> list[Part]:
     """`catalogue` maps each model's name to (its config key, its folder), the default
-    first. The parts that are not configured are left out."""
+    first; `devices` the ones the models load on (`auto` as the start resolves it). The
+    parts that are not configured are left out."""
     parts = [_model(name, key, folder, default=index == 0)
              for index, (name, (key, folder)) in enumerate(catalogue.items())]
-    parts += _quantized(catalogue, quantize, parts)
+    parts += _quantized(catalogue, quantize, parts, devices)
     if edit_model is not None and edit_model in catalogue:
         parts.append(_edit_model(edit_model, catalogue[edit_model][1]))
     if loras and parts[0].ok:  # onto the default model, the first
@@ -73,16 +75,20 @@ def _model(name: str, key: str, folder: Path, default: bool = False) -> Part:
     return Part(key, f"model {name}", f"{folder} ({family.label})")
 
 
-def _quantized(catalogue: dict[str, tuple[str, Path]], quantize: str,
-               models: list[Part]) -> list[Part]:
-    """torchao, where `generation.quantize` or a folder saved quantized with it needs it."""
+def _quantized(catalogue: dict[str, tuple[str, Path]], quantize: str, models: list[Part],
+               devices: Sequence[str]) -> list[Part]:
+    """torchao, where `generation.quantize` or a folder saved quantized with it needs it,
+    and a card that runs the quantization (fp8's compute capability)."""
     from . import fitting
 
     found = []
     if quantize != "none":
+        problem = fitting.torchao_problem(quantize) or next(
+            filter(None, (fitting.device_problem(quantize, d) for d in dict.fromkeys(devices))),
+            None)
         found.append(Part("generation.quantize", "quantize",
                           f"{quantize} (torchao {fitting.torchao_version()}), every denoiser",
-                          problem=fitting.torchao_problem(quantize)))
+                          problem=problem))
     for (name, (key, folder)), model in zip(catalogue.items(), models):
         own = model.ok and fitting.folder_quantization(folder, family_of(folder).denoiser)
         if own and own.startswith("torchao") and fitting.torchao_missing():

@@ -65,14 +65,22 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 2
     setup_logging("WARNING")
     try:
-        engine = Engine(model, args.device or defaults.device)
+        engine = Engine(model, args.device or defaults.device, **engine_options(settings, model))
     except ModelError as exc:
         print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 2
+    family = engine.family_of()
+    if not family.text_to_image:
+        # imgbot generate has no picture to start from; the bot edits with such a model.
+        print(f"imgbot generate: {model} is a {family.label} model, which only edits "
+              "pictures: it cannot make one from a prompt. Give --model a model that makes "
+              "pictures from prompts; this one edits in chat, as generation.edit_model.",
+              file=sys.stderr)
         return 2
     styles = configured(settings.styles) if settings else catalogue()
     job = resolve(command, defaults, limits, Catalogue(
         engine.name, {engine.name: engine.native_size(engine.name)}, styles,
-        families={engine.name: engine.family_of()}))
+        families={engine.name: family}))
     if isinstance(job, UsageError):
         print(f"imgbot generate: {job.message}", file=sys.stderr)
         return 2
@@ -96,7 +104,11 @@ def cmd_generate(args, extra: list[str]) -> int:
         print(f"imgbot generate: the prompt contains the blocked term {term!r} "
               "(compliance.blocklist), so nothing was made", file=sys.stderr)
         return 2
-    engine.load()
+    try:
+        engine.load()
+    except ModelError as exc:  # the config's quantize on this card, a LoRA that does not fit
+        print(f"imgbot generate: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         images = Studio(engine).generate(job)  # --enhance, as in chat
@@ -130,3 +142,16 @@ def cmd_generate(args, extra: list[str]) -> int:
                                           if withheld else ""))
     return 1 if withheld else 0
 
+
+def engine_options(settings, model) -> dict:
+    """The engine options of the config, as the bot builds its engines (quantize, offload,
+    the VAE and the fast decoder); none without a config. Its LoRAs only for its own default
+    model, the one they are loaded onto; and no compile, which costs minutes and pays off
+    only over many pictures."""
+    if settings is None:
+        return {}
+    generation = settings.generation
+    options = generation.engine_options(settings.state_dir)
+    same = generation.model is not None and \
+        Path(model).expanduser().resolve() == generation.model.expanduser().resolve()
+    return {**options, "compile": False, "loras": options["loras"] if same else {}}

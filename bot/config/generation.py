@@ -157,3 +157,11 @@ class GenerationSettings(_Section):
     @property
     def width_height(self) -> tuple[int, int]:
         return parse_size(self.size)
+
+    def engine_options(self, state_dir: Path) -> dict:
+        """What each model's engine is built with (generation.engine.Engine says what they
+        do), by the bot and by `imgbot generate` alike: a picture from the shell is made as
+        one from chat."""
+        return dict(vae=self.vae, fast_decoder=self.fast_decoder, compile=self.compile,
+                    cache_dir=state_dir / "compile-cache", loras=self.loras,
+                    quantize=self.quantize, offload=self.offload)

@@ -77,7 +77,8 @@ def check_parts(settings: Settings) -> list[Result]:
                               fast_decoder=generation.fast_decoder,
                               upscaler=generation.upscaler,
                               edit_model=generation.edit_model,
-                              loras=generation.loras, quantize=generation.quantize)]
+                              loras=generation.loras, quantize=generation.quantize,
+                              devices=generation.devices or [generation.device])]
 
 
 def check_load(settings: Settings) -> Result:

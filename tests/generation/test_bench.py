@@ -82,6 +82,17 @@ def test_random_weights_that_do_not_fit_are_refused_before_anything_is_made(
     Workload.make(None, "sd15", "64x64", device="cpu")
 
 
+def test_a_model_that_only_edits_is_refused_naming_it(tmp_path, capsys):
+    from generation.testing.tiny import make_test_model
+
+    folder = make_test_model(tmp_path / "qwen-edit", "qwenimage-edit")
+    assert imgbot(["bench", "--model", str(folder), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"imgbot bench: --model {folder}: a Qwen-Image-Edit model only edits pictures, " \
+           "and the bench times pictures made from a prompt" in err
+    assert "Traceback" not in err
+
+
 def test_bench_needs_a_model_or_random_weights(capsys):
     with pytest.raises(SystemExit):
         imgbot(["bench", "--size", "64x64"])

@@ -180,3 +180,53 @@ def test_unknown_settings_are_refused():
         fitting.options("int4", "auto")
     with pytest.raises(ValueError, match="offload 'disk': choose one of auto, none, model"):
         fitting.options("none", "disk")
+
+
+# ---- what the check and the start agree on -----------------------------------------------
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_fp8_on_auto_is_refused_by_the_check_in_the_loads_words(test_model, no_gpu):
+    with pytest.raises(ModelError) as refused:
+        Engine(test_model, "auto", quantize="fp8").load()
+    (part,) = [p for p in check_parts({"t": ("generation.model", test_model)}, quantize="fp8",
+                                      devices=["auto"]) if p.name == "quantize"]
+    assert part.message == str(refused.value)
+    assert part.message.startswith("generation.quantize: fp8 needs an NVIDIA GPU of compute "
+                                   "capability 8.9 or newer") and "this is cpu" in part.message
+
+
+def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
+    import torch
+
+    import generation.device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(generation.device, "_native_bf16", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
+    catalogue = {"t": ("generation.model", test_model)}
+    for capability, problem in [((8, 0), "cuda is a NVIDIA A100-SXM4-80GB (compute capability "
+                                         "8.0); use int8 or none there"), ((9, 0), None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+        (part,) = [p for p in check_parts(catalogue, quantize="fp8", devices=["auto", "auto"])
+                   if p.name == "quantize"]
+        assert part.problem is None if problem is None else part.problem.endswith(problem)
+
+
+def test_free_memory_counts_what_torch_reserved_and_holds_no_tensor_in(monkeypatch):
+    import torch
+
+    from generation.pool import free_bytes
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * GiB, 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GiB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * GiB)
+    # 3 GiB the driver has free, and 3 GiB of torch's cache: what a model may load into.
+    assert fitting.free_memory("cuda:0") == free_bytes("cuda:0") == 6 * GiB
+    assert fitting.free_memory("cpu") is None

@@ -78,6 +78,10 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
         "lora for another family": ({"loras": {"brand": str(transformer_lora)}}, "lora brand",
                                     f"generation.loras.brand: {transformer_lora} is a LoRA "
                                     "for a transformer model, not for"),
+        # Where `auto` takes the CPU: the start's choice of device, checked before loading.
+        "fp8 on auto": ({"quantize": "fp8", "device": "auto"}, "quantize",
+                        "generation.quantize: fp8 needs an NVIDIA GPU of compute capability "
+                        "8.9 or newer (L4, L40S, RTX 4090, H100), and this is cpu"),
         "edit model": ({"edit_model": model.name}, "edit model",
                        f"generation.edit_model: {model.name} is a SD 1.x/2.x model, which "
                        "cannot edit pictures by instruction"),
@@ -86,7 +90,9 @@ def broken(tmp_path: Path, what: str, model: Path) -> tuple[dict, str, str]:
 
 @pytest.mark.parametrize("what", ["upscaler missing", "upscaler unreadable", "vae",
                                   "fast_decoder", "another model", "edit model",
-                                  "lora for another family", "default model that only edits"])
+                                  "lora for another family", "default model that only edits",
+                                  pytest.param("fp8 on auto", marks=pytest.mark.skipif(
+                                      torch.cuda.is_available(), reason="auto takes a GPU"))])
 def test_check_fails_each_part_that_run_refuses(homeserver, test_model, tmp_path, what):
     keys, name, words = broken(tmp_path, what, test_model)
     config = config_file(tmp_path, homeserver.url, keys.pop("model", test_model), **keys)
