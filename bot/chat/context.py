@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,43 @@ from bot.matrix import edits, messages
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
 from bot.store.jobs import StoredJob
+
+
+# Pictures encoded and uploaded at once: in one room (its answers still arrive in order),
+# and in all rooms together (each one in flight holds its encoded file in memory).
+PER_ROOM = 3
+OVERALL = 6
+
+
+class Slots:
+    """The bound on pictures being encoded, uploaded and posted, per room and overall; and
+    how many a room has under way (status edits make way for them)."""
+
+    def __init__(self, per_room: int = PER_ROOM, overall: int = OVERALL):
+        self._per_room = per_room
+        self._overall = asyncio.Semaphore(overall)
+        self._rooms: dict[str, asyncio.Semaphore] = {}
+        self._busy: dict[str, int] = {}
+
+    def busy(self, room_id: str) -> bool:
+        return bool(self._busy.get(room_id))
+
+    @asynccontextmanager
+    async def take(self, room_id: str):
+        room = self._rooms.setdefault(room_id, asyncio.Semaphore(self._per_room))
+        async with self.under_way(room_id), room, self._overall:
+            yield
+
+    @asynccontextmanager
+    async def under_way(self, room_id: str):
+        """Counts as the room's pictures being posted while the block runs."""
+        self._busy[room_id] = self._busy.get(room_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._busy[room_id] -= 1
+            if not self._busy[room_id]:
+                del self._busy[room_id]
 
 
 def matches(user_id: str, patterns: list[str]) -> bool:
@@ -87,6 +125,7 @@ class Context:
         # The answer of each room's newest job: answers in a room come in the order the
         # commands were accepted, though the next picture is made while one is uploading.
         self.last_in_room: dict[str, asyncio.Future] = {}
+        self.slots = Slots()  # pictures encoded, uploaded and posted at once
         self.typing = edits.Typing(client)  # the rooms the bot shows itself typing in
         self.pressure = edits.Pressure(client)  # whether the homeserver holds the bot back
         self.upload_limit: int | None = None  # the homeserver's m.upload.size, once known

@@ -29,7 +29,6 @@ class Delivery:
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
-        self.slots = posting.Slots()  # pictures encoded and uploaded at once
 
     async def deliver(self, pending: Pending) -> None:
         final = None
@@ -171,12 +170,11 @@ class Delivery:
         job = result.job
         upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
-        sent, refusal, lost = 0, None, []
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.ctx.catalogue.default_model,
                            upscaler)
-            async with self.slots.take(pending.room_id):
+            async with self.ctx.slots.take(pending.room_id):
                 return await posting.prepare(
                     self.ctx, pending, image, {**params, "seed": job.seed + index}, text,
                     f"imgbot-{job.seed + index}", index, thumbnail=True)
@@ -185,21 +183,8 @@ class Delivery:
         preparing = [asyncio.ensure_future(prepared(index, image))
                      for index, image in enumerate(result.images)]
         try:
-            await pending.my_turn()
-            for index, task in enumerate(preparing):
-                ready = await task
-                if pending.withdrawn:
-                    break
-                problem = ready if isinstance(ready, str) else await posting.post(
-                    self.ctx, pending, ready)
-                if problem is WITHHELD:  # its notice was the answer; not counted as sent
-                    refusal = refusal or problem
-                    continue
-                sent += problem is None
-                if problem is not None:
-                    lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
-                    if refusal in (None, WITHHELD):
-                        refusal = problem  # a failure of its own outranks a withheld one
+            async with self.ctx.slots.under_way(pending.room_id):
+                sent, refusal, lost = await self._post_in_order(pending, job, preparing)
         finally:
             for task in preparing:
                 task.cancel()
@@ -216,7 +201,7 @@ class Delivery:
             # Tiled in a thread, like the encoding: the event loop serves every room.
             sheet = await asyncio.to_thread(contact_sheet, list(result.images), labels,
                                             cell=min(384, max(job.width, job.height)))
-            async with self.slots.take(pending.room_id):
+            async with self.ctx.slots.take(pending.room_id):
                 ready = await posting.prepare(
                     self.ctx, pending, sheet,
                     {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
@@ -225,3 +210,24 @@ class Delivery:
             if not isinstance(ready, str):
                 await posting.post(self.ctx, pending, ready)
         return sent, refusal
+
+    async def _post_in_order(self, pending: Pending, job, preparing: list) -> tuple:
+        """Post each prepared picture in order once the room's earlier answers are sent;
+        (how many arrived, why one did not, what was lost)."""
+        sent, refusal, lost = 0, None, []
+        await pending.my_turn()
+        for index, task in enumerate(preparing):
+            ready = await task
+            if pending.withdrawn:
+                break
+            problem = ready if isinstance(ready, str) else await posting.post(
+                self.ctx, pending, ready)
+            if problem is WITHHELD:  # its notice was the answer; not counted as sent
+                refusal = refusal or problem
+                continue
+            sent += problem is None
+            if problem is not None:
+                lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
+                if refusal in (None, WITHHELD):
+                    refusal = problem  # a failure of its own outranks a withheld one
+        return sent, refusal, lost

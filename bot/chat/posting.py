@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +22,6 @@ log = logging.getLogger(__name__)
 
 # What `prepare` returns for a picture the compliance checks did not let through.
 WITHHELD = "withheld by the compliance checks"
-# Pictures encoded and uploaded at once: in one room (its answers still arrive in order),
-# and in all rooms together (each one in flight holds its encoded file in memory).
-PER_ROOM = 3
-OVERALL = 6
 
 
 class OwnFault(str):
@@ -41,20 +35,6 @@ class Ready:
     content: dict[str, Any]
     part: str  # what its transaction ID is made of
     index: int | None  # its place in the job (None: the contact sheet)
-
-
-class Slots:
-    """The bound on pictures being encoded and uploaded, per room and overall."""
-
-    def __init__(self, per_room: int = PER_ROOM, overall: int = OVERALL):
-        self._overall = asyncio.Semaphore(overall)
-        self._rooms: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(per_room))
-
-    @asynccontextmanager
-    async def take(self, room_id: str):
-        async with self._rooms[room_id], self._overall:
-            yield
 
 
 def _as_picture(encoded) -> messages.Picture | None:

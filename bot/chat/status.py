@@ -23,6 +23,8 @@ from bot.text import plural
 
 log = logging.getLogger(__name__)
 
+QUIET_WAIT = 60  # seconds a final line waits at most for the room's pictures to be posted
+
 
 def waiting_text(ahead: int, eta: float | None, paused: bool) -> str:
     if paused:
@@ -102,8 +104,8 @@ class Status:
                 next_at = loop.time() + interval
                 if self._typing:
                     await self.typing.keep(self.pending.room_id)
-                if not settings.edits or self.ctx.pressure.limited:
-                    continue  # held back by the homeserver: the pictures go first
+                if not settings.edits or self._make_way():
+                    continue  # the room's pictures go first
                 said, text = self._text()
                 if self.event_id is None:
                     if not ticket.result.done():
@@ -112,10 +114,20 @@ class Status:
                     await self._edit(said, text)
                 next_at = loop.time() + interval  # an edit that was held up counts
             if self.event_id is not None and settings.edits and self._final:
+                for _ in range(QUIET_WAIT * 5):  # the final line after the pictures
+                    if not self._make_way():
+                        break
+                    await asyncio.sleep(0.2)
                 await self._edit(self._final, self._final)
         finally:
             if self._typing:
                 await self.typing.stop(self.pending.room_id)
+
+    def _make_way(self) -> bool:
+        """Whether updates wait: while the homeserver holds the bot back (a 429), and while
+        the room's pictures are being posted (each edit is an event the homeserver puts in
+        the room's order, and a picture should not queue behind a status line)."""
+        return self.ctx.pressure.limited or self.ctx.slots.busy(self.pending.room_id)
 
     def _started(self) -> bool:
         started = self.pending.ticket.started

@@ -67,11 +67,14 @@ class LocalHomeserver:
 
     def __init__(
         self, workdir: Path, rate_limits: bool = False, python: str = sys.executable,
-        max_upload_size: str = "50M",
+        max_upload_size: str = "50M", dynamic_thumbnails: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.rate_limits = rate_limits
         self.max_upload_size = max_upload_size
+        # Thumbnails made when a client asks for one rather than at each upload (for the
+        # bench, whose homeserver shares the CPU with the model).
+        self.dynamic_thumbnails = dynamic_thumbnails
         self.python = python
         self.server_name = SERVER_NAME
         # Chosen once so the URL survives a restart, as clients of a real server expect.
@@ -153,6 +156,7 @@ class LocalHomeserver:
             "max_upload_size": self.max_upload_size,
             "url_preview_enabled": False,
             "presence": {"enabled": False},
+            "dynamic_thumbnails": self.dynamic_thumbnails,
         }
         if not self.rate_limits:
             for key in _RATE_LIMIT_KEYS:
