@@ -61,12 +61,12 @@ class Passes:
         self.sizes: list[tuple[int, int]] = []
         real = upscaler._run_tiled
 
-        def run(image):
+        def run(image, *progress):  # which pass of how many, for the progress reports
             self.sizes.append(image.size)
             if fake:
                 return image.resize((image.width * upscaler.scale, image.height * upscaler.scale),
                                     Image.Resampling.NEAREST)
-            return real(image)
+            return real(image, *progress)
 
         monkeypatch.setattr(upscaler, "_run_tiled", run)
 
