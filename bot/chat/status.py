@@ -54,6 +54,15 @@ def running_text(job: Job, progress: Progress | None, elapsed: float) -> str:
     return f"{what}: {done}, about {_seconds(elapsed * (1 - fraction) / fraction)} left."
 
 
+def told_at_once(paused: bool, ahead: int, eta: float | None, interval: float) -> bool:
+    """Whether a job is told its place as soon as it is queued: the queue is paused, or
+    its wait is known to be longer than the interval. A shorter wait (or one not known yet,
+    before anything ran) looks like a quick job: typing, and a status once the interval is
+    over if it is still unanswered, so that a burst of quick jobs costs no notices (each is
+    an event the homeserver puts in the room's order, ahead of the pictures)."""
+    return paused or (ahead > 0 and eta is not None and eta >= interval)
+
+
 def _seconds(seconds: float) -> str:
     seconds = max(1, round(seconds))
     return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} minutes"
@@ -86,7 +95,8 @@ class Status:
         ticket, loop = self.pending.ticket, asyncio.get_running_loop()
         interval = settings.interval_seconds
         try:
-            if self.tell_waiting and (ticket.ahead or self.ctx.queue.paused):
+            if self.tell_waiting and told_at_once(self.ctx.queue.paused, ticket.ahead,
+                                                  ticket.eta_seconds, interval):
                 paused = self.ctx.queue.paused
                 await self._post(("waiting", ticket.ahead, paused),
                                  waiting_text(ticket.ahead, ticket.eta_seconds, paused))

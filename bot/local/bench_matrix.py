@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import run_bot
 from bot.config import Settings
-from bot.local.demo import Shot, _collect, _read_timings, _room_with_bot
+from bot.local.demo import Shot, _read_timings, _room_with_bot, send_and_collect
 from bot.local.localserver import LocalHomeserver, _free_port
 
 
@@ -125,12 +125,7 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
         before = await _worker_seconds(port)
         shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
         with _timed(bot_id, phases, made):
-            for shot in shots:
-                shot.sent_at = time.monotonic()
-                response = await user.room_send(room_id, "m.room.message", {
-                    "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
-                shot.event_id = response.event_id
-            await _collect(user, room_id, shots, None, quiet=True)
+            await send_and_collect(user, room_id, shots, None, quiet=True)
         after = await _worker_seconds(port)
         await _read_timings(settings, shots)
         for shot in shots:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nio import AsyncClient, DownloadError, RoomCreateResponse, SyncResponse
+from nio import AsyncClient, DownloadError, RoomCreateResponse, RoomSendResponse, SyncResponse
 
 from bot.store import db as database
 from bot.app import load_engine, run_bot
@@ -99,13 +99,8 @@ async def _showcase(server: LocalHomeserver, generation: dict, count: int, out: 
         shots = showcase(count)
         room_id = await _room_with_bot(user, bot_id)
         started = time.monotonic()
-        for shot in shots:
-            shot.sent_at = time.monotonic()
-            response = await user.room_send(room_id, "m.room.message", {
-                "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
-            shot.event_id = response.event_id
-        print(f"Sent {count} prompts; waiting for the pictures…")
-        await _collect(user, room_id, shots, out)
+        print(f"Sending {count} prompts; the pictures come as they are made…")
+        await send_and_collect(user, room_id, shots, out)
         total = time.monotonic() - started
         await _read_timings(settings, shots)
     finally:
@@ -134,41 +129,76 @@ async def _room_with_bot(user: AsyncClient, bot_id: str) -> str:
     raise RuntimeError("the bot did not join the demo room within 60 s")
 
 
-async def _collect(user: AsyncClient, room_id: str, shots: list[Shot], out: Path | None,
-                   quiet: bool = False) -> None:
-    """Wait for each shot's picture; with `out`, save it there."""
-    by_event = {s.event_id: s for s in shots}
-    waiting = set(by_event)
+async def send_and_collect(user: AsyncClient, room_id: str, shots: list[Shot],
+                           out: Path | None, quiet: bool = False) -> None:
+    """Send each shot's command and wait for its picture; with `out`, save it there.
+
+    The user syncs while it sends, as a chat client does, so that a picture that comes
+    while later commands are still being sent is seen when it comes (a collector started
+    after the last send would count that wait as the bot's)."""
+    await user.sync(timeout=0, full_state=False)  # a since token: only what comes next
+    seen: dict[str, tuple[float, str]] = {}  # command -> when its picture came, its mxc
+    sending = asyncio.ensure_future(_send(user, room_id, shots))
+    try:
+        await _collect(user, room_id, shots, seen, sending, out, quiet)
+    finally:
+        sending.cancel()
+
+
+async def _send(user: AsyncClient, room_id: str, shots: list[Shot]) -> None:
+    for shot in shots:
+        shot.sent_at = time.monotonic()
+        response = await user.room_send(room_id, "m.room.message", {
+            "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
+        if not isinstance(response, RoomSendResponse):
+            raise RuntimeError(f"could not send a command: {response}")
+        shot.event_id = response.event_id
+
+
+async def _collect(user: AsyncClient, room_id: str, shots: list[Shot],
+                   seen: dict[str, tuple[float, str]],
+                   sending: asyncio.Future, out: Path | None, quiet: bool) -> None:
     deadline = time.monotonic() + TIMEOUT_PER_PICTURE * len(shots)
-    while waiting:
+    done: set[int] = set()
+    while len(done) < len(shots):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(waiting)} pictures did not arrive in time")
+            raise RuntimeError(f"{len(shots) - len(done)} pictures did not arrive in time")
+        if sending.done() and sending.exception() is not None:
+            raise sending.exception()
         # A timeline limit above any count: a busy moment must not come as a gap.
-        sync = await user.sync(timeout=5000, sync_filter={"room": {"timeline": {"limit": 1000}}})
-        if not isinstance(sync, SyncResponse):
-            continue
-        room = sync.rooms.join.get(room_id)
-        for event in room.timeline.events if room else []:
-            content = event.source.get("content", {})
-            if content.get("msgtype") == "m.notice" and event.sender != user.user_id \
-                    and not quiet:
-                print(f"  bot: {content.get('body')}")
-            reply_to = (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
-            if content.get("msgtype") != "m.image" or reply_to not in waiting:
+        sync = await user.sync(timeout=1000,
+                               sync_filter={"room": {"timeline": {"limit": 1000}}})
+        if isinstance(sync, SyncResponse):
+            room = sync.rooms.join.get(room_id)
+            for event in room.timeline.events if room else []:
+                await _note(user, event.source.get("content", {}), event.sender, seen, quiet)
+        for index, shot in enumerate(shots):
+            if index in done or shot.event_id not in seen:
                 continue
-            shot = by_event[reply_to]
-            shot.received_at = time.monotonic()
-            waiting.discard(reply_to)
-            if out is None:
-                continue
-            data = await user.download(mxc=content["url"])
-            if isinstance(data, DownloadError):
-                raise RuntimeError(f"could not download {content['url']}: {data.message}")
-            index = shots.index(shot) + 1
-            shot.file = out / f"{index:02d}-{shot.prompt.split(', ')[1].replace(' ', '-')}.png"
-            shot.file.write_bytes(data.body)
-            print(f"  {index:2d}/{len(shots)} {shot.prompt} (seed {shot.seed}) "
-                  f"after {shot.latency:.1f} s")
+            done.add(index)
+            shot.received_at, url = seen[shot.event_id]
+            if out is not None:
+                await _save(user, shot, url, index, len(shots), out)
+
+
+async def _note(user: AsyncClient, content: dict, sender: str,
+                seen: dict[str, tuple[float, str]], quiet: bool) -> None:
+    if content.get("msgtype") == "m.notice" and sender != user.user_id and not quiet:
+        print(f"  bot: {content.get('body')}")
+    reply_to = (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
+    if content.get("msgtype") == "m.image" and reply_to and reply_to not in seen:
+        seen[reply_to] = (time.monotonic(), content.get("url", ""))
+
+
+async def _save(user: AsyncClient, shot: Shot, url: str, index: int, count: int,
+                out: Path) -> None:
+    data = await user.download(mxc=url)
+    if isinstance(data, DownloadError):
+        raise RuntimeError(f"could not download {url}: {data.message}")
+    shot.file = out / f"{index + 1:02d}-{shot.prompt.split(', ')[1].replace(' ', '-')}.png"
+    shot.file.write_bytes(data.body)
+    print(f"  {index + 1:2d}/{count} {shot.prompt} (seed {shot.seed}) "
+          f"after {shot.latency:.1f} s")
 
 
 async def _read_timings(settings: Settings, shots: list[Shot]) -> None:

@@ -149,9 +149,11 @@ async def test_four_commands_at_once_each_get_their_picture(make_settings, engin
         (image,) = alice.replies(room, event_id, "m.image")
         seeds.add(read_parameters(await alice.download(image["content"]["url"]))["seed"])
     assert seeds == {0, 1, 2, 3}
-    # Those that had to wait were told their place in the queue at once.
-    queued = [n for e in sent for n in alice.replies(room, e, "m.notice")]
-    assert queued and all(n["content"]["body"].startswith("Queued: ") for n in queued)
+    # Their waits are far shorter than progress.interval_seconds: they look like quick
+    # jobs (typing), and a status comes only to one still unanswered after the interval.
+    notices = [n for e in sent for n in alice.replies(room, e, "m.notice")]
+    assert all(n["content"]["body"].startswith(("Queued: ", "Making", "Done"))
+               for n in notices), notices
     rows = await usage_rows(settings)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert all(r["generation_seconds"] > 0 and r["queue_seconds"] >= 0 for r in rows)

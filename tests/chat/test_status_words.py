@@ -1,0 +1,26 @@
+"""The status notice's rules and words, without a homeserver."""
+
+from __future__ import annotations
+
+from generation.job import Job
+from generation.progress import Progress
+
+from bot.chat.status import running_text, told_at_once, waiting_text
+
+
+def test_a_long_or_paused_wait_is_told_at_once_and_a_short_one_is_not():
+    assert told_at_once(paused=True, ahead=0, eta=None, interval=3)
+    assert told_at_once(paused=False, ahead=2, eta=14.0, interval=3)
+    assert told_at_once(paused=False, ahead=1, eta=3.0, interval=3)
+    # Waits shorter than the interval, or not known yet, look like a quick job.
+    assert not told_at_once(paused=False, ahead=3, eta=0.8, interval=3)
+    assert not told_at_once(paused=False, ahead=3, eta=None, interval=3)
+    assert not told_at_once(paused=False, ahead=0, eta=0.0, interval=3)
+
+
+def test_the_words_of_a_wait_and_of_a_run():
+    assert waiting_text(2, 14.2, paused=False) == "Queued: 2 jobs ahead of yours, about 14 s."
+    assert waiting_text(1, None, paused=True).startswith("Queued: the queue is paused")
+    job = Job(prompt="a lighthouse", seed=1, steps=30, width=64, height=64)
+    text = running_text(job, Progress(12, 30), elapsed=4.0)
+    assert text == "Making your picture: step 12 of 30, about 6 s left."
