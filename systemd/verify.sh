@@ -1,5 +1,7 @@
 #!/bin/sh
-# Checks systemd/imgbot.service on any machine with systemd-analyze, installed or not:
+# Checks a unit of systemd/ (imgbot.service unless one is named: imgbot-ray-head.service and
+# imgbot-ray-worker.service pass the same bar) on any machine with systemd-analyze,
+# installed or not:
 #   systemd/verify.sh [UNIT]
 # 1. `systemd-analyze verify` on a copy whose ExecStart runs /bin/true, since verify insists
 #    that the binary exists and /opt/imgbot/venv usually does not where this runs;

@@ -9,6 +9,7 @@ compliance loaders it checks a config against), never a wing above it.
 
 from bot.config.base import ConfigError, parse_size
 from bot.config.chat import LimitSettings, QuotaSettings
+from bot.config.cluster import RaySettings
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import MatrixSettings
@@ -16,5 +17,5 @@ from bot.config.service import MetricsSettings, UsageSettings
 from bot.config.settings import Settings, load_settings
 
 __all__ = ["ComplianceSettings", "ConfigError", "GenerationSettings", "LimitSettings",
-           "MatrixSettings", "MetricsSettings", "QuotaSettings", "Settings", "UsageSettings",
-           "load_settings", "parse_size"]
+           "MatrixSettings", "MetricsSettings", "QuotaSettings", "RaySettings", "Settings",
+           "UsageSettings", "load_settings", "parse_size"]

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shlex
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ log = logging.getLogger(__name__)
 
 SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 USER_ID_RE = re.compile(r"^@[^:\s]+:[^\s]+$")
+
+
+# False while `load_settings(..., secrets=False)` loads a config for a command that never
+# logs in or connects (`imgbot usage`, `references index`): the secret files (matrix's
+# password and token, generation.ray.token_file) are then not read, so such a command works
+# where only the service can read them (systemd's $CREDENTIALS_DIRECTORY). A context
+# variable, because pydantic-settings passes no validation context through a settings
+# model's constructor.
+READ_SECRETS: ContextVar[bool] = ContextVar("READ_SECRETS", default=True)
 
 
 class ConfigError(Exception):
@@ -66,8 +76,15 @@ def warn_if_config_shared(path: Path, data: dict[str, Any]) -> None:
                             f"move {words} to matrix.{file_key}")
 
 
+def expand_secret_path(path: Path) -> Path:
+    """A secret file's path as written in the config, with `${CREDENTIALS_DIRECTORY}` (or
+    any environment variable, and `~`) expanded: systemd's credentials folder is only known
+    when the service starts."""
+    return Path(os.path.expandvars(str(path))).expanduser()
+
+
 def _read_secret(path: Path, key: str) -> SecretStr:
-    path = Path(os.path.expandvars(str(path))).expanduser()
+    path = expand_secret_path(path)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:

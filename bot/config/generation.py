@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from bot.config.base import parse_size, _Section
+from bot.config.base import READ_SECRETS, parse_size, _Section
+from bot.config.cluster import TOKEN_KEY, RaySettings
 
 
 class GenerationSettings(_Section):
@@ -45,6 +46,39 @@ class GenerationSettings(_Section):
     # through torchao (the `quantize` extra), and diffusers' offloading to the CPU's memory.
     quantize: str = "none"
     offload: str = "auto"
+    # Where the GPU workers run: local, threads in this process (one per device); ray,
+    # actors on a Ray cluster (the `cluster` extra), as `ray:` says.
+    backend: str = "local"
+    ray: RaySettings = RaySettings()
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in ("local", "ray"):
+            raise ValueError(f"{value!r}: choose local (workers in this process, one per "
+                             "device) or ray (GPU workers on a Ray cluster: pip install "
+                             "'imgbot[cluster]', README \"More than one GPU server\")")
+        return value
+
+    @model_validator(mode="after")
+    def _ray_backend(self) -> GenerationSettings:
+        if self.backend != "ray":
+            return self  # generation.ray is then not used: its token is not read
+        if self.devices is not None:
+            raise ValueError("devices is for the local backend; with backend ray each worker "
+                             "gets its device from Ray (generation.ray.resources): leave "
+                             "devices out")
+        if self.ray.token_file is None and not self.ray.allow_unauthenticated:
+            # Ray runs whatever code a client sends it: an open cluster is open to anyone
+            # who reaches its port, so going without the token is a choice made in writing.
+            raise ValueError(f"backend ray needs {TOKEN_KEY}: the cluster's token (what "
+                             "`ray get-auth-token` prints on a node), e.g. "
+                             "\"${CREDENTIALS_DIRECTORY}/ray-token\"; or, knowingly, "
+                             "generation.ray.allow_unauthenticated: true for a cluster "
+                             "without token authentication")
+        if READ_SECRETS.get():
+            self.ray.load_token()
+        return self
 
     @field_validator("quantize")
     @classmethod

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bot.config.base import USER_ID_RE, _read_secret, _Section
-
-# False while `load_settings(..., secrets=False)` loads a config for a command that never
-# logs in (`imgbot usage`, `references index`): the password and token files are then not
-# read, so such a command works where only the service can read them (systemd's
-# $CREDENTIALS_DIRECTORY). A context variable, because pydantic-settings passes no
-# validation context through a settings model's constructor.
-READ_SECRETS: ContextVar[bool] = ContextVar("READ_SECRETS", default=True)
+from bot.config.base import READ_SECRETS, USER_ID_RE, _read_secret, _Section
 
 
 class MatrixSettings(_Section):

@@ -11,12 +11,12 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.config.base import ConfigError, warn_if_config_shared
+from bot.config.base import READ_SECRETS, ConfigError, warn_if_config_shared
 from bot.config.chat import (NAME_RE, LimitSettings, ProgressSettings, QuotaSettings,
                              RoomSettings, StyleSettings)
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
-from bot.config.matrix import READ_SECRETS, MatrixSettings
+from bot.config.matrix import MatrixSettings
 from bot.config.service import MetricsSettings, UsageSettings
 
 
@@ -144,8 +144,8 @@ def load_settings(path: str | Path | None, *, secrets: bool = True,
                   **overrides: Any) -> Settings:
     """Read the YAML file (if any) and the environment; raise ConfigError naming the key.
 
-    secrets=False leaves matrix.password_file and access_token_file unread, for commands
-    that never log in."""
+    secrets=False leaves matrix.password_file, access_token_file and
+    generation.ray.token_file unread, for commands that never log in or connect."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

@@ -1,0 +1,89 @@
+"""The `generation.ray:` section: the Ray cluster whose actors are the GPU workers when
+`generation.backend` is `ray` (README "More than one GPU server"). Only settings: nothing
+here imports Ray, which the local backend neither needs nor has installed."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
+
+from bot.config.base import ConfigError, _read_secret, _Section, expand_secret_path
+
+TOKEN_KEY = "generation.ray.token_file"
+
+# host: a name, an IPv4 address, or an IPv6 address in brackets; the port is always written
+# (Ray's GCS listens on 6379 and Ray Client on 10001 by default, but a port left out is
+# more often a mistake than a default).
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+_ADDRESS_RE = re.compile(rf"^(?:ray://)?{_HOST}:(\d{{1,5}})$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class RaySettings(_Section):
+    address: str = "auto"
+    workers: int = Field(4, ge=1)  # at most this many GPU workers, over all the nodes
+    # What one worker asks Ray for: one GPU by default; a custom resource that only the
+    # GPU hosts advertise (`ray start --resources='{"imgbot_worker": 1}'`) pins workers.
+    resources: dict[str, float] = {"GPU": 1}
+    namespace: str = "imgbot"  # the workers are named actors in it
+    token_file: Path | None = None  # the cluster's token (RAY_AUTH_MODE=token)
+    allow_unauthenticated: bool = False
+    # The token, read once (at load, or at the first read_token()).
+    _token: SecretStr | None = PrivateAttr(None)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        match = _ADDRESS_RE.match(value)
+        if value != "auto" and not (match and 1 <= int(match[1]) <= 65535):
+            raise ValueError(
+                f"{value!r} is not a Ray address; write auto (the bot runs on a node of the "
+                "cluster), HOST:PORT of the head node's GCS (e.g. 10.0.0.5:6379), or "
+                "ray://HOST:PORT for Ray Client from outside the cluster "
+                "(e.g. ray://10.0.0.5:10001)")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one resource a worker asks for, e.g. {GPU: 1}")
+        for name, amount in value.items():
+            if not name.strip():
+                raise ValueError("a resource name is empty")
+            if not (math.isfinite(amount) and amount > 0):
+                raise ValueError(f"{name}: {amount} is not a positive number; each worker "
+                                 "asks for a positive amount, e.g. GPU: 1 or GPU: 0.5")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError(f"{value!r}: up to 64 letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit, e.g. imgbot")
+        return value
+
+    @property
+    def token_path(self) -> Path | None:
+        """token_file with ${CREDENTIALS_DIRECTORY} expanded, for RAY_AUTH_TOKEN_PATH."""
+        return None if self.token_file is None else expand_secret_path(self.token_file)
+
+    def load_token(self) -> None:
+        """Read token_file now (at load, so that a bad one stops the start naming its key);
+        a ValueError says what is wrong with it."""
+        if self.token_file is not None and self._token is None:
+            self._token = _read_secret(self.token_file, TOKEN_KEY)
+
+    def read_token(self) -> SecretStr | None:
+        """The cluster's token (stripped); None without token_file. ConfigError naming
+        generation.ray.token_file when the file is missing, unreadable or empty."""
+        try:
+            self.load_token()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self._token
