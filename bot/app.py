@@ -62,21 +62,14 @@ def load_engines(settings: Settings) -> list[Runner]:
 def load_engine(settings: Settings, device: str | None = None) -> Runner:
     """Load the default model (the only place the bot reaches into torch, lazily). With more
     models configured, the runner is a pool that loads each of the others on first use."""
-    from generation.engine import Engine
+    from generation.building import diffusion_runner, warm_up
     from generation.model_folder import ModelError
-    from generation.pool import ModelPool
 
     check_parts(settings, upscaler=False)  # the upscaler is loaded beside it, by with_tools
     generation = settings.generation
-    device = device or generation.device
-    catalogue = generation.catalogue
-    options = generation.engine_options(settings.state_dir)
+    recipe = generation.recipe(settings.state_dir, device)
     try:
-        if generation.models:
-            runner = ModelPool(catalogue, next(iter(catalogue)), device,
-                               generation.max_loaded_models, **options)
-        else:
-            runner = Engine(generation.model, device, **options)
+        runner = diffusion_runner(recipe)
     except ModelError as exc:
         key = "generation.vae" if "VAE" in str(exc) else "generation.fast_decoder"
         raise SystemExit(f"{key}: {exc}") from None
@@ -87,11 +80,7 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
         runner.load()
     except ModelError as exc:  # a LoRA whose weights fit no layer of the model, say
         raise SystemExit(str(exc)) from None
-    if generation.warm_up:
-        # For the configured size, and for a batch, so that neither a lone job nor a batch
-        # pays for kernel setup (or, with compile, for compiling).
-        runner.warm_up(*generation.width_height, guidance=generation.guidance,
-                       batch=generation.max_batch)
+    warm_up(runner, recipe)
     return runner
 
 
@@ -136,21 +125,16 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
     """The queue's runner: the model (or models), with the upscaler and the finishing
     touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
     start (SystemExit) instead of someone's `!img upscale` later."""
-    from generation.device import choose
+    from generation.building import with_upscaler
     from generation.studio import Studio
-    from generation.upscale import Upscaler, UpscalerError
+    from generation.upscale import UpscalerError
 
-    if isinstance(runner, Studio):
-        return runner
-    path = settings.generation.upscaler
-    upscaler = Upscaler(path, choose(device or settings.generation.device).device)
+    if isinstance(runner, Studio) or hasattr(runner, "wait_ready"):
+        return runner  # made whole already, or a remote worker (its host loads the tools)
     try:
-        upscaler.load()
+        return with_upscaler(runner, settings.generation.recipe(settings.state_dir, device))
     except UpscalerError as exc:
         raise SystemExit(f"generation.upscaler: {exc}") from None
-    if settings.generation.warm_up:
-        upscaler.warm_up()
-    return Studio(runner, upscaler)
 
 
 async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = None,
@@ -171,6 +155,7 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     client = make_client(settings)
     tasks = TaskOwner()
     queue: GenerationQueue | None = None
+    link = None  # the Ray cluster's, with backend ray
     server = device_watch = None
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
@@ -179,7 +164,11 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
             log.info("stopped while logging in")
             return
         await prepare_encryption(client, settings)
-        if engine is None:
+        if engine is None and settings.generation.backend == "ray":
+            from bot import cluster
+
+            link, engine = await asyncio.to_thread(cluster.connect, settings)
+        elif engine is None:
             engine = await asyncio.to_thread(load_engines, settings)
         runners = engine if isinstance(engine, list) else [engine]
         devices = settings.generation.devices or [None] * len(runners)
@@ -228,6 +217,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         if queue is not None:
             await queue.close(timeout=SHUTDOWN_GRACE_SECONDS)
+        if link is not None:
+            await asyncio.to_thread(link.stop)
         await tasks.wait(timeout=max(0.0, deadline - time.monotonic()))
         await tasks.cancel_all()
         if server is not None:

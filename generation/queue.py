@@ -44,6 +44,7 @@ class GenerationQueue:
         # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
         self.seconds_per_cost: float | None = None
         self.restarts = 0  # how often the worker died and was started again
+        self.given_back = 0  # jobs handed back by a worker lost while making them
         # For the bench: seconds the worker spent on jobs, and seconds it sat idle while
         # jobs were waiting (between one batch and the next; should be next to nothing).
         self.busy_seconds = 0.0
@@ -66,6 +67,14 @@ class GenerationQueue:
     @property
     def worker_alive(self) -> bool:
         return all(w.alive for w in self.workers)
+
+    @property
+    def workers_up(self) -> int:
+        """Workers that can take a batch now (a remote one may be down, or not started)."""
+        return sum(1 for w in self.workers if w.up)
+
+    def closing(self) -> bool:
+        return self._closing
 
     def _running(self) -> list[Ticket]:
         return [ticket for worker in self.workers for ticket in worker.running]
@@ -211,6 +220,23 @@ class GenerationQueue:
             return False
         return True
 
+    def give_back(self, worker: Worker, batch: list[Ticket], exc: BaseException) -> None:
+        """The worker was lost while it made `batch` (WorkerLost): its jobs go back to the
+        front of the queue, in their order, and wait to be started again, to be made by
+        another worker (or this one once it is back) and answered once."""
+        with self._cond:
+            worker.running = []
+            self.busy_seconds += time.monotonic() - worker.since
+            for ticket in reversed(batch):
+                # The chat side reads `started` anew: the job shows as waiting again.
+                ticket.started = asyncio.Future(loop=self._loop)
+                ticket.progress = None
+                self._waiting.appendleft(ticket)
+            self.given_back += len(batch)
+            self._cond.notify_all()
+        log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
+                    "of the queue", worker.name, ", ".join(str(t.id) for t in batch), exc)
+
     def device_failed(self, exc: BaseException) -> None:
         """The device is unusable (a CUDA error): take no more jobs; the owner ends the
         process, so that a new one starts."""
@@ -251,7 +277,11 @@ class GenerationQueue:
                 left = sum(cost(t.job) for t in worker.running) * rate - (now - worker.since)
                 running += max(0.0, left)
         # The workers share the work ahead: a rough split, as good as the speed estimate.
-        return (running + sum(cost(t.job) for t in waiting_ahead) * rate) / len(self.workers)
+        # With none up (a cluster whose workers are all away) nobody can say.
+        up = sum(1 for worker in self.workers if worker.up)
+        if not up:
+            return None
+        return (running + sum(cost(t.job) for t in waiting_ahead) * rate) / up
 
     def result(self, ticket: Ticket, **fields) -> Result:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)

@@ -23,6 +23,12 @@ class Runner(Protocol):
 
     def generate(self, job: Job) -> list: ...
 
+class WorkerLost(Exception):
+    """The worker went away while it made a batch (a Ray actor whose node died, its process
+    killed, a device fault there): its jobs go back to the front of the queue, to be made
+    by another worker (or this one once it is back); the message says what happened."""
+
+
 class QueueFull(Exception):
     """The queue, or this person's share of it, is full; the message says which."""
 

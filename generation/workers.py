@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import progress
 from .job import GenerationError, Result
-from .tickets import Runner, Ticket
+from .tickets import Runner, Ticket, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,32 @@ class Worker:
         except BaseException as exc:
             self.source.died(self, exc)
 
+    @property
+    def name(self) -> str:
+        """What made a picture, for its record: the device, or a remote worker's host."""
+        return getattr(self.runner, "worker_name", "") or str(
+            getattr(getattr(self.runner, "placement", None), "device", "") or self.index)
+
+    @property
+    def up(self) -> bool:
+        """Whether it can take a batch now (a remote worker may be down for a while)."""
+        return self.alive and getattr(self.runner, "up", True)
+
     def _work(self) -> None:
         self.finished_with_work_left = None
+        wait_ready = getattr(self.runner, "wait_ready", None)
         while True:
+            # A remote worker takes nothing while it is down: the jobs wait for another.
+            if wait_ready is not None and not wait_ready(self.source.closing):
+                return
             batch = self.source.take(self)
             if batch is None:
                 return
-            results = self._run(batch)
+            try:
+                results = self._run(batch)
+            except WorkerLost as exc:
+                self.source.give_back(self, batch, exc)
+                continue
             if not self.source.finished(self, batch, results):
                 return
 
@@ -72,6 +91,8 @@ class Worker:
                     made = [runner.generate(batch[0].job)]
                 else:
                     made = runner.generate_batch([t.job for t in batch])
+        except WorkerLost:
+            raise  # the whole batch goes back to the queue (`_work`)
         except Exception as exc:  # the worker must survive any one job
             ids = ", ".join(str(t.id) for t in batch)
             if len(batch) > 1 and not is_device_fault(exc):
@@ -101,9 +122,9 @@ class Worker:
             # is a hundred times faster per pixel): it would spoil every later estimate.
             source.observe_batch([t.job for t in batch], seconds)
         pictures = sum(t.job.count for t in batch)
+        extra = {"worker": self.name, **({"batch_pictures": pictures} if len(batch) > 1 else {})}
         return [source.result(t, images=tuple(images), queue_seconds=started - t.submitted,
-                             generation_seconds=seconds,
-                             extra={"batch_pictures": pictures} if len(batch) > 1 else {})
+                             generation_seconds=seconds, extra=dict(extra))
                 for t, images in zip(batch, made)]
 
 

@@ -192,6 +192,17 @@ class GenerationSettings(_Section):
     def width_height(self) -> tuple[int, int]:
         return parse_size(self.size)
 
+    def recipe(self, state_dir: Path, device: str | None = None):
+        """What a worker loads (generation.building.Recipe), on `device` or the configured
+        one: the bot's own workers, and each Ray actor on its host."""
+        from generation.building import Recipe
+
+        return Recipe(catalogue=self.catalogue, pool=bool(self.models),
+                      device=device or self.device, max_loaded_models=self.max_loaded_models,
+                      engine_options=self.engine_options(state_dir), warm_up=self.warm_up,
+                      size=self.width_height, guidance=self.guidance,
+                      max_batch=self.max_batch, upscaler=self.upscaler)
+
     def engine_options(self, state_dir: Path) -> dict:
         """What each model's engine is built with (generation.engine.Engine says what they
         do), by the bot and by `imgbot generate` alike: a picture from the shell is made as

@@ -1,0 +1,76 @@
+"""The GPU workers on a Ray cluster (`generation.backend: ray`), as the bot builds them: a
+link to the cluster (its bridge process) and one remote runner per worker slot, which the
+queue's worker threads drive as they drive local engines. Nothing of Ray is imported here
+(the bridge is a process of its own), nor anywhere with the local backend.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+# How long the start (and `imgbot check`) waits for the cluster's first answer.
+CONNECT_SECONDS = 60.0
+
+
+def spec_of(settings: Settings):
+    from generation.cluster.spec import ClusterSpec
+
+    generation, ray = settings.generation, settings.generation.ray
+    if ray.allow_unauthenticated and ray.token_file is None:
+        # Said at every start, so that nobody forgets the cluster is open.
+        log.warning("generation.ray.allow_unauthenticated is true: the bot uses a Ray cluster "
+                    "without token authentication, where anyone who reaches its port can run "
+                    "code")
+    return ClusterSpec(address=ray.address, namespace=ray.namespace, workers=ray.workers,
+                       resources=dict(ray.resources),
+                       recipe=generation.recipe(settings.state_dir),
+                       token_path=None if ray.token_path is None else str(ray.token_path),
+                       allow_unauthenticated=ray.allow_unauthenticated)
+
+
+def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
+    """The link to the cluster and a remote runner per worker slot; SystemExit saying why
+    when the cluster cannot be used now (no cluster at the address, a refused token, other
+    versions, no token authentication there)."""
+    from generation.building import diffusion_runner
+    from generation.cluster.link import ClusterUnavailable, Link
+    from generation.cluster.remote import RemoteRunner
+    from generation.model_folder import ModelError
+    from generation.studio import Studio
+    from generation.upscale import Upscaler
+
+    spec = spec_of(settings)
+    try:
+        # What the chat side needs to know of the models (families, sizes, batch keys) is
+        # read from the folders' configs here; the weights load on the GPU hosts.
+        catalogue = Studio(diffusion_runner(spec.recipe), Upscaler(spec.recipe.upscaler))
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None
+    link = Link(spec)
+    try:
+        link.start(timeout)
+    except ClusterUnavailable as exc:
+        raise SystemExit(f"generation.ray: {exc}") from None
+    return link, [RemoteRunner(link, slot, catalogue) for slot in range(spec.workers)]
+
+
+def describe(link) -> str:
+    """The cluster line of `imgbot check`: its nodes, and the workers up, on which hosts,
+    with which models."""
+    up = [slot.info for slot in link.slots if slot.state == "up"]
+    failed = [slot.problem for slot in link.slots if slot.state == "failed" and slot.problem]
+    auth = "token authentication on" if link.facts.get("auth") == "token" else \
+        "WITHOUT token authentication"
+    versions = link.facts.get("versions", {})
+    words = [f"{link.spec.address}: {link.facts.get('nodes', '?')} node(s), {auth}, imgbot "
+             f"{versions.get('imgbot')}, Ray {versions.get('ray')}, Python "
+             f"{versions.get('python')} as here",
+             f"{len(up)} of {len(link.slots)} worker(s) up"]
+    words += [f"{info['worker']} on {info.get('device')} with {', '.join(info['models'])}"
+              for info in up]
+    words += [f"not started: {problem}" for problem in failed[:3]]
+    return "; ".join(words)

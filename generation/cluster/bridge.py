@@ -1,0 +1,237 @@
+"""The bridge: a process of its own that is the Ray driver for the bot (`python -m
+generation.cluster.bridge`, started by `link`). It connects to the cluster, keeps one actor
+per worker slot (a new one when one dies, placed by Ray when resources allow, so a host that
+joins gets the slots that wait), runs the batches the bot sends to a slot, and reports each
+slot's state, the progress of each batch and its pictures.
+
+Messages in (frames): ("hello", ClusterSpec) first, then ("run", request, slot, jobs).
+Messages out: ("connected", facts) or ("refused", words); ("slot", slot, state, detail) with
+state starting|up|failed|down; ("progress", request, Progress); ("done", request, payload);
+("lost", request, words); ("log", level, words).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+
+from . import frames
+from .spec import ClusterSpec, mismatch, versions
+
+PING_SECONDS = 2.0  # how often an idle actor is asked whether it is still there
+PING_TIMEOUT = 30.0  # an actor that does not answer for this long counts as lost
+PROGRESS_SECONDS = 0.5  # how often a running batch's progress is read
+CONNECT_TIMEOUT = 30.0  # for the first questions to a cluster just connected to
+
+
+class Refused(Exception):
+    """The cluster cannot be used; the words say why (they reach the bot's log and check)."""
+
+
+class _Forward(logging.Handler):
+    """The bridge's log lines go to the bot's log, at their level."""
+
+    def __init__(self, channel: frames.Channel):
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.channel.send(("log", record.levelno, self.format(record)))
+
+
+def main() -> int:
+    # Frames go out on a copy of stdout; whatever Ray or a library prints goes to stderr.
+    channel = frames.Channel(os.fdopen(os.dup(1), "wb"))
+    os.dup2(2, 1)
+    hello = frames.receive(sys.stdin.buffer)
+    if not hello or hello[0] != "hello":
+        return 2
+    spec: ClusterSpec = hello[1]
+    logging.basicConfig(level=logging.WARNING, handlers=[_Forward(channel)])
+    try:
+        facts = connect(spec)
+    except Refused as exc:
+        channel.send(("refused", str(exc)))
+        return 3
+    channel.send(("connected", facts))
+    asyncio.run(Bridge(spec, channel).run())
+    return 0
+
+
+def connect(spec: ClusterSpec) -> dict:
+    """ray.init, then the cluster's own word on its versions and its authentication."""
+    import ray
+
+    try:
+        ray.init(address=spec.address, namespace=spec.namespace, logging_level=logging.ERROR,
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise Refused(f"no Ray cluster answered at {spec.address} ({exc})") from None
+    except RuntimeError as exc:  # Ray's own version check, among others
+        raise Refused(f"the Ray cluster at {spec.address} refused the bot: {exc}") from None
+    probe = ray.remote(num_cpus=0)(_node_facts)
+    try:
+        theirs = ray.get(probe.remote(), timeout=CONNECT_TIMEOUT)
+    except ray.exceptions.GetTimeoutError:
+        raise Refused(f"the Ray cluster at {spec.address} ran nothing within "
+                      f"{CONNECT_TIMEOUT:.0f} s") from None
+    except ray.exceptions.RayError as exc:
+        raise Refused(f"the Ray cluster at {spec.address} could not run imgbot's code; is "
+                      f"imgbot installed on its nodes? ({_first_line(exc)})") from None
+    different = mismatch(spec.versions, theirs["versions"], f"the cluster at {spec.address}")
+    if different:
+        raise Refused(different)
+    if theirs["auth"] != "token" and not spec.allow_unauthenticated:
+        raise Refused(
+            f"the Ray cluster at {spec.address} runs without token authentication "
+            "(RAY_AUTH_MODE=token on every node): anyone who reaches its port can run code "
+            "on it, so the bot will not use it; turn it on (README \"More than one GPU "
+            "server\"), or set generation.ray.allow_unauthenticated: true")
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    return {"nodes": len(nodes), "auth": theirs["auth"], "versions": theirs["versions"]}
+
+
+def _node_facts() -> dict:
+    """Run on the cluster: what a node runs, and whether its Ray asks for a token."""
+    return {"versions": versions(), "auth": os.environ.get("RAY_AUTH_MODE", "disabled")}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+class Bridge:
+    def __init__(self, spec: ClusterSpec, channel: frames.Channel):
+        import ray
+
+        from .actor import Worker
+
+        self.spec = spec
+        self.channel = channel
+        resources = dict(spec.resources)
+        cpus = resources.pop("CPU", 0)
+        self.threads = int(cpus) if cpus else None
+        self.actor_class = ray.remote(Worker).options(
+            num_gpus=resources.pop("GPU", 0), num_cpus=cpus, resources=resources,
+            # One per host while hosts are free; a threaded actor, so that progress and
+            # pings are answered while a batch runs.
+            scheduling_strategy="SPREAD", max_concurrency=3, max_restarts=0)
+        self.actors: dict[int, object] = {}  # slot -> the actor that is up
+        self.lost: dict[int, asyncio.Event] = {}
+        self.stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+        slots = [asyncio.create_task(self.keep(slot)) for slot in range(self.spec.workers)]
+        await self.stopped.wait()
+        for task in slots:
+            task.cancel()
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        while (message := frames.receive(sys.stdin.buffer)) is not None:
+            if message[0] == "run":
+                loop.call_soon_threadsafe(self._serve, *message[1:])
+        loop.call_soon_threadsafe(self.stopped.set)  # the bot is gone, or wants us gone
+
+    def _serve(self, request: int, slot: int, jobs: list) -> None:
+        task = asyncio.ensure_future(self.serve(request, slot, jobs))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def keep(self, slot: int) -> None:
+        """Keep an actor in `slot`: make one, wait until it has loaded, watch it, and make
+        a new one when it is lost."""
+        backoff = 1.0
+        while True:
+            actor = self.actor_class.remote(self.spec.recipe, slot, self.threads)
+            self.channel.send(("slot", slot, "starting", None))
+            info = await self._ready(actor)
+            problem = info.get("error") or mismatch(
+                self.spec.versions, info.get("versions", {}),
+                f"the worker on {info.get('host', '?')}")
+            if problem:
+                self.channel.send(("slot", slot, "failed", problem))
+                _kill(actor)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 300.0)
+                continue
+            backoff = 1.0
+            self.actors[slot], self.lost[slot] = actor, asyncio.Event()
+            self.channel.send(("slot", slot, "up", info))
+            reason = await self._watch(slot, actor)
+            self.actors.pop(slot, None)
+            _kill(actor)
+            self.channel.send(("slot", slot, "down", reason))
+
+    async def _ready(self, actor) -> dict:
+        try:
+            return await actor.ready.remote()  # waits while Ray finds it a place
+        except Exception as exc:  # its node died while it loaded, or Ray gave up on it
+            return {"error": f"the worker could not start: {_first_line(exc)}"}
+
+    async def _watch(self, slot: int, actor) -> str:
+        """Until the actor is lost: a batch on it failed that way, or it stops answering."""
+        lost = self.lost[slot]
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(actor.ping.remote(), PING_TIMEOUT)
+            except asyncio.TimeoutError:
+                return f"it did not answer for {PING_TIMEOUT:.0f} s"
+            except Exception as exc:
+                return _first_line(exc)
+            try:
+                await asyncio.wait_for(lost.wait(), PING_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+        return getattr(lost, "reason", "lost")
+
+    async def serve(self, request: int, slot: int, jobs: list) -> None:
+        import ray
+
+        actor = self.actors.get(slot)
+        if actor is None:
+            self.channel.send(("lost", request, "the worker is not up"))
+            return
+        result = asyncio.ensure_future(_awaited(actor.run.remote(jobs)))
+        shown = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({result}, timeout=PROGRESS_SECONDS)
+                if done:
+                    break
+                now = await asyncio.wait_for(_awaited(actor.progress.remote()), PING_TIMEOUT)
+                if now is not None and now != shown:
+                    shown = now
+                    self.channel.send(("progress", request, now))
+            payload = result.result()
+        except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+            why = _first_line(exc) if str(exc) else "it stopped answering"
+            self.channel.send(("lost", request, why))
+            event = self.lost.get(slot)
+            if event is not None:
+                event.reason = why  # type: ignore[attr-defined]
+                event.set()
+            result.cancel()
+            return
+        self.channel.send(("done", request, payload))
+
+
+async def _awaited(ref):
+    return await ref
+
+
+def _kill(actor) -> None:
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already gone
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

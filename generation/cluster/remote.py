@@ -1,0 +1,80 @@
+"""A remote worker as the queue's workers see it: the runner a worker thread drives, in
+place of a local engine. The models' names, families, sizes and batch keys come from the
+configs of the same folders on the bot's host (nothing is loaded here); the pictures come
+from the Ray actor in this worker's slot."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from .. import progress
+from ..families import Family, family_of_runner
+from ..job import Job
+from ..tickets import Runner
+from .link import Link
+
+
+class RemoteRunner:
+    def __init__(self, link: Link, slot: int, catalogue: Runner):
+        self.link = link
+        self.slot = slot
+        self.catalogue = catalogue  # a Studio around the engine(s), not loaded
+
+    # ---- what the chat side and the queue read -------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.catalogue.name
+
+    @property
+    def models(self) -> list[str]:
+        return self.catalogue.models
+
+    def native_size(self, name: str = "") -> tuple[int, int]:
+        return self.catalogue.native_size(name)
+
+    def family_of(self, name: str = "") -> Family:
+        return family_of_runner(self.catalogue, name)
+
+    def batch_key(self, job: Job):
+        return self.catalogue.batch_key(job)
+
+    @property
+    def upscaler_name(self) -> str:
+        return self.catalogue.upscaler_name
+
+    @property
+    def ai_upscaler(self) -> bool:
+        return self.catalogue.ai_upscaler
+
+    # ---- the worker's own ------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return self.link.up(self.slot)
+
+    @property
+    def worker_name(self) -> str:
+        return self.link.slots[self.slot].info.get("worker", f"ray worker #{self.slot}")
+
+    def wait_ready(self, closing) -> bool:
+        return self.link.wait_up(self.slot, closing)
+
+    def generate(self, job: Job) -> list:
+        return self.generate_batch([job])[0]
+
+    def generate_batch(self, jobs: list[Job]) -> list[list]:
+        """The pictures of each job, made by the actor (WorkerLost when it went away)."""
+        def told(value: progress.Progress) -> None:
+            progress.report(value.done, value.total, value.unit, value.part, value.parts)
+
+        payload = self.link.run(self.slot, jobs, told)
+        return [[_picture(data) for data in pictures] for pictures in payload["images"]]
+
+
+def _picture(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

@@ -1,0 +1,45 @@
+"""What the bot tells its bridge: the cluster to use and what each worker loads. Plain
+values only, with the versions every node must share."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from ..building import Recipe
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    address: str  # "auto", "HOST:PORT" of the head's GCS, or "ray://HOST:PORT"
+    namespace: str
+    workers: int  # actor slots: at most this many workers
+    resources: dict[str, float]  # what one worker asks Ray for
+    recipe: Recipe  # what each worker loads
+    token_path: str | None = None  # RAY_AUTH_TOKEN_PATH; None: no token authentication
+    allow_unauthenticated: bool = False
+    versions: dict[str, str] = field(default_factory=lambda: versions())
+
+
+def versions() -> dict[str, str]:
+    """This process's imgbot, Ray and Python versions (what every node must run too)."""
+    found = {"python": platform.python_version()}
+    for package in ("imgbot", "ray"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def mismatch(ours: dict[str, str], theirs: dict[str, str], where: str) -> str | None:
+    """The refusal when `where` runs other versions than the bot, naming both; else None."""
+    differ = [name for name in ("imgbot", "ray", "python") if ours.get(name) != theirs.get(name)]
+    if not differ:
+        return None
+    both = "; ".join(f"{name.capitalize() if name != 'imgbot' else 'imgbot'} "
+                     f"{theirs.get(name, '?')} there, {ours.get(name, '?')} here"
+                     for name in differ)
+    return (f"{where} runs other versions than the bot ({both}): every node needs the same "
+            "imgbot, Ray and Python")

@@ -1,0 +1,101 @@
+"""A real Ray cluster on loopback for the cluster tests: a head and worker nodes, each a
+`ray start --block` in a process group of its own (so that a test can SIGKILL one node's
+raylet and everything of it), with token authentication and usage statistics off.
+
+Only inside a network namespace that has nothing but loopback (tests/cluster/conftest.py):
+Ray binds to every interface and probes an outside address to find its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RayCluster:
+    def __init__(self, workdir: Path, token: str | None = "cluster-token-for-tests"):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.token_file: Path | None = None
+        if token is not None:
+            self.token_file = workdir / "ray-token"
+            self.token_file.write_text(token + "\n")
+            self.token_file.chmod(0o600)
+        self.nodes: list[subprocess.Popen] = []
+        self.address = f"127.0.0.1:{self.port}"
+
+    def env(self, **extra: str) -> dict:
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **extra)
+        for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            env.pop(key, None)
+        if self.token_file is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
+        return env
+
+    def _start(self, args: list[str], name: str, wait_for: int) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")
+        process = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+             "--disable-usage-stats", "--num-cpus=1", *args],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        self.nodes.append(process)
+        self.wait_for_nodes(wait_for)
+        return process
+
+    def start_head(self, worker: bool = True) -> subprocess.Popen:
+        resources = json.dumps({"imgbot_worker": 1} if worker else {})
+        return self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
+                            f"--resources={resources}"], "head", 1)
+
+    def add_node(self) -> subprocess.Popen:
+        return self._start([f"--address={self.address}",
+                            '--resources={"imgbot_worker": 1}'],
+                           f"node{len(self.nodes)}", len(self.alive()) + 1)
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [node for node in self.nodes if node.poll() is None]
+
+    def wait_for_nodes(self, count: int, timeout: float = 90.0) -> None:
+        """Until `ray status` (through the token) sees `count` nodes alive."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = subprocess.run([str(BIN / "ray"), "status", f"--address={self.address}"],
+                                    capture_output=True, text=True, env=self.env())
+            if result.returncode == 0 and result.stdout.count(" node_") >= count:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the Ray cluster did not show {count} node(s) in {timeout:.0f} s")
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """SIGKILL the node's whole process group: its raylet and its workers with it."""
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(10)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            if node.poll() is None:
+                try:
+                    os.killpg(node.pid, signal.SIGTERM)
+                    node.wait(30)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    try:
+                        os.killpg(node.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True,
+                       env=self.env())
