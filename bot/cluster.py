@@ -58,19 +58,32 @@ def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
     return link, [RemoteRunner(link, slot, catalogue) for slot in range(spec.workers)]
 
 
-def describe(link) -> str:
-    """The cluster line of `imgbot check`: its nodes, and the workers up, on which hosts,
-    with which models."""
-    up = [slot.info for slot in link.slots if slot.state == "up"]
-    failed = [slot.problem for slot in link.slots if slot.state == "failed" and slot.problem]
-    auth = "token authentication on" if link.facts.get("auth") == "token" else \
-        "WITHOUT token authentication"
-    versions = link.facts.get("versions", {})
-    words = [f"{link.spec.address}: {link.facts.get('nodes', '?')} node(s), {auth}, imgbot "
-             f"{versions.get('imgbot')}, Ray {versions.get('ray')}, Python "
+def survey(settings: Settings, timeout: float = CONNECT_SECONDS) -> str:
+    """`imgbot check`'s cluster line: reachable, authenticated, the same versions, and the
+    workers that run now (a running bot's), on which hosts, with which models; starts
+    nothing. Raises SystemExit (its words say why) when the cluster cannot be used."""
+    from dataclasses import replace
+
+    from generation.cluster.link import ClusterUnavailable, Link
+
+    link = Link(replace(spec_of(settings), survey=True))
+    try:
+        link.start(timeout)
+    except ClusterUnavailable as exc:
+        raise SystemExit(str(exc)) from None
+    facts, found = link.facts, link.survey or {}
+    versions = facts.get("versions", {})
+    auth = ("token authentication on" if facts.get("auth") == "token"
+            else "WITHOUT token authentication (allow_unauthenticated)")
+    workers = found.get("workers", [])
+    words = [f"{link.spec.address}: {facts.get('nodes', '?')} node(s), {auth}, imgbot "
+             f"{versions.get('imgbot')}, Ray {versions.get('ray')} and Python "
              f"{versions.get('python')} as here",
-             f"{len(up)} of {len(link.slots)} worker(s) up"]
-    words += [f"{info['worker']} on {info.get('device')} with {', '.join(info['models'])}"
-              for info in up]
-    words += [f"not started: {problem}" for problem in failed[:3]]
+             f"{len(workers)} worker(s) running" + (":" if workers else "")]
+    words += [f"{info.get('worker')}: {info['error']}" if "error" in info else
+              f"{info['worker']} on {info.get('device')} with {', '.join(info['models'])}"
+              for info in workers]
+    resources = ", ".join(f"{key}: {amount:g}" for key, amount in link.spec.resources.items())
+    words.append(f"room for {found.get('room', 0)} more worker(s) of {{{resources}}} now "
+                 f"(up to generation.ray.workers: {link.spec.workers})")
     return "; ".join(words)

@@ -21,6 +21,10 @@ from .workers import Worker
 
 log = logging.getLogger(__name__)
 
+# A job whose making loses this many workers fails instead of going back again: it may be
+# what ends them (a fault it causes on every device).
+MAX_LOST = 3
+
 
 class GenerationQueue:
     """One queue, and one worker per runner: several GPUs take jobs from the same queue."""
@@ -224,18 +228,28 @@ class GenerationQueue:
         """The worker was lost while it made `batch` (WorkerLost): its jobs go back to the
         front of the queue, in their order, and wait to be started again, to be made by
         another worker (or this one once it is back) and answered once."""
+        failed = []
         with self._cond:
             worker.running = []
             self.busy_seconds += time.monotonic() - worker.since
             for ticket in reversed(batch):
+                ticket.lost += 1
+                if ticket.lost >= MAX_LOST:  # the job itself may be what ends workers
+                    failed.append(ticket)
+                    continue
                 # The chat side reads `started` anew: the job shows as waiting again.
                 ticket.started = asyncio.Future(loop=self._loop)
                 ticket.progress = None
                 self._waiting.appendleft(ticket)
-            self.given_back += len(batch)
+            self.given_back += len(batch) - len(failed)
             self._cond.notify_all()
         log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
                     "of the queue", worker.name, ", ".join(str(t.id) for t in batch), exc)
+        for ticket in failed:
+            error = (f"generation failed: {MAX_LOST} GPU workers were lost while making it "
+                     f"(the last: {exc})")
+            self._loop.call_soon_threadsafe(resolve, ticket.result,
+                                            self.result(ticket, error=error))
 
     def device_failed(self, exc: BaseException) -> None:
         """The device is unusable (a CUDA error): take no more jobs; the owner ends the

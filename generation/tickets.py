@@ -50,6 +50,7 @@ class Ticket:
     # How far its batch is, the newest value only: written by the worker thread (one
     # reference replaced whole), read on the event loop when the chat side wants it.
     progress: Progress | None = None
+    lost: int = 0  # how often a worker was lost while it made this job
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,8 @@ class Worker:
     @property
     def name(self) -> str:
         """What made a picture, for its record: the device, or a remote worker's host."""
-        return getattr(self.runner, "worker_name", "") or str(
-            getattr(getattr(self.runner, "placement", None), "device", "") or self.index)
+        device = getattr(getattr(self.runner, "placement", None), "device", None)
+        return getattr(self.runner, "worker_name", "") or str(device or f"worker {self.index}")
 
     @property
     def up(self) -> bool:

@@ -61,7 +61,8 @@ class Delivery:
                      stored.usage_id)
             return None
         await self.ctx.rooms_known.wait()
-        batch = dict(batch=result.extra.get("batch_pictures", 0), pictures=stored.job.count)
+        batch = dict(batch=result.extra.get("batch_pictures", 0), pictures=stored.job.count,
+                     worker=result.extra.get("worker"))
         if result.cancelled or pending.withdrawn:
             # A job redacted while its batch ran is charged its share of the batch.
             await self.finish(stored, status="cancelled", error="cancelled",
@@ -77,7 +78,8 @@ class Delivery:
                     reply_to=stored.command, txn_id=pending.txn("failed"),
                     patience=messages.PATIENT, strict=True)
                 await self.finish(stored, status="error", error=result.error,
-                                  queue_seconds=result.queue_seconds, number=ticket.id)
+                                  queue_seconds=result.queue_seconds, number=ticket.id,
+                                  worker=batch["worker"])
                 return "Failed: the reply below says why."
             sent, refusal = await self._send_pictures(pending, result)
         except messages.Unreachable as exc:
@@ -115,7 +117,7 @@ class Delivery:
     async def finish(self, stored: StoredJob, *, status: str, error: str | None,
                      images: int = 0, queue_seconds: float | None = None,
                      generation_seconds: float | None = None, number: int | None = None,
-                     batch: int = 0, pictures: int = 1) -> None:
+                     batch: int = 0, pictures: int = 1, worker: str | None = None) -> None:
         """Write down how a job ended, and say so in the log (`number`: its ticket's, when
         it was queued in this run). A job made in one call with others (`batch` pictures in
         all, `pictures` of them its own) is recorded with its share of the call's time, so
@@ -124,7 +126,8 @@ class Delivery:
         if generation_seconds is not None and batch > pictures:
             generation_seconds = generation_seconds * pictures / batch
         await jobs.finish(self.ctx.db, stored, status=status, error=error, images=images,
-                          queue_seconds=queue_seconds, generation_seconds=generation_seconds)
+                          queue_seconds=queue_seconds, generation_seconds=generation_seconds,
+                          worker=worker)
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
         outcome = status if status == "ok" or error == status else \
             f"{status} ({self._error(stored, error)})"
@@ -170,6 +173,8 @@ class Delivery:
         job = result.job
         upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
+        if result.extra.get("worker"):
+            params["worker"] = result.extra["worker"]  # which GPU worker made it
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.ctx.catalogue.default_model,

@@ -79,7 +79,8 @@ def cmd_usage(args) -> int:
 # as ISO 8601 with the zone, each followed by the same time as a unix epoch.
 FIELDS = ("id", "created_at", "created_at_epoch", "finished_at", "finished_at_epoch",
           "event_id", "room_id", "user_id", "prompt", "options", "seed", "model", "status",
-          "error", "images", "queue_seconds", "generation_seconds", "compliance")
+          "error", "images", "queue_seconds", "generation_seconds", "compliance",
+          "worker")
 COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
            "prompt")
 _JSON_COLUMNS = ("options", "compliance")  # JSON text in the database

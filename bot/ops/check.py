@@ -48,6 +48,8 @@ def run_checks(config: str | Path, load: bool = False,
         return result
 
     models = [record(result) for result in check_parts(settings)]
+    if settings.generation.backend == "ray":
+        record(check_cluster(settings))
     if load:
         if models[0].failed:
             record(skip("load", "a usable default model"))
@@ -79,6 +81,17 @@ def check_parts(settings: Settings) -> list[Result]:
                               edit_model=generation.edit_model,
                               loras=generation.loras, quantize=generation.quantize,
                               devices=generation.devices or [generation.device])]
+
+
+def check_cluster(settings: Settings) -> Result:
+    """backend ray: the cluster reachable with the token, its versions the bot's, and the
+    workers that run now (bot.cluster.survey)."""
+    from bot.cluster import survey
+
+    try:
+        return ok("cluster", survey(settings))
+    except SystemExit as exc:
+        return fail("cluster", f"generation.ray: {exc}")
 
 
 def check_load(settings: Settings) -> Result:

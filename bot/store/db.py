@@ -93,6 +93,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE usage ADD COLUMN compliance TEXT;
     """,
+    # 6: the GPU worker that made a job's pictures: a local device (cuda:0), or a Ray
+    # worker's host, slot and node (NULL: nothing was made, or an older bot)
+    """
+    ALTER TABLE usage ADD COLUMN worker TEXT;
+    """,
 ]
 
 

@@ -71,12 +71,14 @@ async def finish_job(db: aiosqlite.Connection, row_id: int, **outcome: Any) -> N
 async def update_job(db: aiosqlite.Connection, row_id: int, *, status: str,
                      error: str | None = None, images: int = 0,
                      queue_seconds: float | None = None,
-                     generation_seconds: float | None = None) -> None:
+                     generation_seconds: float | None = None,
+                     worker: str | None = None) -> None:
     """`finish_job` inside the caller's `db.writing` transaction."""
     await db.execute(
         "UPDATE usage SET finished_at=?, status=?, error=?, images=?, queue_seconds=?,"
-        " generation_seconds=? WHERE id=?",
-        (time.time(), status, error, images, queue_seconds, generation_seconds, row_id),
+        " generation_seconds=?, worker=? WHERE id=?",
+        (time.time(), status, error, images, queue_seconds, generation_seconds, worker,
+         row_id),
     )
 
 

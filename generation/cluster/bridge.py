@@ -17,10 +17,12 @@ import logging
 import os
 import sys
 import threading
+import uuid
 
 from . import frames
 from .spec import ClusterSpec, mismatch, versions
 
+ACTOR_PREFIX = "imgbot-worker-"  # the workers' names in the namespace, for `imgbot check`
 PING_SECONDS = 2.0  # how often an idle actor is asked whether it is still there
 PING_TIMEOUT = 30.0  # an actor that does not answer for this long counts as lost
 PROGRESS_SECONDS = 0.5  # how often a running batch's progress is read
@@ -57,6 +59,9 @@ def main() -> int:
         channel.send(("refused", str(exc)))
         return 3
     channel.send(("connected", facts))
+    if spec.survey:
+        channel.send(("survey", survey(spec)))
+        return 0
     asyncio.run(Bridge(spec, channel).run())
     return 0
 
@@ -92,6 +97,25 @@ def connect(spec: ClusterSpec) -> dict:
             "server\"), or set generation.ray.allow_unauthenticated: true")
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     return {"nodes": len(nodes), "auth": theirs["auth"], "versions": theirs["versions"]}
+
+
+def survey(spec: ClusterSpec) -> dict:
+    """For `imgbot check`: the workers that run now (a running bot's), and how many more
+    the cluster's free resources would place."""
+    import ray
+
+    workers = []
+    for name in sorted(ray.util.list_named_actors()):
+        if not name.startswith(ACTOR_PREFIX):
+            continue
+        try:
+            info = ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT)
+        except Exception as exc:  # gone meanwhile, or busy loading
+            info = {"worker": name, "error": _first_line(exc)}
+        workers.append(info)
+    free = ray.available_resources()
+    room = min(int(free.get(key, 0) // amount) for key, amount in spec.resources.items())
+    return {"workers": workers, "room": room}
 
 
 def _node_facts() -> dict:
@@ -147,7 +171,8 @@ class Bridge:
         a new one when it is lost."""
         backoff = 1.0
         while True:
-            actor = self.actor_class.remote(self.spec.recipe, slot, self.threads)
+            actor = self.actor_class.options(name=f"{ACTOR_PREFIX}{slot}-{uuid.uuid4().hex[:8]}"
+                                             ).remote(self.spec.recipe, slot, self.threads)
             self.channel.send(("slot", slot, "starting", None))
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(

@@ -10,6 +10,7 @@ import logging
 import os
 import queue
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ class Link:
         self.connected = False
         self.problem: str | None = None  # why the cluster cannot be used now
         self.facts: dict = {}  # what the bridge found at its connection
+        self.survey: dict | None = None  # with spec.survey: the workers and the room
         self.reconnects = 0
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
@@ -63,11 +65,18 @@ class Link:
     def start(self, timeout: float) -> None:
         """Start the bridge and wait for its first word: ClusterUnavailable when it could
         not connect within `timeout` (the start then fails with why)."""
+        listening = _listening(self.spec.address)
+        if listening is not None:
+            raise ClusterUnavailable(listening)  # at once: Ray itself would try for minutes
         self._thread = threading.Thread(target=self._supervise, name="ray-bridge", daemon=True)
         self._thread.start()
         self._attempted.wait(timeout)
+        if self.spec.survey:  # the bridge looks, answers and ends
+            self._thread.join(timeout)
+            if self.survey is not None:
+                return
         with self._cond:
-            if not self.connected:
+            if not self.connected or self.spec.survey:
                 problem = self.problem or (f"no answer from the Ray cluster at "
                                            f"{self.spec.address} within {timeout:.0f} s")
                 self._stopping = True
@@ -124,6 +133,7 @@ class Link:
                 if kind == "progress":
                     on_progress(value)
                 elif kind == "lost":
+                    self._went_down(slot, value)  # no second batch onto a dead actor
                     raise WorkerLost(value)
                 elif "error" in value:
                     raise GenerationError(value["error"])
@@ -141,7 +151,7 @@ class Link:
             started = time.monotonic()
             self._run_bridge()
             self._attempted.set()
-            if self._stopping:
+            if self._stopping or self.spec.survey:
                 return
             if time.monotonic() - started > 60:
                 backoff = BACKOFF_FIRST  # it ran a good while: start over quickly
@@ -191,6 +201,8 @@ class Link:
                      "%s", self.spec.address, message[1]["nodes"],
                      "on" if message[1]["auth"] == "token" else "OFF")
             self._attempted.set()
+        elif kind == "survey":
+            self.survey = message[1]
         elif kind == "refused":
             problem = message[1]
             if self._auth_refused:
@@ -222,6 +234,12 @@ class Link:
         elif state == "down":
             log.warning("GPU worker %s went away: %s", current.info.get("worker", slot), detail)
 
+    def _went_down(self, slot: int, why: str) -> None:
+        with self._cond:
+            if self.slots[slot].state == "up":
+                self.slots[slot] = Slot("down", {}, why)
+                self._cond.notify_all()
+
     def _lost_everything(self) -> None:
         """The bridge ended: every slot is down and every batch on the way is lost."""
         with self._cond:
@@ -242,3 +260,17 @@ class Link:
                 self._auth_refused = True
             ray_log.debug("%s", line)
         stream.close()
+
+
+def _listening(address: str) -> str | None:
+    """Why nothing can answer at a HOST:PORT address (None: something listens there, or
+    the address is `auto`, which Ray resolves itself)."""
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        return (f"nothing answers at {address} ({exc.strerror or exc}): is Ray running on "
+                "the head node, and is generation.ray.address its address?")
+    return None

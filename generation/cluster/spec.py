@@ -19,6 +19,9 @@ class ClusterSpec:
     recipe: Recipe  # what each worker loads
     token_path: str | None = None  # RAY_AUTH_TOKEN_PATH; None: no token authentication
     allow_unauthenticated: bool = False
+    # `imgbot check`: only look (versions, authentication, the workers a running bot has,
+    # room for more), start nothing, and end.
+    survey: bool = False
     versions: dict[str, str] = field(default_factory=lambda: versions())
 
 
