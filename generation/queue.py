@@ -80,6 +80,13 @@ class GenerationQueue:
     def closing(self) -> bool:
         return self._closing
 
+    def worker_stats(self) -> list[tuple[str, bool, int, float]]:
+        """Each worker's name, whether it is up, its jobs made and its busy seconds (the
+        same name over a remote worker's restarts adds up under its new name)."""
+        with self._cond:
+            return [(worker.name, worker.up, worker.jobs, worker.busy_seconds)
+                    for worker in self.workers]
+
     def _running(self) -> list[Ticket]:
         return [ticket for worker in self.workers for ticket in worker.running]
 
@@ -216,6 +223,8 @@ class GenerationQueue:
             worker.running = []
             now = time.monotonic()
             self.busy_seconds += now - worker.since
+            worker.busy_seconds += now - worker.since
+            worker.jobs += len(batch)
             worker.finished_with_work_left = now if self._waiting else None
         for ticket, result in zip(batch, results):
             self._loop.call_soon_threadsafe(resolve, ticket.result, result)

@@ -31,6 +31,8 @@ class Worker:
     since: float = 0.0
     # When the last batch ended with jobs still waiting (for the queue's idle figure).
     finished_with_work_left: float | None = None
+    jobs: int = 0  # jobs it made (their results handed back)
+    busy_seconds: float = 0.0
 
     def start(self, name: str) -> None:
         self.thread = threading.Thread(target=self._work_guarded, name=name, daemon=True)

@@ -18,6 +18,7 @@ from bot.store import usage
 from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
                                RoomSet, RoomShow, Styles, Usage)
 from bot.chat.parser import help_text
+from bot.chat.status import NO_WORKER
 from bot.chat.styles import listing
 from bot.text import plural, shorten
 
@@ -91,6 +92,9 @@ class Replies:
         lines = [f"The queue: {len(running)} running, {len(waiting)} waiting."]
         if queue.paused:
             lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
+        if not queue.workers_up:
+            lines.append(f"{NO_WORKER[0].upper()}{NO_WORKER[1:]}: jobs wait and start when "
+                         "one is back.")
         mine = [p for p in places if p.ticket.owner == sender]
         elsewhere = 0
         for place in mine:

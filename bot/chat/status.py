@@ -26,10 +26,16 @@ log = logging.getLogger(__name__)
 QUIET_WAIT = 60  # seconds a final line waits at most for the room's pictures to be posted
 
 
-def waiting_text(ahead: int, eta: float | None, paused: bool) -> str:
+NO_WORKER = "no GPU worker is available right now"
+
+
+def waiting_text(ahead: int, eta: float | None, paused: bool, no_worker: bool = False) -> str:
     if paused:
         return (f"Queued: the queue is paused by a bot admin; {plural(ahead, 'job')} "
                 "ahead of yours.")
+    if no_worker:
+        return (f"Queued: {NO_WORKER}; {plural(ahead, 'job')} ahead of yours. It starts "
+                "when one is back.")
     wait = f", about {_seconds(eta)}" if eta is not None else ""
     return f"Queued: {plural(ahead, 'job')} ahead of yours{wait}."
 
@@ -55,8 +61,8 @@ def running_text(job: Job, progress: Progress | None, elapsed: float) -> str:
 
 
 def told_at_once(paused: bool, ahead: int, eta: float | None, interval: float) -> bool:
-    """Whether a job is told its place as soon as it is queued: the queue is paused, or
-    its wait is known to be longer than the interval. A shorter wait (or one not known yet,
+    """Whether a job is told its place as soon as it is queued: the queue is paused (or no
+    worker is up to take it), or its wait is known to be longer than the interval. A shorter wait (or one not known yet,
     before anything ran) looks like a quick job: typing, and a status once the interval is
     over if it is still unanswered, so that a burst of quick jobs costs no notices (each is
     an event the homeserver puts in the room's order, ahead of the pictures)."""
@@ -95,11 +101,13 @@ class Status:
         ticket, loop = self.pending.ticket, asyncio.get_running_loop()
         interval = settings.interval_seconds
         try:
-            if self.tell_waiting and told_at_once(self.ctx.queue.paused, ticket.ahead,
-                                                  ticket.eta_seconds, interval):
-                paused = self.ctx.queue.paused
-                await self._post(("waiting", ticket.ahead, paused),
-                                 waiting_text(ticket.ahead, ticket.eta_seconds, paused))
+            queue = self.ctx.queue
+            held = queue.paused or not queue.workers_up  # nothing will start it soon
+            if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds,
+                                                  interval):
+                await self._post(("waiting", ticket.ahead, queue.paused, queue.workers_up),
+                                 waiting_text(ticket.ahead, ticket.eta_seconds, queue.paused,
+                                              not queue.workers_up))
             next_at = loop.time() + interval
             while not self._ended.done():
                 if self._started() and not self._typing:
@@ -153,10 +161,12 @@ class Status:
             text = f"Made; posting {'them' if job.count > 1 else 'it'} now."
             return text, text
         if not self._started():
-            standing, paused = self.ctx.queue.standing(ticket), self.ctx.queue.paused
+            queue = self.ctx.queue
+            standing, paused, up = queue.standing(ticket), queue.paused, queue.workers_up
             if standing is None:
                 return "Starting.", "Starting."
-            return ("waiting", standing[0], paused), waiting_text(*standing, paused)
+            return (("waiting", standing[0], paused, bool(up)),
+                    waiting_text(*standing, paused, not up))
         text = running_text(job, ticket.progress, time.monotonic() - ticket.started.result())
         return text, text
 

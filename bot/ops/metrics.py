@@ -41,6 +41,8 @@ class _Queue(Protocol):
     paused: bool
     worker_alive: bool
 
+    def worker_stats(self) -> list[tuple[str, bool, int, float]]: ...
+
 
 class _Sync(Protocol):
     last_success: float
@@ -57,6 +59,8 @@ class Health:
     paused: Callable[[], bool]
     # seconds the worker spent on jobs, and seconds it sat idle while jobs were waiting
     worker_seconds: Callable[[], tuple[float, float]] | None = None
+    # each GPU worker: (name, up, jobs made, busy seconds); a remote one may be down
+    workers: Callable[[], list[tuple[str, bool, int, float]]] | None = None
 
     @classmethod
     def of(cls, queue: _Queue, sync: _Sync) -> Health:
@@ -70,7 +74,8 @@ class Health:
 
         return cls(last_sync_age, lambda: queue.worker_alive, lambda: queue.depth,
                    lambda: queue.paused,
-                   lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds))
+                   lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds),
+                   lambda: queue.worker_stats())
 
 
 class Metrics:
@@ -151,6 +156,8 @@ class _LiveCollector(Collector):
                 yield CounterMetricFamily(
                     "imgbot_worker_idle_while_waiting_seconds",
                     "Seconds the GPU worker sat idle while jobs were waiting", value=idle)
+            if health.workers is not None:
+                yield from _per_worker(health.workers())
         memory = self._gpu_memory()
         if memory:
             family = GaugeMetricFamily("imgbot_gpu_memory_bytes", "GPU memory of this process",
@@ -171,6 +178,25 @@ class _LiveCollector(Collector):
             return None
 
 
+def _per_worker(workers: list[tuple[str, bool, int, float]]) -> Iterator:
+    """Workers up, and each worker's state, jobs and busy seconds, labelled by its name (a
+    device, or a Ray worker's host, slot and node)."""
+    yield GaugeMetricFamily("imgbot_workers_up", "GPU workers that can take a job now",
+                            value=sum(1 for _, up, _, _ in workers if up))
+    up = GaugeMetricFamily("imgbot_gpu_worker_up", "1 while this GPU worker can take a job",
+                           labels=["worker"])
+    jobs = CounterMetricFamily("imgbot_gpu_worker_jobs", "Jobs this GPU worker made",
+                               labels=["worker"])
+    busy = CounterMetricFamily("imgbot_gpu_worker_busy_seconds",
+                               "Seconds this GPU worker spent making pictures",
+                               labels=["worker"])
+    for name, is_up, made, seconds in workers:
+        up.add_metric([name], int(is_up))
+        jobs.add_metric([name], made)
+        busy.add_metric([name], seconds)
+    yield from (up, jobs, busy)
+
+
 def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
                   ) -> tuple[int, dict[str, Any]]:
     """The /healthz answer: (HTTP status, JSON body)."""
@@ -184,6 +210,10 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
                         f"(limit {stale_after:.0f} s)")
     if not alive:
         problems.append("the generation worker thread is not running")
+    workers = health.workers() if health.workers is not None else []
+    workers_up = sum(1 for _, up, _, _ in workers if up)
+    if workers and not workers_up:
+        problems.append(f"no GPU worker is up (0 of {len(workers)}): jobs wait for one")
     if not problems:
         status = "ok"
     elif age is None and alive:
@@ -195,6 +225,7 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
         "last_sync_age_seconds": None if age is None else round(age, 1),
         "queue_depth": health.queue_depth(),
         "worker_alive": alive,
+        "workers_up": workers_up if workers else None,
         "paused": health.paused(),
         "problems": problems,
     }

@@ -139,7 +139,8 @@ class Bridge:
         resources = dict(spec.resources)
         cpus = resources.pop("CPU", 0)
         self.threads = int(cpus) if cpus else None
-        self.actor_class = ray.remote(Worker).options(
+        self.actor_class = ray.remote(Worker)
+        self.actor_options = dict(
             num_gpus=resources.pop("GPU", 0), num_cpus=cpus, resources=resources,
             # One per host while hosts are free; a threaded actor, so that progress and
             # pings are answered while a batch runs.
@@ -152,9 +153,20 @@ class Bridge:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(loop,), daemon=True).start()
         slots = [asyncio.create_task(self.keep(slot)) for slot in range(self.spec.workers)]
+        for task in slots:
+            task.add_done_callback(self._ended)
         await self.stopped.wait()
         for task in slots:
             task.cancel()
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A slot's keeper must never end but with the bridge: say why it did, and end the
+        bridge, so that the bot starts a new one."""
+        if task.cancelled():
+            return
+        logging.getLogger(__name__).critical("a worker slot's keeper failed: %r",
+                                             task.exception())
+        self.stopped.set()
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         while (message := frames.receive(sys.stdin.buffer)) is not None:
@@ -164,15 +176,23 @@ class Bridge:
 
     def _serve(self, request: int, slot: int, jobs: list) -> None:
         task = asyncio.ensure_future(self.serve(request, slot, jobs))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        task.add_done_callback(lambda done: self._served(done, request))
+
+    def _served(self, task: asyncio.Task, request: int) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        logging.getLogger(__name__).error("a batch could not be served: %r", task.exception())
+        # The bot's worker waits for an answer: the batch goes back to its queue.
+        self.channel.send(("lost", request, f"the bridge failed: {task.exception()!r}"))
 
     async def keep(self, slot: int) -> None:
         """Keep an actor in `slot`: make one, wait until it has loaded, watch it, and make
         a new one when it is lost."""
         backoff = 1.0
         while True:
-            actor = self.actor_class.options(name=f"{ACTOR_PREFIX}{slot}-{uuid.uuid4().hex[:8]}"
-                                             ).remote(self.spec.recipe, slot, self.threads)
+            name = f"{ACTOR_PREFIX}{slot}-{uuid.uuid4().hex[:8]}"
+            actor = self.actor_class.options(name=name, **self.actor_options).remote(
+                self.spec.recipe, slot, self.threads)
             self.channel.send(("slot", slot, "starting", None))
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(

@@ -39,6 +39,7 @@ class RecordingQueue:
 
     runner = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
     paused = False
+    workers_up = 1
 
     def __init__(self):
         self.jobs: list = []

@@ -24,3 +24,9 @@ def test_the_words_of_a_wait_and_of_a_run():
     job = Job(prompt="a lighthouse", seed=1, steps=30, width=64, height=64)
     text = running_text(job, Progress(12, 30), elapsed=4.0)
     assert text == "Making your picture: step 12 of 30, about 6 s left."
+
+
+def test_with_no_worker_up_the_wait_says_so():
+    text = waiting_text(3, None, paused=False, no_worker=True)
+    assert text == ("Queued: no GPU worker is available right now; 3 jobs ahead of yours. "
+                    "It starts when one is back.")

@@ -6,11 +6,15 @@ and answers none twice, a node that joins gets a worker."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import aiohttp
 
 from generation.png import read_parameters
 
 from tests.chatting import bot_running, usage_rows
+from tests.cluster.raycluster import free_port
 
 BOT = "@imgbot:localhost"
 
@@ -47,3 +51,70 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
     rows = await usage_rows(settings)
     assert [r["status"] for r in rows] == ["ok"] * 6
     assert len(_nodes(rows)) == 2, [r["worker"] for r in rows]
+
+
+async def test_a_node_killed_while_it_makes_a_picture_loses_no_command(
+        ray_cluster, make_cluster_settings, alice, caplog):
+    """SIGKILL of the second node's raylet (its whole process group) while it makes a
+    picture, with more jobs queued: every command is answered exactly once, the lost job by
+    the worker that is left."""
+    caplog.set_level(logging.INFO)
+    ray_cluster.start_head()
+    second = ray_cluster.add_node()
+    # Pictures of about a second each on one thread, so that the kill lands in one.
+    settings = make_cluster_settings(ray_cluster, limits={"per_user_queued": 8},
+                                     generation={"max_batch": 1})
+    async with bot_running(settings, None):
+        room = await alice.room_with(BOT)
+        await _until(lambda: caplog.text.count(" is up (") >= 2, 120, "both workers up")
+        sent = [await alice.send(room, f"!img harbour {i} --seed {i} --steps 20 "
+                                       "--size 256x256") for i in range(6)]
+        await alice.wait_reply(room, sent[0], "m.image", timeout=180)
+        await asyncio.sleep(0.3)  # both workers are at their next picture now
+        ray_cluster.kill(second)
+        for event_id in sent:
+            await alice.wait_reply(room, event_id, "m.image", timeout=240)
+        await asyncio.sleep(2)  # room for a second answer, were one to come
+    assert "was lost while making job(s)" in caplog.text
+    assert [len(alice.replies(room, e, "m.image")) for e in sent] == [1] * 6
+    rows = await usage_rows(settings)
+    assert [r["status"] for r in rows] == ["ok"] * 6
+
+
+async def test_with_no_worker_jobs_wait_and_nodes_that_join_get_workers(
+        ray_cluster, make_cluster_settings, alice, caplog):
+    """A head without GPU workers: a command waits, told so, `!img queue` and /healthz say
+    so; a node that joins gets a worker and makes the picture; a second one gets the other
+    worker, and both then answer commands."""
+    caplog.set_level(logging.INFO)
+    ray_cluster.start_head(worker=False)
+    port = free_port()
+    settings = make_cluster_settings(ray_cluster, limits={"per_user_queued": 8},
+                                     generation={"max_batch": 1}, metrics={"port": port})
+    async with bot_running(settings, None), aiohttp.ClientSession() as http:
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img a first picture --seed 1")
+        (status,) = await alice.wait_reply(room, first, "m.notice")
+        assert status["content"]["body"].startswith(
+            "Queued: no GPU worker is available right now"), status
+        asked = await alice.send(room, "!img queue")
+        (answer,) = await alice.wait_reply(room, asked, "m.notice")
+        assert "No GPU worker is available right now" in answer["content"]["body"]
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            health = await response.json()
+        assert response.status == 503 and health["workers_up"] == 0
+        assert any("no GPU worker is up (0 of 2)" in p for p in health["problems"]), health
+
+        ray_cluster.add_node()
+        await alice.wait_reply(room, first, "m.image", timeout=180)
+        ray_cluster.add_node()
+        await _until(lambda: caplog.text.count(" is up (") >= 2, 120, "a worker on each node")
+        sent = [await alice.send(room, f"!img lighthouse {i} --seed {i} --steps 8")
+                for i in range(6)]
+        for event_id in sent:
+            await alice.wait_reply(room, event_id, "m.image", timeout=180)
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+    rows = await usage_rows(settings)
+    assert len(_nodes(rows)) == 2, [r["worker"] for r in rows]
+    assert [r["status"] for r in rows] == ["ok"] * 7

@@ -21,12 +21,14 @@ class FakeBot:
     """The state /healthz reads, set directly by each test."""
 
     def __init__(self, age: float | None = 1.0, alive: bool = True, depth: int = 0,
-                 paused: bool = False):
+                 paused: bool = False, workers: list | None = None):
         self.age, self.alive, self.depth, self.paused = age, alive, depth, paused
+        self.workers = workers
 
     def health(self) -> Health:
         return Health(lambda: self.age, lambda: self.alive, lambda: self.depth,
-                      lambda: self.paused)
+                      lambda: self.paused,
+                      workers=None if self.workers is None else lambda: self.workers)
 
 
 @pytest.fixture
@@ -149,7 +151,8 @@ async def test_healthz_ok(serve):
     status, content_type, text = await get(server, "/healthz")
     assert status == 200 and content_type.startswith("application/json")
     assert json.loads(text) == {"status": "ok", "last_sync_age_seconds": 4.0, "queue_depth": 2,
-                                "worker_alive": True, "paused": True, "problems": []}
+                                "worker_alive": True, "workers_up": None, "paused": True,
+                                "problems": []}
 
 
 @pytest.mark.parametrize("state, status, problem", [
@@ -157,6 +160,8 @@ async def test_healthz_ok(serve):
     (dict(alive=False), "unhealthy", "worker thread is not running"),
     (dict(age=None), "starting", "no successful sync with the homeserver yet"),
     (dict(age=None, alive=False), "unhealthy", "worker thread is not running"),
+    (dict(workers=[("gpu-host #0 (node 1a2b3c4d)", False, 3, 1.5)]), "unhealthy",
+     "no GPU worker is up (0 of 1): jobs wait for one"),
 ])
 async def test_healthz_unhealthy(serve, state, status, problem):
     server = await serve(Metrics(), FakeBot(**state), stale_after=300)
@@ -169,7 +174,8 @@ async def test_healthz_unhealthy(serve, state, status, problem):
 
 def test_health_reads_the_real_queue_and_sync_shapes():
     """`Health.of` against objects shaped like GenerationQueue and SyncLoop."""
-    queue = SimpleNamespace(depth=2, paused=False, worker_alive=False)
+    queue = SimpleNamespace(depth=2, paused=False, worker_alive=False,
+                            worker_stats=lambda: [("cuda:0", True, 0, 0.0)])
     sync = SimpleNamespace(live=asyncio.Event(), last_success=time.monotonic())
     health = Health.of(queue, sync)
 

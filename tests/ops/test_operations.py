@@ -56,6 +56,13 @@ async def test_healthz_and_metrics_of_a_running_bot(make_settings, engine, alice
     assert metrics[("imgbot_queue_depth", ())] == 0
     assert metrics[("imgbot_worker_busy_seconds_total", ())] > 0
     assert metrics[("imgbot_worker_idle_while_waiting_seconds_total", ())] >= 0
+    # Per worker (a local one is named by its device): up, its jobs, its busy seconds.
+    assert metrics[("imgbot_workers_up", ())] == 1 and health["workers_up"] == 1
+    assert metrics[("imgbot_gpu_worker_up", (("worker", "cpu"),))] == 1
+    assert metrics[("imgbot_gpu_worker_jobs_total", (("worker", "cpu"),))] == 1
+    assert metrics[("imgbot_gpu_worker_busy_seconds_total", (("worker", "cpu"),))] > 0
+    (row,) = [r for r in await usage_rows(settings) if r["status"] == "ok"]
+    assert row["worker"] == "cpu"
 
 
 async def test_without_stored_prompts_the_log_keeps_only_a_hash(make_settings, engine, alice):
