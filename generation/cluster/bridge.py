@@ -27,6 +27,10 @@ PING_SECONDS = 2.0  # how often an idle actor is asked whether it is still there
 PING_TIMEOUT = 30.0  # an actor that does not answer for this long counts as lost
 PROGRESS_SECONDS = 0.5  # how often a running batch's progress is read
 CONNECT_TIMEOUT = 30.0  # for the first questions to a cluster just connected to
+# The head's GCS is asked this often whether it is there; after HEAD_LOST_AFTER seconds
+# without an answer the bridge ends (Ray's driver would block, then end after a minute),
+# and the bot starts a new one when the head answers again.
+HEAD_CHECK_SECONDS, HEAD_LOST_AFTER = 5.0, 30.0
 
 
 class Refused(Exception):
@@ -153,11 +157,32 @@ class Bridge:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(loop,), daemon=True).start()
         slots = [asyncio.create_task(self.keep(slot)) for slot in range(self.spec.workers)]
+        slots.append(asyncio.create_task(self.watch_head()))
         for task in slots:
             task.add_done_callback(self._ended)
         await self.stopped.wait()
         for task in slots:
             task.cancel()
+
+    async def watch_head(self) -> None:
+        """End the bridge when the head's GCS stops answering (see HEAD_LOST_AFTER)."""
+        import ray
+
+        loop = asyncio.get_running_loop()
+        answered = loop.time()
+        while True:
+            await asyncio.sleep(HEAD_CHECK_SECONDS)
+            try:
+                # ray.nodes() blocks while the GCS is away: asked in a thread of its own.
+                await asyncio.wait_for(loop.run_in_executor(None, ray.nodes), HEAD_CHECK_SECONDS)
+                answered = loop.time()
+            except Exception:  # noqa: BLE001 - a timeout, or Ray's own error
+                if loop.time() - answered > HEAD_LOST_AFTER:
+                    logging.getLogger(__name__).error(
+                        "the Ray head at %s has not answered for %.0f s", self.spec.address,
+                        loop.time() - answered)
+                    sys.stdout.flush()
+                    os._exit(4)  # Ray's shutdown would block on the missing head too
 
     def _ended(self, task: asyncio.Task) -> None:
         """A slot's keeper must never end but with the bridge: say why it did, and end the
@@ -191,8 +216,11 @@ class Bridge:
         backoff = 1.0
         while True:
             name = f"{ACTOR_PREFIX}{slot}-{uuid.uuid4().hex[:8]}"
-            actor = self.actor_class.options(name=name, **self.actor_options).remote(
-                self.spec.recipe, slot, self.threads)
+            # Making an actor asks the head's GCS, and blocks while it is away: in a thread,
+            # so that the head's watch (and the other slots) go on meanwhile.
+            actor = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.actor_class.options(name=name, **self.actor_options).remote(
+                    self.spec.recipe, slot, self.threads))
             self.channel.send(("slot", slot, "starting", None))
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(

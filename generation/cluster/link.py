@@ -172,6 +172,10 @@ class Link:
             env.pop("RAY_AUTH_MODE", None)
             env.pop("RAY_AUTH_TOKEN_PATH", None)
         self._auth_refused = False
+        listening = _listening(self.spec.address)
+        if listening is not None:  # Ray would try for minutes: try again after a pause
+            self.problem = listening
+            return
         process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, env=env)
