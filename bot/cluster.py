@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 CONNECT_SECONDS = 60.0
 
 
+class ClusterDown(Exception):
+    """The cluster cannot be used now (nothing answers, the token refused, other versions,
+    no token authentication there); the words say why. A later start may find it fixed."""
+
+
 def spec_of(settings: Settings):
     from generation.cluster.spec import ClusterSpec
 
@@ -32,29 +37,34 @@ def spec_of(settings: Settings):
                        allow_unauthenticated=ray.allow_unauthenticated)
 
 
-def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
-    """The link to the cluster and a remote runner per worker slot; SystemExit saying why
-    when the cluster cannot be used now (no cluster at the address, a refused token, other
-    versions, no token authentication there)."""
+def catalogue_of(recipe):
+    """What the chat side needs to know of the models (families, sizes, batch keys), read
+    from the folders' configs on this host; the weights load on the GPU hosts."""
     from generation.building import diffusion_runner
-    from generation.cluster.link import ClusterUnavailable, Link
-    from generation.cluster.remote import RemoteRunner
     from generation.model_folder import ModelError
     from generation.studio import Studio
     from generation.upscale import Upscaler
 
-    spec = spec_of(settings)
     try:
-        # What the chat side needs to know of the models (families, sizes, batch keys) is
-        # read from the folders' configs here; the weights load on the GPU hosts.
-        catalogue = Studio(diffusion_runner(spec.recipe), Upscaler(spec.recipe.upscaler))
+        return Studio(diffusion_runner(recipe), Upscaler(recipe.upscaler))
     except ModelError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
+    """The link to the cluster and a remote runner per worker slot; ClusterDown saying why
+    when the cluster cannot be used now (no cluster at the address, a refused token, other
+    versions, no token authentication there)."""
+    from generation.cluster.link import ClusterUnavailable, Link
+    from generation.cluster.remote import RemoteRunner
+
+    spec = spec_of(settings)
+    catalogue = catalogue_of(spec.recipe)
     link = Link(spec)
     try:
         link.start(timeout)
     except ClusterUnavailable as exc:
-        raise SystemExit(f"generation.ray: {exc}") from None
+        raise ClusterDown(f"generation.ray: {exc}") from None
     return link, [RemoteRunner(link, slot, catalogue) for slot in range(spec.workers)]
 
 

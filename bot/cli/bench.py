@@ -38,6 +38,14 @@ def add_parser(sub) -> None:
                             "Synapse and the bot (needs imgbot[demo]); reports pictures per "
                             "second through the bot beside the engine's own, the worker's "
                             "idle share while jobs waited, and each reply's overhead")
+    bench.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="ray: the workload made by GPU workers on the Ray cluster that "
+                            "the config's generation.ray names, through the bot's queue "
+                            "(with --through-matrix, through chat too); needs --model and -c")
+    bench.add_argument("-c", "--config", help="with --backend ray: the config file")
+    bench.add_argument("--workers", type=int,
+                       help="with --backend ray: how many workers (default: "
+                            "generation.ray.workers of the config)")
     bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     bench.set_defaults(run=cmd_bench)
 
@@ -61,6 +69,8 @@ def cmd_bench(args) -> int:
     except (BenchError, ModelError) as exc:
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 2
+    if args.backend == "ray":
+        return _bench_on_cluster(workload, args)
     if args.through_matrix:
         return _bench_through_matrix(workload, out)
     try:
@@ -72,6 +82,49 @@ def cmd_bench(args) -> int:
     print(render(report))
     if out:
         write_json(report, out)
+    return 0
+
+
+def _bench_on_cluster(workload, args) -> int:
+    """The workload made by the Ray cluster's workers, through the queue (or through chat)."""
+    from bot.cluster import catalogue_of, spec_of
+    from bot.config import ConfigError, load_settings
+    from generation.cluster.bench import run
+    from bot.local.bench_matrix import through_matrix
+
+    if workload.model is None or not args.config:
+        print("imgbot bench: --backend ray needs --model DIR (on every GPU host) and -c "
+              "CONFIG (its generation.ray names the cluster)", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"imgbot bench: {exc}", file=sys.stderr)
+        return 2
+    ray = settings.generation.ray.model_dump()
+    if args.workers:
+        ray["workers"] = args.workers
+    generation = {"model": workload.model, "size": f"{workload.width}x{workload.height}",
+                  "steps": workload.steps, "guidance": workload.guidance,
+                  "max_batch": workload.batch, "backend": "ray", "ray": ray, "warm_up": True}
+    settings = settings.model_copy(update={"generation": type(settings.generation)(
+        **generation)})
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.through_matrix:
+        say("Starting a throw-away Synapse; the workers load on the cluster…")
+        figures = through_matrix(None, count=workload.count, width=workload.width,
+                                 height=workload.height, steps=workload.steps,
+                                 guidance=workload.guidance, max_batch=workload.batch,
+                                 generation=generation)
+    else:
+        spec = spec_of(settings)
+        figures = run(spec, catalogue_of(spec.recipe), count=workload.count,
+                      width=workload.width, height=workload.height, steps=workload.steps,
+                      guidance=workload.guidance, max_batch=workload.batch, say=say)
+    print(f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+          f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+          f"to {workload.batch}, {ray['workers']} Ray worker(s) of {ray['resources']}")
+    print(figures.table())
     return 0
 
 

@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
 
 def cmd_run(args) -> int:
     from bot.app import DeviceFault, ServiceDown, run_bot
+    from bot.cluster import ClusterDown
     from bot.matrix.cross_signing import CrossSigningFailed
     from bot.matrix import reach
     from bot.matrix.messages import NETWORK_ERRORS
@@ -42,7 +43,7 @@ def cmd_run(args) -> int:
     except CrossSigningFailed as exc:
         log.error("cross-signing: %s", exc)
         return EXIT_RETRY if exc.retry else EXIT_FIX_CONFIG
-    except (DeviceFault, ServiceDown) as exc:
+    except (DeviceFault, ServiceDown, ClusterDown) as exc:
         log.error("%s", exc)
         return EXIT_RETRY
     except NETWORK_ERRORS as exc:

@@ -33,7 +33,7 @@ from bot.local.localserver import LocalHomeserver, _free_port
 class MatrixFigures:
     pictures: int
     wall_seconds: float  # first command sent to last picture seen
-    busy_seconds: float  # the GPU worker's time on these jobs
+    busy_seconds: float  # the GPU workers' time on these jobs, per worker
     idle_while_waiting_seconds: float
     overheads: list[float]  # per picture, seconds
     # Seconds the bot spent in each phase, all pictures together: "encode" (in a thread,
@@ -88,18 +88,21 @@ class MatrixFigures:
 
 
 def through_matrix(engine, *, count: int, width: int, height: int, steps: int,
-                   guidance: float, max_batch: int = 1) -> MatrixFigures:
-    """Run the workload through a local Synapse and the bot; `engine` is already loaded."""
+                   guidance: float, max_batch: int = 1,
+                   generation: dict | None = None) -> MatrixFigures:
+    """Run the workload through a local Synapse and the bot; `engine` is already loaded, or
+    None with `generation` saying what the bot loads (a Ray cluster's workers, say)."""
     with tempfile.TemporaryDirectory(prefix="imgbot-bench-") as tmp:
         work = Path(tmp)
         with LocalHomeserver(work / "synapse", rate_limits=False,
                              dynamic_thumbnails=True) as server:
             return asyncio.run(_measure(server, engine, work, count, width, height, steps,
-                                        guidance, max_batch))
+                                        guidance, max_batch, generation or {}))
 
 
 async def _measure(server: LocalHomeserver, engine, work: Path, count: int, width: int,
-                   height: int, steps: int, guidance: float, max_batch: int) -> MatrixFigures:
+                   height: int, steps: int, guidance: float, max_batch: int,
+                   generation: dict) -> MatrixFigures:
     bot_password, user_password = "bench-bot-password", "bench-user-password"
     bot_id = server.register("imgbot", bot_password)
     user_id = server.register("bench", user_password)
@@ -108,7 +111,7 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
         matrix={"homeserver_url": server.url, "user_id": bot_id, "password": bot_password},
         state_dir=work / "state",
         generation={"size": f"{width}x{height}", "steps": steps, "guidance": guidance,
-                    "warm_up": False, "max_batch": max_batch},
+                    "warm_up": False, "max_batch": max_batch, **generation},
         limits={"per_user_queued": count, "queue_size": max(count, 100),
                 "max_pixels": max(width * height, 64 * 64), "max_steps": max(steps, 1)},
         metrics={"port": port},
@@ -122,6 +125,8 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
         await user.login(user_password)
         await asyncio.wait_for(ready.wait(), 120)
         room_id = await _room_with_bot(user, bot_id)
+        workers = generation.get("ray", {}).get("workers", 1)
+        await _workers_up(port, workers)  # a cluster's workers load after the bot starts
         before = await _worker_seconds(port)
         shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
         with _timed(bot_id, phases, made):
@@ -138,7 +143,7 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
         await bot_task
     wall = max(s.received_at for s in shots) - min(s.sent_at for s in shots)
     return MatrixFigures(
-        pictures=count, wall_seconds=wall, busy_seconds=after[0] - before[0],
+        pictures=count, wall_seconds=wall, busy_seconds=(after[0] - before[0]) / workers,
         idle_while_waiting_seconds=after[1] - before[1],
         overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots],
         phases=dict(phases))
@@ -192,6 +197,22 @@ def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
     finally:
         AsyncClient.upload, AsyncClient.room_send, posting._encode = upload, room_send, encode
         Delivery.finish = finish
+
+
+async def _workers_up(port: int, count: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while (await _metric(port, "imgbot_workers_up")) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the bot's {count} workers were not up within {timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def _metric(port: int, name: str) -> float:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    return next((sample.value for family in text_string_to_metric_families(text)
+                 for sample in family.samples if sample.name == name), 0.0)
 
 
 async def _worker_seconds(port: int) -> tuple[float, float]:

@@ -67,11 +67,14 @@ class RemoteRunner:
 
     def generate_batch(self, jobs: list[Job]) -> list[list]:
         """The pictures of each job, made by the actor (WorkerLost when it went away)."""
+        payload = self._made(jobs)
+        return [[_picture(data) for data in pictures] for pictures in payload["images"]]
+
+    def _made(self, jobs: list[Job]) -> dict:
         def told(value: progress.Progress) -> None:
             progress.report(value.done, value.total, value.unit, value.part, value.parts)
 
-        payload = self.link.run(self.slot, jobs, told)
-        return [[_picture(data) for data in pictures] for pictures in payload["images"]]
+        return self.link.run(self.slot, jobs, told)
 
 
 def _picture(data: bytes) -> Image.Image:

@@ -40,7 +40,7 @@ def test_without_a_cluster_check_fails_and_run_stops_saying_why(homeserver, test
     assert line.startswith("FAIL cluster: generation.ray: nothing answers at " + address), line
     assert "is Ray running on the head node" in line
     ran = imgbot("run", "-c", config, timeout=120)
-    assert ran.returncode != 0
+    assert ran.returncode == 1  # systemd tries again: the cluster may come up
     assert f"generation.ray: nothing answers at {address}" in ran.stderr, ran.stderr[-2000:]
 
 
