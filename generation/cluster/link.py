@@ -168,8 +168,8 @@ class Link:
         env.pop("RAY_AUTH_TOKEN", None)  # only the configured token file counts
         if self.spec.token_path is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.spec.token_path))
-        else:
-            env.pop("RAY_AUTH_MODE", None)
+        else:  # allow_unauthenticated: no token is sent
+            env["RAY_AUTH_MODE"] = "disabled"
             env.pop("RAY_AUTH_TOKEN_PATH", None)
         self._auth_refused = False
         listening = _listening(self.spec.address)

@@ -45,14 +45,22 @@ class RayCluster:
             env.pop(key, None)
         if self.token_file is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file))
+        else:
+            env["RAY_AUTH_MODE"] = "disabled"  # an open cluster, to be refused
         return env
 
-    def _start(self, args: list[str], name: str, wait_for: int) -> subprocess.Popen:
+    def _start(self, args: list[str], name: str, wait_for: int,
+               hide: Path | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")
-        process = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
-             "--disable-usage-stats", "--num-cpus=1", *args],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        command = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
+                   "--disable-usage-stats", "--num-cpus=1", *args]
+        if hide is not None:
+            # A host without that folder: the node runs in a mount namespace of its own,
+            # with an empty file system mounted over the folder.
+            command = ["unshare", "--mount", "sh", "-c",
+                       f'mount -t tmpfs none "{hide}" && exec "$@"', "node", *command]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env=self.env(), start_new_session=True)
         self.nodes.append(process)
         self.wait_for_nodes(wait_for)
         return process
@@ -62,10 +70,11 @@ class RayCluster:
         return self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
                             f"--resources={resources}"], "head", 1)
 
-    def add_node(self) -> subprocess.Popen:
+    def add_node(self, hide: Path | None = None) -> subprocess.Popen:
+        """A worker node; with `hide`, a host on which that folder is empty."""
         return self._start([f"--address={self.address}",
                             '--resources={"imgbot_worker": 1}'],
-                           f"node{len(self.nodes)}", len(self.alive()) + 1)
+                           f"node{len(self.nodes)}", len(self.alive()) + 1, hide)
 
     def alive(self) -> list[subprocess.Popen]:
         return [node for node in self.nodes if node.poll() is None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 import aiohttp
@@ -118,3 +119,24 @@ async def test_with_no_worker_jobs_wait_and_nodes_that_join_get_workers(
     rows = await usage_rows(settings)
     assert len(_nodes(rows)) == 2, [r["worker"] for r in rows]
     assert [r["status"] for r in rows] == ["ok"] * 7
+
+
+async def test_a_host_without_the_model_folder_has_its_worker_fail_and_the_rest_go_on(
+        ray_cluster, make_cluster_settings, test_model, alice, caplog):
+    caplog.set_level(logging.INFO)
+    ray_cluster.start_head()
+    ray_cluster.add_node(hide=test_model.parent)  # this host lacks the models
+    settings = make_cluster_settings(ray_cluster, generation={"max_batch": 1})
+    async with bot_running(settings, None):
+        room = await alice.room_with(BOT)
+        await _until(lambda: "a GPU worker could not start" in caplog.text, 120,
+                     "the worker on the host without the folder fails")
+        sent = [await alice.send(room, f"!img a lighthouse {i} --seed {i}") for i in range(3)]
+        for event_id in sent:
+            await alice.wait_reply(room, event_id, "m.image", timeout=180)
+    failure = next(r.getMessage() for r in caplog.records
+                   if "a GPU worker could not start" in r.getMessage())
+    assert f"folder {test_model} is not on this host" in failure, failure
+    assert f"the worker on {socket.gethostname()} could not start" in failure, failure
+    rows = await usage_rows(settings)
+    assert [r["status"] for r in rows] == ["ok"] * 3 and len(_nodes(rows)) == 1

@@ -65,3 +65,31 @@ def test_a_wrong_token_is_refused_and_the_right_one_is_checked(ray_cluster, home
     assert line.startswith(f"ok cluster: {ray_cluster.address}: 1 node(s), token "
                            "authentication on, imgbot "), line
     assert "0 worker(s) running" in line and "room for 1 more worker(s)" in line, line
+
+
+def test_a_cluster_without_token_authentication_is_refused_unless_allowed(
+        tmp_path, homeserver, test_model):
+    from tests.cluster.raycluster import RayCluster
+
+    open_cluster = RayCluster(tmp_path / "ray", token=None)
+    try:
+        open_cluster.start_head()
+        token = tmp_path / "ray-token"
+        token.write_text("a-token-this-cluster-does-not-ask-for\n")
+        token.chmod(0o600)
+        config = ray_config(tmp_path / "token.yaml", homeserver, test_model,
+                            tmp_path / "state", open_cluster.address, token)
+        line = cluster_line(imgbot("check", "-c", config, timeout=180).stdout)
+        assert line.startswith("FAIL cluster: generation.ray: the Ray cluster at "), line
+        assert "runs without token authentication" in line, line
+
+        config = yaml.safe_load(open(config).read())
+        config["generation"]["ray"].pop("token_file")
+        config["generation"]["ray"]["allow_unauthenticated"] = True
+        (tmp_path / "open.yaml").write_text(yaml.safe_dump(config))
+        checked = imgbot("check", "-c", str(tmp_path / "open.yaml"), timeout=180)
+        line = cluster_line(checked.stdout)
+        assert line.startswith("ok cluster: ") and "WITHOUT token authentication" in line, line
+        assert "allow_unauthenticated is true" in checked.stderr  # said at every start
+    finally:
+        open_cluster.stop()
