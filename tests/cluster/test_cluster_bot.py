@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 
@@ -14,6 +15,7 @@ import aiohttp
 
 from generation.png import read_parameters
 
+from tests.chat.test_progress_matrix import edits_of
 from tests.chatting import bot_running, usage_rows
 from tests.cluster.raycluster import free_port
 
@@ -38,7 +40,8 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
     ray_cluster.start_head()
     ray_cluster.add_node()
     settings = make_cluster_settings(ray_cluster, limits={"per_user_queued": 8},
-                                     generation={"max_batch": 1})
+                                     generation={"max_batch": 1},
+                                     progress={"interval_seconds": 1})
     async with bot_running(settings, None):
         room = await alice.room_with(BOT)
         sent = [await alice.send(room, f"!img lighthouse {i} --seed {i}") for i in range(6)]
@@ -46,11 +49,20 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
             await alice.wait_reply(room, event_id, "m.image", timeout=180)
         (image,) = alice.replies(room, sent[0], "m.image")
         params = read_parameters(await alice.download(image["content"]["url"]))
+        # A slow picture on a remote worker: its steps reach the room's status edits.
+        slow = await alice.send(room, "!img a slow one --steps 50 --size 1024x1024")
+        (status,) = await alice.wait_reply(room, slow, "m.notice", timeout=180)
+        await alice.wait_reply(room, slow, "m.image", timeout=180)
+        await alice.wait_for(room, lambda _: any(
+            text.startswith("Done") for text in edits_of(alice, room, status["event_id"])))
+    said = [status["content"]["body"], *edits_of(alice, room, status["event_id"])]
+    steps = [int(m.group(1)) for text in said if (m := re.search(r"step (\d+) of 50", text))]
+    assert len(steps) >= 2 and steps == sorted(steps) and steps[0] < steps[-1], said
     assert all(len(alice.replies(room, e, "m.image")) == 1 for e in sent)
     assert params["seed"] == 0 and params["size"] == "64x64"
     assert "(node " in params["worker"]  # the picture names the worker that made it
     rows = await usage_rows(settings)
-    assert [r["status"] for r in rows] == ["ok"] * 6
+    assert [r["status"] for r in rows] == ["ok"] * 7  # the six, and the slow one
     assert len(_nodes(rows)) == 2, [r["worker"] for r in rows]
 
 
