@@ -15,18 +15,17 @@ import logging
 import threading
 import time
 
+from .batching import ahead_in, next_batch
 from .job import Job, Result
-from .tickets import Place, QueueFull, Runner, Ticket, cost, resolve
+from .pace import Pace
+from .tickets import Place, QueueFull, Runner, Ticket, resolve
 from .workers import Worker
+from .worker_faults import WorkerFaults
 
 log = logging.getLogger(__name__)
 
-# A job whose making loses this many workers fails instead of going back again: it may be
-# what ends them (a fault it causes on every device).
-MAX_LOST = 3
 
-
-class GenerationQueue:
+class GenerationQueue(WorkerFaults):
     """One queue, and one worker per runner: several GPUs take jobs from the same queue."""
 
     def __init__(self, runners: Runner | list[Runner], *, max_size: int, per_user: int,
@@ -45,8 +44,7 @@ class GenerationQueue:
         self._closing = False
         self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Seconds per unit of `cost`, measured (a moving mean); None until something ran.
-        self.seconds_per_cost: float | None = None
+        self.pace = Pace()  # the measured speed, and the waits it gives
         self.restarts = 0  # how often the worker died and was started again
         self.given_back = 0  # jobs handed back by a worker lost while making them
         # For the bench: seconds the worker spent on jobs, and seconds it sat idle while
@@ -175,10 +173,11 @@ class GenerationQueue:
         self.observe_batch([job], seconds)
 
     def observe_batch(self, jobs: list[Job], seconds: float) -> None:
-        rate = seconds / sum(cost(job) for job in jobs)
-        # A moving mean, so the estimate follows the current load and sizes.
-        self.seconds_per_cost = rate if self.seconds_per_cost is None else (
-            0.7 * self.seconds_per_cost + 0.3 * rate)
+        self.pace.observe_batch(jobs, seconds)
+
+    @property
+    def seconds_per_cost(self) -> float | None:
+        return self.pace.seconds_per_cost
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop taking jobs and let the running one finish; the waiting ones come back as
@@ -233,55 +232,6 @@ class GenerationQueue:
             return False
         return True
 
-    def give_back(self, worker: Worker, batch: list[Ticket], exc: BaseException) -> None:
-        """The worker was lost while it made `batch` (WorkerLost): its jobs go back to the
-        front of the queue, in their order, and wait to be started again, to be made by
-        another worker (or this one once it is back) and answered once."""
-        failed = []
-        with self._cond:
-            worker.running = []
-            self.busy_seconds += time.monotonic() - worker.since
-            for ticket in reversed(batch):
-                ticket.lost += 1
-                if ticket.lost >= MAX_LOST:  # the job itself may be what ends workers
-                    failed.append(ticket)
-                    continue
-                # The chat side reads `started` anew: the job shows as waiting again.
-                ticket.started = asyncio.Future(loop=self._loop)
-                ticket.progress = None
-                self._waiting.appendleft(ticket)
-            self.given_back += len(batch) - len(failed)
-            self._cond.notify_all()
-        log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
-                    "of the queue", worker.name, ", ".join(str(t.id) for t in batch), exc)
-        for ticket in failed:
-            error = (f"generation failed: {MAX_LOST} GPU workers were lost while making it "
-                     f"(the last: {exc})")
-            self._loop.call_soon_threadsafe(resolve, ticket.result,
-                                            self.result(ticket, error=error))
-
-    def device_failed(self, exc: BaseException) -> None:
-        """The device is unusable (a CUDA error): take no more jobs; the owner ends the
-        process, so that a new one starts."""
-        with self._cond:
-            self.device_fault = exc
-            self._closing = True
-
-    def died(self, worker: Worker, exc: BaseException) -> None:
-        """Something escaped the worker: its batch fails, and a new worker starts."""
-        with self._cond:
-            batch, worker.running = worker.running, []
-            closing = self._closing
-        log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
-                     "" if closing else "; starting a new one", exc_info=True)
-        for ticket in batch:
-            result = self.result(ticket, error=f"generation failed: the GPU worker "
-                                               f"stopped ({type(exc).__name__})")
-            self._loop.call_soon_threadsafe(resolve, ticket.result, result)
-        if not closing:
-            self.restarts += 1
-            self._loop.call_soon_threadsafe(self._start_worker, worker)
-
     # ---- inside the queue ----------------------------------------------------------------
 
     def _all(self):
@@ -289,65 +239,27 @@ class GenerationQueue:
         yield from self._running()
 
     def _eta(self, waiting_ahead: list[Ticket]) -> float | None:
-        """Seconds until a job behind `waiting_ahead` (and the running one) starts."""
-        rate = self.seconds_per_cost
-        if rate is None or self._paused:
-            return None
-        running = 0.0
-        now = time.monotonic()
-        for worker in self.workers:
-            if worker.running:
-                left = sum(cost(t.job) for t in worker.running) * rate - (now - worker.since)
-                running += max(0.0, left)
-        # The workers share the work ahead: a rough split, as good as the speed estimate.
-        # With none up (a cluster whose workers are all away) nobody can say.
-        up = sum(1 for worker in self.workers if worker.up)
-        if not up:
-            return None
-        return (running + sum(cost(t.job) for t in waiting_ahead) * rate) / up
+        return None if self._paused else self.pace.eta(self.workers, waiting_ahead)
 
     def result(self, ticket: Ticket, **fields) -> Result:
         fields.setdefault("queue_seconds", time.monotonic() - ticket.submitted)
         return Result(ticket.job, ticket.job.model or self.runner.name, **fields)
 
     def _take_batch(self, runner: Runner) -> list[Ticket]:
-        """The first waiting job, and the waiting jobs of the same shape after it, up to
-        max_batch pictures. Only jobs already waiting join: none is held back for company,
-        so a lone job starts at once."""
-        batch = self._next_batch(runner, list(self._waiting), lambda ticket: ticket.job)
+        """The next batch (batching.py), taken out of the line."""
+        batch = next_batch(self.max_batch, runner, list(self._waiting), _job)
         for ticket in batch:
             self._waiting.remove(ticket)
         return batch
 
-    def _next_batch(self, runner: Runner, line: list, job_of) -> list:
-        """The batch `_take_batch` makes from the front of `line` (taken out of it)."""
-        first = line.pop(0)
-        if self.max_batch <= 1 or job_of(first).count >= self.max_batch:
-            return [first]
-        key = runner.batch_key(job_of(first))
-        if key is None:
-            return [first]
-        batch, pictures = [first], job_of(first).count
-        for item in list(line):
-            job = job_of(item)
-            if pictures + job.count <= self.max_batch and runner.batch_key(job) == key:
-                line.remove(item)
-                batch.append(item)
-                pictures += job.count
-        return batch
-
     def _ahead_of(self, job: Job) -> list[Ticket]:
         """The waiting tickets made before `job` if it joined the queue now."""
-        return self._ahead_in([*self._waiting, None], None,  # None: the new job, last
-                              lambda ticket: job if ticket is None else ticket.job)
+        return ahead_in(self.max_batch, self.runner, [*self._waiting, None], None,
+                        lambda ticket: job if ticket is None else ticket.job)
 
-    def _ahead_in(self, line: list, target, job_of=lambda ticket: ticket.job) -> list:
-        """The items of `line` made before `target`: those of the batches before its own,
-        formed as `_take_batch` will form them."""
-        line, ahead = list(line), []
-        while line:
-            batch = self._next_batch(self.runner, line, job_of)
-            if any(item is target for item in batch):
-                break
-            ahead += batch
-        return ahead
+    def _ahead_in(self, line: list, target) -> list:
+        return ahead_in(self.max_batch, self.runner, line, target, _job)
+
+
+def _job(ticket: Ticket) -> Job:
+    return ticket.job

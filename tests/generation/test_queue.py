@@ -10,7 +10,7 @@ from PIL import Image
 
 from generation.job import GenerationError, Job, Result
 from generation.queue import GenerationQueue
-from generation.tickets import QueueFull
+from generation.tickets import QueueFull, WorkerLost
 from generation.workers import is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
@@ -485,3 +485,38 @@ async def test_a_device_fault_on_one_device_stops_them_all():
     await asyncio.wait_for(queue.failed.wait(), TIMEOUT)
     await queue.close(timeout=TIMEOUT)
     assert not queue.worker_alive
+
+
+class LosingRunner(FakeRunner):
+    """A remote worker that is lost while it makes a job, `losses` times in all."""
+
+    def __init__(self, losses: int):
+        super().__init__()
+        self.losses = losses
+
+    def generate(self, job: Job) -> list:
+        if self.losses:
+            self.losses -= 1
+            raise WorkerLost("its node died")
+        return super().generate(job)
+
+
+async def test_a_lost_worker_gives_its_job_back_to_the_front_and_it_is_made_once():
+    runner = LosingRunner(losses=1)
+    queue = GenerationQueue(runner, max_size=10, per_user=10)
+    queue.start()
+    first, second = queue.submit(job("lost once"), "@a:x"), queue.submit(job("next"), "@a:x")
+    results = [await asyncio.wait_for(t.result, TIMEOUT) for t in (first, second)]
+    await queue.close()
+    assert all(r.ok for r in results) and queue.given_back == 1
+    # Given back to the front: made before the job that waited behind it.
+    assert runner.started == ["lost once", "next"]
+
+
+async def test_a_job_that_loses_three_workers_fails_instead_of_going_round_again():
+    queue = GenerationQueue(LosingRunner(losses=10), max_size=10, per_user=10)
+    queue.start()
+    result = await asyncio.wait_for(queue.submit(job("poison"), "@a:x").result, TIMEOUT)
+    await queue.close()
+    assert not result.ok and "3 GPU workers were lost while making it" in result.error
+    assert queue.given_back == 2
