@@ -8,7 +8,8 @@ from bot.ops.logs import setup_logging
 def add_parser(sub) -> None:
     chk = sub.add_parser(
         "check", help="check a config: model folders, VAE, fast decoder, upscaler, "
-                      "homeserver, login, state_dir, encryption, compliance",
+                      "the Ray cluster (backend ray), homeserver, login, state_dir, "
+                      "encryption, compliance",
         epilog="One line per check: ok, FAIL with the reason, or skip when it needs one that "
                "failed. Everything `run` loads at its start is checked the same way. Leaves "
                "no trace: a password login is logged out again, and a missing state_dir is "
