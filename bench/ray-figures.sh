@@ -22,10 +22,10 @@ python3 -c 'import secrets; print(secrets.token_hex(32))' > "$WORK/ray-token"
 chmod 600 "$WORK/ray-token"
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$WORK/ray-token" RAY_USAGE_STATS_ENABLED=0
 pids=()
-cleanup() {
+cleanup() {  # each node's process group (not `ray stop`: it ends every Ray on the host)
     for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-    sleep 2
-    "$BIN/ray" stop --force >/dev/null 2>&1 || true
+    sleep 5
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT

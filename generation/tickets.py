@@ -29,6 +29,11 @@ class WorkerLost(Exception):
     by another worker (or this one once it is back); the message says what happened."""
 
 
+class WorkerNotReady(WorkerLost):
+    """The worker was down before the batch was sent to it: nothing was made, so its jobs
+    go back without counting as a worker lost while making them."""
+
+
 class QueueFull(Exception):
     """The queue, or this person's share of it, is full; the message says which."""
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 
-from .tickets import Ticket, resolve
+from .tickets import Ticket, WorkerNotReady, resolve
 
 log = logging.getLogger("generation.queue")
 
@@ -23,28 +23,38 @@ class WorkerFaults:
         """The worker was lost while it made `batch` (WorkerLost): its jobs go back to the
         front of the queue, in their order, and wait to be started again, to be made by
         another worker (or this one once it is back) and answered once."""
-        failed = []
+        sent = not isinstance(exc, WorkerNotReady)  # else nothing was made: no loss counts
+        failed, kept = [], []
         with self._cond:
             worker.running = []
             self.busy_seconds += time.monotonic() - worker.since
+            closing = self._closing
             for ticket in reversed(batch):
-                ticket.lost += 1
-                if ticket.lost >= MAX_LOST:  # the job itself may be what ends workers
+                ticket.lost += sent
+                if closing:  # kept in the job store, for the next start
+                    kept.append(ticket)
+                elif ticket.lost >= MAX_LOST:  # the job itself may be what ends workers
                     failed.append(ticket)
-                    continue
-                # The chat side reads `started` anew: the job shows as waiting again.
-                ticket.started = asyncio.Future(loop=self._loop)
-                ticket.progress = None
-                self._waiting.appendleft(ticket)
-            self.given_back += len(batch) - len(failed)
+                else:
+                    # The chat side reads `started` anew: the job shows as waiting again.
+                    ticket.started = asyncio.Future(loop=self._loop)
+                    ticket.progress = None
+                    self._waiting.appendleft(ticket)
+            if sent:
+                self.given_back += len(batch) - len(failed) - len(kept)
             self._cond.notify_all()
-        log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
-                    "of the queue", worker.name, ", ".join(str(t.id) for t in batch), exc)
+        ids = ", ".join(str(t.id) for t in batch)
+        if sent:
+            log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
+                        "of the queue", worker.name, ids, exc)
         for ticket in failed:
             error = (f"generation failed: {MAX_LOST} GPU workers were lost while making it "
                      f"(the last: {exc})")
             self._loop.call_soon_threadsafe(resolve, ticket.result,
                                             self.result(ticket, error=error))
+        for ticket in kept:
+            self._loop.call_soon_threadsafe(resolve, ticket.result, self.result(
+                ticket, error="interrupted", interrupted=True))
 
     def device_failed(self, exc: BaseException) -> None:
         """The device is unusable (a CUDA error): take no more jobs; the owner ends the

@@ -109,6 +109,8 @@ def test_a_ray_unit_uses_the_token_and_keeps_everything_inside(unit):
     assert "ExecStop" not in service
     assert service["KillMode"] == ["mixed"] and service["KillSignal"] == ["SIGTERM"]
     assert service["SuccessExitStatus"] == ["1"] and service["Restart"] == ["always"]
+    # Code a token holder sends runs here: the bot's state and config are out of its reach.
+    assert service["InaccessiblePaths"] == ["-/var/lib/imgbot -/etc/imgbot"]
 
 
 def test_the_worker_joins_the_head_with_its_gpus():

@@ -5,8 +5,8 @@ joins gets the slots that wait), runs the batches the bot sends to a slot, and r
 slot's state, the progress of each batch and its pictures.
 
 Messages in (frames): ("hello", ClusterSpec) first, then ("run", request, slot, jobs).
-Messages out: ("connected", facts) or ("refused", words); ("slot", slot, state, detail) with
-state starting|up|failed|down; ("progress", request, Progress); ("done", request, payload);
+Messages out: ("connected", facts) or ("refused", words); ("slot", slot, state, detail,
+generation) with state starting|up|failed|down, each new actor of a slot a new generation; ("progress", request, Progress); ("done", request, payload);
 ("lost", request, words); ("log", level, words).
 """
 
@@ -149,20 +149,29 @@ class Bridge:
             # One per host while hosts are free; a threaded actor, so that progress and
             # pings are answered while a batch runs.
             scheduling_strategy="SPREAD", max_concurrency=3, max_restarts=0)
-        self.actors: dict[int, object] = {}  # slot -> the actor that is up
-        self.lost: dict[int, asyncio.Event] = {}
+        # slot -> (the actor that is up, the event that says it was lost, its generation)
+        self.actors: dict[int, tuple[object, asyncio.Event, int]] = {}
+        self.generations = [0] * spec.workers  # how many actors each slot has had
+        self.serving: dict[int, asyncio.Task] = {}  # request -> the task answering it
         self.stopped = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(loop,), daemon=True).start()
-        slots = [asyncio.create_task(self.keep(slot)) for slot in range(self.spec.workers)]
-        slots.append(asyncio.create_task(self.watch_head()))
-        for task in slots:
+        tasks = [asyncio.create_task(self.keep(slot)) for slot in range(self.spec.workers)]
+        tasks.append(asyncio.create_task(self.watch_head()))
+        for task in tasks:
             task.add_done_callback(self._ended)
         await self.stopped.wait()
-        for task in slots:
-            task.cancel()
+        self.end(0)
+
+    def end(self, status: int) -> None:
+        """Answer every batch under way as lost (the bot gives them back to its queue), and
+        end the process at once: Ray's own shutdown may block on a head that is away."""
+        for request in list(self.serving):
+            self.channel.send(("lost", request, "the bridge to the cluster stopped"))
+        sys.stdout.flush()
+        os._exit(status)
 
     async def watch_head(self) -> None:
         """End the bridge when the head's GCS stops answering (see HEAD_LOST_AFTER)."""
@@ -181,12 +190,11 @@ class Bridge:
                     logging.getLogger(__name__).error(
                         "the Ray head at %s has not answered for %.0f s", self.spec.address,
                         loop.time() - answered)
-                    sys.stdout.flush()
-                    os._exit(4)  # Ray's shutdown would block on the missing head too
+                    self.end(4)
 
     def _ended(self, task: asyncio.Task) -> None:
-        """A slot's keeper must never end but with the bridge: say why it did, and end the
-        bridge, so that the bot starts a new one."""
+        """A slot's keeper (or the head's watch) must never end but with the bridge: say
+        why it did, and end the bridge, so that the bot starts a new one."""
         if task.cancelled():
             return
         logging.getLogger(__name__).critical("a worker slot's keeper failed: %r",
@@ -194,16 +202,20 @@ class Bridge:
         self.stopped.set()
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
-        while (message := frames.receive(sys.stdin.buffer)) is not None:
-            if message[0] == "run":
-                loop.call_soon_threadsafe(self._serve, *message[1:])
-        loop.call_soon_threadsafe(self.stopped.set)  # the bot is gone, or wants us gone
+        try:
+            while (message := frames.receive(sys.stdin.buffer)) is not None:
+                if message[0] == "run":
+                    loop.call_soon_threadsafe(self._serve, *message[1:])
+        finally:  # the bot is gone, or wants us gone (or its pipe broke)
+            loop.call_soon_threadsafe(self.stopped.set)
 
     def _serve(self, request: int, slot: int, jobs: list) -> None:
         task = asyncio.ensure_future(self.serve(request, slot, jobs))
+        self.serving[request] = task
         task.add_done_callback(lambda done: self._served(done, request))
 
     def _served(self, task: asyncio.Task, request: int) -> None:
+        self.serving.pop(request, None)
         if task.cancelled() or task.exception() is None:
             return
         logging.getLogger(__name__).error("a batch could not be served: %r", task.exception())
@@ -212,33 +224,38 @@ class Bridge:
 
     async def keep(self, slot: int) -> None:
         """Keep an actor in `slot`: make one, wait until it has loaded, watch it, and make
-        a new one when it is lost."""
+        a new one when it is lost. Each actor is a new generation of the slot, so that word
+        of an old one (a batch lost on it) never takes the new one down."""
         backoff = 1.0
+        loop = asyncio.get_running_loop()
         while True:
             name = f"{ACTOR_PREFIX}{slot}-{uuid.uuid4().hex[:8]}"
+            self.generations[slot] += 1
+            generation = self.generations[slot]
             # Making an actor asks the head's GCS, and blocks while it is away: in a thread,
             # so that the head's watch (and the other slots) go on meanwhile.
-            actor = await asyncio.get_running_loop().run_in_executor(
+            actor = await loop.run_in_executor(
                 None, lambda: self.actor_class.options(name=name, **self.actor_options).remote(
                     self.spec.recipe, slot, self.threads))
-            self.channel.send(("slot", slot, "starting", None))
+            self.channel.send(("slot", slot, "starting", None, generation))
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(
                 self.spec.versions, info.get("versions", {}),
                 f"the worker on {info.get('host', '?')}")
             if problem:
-                self.channel.send(("slot", slot, "failed", problem))
-                _kill(actor)
+                self.channel.send(("slot", slot, "failed", problem, generation))
+                await loop.run_in_executor(None, _kill, actor)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 300.0)
                 continue
             backoff = 1.0
-            self.actors[slot], self.lost[slot] = actor, asyncio.Event()
-            self.channel.send(("slot", slot, "up", info))
-            reason = await self._watch(slot, actor)
+            lost = asyncio.Event()
+            self.actors[slot] = (actor, lost, generation)
+            self.channel.send(("slot", slot, "up", info, generation))
+            reason = await self._watch(actor, lost)
             self.actors.pop(slot, None)
-            _kill(actor)
-            self.channel.send(("slot", slot, "down", reason))
+            await loop.run_in_executor(None, _kill, actor)
+            self.channel.send(("slot", slot, "down", reason, generation))
 
     async def _ready(self, actor) -> dict:
         try:
@@ -246,9 +263,8 @@ class Bridge:
         except Exception as exc:  # its node died while it loaded, or Ray gave up on it
             return {"error": f"the worker could not start: {_first_line(exc)}"}
 
-    async def _watch(self, slot: int, actor) -> str:
+    async def _watch(self, actor, lost: asyncio.Event) -> str:
         """Until the actor is lost: a batch on it failed that way, or it stops answering."""
-        lost = self.lost[slot]
         while not lost.is_set():
             try:
                 await asyncio.wait_for(actor.ping.remote(), PING_TIMEOUT)
@@ -265,10 +281,10 @@ class Bridge:
     async def serve(self, request: int, slot: int, jobs: list) -> None:
         import ray
 
-        actor = self.actors.get(slot)
-        if actor is None:
+        if slot not in self.actors:
             self.channel.send(("lost", request, "the worker is not up"))
             return
+        actor, lost, _ = self.actors[slot]  # this actor's, even if it is replaced meanwhile
         result = asyncio.ensure_future(_awaited(actor.run.remote(jobs)))
         shown = None
         try:
@@ -284,10 +300,8 @@ class Bridge:
         except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
             why = _first_line(exc) if str(exc) else "it stopped answering"
             self.channel.send(("lost", request, why))
-            event = self.lost.get(slot)
-            if event is not None:
-                event.reason = why  # type: ignore[attr-defined]
-                event.set()
+            lost.reason = why  # type: ignore[attr-defined]
+            lost.set()
             result.cancel()
             return
         self.channel.send(("done", request, payload))

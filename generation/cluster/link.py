@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..job import GenerationError
-from ..tickets import WorkerLost
+from ..tickets import WorkerLost, WorkerNotReady
 from . import frames
 from .spec import ClusterSpec
 
@@ -39,6 +39,7 @@ class Slot:
     state: str = "starting"  # starting | up | failed | down
     info: dict = field(default_factory=dict)  # the actor's own facts while it is up
     problem: str | None = None  # why it failed or went down, last time
+    generation: int = 0  # which of the slot's actors (of this bridge) it is about
 
 
 class Link:
@@ -76,18 +77,20 @@ class Link:
             if self.survey is not None:
                 return
         with self._cond:
-            if not self.connected or self.spec.survey:
+            failed = not self.connected or self.spec.survey
+            if failed:
                 problem = self.problem or (f"no answer from the Ray cluster at "
                                            f"{self.spec.address} within {timeout:.0f} s")
                 self._stopping = True
-                self._end_process()
-                raise ClusterUnavailable(problem)
+        if failed:
+            self._end_process()
+            raise ClusterUnavailable(problem)
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._end_process()
+        self._end_process()  # outside the lock: the reader thread may need it meanwhile
         if self._thread is not None:
             self._thread.join(10)
 
@@ -123,17 +126,18 @@ class Link:
         with self._cond:
             channel = self._channel
             if channel is None or not self.up(slot):
-                raise WorkerLost("the worker is not up")
+                raise WorkerNotReady("the worker is not up")  # nothing was sent
+            generation = self.slots[slot].generation
             self._waiting[request] = inbox
         try:
             if not channel.send(("run", request, slot, jobs)):
-                raise WorkerLost("the connection to the cluster ended")
+                raise WorkerNotReady("the connection to the cluster ended")
             while True:
                 kind, value = inbox.get()
                 if kind == "progress":
                     on_progress(value)
                 elif kind == "lost":
-                    self._went_down(slot, value)  # no second batch onto a dead actor
+                    self._went_down(slot, generation, value)  # no second batch onto it
                     raise WorkerLost(value)
                 elif "error" in value:
                     raise GenerationError(value["error"])
@@ -176,10 +180,13 @@ class Link:
         if listening is not None:  # Ray would try for minutes: try again after a pause
             self.problem = listening
             return
-        process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env=env)
-        self._process = process
+        with self._cond:  # a stop() meanwhile must find the process, or none started
+            if self._stopping:
+                return
+            process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env)
+            self._process = process
         threading.Thread(target=self._read_stderr, args=(process.stderr,), daemon=True,
                          name="ray-bridge-stderr").start()
         channel = frames.Channel(process.stdin)
@@ -224,11 +231,12 @@ class Link:
         elif kind == "log":
             log.log(message[1], "%s", message[2])
 
-    def _slot(self, slot: int, state: str, detail) -> None:
+    def _slot(self, slot: int, state: str, detail, generation: int) -> None:
         with self._cond:
             current = self.slots[slot]
             self.slots[slot] = Slot(state, detail if state == "up" else {},
-                                    detail if isinstance(detail, str) else current.problem)
+                                    detail if isinstance(detail, str) else current.problem,
+                                    generation)
             self._cond.notify_all()
         if state == "up":
             log.info("GPU worker %s is up (%s, models %s)", detail["worker"],
@@ -238,10 +246,12 @@ class Link:
         elif state == "down":
             log.warning("GPU worker %s went away: %s", current.info.get("worker", slot), detail)
 
-    def _went_down(self, slot: int, why: str) -> None:
+    def _went_down(self, slot: int, generation: int, why: str) -> None:
         with self._cond:
-            if self.slots[slot].state == "up":
-                self.slots[slot] = Slot("down", {}, why)
+            current = self.slots[slot]
+            # Only the actor the batch was sent to: a new one in the slot stays up.
+            if current.state == "up" and current.generation == generation:
+                self.slots[slot] = Slot("down", {}, why, generation)
                 self._cond.notify_all()
 
     def _lost_everything(self) -> None:
@@ -252,7 +262,9 @@ class Link:
                 self.problem = "the connection to the Ray cluster ended"
             for index, slot in enumerate(self.slots):
                 if slot.state == "up":
-                    self.slots[index] = Slot("down", {}, "the connection to the cluster ended")
+                    # The next bridge counts its actors anew: a generation of -1 is none.
+                    self.slots[index] = Slot("down", {}, "the connection to the cluster ended",
+                                             -1)
             for inbox in self._waiting.values():
                 inbox.put(("lost", "the connection to the Ray cluster ended"))
             self._cond.notify_all()

@@ -21,6 +21,7 @@ class RemoteRunner:
         self.link = link
         self.slot = slot
         self.catalogue = catalogue  # a Studio around the engine(s), not loaded
+        self.made_by = ""  # the worker that made the last batch, in its own words
 
     # ---- what the chat side and the queue read -------------------------------------------------
 
@@ -57,7 +58,9 @@ class RemoteRunner:
 
     @property
     def worker_name(self) -> str:
-        return self.link.slots[self.slot].info.get("worker", f"ray worker #{self.slot}")
+        """The actor in the slot; the one that made the last batch when the slot is down."""
+        return (self.link.slots[self.slot].info.get("worker") or self.made_by
+                or f"ray worker #{self.slot}")
 
     def wait_ready(self, closing) -> bool:
         return self.link.wait_up(self.slot, closing)
@@ -68,6 +71,7 @@ class RemoteRunner:
     def generate_batch(self, jobs: list[Job]) -> list[list]:
         """The pictures of each job, made by the actor (WorkerLost when it went away)."""
         payload = self._made(jobs)
+        self.made_by = payload.get("worker", "")
         return [[_picture(data) for data in pictures] for pictures in payload["images"]]
 
     def _made(self, jobs: list[Job]) -> dict:

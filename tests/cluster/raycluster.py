@@ -106,5 +106,4 @@ class RayCluster:
                         os.killpg(node.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True,
-                       env=self.env())
+        # Not `ray stop`: it ends every Ray process on the machine, other clusters' too.

@@ -10,7 +10,7 @@ from PIL import Image
 
 from generation.job import GenerationError, Job, Result
 from generation.queue import GenerationQueue
-from generation.tickets import QueueFull, WorkerLost
+from generation.tickets import QueueFull, WorkerLost, WorkerNotReady
 from generation.workers import is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
@@ -520,3 +520,25 @@ async def test_a_job_that_loses_three_workers_fails_instead_of_going_round_again
     await queue.close()
     assert not result.ok and "3 GPU workers were lost while making it" in result.error
     assert queue.given_back == 2
+
+
+async def test_a_worker_down_before_the_batch_was_sent_counts_no_loss():
+    """Idle workers that were down when a job came (the cluster away): the job goes back
+    each time, uncounted, and waits for a worker instead of failing."""
+
+    class DownRunner(FakeRunner):
+        def __init__(self, downs: int):
+            super().__init__()
+            self.downs = downs
+
+        def generate(self, job: Job) -> list:
+            if self.downs:
+                self.downs -= 1
+                raise WorkerNotReady("the worker is not up")
+            return super().generate(job)
+
+    queue = GenerationQueue(DownRunner(downs=5), max_size=10, per_user=10)
+    queue.start()
+    result = await asyncio.wait_for(queue.submit(job("waits"), "@a:x").result, TIMEOUT)
+    await queue.close()
+    assert result.ok and queue.given_back == 0
