@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The Ray backend's figures (README "More than one GPU server"): a throw-away Ray cluster on
-# this machine (a head without workers and two worker nodes, each with one imgbot_worker and
-# one CPU, so each worker makes pictures on one thread), then `imgbot bench --backend ray`
-# with one worker, with two, and with two through a throw-away Synapse and the bot.
+# this machine, one node with two imgbot_worker and two CPUs (NODES=3: a head without
+# workers and two worker nodes of one each, as the tests have it, which on a small machine
+# spends a core on Ray's own processes), each worker making pictures on one thread; then
+# `imgbot bench --backend ray` with one worker, with two, and with two through a throw-away
+# Synapse and the bot.
 #
 #   bench/ray-figures.sh MODEL_DIR [OUTPUT_DIR]
 #
 # Run it where Ray may bind to loopback only: as root, `unshare -n sh -c 'ip link set lo up;
 # bench/ray-figures.sh …'` (Ray binds to every interface and probes an outside address).
-# WORKLOAD= overrides the shape (default: --size 512x512 --steps 4 --count 24). Each run's
+# WORKLOAD= overrides the shape (default: --size 512x512 --steps 16 --count 24). Each run's
 # output goes to OUTPUT_DIR (default ray-figures/) as soon as it is measured.
 set -euo pipefail
 MODEL=${1:?usage: bench/ray-figures.sh MODEL_DIR [OUTPUT_DIR]}
 OUT=${2:-ray-figures}
-WORKLOAD=${WORKLOAD:---size 512x512 --steps 4 --count 24}
+WORKLOAD=${WORKLOAD:---size 512x512 --steps 16 --count 24}
 BIN=$(dirname "$(command -v imgbot)")
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -42,12 +44,18 @@ nodes() {  # wait until the cluster shows $1 nodes (one at a time: two starting 
     echo "the Ray cluster did not show $1 nodes; logs in $WORK" >&2
     exit 1
 }
-node --head --port="$PORT" --num-cpus=0 --include-dashboard=false
-nodes 1
-node --address="127.0.0.1:$PORT" --num-cpus=1 --resources='{"imgbot_worker": 1}'
-nodes 2
-node --address="127.0.0.1:$PORT" --num-cpus=1 --resources='{"imgbot_worker": 1}'
-nodes 3
+if [ "${NODES:-1}" = 1 ]; then  # one node with both workers: Ray's own processes once
+    node --head --port="$PORT" --num-cpus=2 --include-dashboard=false \
+        --resources='{"imgbot_worker": 2}'
+    nodes 1
+else
+    node --head --port="$PORT" --num-cpus=0 --include-dashboard=false
+    nodes 1
+    node --address="127.0.0.1:$PORT" --num-cpus=1 --resources='{"imgbot_worker": 1}'
+    nodes 2
+    node --address="127.0.0.1:$PORT" --num-cpus=1 --resources='{"imgbot_worker": 1}'
+    nodes 3
+fi
 cat > "$WORK/config.yaml" <<YAML
 matrix: {homeserver_url: "http://127.0.0.1:1", user_id: "@bench:localhost", password: "unused"}
 state_dir: "$WORK/state"
