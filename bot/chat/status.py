@@ -69,6 +69,24 @@ def told_at_once(paused: bool, ahead: int, eta: float | None, interval: float) -
     return paused or (ahead > 0 and eta is not None and eta >= interval)
 
 
+NEAR_THE_FRONT = 3  # a waiting job at this place or nearer is told each move
+
+
+def worth_editing(shown: object, said: object, since: float, interval: float) -> bool:
+    """Whether the status is edited from `shown` to `said`, `since` seconds after it last
+    changed. A job far back in a long queue moves up one place at every job made ahead of
+    it: its place is edited at most every third interval (each edit is an event the
+    homeserver orders ahead of the room's pictures), and each interval once it is near the
+    front, paused or resumed, or running."""
+    if said == shown:
+        return False
+    waiting = isinstance(said, tuple) and said[0] == "waiting"
+    if waiting and isinstance(shown, tuple) and shown[0] == "waiting" \
+            and said[2:] == shown[2:] and said[1] > NEAR_THE_FRONT:
+        return since >= 3 * interval
+    return True
+
+
 def _seconds(seconds: float) -> str:
     seconds = max(1, round(seconds))
     return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} minutes"
@@ -86,6 +104,7 @@ class Status:
         self.event_id: str | None = None  # the status notice, once sent
         self.shown: object = None  # what the notice says now (see `_text`)
         self.edits = 0
+        self._said_at = 0.0  # the loop's time of the last post or edit
         self._ended = asyncio.get_running_loop().create_future()
         self._final: str | None = None
         self._typing = False
@@ -128,7 +147,7 @@ class Status:
                 if self.event_id is None:
                     if not ticket.result.done():
                         await self._post(said, text)  # still at work after an interval
-                elif said != self.shown:
+                elif worth_editing(self.shown, said, loop.time() - self._said_at, interval):
                     await self._edit(said, text)
                 next_at = loop.time() + interval  # an edit that was held up counts
             if self.event_id is not None and settings.edits and self._final:
@@ -175,9 +194,11 @@ class Status:
             self.ctx.client, self.pending.room_id, text, reply_to=self.pending.stored.command,
             txn_id=self.pending.txn("queued"))
         self.shown = said
+        self._said_at = asyncio.get_running_loop().time()
 
     async def _edit(self, said: object, text: str) -> None:
         if await edits.edit_notice(self.ctx.client, self.pending.room_id, self.event_id,
                                    text):
             self.shown = said
             self.edits += 1
+            self._said_at = asyncio.get_running_loop().time()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from generation.job import Job
 from generation.progress import Progress
 
-from bot.chat.status import running_text, told_at_once, waiting_text
+from bot.chat.status import running_text, told_at_once, waiting_text, worth_editing
 
 
 def test_a_long_or_paused_wait_is_told_at_once_and_a_short_one_is_not():
@@ -30,3 +30,15 @@ def test_with_no_worker_up_the_wait_says_so():
     text = waiting_text(3, None, paused=False, no_worker=True)
     assert text == ("Queued: no GPU worker is available right now; 3 jobs ahead of yours. "
                     "It starts when one is back.")
+
+
+def test_a_job_far_back_is_edited_every_third_interval_and_near_the_front_each_move():
+    far, farther = ("waiting", 12, False, True), ("waiting", 15, False, True)
+    assert not worth_editing(far, far, since=60, interval=3)  # nothing new
+    assert not worth_editing(farther, far, since=3, interval=3)
+    assert worth_editing(farther, far, since=9, interval=3)
+    near = ("waiting", 2, False, True)
+    assert worth_editing(("waiting", 3, False, True), near, since=3, interval=3)
+    # A pause, a worker back, or the start is said at the next interval whatever the place.
+    assert worth_editing(far, ("waiting", 11, True, True), since=3, interval=3)
+    assert worth_editing(far, "Making your picture: step 1 of 8.", since=3, interval=3)
