@@ -152,3 +152,28 @@ async def test_a_host_without_the_model_folder_has_its_worker_fail_and_the_rest_
     assert f"the worker on {socket.gethostname()} could not start" in failure, failure
     rows = await usage_rows(settings)
     assert [r["status"] for r in rows] == ["ok"] * 3 and len(_nodes(rows)) == 1
+
+
+async def test_the_head_going_away_and_back_loses_no_command(ray_cluster, make_cluster_settings,
+                                                             alice, caplog):
+    """The whole cluster gone (head and node killed): the bot keeps its queue and its chat
+    side, a command waits; a new head at the same address, and the command is answered."""
+    caplog.set_level(logging.INFO)
+    ray_cluster.start_head()
+    settings = make_cluster_settings(ray_cluster, workers=1, generation={"max_batch": 1})
+    async with bot_running(settings, None):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img before --seed 1")
+        await alice.wait_reply(room, first, "m.image", timeout=180)
+        for node in ray_cluster.alive():
+            ray_cluster.kill(node)
+        waiting = await alice.send(room, "!img while the cluster is away --seed 2")
+        asked = await alice.send(room, "!img help")  # the chat side goes on meanwhile
+        await alice.wait_reply(room, asked, "m.notice", timeout=30)
+        await _until(lambda: "is not usable" in caplog.text, 120, "the bot notices")
+        assert alice.replies(room, waiting, "m.image") == []
+        await asyncio.to_thread(ray_cluster.start_head)
+        await alice.wait_reply(room, waiting, "m.image", timeout=240)
+    rows = await usage_rows(settings)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert len(alice.replies(room, waiting, "m.image")) == 1
