@@ -36,7 +36,9 @@ def _nodes(rows: list[dict]) -> set[str]:
 
 
 async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
-                                                              make_cluster_settings, alice):
+                                                              make_cluster_settings, alice,
+                                                              caplog):
+    caplog.set_level(logging.INFO)
     ray_cluster.start_head()
     ray_cluster.add_node()
     settings = make_cluster_settings(ray_cluster, limits={"per_user_queued": 8},
@@ -44,6 +46,8 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
                                      progress={"interval_seconds": 1})
     async with bot_running(settings, None):
         room = await alice.room_with(BOT)
+        # Both loaded first: else the first one up may make every quick picture alone.
+        await _until(lambda: caplog.text.count(" is up (") >= 2, 120, "both workers up")
         sent = [await alice.send(room, f"!img lighthouse {i} --seed {i}") for i in range(6)]
         for event_id in sent:
             await alice.wait_reply(room, event_id, "m.image", timeout=180)
