@@ -208,19 +208,20 @@ async def _workers_up(port: int, count: int, timeout: float = 600) -> None:
 
 
 async def _metric(port: int, name: str) -> float:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
-            text = await response.text()
-    return next((sample.value for family in text_string_to_metric_families(text)
-                 for sample in family.samples if sample.name == name), 0.0)
+    return (await _metrics(port)).get(name, 0.0)
 
 
 async def _worker_seconds(port: int) -> tuple[float, float]:
-    """(busy, idle while waiting) seconds of the GPU worker, read from the bot's /metrics."""
+    """(busy, idle while waiting) seconds of the GPU workers, read from the bot's /metrics."""
+    values = await _metrics(port)
+    return (values.get("imgbot_worker_busy_seconds_total", 0.0),
+            values.get("imgbot_worker_idle_while_waiting_seconds_total", 0.0))
+
+
+async def _metrics(port: int) -> dict[str, float]:
+    """The bot's /metrics: its unlabelled samples by name."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
             text = await response.text()
-    values = {sample.name: sample.value for family in text_string_to_metric_families(text)
-              for sample in family.samples}
-    return (values.get("imgbot_worker_busy_seconds_total", 0.0),
-            values.get("imgbot_worker_idle_while_waiting_seconds_total", 0.0))
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if not sample.labels}

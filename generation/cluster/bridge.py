@@ -6,8 +6,9 @@ slot's state, the progress of each batch and its pictures.
 
 Messages in (frames): ("hello", ClusterSpec) first, then ("run", request, slot, jobs).
 Messages out: ("connected", facts) or ("refused", words); ("slot", slot, state, detail,
-generation) with state starting|up|failed|down, each new actor of a slot a new generation; ("progress", request, Progress); ("done", request, payload);
-("lost", request, words); ("log", level, words).
+generation) with state starting|up|failed|down, each new actor of a slot a new generation;
+("progress", request, Progress); ("done", request, payload); ("lost", request, words);
+("log", level, words).
 """
 
 from __future__ import annotations
@@ -20,21 +21,16 @@ import threading
 import uuid
 
 from . import frames
-from .spec import ClusterSpec, mismatch, versions
+from .joining import ACTOR_PREFIX, Refused, connect, last_line, survey
+from .spec import ClusterSpec, mismatch
 
-ACTOR_PREFIX = "imgbot-worker-"  # the workers' names in the namespace, for `imgbot check`
 PING_SECONDS = 2.0  # how often an idle actor is asked whether it is still there
 PING_TIMEOUT = 30.0  # an actor that does not answer for this long counts as lost
 PROGRESS_SECONDS = 0.5  # how often a running batch's progress is read
-CONNECT_TIMEOUT = 30.0  # for the first questions to a cluster just connected to
 # The head's GCS is asked this often whether it is there; after HEAD_LOST_AFTER seconds
 # without an answer the bridge ends (Ray's driver would block, then end after a minute),
 # and the bot starts a new one when the head answers again.
 HEAD_CHECK_SECONDS, HEAD_LOST_AFTER = 5.0, 30.0
-
-
-class Refused(Exception):
-    """The cluster cannot be used; the words say why (they reach the bot's log and check)."""
 
 
 class _Forward(logging.Handler):
@@ -68,68 +64,6 @@ def main() -> int:
         return 0
     asyncio.run(Bridge(spec, channel).run())
     return 0
-
-
-def connect(spec: ClusterSpec) -> dict:
-    """ray.init, then the cluster's own word on its versions and its authentication."""
-    import ray
-
-    try:
-        ray.init(address=spec.address, namespace=spec.namespace, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=False)
-    except ConnectionError as exc:
-        raise Refused(f"no Ray cluster answered at {spec.address} ({exc})") from None
-    except RuntimeError as exc:  # Ray's own version check, among others
-        raise Refused(f"the Ray cluster at {spec.address} refused the bot: {exc}") from None
-    probe = ray.remote(num_cpus=0)(_node_facts)
-    try:
-        theirs = ray.get(probe.remote(), timeout=CONNECT_TIMEOUT)
-    except ray.exceptions.GetTimeoutError:
-        raise Refused(f"the Ray cluster at {spec.address} ran nothing within "
-                      f"{CONNECT_TIMEOUT:.0f} s") from None
-    except ray.exceptions.RayError as exc:
-        raise Refused(f"the Ray cluster at {spec.address} could not run imgbot's code; is "
-                      f"imgbot installed on its nodes? ({_first_line(exc)})") from None
-    different = mismatch(spec.versions, theirs["versions"], f"the cluster at {spec.address}")
-    if different:
-        raise Refused(different)
-    if theirs["auth"] != "token" and not spec.allow_unauthenticated:
-        raise Refused(
-            f"the Ray cluster at {spec.address} runs without token authentication "
-            "(RAY_AUTH_MODE=token on every node): anyone who reaches its port can run code "
-            "on it, so the bot will not use it; turn it on (README \"More than one GPU "
-            "server\"), or set generation.ray.allow_unauthenticated: true")
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    return {"nodes": len(nodes), "auth": theirs["auth"], "versions": theirs["versions"]}
-
-
-def survey(spec: ClusterSpec) -> dict:
-    """For `imgbot check`: the workers that run now (a running bot's), and how many more
-    the cluster's free resources would place."""
-    import ray
-
-    workers = []
-    for name in sorted(ray.util.list_named_actors()):
-        if not name.startswith(ACTOR_PREFIX):
-            continue
-        try:
-            info = ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT)
-        except Exception as exc:  # gone meanwhile, or busy loading
-            info = {"worker": name, "error": _first_line(exc)}
-        workers.append(info)
-    free = ray.available_resources()
-    room = min(int(free.get(key, 0) // amount) for key, amount in spec.resources.items())
-    return {"workers": workers, "room": room}
-
-
-def _node_facts() -> dict:
-    """Run on the cluster: what a node runs, and whether its Ray asks for a token."""
-    return {"versions": versions(), "auth": os.environ.get("RAY_AUTH_MODE", "disabled")}
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__
 
 
 class Bridge:
@@ -261,7 +195,7 @@ class Bridge:
         try:
             return await actor.ready.remote()  # waits while Ray finds it a place
         except Exception as exc:  # its node died while it loaded, or Ray gave up on it
-            return {"error": f"the worker could not start: {_first_line(exc)}"}
+            return {"error": f"the worker could not start: {last_line(exc)}"}
 
     async def _watch(self, actor, lost: asyncio.Event) -> str:
         """Until the actor is lost: a batch on it failed that way, or it stops answering."""
@@ -271,7 +205,7 @@ class Bridge:
             except asyncio.TimeoutError:
                 return f"it did not answer for {PING_TIMEOUT:.0f} s"
             except Exception as exc:
-                return _first_line(exc)
+                return last_line(exc)
             try:
                 await asyncio.wait_for(lost.wait(), PING_SECONDS)
             except asyncio.TimeoutError:
@@ -298,7 +232,7 @@ class Bridge:
                     self.channel.send(("progress", request, now))
             payload = result.result()
         except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
-            why = _first_line(exc) if str(exc) else "it stopped answering"
+            why = last_line(exc) if str(exc) else "it stopped answering"
             self.channel.send(("lost", request, why))
             lost.reason = why  # type: ignore[attr-defined]
             lost.set()

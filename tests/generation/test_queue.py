@@ -488,16 +488,17 @@ async def test_a_device_fault_on_one_device_stops_them_all():
 
 
 class LosingRunner(FakeRunner):
-    """A remote worker that is lost while it makes a job, `losses` times in all."""
+    """A remote worker that is lost (or found down) at a job, `losses` times in all."""
 
-    def __init__(self, losses: int):
+    def __init__(self, losses: int, lost: Exception = WorkerLost("its node died")):
         super().__init__()
         self.losses = losses
+        self.lost = lost
 
     def generate(self, job: Job) -> list:
         if self.losses:
             self.losses -= 1
-            raise WorkerLost("its node died")
+            raise self.lost
         return super().generate(job)
 
 
@@ -526,18 +527,8 @@ async def test_a_worker_down_before_the_batch_was_sent_counts_no_loss():
     """Idle workers that were down when a job came (the cluster away): the job goes back
     each time, uncounted, and waits for a worker instead of failing."""
 
-    class DownRunner(FakeRunner):
-        def __init__(self, downs: int):
-            super().__init__()
-            self.downs = downs
-
-        def generate(self, job: Job) -> list:
-            if self.downs:
-                self.downs -= 1
-                raise WorkerNotReady("the worker is not up")
-            return super().generate(job)
-
-    queue = GenerationQueue(DownRunner(downs=5), max_size=10, per_user=10)
+    down = LosingRunner(losses=5, lost=WorkerNotReady("the worker is not up"))
+    queue = GenerationQueue(down, max_size=10, per_user=10)
     queue.start()
     result = await asyncio.wait_for(queue.submit(job("waits"), "@a:x").result, TIMEOUT)
     await queue.close()
