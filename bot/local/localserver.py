@@ -158,6 +158,11 @@ class LocalHomeserver:
             "presence": {"enabled": False},
             "dynamic_thumbnails": self.dynamic_thumbnails,
         }
+        if self.dynamic_thumbnails:
+            # Synapse makes its configured thumbnail sizes at every upload even with dynamic
+            # thumbnails on (about 0.1 s of CPU for a 512² picture): with none configured it
+            # makes only those a client asks for.
+            config["thumbnail_sizes"] = []
         if not self.rate_limits:
             for key in _RATE_LIMIT_KEYS:
                 node = config
