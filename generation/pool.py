@@ -79,6 +79,12 @@ class ModelPool:
         return list(self._engines)
 
     @property
+    def placement(self):
+        """Where the models run (they share one device): the default model's placement,
+        None before it is loaded."""
+        return self._engines[self.name].placement
+
+    @property
     def loaded(self) -> list[str]:
         """The names loaded now, the most recently used last."""
         return list(self._loaded)

@@ -8,6 +8,7 @@ fault or its own death), so that another kind of worker can take batches the sam
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from .job import GenerationError, Result
 from .tickets import Runner, Ticket, WorkerLost
 
 log = logging.getLogger(__name__)
+
+# How far a worker on a CPU steps below the chat side's priority (in nice levels, 0 to 19).
+CPU_NICENESS = 10
 
 
 @dataclass
@@ -47,15 +51,36 @@ class Worker:
         exceptions are caught in `_run`; this is for what is not an Exception, like
         SystemExit from a library, or a fault in this loop itself)."""
         try:
+            self._yield_to_chat()
             self._work()
         except BaseException as exc:
             self.source.died(self, exc)
 
     @property
+    def device(self) -> str | None:
+        """The device its runner makes pictures on ("cpu", "cuda:0"); None for a remote one."""
+        device = getattr(getattr(self.runner, "placement", None), "device", None)
+        return str(device) if device is not None else None
+
+    @property
     def name(self) -> str:
         """What made a picture, for its record: the device, or a remote worker's host."""
-        device = getattr(getattr(self.runner, "placement", None), "device", None)
-        return getattr(self.runner, "worker_name", "") or str(device or f"worker {self.index}")
+        return getattr(self.runner, "worker_name", "") or self.device or f"worker {self.index}"
+
+    def _yield_to_chat(self) -> None:
+        """On a CPU, run this thread (and the threads torch starts from it, which inherit
+        its priority) below the chat side and the homeserver, which share the cores: a
+        picture that is made then waits for nothing but its own upload and send, not for
+        the next batch's arithmetic. The CPU is busy either way, so the pictures per second
+        stay. A GPU worker keeps its priority: the GPU must never wait for a kernel launch."""
+        if self.device != "cpu" or not hasattr(os, "setpriority"):
+            return
+        try:
+            thread = threading.get_native_id()
+            now = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, now + CPU_NICENESS))
+        except OSError as exc:  # not allowed here: it runs as before
+            log.debug("the CPU worker keeps its priority: %s", exc)
 
     @property
     def up(self) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -11,7 +13,7 @@ from PIL import Image
 from generation.job import GenerationError, Job, Result
 from generation.queue import GenerationQueue
 from generation.tickets import QueueFull, WorkerLost, WorkerNotReady
-from generation.workers import is_device_fault
+from generation.workers import CPU_NICENESS, is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
 
@@ -472,6 +474,45 @@ async def test_each_device_has_a_worker_and_they_share_one_queue():
             runner.release("b")
         assert (await result_of(a)).ok and (await result_of(b)).ok
         assert first.threads != second.threads
+    finally:
+        await queue.close(timeout=TIMEOUT)
+
+
+class PlacedRunner(FakeRunner):
+    """A runner on a named device that notes the priority of the thread making its job."""
+
+    def __init__(self, device: str):
+        super().__init__(hold={"a", "b"})
+        self.placement = SimpleNamespace(device=device)
+        self.niceness: int | None = None
+
+    def generate(self, job: Job) -> list:
+        self.niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return super().generate(job)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are POSIX")
+async def test_a_cpu_worker_runs_below_the_chat_side_and_a_gpu_worker_does_not():
+    """On a CPU the next batch's arithmetic must not hold up the upload of the last one;
+    a GPU worker keeps the chat side's priority, so that the GPU never waits for it."""
+    cpu, gpu = PlacedRunner("cpu"), PlacedRunner("cuda:0")
+    chat = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    queue = GenerationQueue([cpu, gpu], max_size=10, per_user=10)
+    queue.start()
+    try:
+        a, b = queue.submit(job("a"), "@a:x"), queue.submit(job("b"), "@b:x")
+        for _ in range(500):
+            if cpu.niceness is not None and gpu.niceness is not None:
+                break
+            await asyncio.sleep(0.01)
+        for runner in (cpu, gpu):
+            runner.release("a")
+            runner.release("b")
+        assert (await result_of(a)).ok and (await result_of(b)).ok
+        assert cpu.niceness == min(19, chat + CPU_NICENESS)
+        assert gpu.niceness == chat
+        # The usage log names the device that made each picture.
+        assert {(await result_of(t)).extra["worker"] for t in (a, b)} == {"cpu", "cuda:0"}
     finally:
         await queue.close(timeout=TIMEOUT)
 
