@@ -69,6 +69,15 @@ def told_at_once(paused: bool, ahead: int, eta: float | None, interval: float) -
     return paused or (ahead > 0 and eta is not None and eta >= interval)
 
 
+def nearly_done(progress: Progress | None, elapsed: float, interval: float) -> bool:
+    """Whether a running job's own progress says it ends within half an interval: its
+    status would come just before its picture, two events (the line, then its final
+    words) that tell nobody anything. Its status waits an interval more instead."""
+    if progress is None or progress.fraction <= 0:
+        return False
+    return elapsed * (1 - progress.fraction) / progress.fraction < interval / 2
+
+
 NEAR_THE_FRONT = 3  # a waiting job at this place or nearer is told each move
 
 
@@ -124,9 +133,10 @@ class Status:
             held = queue.paused or not queue.workers_up  # nothing will start it soon
             if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds,
                                                   interval):
-                await self._post(("waiting", ticket.ahead, queue.paused, queue.workers_up),
-                                 waiting_text(ticket.ahead, ticket.eta_seconds, queue.paused,
-                                              not queue.workers_up))
+                await self._after_pictures(interval)
+                if not self._ended.done():
+                    said, text = self._text()
+                    await self._post(said, text)
             next_at = loop.time() + interval
             while not self._ended.done():
                 if self._started() and not self._typing:
@@ -145,20 +155,28 @@ class Status:
                     continue  # the room's pictures go first
                 said, text = self._text()
                 if self.event_id is None:
-                    if not ticket.result.done():
-                        await self._post(said, text)  # still at work after an interval
+                    # Still at work after an interval, and not about to end.
+                    if not ticket.result.done() and not (self._started() and nearly_done(
+                            ticket.progress, time.monotonic() - ticket.started.result(),
+                            interval)):
+                        await self._post(said, text)
                 elif worth_editing(self.shown, said, loop.time() - self._said_at, interval):
                     await self._edit(said, text)
                 next_at = loop.time() + interval  # an edit that was held up counts
             if self.event_id is not None and settings.edits and self._final:
-                for _ in range(QUIET_WAIT * 5):  # the final line after the pictures
-                    if not self._make_way():
-                        break
-                    await asyncio.sleep(0.2)
+                await self._after_pictures(QUIET_WAIT, ended=True)  # the final line after them
                 await self._edit(self._final, self._final)
         finally:
             if self._typing:
                 await self.typing.stop(self.pending.room_id)
+
+    async def _after_pictures(self, limit: float, ended: bool = False) -> None:
+        """Wait (`limit` seconds at most) while the room's pictures are being posted; until
+        the job ends, too, unless `ended` (then its final line waits for them)."""
+        for _ in range(round(limit * 5)):
+            if not self._make_way() or (self._ended.done() and not ended):
+                return
+            await asyncio.sleep(0.2)
 
     def _make_way(self) -> bool:
         """Whether updates wait: while the homeserver holds the bot back (a 429), and while

@@ -5,7 +5,8 @@ from __future__ import annotations
 from generation.job import Job
 from generation.progress import Progress
 
-from bot.chat.status import running_text, told_at_once, waiting_text, worth_editing
+from bot.chat.status import (nearly_done, running_text, told_at_once, waiting_text,
+                             worth_editing)
 
 
 def test_a_long_or_paused_wait_is_told_at_once_and_a_short_one_is_not():
@@ -42,3 +43,14 @@ def test_a_job_far_back_is_edited_every_third_interval_and_near_the_front_each_m
     # A pause, a worker back, or the start is said at the next interval whatever the place.
     assert worth_editing(far, ("waiting", 11, True, True), since=3, interval=3)
     assert worth_editing(far, "Making your picture: step 1 of 8.", since=3, interval=3)
+
+
+def test_a_running_job_about_to_end_is_not_told_yet():
+    # 2 of 2 steps after 1.2 s: only the decoding is left.
+    assert nearly_done(Progress(2, 2), elapsed=1.2, interval=3)
+    # 1 of 2 after 1 s: about 1 s left, under half the interval.
+    assert nearly_done(Progress(1, 2), elapsed=1.0, interval=3)
+    # 12 of 30 after 4 s: about 6 s left; and no progress yet says nothing.
+    assert not nearly_done(Progress(12, 30), elapsed=4.0, interval=3)
+    assert not nearly_done(None, elapsed=3.0, interval=3)
+    assert not nearly_done(Progress(0, 30), elapsed=3.0, interval=3)
