@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import os
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from bot.store.jobs import StoredJob
 # and in all rooms together (each one in flight holds its encoded file in memory).
 PER_ROOM = 3
 OVERALL = 6
+# Pictures encoded at once, in all rooms: the encoding is CPU work, and one more at once
+# than there are cores only slows the picture whose turn to be sent comes next.
+ENCODERS = max(1, min(OVERALL, os.cpu_count() or 1))
 
 
 class Slots:
@@ -42,6 +46,7 @@ class Slots:
     def __init__(self, per_room: int = PER_ROOM, overall: int = OVERALL):
         self._per_room = per_room
         self._overall = asyncio.Semaphore(overall)
+        self.encoding = asyncio.Semaphore(ENCODERS)  # held while a picture is encoded
         self._rooms: dict[str, asyncio.Semaphore] = {}
         self._busy: dict[str, int] = {}
 

@@ -68,8 +68,10 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
     params = compliance.public_parameters(params)
     for attempt in range(2):
         try:
-            picture, small = await asyncio.to_thread(_encode, image, params, ctx.upload_limit,
-                                                     thumbnail, compliance.signing(params))
+            async with ctx.slots.encoding:
+                picture, small = await asyncio.to_thread(
+                    _encode, image, params, ctx.upload_limit, thumbnail,
+                    compliance.signing(params))
         except SigningFailed as exc:  # never sent unsigned; the notice says why
             log.error("job %d: %s", pending.ticket.id, exc)
             return OwnFault(f"it could not be signed ({exc})")
