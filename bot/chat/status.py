@@ -117,6 +117,7 @@ class Status:
         self._ended = asyncio.get_running_loop().create_future()
         self._final: str | None = None
         self._typing = False
+        self._held_back = False  # the first status waited once for a job about to end
 
     def end(self, final: str | None) -> None:
         """The answer is posted (or will never be): `final` is the status's last words."""
@@ -155,11 +156,8 @@ class Status:
                     continue  # the room's pictures go first
                 said, text = self._text()
                 if self.event_id is None:
-                    # Still at work after an interval, and not about to end.
-                    if not ticket.result.done() and not (self._started() and nearly_done(
-                            ticket.progress, time.monotonic() - ticket.started.result(),
-                            interval)):
-                        await self._post(said, text)
+                    if not ticket.result.done() and not self._held_back_once(interval):
+                        await self._post(said, text)  # still at work after an interval
                 elif worth_editing(self.shown, said, loop.time() - self._said_at, interval):
                     await self._edit(said, text)
                 next_at = loop.time() + interval  # an edit that was held up counts
@@ -169,6 +167,17 @@ class Status:
         finally:
             if self._typing:
                 await self.typing.stop(self.pending.room_id)
+
+    def _held_back_once(self, interval: float) -> bool:
+        """Whether the first status of a running job waits one interval more because the
+        job is about to end; only once, since a last step can take long (a large decode
+        on a CPU) with the progress already at its end."""
+        if self._held_back or not self._started():
+            return False
+        started = self.pending.ticket.started.result()
+        self._held_back = nearly_done(self.pending.ticket.progress,
+                                      time.monotonic() - started, interval)
+        return self._held_back
 
     async def _after_pictures(self, limit: float, ended: bool = False) -> None:
         """Wait (`limit` seconds at most) while the room's pictures are being posted; until
@@ -197,7 +206,7 @@ class Status:
         if ticket.result.done():
             text = f"Made; posting {'them' if job.count > 1 else 'it'} now."
             return text, text
-        if not self._started():
+        if self._held_back or not self._started():
             queue = self.ctx.queue
             standing, paused, up = queue.standing(ticket), queue.paused, queue.workers_up
             if standing is None:

@@ -60,6 +60,29 @@ async def test_a_slow_job_shows_its_status_edited_as_it_runs(make_settings, slow
     assert len(alice.replies(room, command, "m.notice")) == 1
 
 
+@pytest.fixture
+def slow_decode(engine):
+    """The real engine whose steps are quick and whose decoding takes 3.5 s, as a large
+    picture's does on a CPU: the progress says the job is at its end long before it is."""
+    handle = engine.pipe.vae.decoder.register_forward_hook(lambda *_: time.sleep(3.5))
+    yield engine
+    handle.remove()
+
+
+async def test_a_job_long_at_its_last_step_still_gets_its_status(make_settings, slow_decode,
+                                                                alice):
+    """A job whose progress says it is about to end is not told at the first interval (its
+    line would come just before its picture); when it is still at work an interval later,
+    it is."""
+    async with bot_running(make_settings(progress={"interval_seconds": 1}), slow_decode):
+        room = await alice.room_with(BOT)
+        command = await alice.send(room, "!img a slow decoder --steps 2")
+        (status,) = await alice.wait_reply(room, command, "m.notice")
+        (image,) = await alice.wait_reply(room, command, "m.image")
+    assert status["content"]["body"].startswith("Making your picture")
+    assert position(alice, room, status["event_id"]) < position(alice, room, image["event_id"])
+
+
 async def test_a_quick_job_gets_no_status_only_typing(make_settings, engine, alice):
     async with bot_running(make_settings(progress={"interval_seconds": 3}), engine):
         room = await alice.room_with(BOT)
