@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,12 +70,12 @@ class Worker:
 
     def _yield_to_chat(self) -> None:
         """On a CPU, run this thread (and the threads torch starts from it, which inherit
-        its priority) below the chat side and the homeserver, which share the cores: a
-        picture that is made then waits for nothing but its own upload and send, not for
-        the next batch's arithmetic. The CPU is busy either way, so the pictures per second
+        its priority) below the bot's chat side (its event loop, encoding and uploads),
+        which shares the cores: a picture that is made then waits for nothing but its own
+        upload and send, not for the next batch's arithmetic. The CPU is busy either way, so the pictures per second
         stay. A GPU worker keeps its priority: the GPU must never wait for a kernel launch."""
-        if self.device != "cpu" or not hasattr(os, "setpriority"):
-            return
+        if self.device != "cpu" or not sys.platform.startswith("linux"):
+            return  # elsewhere a thread's ID is not a target of setpriority
         try:
             thread = threading.get_native_id()
             now = os.getpriority(os.PRIO_PROCESS, thread)

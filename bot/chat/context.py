@@ -36,7 +36,9 @@ PER_ROOM = 3
 OVERALL = 6
 # Pictures encoded at once, in all rooms: the encoding is CPU work, and one more at once
 # than there are cores only slows the picture whose turn to be sent comes next.
-ENCODERS = max(1, min(OVERALL, os.cpu_count() or 1))
+_CORES = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # a container's
+          else os.cpu_count() or 1)
+ENCODERS = max(1, min(OVERALL, _CORES))
 
 
 class Slots:

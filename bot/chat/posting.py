@@ -5,6 +5,7 @@ sends its message when the picture's turn in the room comes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -68,10 +69,11 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
     params = compliance.public_parameters(params)
     for attempt in range(2):
         try:
-            async with ctx.slots.encoding:
+            sign = compliance.signing(params)
+            # A signature may wait on a time-stamp server: that wait holds no encoding slot.
+            async with ctx.slots.encoding if sign is None else contextlib.nullcontext():
                 picture, small = await asyncio.to_thread(
-                    _encode, image, params, ctx.upload_limit, thumbnail,
-                    compliance.signing(params))
+                    _encode, image, params, ctx.upload_limit, thumbnail, sign)
         except SigningFailed as exc:  # never sent unsigned; the notice says why
             log.error("job %d: %s", pending.ticket.id, exc)
             return OwnFault(f"it could not be signed ({exc})")

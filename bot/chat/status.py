@@ -135,7 +135,7 @@ class Status:
             if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds,
                                                   interval):
                 await self._after_pictures(interval)
-                if not self._ended.done():
+                if not self._ended.done() and not ticket.result.done():
                     said, text = self._text()
                     await self._post(said, text)
             next_at = loop.time() + interval
@@ -206,7 +206,7 @@ class Status:
         if ticket.result.done():
             text = f"Made; posting {'them' if job.count > 1 else 'it'} now."
             return text, text
-        if self._held_back or not self._started():
+        if not self._started():
             queue = self.ctx.queue
             standing, paused, up = queue.standing(ticket), queue.paused, queue.workers_up
             if standing is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -491,7 +492,7 @@ class PlacedRunner(FakeRunner):
         return super().generate(job)
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are POSIX")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's priority: Linux")
 async def test_a_cpu_worker_runs_below_the_chat_side_and_a_gpu_worker_does_not():
     """On a CPU the next batch's arithmetic must not hold up the upload of the last one;
     a GPU worker keeps the chat side's priority, so that the GPU never waits for it."""
