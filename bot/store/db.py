@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -144,6 +145,11 @@ async def connect_readonly(path: Path) -> aiosqlite.Connection:
     as it is until a checkpoint: a caller that must be sure reads again when `wal_in_use`
     has turned true meanwhile (`imgbot usage` does).
     """
+    if not path.is_file():
+        # Said before aiosqlite starts its thread: when its connect fails, the thread's
+        # stop is answered after the caller's event loop may have closed (an "Exception in
+        # thread" on the way out of `imgbot usage`).
+        raise sqlite3.OperationalError(f"unable to open database file {path}")
     mode = "mode=ro" if wal_in_use(path) else "mode=ro&immutable=1"
     db = await aiosqlite.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
     try:
