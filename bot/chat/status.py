@@ -53,19 +53,28 @@ def running_text(job: Job, progress: Progress | None, elapsed: float) -> str:
         part = (f"pass {progress.part} of {progress.parts}, " if progress.unit == "tile"
                 else f"picture {progress.part} of {progress.parts}, ")
     done = f"{part}{progress.unit} {progress.done} of {progress.total}"
-    fraction = progress.fraction
-    if fraction <= 0 or fraction >= 1:
+    left = time_left(progress, elapsed)
+    if left is None or progress.fraction >= 1:
         return f"{what}: {done}."
+    return f"{what}: {done}, about {_seconds(left)} left."
+
+
+def time_left(progress: Progress | None, elapsed: float) -> float | None:
+    """Seconds a running job has left by its own progress, `elapsed` seconds after it
+    started; None before its first step."""
+    if progress is None or progress.fraction <= 0:
+        return None
     # Time so far scaled to what is left: text encoding and decoding count as steps.
-    return f"{what}: {done}, about {_seconds(elapsed * (1 - fraction) / fraction)} left."
+    return elapsed * (1 - progress.fraction) / progress.fraction
 
 
 def told_at_once(paused: bool, ahead: int, eta: float | None, interval: float) -> bool:
     """Whether a job is told its place as soon as it is queued: the queue is paused (or no
-    worker is up to take it), or its wait is known to be longer than the interval. A shorter wait (or one not known yet,
-    before anything ran) looks like a quick job: typing, and a status once the interval is
-    over if it is still unanswered, so that a burst of quick jobs costs no notices (each is
-    an event the homeserver puts in the room's order, ahead of the pictures)."""
+    worker is up to take it), or its wait is known to be longer than the interval. A
+    shorter wait (or one not known yet, before anything ran) looks like a quick job:
+    typing, and a status once the interval is over if it is still unanswered, so that a
+    burst of quick jobs costs no notices (each is an event the homeserver puts in the
+    room's order, ahead of the pictures)."""
     return paused or (ahead > 0 and eta is not None and eta >= interval)
 
 
@@ -73,9 +82,8 @@ def nearly_done(progress: Progress | None, elapsed: float, interval: float) -> b
     """Whether a running job's own progress says it ends within half an interval: its
     status would come just before its picture, two events (the line, then its final
     words) that tell nobody anything. Its status waits an interval more instead."""
-    if progress is None or progress.fraction <= 0:
-        return False
-    return elapsed * (1 - progress.fraction) / progress.fraction < interval / 2
+    left = time_left(progress, elapsed)
+    return left is not None and left < interval / 2
 
 
 NEAR_THE_FRONT = 3  # a waiting job at this place or nearer is told each move
