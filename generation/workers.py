@@ -72,8 +72,9 @@ class Worker:
         """On a CPU, run this thread (and the threads torch starts from it, which inherit
         its priority) below the bot's chat side (its event loop, encoding and uploads),
         which shares the cores: a picture that is made then waits for nothing but its own
-        upload and send, not for the next batch's arithmetic. The CPU is busy either way, so the pictures per second
-        stay. A GPU worker keeps its priority: the GPU must never wait for a kernel launch."""
+        upload and send, not for the next batch's arithmetic. The CPU is busy either way,
+        so the pictures per second stay. A GPU worker keeps its priority: the GPU must
+        never wait for a kernel launch."""
         if self.device != "cpu" or not sys.platform.startswith("linux"):
             return  # elsewhere a thread's ID is not a target of setpriority
         try:
