@@ -1,6 +1,9 @@
 """`imgbot usage`: the usage log as a table, CSV or JSON, per job or per user, room or day.
 
 The store reads and totals the rows (bot.store.usage); the words and columns are made here.
+What users typed is untrusted: a CSV cell that starts like a formula gets a single quote
+before it (so a user ID reads '@bob:example.org there; JSON keeps every value as it is),
+and the table shows no control or format character.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import json
 import sys
 import time
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -144,20 +148,47 @@ def summary(rows: list[dict[str, Any]], user: str | None = None) -> str:
             f"{total.gpu_seconds:.1f} GPU seconds" + (f" (user {user})" if user else ""))
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): a prompt
+# "=HYPERLINK(…)" or a federated user ID "@SUM(…)" would run when the admin opens the file.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that starts like a formula, with a single quote before it: spreadsheets
+    show it as text. Numbers stay numbers (a negative one is not a formula)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fieldnames)
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in r.items()} for r in records)
     return out.getvalue()
+
+
+# Controls (an escape sequence moves the cursor or recolours the terminal), format
+# characters (direction overrides disguise what a line says) and line separators.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def printable(text: str) -> str:
+    """One line the terminal shows as it is: a control or line break is a space, and a
+    format character (invisible anyway) is dropped."""
+    return "".join("" if category == "Cf" else " " if category in _UNPRINTABLE else c
+                   for c in text for category in (unicodedata.category(c),))
 
 
 def _table(shown: list[dict[str, Any]], columns: tuple[str, ...],
            headings: dict[str, str] | None = None) -> list[str]:
     heads = {c: (headings or {}).get(c, c) for c in columns}
-    widths = {c: max([len(heads[c])] + [len(str(r[c])) for r in shown]) for c in columns}
+    # Every cell comes from the usage log, and its prompts from chat: untrusted text.
+    cells = [{c: printable(str(r[c])) for c in columns} for r in shown]
+    widths = {c: max([len(heads[c])] + [len(r[c]) for r in cells]) for c in columns}
     lines = ["  ".join(heads[c].ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in shown]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in cells]
     return lines
 
 

@@ -257,7 +257,8 @@ async def test_csv_is_parseable_with_every_row(db):
     assert len(parsed) == len(rows) == 6
     assert [r["prompt"] for r in parsed] == [r["prompt"] for r in rows]
     assert {"user_id", "room_id", "status", "images", "created_at"} <= set(parsed[0])
-    assert [r["user_id"] for r in parsed] == [r["user_id"] for r in rows]
+    # A user ID starts with @, which spreadsheets take for a formula: it reads '@… here.
+    assert [r["user_id"] for r in parsed] == ["'" + r["user_id"] for r in rows]
 
 
 async def test_json_is_parseable_and_complete(db):
@@ -321,7 +322,7 @@ async def test_cli_csv_filtered_by_room(filled_config):
                   "--room", "!room2:localhost")
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert [(r["user_id"], r["prompt"]) for r in rows] == [("@bob:localhost", "bob, in room 2")]
+    assert [(r["user_id"], r["prompt"]) for r in rows] == [("'@bob:localhost", "bob, in room 2")]
 
 
 async def test_cli_table_with_default_since_shows_only_the_last_week(filled_config):
@@ -456,8 +457,8 @@ async def test_grouped_table_csv_and_json(db):
 
     parsed = list(csv.DictReader(io.StringIO(usage_cli.render_grouped(rows, "user", "csv"))))
     assert [(r["user"], r["pictures"], r["rooms"]) for r in parsed] == [
-        ("@alice:localhost", "6", "1"), ("@carol:localhost", "2", "0"),
-        ("@bob:localhost", "1", "2")]
+        ("'@alice:localhost", "6", "1"), ("'@carol:localhost", "2", "0"),
+        ("'@bob:localhost", "1", "2")]
 
     records = json.loads(usage_cli.render_grouped(rows, "user", "json"))
     assert records[0] == {"user": "@alice:localhost", "jobs": 4, "pictures": 6, "failed": 2,
