@@ -12,6 +12,7 @@ from typing import Any
 
 from nio import InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
 
+from bot.chat import rooms
 from bot.chat.accepting import Acceptor
 from bot.chat.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.parser import parse
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 def _is_edit(content: dict[str, Any]) -> bool:
     return ("m.new_content" in content
             or messages.relation_of(content).get("rel_type") == "m.replace")
+
+
+def _source(event: Any) -> dict[str, Any]:
+    # nio's parsed invite events, and the ones it could not parse (BadEvent, UnknownBadEvent).
+    source = getattr(event, "source", None)
+    return source if isinstance(source, dict) else {}
 
 
 def _redacted_id(event: dict[str, Any]) -> str | None:
@@ -46,6 +53,7 @@ class Intake:
         self.undecrypted = encryption.Undecrypted(ctx.client, self._hand_on,
                                                   self._undecryptable)
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
+        self._joining: set[str] = set()  # rooms joined that no sync has shown yet
 
     async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
         """Hand the sync's events on; the future is done once they are all handled (the
@@ -97,19 +105,54 @@ class Intake:
         self.ctx.beat()
 
     async def on_invite(self, room_id: str, invite_state: list) -> None:
-        inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)
-                        and e.state_key == self.ctx.me and e.membership == "invite"), None)
-        if inviter is not None and matches(inviter, self.ctx.settings.matrix.allowed_users):
-            response = await self.ctx.client.join(room_id)
-            if isinstance(response, JoinResponse):
-                log.info("joined %s on the invite of %s", room_id, inviter)
-            else:
-                log.warning("could not join %s on the invite of %s: %s", room_id, inviter,
-                            getattr(response, "message", type(response).__name__))
-        else:
+        inviter = self._inviter(invite_state)
+        if inviter is None or not matches(inviter, self.ctx.settings.matrix.allowed_users):
             # Invites from anyone else are declined, so they do not pile up.
             log.info("declining the invite to %s from %s", room_id, inviter)
             await self.ctx.client.room_leave(room_id)
+            return
+        most, rooms = self.ctx.settings.matrix.max_rooms, self._rooms_in()
+        if rooms >= most:
+            log.warning("declining the invite to %s from %s: the bot is in %d rooms and "
+                        "matrix.max_rooms is %d", room_id, inviter, rooms, most)
+            await self.ctx.client.room_leave(room_id)
+            return
+        # Counted from now on: the invites of one sync are handled at once, in their rooms'
+        # lanes, and nio knows a joined room only from the next sync.
+        self._joining.add(room_id)
+        response = None
+        try:
+            response = await self.ctx.client.join(room_id)
+        finally:
+            if not isinstance(response, JoinResponse):
+                self._joining.discard(room_id)
+        if isinstance(response, JoinResponse):
+            log.info("joined %s on the invite of %s", room_id, inviter)
+        else:
+            log.warning("could not join %s on the invite of %s: %s", room_id, inviter,
+                        getattr(response, "message", type(response).__name__))
+
+    def _inviter(self, invite_state: list) -> str | None:
+        """Who invited the bot, from the invite event the homeserver itself delivers: the
+        LAST membership event for the bot in `invite_state`. Synapse appends it after the
+        stripped state that the inviting server sent along (rest/client/sync.py,
+        encode_invited), which that server may fill with anything, a member event for the
+        bot "sent" by one of our allowed users included. The real one's sender the
+        homeserver did check (it must be of the server that sent the invite). A last one
+        nio could not read, or one that is not an invite, invites nobody."""
+        mine = [e for e in invite_state
+                if _source(e).get("type") == "m.room.member"
+                and _source(e).get("state_key") == self.ctx.me]
+        last = mine[-1] if mine else None
+        if isinstance(last, InviteMemberEvent) and last.membership == "invite":
+            return last.sender
+        return None
+
+    def _rooms_in(self) -> int:
+        """The rooms the bot is in: those nio knows from the syncs, and those joined since."""
+        known = getattr(self.ctx.client, "rooms", {})
+        self._joining.difference_update(known)
+        return len(known) + len(self._joining)
 
     async def _leave_encrypted(self, room_id: str) -> None:
         """With matrix.encryption off, an encrypted room gets one notice, in the clear (the
@@ -134,7 +177,7 @@ class Intake:
         if event.get("sender") == self.ctx.me:
             return
         if event.get("type") == "m.room.redaction":
-            self.on_redaction(room_id, event)
+            await self.on_redaction(room_id, event)
             return
         content = event.get("content") or {}
         if (event.get("type") != "m.room.message" or content.get("msgtype") != "m.text"
@@ -161,13 +204,22 @@ class Intake:
             await database.claim_event(self.ctx.db, event["event_id"], time.time())
             await self.replies.answer(room_id, event, command)
 
-    def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
+    async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is
-        finished but not posted (what was posted stays). The homeserver has checked that the
-        redaction was allowed in this room; a redaction in another room changes nothing."""
+        finished but not posted (what was posted stays). Only its owner's redaction counts,
+        or one from someone who may redact others' events in the room: the auth rules let
+        any redaction in (room versions 3+ check it only when it is applied), and a
+        homeserver other than Synapse may pass on one that Synapse would withhold. A
+        redaction in another room changes nothing."""
         pending = self.ctx.pending.get(_redacted_id(event) or "")
         if pending is None or pending.room_id != room_id:
             return
+        sender = str(event.get("sender"))
+        if sender != pending.stored.sender and not await rooms.may_redact_others(
+                self.ctx.client, room_id, sender):
+            log.info("job %d stays: its command was redacted by %s, who is neither its "
+                     "owner nor may redact others' events there", pending.ticket.id, sender)
+            return
         if not self.ctx.queue.cancel(lambda ticket: ticket is pending.ticket):
             pending.withdrawn = True
-        log.info("the command of job %d was redacted by %s", pending.ticket.id, event["sender"])
+        log.info("the command of job %d was redacted by %s", pending.ticket.id, sender)

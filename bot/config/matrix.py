@@ -23,6 +23,10 @@ class MatrixSettings(_Section):
     command_prefix: str = "!img"
     encryption: bool = True
     cross_signing: bool = True
+    # Invites from allowed users above it are declined: a person (or a script) who may
+    # invite the bot cannot make it sync and hold keys for rooms without end.
+    max_rooms: int = Field(200, ge=1, description="the most rooms the bot is in; invites "
+                                                 "above it are declined")
 
     @field_validator("homeserver_url")
     @classmethod
