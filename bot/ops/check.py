@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import stat
 import tempfile
 import time
@@ -21,8 +22,9 @@ from pathlib import Path
 
 from bot.config import ConfigError, MatrixSettings, Settings, load_settings
 from bot.config.private import private_dir
-from bot.ops.check_lines import Result, fail, ok, skip
+from bot.ops.check_lines import Result, fail, ok, skip, warn
 from bot.ops.check_matrix import check_homeserver, check_login
+from bot.ops.ray_processes import ray_processes
 from bot.text import plural
 
 # Exit codes, also told by `imgbot check --help`.
@@ -50,6 +52,9 @@ def run_checks(config: str | Path, load: bool = False,
     models = [record(result) for result in check_parts(settings)]
     if settings.generation.backend == "ray":
         record(check_cluster(settings))
+    ray_user = check_ray_user(settings.generation.backend)
+    if ray_user is not None:
+        record(ray_user)
     if load:
         if models[0].failed:
             record(skip("load", "a usable default model"))
@@ -92,6 +97,29 @@ def check_cluster(settings: Settings) -> Result:
         return ok("cluster", survey(settings))
     except SystemExit as exc:
         return fail("cluster", f"generation.ray: {exc}")
+
+
+def check_ray_user(backend: str) -> Result | None:
+    """A Ray node on this host that runs as the bot's user (the user `check` runs as, as
+    README says to run it) is warned about: the code the cluster sends it could read the
+    bot's state and credentials through /proc and stop the bot. A warning, not a failure:
+    the bot works. With backend local, a line only when there is such a node."""
+    uid = os.geteuid()
+    processes = ray_processes(uid)
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid {uid}"
+    if not processes:
+        return ok("ray user", f"no Ray node runs as {user} on this host") \
+            if backend == "ray" else None
+    pids = ", ".join(f"{process.pid} ({process.role})" for process in processes)
+    return warn("ray user", f"Ray runs as {user}, the bot's user, on this host (pids {pids}): "
+                            "a Ray node runs whatever code the cluster sends it, and as the "
+                            "bot's user that code can read the bot's state and credentials "
+                            "and stop the bot. Run Ray as a user of its own, imgbot-ray "
+                            "(systemd/imgbot-ray-*.service), and the bot on a host that is "
+                            "not a Ray worker")
 
 
 def check_load(settings: Settings) -> Result:

@@ -1,4 +1,5 @@
-"""The lines of `imgbot check`: ok, FAIL with the reason, or skip."""
+"""The lines of `imgbot check`: ok, WARN (works, but unsafe: said, not failed), FAIL with the
+reason, or skip."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Result:
-    status: str  # "ok", "FAIL" or "skip"
+    status: str  # "ok", "WARN", "FAIL" or "skip"
     name: str
     detail: str
 
@@ -22,6 +23,11 @@ class Result:
 
 def ok(name: str, detail: str) -> Result:
     return Result("ok", name, detail)
+
+
+def warn(name: str, detail: str) -> Result:
+    """Something that works but puts the bot at risk: the exit status stays 0."""
+    return Result("WARN", name, detail)
 
 
 def fail(name: str, detail: str) -> Result:

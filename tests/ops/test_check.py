@@ -248,3 +248,24 @@ def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_
         code, lines = check(config)
     assert code == 1 and lines["compliance"] == "FAIL"
     assert "c2pa.tsa_url" in lines["_text"]
+
+
+def test_a_ray_node_of_the_bots_user_is_warned_about_not_failed(homeserver, test_model,
+                                                                 tmp_path):
+    import shutil
+
+    # A process of this user (the bot's: check runs as the bot's user) named as Ray's raylet.
+    raylet = subprocess.Popen(["raylet", "60"], executable=shutil.which("sleep"))
+    try:
+        for _ in range(500):
+            if open(f"/proc/{raylet.pid}/cmdline", "rb").read().startswith(b"raylet"):
+                break
+        code, lines = check(write_config(tmp_path, homeserver, test_model))
+    finally:
+        raylet.kill()
+        raylet.wait()
+
+    assert code == 0, lines["_text"]  # a warning, not a failure
+    assert lines["ray user"] == "WARN"
+    assert f"{raylet.pid} (raylet)" in lines["_text"]
+    assert "Run Ray as a user of its own, imgbot-ray" in lines["_text"]
