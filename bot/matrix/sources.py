@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -17,8 +18,13 @@ from bot.config import LimitSettings
 from bot.matrix.messages import NETWORK_ERRORS, bearer, relation_of
 
 # Pillow's format names -> how people call them. MPO is a JPEG with extra images inside
-# (phone cameras write it for HDR and depth); its first image is the picture.
+# (phone cameras write it for HDR and depth); its first image is the picture. Only these
+# decoders ever see a file from chat (`formats=` of Image.open): Pillow's others (TIFF, PSD,
+# EPS through Ghostscript, and dozens more) are code no one needs to expose to strangers.
+# No GIF: an animation's first frame is rarely the picture someone meant.
 ACCEPTED = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+OPENERS = ["PNG", "JPEG", "WEBP"]  # Pillow's JPEG opener gives an MPO file as MPO
+FORMATS_WORDS = "a PNG, JPEG or WebP"
 MIN_SIDE = 16
 DOWNLOAD_SECONDS = 60.0
 CHUNK = 1 << 16
@@ -77,6 +83,30 @@ async def picture_event(client: AsyncClient, room_id: str, event_id: str) -> dic
     return event
 
 
+# The Matrix spec's grammar (appendices, "Server name"; content repository, "Matrix Content
+# URIs"): hostname (IPv4, [IPv6] or DNS name) with an optional port, and a media ID of
+# [A-Za-z0-9_-]. A DNS name here has no empty label, so neither "." nor ".." is one: a URI
+# like mxc://../config would otherwise climb out of the download path.
+_SERVER_NAME = re.compile(r"""
+    (?: \d{1,3} (?: \.\d{1,3} ){3}                      # IPv4
+      | \[ [0-9A-Fa-f:.]{2,45} \]                        # [IPv6]
+      | (?=[A-Za-z0-9.-]{1,255}(?::|$))                 # a DNS name, at most 255 long,
+        [A-Za-z0-9-]+ (?: \.[A-Za-z0-9-]+ )* )          # made of non-empty labels
+    (?: :\d{1,5} )?                                    # the port
+    """, re.VERBOSE)
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def media_address(url: str) -> tuple[str, str]:
+    """(server name, media ID) of an mxc:// URI, each checked against the spec's grammar
+    before any URL is made from them; SourceError when the URI breaks it."""
+    server, _, media_id = url.removeprefix("mxc://").partition("/")
+    if (not url.startswith("mxc://") or not _SERVER_NAME.fullmatch(server)
+            or not _MEDIA_ID.fullmatch(media_id)):
+        raise SourceError("That picture has no file the bot can fetch.")
+    return server, media_id
+
+
 def locator(content: dict[str, Any]) -> str:
     """Where a picture message's file is: its mxc:// URI, and for an encrypted file (an
     EncryptedFile in `file`) the key, iv and hash after a "#", which `fetch` needs to
@@ -88,10 +118,11 @@ def locator(content: dict[str, Any]) -> str:
         parts = {"key": key.get("k") if isinstance(key, dict) else None,
                  "iv": file.get("iv"),
                  "sha256": hashes.get("sha256") if isinstance(hashes, dict) else None}
-        if (isinstance(url, str) and url.startswith("mxc://")
-                and all(isinstance(v, str) and v for v in parts.values())):
+        if isinstance(url, str) and all(isinstance(v, str) and v for v in parts.values()):
+            media_address(url)
             return f"{url}#{urlencode(parts)}"
-    elif isinstance(content.get("url"), str) and content["url"].startswith("mxc://"):
+    elif isinstance(content.get("url"), str):
+        media_address(content["url"])
         return content["url"]
     raise SourceError("That picture has no file the bot can fetch.")
 
@@ -127,9 +158,7 @@ def _decrypted(data: bytes, keys: str) -> bytes:
 async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> bytes:
     """The file, read in chunks and abandoned past the limit: a message may declare a small
     size for a huge file, and nio's own download would read all of it into memory."""
-    server, _, media_id = url.removeprefix("mxc://").partition("/")
-    if not server or not media_id or "/" in media_id:
-        raise SourceError("That picture has no file the bot can fetch.")
+    server, media_id = media_address(url)  # also a URL kept from before this check
     response = await client.send(
         "GET", f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}",
         headers=bearer(client))
@@ -173,15 +202,15 @@ def decode(data: bytes, limits: LimitSettings) -> Image.Image:
     The size is checked from the header, before any pixel is decoded, so a small file that
     claims to be enormous (a decompression bomb) costs nothing."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=OPENERS)
     except Image.DecompressionBombError:
         raise SourceError(f"That picture is over the limit of {limits.max_input_pixels:,} "
                           "pixels.") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise SourceError("That file is not a picture the bot can read; send a PNG, JPEG "
-                          "or WebP.") from None
-    if image.format not in ACCEPTED:
-        raise SourceError(f"That picture is a {image.format}; send a PNG, JPEG or WebP.")
+        raise SourceError(f"That file is not a picture the bot can read; send "
+                          f"{FORMATS_WORDS}.") from None
+    if image.format not in ACCEPTED:  # a plugin that answers for another format
+        raise SourceError(f"That picture is a {image.format}; send {FORMATS_WORDS}.")
     width, height = image.size
     if width * height > limits.max_input_pixels:
         raise SourceError(f"That picture is {width}×{height} pixels, over the limit of "
