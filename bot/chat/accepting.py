@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 from generation.job import Job
@@ -24,6 +25,30 @@ from bot.store.jobs import StoredJob
 from bot.store.retention import options_for_log, prompt_for_log
 
 
+class Locks:
+    """An asyncio.Lock a key, kept only while it is held or waited for (the people who
+    ever sent a command do not each keep one for ever)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # holding or waiting, by key
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def holding(self, key: str):
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
 class Acceptor:
     """Turns a command that makes pictures into a stored, queued job, or refuses it."""
 
@@ -31,6 +56,7 @@ class Acceptor:
         self.ctx = ctx
         self.delivery = delivery
         self.iterator = iterator
+        self._people = Locks()  # one a person whose jobs are being checked and accepted
 
     def logged(self, event: dict[str, Any], room_id: str, prompt: str,
                job: Job | None) -> usage.NewJob:
@@ -71,21 +97,31 @@ class Acceptor:
                               "(compliance.blocklist), so nothing was made.",
                               prompt=prompt, job=job)
             return
+        # Each room's commands are handled in a lane of their own: the limits are checked,
+        # and the job written down and queued, under the person's lock, else commands sent
+        # at once from several rooms would all pass the checks before any was counted.
+        async with self._people.holding(sender):
+            refused = await self._refusal(sender, job)
+            if refused is None:
+                # Written down before any GPU work starts: from here on, the job is answered
+                # exactly once, whatever happens to the bot in between.
+                stored = await jobs.accept(self.ctx.db, event, room_id, prompt, job,
+                                           self.logged(event, room_id, prompt, job))
+                self.start(stored)
+        if refused is not None:
+            await self.reject(room_id, event, refused, prompt=prompt, job=job)
+
+    async def _refusal(self, sender: str, job: Job) -> str | None:
+        """Why the person's quotas or share of the queue leave no room for `job` now."""
         over = await quotas.refusal(self.ctx.db, sender, job.count, self.ctx.settings.quotas,
                                     exempt=matches(sender, self.ctx.settings.quotas.exempt))
         if over is not None:
-            await self.reject(room_id, event, over, prompt=prompt, job=job)
-            return
+            return over
         try:
             self.ctx.queue.admit(sender)
         except QueueFull as exc:
-            await self.reject(room_id, event, str(exc), prompt=prompt, job=job)
-            return
-        # Written down before any GPU work starts: from here on, the job is answered
-        # exactly once, whatever happens to the bot in between.
-        stored = await jobs.accept(self.ctx.db, event, room_id, prompt, job,
-                                   self.logged(event, room_id, prompt, job))
-        self.start(stored)
+            return str(exc)
+        return None
 
     def start(self, stored: StoredJob, resumed: bool = False) -> Pending:
         """Queue a stored job, the task that answers it and the one that shows its status
