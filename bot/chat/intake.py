@@ -50,8 +50,9 @@ class Intake:
         self.acceptor = acceptor
         self.replies = replies
         self.lanes = Lanes(ctx.tasks, ctx.beat)
-        self.undecrypted = encryption.Undecrypted(ctx.client, self._hand_on,
-                                                  self._undecryptable)
+        self.undecrypted = encryption.Undecrypted(
+            ctx.client, self._hand_on, self._undecryptable,
+            wanted=lambda sender: matches(sender, ctx.settings.matrix.allowed_users))
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
 

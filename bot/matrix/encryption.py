@@ -6,7 +6,9 @@ nio decrypts what it can as a sync arrives; what it cannot stays a MegolmEvent. 
 key is often only a moment behind (the sender's to-device message), so such a message is
 asked for (its key requested from the sender's device and from our own) and tried again
 after each sync; if it still cannot be read after `KEY_WAIT` seconds, its sender is told
-once per megolm session, since the bot cannot know whether it was a command.
+once per megolm session, since the bot cannot know whether it was a command. Only the
+messages of people who may use the bot are waited for: anyone else's would be ignored once
+read, and must not make the bot send key requests on their behalf.
 """
 
 from __future__ import annotations
@@ -101,8 +103,12 @@ class Undecrypted:
     def __init__(self, client: AsyncClient,
                  handle: Callable[[str, dict[str, Any]], Awaitable[None]],
                  tell: Callable[[str, dict[str, Any], str], Awaitable[None]],
-                 wait: float | None = None):
+                 wait: float | None = None,
+                 wanted: Callable[[str], bool] = lambda sender: True):
         self.client = client
+        # Whose messages are waited for: a message from anyone else is no command the bot
+        # would answer, and must not make it send key requests (nor fill this waiting room).
+        self.wanted = wanted
         self.handle = handle
         self.tell = tell
         self.wait = KEY_WAIT if wait is None else wait
@@ -112,6 +118,10 @@ class Undecrypted:
 
     async def add(self, room_id: str, event: MegolmEvent) -> None:
         if event.event_id in self.waiting:
+            return
+        if not self.wanted(event.sender):
+            log.debug("a message from %s in %s cannot be decrypted; not asking for its key",
+                      event.sender, room_id)
             return
         log.info("a message from %s in %s cannot be decrypted yet (session %s); asking for "
                  "its key", event.sender, room_id, event.session_id)

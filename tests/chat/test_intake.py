@@ -208,3 +208,11 @@ async def test_the_owners_or_a_moderators_redaction_cancels_the_job(sender, stat
                                                                    room_version_11):
     cancelled, _ = await redacted_by(sender, state, room_version_11)
     assert cancelled
+
+
+# ---- messages without their room key ------------------------------------------------------
+
+def test_only_allowed_senders_messages_wait_for_their_room_key():
+    bot = make_bot(RecordingClient())
+    assert bot.undecrypted.wanted(ALICE)
+    assert not bot.undecrypted.wanted(EVIL)  # no key requests on their behalf
