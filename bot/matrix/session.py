@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from nio import AsyncClient, ErrorResponse, LoginResponse, WhoamiResponse
 
@@ -77,8 +79,29 @@ def _load_saved(path: Path, settings: MatrixSettings) -> dict | None:
     return saved
 
 
+def cleartext_risk(homeserver_url: str) -> str | None:
+    """Why plain http to this homeserver exposes the bot, or None when it does not: https,
+    or a loopback address (127.0.0.0/8, ::1, localhost), which never leaves the machine."""
+    parts = urlsplit(homeserver_url)
+    if parts.scheme != "http":
+        return None
+    host = parts.hostname or ""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name other than localhost: it may resolve anywhere
+    return (f"matrix.homeserver_url is plain http to {host}, which is not this machine: the "
+            "password, the access token and every message and picture cross the network "
+            "unencrypted; use https://")
+
+
 async def log_in(client: AsyncClient, settings: MatrixSettings, state_dir: Path) -> None:
     """Restore the saved login, or log in for the first time and save it."""
+    if (risk := cleartext_risk(settings.homeserver_url)) is not None:
+        log.warning("%s", risk)  # said, not refused: a trusted network may be meant
     path = state_dir / CREDENTIALS_FILE
     saved = _load_saved(path, settings)
     if (saved is not None and settings.encryption

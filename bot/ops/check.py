@@ -25,6 +25,7 @@ from bot.config.private import private_dir
 from bot.ops.check_lines import Result, fail, ok, skip, warn
 from bot.ops.check_matrix import check_homeserver, check_login
 from bot.ops.ray_processes import ray_processes
+from bot.matrix.session import cleartext_risk
 from bot.text import plural
 
 # Exit codes, also told by `imgbot check --help`.
@@ -61,6 +62,8 @@ def run_checks(config: str | Path, load: bool = False,
         else:
             record(check_load(settings))
     server = record(asyncio.run(check_homeserver(settings.matrix.homeserver_url)))
+    if (risk := cleartext_risk(settings.matrix.homeserver_url)) is not None:
+        record(warn("transport", risk))
     if server.failed:
         record(skip("login", "a reachable homeserver"))
     else:
