@@ -19,7 +19,8 @@ from bot.matrix import sources
 from bot.chat import editing, source_pictures
 from bot.chat.source_pictures import fitted
 from bot.chat.commands import Again, Edit, Generate, UsageError, Upscale, Vary
-from bot.chat.options import DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH, size_for_aspect
+from bot.chat.options import (DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH,
+                              size_for_aspect, size_limit)
 from bot.chat.resolve import resolve
 from bot.matrix.sources import Source, SourceError
 
@@ -48,6 +49,23 @@ def kept_size(image: Image.Image, native: tuple[int, int], grid: int,
     if width % grid or height % grid or width * height > max_pixels:
         return source_size(image, native, max_pixels)
     return width, height
+
+
+def over_todays_limits(job: Job, limits, name: str) -> UsageError | None:
+    """Why a job made from a stored one (`again`, `vary`) is over today's limits, which may
+    have been lowered since: refused with the limit named, never quietly cut down."""
+    if job.steps > limits.max_steps:
+        return UsageError(f"`{name}` keeps that picture's {job.steps} steps, over today's "
+                          f"limit of {limits.max_steps} (limits.max_steps).")
+    if job.width * job.height > limits.max_pixels:
+        return UsageError(f"`{name}` keeps that picture's size, {job.width}×{job.height}, "
+                          f"over today's limit of {size_limit(limits.max_pixels)} "
+                          f"(limits.max_pixels).")
+    if job.count > limits.max_images:
+        return UsageError(f"`{name}` keeps that set's {job.count} pictures, over today's "
+                          f"limit of {limits.max_images} at once (limits.max_images): reply "
+                          f"to one of its pictures instead.")
+    return None
 
 
 class Iterator:
@@ -154,9 +172,10 @@ class Iterator:
                                   f"thread's first picture): {exc}")
             except SourceError as exc:
                 return UsageError(f"The picture this one was made from: {exc}")
-        return dataclasses.replace(job, seed=new_seed(count), count=count,
-                                   model=self._model(job),
-                                   enhance=bool(command.enhance or job.enhance))
+        again = dataclasses.replace(job, seed=new_seed(count), count=count,
+                                    model=self._model(job),
+                                    enhance=bool(command.enhance or job.enhance))
+        return over_todays_limits(again, self.limits, "again") or again
 
     async def _vary(self, command: Vary, source: Source,
                     posted: gallery.Posted) -> Job | UsageError:
@@ -171,10 +190,11 @@ class Iterator:
         except ValueError as exc:
             return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
-        return dataclasses.replace(
+        varied = dataclasses.replace(
             job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
             strength=command.strength or VARY_STRENGTH, image=image, source=source.url,
             model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
+        return over_todays_limits(varied, self.limits, "vary") or varied  # its steps kept
 
     async def _edit(self, command: Edit, source: Source, room, room_id: str, event: dict,
                     reply: str, posted: gallery.Posted | None) -> Job | UsageError:
