@@ -25,9 +25,11 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 class RaySettings(_Section):
     address: str = "auto"
     workers: int = Field(4, ge=1)  # at most this many GPU workers, over all the nodes
-    # What one worker asks Ray for: one GPU by default; a custom resource that only the
-    # GPU hosts advertise (`ray start --resources='{"imgbot_worker": 1}'`) pins workers.
-    resources: dict[str, float] = {"GPU": 1}
+    # What one worker asks Ray for: one GPU and one imgbot_worker, a custom resource that
+    # only the GPU hosts trusted with imgbot's workers advertise (`ray start
+    # --resources='{"imgbot_worker": N}'`, systemd/imgbot-ray-worker.service): a host that
+    # joins the cluster with the token but not that resource gets none.
+    resources: dict[str, float] = {"GPU": 1, "imgbot_worker": 1}
     namespace: str = "imgbot"  # the workers are named actors in it
     token_file: Path | None = None  # the cluster's token (RAY_AUTH_MODE=token)
     allow_unauthenticated: bool = False
