@@ -54,7 +54,7 @@ def test_the_defaults_are_local_and_need_nothing_of_ray(tmp_path):
     assert generation.backend == "local"
     ray = generation.ray
     assert (ray.address, ray.workers, ray.resources, ray.namespace) == (
-        "auto", 4, {"GPU": 1}, "imgbot")
+        "auto", 4, {"GPU": 1, "imgbot_worker": 1}, "imgbot")
     assert ray.token_file is None and ray.token_path is None
     assert ray.allow_unauthenticated is False
     assert ray.read_token() is None
@@ -122,6 +122,13 @@ def test_backend_ray_without_a_token_is_refused(tmp_path):
     message = refused(tmp_path, backend="ray")
     assert "generation.ray.token_file" in message and "ray get-auth-token" in message
     assert "allow_unauthenticated: true" in message
+
+
+def test_backend_ray_with_a_bridge_socket_needs_no_token_file(tmp_path):
+    # The bridge of its own user has its unit's token; the bot never reads one.
+    generation = load(tmp_path, backend="ray", ray={"bridge_socket": "/run/imgbot-bridge.sock"})
+    assert generation.ray.bridge_socket == Path("/run/imgbot-bridge.sock")
+    assert generation.ray.token_file is None and generation.ray.allow_unauthenticated is False
 
 
 def test_backend_ray_unauthenticated_only_when_said(tmp_path):
@@ -225,7 +232,8 @@ def test_the_example_documents_the_ray_section_and_uncommented_it_loads(tmp_path
     ray = load_settings(config).generation.ray
 
     assert set(RaySettings.model_fields) == {"address", "workers", "resources", "namespace",
-                                             "token_file", "allow_unauthenticated"}
+                                             "token_file", "allow_unauthenticated",
+                                             "bridge_socket"}
     for key in RaySettings.model_fields:
         assert f"\n    {key}: " in "\n".join(lines), key
     assert ray.model_dump() == RaySettings(
