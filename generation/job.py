@@ -44,6 +44,10 @@ class Job:
     # edit: more pictures the instruction may refer to ("the hat from the second picture"),
     # where the editing family takes several; their locators, as `source`.
     references: tuple[str, ...] = ()
+    # The source is a picture this bot posted and made by AI alone (from a prompt, or from
+    # such a picture): its results may claim to be made by AI (see `ai_only`). Set by the
+    # chat side, which knows who posted the source; False claims less.
+    source_own: bool = False
     # The source picture (a PIL image) for img2img and upscale. Not part of the record: a
     # restart fetches it again from `source`.
     image: Any = field(default=None, compare=False, repr=False)
@@ -67,8 +71,16 @@ class Job:
         """`references` without their decryption keys, as `source_url`."""
         return [ref.partition("#")[0] for ref in self.references]
 
+    @property
+    def ai_only(self) -> bool:
+        """Whether every pixel of the result is the model's: made from a prompt, or from a
+        picture the bot made so (`source_own`) with no other pictures referred to. What
+        its signature and marker may claim follows (generation.compliance.claims)."""
+        return self.kind == "txt2img" or (self.source_own and not self.references)
+
     def parameters(self, model: str) -> dict[str, Any]:
-        """The generation parameters as they are embedded in the PNG and logged."""
+        """The generation parameters as they are logged; a picture embeds those the
+        operator publishes (generation.compliance.Compliance.public_parameters)."""
         params: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,

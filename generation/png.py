@@ -1,8 +1,9 @@
 """PNG encoding with the generation parameters embedded, so a picture documents itself.
 
-Every picture also carries the IPTC "made by a trained model" marker in XMP (see
-`generation.compliance.marking`), in PNG and JPEG alike; a `sign` step, when given, is the
-very last thing done to the encoded bytes (a C2PA signature covers everything before it).
+Every picture also carries the IPTC digital source type marker in XMP (see
+`generation.compliance.marking`; "made by a trained model" unless the picture's claim says
+otherwise), in PNG and JPEG alike; a `sign` step, when given, is the very last thing done to
+the encoded bytes (a C2PA signature covers everything before it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .compliance.marking import XMP_KEY, xmp_packet
+from .compliance.marking import TRAINED_ALGORITHMIC_MEDIA, XMP_KEY, xmp_packet
 
 # Signs encoded bytes of a mimetype and returns the signed bytes (a C2PA manifest added).
 Sign = Callable[[bytes, str], bytes]
@@ -42,12 +43,13 @@ def parameters_text(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, params: dict[str, Any], sign: Sign | None = None) -> bytes:
+def encode_png(image: Image.Image, params: dict[str, Any], sign: Sign | None = None,
+               source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> bytes:
     """Encode as PNG with `parameters` (human-readable) and `imgbot` (JSON) text chunks and
-    the XMP marker; signed last when `sign` is given."""
+    the XMP marker of `source_type` (None: none); signed last when `sign` is given."""
     info = PngImagePlugin.PngInfo()
     # The XMP specification's place in a PNG: an uncompressed iTXt chunk with this keyword.
-    info.add_itxt(XMP_KEY, xmp_packet())
+    info.add_itxt(XMP_KEY, xmp_packet(source_type))
     # iTXt keeps any prompt language intact; tEXt would be Latin-1 only.
     info.add_itxt("parameters", parameters_text(params))
     info.add_itxt("imgbot", json.dumps(params, ensure_ascii=False, sort_keys=True))
@@ -68,14 +70,16 @@ def read_parameters(data: bytes) -> dict[str, Any]:
 THUMBNAIL_SIDE = 640
 
 
-def encode_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int] | None:
+def encode_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
+                     source_type: str | None = TRAINED_ALGORITHMIC_MEDIA
+                     ) -> tuple[bytes, int, int] | None:
     """A JPEG at most `side` pixels wide and high, or None when the picture is that small."""
     if max(image.size) <= side:
         return None
     thumb = image.convert("RGB")
     thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=85, xmp=xmp_packet().encode("utf-8"))
+    thumb.save(buffer, format="JPEG", quality=85, xmp=xmp_packet(source_type).encode("utf-8"))
     return buffer.getvalue(), thumb.width, thumb.height
 
 
@@ -94,27 +98,29 @@ def _size_words(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
 
 
-def _jpeg(image: Image.Image, comment: str, quality: int, sign: Sign | None = None) -> bytes:
+def _jpeg(image: Image.Image, comment: str, quality: int, sign: Sign | None,
+          source_type: str | None) -> bytes:
     buffer = io.BytesIO()
     # The parameters travel in the JPEG comment, as they do in the PNG's text chunk.
     image.save(buffer, format="JPEG", quality=quality, comment=comment.encode("utf-8"),
-               xmp=xmp_packet().encode("utf-8"))
+               xmp=xmp_packet(source_type).encode("utf-8"))
     return sign(buffer.getvalue(), "image/jpeg") if sign else buffer.getvalue()
 
 
 def encode_for_upload(image: Image.Image, params: dict[str, Any],
-                      limit: int | None = None, sign: Sign | None = None) -> Encoded | None:
+                      limit: int | None = None, sign: Sign | None = None,
+                      source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> Encoded | None:
     """The PNG, or when it is larger than `limit` bytes a JPEG of falling quality, then of
     falling size; None when not even a small one fits. Each is signed before its size is
     compared with the limit, so the signature's bytes count too."""
-    png = encode_png(image, params, sign)
+    png = encode_png(image, params, sign, source_type)
     if limit is None or len(png) <= limit:
         return Encoded(png, "image/png", image.width, image.height)
     cap = f"the server takes files up to {_size_words(limit)}"
     rgb = image.convert("RGB")
     comment = parameters_text(params)
     for quality in (92, 85, 75):
-        data = _jpeg(rgb, comment, quality, sign)
+        data = _jpeg(rgb, comment, quality, sign, source_type)
         if len(data) <= limit:
             return Encoded(data, "image/jpeg", rgb.width, rgb.height,
                            f"sent as JPEG, quality {quality}: {cap}")
@@ -122,7 +128,7 @@ def encode_for_upload(image: Image.Image, params: dict[str, Any],
     while min(scaled.size) > 64:
         size = (max(1, scaled.width * 3 // 4), max(1, scaled.height * 3 // 4))
         scaled = rgb.resize(size, Image.Resampling.LANCZOS)
-        data = _jpeg(scaled, comment, 75, sign)
+        data = _jpeg(scaled, comment, 75, sign, source_type)
         if len(data) <= limit:
             return Encoded(data, "image/jpeg", scaled.width, scaled.height,
                            f"scaled to {scaled.width}×{scaled.height} and sent as JPEG: {cap}")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 
+from generation.compliance.claims import claim_for
 from generation.job import Result
 
 from bot.chat import posting
@@ -174,7 +175,10 @@ class Delivery:
         upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         if result.extra.get("worker"):
-            params["worker"] = result.extra["worker"]  # which GPU worker made it
+            # Which GPU worker made it; embedded only with compliance.embed_worker.
+            params["worker"] = result.extra["worker"]
+        # What the pictures claim: a plain resize of someone's picture claims no AI at all.
+        claim = claim_for(job, getattr(self.ctx.queue.runner, "ai_upscaler", False))
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.ctx.catalogue.default_model,
@@ -182,7 +186,7 @@ class Delivery:
             async with self.ctx.slots.take(pending.room_id):
                 return await posting.prepare(
                     self.ctx, pending, image, {**params, "seed": job.seed + index}, text,
-                    f"imgbot-{job.seed + index}", index, thumbnail=True)
+                    f"imgbot-{job.seed + index}", index, claim=claim, thumbnail=True)
 
         # Owned here: each is awaited in order below, and cancelled if that ends early.
         preparing = [asyncio.ensure_future(prepared(index, image))
@@ -211,7 +215,8 @@ class Delivery:
                     self.ctx, pending, sheet,
                     {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
                     f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                    f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None)
+                    f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None,
+                    claim=claim)
             if not isinstance(ready, str):
                 await posting.post(self.ctx, pending, ready)
         return sent, refusal

@@ -136,21 +136,27 @@ class Iterator:
             posted = dataclasses.replace(posted, prompt=kept["prompt"], job=dataclasses.replace(
                 posted.job, prompt=kept["prompt"],
                 negative_prompt=kept.get("negative_prompt", "")))
+        # The source is a picture this bot posted and made by AI alone: what is made from it
+        # may claim to be made by AI (generation.compliance.claims); `again` keeps its job's.
+        own = posted is not None and posted.job.ai_only
         if isinstance(command, Upscale):
             return self._typed(self._upscale(command, source, posted, room),
-                               posted.prompt if posted else f"upscale {command.factor}x")
+                               posted.prompt if posted else f"upscale {command.factor}x", own)
         if isinstance(command, Again):
             return self._typed(await self._again(command, posted), posted.prompt)
         if isinstance(command, Vary):
-            return self._typed(await self._vary(command, source, posted), posted.prompt)
+            return self._typed(await self._vary(command, source, posted), posted.prompt, own)
         if isinstance(command, Edit):
             return self._typed(await self._edit(command, source, room, room_id, event, reply,
-                                                posted), command.instruction)
-        return self._typed(await self._img2img(command, source, room), command.prompt)
+                                                posted), command.instruction, own)
+        return self._typed(await self._img2img(command, source, room), command.prompt, own)
 
     @staticmethod
-    def _typed(job: Job | UsageError, prompt: str) -> tuple[Job, str] | UsageError:
-        return job if isinstance(job, UsageError) else (job, prompt)
+    def _typed(job: Job | UsageError, prompt: str,
+               source_own: bool = False) -> tuple[Job, str] | UsageError:
+        if isinstance(job, UsageError):
+            return job
+        return (dataclasses.replace(job, source_own=True) if source_own else job), prompt
 
     def _resolve(self, command: Generate, room, edit: bool = False) -> Job | UsageError:
         ctx = self.ctx

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generation.compliance.checks import SigningFailed
+from generation.compliance.claims import Claim
 from generation.png import encode_for_upload, encode_thumbnail
 
 from bot.chat.context import Context, Pending
@@ -45,18 +46,21 @@ def _as_picture(encoded) -> messages.Picture | None:
                             encoded.note)
 
 
-def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign=None
-            ) -> tuple[messages.Picture | None, messages.Picture | None]:
-    """The picture (marked, and signed last when `sign` is given) and its thumbnail."""
-    small = encode_thumbnail(image) if thumbnail else None
-    return _as_picture(encode_for_upload(image, params, limit, sign)), (
+def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign,
+            claim: Claim) -> tuple[messages.Picture | None, messages.Picture | None]:
+    """The picture (marked with its claim, and signed last when `sign` is given) and its
+    thumbnail."""
+    small = encode_thumbnail(image, source_type=claim.source_type) if thumbnail else None
+    return _as_picture(encode_for_upload(image, params, limit, sign, claim.source_type)), (
         messages.Picture(*small, mimetype="image/jpeg") if small else None)
 
 
 async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any], text: str,
-                  stem: str, index: int | None, thumbnail: bool = False) -> Ready | str:
+                  stem: str, index: int | None, *, claim: Claim,
+                  thumbnail: bool = False) -> Ready | str:
     """Screen, encode (in a thread, beside the next generation on the GPU) and upload
-    picture `index` of the job (None: the contact sheet); Ready, or why it cannot be sent.
+    picture `index` of the job (None: the contact sheet), marked and signed with `claim`;
+    Ready, or why it cannot be sent.
     One that is too large for the homeserver is encoded again for its upload limit, read
     afresh. Raises messages.Unreachable."""
     part = "sheet" if index is None else f"picture-{index}"
@@ -69,11 +73,11 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
     params = compliance.public_parameters(params)
     for attempt in range(2):
         try:
-            sign = compliance.signing(params)
+            sign = compliance.signing(params, claim)
             # A signature may wait on a time-stamp server: that wait holds no encoding slot.
             async with ctx.slots.encoding if sign is None else contextlib.nullcontext():
                 picture, small = await asyncio.to_thread(
-                    _encode, image, params, ctx.upload_limit, thumbnail, sign)
+                    _encode, image, params, ctx.upload_limit, thumbnail, sign, claim)
         except SigningFailed as exc:  # never sent unsigned; the notice says why
             log.error("job %d: %s", pending.ticket.id, exc)
             return OwnFault(f"it could not be signed ({exc})")

@@ -10,8 +10,11 @@ def add_parser(sub) -> None:
     ver = sub.add_parser(
         "verify", help="a picture's AI-generated marker, C2PA state and watermark",
         epilog="C2PA: Trusted (chains to --trust), Valid but untrusted, Invalid (changed "
-               "after signing) or none; not checked without imgbot[compliance]. Exit status "
-               "0 when every file is marked and none is Invalid (with --trust: all Trusted), "
+               "after signing) or none; not checked without imgbot[compliance]. The claim: "
+               "made by AI from a prompt, edited with AI from another picture, or resized "
+               "(no AI claim). Exit status 0 when every file is marked (as AI-made or "
+               "AI-edited, or signed as a resize) and none is Invalid (with --trust: all "
+               "Trusted), "
                "1 otherwise, 2 when a file cannot be read or is not a picture, or the --trust "
                "file holds no certificate (or C2PA cannot be read without the extra).")
     ver.add_argument("files", nargs="+", metavar="FILE")
@@ -24,9 +27,10 @@ def add_parser(sub) -> None:
 
 
 def cmd_verify(args) -> int:
-    """Each file's AI marker, C2PA state and watermark. Exit status 0 when every file is
-    marked and no manifest is Invalid (with --trust: every manifest is Trusted), 1 when
-    one is not, 2 when a file or the trust root cannot be read."""
+    """Each file's claim, AI marker, C2PA state and watermark. Exit status 0 when every file
+    is marked (as AI-made or AI-edited, or signed as a plain resize) and no manifest is
+    Invalid (with --trust: every manifest is Trusted), 1 when one is not, 2 when a file or
+    the trust root cannot be read."""
     # Without imgbot[compliance] the marker and the watermark are still read; the C2PA line
     # says what is missing.
     from generation.compliance.verify import INVALID, TRUSTED, c2pa_missing, verify
@@ -65,7 +69,7 @@ def cmd_verify(args) -> int:
             status = 2
             continue
         print("\n".join(report.lines()))
-        good = report.ai_marked and report.c2pa != INVALID and (
+        good = report.marked and report.c2pa != INVALID and (
             trust is None or report.c2pa == TRUSTED)
         status = max(status, 0 if good else 1)
     return status

@@ -58,6 +58,14 @@ class ComplianceSettings(_Section):
     # Prompt and negative prompt in the PNG parameters and the C2PA manifest; false keeps
     # them out of every picture (the XMP marker never has them).
     embed_prompt: bool = False
+    # The mxc:// addresses of the room pictures a picture was made from (`source`, an edit's
+    # `references`) in its PNG parameters and as its C2PA ingredients' titles; false keeps
+    # them out (the usage log keeps them).
+    embed_sources: bool = False
+    # The GPU worker that made a picture (a device, or a Ray worker's internal host name
+    # and node ID) in its PNG parameters and C2PA manifest; false keeps it out (the usage
+    # log keeps it).
+    embed_worker: bool = False
     c2pa: C2paSettings = C2paSettings()
     watermark: bool = False
     references: Path | None = None

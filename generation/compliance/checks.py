@@ -1,9 +1,10 @@
 """Every check a picture passes before it is sent, and the marks it gets, in one place.
 
 `Compliance.screen` runs the checks in a fixed order and says what to do with the picture:
-send it, send it with a warning, send it blurred, or withhold it. `Compliance.encode_options`
-gives the encoder what marks it (the XMP marker is always written by `generation.png`;
-the C2PA signature is the encoder's very last step).
+send it, send it with a warning, send it blurred, or withhold it. `Compliance.signing`
+gives the encoder its very last step, the C2PA signature (the XMP marker is always written
+by `generation.png`; both make the picture's claim, `generation.compliance.claims`), and
+`Compliance.public_parameters` what of the parameters a picture may carry.
 
 Order, and why:
 1. the prompt blocklist (cheapest, and needs no picture);
@@ -27,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from . import safety
+from .claims import MADE, Claim
 from .references import Index, Match
 
 
@@ -51,12 +53,15 @@ def _copy_words(match: Match) -> str:
 
 class Compliance:
     def __init__(self, *, signer=None, watermark: bool = False, embed_prompt: bool = False,
+                 embed_sources: bool = False, embed_worker: bool = False,
                  references: Index | None = None, on_match: str = "block", logos=None,
                  embedding=None, nsfw: str = "off", detector: safety.Detector | None = None,
                  blocklist: safety.Blocklist | None = None, detector_name: str = "opennsfw"):
         self.signer = signer
         self.watermark = watermark
         self.embed_prompt = embed_prompt
+        self.embed_sources = embed_sources
+        self.embed_worker = embed_worker
         self.references = references
         self.on_match = on_match
         self.logos = logos
@@ -101,7 +106,8 @@ class Compliance:
             if (why := available()) is not None:
                 raise RuntimeError(why)
         return cls(signer=signer, watermark=settings.watermark,
-                   embed_prompt=settings.embed_prompt, references=references,
+                   embed_prompt=settings.embed_prompt, embed_sources=settings.embed_sources,
+                   embed_worker=settings.embed_worker, references=references,
                    on_match=settings.on_match, logos=logos, embedding=embedding,
                    nsfw=settings.nsfw, detector=detector,
                    detector_name=settings.nsfw_detector,
@@ -198,29 +204,38 @@ class Compliance:
     # ---- marks --------------------------------------------------------------------------
 
     def public_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The parameters a picture may carry: without the prompts, and without the address
-        of the picture it was made from (something posted in a room), unless embed_prompt."""
-        if self.embed_prompt:
-            return params
-        return {k: v for k, v in params.items() if k not in PRIVATE}
+        """The parameters a picture may carry: the seed, steps, size, model and style, and
+        only what the operator publishes of the rest (see PRIVATE)."""
+        published = {"prompt": self.embed_prompt, "sources": self.embed_sources,
+                     "worker": self.embed_worker}
+        hidden = {key for group, keys in PRIVATE.items() if not published[group]
+                  for key in keys}
+        return {k: v for k, v in params.items() if k not in hidden}
 
-    def signing(self, params: dict[str, Any]):
-        """The encoder's last step, `sign(data, mimetype) -> data`, or None unsigned."""
+    def signing(self, params: dict[str, Any], claim: Claim = MADE):
+        """The encoder's last step, `sign(data, mimetype) -> data`, or None unsigned; the
+        manifest makes `claim` (what a txt2img picture claims, unless told otherwise)."""
         if self.signer is None:
             return None
         embedded = self.public_parameters(params) if self.embed_prompt else None
+        # A source's address names a picture posted in a room: only where it is published.
+        titles = claim.sources if self.embed_sources else ()
 
         def sign(data: bytes, mimetype: str) -> bytes:
             try:
-                return self.signer.sign(data, mimetype, embedded)
+                return self.signer.sign(data, mimetype, embedded, claim, titles)
             except Exception as exc:  # c2pa's errors: never send the picture unsigned
                 raise SigningFailed(f"C2PA signing failed: {exc}") from exc
 
         return sign
 
 
-# What says who asked for a picture and where: embedded only with compliance.embed_prompt.
-PRIVATE = ("prompt", "negative_prompt", "source")
+# What a picture carries only when the operator says so: who asked for it and what they
+# typed (compliance.embed_prompt); the addresses of the room pictures it was made from
+# (compliance.embed_sources); the GPU worker that made it, an internal host name and Ray
+# node ID (compliance.embed_worker). The usage log, the admin's own record, keeps them all.
+PRIVATE = {"prompt": ("prompt", "negative_prompt"), "sources": ("source", "references"),
+           "worker": ("worker",)}
 
 
 class SigningFailed(ValueError):

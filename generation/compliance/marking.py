@@ -7,6 +7,12 @@ manifest does not (a tool that keeps XMP but drops unknown chunks). In a PNG it 
 uncompressed iTXt chunk `XML:com.adobe.xmp` (the XMP specification's place, which Pillow's
 `getxmp()` and exiftool read); in a JPEG in the APP1 XMP segment.
 
+The marker follows the picture's claim (`generation.compliance.claims`): made by a
+trained model from a prompt (`trainedAlgorithmicMedia`), someone's picture changed by one
+(`compositeWithTrainedAlgorithmicMedia`), or, for a plain resize of someone's picture, no
+digital source type at all: a resize makes no picture AI-made, and the bot cannot know
+what the picture was before.
+
 No prompt, user or room is ever written here: the marker says what the picture is, not
 who asked for it.
 """
@@ -21,6 +27,8 @@ from PIL import Image
 
 TRAINED_ALGORITHMIC_MEDIA = \
     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = \
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 XMP_KEY = "XML:com.adobe.xmp"  # the PNG iTXt keyword the XMP specification names
 
 # The packet wrapper (xpacket) lets tools that scan files for XMP find it, and the
@@ -31,8 +39,7 @@ _PACKET = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
   <rdf:Description rdf:about=""
     xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
     xmlns:xmp="http://ns.adobe.com/xap/1.0/">
-   <Iptc4xmpExt:DigitalSourceType>{source}</Iptc4xmpExt:DigitalSourceType>
-   <xmp:CreatorTool>imgbot</xmp:CreatorTool>
+{source}   <xmp:CreatorTool>imgbot</xmp:CreatorTool>
   </rdf:Description>
  </rdf:RDF>
 </x:xmpmeta>
@@ -40,9 +47,12 @@ _PACKET = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <?xpacket end="w"?>"""
 
 
-def xmp_packet(source_type: str = TRAINED_ALGORITHMIC_MEDIA) -> str:
-    """The XMP packet that marks a picture as made by a trained model."""
-    return _PACKET.format(source=source_type, padding=" " * 256)
+def xmp_packet(source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> str:
+    """The XMP packet that marks a picture with its digital source type (by default: made
+    by a trained model); None: a packet that names only the tool, with no source type."""
+    source = ("" if source_type is None else
+              f"   <Iptc4xmpExt:DigitalSourceType>{source_type}</Iptc4xmpExt:DigitalSourceType>\n")
+    return _PACKET.format(source=source, padding=" " * 256)
 
 
 def source_type_of(data: bytes) -> str | None:

@@ -2,9 +2,13 @@
 
 The Commission's code of practice on marking AI-generated content asks for signed metadata;
 C2PA manifests are what cameras, editors and platforms read for that. The manifest says
-one thing: the picture was created (`c2pa.created`) by a trained model (IPTC's
-`trainedAlgorithmicMedia`) with imgbot. It carries no thumbnail (the picture is its own),
-and no prompt unless the operator asks for it (`compliance.embed_prompt`).
+what the bot did, and no more (`generation.compliance.claims`): created (`c2pa.created`)
+by a trained model (IPTC's `trainedAlgorithmicMedia`) with imgbot; or, for a picture made
+from one the bot did not make, opened (the source as its `parentOf` ingredient) and then
+edited with AI (`compositeWithTrainedAlgorithmicMedia`) or only resized (no digital source
+type). It carries no thumbnail (the picture is its own, and an ingredient's would be
+someone's picture), no prompt unless the operator asks for it (`compliance.embed_prompt`),
+and no source's address unless the operator asks for that (`compliance.embed_sources`).
 
 Signing is the very last step: any later change to the pixels or the metadata breaks the
 signature, which is the point. Nothing here touches the network: remote manifests and OCSP
@@ -23,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .marking import TRAINED_ALGORITHMIC_MEDIA
+from .claims import MADE, OPENED, Claim
 
 # The extended key usages C2PA accepts for a signer of content (besides time-stamping and
 # OCSP signing, which are for other roles): document signing and e-mail protection.
@@ -167,25 +171,40 @@ class C2paSigner:
         except self._c2pa.C2paError as exc:
             raise SigningError(f"C2PA cannot sign with this certificate: {exc}") from None
 
-    def manifest(self, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-        created: dict[str, Any] = {
-            "action": "c2pa.created",
-            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-            "softwareAgent": {"name": "imgbot", **({"version": self._version}
-                                                   if self._version else {})},
-        }
+    def manifest(self, parameters: dict[str, Any] | None = None, claim: Claim = MADE,
+                 titles: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The manifest of a picture that makes `claim`. A derived picture's ingredients are
+        titled `titles` (its parent first; one untitled parent when none are given)."""
+        agent = {"name": "imgbot", **({"version": self._version} if self._version else {})}
+        done: dict[str, Any] = {"action": claim.action, "softwareAgent": agent}
+        if claim.source_type is not None:
+            done["digitalSourceType"] = claim.source_type
         if parameters:  # only with compliance.embed_prompt
-            created["parameters"] = {"org.imgbot.generation": parameters}
+            done["parameters"] = {"org.imgbot.generation": parameters}
+        actions, ingredients = [done], []
+        if claim.derived:
+            titles = titles or ("the picture it was made from",)
+            ingredients = [{"title": title, "format": "image/png", "label": f"source-{index}",
+                            "relationship": "parentOf" if index == 0 else "componentOf"}
+                           for index, title in enumerate(titles)]
+            # C2PA's first action of an edit opens its parent; `placed` the pictures an
+            # edit took parts from.
+            actions = [{"action": OPENED, "parameters": {"ingredientIds": ["source-0"]}}, done]
+            if len(titles) > 1:
+                actions.append({"action": "c2pa.placed", "parameters": {
+                    "ingredientIds": [f"source-{i}" for i in range(1, len(titles))]}})
         return {
             "claim_generator_info": [{"name": "imgbot", "version": self._version or "0"}],
-            "assertions": [{"label": "c2pa.actions", "data": {"actions": [created]}}],
+            "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
+            **({"ingredients": ingredients} if ingredients else {}),
         }
 
-    def sign(self, data: bytes, mimetype: str,
-             parameters: dict[str, Any] | None = None) -> bytes:
+    def sign(self, data: bytes, mimetype: str, parameters: dict[str, Any] | None = None,
+             claim: Claim = MADE, titles: tuple[str, ...] = ()) -> bytes:
         """The picture with its manifest embedded. Raises c2pa.C2paError."""
         with self._lock:
-            builder = self._c2pa.Builder(self.manifest(parameters), context=self._context)
+            builder = self._c2pa.Builder(self.manifest(parameters, claim, titles),
+                                         context=self._context)
             out = io.BytesIO()
             builder.sign(self._signer, mimetype, io.BytesIO(data), out)
         return out.getvalue()

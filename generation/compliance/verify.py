@@ -1,7 +1,10 @@
 """`imgbot verify`: what a picture says about where it came from, checked offline.
 
 For each file: the XMP digital source type (the AI-generated marker), the state of its C2PA
-manifest, and the watermark bits. The C2PA states are the SDK's own, named for people:
+manifest, what the picture claims in words (`generation.compliance.claims`: made by AI
+from a prompt, edited with AI from another picture, resized with no AI claim; the signed
+manifest's claim where there is a valid one, else the marker's), and the watermark bits.
+The C2PA states are the SDK's own, named for people:
 
 - Trusted: the signature is valid and its certificate chains to a root given with
   `--trust ROOT.pem` (the company CA's certificate).
@@ -24,7 +27,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
+from .claims import OPENED, words_for
+from .marking import (COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA, TRAINED_ALGORITHMIC_MEDIA,
+                      source_type_of)
 from .signing import OFFLINE
 
 TRUSTED, UNTRUSTED, INVALID, NONE = "Trusted", "Valid but untrusted", "Invalid", "none"
@@ -52,16 +57,42 @@ class Report:
     watermark_note: str | None = None   # why not read
     picture: bool = True                # False: not a picture Pillow can open at all
     timestamp: str | None = None        # "TIME by AUTHORITY" when the signature is stamped
+    # The manifest's claim: (its action, its digital source type or None); None: no manifest
+    claimed: tuple[str, str | None] | None = None
 
     @property
     def ai_marked(self) -> bool:
-        return self.marker == TRAINED_ALGORITHMIC_MEDIA
+        """The XMP marker says a trained model made or changed the picture."""
+        return self.marker in (TRAINED_ALGORITHMIC_MEDIA, COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA)
+
+    @property
+    def signed_claim(self) -> tuple[str, str | None] | None:
+        """The claim of a manifest whose signature holds; None when there is none."""
+        return self.claimed if self.c2pa in (TRUSTED, UNTRUSTED) else None
+
+    @property
+    def marked(self) -> bool:
+        """Marked as what it is: as AI-made or AI-edited, or signed as a plain resize of
+        someone's picture, which claims no AI (and carries no AI marker)."""
+        signed = self.signed_claim
+        return self.ai_marked or (signed is not None and signed[1] is None
+                                  and self.marker is None)
+
+    @property
+    def claim(self) -> str:
+        """What the picture claims, in words, and where it says so."""
+        if self.signed_claim is not None:
+            return f"{words_for(*self.signed_claim)} (signed C2PA manifest)"
+        return f"{words_for(None, self.marker)} (XMP marker" + (
+            ", unsigned)" if self.c2pa in (NONE, NOT_CHECKED) else ", not signed validly)")
 
     def lines(self) -> list[str]:
         from .watermark import MAX_WRONG, wrong_bits
 
-        marker = ("AI-generated (IPTC trainedAlgorithmicMedia)" if self.ai_marked
-                  else self.marker or "none")
+        marker = {TRAINED_ALGORITHMIC_MEDIA: "AI-generated (IPTC trainedAlgorithmicMedia)",
+                  COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA:
+                  "AI-edited (IPTC compositeWithTrainedAlgorithmicMedia)"
+                  }.get(self.marker or "", self.marker or "none")
         c2pa = self.c2pa + (f", signed by {self.signer}" if self.signer else "")
         if self.watermark is not None:
             # Any picture reads as some 48 bits; only those near imgbot's are a watermark.
@@ -71,13 +102,19 @@ class Report:
         else:
             mark = f"not read ({self.watermark_note})"
         stamp = [f"    time-stamped at {self.timestamp}"] if self.timestamp else []
-        return [f"  XMP marker: {marker}", f"  C2PA: {c2pa}",
+        return [f"  claims: {self.claim}", f"  XMP marker: {marker}", f"  C2PA: {c2pa}",
                 *(f"    {p}" for p in self.problems), *stamp, f"  watermark: {mark}"]
 
 
 def c2pa_state(data: bytes, trust_pem: str | None = None
                ) -> tuple[str, list[str], str | None, str | None]:
     """(state, failure explanations, signer, time-stamp) of the picture's C2PA manifest."""
+    state, failures, signer, stamp, _ = _read(data, trust_pem)
+    return state, failures, signer, stamp
+
+
+def _read(data: bytes, trust_pem: str | None):
+    """c2pa_state's four, and the manifest's claim (see `Report.claimed`)."""
     import c2pa
 
     settings = {**OFFLINE}
@@ -89,8 +126,8 @@ def c2pa_state(data: bytes, trust_pem: str | None = None
         reader = c2pa.Reader(None, io.BytesIO(data), context=context)
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "ManifestNotFound" in str(exc):
-            return NONE, [], None, None
-        return INVALID, [str(exc).splitlines()[0]], None, None
+            return NONE, [], None, None, None
+        return INVALID, [str(exc).splitlines()[0]], None, None, None
     with reader:
         state = reader.get_validation_state() or INVALID
         results = reader.get_validation_results() or {}
@@ -102,7 +139,18 @@ def c2pa_state(data: bytes, trust_pem: str | None = None
     state = {"Trusted": TRUSTED, "Valid": UNTRUSTED}.get(state, INVALID)
     if state == UNTRUSTED and trust_pem is None:
         failures = [f for f in failures if not f.startswith("signingCredential.untrusted")]
-    return state, failures, signer, _stamp(info, active)
+    return state, failures, signer, _stamp(info, active), _claimed(manifest)
+
+
+def _claimed(manifest: dict) -> tuple[str, str | None] | None:
+    """The manifest's claim: its first action that is not the opening of an ingredient
+    (an edit opens its parent first), with that action's digital source type."""
+    for assertion in manifest.get("assertions") or []:
+        if str(assertion.get("label", "")).startswith("c2pa.actions"):
+            for action in (assertion.get("data") or {}).get("actions") or []:
+                if action.get("action") != OPENED:
+                    return str(action.get("action")), action.get("digitalSourceType")
+    return None
 
 
 def _stamp(info: dict, active: dict) -> str | None:
@@ -135,10 +183,11 @@ def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) ->
     if not _opens(data):
         return Report(None, NONE, picture=False)
     if c2pa_missing():
-        state, problems, signer, stamp = NOT_CHECKED, [], None, None
+        state, problems, signer, stamp, claimed = NOT_CHECKED, [], None, None, None
     else:
-        state, problems, signer, stamp = c2pa_state(data, trust_pem)
-    report = Report(source_type_of(data), state, problems, signer, timestamp=stamp)
+        state, problems, signer, stamp, claimed = _read(data, trust_pem)
+    report = Report(source_type_of(data), state, problems, signer, timestamp=stamp,
+                    claimed=claimed)
     if not watermark:
         report.watermark_note = "not asked for"
         return report

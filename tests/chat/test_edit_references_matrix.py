@@ -58,7 +58,7 @@ async def test_an_edit_in_a_thread_takes_the_thread_s_first_picture_as_a_referen
         make_settings, family_engines, alice):
     engine = family_engines["flux2-klein"]
     settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True})
+                             compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         edited, alone, first = await two_picture_edit(
@@ -86,7 +86,7 @@ async def test_an_edit_with_a_reference_in_an_encrypted_room(
     alice = alice_e2e
     engine = family_engines["flux2-klein"]
     settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True})
+                             compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT, encrypted=True)
         edited, alone, _ = await two_picture_edit(alice, room, "!img edit make it night "
@@ -106,7 +106,7 @@ async def test_an_edit_with_a_reference_in_an_encrypted_room(
 async def test_an_edit_of_the_bots_edit_in_the_thread_takes_the_first_picture_once(
         make_settings, family_engines, alice):
     settings = make_settings(generation={"model": family_engines["flux2-klein"].path},
-                             compliance={"embed_prompt": True})
+                             compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, family_engines["flux2-klein"]):
         room = await alice.room_with(BOT)
         first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)

@@ -22,7 +22,7 @@ async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
     engine = family_engines["zimage"]
     settings = make_settings(generation={"model": engine.path, "size": "64x64"},
                              limits={"max_pixels": 256 * 256},
-                             compliance={"embed_prompt": True})
+                             compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img a lighthouse at dusk --seed 3")
@@ -77,7 +77,7 @@ async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
         make_settings, family_engines, alice):
     engine = family_engines["flux2-klein"]
     settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True})
+                             compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         helped = await alice.send(room, "!img help")

@@ -47,7 +47,7 @@ async def picture_params(chat, image_event) -> dict:
 
 
 async def test_again_and_vary_continue_from_the_bots_picture(make_settings, engine, alice):
-    settings = make_settings(compliance={"embed_prompt": True})
+    settings = make_settings(compliance={"embed_prompt": True, "embed_sources": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img a red lighthouse --seed 5 --steps 3")

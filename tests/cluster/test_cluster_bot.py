@@ -43,7 +43,8 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
     ray_cluster.add_node()
     settings = make_cluster_settings(ray_cluster, limits={"per_user_queued": 8},
                                      generation={"max_batch": 1},
-                                     progress={"interval_seconds": 1})
+                                     progress={"interval_seconds": 1},
+                                     compliance={"embed_worker": True})
     async with bot_running(settings, None):
         room = await alice.room_with(BOT)
         # Both loaded first: else the first one up may make every quick picture alone.

@@ -199,7 +199,10 @@ def test_a_picture_made_from_a_posted_one_does_not_carry_its_address():
     private = encode_png(picture(), Compliance().public_parameters(params))
     assert b"alicesupload" not in private and b"a cat in a hat" not in private
     assert read_parameters(private)["kind"] == "img2img"
-    shared = encode_png(picture(), Compliance(embed_prompt=True).public_parameters(params))
+    # The prompt alone does not publish the address: that is compliance.embed_sources.
+    prompt = encode_png(picture(), Compliance(embed_prompt=True).public_parameters(params))
+    assert b"alicesupload" not in prompt and read_parameters(prompt)["prompt"]
+    shared = encode_png(picture(), Compliance(embed_sources=True).public_parameters(params))
     assert read_parameters(shared)["source"] == "mxc://localhost/alicesupload"
 
 

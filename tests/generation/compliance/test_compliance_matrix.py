@@ -138,3 +138,48 @@ async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine
     assert alice.replies(room, command, "m.image") == []
     (row,) = [r for r in await usage_rows(settings) if r["event_id"] == command]
     assert row["status"] == "error" and "could not be signed" in row["error"]
+
+
+async def test_pictures_claim_what_the_bot_did_to_them(make_settings, engine, alice, tmp_path,
+                                                       capsys):
+    """Issue 28, findings 5 and 9, as a room sees it: the bot's own picture and a vary of it
+    are made by AI; a person's photo resized (no AI upscaler) claims no AI, and painted over
+    is an edit with AI; by default no picture names its worker or the photo's address."""
+    from generation.compliance.marking import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+    from generation.png import read_parameters
+
+    ca = make_ca(tmp_path / "ca")
+    photo = io.BytesIO()
+    Image.linear_gradient("L").resize((96, 64)).convert("RGB").save(photo, format="PNG")
+    settings = make_settings(compliance={"c2pa": {"cert": ca["cert"], "key": ca["key"]}})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        first = await alice.send(room, "!img a lighthouse --seed 5 --size 64x64")
+        (made,) = await alice.wait_reply(room, first, "m.image")
+        vary = await alice.reply(room, made["event_id"], "!img vary 0.4")
+        (varied,) = await alice.wait_reply(room, vary, "m.image")
+        posted = await alice.send_picture(room, photo.getvalue(), "image/png", 96, 64)
+        upscale = await alice.reply(room, posted, "!img upscale 2")
+        (resized,) = await alice.wait_reply(room, upscale, "m.image", timeout=120)
+        paint = await alice.reply(room, posted, "!img a watercolour --strength 0.05")
+        (painted,) = await alice.wait_reply(room, paint, "m.image")
+    claims = {}
+    for name, event in (("made", made), ("varied", varied), ("resized", resized),
+                        ("painted", painted)):
+        data = await alice.download(event["content"]["url"])
+        params = read_parameters(data)
+        assert {"worker", "source", "references"}.isdisjoint(params), (name, params)
+        assert b"mxc://" not in data
+        (tmp_path / f"{name}.png").write_bytes(data)
+        claims[name] = source_type_of(data)
+    assert claims == {"made": TRAINED_ALGORITHMIC_MEDIA, "varied": TRAINED_ALGORITHMIC_MEDIA,
+                      "resized": None, "painted": COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA}
+    capsys.readouterr()
+    assert main(["verify", *(str(tmp_path / f"{n}.png") for n in claims), "--trust",
+                 str(ca["root"]), "--no-watermark"]) == 0
+    said = capsys.readouterr().out.split("\n  claims: ")[1:]
+    assert [line.split("\n")[0] for line in said] == [
+        "made by AI from a prompt (signed C2PA manifest)",
+        "made by AI from a prompt (signed C2PA manifest)",
+        "resized, no AI claim (signed C2PA manifest)",
+        "edited with AI from another picture (signed C2PA manifest)"]
