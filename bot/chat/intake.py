@@ -55,6 +55,7 @@ class Intake:
             wanted=lambda sender: matches(sender, ctx.settings.matrix.allowed_users))
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
+        self._left: set[str] = set()  # rooms the syncs showed the bot leave (nio keeps them)
 
     async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
         """Hand the sync's events on; the future is done once they are all handled (the
@@ -65,6 +66,8 @@ class Intake:
             await encryption.keep_keys(self.ctx.client)
         except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
             log.warning("could not update the encryption keys: %s", exc)
+        self._left.update(response.rooms.leave)
+        self._left.difference_update(response.rooms.join)
         for room_id, info in response.rooms.invite.items():
             self._hand(room_id, lambda r=room_id, s=info.invite_state: self.on_invite(r, s),
                        "an invite")
@@ -150,8 +153,9 @@ class Intake:
         return None
 
     def _rooms_in(self) -> int:
-        """The rooms the bot is in: those nio knows from the syncs, and those joined since."""
-        known = getattr(self.ctx.client, "rooms", {})
+        """The rooms the bot is in: those the syncs showed it join (nio's rooms, less those it
+        left since: nio forgets a room only when asked to), and those it joined since."""
+        known = set(getattr(self.ctx.client, "rooms", {})) - self._left
         self._joining.difference_update(known)
         return len(known) + len(self._joining)
 
