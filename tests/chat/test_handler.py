@@ -52,7 +52,7 @@ async def test_one_failing_event_does_not_stop_the_others():
         invite=dict([invite("!first:example.org", "@alice:example.org"),
                      invite("!second:example.org", "@bob:example.org"),
                      invite("!third:example.org", "@mallory:elsewhere.org")]),
-        join={}))
+        join={}, leave={}))
     handled = await bot.on_sync(response, first=False)
     await handled  # in the rooms' own lanes: the sync loop did not wait for them
     assert sorted(client.calls) == [("join", "!first:example.org"),
