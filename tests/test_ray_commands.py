@@ -4,6 +4,7 @@ vanished flag fails here rather than on an operator's node."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 # What /etc/imgbot/ray.env gives the units (README "More than one GPU server").
 RAY_ENV = {"IMGBOT_RAY_HEAD": "10.0.0.5:6379", "IMGBOT_RAY_IP": "10.0.0.6",
-           "IMGBOT_RAY_GPUS": "2"}
+           "IMGBOT_RAY_GPUS": "2", "IMGBOT_RAY_WORKERS": "2"}
 
 
 def parse(args: list[str]) -> dict:
@@ -57,6 +58,7 @@ def test_the_worker_unit_joins_the_head():
     params = parse(exec_start("imgbot-ray-worker.service"))
     assert params["address"] == "10.0.0.5:6379" and not params["head"]
     assert params["node_ip_address"] == "10.0.0.6" and params["num_gpus"] == 2
+    assert json.loads(params["resources"]) == {"imgbot_worker": 2}
     assert params["block"] and params["disable_usage_stats"]
 
 
@@ -64,6 +66,7 @@ def test_the_head_unit_starts_a_head():
     params = parse(exec_start("imgbot-ray-head.service"))
     assert params["head"] and params["port"] == 6379
     assert params["include_dashboard"] is False
+    assert params["num_cpus"] == 0 and params["num_gpus"] == 0  # nothing runs beside the bot
     assert params["block"] and params["disable_usage_stats"]
 
 
@@ -73,3 +76,5 @@ def test_the_readme_starts_a_head_and_a_gpu_host_by_hand():
     assert head["include_dashboard"] is False and head["disable_usage_stats"]
     assert worker["address"] == "10.0.0.5:6379" and worker["node_ip_address"] == "10.0.0.6"
     assert worker["disable_usage_stats"] and not worker["head"]
+    assert head["num_cpus"] == 0 and head["num_gpus"] == 0
+    assert json.loads(worker["resources"]) == {"imgbot_worker": 2}
