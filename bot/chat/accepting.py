@@ -90,8 +90,9 @@ class Acceptor:
             return
         job, prompt = made
         screening = self.ctx.screening
-        if (screening is not None and job.kind != "upscale"
-                and screening.compliance.blocklist.blocked(job.prompt) is not None):
+        # In a thread: an operator's pattern may take up to its time limit (safety.py).
+        if (screening is not None and job.kind != "upscale" and await asyncio.to_thread(
+                screening.compliance.blocklist.blocked, job.prompt) is not None):
             # Refused before any GPU work; the check before sending stays as a safeguard.
             await self.reject(room_id, event, "Sorry, the prompt contains a blocked term "
                               "(compliance.blocklist), so nothing was made.",

@@ -9,16 +9,27 @@ object with `scores(image) -> dict[str, float]` and `flagged(scores) -> bool` ca
 
 A policy is off, blur or block. A room may make it stricter than the config, never looser:
 `stricter()` is how the two are combined.
+
+The blocklist matches what a text encoder reads, not the characters typed: a prompt (and
+each word of the list) is normalised first (`normalised`), so that fullwidth letters, a
+zero-width character inside a word or another case do not pass it. The operator's patterns
+run with a time limit (the `regex` module's, which lets other threads run meanwhile): a
+pattern that backtracks without end on some prompt refuses that prompt, and says so in the
+log, instead of holding the bot.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import regex
 from PIL import Image, ImageFilter
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("off", "blur", "block")  # from the loosest to the strictest
 OPENNSFW_THRESHOLD = 0.8
@@ -111,22 +122,57 @@ def blurred(image: Image.Image) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=max(8, max(image.size) // 12)))
 
 
+# How long one pattern may take on one prompt: a regular expression over a prompt of a few
+# hundred characters takes microseconds, so this is only ever reached by a pattern that
+# backtracks without end.
+PATTERN_SECONDS = 0.25
+
+
+def normalised(text: str) -> str:
+    """The text as the blocklist compares it: compatibility forms folded (NFKC: fullwidth
+    and other styled letters, ligatures), format characters dropped (Unicode category Cf:
+    zero-width spaces and joiners, soft hyphens, direction marks), case folded."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return unicodedata.normalize("NFKC", text.casefold())
+
+
 class Blocklist:
     """Words (whole words, any case) and regular expressions (any case) a prompt must not
-    contain. The words are matched as words so that a blocked "ass" does not block
-    "class"; a pattern is used as written."""
+    contain, both matched on the normalised prompt. The words are matched as words so that
+    a blocked "ass" does not block "class"; a pattern is used as written (the `regex`
+    module's syntax, a superset of Python's `re`)."""
 
-    def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = ()):
-        self._terms = [(w, re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", re.IGNORECASE))
+    def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = (),
+                 seconds: float = PATTERN_SECONDS):
+        self._terms = [(w, regex.compile(rf"(?<!\w){regex.escape(normalised(w))}(?!\w)",
+                                         regex.IGNORECASE))
                        for w in words if w.strip()]
-        self._terms += [(p, re.compile(p, re.IGNORECASE)) for p in patterns]
+        self._patterns = [(p, regex.compile(p, regex.IGNORECASE)) for p in patterns]
+        self.seconds = seconds
 
     def __bool__(self) -> bool:
-        return bool(self._terms)
+        return bool(self._terms or self._patterns)
 
     def blocked(self, prompt: str) -> str | None:
-        """The first term the prompt contains, or None."""
+        """The first term the prompt contains, or None. A pattern that takes longer than
+        `seconds` refuses the prompt (fail closed): its own text is returned, and logged.
+        Slow only then, and it lets other threads run: async code calls it in a thread."""
+        # A format character between two words is dropped in one reading and a space in
+        # the other: neither "nu\u200bde" nor "nude\u200bart" hides a word.
+        readings = {normalised(prompt), normalised("".join(
+            " " if unicodedata.category(c) == "Cf" else c for c in prompt))}
         for term, pattern in self._terms:
-            if pattern.search(prompt):
+            if any(pattern.search(text) for text in readings):
+                return term
+        for term, pattern in self._patterns:
+            try:
+                if any(pattern.search(text, timeout=self.seconds, concurrent=True)
+                       for text in readings):
+                    return term
+            except TimeoutError:
+                log.warning("the blocklist pattern %r took over %.2f s on a prompt of %d "
+                            "characters; the prompt is refused (write the pattern so that it "
+                            "cannot backtrack without end)", term, self.seconds, len(prompt))
                 return term
         return None

@@ -108,17 +108,25 @@ async def test_copy_of_a_reference_is_withheld_with_a_notice(make_settings, engi
 
 
 async def test_blocked_prompt_gets_a_notice_and_no_picture(make_settings, engine, alice):
-    settings = make_settings(compliance={"blocklist": {"words": ["banknote"],
-                                                       "patterns": [r"forg(e|ed|ing)\b"]}})
+    # The last pattern backtracks without end on a long run of a's (issue 28, finding 8).
+    settings = make_settings(compliance={"blocklist": {"words": ["banknote"], "patterns": [
+        r"forg(e|ed|ing)\b", r"(a|aa)+$"]}})
+    disguised = ["!img one ｂａｎｋｎｏｔｅ --seed 1",  # fullwidth letters
+                 "!img one bank\u200bnote --seed 1",  # a zero-width space inside the word
+                 "!img " + "a" * 60 + " b"]  # a long time to find no match
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         blocked = await alice.send(room, "!img a forged passport --seed 1")
         (notice,) = await alice.wait_reply(room, blocked, "m.notice")
+        others = [await alice.send(room, text) for text in disguised]
+        for event_id in others:
+            (refused,) = await alice.wait_reply(room, event_id, "m.notice")
+            assert "blocked term" in refused["content"]["body"]
         allowed = await alice.send(room, "!img a blacksmith in a village --seed 1")
         await alice.wait_reply(room, allowed, "m.image")
     assert "blocked term" in notice["content"]["body"]
     assert "nothing was made" in notice["content"]["body"]  # refused before the GPU
-    assert alice.replies(room, blocked, "m.image") == []
+    assert [alice.replies(room, e, "m.image") for e in (blocked, *others)] == [[]] * 4
 
 
 async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine, alice,

@@ -44,6 +44,56 @@ def test_blocklist_words_are_whole_words_and_patterns_are_regexes():
     assert not Blocklist() and Blocklist().blocked("anything") is None
 
 
+@pytest.mark.parametrize("prompt", [
+    "ｎｕｄｅ portrait",              # fullwidth letters, which NFKC folds
+    "nu\u200bde portrait",           # a zero-width space inside the word
+    "nu\u00adde portrait",           # a soft hyphen inside it
+    "NuDe portrait",                  # another case
+    "portrait, nude\u200bart",       # a zero-width space between two words
+    "ＦＯＲＧＥＤ pass\u200dport",     # a pattern's match, dressed up the same way
+])
+def test_the_blocklist_sees_through_unicode_disguises(prompt):
+    blocklist = Blocklist(words=["nude"], patterns=[r"forged passport"])
+    assert blocklist.blocked(prompt) is not None
+
+
+def test_the_operators_words_are_normalised_too():
+    # A list written with a fullwidth or soft-hyphenated word still matches the plain one.
+    assert Blocklist(words=["ｎｕｄｅ"]).blocked("a nude") == "ｎｕｄｅ"
+    assert Blocklist(words=["ban\u00adknote"]).blocked("a BANKNOTE") == "ban\u00adknote"
+    assert Blocklist(words=["nude"]).blocked("a nudibranch") is None  # still whole words
+
+
+def test_a_pattern_that_backtracks_without_end_refuses_the_prompt_in_time(caplog):
+    catastrophic = r"(a|aa)+$"  # exponential on "aaaa…!" for backtracking engines
+    blocklist = Blocklist(patterns=[catastrophic], seconds=0.2)
+    started = time.perf_counter()
+    assert blocklist.blocked("a" * 60 + "!") == catastrophic  # fail closed
+    assert time.perf_counter() - started < 2  # two readings at most, 0.2 s each
+    assert repr(catastrophic) in caplog.text and "refused" in caplog.text
+    assert blocklist.blocked("a harbour at dawn") is None  # a quick one is answered
+
+
+async def test_a_slow_pattern_does_not_stall_the_event_loop():
+    import asyncio
+
+    blocklist = Blocklist(patterns=[r"(a|aa)+$"], seconds=0.5)
+    ticks = 0
+
+    async def ticking():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(ticking())
+    try:
+        await asyncio.to_thread(blocklist.blocked, "a" * 60 + "!")  # as accepting.py does
+    finally:
+        ticker.cancel()
+    assert ticks >= 20  # the loop kept running beside the half-second search
+
+
 def test_stricter_never_loosens():
     assert stricter("off", "blur") == "blur"
     assert stricter("block", "blur") == "block"
