@@ -4,6 +4,7 @@ room defaults, usage, pause and resume. Who may do what is checked here."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from generation.job import Job
 from generation.tickets import cost
 
 from bot.store import db as database
-from bot.matrix import messages
+from bot.matrix import direct, messages
 from bot.chat import editing, report, rooms
 from bot.store import usage
 from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
@@ -24,6 +25,8 @@ from bot.text import plural, shorten
 
 if TYPE_CHECKING:
     from bot.chat.context import Context
+
+log = logging.getLogger(__name__)
 
 PAUSED_KEY = "queue_paused"
 
@@ -232,6 +235,12 @@ class Replies:
     async def usage(self, room_id, event, command: Usage) -> None:
         if not await self._admin(room_id, event, "see the usage report"):
             return
+        where = await self._report_room(room_id, event["sender"])
+        if where is None:
+            await self._say(room_id, event, "The usage report names every user and room, so "
+                            "it goes to a direct message, and I could not open one with you "
+                            "just now; try again in a moment, or ask me in a direct message.")
+            return
         now = time.time()
         since = usage.parse_since(command.span, now)
         user = command.user and self.ctx.settings.matrix.full_user_id(command.user)
@@ -240,13 +249,36 @@ class Replies:
         names = {room.room_id: room.display_name for room in self.ctx.client.rooms.values()}
         text, html = report.usage_report(rows, span_label=label, user=user, now=now,
                                          room_names=names)
-        await self._say(room_id, event, text, html=html)
+        # A reply only in the room of the command: a reply cannot point into another room.
+        answer = event if where == room_id else None
+        sent = await messages.send_notice(self.ctx.client, where, text, reply_to=answer,
+                                          html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))
         chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
-        await messages.send_image(self.ctx.client, room_id,
+        await messages.send_image(self.ctx.client, where,
                                   messages.Picture(chart, report.WIDTH, report.HEIGHT),
                                   filename="imgbot-usage.png",
-                                  caption=f"Pictures per day {label}", reply_to=event)
+                                  caption=f"Pictures per day {label}", reply_to=answer)
+        if where != room_id:
+            await self._say(room_id, event, "Sent you the usage report in a direct message."
+                            if sent is not None else "The usage report could not be sent to "
+                            "your direct message with me; try again in a moment.")
+
+    async def _report_room(self, room_id: str, admin: str) -> str | None:
+        """Where `admin`'s usage report goes: this room when the config allows it
+        (rooms.usage_report_rooms) or only the two of them are in it, else their direct
+        room with the bot; None when none can be had now."""
+        client = self.ctx.client
+        if (room_id in self.ctx.settings.rooms.usage_report_rooms
+                or await direct.is_direct(client, room_id, admin)):
+            return room_id
+        try:
+            return await direct.direct_room(
+                client, database.Kept(self.ctx.db, direct.STATE_KEY + admin), admin,
+                encrypted=client.olm is not None)
+        except direct.DirectRoomFailed as exc:
+            log.warning("no direct room with %s for the usage report: %s", admin, exc)
+            return None
 
 
 def _span_words(span: str) -> str:

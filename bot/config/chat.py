@@ -56,6 +56,21 @@ class RoomSettings(_Section):
     # The power level a member needs in a room to change that room's defaults (50 is what
     # clients call a moderator). Bot admins may always.
     defaults_power_level: int = Field(50, ge=0, le=100)
+    # Room IDs where `!img usage` answers in the room itself. Elsewhere the report, which
+    # names every user and room, goes to the asking admin's direct message with the bot
+    # (a room with only the two of them is one already). A list, not a switch: an admins'
+    # own room can be allowed without every room an admin types in.
+    usage_report_rooms: list[str] = []
+
+    @field_validator("usage_report_rooms")
+    @classmethod
+    def _room_ids(cls, value: list[str]) -> list[str]:
+        for room_id in value:
+            # !opaque:server, or !opaque alone (room version 12 and later)
+            if not re.match(r"^![^:\s]+(:\S+)?$", room_id):
+                raise ValueError(f"{room_id!r} is not a room ID like !AbCdEf:example.org "
+                                 "(a client shows it in the room's settings, under Advanced)")
+        return value
 
 
 class ProgressSettings(_Section):

@@ -242,6 +242,9 @@ async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings
         refused = await notice(bob, room, "!img usage")
         assert "Only bot admins" in refused
 
+        # Asked where only alice and the bot are, the report is answered there (in a room
+        # with others it goes to a direct message: tests/chat/test_usage_direct_matrix.py).
+        room = await alice.room_with(BOT, name="alice and the bot")
         asked = await alice.send(room, "!img usage 7d")
         (report_event,) = await alice.wait_reply(room, asked, "m.notice")
         (chart,) = await alice.wait_reply(room, asked, "m.image")

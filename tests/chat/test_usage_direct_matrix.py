@@ -1,0 +1,99 @@
+"""`!img usage` names every user and room: asked in a room with others, the report goes to
+the admin's direct message with the bot and the room reads only a short note; a room the
+config names (rooms.usage_report_rooms) gets the report itself. On a real Synapse."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chatting import bot_running
+
+pytestmark = pytest.mark.synapse
+BOT = "@imgbot:localhost"
+NOTE = "Sent you the usage report in a direct message."
+
+
+async def group_room(alice, bob, room_id: str | None = None) -> str:
+    """A room of alice, bob and the bot, where bob has made a picture."""
+    room = room_id or await alice.room_with(BOT, name="the team")
+    await alice.client.room_invite(room, bob.user_id)
+    await bob.client.join(room)
+    await bob.sync(0)
+    asked = await bob.send(room, "!img a plum")
+    await bob.wait_reply(room, asked, "m.image")
+    return room
+
+
+async def invited_by_the_bot(chat, timeout: float = 60) -> list[str]:
+    """The rooms the bot has invited `chat` into, each joined (the history comes along)."""
+    rooms = await chat.wait_for("", lambda _: [
+        room_id for room_id, room in chat.client.invited_rooms.items()
+        if room.inviter == BOT] or None, timeout)
+    for room_id in rooms:
+        await chat.client.join(room_id)
+    await chat.sync(0)
+    return rooms
+
+
+def from_bot(chat, room: str, msgtype: str) -> list[dict]:
+    return [e for e in chat.seen.get(room, []) if e.get("sender") == BOT
+            and e.get("type") == "m.room.message" and e["content"].get("msgtype") == msgtype]
+
+
+async def test_an_admin_asking_in_a_group_room_gets_the_report_in_a_direct_message(
+        make_settings, engine, alice_e2e, bob):
+    alice = alice_e2e  # the direct room is encrypted (the bot's encryption is on)
+    async with bot_running(make_settings(matrix={"admins": [alice.user_id]}), engine):
+        room = await group_room(alice, bob)
+        asked = await alice.send(room, "!img usage 7d")
+        (note,) = await alice.wait_reply(room, asked, "m.notice")
+        (dm,) = await invited_by_the_bot(alice)
+        report = (await alice.wait_for(dm, lambda _: from_bot(alice, dm, "m.notice")))[0]
+        (chart,) = await alice.wait_for(dm, lambda _: from_bot(alice, dm, "m.image"))
+
+        # Asked again: the same direct room, no new invite.
+        again = await alice.send(room, "!img usage all")
+        await alice.wait_reply(room, again, "m.notice")
+        await alice.wait_for(dm, lambda _: len(from_bot(alice, dm, "m.notice")) == 2)
+        assert not [r for r, info in alice.client.invited_rooms.items() if r != dm]
+
+        # Asked in the direct room itself: answered there, as a reply, without a note.
+        there = await alice.send(dm, "!img usage 30d")
+        (answer,) = await alice.wait_reply(dm, there, "m.notice")
+        (there_chart,) = await alice.wait_reply(dm, there, "m.image")
+        await bob.sync(0)
+
+    assert note["content"]["body"] == NOTE
+    # The room, as bob sees it, holds the note and nothing of the report.
+    for command in (asked, again):
+        assert [e["content"]["body"] for e in bob.replies(room, command)] == [NOTE]
+    assert not [e for e in bob.seen[room] if "<table>" in e["content"].get("formatted_body", "")
+                or "Pictures per day" in e["content"].get("body", "")]
+    assert dm not in bob.seen
+
+    assert alice.client.rooms[dm].encrypted and alice.client.rooms[dm].member_count == 2
+    body = report["content"]["body"]
+    assert "@bob:localhost" in body and "1 job, 1 picture, 1 user, 1 room" in body
+    assert "<table>" in report["content"]["formatted_body"]
+    assert "@bob:localhost" in answer["content"]["body"]
+    assert chart["content"]["info"]["mimetype"] == "image/png"
+    assert not [e for e in alice.replies(dm, there) if e["content"]["body"] == NOTE]
+
+
+async def test_a_room_the_config_names_gets_the_report_itself(make_settings, engine, alice,
+                                                            bob):
+    # The room exists before the bot starts, so that the config can name it.
+    created = await alice.client.room_create(name="the admins", invite=[BOT])
+    room = created.room_id
+    settings = make_settings(matrix={"admins": [alice.user_id]},
+                             rooms={"usage_report_rooms": [room]})
+    async with bot_running(settings, engine):
+        await alice.wait_for(room, lambda events: any(
+            e["type"] == "m.room.member" and e.get("state_key") == BOT
+            and e["content"].get("membership") == "join" for e in events))
+        await group_room(alice, bob, room)
+        asked = await alice.send(room, "!img usage")
+        (report,) = await alice.wait_reply(room, asked, "m.notice")
+        await alice.wait_reply(room, asked, "m.image")
+    assert "@bob:localhost" in report["content"]["body"]
+    assert not alice.client.invited_rooms  # no direct room was made
