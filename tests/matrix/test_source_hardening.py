@@ -89,3 +89,24 @@ def test_the_spec_s_addresses_are_taken(url):
     assert locator({"url": url}) == url
     server, media_id = sources.media_address(url)
     assert url == f"mxc://{server}/{media_id}"
+
+
+@pytest.mark.synapse
+async def test_in_chat_a_tiff_and_a_climbing_mxc_uri_get_a_clear_notice(make_settings, engine,
+                                                                        alice):
+    from tests.chatting import bot_running
+
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with("@imgbot:localhost")
+        tiff = await alice.send_picture(room, saved("TIFF"), "image/tiff", 32, 32,
+                                        body="scan.tiff")
+        asked = await alice.reply(room, tiff, "!img a watercolour --strength 0.5")
+        (refused,) = await alice.wait_reply(room, asked, "m.notice")
+        climbing = await alice.send(room, "photo.png", msgtype="m.image",
+                                    url="mxc://../config", info={"mimetype": "image/png"})
+        asked = await alice.reply(room, climbing, "!img a watercolour --strength 0.5")
+        (nowhere,) = await alice.wait_reply(room, asked, "m.notice")
+    assert "That file is not a picture the bot can read; send a PNG, JPEG or WebP." in (
+        refused["content"]["body"])
+    assert "That picture has no file the bot can fetch." in nowhere["content"]["body"]
+    assert not alice.replies(room, asked, "m.image")
