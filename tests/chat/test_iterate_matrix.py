@@ -179,7 +179,7 @@ async def test_continuing_without_stored_prompts_in_a_thread_and_after_a_restart
     in a thread started on a picture works on that picture; an image-to-image job held
     over a restart fetches its picture again."""
     settings = make_settings(state_dir=tmp_path / "kept", usage={"store_prompts": False},
-                             compliance={"embed_prompt": True},
+                             compliance={"embed_prompt": True, "embed_sources": True},
                              matrix={"admins": ["@alice:localhost"]})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
