@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -252,14 +254,11 @@ def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_
 
 def test_a_ray_node_of_the_bots_user_is_warned_about_not_failed(homeserver, test_model,
                                                                  tmp_path):
-    import shutil
-
     # A process of this user (the bot's: check runs as the bot's user) named as Ray's raylet.
     raylet = subprocess.Popen(["raylet", "60"], executable=shutil.which("sleep"))
     try:
-        for _ in range(500):
-            if open(f"/proc/{raylet.pid}/cmdline", "rb").read().startswith(b"raylet"):
-                break
+        while not Path(f"/proc/{raylet.pid}/cmdline").read_bytes().startswith(b"raylet"):
+            time.sleep(0.01)  # until the exec
         code, lines = check(write_config(tmp_path, homeserver, test_model))
     finally:
         raylet.kill()
