@@ -1,6 +1,7 @@
 """`imgbot check`: is this configuration ready to run? One line per check, in order.
 
-Each line says ok or FAIL and why; a check that needs one that failed is skipped. Every
+Each line says ok or FAIL and why, or WARN: it works but puts the bot at risk (the exit
+status stays 0); a check that needs one that failed is skipped. Every
 folder and file the start loads is checked by the same code as the start's own check
 (generation.preflight), so a config `check` passes is one `run` takes. The checks leave
 the bot as they found it, so they can run beside a running bot: the saved login is only
