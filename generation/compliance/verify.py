@@ -83,8 +83,9 @@ class Report:
         """What the picture claims, in words, and where it says so."""
         if self.signed_claim is not None:
             return f"{words_for(*self.signed_claim)} (signed C2PA manifest)"
-        return f"{words_for(None, self.marker)} (XMP marker" + (
-            ", unsigned)" if self.c2pa in (NONE, NOT_CHECKED) else ", not signed validly)")
+        how = {NONE: "unsigned", NOT_CHECKED: "C2PA not checked"}.get(self.c2pa,
+                                                                      "not signed validly")
+        return f"{words_for(None, self.marker)} (XMP marker, {how})"
 
     def lines(self) -> list[str]:
         from .watermark import MAX_WRONG, wrong_bits

@@ -215,7 +215,7 @@ def test_verify_without_c2pa_reads_the_rest(tmp_path, missing, mark):
     assert "Traceback" not in done.stderr
     assert done.stdout.splitlines() == [
         str(picture),
-        "  claims: made by AI (XMP marker, unsigned)",
+        "  claims: made by AI (XMP marker, C2PA not checked)",
         "  XMP marker: AI-generated (IPTC trainedAlgorithmicMedia)",
         "  C2PA: not checked: reading C2PA needs imgbot[compliance] "
         "(pip install 'imgbot[compliance]')",
