@@ -25,6 +25,11 @@ from bot.matrix.messages import NETWORK_ERRORS, bearer, relation_of
 ACCEPTED = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 OPENERS = ["PNG", "JPEG", "WEBP"]  # Pillow's JPEG opener gives an MPO file as MPO
 FORMATS_WORDS = "a PNG, JPEG or WebP"
+# The first bytes of the formats people send most that the bot does not read, so that the
+# notice names what was sent without any parser of those formats seeing it.
+_SIGNATURES = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
+               (b"8BPS", "PSD"), (b"BM", "BMP"), (b"%!PS", "PostScript (EPS)"),
+               (b"\xc5\xd0\xd3\xc6", "PostScript (EPS)"), (b"%PDF", "PDF"))
 MIN_SIDE = 16
 DOWNLOAD_SECONDS = 60.0
 CHUNK = 1 << 16
@@ -207,6 +212,9 @@ def decode(data: bytes, limits: LimitSettings) -> Image.Image:
         raise SourceError(f"That picture is over the limit of {limits.max_input_pixels:,} "
                           "pixels.") from None
     except (UnidentifiedImageError, OSError, ValueError):
+        named = next((name for start, name in _SIGNATURES if data.startswith(start)), None)
+        if named is not None and named != "PDF":
+            raise SourceError(f"That picture is a {named}; send {FORMATS_WORDS}.") from None
         raise SourceError(f"That file is not a picture the bot can read; send "
                           f"{FORMATS_WORDS}.") from None
     if image.format not in ACCEPTED:  # a plugin that answers for another format

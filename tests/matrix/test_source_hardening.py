@@ -22,21 +22,22 @@ def saved(fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt,plugin", [
-    ("TIFF", TiffImagePlugin.TiffImageFile),
-    ("EPS", EpsImagePlugin.EpsImageFile),  # its pixels would come from Ghostscript
-    ("BMP", BmpImagePlugin.BmpImageFile),
-    ("GIF", GifImagePlugin.GifImageFile),
+@pytest.mark.parametrize("fmt,plugin,named", [
+    ("TIFF", TiffImagePlugin.TiffImageFile, "TIFF"),
+    # its pixels would come from Ghostscript
+    ("EPS", EpsImagePlugin.EpsImageFile, "PostScript (EPS)"),
+    ("BMP", BmpImagePlugin.BmpImageFile, "BMP"),
+    ("GIF", GifImagePlugin.GifImageFile, "GIF"),
 ])
-def test_a_valid_file_of_another_format_is_refused_unread(fmt, plugin, monkeypatch):
+def test_a_valid_file_of_another_format_is_refused_unread(fmt, plugin, named, monkeypatch):
     data = saved(fmt)
     assert Image.open(io.BytesIO(data)).format == fmt  # a valid file of that format
     parsed = []
     monkeypatch.setattr(plugin, "_open", lambda self: parsed.append(fmt))
     with pytest.raises(SourceError) as refused:
         decode(data, LIMITS)
-    assert str(refused.value) == ("That file is not a picture the bot can read; send a "
-                                  "PNG, JPEG or WebP.")
+    # named from its first bytes, so that the person knows what to send instead
+    assert str(refused.value) == f"That picture is a {named}; send a PNG, JPEG or WebP."
     assert not parsed  # that format's parser never saw the stranger's bytes
 
 
@@ -106,7 +107,6 @@ async def test_in_chat_a_tiff_and_a_climbing_mxc_uri_get_a_clear_notice(make_set
                                     url="mxc://../config", info={"mimetype": "image/png"})
         asked = await alice.reply(room, climbing, "!img a watercolour --strength 0.5")
         (nowhere,) = await alice.wait_reply(room, asked, "m.notice")
-    assert "That file is not a picture the bot can read; send a PNG, JPEG or WebP." in (
-        refused["content"]["body"])
+    assert "That picture is a TIFF; send a PNG, JPEG or WebP." in refused["content"]["body"]
     assert "That picture has no file the bot can fetch." in nowhere["content"]["body"]
     assert not alice.replies(room, asked, "m.image")
