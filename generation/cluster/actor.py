@@ -3,12 +3,14 @@ and warms up exactly as a local worker does (generation.building), then makes th
 the bot's queue hands it and sends the pictures back encoded (PNG, quick to compress), with
 their progress readable while it works.
 
-Runs in Ray's worker processes on the GPU hosts; the bridge makes it a Ray actor.
+Runs in Ray's worker processes on the GPU hosts; the bridge makes it a Ray actor. What it
+is given (the recipe, the jobs and their pictures) and what it answers are plain builtins
+(dict, list, str, bytes, numbers: `messages`), never objects of imgbot's classes, and the
+bridge checks every answer before it forwards it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
@@ -18,17 +20,19 @@ from pathlib import Path
 
 from .. import progress
 from ..building import Recipe, diffusion_runner, warm_up, with_upscaler
-from ..job import GenerationError, Job
+from ..job import GenerationError
 from ..workers import is_device_fault
+from . import messages
 from .spec import versions
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    """Made with `ray.remote(...)(Worker).options(...).remote(recipe, slot, threads)`."""
+    """Made with `ray.remote(...)(Worker).options(...).remote(recipe, slot, threads)`, the
+    recipe as `messages.recipe_to_wire` writes it."""
 
-    def __init__(self, recipe: Recipe, slot: int, threads: int | None = None):
+    def __init__(self, recipe: dict, slot: int, threads: int | None = None):
         import ray
 
         self.host = socket.gethostname()
@@ -39,9 +43,9 @@ class Worker:
         self.slot = slot
         self.error: str | None = None
         self.studio = None
-        self._progress: progress.Progress | None = None
+        self._progress: dict | None = None
         try:
-            self._load(recipe, threads)
+            self._load(messages.recipe_from_wire(recipe), threads)
         except Exception as exc:  # reported by ready(): the bridge names the host and why
             log.exception("the worker on %s could not load its models", self.host)
             self.error = f"the worker on {self.host} could not start: {exc}"
@@ -80,15 +84,21 @@ class Worker:
     def ping(self) -> bool:
         return True
 
-    def progress(self) -> progress.Progress | None:
+    def progress(self) -> dict | None:
+        """The running batch's progress, as `messages.progress_to_wire` writes it."""
         return self._progress
 
-    def run(self, jobs: list[Job]) -> dict:
-        """Make a batch (one job, or several of one batch key): its pictures per job as PNG
-        bytes, or {"error": words a user may read}. A device fault ends this process: the
-        bridge sees the actor die, and the bot gives the batch to another worker."""
+    def run(self, records: list[dict], parts: list[bytes]) -> dict:
+        """Make a batch (one job, or several of one batch key; each as
+        `messages.job_to_wire` writes it, its pictures in `parts`): its pictures per job as
+        PNG bytes, or {"error": words a user may read}. A device fault ends this process:
+        the bridge sees the actor die, and the bot gives the batch to another worker."""
         self._progress = None
         started = time.monotonic()
+        try:
+            jobs = [messages.job_from_wire(record, parts) for record in records]
+        except messages.Invalid as exc:
+            return {"error": f"the batch could not be read: {exc}"}
         try:
             with progress.reporting(self._told):
                 if len(jobs) == 1:
@@ -103,17 +113,9 @@ class Worker:
                 os._exit(1)
             log.exception("a batch failed on %s", self.host)
             return {"error": f"generation failed: {type(exc).__name__}: {exc}"}
-        return {"images": [[_png(image) for image in images] for images in made],
+        return {"images": [[messages.png(image, level=0) for image in images]
+                           for images in made],
                 "worker": self.name, "seconds": time.monotonic() - started}
 
     def _told(self, value: progress.Progress) -> None:
-        self._progress = value
-
-
-def _png(image) -> bytes:
-    """Lossless and uncompressed (level 0 costs no deflate on a busy host): the bot encodes
-    the picture again with its parameters, marks and signature, so this only carries the
-    pixels, over the cluster's own network."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=0)
-    return buffer.getvalue()
+        self._progress = messages.progress_to_wire(value)

@@ -1,14 +1,20 @@
 """The bridge: a process of its own that is the Ray driver for the bot (`python -m
-generation.cluster.bridge`, started by `link`). It connects to the cluster, keeps one actor
-per worker slot (a new one when one dies, placed by Ray when resources allow, so a host that
-joins gets the slots that wait), runs the batches the bot sends to a slot, and reports each
-slot's state, the progress of each batch and its pictures.
+generation.cluster.bridge`). The bot spawns it (`link`, with nothing of the bot's
+environment), or systemd starts one per connection as a user of its own (socket mode:
+imgbot-bridge.socket with Accept=yes, the connection its stdin and stdout). It connects to
+the cluster, keeps one actor per worker slot (a new one when one dies, placed by Ray when
+resources allow, so a host that joins gets the slots that wait), runs the batches the bot
+sends to a slot, and reports each slot's state, the progress of each batch and its pictures.
 
-Messages in (frames): ("hello", ClusterSpec) first, then ("run", request, slot, jobs).
-Messages out: ("connected", facts) or ("refused", words); ("slot", slot, state, detail,
-generation) with state starting|up|failed|down, each new actor of a slot a new generation;
-("progress", request, Progress); ("done", request, payload); ("lost", request, words);
-("log", level, words).
+Ray unpickles what the actors return here, so whoever holds the cluster's token can run
+code in this process: it holds nothing of the bot's, and checks every answer
+(`messages.ready_answer`, `run_answer`, `progress_answer`) before it forwards it as a frame
+of a fixed form (`messages.FROM_BRIDGE`).
+
+Frames in: {"kind": "hello", "spec"} first, then {"kind": "run", "request", "slot", "jobs"}
+with the jobs' pictures as parts. Out: "connected" or "refused"; "slot" with state
+starting|up|failed|down, each new actor of a slot a new generation; "progress"; "done" with
+the pictures as parts, or its "error"; "lost"; "log".
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import sys
 import threading
 import uuid
 
-from . import frames
+from . import frames, messages
 from .joining import ACTOR_PREFIX, Refused, connect, last_line, survey
 from .spec import ClusterSpec, mismatch
 
@@ -31,6 +37,10 @@ PROGRESS_SECONDS = 0.5  # how often a running batch's progress is read
 # without an answer the bridge ends (Ray's driver would block, then end after a minute),
 # and the bot starts a new one when the head answers again.
 HEAD_CHECK_SECONDS, HEAD_LOST_AFTER = 5.0, 30.0
+# What Ray's core writes to stderr when the cluster refuses the token.
+TOKEN_REFUSED = ("InvalidAuthToken", "Unauthenticated")
+
+log = logging.getLogger(__name__)
 
 
 class _Forward(logging.Handler):
@@ -41,29 +51,77 @@ class _Forward(logging.Handler):
         self.channel = channel
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.channel.send(("log", record.levelno, self.format(record)))
+        words = self.format(record)[:messages.MAX_TEXT]
+        self.channel.send({"kind": "log", "level": record.levelno, "words": words})
+
+
+class _Stderr:
+    """This process's stderr, read through a pipe on its way to the real one, so that the
+    bridge itself can tell a refused token (Ray's core says so only there): in socket mode
+    nobody else reads it."""
+
+    def __init__(self):
+        self.token_refused = threading.Event()
+        reading, writing = os.pipe()
+        self._out = os.dup(2)
+        os.dup2(writing, 2)
+        os.close(writing)
+        threading.Thread(target=self._pass, args=(reading,), daemon=True).start()
+
+    def _pass(self, reading: int) -> None:
+        with os.fdopen(reading, "rb") as stream:
+            for line in iter(stream.readline, b""):
+                if any(word.encode() in line for word in TOKEN_REFUSED):
+                    self.token_refused.set()
+                os.write(self._out, line)
 
 
 def main() -> int:
+    stderr = _Stderr()
     # Frames go out on a copy of stdout; whatever Ray or a library prints goes to stderr.
+    # Under systemd's socket activation stdin and stdout are the same socket: the copy and
+    # fd 0 still are, and the connection's end (either side) ends the bridge.
     channel = frames.Channel(os.fdopen(os.dup(1), "wb"))
     os.dup2(2, 1)
-    hello = frames.receive(sys.stdin.buffer)
-    if not hello or hello[0] != "hello":
-        return 2
-    spec: ClusterSpec = hello[1]
     logging.basicConfig(level=logging.WARNING, handlers=[_Forward(channel)])
+    try:
+        hello = frames.receive(sys.stdin.buffer)
+        if hello is None:
+            return 2
+        spec = messages.spec_from_wire(messages.from_bot(*hello)["spec"])
+    except (frames.FrameError, messages.Invalid) as exc:
+        log.error("the bridge's first frame is not a hello it accepts: %s", exc)
+        return 2
+    _ray_environment(spec)
     try:
         facts = connect(spec)
     except Refused as exc:
-        channel.send(("refused", str(exc)))
+        # Ray's core writes why to stderr while ray.init gives up: a moment for the line.
+        refused = stderr.token_refused.wait(0.5)
+        channel.send({"kind": "refused", "words": str(exc)[:messages.MAX_TEXT],
+                      "token_refused": refused})
         return 3
-    channel.send(("connected", facts))
+    channel.send({"kind": "connected", **facts})
     if spec.survey:
-        channel.send(("survey", survey(spec)))
+        channel.send({"kind": "survey", **survey(spec)})
         return 0
     asyncio.run(Bridge(spec, channel).run())
     return 0
+
+
+def _ray_environment(spec: ClusterSpec) -> None:
+    """Ray's settings, before Ray is imported: no usage statistics (nothing leaves the
+    company), and the token the bot named, or (own_token, socket mode) the one of this
+    process's own environment, which its unit sets."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if spec.own_token:
+        return
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # only the configured token file counts
+    if spec.token_path is not None:
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=spec.token_path)
+    else:  # allow_unauthenticated: no token is sent
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 
 class Bridge:
@@ -74,6 +132,7 @@ class Bridge:
 
         self.spec = spec
         self.channel = channel
+        self.recipe = messages.recipe_to_wire(spec.recipe)  # what each actor is made with
         resources = dict(spec.resources)
         cpus = resources.pop("CPU", 0)
         self.threads = int(cpus) if cpus else None
@@ -103,7 +162,7 @@ class Bridge:
         """Answer every batch under way as lost (the bot gives them back to its queue), and
         end the process at once: Ray's own shutdown may block on a head that is away."""
         for request in list(self.serving):
-            self.channel.send(("lost", request, "the bridge to the cluster stopped"))
+            self._lost(request, "the bridge to the cluster stopped")
         sys.stdout.flush()
         os._exit(status)
 
@@ -121,7 +180,7 @@ class Bridge:
                 answered = loop.time()
             except Exception:  # noqa: BLE001 - a timeout, or Ray's own error
                 if loop.time() - answered > HEAD_LOST_AFTER:
-                    logging.getLogger(__name__).error(
+                    log.error(
                         "the Ray head at %s has not answered for %.0f s", self.spec.address,
                         loop.time() - answered)
                     self.end(4)
@@ -131,20 +190,32 @@ class Bridge:
         why it did, and end the bridge, so that the bot starts a new one."""
         if task.cancelled():
             return
-        logging.getLogger(__name__).critical("a worker slot's keeper failed: %r",
-                                             task.exception())
+        log.critical("a worker slot's keeper failed: %r", task.exception())
         self.stopped.set()
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            while (message := frames.receive(sys.stdin.buffer)) is not None:
-                if message[0] == "run":
-                    loop.call_soon_threadsafe(self._serve, *message[1:])
+            while (frame := frames.receive(sys.stdin.buffer)) is not None:
+                header, parts = frame
+                try:
+                    messages.from_bot(header, parts)
+                except messages.Invalid as exc:
+                    log.error("a frame from the bot was dropped: %s", exc)
+                    continue
+                if header["kind"] == "run":
+                    loop.call_soon_threadsafe(self._serve, header["request"], header["slot"],
+                                              header["jobs"], parts)
+        except (frames.FrameError, OSError) as exc:
+            log.error("the connection to the bot ends: %s", exc)
         finally:  # the bot is gone, or wants us gone (or its pipe broke)
             loop.call_soon_threadsafe(self.stopped.set)
 
-    def _serve(self, request: int, slot: int, jobs: list) -> None:
-        task = asyncio.ensure_future(self.serve(request, slot, jobs))
+    def _lost(self, request: int, words: str) -> None:
+        self.channel.send({"kind": "lost", "request": request,
+                           "words": words[:messages.MAX_TEXT]})
+
+    def _serve(self, request: int, slot: int, jobs: list, parts: list[bytes]) -> None:
+        task = asyncio.ensure_future(self.serve(request, slot, jobs, parts))
         self.serving[request] = task
         task.add_done_callback(lambda done: self._served(done, request))
 
@@ -152,9 +223,9 @@ class Bridge:
         self.serving.pop(request, None)
         if task.cancelled() or task.exception() is None:
             return
-        logging.getLogger(__name__).error("a batch could not be served: %r", task.exception())
+        log.error("a batch could not be served: %r", task.exception())
         # The bot's worker waits for an answer: the batch goes back to its queue.
-        self.channel.send(("lost", request, f"the bridge failed: {task.exception()!r}"))
+        self._lost(request, f"the bridge failed: {task.exception()!r}")
 
     async def keep(self, slot: int) -> None:
         """Keep an actor in `slot`: make one, wait until it has loaded, watch it, and make
@@ -170,14 +241,14 @@ class Bridge:
             # so that the head's watch (and the other slots) go on meanwhile.
             actor = await loop.run_in_executor(
                 None, lambda: self.actor_class.options(name=name, **self.actor_options).remote(
-                    self.spec.recipe, slot, self.threads))
-            self.channel.send(("slot", slot, "starting", None, generation))
+                    self.recipe, slot, self.threads))
+            self._slot(slot, "starting", generation)
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(
                 self.spec.versions, info.get("versions", {}),
                 f"the worker on {info.get('host', '?')}")
             if problem:
-                self.channel.send(("slot", slot, "failed", problem, generation))
+                self._slot(slot, "failed", generation, problem=problem)
                 await loop.run_in_executor(None, _kill, actor)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 300.0)
@@ -185,17 +256,29 @@ class Bridge:
             backoff = 1.0
             lost = asyncio.Event()
             self.actors[slot] = (actor, lost, generation)
-            self.channel.send(("slot", slot, "up", info, generation))
+            self._slot(slot, "up", generation, info=info)
             reason = await self._watch(actor, lost)
             self.actors.pop(slot, None)
             await loop.run_in_executor(None, _kill, actor)
-            self.channel.send(("slot", slot, "down", reason, generation))
+            self._slot(slot, "down", generation, problem=reason)
+
+    def _slot(self, slot: int, state: str, generation: int, **detail) -> None:
+        if "problem" in detail:
+            detail["problem"] = detail["problem"][:messages.MAX_TEXT]
+        self.channel.send({"kind": "slot", "slot": slot, "state": state,
+                           "generation": generation, **detail})
 
     async def _ready(self, actor) -> dict:
+        """The actor's ready(), checked: its facts, or {"error": why it cannot be used}."""
         try:
-            return await actor.ready.remote()  # waits while Ray finds it a place
+            answer = await actor.ready.remote()  # waits while Ray finds it a place
         except Exception as exc:  # its node died while it loaded, or Ray gave up on it
-            return {"error": f"the worker could not start: {last_line(exc)}"}
+            return {"worker": "?", "error": f"the worker could not start: {last_line(exc)}"}
+        try:
+            return messages.ready_answer(answer)
+        except messages.Invalid as exc:
+            log.error("a worker's ready answer was refused: %s", exc)
+            return {"worker": "?", "error": messages.NOT_VALID}
 
     async def _watch(self, actor, lost: asyncio.Event) -> str:
         """Until the actor is lost: a batch on it failed that way, or it stops answering."""
@@ -212,33 +295,48 @@ class Bridge:
                 pass
         return getattr(lost, "reason", "lost")
 
-    async def serve(self, request: int, slot: int, jobs: list) -> None:
+    async def serve(self, request: int, slot: int, jobs: list, parts: list[bytes]) -> None:
         import ray
 
         if slot not in self.actors:
-            self.channel.send(("lost", request, "the worker is not up"))
+            self._lost(request, "the worker is not up")
             return
         actor, lost, _ = self.actors[slot]  # this actor's, even if it is replaced meanwhile
-        result = asyncio.ensure_future(_awaited(actor.run.remote(jobs)))
+        result = asyncio.ensure_future(_awaited(actor.run.remote(jobs, parts)))
         shown = None
         try:
             while True:
                 done, _ = await asyncio.wait({result}, timeout=PROGRESS_SECONDS)
                 if done:
                     break
-                now = await asyncio.wait_for(_awaited(actor.progress.remote()), PING_TIMEOUT)
+                now = messages.progress_answer(await asyncio.wait_for(
+                    _awaited(actor.progress.remote()), PING_TIMEOUT))
                 if now is not None and now != shown:
                     shown = now
-                    self.channel.send(("progress", request, now))
-            payload = result.result()
+                    self.channel.send({"kind": "progress", "request": request,
+                                       "progress": now})
+            payload = messages.run_answer(result.result())
         except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
             why = last_line(exc) if str(exc) else "it stopped answering"
-            self.channel.send(("lost", request, why))
+            self._lost(request, why)
             lost.reason = why  # type: ignore[attr-defined]
             lost.set()
             result.cancel()
             return
-        self.channel.send(("done", request, payload))
+        except messages.Invalid as exc:
+            log.error("a worker's answer was refused: %s", exc)
+            self.channel.send({"kind": "done", "request": request, "error": messages.NOT_VALID})
+            result.cancel()
+            return
+        if "error" in payload:
+            self.channel.send({"kind": "done", "request": request,
+                               "error": payload["error"][:messages.MAX_TEXT]})
+            return
+        images = payload["images"]
+        self.channel.send({"kind": "done", "request": request, "worker": payload["worker"],
+                           "seconds": float(payload["seconds"]),
+                           "counts": [len(pictures) for pictures in images]},
+                          [data for pictures in images for data in pictures])
 
 
 async def _awaited(ref):

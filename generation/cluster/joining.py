@@ -1,14 +1,17 @@
 """Joining a Ray cluster from the bridge: connect, ask the cluster's own word on its
 versions and its token authentication, and (for `imgbot check`) survey the workers that run
-now. Runs in the bridge process only."""
+now. Runs in the bridge process only; what the cluster answers is checked (`messages`)
+before it is used or told to the bot."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from . import messages
 from .spec import ClusterSpec, mismatch, versions
 
+FACTS = messages.Fields({"versions": messages.VERSIONS, "auth": str})  # of _node_facts
 ACTOR_PREFIX = "imgbot-worker-"  # the workers' names in the namespace, for `imgbot check`
 CONNECT_TIMEOUT = 30.0  # for the first questions to a cluster just connected to
 
@@ -30,7 +33,11 @@ def connect(spec: ClusterSpec) -> dict:
         raise Refused(f"the Ray cluster at {spec.address} refused the bot: {exc}") from None
     probe = ray.remote(num_cpus=0)(_node_facts)
     try:
-        theirs = ray.get(probe.remote(), timeout=CONNECT_TIMEOUT)
+        theirs = messages.check(ray.get(probe.remote(), timeout=CONNECT_TIMEOUT), FACTS,
+                                "the cluster's facts")
+    except messages.Invalid:
+        raise Refused(f"the Ray cluster at {spec.address} answered what is not its "
+                      "versions and authentication") from None
     except ray.exceptions.GetTimeoutError:
         raise Refused(f"the Ray cluster at {spec.address} ran nothing within "
                       f"{CONNECT_TIMEOUT:.0f} s") from None
@@ -47,12 +54,14 @@ def connect(spec: ClusterSpec) -> dict:
             "on it, so the bot will not use it; turn it on (README \"More than one GPU "
             "server\"), or set generation.ray.allow_unauthenticated: true")
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    return {"nodes": len(nodes), "auth": theirs["auth"], "versions": theirs["versions"]}
+    return {"nodes": len(nodes), "auth": theirs["auth"][:100],
+            "versions": theirs["versions"]}
 
 
 def survey(spec: ClusterSpec) -> dict:
-    """For `imgbot check`: the workers that run now (a running bot's), and how many more
-    the cluster's free resources would place."""
+    """For `imgbot check`: the workers that run now (a running bot's), each one's ready()
+    checked (NOT_VALID in place of what is not a valid answer), and how many more the
+    cluster's free resources would place."""
     import ray
 
     workers = []
@@ -60,9 +69,13 @@ def survey(spec: ClusterSpec) -> dict:
         if not name.startswith(ACTOR_PREFIX):
             continue
         try:
-            info = ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT)
+            info = messages.ready_answer(
+                ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT))
+        except messages.Invalid as exc:
+            logging.getLogger(__name__).error("the worker %s answered %s", name, exc)
+            info = {"worker": name[:200], "error": messages.NOT_VALID}
         except Exception as exc:  # gone meanwhile, or busy loading
-            info = {"worker": name, "error": last_line(exc)}
+            info = {"worker": name[:200], "error": last_line(exc)[:messages.MAX_TEXT]}
         workers.append(info)
     free = ray.available_resources()
     room = min(int(free.get(key, 0) // amount) for key, amount in spec.resources.items())

@@ -1,6 +1,11 @@
-"""The bot's side of the cluster: it starts the bridge process (the Ray driver), keeps it
+"""The bot's side of the cluster: it starts the bridge process (the Ray driver), or connects
+to one that runs as its own user (socket mode, `generation.ray.bridge_socket`), keeps it
 running (a new one, after a growing pause, when it ends: the head node went away, say),
 and carries batches to the worker slots and their answers back. No Ray here.
+
+The bridge is on the cluster's side of the trust boundary: every frame from it is checked
+(`messages.from_bridge`, the counts of a batch's pictures here, the pictures in `remote`)
+before it is used, and a spawned bridge gets nothing of the bot's (`bridge_environment`).
 """
 
 from __future__ import annotations
@@ -10,16 +15,19 @@ import logging
 import os
 import queue
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from ..job import GenerationError
 from ..tickets import WorkerLost, WorkerNotReady
-from . import frames
+from . import frames, messages
 from .spec import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -54,11 +62,11 @@ class Link:
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._waiting: dict[int, queue.SimpleQueue] = {}  # request -> its messages
-        self._process: subprocess.Popen | None = None
+        self._bridge: _Bridge | None = None
+        self._home: str | None = None  # a spawned bridge's working directory and HOME
         self._channel: frames.Channel | None = None
         self._stopping = False
         self._attempted = threading.Event()
-        self._auth_refused = False
         self._thread: threading.Thread | None = None
 
     # ---- start and stop ---------------------------------------------------------------------
@@ -83,26 +91,22 @@ class Link:
                                            f"{self.spec.address} within {timeout:.0f} s")
                 self._stopping = True
         if failed:
-            self._end_process()
+            self._end_bridge()
             raise ClusterUnavailable(problem)
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._end_process()  # outside the lock: the reader thread may need it meanwhile
+        self._end_bridge()  # outside the lock: the reader thread may need it meanwhile
         if self._thread is not None:
             self._thread.join(10)
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
 
-    def _end_process(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            process.stdin.close()  # the bridge stops when its stdin ends
-            process.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            process.kill()
+    def _end_bridge(self) -> None:
+        if self._bridge is not None:
+            self._bridge.end()
 
     # ---- what the workers' threads call -------------------------------------------------------
 
@@ -119,10 +123,15 @@ class Link:
         return True
 
     def run(self, slot: int, jobs: list, on_progress) -> dict:
-        """Make `jobs` on the worker in `slot`: its payload ({"images": …, "worker": …}).
+        """Make `jobs` on the worker in `slot`: its payload ({"images": [[PNG bytes] per
+        job], "worker": …, "seconds": …}), with as many pictures per job as it asked for.
         Raises WorkerLost when the worker (or the bridge) went away meanwhile, and
-        GenerationError with the worker's words when the batch failed there."""
+        GenerationError with the worker's words when the batch failed there (NOT_VALID
+        when what came back is not a valid answer)."""
         request, inbox = next(self._ids), queue.SimpleQueue()
+        parts: list[bytes] = []
+        header = {"kind": "run", "request": request, "slot": slot,
+                  "jobs": [messages.job_to_wire(job, parts) for job in jobs]}
         with self._cond:
             channel = self._channel
             if channel is None or not self.up(slot):
@@ -130,19 +139,22 @@ class Link:
             generation = self.slots[slot].generation
             self._waiting[request] = inbox
         try:
-            if not channel.send(("run", request, slot, jobs)):
+            if not channel.send(header, parts):
                 raise WorkerNotReady("the connection to the cluster ended")
             while True:
-                kind, value = inbox.get()
+                kind, answer, pictures = inbox.get()
                 if kind == "progress":
-                    on_progress(value)
+                    on_progress(messages.progress_from_wire(answer["progress"]))
                 elif kind == "lost":
-                    self._went_down(slot, generation, value)  # no second batch onto it
-                    raise WorkerLost(value)
-                elif "error" in value:
-                    raise GenerationError(value["error"])
+                    self._went_down(slot, generation, answer["words"])  # no second batch
+                    raise WorkerLost(answer["words"])
+                elif kind == "invalid":
+                    raise GenerationError(messages.NOT_VALID)
+                elif "error" in answer:
+                    raise GenerationError(answer["error"])
                 else:
-                    return value
+                    return {"images": _per_job(answer["counts"], pictures, jobs),
+                            "worker": answer["worker"], "seconds": answer["seconds"]}
         finally:
             with self._cond:
                 self._waiting.pop(request, None)
@@ -168,68 +180,111 @@ class Link:
             self.reconnects += 1
 
     def _run_bridge(self) -> None:
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")  # nothing leaves the company
-        env.pop("RAY_AUTH_TOKEN", None)  # only the configured token file counts
-        if self.spec.token_path is not None:
-            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.spec.token_path))
-        else:  # allow_unauthenticated: no token is sent
-            env["RAY_AUTH_MODE"] = "disabled"
-            env.pop("RAY_AUTH_TOKEN_PATH", None)
-        self._auth_refused = False
+        """One bridge, from its start (or connection) to its end: the same in both modes,
+        a connection that ends is a bridge that ended."""
         listening = _listening(self.spec.address)
         if listening is not None:  # Ray would try for minutes: try again after a pause
             self.problem = listening
             return
-        with self._cond:  # a stop() meanwhile must find the process, or none started
+        with self._cond:  # a stop() meanwhile must find the bridge, or none started
             if self._stopping:
                 return
-            process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=env)
-            self._process = process
-        threading.Thread(target=self._read_stderr, args=(process.stderr,), daemon=True,
-                         name="ray-bridge-stderr").start()
-        channel = frames.Channel(process.stdin)
-        channel.send(("hello", self.spec))
-        try:
-            while (message := frames.receive(process.stdout)) is not None:
-                self._take(message, channel)
-        finally:
-            process.stdout.close()
             try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                bridge = self._open()
+            except OSError as exc:
+                self.problem = (f"no bridge answers at generation.ray.bridge_socket "
+                                f"{self.spec.bridge_socket} ({exc.strerror or exc})")
+                return
+            self._bridge = bridge
+        channel = frames.Channel(bridge.writer)
+        channel.send({"kind": "hello", "spec": messages.spec_to_wire(self.spec)})
+        try:
+            while (frame := frames.receive(bridge.reader)) is not None:
+                self._take(*frame, channel)
+        except frames.FrameError as exc:
+            log.error("the Ray bridge sent what is not a frame the bot accepts (%s): its "
+                      "connection ends", exc)
+            self.problem = "the bridge sent a frame the bot does not accept"
+        except OSError as exc:  # the connection broke
+            self.problem = self.problem or f"the connection to the bridge broke ({exc})"
+        finally:
+            bridge.finish()
             self._lost_everything()
 
-    def _take(self, message: tuple, channel: frames.Channel) -> None:
-        kind = message[0]
-        if kind == "connected":
+    def _open(self) -> _Bridge:
+        """Connect to the bridge's socket (socket mode), or start a bridge process with
+        nothing of the bot's: an allowlisted environment, a private working directory of
+        its own (HOME too), only its pipes."""
+        if self.spec.bridge_socket is not None:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                connection.connect(self.spec.bridge_socket)
+            except OSError:
+                connection.close()
+                raise
+            return _Bridge(connection.makefile("rb"), connection.makefile("wb"),
+                           connection=connection)
+        if self._home is None:
+            self._home = tempfile.mkdtemp(prefix="imgbot-bridge-")  # mode 0700
+        process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=bridge_environment(self._home),
+                                   cwd=self._home, close_fds=True)
+        threading.Thread(target=_read_stderr, args=(process.stderr,), daemon=True,
+                         name="ray-bridge-stderr").start()
+        return _Bridge(process.stdout, process.stdin, process=process)
+
+    def _take(self, header: dict, parts: list[bytes], channel: frames.Channel) -> None:
+        """One frame from the bridge, checked before anything of it is used: one that does
+        not fit is dropped with a log line, and a batch it answered fails."""
+        try:
+            messages.from_bridge(header, parts)
+            if header["kind"] == "slot" and not 0 <= header["slot"] < len(self.slots):
+                raise messages.Invalid(f"a 'slot' frame names slot {header['slot']}, of "
+                                       f"{len(self.slots)}")
+        except messages.Invalid as exc:
+            log.warning("a message from the Ray bridge was dropped: %s", exc)
+            request = header.get("request")
             with self._cond:
-                self.connected, self.problem, self.facts = True, None, message[1]
+                inbox = self._waiting.get(request) if type(request) is int else None
+            if inbox is not None:
+                inbox.put(("invalid", header, []))
+            return
+        kind = header["kind"]
+        if kind == "connected":
+            facts = {key: header[key] for key in ("nodes", "auth", "versions")}
+            with self._cond:
+                self.connected, self.problem, self.facts = True, None, facts
                 self._channel = channel
             log.info("connected to the Ray cluster at %s: %d node(s), token authentication "
-                     "%s", self.spec.address, message[1]["nodes"],
-                     "on" if message[1]["auth"] == "token" else "OFF")
+                     "%s", self.spec.address, facts["nodes"],
+                     "on" if facts["auth"] == "token" else "OFF")
             self._attempted.set()
         elif kind == "survey":
-            self.survey = message[1]
+            self.survey = {"workers": header["workers"], "room": header["room"]}
         elif kind == "refused":
-            problem = message[1]
-            if self._auth_refused:
+            problem = header["words"]
+            if header["token_refused"]:
                 problem += (" (the cluster refused the token of generation.ray.token_file)"
-                            if self.spec.token_path else " (the cluster asks for a token: "
-                            "set generation.ray.token_file)")
+                            if self.spec.token_path and self.spec.bridge_socket is None else
+                            " (the cluster refused the bridge's token: RAY_AUTH_TOKEN_PATH "
+                            "of imgbot-bridge@.service)" if self.spec.bridge_socket else
+                            " (the cluster asks for a token: set generation.ray.token_file)")
             self.problem = problem
         elif kind == "slot":
-            self._slot(*message[1:])
+            self._slot(header["slot"], header["state"],
+                       header.get("info") or header.get("problem"), header["generation"])
         elif kind in ("progress", "done", "lost"):
             with self._cond:
-                inbox = self._waiting.get(message[1])
-            if inbox is not None:
-                inbox.put((kind, message[2]))
+                inbox = self._waiting.get(header["request"])
+            if inbox is None:
+                log.warning("a message from the Ray bridge was dropped: a %r for a batch "
+                            "that is not waiting", kind)
+            else:
+                inbox.put((kind, header, parts))
         elif kind == "log":
-            log.log(message[1], "%s", message[2])
+            log.log(min(max(header["level"], logging.DEBUG), logging.CRITICAL), "%s",
+                    header["words"])
 
     def _slot(self, slot: int, state: str, detail, generation: int) -> None:
         with self._cond:
@@ -266,16 +321,90 @@ class Link:
                     self.slots[index] = Slot("down", {}, "the connection to the cluster ended",
                                              -1)
             for inbox in self._waiting.values():
-                inbox.put(("lost", "the connection to the Ray cluster ended"))
+                inbox.put(("lost", {"words": "the connection to the Ray cluster ended"}, []))
             self._cond.notify_all()
 
-    def _read_stderr(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            if "InvalidAuthToken" in line or "Unauthenticated" in line:
-                self._auth_refused = True
-            ray_log.debug("%s", line)
-        stream.close()
+
+class _Bridge:
+    """One bridge as the link holds it: a process it spawned, or a connection to one."""
+
+    def __init__(self, reader: BinaryIO, writer: BinaryIO,
+                 process: subprocess.Popen | None = None,
+                 connection: socket.socket | None = None):
+        self.reader, self.writer = reader, writer
+        self.process, self.connection = process, connection
+        self.pid = None if process is None else process.pid
+        self._ended = threading.Event()
+
+    def end(self) -> None:
+        """Ask the bridge to end (it stops when its input ends); force it after 10 s."""
+        try:
+            self.writer.close()
+            if self.connection is not None:
+                self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        elif not self._ended.wait(10):
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)  # the reader stops at once
+            except OSError:
+                pass
+
+    def finish(self) -> None:
+        """After its last frame: close this side, and wait for a spawned process."""
+        for stream in (self.reader, self.writer):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.connection is not None:
+            self.connection.close()
+        self._ended.set()
+
+
+# What a spawned bridge keeps of the bot's environment: what Python, Ray and the hub need,
+# nothing else (no CREDENTIALS_DIRECTORY, no IMGBOT_*, no RAY_AUTH_*: the bridge sets Ray's
+# authentication itself from the spec it is told).
+KEPT_NAMES = ("PATH", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+KEPT_PREFIXES = ("LC_", "HF_", "RAY_")
+
+
+def bridge_environment(home: str) -> dict[str, str]:
+    """The environment of a spawned bridge: the allowlist of the bot's, HOME its own."""
+    kept = {name: value for name, value in os.environ.items()
+            if name in KEPT_NAMES or (name.startswith(KEPT_PREFIXES)
+                                      and not name.startswith("RAY_AUTH"))}
+    return {**kept, "HOME": home}
+
+
+def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[bytes]]:
+    """A batch's pictures split per job: exactly one count per job, each the job's own."""
+    if counts != [job.count for job in jobs]:
+        log.warning("a batch's answer was dropped: %s picture(s) for jobs of %s", counts,
+                    [job.count for job in jobs])
+        raise GenerationError(messages.NOT_VALID)
+    split, start = [], 0
+    for count in counts:
+        split.append(pictures[start:start + count])
+        start += count
+    return split
+
+
+def _read_stderr(stream) -> None:
+    """A spawned bridge's stderr (Ray's own lines), into the bot's log at DEBUG."""
+    for raw in iter(stream.readline, b""):
+        ray_log.debug("%s", raw.decode(errors="replace").rstrip())
+    stream.close()
 
 
 def _listening(address: str) -> str | None:

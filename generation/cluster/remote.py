@@ -1,19 +1,19 @@
 """A remote worker as the queue's workers see it: the runner a worker thread drives, in
 place of a local engine. The models' names, families, sizes and batch keys come from the
 configs of the same folders on the bot's host (nothing is loaded here); the pictures come
-from the Ray actor in this worker's slot."""
+from the Ray actor in this worker's slot, and are read as PNG only, each of its job's own
+size (a member of the cluster can make a worker return anything)."""
 
 from __future__ import annotations
-
-import io
 
 from PIL import Image
 
 from .. import progress
 from ..families import Family, family_of_runner
-from ..job import Job
+from ..job import GenerationError, Job
 from ..tickets import Runner
-from .link import Link
+from . import messages
+from .link import Link, log
 
 
 class RemoteRunner:
@@ -69,10 +69,12 @@ class RemoteRunner:
         return self.generate_batch([job])[0]
 
     def generate_batch(self, jobs: list[Job]) -> list[list]:
-        """The pictures of each job, made by the actor (WorkerLost when it went away)."""
+        """The pictures of each job, made by the actor (WorkerLost when it went away;
+        GenerationError when what came back is not a valid answer)."""
         payload = self._made(jobs)
-        self.made_by = payload.get("worker", "")
-        return [[_picture(data) for data in pictures] for pictures in payload["images"]]
+        self.made_by = payload["worker"]
+        return [[_picture(data, job) for data in pictures]
+                for job, pictures in zip(jobs, payload["images"], strict=True)]
 
     def _made(self, jobs: list[Job]) -> dict:
         def told(value: progress.Progress) -> None:
@@ -81,7 +83,12 @@ class RemoteRunner:
         return self.link.run(self.slot, jobs, told)
 
 
-def _picture(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def _picture(data: bytes, job: Job) -> Image.Image:
+    """A worker's picture: a PNG of exactly the job's width×height (an upscale's too: its
+    width and height are the result's), so that the pixels read are never more than the
+    job's own size; GenerationError (NOT_VALID) for anything else."""
+    try:
+        return messages.picture(data, (job.width, job.height))
+    except messages.Invalid as exc:
+        log.warning("a worker's picture was refused: %s", exc)
+        raise GenerationError(messages.NOT_VALID) from None

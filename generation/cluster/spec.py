@@ -1,5 +1,6 @@
 """What the bot tells its bridge: the cluster to use and what each worker loads. Plain
-values only, with the versions every node must share."""
+values only (messages.spec_to_wire writes them out), with the versions every node must
+share."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class ClusterSpec:
     resources: dict[str, float]  # what one worker asks Ray for
     recipe: Recipe  # what each worker loads
     token_path: str | None = None  # RAY_AUTH_TOKEN_PATH; None: no token authentication
+    # Socket mode: the Unix socket where a bridge of its own user answers (systemd's
+    # imgbot-bridge.socket); None: the bot spawns the bridge itself.
+    bridge_socket: str | None = None
+    # The bridge uses the token of its own environment (RAY_AUTH_TOKEN_PATH of its unit):
+    # what a bridge in socket mode is told, in place of a token path.
+    own_token: bool = False
     allow_unauthenticated: bool = False
     # `imgbot check`: only look (versions, authentication, the workers a running bot has,
     # room for more), start nothing, and end.
