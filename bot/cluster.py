@@ -34,7 +34,9 @@ def spec_of(settings: Settings):
                        resources=dict(ray.resources),
                        recipe=generation.recipe(settings.state_dir),
                        token_path=None if ray.token_path is None else str(ray.token_path),
-                       allow_unauthenticated=ray.allow_unauthenticated)
+                       allow_unauthenticated=ray.allow_unauthenticated,
+                       bridge_socket=None if ray.bridge_socket is None
+                       else str(ray.bridge_socket))
 
 
 def catalogue_of(recipe):

@@ -33,6 +33,9 @@ class RaySettings(_Section):
     namespace: str = "imgbot"  # the workers are named actors in it
     token_file: Path | None = None  # the cluster's token (RAY_AUTH_MODE=token)
     allow_unauthenticated: bool = False
+    # Socket mode: the Unix socket of a bridge that runs as its own user (systemd's
+    # imgbot-bridge.socket); None: the bot spawns the bridge itself.
+    bridge_socket: Path | None = None
     # The token, read once (at load, or at the first read_token()).
     _token: SecretStr | None = PrivateAttr(None)
 

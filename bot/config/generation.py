@@ -68,9 +68,12 @@ class GenerationSettings(_Section):
             raise ValueError("devices is for the local backend; with backend ray each worker "
                              "gets its device from Ray (generation.ray.resources): leave "
                              "devices out")
-        if self.ray.token_file is None and not self.ray.allow_unauthenticated:
+        if (self.ray.token_file is None and not self.ray.allow_unauthenticated
+                and self.ray.bridge_socket is None):
             # Ray runs whatever code a client sends it: an open cluster is open to anyone
             # who reaches its port, so going without the token is a choice made in writing.
+            # A bridge of its own user (bridge_socket) has its unit's token; the cluster's
+            # token authentication is checked when it connects, in both modes.
             raise ValueError(f"backend ray needs {TOKEN_KEY}: the cluster's token (what "
                              "`ray get-auth-token` prints on a node), e.g. "
                              "\"${CREDENTIALS_DIRECTORY}/ray-token\"; or, knowingly, "

@@ -124,6 +124,13 @@ def test_backend_ray_without_a_token_is_refused(tmp_path):
     assert "allow_unauthenticated: true" in message
 
 
+def test_backend_ray_with_a_bridge_socket_needs_no_token_file(tmp_path):
+    # The bridge of its own user has its unit's token; the bot never reads one.
+    generation = load(tmp_path, backend="ray", ray={"bridge_socket": "/run/imgbot-bridge.sock"})
+    assert generation.ray.bridge_socket == Path("/run/imgbot-bridge.sock")
+    assert generation.ray.token_file is None and generation.ray.allow_unauthenticated is False
+
+
 def test_backend_ray_unauthenticated_only_when_said(tmp_path):
     generation = load(tmp_path, backend="ray", ray={"allow_unauthenticated": True})
     assert generation.backend == "ray" and generation.ray.read_token() is None
@@ -225,7 +232,8 @@ def test_the_example_documents_the_ray_section_and_uncommented_it_loads(tmp_path
     ray = load_settings(config).generation.ray
 
     assert set(RaySettings.model_fields) == {"address", "workers", "resources", "namespace",
-                                             "token_file", "allow_unauthenticated"}
+                                             "token_file", "allow_unauthenticated",
+                                             "bridge_socket"}
     for key in RaySettings.model_fields:
         assert f"\n    {key}: " in "\n".join(lines), key
     assert ray.model_dump() == RaySettings(
