@@ -207,6 +207,9 @@ class Link:
             self.problem = "the bridge sent a frame the bot does not accept"
         except OSError as exc:  # the connection broke
             self.problem = self.problem or f"the connection to the bridge broke ({exc})"
+        except Exception:  # a bug of this side: the bridge is started anew, not given up
+            log.exception("reading the Ray bridge's frames failed: its connection ends")
+            self.problem = "the bot's side of the bridge failed"
         finally:
             bridge.finish()
             self._lost_everything()

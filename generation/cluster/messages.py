@@ -203,6 +203,8 @@ def from_bridge(header: dict, parts: list[bytes]) -> dict:
         raise Invalid(f"a {kind!r} frame carries parts")
     if kind == "slot" and (body["state"] == "up") != ("info" in body):
         raise Invalid("a 'slot' frame has its worker's facts only when it is up")
+    for info in [*body.get("workers", []), *([body["info"]] if "info" in body else [])]:
+        ready_answer(info)  # its models, or why not
     return header
 
 

@@ -109,6 +109,8 @@ def _done(**fields):
     ({"kind": "slot", "slot": 0, "state": "on fire", "generation": 1}, [], "state"),
     ({"kind": "slot", "slot": 0, "state": "up", "generation": 1}, [], "facts only"),
     ({"kind": "log", "level": True, "words": "x"}, [], "level"),
+    ({"kind": "survey", "workers": [{"worker": "w", "device": "d"}], "room": 1}, [],
+     "neither its models nor an error"),
     ({"kind": "lost", "request": 1, "words": "gone"}, [b"x"], "carries parts"),
     ({"kind": "progress", "request": 1, "progress": {"done": 1}}, [], "progress"),
 ])
