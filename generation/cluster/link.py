@@ -348,10 +348,7 @@ class _Bridge:
         except OSError:
             pass
         if self.process is not None:
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            _wait_or_kill(self.process)
         elif not self._ended.wait(10):
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)  # the reader stops at once
@@ -366,14 +363,19 @@ class _Bridge:
             except OSError:
                 pass
         if self.process is not None:
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            _wait_or_kill(self.process)
         if self.connection is not None:
             self.connection.close()
         self._ended.set()
 
+
+
+def _wait_or_kill(process: subprocess.Popen) -> None:
+    """A spawned bridge that does not end within 10 s of being told is killed."""
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 # What a spawned bridge keeps of the bot's environment: what Python, Ray and the hub need,
 # nothing else (no CREDENTIALS_DIRECTORY, no IMGBOT_*, no RAY_AUTH_*: the bridge sets Ray's

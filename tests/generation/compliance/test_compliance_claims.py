@@ -18,11 +18,10 @@ from generation.compliance import Compliance
 from generation.compliance.claims import claim_for
 from generation.compliance.marking import (COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
                                            TRAINED_ALGORITHMIC_MEDIA, source_type_of)
-from generation.compliance.signing import OFFLINE, C2paSigner
+from generation.compliance.signing import OFFLINE
 from generation.compliance.verify import TRUSTED, verify
 from generation.job import Job
 from generation.png import encode_png, read_parameters
-from tests.pki import make_ca
 
 PHOTO = "mxc://localhost/alicesphoto"
 HAT = "mxc://localhost/alicesHat"
@@ -37,16 +36,6 @@ def job(kind: str = "txt2img", **fields) -> Job:
     source = {} if kind == "txt2img" else {"source": PHOTO}
     return Job(prompt="a cat in a hat", seed=1, steps=2, width=96, height=64, kind=kind,
                **{**source, **fields})
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return make_ca(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def signer(ca):
-    return C2paSigner.from_files(ca["cert"], ca["key"], version="test")
 
 
 def made(compliance: Compliance, made_job: Job, ai_upscaler: bool = False,

@@ -28,16 +28,6 @@ def picture(width: int = 96, height: int = 64) -> Image.Image:
     return Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 60).convert("RGB")
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return make_ca(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def signer(ca):
-    return C2paSigner.from_files(ca["cert"], ca["key"], version="test")
-
-
 def test_every_png_carries_the_xmp_marker():
     data = encode_png(picture(), PARAMS)
     assert source_type_of(data) == TRAINED_ALGORITHMIC_MEDIA

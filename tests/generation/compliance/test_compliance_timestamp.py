@@ -19,7 +19,6 @@ from bot.chat.screening import Screening
 from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
 from generation.png import encode_png
-from tests.pki import make_ca
 from tests.tsa import TimeStampAuthority
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}
@@ -27,11 +26,6 @@ PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "mod
 
 def picture() -> Image.Image:
     return Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 60).convert("RGB")
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return make_ca(tmp_path_factory.mktemp("ca"))
 
 
 def _signer(ca, tsa_url: str | None) -> C2paSigner:
