@@ -12,7 +12,9 @@ A policy is off, blur or block. A room may make it stricter than the config, nev
 
 The blocklist matches what a text encoder reads, not the characters typed: a prompt (and
 each word of the list) is normalised first (`normalised`), so that fullwidth letters, a
-zero-width character inside a word or another case do not pass it. The operator's patterns
+zero-width or other invisible character inside or beside a word, or another case do not pass
+it; it is read once more with its combining marks taken off (`unmarked`), so that a mark on
+a letter (a strike-through, an accent) does not either. The operator's patterns
 run with a time limit (the `regex` module's, which lets other threads run meanwhile): a
 pattern that backtracks without end on some prompt refuses that prompt, and says so in the
 log, instead of holding the bot.
@@ -128,40 +130,71 @@ def blurred(image: Image.Image) -> Image.Image:
 PATTERN_SECONDS = 0.25
 
 
-def normalised(text: str) -> str:
+# What a prompt may hold that no one sees and a text encoder reads past: format characters
+# (Unicode category Cf: zero-width spaces and joiners, soft hyphens, direction marks, tags)
+# and every other default-ignorable code point (variation selectors, the combining grapheme
+# joiner U+034F, Hangul fillers, which are letters, Mongolian variation selectors).
+_INVISIBLE = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]")
+_MARKS = regex.compile(r"[\p{Mn}\p{Me}]")  # combining marks: accents, overlays, enclosures
+
+
+def normalised(text: str, invisible: str = "") -> str:
     """The text as the blocklist compares it: compatibility forms folded (NFKC: fullwidth
-    and other styled letters, ligatures), format characters dropped (Unicode category Cf:
-    zero-width spaces and joiners, soft hyphens, direction marks), case folded."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    and other styled letters, ligatures), invisible characters (`_INVISIBLE`) replaced by
+    `invisible` (dropped by default), case folded."""
+    text = _INVISIBLE.sub(invisible, unicodedata.normalize("NFKC", text))
     return unicodedata.normalize("NFKC", text.casefold())
+
+
+def unmarked(text: str) -> str:
+    """The text with its combining marks taken off (NFKD, then marks dropped): a word struck
+    through with U+0336 and "nudé" both read "nude". A blocklist fails closed on accents: a
+    blocked "cafe" also refuses "café"."""
+    return unicodedata.normalize("NFC", _MARKS.sub("", unicodedata.normalize("NFKD", text)))
+
+
+# A word ends where letters and digits end, as a CLIP tokenizer splits a prompt into words
+# (runs of letters): a mark, a symbol or an underscore after it does not make it another
+# word, though `regex`'s \w counts marks and underscores as word characters.
+_WORD = r"(?<![\p{{L}}\p{{N}}])(?:{})(?![\p{{L}}\p{{N}}])"
+
+
+
+def _word_pattern(word: str) -> regex.Pattern:
+    """The word as the blocklist matches it: normalised, with or without its marks."""
+    forms = sorted({normalised(word).strip(), unmarked(normalised(word)).strip()})
+    return regex.compile(_WORD.format("|".join(regex.escape(f) for f in forms)),
+                         regex.IGNORECASE)
 
 
 class Blocklist:
     """Words (whole words, any case) and regular expressions (any case) a prompt must not
-    contain, both matched on the normalised prompt. The words are matched as words so that
-    a blocked "ass" does not block "class"; a pattern is used as written (the `regex`
-    module's syntax, a superset of Python's `re`)."""
+    contain, both matched on the readings of the prompt (`readings`). The words are matched
+    as words so that a blocked "ass" does not block "class"; a pattern is used as written
+    (the `regex` module's syntax, a superset of Python's `re`)."""
 
     def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = (),
                  seconds: float = PATTERN_SECONDS):
-        self._terms = [(w, regex.compile(rf"(?<!\w){regex.escape(normalised(w))}(?!\w)",
-                                         regex.IGNORECASE))
-                       for w in words if w.strip()]
+        self._terms = [(w, _word_pattern(w)) for w in words if normalised(w).strip()]
         self._patterns = [(p, regex.compile(p, regex.IGNORECASE)) for p in patterns]
         self.seconds = seconds
 
     def __bool__(self) -> bool:
         return bool(self._terms or self._patterns)
 
+    @staticmethod
+    def readings(prompt: str) -> set[str]:
+        """The prompt normalised with its invisible characters dropped, and with each made a
+        space: neither "nu\u200bde" nor "nude\u200bart" hides a word; and each of the two
+        also without its combining marks."""
+        plain = {normalised(prompt), normalised(prompt, " ")}
+        return plain | {unmarked(text) for text in plain}
+
     def blocked(self, prompt: str) -> str | None:
         """The first term the prompt contains, or None. A pattern that takes longer than
         `seconds` refuses the prompt (fail closed): its own text is returned, and logged.
         Slow only then, and it lets other threads run: async code calls it in a thread."""
-        # A format character between two words is dropped in one reading and a space in
-        # the other: neither "nu\u200bde" nor "nude\u200bart" hides a word.
-        readings = {normalised(prompt), normalised("".join(
-            " " if unicodedata.category(c) == "Cf" else c for c in prompt))}
+        readings = self.readings(prompt)
         for term, pattern in self._terms:
             if any(pattern.search(text) for text in readings):
                 return term

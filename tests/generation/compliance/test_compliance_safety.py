@@ -57,6 +57,40 @@ def test_the_blocklist_sees_through_unicode_disguises(prompt):
     assert blocklist.blocked(prompt) is not None
 
 
+@pytest.mark.parametrize("prompt", [
+    "a nude\u034f woman",             # a combining grapheme joiner after the word
+    "a \u034fnude woman",             # and before it
+    "a nude\ufe0f woman",             # a variation selector after it
+    "a nude\U000e0100 woman",         # a supplementary variation selector
+    "a nude\u0336 woman",             # a combining overlay after it
+    "a n\u0336u\u0336d\u0336e\u0336 woman",  # the word struck through
+    "a nudé woman",                    # an accent on one of its letters
+    "a nude\u3164woman",              # a Hangul filler (a letter no one sees) between words
+    "a nude\u180b woman",             # a Mongolian variation selector
+    "a nude\U000e0041 woman",         # a tag character
+    "a nude_woman",                    # an underscore: a CLIP tokenizer splits there
+])
+def test_an_invisible_character_or_a_mark_hides_no_word(prompt):
+    assert Blocklist(words=["nude"]).blocked(prompt) == "nude"
+
+
+@pytest.mark.parametrize("prompt", ["kill\u034f him", "kill\ufe0f him", "kill\u0336 him",
+                                    "\u034fkill him", "k\u0336ill him"])
+def test_an_invisible_character_or_a_mark_hides_no_pattern_match(prompt):
+    assert Blocklist(patterns=[r"\bkill\b"]).blocked(prompt) == r"\bkill\b"
+
+
+def test_words_stay_whole_words_with_marks_taken_off():
+    blocklist = Blocklist(words=["nude", "cafe"])
+    assert blocklist.blocked("a nudibranch") is None
+    assert blocklist.blocked("a nudé\u0336branch") is None  # marks make no word boundary
+    assert blocklist.blocked("a quiet kitchen") is None
+    # Failing closed on accents: a blocked "cafe" refuses "café" too, and a blocked
+    # "café" the plain "cafe" (a text encoder may read either as the other).
+    assert blocklist.blocked("un café") == "cafe"
+    assert Blocklist(words=["café"]).blocked("a cafe") == "café"
+
+
 def test_the_operators_words_are_normalised_too():
     # A list written with a fullwidth or soft-hyphenated word still matches the plain one.
     assert Blocklist(words=["ｎｕｄｅ"]).blocked("a nude") == "ｎｕｄｅ"
@@ -69,7 +103,7 @@ def test_a_pattern_that_backtracks_without_end_refuses_the_prompt_in_time(caplog
     blocklist = Blocklist(patterns=[catastrophic], seconds=0.2)
     started = time.perf_counter()
     assert blocklist.blocked("a" * 60 + "!") == catastrophic  # fail closed
-    assert time.perf_counter() - started < 2  # two readings at most, 0.2 s each
+    assert time.perf_counter() - started < 2  # the first slow reading refuses it
     assert repr(catastrophic) in caplog.text and "refused" in caplog.text
     assert blocklist.blocked("a harbour at dawn") is None  # a quick one is answered
 
