@@ -213,7 +213,15 @@ def test_the_bridge_socket_lets_only_the_bots_group_connect():
 
 def test_the_bridge_runs_on_the_connection_as_its_own_user_with_its_own_token():
     service = directives("Service", BRIDGE)
-    assert service["ExecStart"] == ["/opt/imgbot/venv/bin/python -m generation.cluster.bridge"]
+    # Pinned to the head node of this host, as the head's unit starts it: a hello that names
+    # another address is refused (tests/cluster/test_cluster_trust.py).
+    assert service["ExecStart"] == ["/opt/imgbot/venv/bin/python -m generation.cluster.bridge "
+                                    "--address=${IMGBOT_RAY_IP}:6379"]
+    assert service["EnvironmentFile"] == ["/etc/imgbot/ray.env"]  # read before the sandbox
+    head = directives("Service", SYSTEMD / "imgbot-ray-head.service")
+    assert head["EnvironmentFile"] == ["/etc/imgbot/ray.env"]
+    assert {"--node-ip-address=${IMGBOT_RAY_IP}", "--port=6379"} <= set(
+        " ".join(head["ExecStart"]).split())
     assert service["StandardInput"] == service["StandardOutput"] == ["socket"]
     assert service["StandardError"] == ["journal"]
     # The token is root's file; the bridge reads its private copy, the bot needs none.

@@ -11,6 +11,12 @@ code in this process: it holds nothing of the bot's, and checks every answer
 (`messages.ready_answer`, `run_answer`, `progress_answer`) before it forwards it as a frame
 of a fixed form (`messages.FROM_BRIDGE`).
 
+Started by systemd (socket mode), the bridge is pinned by its unit: `--address` is the
+one cluster it connects to, and it uses only its unit's token. Whoever may connect to the
+socket sends the hello, so a hello that names another address, or brings a token of its
+own, is refused (`pin_refusal`): the unit's token is never shown to another server, nor
+Ray pointed at a token file the caller picked.
+
 Frames in: {"kind": "hello", "spec"} first, then {"kind": "run", "request", "slot", "jobs"}
 with the jobs' pictures as parts. Out: "connected" or "refused"; "slot" with state
 starting|up|failed|down, each new actor of a slot a new generation; "progress"; "done" with
@@ -19,12 +25,14 @@ the pictures as parts, or its "error"; "lost"; "log".
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import sys
 import threading
 import uuid
+from dataclasses import replace
 
 from . import frames, messages
 from .joining import ACTOR_PREFIX, Refused, connect, last_line, survey
@@ -76,7 +84,11 @@ class _Stderr:
                 os.write(self._out, line)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m generation.cluster.bridge")
+    parser.add_argument("--address", help="the only cluster address this bridge connects "
+                        "to, with its unit's token (socket mode: imgbot-bridge@.service)")
+    pinned = parser.parse_args(argv).address
     stderr = _Stderr()
     # Frames go out on a copy of stdout; whatever Ray or a library prints goes to stderr.
     # Under systemd's socket activation stdin and stdout are the same socket: the copy and
@@ -92,6 +104,13 @@ def main() -> int:
     except (frames.FrameError, messages.Invalid) as exc:
         log.error("the bridge's first frame is not a hello it accepts: %s", exc)
         return 2
+    refusal = pin_refusal(spec, pinned)
+    if refusal is not None:
+        print(f"a hello was refused: {refusal}", file=sys.stderr)  # the journal's
+        channel.send({"kind": "refused", "words": refusal, "token_refused": False})
+        return 3
+    if pinned is not None:  # its unit's token only, whatever path the hello names
+        spec = replace(spec, token_path=None)
     _ray_environment(spec)
     try:
         facts = connect(spec)
@@ -107,6 +126,25 @@ def main() -> int:
         return 0
     asyncio.run(Bridge(spec, channel).run())
     return 0
+
+
+def pin_refusal(spec: ClusterSpec, pinned: str | None) -> str | None:
+    """Why a hello is refused by a bridge pinned to `pinned` (its unit's --address), or
+    by one that is not pinned but is asked to use a token of its own environment (socket
+    mode, where the hello comes from whoever connects); None when it is taken."""
+    if pinned is None:
+        if spec.own_token:
+            return ("this bridge has no --address, so it does not use its own token: its "
+                    "unit (imgbot-bridge@.service) names the cluster's address")
+        return None  # spawned by the bot, which tells it its own address and token
+    if spec.address != pinned:
+        return (f"this bridge connects only to {pinned} (the --address of "
+                f"imgbot-bridge@.service), not to {messages.one_line(spec.address, 200)}: set "
+                f"generation.ray.address to {pinned}")
+    if not spec.own_token:
+        return ("this bridge uses only its unit's token: the bot sends none in socket mode "
+                "(generation.ray.bridge_socket, no token_file)")
+    return None
 
 
 def _ray_environment(spec: ClusterSpec) -> None:

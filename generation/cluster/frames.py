@@ -22,10 +22,13 @@ _PART = struct.Struct("!I")
 
 MAX_HEADER = 4 * 1024 * 1024  # the JSON: jobs' records, a survey, a log line
 MAX_PARTS = 1024  # pictures (and source pictures) in one frame
-# One picture: PNG, uncompressed on the worker (actor._png), so about 4 bytes a pixel; a
-# 8192x8192 upscale (limits.max_upscaled_pixels at its default) is 256 MiB.
+# One picture: PNG, uncompressed on the worker (actor._png), so about 3 bytes a pixel; a
+# 8192x8192 upscale (limits.max_upscaled_pixels at its default) is 192 MiB.
 MAX_PART = 320 * 1024 * 1024
-MAX_TOTAL = 1024 * 1024 * 1024  # every part of one frame together
+# Every part of one frame together. The bot allows a frame from the bridge only what the
+# batch it answers can need (`Admit`); this is the bound for everything else.
+MAX_TOTAL = 512 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class FrameError(Exception):
@@ -63,10 +66,12 @@ def encode(header: dict, parts: list[bytes] | tuple = ()) -> bytes:
     return b"".join(pieces)
 
 
-def receive(stream: BinaryIO) -> tuple[dict, list[bytes]] | None:
+def receive(stream: BinaryIO, admit=None) -> tuple[dict, list[bytearray]] | None:
     """The next frame (its header and its parts), or None when the other end closed its
     side. FrameError when what came is not a frame within the limits: the caller ends the
-    connection."""
+    connection. `admit(header, count, total)`, when given, is asked after the header and
+    before any part is read; it raises FrameError for parts this side does not wait for,
+    so that a frame announcing more is never read, nor room made for it."""
     start = _exactly(stream, _START.size)
     if start is None:
         return None
@@ -81,6 +86,8 @@ def receive(stream: BinaryIO) -> tuple[dict, list[bytes]] | None:
         raise FrameError("a frame's header is not JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
         raise FrameError("a frame's header is not a dict with a kind")
+    if admit is not None:
+        admit(header, count, total)
     parts, left = [], total
     for _ in range(count):
         size = _exactly(stream, _PART.size)
@@ -109,12 +116,15 @@ def _check_sizes(header: int, count: int, total: int) -> None:
         raise FrameError(f"a frame of {total} bytes of parts is over {MAX_TOTAL}")
 
 
-def _exactly(stream: BinaryIO, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(min(left, 1024 * 1024))
-        if not chunk:
+def _exactly(stream: BinaryIO, size: int) -> bytearray | None:
+    """`size` bytes read into one buffer made for them (no chunks joined: that would
+    need twice the memory); None when the stream ends first."""
+    data = bytearray(size)
+    view, done = memoryview(data), 0
+    while done < size:
+        got = stream.readinto(view[done:done + READ_CHUNK])
+        if not got:
             return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        done += got
+    view.release()
+    return data

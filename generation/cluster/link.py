@@ -62,6 +62,7 @@ class Link:
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._waiting: dict[int, queue.SimpleQueue] = {}  # request -> its messages
+        self._room: dict[int, int] = {}  # request -> the bytes of pictures it may get
         self._bridge: _Bridge | None = None
         self._home: str | None = None  # a spawned bridge's working directory and HOME
         self._channel: frames.Channel | None = None
@@ -138,6 +139,8 @@ class Link:
                 raise WorkerNotReady("the worker is not up")  # nothing was sent
             generation = self.slots[slot].generation
             self._waiting[request] = inbox
+            self._room[request] = sum(messages.png_bound(job.width, job.height) * job.count
+                                      for job in jobs)
         try:
             if not channel.send(header, parts):
                 raise WorkerNotReady("the connection to the cluster ended")
@@ -158,6 +161,7 @@ class Link:
         finally:
             with self._cond:
                 self._waiting.pop(request, None)
+                self._room.pop(request, None)
 
     # ---- the bridge process -------------------------------------------------------------------
 
@@ -199,7 +203,7 @@ class Link:
         channel = frames.Channel(bridge.writer)
         channel.send({"kind": "hello", "spec": messages.spec_to_wire(self.spec)})
         try:
-            while (frame := frames.receive(bridge.reader)) is not None:
+            while (frame := frames.receive(bridge.reader, self._admit)) is not None:
                 self._take(*frame, channel)
         except frames.FrameError as exc:
             log.error("the Ray bridge sent what is not a frame the bot accepts (%s): its "
@@ -237,11 +241,28 @@ class Link:
                          name="ray-bridge-stderr").start()
         return _Bridge(process.stdout, process.stdin, process=process)
 
+    def _admit(self, header: dict, count: int, total: int) -> None:
+        """Before a frame's parts are read: only a "done" of a batch that waits carries
+        pictures, and no more bytes of them than that batch's jobs can need (`png_bound`);
+        anything else ends the connection unread (frames.FrameError)."""
+        if not count and not total:
+            return
+        request = header.get("request")
+        with self._cond:
+            room = (self._room.get(request)
+                    if header["kind"] == "done" and type(request) is int else None)
+        if room is None:
+            raise frames.FrameError(f"a {header['kind'][:40]!r} frame carries {total} bytes of "
+                                    "parts for no batch that waits for pictures")
+        if total > room:
+            raise frames.FrameError(f"a 'done' frame carries {total} bytes of pictures, more "
+                                    f"than its batch can need ({room})")
+
     def _take(self, header: dict, parts: list[bytes], channel: frames.Channel) -> None:
         """One frame from the bridge, checked before anything of it is used: one that does
         not fit is dropped with a log line, and a batch it answered fails."""
         try:
-            messages.from_bridge(header, parts)
+            header = messages.from_bridge(header, parts)  # its free words one clean line
             if header["kind"] == "slot" and not 0 <= header["slot"] < len(self.slots):
                 raise messages.Invalid(f"a 'slot' frame names slot {header['slot']}, of "
                                        f"{len(self.slots)}")
@@ -377,11 +398,12 @@ def _wait_or_kill(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
 
-# What a spawned bridge keeps of the bot's environment: what Python, Ray and the hub need,
-# nothing else (no CREDENTIALS_DIRECTORY, no IMGBOT_*, no RAY_AUTH_*: the bridge sets Ray's
-# authentication itself from the spec it is told).
-KEPT_NAMES = ("PATH", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-KEPT_PREFIXES = ("LC_", "HF_", "RAY_")
+# What a spawned bridge keeps of the bot's environment: what Python and Ray need, nothing
+# else (no CREDENTIALS_DIRECTORY, no IMGBOT_*, no RAY_AUTH_*: the bridge sets Ray's
+# authentication itself from the spec it is told). Of the hub's settings only
+# HF_HUB_OFFLINE: the bridge loads no model, and HF_TOKEN is a secret of the bot's.
+KEPT_NAMES = ("PATH", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HF_HUB_OFFLINE")
+KEPT_PREFIXES = ("LC_", "RAY_")
 
 
 def bridge_environment(home: str) -> dict[str, str]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,19 @@ MAX_TEXT = 16_384  # a name, a model, an error's words, a log line
 MAX_LONG = 400_000  # a prompt (limits.max_prompt_chars is at most 100,000)
 MAX_ITEMS = 1024  # items of a list or a map
 MAX_BYTES = 320 * 1024 * 1024  # one picture (frames.MAX_PART)
+# A worker's, host's, node's, device's or model's name, and a version, as a worker tells
+# them: plain characters only, since they reach the admin's terminal (`imgbot check`), the
+# log and a picture's metadata; anything else is refused, not cleaned.
+NAME_CHARACTERS = re.compile(r"[A-Za-z0-9 ._:#()@/+,=\[\]-]*")
+MAX_NAME = 200
+# The words of a worker's error as the bot repeats them (to the person, in the log): one
+# line, at most this long, and said to be the worker's, never the bot's own.
+MAX_SAID = 200
+MAX_LOG_LINE = 2000  # a log line of the bridge's, cleaned the same way
+# A terminal's escape sequences (CSI, OSC, and two-character ones), removed whole so that
+# their parameters do not stay behind as text.
+TERMINAL_CODES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]*"
+                            r"(\x07|\x1b\\|\x9c)?|\x1b[@-_]")
 
 
 class Invalid(ValueError):
@@ -43,6 +58,13 @@ class Invalid(ValueError):
 @dataclass(frozen=True)
 class Text:
     most: int = MAX_TEXT
+
+
+@dataclass(frozen=True)
+class Name:
+    """A name of plain characters (NAME_CHARACTERS), at most `most` long."""
+
+    most: int = MAX_NAME
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,10 @@ def check(value: Any, form: Any, where: str = "the message") -> Any:
     if isinstance(form, Text):
         if type(value) is not str or len(value) > form.most:
             raise Invalid(f"{where} is not a text of at most {form.most} characters")
+    elif isinstance(form, Name):
+        if (type(value) is not str or len(value) > form.most
+                or not NAME_CHARACTERS.fullmatch(value)):
+            raise Invalid(f"{where} is not a name of at most {form.most} plain characters")
     elif form is int:
         if type(value) is not int or abs(value) > 2**53:
             raise Invalid(f"{where} is not a whole number")
@@ -127,11 +153,11 @@ def check(value: Any, form: Any, where: str = "the message") -> Any:
 
 # ---- what a worker answers (checked by the bridge) ---------------------------------------
 
-VERSIONS = MapOf(Text(128))
-INFO = Fields({"worker": str}, {"host": str, "node": str, "slot": int, "versions": VERSIONS,
-                                "auth": str, "device": str, "models": ListOf(str),
-                                "error": str})
-RUN = Fields({"images": ListOf(ListOf(bytes)), "worker": str, "seconds": float})
+VERSIONS = MapOf(Name(128))
+INFO = Fields({"worker": Name()}, {"host": Name(), "node": Name(), "slot": int,
+                                   "versions": VERSIONS, "auth": Name(), "device": Name(),
+                                   "models": ListOf(Name()), "error": str})
+RUN = Fields({"images": ListOf(ListOf(bytes)), "worker": Name(), "seconds": float})
 FAILED = Fields({"error": str})
 PROGRESS = Fields({"done": int, "total": int, "unit": OneOf(("step", "tile")), "part": int,
                    "parts": int})
@@ -170,13 +196,13 @@ def progress_from_wire(value: dict) -> Progress:
 
 SLOT_STATES = ("starting", "up", "failed", "down")
 FROM_BRIDGE = {
-    "connected": Fields({"nodes": int, "auth": str, "versions": VERSIONS}),
+    "connected": Fields({"nodes": int, "auth": Name(), "versions": VERSIONS}),
     "refused": Fields({"words": str, "token_refused": bool}),
     "survey": Fields({"workers": ListOf(INFO), "room": int}),
     "slot": Fields({"slot": int, "state": OneOf(SLOT_STATES), "generation": int},
                    {"info": INFO, "problem": str}),
     "progress": Fields({"request": int, "progress": PROGRESS}),
-    "done": Fields({"request": int}, {"worker": str, "seconds": float,
+    "done": Fields({"request": int}, {"worker": Name(), "seconds": float,
                                       "counts": ListOf(int), "error": str}),
     "lost": Fields({"request": int, "words": str}),
     "log": Fields({"level": int, "words": str}),
@@ -184,8 +210,11 @@ FROM_BRIDGE = {
 
 
 def from_bridge(header: dict, parts: list[bytes]) -> dict:
-    """A frame from the bridge, checked: a known kind, its fields of their types, and parts
-    only where a "done" counts them."""
+    """A frame from the bridge, checked: a known kind, its fields of their types, names of
+    plain characters, and parts only where a "done" counts them. Returned with its free
+    words (an error, a problem, a log line) each made one clean line (`one_line`): the
+    bridge and the workers are the cluster's, and what they say must not print as many
+    lines, terminal codes or a screenful."""
     kind = header.get("kind")
     if kind not in FROM_BRIDGE:
         raise Invalid(f"a frame of unknown kind {str(kind)[:40]!r}")
@@ -205,7 +234,45 @@ def from_bridge(header: dict, parts: list[bytes]) -> dict:
         raise Invalid("a 'slot' frame has its worker's facts only when it is up")
     for info in [*body.get("workers", []), *([body["info"]] if "info" in body else [])]:
         ready_answer(info)  # its models, or why not
-    return header
+    return _cleaned(header)
+
+
+def _cleaned(header: dict) -> dict:
+    clean = dict(header)
+    if "error" in clean:  # a batch's error: the person who asked reads it
+        clean["error"] = said(clean["error"])
+    for key in ("words", "problem"):  # the log's and `imgbot check`'s
+        if key in clean:
+            clean[key] = one_line(clean[key], MAX_LOG_LINE)
+    if "info" in clean:
+        clean["info"] = _cleaned_info(clean["info"])
+    if "workers" in clean:
+        clean["workers"] = [_cleaned_info(info) for info in clean["workers"]]
+    return clean
+
+
+def _cleaned_info(info: dict) -> dict:
+    return {**info, "error": said(info["error"])} if "error" in info else info
+
+
+def one_line(text: str, most: int) -> str:
+    """`text` as one line: control and format characters (terminal codes, bidirectional
+    overrides, zero-width ones) removed, every run of white space one space, at most
+    `most` characters (cut with an ellipsis)."""
+    text = TERMINAL_CODES.sub("", text)
+    kept = "".join(" " if character.isspace() else character for character in text
+                   if character.isspace() or unicodedata.category(character)[0] != "C")
+    line = " ".join(kept.split())
+    return line if len(line) <= most else line[:most - 1] + "…"
+
+
+def said(words: str) -> str:
+    """A worker's error as the bot repeats it (to the person who asked, in the log, in
+    `imgbot check`): one clean line of at most MAX_SAID, attributed to the worker, so that
+    a cluster member cannot make the bot say something in its own voice. The bridge's own
+    NOT_VALID stays as it is: it is the bot's words."""
+    line = one_line(words, MAX_SAID)
+    return line if line == NOT_VALID else f"the GPU worker said: {line}"
 
 
 # ---- what the bot sends (checked by the bridge, read by the workers) ----------------------
@@ -335,6 +402,14 @@ def png(image: Image.Image, level: int = 1) -> bytes:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="PNG", compress_level=level)
     return buffer.getvalue()
+
+
+def png_bound(width: int, height: int) -> int:
+    """The most bytes a worker's PNG of width×height takes: uncompressed (level 0), 4 bytes
+    a pixel and one a row, the stored blocks' and chunks' overhead (under 1/1024), and
+    64 KiB for the chunks around the pixels."""
+    raw = height * (1 + 4 * width)
+    return raw + raw // 1024 + 64 * 1024
 
 
 def picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:

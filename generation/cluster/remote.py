@@ -86,9 +86,17 @@ class RemoteRunner:
 def _picture(data: bytes, job: Job) -> Image.Image:
     """A worker's picture: a PNG of exactly the job's width×height (an upscale's too: its
     width and height are the result's), so that the pixels read are never more than the
-    job's own size; GenerationError (NOT_VALID) for anything else."""
+    job's own size, in RGB, as the workers make them; GenerationError (NOT_VALID) for
+    anything else. Only its pixels are kept: a fresh picture without the PNG's extras
+    (ICC profile, transparency colour, gamma, text), so that what the bot checks (the
+    safety classifier sees RGB) and signs is what a viewer shows. An alpha channel, or a
+    palette, could show something else over another background, a profile remap colours:
+    such a picture is refused, not converted."""
     try:
-        return messages.picture(data, (job.width, job.height))
+        image = messages.picture(data, (job.width, job.height))
+        if image.mode != "RGB":
+            raise messages.Invalid(f"a picture is in mode {image.mode}, not RGB")
     except messages.Invalid as exc:
         log.warning("a worker's picture was refused: %s", exc)
         raise GenerationError(messages.NOT_VALID) from None
+    return Image.frombytes("RGB", image.size, image.tobytes())

@@ -77,8 +77,9 @@ def test_a_planted_worker_runs_its_code_only_in_the_bridge_and_check_calls_it_in
 @pytest.fixture
 def bridge_socket(tmp_path, ray_cluster):
     """systemd's imgbot-bridge.socket with Accept=yes, emulated: a Unix socket, and for each
-    connection `python -m generation.cluster.bridge` with the connection as its stdin and
-    stdout, in an environment of its own (its unit's token)."""
+    connection `python -m generation.cluster.bridge --address=<the head>` (as its unit
+    pins it) with the connection as its stdin and stdout, in an environment of its own
+    (its unit's token)."""
     path, home = tmp_path / "bridge.sock", tmp_path / "bridge-home"
     home.mkdir(mode=0o700)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "RAY_AUTH_MODE": "token",
@@ -98,7 +99,8 @@ def bridge_socket(tmp_path, ray_cluster):
                 continue
             with connection:
                 bridges.append(subprocess.Popen(
-                    [sys.executable, "-m", "generation.cluster.bridge"], cwd=home, env=env,
+                    [sys.executable, "-m", "generation.cluster.bridge",
+                     f"--address={ray_cluster.address}"], cwd=home, env=env,
                     stdin=connection.fileno(), stdout=connection.fileno()))
 
     thread = threading.Thread(target=accept, daemon=True)
@@ -128,9 +130,31 @@ def test_a_bridge_of_its_own_user_on_a_socket_makes_the_bots_pictures(
         assert runner.wait_ready(lambda: time.monotonic() > deadline), "the worker is up"
         (picture,) = runner.generate(Job(prompt="a lighthouse", seed=1, steps=2, width=64,
                                          height=64))
-        assert picture.size == (64, 64) and picture.format == "PNG"
+        assert picture.size == (64, 64) and picture.mode == "RGB" and picture.info == {}
         assert "(node " in runner.made_by
     finally:
         link.stop()
     (bridge,) = bridges
     assert bridge.wait(15) == 0  # the connection's end ends the bridge
+
+
+def test_a_bridge_pinned_by_its_unit_refuses_a_hello_that_names_another_cluster(
+        ray_cluster, make_cluster_settings, bridge_socket):
+    """Whoever may connect to the socket (the bot's group) sends the hello: one that names
+    another address (a server of the caller's, to be shown the unit's token) is refused
+    with words that say so: the bot's start fails with them."""
+    from bot.cluster import ClusterDown, connect
+
+    path, bridges = bridge_socket  # no head needed: the bridge never reaches for one
+    elsewhere = socket.create_server(("127.0.0.1", 0))  # something listens there
+    address = f"127.0.0.1:{elsewhere.getsockname()[1]}"
+    settings = make_cluster_settings(ray_cluster, workers=1, generation={
+        "ray": {"address": address, "token_file": None, "bridge_socket": str(path)}})
+    try:
+        with pytest.raises(ClusterDown, match=f"connects only to {ray_cluster.address} .*not to "
+                                          f"{address}"):
+            connect(settings, timeout=30)
+    finally:
+        elsewhere.close()
+    (bridge,) = bridges
+    assert bridge.wait(15) == 3  # refused before it reached for any cluster

@@ -216,3 +216,77 @@ def test_a_picture_is_read_as_png_only_and_of_the_size_asked():
         messages.picture(jpeg.getvalue(), (64, 48))
     with pytest.raises(messages.Invalid):
         messages.picture(_png((64, 48))[:-40], (64, 48))  # cut short
+
+
+# ---- what a cluster member says, as the bot repeats it ------------------------------------
+
+HOSTILE = ("\x1b[2J\x1b[31mYour account is suspended.\nLog in again at https://evil.example"
+           "\u202e\u200b " + "x" * 10_000)
+
+
+def test_a_workers_error_becomes_one_clean_attributed_line():
+    header = messages.from_bridge({"kind": "done", "request": 3, "error": HOSTILE}, [])
+    said = header["error"]
+    assert said.startswith("the GPU worker said: Your account is suspended. Log in again")
+    assert len(said) <= len("the GPU worker said: ") + messages.MAX_SAID
+    assert said.isprintable() and "\x1b" not in said and "\u202e" not in said
+    # The bridge's own refusal stays the bot's words.
+    assert messages.from_bridge({"kind": "done", "request": 3, "error": messages.NOT_VALID},
+                                [])["error"] == messages.NOT_VALID
+
+
+def test_log_lines_problems_and_survey_errors_from_the_bridge_are_one_clean_line():
+    line = messages.from_bridge({"kind": "log", "level": 40, "words": HOSTILE}, [])["words"]
+    assert line.isprintable() and len(line) <= messages.MAX_LOG_LINE
+    slot = messages.from_bridge({"kind": "slot", "slot": 0, "state": "failed",
+                                 "generation": 1, "problem": HOSTILE}, [])
+    assert slot["problem"].isprintable() and len(slot["problem"]) <= messages.MAX_LOG_LINE
+    survey = messages.from_bridge({"kind": "survey", "room": 0, "workers": [
+        {"worker": "gpu1 #0 (node abcdef12)", "error": HOSTILE}]}, [])
+    assert survey["workers"][0]["error"].startswith("the GPU worker said: Your account")
+    assert survey["workers"][0]["error"].isprintable()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("worker", "gpu1\x1b[2J"), ("worker", "gpu1\nERROR: the bot's token is …"),
+    ("host", "gpu\u202e1"), ("device", "cuda:0\r"), ("models", ["tiny\x1b]0;x\x07"]),
+    ("worker", "g" * 201), ("versions", {"ray": "2.4\x1b[0m"})])
+def test_a_worker_name_of_other_than_plain_characters_is_refused(field, value):
+    info = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12",
+            "slot": 0, "auth": "token", "versions": {"imgbot": "1.0+g12ab"},
+            "device": "cuda:0", "models": ["tiny", "sdxl-turbo_v1.0"]}
+    assert messages.ready_answer(dict(info)) == info  # plain names pass
+    with pytest.raises(messages.Invalid, match="plain characters"):
+        messages.ready_answer({**info, field: value})
+    with pytest.raises(messages.Invalid, match="plain characters"):
+        messages.from_bridge({"kind": "survey", "room": 0, "workers": [{**info, field: value}]},
+                             [])
+
+
+# ---- parts only where they are waited for --------------------------------------------------
+
+
+def test_a_frame_whose_parts_are_not_admitted_is_refused_before_they_are_read():
+    header = {"kind": "done", "request": 999, "worker": "w", "seconds": 1.0, "counts": [1]}
+    text = json.dumps(header).encode()
+    # It announces a part of 300 MiB; the stream holds only its start.
+    stream = io.BytesIO(struct.pack("!III", len(text), 1, 300 * 1024 * 1024) + text
+                        + struct.pack("!I", 300 * 1024 * 1024) + b"\0" * 16)
+    seen = []
+
+    def admit(got, count, total):
+        seen.append((got, count, total))
+        raise frames.FrameError("no batch waits for it")
+
+    with pytest.raises(frames.FrameError, match="no batch waits"):
+        frames.receive(stream, admit)
+    assert seen == [(header, 1, 300 * 1024 * 1024)]
+    assert stream.tell() == 12 + len(text)  # not one byte of the parts was read
+
+
+def test_a_workers_png_bound_holds_an_uncompressed_png():
+    image = Image.frombytes("RGBA", (300, 200), os.urandom(300 * 200 * 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=0)
+    # and not much more: four bytes a pixel, some overhead
+    assert len(buffer.getvalue()) <= messages.png_bound(300, 200) < 300 * 201 * 4 * 1.01 + 65536

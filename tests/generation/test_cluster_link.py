@@ -6,10 +6,12 @@ nothing of the bot's: no credentials, no IMGBOT_* settings, not its working dire
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
 import stat
+import struct
 import threading
 import time
 from pathlib import Path
@@ -28,9 +30,9 @@ INFO = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12",
         "auth": "token", "versions": {"imgbot": "1"}, "device": "cuda:0", "models": ["tiny"]}
 
 
-def _png(size: tuple[int, int]) -> bytes:
+def _png(size: tuple[int, int], mode: str = "RGB", **extras) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 200, 30)).save(buffer, format="PNG")
+    Image.new(mode, size).save(buffer, format="PNG", **extras)
     return buffer.getvalue()
 
 
@@ -81,6 +83,12 @@ CRAFTED = {
         lambda run: [_done(run, [1], [_png((64, 32))], worker=["x"])],
     "a picture that is not a PNG": lambda run: [_done(run, [1], [b"GIF89a" + b"\0" * 64])],
     "a PNG of another size": lambda run: [_done(run, [1], [_png((4096, 4096))])],
+    # RGB to the safety classifier, another picture over a dark background:
+    "a picture with an alpha channel": lambda run: [_done(run, [1], [_png((64, 32), "RGBA")])],
+    "a palette picture": lambda run: [_done(run, [1], [_png((64, 32), "P")])],
+    "a 16-bit grey picture": lambda run: [_done(run, [1], [_png((64, 32), "I;16")])],
+    "a worker name with terminal codes":
+        lambda run: [_done(run, [1], [_png((64, 32))], worker="gpu1\x1b[2J")],
     "a slot out of range, then a frame of no known kind": lambda run: [
         ({"kind": "slot", "slot": 9, "state": "down", "generation": 1, "problem": "x"}, []),
         ({"kind": "exec", "request": run["request"]}, [])],
@@ -141,6 +149,7 @@ def test_a_spawned_bridge_has_nothing_of_the_bots(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGBOT_MATRIX__PASSWORD", "secret")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "a token of the bot's environment")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_a secret of the bot's")
     listener = socket.create_server(("127.0.0.1", 0))  # an address where something answers
     link = Link(_spec(tmp_path, address=f"127.0.0.1:{listener.getsockname()[1]}"))
     seen: dict = {}
@@ -171,7 +180,85 @@ def test_a_spawned_bridge_has_nothing_of_the_bots(tmp_path, monkeypatch):
     assert "CREDENTIALS_DIRECTORY" not in environ
     assert not [name for name in environ if name.startswith(("IMGBOT_", "RAY_AUTH"))]
     assert environ["HF_HUB_OFFLINE"] == "1" and environ["PATH"] == os.environ["PATH"]
+    assert "HF_TOKEN" not in environ  # the bridge loads no model
     assert cwd != str(state_dir) and not cwd.startswith(str(state_dir))
     assert environ["HOME"] == cwd and seen["mode"] == 0o700
     assert not Path(cwd).exists()  # a private folder of its own, removed at stop
     assert seen["fds"][:3] == ["0", "1", "2"]
+
+
+def _serving(tmp_path: Path, answers: list) -> tuple[Link, RemoteRunner]:
+    FakeBridge(tmp_path / "bridge.sock", answers)
+    link = Link(_spec(tmp_path, bridge_socket=str(tmp_path / "bridge.sock")))
+    runner = RemoteRunner(link, 0, catalogue=None)
+    link.start(10)
+    assert runner.wait_ready(lambda: False)
+    return link, runner
+
+
+def test_a_workers_error_reaches_the_person_as_one_line_said_by_the_worker(tmp_path, caplog):
+    hostile = ("\x1b[2J\x1b[1mThe bot says: your account is suspended.\nLog in again at "
+               "https://evil.example\u202e " + "!" * 10_000)
+    link, runner = _serving(tmp_path, [lambda run: [
+        ({"kind": "log", "level": 40, "words": "ERROR bot: fake line\n\x1b[31mand another"},
+         []),
+        ({"kind": "done", "request": run["request"], "error": hostile}, [])]])
+    try:
+        with pytest.raises(GenerationError) as raised:
+            runner.generate(JOB)
+    finally:
+        link.stop()
+    words = str(raised.value)
+    assert words.startswith("the GPU worker said: The bot says: your account is suspended. "
+                            "Log in again at https://evil.example")
+    assert words.isprintable() and len(words) <= len("the GPU worker said: ") + 200
+    (logged,) = [record.getMessage() for record in caplog.records
+                 if "fake line" in record.getMessage()]
+    assert logged == "ERROR bot: fake line and another"
+
+
+def test_a_workers_picture_is_delivered_as_plain_rgb_without_its_png_extras(tmp_path):
+    from PIL import ImageCms, PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Description", "made by a friend")
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    extras = _png((64, 32), icc_profile=profile, transparency=(0, 0, 0), pnginfo=text)
+    assert {"icc_profile", "transparency", "Description"} <= Image.open(
+        io.BytesIO(extras)).info.keys()
+    link, runner = _serving(tmp_path, [lambda run: [_done(run, [1], [extras])]])
+    try:
+        (picture,) = runner.generate(JOB)
+    finally:
+        link.stop()
+    assert picture.mode == "RGB" and picture.size == (64, 32) and picture.info == {}
+
+
+def test_parts_for_no_waiting_batch_end_the_connection_unread(tmp_path, caplog):
+    path = tmp_path / "bridge.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    ended, started = threading.Event(), threading.Event()
+
+    def serve():  # announces a 300 MiB picture for a batch nobody asked for, sends none
+        connection, _ = server.accept()
+        reader, channel = connection.makefile("rb"), frames.Channel(connection.makefile("wb"))
+        frames.receive(reader)
+        channel.send({"kind": "connected", "nodes": 1, "auth": "token", "versions": {}})
+        started.wait(10)
+        header = json.dumps({"kind": "done", "request": 999, "worker": "w", "seconds": 1.0,
+                             "counts": [1]}).encode()
+        connection.sendall(struct.pack("!III", len(header), 1, 300 * 1024 * 1024) + header)
+        ended.set() if connection.recv(1) == b"" else None  # the bot hung up
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    link = Link(_spec(tmp_path, bridge_socket=str(path)))
+    link.start(10)
+    started.set()
+    try:
+        assert ended.wait(10), "the bot still reads the announced part"
+        assert "no batch that waits for pictures" in caplog.text
+    finally:
+        link.stop()
