@@ -265,12 +265,14 @@ class Replies:
                             "your direct message with me; try again in a moment.")
 
     async def _report_room(self, room_id: str, admin: str) -> str | None:
-        """Where `admin`'s usage report goes: this room when the config allows it
-        (rooms.usage_report_rooms) or only the two of them are in it, else their direct
-        room with the bot; None when none can be had now."""
+        """Where `admin`'s usage report goes: this room when the config names it
+        (rooms.usage_report_rooms), else the direct room the bot made with them (this room
+        when asked there); None when none can be had now. A room that only the two of them
+        are in is not enough: whoever made it chose its join rules and history visibility,
+        and a stranger may have made it public with a world-readable history, invited
+        both, and left."""
         client = self.ctx.client
-        if (room_id in self.ctx.settings.rooms.usage_report_rooms
-                or await direct.is_direct(client, room_id, admin)):
+        if room_id in self.ctx.settings.rooms.usage_report_rooms:
             return room_id
         try:
             return await direct.direct_room(

@@ -58,8 +58,9 @@ class RoomSettings(_Section):
     defaults_power_level: int = Field(50, ge=0, le=100)
     # Room IDs where `!img usage` answers in the room itself. Elsewhere the report, which
     # names every user and room, goes to the asking admin's direct message with the bot
-    # (a room with only the two of them is one already). A list, not a switch: an admins'
-    # own room can be allowed without every room an admin types in.
+    # (only the room the bot made for that: a room that whoever made it keeps to the two of
+    # them may still be readable by anyone). A list, not a switch: an admins' own room can
+    # be allowed without every room an admin types in.
     usage_report_rooms: list[str] = []
 
     @field_validator("usage_report_rooms")

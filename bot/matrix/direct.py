@@ -2,8 +2,10 @@
 the rest of a room must not read (an admin's usage report names every user and room).
 
 The bot keeps the room it made for each person in the state table and uses it again while
-the two of them are its only members; otherwise it makes a new one. Membership is asked
-of the homeserver each time, not read from nio's room list: the bot syncs with lazy-loaded
+the two of them are its only members; otherwise it makes a new one. Only a room the bot made
+counts: it chose the room's join rules (invite only) and history visibility (members only);
+any other room of two may have been made public by whoever made it. Membership is asked of
+the homeserver each time, not read from nio's room list: the bot syncs with lazy-loaded
 members, so nio may not know everyone who is in a room.
 
 The bot's own m.direct account data is not kept: it marks DMs for the bot's own clients,
@@ -53,11 +55,6 @@ async def members(client: AsyncClient, room_id: str) -> set[str] | None:
     return {event["state_key"] for event in response.events
             if event.get("type") == "m.room.member"
             and (event.get("content") or {}).get("membership") in ("join", "invite")}
-
-
-async def is_direct(client: AsyncClient, room_id: str, user_id: str) -> bool:
-    """Whether the bot and `user_id` are the room's only members (joined or invited)."""
-    return await members(client, room_id) == {client.user_id, user_id}
 
 
 async def direct_room(client: AsyncClient, place: RoomPlace, user_id: str, *,

@@ -231,7 +231,12 @@ async def test_pause_outlives_a_restart(make_settings, engine, alice):
 
 async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings, engine, alice,
                                                                    bob):
-    settings = make_settings(matrix={"admins": [alice.user_id]})
+    # A room of alice and the bot that the config names gets the report itself (anywhere
+    # else it goes to a direct message: tests/chat/test_usage_direct_matrix.py); it exists
+    # before the bot starts, so that the config can name it.
+    own = (await alice.client.room_create(name="alice and the bot", invite=[BOT])).room_id
+    settings = make_settings(matrix={"admins": [alice.user_id]},
+                             rooms={"usage_report_rooms": [own]})
     async with bot_running(settings, engine):
         room = await shared_room(alice, bob)
         for who, prompt in ((alice, "!img a pear --n 2"), (bob, "!img a plum"),
@@ -242,9 +247,10 @@ async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings
         refused = await notice(bob, room, "!img usage")
         assert "Only bot admins" in refused
 
-        # Asked where only alice and the bot are, the report is answered there (in a room
-        # with others it goes to a direct message: tests/chat/test_usage_direct_matrix.py).
-        room = await alice.room_with(BOT, name="alice and the bot")
+        room = own
+        await alice.wait_for(room, lambda events: any(
+            e["type"] == "m.room.member" and e.get("state_key") == BOT
+            and e["content"].get("membership") == "join" for e in events), timeout=30)
         asked = await alice.send(room, "!img usage 7d")
         (report_event,) = await alice.wait_reply(room, asked, "m.notice")
         (chart,) = await alice.wait_reply(room, asked, "m.image")

@@ -1,10 +1,13 @@
 """`!img usage` names every user and room: asked in a room with others, the report goes to
 the admin's direct message with the bot and the room reads only a short note; a room the
-config names (rooms.usage_report_rooms) gets the report itself. On a real Synapse."""
+config names (rooms.usage_report_rooms) gets the report itself; a room of only the admin
+and the bot that the bot did not make is not its direct room. On a real Synapse."""
 
 from __future__ import annotations
 
 import pytest
+
+from nio import RoomMessagesResponse, RoomPreset
 
 from tests.chatting import bot_running
 
@@ -41,7 +44,7 @@ def from_bot(chat, room: str, msgtype: str) -> list[dict]:
 
 
 async def test_an_admin_asking_in_a_group_room_gets_the_report_in_a_direct_message(
-        make_settings, engine, alice_e2e, bob):
+        make_settings, engine, alice_e2e, bob, mallory):
     alice = alice_e2e  # the direct room is encrypted (the bot's encryption is on)
     async with bot_running(make_settings(matrix={"admins": [alice.user_id]}), engine):
         room = await group_room(alice, bob)
@@ -97,3 +100,36 @@ async def test_a_room_the_config_names_gets_the_report_itself(make_settings, eng
         await alice.wait_reply(room, asked, "m.image")
     assert "@bob:localhost" in report["content"]["body"]
     assert not alice.client.invited_rooms  # no direct room was made
+
+
+async def test_a_room_of_two_that_a_stranger_made_public_gets_only_the_note(
+        make_settings, engine, alice_e2e, bob, mallory):
+    alice = alice_e2e  # the direct room is encrypted (the bot's encryption is on)
+    # bob makes a public room whose history anyone may read, invites the bot and alice (an
+    # admin), and leaves: alice and the bot are its only members.
+    created = await bob.client.room_create(
+        name="a quiet room", preset=RoomPreset.public_chat, invite=[BOT, alice.user_id],
+        initial_state=[{"type": "m.room.history_visibility", "state_key": "",
+                        "content": {"history_visibility": "world_readable"}}])
+    room = created.room_id
+    async with bot_running(make_settings(matrix={"admins": [alice.user_id]}), engine):
+        await bob.wait_for(room, lambda events: any(
+            e["type"] == "m.room.member" and e.get("state_key") == BOT
+            and e["content"].get("membership") == "join" for e in events), timeout=30)
+        await alice.client.join(room)
+        await bob.client.room_leave(room)
+        await alice.sync(0)
+        asked = await alice.send(room, "!img usage all")
+        await alice.wait_reply(room, asked, "m.notice")
+
+        # What anyone reads of the room's history, mallory who was never in it: the note,
+        # and nothing of the report.
+        history = await mallory.client.room_messages(room, start="", limit=100)
+        assert isinstance(history, RoomMessagesResponse), history
+        assert [e.source["content"]["body"] for e in history.chunk
+                if e.sender == BOT and e.source.get("type") == "m.room.message"] == [NOTE]
+
+        (dm,) = await invited_by_the_bot(alice)
+        await alice.wait_for(dm, lambda _: from_bot(alice, dm, "m.notice"))
+        await alice.wait_for(dm, lambda _: from_bot(alice, dm, "m.image"))
+    assert dm != room and alice.client.rooms[dm].member_count == 2
