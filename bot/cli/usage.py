@@ -2,8 +2,9 @@
 
 The store reads and totals the rows (bot.store.usage); the words and columns are made here.
 What users typed is untrusted: a CSV cell that starts like a formula gets a single quote
-before it (so a user ID reads '@bob:example.org there; JSON keeps every value as it is),
-and the table shows no control or format character.
+before it (so a user ID reads '@bob:example.org there), JSON keeps every value as it is but
+writes a control, format or line-separator character as a \\uXXXX escape, and the table
+shows no such character.
 """
 
 from __future__ import annotations
@@ -150,15 +151,27 @@ def summary(rows: list[dict[str, Any]], user: str | None = None) -> str:
 
 # What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): a prompt
 # "=HYPERLINK(…)" or a federated user ID "@SUM(…)" would run when the admin opens the file.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets also read one after leading spaces, and some take the fullwidth signs (as an
+# East Asian keyboard types them) for the plain ones.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 def spreadsheet_safe(value: Any) -> Any:
-    """A text cell that starts like a formula, with a single quote before it: spreadsheets
-    show it as text. Numbers stay numbers (a negative one is not a formula)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    """A text cell whose first character that shows starts a formula, with a single quote
+    before it: spreadsheets show it as text. Numbers stay numbers (a negative one is not a
+    formula)."""
+    if isinstance(value, str) and (value.startswith(_FORMULA_STARTS)
+                                   or _from_first_shown(value).startswith(_FORMULA_STARTS)):
         return "'" + value
     return value
+
+
+def _from_first_shown(text: str) -> str:
+    """The text from its first character that is neither a space nor invisible (Cf)."""
+    for i, c in enumerate(text):
+        if not (c.isspace() or unicodedata.category(c) == "Cf"):
+            return text[i:]
+    return ""
 
 
 def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
@@ -172,6 +185,22 @@ def _csv(records: list[dict[str, Any]], fieldnames: list[str]) -> str:
 # Controls (an escape sequence moves the cursor or recolours the terminal), format
 # characters (direction overrides disguise what a line says) and line separators.
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def json_text(value: Any) -> str:
+    """`value` as indented JSON with every other character as it is (ensure_ascii=False),
+    but a control (C1 ones such as U+009B, which a terminal reads as an escape sequence),
+    format (a direction override) or line-separator character as a \\uXXXX escape: the same
+    JSON, and no string in it can steer the terminal it is printed on. JSON escapes C0
+    controls itself (its own line breaks are the indentation's), and these characters
+    occur only inside strings."""
+    return "".join(_json_escape(c) if c > "\x7e" and unicodedata.category(c) in _UNPRINTABLE
+                   else c for c in json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _json_escape(char: str) -> str:
+    units = char.encode("utf-16-be")  # a surrogate pair above U+FFFF, as JSON writes it
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
 
 
 def printable(text: str) -> str:
@@ -195,8 +224,7 @@ def _table(shown: list[dict[str, Any]], columns: tuple[str, ...],
 def render(rows: list[dict[str, Any]], fmt: str, user: str | None = None) -> str:
     """One line per job as a table (with its zone and a summary), CSV or JSON."""
     if fmt == "json":
-        return json.dumps([exported(r, parse_json=True) for r in rows], indent=2,
-                          ensure_ascii=False)
+        return json_text([exported(r, parse_json=True) for r in rows])
     if fmt == "csv":
         records = [exported(r, parse_json=False) for r in rows]
         return _csv(records, list(records[0]) if records else list(FIELDS))
@@ -221,7 +249,7 @@ def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str,
     columns = group_columns(by)
     records = [{by: g.key, **{c: getattr(g, c) for c in columns[1:]}} for g in group(rows, by)]
     if fmt == "json":
-        return json.dumps(records, indent=2, ensure_ascii=False)
+        return json_text(records)
     if fmt == "csv":
         return _csv(records, list(columns))
     wait = "mean_queue_seconds"

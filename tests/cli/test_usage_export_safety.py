@@ -1,10 +1,12 @@
 """`imgbot usage` shows prompts typed in chat: untrusted text that must not become a formula
-in the admin's spreadsheet, nor an escape sequence in the admin's terminal."""
+in the admin's spreadsheet, nor an escape sequence in the admin's terminal (from the table
+or from JSON)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,29 @@ async def test_the_table_shows_no_escape_sequence(tmp_path):
     lines = table.splitlines()
     assert len(lines) == 1 + 2 + 1  # the header, a line per job, the summary
     assert lines[2].rstrip().endswith("two lines")
+
+
+async def test_csv_cells_that_start_like_a_formula_after_spaces_or_in_fullwidth_are_text(
+        tmp_path):
+    prompts = ["  =1+1", " \u200b@SUM(A1:A9)", "\uff1d1+1", "\uff0b1", "\uff0d1",
+               "\uff20SUM(A1)", "a = b", " a cat"]
+    config = await logged(tmp_path, prompts)
+    rows = list(csv.DictReader(io.StringIO(imgbot_usage(config, "--format", "csv"), newline="")))
+    assert [r["prompt"] for r in rows] == ["'" + p for p in prompts[:-2]] + prompts[-2:]
+
+
+async def test_json_writes_what_would_steer_the_terminal_as_escapes(tmp_path):
+    prompts = [
+        "\x9b31mred\x9b0m cat",          # CSI as one C1 control: a terminal recolours
+        "\x1b[2Jcleared",                # ESC, which JSON escapes by itself
+        "a cat\u202e tac a",             # a right-to-left override
+        "tagged\U000e0041\u2028split",   # a tag character and a line separator
+        "un café, 猫",                   # everything else stays as it is
+    ]
+    config = await logged(tmp_path, prompts)
+    out = imgbot_usage(config, "--format", "json")
+    assert [r["prompt"] for r in json.loads(out)] == prompts  # the same strings
+    for shown in ("\x9b", "\x1b", "\u202e", "\U000e0041", "\u2028"):
+        assert shown not in out
+    assert "\\u009b31mred" in out and "\\u202e" in out and "\\udb40\\udc41" in out
+    assert "un café, 猫" in out
