@@ -39,6 +39,19 @@ def spec_of(settings: Settings):
                        else str(ray.bridge_socket))
 
 
+def spawned_bridge_risk(settings: Settings) -> str | None:
+    """The warning of `imgbot run` and `imgbot check` when the bot spawns its bridge
+    (backend ray without generation.ray.bridge_socket): the bridge then runs as the bot's
+    user, and what the cluster sends (which Ray unpickles there) can read the bot's state
+    through /proc and its files, whatever its environment leaves out. None otherwise."""
+    ray = settings.generation.ray
+    if settings.generation.backend != "ray" or ray.bridge_socket is not None:
+        return None
+    return ("the bridge runs as the bot's user: what the cluster sends is handled by a "
+            "process that can read the bot's state; for production use "
+            "generation.ray.bridge_socket with systemd/imgbot-bridge.socket")
+
+
 def catalogue_of(recipe):
     """What the chat side needs to know of the models (families, sizes, batch keys), read
     from the folders' configs on this host; the weights load on the GPU hosts."""
@@ -60,6 +73,8 @@ def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
     from generation.cluster.link import ClusterUnavailable, Link
     from generation.cluster.remote import RemoteRunner
 
+    if (risk := spawned_bridge_risk(settings)) is not None:
+        log.warning("%s", risk)  # at every start, as allow_unauthenticated's
     spec = spec_of(settings)
     catalogue = catalogue_of(spec.recipe)
     link = Link(spec)

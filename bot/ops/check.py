@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bot.cluster import spawned_bridge_risk
 from bot.config import ConfigError, MatrixSettings, Settings, load_settings
 from bot.config.private import private_dir
 from bot.ops.check_lines import Result, fail, ok, skip, warn
@@ -54,6 +55,8 @@ def run_checks(config: str | Path, load: bool = False,
     models = [record(result) for result in check_parts(settings)]
     if settings.generation.backend == "ray":
         record(check_cluster(settings))
+        if (risk := spawned_bridge_risk(settings)) is not None:
+            record(warn("bridge", risk))
     ray_user = check_ray_user(settings.generation.backend)
     if ray_user is not None:
         record(ray_user)

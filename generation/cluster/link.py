@@ -10,6 +10,7 @@ before it is used, and a spawned bridge gets nothing of the bot's (`bridge_envir
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import os
@@ -233,6 +234,7 @@ class Link:
                            connection=connection)
         if self._home is None:
             self._home = tempfile.mkdtemp(prefix="imgbot-bridge-")  # mode 0700
+        not_dumpable()
         process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, env=bridge_environment(self._home),
@@ -412,6 +414,24 @@ def bridge_environment(home: str) -> dict[str, str]:
             if name in KEPT_NAMES or (name.startswith(KEPT_PREFIXES)
                                       and not name.startswith("RAY_AUTH"))}
     return {**kept, "HOME": home}
+
+
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
+
+
+def not_dumpable() -> None:
+    """Make the bot's process not dumpable (Linux), before it spawns a bridge of its own
+    user: a process of the same user (code the cluster sends the bridge) then cannot read
+    /proc/<bot pid>/environ, cwd, fd or mem, nor ptrace the bot; only root can. It does not
+    protect the bot's files (state_dir, config): the same user reads those anyway, which is
+    why the bridge socket (the bridge as imgbot-ray) is the setup for production. Side
+    effects: no core dumps, and py-spy needs root. A child's exec makes it dumpable again."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: nothing to do
+        log.debug("prctl(PR_SET_DUMPABLE) is not available here")
 
 
 def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[bytes]]:

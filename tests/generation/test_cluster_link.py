@@ -5,6 +5,7 @@ nothing of the bot's: no credentials, no IMGBOT_* settings, not its working dire
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
@@ -12,6 +13,8 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from PIL import Image
 
 from generation.building import Recipe
 from generation.cluster import frames, messages
-from generation.cluster.link import ClusterUnavailable, Link
+from generation.cluster.link import PR_GET_DUMPABLE, ClusterUnavailable, Link
 from generation.cluster.remote import RemoteRunner
 from generation.cluster.spec import ClusterSpec
 from generation.job import GenerationError, Job
@@ -185,6 +188,8 @@ def test_a_spawned_bridge_has_nothing_of_the_bots(tmp_path, monkeypatch):
     assert environ["HOME"] == cwd and seen["mode"] == 0o700
     assert not Path(cwd).exists()  # a private folder of its own, removed at stop
     assert seen["fds"][:3] == ["0", "1", "2"]
+    # The bot that spawned it made itself not dumpable: the bridge cannot read its /proc.
+    assert ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
 
 
 def _serving(tmp_path: Path, answers: list) -> tuple[Link, RemoteRunner]:
@@ -262,3 +267,30 @@ def test_parts_for_no_waiting_batch_end_the_connection_unread(tmp_path, caplog):
         assert "no batch that waits for pictures" in caplog.text
     finally:
         link.stop()
+
+
+READ_THE_BOT = '''
+import ctypes, os, subprocess, sys
+from generation.cluster.link import PR_SET_DUMPABLE, not_dumpable
+# A bot of a user of its own (root reads any process's /proc): a change of user makes a
+# process not dumpable, so it is made dumpable again, as one started by that user is.
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+if sys.argv[1] == "not dumpable":
+    not_dumpable()
+# A process of the same user, as a bridge of the bot's user would try.
+for command in (["cat", f"/proc/{os.getpid()}/environ"], ["ls", f"/proc/{os.getpid()}/cwd/"]):
+    child = subprocess.run(command, capture_output=True)
+    print("read" if child.returncode == 0 else "refused")
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the bot and its child as another user")
+@pytest.mark.parametrize("state", ["dumpable", "not dumpable"])
+def test_a_child_of_the_bots_user_cannot_read_a_bot_that_spawns_a_bridge(state):
+    said = subprocess.run([sys.executable, "-c", READ_THE_BOT, state], capture_output=True,
+                          text=True, cwd=Path(__file__).parents[2], timeout=120)
+    assert said.stdout.split() == (["read"] * 2 if state == "dumpable" else ["refused"] * 2), \
+        said.stderr
