@@ -29,7 +29,8 @@ class C2paSettings(_Section):
 
 
 class BlocklistSettings(_Section):
-    # Both matched on the prompt normalised (NFKC, no format characters, case folded).
+    # Both matched on the prompt as a text encoder reads it (NFKC, invisible characters
+    # dropped, case folded; once more with combining marks taken off): see safety.py.
     words: list[str] = []     # whole words, any case
     patterns: list[str] = []  # regular expressions (the regex module's), any case, 0.25 s each
 
