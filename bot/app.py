@@ -24,6 +24,7 @@ from bot.store.retention import retention_task
 from bot.chat.screening import Screening
 from bot.matrix.session import log_in
 from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
+from bot.ops.disk import DiskWatch
 from bot.ops.tasks import TaskOwner
 from bot.ops.watchdog import Watchdog
 
@@ -154,11 +155,14 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
                     "marked as failed", interrupted)
     client = make_client(settings)
     tasks = TaskOwner()
+    disk = DiskWatch(settings.state_dir, settings.disk)
     queue: GenerationQueue | None = None
     link = None  # the Ray cluster's, with backend ray
     server = device_watch = None
     watchdog = Watchdog(settings.watchdog_seconds) if settings.watchdog_seconds else None
     try:
+        # From the start: a disk that is full now is said before the login and the model.
+        tasks.spawn(disk.run(stop), name="disk")
         if not await _unless_stopped(log_in(client, settings.matrix, settings.state_dir),
                                      stop):
             log.info("stopped while logging in")
@@ -194,7 +198,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         sync = SyncLoop(client, database.Kept(db, SYNC_TOKEN_KEY), bot.on_sync,
                         beat=watchdog.beat if watchdog else None)
         if settings.metrics.port is not None:
-            server = await start_server(metrics, settings.metrics, Health.of(queue, sync))
+            server = await start_server(metrics, settings.metrics,
+                                        Health.of(queue, sync, disk.current))
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
         tasks.spawn(bot.undecrypted.run(stop), name="undecrypted")
         if ready is not None:

@@ -13,9 +13,9 @@ from bot.config.cluster import RaySettings
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import MatrixSettings
-from bot.config.service import MetricsSettings, UsageSettings
+from bot.config.service import DiskSettings, MetricsSettings, UsageSettings
 from bot.config.settings import Settings, load_settings
 
-__all__ = ["ComplianceSettings", "ConfigError", "GenerationSettings", "LimitSettings",
+__all__ = ["ComplianceSettings", "ConfigError", "DiskSettings", "GenerationSettings", "LimitSettings",
            "MatrixSettings", "MetricsSettings", "QuotaSettings", "RaySettings", "Settings",
            "UsageSettings", "load_settings", "parse_size"]

@@ -17,7 +17,7 @@ from bot.config.chat import (NAME_RE, LimitSettings, ProgressSettings, QuotaSett
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import MatrixSettings
-from bot.config.service import MetricsSettings, UsageSettings
+from bot.config.service import DiskSettings, MetricsSettings, UsageSettings
 
 
 class Settings(BaseSettings):
@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     progress: ProgressSettings = ProgressSettings()
     usage: UsageSettings = UsageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    disk: DiskSettings = DiskSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     log_level: str = "INFO"
     log_format: str = "text"  # text, or json: one JSON object per line

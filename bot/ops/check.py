@@ -22,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.cluster import spawned_bridge_risk
-from bot.config import ConfigError, MatrixSettings, Settings, load_settings
+from bot.config import ConfigError, DiskSettings, MatrixSettings, Settings, load_settings
 from bot.config.private import private_dir
 from bot.ops.check_lines import Result, fail, ok, skip, warn
 from bot.ops.check_matrix import check_homeserver, check_login
+from bot.ops.disk import Level, Statvfs, space
 from bot.ops.ray_processes import ray_processes
 from bot.matrix.session import cleartext_risk
 from bot.text import plural
@@ -41,7 +42,8 @@ def run_checks(config: str | Path, load: bool = False,
         settings = load_settings(config)
     except ConfigError as exc:
         say(fail("config", str(exc)).line())
-        for name in ("model", "homeserver", "login", "state_dir", "encryption", "compliance"):
+        for name in ("model", "homeserver", "login", "state_dir", "disk", "encryption",
+                     "compliance"):
             say(skip(name, "a valid config").line())
         return BAD_CONFIG
     results = [ok("config", str(Path(config)))]
@@ -73,6 +75,7 @@ def run_checks(config: str | Path, load: bool = False,
     else:
         record(asyncio.run(check_login(settings.matrix, settings.state_dir)))
     record(check_state_dir(settings.state_dir))
+    record(check_disk(settings.state_dir, settings.disk))
     record(check_encryption(settings.matrix, settings.state_dir))
     record(check_compliance(settings))
     return FAILED if any(result.failed for result in results) else ALL_OK
@@ -176,6 +179,27 @@ def check_state_dir(state_dir: Path) -> Result:
         return ok("state_dir", f"{path} is writable, but other users can open it: "
                                f"chmod 700 {path}")
     return ok("state_dir", f"{path} is writable")
+
+
+def check_disk(state_dir: Path, settings: DiskSettings,
+               statvfs: Statvfs = os.statvfs) -> Result:
+    """The free space of state_dir's filesystem (of the folder that will hold it, while it
+    does not exist yet), against disk.warn_free_mib and disk.full_free_mib."""
+    path = state_dir.expanduser().resolve()
+    where = next((p for p in (path, *path.parents) if p.exists()), path)
+    try:
+        found = space(statvfs(where), settings.warn_free_mib, settings.full_free_mib)
+    except OSError as exc:
+        return fail("disk", f"cannot read the free space of {where}: {exc.strerror or exc}")
+    if found.level is Level.FULL:
+        return fail("disk", f"{found.reason}: the disk counts as full and the bot cannot "
+                            "keep its state there; free some space")
+    if found.level is Level.LOW:
+        return warn("disk", f"{found.reason}: free some space; below "
+                            f"{settings.full_free_mib} MiB (disk.full_free_mib) it counts as "
+                            "full")
+    return ok("disk", f"{found.reason} (a warning below {settings.warn_free_mib} MiB, full "
+                      f"below {settings.full_free_mib} MiB)")
 
 
 def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot import version
+from bot.ops.disk import Space
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,13 @@ class Health:
     worker_seconds: Callable[[], tuple[float, float]] | None = None
     # each GPU worker: (name, up, jobs made, busy seconds); a remote one may be down
     workers: Callable[[], list[tuple[str, bool, int, float]]] | None = None
+    # the free space of state_dir's filesystem (a `DiskWatch`'s `current`); None unread
+    disk: Callable[[], Space | None] | None = None
 
     @classmethod
-    def of(cls, queue: _Queue, sync: _Sync) -> Health:
-        """Read a running bot's `GenerationQueue` and `SyncLoop`."""
+    def of(cls, queue: _Queue, sync: _Sync,
+           disk: Callable[[], Space | None] | None = None) -> Health:
+        """Read a running bot's `GenerationQueue`, `SyncLoop` and `DiskWatch.current`."""
 
         def last_sync_age() -> float | None:
             # `last_success` starts at construction time; `live` says a sync really happened.
@@ -75,7 +79,7 @@ class Health:
         return cls(last_sync_age, lambda: queue.worker_alive, lambda: queue.depth,
                    lambda: queue.paused,
                    lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds),
-                   lambda: queue.worker_stats())
+                   lambda: queue.worker_stats(), disk)
 
 
 class Metrics:
@@ -158,6 +162,15 @@ class _LiveCollector(Collector):
                     "Seconds the GPU worker sat idle while jobs were waiting", value=idle)
             if health.workers is not None:
                 yield from _per_worker(health.workers())
+            space = health.disk() if health.disk is not None else None
+            if space is not None:
+                yield GaugeMetricFamily("imgbot_state_dir_free_bytes",
+                                        "Bytes the bot may still write on state_dir's "
+                                        "filesystem", value=space.free_bytes)
+                yield GaugeMetricFamily("imgbot_disk_full",
+                                        "1 while state_dir's filesystem counts as full "
+                                        "(below disk.full_free_mib, or SQLite said so)",
+                                        value=int(space.full))
         memory = self._gpu_memory()
         if memory:
             family = GaugeMetricFamily("imgbot_gpu_memory_bytes", "GPU memory of this process",
@@ -214,9 +227,13 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
     workers_up = sum(1 for _, up, _, _ in workers if up)
     if workers and not workers_up:
         problems.append(f"no GPU worker is up (0 of {len(workers)}): jobs wait for one")
+    space = health.disk() if health.disk is not None else None
+    disk_full = space is not None and space.full
+    if disk_full:
+        problems.append(space.reason)
     if not problems:
         status = "ok"
-    elif age is None and alive:
+    elif age is None and alive and not disk_full:
         status = "starting"
     else:
         status = "unhealthy"
@@ -229,6 +246,8 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
         "paused": health.paused(),
         "problems": problems,
     }
+    if space is not None:
+        body["state_dir_free_bytes"] = space.free_bytes
     return (200 if status == "ok" else 503), body
 
 

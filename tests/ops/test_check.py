@@ -87,7 +87,7 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
              if not line.startswith("WARN  ray user: ")]
     names = [line.split(None, 1)[1].split(":", 1)[0] for line in lines]
     assert names == ["config", "model tiny-sd", "load", "homeserver", "login", "state_dir",
-                     "encryption", "compliance"]
+                     "disk", "encryption", "compliance"]
     assert "ok    compliance: XMP marker" in lines
     assert all(line.startswith("ok    ") for line in lines), result.stdout
     assert f"ok    config: {config}" in lines
@@ -157,7 +157,8 @@ def test_a_wrong_config_value_names_the_key(homeserver, test_model, tmp_path, ca
     out = capsys.readouterr().out
     assert out.startswith("FAIL  config: invalid configuration in")
     assert "matrix.homeserver_url: 'matrix.example.org' is not an http(s) URL" in out
-    for name in ("model", "homeserver", "login", "state_dir", "encryption", "compliance"):
+    for name in ("model", "homeserver", "login", "state_dir", "disk", "encryption",
+                 "compliance"):
         assert f"skip  {name}: needs a valid config" in out
     assert PASSWORD not in out
 
