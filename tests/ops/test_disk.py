@@ -11,6 +11,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +22,7 @@ from bot.config import ConfigError, DiskSettings, MetricsSettings, load_settings
 from bot.ops.check import check_disk
 from bot.ops.disk import MIB, DiskWatch, Level, is_disk_full, space
 from bot.ops.metrics import Health, Metrics, start_server
+from tests.chatting import bot_running
 from tests.ops.test_metrics import scrape
 
 SETTINGS = DiskSettings(warn_free_mib=512, full_free_mib=16)
@@ -282,14 +285,14 @@ def test_check_reads_the_folder_that_will_hold_a_missing_state_dir(tmp_path):
 
 # -- a real small filesystem ----------------------------------------------------------------
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 4 MiB tmpfs of its own (needs root, as CI runs; skipped where mount is refused)."""
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` of its own at `where` (needs root, as CI runs; skipped where mount
+    is refused), unmounted afterwards."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    where = tmp_path / "small"
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=700", "tmpfs",
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=700", "tmpfs",
                               str(where)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"mount refused here: {mounted.stderr.strip()}")
@@ -297,6 +300,12 @@ def small_filesystem(tmp_path):
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    with tmpfs(tmp_path / "small", "4m") as where:
+        yield where
 
 
 def fill(path: Path) -> None:
@@ -346,5 +355,61 @@ def test_a_real_filesystem_filled_up_and_freed(small_filesystem, caplog):
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         db.close()
+    assert [record.levelname for record in caplog.records
+            if record.name == "bot.ops.disk"] == ["ERROR", "INFO"]
+
+
+@pytest.mark.synapse
+async def test_a_running_bot_whose_state_dir_fills_up(make_settings, engine, tmp_path,
+                                                      caplog):
+    """The whole bot, its state_dir on a 16 MiB filesystem of its own: /healthz and /metrics
+    say full while a file fills it, and healthy again once it is deleted."""
+    from bot.local.localserver import _free_port
+
+    caplog.set_level(logging.INFO, logger="bot.ops.disk")
+    with tmpfs(tmp_path / "small", "16m") as small:
+        port = _free_port()
+        settings = make_settings(state_dir=small / "state", metrics={"port": port},
+                                 disk={"warn_free_mib": 4, "full_free_mib": 2})
+        base = f"http://127.0.0.1:{port}"
+
+        async def scrape_text(page) -> dict:
+            from prometheus_client.parser import text_string_to_metric_families
+
+            return {sample.name: sample.value for family in
+                    text_string_to_metric_families(await page.text())
+                    for sample in family.samples}
+
+        async def until(status: int) -> tuple[dict, dict]:
+            for _ in range(80):  # the watch reads every 10 s
+                async with http.get(f"{base}/healthz") as response:
+                    health = await response.json()
+                    if response.status == status:
+                        async with http.get(f"{base}/metrics") as page:
+                            return health, await scrape_text(page)
+                await asyncio.sleep(0.25)
+            raise AssertionError(f"/healthz did not answer {status}: {health}")
+
+        async with bot_running(settings, engine) as bot, aiohttp.ClientSession() as http:
+            health, metrics = await until(200)
+            assert health["state_dir_free_bytes"] > 4 * MIB
+            assert metrics["imgbot_disk_full"] == 0
+
+            fill(small / "backup.tar")
+
+            health, metrics = await until(503)
+            assert health["status"] == "unhealthy"
+            assert any(problem.startswith("state_dir's filesystem has 0.0 MiB free")
+                       or problem.startswith("SQLite could not write in state_dir")
+                       for problem in health["problems"]), health["problems"]
+            assert metrics["imgbot_disk_full"] == 1
+            assert metrics["imgbot_state_dir_free_bytes"] < 2 * MIB
+
+            (small / "backup.tar").unlink()
+
+            health, metrics = await until(200)
+            assert health["problems"] == [] and metrics["imgbot_disk_full"] == 0
+            assert not bot.done()
+    # Said once each way, however many readings and failed writes there were meanwhile.
     assert [record.levelname for record in caplog.records
             if record.name == "bot.ops.disk"] == ["ERROR", "INFO"]
