@@ -138,12 +138,16 @@ _INVISIBLE = regex.compile(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]")
 _MARKS = regex.compile(r"[\p{Mn}\p{Me}]")  # combining marks: accents, overlays, enclosures
 
 
+_SPACES = regex.compile(r"\s+")
+
+
 def normalised(text: str, invisible: str = "") -> str:
     """The text as the blocklist compares it: compatibility forms folded (NFKC: fullwidth
     and other styled letters, ligatures), invisible characters (`_INVISIBLE`) replaced by
-    `invisible` (dropped by default), case folded."""
+    `invisible` (dropped by default), case folded, and every run of white space one space
+    (a tokenizer splits on white space, so "red  room" and "red\nroom" read "red room")."""
     text = _INVISIBLE.sub(invisible, unicodedata.normalize("NFKC", text))
-    return unicodedata.normalize("NFKC", text.casefold())
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text.casefold()))
 
 
 def unmarked(text: str) -> str:

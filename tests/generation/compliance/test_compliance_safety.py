@@ -91,6 +91,15 @@ def test_words_stay_whole_words_with_marks_taken_off():
     assert Blocklist(words=["café"]).blocked("a cafe") == "café"
 
 
+@pytest.mark.parametrize("prompt", ["a red  room", "a red\nroom", "a red \u200b room",
+                                    "a red\u00a0\u2003room", "a RED\troom"])
+def test_white_space_inside_a_phrase_hides_nothing(prompt):
+    # A tokenizer splits on white space, however much there is: the model reads "red room".
+    assert Blocklist(words=["red room"]).blocked(prompt) == "red room"
+    assert Blocklist(words=["red  room"]).blocked(prompt) == "red  room"  # the list's too
+    assert Blocklist(patterns=[r"red room"]).blocked(prompt) == "red room"
+
+
 def test_the_operators_words_are_normalised_too():
     # A list written with a fullwidth or soft-hyphenated word still matches the plain one.
     assert Blocklist(words=["ｎｕｄｅ"]).blocked("a nude") == "ｎｕｄｅ"
