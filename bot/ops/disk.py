@@ -100,8 +100,9 @@ class DiskWatch:
         self._clock = clock
         self._reading: Space | None = None
         self._unreadable: str | None = None
-        # (when, free bytes then) of the last "database or disk is full" from SQLite
-        self._sqlite_full: tuple[float, int] | None = None
+        # (when, free bytes then) of the last "database or disk is full" from SQLite; the
+        # free bytes are None until the next check reads them
+        self._sqlite_full: tuple[float, int | None] | None = None
         self._said = Level.OK  # the level the log last told of
 
     def current(self) -> Space | None:
@@ -110,7 +111,7 @@ class DiskWatch:
         reading, note = self._reading, self._sqlite_full
         if note is None or (reading is not None and reading.full):
             return reading
-        free = reading.free_bytes if reading is not None else note[1]
+        free = reading.free_bytes if reading is not None else (note[1] or 0)
         return Space(Level.FULL, free, f"SQLite could not write in state_dir: database or disk "
                                        f"is full (statvfs shows {mib(free)} MiB free)")
 
@@ -128,8 +129,10 @@ class DiskWatch:
         self._unreadable = None
         reading = space(stat, self.settings.warn_free_mib, self.settings.full_free_mib)
         note = self._sqlite_full
-        if note is not None and (reading.free_bytes > note[1]
-                                 or self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS):
+        if note is not None and note[1] is None:  # heard of since the last check
+            self._sqlite_full = (note[0], reading.free_bytes)
+        elif note is not None and (reading.free_bytes > note[1]
+                                   or self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS):
             self._sqlite_full = None
         self._reading = reading
         self._tell(self.current())
@@ -138,13 +141,9 @@ class DiskWatch:
     def sqlite_full(self) -> None:
         """SQLite said "database or disk is full": the disk counts as full from now on, until
         the free space grows or SQLITE_FULL_HOLD_SECONDS pass without it being said again.
-        Called from any thread (a logging handler); it only notes, the next check logs."""
-        try:
-            stat = self._statvfs(self.state_dir)
-            free = stat.f_bavail * stat.f_frsize
-        except OSError:
-            free = 0
-        self._sqlite_full = (self._clock(), free)
+        Called from any thread (a logging handler), the event loop's included: it only
+        notes the time, and the next check reads the space (statvfs may block) and logs."""
+        self._sqlite_full = (self._clock(), None)
 
     def _tell(self, now: Space | None) -> None:
         """Log a change of level once: the way down as a warning or an error, the way back
@@ -191,5 +190,8 @@ class _SqliteFullListener(logging.Handler):
         self.watch = watch
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info and is_disk_full(record.exc_info[1]):
-            self.watch.sqlite_full()
+        try:
+            if record.exc_info and is_disk_full(record.exc_info[1]):
+                self.watch.sqlite_full()
+        except Exception:  # noqa: BLE001 - never raise into the code that was logging
+            self.handleError(record)
