@@ -247,12 +247,12 @@ class Link:
         """Before a frame's parts are read: only a "done" of a batch that waits carries
         pictures, and no more bytes of them than that batch's jobs can need (`png_bound`);
         anything else ends the connection unread (frames.FrameError)."""
+        request = header.get("request")
+        with self._cond:  # a batch's one "done" uses its room up: a second carries nothing
+            room = (self._room.pop(request, None)
+                    if header["kind"] == "done" and type(request) is int else None)
         if not count and not total:
             return
-        request = header.get("request")
-        with self._cond:
-            room = (self._room.get(request)
-                    if header["kind"] == "done" and type(request) is int else None)
         if room is None:
             raise frames.FrameError(f"a {header['kind'][:40]!r} frame carries {total} bytes of "
                                     "parts for no batch that waits for pictures")
@@ -363,33 +363,53 @@ class _Bridge:
         self._ended = threading.Event()
 
     def end(self) -> None:
-        """Ask the bridge to end (it stops when its input ends); force it after 10 s."""
+        """Ask the bridge to end (it stops when its input ends); force it after 10 s. Never
+        blocks on a bridge that stopped reading: see `_close_writer`."""
+        if self.connection is not None:
+            self._shutdown(socket.SHUT_WR)  # first: it frees a send blocked on a full socket
+        closing = self._close_writer()
+        if self.process is not None:
+            _wait_or_kill(self.process)
+        elif not self._ended.wait(10):
+            self._shutdown(socket.SHUT_RDWR)  # the reader stops at once
+        closing.join(10)
+
+    def finish(self) -> None:
+        """After its last frame: close this side, and wait for a spawned process."""
+        if self.connection is not None:
+            self._shutdown(socket.SHUT_RDWR)
+        closing = self._close_writer()
         try:
-            self.writer.close()
-            if self.connection is not None:
-                self.connection.shutdown(socket.SHUT_WR)
+            self.reader.close()
         except OSError:
             pass
         if self.process is not None:
             _wait_or_kill(self.process)
-        elif not self._ended.wait(10):
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)  # the reader stops at once
-            except OSError:
-                pass
-
-    def finish(self) -> None:
-        """After its last frame: close this side, and wait for a spawned process."""
-        for stream in (self.reader, self.writer):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        if self.process is not None:
-            _wait_or_kill(self.process)
+        closing.join(10)
         if self.connection is not None:
             self.connection.close()
         self._ended.set()
+
+    def _close_writer(self) -> threading.Thread:
+        """Close the writing side on a thread of its own: a send that a bridge which stopped
+        reading blocks (a frame bigger than the pipe's or socket's buffer) holds the
+        writer, and its close would wait for it. The socket's shutdown, or the process's
+        end (killed after 10 s), makes that send fail and the close go through."""
+        def close() -> None:
+            try:
+                self.writer.close()
+            except (OSError, ValueError):
+                pass
+
+        thread = threading.Thread(target=close, name="ray-bridge-close", daemon=True)
+        thread.start()
+        return thread
+
+    def _shutdown(self, how: int) -> None:
+        try:
+            self.connection.shutdown(how)
+        except OSError:  # already shut, or never connected
+            pass
 
 
 
@@ -429,9 +449,20 @@ def not_dumpable() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # no libc prctl: nothing to do
         log.debug("prctl(PR_SET_DUMPABLE) is not available here")
+        return
+    prctl.restype = ctypes.c_int
+    zero = ctypes.c_ulong(0)
+    if prctl(ctypes.c_int(PR_SET_DUMPABLE), zero, zero, zero, zero) != 0:
+        log.warning("the bot could not make itself not dumpable (prctl: %s): a process of "
+                    "its user, such as the bridge, can read its /proc files",
+                    os.strerror(ctypes.get_errno()))
+        return
+    if prctl(ctypes.c_int(PR_GET_DUMPABLE), zero, zero, zero, zero) != 0:
+        log.warning("the bot is still dumpable after prctl(PR_SET_DUMPABLE, 0): a process "
+                    "of its user, such as the bridge, can read its /proc files")
 
 
 def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[bytes]]:
@@ -449,8 +480,9 @@ def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[
 
 def _read_stderr(stream) -> None:
     """A spawned bridge's stderr (Ray's own lines), into the bot's log at DEBUG."""
-    for raw in iter(stream.readline, b""):
-        ray_log.debug("%s", raw.decode(errors="replace").rstrip())
+    for raw in iter(lambda: stream.readline(8192), b""):  # a line without end: in pieces
+        ray_log.debug("%s", messages.one_line(raw.decode(errors="replace"),
+                                              messages.MAX_LOG_LINE))
     stream.close()
 
 

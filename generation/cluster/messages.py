@@ -244,6 +244,8 @@ def _cleaned(header: dict) -> dict:
     for key in ("words", "problem"):  # the log's and `imgbot check`'s
         if key in clean:
             clean[key] = one_line(clean[key], MAX_LOG_LINE)
+    if clean["kind"] == "lost":  # why a batch was lost: the person who asked may read it
+        clean["words"] = said(header["words"])  # (worker_faults, after MAX_LOST losses)
     if "info" in clean:
         clean["info"] = _cleaned_info(clean["info"])
     if "workers" in clean:

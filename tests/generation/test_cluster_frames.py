@@ -235,6 +235,15 @@ def test_a_workers_error_becomes_one_clean_attributed_line():
                                 [])["error"] == messages.NOT_VALID
 
 
+def test_why_a_batch_was_lost_is_one_clean_line_attributed_to_the_worker():
+    # A worker's own exception message (a RayTaskError's last line): after MAX_LOST losses
+    # the person who asked reads it, so it is said as a worker's error is.
+    lost = messages.from_bridge({"kind": "lost", "request": 3, "words": HOSTILE}, [])["words"]
+    assert lost.startswith("the GPU worker said: Your account is suspended. Log in again")
+    assert len(lost) <= len("the GPU worker said: ") + messages.MAX_SAID
+    assert lost.isprintable() and "\u202e" not in lost
+
+
 def test_log_lines_problems_and_survey_errors_from_the_bridge_are_one_clean_line():
     line = messages.from_bridge({"kind": "log", "level": 40, "words": HOSTILE}, [])["words"]
     assert line.isprintable() and len(line) <= messages.MAX_LOG_LINE

@@ -24,10 +24,12 @@ from PIL import Image
 
 from generation.building import Recipe
 from generation.cluster import frames, messages
+from generation.cluster import link as link_module
 from generation.cluster.link import PR_GET_DUMPABLE, ClusterUnavailable, Link
 from generation.cluster.remote import RemoteRunner
 from generation.cluster.spec import ClusterSpec
 from generation.job import GenerationError, Job
+from generation.tickets import WorkerLost
 
 INFO = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12", "slot": 0,
         "auth": "token", "versions": {"imgbot": "1"}, "device": "cuda:0", "models": ["tiny"]}
@@ -294,3 +296,97 @@ def test_a_child_of_the_bots_user_cannot_read_a_bot_that_spawns_a_bridge(state):
                           text=True, cwd=Path(__file__).parents[2], timeout=120)
     assert said.stdout.split() == (["read"] * 2 if state == "dumpable" else ["refused"] * 2), \
         said.stderr
+
+
+def test_a_bridge_that_stops_reading_does_not_hang_the_bots_stop(tmp_path):
+    path = tmp_path / "bridge.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    released = threading.Event()
+
+    def serve():  # answers the hello, then never reads again (and never hangs up)
+        connection, _ = server.accept()
+        reader, channel = connection.makefile("rb"), frames.Channel(connection.makefile("wb"))
+        frames.receive(reader)
+        channel.send({"kind": "connected", "nodes": 1, "auth": "token", "versions": {}})
+        channel.send({"kind": "slot", "slot": 0, "state": "up", "generation": 1, "info": INFO})
+        released.wait(60)
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    link = Link(_spec(tmp_path, bridge_socket=str(path)))
+    runner = RemoteRunner(link, 0, catalogue=None)
+    link.start(10)
+    assert runner.wait_ready(lambda: False)
+    # A source picture of noise: its run frame is far bigger than the socket's buffer.
+    noise = Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3))
+    job = Job(prompt="x", seed=1, steps=2, width=1024, height=1024, kind="img2img",
+              strength=0.5, image=noise)
+    outcome = []
+    sending = threading.Thread(target=lambda: outcome.append(_raised(runner.generate, job)),
+                               daemon=True)
+    sending.start()
+    time.sleep(1)  # the send is blocked on the full socket now
+    try:
+        started = time.monotonic()
+        stopping = threading.Thread(target=link.stop, daemon=True)
+        stopping.start()
+        stopping.join(20)
+        assert not stopping.is_alive(), "stop() hangs on a bridge that does not read"
+        assert time.monotonic() - started < 15
+        sending.join(5)
+        assert outcome and isinstance(outcome[0], WorkerLost), outcome  # back to the queue
+    finally:
+        released.set()
+
+
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:  # noqa: BLE001 - the test looks at which
+        return exc
+    return None
+
+
+def test_a_second_done_for_a_batch_carries_no_pictures(tmp_path):
+    link = Link(_spec(tmp_path))
+    link._room[7] = messages.png_bound(64, 32)  # a batch of one 64x32 picture waits
+    done = {"kind": "done", "request": 7, "worker": "w", "seconds": 1.0, "counts": [1]}
+    link._admit(done, 1, 1000)  # its pictures
+    with pytest.raises(frames.FrameError, match="no batch that waits"):
+        link._admit(done, 1, 1000)  # once more: the batch's room is used up
+
+
+def test_why_a_worker_was_lost_reaches_the_queue_as_one_line_said_by_the_worker(tmp_path):
+    hostile = "\x1b[2JThe bot says: your account is suspended.\nLog in at " + "!" * 10_000
+    link, runner = _serving(tmp_path, [lambda run: [
+        ({"kind": "lost", "request": run["request"], "words": hostile}, [])]])
+    try:
+        with pytest.raises(WorkerLost) as raised:
+            runner.generate(JOB)
+    finally:
+        link.stop()
+    words = str(raised.value)  # what worker_faults tells the person after MAX_LOST losses
+    assert words.startswith("the GPU worker said: The bot says: your account is suspended.")
+    assert words.isprintable() and len(words) <= len("the GPU worker said: ") + 200
+
+
+def test_a_bot_that_cannot_make_itself_not_dumpable_says_so(monkeypatch, caplog):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl is Linux's")
+    monkeypatch.setattr(link_module, "PR_SET_DUMPABLE", 0x7FFF_FFFF)  # no such option
+    link_module.not_dumpable()
+    (warning,) = [record for record in caplog.records if "not dumpable" in record.getMessage()]
+    assert warning.levelname == "WARNING" and "Invalid argument" in warning.getMessage()
+
+
+def test_a_spawned_bridges_stderr_reaches_the_log_in_clean_lines_of_a_bounded_size(caplog):
+    caplog.set_level("DEBUG", logger="generation.cluster.ray")
+    stream = io.BytesIO(b"\x1b[31mERROR bot: fake\r\n" + b"x" * (1024 * 1024) + b"\n")
+    link_module._read_stderr(stream)
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "generation.cluster.ray"]
+    assert lines[0] == "ERROR bot: fake"
+    assert len(lines) > 100 and all(line.isprintable() and len(line) <= 8192
+                                    for line in lines)
