@@ -11,14 +11,10 @@ from pathlib import Path
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 
 from bot.config.base import ConfigError, _read_secret, _Section, expand_secret_path
+from generation.cluster.address import is_address
 
 TOKEN_KEY = "generation.ray.token_file"
 
-# host: a name, an IPv4 address, or an IPv6 address in brackets; the port is always written
-# (Ray's GCS listens on 6379 and Ray Client on 10001 by default, but a port left out is
-# more often a mistake than a default).
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-_ADDRESS_RE = re.compile(rf"^(?:ray://)?{_HOST}:(\d{{1,5}})$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -43,8 +39,7 @@ class RaySettings(_Section):
     @classmethod
     def _address(cls, value: str) -> str:
         value = value.strip()
-        match = _ADDRESS_RE.match(value)
-        if value != "auto" and not (match and 1 <= int(match[1]) <= 65535):
+        if not is_address(value):  # the grammar a pinned bridge's --address has too
             raise ValueError(
                 f"{value!r} is not a Ray address; write auto (the bot runs on a node of the "
                 "cluster), HOST:PORT of the head node's GCS (e.g. 10.0.0.5:6379), or "

@@ -35,6 +35,7 @@ import uuid
 from dataclasses import replace
 
 from . import frames, messages
+from .address import is_address
 from .joining import ACTOR_PREFIX, Refused, connect, last_line, survey
 from .spec import ClusterSpec, mismatch
 
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="the only cluster address this bridge connects "
                         "to, with its unit's token (socket mode: imgbot-bridge@.service)")
     pinned = parser.parse_args(argv).address
+    if pinned is not None and not is_address(pinned):  # `--address=` would pin to ""
+        print(f"--address {messages.one_line(pinned, 200)!r} is not a Ray address: write "
+              "HOST:PORT of the head node's GCS (e.g. 10.0.0.5:6379), ray://HOST:PORT, or "
+              "auto, as generation.ray.address", file=sys.stderr)
+        return 2
     stderr = _Stderr()
     # Frames go out on a copy of stdout; whatever Ray or a library prints goes to stderr.
     # Under systemd's socket activation stdin and stdout are the same socket: the copy and

@@ -70,3 +70,18 @@ def test_the_pinned_hello_is_taken_and_a_token_path_in_it_is_never_used(tmp_path
     # A bridge the bot spawns is not pinned: the bot tells it the address and token file.
     assert pin_refusal(replace(spec, own_token=False, token_path="/t", bridge_socket=None),
                        None) is None
+
+
+@pytest.mark.parametrize("pin", ["", "attacker", "127.0.0.1", "127.0.0.1:0", "host:99999",
+                                 "-", "127.0.0.1:6379 extra"])
+def test_a_unit_with_an_empty_or_malformed_pin_does_not_start(tmp_path, pin):
+    # An empty pin would take a hello whose address is empty too.
+    bridge = subprocess.run([sys.executable, "-m", "generation.cluster.bridge",
+                             f"--address={pin}"],
+                            input=frames.encode({"kind": "hello", "spec": messages.spec_to_wire(
+                                _spec(tmp_path, address=pin))}),
+                            capture_output=True, env={"PATH": os.environ["PATH"],
+                                                      "HOME": str(tmp_path)},
+                            cwd=Path(__file__).parents[2], timeout=120)
+    assert bridge.returncode == 2 and bridge.stdout == b""  # no frame: nothing was taken
+    assert "is not a Ray address" in bridge.stderr.decode()
