@@ -36,21 +36,32 @@ class FrameError(Exception):
 
 
 class Channel:
-    """One end's writing side; several threads may send."""
+    """One end's writing side; several threads may send. With a `limit`, a frame that the
+    other end has not taken within that many seconds (it stopped reading) calls `stuck`,
+    which ends the connection, so that the send fails rather than blocks for ever."""
 
-    def __init__(self, stream: BinaryIO):
+    def __init__(self, stream: BinaryIO, limit: float | None = None, stuck=None):
         self.stream = stream
+        self.limit, self.stuck = limit, stuck
         self._lock = threading.Lock()
 
     def send(self, header: dict, parts: list[bytes] | tuple = ()) -> bool:
         """Write one frame; False when the other end is gone."""
         data = encode(header, parts)
+        watch = None
         try:
             with self._lock:
+                if self.limit is not None:
+                    watch = threading.Timer(self.limit, self.stuck)
+                    watch.daemon = True
+                    watch.start()
                 self.stream.write(data)
                 self.stream.flush()
         except (BrokenPipeError, OSError, ValueError):  # ValueError: the stream is closed
             return False
+        finally:
+            if watch is not None:
+                watch.cancel()
         return True
 
 

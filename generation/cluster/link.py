@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 ray_log = logging.getLogger("generation.cluster.ray")  # Ray's own lines, at DEBUG
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+# A bridge that has not taken a frame of the bot's within this many seconds stopped reading:
+# its connection ends (a new bridge follows), so that no worker's send blocks for ever.
+SEND_LIMIT = 60.0
 
 
 class ClusterUnavailable(Exception):
@@ -201,7 +204,7 @@ class Link:
                                 f"{self.spec.bridge_socket} ({exc.strerror or exc})")
                 return
             self._bridge = bridge
-        channel = frames.Channel(bridge.writer)
+        channel = frames.Channel(bridge.writer, SEND_LIMIT, bridge.stuck)
         channel.send({"kind": "hello", "spec": messages.spec_to_wire(self.spec)})
         try:
             while (frame := frames.receive(bridge.reader, self._admit)) is not None:
@@ -389,6 +392,15 @@ class _Bridge:
         if self.connection is not None:
             self.connection.close()
         self._ended.set()
+
+    def stuck(self) -> None:
+        """The bridge has not taken a frame within SEND_LIMIT: end its connection now."""
+        log.error("the Ray bridge has not read a frame of the bot's for %.0f s: its "
+                  "connection ends", SEND_LIMIT)
+        if self.process is not None:
+            self.process.kill()
+        else:
+            self._shutdown(socket.SHUT_RDWR)
 
     def _close_writer(self) -> threading.Thread:
         """Close the writing side on a thread of its own: a send that a bridge which stopped

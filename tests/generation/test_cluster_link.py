@@ -298,14 +298,17 @@ def test_a_child_of_the_bots_user_cannot_read_a_bot_that_spawns_a_bridge(state):
         said.stderr
 
 
-def test_a_bridge_that_stops_reading_does_not_hang_the_bots_stop(tmp_path):
+def _stuck_bridge(tmp_path: Path) -> tuple[Link, RemoteRunner, Job, threading.Event]:
+    """A fake bridge that answers the hello, then never reads again (nor hangs up until
+    the event is set); the link up on it, and a job whose run frame is far bigger than the
+    socket's buffer (a source picture of noise)."""
     path = tmp_path / "bridge.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
     released = threading.Event()
 
-    def serve():  # answers the hello, then never reads again (and never hangs up)
+    def serve():
         connection, _ = server.accept()
         reader, channel = connection.makefile("rb"), frames.Channel(connection.makefile("wb"))
         frames.receive(reader)
@@ -319,10 +322,14 @@ def test_a_bridge_that_stops_reading_does_not_hang_the_bots_stop(tmp_path):
     runner = RemoteRunner(link, 0, catalogue=None)
     link.start(10)
     assert runner.wait_ready(lambda: False)
-    # A source picture of noise: its run frame is far bigger than the socket's buffer.
     noise = Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3))
     job = Job(prompt="x", seed=1, steps=2, width=1024, height=1024, kind="img2img",
               strength=0.5, image=noise)
+    return link, runner, job, released
+
+
+def test_a_bridge_that_stops_reading_does_not_hang_the_bots_stop(tmp_path):
+    link, runner, job, released = _stuck_bridge(tmp_path)
     outcome = []
     sending = threading.Thread(target=lambda: outcome.append(_raised(runner.generate, job)),
                                daemon=True)
@@ -390,3 +397,18 @@ def test_a_spawned_bridges_stderr_reaches_the_log_in_clean_lines_of_a_bounded_si
     assert lines[0] == "ERROR bot: fake"
     assert len(lines) > 100 and all(line.isprintable() and len(line) <= 8192
                                     for line in lines)
+
+
+def test_a_bridge_that_stops_reading_ends_its_connection_and_the_batch_goes_back(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(link_module, "SEND_LIMIT", 1.0)
+    link, runner, job, released = _stuck_bridge(tmp_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerLost):  # the queue gives the batch to the next worker
+            runner.generate(job)
+        assert time.monotonic() - started < 10
+        assert "has not read a frame of the bot's" in caplog.text
+    finally:
+        released.set()
+        link.stop()
