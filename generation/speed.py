@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 # Tests swap in "eager" (tracing only): inductor's C++ build takes minutes on a small CPU.
 COMPILE_BACKEND = "inductor"
+# Graphs kept per compiled function before dynamo runs it uncompiled (its default is 8).
+# One block's forward serves blocks of several kinds (Z-Image's caption refiner has no
+# timestep input, its other blocks do), each LoRA adapter (on, off, which one) and each
+# size before it turns dynamic: a tiny Z-Image with two LoRAs passes 8 by its fourth job.
+RECOMPILE_LIMIT = 64
 
 
 class FolderError(Exception):
@@ -121,9 +126,9 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = 
     # transformer has no convolutions: only the VAE).
     convolutional = [pipe.vae] + ([pipe.unet] if denoiser == "unet" else [])
     if placement.device.startswith("cuda"):
-        for module in convolutional:
-            module.to(memory_format=torch.channels_last)
-        notes.append("channels_last: on")
+        kept = sum(_channels_last(module) for module in convolutional)
+        notes.append("channels_last: on" + (f" (2-D convolutions; {kept} 3-D weights kept)"
+                                            if kept else ""))
     else:
         notes.append(f"channels_last: off (for CUDA; this is {placement.device})")
     # 3. One matrix product for q, k and v instead of three (UNet pipelines only: the new
@@ -137,6 +142,25 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = 
     else:
         notes.append(_fuse_qkv(pipe))
     return notes
+
+
+def _channels_last(module) -> int:
+    """The 4-D weights and buffers of `module` (2-D convolutions) in channels_last, in place;
+    returns how many 5-D ones it left as they were.
+
+    Not `module.to(memory_format=torch.channels_last)`: that raises "required rank 4 tensor"
+    on the first 5-D weight, and the VAEs of Qwen-Image and Qwen-Image-Edit
+    (AutoencoderKLQwenImage, a video VAE) are made of 3-D convolutions. Their inputs stay
+    contiguous, so their weights do too: weights in channels_last_3d would only make
+    cuDNN convert every input."""
+    import torch
+
+    kept = 0
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        kept += tensor.dim() == 5
+    return kept
 
 
 def _plain_processors():
@@ -251,27 +275,52 @@ def compile_models(pipe, placement: Placement, denoiser: str = "unet",
     compiles here: each new shape compiles on its first call, which is what
     `Engine.warm_up` is for.
 
-    Shapes are left to dynamo's automatic dynamic shapes: the first size and batch get
-    kernels of their own, a second one makes the dimension that changed dynamic, so that
-    a third size or batch size does not compile again.
+    The denoiser's repeated blocks are compiled, not the whole model (diffusers' regional
+    compile, `compile_repeated_blocks`, for every model that declares `_repeated_blocks`:
+    the UNets, FLUX.1, FLUX.2, Z-Image, Qwen-Image): one graph serves every block, so it
+    compiles in a fraction of the time, and a block takes plain tensors. The whole model
+    does not: Z-Image's transformer takes Python lists of per-picture tensors, whose length
+    (the batch) and items (each caption's length) dynamo specialises on, so each batch size
+    and caption length would be a graph of its own; around the blocks, it runs as it is.
+
+    Shapes are left to dynamo's automatic dynamic shapes: in a block's tensors, a second
+    size or batch makes the dimension that changed dynamic. Other changes still compile
+    anew (switching LoRA adapters changes what a block's layers do), so nothing is compiled
+    with fullgraph: past dynamo's recompile limit, fullgraph raises
+    FailOnRecompileLimitHit and fails the job, where without it that code runs uncompiled.
 
     Under model offloading (fitting.py) the hook that brings a model onto the GPU runs
-    before its forward, outside the graph: compiled without fullgraph, which would refuse
-    it. Group offloading is not compiled: its hooks around every layer would cut the model
-    into hundreds of small graphs."""
+    before its forward, outside the compiled blocks. Group offloading is not compiled: its
+    hooks around every layer would cut the model into hundreds of small graphs."""
     if offload == "group":
         return "compile: off (group offload breaks the graph at every layer)"
-    options = {"fullgraph": offload == "none", "backend": COMPILE_BACKEND}
+    options = {"backend": COMPILE_BACKEND}
     on_gpu = placement.device.startswith("cuda")
     if COMPILE_BACKEND == "inductor" and on_gpu:
         options["mode"] = COMPILE_MODE  # on the CPU, autotuning C++ templates takes ages
-    getattr(pipe, denoiser).compile(**options)
+    model = getattr(pipe, denoiser)
+    what = "UNet" if denoiser == "unet" else "transformer"
+    blocks = list(getattr(model, "_repeated_blocks", None) or ())
+    _allow_recompiles()
+    if blocks:
+        model.compile_repeated_blocks(**options)
+        what += f" blocks ({', '.join(blocks)})"
+    else:
+        model.compile(**options)
     # The decoder only: the encoder runs for img2img alone, and the tiny decoder is fast
     # as it is (compiling it would make the first --fast picture wait for the compiler).
     decoder = getattr(pipe.vae, "decoder", None)
     if decoder is not None:
         decoder.compile(**options)
-    what = "UNet" if denoiser == "unet" else "transformer"
     return (f"compile: on ({options.get('mode', 'default')}, {what}"
             + (" and VAE decoder" if decoder is not None else "")
             + (", after the offload hook)" if offload != "none" else ")"))
+
+
+def _allow_recompiles() -> None:
+    """Raise dynamo's recompile limit to RECOMPILE_LIMIT (never lower it); process-wide,
+    as dynamo reads it, and compiling is the operator's choice for the process."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
