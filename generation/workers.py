@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import progress
+from .device import make_current
 from .job import GenerationError, Result
 from .tickets import Runner, Ticket, WorkerLost
 
@@ -52,6 +53,10 @@ class Worker:
         exceptions are caught in `_run`; this is for what is not an Exception, like
         SystemExit from a library, or a fault in this loop itself)."""
         try:
+            # torch's current CUDA device is per thread and 0 in a new one: the workers of
+            # cuda:1 and above make their own current before anything runs on them.
+            if self.device is not None:
+                make_current(self.device)
             self._yield_to_chat()
             self._work()
         except BaseException as exc:

@@ -493,9 +493,13 @@ class PlacedRunner(FakeRunner):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's priority: Linux")
-async def test_a_cpu_worker_runs_below_the_chat_side_and_a_gpu_worker_does_not():
+async def test_a_cpu_worker_runs_below_the_chat_side_and_a_gpu_worker_does_not(monkeypatch):
     """On a CPU the next batch's arithmetic must not hold up the upload of the last one;
     a GPU worker keeps the chat side's priority, so that the GPU never waits for it."""
+    import torch
+
+    # The GPU worker makes cuda:0 its thread's device, on a machine that may have none.
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     cpu, gpu = PlacedRunner("cpu"), PlacedRunner("cuda:0")
     chat = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     queue = GenerationQueue([cpu, gpu], max_size=10, per_user=10)
