@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from . import adapters, edit_only, fitting, pipeline_call, speed
-from .device import Placement, choose
+from .device import Placement, choose, make_current
 from .job import GenerationError, Job
 from .families import SD, Family
 from .model_folder import (ModelError, family_of, native_size, unknown_model,
@@ -97,7 +97,10 @@ class Engine:
         from diffusers import AutoPipelineForText2Image
 
         quiet_libraries()
-        self.placement = choose(self.requested_device)
+        self.placement = choose(self.requested_device,
+                                fp16_safe=self.traits.denoiser == "unet")
+        # This thread may not be the worker's: the start loads the default model on its own.
+        make_current(self.placement.device)
         fitting.check(self.quantize, self.placement)  # before the weights load
         started = time.perf_counter()
         # A configured VAE is passed in, so that the model's own is not loaded at all.
@@ -109,7 +112,8 @@ class Engine:
         pipe = load(self.path, dtype=self.placement.dtype, local_files_only=True,
                     **({"vae": vae} if vae is not None else {}))
         self.fit = fitting.fit(pipe, self.path, self.traits, self.placement, self.name,
-                               quantize=self.quantize, offload=self.offload)
+                               quantize=self.quantize, offload=self.offload,
+                               compiled=self.compile)
         pipe.set_progress_bar_config(disable=True)
         adapters.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
         torch.set_grad_enabled(False)
@@ -138,6 +142,15 @@ class Engine:
         log.info("speed-ups for %s: %s", self.name, "; ".join(notes))
         return notes
 
+    def memory_need(self) -> int:
+        """Bytes of free device memory this model needs to load as configured and make
+        pictures (fitting.need: its weights as loaded, and the working room); read from its
+        folder: nothing loads."""
+        placement = self.placement or choose(self.requested_device,
+                                             fp16_safe=self.traits.denoiser == "unet")
+        return fitting.need(fitting.weights_on_card(self.path, self.traits, placement,
+                                                    self.quantize), self.offload)
+
     def unload(self) -> None:
         """Drop the pipeline and give its memory back to the device.
 
@@ -145,12 +158,9 @@ class Engine:
         """
         self.pipe = self._image_to_image = self.tiny_decoder = None
         gc.collect()  # pipelines hold reference cycles; free their tensors now, not later
-        if self.placement is not None and self.placement.device.startswith("cuda"):
-            import torch
-
-            # Hand the allocator's cached blocks back, so that the next model (and
-            # `torch.cuda.mem_get_info`) sees the memory as free.
-            torch.cuda.empty_cache()
+        # Hand the allocator's cached blocks back, so that the next model (and
+        # `torch.cuda.mem_get_info`) sees the memory as free.
+        self._empty_cache()
 
     @property
     def models(self) -> list[str]:
@@ -211,24 +221,20 @@ class Engine:
         studio.py). The pictures of a job are one batch; when the batch does not fit in GPU
         memory they are made one after the other instead (same seeds, same pictures), and
         only a single picture that does not fit is the user's problem."""
-        import torch
-
         self._check_job(job)
-        try:
-            return self._run([(job, index) for index in range(job.count)])
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if job.count == 1:
-                raise self._too_big(job) from None
+        images = self._fitting([(job, index) for index in range(job.count)])
+        if images is not None:
+            return images
+        if job.count == 1:
+            raise self._too_big(job)
         log.warning("a batch of %d at %dx%d did not fit in GPU memory; making them one by one",
                     job.count, job.width, job.height)
         images = []
         for index in range(job.count):
-            try:
-                images += self._run([(job, index)])
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                raise self._too_big(job) from None
+            one = self._fitting([(job, index)])
+            if one is None:
+                raise self._too_big(job)
+            images += one
         return images
 
     def batch_key(self, job: Job) -> tuple | None:
@@ -242,8 +248,6 @@ class Engine:
         job, as `generate` would make them alone (the same seeds, so the same pictures up to
         the last bit of batched kernels). When they do not fit in GPU memory together, the
         jobs are made one after the other, each as `generate` makes it."""
-        import torch
-
         keys = [self.batch_key(job) for job in jobs]
         if None in keys or len(set(keys)) > 1:
             raise ValueError("only txt2img jobs of one model, size, steps, guidance and "
@@ -251,12 +255,8 @@ class Engine:
         if len(jobs) <= 1:
             return [self.generate(job) for job in jobs]
         self._check_job(jobs[0])
-        images = None
-        try:
-            images = self._run([(job, index) for job in jobs for index in range(job.count)])
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-        if images is None:  # out of the except block, so that the batch's tensors are gone
+        images = self._fitting([(job, index) for job in jobs for index in range(job.count)])
+        if images is None:
             log.warning("a batch of %d jobs (%d pictures) at %dx%d did not fit in GPU "
                         "memory; making them one job at a time", len(jobs),
                         sum(job.count for job in jobs), jobs[0].width, jobs[0].height)
@@ -285,7 +285,32 @@ class Engine:
         if job.fast and self.tiny_decoder is None:
             raise GenerationError("This bot has no fast decoder; ask without --fast.")
 
+    def _fitting(self, pictures: list[tuple[Job, int]]) -> list | None:
+        """`_run`, or None where the pictures did not fit in GPU memory, with the memory
+        their try held handed back to the device."""
+        import torch
+
+        try:
+            return self._run(pictures)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        # Out of the except block: inside it, the error's traceback still holds the failed
+        # call's frames, and with them the batch's latents and activations, which
+        # empty_cache could then not hand back.
+        self._empty_cache()
+        return None
+
+    def _empty_cache(self) -> None:
+        if self.placement is not None and self.placement.device.startswith("cuda"):
+            import torch
+
+            make_current(self.placement.device)  # empty_cache empties the current device
+            torch.cuda.empty_cache()
+
     def _run(self, pictures: list[tuple[Job, int]]) -> list:
+        # The thread may not be the one that loaded the model (the start warms up on its
+        # own; the workers generate); its current device must be the model's.
+        make_current(self.placement.device)
         if not self.traits.batches and len(pictures) > 1:  # one call a picture, same seeds
             return [image for picture in pictures for image in self._run([picture])]
         pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe

@@ -58,11 +58,13 @@ class Fit:
     @property
     def unfused(self) -> str:
         """Why QKV projections must stay apart ("": they may be fused): torchao's tensors
-        cannot be concatenated, and a fused layer made after group offloading has no hook
-        to bring it onto the GPU."""
+        cannot be concatenated; a fused layer made after group offloading has no hook to
+        bring it onto the GPU; and model offloading moves each weight on its own, so that
+        the q, k and v weights that speed.py points into the fused one would be copied
+        onto the card beside it, twice the projections' memory there, for every picture."""
         if self.quantize != "none":
             return "quantized"
-        return "group offload" if self.offload == "group" else ""
+        return {"group": "group offload", "model": "model offload"}.get(self.offload, "")
 
 
 def options(quantize: str, offload: str) -> tuple[str, str]:
@@ -134,12 +136,37 @@ def on_card(folder: Path, load_bytes: int, quantized: str | None = None) -> dict
     return sizes
 
 
+def weights_on_card(folder: Path, family: Family, placement: Placement,
+                    quantize: str) -> dict[str, int]:
+    """`on_card` for the model in `folder` as `fit` loads it: in the placement's precision,
+    its denoiser quantized where `quantize` applies (not to a folder quantized already)."""
+    quantized = quantize != "none" and folder_quantization(folder, family.denoiser) is None
+    return on_card(folder, LOAD_BYTES[placement.dtype_name],
+                   family.denoiser if quantized else None)
+
+
+def need(sizes: dict[str, int], offload: str) -> int:
+    """The bytes that must be free on the card for weights of `sizes` to load as `offload`
+    says, working room included: what `choose_offload` compares with the free memory.
+    `auto` counts the whole model, which it loads when that fits; its offloading is for a
+    card that cannot make that room."""
+    if offload in ("auto", "none"):
+        whole = sum(sizes.values())
+        return whole + working_room(whole)
+    if offload == "model":
+        largest = max(sizes.values(), default=0)
+        return largest + working_room(largest)
+    return working_room(0)  # group: a layer at a time
+
+
 def _safetensors_header(file: Path) -> dict | None:
     if file.suffix != ".safetensors":
         return None
     try:
         with open(file, "rb") as stream:
             (length,) = struct.unpack("<Q", stream.read(8))
+            if length > file.stat().st_size - 8:  # not a safetensors file: no huge read
+                return None
             header = json.loads(stream.read(length))
     except (OSError, ValueError, struct.error):
         return None
@@ -161,11 +188,11 @@ def choose_offload(asked: str, device: str, sizes: dict[str, int],
     whole = sum(sizes.values())
     if free is None:
         return "none", f"offload: none (weights {gib(whole)}; free memory not known)"
-    if whole + working_room(whole) <= free:
+    if need(sizes, "none") <= free:
         return "none", f"offload: none (weights {gib(whole)} fit in {gib(free)} free on {device})"
     room = f"+ {gib(working_room(whole))} working room > {gib(free)} free on {device}"
     largest, biggest = max((size, name) for name, size in sizes.items())
-    if largest + working_room(largest) <= free:
+    if need(sizes, "model") <= free:
         return "model", f"offload: model (weights {gib(whole)} {room})"
     return "group", (f"offload: group (weights {gib(whole)} {room}, and the {biggest} alone, "
                      f"{gib(largest)}, does not fit either)")
@@ -210,16 +237,16 @@ def device_problem(quantize: str, device: str) -> str | None:
 
 
 def fit(pipe, folder: Path, family: Family, placement: Placement, name: str, *,
-        quantize: str = "none", offload: str = "auto") -> Fit:
+        quantize: str = "none", offload: str = "auto", compiled: bool = False) -> Fit:
     """Quantize the denoiser (`quantize`, after `check`) and place the pipeline on the
-    device, whole or offloaded (`choose_offload`); what was done, for the speed line."""
+    device, whole or offloaded (`choose_offload`); what was done, for the speed line.
+    `compiled`: the speed-ups will torch.compile it (`quantize_denoiser`)."""
     denoiser, own = family.denoiser, folder_quantization(folder, family.denoiser)
     if own is not None and quantize != "none":
         log.warning("generation.quantize %s is not applied to %s: its %s is already "
                     "quantized (%s)", quantize, name, denoiser, own)
     how = "none" if own is not None else quantize
-    sizes = on_card(folder, LOAD_BYTES[placement.dtype_name],
-                    denoiser if how != "none" else None)
+    sizes = weights_on_card(folder, family, placement, quantize)
     choice, offload_note = choose_offload(offload, placement.device, sizes,
                                           free_memory(placement.device))
     if how != "none":
@@ -227,23 +254,32 @@ def fit(pipe, folder: Path, family: Family, placement: Placement, name: str, *,
         # its full-precision weights never all are); on the CPU under group offloading.
         on = placement.device if placement.device.startswith("cuda") and choice != "group" \
             else None
-        quantize_denoiser(getattr(pipe, denoiser), how, on)
+        # speed.compile_models compiles nothing under group offloading.
+        quantize_denoiser(getattr(pipe, denoiser), how, on,
+                          compiled=compiled and choice != "group")
     place(pipe, choice, placement)
     note = (f"quantize: {how} (torchao, {denoiser})" if how != "none" else
             f"quantize: the folder's own ({own}, {denoiser})" if own else "quantize: none")
     return Fit("folder" if own else how, choice, (note, offload_note))
 
 
-def quantize_denoiser(module, how: str, device: str | None = None) -> None:
+def quantize_denoiser(module, how: str, device: str | None = None, *,
+                      compiled: bool = False) -> None:
     """torchao's weight quantization of every linear layer of `module`, in place: int8
-    weights (any device), or fp8 weights and activations (fp8 matrix products)."""
+    weights (any device), or fp8 weights and activations (fp8 matrix products).
+
+    `compiled`: `module` will be torch.compiled. Only then may torchao set its recommended
+    inductor options (coordinate descent tuning, fusing int8 products with their scales):
+    they are process-wide, and would change how every other model of the process compiles
+    (the pool's others, the upscaler) for a model that is never compiled."""
     from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,
                                       Int8WeightOnlyConfig, PerRow, quantize_)
 
     # Row-wise fp8 scales: what torchao recommends for diffusion transformers on H100
     # (per-tensor scales lose more of the weights' range).
-    config = (Int8WeightOnlyConfig() if how == "int8"
-              else Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+    config = (Int8WeightOnlyConfig(set_inductor_config=compiled) if how == "int8"
+              else Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(),
+                                                             set_inductor_config=compiled))
     quantize_(module, config, device=device)
 
 

@@ -16,7 +16,7 @@ from .device import choose
 from .engine import Engine
 from .families import Family
 from .memory import cuda_free
-from .model_folder import ModelError, unknown_model, weights_bytes
+from .model_folder import ModelError, unknown_model
 from .job import GenerationError, Job
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ModelPool:
     """The queue's runner when several models are configured: `generate` runs each job on
     the model it names (`job.model`, "" for the default), loading that model first if need
     be. Before a load, least recently used models are unloaded while `max_loaded` are
-    loaded or the device's free memory is under the new model's estimated need."""
+    loaded or the device's free memory is under the new model's need (Engine.memory_need)."""
 
     def __init__(self, folders: Mapping[str, str | Path], default: str, device: str = "auto",
                  max_loaded: int | None = None,
@@ -156,7 +156,10 @@ class ModelPool:
         return engine
 
     def _make_room(self, engine: Engine) -> None:
-        need = weights_bytes(engine.path)
+        # What loading it takes, the working room included (not merely its files' size):
+        # short of that, `fitting.fit` would offload it where unloading another would
+        # have let it load whole.
+        need = engine.memory_need()
         while self._loaded:
             if self.max_loaded is not None and len(self._loaded) >= self.max_loaded:
                 reason = f"at most {self.max_loaded} may be loaded, and {engine.name} is next"
