@@ -27,14 +27,18 @@ def config(w, device: str, ours_dtype: str, baseline_dtype: str | None) -> dict:
         "device": device,
         "hardware": hardware,
         "model": w.model_name,
+        "model_short": w.short_name,
+        "random_weights": w.random_weights,
         "size": f"{w.width}x{w.height}",
         "steps": w.steps,
         "guidance": w.guidance,
         "count": w.count,
         "batch": w.batch,
+        "batches": list(w.batches),
         "warm_up": w.warm_up,
         "ours_dtype": ours_dtype,
         "ours_compile": w.compile,
+        "ours_quantize": w.quantize,
         "baseline_dtype": baseline_dtype,
         "memory": memory,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
@@ -54,17 +58,19 @@ def render(report: dict) -> str:
     """The configuration, then the table: what a pasted result needs to describe itself."""
     c = report["config"]
     v = c["versions"]
-    baseline = (f"plain diffusers, {c['baseline_dtype']}, 1 picture per call"
+    baseline = (f"plain diffusers, {c['baseline_dtype']}, the same pictures per call"
                 if c["baseline_dtype"] else "none (--no-baseline)")
+    batches = ", ".join(map(str, c["batches"]))
     lines = [
         f"imgbot bench, {c['date']}",
         f"  device    {c['device']} ({c['hardware']})",
         f"  model     {c['model']}",
         f"  workload  {c['size']}, {words(c['steps'], 'step')}, guidance {c['guidance']:g}, "
-        f"{words(c['count'], 'picture')} a side, {words(c['warm_up'], 'warm-up call')} a side "
-        "before timing",
+        f"{words(c['count'], 'picture')} a side and batch size, "
+        f"{words(c['warm_up'], 'warm-up call')} before timing each",
         f"  ours      imgbot Engine, {c['ours_dtype']}, "
-        f"compile {'on' if c['ours_compile'] else 'off'}, {words(c['batch'], 'picture')} per call",
+        f"compile {'on' if c['ours_compile'] else 'off'}, quantize {c['ours_quantize']}, "
+        f"batches of {batches}, warmed up as the bot is first",
         f"  baseline  {baseline}",
         f"  memory    {c['memory']}",
         f"  versions  python {v['python']}, torch {v['torch']}, diffusers {v['diffusers']}, "
@@ -72,7 +78,7 @@ def render(report: dict) -> str:
         "",
     ]
     header = ("side", "dtype", "batch", "pictures", "s/picture median", "s/picture p90",
-              "pictures/s", "peak memory", "ours/baseline")
+              "pictures/s", "peak memory", "ours/baseline", "warm-up s")
     table = [header]
     for row in report["rows"]:
         ratio = row.get("ours_over_baseline")
@@ -81,7 +87,8 @@ def render(report: dict) -> str:
                       f"{row['seconds_per_picture_p90']:.3f}",
                       f"{row['pictures_per_second']:.3f}",
                       "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
-                      "n/a" if ratio is None else f"{ratio:.2f}"))
+                      "n/a" if ratio is None else f"{ratio:.2f}",
+                      _seconds(row.get("warm_up_seconds"))))
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
@@ -89,8 +96,30 @@ def render(report: dict) -> str:
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
+def figure_line(config: dict, row: dict) -> str:
+    """One measured row as one line of the GPU figures: model, size, steps, batch, seconds
+    per picture, pictures per second, peak memory, ours/plain (and, for our engine, its
+    warm-up as the bot's: with compile on, the compile's cost)."""
+    ratio = row.get("ours_over_baseline")
+    how = [row["dtype"]]
+    if row["side"] == "imgbot":
+        how += ["compiled"] * config["ours_compile"]
+        how += [config["ours_quantize"]] * (config["ours_quantize"] != "none")
+    parts = [config["model_short"], config["size"], words(config["steps"], "step"),
+             f"batch {row['batch']}", f"{row['side']} ({', '.join(how)})",
+             f"{row['seconds_per_picture_median']:.3f} s/picture",
+             f"{row['pictures_per_second']:.3f} pictures/s",
+             "peak " + "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
+             "ours/plain " + ("n/a" if ratio is None else f"{ratio:.2f}")]
+    if row.get("warm_up_seconds") is not None:
+        parts.append(f"warm-up {row['warm_up_seconds']:.1f} s")
+    return " | ".join(parts)
+
 def words(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 def _gib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**30:.2f} GiB"

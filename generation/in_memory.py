@@ -3,6 +3,7 @@ full-size random-weight models run through the same engine as a loaded one."""
 
 from __future__ import annotations
 
+from . import fitting
 from .device import choose
 from .engine import Engine, quiet_libraries
 from .families import BY_PIPELINE, refine
@@ -10,11 +11,12 @@ from .model_folder import ModelError
 
 
 def from_pipeline(pipe, name: str, device: str = "auto",
-                  compile: bool = False) -> Engine:  # noqa: A002
+                  compile: bool = False, quantize: str = "none") -> Engine:  # noqa: A002
     """An Engine over a pipeline already built in memory instead of loaded from a folder (the
     bench's full-size random-weight models, `testing.full_size.random_pipeline`): moved to the
     device and precision `load()` would choose and sped up as `load()` does (`speed_up`,
-    torch.compile with `compile`), it then runs jobs like a loaded one. It has no folder:
+    torch.compile with `compile`; the denoiser quantized with `quantize`, as
+`generation.quantize`), it then runs jobs like a loaded one. It has no folder:
     `path` is None, and `load()` is not to be called (`unload()` works)."""
     import torch
 
@@ -38,6 +40,13 @@ def from_pipeline(pipe, name: str, device: str = "auto",
     engine.placement = choose(device)
     # What load() does after from_pretrained.
     pipe.to(engine.placement.device, engine.placement.dtype)
+    if quantize != "none":
+        fitting.check(quantize, engine.placement)
+        on = engine.placement.device  # layer by layer on the card, as fitting.fit does
+        fitting.quantize_denoiser(getattr(pipe, family.denoiser), quantize,
+                                  on if on.startswith("cuda") else None)
+        engine.fit = fitting.Fit(quantize, "none", (f"quantize: {quantize} (torchao, "
+                                                   f"{family.denoiser})", "offload: none"))
     pipe.set_progress_bar_config(disable=True)
     torch.set_grad_enabled(False)
     engine.speed_up(pipe)

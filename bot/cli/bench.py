@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -15,8 +17,10 @@ def add_parser(sub) -> None:
     bench = sub.add_parser(
         "bench", help="time the engine against plain diffusers on the same workload",
         epilog="Prints the configuration and a table: seconds per picture (median, p90), "
-               "pictures per second, peak memory and ours/baseline, for our engine and for "
-               "plain diffusers (half precision on a GPU, one picture per call).")
+               "pictures per second, peak memory, ours/baseline and our engine's warm-up "
+               "(as the bot's; with --compile, the compile's cost), for our engine and for "
+               "plain diffusers (in our engine's precision, the same pictures per call), at "
+               "each batch size.")
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a local diffusers folder")
     source.add_argument("--random-weights", choices=tuple(RANDOM_ARCHS),
@@ -24,15 +28,23 @@ def add_parser(sub) -> None:
     bench.add_argument("--size", help="WxH (default: the model's native size)")
     bench.add_argument("--steps", type=int, default=4, help="default 4")
     bench.add_argument("--guidance", type=float, default=0.0, help="default 0")
-    bench.add_argument("--count", type=int, default=10, help="pictures timed a side (default 10)")
-    bench.add_argument("--batch", type=int, default=1,
-                       help="pictures per call of our engine (default 1; the baseline makes one)")
+    bench.add_argument("--count", type=int, default=10,
+                       help="pictures timed a side at each batch size (default 10)")
+    bench.add_argument("--batch", type=_batches, default=(1,), metavar="N[,N…]",
+                       help="pictures per call, on both sides; several sizes (1,4) are each "
+                            "timed on one load (default 1)")
     bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     bench.add_argument("--warm-up", type=int, default=1,
                        help="untimed calls a side before the timed ones (default 1)")
     bench.add_argument("--compile", action="store_true",
                        help="our engine with torch.compile, as generation.compile: true")
+    bench.add_argument("--quantize", choices=("none", "int8", "fp8"), default="none",
+                       help="our engine's denoiser quantized, as generation.quantize (needs "
+                            "imgbot[quantize]; fp8 a GPU of compute capability 8.9 or newer)")
     bench.add_argument("--no-baseline", action="store_true", help="time our engine only")
+    bench.add_argument("--baseline-from", metavar="FILE",
+                       help="with --no-baseline: ours/baseline against the baseline rows of "
+                            "an earlier --json FILE of the same workload")
     bench.add_argument("--through-matrix", action="store_true",
                        help="send the workload as chat commands through a throw-away local "
                             "Synapse and the bot (needs imgbot[demo]); reports pictures per "
@@ -46,36 +58,66 @@ def add_parser(sub) -> None:
     bench.add_argument("--workers", type=int,
                        help="with --backend ray: how many workers (default: "
                             "generation.ray.workers of the config)")
-    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    bench.add_argument("--json", metavar="FILE",
+                       help="also write the figures to FILE (rewritten as each is measured)")
+    bench.add_argument("--figures", metavar="FILE",
+                       help="append one line per figure to FILE as soon as it is measured "
+                            "(model, size, steps, batch, s/picture, pictures/s, peak memory, "
+                            "ours/plain)")
     bench.set_defaults(run=cmd_bench)
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give N or N,N,… (1,4)") from None
+
+
 def cmd_bench(args) -> int:
-    from generation.bench import BenchError, Workload, run_bench
-    from generation.bench_report import render, write_json
+    from generation.bench import BenchError, Workload, baseline_of, run_bench
+    from generation.bench_report import figure_line, render, write_json
     from generation.model_folder import ModelError
     from generation.job import GenerationError
 
     setup_logging("WARNING")
     out = Path(args.json) if args.json else None
-    if out and not out.parent.is_dir():
-        print(f"imgbot bench: the folder {out.parent} does not exist", file=sys.stderr)
+    figures = Path(args.figures) if args.figures else None
+    for path in (out, figures):
+        if path and not path.parent.is_dir():
+            print(f"imgbot bench: the folder {path.parent} does not exist", file=sys.stderr)
+            return 2
+    if args.baseline_from and not args.no_baseline:
+        print("imgbot bench: --baseline-from goes with --no-baseline", file=sys.stderr)
         return 2
     try:
         workload = Workload.make(args.model, args.random_weights, args.size, steps=args.steps,
                                  guidance=args.guidance, count=args.count, batch=args.batch,
                                  warm_up=args.warm_up, device=args.device,
-                                 compile=args.compile)
+                                 compile=args.compile, quantize=args.quantize)
+        earlier = (baseline_of(_read_report(Path(args.baseline_from)), workload)
+                   if args.baseline_from else None)
     except (BenchError, ModelError) as exc:
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 2
     if args.backend == "ray":
         return _bench_on_cluster(workload, args)
     if args.through_matrix:
-        return _bench_through_matrix(workload, out)
+        return _bench_through_matrix(workload, out, figures)
+    rows: list[dict] = []
+
+    def measured(config: dict, row: dict) -> None:  # kept at once: a run cut short has it
+        rows.append(row)
+        if out:
+            write_json({"config": config, "rows": rows}, out)
+        if figures:
+            with figures.open("a", encoding="utf-8") as file:
+                file.write(figure_line(config, row) + "\n")
+
     try:
         report = run_bench(workload, say=lambda line: print(line, file=sys.stderr, flush=True),
-                           baseline=not args.no_baseline)
+                           baseline=not args.no_baseline, baseline_rows=earlier,
+                           on_row=measured)
     except GenerationError as exc:  # out of GPU memory, in our engine
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 1
@@ -83,6 +125,15 @@ def cmd_bench(args) -> int:
     if out:
         write_json(report, out)
     return 0
+
+
+def _read_report(path: Path) -> dict:
+    from generation.bench import BenchError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--baseline-from {path}: {exc}") from None
 
 
 def _bench_on_cluster(workload, args) -> int:
@@ -128,7 +179,8 @@ def _bench_on_cluster(workload, args) -> int:
     return 0
 
 
-def _bench_through_matrix(workload, out: Path | None = None) -> int:
+def _bench_through_matrix(workload, out: Path | None = None,
+                          lines: Path | None = None) -> int:
     """The workload as chat commands through a local Synapse and the bot (batched by the
     bot's queue up to --batch pictures)."""
     from generation.bench import load_ours
@@ -137,8 +189,9 @@ def _bench_through_matrix(workload, out: Path | None = None) -> int:
 
     print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
     engine = load_ours(workload)
-    engine.warm_up(workload.width, workload.height, workload.steps,
-                   guidance=workload.guidance, batch=workload.batch)
+    # As the bot warms up (building.py): one picture, then a batch of two.
+    engine.warm_up(workload.width, workload.height, guidance=workload.guidance,
+                   batch=workload.batch)
     figures = through_matrix(engine, count=workload.count, width=workload.width,
                              height=workload.height, steps=workload.steps,
                              guidance=workload.guidance, max_batch=workload.batch)
@@ -146,12 +199,29 @@ def _bench_through_matrix(workload, out: Path | None = None) -> int:
           f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
           f"to {workload.batch}, on {engine.placement.device}")
     print(figures.table())
+    share = figures.pictures_per_second / figures.engine_pictures_per_second
+    overhead = statistics.median(figures.overheads)
     if out:
         out.write_text(json.dumps({
             "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
             **dataclasses.asdict(figures),
             "pictures_per_second": figures.pictures_per_second,
             "engine_pictures_per_second": figures.engine_pictures_per_second,
-            "idle_share": figures.idle_share}, indent=2) + "\n", encoding="utf-8")
+            "through_share": share,
+            "median_reply_overhead_seconds": overhead,
+            "idle_share": figures.idle_share}, indent=2, default=str) + "\n",
+            encoding="utf-8")
+    if lines:
+        how = ", ".join([engine.placement.dtype_name] + ["compiled"] * workload.compile
+                        + [workload.quantize] * (workload.quantize != "none"))
+        with lines.open("a", encoding="utf-8") as file:
+            file.write(" | ".join([
+                workload.short_name, f"{workload.width}x{workload.height}",
+                f"{workload.steps} steps", f"batch up to {workload.batch}",
+                f"through chat ({how}), {figures.pictures} commands",
+                f"{1 / figures.pictures_per_second:.3f} s/picture",
+                f"{figures.pictures_per_second:.3f} pictures/s",
+                f"through the bot / engine {share:.1%}",
+                f"median reply overhead {overhead * 1000:.0f} ms"]) + "\n")
     return 0
 

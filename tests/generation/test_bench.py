@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bot.cli import main as imgbot
-from generation.bench import BenchError, Workload
+from generation.bench import BenchError, Workload, run_bench
 from generation.in_memory import from_pipeline
 from generation.job import Job
 from generation.testing.tiny import BUILDERS
@@ -31,26 +31,95 @@ REAL_PARAMETERS = {
 }
 
 ROW = re.compile(r"^(imgbot|diffusers)\s+float32\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+"
-                 r"([\d.]+)\s+((?:≤ )?[\d.]+ GiB)\s+([\d.]+)$", re.MULTILINE)
+                 r"([\d.]+)\s+((?:≤ )?[\d.]+ GiB)\s+([\d.]+)\s+([\d.]+|n/a)$", re.MULTILINE)
 
 
 def test_bench_on_the_tiny_model_prints_both_rows(test_model, tmp_path, capsys):
-    out = tmp_path / "bench.json"
+    out, lines = tmp_path / "bench.json", tmp_path / "figures.txt"
     assert imgbot(["bench", "--model", str(test_model), "--size", "64x64", "--steps", "1",
-                   "--count", "2", "--batch", "2", "--device", "cpu", "--json", str(out)]) == 0
+                   "--count", "2", "--batch", "1,2", "--device", "cpu", "--json", str(out),
+                   "--figures", str(lines)]) == 0
     printed = capsys.readouterr().out
-    rows = {match[1]: match for match in ROW.finditer(printed)}
-    assert set(rows) == {"imgbot", "diffusers"}, printed
-    assert rows["imgbot"][2] == "2" and rows["diffusers"][2] == "1"  # batch: ours 2, theirs 1
-    assert all(float(rows[side][6]) > 0 for side in rows)  # pictures per second
+    rows = {(match[1], match[2]): match for match in ROW.finditer(printed)}
+    # each side at each batch size, the baseline making as many pictures a call as ours
+    assert set(rows) == {(side, b) for side in ("imgbot", "diffusers") for b in "12"}, printed
+    assert all(float(row[6]) > 0 for row in rows.values())  # pictures per second
+    assert rows["diffusers", "1"][9] == "n/a" and float(rows["imgbot", "1"][9]) > 0  # warm-up
     for words in ("64x64, 1 step,", "guidance 0", "torch ", "diffusers ", str(test_model)):
         assert words in printed, words
     report = json.loads(out.read_text())
-    assert report["config"]["device"] == "cpu" and report["config"]["batch"] == 2
-    ours, baseline = report["rows"]
-    assert len(ours["call_seconds"]) == 1 and len(baseline["call_seconds"]) == 2
+    assert report["config"]["device"] == "cpu" and report["config"]["batches"] == [1, 2]
+    by = {(row["side"], row["batch"]): row for row in report["rows"]}
+    assert len(by["imgbot", 2]["call_seconds"]) == 1 and len(by["diffusers", 2]["call_seconds"]) == 1
+    assert len(by["diffusers", 1]["call_seconds"]) == 2
+    for batch in (1, 2):
+        assert by["imgbot", batch]["ours_over_baseline"] == pytest.approx(
+            by["imgbot", batch]["pictures_per_second"]
+            / by["diffusers", batch]["pictures_per_second"])
+    # one line a figure, written as each was measured: the baseline's first
+    written = lines.read_text().splitlines()
+    assert [line.split(" | ")[3:5] for line in written] == [
+        ["batch 1", "diffusers (float32)"], ["batch 2", "diffusers (float32)"],
+        ["batch 1", "imgbot (float32)"], ["batch 2", "imgbot (float32)"]]
+    assert all(re.search(r"\| peak (≤ )?[\d.]+ GiB \| ours/plain [\d.]+", line)
+               for line in written), written
+
+
+def test_the_baseline_runs_in_our_engines_precision(test_model, monkeypatch):
+    """On a GPU ours runs in bfloat16: so does the baseline (not float16 with the VAE in
+    float32), so that ours/plain compares engines. The CPU stands in for the GPU here."""
+    import generation.bench
+    import generation.engine
+    from generation.device import Placement
+
+    half = Placement("cpu", "bfloat16")
+    monkeypatch.setattr(generation.bench, "choose", lambda _device, **_: half)
+    monkeypatch.setattr(generation.engine, "choose", lambda _device, **_: half)
+    seen = []
+    monkeypatch.setattr(generation.bench, "_baseline", lambda w, device, dtype: (
+        seen.append(dtype) or (lambda batch: [None] * batch), None, None))
+    workload = Workload.make(str(test_model), None, "64x64", steps=1, count=1, device="cpu")
+    report = run_bench(workload)
+    assert [str(dtype) for dtype in seen] == ["torch.bfloat16"]
+    assert {row["dtype"] for row in report["rows"]} == {"bfloat16"}
+    assert report["config"]["baseline_dtype"] == report["config"]["ours_dtype"] == "bfloat16"
+
+
+def test_our_engine_warms_up_as_the_bot_does_before_each_batch_is_timed(test_model,
+                                                                        monkeypatch):
+    """One picture, then a batch of two (the bot's warm-up, which makes a compiled batch
+    size dynamic), and only then the workload's own batch sizes; its seconds are a figure."""
+    from generation.engine import Engine
+
+    counts = []
+    generate = Engine.generate
+    monkeypatch.setattr(Engine, "generate",
+                        lambda self, job: counts.append(job.count) or generate(self, job))
+    workload = Workload.make(str(test_model), None, "64x64", steps=1, count=4, batch=(1, 4),
+                             device="cpu")
+    report = run_bench(workload, baseline=False)
+    # warm-up 1, 2; then at batch 1: 1 untimed + 4 timed; at batch 4: 1 untimed + 1 timed
+    assert counts == [1, 2, 1, 1, 1, 1, 1, 4, 4]
+    assert all(row["warm_up_seconds"] > 0 and row["first_call_seconds"] > 0
+               for row in report["rows"])
+
+
+def test_the_baseline_of_an_earlier_run_gives_ours_over_plain(test_model, tmp_path, capsys):
+    first = tmp_path / "first.json"
+    common = ["bench", "--model", str(test_model), "--size", "64x64", "--steps", "1",
+              "--count", "1", "--device", "cpu"]
+    assert imgbot([*common, "--json", str(first)]) == 0
+    again = tmp_path / "again.json"
+    assert imgbot([*common, "--no-baseline", "--baseline-from", str(first),
+                   "--json", str(again)]) == 0
+    base = next(r for r in json.loads(first.read_text())["rows"] if r["side"] == "diffusers")
+    (ours,) = json.loads(again.read_text())["rows"]
     assert ours["ours_over_baseline"] == pytest.approx(
-        ours["pictures_per_second"] / baseline["pictures_per_second"])
+        ours["pictures_per_second"] / base["pictures_per_second"])
+    capsys.readouterr()
+    assert imgbot([*common[:6], "2", *common[7:], "--no-baseline", "--baseline-from",
+                   str(first)]) == 2
+    assert "another workload (steps 1, not 2)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("options, message", [
@@ -58,6 +127,8 @@ def test_bench_on_the_tiny_model_prints_both_rows(test_model, tmp_path, capsys):
     (dict(size="big"), "WIDTHxHEIGHT"),
     (dict(size="64x64", count=3, batch=2), "not a multiple of --batch 2"),
     (dict(size="64x64", steps=0), "--steps is at least 1"),
+    (dict(size="64x64", count=4, batch=(1, 3)), "not a multiple of --batch 3"),
+    (dict(size="64x64", quantize="fp8", device="cpu"), "--quantize: fp8 needs an NVIDIA GPU"),
     (dict(size="64x64", device="tpu"), "device 'tpu'"),
 ])
 def test_a_workload_that_cannot_run_is_refused_before_loading(test_model, options, message):
@@ -179,3 +250,14 @@ def test_bench_runs_the_full_size_sd15_end_to_end(capsys):
     printed = capsys.readouterr().out
     assert "random-weight sd15" in printed
     assert {match[1] for match in ROW.finditer(printed)} == {"imgbot", "diffusers"}
+
+
+def test_an_engine_over_a_pipeline_built_in_memory_can_be_quantized(tmp_path):
+    """The bench's fp8 figure goes this way (int8 here: fp8 needs an Ada or Hopper GPU):
+    the denoiser's linear layers quantized, and its QKV projections left apart."""
+    engine = from_pipeline(BUILDERS["sd"](tmp_path), "in-memory", "cpu", quantize="int8")
+    assert engine.fit.quantize == "int8" and engine.fit.unfused == "quantized"
+    linear = next(m for n, m in engine.pipe.unet.named_modules() if n.endswith("attn1.to_q"))
+    assert type(linear.weight) not in (torch.nn.Parameter, torch.Tensor)  # torchao's
+    images = engine.generate(Job(prompt="a cat", seed=1, steps=1, width=64, height=64))
+    assert [image.size for image in images] == [(64, 64)]
