@@ -1,6 +1,6 @@
 """A real Ray cluster on loopback for the cluster tests: a head and worker nodes, each a
-`ray start --block` in a process group of its own (so that a test can SIGKILL one node's
-raylet and everything of it), with token authentication and usage statistics off.
+`ray start --block` in a session of its own (so that a test can SIGKILL one node's raylet
+and everything of it), with token authentication and usage statistics off.
 
 Only inside a network namespace that has nothing but loopback (tests/cluster/conftest.py):
 Ray binds to every interface and probes an outside address to find its own.
@@ -62,7 +62,7 @@ class RayCluster:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env=self.env(), start_new_session=True)
         self.nodes.append(process)
-        self.wait_for_nodes(wait_for)
+        self.wait_for_nodes(wait_for, starting=process, log=self.workdir / f"{name}.log")
         return process
 
     def start_head(self, worker: bool = True) -> subprocess.Popen:
@@ -79,9 +79,19 @@ class RayCluster:
     def alive(self) -> list[subprocess.Popen]:
         return [node for node in self.nodes if node.poll() is None]
 
-    def wait_for_nodes(self, count: int, timeout: float = 90.0) -> None:
-        """Until `ray status` (through the token) sees `count` nodes alive."""
+    def wait_for_nodes(self, count: int, timeout: float = 90.0,
+                       starting: subprocess.Popen | None = None, log: Path | None = None) -> None:
+        """Until `ray status` (through the token) sees `count` nodes alive. With `starting`,
+        `ray status` is first asked once that node's `ray start` says it is up (each `ray
+        status` is a Python that imports Ray: some 2 s of a CPU, taken from the start)."""
         deadline = time.monotonic() + timeout
+        while starting is not None and time.monotonic() < deadline:
+            if "will now block forever" in log.read_text(errors="replace"):
+                break
+            if starting.poll() is not None:
+                raise RuntimeError(f"`ray start` ended ({starting.returncode}): "
+                                   + log.read_text(errors="replace")[-4000:])
+            time.sleep(0.1)
         while time.monotonic() < deadline:
             result = subprocess.run([str(BIN / "ray"), "status", f"--address={self.address}"],
                                     capture_output=True, text=True, env=self.env())
@@ -91,19 +101,47 @@ class RayCluster:
         raise TimeoutError(f"the Ray cluster did not show {count} node(s) in {timeout:.0f} s")
 
     def kill(self, node: subprocess.Popen) -> None:
-        """SIGKILL the node's whole process group: its raylet and its workers with it."""
-        os.killpg(node.pid, signal.SIGKILL)
+        """SIGKILL the node's whole session, as if its host died: its `ray start`, the
+        raylet and the rest of its process group, and the Ray workers the raylet started
+        (Ray puts each in a process group of its own, so that killing the group alone left
+        a worker to finish a picture after its node was gone)."""
+        if node.returncode is None:  # not reaped yet: its pid is still its session's id
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for _ in range(20):  # a worker being forked as the raylet died shows up late
+                members = _session_members(node.pid)
+                if not members:
+                    break
+                for pid in members:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.05)
         node.wait(10)
 
     def stop(self) -> None:
+        """Every node killed at once. Not SIGTERM: `ray start --block` then first drains its
+        node, for up to 30 s (RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S), which here always ran
+        out, so that a SIGKILL after 30 s ended every test's cluster anyway; and not `ray
+        stop`: it ends every Ray process on the machine, other clusters' too."""
         for node in reversed(self.nodes):
-            if node.poll() is None:
-                try:
-                    os.killpg(node.pid, signal.SIGTERM)
-                    node.wait(30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(node.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        # Not `ray stop`: it ends every Ray process on the machine, other clusters' too.
+            self.kill(node)
+
+
+def _session_members(sid: int) -> list[int]:
+    """The live processes of session `sid` other than its leader."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == sid:
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+        if int(session) == sid and state not in ("Z", "X"):
+            members.append(int(entry))
+    return members
