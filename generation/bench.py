@@ -100,7 +100,7 @@ class Workload:
 
     def check(self) -> None:
         try:
-            placement = choose(self.device)
+            placement = self.placement
         except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
             raise BenchError(str(exc)) from None
         if not self.family.text_to_image:  # both sides time pictures made from a prompt
@@ -133,6 +133,12 @@ class Workload:
             _check_room(self, placement.device, placement.dtype.itemsize)
 
     @property
+    def placement(self):
+        """Where and in what precision our engine runs the workload, as `Engine.load` picks
+        them (float32, not float16, for a transformer family on a card without bf16)."""
+        return choose(self.device, fp16_safe=self.family.denoiser == "unet")
+
+    @property
     def family(self) -> Family:
         if self.model is not None:
             return family_of(self.model)
@@ -162,7 +168,7 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     an earlier report of the same workload (`baseline_of`), for ours/plain. `on_row` gets
     the config and each row as soon as it is measured (a run cut short keeps what it had)."""
     quiet_libraries()  # no loading bars from the baseline's from_pretrained
-    placement = choose(workload.device)
+    placement = workload.placement
     device = placement.device
     config = bench_report.config(workload, device, placement.dtype_name,
                                  placement.dtype_name if baseline or baseline_rows else None)
@@ -260,7 +266,7 @@ def load_ours(w: Workload) -> Engine:
         return engine
     from generation.testing.full_size import random_pipeline
 
-    placement = choose(w.device)  # built where and how the engine will run it
+    placement = w.placement  # built where and how the engine will run it
     pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=placement.device,
                            dtype=placement.dtype, seed=w.seed)
     return from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile,

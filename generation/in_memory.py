@@ -37,7 +37,7 @@ def from_pipeline(pipe, name: str, device: str = "auto",
         engine._native_size = (family.native_side, family.native_side)
     engine.requested_device, engine._image_to_image = device, None
     engine.compile = compile
-    engine.placement = choose(device)
+    engine.placement = choose(device, fp16_safe=engine.traits.denoiser == "unet")
     # What load() does after from_pretrained.
     pipe.to(engine.placement.device, engine.placement.dtype)
     if quantize != "none":

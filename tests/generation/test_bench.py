@@ -73,7 +73,9 @@ def test_the_baseline_runs_in_our_engines_precision(test_model, monkeypatch):
     from generation.device import Placement
 
     half = Placement("cpu", "bfloat16")
-    monkeypatch.setattr(generation.bench, "choose", lambda _device, **_: half)
+    asked = []  # as Engine.load asks: float16 is safe for the UNet families only
+    monkeypatch.setattr(generation.bench, "choose",
+                        lambda _device, **kw: asked.append(kw) or half)
     monkeypatch.setattr(generation.engine, "choose", lambda _device, **_: half)
     seen = []
     monkeypatch.setattr(generation.bench, "_baseline", lambda w, device, dtype: (
@@ -83,6 +85,7 @@ def test_the_baseline_runs_in_our_engines_precision(test_model, monkeypatch):
     assert [str(dtype) for dtype in seen] == ["torch.bfloat16"]
     assert {row["dtype"] for row in report["rows"]} == {"bfloat16"}
     assert report["config"]["baseline_dtype"] == report["config"]["ours_dtype"] == "bfloat16"
+    assert asked and all(kw == {"fp16_safe": True} for kw in asked)  # SD: a UNet
 
 
 def test_our_engine_warms_up_as_the_bot_does_before_each_batch_is_timed(test_model,
