@@ -88,11 +88,15 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
 
     setup = json.loads((out / "0-setup.json").read_text())
     assert setup["offline"] is True and setup["gpu"] == "none" and setup["fp8"] is False
-    assert setup["install_seconds"] >= 0 and setup["compiled_figure"] is True
+    assert setup["install_seconds"] >= 0
+    # the compiled figure needs a C compiler and Python.h (Triton's); without, a line says so
+    compiled = setup["compiled_figure"]
+    assert compiled == bool(setup["c_compiler"] and setup["python_headers"])
 
     lines = (out / "figures.txt").read_text().splitlines()
-    assert len(lines) == 4 + 2 + 4 + 1 + 2, lines  # figures 1, 3, 4, 5, 2 in run order
-    for line in lines[:10] + lines[11:]:
+    # figures 1, 3, 4, 5, then 2 (the compile, last)
+    assert len(lines) == 4 + 2 + 4 + 1 + (2 if compiled else 1), lines
+    for line in lines[:10] + lines[11:] * compiled:
         parts = line.split(" | ")
         assert len(parts) >= len(FIGURE_FIELDS), line
         assert parts[1] == "64x64" and parts[2] == "2 steps", line
@@ -103,7 +107,6 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
         assert re.fullmatch(r"ours/plain \d+\.\d\d", parts[8]), line
     assert "through chat" in lines[10] and "through the bot / engine" in lines[10]
     assert "median reply overhead" in lines[10]
-    assert all("compiled" in line for line in lines[11:])
 
     for name, batches in (("1-flux2-klein", [1, 2]), ("3-zimage", [1]), ("4-sdxl", [1, 2])):
         report = json.loads((out / f"{name}.json").read_text())
@@ -116,11 +119,17 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
             assert row["ours_over_baseline"] == pytest.approx(
                 row["pictures_per_second"] / rows["diffusers", batch]["pictures_per_second"])
             assert (row["warm_up_seconds"] is not None) == (side == "imgbot")
-    fast = json.loads((out / "2-flux2-klein-fast.json").read_text())
-    assert fast["config"]["ours_compile"] is True
-    assert [row["batch"] for row in fast["rows"]] == [1, 2]
-    assert all(row["ours_over_baseline"] > 0 and row["warm_up_seconds"] > 0
-               for row in fast["rows"])
     chat = json.loads((out / "5-through-chat.json").read_text())
     assert chat["pictures"] == 4 and 0 < chat["through_share"]
     assert chat["median_reply_overhead_seconds"] > 0
+
+    fast = json.loads((out / "2-flux2-klein-fast.json").read_text())
+    if not compiled:
+        assert lines[11].startswith("2 skipped: no ") and "Triton" in fast["skipped"]
+        return
+    assert all("compiled" in line for line in lines[11:])
+    assert fast["config"]["ours_compile"] is True
+    assert [row["batch"] for row in fast["rows"]] == [1, 2]
+    # ours/plain against figure 1's baseline; the warm-up (the compile's cost) a figure
+    assert all(row["ours_over_baseline"] > 0 and row["warm_up_seconds"] > 0
+               for row in fast["rows"])
