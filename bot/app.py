@@ -184,7 +184,7 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         queue.start()
         metrics = Metrics(gpu_memory=_gpu_memory)
         bot = Bot(client, settings, db, queue, tasks, metrics,
-                  beat=watchdog.beat if watchdog else lambda: None)
+                  beat=watchdog.beat if watchdog else lambda: None, disk=disk)
         # The compliance checks load now (a reference folder that changed is indexed): one
         # that cannot load stops the start, rather than withholding every picture later.
         bot.screening = await asyncio.to_thread(Screening.load, settings)
@@ -199,7 +199,8 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
                         beat=watchdog.beat if watchdog else None)
         if settings.metrics.port is not None:
             server = await start_server(metrics, settings.metrics,
-                                        Health.of(queue, sync, disk.current))
+                                        Health.of(queue, sync, disk.current, lambda: (
+                                            bot.intake.waiting, len(bot.ctx.backlog))))
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
         tasks.spawn(bot.undecrypted.run(stop), name="undecrypted")
         if ready is not None:

@@ -21,6 +21,7 @@ from bot.chat.iterate import Iterator
 from bot.chat.replies import Replies
 from bot.chat.resuming import Resumer
 from bot.config import Settings
+from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
 
@@ -30,8 +31,8 @@ class Bot:
 
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner, metrics: Metrics | None = None,
-                 beat: Callable[[], None] = lambda: None):
-        self.ctx = ctx = Context(client, settings, db, queue, tasks, metrics, beat)
+                 beat: Callable[[], None] = lambda: None, disk: DiskWatch | None = None):
+        self.ctx = ctx = Context(client, settings, db, queue, tasks, metrics, beat, disk)
         self.delivery = Delivery(ctx)
         self.acceptor = Acceptor(ctx, self.delivery, Iterator(ctx))
         self.replies = Replies(ctx)

@@ -25,6 +25,8 @@ from bot.chat import rooms, styles
 from bot.chat.resolve import Catalogue
 from bot.config import Settings
 from bot.matrix import edits, messages
+from bot.ops.backlog import Backlog
+from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
 from bot.store.jobs import StoredJob
@@ -113,12 +115,16 @@ class Context:
 
     def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
                  tasks: TaskOwner, metrics: Metrics | None = None,
-                 beat: Callable[[], None] = lambda: None):
+                 beat: Callable[[], None] = lambda: None, disk: DiskWatch | None = None):
         self.client = client
         self.settings = settings
         self.db = db
         self.queue = queue
         self.tasks = tasks
+        # state_dir's free space: a command that cannot be stored waits in it for space,
+        # and a delivered job's writes wait in the backlog (bot.app hands in its watch)
+        self.disk = disk or DiskWatch(settings.state_dir, settings.disk)
+        self.backlog = Backlog(self.disk, tasks)
         runner = queue.runner
         families = {name: family_of_runner(runner, name) for name in runner.models}
         self.catalogue = Catalogue(

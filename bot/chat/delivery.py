@@ -126,9 +126,13 @@ class Delivery:
         whole = generation_seconds
         if generation_seconds is not None and batch > pictures:
             generation_seconds = generation_seconds * pictures / batch
-        await jobs.finish(self.ctx.db, stored, status=status, error=error, images=images,
-                          queue_seconds=queue_seconds, generation_seconds=generation_seconds,
-                          worker=worker)
+        # Written once space is back when the disk is full: the answer went out regardless.
+        await self.ctx.backlog.write(
+            f"the outcome of {'job ' + str(number) if number is not None else 'a job'} in "
+            "the usage log",
+            lambda: jobs.finish(self.ctx.db, stored, status=status, error=error,
+                                images=images, queue_seconds=queue_seconds,
+                                generation_seconds=generation_seconds, worker=worker))
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
         outcome = status if status == "ok" or error == status else \
             f"{status} ({self._error(stored, error)})"

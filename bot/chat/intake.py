@@ -24,6 +24,10 @@ from bot.store import db as database
 
 log = logging.getLogger(__name__)
 
+# The one answer of a command that was taken but whose change the full disk refused.
+NOT_SAVED = ("The bot's server is out of disk space, so that could not be saved. Try again "
+             "later.")
+
 
 def _is_edit(content: dict[str, Any]) -> bool:
     return ("m.new_content" in content
@@ -56,6 +60,7 @@ class Intake:
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
         self._left: set[str] = set()  # rooms the syncs showed the bot leave (nio keeps them)
+        self.waiting = 0  # rooms whose next command waits for the disk to have space
 
     async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
         """Hand the sync's events on; the future is done once they are all handled (the
@@ -66,6 +71,11 @@ class Intake:
             await encryption.keep_keys(self.ctx.client)
         except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
             log.warning("could not update the encryption keys: %s", exc)
+        except Exception as exc:
+            if not database.is_disk_full(exc):  # nio keeps its keys in state_dir
+                raise
+            log.warning("could not update the encryption keys: the disk is full",
+                        exc_info=True)
         self._left.update(response.rooms.leave)
         self._left.difference_update(response.rooms.join)
         for room_id, info in response.rooms.invite.items():
@@ -200,14 +210,56 @@ class Intake:
             return  # answered already, before a restart
         # A refused or accepted command is claimed in the same transaction as its usage row
         # (and its job), so that a crash between the two loses neither; the others now.
+        # Nothing is sent before the claim is stored: a claim the full disk refused is
+        # tried again, whole, once space is back.
         if isinstance(command, UsageError):
-            await self.acceptor.reject(room_id, event, command.message,
-                                       prompt=str(content.get("body")))
+            await self._when_stored(event, lambda: self.acceptor.reject(
+                room_id, event, command.message, prompt=str(content.get("body"))))
         elif isinstance(command, (Generate, *ON_A_PICTURE)):
-            await self.acceptor.on_generate(room_id, event, command)
+            await self._when_stored(
+                event, lambda: self.acceptor.on_generate(room_id, event, command))
         else:
-            await database.claim_event(self.ctx.db, event["event_id"], time.time())
-            await self.replies.answer(room_id, event, command)
+            await self._when_stored(event, lambda: database.claim_event(
+                self.ctx.db, event["event_id"], time.time()))
+            try:
+                await self.replies.answer(room_id, event, command)
+            except Exception as exc:
+                if not await self.ctx.disk.refused(exc):
+                    raise
+                # Taken, so never answered again: this notice is its one answer.
+                log.warning("a %s command in %s could not be saved: the disk is full",
+                            type(command).__name__, room_id)
+                await messages.send_notice(self.ctx.client, room_id, NOT_SAVED,
+                                           reply_to=event)
+
+    async def _when_stored(self, event: dict[str, Any], take) -> None:
+        """Take a command (`take`: its handling up to and including its claim), or, when
+        the disk is full, wait in its room's lane until space is back and take it then:
+        it is answered once, late rather than never. The notice "not taken, try again"
+        could not be stored either, so a restart would fetch the command again and answer
+        it a second time. Meanwhile the sync token is not saved past it (its sync is not
+        handled), so a restart before the space is back fetches it again too."""
+        waited = False
+        while True:
+            try:
+                await take()
+            except Exception as exc:
+                if not await self.ctx.disk.refused(exc):
+                    raise
+            else:
+                if waited:
+                    log.info("took %s's command %s, kept waiting by the full disk",
+                             event.get("sender"), event.get("event_id"))
+                return
+            if not waited:
+                log.info("%s's command %s waits until the disk has space",
+                         event.get("sender"), event.get("event_id"))
+            waited = True
+            self.waiting += 1
+            try:
+                await self.ctx.disk.space_back()
+            finally:
+                self.waiting -= 1
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is

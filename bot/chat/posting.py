@@ -113,9 +113,15 @@ async def post(ctx: Context, pending: Pending, ready: Ready) -> str | None:
                                        patience=messages.PATIENT, strict=True)
     except messages.Refused as exc:
         return str(exc)
-    await jobs.sent_part(ctx.db, pending.stored)
+    # Recorded now, or once space is back when the disk is full (the next picture is sent
+    # all the same): that it was posted, and the picture, for replies to it.
+    number = pending.ticket.id
+    await ctx.backlog.write(f"that job {number} posted its {ready.part}",
+                            lambda: jobs.sent_part(ctx.db, pending.stored))
     store = ctx.settings.usage.store_prompts
-    await gallery.remember(ctx.db, event_id, pending.room_id, pending.stored.usage_id,
-                           options_for_log(pending.stored.job.record(), store),
-                           prompt_for_log(pending.prompt, store), ready.index)
+    await ctx.backlog.write(
+        f"the record of job {number}'s {ready.part}",
+        lambda: gallery.remember(ctx.db, event_id, pending.room_id, pending.stored.usage_id,
+                                 options_for_log(pending.stored.job.record(), store),
+                                 prompt_for_log(pending.prompt, store), ready.index))
     return None

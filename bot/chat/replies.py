@@ -219,16 +219,17 @@ class Replies:
     async def pause(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "pause the queue"):
             return
-        self.ctx.queue.pause()
+        # Stored first: a full disk refuses it before the queue has changed.
         await database.set_state(self.ctx.db, PAUSED_KEY, "1")
+        self.ctx.queue.pause()
         await self._say(room_id, event, "The queue is paused: commands are still taken and "
                                         "wait until a bot admin sends `resume`.")
 
     async def resume(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "resume the queue"):
             return
-        self.ctx.queue.resume()
         await database.set_state(self.ctx.db, PAUSED_KEY, "0")
+        self.ctx.queue.resume()
         await self._say(room_id, event, f"The queue runs again "
                                         f"({plural(self.ctx.queue.depth, 'job')} in it).")
 

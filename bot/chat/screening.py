@@ -81,7 +81,7 @@ class Screening:
         if self.broken is not None:
             verdict = Verdict("block", None, [self.broken], {"action": "block",
                                                               "error": self.broken})
-            await _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+            await _record(ctx, pending, index, verdict)
             if index is not None:
                 await self._notify(ctx, pending, verdict, index, label)
             return None
@@ -116,7 +116,7 @@ class Screening:
             verdict = Verdict("block", None, [f"the compliance checks failed "
                                               f"({type(exc).__name__})"],
                               {"action": "block", "error": type(exc).__name__})
-        await _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record})
+        await _record(ctx, pending, index, verdict)
         if verdict.action == "send":
             return verdict.image
         log.info("job %d: picture %d %s by the compliance checks (%s)", pending.ticket.id,
@@ -143,6 +143,13 @@ def notice_text(verdict: Verdict, label: str) -> str:
     if verdict.action == "blur":
         return f"The picture ({label}) is sent blurred: {reasons}."
     return f"Warning about the next picture ({label}): {reasons}. It is sent anyway."
+
+
+async def _record(ctx, pending, index: int | None, verdict: Verdict) -> None:
+    """Add the verdict to the job's usage row, now or (the disk full) once space is back."""
+    await ctx.backlog.write(
+        f"what the compliance checks found in job {pending.ticket.id}",
+        lambda: _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record}))
 
 
 async def _log(db, usage_id: int, record: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ def cmd_run(args) -> int:
     from bot.matrix.messages import NETWORK_ERRORS
     from bot.matrix.session import LoginFailed
     from bot.matrix.sync import TokenRejected
+    from bot.ops.disk import DiskWatch, refused_for_space
 
     settings = settings_of(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -50,6 +51,15 @@ def cmd_run(args) -> int:
         url = settings.matrix.homeserver_url
         log.error("cannot reach the homeserver at %s: %s (is it running? is "
                   "matrix.homeserver_url right?)", url, reach.reason(exc, url))
+        return EXIT_RETRY
+    except Exception as exc:
+        reading = DiskWatch(settings.state_dir, settings.disk).check()
+        if not refused_for_space(exc, reading):
+            raise
+        # A start writes (the jobs it resumes, its login): nothing is lost, it is only
+        # early. systemd starts it again; so does an operator once space is freed.
+        log.error("state_dir %s is out of disk space (%s): the bot cannot start until "
+                  "space is freed there", settings.state_dir, exc)
         return EXIT_RETRY
     log.info("stopped")
     return 0

@@ -60,6 +60,7 @@ class SyncLoop:
         self.last_success = time.monotonic()  # for a watchdog, and for `check`
         # The newest sync token waiting for its events to be handled before it is saved.
         self._saving: asyncio.Future | None = None
+        self._save_failing = False  # the last save of the token failed (said once)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -117,11 +118,24 @@ class SyncLoop:
 
         async def save() -> None:
             if previous is not None:
-                await previous
+                await previous  # raises only when cancelled: then this one is not saved
             await handled
-            await self.token.save(token)
+            try:
+                await self.token.save(token)
+            except Exception:
+                # A full disk (or another fault of the store): this token is not saved, and
+                # the next sync's, saved in its turn, covers its events as well. Said once
+                # until a save works again.
+                if not self._save_failing:
+                    log.warning("could not save the sync token; a restart before a later "
+                                "one is saved fetches these events again (those taken "
+                                "are recognised)", exc_info=True)
+                self._save_failing = True
+                return
+            if self._save_failing:
+                log.info("the sync token is saved again")
+            self._save_failing = False
         self._saving = asyncio.ensure_future(save())
-        self._saving.add_done_callback(_log_failure)
 
     async def _fill_gaps(self, response: SyncResponse, since: str):
         """Fetch the events a limited timeline left out, so no command is skipped.
@@ -173,11 +187,6 @@ class SyncLoop:
                                           sync_filter=SYNC_FILTER)
         except NETWORK_ERRORS as exc:
             return exc
-
-
-def _log_failure(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not save the sync token", exc_info=future.exception())
 
 
 def _describe(response) -> str:

@@ -7,7 +7,9 @@ its sync position, the jobs and the usage log. `space` is the verdict over one s
 reading, pure; `DiskWatch` takes a reading every CHECK_SECONDS and logs a change of level
 once, not at every reading. It also learns from SQLite itself: a "database or disk is full"
 that the bot logs anywhere marks the disk full, because a quota, or a burst that filled and
-emptied between two readings, can fail a write while statvfs shows space.
+emptied between two readings, can fail a write while statvfs shows space. What cannot be
+written meanwhile waits in `space_back` (a command not yet taken, bot/chat/intake.py; the
+writes of a job already delivered, backlog.py) and goes on once the space is back.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import DiskSettings
+from bot.store.db import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ CHECK_SECONDS = 10.0
 # After SQLite said the disk was full, the watch says so too until the free space has grown
 # since, or this long has passed without SQLite saying it again (a transient burst).
 SQLITE_FULL_HOLD_SECONDS = 60.0
+# How often what waits for space looks at the last reading (a memory read, not a statvfs).
+WAIT_POLL_SECONDS = 0.5
 
 Statvfs = Callable[[Path], os.statvfs_result]
 
@@ -75,26 +79,36 @@ def space(stat: os.statvfs_result, warn_free_mib: int, full_free_mib: int) -> Sp
     return Space(Level.OK, free, said)
 
 
-def is_disk_full(exc: BaseException | None) -> bool:
-    """SQLite's "database or disk is full", also as the cause of another exception."""
+def _sqlite_io_error(exc: BaseException | None) -> bool:
+    """SQLite's "disk I/O error" (SQLITE_IOERR and its extended codes), in a chain."""
     seen = 0
-    while exc is not None and seen < 8:  # a chain is short; a cycle must not hang us
+    while exc is not None and seen < 8:
         if isinstance(exc, sqlite3.OperationalError) and (
-                getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                or "database or disk is full" in str(exc)):
+                (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_IOERR
+                or "disk I/O error" in str(exc)):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
 
 
+def refused_for_space(exc: BaseException, reading: Space | None) -> bool:
+    """Whether a write failed for want of space: the words of SQLite or of the filesystem
+    say so, or SQLite's "disk I/O error" while `reading` (taken after the failure) shows the
+    disk full: SQLite says that when it cannot make or grow its -shm file."""
+    return is_disk_full(exc) or (
+        _sqlite_io_error(exc) and reading is not None and reading.full)
+
+
 class DiskWatch:
-    """state_dir's free space, read every CHECK_SECONDS by `run`; `current()` is what
+    """state_dir's free space, read every `every` seconds by `run`; `current()` is what
     /healthz and the metrics show."""
 
     def __init__(self, state_dir: Path, settings: DiskSettings, *,
-                 statvfs: Statvfs = os.statvfs, clock: Callable[[], float] = time.monotonic):
+                 statvfs: Statvfs = os.statvfs, clock: Callable[[], float] = time.monotonic,
+                 every: float = CHECK_SECONDS):
         self.state_dir = state_dir
+        self.every = every  # seconds between readings
         self.settings = settings
         self._statvfs = statvfs
         self._clock = clock
@@ -104,6 +118,10 @@ class DiskWatch:
         # free bytes are None until the next check reads them
         self._sqlite_full: tuple[float, int | None] | None = None
         self._said = Level.OK  # the level the log last told of
+        self._running = False  # `run` takes the readings; else `space_back` does
+        # `run`'s loop, and the event that has it read at once (set from any thread)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
 
     def current(self) -> Space | None:
         """The last reading, full while SQLite's last "disk is full" holds; None before the
@@ -125,6 +143,9 @@ class DiskWatch:
                 log.warning("cannot read the free space of state_dir %s: %s", self.state_dir,
                             error)
             self._unreadable, self._reading = error, None
+            note = self._sqlite_full
+            if note is not None and self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS:
+                self._sqlite_full = None  # no reading can show the space grow: the hold ends
             return self.current()
         self._unreadable = None
         reading = space(stat, self.settings.warn_free_mib, self.settings.full_free_mib)
@@ -142,8 +163,34 @@ class DiskWatch:
         """SQLite said "database or disk is full": the disk counts as full from now on, until
         the free space grows or SQLITE_FULL_HOLD_SECONDS pass without it being said again.
         Called from any thread (a logging handler), the event loop's included: it only
-        notes the time, and the next check reads the space (statvfs may block) and logs."""
+        notes the time, and wakes `run` to read the space now (statvfs may block) and log."""
         self._sqlite_full = (self._clock(), None)
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    async def refused(self, exc: BaseException) -> bool:
+        """Whether `exc` is a write the disk refused for want of space (see
+        `refused_for_space`; the reading is taken now, only where it is needed)."""
+        if is_disk_full(exc):
+            return True
+        return _sqlite_io_error(exc) and refused_for_space(
+            exc, await asyncio.to_thread(self.check))
+
+    async def space_back(self) -> None:
+        """Wait, after a write failed for want of space, until the disk no longer counts as
+        full. The failure itself marks it full (SQLite may fail where statvfs shows space),
+        so the wait ends when the free space has grown or the hold has passed. The
+        readings are `run`'s, every `every` seconds; a watch that does not run (a bot built
+        without bot.app) reads for itself."""
+        self.sqlite_full()
+        while True:
+            if not self._running:
+                await asyncio.to_thread(self.check)
+            now = self.current()
+            if now is None or not now.full:
+                return
+            await asyncio.sleep(WAIT_POLL_SECONDS if self._running else self.every)
 
     def _tell(self, now: Space | None) -> None:
         """Log a change of level once: the way down as a warning or an error, the way back
@@ -152,8 +199,8 @@ class DiskWatch:
         if now is None or level is self._said:
             return
         if level is Level.FULL:
-            log.error("%s: the disk counts as full (/healthz answers 503); the bot cannot "
-                      "store what it is sent until space is freed", now.reason)
+            log.error("%s: the disk counts as full (/healthz answers 503); commands sent "
+                      "meanwhile wait, and are taken once space is freed", now.reason)
         elif level is Level.LOW:
             if self._said is Level.FULL:
                 log.warning("%s: no longer full, but still low", now.reason)
@@ -166,17 +213,26 @@ class DiskWatch:
         self._said = level
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read every CHECK_SECONDS until `stop` is set, and meanwhile listen to the logs
+        """Read every `every` seconds until `stop` is set, and meanwhile listen to the logs
         for SQLite's "disk is full" (wherever the bot catches and logs it)."""
         listener = _SqliteFullListener(self)
         root = logging.getLogger()
         root.addHandler(listener)
+        self._running = True
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         try:
             while not stop.is_set():
+                self._wake.clear()
                 await asyncio.to_thread(self.check)  # statvfs can block on a network mount
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=CHECK_SECONDS)
+                # The next reading when it is due, or at once when SQLite said "full".
+                stopped, woken = (asyncio.ensure_future(e.wait()) for e in (stop, self._wake))
+                await asyncio.wait({stopped, woken}, timeout=self.every,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                woken.cancel()
         finally:
+            self._running = False
+            self._loop = self._wake = None
             root.removeHandler(listener)
 
 

@@ -64,11 +64,16 @@ class Health:
     workers: Callable[[], list[tuple[str, bool, int, float]]] | None = None
     # the free space of state_dir's filesystem (a `DiskWatch`'s `current`); None unread
     disk: Callable[[], Space | None] | None = None
+    # what waits for the full disk to have space: (rooms whose next command could not be
+    # stored, writes put off)
+    waiting: Callable[[], tuple[int, int]] | None = None
 
     @classmethod
     def of(cls, queue: _Queue, sync: _Sync,
-           disk: Callable[[], Space | None] | None = None) -> Health:
-        """Read a running bot's `GenerationQueue`, `SyncLoop` and `DiskWatch.current`."""
+           disk: Callable[[], Space | None] | None = None,
+           waiting: Callable[[], tuple[int, int]] | None = None) -> Health:
+        """Read a running bot's `GenerationQueue`, `SyncLoop`, `DiskWatch.current` and what
+        waits for disk space."""
 
         def last_sync_age() -> float | None:
             # `last_success` starts at construction time; `live` says a sync really happened.
@@ -79,7 +84,7 @@ class Health:
         return cls(last_sync_age, lambda: queue.worker_alive, lambda: queue.depth,
                    lambda: queue.paused,
                    lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds),
-                   lambda: queue.worker_stats(), disk)
+                   lambda: queue.worker_stats(), disk, waiting)
 
 
 class Metrics:
@@ -171,6 +176,15 @@ class _LiveCollector(Collector):
                                         "1 while state_dir's filesystem counts as full "
                                         "(below disk.full_free_mib, or SQLite said so)",
                                         value=int(space.full))
+            if health.waiting is not None:
+                rooms, writes = health.waiting()
+                yield GaugeMetricFamily("imgbot_rooms_waiting_for_disk",
+                                        "Rooms whose next command the full disk could not "
+                                        "store: taken once space is back, the room's later "
+                                        "events behind it", value=rooms)
+                yield GaugeMetricFamily("imgbot_writes_put_off",
+                                        "Writes of delivered jobs put off by the full disk",
+                                        value=writes)
         memory = self._gpu_memory()
         if memory:
             family = GaugeMetricFamily("imgbot_gpu_memory_bytes", "GPU memory of this process",
@@ -248,6 +262,8 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
     }
     if space is not None:
         body["state_dir_free_bytes"] = space.free_bytes
+    if health.waiting is not None:
+        body["rooms_waiting_for_disk"], body["writes_put_off"] = health.waiting()
     return (200 if status == "ok" else 503), body
 
 

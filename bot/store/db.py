@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import sqlite3
 import weakref
@@ -100,6 +101,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE usage ADD COLUMN worker TEXT;
     """,
 ]
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether a write failed for want of space: SQLite's "database or disk is full", or a
+    file's ENOSPC (EDQUOT: a quota), also as the cause of another exception."""
+    seen = 0
+    while exc is not None and seen < 8:  # a chain is short; a cycle must not hang us
+        if isinstance(exc, sqlite3.OperationalError) and (
+                getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                or "database or disk is full" in str(exc)):
+            return True
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 async def connect(path: Path) -> aiosqlite.Connection:

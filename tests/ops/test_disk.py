@@ -20,7 +20,7 @@ import pytest
 
 from bot.config import ConfigError, DiskSettings, MetricsSettings, load_settings
 from bot.ops.check import check_disk
-from bot.ops.disk import MIB, DiskWatch, Level, is_disk_full, space
+from bot.ops.disk import MIB, DiskWatch, Level, is_disk_full, refused_for_space, space
 from bot.ops.metrics import Health, Metrics, start_server
 from tests.chatting import bot_running
 from tests.ops.test_metrics import scrape
@@ -110,8 +110,8 @@ def test_the_log_says_each_change_once_over_many_checks(tmp_path, caplog):
         ("WARNING", "state_dir's filesystem has 300 MiB free (warning below 512 MiB): free "
                     "some space before it runs out (below 16 MiB it counts as full)"),
         ("ERROR", "state_dir's filesystem has 10 MiB free (limit 16 MiB): the disk counts as "
-                  "full (/healthz answers 503); the bot cannot store what it is sent until "
-                  "space is freed"),
+                  "full (/healthz answers 503); commands sent meanwhile wait, and are taken "
+                  "once space is freed"),
         ("WARNING", "state_dir's filesystem has 100 MiB free (warning below 512 MiB): no "
                     "longer full, but still low"),
         ("INFO", "state_dir's filesystem has 1024 MiB free again, above disk.warn_free_mib "
@@ -423,3 +423,15 @@ async def test_a_running_bot_whose_state_dir_fills_up(make_settings, engine, tmp
     # Said once each way, however many readings and failed writes there were meanwhile.
     assert [record.levelname for record in caplog.records
             if record.name == "bot.ops.disk"] == ["ERROR", "INFO"]
+
+
+def test_what_counts_as_a_write_refused_for_want_of_space():
+    full, roomy = space(statvfs(1), 512, 16), space(statvfs(2048), 512, 16)
+    io_error = sqlite3.OperationalError("disk I/O error")  # no -shm file could be made
+    assert refused_for_space(sqlite3.OperationalError("database or disk is full"), roomy)
+    assert refused_for_space(OSError(28, "No space left on device"), roomy)
+    assert refused_for_space(io_error, full)
+    assert not refused_for_space(io_error, roomy)  # a failing disk, not a full one
+    assert not refused_for_space(io_error, None)
+    assert not refused_for_space(sqlite3.OperationalError("database is locked"), full)
+    assert not refused_for_space(OSError(13, "Permission denied"), full)
