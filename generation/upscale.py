@@ -189,6 +189,10 @@ class Upscaler:
                 try:
                     out_tile = self._tile(source, x, y, tile)
                 except torch.cuda.OutOfMemoryError:
+                    out_tile = None
+                if out_tile is None:
+                    # Out of the except block: inside it, the error's traceback still holds
+                    # the tile's activations, which empty_cache could then not hand back.
                     torch.cuda.empty_cache()
                     if tile <= 64:
                         raise GenerationError("the GPU ran out of memory while upscaling, "

@@ -149,6 +149,36 @@ def test_tiled_output_equals_one_tile(upscaler_file, monkeypatch):
     assert difference.max() <= 2 and difference.mean() < 0.01
 
 
+def test_a_tile_out_of_gpu_memory_is_freed_then_made_in_halves(upscaler_file, monkeypatch):
+    """A tile that does not fit is tried again at half the size, after the memory of the
+    failed try is handed back: the cache is emptied once nothing holds the tile's tensors
+    any more (inside the `except`, its traceback still would)."""
+    import weakref
+
+    import torch
+
+    source = picture(64, 48)
+    whole = Upscaler(upscaler_file, "cpu", tile=512).upscale(source, 4)
+    tiled = Upscaler(upscaler_file, "cpu", tile=128)
+    real, held, alive_when_emptied, sizes = tiled._tile, [], [], []
+
+    def tile(source, x, y, size):
+        sizes.append(size)
+        if size > 64:
+            activations = torch.zeros(3, size * 4, size * 4)  # what the failed try holds
+            held.append(weakref.ref(activations))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(source, x, y, size)
+
+    monkeypatch.setattr(tiled, "_tile", tile)
+    monkeypatch.setattr(torch.cuda, "empty_cache",
+                        lambda: alive_when_emptied.append(sum(r() is not None for r in held)))
+    result = tiled.upscale(source, 4)
+    assert sizes[0] == 128 and set(sizes[1:]) == {64}
+    assert alive_when_emptied == [0]
+    assert np.abs(array(result) - array(whole)).max() <= 2
+
+
 def test_without_a_model_it_is_a_lanczos_resize():
     lanczos = Upscaler(None)
     assert lanczos.name == "Lanczos"
