@@ -34,6 +34,9 @@
 #                            batch sizes, and pictures timed a side at each
 #   CHAT_COUNT=40 CHAT_BATCH=8   the run through chat
 #   DEVICE=auto  VENV=DIR  COMPILE_CACHE=DIR (torch.compile's cache, kept between runs)
+#   BUDGET=SECONDS           the whole run's time, install included (none by default; 480
+#                            for a slot of 8 minutes): a figure still running then is cut
+#                            off, keeping the rows it had measured, and the rest skipped
 set -euo pipefail
 out=${1:-gpu-figures}
 mkdir -p "$out"
@@ -118,12 +121,27 @@ cat > "$out/0-setup.json" <<EOF
 EOF
 
 bench() {  # FILE WORKLOAD OPTIONS…: one figure, its lines appended as they are measured
-    local file=$1 workload=$2
+    local file=$1 workload=$2 limit=()
     shift 2
     read -r -a options <<< "$workload"
+    if [[ -n ${BUDGET:-} ]]; then
+        local left=$((BUDGET - (SECONDS - started)))
+        if ((left < 5)); then
+            say "skipped $file: the budget of $BUDGET s is spent"
+            echo "${file%%-*} skipped: the budget of $BUDGET s was spent" >> "$out/figures.txt"
+            return
+        fi
+        limit=(timeout --kill-after=10 "$left")
+    fi
     say "imgbot bench $workload $*"
-    "$imgbot" bench "${options[@]}" --device "$DEVICE" "$@" --json "$out/$file" \
-        --figures "$out/figures.txt" || say "FAILED: $file (exit $?)"
+    local status=0
+    "${limit[@]}" "$imgbot" bench "${options[@]}" --device "$DEVICE" "$@" \
+        --json "$out/$file" --figures "$out/figures.txt" || status=$?
+    if ((status == 124 || status == 137)) && [[ -n ${BUDGET:-} ]]; then
+        say "cut off at the budget of $BUDGET s: $file keeps the rows it had measured"
+    elif ((status != 0)); then
+        say "FAILED: $file (exit $status)"
+    fi
 }
 
 # --- the figures, the slowest last ----------------------------------------------------------
