@@ -18,13 +18,16 @@ default bench/gpu-target.txt, the bare GPU machine of bench/gpu-figures.sh (torc
 transformers, accelerate, peft, aiohttp, pillow and what they depend on). Those packages
 take part in the resolution as empty stand-ins of their version (so pip neither fetches
 them nor their own dependencies, torch's CUDA libraries among them) and are left out of
-the folder. Binary wheels only: the folder installs without a compiler, so an extra whose
+the folder; their own requirements (read from the index's metadata, nothing downloaded)
+bound what the folder brings beside them (transformers 5.17 takes huggingface-hub below
+2.0, so the folder's must be). Binary wheels only: the folder installs without a compiler, so an extra whose
 package has no wheel (compliance's pdqhash) cannot go in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -80,9 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         stand_ins = Path(tmp) / "stand-ins"
         pins = Path(tmp) / "have.txt"
-        made = write_stand_ins(installed, stand_ins)
-        pins.write_text("".join(f"{name}=={version}+{LABEL}\n"
-                                for name, version in installed.items()), encoding="utf-8")
+        print(f"+ reading the metadata of the {len(installed)} packages the target has",
+              flush=True)
+        metadata = metadata_of(installed, pip, target, Path(tmp)) if installed else {}
+        made = write_stand_ins(installed, metadata, stand_ins)
+        bounds = bounds_of(metadata, installed)
+        pins.write_text("".join([*(f"{name}=={version}+{LABEL}\n"
+                                   for name, version in installed.items()),
+                                 *(f"{bound}\n" for bound in bounds)]), encoding="utf-8")
         print(f"+ pip download {requirement} ({len(installed)} packages the target has "
               f"left out), Python {args.python_version}, manylinux glibc {args.glibc}",
               flush=True)
@@ -97,6 +105,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on the target: pip install --no-index --find-links {folder} "
           f"'imgbot{f'[{extras}]' if extras else ''}'")
     return 0
+
+
+def metadata_of(have: dict[str, str], pip: list[str], target: list[str],
+                tmp: Path) -> dict[str, dict]:
+    """The index's metadata of each installed NAME==VERSION (pip's dry run, no deps, no
+    wheel downloaded), by name; one that the index lacks as a wheel for the target (a
+    private package, one built from source there) is left out, and said."""
+    wanted = dict(have)
+    for _ in range(50):
+        report = tmp / "report.json"
+        done = subprocess.run([*pip, "install", "--dry-run", "--quiet", "--ignore-installed",
+                               "--no-deps", "--target", str(tmp / "nothing"), "--report",
+                               str(report), *target,
+                               *(f"{name}=={version}" for name, version in wanted.items())],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return {normalise(item["metadata"]["name"]): item["metadata"]
+                    for item in json.loads(report.read_text(encoding="utf-8"))["install"]}
+        missing = re.search(r"No matching distribution found for ([A-Za-z0-9._-]+)==",
+                            done.stderr)
+        if not missing or normalise(missing[1]) not in wanted:
+            break
+        print(f"wheelhouse: the index has no {missing[1]} {wanted[normalise(missing[1])]} "
+              "wheel for the target: what it requires does not bound the folder",
+              file=sys.stderr, flush=True)
+        del wanted[normalise(missing[1])]
+    raise SystemExit(f"wheelhouse: could not read the target's packages' metadata:\n"
+                     f"{done.stderr}")
+
+
+def bounds_of(metadata: dict[str, dict], have: dict[str, str]) -> list[str]:
+    """What the installed packages require of the packages they do not list, as constraint
+    lines: the folder's versions of those must suit them too (extras left out)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pip's own copy, where packaging is not installed
+        from pip._vendor.packaging.requirements import Requirement
+
+    bounds = set()
+    for data in metadata.values():
+        for line in data.get("requires_dist", []):
+            requirement = Requirement(line)
+            marker = str(requirement.marker or "")
+            if normalise(requirement.name) in have or "extra" in marker \
+                    or not requirement.specifier:
+                continue
+            bounds.add(f"{requirement.name}{requirement.specifier}"
+                       + (f"; {marker}" if marker else ""))
+    return sorted(bounds)
 
 
 def read_have(path: Path) -> dict[str, str]:
@@ -129,9 +186,11 @@ def platforms(glibc: str) -> list[str]:
             "manylinux_2_5_x86_64", "manylinux1_x86_64"]
 
 
-def write_stand_ins(have: dict[str, str], folder: Path) -> list[str]:
+def write_stand_ins(have: dict[str, str], metadata: dict[str, dict],
+                    folder: Path) -> list[str]:
     """An empty wheel for each installed package, of its version with the local label and no
-    dependencies: what the resolver needs to count it as there. Returns the file names."""
+    dependencies but those of its extras (matrix-nio[e2e] asks for vodozemac): what the
+    resolver needs to count it as there. Returns the file names."""
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for name, version in have.items():
@@ -139,9 +198,13 @@ def write_stand_ins(have: dict[str, str], folder: Path) -> list[str]:
         full = f"{version}+{LABEL}"
         info = f"{project}-{full}.dist-info"
         file = f"{project}-{full}-py3-none-any.whl"
+        data = metadata.get(name, {})
+        extras = "".join(f"Provides-Extra: {extra}\n" for extra in data.get("provides_extra", []))
+        extras += "".join(f"Requires-Dist: {line}\n" for line in data.get("requires_dist", [])
+                          if "extra" in line.partition(";")[2])
         with zipfile.ZipFile(folder / file, "w") as whl:
             whl.writestr(f"{info}/METADATA",
-                         f"Metadata-Version: 2.1\nName: {name}\nVersion: {full}\n")
+                         f"Metadata-Version: 2.1\nName: {name}\nVersion: {full}\n{extras}")
             whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: imgbot-wheelhouse\n"
                          "Root-Is-Purelib: true\nTag: py3-none-any\n")
             whl.writestr(f"{info}/RECORD", f"{info}/METADATA,,\n{info}/WHEEL,,\n"
