@@ -55,7 +55,7 @@ async def test_commands_are_answered_by_workers_on_both_nodes(ray_cluster,
         (image,) = alice.replies(room, sent[0], "m.image")
         params = read_parameters(await alice.download(image["content"]["url"]))
         # A slow picture on a remote worker: its steps reach the room's status edits.
-        slow = await alice.send(room, "!img a slow one --steps 50 --size 1024x1024")
+        slow = await alice.send(room, "!img a slow one --steps 50 --size 640x640")
         (status,) = await alice.wait_reply(room, slow, "m.notice", timeout=180)
         await alice.wait_reply(room, slow, "m.image", timeout=180)
         await alice.wait_for(room, lambda _: any(
