@@ -19,19 +19,35 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class RaySettings(_Section):
-    address: str = "auto"
-    workers: int = Field(4, ge=1)  # at most this many GPU workers, over all the nodes
+    address: str = Field("auto", description=(
+        "auto: the bot runs on a node of the cluster and finds it there; HOST:PORT: the head "
+        "node's GCS, e.g. 10.0.0.5:6379; ray://HOST:PORT: Ray Client from outside the "
+        "cluster's network, e.g. ray://10.0.0.5:10001."))
+    workers: int = Field(4, ge=1, description=(
+        "At most this many GPU workers over all the nodes; hosts that join later get "
+        "workers, without a restart of the bot, until there are this many."))
     # What one worker asks Ray for: one GPU and one imgbot_worker, a custom resource that
     # only the GPU hosts trusted with imgbot's workers advertise (`ray start
     # --resources='{"imgbot_worker": N}'`, systemd/imgbot-ray-worker.service): a host that
     # joins the cluster with the token but not that resource gets none.
-    resources: dict[str, float] = {"GPU": 1, "imgbot_worker": 1}
-    namespace: str = "imgbot"  # the workers are named actors in it
-    token_file: Path | None = None  # the cluster's token (RAY_AUTH_MODE=token)
-    allow_unauthenticated: bool = False
-    # Socket mode: the Unix socket of a bridge that runs as its own user (systemd's
-    # imgbot-bridge.socket); None: the bot spawns the bridge itself.
-    bridge_socket: Path | None = None
+    resources: dict[str, float] = Field({"GPU": 1, "imgbot_worker": 1}, description=(
+        "What each worker asks Ray for: by default one GPU and one imgbot_worker, a custom "
+        "resource only the GPU hosts trusted with imgbot's workers advertise. CPU: N among "
+        "them limits each worker to N threads."))
+    namespace: str = Field("imgbot", description=(
+        "The Ray namespace the workers (named actors) live in; one per bot on one "
+        "cluster."))
+    token_file: Path | None = Field(None, description=(
+        "The cluster's token (Ray's token authentication, RAY_AUTH_MODE=token), e.g. "
+        "\"${CREDENTIALS_DIRECTORY}/ray-token\". backend ray refuses to start without it "
+        "unless allow_unauthenticated is true or bridge_socket is set."))
+    allow_unauthenticated: bool = Field(False, description=(
+        "true: knowingly use a cluster without token authentication (anyone who reaches its "
+        "ports can run code on every node); logged as a warning at every start."))
+    bridge_socket: Path | None = Field(None, description=(
+        "The Unix socket of a bridge that systemd starts as its own user "
+        "(imgbot-bridge.socket), with its own token; null: the bot starts the bridge (the "
+        "Ray driver) itself, as its own user."))
     # The token, read once (at load, or at the first read_token()).
     _token: SecretStr | None = PrivateAttr(None)
 

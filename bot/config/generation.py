@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -12,48 +13,78 @@ from bot.config.cluster import TOKEN_KEY, RaySettings
 
 
 class GenerationSettings(_Section):
-    model: Path | None = None
-    device: str = "auto"
-    steps: int = Field(4, ge=1)
-    guidance: float = Field(0.0, ge=0.0, le=30.0)
-    size: str = "1024x1024"
-    warm_up: bool = True
-    models: dict[str, Path] = {}  # more models by name; `model` is the default
-    # LoRA files (.safetensors) by name, for styles that name one; loaded onto the default
-    # model at start (a LoRA made for another family stops the start).
-    loras: dict[str, Path] = {}
-    # The model `!img edit` runs (a name from `models`, or the default's); None: the default
-    # model when its family edits by instruction (FLUX.2 [klein]), else no editing.
-    edit_model: str | None = None
-    max_loaded_models: int | None = Field(None, ge=1)  # None: as many as memory holds
-    # An AI upscaler file spandrel can load (Real-ESRGAN ×4 .pth/.safetensors, …); None:
-    # `!img upscale` uses a Lanczos resize and says so.
-    upscaler: Path | None = None
-    # A VAE folder that is safe in half precision (e.g. madebyollin/sdxl-vae-fp16-fix), used
-    # in place of the model's own; None: the model's VAE (SDXL's upcasts to fp32 to decode).
-    vae: Path | None = None
-    # torch.compile the UNet and the VAE decoder (CUDA), with a compile cache in state_dir.
-    compile: bool = False
-    # A tiny decoder folder (TAESD / TAESDXL, AutoencoderTiny) for `--fast` pictures.
-    fast_decoder: Path | None = None
-    # Jobs of the same shape waiting together are made as one batch of up to this many
-    # pictures; 1 turns batching off.
-    max_batch: int = Field(8, ge=1, le=64)
-    # Several GPUs: one worker (with its own copy of the models) per device, all taking
-    # jobs from one queue; None: the one `device`.
-    devices: list[str] | None = None
-    # Models larger than the card (README "Big models"): the denoiser's weights in 8 bits
-    # through torchao (the `quantize` extra), and diffusers' offloading to the CPU's memory.
-    quantize: str = "none"
-    offload: str = "auto"
-    # Where the GPU workers run: local, threads in this process (one per device); ray,
-    # actors on a Ray cluster (the `cluster` extra), as `ray:` says.
-    backend: str = "local"
-    ray: RaySettings = RaySettings()
+    model: Path | None = Field(None, description=(
+        "The default model: a local diffusers folder (with model_index.json), never a hub "
+        "name; imgbot downloads nothing. Families: SD 1.x/2.x, SDXL, FLUX.1, FLUX.2 [klein], "
+        "Z-Image, Qwen-Image, and other text-to-image pipelines diffusers' AutoPipeline "
+        "knows. null: no model (`imgbot demo` then makes a random-weight test model)."))
+    device: str = Field("auto", description=(
+        "auto picks cuda (half precision), then mps, then cpu (float32); or cuda, cuda:N, "
+        "mps, cpu."))
+    steps: int = Field(4, ge=1, description=(
+        "Default denoising steps for every model. Left out, each model gets its family's "
+        "own (4 for SD/SDXL Turbo and FLUX.2 [klein], 8 for Z-Image-Turbo, 50 for "
+        "Qwen-Image, ...)."))
+    guidance: float = Field(0.0, ge=0.0, le=30.0, description=(
+        "Default classifier-free guidance for every model. Left out, each model gets its "
+        "family's own. A negative prompt works only above 1."))
+    size: str = Field("1024x1024", description=(
+        "Default picture size, WIDTHxHEIGHT, multiples of 8."))
+    warm_up: bool = Field(True, description=(
+        "Run one throw-away generation at start, so that the first person does not wait "
+        "for it."))
+    models: dict[str, Path] = Field({}, description=(
+        "More models, each under a short name (letters, digits, - _ .) that people choose "
+        "with --model NAME; `model` stays the default. Each loads on its first job."))
+    loras: dict[str, Path] = Field({}, description=(
+        "LoRA files (.safetensors) by name, for styles that name one; loaded onto the "
+        "default model at start (one made for another family stops the start)."))
+    edit_model: str | None = Field(None, description=(
+        "The model `!img edit` runs: a name from models (or the default model's) whose "
+        "family edits by instruction (FLUX.2 [klein], Qwen-Image-Edit). null: the default "
+        "model when it is a FLUX.2 [klein], else no editing."))
+    max_loaded_models: int | None = Field(None, ge=1, description=(
+        "How many models may be loaded at once; null: as many as fit in memory (the least "
+        "recently used is unloaded first)."))
+    upscaler: Path | None = Field(None, description=(
+        "An AI upscaler file spandrel loads (a Real-ESRGAN x4 .pth or .safetensors) for "
+        "`!img upscale`; null: a Lanczos resize, and the reply says so."))
+    vae: Path | None = Field(None, description=(
+        "A VAE folder that is safe in half precision (for SDXL: "
+        "madebyollin/sdxl-vae-fp16-fix), used in place of the model's own; null: the "
+        "model's (SDXL's then decodes in float32)."))
+    compile: bool = Field(False, description=(
+        "torch.compile the denoiser and the VAE decoder on CUDA: faster pictures after a "
+        "slow first start; the kernels are cached in state_dir/compile-cache."))
+    fast_decoder: Path | None = Field(None, description=(
+        "A tiny decoder folder (TAESD, TAESDXL: an AutoencoderTiny) for pictures asked for "
+        "with --fast; null: no --fast."))
+    max_batch: int = Field(8, ge=1, le=64, description=(
+        "Jobs of the same shape that wait together are made as one batch of up to this "
+        "many pictures; 1 turns batching off. A job that waits alone is never held back."))
+    devices: list[str] | None = Field(None, description=(
+        "Several GPUs on one server: one worker per device, each with its own copy of the "
+        "models, all taking jobs from one queue, e.g. [\"cuda:0\", \"cuda:1\"]. null: "
+        "`device`. Not with backend ray."))
+    quantize: Literal["none", "int8", "fp8"] = Field("none", description=(
+        "The denoiser's weights in 8 bits through torchao (the `quantize` extra), about half "
+        "its memory. int8 runs on any GPU and the CPU; fp8 needs compute capability 8.9 or "
+        "newer (L4, L40S, RTX 4090, H100)."))
+    offload: Literal["auto", "none", "model", "group"] = Field("auto", description=(
+        "Keep the weights in the CPU's memory and bring them to the GPU as they run. auto: "
+        "only on CUDA and only for a model that does not fit the card; model: one part on "
+        "the card at a time; group: layer by layer (least memory, slowest); none: never."))
+    backend: Literal["local", "ray"] = Field("local", description=(
+        "Where the GPU workers run. local: threads in this process, one per device. ray: "
+        "one Ray actor per GPU worker on the company's Ray cluster (the `cluster` extra), "
+        "as generation.ray says."))
+    ray: RaySettings = Field(RaySettings(), description=(
+        "The Ray cluster of backend ray; only read with backend: ray."))
 
-    @field_validator("backend")
+    # Before the Literal's own check, so that a wrong value gets these words.
+    @field_validator("backend", mode="before")
     @classmethod
-    def _backend(cls, value: str) -> str:
+    def _backend(cls, value: Any) -> Any:
         if value not in ("local", "ray"):
             raise ValueError(f"{value!r}: choose local (workers in this process, one per "
                              "device) or ray (GPU workers on a Ray cluster: pip install "
@@ -83,17 +114,17 @@ class GenerationSettings(_Section):
             self.ray.load_token()
         return self
 
-    @field_validator("quantize")
+    @field_validator("quantize", mode="before")
     @classmethod
-    def _quantize(cls, value: str) -> str:
+    def _quantize(cls, value: Any) -> Any:
         if value not in ("none", "int8", "fp8"):
             raise ValueError(f"{value!r}: choose none, int8 (any GPU, or the CPU) or fp8 (a GPU "
                              "of compute capability 8.9 or newer: L4, L40S, RTX 4090, H100)")
         return value
 
-    @field_validator("offload")
+    @field_validator("offload", mode="before")
     @classmethod
-    def _offload(cls, value: str) -> str:
+    def _offload(cls, value: Any) -> Any:
         if value not in ("auto", "none", "model", "group"):
             raise ValueError(f"{value!r}: choose auto (offload only a model larger than the "
                              "card's free memory), none, model or group")

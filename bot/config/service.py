@@ -8,25 +8,29 @@ from bot.config.base import _Section
 
 
 class UsageSettings(_Section):
-    # False: the usage log keeps only a hash of each prompt (sha256), not its text.
-    store_prompts: bool = True
-    # Usage rows older than this many days are deleted by a daily task; null keeps them all.
-    retention_days: int | None = Field(None, ge=1)
+    store_prompts: bool = Field(True, description=(
+        "Keep the text of each prompt in the usage log; false keeps only its SHA-256 (a "
+        "queued prompt is kept until it is answered)."))
+    retention_days: int | None = Field(None, ge=1, description=(
+        "Delete usage rows older than this many days (a daily task, also at start); null "
+        "keeps them all."))
 
 
 class MetricsSettings(_Section):
-    # /healthz and Prometheus /metrics; off unless a port is given.
-    port: int | None = Field(None, ge=1, le=65535)
-    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535, description=(
+        "Serve /healthz and Prometheus /metrics on this port; null turns them off."))
+    host: str = Field("127.0.0.1", description=(
+        "The address they listen on. There is no authentication: keep it on loopback (the "
+        "bot warns on anything else)."))
 
 
 class DiskSettings(_Section):
-    # Below this much free space (MiB) on state_dir's filesystem the bot logs a warning, once,
-    # and once more when the space is back above it; `imgbot check` says WARN.
-    warn_free_mib: int = Field(512, ge=0)
-    # Below this much free space (MiB) the disk counts as full: /healthz answers 503 with why,
-    # the metric imgbot_disk_full is 1 and `imgbot check` fails.
-    full_free_mib: int = Field(16, ge=0)
+    warn_free_mib: int = Field(512, ge=0, description=(
+        "Below this many MiB free on state_dir's filesystem the bot logs a warning (once, "
+        "and once more when the space is back) and `imgbot check` says WARN."))
+    full_free_mib: int = Field(16, ge=0, description=(
+        "Below this many MiB the disk counts as full: /healthz answers 503, imgbot_disk_full "
+        "is 1, commands wait until there is space, and `imgbot check` fails."))
 
     @model_validator(mode="after")
     def _full_below_warn(self) -> DiskSettings:

@@ -5,7 +5,7 @@ allowed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -25,24 +25,44 @@ class Settings(BaseSettings):
         env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
     )
 
-    matrix: MatrixSettings
-    state_dir: Path = Path("./state")
-    generation: GenerationSettings = GenerationSettings()
-    limits: LimitSettings = LimitSettings()
-    styles: dict[str, StyleSettings] = {}
-    rooms: RoomSettings = RoomSettings()
-    quotas: QuotaSettings = QuotaSettings()
-    progress: ProgressSettings = ProgressSettings()
-    usage: UsageSettings = UsageSettings()
-    metrics: MetricsSettings = MetricsSettings()
-    disk: DiskSettings = DiskSettings()
-    compliance: ComplianceSettings = ComplianceSettings()
-    log_level: str = "INFO"
-    log_format: str = "text"  # text, or json: one JSON object per line
-    # Exit (for the service manager to restart the bot) when the sync loop has made no
-    # progress this long; 0 turns the watchdog off. Above the 30 s long poll and the 60 s
-    # request timeout, so that a slow homeserver is not taken for a stalled bot.
-    watchdog_seconds: int = Field(600, ge=0)
+    matrix: MatrixSettings = Field(description=(
+        "The homeserver, the bot's account, and who may use it."))
+    state_dir: Path = Field(Path("./state"), description=(
+        "Where the bot keeps its login, sync position, encryption keys and SQLite database "
+        "(jobs, usage log). It holds the access token: the bot makes it mode 700 (its files "
+        "600) and warns when an existing one is readable by others."))
+    generation: GenerationSettings = Field(GenerationSettings(), description=(
+        "The models, devices and defaults of a picture."))
+    limits: LimitSettings = Field(LimitSettings(), description=(
+        "What one command, one person and the queue may ask for."))
+    styles: dict[str, StyleSettings] = Field({}, description=(
+        "Style presets by name (lowercase letters, digits and -), added to the fifteen "
+        "built-in ones; a name here replaces the built-in preset of that name."))
+    rooms: RoomSettings = Field(RoomSettings(), description=(
+        "Who may change a room's defaults, and where the usage report is posted."))
+    quotas: QuotaSettings = Field(QuotaSettings(), description=(
+        "How many pictures each person may make."))
+    progress: ProgressSettings = Field(ProgressSettings(), description=(
+        "What people see while they wait: a status notice edited in place."))
+    usage: UsageSettings = Field(UsageSettings(), description=(
+        "What the usage log keeps, and for how long."))
+    metrics: MetricsSettings = Field(MetricsSettings(), description=(
+        "/healthz and Prometheus /metrics."))
+    disk: DiskSettings = Field(DiskSettings(), description=(
+        "The free space of state_dir's filesystem, checked every 10 s."))
+    compliance: ComplianceSettings = Field(ComplianceSettings(), description=(
+        "What marks each picture as AI-generated, and what checks it before it is sent."))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "DEBUG, INFO, WARNING or ERROR (any case). Prompts and tokens are never logged at "
+        "INFO."))
+    log_format: Literal["text", "json"] = Field("text", description=(
+        "text (one readable line per record) or json (one JSON object per line, for a log "
+        "collector); any case."))
+    # Above the 30 s long poll and the 60 s request timeout, so that a slow homeserver is
+    # not taken for a stalled bot.
+    watchdog_seconds: int = Field(600, ge=0, description=(
+        "Exit with status 3 (for systemd to start the bot again) when the sync loop has made "
+        "no progress this long; at least 180, or 0 for no watchdog."))
 
     @field_validator("watchdog_seconds")
     @classmethod
@@ -70,16 +90,21 @@ class Settings(BaseSettings):
                                     if self.generation.loras else " (it lists none)"))
         return self
 
-    @field_validator("log_level")
+    # Before the Literal's own check: any case is taken, and a wrong value gets these words.
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _level(cls, value: str) -> str:
+    def _level(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # the Literal says what it takes
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"{value!r}: choose DEBUG, INFO, WARNING or ERROR")
         return value.upper()
 
-    @field_validator("log_format")
+    @field_validator("log_format", mode="before")
     @classmethod
-    def _format(cls, value: str) -> str:
+    def _format(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
         if value.lower() not in ("text", "json"):
             raise ValueError(f"{value!r}: choose text or json")
         return value.lower()
