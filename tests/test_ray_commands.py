@@ -14,8 +14,9 @@ import pytest
 ray_scripts = pytest.importorskip("ray.scripts.scripts")
 
 REPO = Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text()
-# What /etc/imgbot/ray.env gives the units (README "More than one GPU server").
+# The manual's page "More than one GPU server".
+README = (REPO / "docs" / "cluster.md").read_text()
+# What /etc/imgbot/ray.env gives the units (docs/cluster.md).
 RAY_ENV = {"IMGBOT_RAY_HEAD": "10.0.0.5:6379", "IMGBOT_RAY_IP": "10.0.0.6",
            "IMGBOT_RAY_GPUS": "2", "IMGBOT_RAY_WORKERS": "2"}
 

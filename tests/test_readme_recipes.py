@@ -1,5 +1,5 @@
-"""The shell lines of README.md's "Run it for real" and of the unit's header, as an operator
-pastes them: the service recipe run for real (with /etc moved into a scratch folder), the
+"""The shell lines of the manual's install page (docs/install.md, the steps of running it
+for real) and of the unit's header, as an operator pastes them: the service recipe run for real (with /etc moved into a scratch folder), the
 install and admin lines read for their shape (they need the network, or systemd)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text()
+# The page the recipes are on (README.md points to it).
+INSTALL = (REPO / "docs" / "install.md").read_text()
 UNIT = REPO / "systemd" / "imgbot.service"
 PASSWORD = "correct horse battery staple"
 
@@ -27,7 +28,7 @@ PASSWORD = "correct horse battery staple"
 def block(marker: str) -> list[str]:
     """The commands of the ```sh block after `<!-- marker -->`, one per line (a line ending
     in a backslash joined to the next)."""
-    after = README.split(f"<!-- {marker} -->", 1)[1]
+    after = INSTALL.split(f"<!-- {marker} -->", 1)[1]
     body = textwrap.dedent(after.split("```sh\n", 1)[1].split("```", 1)[0])
     return [line for line in body.replace("\\\n", " ").splitlines() if line.strip()]
 
@@ -49,17 +50,17 @@ def unit_value(key: str) -> str:
     return values[0]
 
 
-RECIPES = {"README.md": [unsudo(line) for line in block("the service recipe")],
+RECIPES = {"docs/install.md": [unsudo(line) for line in block("the service recipe")],
            "imgbot.service": header_recipe()}
 
 
 def test_the_readme_and_the_unit_give_the_same_recipe():
-    assert RECIPES["README.md"] == RECIPES["imgbot.service"]
-    assert RECIPES["README.md"][0].startswith("useradd --system --user-group ")
+    assert RECIPES["docs/install.md"] == RECIPES["imgbot.service"]
+    assert RECIPES["docs/install.md"][0].startswith("useradd --system --user-group ")
 
 
 def test_the_recipe_writes_where_the_unit_reads():
-    recipe = RECIPES["README.md"]
+    recipe = RECIPES["docs/install.md"]
     password = [line.split()[-1] for line in recipe if "/dev/stdin" in line]
     assert password == [unit_value("LoadCredential").split(":", 1)[1]]
     config = shlex.split(unit_value("ExecStart"))[-1]
