@@ -22,6 +22,7 @@ from bot.matrix import messages
 from bot.store import db as database
 from bot.store import jobs, usage
 from bot.store.jobs import StoredJob
+from bot.store.usage import JobStatus
 from bot.store.retention import options_for_log, prompt_for_log
 
 
@@ -75,7 +76,7 @@ class Acceptor:
         async with database.writing(self.ctx.db):
             await database.insert_claim(self.ctx.db, event["event_id"], time.time())
             await usage.insert_job(self.ctx.db, self.logged(event, room_id, prompt, job),
-                                   status="rejected", error=message)
+                                   status=JobStatus.REJECTED, error=message)
         self.ctx.metrics.job_rejected()
         await messages.send_notice(self.ctx.client, room_id, message, reply_to=event)
 

@@ -15,11 +15,12 @@ from generation.job import Result
 from bot.chat import posting
 from bot.chat.captions import caption
 from bot.chat.context import Context, Pending
-from bot.chat.posting import WITHHELD, OwnFault
+from bot.chat.posting import NotSent
 from bot.chat.sheet import contact_sheet
 from bot.matrix import messages
 from bot.store import jobs
 from bot.store.jobs import StoredJob
+from bot.store.usage import JobStatus
 from bot.text import plural, shorten
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Delivery:
                      worker=result.extra.get("worker"))
         if result.cancelled or pending.withdrawn:
             # A job redacted while its batch ran is charged its share of the batch.
-            await self.finish(stored, status="cancelled", error="cancelled",
+            await self.finish(stored, status=JobStatus.CANCELLED, error="cancelled",
                               queue_seconds=result.queue_seconds,
                               generation_seconds=result.generation_seconds or None,
                               number=ticket.id, **batch)
@@ -78,7 +79,7 @@ class Delivery:
                     self.ctx.client, stored.room_id, f"Sorry, that failed. {result.error}",
                     reply_to=stored.command, txn_id=pending.txn("failed"),
                     patience=messages.PATIENT, strict=True)
-                await self.finish(stored, status="error", error=result.error,
+                await self.finish(stored, status=JobStatus.ERROR, error=result.error,
                                   queue_seconds=result.queue_seconds, number=ticket.id,
                                   worker=batch["worker"])
                 return "Failed: the reply below says why."
@@ -90,21 +91,22 @@ class Delivery:
                       pending.ticket.id, exc)
             return None
         except messages.Refused as exc:
-            sent, refusal = 0, str(exc)
+            sent, refusal = 0, NotSent(str(exc))
         if pending.withdrawn:
-            status, error = "cancelled", "the command was redacted while it was being sent"
+            status = JobStatus.CANCELLED
+            error: str | None = "the command was redacted while it was being sent"
             final = "Cancelled."
         elif sent:
-            status, error = "ok", None
+            status, error = JobStatus.OK, None
             final = (f"Done: {plural(sent, 'picture')} posted, "
                      f"{time.monotonic() - ticket.submitted:.0f} s after the command.")
-        elif refusal is WITHHELD:
-            status, error = "error", WITHHELD  # the checks' notice said so already
+        elif refusal is not None and refusal.withheld:
+            status, error = JobStatus.ERROR, refusal.why  # the checks' notice said so already
             final = "Withheld by the compliance checks."
         else:
             final = "Made, but not posted: the reply below says why."
-            status, error = "error", f"the picture could not be delivered: {refusal}"
-            why = (f"{refusal}, so it is not sent" if isinstance(refusal, OwnFault)
+            status, error = JobStatus.ERROR, f"the picture could not be delivered: {refusal}"
+            why = (f"{refusal}, so it is not sent" if refusal is not None and refusal.own_fault
                    else f"the homeserver would not take it ({refusal})")
             await messages.send_notice(
                 self.ctx.client, stored.room_id, f"Sorry, the picture was made but {why}.",
@@ -115,7 +117,7 @@ class Delivery:
                           **batch)
         return final
 
-    async def finish(self, stored: StoredJob, *, status: str, error: str | None,
+    async def finish(self, stored: StoredJob, *, status: JobStatus, error: str | None,
                      images: int = 0, queue_seconds: float | None = None,
                      generation_seconds: float | None = None, number: int | None = None,
                      batch: int = 0, pictures: int = 1, worker: str | None = None) -> None:
@@ -134,8 +136,8 @@ class Delivery:
                                 images=images, queue_seconds=queue_seconds,
                                 generation_seconds=generation_seconds, worker=worker))
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
-        outcome = status if status == "ok" or error == status else \
-            f"{status} ({self._error(stored, error)})"
+        outcome = status.value if status is JobStatus.OK or error == status.value else \
+            f"{status.value} ({self._error(stored, error)})"
         timing = [] if generation_seconds is None else [
             f"{generation_seconds:.1f} s on the GPU"
             + (f" (its share of {whole:.1f} s for a batch of {batch} pictures)"
@@ -170,7 +172,7 @@ class Delivery:
         return shorten(error, 200)
 
     async def _send_pictures(self, pending: Pending,
-                             result: Result) -> tuple[int, str | None]:
+                             result: Result) -> tuple[int, NotSent | None]:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
         pictures arrived, and why one did not. The pictures are encoded and uploaded side
         by side (and beside the room's earlier answers); their messages are sent in order,
@@ -221,7 +223,7 @@ class Delivery:
                     f"{pending.prompt} — all {len(result.images)} pictures, seeds "
                     f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None,
                     claim=claim)
-            if not isinstance(ready, str):
+            if not isinstance(ready, NotSent):
                 await posting.post(self.ctx, pending, ready)
         return sent, refusal
 
@@ -234,14 +236,14 @@ class Delivery:
             ready = await task
             if pending.withdrawn:
                 break
-            problem = ready if isinstance(ready, str) else await posting.post(
+            problem = ready if isinstance(ready, NotSent) else await posting.post(
                 self.ctx, pending, ready)
-            if problem is WITHHELD:  # its notice was the answer; not counted as sent
-                refusal = refusal or problem
+            if problem is not None and problem.withheld:  # its notice was the answer
+                refusal = refusal or problem  # and it is not counted as sent
                 continue
             sent += problem is None
             if problem is not None:
                 lost.append(f"picture {index + 1} (seed {job.seed + index}): {problem}")
-                if refusal in (None, WITHHELD):
+                if refusal is None or refusal.withheld:
                     refusal = problem  # a failure of its own outranks a withheld one
         return sent, refusal, lost

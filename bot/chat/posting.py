@@ -22,12 +22,19 @@ from bot.store.retention import options_for_log, prompt_for_log
 
 log = logging.getLogger(__name__)
 
-# What `prepare` returns for a picture the compliance checks did not let through.
-WITHHELD = "withheld by the compliance checks"
+@dataclass(frozen=True)
+class NotSent:
+    """Why a picture was not sent."""
+
+    why: str
+    own_fault: bool = False  # the bot, not the homeserver, could not send it
+    withheld: bool = False  # the compliance checks withheld it: their notice is its answer
+
+    def __str__(self) -> str:
+        return self.why
 
 
-class OwnFault(str):
-    """Why a picture was not sent when the bot, not the homeserver, could not send it."""
+WITHHELD = NotSent("withheld by the compliance checks", withheld=True)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, s
 
 async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any], text: str,
                   stem: str, index: int | None, *, claim: Claim,
-                  thumbnail: bool = False) -> Ready | str:
+                  thumbnail: bool = False) -> Ready | NotSent:
     """Screen, encode (in a thread, beside the next generation on the GPU) and upload
     picture `index` of the job (None: the contact sheet), marked and signed with `claim`;
     Ready, or why it cannot be sent.
@@ -80,12 +87,13 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
                     _encode, image, params, ctx.upload_limit, thumbnail, sign, claim)
         except SigningFailed as exc:  # never sent unsigned; the notice says why
             log.error("job %d: %s", pending.ticket.id, exc)
-            return OwnFault(f"it could not be signed ({exc})")
+            return NotSent(f"it could not be signed ({exc})", own_fault=True)
         except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
             log.exception("job %d: a picture could not be encoded", pending.ticket.id)
-            return OwnFault(f"it could not be encoded ({type(exc).__name__})")
+            return NotSent(f"it could not be encoded ({type(exc).__name__})",
+                           own_fault=True)
         if picture is None:
-            return f"it does not fit the upload limit of {ctx.upload_limit} bytes"
+            return NotSent(f"it does not fit the upload limit of {ctx.upload_limit} bytes")
         try:
             content = await messages.image_content(
                 ctx.client, pending.room_id, picture,
@@ -95,16 +103,16 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
                 patience=messages.PATIENT, strict=True)
         except messages.Refused as exc:
             if exc.errcode != "M_TOO_LARGE" or attempt:
-                return str(exc)
+                return NotSent(str(exc))
             limit = await messages.upload_limit(ctx.client)
             ctx.upload_limit = limit if limit and limit < len(picture.data) \
                 else len(picture.data) // 2
             continue
         return Ready(content, part, index)
-    return OwnFault("it could not be uploaded")  # not reached
+    return NotSent("it could not be uploaded", own_fault=True)  # not reached
 
 
-async def post(ctx: Context, pending: Pending, ready: Ready) -> str | None:
+async def post(ctx: Context, pending: Pending, ready: Ready) -> NotSent | None:
     """Send the message of an uploaded picture; None when it arrived, else why not. Each
     posted picture is remembered, for replies to it. Raises messages.Unreachable."""
     try:
@@ -112,7 +120,7 @@ async def post(ctx: Context, pending: Pending, ready: Ready) -> str | None:
                                        txn_id=pending.txn(ready.part),
                                        patience=messages.PATIENT, strict=True)
     except messages.Refused as exc:
-        return str(exc)
+        return NotSent(str(exc))
     # Recorded now, or once space is back when the disk is full (the next picture is sent
     # all the same): that it was posted, and the picture, for replies to it.
     number = pending.ticket.id

@@ -12,13 +12,14 @@ import time
 import aiosqlite
 
 from bot.config import QuotaSettings
+from bot.store.usage import JobStatus
 from bot.text import plural
 
 WINDOWS = (("hour", 3600, "pictures_per_hour"), ("day", 86400, "pictures_per_day"))
 
 
 def _pictures(status: str, images: int, options: str) -> int:
-    if status == "ok":
+    if status == JobStatus.OK:
         return images
     try:
         return int(json.loads(options).get("count", 1))
@@ -35,8 +36,9 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
         return None
     cursor = await db.execute(
         "SELECT created_at, status, images, options FROM usage WHERE user_id = ? "
-        "AND created_at > ? AND status IN ('ok', 'queued') ORDER BY created_at",
-        (user_id, now - max(seconds for _, seconds, _ in WINDOWS)))
+        "AND created_at > ? AND status IN (?, ?) ORDER BY created_at",
+        (user_id, now - max(seconds for _, seconds, _ in WINDOWS), JobStatus.OK.value,
+         JobStatus.QUEUED.value))
     made = [(row[0], _pictures(row[1], row[2], row[3])) for row in await cursor.fetchall()]
     for name, seconds, key in WINDOWS:
         limit = getattr(quotas, key)

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from bot.store import usage
+from bot.store.usage import JobStatus
 from bot.text import plural, shorten
 
 MAX_TABLE_ROWS = 15
@@ -142,7 +143,7 @@ def pictures_per_day_chart(rows: list[dict[str, Any]], *, days: int | None,
     counts = [0] * bars
     for row in rows:
         offset = (date.fromtimestamp(row["created_at"]) - start).days
-        if row["status"] == "ok" and 0 <= offset <= (today - start).days:
+        if row["status"] == JobStatus.OK and 0 <= offset <= (today - start).days:
             counts[offset // per_bar] += row["images"]
     unit = {1: "day", 7: "week"}.get(per_bar, f"{per_bar} days")
     title = f"Pictures per {unit}, {start} to {today}: {sum(counts)} in all"

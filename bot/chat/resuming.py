@@ -18,6 +18,7 @@ from bot.chat import source_pictures
 from bot.matrix import messages, sources
 from bot.store import jobs
 from bot.store.jobs import StoredJob
+from bot.store.usage import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class Resumer:
             self.ctx.client, stored.room_id,
             f"Sorry, this was not made: {why}. Send it again if you still want it.",
             reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
-        await self.delivery.finish(stored, status="error", error=f"not resumed: {why}")
+        await self.delivery.finish(stored, status=JobStatus.ERROR, error=f"not resumed: {why}")
 
     async def _with_source(self, stored: StoredJob) -> tuple[StoredJob, str | None]:
         """A resumed job that starts from a picture gets that picture fetched again (it is

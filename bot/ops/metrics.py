@@ -25,10 +25,12 @@ from prometheus_client.registry import Collector
 
 from bot import version
 from bot.ops.disk import Space
+from bot.store.usage import JobStatus
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "error", "rejected", "cancelled")
+# How a job can end (a queued one has not): the label values of imgbot_jobs_total.
+STATUSES = tuple(s.value for s in JobStatus if s is not JobStatus.QUEUED)
 # From one step of a distilled model (~0.05 s) to a long wait behind a full queue (10 min).
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120,
                    180, 300, 600)
@@ -113,13 +115,13 @@ class Metrics:
         until then they are left out."""
         self.health = health
 
-    def job_finished(self, status: str, pictures: int = 0,
+    def job_finished(self, status: JobStatus | str, pictures: int = 0,
                      generation_seconds: float | None = None,
                      queue_seconds: float | None = None) -> None:
         """A job ended: `ok`, `error` or `cancelled` (use `job_rejected` for refusals)."""
         if status not in STATUSES:
             raise ValueError(f"job status {status!r}: use one of {', '.join(STATUSES)}")
-        self.jobs.labels(status).inc()
+        self.jobs.labels(JobStatus(status).value).inc()
         if pictures:
             self.pictures.inc(pictures)
         if generation_seconds is not None:
@@ -129,7 +131,7 @@ class Metrics:
 
     def job_rejected(self) -> None:
         """A command was refused before it reached the queue (bad input, quota, queue full)."""
-        self.jobs.labels("rejected").inc()
+        self.jobs.labels(JobStatus.REJECTED.value).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import time
@@ -12,7 +13,23 @@ import aiosqlite
 
 from bot.store import db as database
 
-STATUSES = ("queued", "ok", "error", "rejected", "cancelled")
+
+
+class JobStatus(str, enum.Enum):
+    """How a job stands in the usage log: the values of the `status` column's CHECK
+    constraint (bot/store/db.py), which a test holds to these."""
+
+    QUEUED = "queued"  # accepted, not answered yet
+    OK = "ok"  # its pictures were posted
+    ERROR = "error"  # it failed, or its pictures could not be posted
+    REJECTED = "rejected"  # refused before any GPU work (limits, quotas, blocklist)
+    CANCELLED = "cancelled"  # cancelled or redacted before it was answered
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(status.value for status in JobStatus)
 # Five digits at most: 99999w is already longer than any usage log, and a longer number
 # would overflow the date arithmetic.
 MAX_SPAN = 99_999
@@ -43,22 +60,25 @@ class NewJob:
     model: str | None
 
 
-async def record_job(db: aiosqlite.Connection, job: NewJob, status: str = "queued",
+async def record_job(db: aiosqlite.Connection, job: NewJob,
+                     status: JobStatus = JobStatus.QUEUED,
                      error: str | None = None) -> int:
     """Write the row for an accepted (or rejected) job; returns its id."""
     async with database.writing(db):
         return await insert_job(db, job, status, error)
 
 
-async def insert_job(db: aiosqlite.Connection, job: NewJob, status: str = "queued",
+async def insert_job(db: aiosqlite.Connection, job: NewJob,
+                     status: JobStatus = JobStatus.QUEUED,
                      error: str | None = None) -> int:
     """`record_job` inside the caller's `db.writing` transaction."""
     now = time.time()
     cursor = await db.execute(
         "INSERT INTO usage(created_at, finished_at, event_id, room_id, user_id, prompt, options,"
         " seed, model, status, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (now, None if status == "queued" else now, job.event_id, job.room_id, job.user_id,
-         job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model, status, error),
+        (now, None if status is JobStatus.QUEUED else now, job.event_id, job.room_id,
+         job.user_id, job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model,
+         status, error),
     )
     return cursor.lastrowid
 
@@ -68,7 +88,7 @@ async def finish_job(db: aiosqlite.Connection, row_id: int, **outcome: Any) -> N
         await update_job(db, row_id, **outcome)
 
 
-async def update_job(db: aiosqlite.Connection, row_id: int, *, status: str,
+async def update_job(db: aiosqlite.Connection, row_id: int, *, status: JobStatus | str,
                      error: str | None = None, images: int = 0,
                      queue_seconds: float | None = None,
                      generation_seconds: float | None = None,
@@ -77,8 +97,8 @@ async def update_job(db: aiosqlite.Connection, row_id: int, *, status: str,
     await db.execute(
         "UPDATE usage SET finished_at=?, status=?, error=?, images=?, queue_seconds=?,"
         " generation_seconds=?, worker=? WHERE id=?",
-        (time.time(), status, error, images, queue_seconds, generation_seconds, worker,
-         row_id),
+        (time.time(), status, error, images, queue_seconds,
+         generation_seconds, worker, row_id),
     )
 
 
@@ -157,15 +177,15 @@ def group(rows: list[dict[str, Any]], by: str) -> list[Group]:
 
 def totals(key: str, rows: list[dict[str, Any]]) -> Group:
     """The totals of these rows, under this key."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == JobStatus.OK]
     waits = [r["queue_seconds"] for r in ok if r["queue_seconds"] is not None]
     return Group(
         key=key,
         jobs=len(rows),
         pictures=sum(r["images"] for r in ok),
-        failed=sum(r["status"] == "error" for r in rows),
-        rejected=sum(r["status"] == "rejected" for r in rows),
-        cancelled=sum(r["status"] == "cancelled" for r in rows),
+        failed=sum(r["status"] == JobStatus.ERROR for r in rows),
+        rejected=sum(r["status"] == JobStatus.REJECTED for r in rows),
+        cancelled=sum(r["status"] == JobStatus.CANCELLED for r in rows),
         gpu_seconds=sum(r["generation_seconds"] or 0 for r in rows),
         mean_queue_seconds=sum(waits) / len(waits) if waits else None,
         users=len({r["user_id"] for r in rows}),

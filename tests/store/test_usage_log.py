@@ -553,3 +553,17 @@ def test_cli_on_a_newer_schema_says_so(tmp_path):
     assert done.returncode == 1
     assert "newer" in done.stderr and "upgrade imgbot" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_job_statuses_are_those_the_database_allows():
+    """JobStatus names each value of the `status` column's CHECK constraint, and no other:
+    a status the database refuses would fail a job's last write."""
+    import re
+
+    from bot.store import db as database
+
+    check = re.search(r"status TEXT NOT NULL CHECK \(status IN \(([^)]*)\)\)",
+                      database.MIGRATIONS[0])
+    allowed = {value.strip().strip("'") for value in check[1].split(",")}
+    assert {status.value for status in usage.JobStatus} == allowed
+    assert f"{usage.JobStatus.OK}" == "ok" and usage.JobStatus("error") is usage.JobStatus.ERROR
