@@ -98,7 +98,8 @@ def test_closed_sets_are_literals_on_the_page():
                          "compliance.nsfw": ("off", "blur", "block"),
                          "log_format": ("text", "json")}.items():
         section = page.split(f"`{path}` {{#", 1)[1].split("\n#", 1)[0]
-        assert "**type:** " + " or ".join(f"`{v}`" for v in values) in section, path
+        words = ", ".join(f"`{v}`" for v in values[:-1]) + f" or `{values[-1]}`"
+        assert "**type:** " + words in section, path
 
 
 @pytest.mark.parametrize("marker, page", [("the demo command", "getting-started.md")])

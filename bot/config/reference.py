@@ -93,7 +93,8 @@ def _type_words(annotation: Any) -> str:
     inner, optional = _optional(annotation)
     origin = typing.get_origin(inner)
     if origin is Literal:
-        words = " or ".join(f"`{value}`" for value in typing.get_args(inner))
+        values = [f"`{value}`" for value in typing.get_args(inner)]
+        words = ", ".join(values[:-1]) + " or " + values[-1] if len(values) > 1 else values[0]
     elif inner is bool:
         words = "`true` or `false`"
     elif inner is int:
@@ -111,7 +112,7 @@ def _type_words(annotation: Any) -> str:
     elif origin is dict:
         words = f"mapping of name to {_type_words(typing.get_args(inner)[1])}"
     elif _model(inner) is not None:
-        words = "section"
+        words = "a section (its keys below)"
     else:  # a type this page does not know yet: fail the build rather than guess
         raise TypeError(f"no words for the type {inner!r}")
     return words + (", or `null`" if optional else "")
@@ -147,7 +148,7 @@ def _default_words(key: Key) -> str:
     default = key.field.default
     if default is PydanticUndefined:
         return "required"
-    if key.section is not None:
+    if key.section is not None and _mapping_of_models(key.field.annotation) is None:
         return ""
     value = _value(default)
     if value is None:
@@ -186,7 +187,7 @@ def render_markdown() -> str:
         out += [f"{level} `{key.path}` {{#{_anchor(key.path)}}}", ""]
         out += [_escaped(key.field.description or ""), ""]
         facts = []
-        if key.section is None:
+        if key.section is None or _mapping_of_models(key.field.annotation) is not None:
             facts.append(f"**type:** {_type_words(key.field.annotation)}")
             bounds = _bounds(key.field)
             if bounds:
