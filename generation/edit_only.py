@@ -27,10 +27,13 @@ def load_pipeline(folder: Path, **options):
 def images_only(folder: Path):
     """The Qwen2-VL processor of `folder` (its image processor and tokenizer), as `processor`
     makes it."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    # Qwen2VLImageProcessor, not AutoImageProcessor: without torchvision (imgbot needs none)
+    # transformers 5.17's AutoImageProcessor refuses to load at all, where this class falls
+    # back to its PIL backend (as AutoImageProcessor does in 5.25).
+    from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return processor(AutoImageProcessor.from_pretrained(folder, local_files_only=True),
+    return processor(Qwen2VLImageProcessor.from_pretrained(folder, local_files_only=True),
                      tokenizer)
 
 
