@@ -100,7 +100,7 @@ def size_for_aspect(aspect: tuple[int, int], pixels: int, max_pixels: int) -> tu
     Never over `max_pixels`; a ValueError when no size in multiples of 64 both fits and
     keeps the ratio within 25 %."""
     ratio = aspect[0] / aspect[1]
-    target = min(pixels, max_pixels)
+    target: float = min(pixels, max_pixels)
     while target >= ASPECT_MULTIPLE**2:
         width = max(ASPECT_MULTIPLE, round(math.sqrt(target * ratio) / ASPECT_MULTIPLE)
                     * ASPECT_MULTIPLE)

@@ -48,7 +48,7 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     after_text = after[0].strip() if after else ""
     word = _FIRST_WORD.match(first)
     sub = SUBCOMMANDS.get(word[2].lower()) if word else None
-    if sub is not None:
+    if sub is not None and word is not None:
         opened, closed = bool(word[1]), bool(word[3])
         if not opened and not closed:
             command = sub.parse(after_text, limits, prefix)

@@ -123,6 +123,7 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
         return refused
     guidance = _first(command.guidance, room.guidance if family.guidance else None,
                       _default(defaults, "guidance", family))
+    negative: str | UsageError
     if not family.negative_prompt:
         negative = ""  # the room's negative prompt rests on a model without any
     else:

@@ -11,7 +11,7 @@ import re
 from pydantic import AliasChoices, Field, field_validator
 
 from bot.config.base import _Section
-from bot.config.matrix import MatrixSettings
+from bot.config.matrix import user_patterns
 
 PLACEHOLDER = "{prompt}"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -104,4 +104,4 @@ class QuotaSettings(_Section):
     exempt: list[str] = Field([], description=(
         "Who has no quota (glob patterns, like matrix.allowed_users)."))
 
-    _exempt = field_validator("exempt")(MatrixSettings._patterns.__func__)
+    _exempt = field_validator("exempt")(user_patterns)

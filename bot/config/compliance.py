@@ -168,14 +168,14 @@ class ComplianceSettings(_Section):
             except OSError as exc:
                 raise ValueError(f"embedding.model: cannot read {self.embedding.model}: "
                                  f"{exc.strerror}") from None
-            if found != self.embedding.sha256.lower():
+            if found != (self.embedding.sha256 or "").lower():  # set: checked above
                 raise ValueError(f"embedding.model {self.embedding.model} has SHA-256 {found}, "
                                  f"not embedding.sha256 {self.embedding.sha256}")
         for module, why in needs:
             if find_spec(module) is None:
                 raise ValueError(f"{why}, which is not installed; pip install "
                                  "'imgbot[compliance]' (see the README's Compliance section)")
-        if self.c2pa.cert is not None:
+        if self.c2pa.cert is not None and self.c2pa.key is not None:  # both or neither
             from generation.compliance.signing import C2paSigner, SigningError
 
             try:

@@ -168,7 +168,7 @@ class GenerationSettings(_Section):
         if self.models and self.model is None:
             raise ValueError("models is set but model, the default model, is not")
         if self.model is not None:
-            name = self._default_name()
+            name = self._default_name(self.model)
             if name in self.models and not self._same_folder(self.models[name], self.model):
                 raise ValueError(
                     f"the default model {self.model} is called {name} (its folder's name), "
@@ -183,12 +183,12 @@ class GenerationSettings(_Section):
                              f"choose one of {', '.join(self.catalogue) or 'none (set model)'}")
         return self
 
-    def _default_name(self) -> str:
+    def _default_name(self, model: Path) -> str:
         """The default model's name: its key in `models` if listed there, else its folder's."""
         for name, folder in self.models.items():
-            if self._same_folder(folder, self.model):
+            if self._same_folder(folder, model):
                 return name
-        return self.model.expanduser().resolve().name
+        return model.expanduser().resolve().name
 
     @staticmethod
     def _same_folder(a: Path, b: Path) -> bool:
@@ -199,7 +199,7 @@ class GenerationSettings(_Section):
         """Every configured model folder by name, the default first; {} without `model`."""
         if self.model is None:
             return {}
-        default = self._default_name()
+        default = self._default_name(self.model)
         return {default: self.model, **{n: f for n, f in self.models.items() if n != default}}
 
     @property

@@ -10,6 +10,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from bot.config.base import READ_SECRETS, USER_ID_RE, _read_secret, _Section
 
 
+def user_patterns(value: list[str] | None) -> list[str] | None:
+    """Check a list of Matrix user IDs or glob patterns of them (a field validator)."""
+    for pattern in value or []:
+        if not pattern.startswith("@") or ":" not in pattern:
+            raise ValueError(f"{pattern!r} is not a user ID or a pattern like @*:example.org")
+    return value
+
+
 class MatrixSettings(_Section):
     homeserver_url: str = Field(description="Base URL of the homeserver's client API (not the "
                                             "server name), e.g. https://matrix.example.org.")
@@ -64,13 +72,7 @@ class MatrixSettings(_Section):
             raise ValueError(f"{value!r} is not a Matrix user ID like @imgbot:example.org")
         return value
 
-    @field_validator("admins", "allowed_users")
-    @classmethod
-    def _patterns(cls, value: list[str] | None) -> list[str] | None:
-        for pattern in value or []:
-            if not pattern.startswith("@") or ":" not in pattern:
-                raise ValueError(f"{pattern!r} is not a user ID or a pattern like @*:example.org")
-        return value
+    _patterns = field_validator("admins", "allowed_users")(user_patterns)
 
     @field_validator("command_prefix")
     @classmethod

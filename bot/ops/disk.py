@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import DiskSettings
-from bot.store.db import is_disk_full
+from bot.store.db import SQLITE_IOERR, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _sqlite_io_error(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, sqlite3.OperationalError) and (
-                (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_IOERR
+                (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_IOERR
                 or "disk I/O error" in str(exc)):
             return True
         exc = exc.__cause__ or exc.__context__

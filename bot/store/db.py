@@ -10,6 +10,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -18,6 +19,9 @@ from bot.config.private import private_file, warn_if_shared
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
+# SQLite's result codes, as sqlite3 names them from Python 3.11 on (3.10 has no names).
+SQLITE_IOERR = 10
+SQLITE_FULL = 13
 
 # Each entry moves the schema from version N to N+1. Never edit one that has shipped:
 # add a new one, so every existing database takes the same path.
@@ -109,7 +113,7 @@ def is_disk_full(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:  # a chain is short; a cycle must not hang us
         if isinstance(exc, sqlite3.OperationalError) and (
-                getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
                 or "database or disk is full" in str(exc)):
             return True
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -172,7 +176,7 @@ async def connect_readonly(path: Path) -> aiosqlite.Connection:
     try:
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA busy_timeout=5000")  # the bot may be writing right now
-        (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+        version = await single(db, "PRAGMA user_version")
         if version != len(MIGRATIONS):
             older = version < len(MIGRATIONS)
             raise SchemaMismatch(
@@ -185,8 +189,17 @@ async def connect_readonly(path: Path) -> aiosqlite.Connection:
     return db
 
 
+async def single(db: aiosqlite.Connection, sql: str, parameters: tuple = ()) -> Any:
+    """The value of a query that always answers one row of one column (a PRAGMA, an
+    aggregate)."""
+    row = await (await db.execute(sql, parameters)).fetchone()
+    if row is None:
+        raise sqlite3.DatabaseError(f"no row for {sql!r}")
+    return row[0]
+
+
 async def migrate(db: aiosqlite.Connection) -> None:
-    (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    version = await single(db, "PRAGMA user_version")
     if version > len(MIGRATIONS):
         raise RuntimeError(
             f"the database is at schema version {version}, newer than this imgbot "

@@ -80,7 +80,7 @@ async def _delete_older(db: aiosqlite.Connection, now: float, cutoff: float) -> 
     # not only from now: a bot that crashed mid-batch and stays down longer than that still
     # finds them when it re-syncs (this task runs at start). handled_at is when the bot
     # handled the event.
-    (newest,) = await (await db.execute("SELECT MAX(handled_at) FROM handled_events")).fetchone()
+    newest = await database.single(db, "SELECT MAX(handled_at) FROM handled_events")
     keep_from = now if newest is None else min(now, newest)
     handled_cutoff = min(cutoff, keep_from - HANDLED_EVENTS_MIN_DAYS * DAY)
     cursor = await db.execute("DELETE FROM handled_events WHERE handled_at < ?",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ async def insert_job(db: aiosqlite.Connection, job: NewJob,
          job.user_id, job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model,
          status, error),
     )
+    if cursor.lastrowid is None:  # an INSERT always has one
+        raise sqlite3.DatabaseError("the usage row was not inserted")
     return cursor.lastrowid
 
 
