@@ -29,6 +29,7 @@ from bot.ops.backlog import Backlog
 from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
+from bot.store import room_defaults
 from bot.store.jobs import StoredJob
 
 
@@ -172,5 +173,5 @@ class Context:
         return pending.room_id if pending else None
 
     async def room_defaults(self, room_id: str):
-        return rooms.usable(await rooms.stored(self.db, room_id), self.settings.limits,
+        return rooms.usable(await room_defaults.stored(self.db, room_id), self.settings.limits,
                             self.catalogue)

@@ -12,14 +12,13 @@ from typing import Any
 
 from nio import InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
 
-from bot.chat import rooms
 from bot.chat.accepting import Acceptor
 from bot.chat.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.parser import parse
 from bot.chat.context import Context, matches
 from bot.chat.lanes import Lanes
 from bot.chat.replies import Replies
-from bot.matrix import encryption, messages
+from bot.matrix import encryption, messages, power
 from bot.store import db as database
 
 log = logging.getLogger(__name__)
@@ -272,7 +271,7 @@ class Intake:
         if pending is None or pending.room_id != room_id:
             return
         sender = str(event.get("sender"))
-        if sender != pending.stored.sender and not await rooms.may_redact_others(
+        if sender != pending.stored.sender and not await power.may_redact_others(
                 self.ctx.client, room_id, sender):
             log.info("job %d stays: its command was redacted by %s, who is neither its "
                      "owner nor may redact others' events there", pending.ticket.id, sender)

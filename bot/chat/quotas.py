@@ -12,6 +12,7 @@ import time
 import aiosqlite
 
 from bot.config import QuotaSettings
+from bot.store import usage
 from bot.store.usage import JobStatus
 from bot.text import plural
 
@@ -34,12 +35,9 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
     now = time.time() if now is None else now
     if exempt or all(getattr(quotas, key) is None for _, _, key in WINDOWS):
         return None
-    cursor = await db.execute(
-        "SELECT created_at, status, images, options FROM usage WHERE user_id = ? "
-        "AND created_at > ? AND status IN (?, ?) ORDER BY created_at",
-        (user_id, now - max(seconds for _, seconds, _ in WINDOWS), JobStatus.OK.value,
-         JobStatus.QUEUED.value))
-    made = [(row[0], _pictures(row[1], row[2], row[3])) for row in await cursor.fetchall()]
+    rows = await usage.counted_for_quotas(db, user_id,
+                                          now - max(seconds for _, seconds, _ in WINDOWS))
+    made = [(row[0], _pictures(row[1], row[2], row[3])) for row in rows]
     for name, seconds, key in WINDOWS:
         limit = getattr(quotas, key)
         if limit is None:

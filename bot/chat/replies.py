@@ -13,9 +13,9 @@ from generation.job import Job
 from generation.tickets import cost
 
 from bot.store import db as database
-from bot.matrix import direct, messages
+from bot.matrix import direct, messages, power
 from bot.chat import editing, report, rooms
-from bot.store import usage
+from bot.store import room_defaults, usage
 from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
                                RoomSet, RoomShow, Styles, Usage)
 from bot.chat.parser import help_text
@@ -147,7 +147,7 @@ class Replies:
     # ---- room moderators -----------------------------------------------------------------
 
     async def room_show(self, room_id, event, command) -> None:
-        values = await rooms.stored(self.ctx.db, room_id)
+        values = await room_defaults.stored(self.ctx.db, room_id)
         _, ignored = rooms.usable(values, self.ctx.settings.limits, self.ctx.catalogue)
         await self._say(room_id, event, rooms.describe(
             values, ignored, self.ctx.settings.generation, self.ctx.catalogue))
@@ -157,7 +157,7 @@ class Replies:
         if self.ctx.is_admin(sender):
             return True
         needed = self.ctx.settings.rooms.defaults_power_level
-        level = await rooms.power_level(self.ctx.client, room_id, sender)
+        level = await power.power_level(self.ctx.client, room_id, sender)
         if level is None:
             await self._say(room_id, event, "I could not read this room's power levels from "
                                             "the homeserver; try again in a moment.")
@@ -180,12 +180,12 @@ class Replies:
             return
         defaults = self.ctx.settings.generation
         if command.key == "negative":
-            refusal = rooms.negative_refusal(value, await rooms.stored(self.ctx.db, room_id),
+            refusal = rooms.negative_refusal(value, await room_defaults.stored(self.ctx.db, room_id),
                                              defaults)
             if refusal is not None:
                 await self._say(room_id, event, refusal)
                 return
-        await rooms.store(self.ctx.db, room_id, command.key, value, event["sender"])
+        await room_defaults.store(self.ctx.db, room_id, command.key, value, event["sender"])
         await self._say(room_id, event, f"This room's {command.key} is now {value}. "
                         + await self._resting(room_id, command.key)
                         + "`room` shows all its defaults.")
@@ -194,14 +194,14 @@ class Replies:
         """A word when a change of guidance leaves the room's negative prompt unused."""
         if changed != "guidance":
             return ""
-        why = rooms.resting(await rooms.stored(self.ctx.db, room_id),
+        why = rooms.resting(await room_defaults.stored(self.ctx.db, room_id),
                             self.ctx.settings.generation)
         return "" if why is None else f"Its negative prompt is not used now: {why}. "
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
         if not await self._may_change_room(room_id, event):
             return
-        removed = await rooms.clear(self.ctx.db, room_id, command.key)
+        removed = await room_defaults.clear(self.ctx.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
         text = (f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
                 + await self._resting(room_id, command.key))

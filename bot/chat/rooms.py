@@ -1,58 +1,20 @@
-"""Per-room defaults: stored in SQLite, set by the room's moderators, never above `limits:`.
+"""Per-room defaults: set by the room's moderators, never above `limits:`.
 
-Values are kept as the text that was typed; they are checked again each time they are used,
-so lowering a limit or removing a model or style from the config also reins in every room.
+Values are kept as the text that was typed (bot/store/room_defaults.py); they are checked
+again each time they are used, so lowering a limit or removing a model or style from the
+config also reins in every room.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 
-import aiosqlite
-from nio import AsyncClient, RoomGetStateResponse
-
-from bot.store import db as database
+from bot.store.room_defaults import Stored
 from bot.chat.subcommands import ROOM_KEYS
 from bot.config import GenerationSettings, LimitSettings, parse_size
 from bot.chat.resolve import (NO_NEGATIVE, Catalogue, RoomDefaults, for_model, guided,
                               room_guidance)
 from bot.chat.styles import NO_STYLE, normalise
-
-
-@dataclass(frozen=True)
-class Stored:
-    value: str
-    set_by: str
-    set_at: float
-
-
-async def stored(db: aiosqlite.Connection, room_id: str) -> dict[str, Stored]:
-    cursor = await db.execute(
-        "SELECT key, value, set_by, set_at FROM room_defaults WHERE room_id = ?", (room_id,))
-    return {row[0]: Stored(row[1], row[2], row[3]) for row in await cursor.fetchall()}
-
-
-async def store(db: aiosqlite.Connection, room_id: str, key: str, value: str,
-                user_id: str) -> None:
-    async with database.writing(db):
-        await db.execute(
-            "INSERT INTO room_defaults(room_id, key, value, set_by, set_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(room_id, key) DO UPDATE SET value=excluded.value, "
-            "set_by=excluded.set_by, set_at=excluded.set_at",
-            (room_id, key, value, user_id, time.time()))
-
-
-async def clear(db: aiosqlite.Connection, room_id: str, key: str | None = None) -> int:
-    async with database.writing(db):
-        if key is None:
-            cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?",
-                                      (room_id,))
-        else:
-            cursor = await db.execute(
-                "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key))
-    return cursor.rowcount
 
 
 def canonical(key: str, value: str, limits: LimitSettings,
@@ -188,54 +150,3 @@ def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catal
     if own:
         text += f" This room sets its own {', '.join(own)} (`room` lists them)."
     return text
-
-
-async def power_level(client: AsyncClient, room_id: str, user_id: str) -> float | None:
-    """The user's power level in the room, read from the server (not a cached copy).
-
-    From room version 12 the room's creators hold unlimited power and are not listed in the
-    power levels (MSC4289), so the create event is read as well. None when the homeserver
-    would not say.
-    """
-    standing = await _standing(client, room_id, user_id)
-    return None if standing is None else standing[0]
-
-
-async def may_redact_others(client: AsyncClient, room_id: str, user_id: str) -> bool | None:
-    """Whether the user may redact other people's events in the room: their power level
-    reaches the room's `redact` level (50 where the power levels do not say). None when the
-    homeserver would not say."""
-    standing = await _standing(client, room_id, user_id)
-    return None if standing is None else standing[0] >= standing[1]
-
-
-async def _standing(client: AsyncClient, room_id: str,
-                    user_id: str) -> tuple[float, float] | None:
-    """The user's power level, and the level that may redact others' events."""
-    response = await client.room_get_state(room_id)
-    if not isinstance(response, RoomGetStateResponse):
-        return None
-    state = {(e.get("type"), e.get("state_key")): e for e in response.events
-             if isinstance(e, dict)}
-    create = state.get(("m.room.create", ""), {})
-    create_content = create.get("content") or {}
-    creators = {create.get("sender"), *(create_content.get("additional_creators") or [])}
-    version = str(create_content.get("room_version", "1"))
-    levels = (state.get(("m.room.power_levels", "")) or {}).get("content")
-    redact = _level(levels.get("redact"), 50) if isinstance(levels, dict) else 50
-    if user_id in creators and not (version.isdigit() and int(version) <= 11):
-        return math.inf, redact
-    if not isinstance(levels, dict):
-        # No power levels event: the spec gives the creator 100 and everyone else 0.
-        return (100 if user_id in creators else 0), redact
-    users = levels.get("users") if isinstance(levels.get("users"), dict) else {}
-    return _level(users.get(user_id, levels.get("users_default")), 0), redact
-
-
-def _level(value, default: int) -> int:
-    """A level as the power levels give it; a missing or malformed one is `default` (for
-    a person's own level nobody's power, for the level an action needs the spec's)."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default

@@ -13,19 +13,16 @@ show them), and is not checked again otherwise (its pictures were).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
-from typing import Any
 
 from PIL import Image
 
 from generation.compliance import Compliance, Verdict
 from generation.compliance.signing import TimestampUnavailable
 
-from bot.store import db as database
 from bot.matrix import messages
-from bot.chat import rooms
+from bot.store import room_defaults, usage
 from bot import version
 
 log = logging.getLogger(__name__)
@@ -100,7 +97,7 @@ class Screening:
                 log.exception("job %d: the contact sheet could not be watermarked",
                               pending.ticket.id)
                 return None
-        stored = await rooms.stored(ctx.db, pending.room_id)
+        stored = await room_defaults.stored(ctx.db, pending.room_id)
         # The room's own safety policy, stricter than the config's or ignored.
         room_nsfw = stored["nsfw"].value if "nsfw" in stored else None
         room_nsfw = room_nsfw if room_nsfw in ("blur", "block") else None
@@ -149,15 +146,5 @@ async def _record(ctx, pending, index: int | None, verdict: Verdict) -> None:
     """Add the verdict to the job's usage row, now or (the disk full) once space is back."""
     await ctx.backlog.write(
         f"what the compliance checks found in job {pending.ticket.id}",
-        lambda: _log(ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record}))
-
-
-async def _log(db, usage_id: int, record: dict[str, Any]) -> None:
-    """Add one picture's verdict to its job's row in the usage log (a JSON list)."""
-    async with database.writing(db):
-        row = await (await db.execute("SELECT compliance FROM usage WHERE id = ?",
-                                      (usage_id,))).fetchone()
-        found = json.loads(row[0]) if row and row[0] else []
-        found.append(record)
-        await db.execute("UPDATE usage SET compliance = ? WHERE id = ?",
-                         (json.dumps(found, sort_keys=True), usage_id))
+        lambda: usage.add_compliance(ctx.db, pending.stored.usage_id,
+                                     {"picture": index, **verdict.record}))

@@ -105,6 +105,29 @@ async def update_job(db: aiosqlite.Connection, row_id: int, *, status: JobStatus
     )
 
 
+async def counted_for_quotas(db: aiosqlite.Connection, user_id: str,
+                             since: float) -> list[tuple[float, str, int, str]]:
+    """The person's jobs since `since` that count against a quota, oldest first: delivered
+    and still queued ones, as (created_at, status, images, options JSON)."""
+    cursor = await db.execute(
+        "SELECT created_at, status, images, options FROM usage WHERE user_id = ? "
+        "AND created_at > ? AND status IN (?, ?) ORDER BY created_at",
+        (user_id, since, JobStatus.OK.value, JobStatus.QUEUED.value))
+    return [tuple(row) for row in await cursor.fetchall()]
+
+
+async def add_compliance(db: aiosqlite.Connection, usage_id: int,
+                         record: dict[str, Any]) -> None:
+    """Add one picture's verdict of the compliance checks to its job's row (a JSON list)."""
+    async with database.writing(db):
+        row = await (await db.execute("SELECT compliance FROM usage WHERE id = ?",
+                                      (usage_id,))).fetchone()
+        found = json.loads(row[0]) if row and row[0] else []
+        found.append(record)
+        await db.execute("UPDATE usage SET compliance = ? WHERE id = ?",
+                         (json.dumps(found, sort_keys=True), usage_id))
+
+
 async def close_interrupted(db: aiosqlite.Connection) -> int:
     """Mark the rows left `queued` whose job is not kept for resuming (a `imgbot generate`
     that was killed, or a bot older than the job store) as failed, so the log tells the

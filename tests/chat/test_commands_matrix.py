@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bot.store import db as database
-from bot.chat import rooms
+from bot.store import room_defaults
 from bot.chat.styles import BUILTIN
 from generation.png import read_parameters
 from tests.chatting import bot_running, usage_rows
@@ -157,8 +157,8 @@ async def test_room_defaults_never_exceed_todays_limits(make_settings, engine, a
         room = await alice.room_with(BOT)
         # Set when the limits were higher (or by an older config): kept, but not used.
         db = await database.connect(settings.state_dir / "imgbot.sqlite3")
-        await rooms.store(db, room, "steps", "30", alice.user_id)
-        await rooms.store(db, room, "size", "512x512", alice.user_id)
+        await room_defaults.store(db, room, "steps", "30", alice.user_id)
+        await room_defaults.store(db, room, "size", "512x512", alice.user_id)
         await db.close()
         shown = await notice(alice, room, "!img room")
         assert "the room's '30' is not used" in shown

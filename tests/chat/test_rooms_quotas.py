@@ -6,7 +6,8 @@ import pytest
 
 from bot.store import db as database
 from bot.chat import quotas, rooms
-from bot.store import usage
+from bot.matrix import power
+from bot.store import room_defaults, usage
 from bot.config import GenerationSettings, LimitSettings, QuotaSettings
 from bot.chat.resolve import Catalogue, RoomDefaults
 from bot.chat.styles import BUILTIN
@@ -28,18 +29,18 @@ async def db(tmp_path):
 # ---- room defaults --------------------------------------------------------------------------
 
 async def test_room_defaults_are_kept_per_room_and_reset(db):
-    await rooms.store(db, "!a:x", "style", "photo", ALICE)
-    await rooms.store(db, "!a:x", "steps", "8", ALICE)
-    await rooms.store(db, "!b:x", "style", "anime", "@bob:x")
-    await rooms.store(db, "!a:x", "style", "comic", "@bob:x")  # replaces, with who and when
-    values = await rooms.stored(db, "!a:x")
+    await room_defaults.store(db, "!a:x", "style", "photo", ALICE)
+    await room_defaults.store(db, "!a:x", "steps", "8", ALICE)
+    await room_defaults.store(db, "!b:x", "style", "anime", "@bob:x")
+    await room_defaults.store(db, "!a:x", "style", "comic", "@bob:x")  # replaces, with who and when
+    values = await room_defaults.stored(db, "!a:x")
     assert {k: v.value for k, v in values.items()} == {"style": "comic", "steps": "8"}
     assert values["style"].set_by == "@bob:x"
-    assert await rooms.clear(db, "!a:x", "steps") == 1
-    assert set(await rooms.stored(db, "!a:x")) == {"style"}
-    assert await rooms.clear(db, "!a:x") == 1
-    assert await rooms.stored(db, "!a:x") == {}
-    assert set(await rooms.stored(db, "!b:x")) == {"style"}
+    assert await room_defaults.clear(db, "!a:x", "steps") == 1
+    assert set(await room_defaults.stored(db, "!a:x")) == {"style"}
+    assert await room_defaults.clear(db, "!a:x") == 1
+    assert await room_defaults.stored(db, "!a:x") == {}
+    assert set(await room_defaults.stored(db, "!b:x")) == {"style"}
 
 
 @pytest.mark.parametrize("key, typed, kept", [
@@ -69,8 +70,8 @@ async def test_stored_values_over_todays_limits_are_not_used(db):
     # Set when the limits were higher, or before a model was removed from the config.
     for key, value in (("steps", "30"), ("size", "1024x1024"), ("model", "gone"),
                        ("style", "photo"), ("guidance", "4.5")):
-        await rooms.store(db, "!a:x", key, value, ALICE)
-    values = await rooms.stored(db, "!a:x")
+        await room_defaults.store(db, "!a:x", key, value, ALICE)
+    values = await room_defaults.stored(db, "!a:x")
     lowered = LimitSettings(max_steps=20, max_pixels=512 * 512)
     defaults, ignored = rooms.usable(values, lowered, CATALOGUE)
     assert defaults == RoomDefaults(style="photo", guidance=4.5)
@@ -200,11 +201,11 @@ def levels(users: dict, **content) -> dict:
     ([create("@c:x", "10"), levels("not a mapping")], "@m:x", 0),
 ])
 async def test_power_level(events, user, level):
-    assert await rooms.power_level(StateClient(events), "!r:x", user) == level
+    assert await power.power_level(StateClient(events), "!r:x", user) == level
 
 
 async def test_power_level_unknown_when_the_server_will_not_say():
-    assert await rooms.power_level(StateClient(None), "!r:x", "@c:x") is None
+    assert await power.power_level(StateClient(None), "!r:x", "@c:x") is None
 
 
 async def test_jobs_left_queued_by_a_crash_are_closed_as_failed(db):
