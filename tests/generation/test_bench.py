@@ -44,7 +44,9 @@ def test_bench_on_the_tiny_model_prints_both_rows(test_model, tmp_path, capsys):
     # each side at each batch size, the baseline making as many pictures a call as ours
     assert set(rows) == {(side, b) for side in ("imgbot", "diffusers") for b in "12"}, printed
     assert all(float(row[6]) > 0 for row in rows.values())  # pictures per second
-    assert rows["diffusers", "1"][9] == "n/a" and float(rows["imgbot", "1"][9]) > 0  # warm-up
+    # The warm-up: ours has one (shown to a tenth of a second: a tiny model's may read 0.0;
+    # its exact seconds are checked in the JSON below), the baseline has none.
+    assert rows["diffusers", "1"][9] == "n/a" and float(rows["imgbot", "1"][9]) >= 0
     for words in ("64x64, 1 step,", "guidance 0", "torch ", "diffusers ", str(test_model)):
         assert words in printed, words
     report = json.loads(out.read_text())
