@@ -21,7 +21,7 @@ from bot.chat.bot import Bot
 from bot.ops.metrics import Health, Metrics, start_server
 from bot.config.private import prepare_state_dir
 from bot.store.retention import retention_task
-from bot.chat.screening import Screening
+from bot.chat.jobs.screening import Screening
 from bot.matrix.session import log_in
 from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
 from bot.ops.disk import DiskWatch

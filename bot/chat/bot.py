@@ -13,13 +13,13 @@ from nio import AsyncClient
 
 from generation.queue import GenerationQueue
 
-from bot.chat.accepting import Acceptor
+from bot.chat.jobs.accepting import Acceptor
 from bot.chat.context import Context
-from bot.chat.delivery import Delivery
+from bot.chat.jobs.delivery import Delivery
 from bot.chat.intake import Intake
-from bot.chat.iterate import Iterator
-from bot.chat.replies import Replies
-from bot.chat.resuming import Resumer
+from bot.chat.jobs.iterate import Iterator
+from bot.chat.replies.answers import Replies
+from bot.chat.jobs.resuming import Resumer
 from bot.config import Settings
 from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics

@@ -21,8 +21,8 @@ from generation.families import family_of_runner
 from generation.queue import GenerationQueue
 from generation.tickets import Ticket
 
-from bot.chat import rooms, styles
-from bot.chat.resolve import Catalogue
+from bot.chat.language import rooms, styles
+from bot.chat.language.resolve import Catalogue
 from bot.config import Settings
 from bot.matrix import edits, messages
 from bot.ops.backlog import Backlog

@@ -12,12 +12,12 @@ from typing import Any
 
 from nio import InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
 
-from bot.chat.accepting import Acceptor
-from bot.chat.commands import ON_A_PICTURE, Generate, UsageError
-from bot.chat.parser import parse
+from bot.chat.jobs.accepting import Acceptor
+from bot.chat.language.commands import ON_A_PICTURE, Generate, UsageError
+from bot.chat.language.parser import parse
 from bot.chat.context import Context, matches
 from bot.chat.lanes import Lanes
-from bot.chat.replies import Replies
+from bot.chat.replies.answers import Replies
 from bot.matrix import encryption, messages, power
 from bot.store import db as database
 

@@ -34,12 +34,12 @@ def cmd_generate(args, extra: list[str]) -> int:
     from generation.png import encode_png
     from generation.studio import Studio
 
-    from bot.chat.commands import Generate, UsageError
-    from bot.chat.prompts import parse_generate
+    from bot.chat.language.commands import Generate, UsageError
+    from bot.chat.language.prompts import parse_generate
     from bot import version
     from bot.config import ComplianceSettings, GenerationSettings, LimitSettings
-    from bot.chat.resolve import Catalogue, resolve
-    from bot.chat.styles import catalogue, configured
+    from bot.chat.language.resolve import Catalogue, resolve
+    from bot.chat.language.styles import catalogue, configured
 
     settings = settings_of(args, secrets=False) if args.config else None  # no login
     defaults = settings.generation if settings else GenerationSettings()

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.cli.common import settings_of
 from bot.store.usage import group, totals
-from bot.text import shorten
+from bot.text import parse_since, shorten
 
 
 def add_parser(sub) -> None:
@@ -43,7 +43,7 @@ def cmd_usage(args) -> int:
 
     settings = settings_of(args, secrets=False)  # a review never logs in
     try:
-        since = usage.parse_since(args.since)
+        since = parse_since(args.since)
     except ValueError as exc:
         print(f"imgbot usage: --since {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 what people see while they wait (`progress:`).
 
 The syntax of a style entry (its name, its `{prompt}` placeholder) is settled here; the
-style catalogue built from the entries is chat's (bot.chat.styles)."""
+style catalogue built from the entries is chat's (bot.chat.language.styles)."""
 
 from __future__ import annotations
 

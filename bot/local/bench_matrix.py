@@ -154,8 +154,8 @@ def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
     """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
     block runs, and note each job's generation time as delivery had it (`made`, by the
     command's event ID); the user's own calls are not counted."""
-    from bot.chat import posting
-    from bot.chat.delivery import Delivery
+    from bot.chat.jobs import posting
+    from bot.chat.jobs.delivery import Delivery
 
     upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, posting._encode
 

@@ -21,7 +21,7 @@ from bot.store import db as database
 from bot.app import load_engine, run_bot
 from bot.config import ConfigError, Settings, load_settings
 from bot.local.localserver import LocalHomeserver
-from bot.chat.sheet import contact_sheet as tile
+from bot.chat.jobs.sheet import contact_sheet as tile
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Per-room defaults as SQLite keeps them: the text each moderator typed, with who set it
-and when (bot/chat/rooms.py checks them each time they are used)."""
+and when (bot/chat/language/rooms.py checks them each time they are used)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -31,25 +30,6 @@ class JobStatus(str, enum.Enum):
 
 
 STATUSES = tuple(status.value for status in JobStatus)
-# Five digits at most: 99999w is already longer than any usage log, and a longer number
-# would overflow the date arithmetic.
-MAX_SPAN = 99_999
-_SPAN_RE = re.compile(rf"^(\d{{1,{len(str(MAX_SPAN))}}})([mhdw])$")
-_SPAN_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str, now: float | None = None) -> float | None:
-    """'7d' -> the unix time 7 days ago; 'all' -> None. Raises ValueError otherwise."""
-    text = text.strip().lower()
-    if text == "all":
-        return None
-    match = _SPAN_RE.match(text)
-    if not match:
-        raise ValueError(f"{text!r}: write a span like 30m, 24h, 7d, 4w, or all")
-    now = time.time() if now is None else now
-    return now - int(match[1]) * _SPAN_SECONDS[match[2]]
-
-
 @dataclass(frozen=True)
 class NewJob:
     event_id: str | None

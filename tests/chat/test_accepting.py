@@ -13,9 +13,9 @@ from PIL import Image
 
 from generation.queue import GenerationQueue
 
-from bot.chat import accepting
+from bot.chat.jobs import accepting
 from bot.chat.bot import Bot
-from bot.chat.parser import parse
+from bot.chat.language.parser import parse
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.parser import SUBCOMMANDS, help_text, parse, strip_reply_fallback
-from bot.chat.commands import (Again, Cancel, Generate, Help, Models, Pause, QueueStatus, Resume,
+from bot.chat.language.parser import SUBCOMMANDS, help_text, parse, strip_reply_fallback
+from bot.chat.language.commands import (Again, Cancel, Generate, Help, Models, Pause, QueueStatus, Resume,
     RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage, UsageError, Vary)
 from bot.config import GenerationSettings, LimitSettings
-from bot.chat.options import MAX_SEED, OPTIONS, size_for_aspect
-from bot.chat.resolve import Catalogue, RoomDefaults, resolve
-from bot.chat.styles import BUILTIN, Style
+from bot.chat.language.options import MAX_SEED, OPTIONS, size_for_aspect
+from bot.chat.language.resolve import Catalogue, RoomDefaults, resolve
+from bot.chat.language.styles import BUILTIN, Style
 from generation.job import Job
 
 LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.store import db as database
 from bot.store import room_defaults
-from bot.chat.styles import BUILTIN
+from bot.chat.language.styles import BUILTIN
 from generation.png import read_parameters
 from tests.chatting import bot_running, usage_rows
 

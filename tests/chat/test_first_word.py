@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.commands import (Again, Cancel, Edit, Generate, Help, Models, Pause,
+from bot.chat.language.commands import (Again, Cancel, Edit, Generate, Help, Models, Pause,
                                QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles,
                                Upscale, Usage, UsageError, Vary)
-from bot.chat.editing import available
-from bot.chat.parser import SUBCOMMANDS, help_text, parse
+from bot.chat.language.editing import available
+from bot.chat.language.parser import SUBCOMMANDS, help_text, parse
 from bot.config import LimitSettings
 
 LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)

@@ -14,7 +14,9 @@ import pytest
 
 from generation.queue import GenerationQueue
 
-from bot.chat import accepting, intake
+from bot.chat import intake
+
+from bot.chat.jobs import accepting
 from bot.chat.bot import Bot
 from bot.config import DiskSettings, Settings
 from bot.ops.disk import DiskWatch

@@ -12,9 +12,9 @@ from PIL import Image
 
 from generation.job import Job
 
-from bot.chat.commands import Again, Vary, UsageError
-from bot.chat.iterate import Iterator
-from bot.chat.resolve import Catalogue
+from bot.chat.language.commands import Again, Vary, UsageError
+from bot.chat.jobs.iterate import Iterator
+from bot.chat.language.resolve import Catalogue
 from bot.config import LimitSettings
 from bot.matrix.sources import Source
 from bot.store.gallery import Posted

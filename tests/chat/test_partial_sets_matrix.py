@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import bot.chat.posting
+import bot.chat.jobs.posting
 from tests.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
@@ -14,14 +14,14 @@ BOT = "@imgbot:localhost"
 
 async def test_the_picture_of_a_set_that_could_not_be_posted_is_named(
         make_settings, engine, alice, monkeypatch):
-    encode = bot.chat.posting._encode
+    encode = bot.chat.jobs.posting._encode
 
     def failing_for_seed_21(image, params, *args):
         if params.get("seed") == 21:
             raise ValueError("a side over 65,535 pixels")  # as Pillow says for JPEG
         return encode(image, params, *args)
 
-    monkeypatch.setattr(bot.chat.posting, "_encode", failing_for_seed_21)
+    monkeypatch.setattr(bot.chat.jobs.posting, "_encode", failing_for_seed_21)
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
         asked = await alice.send(room, "!img three kites --n 3 --seed 20 --size 64x64")

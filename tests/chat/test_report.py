@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bot.store import db as database
-from bot.chat import report
+from bot.chat.replies import report
 from bot.store import usage
 from tests.store.test_usage_log import DAY, DB_NAME, add
 

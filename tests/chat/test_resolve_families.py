@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.commands import UsageError
-from bot.chat.parser import parse
-from bot.chat.resolve import Catalogue, RoomDefaults, resolve
+from bot.chat.language.commands import UsageError
+from bot.chat.language.parser import parse
+from bot.chat.language.resolve import Catalogue, RoomDefaults, resolve
 from bot.config import GenerationSettings, LimitSettings
 from generation.families import FAMILIES, SD, SDXL
 
@@ -93,7 +93,7 @@ def test_a_model_that_only_edits_takes_no_prompt_and_no_image_to_image():
 
 
 def test_a_room_cannot_make_a_model_that_only_edits_its_default():
-    from bot.chat.rooms import canonical
+    from bot.chat.language.rooms import canonical
 
     with pytest.raises(ValueError, match="only edits pictures"):
         canonical("model", "qwen-edit", LIMITS, EDITING)

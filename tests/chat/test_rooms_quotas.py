@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from bot.store import db as database
-from bot.chat import quotas, rooms
+from bot.chat.jobs import quotas
+from bot.chat.language import rooms
 from bot.matrix import power
 from bot.store import room_defaults, usage
 from bot.config import GenerationSettings, LimitSettings, QuotaSettings
-from bot.chat.resolve import Catalogue, RoomDefaults
-from bot.chat.styles import BUILTIN
+from bot.chat.language.resolve import Catalogue, RoomDefaults
+from bot.chat.language.styles import BUILTIN
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0

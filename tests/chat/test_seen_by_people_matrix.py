@@ -116,9 +116,9 @@ async def test_the_log_has_a_line_when_each_job_starts_and_ends(make_settings, e
         await alice.wait_for(room, lambda _: any("ended: cancelled" in r.getMessage()
                                                  for r in caplog.records), timeout=30)
     rows = await usage_rows(settings)
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.chat.delivery"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.chat.jobs.delivery"]
     assert all(r.levelno == logging.INFO for r in caplog.records
-               if r.name == "bot.chat.delivery")
+               if r.name == "bot.chat.jobs.delivery")
     made = [line for line in lines if line.startswith("job 1 ")]
     assert len(made) == 2
     who = (f"usage id {rows[0]['id']}, {alice.user_id} in {room}, model {engine.name}, "

@@ -1,4 +1,4 @@
-"""An edit's thread picture (bot.chat.source_pictures.thread_references) against a fake
+"""An edit's thread picture (bot.chat.jobs.source_pictures.thread_references) against a fake
 homeserver that keeps events and files: what the person is told when the thread's first
 picture is gone, and that an edit of the bot's own edit does not get that picture twice."""
 
@@ -11,7 +11,7 @@ import pytest
 from nio import RoomGetEventError, RoomGetEventResponse
 from PIL import Image
 
-from bot.chat.source_pictures import thread_references
+from bot.chat.jobs.source_pictures import thread_references
 from bot.config import LimitSettings
 from bot.matrix.sources import SourceError
 

@@ -470,7 +470,7 @@ def run_python(code: str, env: dict[str, str] | None = None) -> str:
 def test_the_bot_package_never_imports_torch():
     out = run_python(
         "import sys\n"
-        "import bot.chat.bot, bot.app, bot.chat.commands, bot.matrix.sync, bot.matrix.messages, "
+        "import bot.chat.bot, bot.app, bot.chat.language.commands, bot.matrix.sync, bot.matrix.messages, "
         "bot.store.usage, bot.config, bot.cli\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
         "print('bot.chat.bot' in sys.modules, heavy)\n")

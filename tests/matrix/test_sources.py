@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from bot.config import LimitSettings
-from bot.chat.iterate import source_size
-from bot.chat.source_pictures import fitted
+from bot.chat.jobs.iterate import source_size
+from bot.chat.jobs.source_pictures import fitted
 from bot.matrix.sources import SourceError, decode, replied_to
 from tests.chat.test_iterate_matrix import claims_to_be, encoded
 

@@ -25,6 +25,7 @@ from bot.store import db as database
 from bot.store import usage
 from bot.cli import usage as usage_cli
 from bot.store.usage import NewJob
+from bot.text import parse_since
 
 REPO = Path(__file__).resolve().parents[2]
 DB_NAME = "imgbot.sqlite3"  # what `imgbot run` and `imgbot usage` use inside state_dir
@@ -206,17 +207,17 @@ async def test_query_filters_by_since_user_and_room(db):
 @pytest.mark.parametrize("text, seconds", [("30m", 1800), ("24h", 86400), ("7d", 7 * 86400),
                                            ("4w", 28 * 86400), ("1d", 86400), (" 7D ", 7 * 86400)])
 def test_parse_since_spans(text, seconds):
-    assert usage.parse_since(text, now=NOW) == NOW - seconds
+    assert parse_since(text, now=NOW) == NOW - seconds
 
 
 def test_parse_since_all_is_no_limit():
-    assert usage.parse_since("all", now=NOW) is None
+    assert parse_since("all", now=NOW) is None
 
 
 @pytest.mark.parametrize("text", ["", "7", "d", "7y", "-1d", "1.5h", "yesterday", "7 d"])
 def test_parse_since_errors_say_what_is_allowed(text):
     with pytest.raises(ValueError) as info:
-        usage.parse_since(text, now=NOW)
+        parse_since(text, now=NOW)
     message = str(info.value)
     assert repr(text) in message
     assert "30m" in message and "7d" in message and "all" in message

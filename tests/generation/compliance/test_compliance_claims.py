@@ -40,7 +40,7 @@ def job(kind: str = "txt2img", **fields) -> Job:
 
 def made(compliance: Compliance, made_job: Job, ai_upscaler: bool = False,
          worker: str | None = None) -> bytes:
-    """A picture of `made_job` as the bot encodes and signs it (bot.chat.posting)."""
+    """A picture of `made_job` as the bot encodes and signs it (bot.chat.jobs.posting)."""
     params = made_job.parameters("tiny")
     if worker:
         params["worker"] = worker

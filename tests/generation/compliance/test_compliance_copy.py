@@ -189,7 +189,7 @@ def test_imgbot_references_index(collection, tmp_path, capsys):
 
 def test_checks_that_cannot_load_withhold_every_picture(tmp_path):
     from bot.config import Settings
-    from bot.chat.screening import Screening
+    from bot.chat.jobs.screening import Screening
 
     folder = tmp_path / "references"
     folder.mkdir()

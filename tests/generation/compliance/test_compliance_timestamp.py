@@ -15,7 +15,7 @@ from PIL import Image
 
 from generation.compliance.checks import Compliance, SigningFailed
 from bot.config import ComplianceSettings
-from bot.chat.screening import Screening
+from bot.chat.jobs.screening import Screening
 from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
 from generation.png import encode_png

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 
-from bot.chat.commands import Command, Help, UsageError
-from bot.chat.options import OPTIONS, size_limit
-from bot.chat.prompts import parse_generate
-from bot.chat.subcommands import SUBCOMMANDS, not_taken
+from bot.chat.language.commands import Command, Help, UsageError
+from bot.chat.language.options import OPTIONS, size_limit
+from bot.chat.language.prompts import parse_generate
+from bot.chat.language.subcommands import SUBCOMMANDS, not_taken
 from bot.config import LimitSettings, QuotaSettings
 
 # Straight and typographic quotes (phones type “ ” and ‘ ’); a trailing .,!?:; is not part
@@ -60,7 +60,7 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
 
 def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None = None,
               defaults: str = "", editing: bool = False) -> str:
-    """The help; `edit` is in it only when the bot can edit (bot.chat.editing.available)."""
+    """The help; `edit` is in it only when the bot can edit (bot.chat.language.editing.available)."""
     lines = [
         f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
         "oil painting --seed 42`",
@@ -74,7 +74,7 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
             continue
         who = f" ({sub.who})" if sub.who else ""
         lines.append(f"  {prefix} {sub.name} — {sub.help}{who}")
-    if defaults:  # the room's and the bot's (bot.chat.rooms.in_effect)
+    if defaults:  # the room's and the bot's (bot.chat.language.rooms.in_effect)
         lines.append(defaults)
     lines.append(
         f"Limits: prompt up to {limits.max_prompt_chars:,} characters, up to "

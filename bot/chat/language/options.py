@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bot.config import LimitSettings, parse_size
-from bot.chat.styles import normalise
+from bot.chat.language.styles import normalise
 
 MAX_SEED = 2**32 - 1
 # Image-to-image: below 0.05 a few-step model would not change the picture at all.

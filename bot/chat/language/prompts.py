@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import unicodedata
 
-from bot.chat.commands import Generate, UsageError
-from bot.chat.options import parse_options, option_name
+from bot.chat.language.commands import Generate, UsageError
+from bot.chat.language.options import parse_options, option_name
 from bot.config import LimitSettings
 
 # Characters that draw nothing: spaces and separators, format and control characters

@@ -12,11 +12,11 @@ import time
 from generation.compliance.claims import claim_for
 from generation.job import Result
 
-from bot.chat import posting
-from bot.chat.captions import caption
+from bot.chat.jobs import posting
+from bot.chat.language.captions import caption
 from bot.chat.context import Context, Pending
-from bot.chat.posting import NotSent
-from bot.chat.sheet import contact_sheet
+from bot.chat.jobs.posting import NotSent
+from bot.chat.jobs.sheet import contact_sheet
 from bot.matrix import messages
 from bot.store import jobs
 from bot.store.jobs import StoredJob

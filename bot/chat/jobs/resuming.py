@@ -10,11 +10,11 @@ import logging
 import time
 from dataclasses import replace
 
-from bot.chat.accepting import Acceptor
-from bot.chat.captions import age_words
+from bot.chat.jobs.accepting import Acceptor
+from bot.chat.language.captions import age_words
 from bot.chat.context import Context
-from bot.chat.delivery import Delivery
-from bot.chat import source_pictures
+from bot.chat.jobs.delivery import Delivery
+from bot.chat.jobs import source_pictures
 from bot.matrix import messages, sources
 from bot.store import jobs
 from bot.store.jobs import StoredJob

@@ -1,14 +1,14 @@
 """`!img edit <instruction>`: whether the bot can edit pictures by instruction, what a person
-is told where it cannot, and the edit as a prompt for the editing model (bot.chat.iterate
+is told where it cannot, and the edit as a prompt for the editing model (bot.chat.jobs.iterate
 makes the job: the replied-to picture at a size the model draws)."""
 
 from __future__ import annotations
 
-from bot.chat.commands import Edit, Generate, UsageError
+from bot.chat.language.commands import Edit, Generate, UsageError
 
 
 def available(catalogue) -> bool:
-    """Whether the bot edits by instruction: the catalogue (bot.chat.resolve.Catalogue)
+    """Whether the bot edits by instruction: the catalogue (bot.chat.language.resolve.Catalogue)
     names an editing model (generation.edit_model, or a default model that edits)."""
     return bool(getattr(catalogue, "can_edit", False))
 

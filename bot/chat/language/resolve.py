@@ -10,10 +10,10 @@ from typing import Callable
 from generation.families import SD, Family
 from generation.job import Job
 
-from bot.chat.commands import Generate, UsageError
+from bot.chat.language.commands import Generate, UsageError
 from bot.config import GenerationSettings, LimitSettings
-from bot.chat.options import MAX_SEED, size_for_aspect
-from bot.chat.styles import NO_STYLE, Style
+from bot.chat.language.options import MAX_SEED, size_for_aspect
+from bot.chat.language.styles import NO_STYLE, Style
 
 NO_NEGATIVE = "none"
 

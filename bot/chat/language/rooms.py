@@ -8,13 +8,26 @@ config also reins in every room.
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
-from bot.store.room_defaults import Stored
-from bot.chat.subcommands import ROOM_KEYS
+from bot.chat.language.subcommands import ROOM_KEYS
 from bot.config import GenerationSettings, LimitSettings, parse_size
-from bot.chat.resolve import (NO_NEGATIVE, Catalogue, RoomDefaults, for_model, guided,
+from bot.chat.language.resolve import (NO_NEGATIVE, Catalogue, RoomDefaults, for_model, guided,
                               room_guidance)
-from bot.chat.styles import NO_STYLE, normalise
+from bot.chat.language.styles import NO_STYLE, normalise
+
+
+class Kept(Protocol):
+    """A room default as a moderator typed it (bot/store/room_defaults.py keeps them)."""
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def set_by(self) -> str: ...
+
+    @property
+    def set_at(self) -> float: ...
 
 
 def canonical(key: str, value: str, limits: LimitSettings,
@@ -39,10 +52,10 @@ def canonical(key: str, value: str, limits: LimitSettings,
     return value
 
 
-def usable(values: dict[str, Stored], limits: LimitSettings,
+def usable(values: dict[str, Kept], limits: LimitSettings,
            catalogue: Catalogue) -> tuple[RoomDefaults, dict[str, str]]:
     """The defaults that still fit today's limits and catalogues, and why the others don't."""
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}  # RoomDefaults' fields, each checked by ROOM_KEYS
     ignored: dict[str, str] = {}
     for key, item in values.items():
         try:
@@ -61,7 +74,7 @@ def usable(values: dict[str, Stored], limits: LimitSettings,
     return RoomDefaults(**fields), ignored
 
 
-def guidance_of(values: dict[str, Stored], defaults: GenerationSettings) -> tuple[float, str]:
+def guidance_of(values: dict[str, Kept], defaults: GenerationSettings) -> tuple[float, str]:
     """The room's guidance, and whose it is, in words."""
     item = values.get("guidance")
     try:
@@ -72,7 +85,7 @@ def guidance_of(values: dict[str, Stored], defaults: GenerationSettings) -> tupl
     return defaults.guidance, "the bot's default guidance"
 
 
-def negative_refusal(value: str, values: dict[str, Stored],
+def negative_refusal(value: str, values: dict[str, Kept],
                      defaults: GenerationSettings) -> str | None:
     """Why `room set negative VALUE` is refused: a negative prompt does nothing at a guidance
     of 1 or below, so the room's guidance is to be raised first. None: it may be set."""
@@ -85,7 +98,7 @@ def negative_refusal(value: str, values: dict[str, Stored],
             "the negative prompt.")
 
 
-def resting(values: dict[str, Stored], defaults: GenerationSettings) -> str | None:
+def resting(values: dict[str, Kept], defaults: GenerationSettings) -> str | None:
     """Why the room's negative prompt is not used, when it is set and the room's guidance is
     1 or below; None when it is used (or not set)."""
     item = values.get("negative")
@@ -96,7 +109,7 @@ def resting(values: dict[str, Stored], defaults: GenerationSettings) -> str | No
             "(`room set guidance 5` to use it, `room reset negative` to clear it)")
 
 
-def describe(values: dict[str, Stored], ignored: dict[str, str],
+def describe(values: dict[str, Kept], ignored: dict[str, str],
              defaults: GenerationSettings, catalogue: Catalogue) -> str:
     """`!img room`: each key, the room's value and who set it, or the bot's default."""
     defaults = for_model(defaults, catalogue.family(catalogue.default_model))

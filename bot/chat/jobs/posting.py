@@ -15,7 +15,7 @@ from generation.compliance.claims import Claim
 from generation.png import encode_for_upload, encode_thumbnail
 
 from bot.chat.context import Context, Pending
-from bot.chat.screening import Screening
+from bot.chat.jobs.screening import Screening
 from bot.matrix import messages
 from bot.store import gallery, jobs
 from bot.store.retention import options_for_log, prompt_for_log

@@ -12,12 +12,12 @@ from typing import Any
 from generation.job import Job
 from generation.tickets import QueueFull
 
-from bot.chat import quotas
-from bot.chat.commands import UsageError
+from bot.chat.jobs import quotas
+from bot.chat.language.commands import UsageError
 from bot.chat.context import Context, Pending, matches
-from bot.chat.delivery import Delivery
-from bot.chat.iterate import Iterator
-from bot.chat.status import Status
+from bot.chat.jobs.delivery import Delivery
+from bot.chat.jobs.iterate import Iterator
+from bot.chat.jobs.status import Status
 from bot.matrix import messages
 from bot.store import db as database
 from bot.store import jobs, usage

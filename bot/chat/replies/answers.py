@@ -14,14 +14,15 @@ from generation.tickets import cost
 
 from bot.store import db as database
 from bot.matrix import direct, messages, power
-from bot.chat import editing, report, rooms
+from bot.chat.language import editing, rooms
+from bot.chat.replies import report
 from bot.store import room_defaults, usage
-from bot.chat.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
+from bot.chat.language.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
                                RoomSet, RoomShow, Styles, Usage)
-from bot.chat.parser import help_text
-from bot.chat.status import NO_WORKER
-from bot.chat.styles import listing
-from bot.text import plural, shorten
+from bot.chat.language.parser import help_text
+from bot.chat.jobs.status import NO_WORKER
+from bot.chat.language.styles import listing
+from bot.text import parse_since, plural, shorten
 
 if TYPE_CHECKING:
     from bot.chat.context import Context
@@ -243,7 +244,7 @@ class Replies:
                             "just now; try again in a moment, or ask me in a direct message.")
             return
         now = time.time()
-        since = usage.parse_since(command.span, now)
+        since = parse_since(command.span, now)
         user = command.user and self.ctx.settings.matrix.full_user_id(command.user)
         rows = await usage.query(self.ctx.db, since=since, user=user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"

@@ -16,12 +16,13 @@ from generation.png import read_parameters
 
 from bot.store import gallery
 from bot.matrix import sources
-from bot.chat import editing, source_pictures
-from bot.chat.source_pictures import fitted
-from bot.chat.commands import Again, Edit, Generate, UsageError, Upscale, Vary
-from bot.chat.options import (DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH,
+from bot.chat.jobs import source_pictures
+from bot.chat.language import editing
+from bot.chat.jobs.source_pictures import fitted
+from bot.chat.language.commands import Again, Edit, Generate, UsageError, Upscale, Vary
+from bot.chat.language.options import (DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH,
                               size_for_aspect, size_limit)
-from bot.chat.resolve import resolve
+from bot.chat.language.resolve import resolve
 from bot.matrix.sources import Source, SourceError
 
 

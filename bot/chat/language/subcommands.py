@@ -5,18 +5,18 @@ answers None with one notice naming what it takes (`not_taken`). Pure, like the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
-from bot.chat.commands import (Again, Cancel, Command, Edit, Help, Models, Pause, QueueStatus,
+from bot.chat.language.commands import (Again, Cancel, Command, Edit, Help, Models, Pause, QueueStatus,
                                Resume, RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage,
                                UsageError, Vary)
-from bot.chat.options import (MIN_STRENGTH, OPTIONS, VARY_STRENGTH, number_in, on_off,
+from bot.chat.language.options import (MIN_STRENGTH, OPTIONS, VARY_STRENGTH, number_in, on_off,
                               option_name, size_within, text_within)
-from bot.chat.prompts import prompt_and_options, visible
+from bot.chat.language.prompts import prompt_and_options, visible
 from bot.config import LimitSettings
-from bot.store.usage import MAX_SPAN, parse_since
-from bot.text import shorten
+from bot.text import MAX_SPAN, parse_since, shorten
 
 UPSCALE_FACTORS = (2, 4, 8)
 Parsed = Command | UsageError | None  # None: not what the sub-command takes
@@ -116,7 +116,7 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
 # ---- room defaults ---------------------------------------------------------------------------
 
 # What `room set KEY VALUE` accepts; the checks that need only the limits run here.
-ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], object]]] = {
+ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], Any]]] = {
     "style": lambda lim: str,
     "size": lambda lim: size_within("size", lim),
     "steps": lambda lim: number_in("steps", int, 1, lim.max_steps),
@@ -202,7 +202,7 @@ class SubCommand:
     help: str
     takes: str = "nothing after it"  # for the notice about anything else
     who: str = ""  # who may use it, when not everyone
-    needs_editing: bool = False  # listed in help only when the bot can edit (bot.chat.editing)
+    needs_editing: bool = False  # listed in help only when the bot can edit (bot.chat.language.editing)
 
 
 def _alone(command: Command) -> Callable[[str, LimitSettings, str], Parsed]:

@@ -1,0 +1,2 @@
+"""The commands answered with words (and a chart): help, styles, models, queue, cancel,
+room defaults, usage, pause and resume."""
