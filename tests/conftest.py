@@ -62,7 +62,7 @@ def make_settings(homeserver, test_model, tmp_path):
 
 @pytest.fixture
 async def alice(homeserver):
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
 
     chat = await Chat.login(homeserver, "alice", PASSWORD)
     yield chat
@@ -72,7 +72,7 @@ async def alice(homeserver):
 @pytest.fixture
 async def alice_e2e(homeserver, tmp_path):
     """alice with an encryption store of her own: she can talk in encrypted rooms."""
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
 
     chat = await Chat.login(homeserver, "alice", PASSWORD, store=tmp_path / "alice-store")
     yield chat
@@ -81,7 +81,7 @@ async def alice_e2e(homeserver, tmp_path):
 
 @pytest.fixture
 async def mallory(homeserver):
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
 
     chat = await Chat.login(homeserver, "mallory", PASSWORD)
     yield chat
@@ -90,7 +90,7 @@ async def mallory(homeserver):
 
 @pytest.fixture
 async def bob(homeserver):
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
 
     chat = await Chat.login(homeserver, "bob", PASSWORD)
     yield chat
@@ -101,7 +101,7 @@ async def bob(homeserver):
 async def own_server(tmp_path):
     """A homeserver of the test's own (to kill, or with a 40 KiB upload limit), with alice
     logged in: (server, alice)."""
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
 
     server = LocalHomeserver(tmp_path / "own-synapse", max_upload_size="40K")
     server.start()

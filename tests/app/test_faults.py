@@ -21,7 +21,7 @@ from bot import app
 from bot.store import db as database
 from bot.store import jobs
 from bot.matrix import messages
-from tests.chatting import Chat, bot_running, usage_rows
+from tests.helpers.chatting import Chat, bot_running, usage_rows
 from tests.cli.test_cli import IMGBOT, ROOT, start_bot, write_config
 
 pytestmark = pytest.mark.synapse

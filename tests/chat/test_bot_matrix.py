@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.store import db as database
 from generation.png import read_parameters
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"
@@ -230,7 +230,7 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
     long as the server says, and every command still gets exactly one picture. The queue is
     paused while they come in, so each also gets a "Queued" status, edited as it goes."""
     from bot.local.localserver import LocalHomeserver
-    from tests.chatting import Chat
+    from tests.helpers.chatting import Chat
     from tests.conftest import PASSWORD
 
     with LocalHomeserver(tmp_path / "strict", rate_limits=True) as strict:

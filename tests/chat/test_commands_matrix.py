@@ -12,7 +12,7 @@ from bot.store import db as database
 from bot.store import room_defaults
 from bot.chat.language.styles import BUILTIN
 from generation.png import read_parameters
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

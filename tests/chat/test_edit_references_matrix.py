@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.chat.test_families_matrix import params_of, uploaded_png
 from bot.store import db as database
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

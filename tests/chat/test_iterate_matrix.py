@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from generation.png import read_parameters
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

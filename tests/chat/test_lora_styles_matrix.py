@@ -13,7 +13,7 @@ from PIL import Image
 from generation.engine import Engine
 from generation.png import read_parameters
 from generation.testing.lora import make_test_lora
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

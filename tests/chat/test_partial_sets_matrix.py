@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import bot.chat.jobs.posting
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

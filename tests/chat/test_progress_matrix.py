@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.chat.test_commands_matrix import BOT, notice, picture
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 

@@ -9,7 +9,7 @@ import pytest
 
 from nio import RoomMessagesResponse, RoomPreset
 
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

@@ -19,7 +19,7 @@ from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type
 from generation.compliance.verify import TRUSTED, verify
 from generation.png import read_parameters
 from tests.conftest import ALLOWED, PASSWORD
-from tests.pki import make_ca
+from tests.helpers.pki import make_ca
 
 IMGBOT = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The matrix-js-sdk test client (tests/e2ee_client.py) on its own, against the local Synapse:
+"""The matrix-js-sdk test client (tests/helpers/e2ee_client.py) on its own, against the local Synapse:
 two cross-signed devices talk in an encrypted room; a device that is not cross-signed is
 shut out both ways, as a bot without cross-signing will be."""
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PASSWORD
-from tests.e2ee_client import JsClient, JsClientError
+from tests.helpers.e2ee_client import JsClient, JsClientError
 
 pytestmark = pytest.mark.synapse
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from bot.matrix import encryption
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 from tests.conftest import PASSWORD
-from tests.e2ee_client import JsClient
+from tests.helpers.e2ee_client import JsClient
 
 pytestmark = pytest.mark.synapse
 

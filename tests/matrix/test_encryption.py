@@ -18,7 +18,7 @@ from PIL import Image
 from bot.matrix import encryption, sources
 from bot.ops.check import check_encryption
 from bot.matrix.cross_signing import CrossSigningFailed, Identity, canonical_json, signable
-from tests.chatting import Chat, bot_running
+from tests.helpers.chatting import Chat, bot_running
 
 BOT = "@imgbot:localhost"
 

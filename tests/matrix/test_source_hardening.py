@@ -95,7 +95,7 @@ def test_the_spec_s_addresses_are_taken(url):
 @pytest.mark.synapse
 async def test_in_chat_a_tiff_and_a_climbing_mxc_uri_get_a_clear_notice(make_settings, engine,
                                                                         alice):
-    from tests.chatting import bot_running
+    from tests.helpers.chatting import bot_running
 
     async with bot_running(make_settings(), engine):
         room = await alice.room_with("@imgbot:localhost")

@@ -232,9 +232,9 @@ def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
 
 
 def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_path):
-    from tests.pki import make_ca
+    from tests.helpers.pki import make_ca
     from tests.generation.compliance.test_compliance_copy import scene
-    from tests.tsa import TimeStampAuthority
+    from tests.helpers.tsa import TimeStampAuthority
 
     ca = make_ca(tmp_path / "ca")
     references = tmp_path / "references"

@@ -22,7 +22,7 @@ from bot.config import ConfigError, DiskSettings, MetricsSettings, load_settings
 from bot.ops.check import check_disk
 from bot.ops.disk import MIB, DiskWatch, Level, is_disk_full, refused_for_space, space
 from bot.ops.metrics import Health, Metrics, start_server
-from tests.chatting import bot_running
+from tests.helpers.chatting import bot_running
 from tests.ops.test_metrics import scrape
 
 SETTINGS = DiskSettings(warn_free_mib=512, full_free_mib=16)

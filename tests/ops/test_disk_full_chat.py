@@ -19,7 +19,7 @@ import yaml
 
 from bot.local.localserver import _free_port
 from tests.app.test_faults import Gated
-from tests.chatting import Chat, bot_running, usage_rows
+from tests.helpers.chatting import Chat, bot_running, usage_rows
 from tests.cli.test_cli import start_bot, write_config
 from tests.ops.test_disk import fill, tmpfs
 

@@ -17,7 +17,7 @@ from bot.store import db as database
 from bot.app import run_bot
 from bot.local.localserver import _free_port
 from bot.matrix.sync import TokenRejected
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from generation.compliance.signing import C2paSigner
-from tests.pki import make_ca
+from tests.helpers.pki import make_ca
 
 
 @pytest.fixture(scope="module")

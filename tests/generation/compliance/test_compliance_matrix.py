@@ -12,9 +12,9 @@ from PIL import Image
 from bot.cli import main
 from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
 from generation.compliance.verify import INVALID, TRUSTED, verify
-from tests.chatting import bot_running, usage_rows
-from tests.pki import make_ca
-from tests.tsa import TimeStampAuthority
+from tests.helpers.chatting import bot_running, usage_rows
+from tests.helpers.pki import make_ca
+from tests.helpers.tsa import TimeStampAuthority
 
 pytestmark = pytest.mark.synapse
 BOT = "@imgbot:localhost"

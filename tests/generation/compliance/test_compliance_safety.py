@@ -11,7 +11,7 @@ from PIL import ImageChops, ImageStat
 from generation.compliance import Compliance
 from generation.compliance import safety
 from generation.compliance.safety import Blocklist, stricter
-from tests.chatting import bot_running, usage_rows
+from tests.helpers.chatting import bot_running, usage_rows
 from tests.generation.compliance.test_compliance_copy import scene
 
 BOT = "@imgbot:localhost"

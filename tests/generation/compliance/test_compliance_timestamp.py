@@ -1,6 +1,6 @@
 """`compliance.c2pa.tsa_url`: every signature time-stamped by the configured RFC 3161
 authority, and no picture sent, nor the bot started, without one when the authority fails.
-Offline: the authority is tests.tsa's, on a loopback port."""
+Offline: the authority is tests.helpers.tsa's, on a loopback port."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bot.chat.jobs.screening import Screening
 from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
 from generation.png import encode_png
-from tests.tsa import TimeStampAuthority
+from tests.helpers.tsa import TimeStampAuthority
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}
 

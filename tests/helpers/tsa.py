@@ -7,7 +7,7 @@ and the tests are offline, so this one answers on a free loopback port: it takes
 TimeStampReq (POST, application/timestamp-query) and grants a TimeStampResp whose token is
 a CMS SignedData over a TSTInfo (the request's imprint and nonce, the time now, a serial),
 signed with a time-stamping certificate (EKU id-kp-timeStamping, critical) issued by a root
-of its own: tests.pki.make_ca keeps its root's key to itself, so the authority has its own
+of its own: tests.helpers.pki.make_ca keeps its root's key to itself, so the authority has its own
 root, which a verifier trusts alongside the company's. It counts the requests it served.
 """
 

@@ -1,5 +1,5 @@
 """A Matrix client that is not nio, for end-to-end encryption tests: matrix-js-sdk with Rust
-crypto under node (tests/e2e_client/client.mjs), driven over JSON lines.
+crypto under node (tests/helpers/e2e_client/client.mjs), driven over JSON lines.
 
 Each ``JsClient`` is one node process and one logged-in, cross-signed device (unless
 ``cross_sign=False``). It shares room keys only with devices cross-signed by their owner and
@@ -47,7 +47,7 @@ SCRIPT = CLIENT_DIR / "client.mjs"
 INSTALL_TIMEOUT_S = 300
 NEED_NODE = (
     "the end-to-end encryption tests need node (>= 20) and npm on PATH, "
-    "for the matrix-js-sdk client in tests/e2e_client"
+    "for the matrix-js-sdk client in tests/helpers/e2e_client"
 )
 
 
@@ -56,7 +56,7 @@ class JsClientError(RuntimeError):
 
 
 def ensure_installed() -> None:
-    """``npm ci`` in tests/e2e_client once (again when package-lock.json has changed)."""
+    """``npm ci`` in tests/helpers/e2e_client once (again when package-lock.json has changed)."""
     stamp = CLIENT_DIR / "node_modules" / ".package-lock.json"
     lock = CLIENT_DIR / "package-lock.json"
     if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
