@@ -232,7 +232,7 @@ async def test_pause_outlives_a_restart(make_settings, engine, alice):
 async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings, engine, alice,
                                                                    bob):
     # A room of alice and the bot that the config names gets the report itself (anywhere
-    # else it goes to a direct message: tests/chat/test_usage_direct_matrix.py); it exists
+    # else it goes to a direct message: tests/chat/replies/test_usage_direct_matrix.py); it exists
     # before the bot starts, so that the config can name it.
     own = (await alice.client.room_create(name="alice and the bot", invite=[BOT])).room_id
     settings = make_settings(matrix={"admins": [alice.user_id]},

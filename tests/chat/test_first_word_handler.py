@@ -13,7 +13,7 @@ from bot.chat.bot import Bot
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database
-from tests.chat.test_first_word import NOT_TAKEN
+from tests.chat.language.test_first_word import NOT_TAKEN
 
 ROOM = "!room:example.org"
 ADMIN, PERSON = "@admin:example.org", "@person:example.org"

@@ -22,7 +22,7 @@ from bot.config import DiskSettings, Settings
 from bot.ops.disk import DiskWatch
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database
-from tests.chat.test_accepting import BOT, NoticeClient, Runner
+from tests.chat.jobs.test_accepting import BOT, NoticeClient, Runner
 from tests.ops.test_disk import FakeDisk
 
 ROOM = "!room:example.org"

@@ -15,7 +15,7 @@ import aiohttp
 
 from generation.png import read_parameters
 
-from tests.chat.test_progress_matrix import edits_of
+from tests.chat.jobs.test_progress_matrix import edits_of
 from tests.helpers.chatting import bot_running, usage_rows
 from tests.cluster.raycluster import free_port
 

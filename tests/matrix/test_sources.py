@@ -12,7 +12,7 @@ from bot.config import LimitSettings
 from bot.chat.jobs.iterate import source_size
 from bot.chat.jobs.source_pictures import fitted
 from bot.matrix.sources import SourceError, decode, replied_to
-from tests.chat.test_iterate_matrix import claims_to_be, encoded
+from tests.chat.jobs.test_iterate_matrix import claims_to_be, encoded
 
 LIMITS = LimitSettings()
 

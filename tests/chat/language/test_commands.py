@@ -54,7 +54,7 @@ def test_prefix_alone_or_help_gives_help(text):
 
 
 @pytest.mark.parametrize("text, prompt", [
-    ("!img \"help\" me draw a cat", "help me draw a cat"),  # tests/chat/test_first_word.py
+    ("!img \"help\" me draw a cat", "help me draw a cat"),  # tests/chat/language/test_first_word.py
     ("!img helpful robot", "helpful robot"),
     ("!img “Help” wanted poster", "Help wanted poster"),
 ])
