@@ -61,7 +61,7 @@ def run_demo(model: str | None, count: int, out: Path, config: str | None = None
                 loaded = load_settings(config, secrets=False)  # the demo logs in nowhere
                 generation = loaded.generation.model_dump(exclude_none=True)
             except ConfigError as exc:
-                raise SystemExit(f"imgbot demo: {exc}")
+                raise SystemExit(f"imgbot demo: {exc}") from None
         model = model or generation.get("model")
         if model is None:
             from generation.testing.tiny import make_test_model

@@ -11,8 +11,8 @@ from tests.cluster.raycluster import free_port
 
 def cluster_line(output: str) -> str:
     """check's cluster line, its spaces made single."""
-    (line,) = [" ".join(l.split()) for l in output.splitlines()
-               if l.split(":")[0].endswith(" cluster")]
+    (line,) = [" ".join(text.split()) for text in output.splitlines()
+               if text.split(":")[0].endswith(" cluster")]
     return line
 
 

@@ -213,7 +213,8 @@ def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
     catalogue = {"t": ("generation.model", test_model)}
     for capability, problem in [((8, 0), "cuda is a NVIDIA A100-SXM4-80GB (compute capability "
                                          "8.0); use int8 or none there"), ((9, 0), None)]:
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_capability",
+                            lambda device, capability=capability: capability)
         (part,) = [p for p in check_parts(catalogue, quantize="fp8", devices=["auto", "auto"])
                    if p.name == "quantize"]
         assert part.problem is None if problem is None else part.problem.endswith(problem)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nio import (
     AsyncClient,
@@ -41,7 +42,7 @@ class Chat:
 
     @classmethod
     async def login(cls, server, localpart: str, password: str,
-                    store: Path | None = None) -> "Chat":
+                    store: Path | None = None) -> Chat:
         """Logged in and synced; with a `store` folder, with encryption (a nio device that
         is not cross-signed)."""
         if store is None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from bot.config import LimitSettings, parse_size
 from bot.chat.language.styles import normalise
@@ -35,7 +35,7 @@ def number_in(name: str, cast: type, low: float, high: float) -> Callable[[str],
         try:
             value = cast(text)
         except ValueError:
-            raise ValueError(f"{name} takes {kind} {shown}, not {text!r}")
+            raise ValueError(f"{name} takes {kind} {shown}, not {text!r}") from None
         if not low <= value <= high:  # also false for nan
             raise ValueError(f"{name} must be {shown}, not {text}")
         return value
@@ -70,7 +70,7 @@ def size_within(name: str, limits: LimitSettings) -> Callable[[str], tuple[int, 
         try:
             width, height = parse_size(text)
         except ValueError as exc:
-            raise ValueError(f"{name} {exc}")
+            raise ValueError(f"{name} {exc}") from None
         if width * height > limits.max_pixels:
             side = square_side(limits.max_pixels)
             raise ValueError(f"{name} {width}x{height} is too large: at most "
