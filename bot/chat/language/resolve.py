@@ -4,8 +4,8 @@ else the bot's. Pure: no I/O, and every refusal is a UsageError for the person."
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from generation.families import SD, Family
 from generation.job import Job
