@@ -374,7 +374,7 @@ def test_why_a_worker_was_lost_reaches_the_queue_as_one_line_said_by_the_worker(
             runner.generate(JOB)
     finally:
         link.stop()
-    words = str(raised.value)  # what worker_faults tells the person after MAX_LOST losses
+    words = str(raised.value)  # what the queue's give_back tells the person after MAX_LOST losses
     assert words.startswith("the GPU worker said: The bot says: your account is suspended.")
     assert words.isprintable() and len(words) <= len("the GPU worker said: ") + 200
 

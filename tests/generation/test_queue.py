@@ -1,4 +1,5 @@
-"""The generation queue (`generation/queue.py`) driven by a fake runner the tests control."""
+"""The generation queue (`generation/queue.py`, the worker faults included) driven by a fake
+runner the tests control."""
 
 from __future__ import annotations
 
