@@ -30,7 +30,6 @@ from typing import Callable
 from . import bench_report, fitting
 from .device import choose
 from .engine import Engine, quiet_libraries
-from .in_memory import from_pipeline
 from .job import Job
 from .families import FAMILIES, Family
 from .model_folder import ModelError, NATIVE_SIDES, family_of, inspect_model, native_size
@@ -269,8 +268,8 @@ def load_ours(w: Workload) -> Engine:
     placement = w.placement  # built where and how the engine will run it
     pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=placement.device,
                            dtype=placement.dtype, seed=w.seed)
-    return from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile,
-                         quantize=w.quantize)
+    return Engine.from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile,
+                                quantize=w.quantize)
 
 
 def _ours(w: Workload):

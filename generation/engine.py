@@ -14,7 +14,7 @@ from pathlib import Path
 from . import adapters, edit_only, fitting, pipeline_call, speed
 from .device import Placement, choose, make_current
 from .job import GenerationError, Job
-from .families import SD, Family
+from .families import BY_PIPELINE, SD, Family, refine
 from .model_folder import (ModelError, family_of, native_size, unknown_model,
                            zeros_for_empty_negative)
 
@@ -45,8 +45,8 @@ class Engine:
     compiled kernels kept in `cache_dir` (process-wide, see `speed.use_compile_cache`);
     `quantize` and `offload`, a quantized denoiser and offloading (fitting.py)."""
 
-    # What an Engine made without __init__ (`from_pipeline`) has: none of the options, and
-    # jobs with and without a negative prompt kept apart (see `batch_key`).
+    # What an Engine over a pipeline built in memory (`from_pipeline`) has: none of the
+    # options, and jobs with and without a negative prompt kept apart (see `batch_key`).
     vae_path: Path | None = None
     fast_decoder_path: Path | None = None
     compile = False
@@ -58,17 +58,25 @@ class Engine:
     _adapter: tuple[str, float] | None = None
     fit = fitting.Fit()  # what load() did to fit the card
 
-    def __init__(self, model: str | Path, device: str = "auto", name: str = "", *,
+    def __init__(self, model: str | Path | None, device: str = "auto", name: str = "", *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
                  compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
                  loras: dict[str, str | Path] | None = None, quantize: str = "none",
-                 offload: str = "auto"):
-        self.path = Path(model).expanduser().resolve()
-        self.name = name or self.path.name
-        self.traits = family_of(self.path)
+                 offload: str = "auto", traits: Family | None = None,
+                 size: tuple[int, int] | None = None):
+        """`model` is the folder the weights load from, read now for the family and native
+        size; None for a pipeline built in memory (`from_pipeline`), which says its `traits`
+        and native `size` itself."""
+        if model is None:
+            self.path, self.name = None, name
+            self.traits, self._native_size = traits, size
+        else:
+            self.path = Path(model).expanduser().resolve()
+            self.name = name or self.path.name
+            self.traits = family_of(self.path)
+            self._native_size = native_size(self.path)
+            self._zeros_for_empty = zeros_for_empty_negative(self.path)
         self.family = self.traits.key
-        self._native_size = native_size(self.path)
-        self._zeros_for_empty = zeros_for_empty_negative(self.path)
         self.requested_device = device
         self.placement: Placement | None = None
         self.pipe = None
@@ -89,6 +97,48 @@ class Engine:
         self.loras = {name: Path(path).expanduser() for name, path in (loras or {}).items()}
         self._adapter: tuple[str, float] | None = None  # the one on now; None: LoRAs off
         self.quantize, self.offload = fitting.options(quantize, offload)
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str, device: str = "auto",
+                      compile: bool = False, quantize: str = "none") -> Engine:  # noqa: A002
+        """An Engine over a pipeline already built in memory instead of loaded from a folder
+        (the bench's full-size random-weight models, `testing.full_size.random_pipeline`):
+        moved to the device and precision `load()` would choose and sped up as `load()` does
+        (`speed_up`, torch.compile with `compile`; the denoiser quantized with `quantize`, as
+        `generation.quantize`), it then runs jobs like a loaded one. It has no folder: `path`
+        is None, and `load()` is not to be called (`unload()` works)."""
+        import torch
+
+        family = BY_PIPELINE.get(type(pipe).__name__)
+        if family is None:
+            raise ModelError(f"the engine drives {', '.join(sorted(BY_PIPELINE))}, "
+                             f"not a {type(pipe).__name__}")
+        quiet_libraries()
+        traits = refine(family, dict(pipe.config),
+                        dict(getattr(getattr(pipe, "transformer", None), "config", {})))
+        if family.denoiser == "unet":
+            sample = pipe.unet.config.sample_size
+            height, width = (sample, sample) if isinstance(sample, int) else sample
+            size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
+        else:  # a transformer's config gives no size: the family's own
+            size = (family.native_side, family.native_side)
+        engine = cls(None, device, name, compile=compile, quantize=quantize, traits=traits,
+                     size=size)
+        engine.placement = choose(device, fp16_safe=engine.traits.denoiser == "unet")
+        # What load() does after from_pretrained.
+        pipe.to(engine.placement.device, engine.placement.dtype)
+        if quantize != "none":
+            fitting.check(quantize, engine.placement)
+            on = engine.placement.device  # layer by layer on the card, as `fit` does
+            fitting.quantize_denoiser(getattr(pipe, family.denoiser), quantize,
+                                      on if on.startswith("cuda") else None)
+            engine.fit = fitting.Fit(quantize, "none", (
+                f"quantize: {quantize} (torchao, {family.denoiser})", "offload: none"))
+        pipe.set_progress_bar_config(disable=True)
+        torch.set_grad_enabled(False)
+        engine.speed_up(pipe)
+        engine.pipe = pipe
+        return engine
 
     def load(self) -> None:
         """Load the weights once, from the local folders only, onto the chosen device (whole

@@ -16,7 +16,7 @@ import torch
 
 from bot.cli import main as imgbot
 from generation.bench import BenchError, Workload, run_bench
-from generation.in_memory import from_pipeline
+from generation.engine import Engine
 from generation.job import Job
 from generation.testing.tiny import BUILDERS
 from generation.testing.full_size import random_pipeline
@@ -237,7 +237,7 @@ def test_the_random_fill_is_seeded_and_keeps_the_buffers():
 
 def test_an_engine_runs_a_pipeline_built_in_memory(tmp_path):
     pipe = BUILDERS["sd"](tmp_path)
-    engine = from_pipeline(pipe, "in-memory", "cpu")
+    engine = Engine.from_pipeline(pipe, "in-memory", "cpu")
     assert (engine.name, engine.family, engine.path) == ("in-memory", "sd", None)
     assert engine.native_size() == (512, 512)
     images = engine.generate(Job(prompt="a cat", seed=1, steps=1, width=64, height=64, count=2))
@@ -258,7 +258,7 @@ def test_bench_runs_the_full_size_sd15_end_to_end(capsys):
 def test_an_engine_over_a_pipeline_built_in_memory_can_be_quantized(tmp_path):
     """The bench's fp8 figure goes this way (int8 here: fp8 needs an Ada or Hopper GPU):
     the denoiser's linear layers quantized, and its QKV projections left apart."""
-    engine = from_pipeline(BUILDERS["sd"](tmp_path), "in-memory", "cpu", quantize="int8")
+    engine = Engine.from_pipeline(BUILDERS["sd"](tmp_path), "in-memory", "cpu", quantize="int8")
     assert engine.fit.quantize == "int8" and engine.fit.unfused == "quantized"
     linear = next(m for n, m in engine.pipe.unet.named_modules() if n.endswith("attn1.to_q"))
     assert type(linear.weight) not in (torch.nn.Parameter, torch.Tensor)  # torchao's

@@ -21,7 +21,6 @@ from generation.device import Placement, choose
 from generation.engine import Engine
 from generation.model_folder import ModelError
 from generation.pipeline_call import batch_key
-from generation.in_memory import from_pipeline
 from generation.job import GenerationError, Job
 from generation.pool import ModelPool
 from generation.testing.tiny import BUILDERS, make_test_model, make_test_tiny_decoder
@@ -392,7 +391,7 @@ def test_the_pool_hands_the_options_to_every_model(models, tiny_decoder, tmp_pat
 
 
 def test_an_engine_built_in_memory_batches_too(tmp_path):
-    engine = from_pipeline(BUILDERS["sd"](tmp_path), "in-memory", "cpu")
+    engine = Engine.from_pipeline(BUILDERS["sd"](tmp_path), "in-memory", "cpu")
     made = engine.generate_batch([job(seed=1), job(seed=2)])
     assert [len(images) for images in made] == [1, 1]
     with pytest.raises(GenerationError, match="no fast decoder"):
