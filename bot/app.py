@@ -11,7 +11,7 @@ from contextlib import suppress
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
 from generation.queue import GenerationQueue
-from generation.tickets import Runner
+from generation.runner import Runner
 
 from bot.store import db as database
 from bot.matrix import cross_signing, encryption, messages

@@ -5,7 +5,7 @@ The same rule says which jobs are ahead of one (those of the batches before its 
 
 from __future__ import annotations
 
-from .tickets import Runner
+from .runner import Runner
 
 
 def next_batch(max_batch: int, runner: Runner, line: list, job_of) -> list:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .runner import Runner
 from .studio import Studio
-from .tickets import Runner
 
 
 @dataclass(frozen=True)

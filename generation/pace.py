@@ -1,12 +1,24 @@
-"""The queue's sense of speed: seconds per unit of work (tickets.cost), measured as jobs
-run, and the wait it gives a job behind others."""
+"""The queue's sense of speed: seconds per unit of work (`cost`), measured as jobs run, and
+the wait it gives a job behind others."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from .job import Job
-from .tickets import Ticket, cost
+from .ticket import Ticket
+
+
+def cost(job: Job) -> float:
+    """How much work a job is, in the unit the speed is measured in: each step runs over
+    every pixel of every picture, and text encoding plus decoding cost about one step more.
+    Image-to-image runs only its strength's share of the steps; an upscale counts its passes
+    over the result's pixels (a rough match, but the same unit)."""
+    steps = job.steps
+    if job.kind == "img2img":
+        steps = max(1, math.ceil(job.steps * job.strength))
+    return job.width * job.height * job.count * (steps + 1)
 
 
 class Pace:

@@ -18,7 +18,8 @@ import time
 from .batching import ahead_in, next_batch
 from .job import Job, Result
 from .pace import Pace
-from .tickets import Place, QueueFull, Runner, Ticket, WorkerNotReady, resolve
+from .runner import Runner, WorkerNotReady
+from .ticket import Place, Ticket, resolve
 from .workers import Worker
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 # A job whose making loses this many workers fails instead of going back again: it may be
 # what ends them (a fault it causes on every device).
 MAX_LOST = 3
+
+
+class QueueFull(Exception):
+    """The queue, or this person's share of it, is full; the message says which."""
 
 
 class GenerationQueue:

@@ -12,7 +12,7 @@ import logging
 from .enhance import enhance
 from .families import Family, family_of_runner
 from .job import GenerationError, Job
-from .tickets import Runner
+from .runner import Runner
 from .upscale import Upscaler, UpscalerError
 
 log = logging.getLogger(__name__)

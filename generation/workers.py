@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from . import progress
 from .device import make_current
 from .job import GenerationError, Result
-from .tickets import Runner, Ticket, WorkerLost
+from .runner import Runner, WorkerLost
+from .ticket import Ticket
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from nio import AsyncClient
 
 from generation.families import family_of_runner
 from generation.queue import GenerationQueue
-from generation.tickets import Ticket
+from generation.ticket import Ticket
 
 from bot.chat import rooms, styles
 from bot.chat.resolve import Catalogue

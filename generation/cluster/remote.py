@@ -11,7 +11,7 @@ from PIL import Image
 from .. import progress
 from ..families import Family, family_of_runner
 from ..job import GenerationError, Job
-from ..tickets import Runner
+from ..runner import Runner
 from . import messages
 from .link import Link, log
 

@@ -29,7 +29,7 @@ from generation.cluster.link import PR_GET_DUMPABLE, ClusterUnavailable, Link
 from generation.cluster.remote import RemoteRunner
 from generation.cluster.spec import ClusterSpec
 from generation.job import GenerationError, Job
-from generation.tickets import WorkerLost
+from generation.runner import WorkerLost
 
 INFO = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12", "slot": 0,
         "auth": "token", "versions": {"imgbot": "1"}, "device": "cuda:0", "models": ["tiny"]}

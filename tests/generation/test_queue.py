@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from generation.job import GenerationError, Job, Result
-from generation.queue import GenerationQueue
-from generation.tickets import QueueFull, WorkerLost, WorkerNotReady
+from generation.queue import GenerationQueue, QueueFull
+from generation.runner import WorkerLost, WorkerNotReady
 from generation.workers import CPU_NICENESS, is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
