@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from generation.job import Job
-from generation.queue import QueueFull
+from generation.scheduling.queue import QueueFull
 
 from bot.chat import quotas
 from bot.chat.commands import UsageError

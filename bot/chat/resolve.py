@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from generation.families import SD, Family
+from generation.families.known import SD, Family
 from generation.job import Job
 
 from bot.chat.commands import Generate, UsageError

@@ -23,9 +23,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..building import Recipe
 from ..job import KINDS, Job
-from ..progress import Progress
+from ..models.recipe import Recipe
+from ..scheduling.progress import Progress
 from .spec import ClusterSpec
 
 NOT_VALID = "the worker returned something that is not a valid answer"

@@ -11,7 +11,7 @@ from PIL import Image
 from bot.store import db as database
 from bot.chat import rooms
 from bot.chat.styles import BUILTIN
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse

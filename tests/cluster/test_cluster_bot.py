@@ -13,7 +13,7 @@ import time
 
 import aiohttp
 
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 
 from tests.chat.test_progress_matrix import edits_of
 from tests.chatting import bot_running, usage_rows

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from generation.adapters import made_for, problem
-from generation.engine import Engine
-from generation.families import FAMILIES, SD
+from generation.families.known import FAMILIES, SD
+from generation.families.model_folder import ModelError
 from generation.job import GenerationError, Job
-from generation.model_folder import ModelError
+from generation.models.engine import Engine
+from generation.models.lora import made_for, problem
 from generation.testing.lora import make_test_lora
 
 

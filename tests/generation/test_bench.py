@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from bot.cli import main as imgbot
-from generation.bench import BenchError, Workload, run_bench
-from generation.engine import Engine
+from generation.bench.comparison import BenchError, Workload, run_bench
 from generation.job import Job
-from generation.testing.tiny import BUILDERS
+from generation.models.engine import Engine
 from generation.testing.full_size import random_pipeline
+from generation.testing.tiny import BUILDERS
 
 # The published models' parameter counts: runwayml/stable-diffusion-v1-5 and
 # stabilityai/stable-diffusion-xl-base-1.0 (CLIP ViT-L/14 text encoder, OpenCLIP ViT-bigG/14
@@ -68,17 +68,17 @@ def test_bench_on_the_tiny_model_prints_both_rows(test_model, tmp_path, capsys):
 def test_the_baseline_runs_in_our_engines_precision(test_model, monkeypatch):
     """On a GPU ours runs in bfloat16: so does the baseline (not float16 with the VAE in
     float32), so that ours/plain compares engines. The CPU stands in for the GPU here."""
-    import generation.bench
-    import generation.engine
-    from generation.device import Placement
+    import generation.bench.comparison
+    import generation.models.engine
+    from generation.runtime.device import Placement
 
     half = Placement("cpu", "bfloat16")
     asked = []  # as Engine.load asks: float16 is safe for the UNet families only
-    monkeypatch.setattr(generation.bench, "choose",
+    monkeypatch.setattr(generation.bench.comparison, "choose",
                         lambda _device, **kw: asked.append(kw) or half)
-    monkeypatch.setattr(generation.engine, "choose", lambda _device, **_: half)
+    monkeypatch.setattr(generation.models.engine, "choose", lambda _device, **_: half)
     seen = []
-    monkeypatch.setattr(generation.bench, "_baseline", lambda w, device, dtype: (
+    monkeypatch.setattr(generation.bench.comparison, "_baseline", lambda w, device, dtype: (
         seen.append(dtype) or (lambda batch: [None] * batch), None, None))
     workload = Workload.make(str(test_model), None, "64x64", steps=1, count=1, device="cpu")
     report = run_bench(workload)
@@ -92,7 +92,7 @@ def test_our_engine_warms_up_as_the_bot_does_before_each_batch_is_timed(test_mod
                                                                         monkeypatch):
     """One picture, then a batch of two (the bot's warm-up, which makes a compiled batch
     size dynamic), and only then the workload's own batch sizes; its seconds are a figure."""
-    from generation.engine import Engine
+    from generation.models.engine import Engine
 
     counts = []
     generate = Engine.generate
@@ -144,9 +144,9 @@ def test_random_weights_that_do_not_fit_are_refused_before_anything_is_made(
         monkeypatch, capsys):
     """Z-Image-Turbo's 10.3 B parameters take 41 GB in the CPU's float32: more than a small
     machine has, where the kernel would kill the bench half-way through building them."""
-    import generation.pool
+    import generation.models.pool
 
-    monkeypatch.setattr(generation.pool, "free_bytes", lambda device: 24 * 10**9)
+    monkeypatch.setattr(generation.models.pool, "free_bytes", lambda device: 24 * 10**9)
     assert imgbot(["bench", "--random-weights", "zimage", "--size", "256x256",
                    "--device", "cpu"]) == 2
     err = capsys.readouterr().err

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from generation.building import Recipe
 from generation.cluster import frames, messages
 from generation.cluster.bridge import pin_refusal
 from generation.cluster.spec import ClusterSpec
+from generation.models.recipe import Recipe
 
 PINNED = "127.0.0.1:6379"
 

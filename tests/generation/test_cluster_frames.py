@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.building import Recipe
 from generation.cluster import frames, messages
 from generation.cluster.spec import ClusterSpec
 from generation.job import Job
-from generation.progress import Progress
+from generation.models.recipe import Recipe
+from generation.scheduling.progress import Progress
 
 
 class _Payload:

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.building import Recipe
 from generation.cluster import frames, messages
 from generation.cluster import link as link_module
 from generation.cluster.link import PR_GET_DUMPABLE, ClusterUnavailable, Link
 from generation.cluster.remote import RemoteRunner
 from generation.cluster.spec import ClusterSpec
 from generation.job import GenerationError, Job
-from generation.runner import WorkerLost
+from generation.models.recipe import Recipe
+from generation.scheduling.runner import WorkerLost
 
 INFO = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12", "slot": 0,
         "auth": "token", "versions": {"imgbot": "1"}, "device": "cuda:0", "models": ["tiny"]}

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from generation import fitting, speed
-from generation.device import Placement, choose, make_current
-from generation.engine import Engine
 from generation.job import GenerationError, Job
-from generation.pool import ModelPool
+from generation.models.engine import Engine
+from generation.models.pool import ModelPool
+from generation.runtime import quantize_offload, speedups
+from generation.runtime.device import Placement, choose, make_current
+from generation.scheduling.workers import Worker
 from generation.testing.tiny import make_test_model
-from generation.workers import Worker
 from tests.generation.test_speed import FakeCuda
 
 GiB = 2**30
@@ -95,8 +95,8 @@ def test_the_qwen_image_vae_takes_channels_last_where_it_can():
     latents = torch.randn(1, 4, 1, 8, 8)
     with torch.no_grad():
         before = vae.decode(latents).sample
-    notes = speed.optimize(SimpleNamespace(vae=vae), Placement("cuda", "bfloat16"),
-                           "transformer")
+    notes = speedups.optimize(SimpleNamespace(vae=vae), Placement("cuda", "bfloat16"),
+                              "transformer")
     weights = list(vae.parameters())
     assert "channels_last: on (2-D convolutions; 45 3-D weights kept)" in notes
     assert all(w.is_contiguous(memory_format=torch.channels_last)
@@ -142,9 +142,9 @@ def test_the_engine_makes_its_device_current_before_it_loads(folders, set_device
     import diffusers
 
     loaded = []
-    monkeypatch.setattr("generation.engine.choose",
+    monkeypatch.setattr("generation.models.engine.choose",
                         lambda *args, **kw: Placement("cuda:2", "bfloat16"))
-    monkeypatch.setattr(fitting, "check", lambda *args: (_ for _ in ()).throw(Stop()))
+    monkeypatch.setattr(quantize_offload, "check", lambda *args: (_ for _ in ()).throw(Stop()))
     monkeypatch.setattr(diffusers.AutoPipelineForText2Image, "from_pretrained",
                         lambda *args, **kw: loaded.append(args))
     engine = Engine(folders["sd"], "cuda:2")
@@ -167,7 +167,7 @@ def test_a_card_without_bf16_runs_transformers_in_fp32(monkeypatch):
 def test_the_engine_asks_for_fp16_only_for_unet_families(folders, monkeypatch, arch, dtype):
     # FLUX, Z-Image and Qwen-Image overflow float16 (NaN pictures); SD and SDXL do not.
     FakeCuda(monkeypatch, native_bf16=False)
-    monkeypatch.setattr(fitting, "check", lambda *args: (_ for _ in ()).throw(Stop()))
+    monkeypatch.setattr(quantize_offload, "check", lambda *args: (_ for _ in ()).throw(Stop()))
     engine = Engine(folders[arch], "cuda")
     with pytest.raises(Stop):
         engine.load()
@@ -184,11 +184,11 @@ def test_the_pool_unloads_until_the_weights_and_working_room_are_free(folders, m
     folders2 = {"alpha": folders["sd"], "beta": folders["sd"]}
     pool = ModelPool(folders2, "alpha", "cpu", free_memory=lambda: free["bytes"])
     pool.load()
-    with caplog.at_level(logging.INFO, logger="generation.pool"):
+    with caplog.at_level(logging.INFO, logger="generation.models.pool"):
         pool.load("beta")
     assert pool.loaded == ["beta"]
-    sizes = fitting.on_card(folders["sd"], 4)  # float32 on the CPU
-    need = sum(sizes.values()) + fitting.working_room(sum(sizes.values()))
+    sizes = quantize_offload.on_card(folders["sd"], 4)  # float32 on the CPU
+    need = sum(sizes.values()) + quantize_offload.working_room(sum(sizes.values()))
     assert f"beta needs about {need / GiB:.1f} GiB, 0.1 GiB is free" in caplog.text
     free["bytes"] = need  # enough for both
     pool.load("alpha")
@@ -196,17 +196,17 @@ def test_the_pool_unloads_until_the_weights_and_working_room_are_free(folders, m
 
 
 @pytest.mark.parametrize("offload, need", [
-    ("auto", 30 * GiB + fitting.working_room(30 * GiB)),
-    ("none", 30 * GiB + fitting.working_room(30 * GiB)),
-    ("model", 20 * GiB + fitting.working_room(20 * GiB)),
-    ("group", fitting.working_room(0))])
+    ("auto", 30 * GiB + quantize_offload.working_room(30 * GiB)),
+    ("none", 30 * GiB + quantize_offload.working_room(30 * GiB)),
+    ("model", 20 * GiB + quantize_offload.working_room(20 * GiB)),
+    ("group", quantize_offload.working_room(0))])
 def test_the_need_is_what_choose_offload_compares_with(offload, need):
     sizes = {"transformer": 20 * GiB, "text_encoder": 9 * GiB, "vae": GiB}
-    assert fitting.need(sizes, offload) == need
+    assert quantize_offload.need(sizes, offload) == need
     if offload in ("auto", "model"):  # exactly that much free: it loads so
-        assert fitting.choose_offload("auto", "cuda", sizes, need)[0] == {
+        assert quantize_offload.choose_offload("auto", "cuda", sizes, need)[0] == {
             "auto": "none", "model": "model"}[offload]
-        assert fitting.choose_offload("auto", "cuda", sizes, need - 1)[0] != {
+        assert quantize_offload.choose_offload("auto", "cuda", sizes, need - 1)[0] != {
             "auto": "none", "model": "model"}[offload]
 
 
@@ -245,9 +245,9 @@ def test_torchao_changes_compiler_settings_only_for_a_compiled_model(folders, in
 def test_model_offload_keeps_the_projections_apart(folders, monkeypatch, caplog):
     # Offloading moves each weight on its own: the q, k, v views into the fused weight
     # would each become a copy of their own on the card, beside the fused one.
-    monkeypatch.setattr(fitting, "choose_offload",
+    monkeypatch.setattr(quantize_offload, "choose_offload",
                         lambda *args: ("model", "offload: model (test)"))
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(folders["sd"], "cpu")
     engine.load()
     assert "fused QKV: off (model offload)" in caplog.text

@@ -1,7 +1,7 @@
 """The GPU side with real (tiny, random-weight) diffusers models on the CPU.
 
-Covers `generation/engine.py` (text-to-image and image-to-image), `test_model.py`, `png.py`,
-`device.py`, and the rule that the two packages stay apart (the chat side never imports torch, the GPU side never imports nio).
+Covers `generation/models/engine.py` (text-to-image and image-to-image), `test_model.py`,
+`png.py`, `device.py`, and the rule that the two packages stay apart (the chat side never imports torch, the GPU side never imports nio).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.device import Placement, choose
-from generation.engine import Engine
-from generation.model_folder import ModelError, family_of, inspect_model
-from generation.pipeline_call import img2img_steps
+from generation.families.model_folder import ModelError, family_of, inspect_model
 from generation.job import GenerationError, Job
-from generation.png import encode_png, parameters_text, read_parameters
-from generation.pool import ModelPool
+from generation.models.engine import Engine
+from generation.models.pipeline_call import img2img_steps
+from generation.models.pool import ModelPool
+from generation.postprocess.png import encode_png, parameters_text, read_parameters
+from generation.runtime.device import Placement, choose
 from generation.testing.tiny import make_test_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -480,8 +480,9 @@ def test_the_bot_package_never_imports_torch():
 def test_the_generation_package_never_imports_nio():
     out = run_python(
         "import sys\n"
-        "import generation.job, generation.queue, generation.engine, generation.png\n"
-        "print('generation.engine' in sys.modules, 'nio' in sys.modules)\n")
+        "import generation.job, generation.scheduling.queue, generation.models.engine, "
+        "generation.postprocess.png\n"
+        "print('generation.models.engine' in sys.modules, 'nio' in sys.modules)\n")
     assert out == "True False"
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.engine import Engine
-from generation.families import FAMILIES, FLUX_DEV, SD
+from generation.families.known import FAMILIES, FLUX_DEV, SD
+from generation.families.model_folder import family_of
 from generation.job import GenerationError, Job
-from generation.model_folder import family_of
-from generation.pipeline_call import arguments
+from generation.models.engine import Engine
+from generation.models.pipeline_call import arguments
 from generation.testing.tiny import make_test_model
 
 NEW = ("flux", "flux2-klein", "zimage", "qwenimage")
@@ -47,7 +47,7 @@ def test_the_family_is_read_from_the_folder_and_named_when_loading(loaded, caplo
     assert engine.family == arch and engine.traits.label == LABELS[arch]
     assert family_of(engine.path) is engine.traits
     assert engine.native_size() == (engine.traits.native_side,) * 2
-    with caplog.at_level(logging.INFO, logger="generation.engine"):
+    with caplog.at_level(logging.INFO, logger="generation.models.engine"):
         engine.speed_up(engine.pipe)
     (line,) = [r.getMessage() for r in caplog.records if "speed-ups" in r.getMessage()]
     assert "attention: SDPA (diffusers' native backend)" in line and "compile: off" in line

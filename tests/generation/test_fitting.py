@@ -1,5 +1,5 @@
-"""Fitting a model to its card (generation/fitting.py): the offload decision as a pure
-function, the weights' size on the card from the safetensors headers, torchao's int8
+"""Fitting a model to its card (generation/runtime/quantize_offload.py): the offload
+decision as a pure function, the weights' size on the card from the safetensors headers, torchao's int8
 quantization for real on the CPU (a tiny model still makes its pictures), fp8 and a missing
 torchao refused with the words to fix them, and diffusers' offloading hooks run for real on
 the CPU. CUDA itself is a fake at its boundary (free memory, compute capability)."""
@@ -14,12 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from generation import fitting
-from generation.device import Placement
-from generation.engine import Engine
-from generation.families import SD
-from generation.model_folder import ModelError
-from generation.preflight import check_parts
+from generation.families.known import SD
+from generation.families.model_folder import ModelError
+from generation.models.engine import Engine
+from generation.models.preflight import check_parts
+from generation.runtime import quantize_offload
+from generation.runtime.device import Placement
 
 GiB = 2**30
 CPU = Placement("cpu", "float32")
@@ -47,25 +47,26 @@ SIZES = {"transformer": 38 * GiB, "text_encoder": 15 * GiB, "vae": GiB // 4}
                         "either)"),
 ])
 def test_auto_offloads_only_what_does_not_fit(free, choice, note):
-    assert fitting.choose_offload("auto", "cuda:0", SIZES, free) == (choice, note)
+    assert quantize_offload.choose_offload("auto", "cuda:0", SIZES, free) == (choice, note)
 
 
 def test_the_working_room_counts_too():
     # 20 GiB of weights in 20.5 GiB free: the weights fit, a picture beside them would not.
-    assert fitting.choose_offload("auto", "cuda", {"unet": 20 * GiB}, 41 * GiB // 2)[0] == "group"
-    assert fitting.choose_offload("auto", "cuda", {"unet": 20 * GiB}, 24 * GiB)[0] == "none"
+    choose = quantize_offload.choose_offload
+    assert choose("auto", "cuda", {"unet": 20 * GiB}, 41 * GiB // 2)[0] == "group"
+    assert choose("auto", "cuda", {"unet": 20 * GiB}, 24 * GiB)[0] == "none"
 
 
 @pytest.mark.parametrize("asked", ["none", "model", "group"])
 def test_a_configured_offload_is_taken_as_it_is(asked):
-    choice, note = fitting.choose_offload(asked, "cuda:1", SIZES, 200 * GiB)
+    choice, note = quantize_offload.choose_offload(asked, "cuda:1", SIZES, 200 * GiB)
     assert choice == asked
     assert note == ("offload: none" if asked == "none" else f"offload: {asked} (configured)")
 
 
 @pytest.mark.parametrize("device", ["cpu", "mps"])
 def test_nothing_is_offloaded_off_cuda(device):
-    assert fitting.choose_offload("model", device, SIZES, None) == (
+    assert quantize_offload.choose_offload("model", device, SIZES, None) == (
         "none", f"offload: off (for CUDA; this is {device})")
 
 
@@ -75,13 +76,14 @@ def test_the_size_on_the_card_follows_the_load_precision_and_quantization(test_m
     import torch
     from diffusers import UNet2DConditionModel
 
-    in_fp32, in_bf16 = fitting.on_card(test_model, 4), fitting.on_card(test_model, 2)
+    in_fp32 = quantize_offload.on_card(test_model, 4)
+    in_bf16 = quantize_offload.on_card(test_model, 2)
     unet = UNet2DConditionModel.from_pretrained(test_model / "unet", dtype=torch.float32)
     state = unet.state_dict()
     assert in_fp32["unet"] == sum(t.numel() * 4 for t in state.values())
     assert in_bf16["unet"] * 2 == in_fp32["unet"]  # a bf16 load halves fp32 files
     # Quantized: the linear layers' weights at a byte a value, the rest as loaded.
-    quantized = fitting.on_card(test_model, 2, quantized="unet")
+    quantized = quantize_offload.on_card(test_model, 2, quantized="unet")
     assert quantized["unet"] == sum(t.numel() * (1 if t.dim() == 2 else 2)
                                     for name, t in state.items() if name.endswith("weight")) \
         + sum(t.numel() * 2 for name, t in state.items() if not name.endswith("weight"))
@@ -106,7 +108,7 @@ def test_a_folder_saved_quantized_says_how(tmp_path, config, said):
     if config is not None:
         data["quantization_config"] = config
     (tmp_path / "transformer" / "config.json").write_text(json.dumps(data))
-    assert fitting.folder_quantization(tmp_path, "transformer") == said
+    assert quantize_offload.folder_quantization(tmp_path, "transformer") == said
 
 
 def test_a_folder_saved_quantized_loads_as_it_is(test_model, tmp_path, caplog):
@@ -116,8 +118,8 @@ def test_a_folder_saved_quantized_loads_as_it_is(test_model, tmp_path, caplog):
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
     (folder / "unet" / "config.json").write_text(json.dumps(config))
     pipe = SimpleNamespace(to=lambda device: None)
-    with caplog.at_level(logging.WARNING, logger="generation.fitting"):
-        fit = fitting.fit(pipe, folder, SD, CPU, "saved", quantize="int8")
+    with caplog.at_level(logging.WARNING, logger="generation.runtime.quantize_offload"):
+        fit = quantize_offload.fit(pipe, folder, SD, CPU, "saved", quantize="int8")
     assert fit.notes[0] == "quantize: the folder's own (bitsandbytes 8-bit, unet)"
     assert fit.unfused == "quantized"
     assert "generation.quantize int8 is not applied to saved" in caplog.text
@@ -141,11 +143,11 @@ def test_fp8_needs_ada_or_hopper(monkeypatch, capability, refused):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
     if not refused:
-        fitting.check("fp8", Placement("cuda:0", "bfloat16"))
+        quantize_offload.check("fp8", Placement("cuda:0", "bfloat16"))
         return
     with pytest.raises(ModelError, match=r"cuda:0 is a NVIDIA A100-SXM4-80GB \(compute "
                                          r"capability 8.0\); use int8 or none there"):
-        fitting.check("fp8", Placement("cuda:0", "bfloat16"))
+        quantize_offload.check("fp8", Placement("cuda:0", "bfloat16"))
 
 
 def test_without_torchao_the_load_and_the_check_say_what_to_install(test_model, no_torchao):
@@ -172,14 +174,15 @@ def test_the_check_names_torchao_and_a_folder_that_needs_it(test_model, tmp_path
 def test_the_check_says_which_torchao_quantizes(test_model):
     (part,) = [p for p in check_parts({"t": ("generation.model", test_model)}, quantize="int8")
                if p.name == "quantize"]
-    assert part.ok and part.detail.startswith(f"int8 (torchao {fitting.torchao_version()})")
+    torchao = quantize_offload.torchao_version()
+    assert part.ok and part.detail.startswith(f"int8 (torchao {torchao})")
 
 
 def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match="quantize 'int4': choose one of none, fp8, int8"):
-        fitting.options("int4", "auto")
+        quantize_offload.options("int4", "auto")
     with pytest.raises(ValueError, match="offload 'disk': choose one of auto, none, model"):
-        fitting.options("none", "disk")
+        quantize_offload.options("none", "disk")
 
 
 # ---- what the check and the start agree on -----------------------------------------------
@@ -205,10 +208,10 @@ def test_fp8_on_auto_is_refused_by_the_check_in_the_loads_words(test_model, no_g
 def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
     import torch
 
-    import generation.device
+    import generation.runtime.device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(generation.device, "_native_bf16", lambda device: True)
+    monkeypatch.setattr(generation.runtime.device, "_native_bf16", lambda device: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
     catalogue = {"t": ("generation.model", test_model)}
     for capability, problem in [((8, 0), "cuda is a NVIDIA A100-SXM4-80GB (compute capability "
@@ -222,11 +225,11 @@ def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
 def test_free_memory_counts_what_torch_reserved_and_holds_no_tensor_in(monkeypatch):
     import torch
 
-    from generation.pool import free_bytes
+    from generation.models.pool import free_bytes
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * GiB, 80 * GiB))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GiB)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2 * GiB)
     # 3 GiB the driver has free, and 3 GiB of torch's cache: what a model may load into.
-    assert fitting.free_memory("cuda:0") == free_bytes("cuda:0") == 6 * GiB
-    assert fitting.free_memory("cpu") is None
+    assert quantize_offload.free_memory("cuda:0") == free_bytes("cuda:0") == 6 * GiB
+    assert quantize_offload.free_memory("cpu") is None

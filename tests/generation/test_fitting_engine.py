@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from generation import fitting, speed
-from generation.device import Placement
-from generation.engine import Engine
-from generation.families import SD
+from generation.families.known import SD
 from generation.job import Job
+from generation.models.engine import Engine
+from generation.runtime import quantize_offload, speedups
+from generation.runtime.device import Placement
 from generation.testing.lora import make_test_lora
 from generation.testing.tiny import make_test_model
 
@@ -68,7 +68,7 @@ def test_int8_quantizes_every_linear_weight_of_the_unet(int8_sd, engine):
 
 
 def test_int8_is_named_in_the_speed_line(test_model, caplog):
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(test_model, "cpu", quantize="int8")
     engine.load()
     assert speed_line(caplog) == (
@@ -78,7 +78,7 @@ def test_int8_is_named_in_the_speed_line(test_model, caplog):
 
 
 def test_int8_on_a_transformer_model(tiny_flux, caplog):
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(tiny_flux, "cpu", quantize="int8")
     engine.load()
     linears, quantized = quantized_linears(engine.pipe.transformer)
@@ -101,8 +101,8 @@ def test_a_lora_goes_onto_the_quantized_unet(test_model, int8_sd, tmp_path):
 def test_int8_compiles(test_model, monkeypatch, caplog):
     import torch._dynamo
 
-    caplog.set_level(logging.INFO, logger="generation.engine")
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")  # tracing only: fast on a CPU
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
+    monkeypatch.setattr(speedups, "COMPILE_BACKEND", "eager")  # tracing only: fast on a CPU
     torch._dynamo.reset()
     engine = Engine(test_model, "cpu", quantize="int8", compile=True)
     engine.load()
@@ -119,7 +119,7 @@ def offloading(monkeypatch):
     """The engine takes the offloading it is given even on the CPU (on CUDA, `auto` or the
     config chooses it), so that diffusers' real hooks run here."""
     def choose(kind):
-        monkeypatch.setattr(fitting, "choose_offload",
+        monkeypatch.setattr(quantize_offload, "choose_offload",
                             lambda *args: (kind, f"offload: {kind} (test)"))
     return choose
 
@@ -130,8 +130,8 @@ def test_an_offloaded_pipeline_makes_the_same_pictures(test_model, engine, offlo
     import torch._dynamo
 
     offloading(kind)
-    caplog.set_level(logging.INFO, logger="generation.engine")
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
+    monkeypatch.setattr(speedups, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     offloaded = Engine(test_model, "cpu", compile=True)
     offloaded.load()
@@ -187,13 +187,13 @@ def test_on_cuda_the_free_memory_decides(test_model, monkeypatch, free, offload,
 
     cuda = Placement("cuda:1", "bfloat16")
     quantized = []
-    monkeypatch.setattr(fitting, "quantize_denoiser",
+    monkeypatch.setattr(quantize_offload, "quantize_denoiser",
                         lambda module, how, device, **_: quantized.append((how, device)))
-    monkeypatch.setattr(fitting, "free_memory", lambda device: free)
+    monkeypatch.setattr(quantize_offload, "free_memory", lambda device: free)
     # The tiny model's weights are 0.2 MB (its int8 UNet 0.1 MB): a smaller working room.
-    monkeypatch.setattr(fitting, "working_room", lambda weights: GiB // 5 + weights // 10)
+    monkeypatch.setattr(quantize_offload, "working_room", lambda weights: GiB // 5 + weights // 10)
     pipe = Recording()
-    fit = fitting.fit(pipe, test_model, SD, cuda, "tiny", quantize="int8")
+    fit = quantize_offload.fit(pipe, test_model, SD, cuda, "tiny", quantize="int8")
     assert fit.offload == offload and fit.notes[0] == "quantize: int8 (torchao, unet)"
     # Quantized on the card layer by layer, except where not even one model fits there.
     assert quantized == [("int8", on_card)]

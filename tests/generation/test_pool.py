@@ -1,5 +1,5 @@
-"""Several named models (`generation/pool.py`) and the single Engine as a runner of its own,
-with real tiny random-weight models on the CPU; memory shortage is simulated through the
+"""Several named models (`generation/models/pool.py`) and the single Engine as a runner of its
+own, with real tiny random-weight models on the CPU; memory shortage is simulated through the
 pool's injectable free-memory probe, and a GPU's out-of-memory error by a patched load."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from PIL import Image
 
 from bot.app import load_engine
 from bot.config import Settings
-from generation.engine import Engine
-from generation.model_folder import native_size, weights_bytes
+from generation.families.model_folder import native_size, weights_bytes
 from generation.job import GenerationError, Job
-from generation.pool import ModelPool, free_bytes
-from generation.queue import GenerationQueue
+from generation.models.engine import Engine
+from generation.models.pool import ModelPool, free_bytes
+from generation.scheduling.queue import GenerationQueue
 from generation.testing.tiny import make_test_model
 
 PLENTY = 1 << 50  # bytes of free memory that no model needs
@@ -56,7 +56,7 @@ def pixels(images: list[Image.Image]) -> bytes:
 
 def unloads(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "generation.pool" and r.getMessage().startswith("unloaded")]
+            if r.name == "generation.models.pool" and r.getMessage().startswith("unloaded")]
 
 
 # ---- lazy loading -------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def test_only_the_default_loads_at_start_and_another_on_its_first_job(folders, c
     assert pool.loaded == []
     pool.load()
     assert pool.loaded == ["alpha"]
-    with caplog.at_level(logging.INFO, logger="generation.engine"):
+    with caplog.at_level(logging.INFO, logger="generation.models.engine"):
         beta = pixels(pool.generate(job("beta")))
     assert pool.loaded == ["alpha", "beta"]
     assert any(r.getMessage().startswith("loaded beta ") for r in caplog.records)
@@ -96,7 +96,7 @@ def test_warm_up_loads_the_default_only(folders):
 def test_one_at_a_time_swaps_models(folders, caplog):
     pool = pool_of(folders, "alpha", "beta", max_loaded=1)
     pool.load()
-    with caplog.at_level(logging.INFO, logger="generation.pool"):
+    with caplog.at_level(logging.INFO, logger="generation.models.pool"):
         pool.generate(job("beta"))
         assert pool.loaded == ["beta"]
         pool.generate(job())
@@ -114,7 +114,7 @@ def test_two_at_a_time_unload_the_least_recently_used(folders, caplog):
     pool.generate(job("beta"))
     pool.generate(job("alpha"))  # alpha is now more recent than beta
     assert pool.loaded == ["beta", "alpha"]
-    with caplog.at_level(logging.INFO, logger="generation.pool"):
+    with caplog.at_level(logging.INFO, logger="generation.models.pool"):
         pool.generate(job("gamma"))
     assert pool.loaded == ["alpha", "gamma"]
     assert unloads(caplog) == ["unloaded model beta: at most 2 may be loaded, and gamma is next"]
@@ -127,7 +127,7 @@ def test_short_memory_unloads_only_as_many_as_needed(folders, caplog):
     pool.load()
     pool.generate(job("beta"))
     assert pool.loaded == ["alpha", "beta"]
-    with caplog.at_level(logging.INFO, logger="generation.pool"):
+    with caplog.at_level(logging.INFO, logger="generation.models.pool"):
         pool.generate(job("gamma"))
     assert pool.loaded == ["beta", "gamma"]
     [message] = unloads(caplog)
@@ -185,7 +185,7 @@ def test_out_of_gpu_memory_unloads_the_least_recent_and_retries(folders, oom_loa
     pool.load()
     pool.generate(job("beta"))
     oom_loading.failures["gamma"] = 1
-    with caplog.at_level(logging.INFO, logger="generation.pool"):
+    with caplog.at_level(logging.INFO, logger="generation.models.pool"):
         pool.generate(job("gamma"))
     assert pool.loaded == ["beta", "gamma"]
     assert unloads(caplog) == ["unloaded model alpha: the GPU ran out of memory loading gamma"]
@@ -238,7 +238,7 @@ def test_a_broken_model_fails_its_jobs_and_the_pool_serves_the_others(folders, b
                                                                       caplog):
     pool = ModelPool({"alpha": folders["alpha"], "broken": broken}, "alpha", "cpu")
     pool.load()
-    with caplog.at_level(logging.ERROR, logger="generation.pool"):
+    with caplog.at_level(logging.ERROR, logger="generation.models.pool"):
         for _ in range(2):  # a second job gets the same answer, not a half-loaded model
             with pytest.raises(GenerationError, match="^The model broken could not be loaded"):
                 pool.generate(job("broken"))

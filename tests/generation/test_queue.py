@@ -1,5 +1,5 @@
-"""The generation queue (`generation/queue.py`, the worker faults included) driven by a fake
-runner the tests control."""
+"""The generation queue (`generation/scheduling/queue.py`, the worker faults included) driven
+by a fake runner the tests control."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from generation.job import GenerationError, Job, Result
-from generation.queue import GenerationQueue, QueueFull
-from generation.runner import WorkerLost, WorkerNotReady
-from generation.workers import CPU_NICENESS, is_device_fault
+from generation.scheduling.queue import GenerationQueue
+from generation.scheduling.queue import QueueFull
+from generation.scheduling.runner import WorkerLost, WorkerNotReady
+from generation.scheduling.workers import CPU_NICENESS, is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
 

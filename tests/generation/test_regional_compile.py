@@ -1,4 +1,4 @@
-"""torch.compile as the engine applies it (speed.compile_models): the denoiser's repeated
+"""torch.compile as the engine applies it (speedups.compile_models): the denoiser's repeated
 blocks, without fullgraph, so that new batch sizes, caption lengths and LoRA adapters
 compile anew (or run uncompiled past dynamo's limit) instead of failing the job. Traced
 with dynamo's "eager" backend: the graphs are real, inductor's C++ build is left out."""
@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
-from generation import speed
-from generation.device import Placement
-from generation.engine import Engine
 from generation.job import Job
+from generation.models.engine import Engine
+from generation.runtime import speedups
+from generation.runtime.device import Placement
 from generation.testing.lora import make_test_lora
 from generation.testing.tiny import make_test_model
 
@@ -24,7 +24,7 @@ def tracing(monkeypatch):
     """Dynamo's eager backend, a fresh dynamo, and its settings back as they were."""
     import torch._dynamo
 
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(speedups, "COMPILE_BACKEND", "eager")
     # Not monkeypatch: its undo deletes the setting, which dynamo's config then hides.
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.reset()
@@ -49,7 +49,7 @@ def test_a_compiled_zimage_takes_any_batch_caption_and_lora(zimage, tracing, cap
     from torch._dynamo.utils import counters
 
     model, loras = zimage
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(model, "cpu", compile=True, loras=loras)
     engine.load()
     for count in range(1, 10):
@@ -80,7 +80,7 @@ def test_a_model_without_repeated_blocks_is_compiled_whole_and_survives_many_sha
 
     pipe = type("Pipe", (), {})()
     pipe.transformer, pipe.vae = Lists(), torch.nn.Module()  # a VAE without a decoder
-    note = speed.compile_models(pipe, Placement("cpu", "float32"), "transformer")
+    note = speedups.compile_models(pipe, Placement("cpu", "float32"), "transformer")
     assert note == "compile: on (default, transformer)"
     for length in range(1, 13):  # past the default limit of 8 graphs
         made = pipe.transformer([torch.ones(2, 4)] * length)

@@ -1,7 +1,7 @@
 """The engine's speed-ups with real (tiny, random-weight) diffusers models on the CPU.
 
-Covers `generation/speed.py` and the fast parts of `generation/engine.py`: the precision a
-card gets (with a fake CUDA), SDPA and fused QKV projections, the VAE folder and its
+Covers `generation/runtime/speedups.py` and the fast parts of `generation/models/engine.py`:
+the precision a card gets (with a fake CUDA), SDPA and fused QKV projections, the VAE folder and its
 precision warning, the tiny decoder (`Job.fast`), torch.compile with its cache and
 warm-up, and batching several jobs into one pipeline call (`generate_batch`).
 """
@@ -16,13 +16,13 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from generation import speed
-from generation.device import Placement, choose
-from generation.engine import Engine
-from generation.model_folder import ModelError
-from generation.pipeline_call import batch_key
+from generation.families.model_folder import ModelError
 from generation.job import GenerationError, Job
-from generation.pool import ModelPool
+from generation.models.engine import Engine
+from generation.models.pipeline_call import batch_key
+from generation.models.pool import ModelPool
+from generation.runtime import speedups
+from generation.runtime.device import Placement, choose
 from generation.testing.tiny import BUILDERS, make_test_model, make_test_tiny_decoder
 from tests.generation.test_engine import OutOfMemoryAbove
 
@@ -148,7 +148,7 @@ def test_unfusing_gives_the_same_pictures(models):
 
 
 def test_what_is_on_and_off_is_logged_in_one_line(models, caplog):
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(models["sd"], "cpu")
     engine.load()
     lines = [r.getMessage() for r in caplog.records if "speed-ups" in r.getMessage()]
@@ -225,7 +225,7 @@ class FakeVae:
 def test_the_vae_never_falls_back_to_fp32_silently(caplog, family, dtype, force_upcast, note,
                                                   warns):
     pipe = SimpleNamespace(vae=FakeVae(force_upcast))
-    made = speed.vae_precision(pipe, "xl", family, Placement("cuda", dtype), False)
+    made = speedups.vae_precision(pipe, "xl", family, Placement("cuda", dtype), False)
     assert made.startswith(note)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) == warns
@@ -426,9 +426,9 @@ def test_compile_traces_unet_and_decoder_and_warms_up(models, engines, compile_c
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    caplog.set_level(logging.INFO, logger="generation.engine")
+    caplog.set_level(logging.INFO, logger="generation.models.engine")
     # Tracing only: inductor's C++ build is the slow test below.
-    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(speedups, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     engine = Engine(models["sd"], "cpu", compile=True, cache_dir=compile_cache)
     engine.load()

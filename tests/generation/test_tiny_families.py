@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.model_folder import inspect_model
+from generation.families.model_folder import inspect_model
 from generation.testing.tiny import BUILDERS, make_test_model
 
 PIPELINES = {"zimage": "ZImagePipeline", "flux2-klein": "Flux2KleinPipeline",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.model_folder import inspect_model
+from generation.families.model_folder import inspect_model
 from generation.testing.tiny import make_test_model
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.engine import Engine
-from generation.families import QWENIMAGE_EDIT
+from generation.families.known import QWENIMAGE_EDIT
+from generation.families.model_folder import family_of, inspect_model
 from generation.job import GenerationError, Job
-from generation.model_folder import family_of, inspect_model
-from generation.preflight import check_parts
+from generation.models.engine import Engine
+from generation.models.preflight import check_parts
 from generation.testing.tiny import make_test_model
 
 EDIT_PLUS = "diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus"

@@ -1,6 +1,6 @@
-"""Upscaling (`generation/upscale.py`) with the random-weight test ESRGAN through spandrel,
-enhancement (`generation/enhance.py`) and the queue's runner around them
-(`generation/studio.py`), on the CPU."""
+"""Upscaling (`generation/postprocess/upscale.py`) with the random-weight test ESRGAN
+through spandrel, enhancement (`generation/postprocess/enhance.py`) and the queue's runner
+around them (`generation/postprocess/finishing_runner.py`), on the CPU."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bot.cli import main as imgbot
-from generation import upscale as upscale_module
-from generation import upscale_bench
-from generation.enhance import enhance
-from generation.engine import Engine
+from generation.bench import upscale as upscale_bench
 from generation.job import GenerationError, Job
-from generation.pool import ModelPool
-from generation.studio import Studio
+from generation.models.engine import Engine
+from generation.models.pool import ModelPool
+from generation.postprocess import upscale as upscale_module
+from generation.postprocess.enhance import enhance
+from generation.postprocess.finishing_runner import FinishingRunner
+from generation.postprocess.upscale import Upscaler, UpscalerError, import_spandrel
 from generation.testing.upscaler import make_test_upscaler
-from generation.upscale import Upscaler, UpscalerError, import_spandrel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_upscale_gives_exactly_the_factor(upscaler, monkeypatch, factor, passes)
 
 def test_eight_times_of_256_runs_in_two_passes(upscaler, monkeypatch, caplog):
     recorded = Passes(upscaler, monkeypatch, fake=True)
-    with caplog.at_level(logging.INFO, logger="generation.upscale"):
+    with caplog.at_level(logging.INFO, logger="generation.postprocess.upscale"):
         result = upscaler.upscale(picture(256, 256), 8)
     assert result.size == (2048, 2048)
     # 256² -> 1024², then 1024² -> 4096² scaled down to 2048² (under OVERSHOOT_PIXELS).
@@ -225,7 +225,7 @@ def test_the_torchvision_stand_in_does_not_leak():
     code = (
         "import importlib.util, sys\n"
         "before = importlib.util.find_spec('torchvision')\n"
-        "from generation.upscale import import_spandrel\n"
+        "from generation.postprocess.upscale import import_spandrel\n"
         "spandrel = import_spandrel()\n"
         "from transformers import CLIPImageProcessor\n"
         "print(before is None, importlib.util.find_spec('torchvision') is None,"
@@ -278,7 +278,7 @@ def test_enhance_keeps_the_colour_balance():
     assert r > g > b
 
 
-# ---- the studio: the queue's runner -------------------------------------------------------
+# ---- the finishing runner: the queue's runner ------------------------------------------
 
 class DiffusionSpy:
     """A diffusion runner that counts what it is asked to do."""
@@ -317,9 +317,9 @@ def upscale_job(image: Image.Image | None, factor: int = 4, **kw) -> Job:
 
 def test_an_upscale_job_goes_to_the_upscaler_only(upscaler):
     spy = DiffusionSpy()
-    studio = Studio(spy, upscaler)
+    finishing = FinishingRunner(spy, upscaler)
     source = picture(20, 12)
-    images = studio.generate(upscale_job(source))
+    images = finishing.generate(upscale_job(source))
     assert spy.calls == []
     assert len(images) == 1 and images[0].size == (80, 48)
     assert images[0].tobytes() == upscaler.upscale(source, 4).tobytes()
@@ -327,73 +327,73 @@ def test_an_upscale_job_goes_to_the_upscaler_only(upscaler):
 
 def test_an_upscale_job_loads_no_diffusion_model(test_model, upscaler):
     pool = ModelPool({"tiny": test_model}, "tiny", "cpu")
-    studio = Studio(pool, upscaler)
-    assert studio.generate(upscale_job(picture(8, 8), 2))[0].size == (16, 16)
+    finishing = FinishingRunner(pool, upscaler)
+    assert finishing.generate(upscale_job(picture(8, 8), 2))[0].size == (16, 16)
     assert pool.loaded == []
     engine = Engine(test_model, "cpu")
-    assert Studio(engine).generate(upscale_job(picture(8, 8), 2))[0].size == (16, 16)
+    assert FinishingRunner(engine).generate(upscale_job(picture(8, 8), 2))[0].size == (16, 16)
     assert engine.pipe is None
 
 
 def test_an_upscale_job_without_a_picture_or_with_another_size_is_an_error(upscaler):
-    studio = Studio(DiffusionSpy(), upscaler)
+    finishing = FinishingRunner(DiffusionSpy(), upscaler)
     with pytest.raises(GenerationError, match="needs a source picture"):
-        studio.generate(upscale_job(None))
+        finishing.generate(upscale_job(None))
     wrong = Job(prompt="", seed=0, steps=0, width=100, height=100, kind="upscale", factor=4,
                 image=picture(20, 12))
     with pytest.raises(GenerationError, match="by 4 of 20x12 is 80x48, not 100x100"):
-        studio.generate(wrong)
+        finishing.generate(wrong)
 
 
 def test_a_broken_upscaler_fails_the_job_not_the_worker(tmp_path):
     path = tmp_path / "broken.safetensors"
     path.write_bytes(b"nope")
-    studio = Studio(DiffusionSpy(), Upscaler(path, "cpu"))
+    finishing = FinishingRunner(DiffusionSpy(), Upscaler(path, "cpu"))
     with pytest.raises(GenerationError, match="upscaler could not be loaded"):
-        studio.generate(upscale_job(picture(8, 8)))
+        finishing.generate(upscale_job(picture(8, 8)))
     with pytest.raises(UpscalerError, match="broken.safetensors"):
-        studio.load()
+        finishing.load()
 
 
 def test_enhance_is_applied_when_asked_and_is_deterministic(upscaler):
-    studio = Studio(DiffusionSpy(colour=None), upscaler)
+    finishing = FinishingRunner(DiffusionSpy(colour=None), upscaler)
     job = Job(prompt="a lighthouse", seed=1, steps=2, width=64, height=48, count=2)
-    plain = studio.generate(job)
+    plain = finishing.generate(job)
     assert plain[0].tobytes() == low_contrast().tobytes()
-    enhanced = studio.generate(Job(**{**job.__dict__, "enhance": True}))
-    again = studio.generate(Job(**{**job.__dict__, "enhance": True}))
+    enhanced = finishing.generate(Job(**{**job.__dict__, "enhance": True}))
+    again = finishing.generate(Job(**{**job.__dict__, "enhance": True}))
     assert len(enhanced) == 2
     assert enhanced[0].tobytes() == enhance(low_contrast()).tobytes() != plain[0].tobytes()
     assert [i.tobytes() for i in enhanced] == [i.tobytes() for i in again]
-    upscaled = studio.generate(upscale_job(low_contrast(), 2, enhance=True))
+    upscaled = finishing.generate(upscale_job(low_contrast(), 2, enhance=True))
     assert upscaled[0].tobytes() == enhance(upscaler.upscale(low_contrast(), 2)).tobytes()
 
 
 def test_txt2img_and_img2img_pass_through_to_the_engine(engine):
-    studio = Studio(engine)
+    finishing = FinishingRunner(engine)
     job = Job(prompt="a lighthouse at dawn", seed=12, steps=2, width=64, height=64)
-    assert studio.generate(job)[0].tobytes() == engine.generate(job)[0].tobytes()
+    assert finishing.generate(job)[0].tobytes() == engine.generate(job)[0].tobytes()
     vary = Job(prompt="a lighthouse at dawn", seed=12, steps=2, width=64, height=64,
                kind="img2img", strength=0.5, image=picture(64, 64))
-    assert studio.generate(vary)[0].tobytes() == engine.generate(vary)[0].tobytes()
+    assert finishing.generate(vary)[0].tobytes() == engine.generate(vary)[0].tobytes()
 
 
 def test_the_studio_is_a_runner_and_forwards_the_rest(upscaler):
     spy = DiffusionSpy()
-    studio = Studio(spy, upscaler)
-    assert (studio.name, studio.models, studio.native_size("")) == (
+    finishing = FinishingRunner(spy, upscaler)
+    assert (finishing.name, finishing.models, finishing.native_size("")) == (
         "spy-model", ["spy-model"], (64, 64))
-    assert studio.placement == "cpu (a test)"  # not written out: read from the runner
+    assert finishing.placement == "cpu (a test)"  # not written out: read from the runner
     with pytest.raises(AttributeError):
-        studio.no_such_thing  # noqa: B018
-    studio.load("spy-model")
-    assert studio.warm_up(64, 64) == 0.5
-    studio.unload()
+        finishing.no_such_thing  # noqa: B018
+    finishing.load("spy-model")
+    assert finishing.warm_up(64, 64) == 0.5
+    finishing.unload()
     assert spy.calls == [("load", ("spy-model",)), "warm_up", "unload"]
 
 
 def test_captions_name_the_upscaler(upscaler):
-    assert (Studio(DiffusionSpy()).upscaler_name, Studio(DiffusionSpy()).ai_upscaler) == (
-        "Lanczos", False)
-    studio = Studio(DiffusionSpy(), upscaler)
-    assert (studio.upscaler_name, studio.ai_upscaler) == ("test-esrgan-x4.safetensors", True)
+    plain = FinishingRunner(DiffusionSpy())
+    assert (plain.upscaler_name, plain.ai_upscaler) == ("Lanczos", False)
+    finishing = FinishingRunner(DiffusionSpy(), upscaler)
+    assert (finishing.upscaler_name, finishing.ai_upscaler) == ("test-esrgan-x4.safetensors", True)

@@ -22,7 +22,7 @@ import importlib.metadata, importlib.util, json, sys
 from pathlib import Path
 import torch
 from PIL import Image
-from generation.upscale import Upscaler
+from generation.postprocess.upscale import Upscaler
 
 facts = {"cuda": torch.version.cuda,
          "torchvision_found": importlib.util.find_spec("torchvision") is not None,

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from generation.engine import Engine
 from generation.job import Job
+from generation.models.engine import Engine
 from generation.testing.tiny import make_test_model
 from tests.generation.test_speed import vae_folder
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from generation.compliance.checks import Compliance, SigningFailed
-from bot.config import ComplianceSettings
-from bot.chat.screening import Screening
 from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
-from generation.png import encode_png
+from generation.postprocess.png import encode_png
+from bot.config import ComplianceSettings
+from bot.chat.screening import Screening
 from tests.tsa import TimeStampAuthority
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}

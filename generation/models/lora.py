@@ -9,9 +9,9 @@ import json
 import struct
 from pathlib import Path
 
-from .families import Family
-from .job import Job
-from .model_folder import ModelError
+from ..families.known import Family
+from ..families.model_folder import ModelError
+from ..job import Job
 
 # Key prefixes of the two ways a LoRA file is written (diffusers' and kohya's), by the kind
 # of denoiser it was trained on.

@@ -105,9 +105,9 @@ def load_tiny_decoder(folder: Path, placement: Placement):
 
 def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = "") -> list[str]:
     """Attention, memory layout and fused projections; a note on each. `denoiser` is the
-    pipeline's attribute holding the UNet or the transformer (families.py); `unfused` says
+    pipeline's attribute holding the UNet or the transformer (families/known.py); `unfused` says
     why the q, k, v layers must stay apart ("": they may be fused): LoRA adapters wrap them
-    (a fused layer would bypass them), or fitting.py quantized or offloaded them."""
+    (a fused layer would bypass them), or quantize_offload.py quantized or offloaded them."""
     import torch
 
     notes = []
@@ -289,7 +289,7 @@ def compile_models(pipe, placement: Placement, denoiser: str = "unet",
     with fullgraph: past dynamo's recompile limit, fullgraph raises
     FailOnRecompileLimitHit and fails the job, where without it that code runs uncompiled.
 
-    Under model offloading (fitting.py) the hook that brings a model onto the GPU runs
+    Under model offloading (quantize_offload.py) the hook that brings a model onto the GPU runs
     before its forward, outside the compiled blocks. Group offloading is not compiled: its
     hooks around every layer would cut the model into hundreds of small graphs."""
     if offload == "group":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .job import Job
+from ..job import Job
 
 
 class Runner(Protocol):

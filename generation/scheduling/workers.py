@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..job import GenerationError, Result
+from ..runtime.device import make_current
 from . import progress
-from .device import make_current
-from .job import GenerationError, Result
 from .runner import Runner, WorkerLost
 from .ticket import Ticket
 

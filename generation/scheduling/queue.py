@@ -15,8 +15,8 @@ import logging
 import threading
 import time
 
+from ..job import Job, Result
 from .batching import ahead_in, next_batch
-from .job import Job, Result
 from .pace import Pace
 from .runner import Runner, WorkerNotReady
 from .ticket import Place, Ticket, resolve

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runner import Runner
-from .studio import Studio
+from ..postprocess.finishing_runner import FinishingRunner
+from ..scheduling.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,14 @@ def warm_up(runner: Runner, recipe: Recipe) -> None:
         runner.warm_up(*recipe.size, guidance=recipe.guidance, batch=recipe.max_batch)
 
 
-def with_upscaler(runner: Runner, recipe: Recipe, device: str | None = None) -> Studio:
+def with_upscaler(runner: Runner, recipe: Recipe, device: str | None = None) -> FinishingRunner:
     """The queue's runner: the model (or models) with the upscaler beside it, loaded now so
     that a wrong file stops the start (UpscalerError names it)."""
-    from .device import choose
-    from .upscale import Upscaler
+    from ..runtime.device import choose
+    from ..postprocess.upscale import Upscaler
 
     upscaler = Upscaler(recipe.upscaler, choose(device or recipe.device).device)
     upscaler.load()
     if recipe.warm_up:
         upscaler.warm_up()
-    return Studio(runner, upscaler)
+    return FinishingRunner(runner, upscaler)

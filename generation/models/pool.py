@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .device import choose
+from ..families.known import Family
+from ..families.model_folder import ModelError, unknown_model
+from ..job import GenerationError, Job
+from ..runtime.device import choose
+from ..runtime.memory import cuda_free
 from .engine import Engine
-from .families import Family
-from .memory import cuda_free
-from .model_folder import ModelError, unknown_model
-from .job import GenerationError, Job
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class ModelPool:
 
     def _make_room(self, engine: Engine) -> None:
         # What loading it takes, the working room included (not merely its files' size):
-        # short of that, `fitting.fit` would offload it where unloading another would
+        # short of that, `quantize_offload.fit` would offload it where unloading another would
         # have let it load whole.
         need = engine.memory_need()
         while self._loaded:

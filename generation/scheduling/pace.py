@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 
-from .job import Job
+from ..job import Job
 from .ticket import Ticket
 
 

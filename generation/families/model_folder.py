@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .families import BY_PIPELINE, FAMILIES, Family, ModelError, refine
-from .job import GenerationError
+from ..job import GenerationError
+from .known import BY_PIPELINE, FAMILIES, Family, ModelError, refine
 
 # model_index.json class names we know how to drive, by family key.
 SUPPORTED = {name: family.key for name, family in BY_PIPELINE.items()}
@@ -45,7 +45,7 @@ def family_of(folder: str | Path) -> Family:
         raise ModelError(f"{index} is not a valid model index: {exc}") from exc
     if class_name in BY_PIPELINE:
         return refine(BY_PIPELINE[class_name], data, _config(path / "transformer"))
-    from .other_families import other_family  # imports diffusers: only for these
+    from .auto_pipeline import other_family  # imports diffusers: only for these
 
     return other_family(path, class_name)
 

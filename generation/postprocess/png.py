@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .compliance.marking import TRAINED_ALGORITHMIC_MEDIA, XMP_KEY, xmp_packet
+from ..compliance.marking import TRAINED_ALGORITHMIC_MEDIA, XMP_KEY, xmp_packet
 
 # Signs encoded bytes of a mimetype and returns the signed bytes (a C2PA manifest added).
 Sign = Callable[[bytes, str], bytes]

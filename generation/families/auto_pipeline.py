@@ -1,9 +1,9 @@
-"""Families imgbot has no entry for in families.py but diffusers' AutoPipeline knows
+"""Families imgbot has no entry for in known.py but diffusers' AutoPipeline knows
 (Sana, Lumina 2, CogView 4, HiDream, …): driven when their text-to-image pipeline takes
 what a job gives it, with the traits read from the pipeline's own signature; refused with
 the family named where it cannot be driven.
 
-Imports diffusers (and so torch): only for a folder whose pipeline families.py does not
+Imports diffusers (and so torch): only for a folder whose pipeline known.py does not
 know, so `imgbot check` stays quick for the common ones."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from .families import BY_PIPELINE, Family, ModelError
+from .known import BY_PIPELINE, Family, ModelError
 
 # What every job passes to a text-to-image call.
 NEEDED = ("prompt", "width", "height", "num_inference_steps", "generator")

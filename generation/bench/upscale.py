@@ -1,4 +1,4 @@
-"""`python -m generation.upscale_bench --bench`: one upscale timed, with a given upscaler
+"""`python -m generation.bench.upscale --bench`: one upscale timed, with a given upscaler
 file or the random-weight test ESRGAN (kept apart from upscale.py, which product code
 loads, so that the upscaler never imports the test models)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .testing.upscaler import make_test_upscaler
-from .upscale import FACTORS, Upscaler
+from ..postprocess.upscale import FACTORS, Upscaler
+from ..testing.upscaler import make_test_upscaler
 
 
 def bench(path: Path | None = None, side: int = 1024, factor: int = 4,
@@ -37,7 +37,7 @@ def bench(path: Path | None = None, side: int = 1024, factor: int = 4,
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m generation.upscale_bench",
+    parser = argparse.ArgumentParser(prog="python -m generation.bench.upscale",
                                      description="time an upscale")
     parser.add_argument("--bench", action="store_true", required=True,
                         help="upscale one picture and print how long it took")

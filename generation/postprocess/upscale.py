@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import progress
-from .job import GenerationError
+from ..job import GenerationError
+from ..scheduling import progress
 
 log = logging.getLogger(__name__)
 

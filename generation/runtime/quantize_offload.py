@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from ..families.known import Family
+from ..families.model_folder import ModelError, component_weights
 from .device import Placement
-from .families import Family
 from .memory import cuda_free
-from .model_folder import ModelError, component_weights
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Fit:
         """Why QKV projections must stay apart ("": they may be fused): torchao's tensors
         cannot be concatenated; a fused layer made after group offloading has no hook to
         bring it onto the GPU; and model offloading moves each weight on its own, so that
-        the q, k and v weights that speed.py points into the fused one would be copied
+        the q, k and v weights that speedups.py points into the fused one would be copied
         onto the card beside it, twice the projections' memory there, for every picture."""
         if self.quantize != "none":
             return "quantized"

@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import bench_report, fitting
-from .device import choose
-from .engine import Engine, quiet_libraries
-from .job import Job
-from .families import FAMILIES, Family
-from .model_folder import ModelError, NATIVE_SIDES, family_of, inspect_model, native_size
-from .pipeline_call import arguments
+from ..families.known import FAMILIES, Family
+from ..families.model_folder import (ModelError, NATIVE_SIDES, family_of, inspect_model,
+                                     native_size)
+from ..job import Job
+from ..models.engine import Engine, quiet_libraries
+from ..models.pipeline_call import arguments
+from ..runtime import quantize_offload
+from ..runtime.device import choose
+from . import report
 
 PROMPT = "Albert Einstein, oil painting"
 # --random-weights NAME → (testing.full_size.random_pipeline's architecture, the family)
@@ -123,8 +125,8 @@ class Workload:
             if self.count % batch:
                 raise BenchError(f"--count {self.count} is not a multiple of --batch {batch}")
         try:
-            fitting.options(self.quantize, "auto")
-            fitting.check(self.quantize, placement)  # torchao there, fp8 on this card
+            quantize_offload.options(self.quantize, "auto")
+            quantize_offload.check(self.quantize, placement)  # torchao there, fp8 on this card
         except (ValueError, ModelError) as exc:
             raise BenchError(str(exc).replace("generation.quantize", "--quantize")) from None
         if self.random_weights is not None:
@@ -169,8 +171,8 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     quiet_libraries()  # no loading bars from the baseline's from_pretrained
     placement = workload.placement
     device = placement.device
-    config = bench_report.config(workload, device, placement.dtype_name,
-                                 placement.dtype_name if baseline or baseline_rows else None)
+    config = report.config(workload, device, placement.dtype_name,
+                           placement.dtype_name if baseline or baseline_rows else None)
     base: list[dict] = []
     if baseline:
         base = _measure("diffusers", placement.dtype, workload, device,
@@ -211,7 +213,7 @@ def _check_room(w: Workload, device: str, element: int) -> None:
     """A BenchError, before anything is allocated, where the random-weight architecture's
     weights do not fit in `device`'s free memory (each side loads them once, the other
     side's freed first): on the CPU a model that does not fit gets the process killed."""
-    from .pool import free_bytes
+    from ..models.pool import free_bytes
     from generation.testing.full_size import random_pipeline
 
     pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device="meta")
@@ -269,12 +271,12 @@ def load_ours(w: Workload) -> Engine:
     pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=placement.device,
                            dtype=placement.dtype, seed=w.seed)
     return Engine.from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile,
-                                quantize=w.quantize)
+                         quantize=w.quantize)
 
 
 def _ours(w: Workload):
     """Our engine through its public API, `batch` pictures per job, warmed up as the bot
-    warms it (building.py: one picture, then a batch of two where batches are larger)."""
+    warms it (models/recipe.py: one picture, then a batch of two where batches are larger)."""
     engine = load_ours(w)
 
     def call(batch: int) -> list:
@@ -314,8 +316,8 @@ def _measure(side: str, dtype, w: Workload, device: str, load, say,
                 torch.cuda.synchronize()
             first_call = first_call or time.perf_counter() - started
         calls = w.count // batch
-        say(f"{side}: timing {bench_report.words(calls, 'call')} of "
-            f"{bench_report.words(batch, 'picture')}")
+        say(f"{side}: timing {report.words(calls, 'call')} of "
+            f"{report.words(batch, 'picture')}")
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         seconds = []

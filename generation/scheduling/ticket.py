@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .job import Job, Result
+from ..job import Job, Result
 from .progress import Progress
 
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model_folder import ModelError, family_of
-from .speed import FolderError, autoencoder_config
+from ..families.model_folder import ModelError, family_of
+from ..runtime.speedups import FolderError, autoencoder_config
 
 
 @dataclass(frozen=True)
@@ -79,22 +79,23 @@ def _quantized(catalogue: dict[str, tuple[str, Path]], quantize: str, models: li
                devices: Sequence[str]) -> list[Part]:
     """torchao, where `generation.quantize` or a folder saved quantized with it needs it,
     and a card that runs the quantization (fp8's compute capability)."""
-    from . import fitting
+    from ..runtime import quantize_offload
 
     found = []
     if quantize != "none":
-        problem = fitting.torchao_problem(quantize) or next(
-            filter(None, (fitting.device_problem(quantize, d) for d in dict.fromkeys(devices))),
-            None)
+        problem = quantize_offload.torchao_problem(quantize) or next(filter(None, (
+            quantize_offload.device_problem(quantize, d) for d in dict.fromkeys(devices))), None)
         found.append(Part("generation.quantize", "quantize",
-                          f"{quantize} (torchao {fitting.torchao_version()}), every denoiser",
+                          f"{quantize} (torchao {quantize_offload.torchao_version()}), "
+                          "every denoiser",
                           problem=problem))
     for (name, (key, folder)), model in zip(catalogue.items(), models):
-        own = model.ok and fitting.folder_quantization(folder, family_of(folder).denoiser)
-        if own and own.startswith("torchao") and fitting.torchao_missing():
+        own = model.ok and quantize_offload.folder_quantization(folder,
+                                                                family_of(folder).denoiser)
+        if own and own.startswith("torchao") and quantize_offload.torchao_missing():
             found.append(Part(key, f"model {name}", str(folder), problem=(
                 f"its denoiser was saved quantized with torchao, which is not installed: "
-                f"{fitting.INSTALL}")))
+                f"{quantize_offload.INSTALL}")))
     return found
 
 
@@ -111,7 +112,7 @@ def _edit_model(name: str, folder: Path) -> Part:
 
 
 def _lora(name: str, path: Path, model: str, folder: Path) -> Part:
-    from .adapters import problem
+    from .lora import problem
 
     wrong = problem(path, model, family_of(folder))
     return Part(f"generation.loras.{name}", f"lora {name}", str(path), problem=wrong)
@@ -127,7 +128,7 @@ def _autoencoder(key: str, name: str, folder: Path, class_name: str, what: str) 
 
 
 def _upscaler(path: Path) -> Part:
-    from .upscale import Upscaler, UpscalerError
+    from ..postprocess.upscale import Upscaler, UpscalerError
 
     path = Path(path).expanduser()
     if not path.is_file():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .families import Family
-from .job import GenerationError, Job
+from ..job import GenerationError, Job
+from .known import Family
 
 
 def load_pipeline(folder: Path, **options):

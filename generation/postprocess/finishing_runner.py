@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import logging
 
+from ..families.known import Family, family_of_runner
+from ..job import GenerationError, Job
+from ..scheduling.runner import Runner
 from .enhance import enhance
-from .families import Family, family_of_runner
-from .job import GenerationError, Job
-from .runner import Runner
 from .upscale import Upscaler, UpscalerError
 
 log = logging.getLogger(__name__)
 
 
-class Studio:
+class FinishingRunner:
     """Runs every kind of job on the worker thread; wraps `runner` (an Engine or a
     ModelPool) and `upscaler`.
 
     The Runner protocol (`name`, `models`, `native_size`, `generate`) and `load`, `warm_up`
     and `unload` are written out here; any other attribute (`placement`, `loaded`, `pipe`,
     …) is read from the wrapped runner, so code written for an Engine or a ModelPool keeps
-    working with a Studio in its place."""
+    working with a FinishingRunner in its place."""
 
     def __init__(self, runner: Runner, upscaler: Upscaler | None = None):
         self.runner = runner
@@ -89,8 +89,8 @@ class Studio:
         self.runner.unload()
 
     def __getattr__(self, name: str):
-        # Only called for what is not found on the Studio itself. `runner` is looked up in
-        # __dict__ so that a half-built Studio (copy, pickle) does not recurse.
+        # Only called for what is not found on the FinishingRunner itself. `runner` is looked
+        # up in __dict__ so that a half-built FinishingRunner (copy, pickle) does not recurse.
         runner = self.__dict__.get("runner")
         if runner is None or name.startswith("__"):
             raise AttributeError(name)

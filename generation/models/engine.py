@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import adapters, edit_only, fitting, pipeline_call, speed
-from .device import Placement, choose, make_current
-from .job import GenerationError, Job
-from .families import BY_PIPELINE, SD, Family, refine
-from .model_folder import (ModelError, family_of, native_size, unknown_model,
-                           zeros_for_empty_negative)
+from ..families import edit_only
+from ..families.known import BY_PIPELINE, SD, Family, refine
+from ..families.model_folder import (ModelError, family_of, native_size, unknown_model,
+                                     zeros_for_empty_negative)
+from ..job import GenerationError, Job
+from ..runtime import quantize_offload, speedups
+from ..runtime.device import Placement, choose, make_current
+from . import lora, pipeline_call
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,11 @@ def quiet_libraries() -> None:
 class Engine:
     """One model on one device; also the queue's runner when only one model is configured.
 
-    Options (speed.py): `vae`, a VAE folder used in place of the model's own (an fp16-safe
+    Options (speedups.py): `vae`, a VAE folder used in place of the model's own (an fp16-safe
     one for SDXL); `fast_decoder`, a tiny decoder folder (TAESD, TAESDXL) for jobs that ask
     for it (`Job.fast`); `compile`, torch.compile the UNet and the VAE decoder, with the
-    compiled kernels kept in `cache_dir` (process-wide, see `speed.use_compile_cache`);
-    `quantize` and `offload`, a quantized denoiser and offloading (fitting.py)."""
+    compiled kernels kept in `cache_dir` (process-wide, see `speedups.use_compile_cache`);
+    `quantize` and `offload`, a quantized denoiser and offloading (quantize_offload.py)."""
 
     # What an Engine over a pipeline built in memory (`from_pipeline`) has: none of the
     # options, and jobs with and without a negative prompt kept apart (see `batch_key`).
@@ -56,7 +58,7 @@ class Engine:
     traits: Family = SD
     loras: dict[str, Path] = {}  # never changed in place: each engine sets its own
     _adapter: tuple[str, float] | None = None
-    fit = fitting.Fit()  # what load() did to fit the card
+    fit = quantize_offload.Fit()  # what load() did to fit the card
 
     def __init__(self, model: str | Path | None, device: str = "auto", name: str = "", *,
                  vae: str | Path | None = None, fast_decoder: str | Path | None = None,
@@ -85,18 +87,18 @@ class Engine:
         try:
             if vae is not None:
                 self.vae_path = Path(vae).expanduser().resolve()
-                speed.autoencoder_config(self.vae_path, "AutoencoderKL", "VAE")
+                speedups.autoencoder_config(self.vae_path, "AutoencoderKL", "VAE")
             if fast_decoder is not None:
                 self.fast_decoder_path = Path(fast_decoder).expanduser().resolve()
-                speed.autoencoder_config(self.fast_decoder_path, "AutoencoderTiny",
-                                         "fast decoder")
-        except speed.FolderError as exc:
+                speedups.autoencoder_config(self.fast_decoder_path, "AutoencoderTiny",
+                                            "fast decoder")
+        except speedups.FolderError as exc:
             raise ModelError(str(exc)) from None
         self.compile = compile
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.loras = {name: Path(path).expanduser() for name, path in (loras or {}).items()}
         self._adapter: tuple[str, float] | None = None  # the one on now; None: LoRAs off
-        self.quantize, self.offload = fitting.options(quantize, offload)
+        self.quantize, self.offload = quantize_offload.options(quantize, offload)
 
     @classmethod
     def from_pipeline(cls, pipe, name: str, device: str = "auto",
@@ -128,11 +130,11 @@ class Engine:
         # What load() does after from_pretrained.
         pipe.to(engine.placement.device, engine.placement.dtype)
         if quantize != "none":
-            fitting.check(quantize, engine.placement)
+            quantize_offload.check(quantize, engine.placement)
             on = engine.placement.device  # layer by layer on the card, as `fit` does
-            fitting.quantize_denoiser(getattr(pipe, family.denoiser), quantize,
-                                      on if on.startswith("cuda") else None)
-            engine.fit = fitting.Fit(quantize, "none", (
+            quantize_offload.quantize_denoiser(getattr(pipe, family.denoiser), quantize,
+                                               on if on.startswith("cuda") else None)
+            engine.fit = quantize_offload.Fit(quantize, "none", (
                 f"quantize: {quantize} (torchao, {family.denoiser})", "offload: none"))
         pipe.set_progress_bar_config(disable=True)
         torch.set_grad_enabled(False)
@@ -142,7 +144,8 @@ class Engine:
 
     def load(self) -> None:
         """Load the weights once, from the local folders only, onto the chosen device (whole
-        or offloaded, `fitting.fit`, in place of `pipe.to`), and make them fast (`speed_up`)."""
+        or offloaded, `quantize_offload.fit`, in place of `pipe.to`), and make them fast
+        (`speed_up`)."""
         import torch
         from diffusers import AutoPipelineForText2Image
 
@@ -151,41 +154,42 @@ class Engine:
                                 fp16_safe=self.traits.denoiser == "unet")
         # This thread may not be the worker's: the start loads the default model on its own.
         make_current(self.placement.device)
-        fitting.check(self.quantize, self.placement)  # before the weights load
+        quantize_offload.check(self.quantize, self.placement)  # before the weights load
         started = time.perf_counter()
         # A configured VAE is passed in, so that the model's own is not loaded at all.
-        vae = (speed.load_vae(self.vae_path, self.path, self.placement)
+        vae = (speedups.load_vae(self.vae_path, self.path, self.placement)
                if self.vae_path is not None else None)
         # AutoPipeline knows no text-to-image pipeline of a family that only edits.
         load = (AutoPipelineForText2Image.from_pretrained if self.traits.text_to_image
                 else edit_only.load_pipeline)
         pipe = load(self.path, dtype=self.placement.dtype, local_files_only=True,
                     **({"vae": vae} if vae is not None else {}))
-        self.fit = fitting.fit(pipe, self.path, self.traits, self.placement, self.name,
-                               quantize=self.quantize, offload=self.offload,
-                               compiled=self.compile)
+        self.fit = quantize_offload.fit(pipe, self.path, self.traits, self.placement, self.name,
+                                        quantize=self.quantize, offload=self.offload,
+                                        compiled=self.compile)
         pipe.set_progress_bar_config(disable=True)
-        adapters.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
+        lora.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
         torch.set_grad_enabled(False)
         if self.fast_decoder_path is not None:
-            self.tiny_decoder = speed.load_tiny_decoder(self.fast_decoder_path, self.placement)
+            self.tiny_decoder = speedups.load_tiny_decoder(self.fast_decoder_path, self.placement)
         log.info("loaded %s (%s) on %s in %s in %.1f s", self.name, self.traits.label,
                  self.placement.device, self.placement.dtype_name, time.perf_counter() - started)
         self.speed_up(pipe, vae_configured=vae is not None)
         self.pipe = pipe
 
     def speed_up(self, pipe, vae_configured: bool = False) -> list[str]:
-        """Apply the speed-ups (speed.py) to a pipeline on `self.placement`, and log in one
+        """Apply the speed-ups (speedups.py) to a pipeline on `self.placement`, and log in one
         line what is on, and what is not and why. Returns that line's parts."""
         why = "LoRA adapters" if self.loras else self.fit.unfused  # QKV kept apart ("": not)
-        notes = [*self.fit.notes, *speed.optimize(pipe, self.placement, self.traits.denoiser, why)]
-        notes.append(speed.vae_precision(pipe, self.name, self.family, self.placement,
-                                         vae_configured))
+        notes = [*self.fit.notes,
+                 *speedups.optimize(pipe, self.placement, self.traits.denoiser, why)]
+        notes.append(speedups.vae_precision(pipe, self.name, self.family, self.placement,
+                                            vae_configured))
         if self.compile:
             if self.cache_dir is not None:
-                speed.use_compile_cache(self.cache_dir)
-            notes.append(speed.compile_models(pipe, self.placement, self.traits.denoiser,
-                                              offload=self.fit.offload))
+                speedups.use_compile_cache(self.cache_dir)
+            notes.append(speedups.compile_models(pipe, self.placement, self.traits.denoiser,
+                                                 offload=self.fit.offload))
         else:
             notes.append("compile: off")
         notes.append("fast decoder: " + ("on" if self.tiny_decoder is not None else "none"))
@@ -194,12 +198,13 @@ class Engine:
 
     def memory_need(self) -> int:
         """Bytes of free device memory this model needs to load as configured and make
-        pictures (fitting.need: its weights as loaded, and the working room); read from its
-        folder: nothing loads."""
+        pictures (quantize_offload.need: its weights as loaded, and the working room); read
+        from its folder: nothing loads."""
         placement = self.placement or choose(self.requested_device,
                                              fp16_safe=self.traits.denoiser == "unet")
-        return fitting.need(fitting.weights_on_card(self.path, self.traits, placement,
-                                                    self.quantize), self.offload)
+        weights = quantize_offload.weights_on_card(self.path, self.traits, placement,
+                                                   self.quantize)
+        return quantize_offload.need(weights, self.offload)
 
     def unload(self) -> None:
         """Drop the pipeline and give its memory back to the device.
@@ -222,7 +227,7 @@ class Engine:
         return self._native_size
 
     def family_of(self, name: str = "") -> Family:
-        """What the model can do (families.py); `name` must be "" or this model's."""
+        """What the model can do (families/known.py); `name` must be "" or this model's."""
         self._check(name)
         return self.traits
 
@@ -268,9 +273,9 @@ class Engine:
         """Run the pipeline for one job and return its PIL images, `job.count` of them.
 
         txt2img, img2img and edit jobs; an upscale job is not the engine's (see
-        studio.py). The pictures of a job are one batch; when the batch does not fit in GPU
-        memory they are made one after the other instead (same seeds, same pictures), and
-        only a single picture that does not fit is the user's problem."""
+        postprocess/finishing_runner.py). The pictures of a job are one batch; when the batch
+        does not fit in GPU memory they are made one after the other instead (same seeds,
+        same pictures), and only a single picture that does not fit is the user's problem."""
         self._check_job(job)
         images = self._fitting([(job, index) for index in range(job.count)])
         if images is not None:
@@ -364,7 +369,7 @@ class Engine:
         if not self.traits.batches and len(pictures) > 1:  # one call a picture, same seeds
             return [image for picture in pictures for image in self._run([picture])]
         pipe = self.image_to_image if pictures[0][0].kind == "img2img" else self.pipe
-        self._adapter = adapters.switch(self.pipe, self._adapter, pictures[0][0], self.loras)
+        self._adapter = lora.switch(self.pipe, self._adapter, pictures[0][0], self.loras)
         return pipeline_call.run(pipe, pictures, self.tiny_decoder, self.traits)
 
     @staticmethod

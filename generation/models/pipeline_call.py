@@ -10,15 +10,15 @@ import inspect
 import math
 from contextlib import contextmanager
 
-from . import progress
-from .families import SD, Family
-from .job import GenerationError, Job
+from ..families.known import SD, Family
+from ..job import GenerationError, Job
+from ..scheduling import progress
 
 
 def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family = SD) -> list:
     """One pipeline call making `pictures`, (job, index) pairs of jobs of one shape (the
     first job's size, steps, guidance, kind and decoder are everyone's), with the arguments
-    `family` takes (families.py)."""
+    `family` takes (families/known.py)."""
     import torch
 
     job = pictures[0][0]
