@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # Run apart, so that nothing another test imported (a torchvision stand-in, a loaded model)
 # helps it along: what this process sees is what the operator's bot sees.

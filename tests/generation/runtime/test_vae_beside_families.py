@@ -12,7 +12,7 @@ import pytest
 from generation.job import Job
 from generation.models.engine import Engine
 from generation.testing.tiny import make_test_model
-from tests.generation.test_speed import vae_folder
+from tests.generation.runtime.test_speedups import vae_folder
 
 
 @pytest.mark.parametrize("arch, why", [

@@ -22,7 +22,7 @@ from generation.runtime import quantize_offload, speedups
 from generation.runtime.device import Placement, choose, make_current
 from generation.scheduling.workers import Worker
 from generation.testing.tiny import make_test_model
-from tests.generation.test_speed import FakeCuda
+from tests.generation.runtime.test_speedups import FakeCuda
 
 GiB = 2**30
 

@@ -293,7 +293,7 @@ for command in (["cat", f"/proc/{os.getpid()}/environ"], ["ls", f"/proc/{os.getp
 @pytest.mark.parametrize("state", ["dumpable", "not dumpable"])
 def test_a_child_of_the_bots_user_cannot_read_a_bot_that_spawns_a_bridge(state):
     said = subprocess.run([sys.executable, "-c", READ_THE_BOT, state], capture_output=True,
-                          text=True, cwd=Path(__file__).parents[2], timeout=120)
+                          text=True, cwd=Path(__file__).parents[3], timeout=120)
     assert said.stdout.split() == (["read"] * 2 if state == "dumpable" else ["refused"] * 2), \
         said.stderr
 

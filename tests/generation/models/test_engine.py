@@ -25,7 +25,7 @@ from generation.postprocess.png import encode_png, parameters_text, read_paramet
 from generation.runtime.device import Placement, choose
 from generation.testing.tiny import make_test_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ARCHS = ("sd", "sdxl")
 
 

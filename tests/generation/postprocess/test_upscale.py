@@ -24,7 +24,7 @@ from generation.postprocess.finishing_runner import FinishingRunner
 from generation.postprocess.upscale import Upscaler, UpscalerError, import_spandrel
 from generation.testing.upscaler import make_test_upscaler
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def _hello(tmp_path: Path, spec: ClusterSpec, *args: str) -> tuple[dict, int]:
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "unit-token")}
     bridge = subprocess.run([sys.executable, "-m", "generation.cluster.bridge", *args],
                             input=frames.encode({"kind": "hello", "spec": wire}),
-                            capture_output=True, env=env, cwd=Path(__file__).parents[2],
+                            capture_output=True, env=env, cwd=Path(__file__).parents[3],
                             timeout=120)
     frame = frames.receive(io.BytesIO(bridge.stdout))
     assert frame is not None, bridge.stderr.decode()[-2000:]
@@ -82,6 +82,6 @@ def test_a_unit_with_an_empty_or_malformed_pin_does_not_start(tmp_path, pin):
                                 _spec(tmp_path, address=pin))}),
                             capture_output=True, env={"PATH": os.environ["PATH"],
                                                       "HOME": str(tmp_path)},
-                            cwd=Path(__file__).parents[2], timeout=120)
+                            cwd=Path(__file__).parents[3], timeout=120)
     assert bridge.returncode == 2 and bridge.stdout == b""  # no frame: nothing was taken
     assert "is not a Ray address" in bridge.stderr.decode()

@@ -24,7 +24,7 @@ from generation.models.pool import ModelPool
 from generation.runtime import speedups
 from generation.runtime.device import Placement, choose
 from generation.testing.tiny import BUILDERS, make_test_model, make_test_tiny_decoder
-from tests.generation.test_engine import OutOfMemoryAbove
+from tests.generation.models.test_engine import OutOfMemoryAbove
 
 ARCHS = ("sd", "sdxl")
 
