@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from generation.job import GenerationError, Job, Result
-from generation.scheduling.queue import GenerationQueue
-from generation.scheduling.queue import QueueFull
+from generation.scheduling.queue import GenerationQueue, QueueFull
 from generation.scheduling.runner import WorkerLost, WorkerNotReady
 from generation.scheduling.workers import CPU_NICENESS, is_device_fault
 
