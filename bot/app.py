@@ -10,8 +10,8 @@ from contextlib import suppress
 
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
-from generation.queue import GenerationQueue
-from generation.tickets import Runner
+from generation.scheduling.queue import GenerationQueue
+from generation.scheduling.runner import Runner
 
 from bot.store import db as database
 from bot.matrix import cross_signing, encryption, messages
@@ -38,7 +38,7 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
     """Check every folder and file the start loads (quick: no model weights are read), so
     that a typo stops the start with the key's name, not someone's job later. `imgbot
     check` checks the same list. Raises SystemExit."""
-    from generation.preflight import check_parts as parts
+    from generation.models.preflight import check_parts as parts
 
     generation = settings.generation
     if generation.model is None:
@@ -63,8 +63,8 @@ def load_engines(settings: Settings) -> list[Runner]:
 def load_engine(settings: Settings, device: str | None = None) -> Runner:
     """Load the default model (the only place the bot reaches into torch, lazily). With more
     models configured, the runner is a pool that loads each of the others on first use."""
-    from generation.building import diffusion_runner, warm_up
-    from generation.model_folder import ModelError
+    from generation.families.model_folder import ModelError
+    from generation.models.recipe import diffusion_runner, warm_up
 
     check_parts(settings, upscaler=False)  # the upscaler is loaded beside it, by with_tools
     generation = settings.generation
@@ -126,11 +126,11 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
     """The queue's runner: the model (or models), with the upscaler and the finishing
     touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
     start (SystemExit) instead of someone's `!img upscale` later."""
-    from generation.building import with_upscaler
-    from generation.studio import Studio
-    from generation.upscale import UpscalerError
+    from generation.models.recipe import with_upscaler
+    from generation.postprocess.finishing_runner import FinishingRunner
+    from generation.postprocess.upscale import UpscalerError
 
-    if isinstance(runner, Studio) or hasattr(runner, "wait_ready"):
+    if isinstance(runner, FinishingRunner) or hasattr(runner, "wait_ready"):
         return runner  # made whole already, or a remote worker (its host loads the tools)
     try:
         return with_upscaler(runner, settings.generation.recipe(settings.state_dir, device))
@@ -269,7 +269,7 @@ async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:
 
 
 def _gpu_memory():
-    from generation.memory import gpu_memory
+    from generation.runtime.memory import gpu_memory
 
     return gpu_memory()
 

@@ -55,13 +55,13 @@ def spawned_bridge_risk(settings: Settings) -> str | None:
 def catalogue_of(recipe):
     """What the chat side needs to know of the models (families, sizes, batch keys), read
     from the folders' configs on this host; the weights load on the GPU hosts."""
-    from generation.building import diffusion_runner
-    from generation.model_folder import ModelError
-    from generation.studio import Studio
-    from generation.upscale import Upscaler
+    from generation.families.model_folder import ModelError
+    from generation.models.recipe import diffusion_runner
+    from generation.postprocess.finishing_runner import FinishingRunner
+    from generation.postprocess.upscale import Upscaler
 
     try:
-        return Studio(diffusion_runner(recipe), Upscaler(recipe.upscaler))
+        return FinishingRunner(diffusion_runner(recipe), Upscaler(recipe.upscaler))
     except ModelError as exc:
         raise SystemExit(str(exc)) from None
 

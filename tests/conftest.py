@@ -36,7 +36,7 @@ def test_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def engine(test_model):
     """The tiny model loaded once through the same code path as a real one."""
-    from generation.engine import Engine
+    from generation.models.engine import Engine
 
     engine = Engine(test_model, "cpu")
     engine.load()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from nio import AsyncClient
 
-from generation.queue import GenerationQueue
+from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.jobs.accepting import Acceptor
 from bot.chat.context import Context

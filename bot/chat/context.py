@@ -17,9 +17,9 @@ from typing import Any
 
 from nio import AsyncClient
 
-from generation.families import family_of_runner
-from generation.queue import GenerationQueue
-from generation.tickets import Ticket
+from generation.families.known import family_of_runner
+from generation.scheduling.queue import GenerationQueue
+from generation.scheduling.ticket import Ticket
 
 from bot.chat.language import rooms, styles
 from bot.chat.language.resolve import Catalogue

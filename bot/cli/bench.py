@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bot.ops.logs import setup_logging
-from generation.bench import RANDOM_ARCHS
+from generation.bench.comparison import RANDOM_ARCHS
 
 
 def add_parser(sub) -> None:
@@ -75,9 +75,9 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from generation.bench import BenchError, Workload, baseline_of, run_bench
-    from generation.bench_report import figure_line, render, write_json
-    from generation.model_folder import ModelError
+    from generation.bench.comparison import BenchError, Workload, baseline_of, run_bench
+    from generation.bench.report import figure_line, render, write_json
+    from generation.families.model_folder import ModelError
     from generation.job import GenerationError
 
     setup_logging("WARNING")
@@ -128,7 +128,7 @@ def cmd_bench(args) -> int:
 
 
 def _read_report(path: Path) -> dict:
-    from generation.bench import BenchError
+    from generation.bench.comparison import BenchError
 
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -183,13 +183,13 @@ def _bench_through_matrix(workload, out: Path | None = None,
                           lines: Path | None = None) -> int:
     """The workload as chat commands through a local Synapse and the bot (batched by the
     bot's queue up to --batch pictures)."""
-    from generation.bench import load_ours
+    from generation.bench.comparison import load_ours
 
     from bot.local.bench_matrix import through_matrix
 
     print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
     engine = load_ours(workload)
-    # As the bot warms up (building.py): one picture, then a batch of two.
+    # As the bot warms up (generation/models/recipe.py): one picture, then a batch of two.
     engine.warm_up(workload.width, workload.height, guidance=workload.guidance,
                    batch=workload.batch)
     figures = through_matrix(engine, count=workload.count, width=workload.width,

@@ -28,11 +28,11 @@ def add_parser(sub) -> None:
 def cmd_generate(args, extra: list[str]) -> int:
     from generation.compliance import Compliance
     from generation.compliance.checks import SigningFailed
-    from generation.engine import Engine
-    from generation.model_folder import ModelError
+    from generation.families.model_folder import ModelError
     from generation.job import GenerationError
-    from generation.png import encode_png
-    from generation.studio import Studio
+    from generation.models.engine import Engine
+    from generation.postprocess.finishing_runner import FinishingRunner
+    from generation.postprocess.png import encode_png
 
     from bot.chat.language.commands import Generate, UsageError
     from bot.chat.language.prompts import parse_generate
@@ -111,7 +111,7 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 2
     started = time.perf_counter()
     try:
-        images = Studio(engine).generate(job)  # --enhance, as in chat
+        images = FinishingRunner(engine).generate(job)  # --enhance, as in chat
     except GenerationError as exc:
         print(f"imgbot generate: {exc}", file=sys.stderr)
         return 1

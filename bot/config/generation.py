@@ -227,9 +227,9 @@ class GenerationSettings(_Section):
         return parse_size(self.size)
 
     def recipe(self, state_dir: Path, device: str | None = None):
-        """What a worker loads (generation.building.Recipe), on `device` or the configured
+        """What a worker loads (generation.models.recipe.Recipe), on `device` or the configured
         one: the bot's own workers, and each Ray actor on its host."""
-        from generation.building import Recipe
+        from generation.models.recipe import Recipe
 
         return Recipe(catalogue=self.catalogue, pool=bool(self.models),
                       device=device or self.device, max_loaded_models=self.max_loaded_models,
@@ -238,7 +238,7 @@ class GenerationSettings(_Section):
                       max_batch=self.max_batch, upscaler=self.upscaler)
 
     def engine_options(self, state_dir: Path) -> dict:
-        """What each model's engine is built with (generation.engine.Engine says what they
+        """What each model's engine is built with (generation.models.engine.Engine says what they
         do), by the bot and by `imgbot generate` alike: a picture from the shell is made as
         one from chat."""
         return dict(vae=self.vae, fast_decoder=self.fast_decoder, compile=self.compile,

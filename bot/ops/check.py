@@ -3,7 +3,7 @@
 Each line says ok or FAIL and why, or WARN: it works but puts the bot at risk (the exit
 status stays 0); a check that needs one that failed is skipped. Every
 folder and file the start loads is checked by the same code as the start's own check
-(generation.preflight), so a config `check` passes is one `run` takes. The checks leave
+(generation.models.preflight), so a config `check` passes is one `run` takes. The checks leave
 the bot as they found it, so they can run beside a running bot: the saved login is only
 read, a password login is logged out again at once (no device is left behind), and
 state_dir is only looked at (a missing one is not made; the start makes it). No secret is
@@ -83,7 +83,7 @@ def run_checks(config: str | Path, load: bool = False,
 
 def check_parts(settings: Settings) -> list[Result]:
     """Every folder and file the start loads, the default model first, one line each."""
-    from generation.preflight import check_parts as parts
+    from generation.models.preflight import check_parts as parts
 
     generation = settings.generation
     if generation.model is None:
@@ -134,7 +134,7 @@ def check_ray_user(backend: str) -> Result | None:
 
 def check_load(settings: Settings) -> Result:
     """Really load the default model, as `imgbot run` would (slow for a real model)."""
-    from generation.engine import Engine
+    from generation.models.engine import Engine
 
     generation = settings.generation
     started = time.perf_counter()

@@ -1,5 +1,5 @@
 """One GPU worker as a Ray actor: on its host it loads the models from that host's folders
-and warms up exactly as a local worker does (generation.building), then makes the batches
+and warms up exactly as a local worker does (generation.models.recipe), then makes the batches
 the bot's queue hands it and sends the pictures back encoded (PNG, quick to compress), with
 their progress readable while it works.
 
@@ -18,10 +18,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .. import progress
-from ..building import Recipe, diffusion_runner, warm_up, with_upscaler
 from ..job import GenerationError
-from ..workers import is_device_fault
+from ..models.recipe import Recipe, diffusion_runner, warm_up, with_upscaler
+from ..scheduling import progress
+from ..scheduling.workers import is_device_fault
 from . import messages
 from .spec import versions
 
@@ -42,7 +42,7 @@ class Worker:
         self.name = f"{self.host} #{slot} (node {self.node[:8]})"
         self.slot = slot
         self.error: str | None = None
-        self.studio = None
+        self.runner = None
         self._progress: dict | None = None
         try:
             self._load(messages.recipe_from_wire(recipe), threads)
@@ -68,7 +68,7 @@ class Worker:
         runner = diffusion_runner(recipe)
         runner.load()
         warm_up(runner, recipe)
-        self.studio = with_upscaler(runner, recipe)
+        self.runner = with_upscaler(runner, recipe)
 
     def ready(self) -> dict:
         """Who this worker is and what it runs; "error" when it could not load."""
@@ -77,8 +77,8 @@ class Worker:
         if self.error is not None:
             info["error"] = self.error
         else:
-            info["device"] = str(getattr(getattr(self.studio, "placement", None), "device", "?"))
-            info["models"] = list(self.studio.models)
+            info["device"] = str(getattr(getattr(self.runner, "placement", None), "device", "?"))
+            info["models"] = list(self.runner.models)
         return info
 
     def ping(self) -> bool:
@@ -102,9 +102,9 @@ class Worker:
         try:
             with progress.reporting(self._told):
                 if len(jobs) == 1:
-                    made = [self.studio.generate(jobs[0])]
+                    made = [self.runner.generate(jobs[0])]
                 else:
-                    made = self.studio.generate_batch(jobs)
+                    made = self.runner.generate_batch(jobs)
         except GenerationError as exc:
             return {"error": str(exc)}
         except Exception as exc:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ..job import Job
-from ..queue import GenerationQueue
+from ..scheduling.queue import GenerationQueue
 from .link import Link
 from .remote import RemoteRunner
 from .spec import ClusterSpec

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..job import GenerationError
-from ..tickets import WorkerLost, WorkerNotReady
+from ..scheduling.runner import WorkerLost, WorkerNotReady
 from . import frames, messages
 from .spec import ClusterSpec
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..building import Recipe
 from ..job import KINDS, Job
-from ..progress import Progress
+from ..models.recipe import Recipe
+from ..scheduling.progress import Progress
 from .spec import ClusterSpec
 
 NOT_VALID = "the worker returned something that is not a valid answer"
@@ -245,7 +245,7 @@ def _cleaned(header: dict) -> dict:
         if key in clean:
             clean[key] = one_line(clean[key], MAX_LOG_LINE)
     if clean["kind"] == "lost":  # why a batch was lost: the person who asked may read it
-        clean["words"] = said(header["words"])  # (worker_faults, after MAX_LOST losses)
+        clean["words"] = said(header["words"])  # (the queue's give_back, after MAX_LOST losses)
     if "info" in clean:
         clean["info"] = _cleaned_info(clean["info"])
     if "workers" in clean:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .. import progress
-from ..families import Family, family_of_runner
+from ..families.known import Family, family_of_runner
 from ..job import GenerationError, Job
-from ..tickets import Runner
+from ..scheduling import progress
+from ..scheduling.runner import Runner
 from . import messages
 from .link import Link, log
 
@@ -20,7 +20,7 @@ class RemoteRunner:
     def __init__(self, link: Link, slot: int, catalogue: Runner):
         self.link = link
         self.slot = slot
-        self.catalogue = catalogue  # a Studio around the engine(s), not loaded
+        self.catalogue = catalogue  # a FinishingRunner around the engine(s), not loaded
         self.made_by = ""  # the worker that made the last batch, in its own words
 
     # ---- what the chat side and the queue read -------------------------------------------------

@@ -8,7 +8,7 @@ import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from ..building import Recipe
+from ..models.recipe import Recipe
 
 
 @dataclass(frozen=True)

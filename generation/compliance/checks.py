@@ -3,8 +3,8 @@
 `Compliance.screen` runs the checks in a fixed order and says what to do with the picture:
 send it, send it with a warning, send it blurred, or withhold it. `Compliance.signing`
 gives the encoder its very last step, the C2PA signature (the XMP marker is always written
-by `generation.png`; both make the picture's claim, `generation.compliance.claims`), and
-`Compliance.public_parameters` what of the parameters a picture may carry.
+by `generation.postprocess.png`; both make the picture's claim, `generation.compliance.claims`),
+and `Compliance.public_parameters` what of the parameters a picture may carry.
 
 Order, and why:
 1. the prompt blocklist (cheapest, and needs no picture);

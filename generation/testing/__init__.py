@@ -2,7 +2,7 @@
 tests, the demo and the benchmark.
 
 The folders this writes are loaded by exactly the same code path as a real model
-(generation/engine.py), so a test that passes with them exercises the real
+(generation/models/engine.py), so a test that passes with them exercises the real
 loading path. Nothing is downloaded: the CLIP and Qwen tokenizer files are generated here.
 
 Two sizes: tiny (a few MB, for tests) and full size (`random_pipeline`: the real SD 1.5,

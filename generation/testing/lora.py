@@ -14,7 +14,7 @@ def make_test_lora(model: str | Path, out: str | Path, seed: int = 0, rank: int 
     from diffusers import DiffusionPipeline
     from peft import LoraConfig, get_peft_model_state_dict
 
-    from ..engine import quiet_libraries
+    from ..models.engine import quiet_libraries
 
     quiet_libraries()
     torch.manual_seed(seed)

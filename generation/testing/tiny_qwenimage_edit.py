@@ -29,7 +29,7 @@ def build(workdir: Path):
     from diffusers import QwenImageEditPlusPipeline
     from transformers import Qwen2VLImageProcessor
 
-    from ..edit_only import processor
+    from ..families.edit_only import processor
 
     # "Picture 1: " comes before each picture's tokens, after the system prompt.
     tokenizer = qwen_tokenizer(workdir / "tokenizer",

@@ -17,7 +17,7 @@ def make_test_upscaler(path: str | Path, scale: int = 4, seed: int = 0) -> Path:
     from safetensors.torch import save_file
     from torch import nn
 
-    from ..upscale import import_spandrel
+    from ..postprocess.upscale import import_spandrel
 
     import_spandrel()  # spandrel's architectures import torchvision; see there
     from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet

@@ -165,7 +165,7 @@ async def test_jobs_kept_at_a_stop_are_resumed_in_order_or_answered_when_too_old
 def breaking_engine(test_model, error: Exception):
     """A real engine whose UNet raises `error` on its first call, as a fault inside the
     pipeline would."""
-    from generation.engine import Engine
+    from generation.models.engine import Engine
 
     engine = Engine(test_model, "cpu")
     engine.load()

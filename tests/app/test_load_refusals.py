@@ -9,9 +9,9 @@ import pytest
 
 from bot.app import load_engine
 from bot.config import Settings
+from generation.families.model_folder import ModelError
 from generation.job import GenerationError, Job
-from generation.model_folder import ModelError
-from generation.pool import ModelPool
+from generation.models.pool import ModelPool
 from generation.testing.lora import make_test_lora
 from generation.testing.tiny import make_test_model
 

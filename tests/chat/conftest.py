@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.engine import Engine
+from generation.models.engine import Engine
 from generation.testing.tiny import make_test_model
 
 

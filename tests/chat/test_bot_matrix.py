@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from bot.store import db as database
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse
@@ -318,7 +318,7 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
 async def test_two_devices_take_jobs_from_one_queue(make_settings, engine, test_model, alice):
     """generation.devices: one worker per device, each with its own pipeline (here two CPU
     engines stand in for two GPUs)."""
-    from generation.engine import Engine
+    from generation.models.engine import Engine
 
     second = Engine(test_model, "cpu")
     second.load()

@@ -11,7 +11,7 @@ from PIL import Image
 from bot.store import db as database
 from bot.store import room_defaults
 from bot.chat.language.styles import BUILTIN
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.helpers.chatting import bot_running
 
 pytestmark = pytest.mark.synapse

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from generation.queue import GenerationQueue
+from generation.scheduling.queue import GenerationQueue
 
 from bot.chat import intake
 

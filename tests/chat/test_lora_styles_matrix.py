@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.engine import Engine
-from generation.png import read_parameters
+from generation.models.engine import Engine
+from generation.postprocess.png import read_parameters
 from generation.testing.lora import make_test_lora
 from tests.helpers.chatting import bot_running
 

@@ -23,7 +23,7 @@ from PIL import Image
 from bot.store import db as database
 from bot.store import usage
 from generation.compliance import watermark
-from generation.png import encode_png
+from generation.postprocess.png import encode_png
 
 ROOT = Path(__file__).resolve().parents[2]
 DB_NAME = "imgbot.sqlite3"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type_of
 from generation.compliance.verify import TRUSTED, verify
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.conftest import ALLOWED, PASSWORD
 from tests.helpers.pki import make_ca
 

@@ -13,7 +13,7 @@ import time
 
 import aiohttp
 
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 
 from tests.chat.jobs.test_progress_matrix import edits_of
 from tests.helpers.chatting import bot_running, usage_rows

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import MetricsSettings
 from bot.ops.metrics import Health, Metrics, health_report, is_loopback, start_server
-from generation.memory import gpu_memory
+from generation.runtime.memory import gpu_memory
 
 
 class FakeBot:
@@ -212,7 +212,7 @@ def test_is_loopback():
 
 
 async def test_health_of_a_real_queue():
-    from generation.queue import GenerationQueue
+    from generation.scheduling.queue import GenerationQueue
 
     runner = SimpleNamespace(name="fake", models=["fake"], native_size=lambda name="": (64, 64),
                              generate=lambda job: [])

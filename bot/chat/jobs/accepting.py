@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from generation.job import Job
-from generation.tickets import QueueFull
+from generation.scheduling.queue import QueueFull
 
 from bot.chat.jobs import quotas
 from bot.chat.language.commands import UsageError

@@ -12,7 +12,7 @@ import secrets
 from PIL import Image
 
 from generation.job import Job
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 
 from bot.store import gallery
 from bot.matrix import sources

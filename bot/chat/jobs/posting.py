@@ -12,7 +12,7 @@ from typing import Any
 
 from generation.compliance.checks import SigningFailed
 from generation.compliance.claims import Claim
-from generation.png import encode_for_upload, encode_thumbnail
+from generation.postprocess.png import encode_for_upload, encode_thumbnail
 
 from bot.chat.context import Context, Pending
 from bot.chat.jobs.screening import Screening

@@ -15,7 +15,7 @@ import logging
 import time
 
 from generation.job import Job
-from generation.progress import Progress
+from generation.scheduling.progress import Progress
 
 from bot.chat.context import Context, Pending
 from bot.matrix import edits, messages

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from generation.families import SD, Family
+from generation.families.known import SD, Family
 from generation.job import Job
 
 from bot.chat.language.commands import Generate, UsageError

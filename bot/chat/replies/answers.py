@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from generation.job import Job
-from generation.tickets import cost
+from generation.scheduling.pace import cost
 
 from bot.store import db as database
 from bot.matrix import direct, messages, power

@@ -11,7 +11,7 @@ import pytest
 from nio import RoomSendResponse
 from PIL import Image
 
-from generation.queue import GenerationQueue
+from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.jobs import accepting
 from bot.chat.bot import Bot

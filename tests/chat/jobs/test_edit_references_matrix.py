@@ -163,6 +163,6 @@ async def forget_the_reference(path: Path, event_id: str) -> None:
 
 
 def read_png_parameters(data: bytes) -> dict:
-    from generation.png import read_parameters
+    from generation.postprocess.png import read_parameters
 
     return read_parameters(data)

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from generation.png import read_parameters
+from generation.postprocess.png import read_parameters
 from tests.helpers.chatting import bot_running, usage_rows
 
 pytestmark = pytest.mark.synapse

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from generation.job import Job
-from generation.progress import Progress
+from generation.scheduling.progress import Progress
 
 from bot.chat.jobs.status import (nearly_done, running_text, told_at_once, waiting_text,
                              worth_editing)

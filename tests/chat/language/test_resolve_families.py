@@ -10,7 +10,7 @@ from bot.chat.language.commands import UsageError
 from bot.chat.language.parser import parse
 from bot.chat.language.resolve import Catalogue, RoomDefaults, resolve
 from bot.config import GenerationSettings, LimitSettings
-from generation.families import FAMILIES, SD, SDXL
+from generation.families.known import FAMILIES, SD, SDXL
 
 LIMITS = LimitSettings(max_steps=60, max_pixels=1536 * 1536)
 SIDES = {"sd": (512, 512), "turbo": (1024, 1024), "zimage": (1024, 1024),

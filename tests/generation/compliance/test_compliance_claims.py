@@ -21,7 +21,7 @@ from generation.compliance.marking import (COMPOSITE_WITH_TRAINED_ALGORITHMIC_ME
 from generation.compliance.signing import OFFLINE
 from generation.compliance.verify import TRUSTED, verify
 from generation.job import Job
-from generation.png import encode_png, read_parameters
+from generation.postprocess.png import encode_png, read_parameters
 
 PHOTO = "mxc://localhost/alicesphoto"
 HAT = "mxc://localhost/alicesHat"

@@ -11,7 +11,7 @@ from generation.compliance import safety
 from generation.compliance.logos import Logos
 from generation.compliance.references import build
 from generation.compliance.signing import C2paSigner
-from generation.png import encode_png
+from generation.postprocess.png import encode_png
 from tests.helpers.pki import make_ca
 from tests.generation.compliance.test_compliance_copy import scene
 from tests.generation.compliance.test_compliance_logos import logo

@@ -18,7 +18,7 @@ from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type
 from generation.compliance.signing import C2paSigner, SigningError
 from generation.compliance.verify import INVALID, NONE, TRUSTED, UNTRUSTED, verify
 from generation.job import Job
-from generation.png import encode_for_upload, encode_png, encode_thumbnail, read_parameters
+from generation.postprocess.png import encode_for_upload, encode_png, encode_thumbnail, read_parameters
 from tests.helpers.pki import make_ca
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}

@@ -154,7 +154,7 @@ async def test_pictures_claim_what_the_bot_did_to_them(make_settings, engine, al
     are made by AI; a person's photo resized (no AI upscaler) claims no AI, and painted over
     is an edit with AI; by default no picture names its worker or the photo's address."""
     from generation.compliance.marking import COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
-    from generation.png import read_parameters
+    from generation.postprocess.png import read_parameters
 
     ca = make_ca(tmp_path / "ca")
     photo = io.BytesIO()

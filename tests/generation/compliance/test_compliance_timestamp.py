@@ -18,7 +18,7 @@ from bot.config import ComplianceSettings
 from bot.chat.jobs.screening import Screening
 from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
-from generation.png import encode_png
+from generation.postprocess.png import encode_png
 from tests.helpers.tsa import TimeStampAuthority
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}
