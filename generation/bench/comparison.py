@@ -23,9 +23,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..families.known import FAMILIES, Family
 from ..families.model_folder import (ModelError, NATIVE_SIDES, family_of, inspect_model,

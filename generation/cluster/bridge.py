@@ -284,8 +284,8 @@ class Bridge:
             # Making an actor asks the head's GCS, and blocks while it is away: in a thread,
             # so that the head's watch (and the other slots) go on meanwhile.
             actor = await loop.run_in_executor(
-                None, lambda: self.actor_class.options(name=name, **self.actor_options).remote(
-                    self.recipe, slot, self.threads))
+                None, lambda name=name: self.actor_class.options(
+                    name=name, **self.actor_options).remote(self.recipe, slot, self.threads))
             self._slot(slot, "starting", generation)
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(

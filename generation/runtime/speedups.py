@@ -108,7 +108,6 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = 
     pipeline's attribute holding the UNet or the transformer (families/known.py); `unfused` says
     why the q, k, v layers must stay apart ("": they may be fused): LoRA adapters wrap them
     (a fused layer would bypass them), or quantize_offload.py quantized or offloaded them."""
-    import torch
 
     notes = []
     # 1. The attention kernel.
