@@ -42,14 +42,20 @@ def check_parts(settings: Settings, upscaler: bool = True) -> None:
 
     generation = settings.generation
     if generation.model is None:
-        raise SystemExit("generation.model is not set: point it at a local diffusers folder "
-                         "(or make one with `imgbot make-test-model DIR`)")
-    for part in parts(generation.catalogue_keys, vae=generation.vae,
-                      fast_decoder=generation.fast_decoder,
-                      upscaler=generation.upscaler if upscaler else None,
-                      edit_model=generation.edit_model, loras=generation.loras,
-                      quantize=generation.quantize,
-                      devices=generation.devices or [generation.device]):
+        raise SystemExit(
+            "generation.model is not set: point it at a local diffusers folder "
+            "(or make one with `imgbot make-test-model DIR`)"
+        )
+    for part in parts(
+        generation.catalogue_keys,
+        vae=generation.vae,
+        fast_decoder=generation.fast_decoder,
+        upscaler=generation.upscaler if upscaler else None,
+        edit_model=generation.edit_model,
+        loras=generation.loras,
+        quantize=generation.quantize,
+        devices=generation.devices or [generation.device],
+    ):
         if not part.ok:
             raise SystemExit(part.message)
 
@@ -75,8 +81,10 @@ def load_engine(settings: Settings, device: str | None = None) -> Runner:
         key = "generation.vae" if "VAE" in str(exc) else "generation.fast_decoder"
         raise SystemExit(f"{key}: {exc}") from None
     if generation.compile and not generation.warm_up:
-        log.warning("generation.compile is on and generation.warm_up off: the first job "
-                    "waits for the compile (minutes when the cache is cold)")
+        log.warning(
+            "generation.compile is on and generation.warm_up off: the first job "
+            "waits for the compile (minutes when the cache is cold)"
+        )
     try:
         runner.load()
     except ModelError as exc:  # a LoRA whose weights fit no layer of the model, say
@@ -99,8 +107,9 @@ def make_client(settings: Settings) -> AsyncClient:
         store=encryption.STORE,  # its SQLite file 0600, whatever the umask
     )
     store = str(encryption.store_path(settings.state_dir)) if encrypted else ""
-    return AsyncClient(settings.matrix.homeserver_url, settings.matrix.user_id, config=config,
-                       store_path=store)
+    return AsyncClient(
+        settings.matrix.homeserver_url, settings.matrix.user_id, config=config, store_path=store
+    )
 
 
 async def prepare_encryption(client: AsyncClient, settings: Settings) -> None:
@@ -112,14 +121,16 @@ async def prepare_encryption(client: AsyncClient, settings: Settings) -> None:
         uploaded = await client.keys_upload()
         if not isinstance(uploaded, KeysUploadResponse):
             raise cross_signing.CrossSigningFailed(
-                f"the homeserver did not take the device keys ({uploaded.message})",
-                retry=True)
+                f"the homeserver did not take the device keys ({uploaded.message})", retry=True
+            )
     await encryption.keep_keys(client)
     if settings.matrix.cross_signing:
         await cross_signing.bootstrap(client, settings.matrix, settings.state_dir)
     else:
-        log.warning("matrix.cross_signing is off: clients that exclude insecure devices "
-                    "(Element's default) will not share their room keys with this bot")
+        log.warning(
+            "matrix.cross_signing is off: clients that exclude insecure devices "
+            "(Element's default) will not share their room keys with this bot"
+        )
 
 
 def with_tools(runner: Runner, settings: Settings, device: str | None = None) -> Runner:
@@ -138,8 +149,12 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
         raise SystemExit(f"generation.upscaler: {exc}") from None
 
 
-async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = None,
-                  stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> None:
+async def run_bot(
+    settings: Settings,
+    engine: Runner | list[Runner] | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when it is not given).
 
     The order matters: the login is checked before the model is loaded (a wrong password
@@ -151,8 +166,10 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     prepare_state_dir(settings.state_dir)  # 0700 when new; a warning when others can read it
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
     if interrupted := await usage.close_interrupted(db):
-        log.warning("%d jobs of an earlier run were never answered and cannot be resumed; "
-                    "marked as failed", interrupted)
+        log.warning(
+            "%d jobs of an earlier run were never answered and cannot be resumed; marked as failed",
+            interrupted,
+        )
     client = make_client(settings)
     tasks = TaskOwner()
     disk = DiskWatch(settings.state_dir, settings.disk)
@@ -163,8 +180,7 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
     try:
         # From the start: a disk that is full now is said before the login and the model.
         tasks.spawn(disk.run(stop), name="disk")
-        if not await _unless_stopped(log_in(client, settings.matrix, settings.state_dir),
-                                     stop):
+        if not await _unless_stopped(log_in(client, settings.matrix, settings.state_dir), stop):
             log.info("stopped while logging in")
             return
         await prepare_encryption(client, settings)
@@ -176,15 +192,28 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
             engine = await asyncio.to_thread(load_engines, settings)
         runners = engine if isinstance(engine, list) else [engine]
         devices = settings.generation.devices or [None] * len(runners)
-        engine = [await asyncio.to_thread(with_tools, runner, settings, device)
-                  for runner, device in zip(runners, devices)]
-        queue = GenerationQueue(engine, max_size=settings.limits.queue_size,
-                                per_user=settings.limits.per_user_queued,
-                                max_batch=settings.generation.max_batch)
+        engine = [
+            await asyncio.to_thread(with_tools, runner, settings, device)
+            for runner, device in zip(runners, devices)
+        ]
+        queue = GenerationQueue(
+            engine,
+            max_size=settings.limits.queue_size,
+            per_user=settings.limits.per_user_queued,
+            max_batch=settings.generation.max_batch,
+        )
         queue.start()
         metrics = Metrics(gpu_memory=_gpu_memory)
-        bot = Bot(client, settings, db, queue, tasks, metrics,
-                  beat=watchdog.beat if watchdog else lambda: None, disk=disk)
+        bot = Bot(
+            client,
+            settings,
+            db,
+            queue,
+            tasks,
+            metrics,
+            beat=watchdog.beat if watchdog else lambda: None,
+            disk=disk,
+        )
         # The compliance checks load now (a reference folder that changed is indexed): one
         # that cannot load stops the start, rather than withholding every picture later.
         bot.screening = await asyncio.to_thread(Screening.load, settings)
@@ -195,12 +224,20 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         bot.upload_limit = await messages.upload_limit(client)
         await bot.replies.restore()
         await bot.resume()
-        sync = SyncLoop(client, database.Kept(db, SYNC_TOKEN_KEY), bot.on_sync,
-                        beat=watchdog.beat if watchdog else None)
+        sync = SyncLoop(
+            client,
+            database.Kept(db, SYNC_TOKEN_KEY),
+            bot.on_sync,
+            beat=watchdog.beat if watchdog else None,
+        )
         if settings.metrics.port is not None:
-            server = await start_server(metrics, settings.metrics,
-                                        Health.of(queue, sync, disk.current, lambda: (
-                                            bot.intake.waiting, len(bot.ctx.backlog))))
+            server = await start_server(
+                metrics,
+                settings.metrics,
+                Health.of(
+                    queue, sync, disk.current, lambda: (bot.intake.waiting, len(bot.ctx.backlog))
+                ),
+            )
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
         tasks.spawn(bot.undecrypted.run(stop), name="undecrypted")
         if ready is not None:
@@ -208,8 +245,12 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         if watchdog is not None:
             watchdog.start()
         device_watch = asyncio.ensure_future(_stop_when(queue.failed, stop))
-        log.info("imgbot is running as %s with model %s on %d device(s)", client.user_id,
-                 queue.runner.name, len(queue.workers))
+        log.info(
+            "imgbot is running as %s with model %s on %d device(s)",
+            client.user_id,
+            queue.runner.name,
+            len(queue.workers),
+        )
         await sync.run(stop)
         log.info("stopping: no new commands; waiting for the running job")
     finally:
@@ -232,8 +273,10 @@ async def run_bot(settings: Settings, engine: Runner | list[Runner] | None = Non
         await client.close()
         await db.close()
     if queue is not None and queue.device_fault is not None:
-        raise DeviceFault(f"the GPU failed ({queue.device_fault}); the job it was making is "
-                          "kept and is made again at the next start")
+        raise DeviceFault(
+            f"the GPU failed ({queue.device_fault}); the job it was making is "
+            "kept and is made again at the next start"
+        )
 
 
 class DeviceFault(Exception):

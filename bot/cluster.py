@@ -27,16 +27,21 @@ def spec_of(settings: Settings):
     generation, ray = settings.generation, settings.generation.ray
     if ray.allow_unauthenticated and ray.token_file is None:
         # Said at every start, so that nobody forgets the cluster is open.
-        log.warning("generation.ray.allow_unauthenticated is true: the bot uses a Ray cluster "
-                    "without token authentication, where anyone who reaches its port can run "
-                    "code")
-    return ClusterSpec(address=ray.address, namespace=ray.namespace, workers=ray.workers,
-                       resources=dict(ray.resources),
-                       recipe=generation.recipe(settings.state_dir),
-                       token_path=None if ray.token_path is None else str(ray.token_path),
-                       allow_unauthenticated=ray.allow_unauthenticated,
-                       bridge_socket=None if ray.bridge_socket is None
-                       else str(ray.bridge_socket))
+        log.warning(
+            "generation.ray.allow_unauthenticated is true: the bot uses a Ray cluster "
+            "without token authentication, where anyone who reaches its port can run "
+            "code"
+        )
+    return ClusterSpec(
+        address=ray.address,
+        namespace=ray.namespace,
+        workers=ray.workers,
+        resources=dict(ray.resources),
+        recipe=generation.recipe(settings.state_dir),
+        token_path=None if ray.token_path is None else str(ray.token_path),
+        allow_unauthenticated=ray.allow_unauthenticated,
+        bridge_socket=None if ray.bridge_socket is None else str(ray.bridge_socket),
+    )
 
 
 def spawned_bridge_risk(settings: Settings) -> str | None:
@@ -47,9 +52,11 @@ def spawned_bridge_risk(settings: Settings) -> str | None:
     ray = settings.generation.ray
     if settings.generation.backend != "ray" or ray.bridge_socket is not None:
         return None
-    return ("the bridge runs as the bot's user: what the cluster sends is handled by a "
-            "process that can read the bot's state; for production use "
-            "generation.ray.bridge_socket with systemd/imgbot-bridge.socket")
+    return (
+        "the bridge runs as the bot's user: what the cluster sends is handled by a "
+        "process that can read the bot's state; for production use "
+        "generation.ray.bridge_socket with systemd/imgbot-bridge.socket"
+    )
 
 
 def catalogue_of(recipe):
@@ -100,17 +107,27 @@ def survey(settings: Settings, timeout: float = CONNECT_SECONDS) -> str:
         raise SystemExit(str(exc)) from None
     facts, found = link.facts, link.survey or {}
     versions = facts.get("versions", {})
-    auth = ("token authentication on" if facts.get("auth") == "token"
-            else "WITHOUT token authentication (allow_unauthenticated)")
+    auth = (
+        "token authentication on"
+        if facts.get("auth") == "token"
+        else "WITHOUT token authentication (allow_unauthenticated)"
+    )
     workers = found.get("workers", [])
-    words = [f"{link.spec.address}: {facts.get('nodes', '?')} node(s), {auth}, imgbot "
-             f"{versions.get('imgbot')}, Ray {versions.get('ray')} and Python "
-             f"{versions.get('python')} as here",
-             f"{len(workers)} worker(s) running" + (":" if workers else "")]
-    words += [f"{info.get('worker')}: {info['error']}" if "error" in info else
-              f"{info['worker']} on {info.get('device')} with {', '.join(info['models'])}"
-              for info in workers]
+    words = [
+        f"{link.spec.address}: {facts.get('nodes', '?')} node(s), {auth}, imgbot "
+        f"{versions.get('imgbot')}, Ray {versions.get('ray')} and Python "
+        f"{versions.get('python')} as here",
+        f"{len(workers)} worker(s) running" + (":" if workers else ""),
+    ]
+    words += [
+        f"{info.get('worker')}: {info['error']}"
+        if "error" in info
+        else f"{info['worker']} on {info.get('device')} with {', '.join(info['models'])}"
+        for info in workers
+    ]
     resources = ", ".join(f"{key}: {amount:g}" for key, amount in link.spec.resources.items())
-    words.append(f"room for {found.get('room', 0)} more worker(s) of {{{resources}}} now "
-                 f"(up to generation.ray.workers: {link.spec.workers})")
+    words.append(
+        f"room for {found.get('room', 0)} more worker(s) of {{{resources}}} now "
+        f"(up to generation.ray.workers: {link.spec.workers})"
+    )
     return "; ".join(words)

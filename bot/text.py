@@ -14,7 +14,7 @@ def plural(count: int, noun: str) -> str:
 
 def shorten(text: str, length: int) -> str:
     """At most `length` characters, the last one an ellipsis when something was cut."""
-    return text if len(text) <= length else text[:length - 1] + "…"
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 # Five digits at most: 99999w is already longer than any usage log, and a longer number

@@ -55,8 +55,7 @@ class Job:
 
     def record(self) -> dict[str, Any]:
         """The job as plain data (JSON-ready), without the source picture."""
-        data = asdict(self.__class__(**{**self.__dict__, "image": None,
-                                         "reference_images": ()}))
+        data = asdict(self.__class__(**{**self.__dict__, "image": None, "reference_images": ()}))
         del data["image"], data["reference_images"]
         data["references"] = list(self.references)
         return data

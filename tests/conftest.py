@@ -49,13 +49,25 @@ def make_settings(homeserver, test_model, tmp_path):
     """Settings for a bot on the test homeserver; keyword arguments override sections."""
 
     def make(state_dir: Path | None = None, **sections) -> Settings:
-        matrix = {"homeserver_url": homeserver.url, "user_id": "@imgbot:localhost",
-                  "password": PASSWORD, "allowed_users": ALLOWED,
-                  **sections.pop("matrix", {})}
-        generation = {"model": test_model, "size": "64x64", "steps": 2,
-                      **sections.pop("generation", {})}
-        return Settings(matrix=matrix, generation=generation,
-                        state_dir=state_dir or tmp_path / "state", **sections)
+        matrix = {
+            "homeserver_url": homeserver.url,
+            "user_id": "@imgbot:localhost",
+            "password": PASSWORD,
+            "allowed_users": ALLOWED,
+            **sections.pop("matrix", {}),
+        }
+        generation = {
+            "model": test_model,
+            "size": "64x64",
+            "steps": 2,
+            **sections.pop("generation", {}),
+        }
+        return Settings(
+            matrix=matrix,
+            generation=generation,
+            state_dir=state_dir or tmp_path / "state",
+            **sections,
+        )
 
     return make
 

@@ -35,7 +35,9 @@ def example_keys() -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
 
     def start_of(line: int) -> int:
-        while line > 0 and (not lines[line - 1].strip() or lines[line - 1].lstrip().startswith("#")):
+        while line > 0 and (
+            not lines[line - 1].strip() or lines[line - 1].lstrip().startswith("#")
+        ):
             line -= 1
         return line
 
@@ -92,11 +94,13 @@ def test_the_example_documents_every_key_of_the_model():
 
 def test_closed_sets_are_literals_on_the_page():
     page = render_markdown()
-    for path, values in {"generation.quantize": ("none", "int8", "fp8"),
-                         "generation.offload": ("auto", "none", "model", "group"),
-                         "generation.backend": ("local", "ray"),
-                         "compliance.nsfw": ("off", "blur", "block"),
-                         "log_format": ("text", "json")}.items():
+    for path, values in {
+        "generation.quantize": ("none", "int8", "fp8"),
+        "generation.offload": ("auto", "none", "model", "group"),
+        "generation.backend": ("local", "ray"),
+        "compliance.nsfw": ("off", "blur", "block"),
+        "log_format": ("text", "json"),
+    }.items():
         section = page.split(f"`{path}` {{#", 1)[1].split("\n#", 1)[0]
         words = ", ".join(f"`{v}`" for v in values[:-1]) + f" or `{values[-1]}`"
         assert "**type:** " + words in section, path

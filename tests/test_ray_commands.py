@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 # The manual's page "More than one GPU server".
 README = (REPO / "docs" / "cluster.md").read_text()
 # What /etc/imgbot/ray.env gives the units (docs/cluster.md).
-RAY_ENV = {"IMGBOT_RAY_HEAD": "10.0.0.5:6379", "IMGBOT_RAY_IP": "10.0.0.6",
-           "IMGBOT_RAY_GPUS": "2", "IMGBOT_RAY_WORKERS": "2"}
+RAY_ENV = {
+    "IMGBOT_RAY_HEAD": "10.0.0.5:6379",
+    "IMGBOT_RAY_IP": "10.0.0.6",
+    "IMGBOT_RAY_GPUS": "2",
+    "IMGBOT_RAY_WORKERS": "2",
+}
 
 
 def parse(args: list[str]) -> dict:
@@ -47,11 +51,13 @@ def by_hand() -> list[list[str]]:
         if "start" in words:
             at = words.index("start")
             assert words[at - 1].endswith("/ray"), line
-            environment = dict(word.split("=", 1) for word in words[:at - 1])
-            assert environment == {"RAY_AUTH_MODE": "token",
-                                   "RAY_AUTH_TOKEN_PATH": "$HOME/ray-token",
-                                   "RAY_USAGE_STATS_ENABLED": "0"}, line
-            commands.append(words[at + 1:])
+            environment = dict(word.split("=", 1) for word in words[: at - 1])
+            assert environment == {
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": "$HOME/ray-token",
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }, line
+            commands.append(words[at + 1 :])
     return commands
 
 

@@ -40,8 +40,11 @@ def unsudo(line: str) -> str:
 def header_recipe() -> list[str]:
     """The commands in the unit's header comment: the lines of the form `#   command …`."""
     header = UNIT.read_text().split("[Unit]", 1)[0]
-    return [line[4:] for line in header.splitlines()
-            if re.match(r"#   (useradd|install|systemctl) ", line)]
+    return [
+        line[4:]
+        for line in header.splitlines()
+        if re.match(r"#   (useradd|install|systemctl) ", line)
+    ]
 
 
 def unit_value(key: str) -> str:
@@ -50,8 +53,10 @@ def unit_value(key: str) -> str:
     return values[0]
 
 
-RECIPES = {"docs/install.md": [unsudo(line) for line in block("the service recipe")],
-           "imgbot.service": header_recipe()}
+RECIPES = {
+    "docs/install.md": [unsudo(line) for line in block("the service recipe")],
+    "imgbot.service": header_recipe(),
+}
 
 
 def test_the_readme_and_the_unit_give_the_same_recipe():
@@ -109,22 +114,32 @@ def test_the_service_recipe_works_on_a_fresh_machine(source):
         (clone / "config.yaml").write_text("state_dir: /var/lib/imgbot\n")
         script = "\n".join(
             line.replace(" /etc/", f" {root}/etc/")
-                .replace("-o root", f"-o {who['owner']}")
-                .replace("-g root", f"-g {who['root_group']}")
-                .replace("-g imgbot", f"-g {who['service_group']}")
-            for line in recipe if not line.startswith(("useradd ", "systemctl ")))
+            .replace("-o root", f"-o {who['owner']}")
+            .replace("-g root", f"-g {who['root_group']}")
+            .replace("-g imgbot", f"-g {who['service_group']}")
+            for line in recipe
+            if not line.startswith(("useradd ", "systemctl "))
+        )
         assert not any(word.startswith("/etc") for word in script.split()), script
 
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=clone,
-                              input=PASSWORD + "\n", capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=clone,
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
         assert done.returncode == 0, done.stderr
         etc = root / "etc/imgbot"
         owner = pwd.getpwnam(who["owner"]).pw_uid
         service_gid = grp.getgrnam(who["service_group"]).gr_gid
-        expected = {etc: (0o750, service_gid), etc / "config.yaml": (0o640, service_gid),
-                    etc / "password": (0o600, grp.getgrnam(who["root_group"]).gr_gid)}
+        expected = {
+            etc: (0o750, service_gid),
+            etc / "config.yaml": (0o640, service_gid),
+            etc / "password": (0o600, grp.getgrnam(who["root_group"]).gr_gid),
+        }
         for path, (mode, gid) in expected.items():
             st = path.stat()
             assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(mode), owner, gid), path
@@ -135,24 +150,35 @@ def test_the_service_recipe_works_on_a_fresh_machine(source):
         if os.getuid() == 0 and shutil.which("setpriv"):
             # The service's user (here nobody, in the stand-in group) reads its config and
             # not the password, which only systemd, as root, reads for LoadCredential=.
-            as_service = ["setpriv", "--reuid", str(pwd.getpwnam("nobody").pw_uid),
-                          "--regid", str(service_gid), "--clear-groups", "cat"]
-            config = subprocess.run([*as_service, str(etc / "config.yaml")],
-                                    capture_output=True, text=True, timeout=10)
+            as_service = [
+                "setpriv",
+                "--reuid",
+                str(pwd.getpwnam("nobody").pw_uid),
+                "--regid",
+                str(service_gid),
+                "--clear-groups",
+                "cat",
+            ]
+            config = subprocess.run(
+                [*as_service, str(etc / "config.yaml")], capture_output=True, text=True, timeout=10
+            )
             assert config.returncode == 0, config.stderr
-            secret = subprocess.run([*as_service, str(etc / "password")],
-                                    capture_output=True, text=True, timeout=10)
+            secret = subprocess.run(
+                [*as_service, str(etc / "password")], capture_output=True, text=True, timeout=10
+            )
             assert secret.returncode != 0 and "Permission denied" in secret.stderr
 
 
-@pytest.mark.parametrize("marker", ["the GPU install", "the CPU install", "the service recipe",
-                                    "the admin commands"])
+@pytest.mark.parametrize(
+    "marker", ["the GPU install", "the CPU install", "the service recipe", "the admin commands"]
+)
 def test_the_lines_are_valid_shell_each_on_its_own(marker):
     lines = block(marker)
     assert lines
     for line in lines:
-        checked = subprocess.run(["bash", "-n", "-c", line], capture_output=True, text=True,
-                                 timeout=10)
+        checked = subprocess.run(
+            ["bash", "-n", "-c", line], capture_output=True, text=True, timeout=10
+        )
         assert checked.returncode == 0, (line, checked.stderr)
 
 
@@ -167,8 +193,10 @@ def pip_installs(marker: str) -> list[list[str]]:
 
 def test_the_install_lines_take_torch_first_at_the_tested_version():
     tested = version("torch").split("+")[0]
-    for marker, index in (("the GPU install", "https://download.pytorch.org/whl/cu"),
-                          ("the CPU install", "https://download.pytorch.org/whl/cpu")):
+    for marker, index in (
+        ("the GPU install", "https://download.pytorch.org/whl/cu"),
+        ("the CPU install", "https://download.pytorch.org/whl/cpu"),
+    ):
         first, *_ = pip_installs(marker)
         assert first[0] == f"torch=={tested}", (marker, first)
         where = first[first.index("--index-url") + 1]

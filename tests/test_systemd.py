@@ -30,8 +30,9 @@ CLUSTER_UNITS = [*RAY_UNITS, BRIDGE]
 # The exposure the manual reports (docs/security.md); a change that raises it must update it too.
 MAX_EXPOSURE = 1.4
 
-needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                   reason="systemd-analyze is not installed")
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 
 
 def directives(section: str, unit: Path = UNIT) -> dict[str, list[str]]:
@@ -55,16 +56,31 @@ def directives(section: str, unit: Path = UNIT) -> dict[str, list[str]]:
 def test_the_unit_is_hardened():
     service = directives("Service")
     expected = {
-        "User": "imgbot", "StateDirectory": "imgbot", "UMask": "0077",
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "User": "imgbot",
+        "StateDirectory": "imgbot",
+        "UMask": "0077",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
-        "DevicePolicy": "closed", "PrivateDevices": "no",
-        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
-        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes",
-        "ProtectHostname": "yes", "ProtectProc": "invisible", "LockPersonality": "yes",
-        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "RestrictNamespaces": "yes",
-        "SystemCallArchitectures": "native", "Restart": "on-failure",
+        "DevicePolicy": "closed",
+        "PrivateDevices": "no",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "ProtectProc": "invisible",
+        "LockPersonality": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "RestrictNamespaces": "yes",
+        "SystemCallArchitectures": "native",
+        "Restart": "on-failure",
         # PyTorch's JIT needs W+X memory.
         "MemoryDenyWriteExecute": "no",
     }
@@ -81,14 +97,36 @@ def test_the_unit_is_hardened():
 @pytest.mark.parametrize("unit", CLUSTER_UNITS, ids=lambda unit: unit.stem)
 def test_the_cluster_units_are_hardened_like_the_bots(unit):
     bot = directives("Service")
-    same = ["UMask", "ProtectSystem", "ProtectHome", "PrivateTmp",
-            "PrivateMounts", "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities",
-            "PrivateUsers", "RemoveIPC", "PrivateDevices", "DevicePolicy",
-            "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
-            "ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc",
-            "LockPersonality", "RestrictRealtime", "RestrictSUIDSGID", "RestrictNamespaces",
-            "MemoryDenyWriteExecute", "SystemCallArchitectures", "SystemCallFilter",
-            "SystemCallErrorNumber", "StateDirectoryMode"]
+    same = [
+        "UMask",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateMounts",
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
+        "PrivateUsers",
+        "RemoveIPC",
+        "PrivateDevices",
+        "DevicePolicy",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "ProtectProc",
+        "LockPersonality",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "RestrictNamespaces",
+        "MemoryDenyWriteExecute",
+        "SystemCallArchitectures",
+        "SystemCallFilter",
+        "SystemCallErrorNumber",
+        "StateDirectoryMode",
+    ]
     service = directives("Service", unit)
     for key in same:
         assert service.get(key) == bot[key], f"{unit.name}: {key}={service.get(key)}"
@@ -112,8 +150,10 @@ def test_no_cluster_unit_runs_as_the_bots_user(unit):
     # The install lines in its comments make that user, and not the bot's.
     text = unit.read_text()
     if unit in RAY_UNITS:
-        assert ("useradd --system --user-group --home-dir /var/lib/imgbot-ray "
-                "--shell /usr/sbin/nologin imgbot-ray") in text
+        assert (
+            "useradd --system --user-group --home-dir /var/lib/imgbot-ray "
+            "--shell /usr/sbin/nologin imgbot-ray"
+        ) in text
     assert not re.search(r"useradd .* imgbot$", text, re.M)
 
 
@@ -153,14 +193,20 @@ def exec_start(unit: Path, environment: dict[str, str]) -> list[str]:
     (whitespace, quotes taken off as the shell does for these lines), then each "${NAME}"
     replaced inside its word by the value of ray.env."""
     [start] = directives("Service", unit)["ExecStart"]
-    return [re.sub(r"\$\{(\w+)\}", lambda name: environment.get(name[1], ""), word)
-            for word in shlex.split(start)]
+    return [
+        re.sub(r"\$\{(\w+)\}", lambda name: environment.get(name[1], ""), word)
+        for word in shlex.split(start)
+    ]
 
 
 def test_the_worker_joins_the_head_with_its_gpus_and_imgbot_workers():
     service = directives("Service", RAY_WORKER)
-    ray_env = {"IMGBOT_RAY_HEAD": "10.0.0.5:6379", "IMGBOT_RAY_IP": "10.0.0.6",
-               "IMGBOT_RAY_GPUS": "2", "IMGBOT_RAY_WORKERS": "2"}
+    ray_env = {
+        "IMGBOT_RAY_HEAD": "10.0.0.5:6379",
+        "IMGBOT_RAY_IP": "10.0.0.6",
+        "IMGBOT_RAY_GPUS": "2",
+        "IMGBOT_RAY_WORKERS": "2",
+    }
     start = exec_start(RAY_WORKER, ray_env)
     assert "--address=10.0.0.5:6379" in start and "--num-gpus=2" in start
     # The custom resource the bot's workers ask for by default: only hosts that say so get
@@ -192,8 +238,10 @@ def test_tls_between_the_nodes_is_a_commented_choice(unit):
     # Ray's names (ray/_private/tls_utils.py); the files come as credentials, since the
     # unit cannot see /etc/imgbot.
     lines = [line.strip() for line in unit.read_text().splitlines()]
-    assert ("#Environment=RAY_USE_TLS=1 RAY_TLS_SERVER_CERT=%d/ray-tls-cert "
-            "RAY_TLS_SERVER_KEY=%d/ray-tls-key RAY_TLS_CA_CERT=%d/ray-tls-ca") in lines
+    assert (
+        "#Environment=RAY_USE_TLS=1 RAY_TLS_SERVER_CERT=%d/ray-tls-cert "
+        "RAY_TLS_SERVER_KEY=%d/ray-tls-key RAY_TLS_CA_CERT=%d/ray-tls-ca"
+    ) in lines
     for name, file in [("cert", "node.crt"), ("key", "node.key"), ("ca", "ca.crt")]:
         assert f"#LoadCredential=ray-tls-{name}:/etc/imgbot/ray-tls/{file}" in lines
 
@@ -215,13 +263,15 @@ def test_the_bridge_runs_on_the_connection_as_its_own_user_with_its_own_token():
     service = directives("Service", BRIDGE)
     # Pinned to the head node of this host, as the head's unit starts it: a hello that names
     # another address is refused (tests/cluster/test_cluster_trust.py).
-    assert service["ExecStart"] == ["/opt/imgbot/venv/bin/python -m generation.cluster.bridge "
-                                    "--address=${IMGBOT_RAY_IP}:6379"]
+    assert service["ExecStart"] == [
+        "/opt/imgbot/venv/bin/python -m generation.cluster.bridge --address=${IMGBOT_RAY_IP}:6379"
+    ]
     assert service["EnvironmentFile"] == ["/etc/imgbot/ray.env"]  # read before the sandbox
     head = directives("Service", SYSTEMD / "imgbot-ray-head.service")
     assert head["EnvironmentFile"] == ["/etc/imgbot/ray.env"]
     assert {"--node-ip-address=${IMGBOT_RAY_IP}", "--port=6379"} <= set(
-        " ".join(head["ExecStart"]).split())
+        " ".join(head["ExecStart"]).split()
+    )
     assert service["StandardInput"] == service["StandardOutput"] == ["socket"]
     assert service["StandardError"] == ["journal"]
     # The token is root's file; the bridge reads its private copy, the bot needs none.
@@ -250,18 +300,21 @@ def test_the_bots_unit_may_connect_to_the_bridge_socket():
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", [UNIT, *CLUSTER_UNITS, BRIDGE_SOCKET],
-                         ids=lambda unit: unit.stem)
+@pytest.mark.parametrize("unit", [UNIT, *CLUSTER_UNITS, BRIDGE_SOCKET], ids=lambda unit: unit.stem)
 def test_systemd_analyze_verify_finds_nothing(tmp_path, unit):
     # verify insists that ExecStart's binary exists; /opt/imgbot/venv is not installed here.
     # A socket is verified with its service beside it.
     for each in [unit, BRIDGE] if unit == BRIDGE_SOCKET else [unit]:
-        (tmp_path / each.name).write_text(re.sub(r"(?m)^ExecStart=\S+",
-                                                 f"ExecStart={shutil.which('true')}",
-                                                 each.read_text()))
+        (tmp_path / each.name).write_text(
+            re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={shutil.which('true')}", each.read_text())
+        )
 
-    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit.name)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / unit.name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
@@ -269,8 +322,12 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path, unit):
 
 @needs_analyze
 def test_the_security_exposure_is_what_the_readme_says():
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                             str(UNIT)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     score = re.search(r"Overall exposure level for imgbot\.service: (\d+\.\d+)", result.stdout)
@@ -283,24 +340,32 @@ def test_the_security_exposure_is_what_the_readme_says():
 @needs_analyze
 @pytest.mark.parametrize("unit", CLUSTER_UNITS, ids=lambda unit: unit.stem)
 def test_the_cluster_units_are_exposed_no_more_than_the_bot(unit):
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                             str(unit)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     # A template is rated as its instance NAME@i.
     name = unit.name.replace("@.", "@i.")
-    score = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)",
-                      result.stdout)
+    score = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", result.stdout)
     assert score, result.stdout
     assert float(score[1]) <= MAX_EXPOSURE
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", [None, *CLUSTER_UNITS, BRIDGE_SOCKET],
-                         ids=lambda u: u.stem if u else "default")
+@pytest.mark.parametrize(
+    "unit", [None, *CLUSTER_UNITS, BRIDGE_SOCKET], ids=lambda u: u.stem if u else "default"
+)
 def test_the_verify_script(unit):
-    result = subprocess.run([str(SYSTEMD / "verify.sh"), *([str(unit)] if unit else [])],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(SYSTEMD / "verify.sh"), *([str(unit)] if unit else [])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verify: ok" in result.stdout
@@ -321,9 +386,11 @@ def test_a_process_of_the_bots_user_reads_its_credentials_and_may_kill_it(tmp_pa
         os.chown(path, bot_uid, bot_uid)
     bot = subprocess.Popen(["sleep", "60"], cwd=state, user=bot_uid, group=bot_uid)
     try:
+
         def as_user(uid: int, *command: str) -> subprocess.CompletedProcess:
-            return subprocess.run(command, user=uid, group=uid, cwd="/", capture_output=True,
-                                  text=True, timeout=30)
+            return subprocess.run(
+                command, user=uid, group=uid, cwd="/", capture_output=True, text=True, timeout=30
+            )
 
         stolen = f"/proc/{bot.pid}/cwd/credentials.json"
         other = as_user(other_uid, "cat", stolen)
@@ -341,8 +408,10 @@ def test_a_process_of_the_bots_user_reads_its_credentials_and_may_kill_it(tmp_pa
         bot.wait()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="a mount namespace and other users need root")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a mount namespace and other users need root",
+)
 def test_a_read_only_socket_folder_takes_connections_from_the_sockets_group_only():
     # The bot's unit sees /run read-only (ProtectSystem=strict); connect() needs write
     # permission on the socket, which a read-only mount does not take away (only files,
@@ -359,25 +428,45 @@ def test_a_read_only_socket_folder_takes_connections_from_the_sockets_group_only
         server.listen()
         os.chown(run / "bridge.sock", ray_uid, bot_gid)
         (run / "bridge.sock").chmod(0o660)
-        client = ("import errno, os, socket, sys\n"
-                  "uid, gid, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
-                  "os.setgroups([]); os.setgid(gid); os.setuid(uid)\n"
-                  "try:\n"
-                  "    open(os.path.join(folder, 'x'), 'w')\n"
-                  "except OSError as exc:\n"
-                  "    print('write:', errno.errorcode[exc.errno])\n"
-                  "try:\n"
-                  "    socket.socket(socket.AF_UNIX).connect(os.path.join(folder, 'bridge.sock'))\n"
-                  "    print('connected')\n"
-                  "except OSError as exc:\n"
-                  "    print('connect:', errno.errorcode[exc.errno])\n")
+        client = (
+            "import errno, os, socket, sys\n"
+            "uid, gid, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
+            "os.setgroups([]); os.setgid(gid); os.setuid(uid)\n"
+            "try:\n"
+            "    open(os.path.join(folder, 'x'), 'w')\n"
+            "except OSError as exc:\n"
+            "    print('write:', errno.errorcode[exc.errno])\n"
+            "try:\n"
+            "    socket.socket(socket.AF_UNIX).connect(os.path.join(folder, 'bridge.sock'))\n"
+            "    print('connected')\n"
+            "except OSError as exc:\n"
+            "    print('connect:', errno.errorcode[exc.errno])\n"
+        )
         read_only = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
 
         def connect_as(uid: int, gid: int) -> str:
             return subprocess.run(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", read_only, "sh",
-                 str(run), sys.executable, "-c", client, str(uid), str(gid), str(run)],
-                capture_output=True, text=True, timeout=30).stdout
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    read_only,
+                    "sh",
+                    str(run),
+                    sys.executable,
+                    "-c",
+                    client,
+                    str(uid),
+                    str(gid),
+                    str(run),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
 
         assert connect_as(bot_uid, bot_gid) == "write: EROFS\nconnected\n"
         assert connect_as(stranger, stranger) == "write: EROFS\nconnect: EACCES\n"

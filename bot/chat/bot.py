@@ -29,9 +29,17 @@ from bot.ops.tasks import TaskOwner
 class Bot:
     """The roles of one bot, composed for bot.app; it holds no behaviour of its own."""
 
-    def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
-                 tasks: TaskOwner, metrics: Metrics | None = None,
-                 beat: Callable[[], None] = lambda: None, disk: DiskWatch | None = None):
+    def __init__(
+        self,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        queue: GenerationQueue,
+        tasks: TaskOwner,
+        metrics: Metrics | None = None,
+        beat: Callable[[], None] = lambda: None,
+        disk: DiskWatch | None = None,
+    ):
         self.ctx = ctx = Context(client, settings, db, queue, tasks, metrics, beat, disk)
         self.delivery = Delivery(ctx)
         self.acceptor = Acceptor(ctx, self.delivery, Iterator(ctx))

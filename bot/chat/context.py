@@ -39,8 +39,11 @@ PER_ROOM = 3
 OVERALL = 6
 # Pictures encoded at once, in all rooms: the encoding is CPU work, and one more at once
 # than there are cores only slows the picture whose turn to be sent comes next.
-_CORES = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # a container's
-          else os.cpu_count() or 1)
+_CORES = (
+    len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity")  # a container's
+    else os.cpu_count() or 1
+)
 ENCODERS = max(1, min(OVERALL, _CORES))
 
 
@@ -114,9 +117,17 @@ class Pending:
 class Context:
     """The parts and the running state every chat role of one bot shares."""
 
-    def __init__(self, client: AsyncClient, settings: Settings, db, queue: GenerationQueue,
-                 tasks: TaskOwner, metrics: Metrics | None = None,
-                 beat: Callable[[], None] = lambda: None, disk: DiskWatch | None = None):
+    def __init__(
+        self,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        queue: GenerationQueue,
+        tasks: TaskOwner,
+        metrics: Metrics | None = None,
+        beat: Callable[[], None] = lambda: None,
+        disk: DiskWatch | None = None,
+    ):
         self.client = client
         self.settings = settings
         self.db = db
@@ -131,10 +142,12 @@ class Context:
         self.catalogue = Catalogue(
             default_model=runner.name,
             models={name: runner.native_size(name) for name in runner.models},
-            styles=styles.configured(settings.styles), families=families,
+            styles=styles.configured(settings.styles),
+            families=families,
             # generation.edit_model, else the default model where its family edits
-            edit_model=settings.generation.edit_model or (
-                runner.name if family_of_runner(runner, runner.name).edits else None))
+            edit_model=settings.generation.edit_model
+            or (runner.name if family_of_runner(runner, runner.name).edits else None),
+        )
         self.pending: dict[str, Pending] = {}  # by the command's event ID
         # The answer of each room's newest job: answers in a room come in the order the
         # commands were accepted, though the next picture is made while one is uploading.
@@ -173,5 +186,6 @@ class Context:
         return pending.room_id if pending else None
 
     async def room_defaults(self, room_id: str):
-        return rooms.usable(await room_defaults.stored(self.db, room_id), self.settings.limits,
-                            self.catalogue)
+        return rooms.usable(
+            await room_defaults.stored(self.db, room_id), self.settings.limits, self.catalogue
+        )

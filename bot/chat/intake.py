@@ -24,13 +24,13 @@ from bot.store import db as database
 log = logging.getLogger(__name__)
 
 # The one answer of a command that was taken but whose change the full disk refused.
-NOT_SAVED = ("The bot's server is out of disk space, so that could not be saved. Try again "
-             "later.")
+NOT_SAVED = "The bot's server is out of disk space, so that could not be saved. Try again later."
 
 
 def _is_edit(content: dict[str, Any]) -> bool:
-    return ("m.new_content" in content
-            or messages.relation_of(content).get("rel_type") == "m.replace")
+    return (
+        "m.new_content" in content or messages.relation_of(content).get("rel_type") == "m.replace"
+    )
 
 
 def _source(event: Any) -> dict[str, Any]:
@@ -54,8 +54,11 @@ class Intake:
         self.replies = replies
         self.lanes = Lanes(ctx.tasks, ctx.beat)
         self.undecrypted = encryption.Undecrypted(
-            ctx.client, self._hand_on, self._undecryptable,
-            wanted=lambda sender: matches(sender, ctx.settings.matrix.allowed_users))
+            ctx.client,
+            self._hand_on,
+            self._undecryptable,
+            wanted=lambda sender: matches(sender, ctx.settings.matrix.allowed_users),
+        )
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
         self._left: set[str] = set()  # rooms the syncs showed the bot leave (nio keeps them)
@@ -73,18 +76,21 @@ class Intake:
         except Exception as exc:
             if not database.is_disk_full(exc):  # nio keeps its keys in state_dir
                 raise
-            log.warning("could not update the encryption keys: the disk is full",
-                        exc_info=True)
+            log.warning("could not update the encryption keys: the disk is full", exc_info=True)
         self._left.update(response.rooms.leave)
         self._left.difference_update(response.rooms.join)
         for room_id, info in response.rooms.invite.items():
-            self._hand(room_id, lambda r=room_id, s=info.invite_state: self.on_invite(r, s),
-                       "an invite")
+            self._hand(
+                room_id, lambda r=room_id, s=info.invite_state: self.on_invite(r, s), "an invite"
+            )
         if not self.ctx.settings.matrix.encryption:
             for room_id in response.rooms.join:
                 if messages.is_encrypted(self.ctx.client, room_id):
-                    self._hand(room_id, lambda r=room_id: self._leave_encrypted(r),
-                               "leaving an encrypted room")
+                    self._hand(
+                        room_id,
+                        lambda r=room_id: self._leave_encrypted(r),
+                        "leaving an encrypted room",
+                    )
         if not first:  # history: commands sent before the bot's first start are not answered
             await self._take_in(response)
         return asyncio.gather(*self._handed)
@@ -126,8 +132,14 @@ class Intake:
             return
         most, rooms = self.ctx.settings.matrix.max_rooms, self._rooms_in()
         if rooms >= most:
-            log.warning("declining the invite to %s from %s: the bot is in %d rooms and "
-                        "matrix.max_rooms is %d", room_id, inviter, rooms, most)
+            log.warning(
+                "declining the invite to %s from %s: the bot is in %d rooms and "
+                "matrix.max_rooms is %d",
+                room_id,
+                inviter,
+                rooms,
+                most,
+            )
             await self.ctx.client.room_leave(room_id)
             return
         # Counted from now on: the invites of one sync are handled at once, in their rooms'
@@ -142,8 +154,12 @@ class Intake:
         if isinstance(response, JoinResponse):
             log.info("joined %s on the invite of %s", room_id, inviter)
         else:
-            log.warning("could not join %s on the invite of %s: %s", room_id, inviter,
-                        getattr(response, "message", type(response).__name__))
+            log.warning(
+                "could not join %s on the invite of %s: %s",
+                room_id,
+                inviter,
+                getattr(response, "message", type(response).__name__),
+            )
 
     def _inviter(self, invite_state: list) -> str | None:
         """Who invited the bot, from the invite event the homeserver itself delivers: the
@@ -153,9 +169,12 @@ class Intake:
         bot "sent" by one of our allowed users included. The real one's sender the
         homeserver did check (it must be of the server that sent the invite). A last one
         nio could not read, or one that is not an invite, invites nobody."""
-        mine = [e for e in invite_state
-                if _source(e).get("type") == "m.room.member"
-                and _source(e).get("state_key") == self.ctx.me]
+        mine = [
+            e
+            for e in invite_state
+            if _source(e).get("type") == "m.room.member"
+            and _source(e).get("state_key") == self.ctx.me
+        ]
         last = mine[-1] if mine else None
         if isinstance(last, InviteMemberEvent) and last.membership == "invite":
             return last.sender
@@ -172,20 +191,28 @@ class Intake:
         """With matrix.encryption off, an encrypted room gets one notice, in the clear (the
         bot has no keys), saying why the bot leaves; it never answers there unencrypted."""
         log.warning("leaving %s: it is encrypted and matrix.encryption is off", room_id)
-        content = {"msgtype": "m.notice", "body": (
-            "This room is end-to-end encrypted and this bot runs with encryption turned "
-            "off (matrix.encryption: false), so it cannot work here and leaves. Ask its "
-            "admin to turn encryption on, or invite it to an unencrypted room.")}
+        content = {
+            "msgtype": "m.notice",
+            "body": (
+                "This room is end-to-end encrypted and this bot runs with encryption turned "
+                "off (matrix.encryption: false), so it cannot work here and leaves. Ask its "
+                "admin to turn encryption on, or invite it to an unencrypted room."
+            ),
+        }
         try:
-            await self.ctx.client.room_send(room_id, "m.room.message", content,
-                                            tx_id=f"imgbot-leave-{room_id}")
+            await self.ctx.client.room_send(
+                room_id, "m.room.message", content, tx_id=f"imgbot-leave-{room_id}"
+            )
         finally:
             await self.ctx.client.room_leave(room_id)
 
     async def _undecryptable(self, room_id: str, event: dict[str, Any], text: str) -> None:
         if matches(str(event.get("sender")), self.ctx.settings.matrix.allowed_users):
-            self._hand(room_id, lambda: messages.send_notice(
-                self.ctx.client, room_id, text, reply_to=event), "a notice")
+            self._hand(
+                room_id,
+                lambda: messages.send_notice(self.ctx.client, room_id, text, reply_to=event),
+                "a notice",
+            )
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
         if event.get("sender") == self.ctx.me:
@@ -194,11 +221,17 @@ class Intake:
             await self.on_redaction(room_id, event)
             return
         content = event.get("content") or {}
-        if (event.get("type") != "m.room.message" or content.get("msgtype") != "m.text"
-                or _is_edit(content)):
+        if (
+            event.get("type") != "m.room.message"
+            or content.get("msgtype") != "m.text"
+            or _is_edit(content)
+        ):
             return
-        command = parse(str(content.get("body", "")), self.ctx.settings.matrix.command_prefix,
-                        self.ctx.settings.limits)
+        command = parse(
+            str(content.get("body", "")),
+            self.ctx.settings.matrix.command_prefix,
+            self.ctx.settings.limits,
+        )
         if command is None:
             return
         sender = event["sender"]
@@ -212,24 +245,32 @@ class Intake:
         # Nothing is sent before the claim is stored: a claim the full disk refused is
         # tried again, whole, once space is back.
         if isinstance(command, UsageError):
-            await self._when_stored(event, lambda: self.acceptor.reject(
-                room_id, event, command.message, prompt=str(content.get("body"))))
+            await self._when_stored(
+                event,
+                lambda: self.acceptor.reject(
+                    room_id, event, command.message, prompt=str(content.get("body"))
+                ),
+            )
         elif isinstance(command, (Generate, *ON_A_PICTURE)):
             await self._when_stored(
-                event, lambda: self.acceptor.on_generate(room_id, event, command))
+                event, lambda: self.acceptor.on_generate(room_id, event, command)
+            )
         else:
-            await self._when_stored(event, lambda: database.claim_event(
-                self.ctx.db, event["event_id"], time.time()))
+            await self._when_stored(
+                event, lambda: database.claim_event(self.ctx.db, event["event_id"], time.time())
+            )
             try:
                 await self.replies.answer(room_id, event, command)
             except Exception as exc:
                 if not await self.ctx.disk.refused(exc):
                     raise
                 # Taken, so never answered again: this notice is its one answer.
-                log.warning("a %s command in %s could not be saved: the disk is full",
-                            type(command).__name__, room_id)
-                await messages.send_notice(self.ctx.client, room_id, NOT_SAVED,
-                                           reply_to=event)
+                log.warning(
+                    "a %s command in %s could not be saved: the disk is full",
+                    type(command).__name__,
+                    room_id,
+                )
+                await messages.send_notice(self.ctx.client, room_id, NOT_SAVED, reply_to=event)
 
     async def _when_stored(self, event: dict[str, Any], take) -> None:
         """Take a command (`take`: its handling up to and including its claim), or, when
@@ -247,12 +288,18 @@ class Intake:
                     raise
             else:
                 if waited:
-                    log.info("took %s's command %s, kept waiting by the full disk",
-                             event.get("sender"), event.get("event_id"))
+                    log.info(
+                        "took %s's command %s, kept waiting by the full disk",
+                        event.get("sender"),
+                        event.get("event_id"),
+                    )
                 return
             if not waited:
-                log.info("%s's command %s waits until the disk has space",
-                         event.get("sender"), event.get("event_id"))
+                log.info(
+                    "%s's command %s waits until the disk has space",
+                    event.get("sender"),
+                    event.get("event_id"),
+                )
             waited = True
             self.waiting += 1
             try:
@@ -272,9 +319,14 @@ class Intake:
             return
         sender = str(event.get("sender"))
         if sender != pending.stored.sender and not await power.may_redact_others(
-                self.ctx.client, room_id, sender):
-            log.info("job %d stays: its command was redacted by %s, who is neither its "
-                     "owner nor may redact others' events there", pending.ticket.id, sender)
+            self.ctx.client, room_id, sender
+        ):
+            log.info(
+                "job %d stays: its command was redacted by %s, who is neither its "
+                "owner nor may redact others' events there",
+                pending.ticket.id,
+                sender,
+            )
             return
         if not self.ctx.queue.cancel(lambda ticket: ticket is pending.ticket):
             pending.withdrawn = True

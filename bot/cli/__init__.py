@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.cli import (bench, check, demo, generate, make_test_model, references, run, usage,
-                     verify)
+from bot.cli import bench, check, demo, generate, make_test_model, references, run, usage, verify
 from bot.ops.logs import setup_logging  # importable from here as before
 
 __all__ = ["build_parser", "main", "setup_logging"]
@@ -20,7 +19,8 @@ COMMANDS = (run, demo, generate, usage, check, make_test_model, bench, verify, r
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgbot",
-        description="A Matrix chat bot that makes pictures with local diffusion models.")
+        description="A Matrix chat bot that makes pictures with local diffusion models.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)

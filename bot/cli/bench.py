@@ -15,55 +15,98 @@ from generation.bench.comparison import RANDOM_ARCHS
 
 def add_parser(sub) -> None:
     bench = sub.add_parser(
-        "bench", help="time the engine against plain diffusers on the same workload",
+        "bench",
+        help="time the engine against plain diffusers on the same workload",
         epilog="Prints the configuration and a table: seconds per picture (median, p90), "
-               "pictures per second, peak memory, ours/baseline and our engine's warm-up "
-               "(as the bot's; with --compile, the compile's cost), for our engine and for "
-               "plain diffusers (in our engine's precision, the same pictures per call), at "
-               "each batch size.")
+        "pictures per second, peak memory, ours/baseline and our engine's warm-up "
+        "(as the bot's; with --compile, the compile's cost), for our engine and for "
+        "plain diffusers (in our engine's precision, the same pictures per call), at "
+        "each batch size.",
+    )
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a local diffusers folder")
-    source.add_argument("--random-weights", choices=tuple(RANDOM_ARCHS),
-                        help="the full-size architecture with random weights, built in memory")
+    source.add_argument(
+        "--random-weights",
+        choices=tuple(RANDOM_ARCHS),
+        help="the full-size architecture with random weights, built in memory",
+    )
     bench.add_argument("--size", help="WxH (default: the model's native size)")
     bench.add_argument("--steps", type=int, default=4, help="default 4")
     bench.add_argument("--guidance", type=float, default=0.0, help="default 0")
-    bench.add_argument("--count", type=int, default=10,
-                       help="pictures timed a side at each batch size (default 10)")
-    bench.add_argument("--batch", type=_batches, default=(1,), metavar="N[,N…]",
-                       help="pictures per call, on both sides; several sizes (1,4) are each "
-                            "timed on one load (default 1)")
+    bench.add_argument(
+        "--count",
+        type=int,
+        default=10,
+        help="pictures timed a side at each batch size (default 10)",
+    )
+    bench.add_argument(
+        "--batch",
+        type=_batches,
+        default=(1,),
+        metavar="N[,N…]",
+        help="pictures per call, on both sides; several sizes (1,4) are each "
+        "timed on one load (default 1)",
+    )
     bench.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    bench.add_argument("--warm-up", type=int, default=1,
-                       help="untimed calls a side before the timed ones (default 1)")
-    bench.add_argument("--compile", action="store_true",
-                       help="our engine with torch.compile, as generation.compile: true")
-    bench.add_argument("--quantize", choices=("none", "int8", "fp8"), default="none",
-                       help="our engine's denoiser quantized, as generation.quantize (needs "
-                            "imgbot[quantize]; fp8 a GPU of compute capability 8.9 or newer)")
+    bench.add_argument(
+        "--warm-up",
+        type=int,
+        default=1,
+        help="untimed calls a side before the timed ones (default 1)",
+    )
+    bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="our engine with torch.compile, as generation.compile: true",
+    )
+    bench.add_argument(
+        "--quantize",
+        choices=("none", "int8", "fp8"),
+        default="none",
+        help="our engine's denoiser quantized, as generation.quantize (needs "
+        "imgbot[quantize]; fp8 a GPU of compute capability 8.9 or newer)",
+    )
     bench.add_argument("--no-baseline", action="store_true", help="time our engine only")
-    bench.add_argument("--baseline-from", metavar="FILE",
-                       help="with --no-baseline: ours/baseline against the baseline rows of "
-                            "an earlier --json FILE of the same workload")
-    bench.add_argument("--through-matrix", action="store_true",
-                       help="send the workload as chat commands through a throw-away local "
-                            "Synapse and the bot (needs imgbot[demo]); reports pictures per "
-                            "second through the bot beside the engine's own, the worker's "
-                            "idle share while jobs waited, and each reply's overhead")
-    bench.add_argument("--backend", choices=("local", "ray"), default="local",
-                       help="ray: the workload made by GPU workers on the Ray cluster that "
-                            "the config's generation.ray names, through the bot's queue "
-                            "(with --through-matrix, through chat too); needs --model and -c")
+    bench.add_argument(
+        "--baseline-from",
+        metavar="FILE",
+        help="with --no-baseline: ours/baseline against the baseline rows of "
+        "an earlier --json FILE of the same workload",
+    )
+    bench.add_argument(
+        "--through-matrix",
+        action="store_true",
+        help="send the workload as chat commands through a throw-away local "
+        "Synapse and the bot (needs imgbot[demo]); reports pictures per "
+        "second through the bot beside the engine's own, the worker's "
+        "idle share while jobs waited, and each reply's overhead",
+    )
+    bench.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: the workload made by GPU workers on the Ray cluster that "
+        "the config's generation.ray names, through the bot's queue "
+        "(with --through-matrix, through chat too); needs --model and -c",
+    )
     bench.add_argument("-c", "--config", help="with --backend ray: the config file")
-    bench.add_argument("--workers", type=int,
-                       help="with --backend ray: how many workers (default: "
-                            "generation.ray.workers of the config)")
-    bench.add_argument("--json", metavar="FILE",
-                       help="also write the figures to FILE (rewritten as each is measured)")
-    bench.add_argument("--figures", metavar="FILE",
-                       help="append one line per figure to FILE as soon as it is measured "
-                            "(model, size, steps, batch, s/picture, pictures/s, peak memory, "
-                            "ours/plain)")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        help="with --backend ray: how many workers (default: generation.ray.workers of the config)",
+    )
+    bench.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the figures to FILE (rewritten as each is measured)",
+    )
+    bench.add_argument(
+        "--figures",
+        metavar="FILE",
+        help="append one line per figure to FILE as soon as it is measured "
+        "(model, size, steps, batch, s/picture, pictures/s, peak memory, "
+        "ours/plain)",
+    )
     bench.set_defaults(run=cmd_bench)
 
 
@@ -91,12 +134,24 @@ def cmd_bench(args) -> int:
         print("imgbot bench: --baseline-from goes with --no-baseline", file=sys.stderr)
         return 2
     try:
-        workload = Workload.make(args.model, args.random_weights, args.size, steps=args.steps,
-                                 guidance=args.guidance, count=args.count, batch=args.batch,
-                                 warm_up=args.warm_up, device=args.device,
-                                 compile=args.compile, quantize=args.quantize)
-        earlier = (baseline_of(_read_report(Path(args.baseline_from)), workload)
-                   if args.baseline_from else None)
+        workload = Workload.make(
+            args.model,
+            args.random_weights,
+            args.size,
+            steps=args.steps,
+            guidance=args.guidance,
+            count=args.count,
+            batch=args.batch,
+            warm_up=args.warm_up,
+            device=args.device,
+            compile=args.compile,
+            quantize=args.quantize,
+        )
+        earlier = (
+            baseline_of(_read_report(Path(args.baseline_from)), workload)
+            if args.baseline_from
+            else None
+        )
     except (BenchError, ModelError) as exc:
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 2
@@ -115,9 +170,13 @@ def cmd_bench(args) -> int:
                 file.write(figure_line(config, row) + "\n")
 
     try:
-        report = run_bench(workload, say=lambda line: print(line, file=sys.stderr, flush=True),
-                           baseline=not args.no_baseline, baseline_rows=earlier,
-                           on_row=measured)
+        report = run_bench(
+            workload,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+            baseline=not args.no_baseline,
+            baseline_rows=earlier,
+            on_row=measured,
+        )
     except GenerationError as exc:  # out of GPU memory, in our engine
         print(f"imgbot bench: {exc}", file=sys.stderr)
         return 1
@@ -144,8 +203,11 @@ def _bench_on_cluster(workload, args) -> int:
     from bot.local.bench_matrix import through_matrix
 
     if workload.model is None or not args.config:
-        print("imgbot bench: --backend ray needs --model DIR (on every GPU host) and -c "
-              "CONFIG (its generation.ray names the cluster)", file=sys.stderr)
+        print(
+            "imgbot bench: --backend ray needs --model DIR (on every GPU host) and -c "
+            "CONFIG (its generation.ray names the cluster)",
+            file=sys.stderr,
+        )
         return 2
     try:
         settings = load_settings(args.config)
@@ -155,32 +217,53 @@ def _bench_on_cluster(workload, args) -> int:
     ray = settings.generation.ray.model_dump()
     if args.workers:
         ray["workers"] = args.workers
-    generation = {"model": workload.model, "size": f"{workload.width}x{workload.height}",
-                  "steps": workload.steps, "guidance": workload.guidance,
-                  "max_batch": workload.batch, "backend": "ray", "ray": ray, "warm_up": True}
-    settings = settings.model_copy(update={"generation": type(settings.generation)(
-        **generation)})
+    generation = {
+        "model": workload.model,
+        "size": f"{workload.width}x{workload.height}",
+        "steps": workload.steps,
+        "guidance": workload.guidance,
+        "max_batch": workload.batch,
+        "backend": "ray",
+        "ray": ray,
+        "warm_up": True,
+    }
+    settings = settings.model_copy(update={"generation": type(settings.generation)(**generation)})
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.through_matrix:
         say("Starting a throw-away Synapse; the workers load on the cluster…")
-        figures = through_matrix(None, count=workload.count, width=workload.width,
-                                 height=workload.height, steps=workload.steps,
-                                 guidance=workload.guidance, max_batch=workload.batch,
-                                 generation=generation)
+        figures = through_matrix(
+            None,
+            count=workload.count,
+            width=workload.width,
+            height=workload.height,
+            steps=workload.steps,
+            guidance=workload.guidance,
+            max_batch=workload.batch,
+            generation=generation,
+        )
     else:
         spec = spec_of(settings)
-        figures = run(spec, catalogue_of(spec.recipe), count=workload.count,
-                      width=workload.width, height=workload.height, steps=workload.steps,
-                      guidance=workload.guidance, max_batch=workload.batch, say=say)
-    print(f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
-          f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
-          f"to {workload.batch}, {ray['workers']} Ray worker(s) of {ray['resources']}")
+        figures = run(
+            spec,
+            catalogue_of(spec.recipe),
+            count=workload.count,
+            width=workload.width,
+            height=workload.height,
+            steps=workload.steps,
+            guidance=workload.guidance,
+            max_batch=workload.batch,
+            say=say,
+        )
+    print(
+        f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+        f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+        f"to {workload.batch}, {ray['workers']} Ray worker(s) of {ray['resources']}"
+    )
     print(figures.table())
     return 0
 
 
-def _bench_through_matrix(workload, out: Path | None = None,
-                          lines: Path | None = None) -> int:
+def _bench_through_matrix(workload, out: Path | None = None, lines: Path | None = None) -> int:
     """The workload as chat commands through a local Synapse and the bot (batched by the
     bot's queue up to --batch pictures)."""
     from generation.bench.comparison import load_ours
@@ -190,38 +273,65 @@ def _bench_through_matrix(workload, out: Path | None = None,
     print("Loading the model and starting a throw-away Synapse…", file=sys.stderr)
     engine = load_ours(workload)
     # As the bot warms up (generation/models/recipe.py): one picture, then a batch of two.
-    engine.warm_up(workload.width, workload.height, guidance=workload.guidance,
-                   batch=workload.batch)
-    figures = through_matrix(engine, count=workload.count, width=workload.width,
-                             height=workload.height, steps=workload.steps,
-                             guidance=workload.guidance, max_batch=workload.batch)
-    print(f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
-          f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
-          f"to {workload.batch}, on {engine.placement.device}")
+    engine.warm_up(
+        workload.width, workload.height, guidance=workload.guidance, batch=workload.batch
+    )
+    figures = through_matrix(
+        engine,
+        count=workload.count,
+        width=workload.width,
+        height=workload.height,
+        steps=workload.steps,
+        guidance=workload.guidance,
+        max_batch=workload.batch,
+    )
+    print(
+        f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+        f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+        f"to {workload.batch}, on {engine.placement.device}"
+    )
     print(figures.table())
     share = figures.pictures_per_second / figures.engine_pictures_per_second
     overhead = statistics.median(figures.overheads)
     if out:
-        out.write_text(json.dumps({
-            "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
-            **dataclasses.asdict(figures),
-            "pictures_per_second": figures.pictures_per_second,
-            "engine_pictures_per_second": figures.engine_pictures_per_second,
-            "through_share": share,
-            "median_reply_overhead_seconds": overhead,
-            "idle_share": figures.idle_share}, indent=2, default=str) + "\n",
-            encoding="utf-8")
+        out.write_text(
+            json.dumps(
+                {
+                    "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
+                    **dataclasses.asdict(figures),
+                    "pictures_per_second": figures.pictures_per_second,
+                    "engine_pictures_per_second": figures.engine_pictures_per_second,
+                    "through_share": share,
+                    "median_reply_overhead_seconds": overhead,
+                    "idle_share": figures.idle_share,
+                },
+                indent=2,
+                default=str,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     if lines:
-        how = ", ".join([engine.placement.dtype_name] + ["compiled"] * workload.compile
-                        + [workload.quantize] * (workload.quantize != "none"))
+        how = ", ".join(
+            [engine.placement.dtype_name]
+            + ["compiled"] * workload.compile
+            + [workload.quantize] * (workload.quantize != "none")
+        )
         with lines.open("a", encoding="utf-8") as file:
-            file.write(" | ".join([
-                workload.short_name, f"{workload.width}x{workload.height}",
-                f"{workload.steps} steps", f"batch up to {workload.batch}",
-                f"through chat ({how}), {figures.pictures} commands",
-                f"{1 / figures.pictures_per_second:.3f} s/picture",
-                f"{figures.pictures_per_second:.3f} pictures/s",
-                f"through the bot / engine {share:.1%}",
-                f"median reply overhead {overhead * 1000:.0f} ms"]) + "\n")
+            file.write(
+                " | ".join(
+                    [
+                        workload.short_name,
+                        f"{workload.width}x{workload.height}",
+                        f"{workload.steps} steps",
+                        f"batch up to {workload.batch}",
+                        f"through chat ({how}), {figures.pictures} commands",
+                        f"{1 / figures.pictures_per_second:.3f} s/picture",
+                        f"{figures.pictures_per_second:.3f} pictures/s",
+                        f"through the bot / engine {share:.1%}",
+                        f"median reply overhead {overhead * 1000:.0f} ms",
+                    ]
+                )
+                + "\n"
+            )
     return 0
-

@@ -13,15 +13,21 @@ from bot.text import plural
 
 
 def add_parser(sub) -> None:
-    gen = sub.add_parser("generate", help="one picture without chat, with the chat's options",
-                         epilog="Options as in chat: --seed N --steps N --size WxH --ar W:H "
-                                "--n N --style NAME --guidance X --no TEXT")
+    gen = sub.add_parser(
+        "generate",
+        help="one picture without chat, with the chat's options",
+        epilog="Options as in chat: --seed N --steps N --size WxH --ar W:H "
+        "--n N --style NAME --guidance X --no TEXT",
+    )
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", default="out.png", help="PNG file to write (.png)")
     gen.add_argument("--model", help="a local diffusers folder")
     gen.add_argument("--device", help="auto, cuda, mps or cpu")
-    gen.add_argument("-c", "--config", help="take model, defaults, limits and the compliance "
-                                               "checks and marks from this config")
+    gen.add_argument(
+        "-c",
+        "--config",
+        help="take model, defaults, limits and the compliance checks and marks from this config",
+    )
     gen.set_defaults(run=cmd_generate)
 
 
@@ -60,8 +66,10 @@ def cmd_generate(args, extra: list[str]) -> int:
         return 2
     model = args.model or defaults.model
     if model is None:
-        print("imgbot generate: give --model DIR (a local diffusers folder) or -c config.yaml",
-              file=sys.stderr)
+        print(
+            "imgbot generate: give --model DIR (a local diffusers folder) or -c config.yaml",
+            file=sys.stderr,
+        )
         return 2
     setup_logging("WARNING")
     try:
@@ -72,21 +80,33 @@ def cmd_generate(args, extra: list[str]) -> int:
     family = engine.family_of()
     if not family.text_to_image:
         # imgbot generate has no picture to start from; the bot edits with such a model.
-        print(f"imgbot generate: {model} is a {family.label} model, which only edits "
-              "pictures: it cannot make one from a prompt. Give --model a model that makes "
-              "pictures from prompts; this one edits in chat, as generation.edit_model.",
-              file=sys.stderr)
+        print(
+            f"imgbot generate: {model} is a {family.label} model, which only edits "
+            "pictures: it cannot make one from a prompt. Give --model a model that makes "
+            "pictures from prompts; this one edits in chat, as generation.edit_model.",
+            file=sys.stderr,
+        )
         return 2
     styles = configured(settings.styles) if settings else catalogue()
-    job = resolve(command, defaults, limits, Catalogue(
-        engine.name, {engine.name: engine.native_size(engine.name)}, styles,
-        families={engine.name: family}))
+    job = resolve(
+        command,
+        defaults,
+        limits,
+        Catalogue(
+            engine.name,
+            {engine.name: engine.native_size(engine.name)},
+            styles,
+            families={engine.name: family},
+        ),
+    )
     if isinstance(job, UsageError):
         print(f"imgbot generate: {job.message}", file=sys.stderr)
         return 2
     if command.strength is not None:
-        print("imgbot generate: --strength needs a picture to start from; in chat, reply to "
-              "one", file=sys.stderr)
+        print(
+            "imgbot generate: --strength needs a picture to start from; in chat, reply to one",
+            file=sys.stderr,
+        )
         return 2
     # The config's compliance section holds here as in chat: the same checks, marks and
     # signature, so a picture made from the shell is no less marked than one from a room.
@@ -95,14 +115,18 @@ def cmd_generate(args, extra: list[str]) -> int:
     try:
         compliance = Compliance.from_settings(
             settings.compliance if settings else ComplianceSettings(),
-            settings.state_dir if settings else Path("."), version())
+            settings.state_dir if settings else Path("."),
+            version(),
+        )
     except Exception as exc:
-        print(f"imgbot generate: the compliance checks cannot be loaded: {exc}",
-              file=sys.stderr)
+        print(f"imgbot generate: the compliance checks cannot be loaded: {exc}", file=sys.stderr)
         return 2
     if (term := compliance.blocklist.blocked(job.prompt)) is not None:
-        print(f"imgbot generate: the prompt contains the blocked term {term!r} "
-              "(compliance.blocklist), so nothing was made", file=sys.stderr)
+        print(
+            f"imgbot generate: the prompt contains the blocked term {term!r} "
+            "(compliance.blocklist), so nothing was made",
+            file=sys.stderr,
+        )
         return 2
     try:
         engine.load()
@@ -125,7 +149,8 @@ def cmd_generate(args, extra: list[str]) -> int:
         verdict = compliance.screen(image, job.prompt)
         if verdict.reasons:
             said = {"block": "not written", "send": "written (on_match: log)"}.get(
-                verdict.action, verdict.action)
+                verdict.action, verdict.action
+            )
             print(f"{path}: {said}: {'; '.join(verdict.reasons)}", file=sys.stderr)
         if verdict.withheld:
             withheld += 1
@@ -137,9 +162,11 @@ def cmd_generate(args, extra: list[str]) -> int:
             print(f"imgbot generate: {path}: {exc}", file=sys.stderr)
             return 1
         print(f"{path}: seed {seed}, {job.steps} steps, {job.width}x{job.height}")
-    print(f"{plural(len(images), 'picture')} in {seconds:.2f} s on "
-          f"{engine.placement.device}" + (f", {withheld} withheld by the compliance checks"
-                                          if withheld else ""))
+    print(
+        f"{plural(len(images), 'picture')} in {seconds:.2f} s on "
+        f"{engine.placement.device}"
+        + (f", {withheld} withheld by the compliance checks" if withheld else "")
+    )
     return 1 if withheld else 0
 
 
@@ -152,6 +179,8 @@ def engine_options(settings, model) -> dict:
         return {}
     generation = settings.generation
     options = generation.engine_options(settings.state_dir)
-    same = generation.model is not None and \
-        Path(model).expanduser().resolve() == generation.model.expanduser().resolve()
+    same = (
+        generation.model is not None
+        and Path(model).expanduser().resolve() == generation.model.expanduser().resolve()
+    )
     return {**options, "compile": False, "loras": options["loras"] if same else {}}

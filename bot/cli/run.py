@@ -49,8 +49,12 @@ def cmd_run(args) -> int:
         return EXIT_RETRY
     except NETWORK_ERRORS as exc:
         url = settings.matrix.homeserver_url
-        log.error("cannot reach the homeserver at %s: %s (is it running? is "
-                  "matrix.homeserver_url right?)", url, reach.reason(exc, url))
+        log.error(
+            "cannot reach the homeserver at %s: %s (is it running? is "
+            "matrix.homeserver_url right?)",
+            url,
+            reach.reason(exc, url),
+        )
         return EXIT_RETRY
     except Exception as exc:
         reading = DiskWatch(settings.state_dir, settings.disk).check()
@@ -58,9 +62,12 @@ def cmd_run(args) -> int:
             raise
         # A start writes (the jobs it resumes, its login): nothing is lost, it is only
         # early. systemd starts it again; so does an operator once space is freed.
-        log.error("state_dir %s is out of disk space (%s): the bot cannot start until "
-                  "space is freed there", settings.state_dir, exc)
+        log.error(
+            "state_dir %s is out of disk space (%s): the bot cannot start until "
+            "space is freed there",
+            settings.state_dir,
+            exc,
+        )
         return EXIT_RETRY
     log.info("stopped")
     return 0
-

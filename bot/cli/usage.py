@@ -28,12 +28,18 @@ def add_parser(sub) -> None:
     use = sub.add_parser("usage", help="review the usage log")
     use.add_argument("-c", "--config", required=True)
     use.add_argument("--since", default="7d", help="30m, 24h, 7d, 4w or all (default 7d)")
-    use.add_argument("--user", help="only this user: a whole ID (@bob:example.org), or bob "
-                                    "or @bob for one on the bot's own server")
+    use.add_argument(
+        "--user",
+        help="only this user: a whole ID (@bob:example.org), or bob "
+        "or @bob for one on the bot's own server",
+    )
     use.add_argument("--room", help="only this room ID")
     use.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    use.add_argument("--by", choices=("user", "room", "day"),
-                     help="one line per user, room or day instead of one per job")
+    use.add_argument(
+        "--by",
+        choices=("user", "room", "day"),
+        help="one line per user, room or day instead of one per job",
+    )
     use.set_defaults(run=cmd_usage)
 
 
@@ -82,12 +88,39 @@ def cmd_usage(args) -> int:
 
 # The usage table's columns, for the CSV header when no row carries them. The times come
 # as ISO 8601 with the zone, each followed by the same time as a unix epoch.
-FIELDS = ("id", "created_at", "created_at_epoch", "finished_at", "finished_at_epoch",
-          "event_id", "room_id", "user_id", "prompt", "options", "seed", "model", "status",
-          "error", "images", "queue_seconds", "generation_seconds", "compliance",
-          "worker")
-COLUMNS = ("time", "user", "room", "status", "images", "seed", "model", "queue_s", "gen_s",
-           "prompt")
+FIELDS = (
+    "id",
+    "created_at",
+    "created_at_epoch",
+    "finished_at",
+    "finished_at_epoch",
+    "event_id",
+    "room_id",
+    "user_id",
+    "prompt",
+    "options",
+    "seed",
+    "model",
+    "status",
+    "error",
+    "images",
+    "queue_seconds",
+    "generation_seconds",
+    "compliance",
+    "worker",
+)
+COLUMNS = (
+    "time",
+    "user",
+    "room",
+    "status",
+    "images",
+    "seed",
+    "model",
+    "queue_s",
+    "gen_s",
+    "prompt",
+)
 _JSON_COLUMNS = ("options", "compliance")  # JSON text in the database
 
 
@@ -144,9 +177,11 @@ def _display_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def summary(rows: list[dict[str, Any]], user: str | None = None) -> str:
     total = totals("", rows)
-    return (f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
-            f"{total.failed} failed, {total.rejected} rejected, "
-            f"{total.gpu_seconds:.1f} GPU seconds" + (f" (user {user})" if user else ""))
+    return (
+        f"{total.jobs} jobs, {total.pictures} pictures, {total.users} users, "
+        f"{total.failed} failed, {total.rejected} rejected, "
+        f"{total.gpu_seconds:.1f} GPU seconds" + (f" (user {user})" if user else "")
+    )
 
 
 # What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"): a prompt
@@ -160,8 +195,9 @@ def spreadsheet_safe(value: Any) -> Any:
     """A text cell whose first character that shows starts a formula, with a single quote
     before it: spreadsheets show it as text. Numbers stay numbers (a negative one is not a
     formula)."""
-    if isinstance(value, str) and (value.startswith(_FORMULA_STARTS)
-                                   or _from_first_shown(value).startswith(_FORMULA_STARTS)):
+    if isinstance(value, str) and (
+        value.startswith(_FORMULA_STARTS) or _from_first_shown(value).startswith(_FORMULA_STARTS)
+    ):
         return "'" + value
     return value
 
@@ -194,8 +230,10 @@ def json_text(value: Any) -> str:
     JSON, and no string in it can steer the terminal it is printed on. JSON escapes C0
     controls itself (its own line breaks are the indentation's), and these characters
     occur only inside strings."""
-    return "".join(_json_escape(c) if c > "\x7e" and unicodedata.category(c) in _UNPRINTABLE
-                   else c for c in json.dumps(value, indent=2, ensure_ascii=False))
+    return "".join(
+        _json_escape(c) if c > "\x7e" and unicodedata.category(c) in _UNPRINTABLE else c
+        for c in json.dumps(value, indent=2, ensure_ascii=False)
+    )
 
 
 def _json_escape(char: str) -> str:
@@ -206,12 +244,16 @@ def _json_escape(char: str) -> str:
 def printable(text: str) -> str:
     """One line the terminal shows as it is: a control or line break is a space, and a
     format character (invisible anyway) is dropped."""
-    return "".join("" if category == "Cf" else " " if category in _UNPRINTABLE else c
-                   for c in text for category in (unicodedata.category(c),))
+    return "".join(
+        "" if category == "Cf" else " " if category in _UNPRINTABLE else c
+        for c in text
+        for category in (unicodedata.category(c),)
+    )
 
 
-def _table(shown: list[dict[str, Any]], columns: tuple[str, ...],
-           headings: dict[str, str] | None = None) -> list[str]:
+def _table(
+    shown: list[dict[str, Any]], columns: tuple[str, ...], headings: dict[str, str] | None = None
+) -> list[str]:
     heads = {c: (headings or {}).get(c, c) for c in columns}
     # Every cell comes from the usage log, and its prompts from chat: untrusted text.
     cells = [{c: printable(str(r[c])) for c in columns} for r in shown]
@@ -232,18 +274,25 @@ def render(rows: list[dict[str, Any]], fmt: str, user: str | None = None) -> str
     for row in shown:  # keep the table readable; csv and json carry the whole prompt
         row["prompt"] = shorten(row["prompt"], 40)
     zone = zone_of([r["created_at"] for r in rows])
-    return "\n".join(_table(shown, COLUMNS, {"time": f"time ({zone})"})
-                     + [summary(rows, user)])
+    return "\n".join(_table(shown, COLUMNS, {"time": f"time ({zone})"}) + [summary(rows, user)])
 
 
 def group_columns(by: str) -> tuple[str, ...]:
     # A user's group always has one user and a room's one room: show the other count.
-    return (by, "jobs", "pictures", "failed", "rejected", "cancelled", "gpu_seconds",
-            "mean_queue_seconds", "rooms" if by == "user" else "users")
+    return (
+        by,
+        "jobs",
+        "pictures",
+        "failed",
+        "rejected",
+        "cancelled",
+        "gpu_seconds",
+        "mean_queue_seconds",
+        "rooms" if by == "user" else "users",
+    )
 
 
-def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str,
-                   user: str | None = None) -> str:
+def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str, user: str | None = None) -> str:
     """One line per user, room or day (see `group`) as a table (with a summary), CSV or JSON;
     a day is the machine's local day, and the table says in which zone."""
     columns = group_columns(by)
@@ -253,7 +302,14 @@ def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str,
     if fmt == "csv":
         return _csv(records, list(columns))
     wait = "mean_queue_seconds"
-    shown = [{**r, by: r[by] or "-", "gpu_seconds": f"{r['gpu_seconds']:.1f}",
-              wait: "" if r[wait] is None else f"{r[wait]:.2f}"} for r in records]
+    shown = [
+        {
+            **r,
+            by: r[by] or "-",
+            "gpu_seconds": f"{r['gpu_seconds']:.1f}",
+            wait: "" if r[wait] is None else f"{r[wait]:.2f}",
+        }
+        for r in records
+    ]
     headings = {"day": f"day ({zone_of([r['created_at'] for r in rows])})"}
     return "\n".join(_table(shown, columns, headings) + [summary(rows, user)])

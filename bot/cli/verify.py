@@ -8,21 +8,29 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     ver = sub.add_parser(
-        "verify", help="a picture's AI-generated marker, C2PA state and watermark",
+        "verify",
+        help="a picture's AI-generated marker, C2PA state and watermark",
         epilog="C2PA: Trusted (chains to --trust), Valid but untrusted, Invalid (changed "
-               "after signing) or none; not checked without imgbot[compliance]. The claim: "
-               "made by AI from a prompt, edited with AI from another picture, or resized "
-               "(no AI claim). Exit status 0 when every file is marked (as AI-made or "
-               "AI-edited, or signed as a resize) and none is Invalid (with --trust: all "
-               "Trusted), "
-               "1 otherwise, 2 when a file cannot be read or is not a picture, or the --trust "
-               "file holds no certificate (or C2PA cannot be read without the extra).")
+        "after signing) or none; not checked without imgbot[compliance]. The claim: "
+        "made by AI from a prompt, edited with AI from another picture, or resized "
+        "(no AI claim). Exit status 0 when every file is marked (as AI-made or "
+        "AI-edited, or signed as a resize) and none is Invalid (with --trust: all "
+        "Trusted), "
+        "1 otherwise, 2 when a file cannot be read or is not a picture, or the --trust "
+        "file holds no certificate (or C2PA cannot be read without the extra).",
+    )
     ver.add_argument("files", nargs="+", metavar="FILE")
-    ver.add_argument("--trust", metavar="ROOT.pem",
-                     help="the company CA's root certificate (PEM; more roots may follow, "
-                          "e.g. the time-stamp authority's)")
-    ver.add_argument("--no-watermark", action="store_true",
-                     help="do not read the watermark (it takes a second or so)")
+    ver.add_argument(
+        "--trust",
+        metavar="ROOT.pem",
+        help="the company CA's root certificate (PEM; more roots may follow, "
+        "e.g. the time-stamp authority's)",
+    )
+    ver.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="do not read the watermark (it takes a second or so)",
+    )
     ver.set_defaults(run=cmd_verify)
 
 
@@ -37,9 +45,11 @@ def cmd_verify(args) -> int:
 
     trust = None
     if args.trust and c2pa_missing():
-        print("imgbot verify: --trust checks C2PA signatures, which needs imgbot[compliance] "
-              "(pip install 'imgbot[compliance]'); leave --trust out to read the rest",
-              file=sys.stderr)
+        print(
+            "imgbot verify: --trust checks C2PA signatures, which needs imgbot[compliance] "
+            "(pip install 'imgbot[compliance]'); leave --trust out to read the rest",
+            file=sys.stderr,
+        )
         return 2
     if args.trust:
         from cryptography import x509
@@ -51,8 +61,11 @@ def cmd_verify(args) -> int:
             print(f"imgbot verify: cannot read {args.trust} ({exc.strerror})", file=sys.stderr)
             return 2
         except (UnicodeDecodeError, ValueError):
-            print(f"imgbot verify: {args.trust} holds no PEM certificate (give the company "
-                  "CA's root certificate)", file=sys.stderr)
+            print(
+                f"imgbot verify: {args.trust} holds no PEM certificate (give the company "
+                "CA's root certificate)",
+                file=sys.stderr,
+            )
             return 2
     status = 0
     for name in args.files:
@@ -69,8 +82,8 @@ def cmd_verify(args) -> int:
             status = 2
             continue
         print("\n".join(report.lines()))
-        good = report.marked and report.c2pa != INVALID and (
-            trust is None or report.c2pa == TRUSTED)
+        good = (
+            report.marked and report.c2pa != INVALID and (trust is None or report.c2pa == TRUSTED)
+        )
         status = max(status, 0 if good else 1)
     return status
-

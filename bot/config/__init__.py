@@ -16,6 +16,18 @@ from bot.config.matrix import MatrixSettings
 from bot.config.service import DiskSettings, MetricsSettings, UsageSettings
 from bot.config.settings import Settings, load_settings
 
-__all__ = ["ComplianceSettings", "ConfigError", "DiskSettings", "GenerationSettings", "LimitSettings",
-           "MatrixSettings", "MetricsSettings", "QuotaSettings", "RaySettings", "Settings",
-           "UsageSettings", "load_settings", "parse_size"]
+__all__ = [
+    "ComplianceSettings",
+    "ConfigError",
+    "DiskSettings",
+    "GenerationSettings",
+    "LimitSettings",
+    "MatrixSettings",
+    "MetricsSettings",
+    "QuotaSettings",
+    "RaySettings",
+    "Settings",
+    "UsageSettings",
+    "load_settings",
+    "parse_size",
+]

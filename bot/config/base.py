@@ -58,13 +58,20 @@ def _warn_if_shared(path: Path, key: str, holds: str = "", instead: str = "") ->
     if mode is None:
         return
     what = f"{key} {path}" + (f" holds {holds} and" if holds else "")
-    log.warning("%s is readable by other users (mode %04o); run `chmod 600 %s`%s", what, mode,
-                shlex.quote(str(path)), f", or {instead}" if instead else "")
+    log.warning(
+        "%s is readable by other users (mode %04o); run `chmod 600 %s`%s",
+        what,
+        mode,
+        shlex.quote(str(path)),
+        f", or {instead}" if instead else "",
+    )
 
 
 # Secrets a config may hold inline: what each is called, and the key for a file of its own.
-INLINE_SECRETS = {"password": ("the password", "password_file"),
-                  "access_token": ("the access token", "access_token_file")}
+INLINE_SECRETS = {
+    "password": ("the password", "password_file"),
+    "access_token": ("the access token", "access_token_file"),
+}
 
 
 def warn_if_config_shared(path: Path, data: dict[str, Any]) -> None:
@@ -72,8 +79,9 @@ def warn_if_config_shared(path: Path, data: dict[str, Any]) -> None:
     matrix = data.get("matrix")
     for key, (words, file_key) in INLINE_SECRETS.items():
         if isinstance(matrix, dict) and matrix.get(key):
-            _warn_if_shared(path, "config file", f"matrix.{key}",
-                            f"move {words} to matrix.{file_key}")
+            _warn_if_shared(
+                path, "config file", f"matrix.{key}", f"move {words} to matrix.{file_key}"
+            )
 
 
 def expand_secret_path(path: Path) -> Path:

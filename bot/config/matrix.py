@@ -19,44 +19,81 @@ def user_patterns(value: list[str] | None) -> list[str] | None:
 
 
 class MatrixSettings(_Section):
-    homeserver_url: str = Field(description="Base URL of the homeserver's client API (not the "
-                                            "server name), e.g. https://matrix.example.org.")
-    user_id: str = Field(description="The bot's own account, e.g. @imgbot:example.org; create "
-                                     "it on the homeserver first.")
-    password: SecretStr | None = Field(None, description=(
-        "Used only for the first login: the access token and device ID are then kept in "
-        "state_dir/credentials.json (mode 600) and reused, so the bot keeps one device. "
-        "Written in the config, it makes the file a secret: imgbot warns when others can "
-        "read it."))
-    password_file: Path | None = Field(None, description=(
-        "A file holding the password, e.g. a systemd credential: "
-        "\"${CREDENTIALS_DIRECTORY}/password\". Not together with password."))
-    access_token: SecretStr | None = Field(None, description=(
-        "An access token of the bot's account, as an alternative to the password."))
-    access_token_file: Path | None = Field(None, description=(
-        "A file holding the access token. Not together with access_token."))
-    device_name: str = Field("imgbot", description=(
-        "The name of the bot's device in clients' session lists (first login only)."))
-    allowed_users: list[str] | None = Field(None, description=(
-        "Who may use the bot and invite it to rooms (glob patterns such as @*:example.org); "
-        "everyone else is ignored. Left out: every user of the bot's own server."))
-    admins: list[str] = Field([], description=(
-        "Bot admins, by user ID (never derived from room power levels): they see "
-        "`!img usage`, may pause and resume the queue, and may change any room's defaults."))
+    homeserver_url: str = Field(
+        description="Base URL of the homeserver's client API (not the "
+        "server name), e.g. https://matrix.example.org."
+    )
+    user_id: str = Field(
+        description="The bot's own account, e.g. @imgbot:example.org; create "
+        "it on the homeserver first."
+    )
+    password: SecretStr | None = Field(
+        None,
+        description=(
+            "Used only for the first login: the access token and device ID are then kept in "
+            "state_dir/credentials.json (mode 600) and reused, so the bot keeps one device. "
+            "Written in the config, it makes the file a secret: imgbot warns when others can "
+            "read it."
+        ),
+    )
+    password_file: Path | None = Field(
+        None,
+        description=(
+            "A file holding the password, e.g. a systemd credential: "
+            '"${CREDENTIALS_DIRECTORY}/password". Not together with password.'
+        ),
+    )
+    access_token: SecretStr | None = Field(
+        None,
+        description=("An access token of the bot's account, as an alternative to the password."),
+    )
+    access_token_file: Path | None = Field(
+        None, description=("A file holding the access token. Not together with access_token.")
+    )
+    device_name: str = Field(
+        "imgbot",
+        description=("The name of the bot's device in clients' session lists (first login only)."),
+    )
+    allowed_users: list[str] | None = Field(
+        None,
+        description=(
+            "Who may use the bot and invite it to rooms (glob patterns such as @*:example.org); "
+            "everyone else is ignored. Left out: every user of the bot's own server."
+        ),
+    )
+    admins: list[str] = Field(
+        [],
+        description=(
+            "Bot admins, by user ID (never derived from room power levels): they see "
+            "`!img usage`, may pause and resume the queue, and may change any room's defaults."
+        ),
+    )
     command_prefix: str = Field("!img", description="The word that starts a command in chat.")
-    encryption: bool = Field(True, description=(
-        "Take part in end-to-end-encrypted rooms: commands are decrypted and every answer, "
-        "picture and thumbnail is sent encrypted. false: the bot leaves an encrypted room "
-        "with a notice saying why."))
-    cross_signing: bool = Field(True, description=(
-        "Sign the bot's device with its own cross-signing identity (kept in "
-        "state_dir/cross-signing.json), so that clients share room keys with it. false is "
-        "for tests and debugging."))
+    encryption: bool = Field(
+        True,
+        description=(
+            "Take part in end-to-end-encrypted rooms: commands are decrypted and every answer, "
+            "picture and thumbnail is sent encrypted. false: the bot leaves an encrypted room "
+            "with a notice saying why."
+        ),
+    )
+    cross_signing: bool = Field(
+        True,
+        description=(
+            "Sign the bot's device with its own cross-signing identity (kept in "
+            "state_dir/cross-signing.json), so that clients share room keys with it. false is "
+            "for tests and debugging."
+        ),
+    )
     # Invites from allowed users above it are declined: a person (or a script) who may
     # invite the bot cannot make it sync and hold keys for rooms without end.
-    max_rooms: int = Field(200, ge=1, description=(
-        "The most rooms the bot is in; invites above it are declined, with a line in the "
-        "log."))
+    max_rooms: int = Field(
+        200,
+        ge=1,
+        description=(
+            "The most rooms the bot is in; invites above it are declined, with a line in the log."
+        ),
+    )
 
     @field_validator("homeserver_url")
     @classmethod

@@ -86,11 +86,17 @@ def warn_if_shared(path: Path, holds: str) -> bool:
     if mode is None:
         return False
     folder = path.is_dir()
-    log.warning("%s %s, which holds %s, is open to other users of this machine (mode %04o); "
-                "run `chmod %s %s` so that only the bot's user can %s it",
-                "the folder" if folder else "the file", path, holds, mode,
-                f"{FOLDER_MODE:o}" if folder else f"{FILE_MODE:o}", shlex.quote(str(path)),
-                "enter" if folder else "read")
+    log.warning(
+        "%s %s, which holds %s, is open to other users of this machine (mode %04o); "
+        "run `chmod %s %s` so that only the bot's user can %s it",
+        "the folder" if folder else "the file",
+        path,
+        holds,
+        mode,
+        f"{FOLDER_MODE:o}" if folder else f"{FILE_MODE:o}",
+        shlex.quote(str(path)),
+        "enter" if folder else "read",
+    )
     return True
 
 

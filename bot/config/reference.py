@@ -40,8 +40,11 @@ class Key:
         """Other names the key may be written as (`template` for a style's `prompt`)."""
         alias = self.field.validation_alias
         if isinstance(alias, AliasChoices):
-            return tuple(choice for choice in alias.choices
-                         if isinstance(choice, str) and choice != self.path.rsplit(".", 1)[-1])
+            return tuple(
+                choice
+                for choice in alias.choices
+                if isinstance(choice, str) and choice != self.path.rsplit(".", 1)[-1]
+            )
         return ()
 
     @property
@@ -172,16 +175,21 @@ def _anchor(path: str) -> str:
 
 def render_markdown() -> str:
     """The manual's configuration page."""
-    out = ["# Configuration", "",
-           "One YAML file, `config.yaml` (start from `config.example.yaml`, which has a "
-           "comment on every key), loaded once at start. Every key can be overridden by an "
-           "environment variable: `IMGBOT_` and the key's path in capitals, with `__` between "
-           "levels (`IMGBOT_MATRIX__HOMESERVER_URL=https://matrix.example.org`, "
-           "`IMGBOT_LIMITS__MAX_STEPS=30`). A misspelt key or a wrong value stops imgbot at "
-           "start with the key's name and what is allowed; `imgbot check -c config.yaml` "
-           "says the same without starting the bot.", "",
-           "This page is made from the settings model (`bot/config/`) at every build of the "
-           "manual, so it names every key there is.", ""]
+    out = [
+        "# Configuration",
+        "",
+        "One YAML file, `config.yaml` (start from `config.example.yaml`, which has a "
+        "comment on every key), loaded once at start. Every key can be overridden by an "
+        "environment variable: `IMGBOT_` and the key's path in capitals, with `__` between "
+        "levels (`IMGBOT_MATRIX__HOMESERVER_URL=https://matrix.example.org`, "
+        "`IMGBOT_LIMITS__MAX_STEPS=30`). A misspelt key or a wrong value stops imgbot at "
+        "start with the key's name and what is allowed; `imgbot check -c config.yaml` "
+        "says the same without starting the bot.",
+        "",
+        "This page is made from the settings model (`bot/config/`) at every build of the "
+        "manual, so it names every key there is.",
+        "",
+    ]
     for key in keys():
         level = "#" * min(key.depth + 2, 4)
         out += [f"{level} `{key.path}` {{#{_anchor(key.path)}}}", ""]

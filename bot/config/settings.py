@@ -12,8 +12,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.config.base import READ_SECRETS, ConfigError, warn_if_config_shared
-from bot.config.chat import (NAME_RE, LimitSettings, ProgressSettings, QuotaSettings,
-                             RoomSettings, StyleSettings)
+from bot.config.chat import (
+    NAME_RE,
+    LimitSettings,
+    ProgressSettings,
+    QuotaSettings,
+    RoomSettings,
+    StyleSettings,
+)
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
 from bot.config.matrix import MatrixSettings
@@ -25,44 +31,80 @@ class Settings(BaseSettings):
         env_prefix="IMGBOT_", env_nested_delimiter="__", extra="forbid"
     )
 
-    matrix: MatrixSettings = Field(description=(
-        "The homeserver, the bot's account, and who may use it."))
-    state_dir: Path = Field(Path("./state"), description=(
-        "Where the bot keeps its login, sync position, encryption keys and SQLite database "
-        "(jobs, usage log). It holds the access token: the bot makes it mode 700 (its files "
-        "600) and warns when an existing one is readable by others."))
-    generation: GenerationSettings = Field(GenerationSettings(), description=(
-        "The models, devices and defaults of a picture."))
-    limits: LimitSettings = Field(LimitSettings(), description=(
-        "What one command, one person and the queue may ask for."))
-    styles: dict[str, StyleSettings] = Field({}, description=(
-        "Style presets by name (lowercase letters, digits and -), added to the fifteen "
-        "built-in ones; a name here replaces the built-in preset of that name."))
-    rooms: RoomSettings = Field(RoomSettings(), description=(
-        "Who may change a room's defaults, and where the usage report is posted."))
-    quotas: QuotaSettings = Field(QuotaSettings(), description=(
-        "How many pictures each person may make."))
-    progress: ProgressSettings = Field(ProgressSettings(), description=(
-        "What people see while they wait: a status notice edited in place."))
-    usage: UsageSettings = Field(UsageSettings(), description=(
-        "What the usage log keeps, and for how long."))
-    metrics: MetricsSettings = Field(MetricsSettings(), description=(
-        "/healthz and Prometheus /metrics."))
-    disk: DiskSettings = Field(DiskSettings(), description=(
-        "The free space of state_dir's filesystem, checked every 10 s."))
-    compliance: ComplianceSettings = Field(ComplianceSettings(), description=(
-        "What marks each picture as AI-generated, and what checks it before it is sent."))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
-        "DEBUG, INFO, WARNING or ERROR (any case). Prompts and tokens are never logged at "
-        "INFO."))
-    log_format: Literal["text", "json"] = Field("text", description=(
-        "text (one readable line per record) or json (one JSON object per line, for a log "
-        "collector); any case."))
+    matrix: MatrixSettings = Field(
+        description=("The homeserver, the bot's account, and who may use it.")
+    )
+    state_dir: Path = Field(
+        Path("./state"),
+        description=(
+            "Where the bot keeps its login, sync position, encryption keys and SQLite database "
+            "(jobs, usage log). It holds the access token: the bot makes it mode 700 (its files "
+            "600) and warns when an existing one is readable by others."
+        ),
+    )
+    generation: GenerationSettings = Field(
+        GenerationSettings(), description=("The models, devices and defaults of a picture.")
+    )
+    limits: LimitSettings = Field(
+        LimitSettings(), description=("What one command, one person and the queue may ask for.")
+    )
+    styles: dict[str, StyleSettings] = Field(
+        {},
+        description=(
+            "Style presets by name (lowercase letters, digits and -), added to the fifteen "
+            "built-in ones; a name here replaces the built-in preset of that name."
+        ),
+    )
+    rooms: RoomSettings = Field(
+        RoomSettings(),
+        description=("Who may change a room's defaults, and where the usage report is posted."),
+    )
+    quotas: QuotaSettings = Field(
+        QuotaSettings(), description=("How many pictures each person may make.")
+    )
+    progress: ProgressSettings = Field(
+        ProgressSettings(),
+        description=("What people see while they wait: a status notice edited in place."),
+    )
+    usage: UsageSettings = Field(
+        UsageSettings(), description=("What the usage log keeps, and for how long.")
+    )
+    metrics: MetricsSettings = Field(
+        MetricsSettings(), description=("/healthz and Prometheus /metrics.")
+    )
+    disk: DiskSettings = Field(
+        DiskSettings(),
+        description=("The free space of state_dir's filesystem, checked every 10 s."),
+    )
+    compliance: ComplianceSettings = Field(
+        ComplianceSettings(),
+        description=(
+            "What marks each picture as AI-generated, and what checks it before it is sent."
+        ),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description=(
+            "DEBUG, INFO, WARNING or ERROR (any case). Prompts and tokens are never logged at INFO."
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "text (one readable line per record) or json (one JSON object per line, for a log "
+            "collector); any case."
+        ),
+    )
     # Above the 30 s long poll and the 60 s request timeout, so that a slow homeserver is
     # not taken for a stalled bot.
-    watchdog_seconds: int = Field(600, ge=0, description=(
-        "Exit with status 3 (for systemd to start the bot again) when the sync loop has made "
-        "no progress this long; at least 180, or 0 for no watchdog."))
+    watchdog_seconds: int = Field(
+        600,
+        ge=0,
+        description=(
+            "Exit with status 3 (for systemd to start the bot again) when the sync loop has made "
+            "no progress this long; at least 180, or 0 for no watchdog."
+        ),
+    )
 
     @field_validator("watchdog_seconds")
     @classmethod
@@ -76,18 +118,24 @@ class Settings(BaseSettings):
     def _style_names(cls, value: dict[str, StyleSettings]) -> dict[str, StyleSettings]:
         for name in value:
             if not NAME_RE.match(name):
-                raise ValueError(f"style name {name!r}: use lowercase letters, digits and -, "
-                                 "e.g. company-brand")
+                raise ValueError(
+                    f"style name {name!r}: use lowercase letters, digits and -, e.g. company-brand"
+                )
         return value
 
     @model_validator(mode="after")
     def _style_loras_are_configured(self) -> Settings:
         for name, style in self.styles.items():
             if style.lora is not None and style.lora not in self.generation.loras:
-                raise ValueError(f"styles.{name}.lora: {style.lora!r} is not in "
-                                 "generation.loras"
-                                 + (f" (there: {', '.join(self.generation.loras)})"
-                                    if self.generation.loras else " (it lists none)"))
+                raise ValueError(
+                    f"styles.{name}.lora: {style.lora!r} is not in "
+                    "generation.loras"
+                    + (
+                        f" (there: {', '.join(self.generation.loras)})"
+                        if self.generation.loras
+                        else " (it lists none)"
+                    )
+                )
         return self
 
     # Before the Literal's own check: any case is taken, and a wrong value gets these words.
@@ -162,12 +210,13 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     elif context:
         problem += f" ({context})"
     snippet = mark.get_snippet()
-    return (f"{path} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: "
-            f"{problem}" + (f"\n{snippet}" if snippet else ""))
+    return (
+        f"{path} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: "
+        f"{problem}" + (f"\n{snippet}" if snippet else "")
+    )
 
 
-def load_settings(path: str | Path | None, *, secrets: bool = True,
-                  **overrides: Any) -> Settings:
+def load_settings(path: str | Path | None, *, secrets: bool = True, **overrides: Any) -> Settings:
     """Read the YAML file (if any) and the environment; raise ConfigError naming the key.
 
     secrets=False leaves matrix.password_file, access_token_file and

@@ -57,21 +57,23 @@ class MatrixFigures:
     def table(self) -> str:
         over = sorted(self.overheads)
         p90 = over[min(len(over) - 1, int(0.9 * len(over)))]
-        return "\n".join([
-            "through the homeserver and the bot:",
-            f"  pictures per second      {self.pictures_per_second:8.3f}  "
-            f"({self.pictures} in {self.wall_seconds:.2f} s, first command to last picture)",
-            f"  engine's own rate        {self.engine_pictures_per_second:8.3f}  "
-            f"(pictures per second the GPU worker was busy)",
-            f"  through the bot / engine {self.pictures_per_second / self.engine_pictures_per_second:8.1%}",
-            f"  worker idle while jobs waited {self.idle_share:6.2%}  "
-            f"({self.idle_while_waiting_seconds:.3f} s of "
-            f"{self.busy_seconds + self.idle_while_waiting_seconds:.2f} s)",
-            f"  reply overhead per picture: median {statistics.median(over) * 1000:.0f} ms, "
-            f"p90 {p90 * 1000:.0f} ms, max {over[-1] * 1000:.0f} ms "
-            f"(latency minus queue wait minus generation: encode, upload, send, sync)",
-            *self._breakdown(),
-        ])
+        return "\n".join(
+            [
+                "through the homeserver and the bot:",
+                f"  pictures per second      {self.pictures_per_second:8.3f}  "
+                f"({self.pictures} in {self.wall_seconds:.2f} s, first command to last picture)",
+                f"  engine's own rate        {self.engine_pictures_per_second:8.3f}  "
+                f"(pictures per second the GPU worker was busy)",
+                f"  through the bot / engine {self.pictures_per_second / self.engine_pictures_per_second:8.1%}",
+                f"  worker idle while jobs waited {self.idle_share:6.2%}  "
+                f"({self.idle_while_waiting_seconds:.3f} s of "
+                f"{self.busy_seconds + self.idle_while_waiting_seconds:.2f} s)",
+                f"  reply overhead per picture: median {statistics.median(over) * 1000:.0f} ms, "
+                f"p90 {p90 * 1000:.0f} ms, max {over[-1] * 1000:.0f} ms "
+                f"(latency minus queue wait minus generation: encode, upload, send, sync)",
+                *self._breakdown(),
+            ]
+        )
 
     def _breakdown(self) -> list[str]:
         if not self.phases:
@@ -82,27 +84,59 @@ class MatrixFigures:
         # may add up to more or less than the overhead; the rest is mostly the sync that
         # brings the picture to the sender.
         rest = mean - sum(parts.values())
-        return ["  of which, per picture: " + ", ".join(
-            f"{name} {seconds * 1000:.0f} ms" for name, seconds in parts.items())
-            + f"; the rest {rest * 1000:.0f} ms (syncs, scheduling)"]
+        return [
+            "  of which, per picture: "
+            + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in parts.items())
+            + f"; the rest {rest * 1000:.0f} ms (syncs, scheduling)"
+        ]
 
 
-def through_matrix(engine, *, count: int, width: int, height: int, steps: int,
-                   guidance: float, max_batch: int = 1,
-                   generation: dict | None = None) -> MatrixFigures:
+def through_matrix(
+    engine,
+    *,
+    count: int,
+    width: int,
+    height: int,
+    steps: int,
+    guidance: float,
+    max_batch: int = 1,
+    generation: dict | None = None,
+) -> MatrixFigures:
     """Run the workload through a local Synapse and the bot; `engine` is already loaded, or
     None with `generation` saying what the bot loads (a Ray cluster's workers, say)."""
     with tempfile.TemporaryDirectory(prefix="imgbot-bench-") as tmp:
         work = Path(tmp)
-        with LocalHomeserver(work / "synapse", rate_limits=False,
-                             dynamic_thumbnails=True) as server:
-            return asyncio.run(_measure(server, engine, work, count, width, height, steps,
-                                        guidance, max_batch, generation or {}))
+        with LocalHomeserver(
+            work / "synapse", rate_limits=False, dynamic_thumbnails=True
+        ) as server:
+            return asyncio.run(
+                _measure(
+                    server,
+                    engine,
+                    work,
+                    count,
+                    width,
+                    height,
+                    steps,
+                    guidance,
+                    max_batch,
+                    generation or {},
+                )
+            )
 
 
-async def _measure(server: LocalHomeserver, engine, work: Path, count: int, width: int,
-                   height: int, steps: int, guidance: float, max_batch: int,
-                   generation: dict) -> MatrixFigures:
+async def _measure(
+    server: LocalHomeserver,
+    engine,
+    work: Path,
+    count: int,
+    width: int,
+    height: int,
+    steps: int,
+    guidance: float,
+    max_batch: int,
+    generation: dict,
+) -> MatrixFigures:
     bot_password, user_password = "bench-bot-password", "bench-user-password"
     bot_id = server.register("imgbot", bot_password)
     user_id = server.register("bench", user_password)
@@ -110,10 +144,20 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
     settings = Settings(
         matrix={"homeserver_url": server.url, "user_id": bot_id, "password": bot_password},
         state_dir=work / "state",
-        generation={"size": f"{width}x{height}", "steps": steps, "guidance": guidance,
-                    "warm_up": False, "max_batch": max_batch, **generation},
-        limits={"per_user_queued": count, "queue_size": max(count, 100),
-                "max_pixels": max(width * height, 64 * 64), "max_steps": max(steps, 1)},
+        generation={
+            "size": f"{width}x{height}",
+            "steps": steps,
+            "guidance": guidance,
+            "warm_up": False,
+            "max_batch": max_batch,
+            **generation,
+        },
+        limits={
+            "per_user_queued": count,
+            "queue_size": max(count, 100),
+            "max_pixels": max(width * height, 64 * 64),
+            "max_steps": max(steps, 1),
+        },
         metrics={"port": port},
     )
     stop, ready = asyncio.Event(), asyncio.Event()
@@ -143,10 +187,13 @@ async def _measure(server: LocalHomeserver, engine, work: Path, count: int, widt
         await bot_task
     wall = max(s.received_at for s in shots) - min(s.sent_at for s in shots)
     return MatrixFigures(
-        pictures=count, wall_seconds=wall, busy_seconds=(after[0] - before[0]) / workers,
+        pictures=count,
+        wall_seconds=wall,
+        busy_seconds=(after[0] - before[0]) / workers,
         idle_while_waiting_seconds=after[1] - before[1],
         overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots],
-        phases=dict(phases))
+        phases=dict(phases),
+    )
 
 
 @contextmanager
@@ -168,6 +215,7 @@ def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
                 return await original(self, *args, **kwargs)
             finally:
                 phases[phase_of(args, kwargs)] += time.perf_counter() - started
+
         return wrapper
 
     def timed_encode(*args, **kwargs):
@@ -214,8 +262,10 @@ async def _metric(port: int, name: str) -> float:
 async def _worker_seconds(port: int) -> tuple[float, float]:
     """(busy, idle while waiting) seconds of the GPU workers, read from the bot's /metrics."""
     values = await _metrics(port)
-    return (values.get("imgbot_worker_busy_seconds_total", 0.0),
-            values.get("imgbot_worker_idle_while_waiting_seconds_total", 0.0))
+    return (
+        values.get("imgbot_worker_busy_seconds_total", 0.0),
+        values.get("imgbot_worker_idle_while_waiting_seconds_total", 0.0),
+    )
 
 
 async def _metrics(port: int) -> dict[str, float]:
@@ -223,5 +273,9 @@ async def _metrics(port: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
             text = await response.text()
-    return {sample.name: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if not sample.labels}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }

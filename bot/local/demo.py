@@ -66,18 +66,22 @@ def run_demo(model: str | None, count: int, out: Path, config: str | None = None
         if model is None:
             from generation.testing.tiny import make_test_model
 
-            print("No model given: using a tiny random-weight test model. Its pictures are "
-                  "noise; pass --model DIR for real ones.")
+            print(
+                "No model given: using a tiny random-weight test model. Its pictures are "
+                "noise; pass --model DIR for real ones."
+            )
             model = make_test_model(work / "random-weight-test-model", "sd")
         out.mkdir(parents=True, exist_ok=True)
         print("Starting a throw-away Synapse homeserver…")
         with LocalHomeserver(work / "synapse") as server:
-            return asyncio.run(_showcase(server, {**generation, "model": Path(model)}, count,
-                                         out, work))
+            return asyncio.run(
+                _showcase(server, {**generation, "model": Path(model)}, count, out, work)
+            )
 
 
-async def _showcase(server: LocalHomeserver, generation: dict, count: int, out: Path,
-                    work: Path) -> int:
+async def _showcase(
+    server: LocalHomeserver, generation: dict, count: int, out: Path, work: Path
+) -> int:
     bot_password, user_password = "demo-bot-password", "demo-user-password"
     bot_id = server.register("imgbot", bot_password)
     user_id = server.register("demo", user_password)
@@ -129,8 +133,9 @@ async def _room_with_bot(user: AsyncClient, bot_id: str) -> str:
     raise RuntimeError("the bot did not join the demo room within 60 s")
 
 
-async def send_and_collect(user: AsyncClient, room_id: str, shots: list[Shot],
-                           out: Path | None, quiet: bool = False) -> None:
+async def send_and_collect(
+    user: AsyncClient, room_id: str, shots: list[Shot], out: Path | None, quiet: bool = False
+) -> None:
     """Send each shot's command and wait for its picture; with `out`, save it there.
 
     The user syncs while it sends, as a chat client does, so that a picture that comes
@@ -148,16 +153,25 @@ async def send_and_collect(user: AsyncClient, room_id: str, shots: list[Shot],
 async def _send(user: AsyncClient, room_id: str, shots: list[Shot]) -> None:
     for shot in shots:
         shot.sent_at = time.monotonic()
-        response = await user.room_send(room_id, "m.room.message", {
-            "msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"})
+        response = await user.room_send(
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": f"!img {shot.prompt} --seed {shot.seed}"},
+        )
         if not isinstance(response, RoomSendResponse):
             raise RuntimeError(f"could not send a command: {response}")
         shot.event_id = response.event_id
 
 
-async def _collect(user: AsyncClient, room_id: str, shots: list[Shot],
-                   seen: dict[str, tuple[float, str]],
-                   sending: asyncio.Future, out: Path | None, quiet: bool) -> None:
+async def _collect(
+    user: AsyncClient,
+    room_id: str,
+    shots: list[Shot],
+    seen: dict[str, tuple[float, str]],
+    sending: asyncio.Future,
+    out: Path | None,
+    quiet: bool,
+) -> None:
     deadline = time.monotonic() + TIMEOUT_PER_PICTURE * len(shots)
     done: set[int] = set()
     while len(done) < len(shots):
@@ -166,8 +180,7 @@ async def _collect(user: AsyncClient, room_id: str, shots: list[Shot],
         if sending.done() and sending.exception() is not None:
             raise sending.exception()
         # A timeline limit above any count: a busy moment must not come as a gap.
-        sync = await user.sync(timeout=1000,
-                               sync_filter={"room": {"timeline": {"limit": 1000}}})
+        sync = await user.sync(timeout=1000, sync_filter={"room": {"timeline": {"limit": 1000}}})
         if isinstance(sync, SyncResponse):
             room = sync.rooms.join.get(room_id)
             for event in room.timeline.events if room else []:
@@ -181,8 +194,9 @@ async def _collect(user: AsyncClient, room_id: str, shots: list[Shot],
                 await _save(user, shot, url, index, len(shots), out)
 
 
-async def _note(user: AsyncClient, content: dict, sender: str,
-                seen: dict[str, tuple[float, str]], quiet: bool) -> None:
+async def _note(
+    user: AsyncClient, content: dict, sender: str, seen: dict[str, tuple[float, str]], quiet: bool
+) -> None:
     if content.get("msgtype") == "m.notice" and sender != user.user_id and not quiet:
         print(f"  bot: {content.get('body')}")
     reply_to = (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
@@ -190,15 +204,13 @@ async def _note(user: AsyncClient, content: dict, sender: str,
         seen[reply_to] = (time.monotonic(), content.get("url", ""))
 
 
-async def _save(user: AsyncClient, shot: Shot, url: str, index: int, count: int,
-                out: Path) -> None:
+async def _save(user: AsyncClient, shot: Shot, url: str, index: int, count: int, out: Path) -> None:
     data = await user.download(mxc=url)
     if isinstance(data, DownloadError):
         raise RuntimeError(f"could not download {url}: {data.message}")
     shot.file = out / f"{index + 1:02d}-{shot.prompt.split(', ')[1].replace(' ', '-')}.png"
     shot.file.write_bytes(data.body)
-    print(f"  {index + 1:2d}/{count} {shot.prompt} (seed {shot.seed}) "
-          f"after {shot.latency:.1f} s")
+    print(f"  {index + 1:2d}/{count} {shot.prompt} (seed {shot.seed}) after {shot.latency:.1f} s")
 
 
 async def _read_timings(settings: Settings, shots: list[Shot]) -> None:
@@ -206,9 +218,12 @@ async def _read_timings(settings: Settings, shots: list[Shot]) -> None:
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
     try:
         for shot in shots:
-            row = await (await db.execute(
-                "SELECT queue_seconds, generation_seconds FROM usage WHERE event_id = ?",
-                (shot.event_id,))).fetchone()
+            row = await (
+                await db.execute(
+                    "SELECT queue_seconds, generation_seconds FROM usage WHERE event_id = ?",
+                    (shot.event_id,),
+                )
+            ).fetchone()
             if row is not None:
                 shot.queue_seconds, shot.generation_seconds = row[0] or 0.0, row[1] or 0.0
     finally:
@@ -231,8 +246,10 @@ def contact_sheet(shots: list[Shot], target: Path) -> Path:
 def timing_table(shots: list[Shot], total: float, engine) -> str:
     lines = [f"{'#':>3}  {'prompt':<36} {'seed':>5} {'queue s':>8} {'gen s':>7} {'reply s':>8}"]
     for i, s in enumerate(shots, 1):
-        lines.append(f"{i:>3}  {s.prompt:<36} {s.seed:>5} {s.queue_seconds:>8.2f} "
-                     f"{s.generation_seconds:>7.2f} {s.latency:>8.2f}")
+        lines.append(
+            f"{i:>3}  {s.prompt:<36} {s.seed:>5} {s.queue_seconds:>8.2f} "
+            f"{s.generation_seconds:>7.2f} {s.latency:>8.2f}"
+        )
     gen = sum(s.generation_seconds for s in shots)
     device = getattr(getattr(engine, "placement", None), "device", "?")
     lines += [
@@ -249,9 +266,17 @@ def timing_table(shots: list[Shot], total: float, engine) -> str:
 def _write_csv(shots: list[Shot], target: Path) -> None:
     with target.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "prompt", "seed", "queue_seconds", "generation_seconds",
-                         "reply_seconds"])
+        writer.writerow(
+            ["file", "prompt", "seed", "queue_seconds", "generation_seconds", "reply_seconds"]
+        )
         for s in shots:
-            writer.writerow([s.file.name if s.file else "", s.prompt, s.seed,
-                             f"{s.queue_seconds:.3f}", f"{s.generation_seconds:.3f}",
-                             f"{s.latency:.3f}"])
+            writer.writerow(
+                [
+                    s.file.name if s.file else "",
+                    s.prompt,
+                    s.seed,
+                    f"{s.queue_seconds:.3f}",
+                    f"{s.generation_seconds:.3f}",
+                    f"{s.latency:.3f}",
+                ]
+            )

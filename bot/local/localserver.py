@@ -66,8 +66,12 @@ class LocalHomeserver:
     """One Synapse process on 127.0.0.1 whose data lives in ``workdir``."""
 
     def __init__(
-        self, workdir: Path, rate_limits: bool = False, python: str = sys.executable,
-        max_upload_size: str = "50M", dynamic_thumbnails: bool = False,
+        self,
+        workdir: Path,
+        rate_limits: bool = False,
+        python: str = sys.executable,
+        max_upload_size: str = "50M",
+        dynamic_thumbnails: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.rate_limits = rate_limits
@@ -136,13 +140,19 @@ class LocalHomeserver:
             "pid_file": str(self.workdir / "homeserver.pid"),
             # "client" also mounts the admin API and both media trees
             # (/_matrix/media/v3 upload, /_matrix/client/v1/media download).
-            "listeners": [{
-                "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http",
-                "tls": False, "x_forwarded": False,
-                "resources": [{"names": ["client"], "compress": False}],
-            }],  # fmt: skip
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],  # fmt: skip
             "database": {
-                "name": "sqlite3", "args": {"database": str(self.workdir / "homeserver.db")},
+                "name": "sqlite3",
+                "args": {"database": str(self.workdir / "homeserver.db")},
             },
             "media_store_path": str(self.workdir / "media_store"),
             "signing_key_path": str(key_path),
@@ -200,9 +210,7 @@ class LocalHomeserver:
 
     def _fail(self, why: str) -> None:
         self._proc = None
-        logs = "".join(
-            f"\n--- {p.name} ---\n{_tail(p)}" for p in (self.output_path, self.log_path)
-        )
+        logs = "".join(f"\n--- {p.name} ---\n{_tail(p)}" for p in (self.output_path, self.log_path))
         raise RuntimeError(f"{why}; see {self.workdir}{logs}")
 
     def stop(self) -> None:

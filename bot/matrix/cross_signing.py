@@ -55,8 +55,9 @@ def from_unpadded(text: str) -> bytes:
 
 def canonical_json(value: Any) -> bytes:
     """The spec's canonical JSON: sorted keys, no spaces, UTF-8 (not ASCII escapes)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
+        "utf-8"
+    )
 
 
 def signable(value: dict[str, Any]) -> dict[str, Any]:
@@ -109,14 +110,16 @@ class Identity:
                 seed = b""
             if len(seed) != 32:
                 # Never guessed at: a wrong key would be uploaded over the real identity.
-                raise CrossSigningFailed(f"{path} is damaged (no valid {usage} key); "
-                                         "restore it from a backup")
+                raise CrossSigningFailed(
+                    f"{path} is damaged (no valid {usage} key); restore it from a backup"
+                )
             seeds.append(SigningKey(seed))
         return cls(*seeds)
 
     def save(self, path: Path) -> None:
-        write_private(path, json.dumps({usage: unpadded(getattr(self, usage).seed)
-                                        for usage in USAGES}))
+        write_private(
+            path, json.dumps({usage: unpadded(getattr(self, usage).seed) for usage in USAGES})
+        )
 
     def public_keys(self, user_id: str) -> dict[str, dict[str, Any]]:
         """The body of /keys/device_signing/upload: the master key, and the two others
@@ -141,29 +144,41 @@ async def bootstrap(client: AsyncClient, settings: MatrixSettings, state_dir: Pa
     master_on_server = _only_key(published.get("master_keys", {}).get(client.user_id))
     if identity is None:
         if master_on_server:
-            log.warning("the homeserver has a cross-signing identity for %s but %s is "
-                        "missing: making a new identity; people will be told the bot's "
-                        "identity changed, and may verify it again", client.user_id, path)
+            log.warning(
+                "the homeserver has a cross-signing identity for %s but %s is "
+                "missing: making a new identity; people will be told the bot's "
+                "identity changed, and may verify it again",
+                client.user_id,
+                path,
+            )
         identity = Identity.create()
         identity.save(path)  # before the upload: an identity that is used is never lost
     if master_on_server != identity.master.public:
         await _upload_identity(client, settings, identity, replacing=bool(master_on_server))
-        log.log(logging.WARNING if master_on_server else logging.INFO,
-                "uploaded the cross-signing identity of %s (master key %s)%s",
-                client.user_id, identity.master.public,
-                f", replacing {master_on_server}" if master_on_server else "")
+        log.log(
+            logging.WARNING if master_on_server else logging.INFO,
+            "uploaded the cross-signing identity of %s (master key %s)%s",
+            client.user_id,
+            identity.master.public,
+            f", replacing {master_on_server}" if master_on_server else "",
+        )
         published = await _query_own_keys(client)
     device = published.get("device_keys", {}).get(client.user_id, {}).get(client.device_id)
     if device is None:
-        raise CrossSigningFailed(f"the homeserver has no keys for this device "
-                                 f"({client.device_id}) to sign")
+        raise CrossSigningFailed(
+            f"the homeserver has no keys for this device ({client.device_id}) to sign"
+        )
     if identity.self_signing.key_id in device.get("signatures", {}).get(client.user_id, {}):
         return
     signed = signable(device)
-    signed["signatures"] = {client.user_id: {
-        identity.self_signing.key_id: identity.self_signing.sign(device)}}
-    response = await _post(client, "/_matrix/client/v3/keys/signatures/upload",
-                           {client.user_id: {client.device_id: signed}})
+    signed["signatures"] = {
+        client.user_id: {identity.self_signing.key_id: identity.self_signing.sign(device)}
+    }
+    response = await _post(
+        client,
+        "/_matrix/client/v3/keys/signatures/upload",
+        {client.user_id: {client.device_id: signed}},
+    )
     failures = response.get("failures") or {}
     if failures:
         raise CrossSigningFailed(f"the homeserver refused the device's signature: {failures}")
@@ -171,8 +186,9 @@ async def bootstrap(client: AsyncClient, settings: MatrixSettings, state_dir: Pa
 
 
 async def _query_own_keys(client: AsyncClient) -> dict[str, Any]:
-    return await _post(client, "/_matrix/client/v3/keys/query",
-                       {"device_keys": {client.user_id: []}})
+    return await _post(
+        client, "/_matrix/client/v3/keys/query", {"device_keys": {client.user_id: []}}
+    )
 
 
 def _only_key(cross_signing_key: dict[str, Any] | None) -> str | None:
@@ -180,8 +196,9 @@ def _only_key(cross_signing_key: dict[str, Any] | None) -> str | None:
     return keys[0] if len(keys) == 1 else None
 
 
-async def _upload_identity(client: AsyncClient, settings: MatrixSettings,
-                           identity: Identity, replacing: bool) -> None:
+async def _upload_identity(
+    client: AsyncClient, settings: MatrixSettings, identity: Identity, replacing: bool
+) -> None:
     """Upload the keys, completing user-interactive auth with the password when asked
     (Synapse asks when keys are replaced, not for the first upload)."""
     body = identity.public_keys(client.user_id)
@@ -192,29 +209,42 @@ async def _upload_identity(client: AsyncClient, settings: MatrixSettings,
             raise CrossSigningFailed(
                 "the homeserver asks for the password to "
                 f"{'replace' if replacing else 'upload'} the bot's cross-signing keys; "
-                "set matrix.password (or password_file)")
-        body["auth"] = {"type": "m.login.password", "session": answer.get("session"),
-                        "identifier": {"type": "m.id.user", "user": client.user_id},
-                        "password": settings.password.get_secret_value()}
+                "set matrix.password (or password_file)"
+            )
+        body["auth"] = {
+            "type": "m.login.password",
+            "session": answer.get("session"),
+            "identifier": {"type": "m.id.user", "user": client.user_id},
+            "password": settings.password.get_secret_value(),
+        }
         status, answer = await _request(client, path, body)
     if status != 200:
-        raise CrossSigningFailed(f"the homeserver refused the cross-signing keys "
-                                 f"({status}: {answer.get('error', answer)})",
-                                 retry=status >= 500 or status == 429)
+        raise CrossSigningFailed(
+            f"the homeserver refused the cross-signing keys "
+            f"({status}: {answer.get('error', answer)})",
+            retry=status >= 500 or status == 429,
+        )
 
 
 async def _post(client: AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     status, answer = await _request(client, path, body)
     if status != 200:
-        raise CrossSigningFailed(f"{path} failed ({status}: {answer.get('error', answer)})",
-                                 retry=status >= 500 or status == 429)
+        raise CrossSigningFailed(
+            f"{path} failed ({status}: {answer.get('error', answer)})",
+            retry=status >= 500 or status == 429,
+        )
     return answer
 
 
-async def _request(client: AsyncClient, path: str, body: dict[str, Any]
-                   ) -> tuple[int, dict[str, Any]]:
-    response = await client.send("POST", path, json.dumps(body),
-                                 headers={**bearer(client), "Content-Type": "application/json"})
+async def _request(
+    client: AsyncClient, path: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    response = await client.send(
+        "POST",
+        path,
+        json.dumps(body),
+        headers={**bearer(client), "Content-Type": "application/json"},
+    )
     try:
         try:
             answer = await response.json(content_type=None)

@@ -29,8 +29,11 @@ STATE_KEY = "direct_room:"  # + the person's user ID: where their RoomPlace keep
 # encrypted room, nor share its key, before the sync has told it about the room).
 SYNC_WAIT_SECONDS = 30.0
 _POLL_SECONDS = 0.2
-ENCRYPTED = {"type": "m.room.encryption", "state_key": "",
-             "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+ENCRYPTED = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
 
 
 class RoomPlace(Protocol):
@@ -52,13 +55,17 @@ async def members(client: AsyncClient, room_id: str) -> set[str] | None:
     response = await client.room_get_state(room_id)
     if not isinstance(response, RoomGetStateResponse):
         return None
-    return {event["state_key"] for event in response.events
-            if event.get("type") == "m.room.member"
-            and (event.get("content") or {}).get("membership") in ("join", "invite")}
+    return {
+        event["state_key"]
+        for event in response.events
+        if event.get("type") == "m.room.member"
+        and (event.get("content") or {}).get("membership") in ("join", "invite")
+    }
 
 
-async def direct_room(client: AsyncClient, place: RoomPlace, user_id: str, *,
-                      encrypted: bool) -> str:
+async def direct_room(
+    client: AsyncClient, place: RoomPlace, user_id: str, *, encrypted: bool
+) -> str:
     """The room for a direct message with `user_id`: the one kept in `place` while it is
     still only theirs and the bot's, else a new one (encrypted when `encrypted`), with them
     invited and known to the bot's sync. Raises DirectRoomFailed."""
@@ -70,11 +77,17 @@ async def direct_room(client: AsyncClient, place: RoomPlace, user_id: str, *,
         if now_in is not None and user_id not in now_in:
             # They left it: the bot does not stay on alone in a room no one reads.
             await client.room_leave(kept)
-        log.info("the direct room %s with %s is no longer only theirs and the bot's; "
-                 "making a new one", kept, user_id)
+        log.info(
+            "the direct room %s with %s is no longer only theirs and the bot's; making a new one",
+            kept,
+            user_id,
+        )
     created = await client.room_create(
-        is_direct=True, preset=RoomPreset.trusted_private_chat, invite=[user_id],
-        initial_state=[ENCRYPTED] if encrypted else [])
+        is_direct=True,
+        preset=RoomPreset.trusted_private_chat,
+        invite=[user_id],
+        initial_state=[ENCRYPTED] if encrypted else [],
+    )
     if not isinstance(created, RoomCreateResponse):
         raise DirectRoomFailed(f"the homeserver did not make the room ({created.message})")
     room_id = created.room_id
@@ -83,7 +96,9 @@ async def direct_room(client: AsyncClient, place: RoomPlace, user_id: str, *,
     deadline = time.monotonic() + SYNC_WAIT_SECONDS
     while not (room_id in client.rooms and user_id in client.rooms[room_id].users):
         if time.monotonic() > deadline:
-            raise DirectRoomFailed(f"the new room {room_id} did not arrive through the sync "
-                                   f"within {SYNC_WAIT_SECONDS:.0f} s")
+            raise DirectRoomFailed(
+                f"the new room {room_id} did not arrive through the sync "
+                f"within {SYNC_WAIT_SECONDS:.0f} s"
+            )
         await asyncio.sleep(_POLL_SECONDS)
     return room_id

@@ -47,16 +47,27 @@ def edit_content(event_id: str, text: str) -> dict:
     """The content of an edit of the notice `event_id` to `text`. The fallback body starts
     with "* ", as clients without edits show it; no one is mentioned again (Matrix 1.7)."""
     new = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
-    return {"msgtype": "m.notice", "body": f"* {text}", "m.new_content": new,
-            "m.mentions": {}, "m.relates_to": {"rel_type": "m.replace", "event_id": event_id}}
+    return {
+        "msgtype": "m.notice",
+        "body": f"* {text}",
+        "m.new_content": new,
+        "m.mentions": {},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }
 
 
-async def edit_notice(client: AsyncClient, room_id: str, event_id: str, text: str,
-                      patience: float = messages.QUICK) -> bool:
+async def edit_notice(
+    client: AsyncClient, room_id: str, event_id: str, text: str, patience: float = messages.QUICK
+) -> bool:
     """Edit the bot's notice `event_id` to say `text`; False when it could not be. Each edit
     is its own transaction: two edits to the same words are harmless, a lost one is not."""
-    sent = await messages.send(client, room_id, edit_content(event_id, text),
-                               txn_id=f"imgbot-edit-{uuid.uuid4().hex}", patience=patience)
+    sent = await messages.send(
+        client,
+        room_id,
+        edit_content(event_id, text),
+        txn_id=f"imgbot-edit-{uuid.uuid4().hex}",
+        patience=patience,
+    )
     return sent is not None
 
 

@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 
 STORE_DIR = "crypto"
 KEY_WAIT = 10.0
-UNDECRYPTABLE = ("I could not decrypt your message (my device did not get its room key), "
-                 "so if it was a command it was not run. Send it again; if this keeps "
-                 "happening, make sure your client does not exclude this bot's device.")
+UNDECRYPTABLE = (
+    "I could not decrypt your message (my device did not get its room key), "
+    "so if it was a command it was not run. Send it again; if this keeps "
+    "happening, make sure your client does not exclude this bot's device."
+)
 
 
 def store_path(state_dir: Path) -> Path:
@@ -70,8 +72,10 @@ def has_store(state_dir: Path, user_id: str, device_id: str) -> bool:
 
 def check_available() -> None:
     if not ENCRYPTION_ENABLED:
-        raise SystemExit("matrix.encryption is on but matrix-nio's encryption support is "
-                         "missing: pip install 'matrix-nio[e2e]' (or set it to false)")
+        raise SystemExit(
+            "matrix.encryption is on but matrix-nio's encryption support is "
+            "missing: pip install 'matrix-nio[e2e]' (or set it to false)"
+        )
 
 
 async def keep_keys(client: AsyncClient) -> None:
@@ -100,11 +104,14 @@ class Undecrypted:
     """Messages waiting for their room key; `handle` gets each once it is read, `tell`
     each sender whose message could not be read in time."""
 
-    def __init__(self, client: AsyncClient,
-                 handle: Callable[[str, dict[str, Any]], Awaitable[None]],
-                 tell: Callable[[str, dict[str, Any], str], Awaitable[None]],
-                 wait: float | None = None,
-                 wanted: Callable[[str], bool] = lambda sender: True):
+    def __init__(
+        self,
+        client: AsyncClient,
+        handle: Callable[[str, dict[str, Any]], Awaitable[None]],
+        tell: Callable[[str, dict[str, Any], str], Awaitable[None]],
+        wait: float | None = None,
+        wanted: Callable[[str], bool] = lambda sender: True,
+    ):
         self.client = client
         # Whose messages are waited for: a message from anyone else is no command the bot
         # would answer, and must not make it send key requests (nor fill this waiting room).
@@ -120,11 +127,18 @@ class Undecrypted:
         if event.event_id in self.waiting:
             return
         if not self.wanted(event.sender):
-            log.debug("a message from %s in %s cannot be decrypted; not asking for its key",
-                      event.sender, room_id)
+            log.debug(
+                "a message from %s in %s cannot be decrypted; not asking for its key",
+                event.sender,
+                room_id,
+            )
             return
-        log.info("a message from %s in %s cannot be decrypted yet (session %s); asking for "
-                 "its key", event.sender, room_id, event.session_id)
+        log.info(
+            "a message from %s in %s cannot be decrypted yet (session %s); asking for its key",
+            event.sender,
+            room_id,
+            event.session_id,
+        )
         self.waiting[event.event_id] = _Waiting(room_id, event)
         await self._ask_for_key(event)
 
@@ -136,7 +150,8 @@ class Undecrypted:
         self.asked.add(event.session_id)
         try:
             await self.client.to_device(
-                event.as_key_request(self.client.user_id, self.client.device_id))
+                event.as_key_request(self.client.user_id, self.client.device_id)
+            )
         except NETWORK_ERRORS as exc:  # the wait and the notice still follow
             log.warning("could not ask for a room key: %s", exc)
 
@@ -167,8 +182,11 @@ class Undecrypted:
 
     async def _give_up(self, waiting: _Waiting) -> None:
         event = waiting.event
-        log.warning("gave up on a message from %s in %s: its room key never arrived",
-                    event.sender, waiting.room_id)
+        log.warning(
+            "gave up on a message from %s in %s: its room key never arrived",
+            event.sender,
+            waiting.room_id,
+        )
         key = (event.sender, event.session_id)
         if key in self.told:
             return

@@ -83,17 +83,23 @@ def reply_relation(event_source: dict[str, Any]) -> dict[str, Any]:
     event_id = event_source["event_id"]
     relation = relation_of(event_source.get("content", {}))
     if relation.get("rel_type") == "m.thread" and relation.get("event_id"):
-        return {"rel_type": "m.thread", "event_id": relation["event_id"],
-                "is_falling_back": False, "m.in_reply_to": {"event_id": event_id}}
+        return {
+            "rel_type": "m.thread",
+            "event_id": relation["event_id"],
+            "is_falling_back": False,
+            "m.in_reply_to": {"event_id": event_id},
+        }
     return {"m.in_reply_to": {"event_id": event_id}}
 
 
 def _reply_fields(reply_to: dict[str, Any] | None) -> dict[str, Any]:
     if reply_to is None:
         return {}
-    return {"m.relates_to": reply_relation(reply_to),
-            # Mention the person, so they are notified when their answer arrives.
-            "m.mentions": {"user_ids": [reply_to["sender"]]}}
+    return {
+        "m.relates_to": reply_relation(reply_to),
+        # Mention the person, so they are notified when their answer arrives.
+        "m.mentions": {"user_ids": [reply_to["sender"]]},
+    }
 
 
 async def _with_retries(what: str, attempt_once, patience: float, strict: bool) -> Any:
@@ -127,20 +133,31 @@ async def _with_retries(what: str, attempt_once, patience: float, strict: bool) 
         await asyncio.sleep(delay)
 
 
-async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
-               event_type: str = "m.room.message", *, txn_id: str | None = None,
-               patience: float = QUICK, strict: bool = False) -> str | None:
+async def send(
+    client: AsyncClient,
+    room_id: str,
+    content: dict[str, Any],
+    event_type: str = "m.room.message",
+    *,
+    txn_id: str | None = None,
+    patience: float = QUICK,
+    strict: bool = False,
+) -> str | None:
     tx_id = txn_id or str(uuid.uuid4())
 
     async def once():
         if is_encrypted(client, room_id) and client.olm is None:
             # nio would send it in the clear: the mistake other bots make.
-            raise Refused("the room is encrypted and this bot's encryption is off "
-                          "(matrix.encryption)")
+            raise Refused(
+                "the room is encrypted and this bot's encryption is off (matrix.encryption)"
+            )
         try:
             response = await asyncio.wait_for(
-                client.room_send(room_id, event_type, content, tx_id=tx_id,
-                                 ignore_unverified_devices=True), SEND_TRY_SECONDS)
+                client.room_send(
+                    room_id, event_type, content, tx_id=tx_id, ignore_unverified_devices=True
+                ),
+                SEND_TRY_SECONDS,
+            )
         except (GroupEncryptionError, EncryptionError) as exc:
             _unstick(client, room_id)
             return None, f"{type(exc).__name__}: {exc}"
@@ -159,10 +176,17 @@ async def send(client: AsyncClient, room_id: str, content: dict[str, Any],
     return await _with_retries(f"sending to {room_id}", once, patience, strict)
 
 
-async def send_notice(client: AsyncClient, room_id: str, text: str,
-                      reply_to: dict[str, Any] | None = None,
-                      html: str | None = None, *, txn_id: str | None = None,
-                      patience: float = QUICK, strict: bool = False) -> str | None:
+async def send_notice(
+    client: AsyncClient,
+    room_id: str,
+    text: str,
+    reply_to: dict[str, Any] | None = None,
+    html: str | None = None,
+    *,
+    txn_id: str | None = None,
+    patience: float = QUICK,
+    strict: bool = False,
+) -> str | None:
     """A text reply; `html`, when given, is what clients show, and `text` its fallback."""
     # m.notice, so that other bots do not answer the bot.
     content = {"msgtype": "m.notice", "body": text, **_reply_fields(reply_to)}
@@ -188,17 +212,27 @@ def is_encrypted(client: AsyncClient, room_id: str) -> bool:
     return bool(room is not None and room.encrypted) or room_id in client.encrypted_rooms
 
 
-async def upload(client: AsyncClient, data: bytes, mimetype: str, filename: str,
-                 patience: float = QUICK, strict: bool = False,
-                 encrypt: bool = False) -> dict[str, Any] | None:
+async def upload(
+    client: AsyncClient,
+    data: bytes,
+    mimetype: str,
+    filename: str,
+    patience: float = QUICK,
+    strict: bool = False,
+    encrypt: bool = False,
+) -> dict[str, Any] | None:
     """Upload bytes to the media repository; None, or where the file is as a message
     gives it: {"url": mxc URI}, or for an encrypted room {"file": the URI with the key, iv
     and hash (an EncryptedFile)}, encrypted by nio (AES-CTR, unpadded base64)."""
 
     async def once():
         response, keys = await client.upload(
-            lambda *_: io.BytesIO(data), content_type=mimetype, filename=filename,
-            filesize=len(data), encrypt=encrypt)
+            lambda *_: io.BytesIO(data),
+            content_type=mimetype,
+            filename=filename,
+            filesize=len(data),
+            encrypt=encrypt,
+        )
         if not isinstance(response, UploadResponse):
             return None, _problem(response)
         if encrypt:
@@ -239,47 +273,83 @@ class Picture:
     note: str | None = None  # what was done to fit the server's upload limit
 
     def info(self) -> dict[str, Any]:
-        return {"w": self.width, "h": self.height, "mimetype": self.mimetype,
-                "size": len(self.data)}
+        return {
+            "w": self.width,
+            "h": self.height,
+            "mimetype": self.mimetype,
+            "size": len(self.data),
+        }
 
 
-async def send_image(client: AsyncClient, room_id: str, picture: Picture, *, filename: str,
-                     caption: str, reply_to: dict[str, Any] | None = None,
-                     thumbnail: Picture | None = None, txn_id: str | None = None,
-                     patience: float = QUICK, strict: bool = False) -> str | None:
+async def send_image(
+    client: AsyncClient,
+    room_id: str,
+    picture: Picture,
+    *,
+    filename: str,
+    caption: str,
+    reply_to: dict[str, Any] | None = None,
+    thumbnail: Picture | None = None,
+    txn_id: str | None = None,
+    patience: float = QUICK,
+    strict: bool = False,
+) -> str | None:
     """Upload a picture (and its thumbnail, when given) and post it as an m.image, with the
     caption as its body."""
-    content = await image_content(client, room_id, picture, filename=filename,
-                                  caption=caption, reply_to=reply_to, thumbnail=thumbnail,
-                                  patience=patience, strict=strict)
+    content = await image_content(
+        client,
+        room_id,
+        picture,
+        filename=filename,
+        caption=caption,
+        reply_to=reply_to,
+        thumbnail=thumbnail,
+        patience=patience,
+        strict=strict,
+    )
     if content is None:
         return None
-    return await send(client, room_id, content, txn_id=txn_id, patience=patience,
-                      strict=strict)
+    return await send(client, room_id, content, txn_id=txn_id, patience=patience, strict=strict)
 
 
-async def image_content(client: AsyncClient, room_id: str, picture: Picture, *,
-                        filename: str, caption: str, reply_to: dict[str, Any] | None = None,
-                        thumbnail: Picture | None = None, patience: float = QUICK,
-                        strict: bool = False) -> dict[str, Any] | None:
+async def image_content(
+    client: AsyncClient,
+    room_id: str,
+    picture: Picture,
+    *,
+    filename: str,
+    caption: str,
+    reply_to: dict[str, Any] | None = None,
+    thumbnail: Picture | None = None,
+    patience: float = QUICK,
+    strict: bool = False,
+) -> dict[str, Any] | None:
     """Upload a picture (and its thumbnail) for an m.image to the room; the message's
     content, to `send` when its turn comes, or None when the upload failed."""
     # In an encrypted room the files are encrypted too; without encryption, send() refuses.
     encrypt = client.olm is not None and is_encrypted(client, room_id)
-    where = await upload(client, picture.data, picture.mimetype, filename, patience, strict,
-                         encrypt)
+    where = await upload(
+        client, picture.data, picture.mimetype, filename, patience, strict, encrypt
+    )
     if where is None:
         return None
     info = picture.info()
     if thumbnail is not None:
         # A thumbnail is a courtesy to clients on slow links: without one the picture is
         # still sent.
-        thumbnail_at = await upload(client, thumbnail.data, thumbnail.mimetype,
-                                    "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg",
-                                    patience, encrypt=encrypt)
+        thumbnail_at = await upload(
+            client,
+            thumbnail.data,
+            thumbnail.mimetype,
+            "thumbnail-" + filename.rsplit(".", 1)[0] + ".jpg",
+            patience,
+            encrypt=encrypt,
+        )
         if thumbnail_at is not None:
-            info.update({f"thumbnail_{k}": v for k, v in thumbnail_at.items()},
-                        thumbnail_info=thumbnail.info())
+            info.update(
+                {f"thumbnail_{k}": v for k, v in thumbnail_at.items()},
+                thumbnail_info=thumbnail.info(),
+            )
     return {
         "msgtype": "m.image",
         # A body that differs from `filename` is shown as a caption (Matrix 1.10).

@@ -26,14 +26,12 @@ async def may_redact_others(client: AsyncClient, room_id: str, user_id: str) -> 
     return None if standing is None else standing[0] >= standing[1]
 
 
-async def _standing(client: AsyncClient, room_id: str,
-                    user_id: str) -> tuple[float, float] | None:
+async def _standing(client: AsyncClient, room_id: str, user_id: str) -> tuple[float, float] | None:
     """The user's power level, and the level that may redact others' events."""
     response = await client.room_get_state(room_id)
     if not isinstance(response, RoomGetStateResponse):
         return None
-    state = {(e.get("type"), e.get("state_key")): e for e in response.events
-             if isinstance(e, dict)}
+    state = {(e.get("type"), e.get("state_key")): e for e in response.events if isinstance(e, dict)}
     create = state.get(("m.room.create", ""), {})
     create_content = create.get("content") or {}
     creators = {create.get("sender"), *(create_content.get("additional_creators") or [])}

@@ -20,13 +20,17 @@ def reason(exc: BaseException, url: str, timeout: float | None = None) -> str:
 
 
 def _scheme_hint(exc: BaseException, url: str) -> str:
-    if url.startswith("https://") and isinstance(exc, (asyncio.TimeoutError, ssl.SSLError,
-                                                       aiohttp.ClientSSLError)):
-        return (f"; if the homeserver serves plain HTTP on this port, write "
-                f"http://{url[len('https://'):]}")
-    if url.startswith("http://") and isinstance(exc, (aiohttp.ServerDisconnectedError,
-                                                      aiohttp.ClientPayloadError,
-                                                      ConnectionResetError)):
-        return (f"; if the homeserver serves HTTPS on this port, write "
-                f"https://{url[len('http://'):]}")
+    if url.startswith("https://") and isinstance(
+        exc, (asyncio.TimeoutError, ssl.SSLError, aiohttp.ClientSSLError)
+    ):
+        return (
+            f"; if the homeserver serves plain HTTP on this port, write "
+            f"http://{url[len('https://') :]}"
+        )
+    if url.startswith("http://") and isinstance(
+        exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError)
+    ):
+        return (
+            f"; if the homeserver serves HTTPS on this port, write https://{url[len('http://') :]}"
+        )
     return ""

@@ -27,9 +27,17 @@ OPENERS = ["PNG", "JPEG", "WEBP"]  # Pillow's JPEG opener gives an MPO file as M
 FORMATS_WORDS = "a PNG, JPEG or WebP"
 # The first bytes of the formats people send most that the bot does not read, so that the
 # notice names what was sent without any parser of those formats seeing it.
-_SIGNATURES = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
-               (b"8BPS", "PSD"), (b"BM", "BMP"), (b"%!PS", "PostScript (EPS)"),
-               (b"\xc5\xd0\xd3\xc6", "PostScript (EPS)"), (b"%PDF", "PDF"))
+_SIGNATURES = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\0", "TIFF"),
+    (b"MM\0*", "TIFF"),
+    (b"8BPS", "PSD"),
+    (b"BM", "BMP"),
+    (b"%!PS", "PostScript (EPS)"),
+    (b"\xc5\xd0\xd3\xc6", "PostScript (EPS)"),
+    (b"%PDF", "PDF"),
+)
 MIN_SIDE = 16
 DOWNLOAD_SECONDS = 60.0
 CHUNK = 1 << 16
@@ -80,8 +88,10 @@ async def picture_event(client: AsyncClient, room_id: str, event_id: str) -> dic
     event = response.event.source  # decrypted by nio, in an encrypted room
     content = event.get("content") or {}
     if event.get("type") == "m.room.encrypted":
-        raise SourceError("The message you replied to could not be decrypted: this bot's "
-                          "device did not get its room key.")
+        raise SourceError(
+            "The message you replied to could not be decrypted: this bot's "
+            "device did not get its room key."
+        )
     if event.get("type") != "m.room.message" or content.get("msgtype") != "m.image":
         raise NotAPicture("Reply to a picture (an image message) for that.")
     locator(content)  # a picture without a usable file says so now
@@ -92,13 +102,16 @@ async def picture_event(client: AsyncClient, room_id: str, event_id: str) -> dic
 # URIs"): hostname (IPv4, [IPv6] or DNS name) with an optional port, and a media ID of
 # [A-Za-z0-9_-]. A DNS name here has no empty label, so neither "." nor ".." is one: a URI
 # like mxc://../config would otherwise climb out of the download path.
-_SERVER_NAME = re.compile(r"""
+_SERVER_NAME = re.compile(
+    r"""
     (?: \d{1,3} (?: \.\d{1,3} ){3}                      # IPv4
       | \[ [0-9A-Fa-f:.]{2,45} \]                        # [IPv6]
       | (?=[A-Za-z0-9.-]{1,255}(?::|$))                 # a DNS name, at most 255 long,
         [A-Za-z0-9-]+ (?: \.[A-Za-z0-9-]+ )* )          # made of non-empty labels
     (?: :\d{1,5} )?                                    # the port
-    """, re.VERBOSE)
+    """,
+    re.VERBOSE,
+)
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -106,8 +119,11 @@ def media_address(url: str) -> tuple[str, str]:
     """(server name, media ID) of an mxc:// URI, each checked against the spec's grammar
     before any URL is made from them; SourceError when the URI breaks it."""
     server, _, media_id = url.removeprefix("mxc://").partition("/")
-    if (not url.startswith("mxc://") or not _SERVER_NAME.fullmatch(server)
-            or not _MEDIA_ID.fullmatch(media_id)):
+    if (
+        not url.startswith("mxc://")
+        or not _SERVER_NAME.fullmatch(server)
+        or not _MEDIA_ID.fullmatch(media_id)
+    ):
         raise SourceError("That picture has no file the bot can fetch.")
     return server, media_id
 
@@ -120,9 +136,11 @@ def locator(content: dict[str, Any]) -> str:
     if isinstance(file, dict):
         url = file.get("url")
         key, hashes = file.get("key"), file.get("hashes")  # any shape: untrusted input
-        parts = {"key": key.get("k") if isinstance(key, dict) else None,
-                 "iv": file.get("iv"),
-                 "sha256": hashes.get("sha256") if isinstance(hashes, dict) else None}
+        parts = {
+            "key": key.get("k") if isinstance(key, dict) else None,
+            "iv": file.get("iv"),
+            "sha256": hashes.get("sha256") if isinstance(hashes, dict) else None,
+        }
         if isinstance(url, str) and all(isinstance(v, str) and v for v in parts.values()):
             media_address(url)
             return f"{url}#{urlencode(parts)}"
@@ -132,8 +150,9 @@ def locator(content: dict[str, Any]) -> str:
     raise SourceError("That picture has no file the bot can fetch.")
 
 
-async def fetch(client: AsyncClient, url: str, declared: int | None,
-                limits: LimitSettings) -> Source:
+async def fetch(
+    client: AsyncClient, url: str, declared: int | None, limits: LimitSettings
+) -> Source:
     """Download the picture at `url` (`declared`: the size its message gives) and check it;
     SourceError says what is wrong."""
     if isinstance(declared, int) and declared > limits.max_input_bytes:
@@ -156,8 +175,9 @@ def _decrypted(data: bytes, keys: str) -> bytes:
     except KeyError:
         raise SourceError("That picture has no file the bot can fetch.") from None
     except Exception as exc:  # nio's EncryptionError: the hash does not match, or a bad key
-        raise SourceError(f"The picture's file does not match its message, so it was not "
-                          f"used ({exc}).") from None
+        raise SourceError(
+            f"The picture's file does not match its message, so it was not used ({exc})."
+        ) from None
 
 
 async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> bytes:
@@ -165,36 +185,44 @@ async def _download(client: AsyncClient, url: str, limits: LimitSettings) -> byt
     size for a huge file, and nio's own download would read all of it into memory."""
     server, media_id = media_address(url)  # also a URL kept from before this check
     response = await client.send(
-        "GET", f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}",
-        headers=bearer(client))
+        "GET",
+        f"/_matrix/client/v1/media/download/{quote(server)}/{quote(media_id)}",
+        headers=bearer(client),
+    )
     try:
         if response.status >= 500:
-            raise Unavailable(f"The picture could not be fetched (the homeserver answered "
-                              f"{response.status}); try again in a moment.")
+            raise Unavailable(
+                f"The picture could not be fetched (the homeserver answered "
+                f"{response.status}); try again in a moment."
+            )
         if response.status != 200:
-            raise SourceError(f"The picture could not be fetched (the homeserver answered "
-                              f"{response.status}).")
+            raise SourceError(
+                f"The picture could not be fetched (the homeserver answered {response.status})."
+            )
         if (response.content_length or 0) > limits.max_input_bytes:
             raise _too_large(response.content_length, limits)
         data = bytearray()
         async for chunk in response.content.iter_chunked(CHUNK):
             data += chunk
             if len(data) > limits.max_input_bytes:
-                raise SourceError(f"The picture is over the limit of "
-                                  f"{_mib(limits.max_input_bytes)}.")
+                raise SourceError(
+                    f"The picture is over the limit of {_mib(limits.max_input_bytes)}."
+                )
         return bytes(data)
     finally:
         response.release()
 
 
 def _unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(f"The picture could not be fetched ({type(exc).__name__}); try again "
-                       "in a moment.")
+    return Unavailable(
+        f"The picture could not be fetched ({type(exc).__name__}); try again in a moment."
+    )
 
 
 def _too_large(size: int, limits: LimitSettings) -> SourceError:
-    return SourceError(f"The picture is {_mib(size)}, over the limit of "
-                       f"{_mib(limits.max_input_bytes)}.")
+    return SourceError(
+        f"The picture is {_mib(size)}, over the limit of {_mib(limits.max_input_bytes)}."
+    )
 
 
 def _mib(size: int) -> str:
@@ -209,23 +237,28 @@ def decode(data: bytes, limits: LimitSettings) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=OPENERS)
     except Image.DecompressionBombError:
-        raise SourceError(f"That picture is over the limit of {limits.max_input_pixels:,} "
-                          "pixels.") from None
+        raise SourceError(
+            f"That picture is over the limit of {limits.max_input_pixels:,} pixels."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError):
         named = next((name for start, name in _SIGNATURES if data.startswith(start)), None)
         if named is not None and named != "PDF":
             raise SourceError(f"That picture is a {named}; send {FORMATS_WORDS}.") from None
-        raise SourceError(f"That file is not a picture the bot can read; send "
-                          f"{FORMATS_WORDS}.") from None
+        raise SourceError(
+            f"That file is not a picture the bot can read; send {FORMATS_WORDS}."
+        ) from None
     if image.format not in ACCEPTED:  # a plugin that answers for another format
         raise SourceError(f"That picture is a {image.format}; send {FORMATS_WORDS}.")
     width, height = image.size
     if width * height > limits.max_input_pixels:
-        raise SourceError(f"That picture is {width}×{height} pixels, over the limit of "
-                          f"{limits.max_input_pixels:,} pixels.")
+        raise SourceError(
+            f"That picture is {width}×{height} pixels, over the limit of "
+            f"{limits.max_input_pixels:,} pixels."
+        )
     if min(width, height) < MIN_SIDE:
-        raise SourceError(f"That picture is {width}×{height} pixels; it needs at least "
-                          f"{MIN_SIDE} on each side.")
+        raise SourceError(
+            f"That picture is {width}×{height} pixels; it needs at least {MIN_SIDE} on each side."
+        )
     try:
         image.load()
         image = ImageOps.exif_transpose(image)  # phone photos are stored sideways

@@ -48,9 +48,13 @@ class TokenPlace(Protocol):
 
 
 class SyncLoop:
-    def __init__(self, client: AsyncClient, token: TokenPlace,
-                 on_sync: Callable[[SyncResponse, bool], Awaitable[Awaitable | None]],
-                 beat: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        client: AsyncClient,
+        token: TokenPlace,
+        on_sync: Callable[[SyncResponse, bool], Awaitable[Awaitable | None]],
+        beat: Callable[[], None] | None = None,
+    ):
         self.client = client
         self.token = token
         self.on_sync = on_sync
@@ -127,14 +131,18 @@ class SyncLoop:
                 # the next sync's, saved in its turn, covers its events as well. Said once
                 # until a save works again.
                 if not self._save_failing:
-                    log.warning("could not save the sync token; a restart before a later "
-                                "one is saved fetches these events again (those taken "
-                                "are recognised)", exc_info=True)
+                    log.warning(
+                        "could not save the sync token; a restart before a later "
+                        "one is saved fetches these events again (those taken "
+                        "are recognised)",
+                        exc_info=True,
+                    )
                 self._save_failing = True
                 return
             if self._save_failing:
                 log.info("the sync token is saved again")
             self._save_failing = False
+
         self._saving = asyncio.ensure_future(save())
 
     async def _fill_gaps(self, response: SyncResponse, since: str):
@@ -148,8 +156,9 @@ class SyncLoop:
             start = info.timeline.prev_batch
             while len(missing) < GAP_MAX_EVENTS:
                 try:
-                    page = await self.client.room_messages(room_id, start=start, end=since,
-                                                           limit=GAP_PAGE)
+                    page = await self.client.room_messages(
+                        room_id, start=start, end=since, limit=GAP_PAGE
+                    )
                 except NETWORK_ERRORS as exc:
                     return exc
                 if not isinstance(page, RoomMessagesResponse):
@@ -182,14 +191,19 @@ class SyncLoop:
         # and cannot send to an encrypted room it does not know.
         full_state = first or not self.live.is_set()
         try:
-            return await self.client.sync(timeout=0 if full_state else POLL_MS, since=token,
-                                          full_state=True if full_state else None,
-                                          sync_filter=SYNC_FILTER)
+            return await self.client.sync(
+                timeout=0 if full_state else POLL_MS,
+                since=token,
+                full_state=True if full_state else None,
+                sync_filter=SYNC_FILTER,
+            )
         except NETWORK_ERRORS as exc:
             return exc
 
 
 def _describe(response) -> str:
     if isinstance(response, BaseException):
-        return f"{type(response).__name__}: {response}" if str(response) else type(response).__name__
+        return (
+            f"{type(response).__name__}: {response}" if str(response) else type(response).__name__
+        )
     return f"{getattr(response, 'status_code', '?')}: {getattr(response, 'message', response)}"

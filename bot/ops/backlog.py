@@ -69,9 +69,12 @@ class Backlog:
                     log.info("the writes the full disk had put off are made")
         except asyncio.CancelledError:
             if self._writes:
-                log.warning("%d writes put off by the full disk are lost with this stop; the "
-                            "jobs they belong to are still stored and made again at the next "
-                            "start (their replies are not posted twice)", len(self._writes))
+                log.warning(
+                    "%d writes put off by the full disk are lost with this stop; the "
+                    "jobs they belong to are still stored and made again at the next "
+                    "start (their replies are not posted twice)",
+                    len(self._writes),
+                )
             raise
         finally:
             self._worker = None

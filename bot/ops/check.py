@@ -35,15 +35,21 @@ from bot.text import plural
 ALL_OK, FAILED, BAD_CONFIG = 0, 1, 2
 
 
-def run_checks(config: str | Path, load: bool = False,
-               say: Callable[[str], None] = print) -> int:
+def run_checks(config: str | Path, load: bool = False, say: Callable[[str], None] = print) -> int:
     """Check everything, `say` each line as it is known, and return the exit code."""
     try:
         settings = load_settings(config)
     except ConfigError as exc:
         say(fail("config", str(exc)).line())
-        for name in ("model", "homeserver", "login", "state_dir", "disk", "encryption",
-                     "compliance"):
+        for name in (
+            "model",
+            "homeserver",
+            "login",
+            "state_dir",
+            "disk",
+            "encryption",
+            "compliance",
+        ):
             say(skip(name, "a valid config").line())
         return BAD_CONFIG
     results = [ok("config", str(Path(config)))]
@@ -87,15 +93,26 @@ def check_parts(settings: Settings) -> list[Result]:
 
     generation = settings.generation
     if generation.model is None:
-        return [fail("model", "generation.model is not set: point it at a local diffusers "
-                              "folder (or make one with `imgbot make-test-model DIR`)")]
-    return [ok(part.name, part.detail) if part.ok else fail(part.name, part.message)
-            for part in parts(generation.catalogue_keys, vae=generation.vae,
-                              fast_decoder=generation.fast_decoder,
-                              upscaler=generation.upscaler,
-                              edit_model=generation.edit_model,
-                              loras=generation.loras, quantize=generation.quantize,
-                              devices=generation.devices or [generation.device])]
+        return [
+            fail(
+                "model",
+                "generation.model is not set: point it at a local diffusers "
+                "folder (or make one with `imgbot make-test-model DIR`)",
+            )
+        ]
+    return [
+        ok(part.name, part.detail) if part.ok else fail(part.name, part.message)
+        for part in parts(
+            generation.catalogue_keys,
+            vae=generation.vae,
+            fast_decoder=generation.fast_decoder,
+            upscaler=generation.upscaler,
+            edit_model=generation.edit_model,
+            loras=generation.loras,
+            quantize=generation.quantize,
+            devices=generation.devices or [generation.device],
+        )
+    ]
 
 
 def check_cluster(settings: Settings) -> Result:
@@ -121,15 +138,19 @@ def check_ray_user(backend: str) -> Result | None:
     except KeyError:
         user = f"uid {uid}"
     if not processes:
-        return ok("ray user", f"no Ray node runs as {user} on this host") \
-            if backend == "ray" else None
+        return (
+            ok("ray user", f"no Ray node runs as {user} on this host") if backend == "ray" else None
+        )
     pids = ", ".join(f"{process.pid} ({process.role})" for process in processes)
-    return warn("ray user", f"Ray runs as {user}, the bot's user, on this host (pids {pids}): "
-                            "a Ray node runs whatever code the cluster sends it, and as the "
-                            "bot's user that code can read the bot's state and credentials "
-                            "and stop the bot. Run Ray as a user of its own, imgbot-ray "
-                            "(systemd/imgbot-ray-*.service), and the bot on a host that is "
-                            "not a Ray worker")
+    return warn(
+        "ray user",
+        f"Ray runs as {user}, the bot's user, on this host (pids {pids}): "
+        "a Ray node runs whatever code the cluster sends it, and as the "
+        "bot's user that code can read the bot's state and credentials "
+        "and stop the bot. Run Ray as a user of its own, imgbot-ray "
+        "(systemd/imgbot-ray-*.service), and the bot on a host that is "
+        "not a Ray worker",
+    )
 
 
 def check_load(settings: Settings) -> Result:
@@ -140,17 +161,25 @@ def check_load(settings: Settings) -> Result:
     started = time.perf_counter()
     engine = None
     try:
-        engine = Engine(generation.model, generation.device, vae=generation.vae,
-                        fast_decoder=generation.fast_decoder, quantize=generation.quantize,
-                        offload=generation.offload)
+        engine = Engine(
+            generation.model,
+            generation.device,
+            vae=generation.vae,
+            fast_decoder=generation.fast_decoder,
+            quantize=generation.quantize,
+            offload=generation.offload,
+        )
         engine.load()
     except Exception as exc:  # noqa: BLE001 - torch, diffusers and the driver raise anything
         return fail("load", f"{generation.model}: {type(exc).__name__}: {exc}")
     finally:
         if engine is not None:
             engine.unload()
-    return ok("load", f"{engine.name} loaded on {engine.placement.device} in "
-                      f"{time.perf_counter() - started:.1f} s")
+    return ok(
+        "load",
+        f"{engine.name} loaded on {engine.placement.device} in "
+        f"{time.perf_counter() - started:.1f} s",
+    )
 
 
 def check_state_dir(state_dir: Path) -> Result:
@@ -160,13 +189,15 @@ def check_state_dir(state_dir: Path) -> Result:
     if not path.exists():
         parent = next(p for p in path.parents if p.exists())
         if not parent.is_dir():
-            return fail("state_dir", f"{path} cannot be made: {parent} is a file, not a "
-                                     "folder")
+            return fail("state_dir", f"{path} cannot be made: {parent} is a file, not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
-            return fail("state_dir", f"{path} does not exist, and it cannot be made: "
-                                     f"{parent} is not writable")
-        return ok("state_dir", f"{path} does not exist yet; the bot's first start makes it "
-                               "(mode 700)")
+            return fail(
+                "state_dir",
+                f"{path} does not exist, and it cannot be made: {parent} is not writable",
+            )
+        return ok(
+            "state_dir", f"{path} does not exist yet; the bot's first start makes it (mode 700)"
+        )
     if not path.is_dir():
         return fail("state_dir", f"{path} is not a folder")
     try:
@@ -176,13 +207,11 @@ def check_state_dir(state_dir: Path) -> Result:
     except OSError as exc:
         return fail("state_dir", f"cannot write in {path}: {exc.strerror or exc}")
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return ok("state_dir", f"{path} is writable, but other users can open it: "
-                               f"chmod 700 {path}")
+        return ok("state_dir", f"{path} is writable, but other users can open it: chmod 700 {path}")
     return ok("state_dir", f"{path} is writable")
 
 
-def check_disk(state_dir: Path, settings: DiskSettings,
-               statvfs: Statvfs = os.statvfs) -> Result:
+def check_disk(state_dir: Path, settings: DiskSettings, statvfs: Statvfs = os.statvfs) -> Result:
     """The free space of state_dir's filesystem (of the folder that will hold it, while it
     does not exist yet), against disk.warn_free_mib and disk.full_free_mib."""
     path = state_dir.expanduser().resolve()
@@ -192,14 +221,23 @@ def check_disk(state_dir: Path, settings: DiskSettings,
     except OSError as exc:
         return fail("disk", f"cannot read the free space of {where}: {exc.strerror or exc}")
     if found.level is Level.FULL:
-        return fail("disk", f"{found.reason}: the disk counts as full and the bot cannot "
-                            "keep its state there; free some space")
+        return fail(
+            "disk",
+            f"{found.reason}: the disk counts as full and the bot cannot "
+            "keep its state there; free some space",
+        )
     if found.level is Level.LOW:
-        return warn("disk", f"{found.reason}: free some space; below "
-                            f"{settings.full_free_mib} MiB (disk.full_free_mib) it counts as "
-                            "full")
-    return ok("disk", f"{found.reason} (a warning below {settings.warn_free_mib} MiB, full "
-                      f"below {settings.full_free_mib} MiB)")
+        return warn(
+            "disk",
+            f"{found.reason}: free some space; below "
+            f"{settings.full_free_mib} MiB (disk.full_free_mib) it counts as "
+            "full",
+        )
+    return ok(
+        "disk",
+        f"{found.reason} (a warning below {settings.warn_free_mib} MiB, full "
+        f"below {settings.full_free_mib} MiB)",
+    )
 
 
 def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:
@@ -211,21 +249,27 @@ def check_encryption(matrix: MatrixSettings, state_dir: Path) -> Result:
     if not matrix.encryption:
         return ok("encryption", "off (matrix.encryption): the bot leaves encrypted rooms")
     if not ENCRYPTION_ENABLED:
-        return fail("encryption", "matrix-nio's encryption support is missing: "
-                                  "pip install 'matrix-nio[e2e]'")
+        return fail(
+            "encryption",
+            "matrix-nio's encryption support is missing: pip install 'matrix-nio[e2e]'",
+        )
     if not matrix.cross_signing:
-        return ok("encryption", "on, without cross-signing (matrix.cross_signing): clients "
-                                "that exclude insecure devices will not talk to the bot")
+        return ok(
+            "encryption",
+            "on, without cross-signing (matrix.cross_signing): clients "
+            "that exclude insecure devices will not talk to the bot",
+        )
     path = state_dir.expanduser() / SEEDS_FILE
     try:
         identity = Identity.load(path)
     except CrossSigningFailed as exc:
         return fail("encryption", str(exc))
     if identity is None:
-        return ok("encryption", f"on; the cross-signing identity is made at the first start "
-                                f"and kept in {path}")
-    return ok("encryption", f"on; cross-signing master key {identity.master.public} "
-                            f"({path})")
+        return ok(
+            "encryption",
+            f"on; the cross-signing identity is made at the first start and kept in {path}",
+        )
+    return ok("encryption", f"on; cross-signing master key {identity.master.public} ({path})")
 
 
 def check_compliance(settings: Settings) -> Result:
@@ -241,8 +285,7 @@ def check_compliance(settings: Settings) -> Result:
         # thing a check may write, in a state_dir made as the bot makes it.
         private_dir(settings.state_dir.expanduser())
     try:
-        compliance = Compliance.from_settings(settings.compliance, settings.state_dir,
-                                              version())
+        compliance = Compliance.from_settings(settings.compliance, settings.state_dir, version())
     except Exception as exc:
         return fail("compliance", str(exc) or type(exc).__name__)
     said = ["XMP marker"]
@@ -253,8 +296,10 @@ def check_compliance(settings: Settings) -> Result:
         said.append("watermark")
     if compliance.references is not None:
         index = compliance.references
-        said.append(f"copy check against {index.usable} of "
-                    f"{plural(len(index.listing), 'reference picture')}")
+        said.append(
+            f"copy check against {index.usable} of "
+            f"{plural(len(index.listing), 'reference picture')}"
+        )
     if compliance.logos is not None:
         said.append(plural(len(compliance.logos.names), "logo"))
     if compliance.embedding is not None:

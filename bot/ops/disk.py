@@ -70,8 +70,9 @@ def space(stat: os.statvfs_result, warn_free_mib: int, full_free_mib: int) -> Sp
     said = f"state_dir's filesystem has {mib(free)} MiB free"
     # f_files is 0 where the filesystem makes inodes as it goes (btrfs): none to run out of.
     if stat.f_files and not stat.f_favail:
-        return Space(Level.FULL, free, f"{said} but no free inodes (of {stat.f_files}): "
-                                       "no file can be made")
+        return Space(
+            Level.FULL, free, f"{said} but no free inodes (of {stat.f_files}): no file can be made"
+        )
     if free < full_free_mib * MIB:
         return Space(Level.FULL, free, f"{said} (limit {full_free_mib} MiB)")
     if free < warn_free_mib * MIB:
@@ -84,8 +85,9 @@ def _sqlite_io_error(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, sqlite3.OperationalError) and (
-                (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_IOERR
-                or "disk I/O error" in str(exc)):
+            (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_IOERR
+            or "disk I/O error" in str(exc)
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -96,17 +98,22 @@ def refused_for_space(exc: BaseException, reading: Space | None) -> bool:
     """Whether a write failed for want of space: the words of SQLite or of the filesystem
     say so, or SQLite's "disk I/O error" while `reading` (taken after the failure) shows the
     disk full: SQLite says that when it cannot make or grow its -shm file."""
-    return is_disk_full(exc) or (
-        _sqlite_io_error(exc) and reading is not None and reading.full)
+    return is_disk_full(exc) or (_sqlite_io_error(exc) and reading is not None and reading.full)
 
 
 class DiskWatch:
     """state_dir's free space, read every `every` seconds by `run`; `current()` is what
     /healthz and the metrics show."""
 
-    def __init__(self, state_dir: Path, settings: DiskSettings, *,
-                 statvfs: Statvfs = os.statvfs, clock: Callable[[], float] = time.monotonic,
-                 every: float = CHECK_SECONDS):
+    def __init__(
+        self,
+        state_dir: Path,
+        settings: DiskSettings,
+        *,
+        statvfs: Statvfs = os.statvfs,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = CHECK_SECONDS,
+    ):
         self.state_dir = state_dir
         self.every = every  # seconds between readings
         self.settings = settings
@@ -130,8 +137,12 @@ class DiskWatch:
         if note is None or (reading is not None and reading.full):
             return reading
         free = reading.free_bytes if reading is not None else (note[1] or 0)
-        return Space(Level.FULL, free, f"SQLite could not write in state_dir: database or disk "
-                                       f"is full (statvfs shows {mib(free)} MiB free)")
+        return Space(
+            Level.FULL,
+            free,
+            f"SQLite could not write in state_dir: database or disk "
+            f"is full (statvfs shows {mib(free)} MiB free)",
+        )
 
     def check(self) -> Space | None:
         """Read the free space now (blocking: a statvfs), log a change, return the verdict."""
@@ -140,8 +151,7 @@ class DiskWatch:
         except OSError as exc:
             error = exc.strerror or str(exc)
             if error != self._unreadable:
-                log.warning("cannot read the free space of state_dir %s: %s", self.state_dir,
-                            error)
+                log.warning("cannot read the free space of state_dir %s: %s", self.state_dir, error)
             self._unreadable, self._reading = error, None
             note = self._sqlite_full
             if note is not None and self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS:
@@ -152,8 +162,9 @@ class DiskWatch:
         note = self._sqlite_full
         if note is not None and note[1] is None:  # heard of since the last check
             self._sqlite_full = (note[0], reading.free_bytes)
-        elif note is not None and (reading.free_bytes > note[1]
-                                   or self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS):
+        elif note is not None and (
+            reading.free_bytes > note[1] or self._clock() - note[0] > SQLITE_FULL_HOLD_SECONDS
+        ):
             self._sqlite_full = None
         self._reading = reading
         self._tell(self.current())
@@ -174,8 +185,7 @@ class DiskWatch:
         `refused_for_space`; the reading is taken now, only where it is needed)."""
         if is_disk_full(exc):
             return True
-        return _sqlite_io_error(exc) and refused_for_space(
-            exc, await asyncio.to_thread(self.check))
+        return _sqlite_io_error(exc) and refused_for_space(exc, await asyncio.to_thread(self.check))
 
     async def space_back(self) -> None:
         """Wait, after a write failed for want of space, until the disk no longer counts as
@@ -199,17 +209,26 @@ class DiskWatch:
         if now is None or level is self._said:
             return
         if level is Level.FULL:
-            log.error("%s: the disk counts as full (/healthz answers 503); commands sent "
-                      "meanwhile wait, and are taken once space is freed", now.reason)
+            log.error(
+                "%s: the disk counts as full (/healthz answers 503); commands sent "
+                "meanwhile wait, and are taken once space is freed",
+                now.reason,
+            )
         elif level is Level.LOW:
             if self._said is Level.FULL:
                 log.warning("%s: no longer full, but still low", now.reason)
             else:
-                log.warning("%s: free some space before it runs out (below %d MiB it counts "
-                            "as full)", now.reason, self.settings.full_free_mib)
+                log.warning(
+                    "%s: free some space before it runs out (below %d MiB it counts as full)",
+                    now.reason,
+                    self.settings.full_free_mib,
+                )
         else:
-            log.info("%s again, above disk.warn_free_mib (%d MiB)", now.reason,
-                     self.settings.warn_free_mib)
+            log.info(
+                "%s again, above disk.warn_free_mib (%d MiB)",
+                now.reason,
+                self.settings.warn_free_mib,
+            )
         self._said = level
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -226,8 +245,9 @@ class DiskWatch:
                 await asyncio.to_thread(self.check)  # statvfs can block on a network mount
                 # The next reading when it is due, or at once when SQLite said "full".
                 stopped, woken = (asyncio.ensure_future(e.wait()) for e in (stop, self._wake))
-                await asyncio.wait({stopped, woken}, timeout=self.every,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {stopped, woken}, timeout=self.every, return_when=asyncio.FIRST_COMPLETED
+                )
                 stopped.cancel()
                 woken.cancel()
         finally:

@@ -38,14 +38,19 @@ SCHEMA_NOISE = ("nio.responses", "Error validating response")
 # then an Authorization header.
 _TOKEN_RES = (
     (re.compile(r"\b(?:syt|syr|mct)_[A-Za-z0-9_\-]{8,}"), REDACTED),
-    (re.compile(r"""(access_token["']?\s*[=:]\s*["']?)[^\s&"',;)}#]+""", re.IGNORECASE),
-     rf"\1{REDACTED}"),
+    (
+        re.compile(r"""(access_token["']?\s*[=:]\s*["']?)[^\s&"',;)}#]+""", re.IGNORECASE),
+        rf"\1{REDACTED}",
+    ),
     (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE), rf"\1{REDACTED}"),
 )
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def redact(text: str) -> str:
@@ -57,8 +62,11 @@ def redact(text: str) -> str:
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a log call added with `extra=`."""
-    return {key: value for key, value in record.__dict__.items()
-            if key not in _STANDARD and not key.startswith("_")}
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
 
 
 class DropSchemaNoise(logging.Filter):
@@ -100,7 +108,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc)
-                            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

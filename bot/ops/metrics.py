@@ -18,7 +18,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest,
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -32,8 +37,28 @@ log = logging.getLogger(__name__)
 # How a job can end (a queued one has not): the label values of imgbot_jobs_total.
 STATUSES = tuple(s.value for s in JobStatus if s is not JobStatus.QUEUED)
 # From one step of a distilled model (~0.05 s) to a long wait behind a full queue (10 min).
-SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120,
-                   180, 300, 600)
+SECONDS_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+    90,
+    120,
+    180,
+    300,
+    600,
+)
 STALE_AFTER_SECONDS = 300.0  # no good sync for this long: /healthz says unhealthy
 
 GpuMemory = Callable[[], Mapping[str, int] | None]
@@ -71,9 +96,13 @@ class Health:
     waiting: Callable[[], tuple[int, int]] | None = None
 
     @classmethod
-    def of(cls, queue: _Queue, sync: _Sync,
-           disk: Callable[[], Space | None] | None = None,
-           waiting: Callable[[], tuple[int, int]] | None = None) -> Health:
+    def of(
+        cls,
+        queue: _Queue,
+        sync: _Sync,
+        disk: Callable[[], Space | None] | None = None,
+        waiting: Callable[[], tuple[int, int]] | None = None,
+    ) -> Health:
         """Read a running bot's `GenerationQueue`, `SyncLoop`, `DiskWatch.current` and what
         waits for disk space."""
 
@@ -83,10 +112,16 @@ class Health:
                 return None
             return time.monotonic() - sync.last_success
 
-        return cls(last_sync_age, lambda: queue.worker_alive, lambda: queue.depth,
-                   lambda: queue.paused,
-                   lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds),
-                   lambda: queue.worker_stats(), disk, waiting)
+        return cls(
+            last_sync_age,
+            lambda: queue.worker_alive,
+            lambda: queue.depth,
+            lambda: queue.paused,
+            lambda: (queue.busy_seconds, queue.idle_while_waiting_seconds),
+            lambda: queue.worker_stats(),
+            disk,
+            waiting,
+        )
 
 
 class Metrics:
@@ -94,20 +129,29 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.health: Health | None = None
         self._gpu_memory = gpu_memory
-        self.jobs = Counter("imgbot_jobs", "Jobs by how they ended", ["status"],
-                            registry=self.registry)
+        self.jobs = Counter(
+            "imgbot_jobs", "Jobs by how they ended", ["status"], registry=self.registry
+        )
         for status in STATUSES:  # present at 0 from the start, so rate() works at once
             self.jobs.labels(status)
-        self.pictures = Counter("imgbot_pictures", "Pictures delivered to rooms",
-                                registry=self.registry)
-        self.generation = Histogram("imgbot_generation_seconds",
-                                    "GPU time of a job (all its pictures)",
-                                    buckets=SECONDS_BUCKETS, registry=self.registry)
-        self.queue_wait = Histogram("imgbot_queue_wait_seconds",
-                                    "Time a job waited in the queue before it ran",
-                                    buckets=SECONDS_BUCKETS, registry=self.registry)
+        self.pictures = Counter(
+            "imgbot_pictures", "Pictures delivered to rooms", registry=self.registry
+        )
+        self.generation = Histogram(
+            "imgbot_generation_seconds",
+            "GPU time of a job (all its pictures)",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "imgbot_queue_wait_seconds",
+            "Time a job waited in the queue before it ran",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
         Info("imgbot_build", "The running imgbot", registry=self.registry).info(
-            {"version": version() or "unknown"})
+            {"version": version() or "unknown"}
+        )
         self.registry.register(_LiveCollector(self))
 
     def watch(self, health: Health) -> None:
@@ -115,9 +159,13 @@ class Metrics:
         until then they are left out."""
         self.health = health
 
-    def job_finished(self, status: JobStatus | str, pictures: int = 0,
-                     generation_seconds: float | None = None,
-                     queue_seconds: float | None = None) -> None:
+    def job_finished(
+        self,
+        status: JobStatus | str,
+        pictures: int = 0,
+        generation_seconds: float | None = None,
+        queue_seconds: float | None = None,
+    ) -> None:
         """A job ended: `ok`, `error` or `cancelled` (use `job_rejected` for refusals)."""
         if status not in STATUSES:
             raise ValueError(f"job status {status!r}: use one of {', '.join(STATUSES)}")
@@ -149,48 +197,72 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         health = self.metrics.health
         if health is not None:
-            yield GaugeMetricFamily("imgbot_queue_depth", "Jobs waiting or running",
-                                    value=health.queue_depth())
-            yield GaugeMetricFamily("imgbot_queue_paused", "1 while an admin holds the queue",
-                                    value=int(health.paused()))
-            yield GaugeMetricFamily("imgbot_worker_up", "1 while the GPU worker thread runs",
-                                    value=int(health.worker_alive()))
+            yield GaugeMetricFamily(
+                "imgbot_queue_depth", "Jobs waiting or running", value=health.queue_depth()
+            )
+            yield GaugeMetricFamily(
+                "imgbot_queue_paused",
+                "1 while an admin holds the queue",
+                value=int(health.paused()),
+            )
+            yield GaugeMetricFamily(
+                "imgbot_worker_up",
+                "1 while the GPU worker thread runs",
+                value=int(health.worker_alive()),
+            )
             age = health.last_sync_age()
             if age is not None:
-                yield GaugeMetricFamily("imgbot_last_sync_age_seconds",
-                                        "Seconds since the last successful sync", value=age)
+                yield GaugeMetricFamily(
+                    "imgbot_last_sync_age_seconds",
+                    "Seconds since the last successful sync",
+                    value=age,
+                )
             if health.worker_seconds is not None:
                 busy, idle = health.worker_seconds()
-                yield CounterMetricFamily("imgbot_worker_busy_seconds",
-                                          "Seconds the GPU worker spent making pictures",
-                                          value=busy)
+                yield CounterMetricFamily(
+                    "imgbot_worker_busy_seconds",
+                    "Seconds the GPU worker spent making pictures",
+                    value=busy,
+                )
                 yield CounterMetricFamily(
                     "imgbot_worker_idle_while_waiting_seconds",
-                    "Seconds the GPU worker sat idle while jobs were waiting", value=idle)
+                    "Seconds the GPU worker sat idle while jobs were waiting",
+                    value=idle,
+                )
             if health.workers is not None:
                 yield from _per_worker(health.workers())
             space = health.disk() if health.disk is not None else None
             if space is not None:
-                yield GaugeMetricFamily("imgbot_state_dir_free_bytes",
-                                        "Bytes the bot may still write on state_dir's "
-                                        "filesystem", value=space.free_bytes)
-                yield GaugeMetricFamily("imgbot_disk_full",
-                                        "1 while state_dir's filesystem counts as full "
-                                        "(below disk.full_free_mib, or SQLite said so)",
-                                        value=int(space.full))
+                yield GaugeMetricFamily(
+                    "imgbot_state_dir_free_bytes",
+                    "Bytes the bot may still write on state_dir's filesystem",
+                    value=space.free_bytes,
+                )
+                yield GaugeMetricFamily(
+                    "imgbot_disk_full",
+                    "1 while state_dir's filesystem counts as full "
+                    "(below disk.full_free_mib, or SQLite said so)",
+                    value=int(space.full),
+                )
             if health.waiting is not None:
                 rooms, writes = health.waiting()
-                yield GaugeMetricFamily("imgbot_rooms_waiting_for_disk",
-                                        "Rooms whose next command the full disk could not "
-                                        "store: taken once space is back, the room's later "
-                                        "events behind it", value=rooms)
-                yield GaugeMetricFamily("imgbot_writes_put_off",
-                                        "Writes of delivered jobs put off by the full disk",
-                                        value=writes)
+                yield GaugeMetricFamily(
+                    "imgbot_rooms_waiting_for_disk",
+                    "Rooms whose next command the full disk could not "
+                    "store: taken once space is back, the room's later "
+                    "events behind it",
+                    value=rooms,
+                )
+                yield GaugeMetricFamily(
+                    "imgbot_writes_put_off",
+                    "Writes of delivered jobs put off by the full disk",
+                    value=writes,
+                )
         memory = self._gpu_memory()
         if memory:
-            family = GaugeMetricFamily("imgbot_gpu_memory_bytes", "GPU memory of this process",
-                                       labels=["kind"])
+            family = GaugeMetricFamily(
+                "imgbot_gpu_memory_bytes", "GPU memory of this process", labels=["kind"]
+            )
             for kind in ("allocated", "reserved"):
                 if kind in memory:
                     family.add_metric([kind], memory[kind])
@@ -210,15 +282,22 @@ class _LiveCollector(Collector):
 def _per_worker(workers: list[tuple[str, bool, int, float]]) -> Iterator:
     """Workers up, and each worker's state, jobs and busy seconds, labelled by its name (a
     device, or a Ray worker's host, slot and node)."""
-    yield GaugeMetricFamily("imgbot_workers_up", "GPU workers that can take a job now",
-                            value=sum(1 for _, up, _, _ in workers if up))
-    up = GaugeMetricFamily("imgbot_gpu_worker_up", "1 while this GPU worker can take a job",
-                           labels=["worker"])
-    jobs = CounterMetricFamily("imgbot_gpu_worker_jobs", "Jobs this GPU worker made",
-                               labels=["worker"])
-    busy = CounterMetricFamily("imgbot_gpu_worker_busy_seconds",
-                               "Seconds this GPU worker spent making pictures",
-                               labels=["worker"])
+    yield GaugeMetricFamily(
+        "imgbot_workers_up",
+        "GPU workers that can take a job now",
+        value=sum(1 for _, up, _, _ in workers if up),
+    )
+    up = GaugeMetricFamily(
+        "imgbot_gpu_worker_up", "1 while this GPU worker can take a job", labels=["worker"]
+    )
+    jobs = CounterMetricFamily(
+        "imgbot_gpu_worker_jobs", "Jobs this GPU worker made", labels=["worker"]
+    )
+    busy = CounterMetricFamily(
+        "imgbot_gpu_worker_busy_seconds",
+        "Seconds this GPU worker spent making pictures",
+        labels=["worker"],
+    )
     for name, is_up, made, seconds in workers:
         up.add_metric([name], int(is_up))
         jobs.add_metric([name], made)
@@ -226,8 +305,9 @@ def _per_worker(workers: list[tuple[str, bool, int, float]]) -> Iterator:
     yield from (up, jobs, busy)
 
 
-def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
-                  ) -> tuple[int, dict[str, Any]]:
+def health_report(
+    health: Health, stale_after: float = STALE_AFTER_SECONDS
+) -> tuple[int, dict[str, Any]]:
     """The /healthz answer: (HTTP status, JSON body)."""
     age = health.last_sync_age()
     alive = health.worker_alive()
@@ -235,8 +315,9 @@ def health_report(health: Health, stale_after: float = STALE_AFTER_SECONDS
     if age is None:
         problems.append("no successful sync with the homeserver yet")
     elif age > stale_after:
-        problems.append(f"no successful sync with the homeserver for {age:.0f} s "
-                        f"(limit {stale_after:.0f} s)")
+        problems.append(
+            f"no successful sync with the homeserver for {age:.0f} s (limit {stale_after:.0f} s)"
+        )
     if not alive:
         problems.append("the generation worker thread is not running")
     workers = health.workers() if health.workers is not None else []
@@ -286,18 +367,23 @@ class MetricsServer:
         await self._runner.cleanup()
 
 
-async def start_server(metrics: Metrics, settings, health: Health, *,
-                       stale_after: float = STALE_AFTER_SECONDS) -> MetricsServer:
+async def start_server(
+    metrics: Metrics, settings, health: Health, *, stale_after: float = STALE_AFTER_SECONDS
+) -> MetricsServer:
     """Serve /metrics and /healthz on `settings.host`:`settings.port` (a `MetricsSettings`;
     port 0 takes a free one) until `close()`. Also makes `metrics` read `health`."""
     metrics.watch(health)
     if not is_loopback(settings.host):
-        log.warning("metrics.host %r is not a loopback address: /metrics and /healthz are "
-                    "served without authentication to whoever can reach it", settings.host)
+        log.warning(
+            "metrics.host %r is not a loopback address: /metrics and /healthz are "
+            "served without authentication to whoever can reach it",
+            settings.host,
+        )
 
     async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         status, body = health_report(health, stale_after)

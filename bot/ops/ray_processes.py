@@ -41,7 +41,7 @@ def ray_role(argv: list[str]) -> str | None:
         return "ray worker"
     # `ray start …`, run as `ray start` or `python …/bin/ray start`.
     for index, name in enumerate(names):
-        if name == "ray" and argv[index + 1:index + 2] == ["start"]:
+        if name == "ray" and argv[index + 1 : index + 2] == ["start"]:
             return "ray start"
     return None
 

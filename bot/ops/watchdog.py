@@ -48,8 +48,11 @@ class Watchdog:
         while not self._stop.wait(min(10.0, self.limit / 4)):
             idle = time.monotonic() - self.last_beat
             if idle > self.limit:
-                log.critical("the sync loop made no progress for %.0f s (watchdog_seconds is "
-                             "%.0f); exiting so that the service manager restarts imgbot",
-                             idle, self.limit)
+                log.critical(
+                    "the sync loop made no progress for %.0f s (watchdog_seconds is "
+                    "%.0f); exiting so that the service manager restarts imgbot",
+                    idle,
+                    self.limit,
+                )
                 self.on_stall()
                 return

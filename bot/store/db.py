@@ -113,8 +113,9 @@ def is_disk_full(exc: BaseException | None) -> bool:
     seen = 0
     while exc is not None and seen < 8:  # a chain is short; a cycle must not hang us
         if isinstance(exc, sqlite3.OperationalError) and (
-                getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
-                or "database or disk is full" in str(exc)):
+            getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+            or "database or disk is full" in str(exc)
+        ):
             return True
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -182,7 +183,8 @@ async def connect_readonly(path: Path) -> aiosqlite.Connection:
             raise SchemaMismatch(
                 f"the database is at schema version {version}, "
                 f"{'older' if older else 'newer'} than this imgbot's ({len(MIGRATIONS)}); "
-                + ("start the bot once to migrate it" if older else "upgrade imgbot"))
+                + ("start the bot once to migrate it" if older else "upgrade imgbot")
+            )
     except BaseException:
         await db.close()  # see connect
         raise
@@ -262,8 +264,9 @@ class Kept:
 
 
 async def was_handled(db: aiosqlite.Connection, event_id: str) -> bool:
-    row = await (await db.execute("SELECT 1 FROM handled_events WHERE event_id = ?",
-                                  (event_id,))).fetchone()
+    row = await (
+        await db.execute("SELECT 1 FROM handled_events WHERE event_id = ?", (event_id,))
+    ).fetchone()
     return row is not None
 
 

@@ -26,21 +26,32 @@ class Posted:
     picture: int | None  # which of the job's pictures (its seed is job.seed + picture); None: sheet
 
 
-async def remember(db: aiosqlite.Connection, event_id: str, room_id: str, usage_id: int,
-                   record: dict, prompt: str, picture: int | None) -> None:
+async def remember(
+    db: aiosqlite.Connection,
+    event_id: str,
+    room_id: str,
+    usage_id: int,
+    record: dict,
+    prompt: str,
+    picture: int | None,
+) -> None:
     async with database.writing(db):
         await db.execute(
             "INSERT OR REPLACE INTO pictures(event_id, room_id, usage_id, job, prompt, picture,"
             " created_at) VALUES (?,?,?,?,?,?,?)",
-            (event_id, room_id, usage_id, json.dumps(record), prompt, picture, time.time()))
+            (event_id, room_id, usage_id, json.dumps(record), prompt, picture, time.time()),
+        )
 
 
 async def find(db: aiosqlite.Connection, event_id: str, room_id: str) -> Posted | None:
     """The bot's picture `event_id` in this room (a picture is only continued in the room
     it was posted in); None when it is not one, or its record has expired."""
-    row = await (await db.execute(
-        "SELECT job, prompt, picture FROM pictures WHERE event_id = ? AND room_id = ?",
-        (event_id, room_id))).fetchone()
+    row = await (
+        await db.execute(
+            "SELECT job, prompt, picture FROM pictures WHERE event_id = ? AND room_id = ?",
+            (event_id, room_id),
+        )
+    ).fetchone()
     if row is None:
         return None
     job = job_from_record(row["job"])

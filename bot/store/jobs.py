@@ -24,16 +24,16 @@ from bot.store import usage
 
 @dataclass(frozen=True)
 class StoredJob:
-    event_id: str           # the command's
-    usage_id: int           # its row in the usage log
+    event_id: str  # the command's
+    usage_id: int  # its row in the usage log
     created_at: float
     room_id: str
     sender: str
     command: dict[str, Any]  # what a reply needs of the command event (see `reply_target`)
-    prompt: str             # as typed, before any style
-    job: Job | None         # None when the row cannot be read as a job any more
-    starts: int = 1         # how often a run queued it, this one included
-    parts_sent: int = 0     # replies already posted
+    prompt: str  # as typed, before any style
+    job: Job | None  # None when the row cannot be read as a job any more
+    starts: int = 1  # how often a run queued it, this one included
+    parts_sent: int = 0  # replies already posted
 
 
 def reply_target(event: dict[str, Any]) -> dict[str, Any]:
@@ -44,28 +44,45 @@ def reply_target(event: dict[str, Any]) -> dict[str, Any]:
     return {"event_id": event["event_id"], "sender": event["sender"], "content": content}
 
 
-async def accept(db: aiosqlite.Connection, event: dict[str, Any], room_id: str, prompt: str,
-                 job: Job, logged: usage.NewJob) -> StoredJob:
+async def accept(
+    db: aiosqlite.Connection,
+    event: dict[str, Any],
+    room_id: str,
+    prompt: str,
+    job: Job,
+    logged: usage.NewJob,
+) -> StoredJob:
     """Claim the command, write its usage row (`logged`) and the job: one transaction."""
     now = time.time()
     async with database.writing(db):
         await database.insert_claim(db, event["event_id"], now)
         row = await usage.insert_job(db, logged)
-        stored = StoredJob(event["event_id"], row, now, room_id, event["sender"],
-                           reply_target(event), prompt, job)
+        stored = StoredJob(
+            event["event_id"], row, now, room_id, event["sender"], reply_target(event), prompt, job
+        )
         await db.execute(
             "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt,"
             " job, starts) VALUES (?,?,?,?,?,?,?,?,1)",
-            (stored.event_id, row, now, room_id, stored.sender, json.dumps(stored.command),
-             prompt, json.dumps(job.record())))
+            (
+                stored.event_id,
+                row,
+                now,
+                room_id,
+                stored.sender,
+                json.dumps(stored.command),
+                prompt,
+                json.dumps(job.record()),
+            ),
+        )
     return stored
 
 
 async def sent_part(db: aiosqlite.Connection, stored: StoredJob) -> None:
     """A reply of this job was posted: from now on it is completed, never given up."""
     async with database.writing(db):
-        await db.execute("UPDATE jobs SET parts_sent = parts_sent + 1 WHERE event_id = ?",
-                         (stored.event_id,))
+        await db.execute(
+            "UPDATE jobs SET parts_sent = parts_sent + 1 WHERE event_id = ?", (stored.event_id,)
+        )
 
 
 async def finish(db: aiosqlite.Connection, stored: StoredJob, **outcome: Any) -> None:
@@ -81,10 +98,21 @@ async def unfinished(db: aiosqlite.Connection) -> list[StoredJob]:
     async with database.writing(db):
         await db.execute("UPDATE jobs SET starts = starts + 1")
     cursor = await db.execute("SELECT * FROM jobs ORDER BY usage_id")
-    return [StoredJob(row["event_id"], row["usage_id"], row["created_at"], row["room_id"],
-                      row["sender"], json.loads(row["command"]), row["prompt"],
-                      job_from_record(row["job"]), row["starts"], row["parts_sent"])
-            for row in await cursor.fetchall()]
+    return [
+        StoredJob(
+            row["event_id"],
+            row["usage_id"],
+            row["created_at"],
+            row["room_id"],
+            row["sender"],
+            json.loads(row["command"]),
+            row["prompt"],
+            job_from_record(row["job"]),
+            row["starts"],
+            row["parts_sent"],
+        )
+        for row in await cursor.fetchall()
+    ]
 
 
 def job_from_record(text: str) -> Job | None:

@@ -37,13 +37,17 @@ def prompt_for_log(prompt: str, store: bool) -> str:
 def options_for_log(options: dict[str, Any], store: bool) -> dict[str, Any]:
     """The job's parameters (as written to the usage row's `options`), with the prompt and
     the negative prompt hashed when prompts are not stored; every key stays."""
-    return {key: prompt_for_log(value, store)
-            if key in HASHED_OPTIONS and isinstance(value, str) else value
-            for key, value in options.items()}
+    return {
+        key: prompt_for_log(value, store)
+        if key in HASHED_OPTIONS and isinstance(value, str)
+        else value
+        for key, value in options.items()
+    }
 
 
-async def apply_retention(db: aiosqlite.Connection, retention_days: int | None,
-                          now: float | None = None) -> int:
+async def apply_retention(
+    db: aiosqlite.Connection, retention_days: int | None, now: float | None = None
+) -> int:
     """Delete the usage rows created more than `retention_days` ago, and the handled-event
     records as old (but never younger than HANDLED_EVENTS_MIN_DAYS); returns how many usage
     rows went. None keeps everything. Jobs still `queued` are never deleted."""
@@ -55,16 +59,24 @@ async def apply_retention(db: aiosqlite.Connection, retention_days: int | None,
     cutoff = now - retention_days * DAY
     async with database.writing(db):
         usage_rows, handled = await _delete_older(db, now, cutoff)
-    log.info("usage retention (%d days): deleted %d usage rows and %d handled-event records",
-             retention_days, usage_rows, handled,
-             extra={"retention_days": retention_days, "deleted_usage_rows": usage_rows,
-                    "deleted_handled_events": handled})
+    log.info(
+        "usage retention (%d days): deleted %d usage rows and %d handled-event records",
+        retention_days,
+        usage_rows,
+        handled,
+        extra={
+            "retention_days": retention_days,
+            "deleted_usage_rows": usage_rows,
+            "deleted_handled_events": handled,
+        },
+    )
     return usage_rows
 
 
 async def _delete_older(db: aiosqlite.Connection, now: float, cutoff: float) -> tuple[int, int]:
     cursor = await db.execute(
-        "DELETE FROM usage WHERE created_at < ? AND status != 'queued'", (cutoff,))
+        "DELETE FROM usage WHERE created_at < ? AND status != 'queued'", (cutoff,)
+    )
     usage_rows = cursor.rowcount
     # The records of posted pictures carry prompts too; `again` on an older picture then
     # says that it no longer knows it.
@@ -83,13 +95,13 @@ async def _delete_older(db: aiosqlite.Connection, now: float, cutoff: float) -> 
     newest = await database.single(db, "SELECT MAX(handled_at) FROM handled_events")
     keep_from = now if newest is None else min(now, newest)
     handled_cutoff = min(cutoff, keep_from - HANDLED_EVENTS_MIN_DAYS * DAY)
-    cursor = await db.execute("DELETE FROM handled_events WHERE handled_at < ?",
-                              (handled_cutoff,))
+    cursor = await db.execute("DELETE FROM handled_events WHERE handled_at < ?", (handled_cutoff,))
     return usage_rows, cursor.rowcount
 
 
-async def retention_task(db: aiosqlite.Connection, usage_settings: UsageSettings,
-                         stop: asyncio.Event) -> None:
+async def retention_task(
+    db: aiosqlite.Connection, usage_settings: UsageSettings, stop: asyncio.Event
+) -> None:
     """Apply the retention now and then every 24 h, until `stop` is set (at once)."""
     days = usage_settings.retention_days
     if days is None:

@@ -20,26 +20,27 @@ class Stored:
 
 async def stored(db: aiosqlite.Connection, room_id: str) -> dict[str, Stored]:
     cursor = await db.execute(
-        "SELECT key, value, set_by, set_at FROM room_defaults WHERE room_id = ?", (room_id,))
+        "SELECT key, value, set_by, set_at FROM room_defaults WHERE room_id = ?", (room_id,)
+    )
     return {row[0]: Stored(row[1], row[2], row[3]) for row in await cursor.fetchall()}
 
 
-async def store(db: aiosqlite.Connection, room_id: str, key: str, value: str,
-                user_id: str) -> None:
+async def store(db: aiosqlite.Connection, room_id: str, key: str, value: str, user_id: str) -> None:
     async with database.writing(db):
         await db.execute(
             "INSERT INTO room_defaults(room_id, key, value, set_by, set_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(room_id, key) DO UPDATE SET value=excluded.value, "
             "set_by=excluded.set_by, set_at=excluded.set_at",
-            (room_id, key, value, user_id, time.time()))
+            (room_id, key, value, user_id, time.time()),
+        )
 
 
 async def clear(db: aiosqlite.Connection, room_id: str, key: str | None = None) -> int:
     async with database.writing(db):
         if key is None:
-            cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?",
-                                      (room_id,))
+            cursor = await db.execute("DELETE FROM room_defaults WHERE room_id = ?", (room_id,))
         else:
             cursor = await db.execute(
-                "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key))
+                "DELETE FROM room_defaults WHERE room_id = ? AND key = ?", (room_id, key)
+            )
     return cursor.rowcount

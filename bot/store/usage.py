@@ -14,7 +14,6 @@ import aiosqlite
 from bot.store import db as database
 
 
-
 class JobStatus(str, enum.Enum):
     """How a job stands in the usage log: the values of the `status` column's CHECK
     constraint (bot/store/db.py), which a test holds to these."""
@@ -30,6 +29,8 @@ class JobStatus(str, enum.Enum):
 
 
 STATUSES = tuple(status.value for status in JobStatus)
+
+
 @dataclass(frozen=True)
 class NewJob:
     event_id: str | None
@@ -41,25 +42,41 @@ class NewJob:
     model: str | None
 
 
-async def record_job(db: aiosqlite.Connection, job: NewJob,
-                     status: JobStatus = JobStatus.QUEUED,
-                     error: str | None = None) -> int:
+async def record_job(
+    db: aiosqlite.Connection,
+    job: NewJob,
+    status: JobStatus = JobStatus.QUEUED,
+    error: str | None = None,
+) -> int:
     """Write the row for an accepted (or rejected) job; returns its id."""
     async with database.writing(db):
         return await insert_job(db, job, status, error)
 
 
-async def insert_job(db: aiosqlite.Connection, job: NewJob,
-                     status: JobStatus = JobStatus.QUEUED,
-                     error: str | None = None) -> int:
+async def insert_job(
+    db: aiosqlite.Connection,
+    job: NewJob,
+    status: JobStatus = JobStatus.QUEUED,
+    error: str | None = None,
+) -> int:
     """`record_job` inside the caller's `db.writing` transaction."""
     now = time.time()
     cursor = await db.execute(
         "INSERT INTO usage(created_at, finished_at, event_id, room_id, user_id, prompt, options,"
         " seed, model, status, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (now, None if status is JobStatus.QUEUED else now, job.event_id, job.room_id,
-         job.user_id, job.prompt, json.dumps(job.options, sort_keys=True), job.seed, job.model,
-         status, error),
+        (
+            now,
+            None if status is JobStatus.QUEUED else now,
+            job.event_id,
+            job.room_id,
+            job.user_id,
+            job.prompt,
+            json.dumps(job.options, sort_keys=True),
+            job.seed,
+            job.model,
+            status,
+            error,
+        ),
     )
     if cursor.lastrowid is None:  # an INSERT always has one
         raise sqlite3.DatabaseError("the usage row was not inserted")
@@ -71,41 +88,50 @@ async def finish_job(db: aiosqlite.Connection, row_id: int, **outcome: Any) -> N
         await update_job(db, row_id, **outcome)
 
 
-async def update_job(db: aiosqlite.Connection, row_id: int, *, status: JobStatus | str,
-                     error: str | None = None, images: int = 0,
-                     queue_seconds: float | None = None,
-                     generation_seconds: float | None = None,
-                     worker: str | None = None) -> None:
+async def update_job(
+    db: aiosqlite.Connection,
+    row_id: int,
+    *,
+    status: JobStatus | str,
+    error: str | None = None,
+    images: int = 0,
+    queue_seconds: float | None = None,
+    generation_seconds: float | None = None,
+    worker: str | None = None,
+) -> None:
     """`finish_job` inside the caller's `db.writing` transaction."""
     await db.execute(
         "UPDATE usage SET finished_at=?, status=?, error=?, images=?, queue_seconds=?,"
         " generation_seconds=?, worker=? WHERE id=?",
-        (time.time(), status, error, images, queue_seconds,
-         generation_seconds, worker, row_id),
+        (time.time(), status, error, images, queue_seconds, generation_seconds, worker, row_id),
     )
 
 
-async def counted_for_quotas(db: aiosqlite.Connection, user_id: str,
-                             since: float) -> list[tuple[float, str, int, str]]:
+async def counted_for_quotas(
+    db: aiosqlite.Connection, user_id: str, since: float
+) -> list[tuple[float, str, int, str]]:
     """The person's jobs since `since` that count against a quota, oldest first: delivered
     and still queued ones, as (created_at, status, images, options JSON)."""
     cursor = await db.execute(
         "SELECT created_at, status, images, options FROM usage WHERE user_id = ? "
         "AND created_at > ? AND status IN (?, ?) ORDER BY created_at",
-        (user_id, since, JobStatus.OK.value, JobStatus.QUEUED.value))
+        (user_id, since, JobStatus.OK.value, JobStatus.QUEUED.value),
+    )
     return [tuple(row) for row in await cursor.fetchall()]
 
 
-async def add_compliance(db: aiosqlite.Connection, usage_id: int,
-                         record: dict[str, Any]) -> None:
+async def add_compliance(db: aiosqlite.Connection, usage_id: int, record: dict[str, Any]) -> None:
     """Add one picture's verdict of the compliance checks to its job's row (a JSON list)."""
     async with database.writing(db):
-        row = await (await db.execute("SELECT compliance FROM usage WHERE id = ?",
-                                      (usage_id,))).fetchone()
+        row = await (
+            await db.execute("SELECT compliance FROM usage WHERE id = ?", (usage_id,))
+        ).fetchone()
         found = json.loads(row[0]) if row and row[0] else []
         found.append(record)
-        await db.execute("UPDATE usage SET compliance = ? WHERE id = ?",
-                         (json.dumps(found, sort_keys=True), usage_id))
+        await db.execute(
+            "UPDATE usage SET compliance = ? WHERE id = ?",
+            (json.dumps(found, sort_keys=True), usage_id),
+        )
 
 
 async def close_interrupted(db: aiosqlite.Connection) -> int:
@@ -116,15 +142,19 @@ async def close_interrupted(db: aiosqlite.Connection) -> int:
         cursor = await db.execute(
             "UPDATE usage SET status='error', finished_at=?, error=? WHERE status='queued'"
             " AND id NOT IN (SELECT usage_id FROM jobs)",
-            (time.time(), "the bot stopped before this job finished"))
+            (time.time(), "the bot stopped before this job finished"),
+        )
     return cursor.rowcount
 
 
-async def query(db: aiosqlite.Connection, since: float | None = None,
-                user: str | None = None, room: str | None = None) -> list[dict[str, Any]]:
+async def query(
+    db: aiosqlite.Connection,
+    since: float | None = None,
+    user: str | None = None,
+    room: str | None = None,
+) -> list[dict[str, Any]]:
     clauses, args = [], []
-    for clause, value in (("created_at >= ?", since), ("user_id = ?", user),
-                          ("room_id = ?", room)):
+    for clause, value in (("created_at >= ?", since), ("user_id = ?", user), ("room_id = ?", room)):
         if value is not None:
             clauses.append(clause)
             args.append(value)
@@ -141,16 +171,17 @@ GROUPINGS = ("user", "room", "day")
 @dataclass(frozen=True)
 class Group:
     """The totals of the jobs of one user, room or day."""
-    key: str                # a user ID, a room ID ("" for jobs outside a room) or YYYY-MM-DD
+
+    key: str  # a user ID, a room ID ("" for jobs outside a room) or YYYY-MM-DD
     jobs: int
-    pictures: int           # delivered by ok jobs
+    pictures: int  # delivered by ok jobs
     failed: int
     rejected: int
     cancelled: int
     gpu_seconds: float
     mean_queue_seconds: float | None  # of the ok jobs; None when there is none
-    users: int              # distinct
-    rooms: int              # distinct, not counting jobs outside a room
+    users: int  # distinct
+    rooms: int  # distinct, not counting jobs outside a room
 
 
 def day_of(created_at: float) -> str:

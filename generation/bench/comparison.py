@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..families.known import FAMILIES, Family
-from ..families.model_folder import (ModelError, NATIVE_SIDES, family_of, inspect_model,
-                                     native_size)
+from ..families.model_folder import ModelError, NATIVE_SIDES, family_of, inspect_model, native_size
 from ..job import Job
 from ..models.engine import Engine, quiet_libraries
 from ..models.pipeline_call import arguments
@@ -39,10 +38,13 @@ from . import report
 
 PROMPT = "Albert Einstein, oil painting"
 # --random-weights NAME → (testing.full_size.random_pipeline's architecture, the family)
-RANDOM_ARCHS = {"sd15": ("sd15", "sd"), "sdxl": ("sdxl", "sdxl"),
-                "flux1-schnell": ("flux1-schnell", "flux"),
-                "zimage": ("zimage-turbo", "zimage"),
-                "flux2-klein": ("flux2-klein-4b", "flux2-klein")}
+RANDOM_ARCHS = {
+    "sd15": ("sd15", "sd"),
+    "sdxl": ("sdxl", "sdxl"),
+    "flux1-schnell": ("flux1-schnell", "flux"),
+    "zimage": ("zimage-turbo", "zimage"),
+    "flux2-klein": ("flux2-klein-4b", "flux2-klein"),
+}
 CHOICES = "|".join(RANDOM_ARCHS)
 
 
@@ -67,14 +69,16 @@ class Workload:
     seed: int = 0
 
     @classmethod
-    def make(cls, model: str | None, random_weights: str | None, size: str | None,
-             **options) -> Workload:
+    def make(
+        cls, model: str | None, random_weights: str | None, size: str | None, **options
+    ) -> Workload:
         """A checked workload; the size defaults to the model's native size."""
         if (model is None) == (random_weights is None):
             raise BenchError(f"give either --model DIR or --random-weights {CHOICES}")
         if random_weights is not None and random_weights not in RANDOM_ARCHS:
-            raise BenchError(f"--random-weights {random_weights}: choose one of "
-                             f"{', '.join(RANDOM_ARCHS)}")
+            raise BenchError(
+                f"--random-weights {random_weights}: choose one of {', '.join(RANDOM_ARCHS)}"
+            )
         path = Path(model).expanduser() if model else None
         if path is not None:
             inspect_model(path)  # a ModelError says what is wrong with the folder
@@ -105,18 +109,24 @@ class Workload:
         except (ValueError, RuntimeError) as exc:  # unknown, or not on this machine
             raise BenchError(str(exc)) from None
         if not self.family.text_to_image:  # both sides time pictures made from a prompt
-            raise BenchError(f"--model {self.model}: a {self.family.label} model only edits "
-                             "pictures, and the bench times pictures made from a prompt; "
-                             "give it a model that makes them")
+            raise BenchError(
+                f"--model {self.model}: a {self.family.label} model only edits "
+                "pictures, and the bench times pictures made from a prompt; "
+                "give it a model that makes them"
+            )
         multiple = self.family.multiple
-        if self.width <= 0 or self.height <= 0 or self.width % multiple \
-                or self.height % multiple:
-            raise BenchError(f"--size {self.width}x{self.height}: width and height are "
-                             f"positive multiples of {multiple} for {self.family.label}")
+        if self.width <= 0 or self.height <= 0 or self.width % multiple or self.height % multiple:
+            raise BenchError(
+                f"--size {self.width}x{self.height}: width and height are "
+                f"positive multiples of {multiple} for {self.family.label}"
+            )
         if not self.batches or len(set(self.batches)) != len(self.batches):
             raise BenchError(f"--batch {','.join(map(str, self.batches))}: give each size once")
-        for name, value in (("steps", self.steps), ("count", self.count),
-                            *(("batch", b) for b in self.batches)):
+        for name, value in (
+            ("steps", self.steps),
+            ("count", self.count),
+            *(("batch", b) for b in self.batches),
+        ):
             if value < 1:
                 raise BenchError(f"--{name} is at least 1, not {value}")
         if self.warm_up < 0:
@@ -156,13 +166,19 @@ class Workload:
     def model_name(self) -> str:
         if self.model is not None:
             return str(self.model)
-        return f"random-weight {self.random_weights} (full-size architecture: real FLOPs, " \
-               "pictures are noise)"
+        return (
+            f"random-weight {self.random_weights} (full-size architecture: real FLOPs, "
+            "pictures are noise)"
+        )
 
 
-def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
-              baseline: bool = True, baseline_rows: list[dict] | None = None,
-              on_row: Callable[[dict, dict], None] = lambda _config, _row: None) -> dict:
+def run_bench(
+    workload: Workload,
+    say: Callable[[str], None] = lambda _: None,
+    baseline: bool = True,
+    baseline_rows: list[dict] | None = None,
+    on_row: Callable[[dict, dict], None] = lambda _config, _row: None,
+) -> dict:
     """Measure the baseline (unless `baseline` is false), then our engine, at each of the
     workload's batch sizes; return the report (plain data, JSON-ready): `config` and one row
     per side and batch size. `baseline_rows`, with `baseline` false: the baseline's rows of
@@ -171,25 +187,43 @@ def run_bench(workload: Workload, say: Callable[[str], None] = lambda _: None,
     quiet_libraries()  # no loading bars from the baseline's from_pretrained
     placement = workload.placement
     device = placement.device
-    config = report.config(workload, device, placement.dtype_name,
-                           placement.dtype_name if baseline or baseline_rows else None)
+    config = report.config(
+        workload,
+        device,
+        placement.dtype_name,
+        placement.dtype_name if baseline or baseline_rows else None,
+    )
     base: list[dict] = []
     if baseline:
-        base = _measure("diffusers", placement.dtype, workload, device,
-                        lambda: _baseline(workload, device, placement.dtype), say,
-                        lambda row: on_row(config, _ratio(row, row)))
+        base = _measure(
+            "diffusers",
+            placement.dtype,
+            workload,
+            device,
+            lambda: _baseline(workload, device, placement.dtype),
+            say,
+            lambda row: on_row(config, _ratio(row, row)),
+        )
     elif baseline_rows:
         base = baseline_rows
     by_batch = {row["batch"]: row for row in base}
-    ours = _measure("imgbot", placement.dtype, workload, device, lambda: _ours(workload), say,
-                    lambda row: on_row(config, _ratio(row, by_batch.get(row["batch"]))))
+    ours = _measure(
+        "imgbot",
+        placement.dtype,
+        workload,
+        device,
+        lambda: _ours(workload),
+        say,
+        lambda row: on_row(config, _ratio(row, by_batch.get(row["batch"]))),
+    )
     return {"config": config, "rows": ours + ([] if baseline_rows and not baseline else base)}
 
 
 def _ratio(row: dict, base: dict | None) -> dict:
     """`row` with ours/plain of pictures per second, against the baseline of its batch."""
-    row["ours_over_baseline"] = (row["pictures_per_second"] / base["pictures_per_second"]
-                                 if base else None)
+    row["ours_over_baseline"] = (
+        row["pictures_per_second"] / base["pictures_per_second"] if base else None
+    )
     return row
 
 
@@ -197,12 +231,19 @@ def baseline_of(report: dict, workload: Workload) -> list[dict]:
     """The baseline's rows of an earlier report (its --json), checked to be of the same
     workload and device. Raises BenchError saying what differs."""
     c = report.get("config", {})
-    mine = {"model": workload.model_name, "size": f"{workload.width}x{workload.height}",
-            "steps": workload.steps, "guidance": workload.guidance}
-    differ = [f"{key} {c.get(key)!r}, not {value!r}" for key, value in mine.items()
-              if c.get(key) != value]
+    mine = {
+        "model": workload.model_name,
+        "size": f"{workload.width}x{workload.height}",
+        "steps": workload.steps,
+        "guidance": workload.guidance,
+    }
+    differ = [
+        f"{key} {c.get(key)!r}, not {value!r}" for key, value in mine.items() if c.get(key) != value
+    ]
     if differ:
-        raise BenchError(f"--baseline-from: that report is of another workload ({'; '.join(differ)})")
+        raise BenchError(
+            f"--baseline-from: that report is of another workload ({'; '.join(differ)})"
+        )
     rows = [row for row in report.get("rows", []) if row.get("side") == "diffusers"]
     if not rows:
         raise BenchError("--baseline-from: that report has no baseline (it ran --no-baseline)")
@@ -217,14 +258,19 @@ def _check_room(w: Workload, device: str, element: int) -> None:
     from generation.testing.full_size import random_pipeline
 
     pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device="meta")
-    needed = element * sum(p.numel() for m in pipe.components.values()
-                           if hasattr(m, "parameters") for p in m.parameters())
+    needed = element * sum(
+        p.numel()
+        for m in pipe.components.values()
+        if hasattr(m, "parameters")
+        for p in m.parameters()
+    )
     free = free_bytes(device)
     if free is not None and needed > free:
         raise BenchError(
             f"--random-weights {w.random_weights}: its weights take {needed / 1e9:.1f} GB "
             f"at {element} bytes a parameter, and {device} has {free / 1e9:.1f} GB free; run "
-            "it where they fit (a GPU in bfloat16 takes half as much as the CPU's float32)")
+            "it where they fit (a GPU in bfloat16 takes half as much as the CPU's float32)"
+        )
 
 
 def _dtype_name(dtype) -> str:
@@ -237,23 +283,30 @@ def _baseline(w: Workload, device: str, dtype):
     from diffusers import AutoPipelineForText2Image
 
     if w.model is not None:
-        pipe = AutoPipelineForText2Image.from_pretrained(w.model, dtype=dtype,
-                                                         local_files_only=True)
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            w.model, dtype=dtype, local_files_only=True
+        )
     else:
         from generation.testing.full_size import random_pipeline
 
-        pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=device, dtype=dtype,
-                               seed=w.seed)
+        pipe = random_pipeline(
+            RANDOM_ARCHS[w.random_weights][0], device=device, dtype=dtype, seed=w.seed
+        )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     family = w.family
 
     def call(batch: int) -> list:
         # The guidance as the family's pipeline takes it (Qwen-Image's true_cfg_scale…).
-        return pipe(prompt=PROMPT, num_inference_steps=w.steps, width=w.width,
-                    height=w.height, num_images_per_prompt=batch,
-                    generator=torch.Generator("cpu").manual_seed(w.seed),
-                    **arguments(family, w.guidance, [""])).images
+        return pipe(
+            prompt=PROMPT,
+            num_inference_steps=w.steps,
+            width=w.width,
+            height=w.height,
+            num_images_per_prompt=batch,
+            generator=torch.Generator("cpu").manual_seed(w.seed),
+            **arguments(family, w.guidance, [""]),
+        ).images
 
     return call, None, None
 
@@ -261,17 +314,21 @@ def _baseline(w: Workload, device: str, dtype):
 def load_ours(w: Workload) -> Engine:
     """Our engine for the workload, loaded: the folder, or the random-weight architecture."""
     if w.model is not None:
-        engine = Engine(w.model, w.device, compile=w.compile, quantize=w.quantize,
-                        offload="none")
+        engine = Engine(w.model, w.device, compile=w.compile, quantize=w.quantize, offload="none")
         engine.load()
         return engine
     from generation.testing.full_size import random_pipeline
 
     placement = w.placement  # built where and how the engine will run it
-    pipe = random_pipeline(RANDOM_ARCHS[w.random_weights][0], device=placement.device,
-                           dtype=placement.dtype, seed=w.seed)
-    return Engine.from_pipeline(pipe, f"random-{w.random_weights}", w.device, w.compile,
-                         quantize=w.quantize)
+    pipe = random_pipeline(
+        RANDOM_ARCHS[w.random_weights][0],
+        device=placement.device,
+        dtype=placement.dtype,
+        seed=w.seed,
+    )
+    return Engine.from_pipeline(
+        pipe, f"random-{w.random_weights}", w.device, w.compile, quantize=w.quantize
+    )
 
 
 def _ours(w: Workload):
@@ -280,8 +337,17 @@ def _ours(w: Workload):
     engine = load_ours(w)
 
     def call(batch: int) -> list:
-        return engine.generate(Job(prompt=PROMPT, seed=w.seed, steps=w.steps, width=w.width,
-                                   height=w.height, guidance=w.guidance, count=batch))
+        return engine.generate(
+            Job(
+                prompt=PROMPT,
+                seed=w.seed,
+                steps=w.steps,
+                width=w.width,
+                height=w.height,
+                guidance=w.guidance,
+                count=batch,
+            )
+        )
 
     def warm() -> float:
         return engine.warm_up(w.width, w.height, guidance=w.guidance, batch=w.batch)
@@ -289,8 +355,9 @@ def _ours(w: Workload):
     return call, engine.unload, warm
 
 
-def _measure(side: str, dtype, w: Workload, device: str, load, say,
-             measured: Callable[[dict], None]) -> list[dict]:
+def _measure(
+    side: str, dtype, w: Workload, device: str, load, say, measured: Callable[[dict], None]
+) -> list[dict]:
     """Load the side once, warm it up, then time each batch size in turn: one row each,
     given to `measured` as soon as it is made."""
     import torch
@@ -316,8 +383,7 @@ def _measure(side: str, dtype, w: Workload, device: str, load, say,
                 torch.cuda.synchronize()
             first_call = first_call or time.perf_counter() - started
         calls = w.count // batch
-        say(f"{side}: timing {report.words(calls, 'call')} of "
-            f"{report.words(batch, 'picture')}")
+        say(f"{side}: timing {report.words(calls, 'call')} of {report.words(batch, 'picture')}")
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         seconds = []

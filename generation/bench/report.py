@@ -20,8 +20,10 @@ def config(w, device: str, ours_dtype: str, baseline_dtype: str | None) -> dict:
         memory = "peak GPU memory allocated by torch during the timed calls (after warm-up)"
     else:
         hardware = f"{os.cpu_count()} cores, {_cpu_name()}, {torch.get_num_threads()} threads"
-        memory = ("peak resident memory of the process, from its start to the end of that "
-                  "side (≤: not above the side measured before it)")
+        memory = (
+            "peak resident memory of the process, from its start to the end of that "
+            "side (≤: not above the side measured before it)"
+        )
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device,
@@ -41,9 +43,14 @@ def config(w, device: str, ours_dtype: str, baseline_dtype: str | None) -> dict:
         "ours_quantize": w.quantize,
         "baseline_dtype": baseline_dtype,
         "memory": memory,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "diffusers": diffusers.__version__, "transformers": transformers.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
     }
+
 
 def _cpu_name() -> str:
     try:
@@ -54,12 +61,16 @@ def _cpu_name() -> str:
         pass
     return platform.processor() or "unknown CPU"
 
+
 def render(report: dict) -> str:
     """The configuration, then the table: what a pasted result needs to describe itself."""
     c = report["config"]
     v = c["versions"]
-    baseline = (f"plain diffusers, {c['baseline_dtype']}, the same pictures per call"
-                if c["baseline_dtype"] else "none (--no-baseline)")
+    baseline = (
+        f"plain diffusers, {c['baseline_dtype']}, the same pictures per call"
+        if c["baseline_dtype"]
+        else "none (--no-baseline)"
+    )
     batches = ", ".join(map(str, c["batches"]))
     lines = [
         f"imgbot bench, {c['date']}",
@@ -77,24 +88,42 @@ def render(report: dict) -> str:
         f"transformers {v['transformers']}",
         "",
     ]
-    header = ("side", "dtype", "batch", "pictures", "s/picture median", "s/picture p90",
-              "pictures/s", "peak memory", "ours/baseline", "warm-up s")
+    header = (
+        "side",
+        "dtype",
+        "batch",
+        "pictures",
+        "s/picture median",
+        "s/picture p90",
+        "pictures/s",
+        "peak memory",
+        "ours/baseline",
+        "warm-up s",
+    )
     table = [header]
     for row in report["rows"]:
         ratio = row.get("ours_over_baseline")
-        table.append((row["side"], row["dtype"], str(row["batch"]), str(row["pictures"]),
-                      f"{row['seconds_per_picture_median']:.3f}",
-                      f"{row['seconds_per_picture_p90']:.3f}",
-                      f"{row['pictures_per_second']:.3f}",
-                      "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
-                      "n/a" if ratio is None else f"{ratio:.2f}",
-                      _seconds(row.get("warm_up_seconds"))))
+        table.append(
+            (
+                row["side"],
+                row["dtype"],
+                str(row["batch"]),
+                str(row["pictures"]),
+                f"{row['seconds_per_picture_median']:.3f}",
+                f"{row['seconds_per_picture_p90']:.3f}",
+                f"{row['pictures_per_second']:.3f}",
+                "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
+                "n/a" if ratio is None else f"{ratio:.2f}",
+                _seconds(row.get("warm_up_seconds")),
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
         cells += [cell.rjust(width) for cell, width in zip(r[2:], widths[2:])]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
 
 def figure_line(config: dict, row: dict) -> str:
     """One measured row as one line of the GPU figures: model, size, steps, batch, seconds
@@ -105,24 +134,33 @@ def figure_line(config: dict, row: dict) -> str:
     if row["side"] == "imgbot":
         how += ["compiled"] * config["ours_compile"]
         how += [config["ours_quantize"]] * (config["ours_quantize"] != "none")
-    parts = [config["model_short"], config["size"], words(config["steps"], "step"),
-             f"batch {row['batch']}", f"{row['side']} ({', '.join(how)})",
-             f"{row['seconds_per_picture_median']:.3f} s/picture",
-             f"{row['pictures_per_second']:.3f} pictures/s",
-             "peak " + "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
-             "ours/plain " + ("n/a" if ratio is None else f"{ratio:.2f}")]
+    parts = [
+        config["model_short"],
+        config["size"],
+        words(config["steps"], "step"),
+        f"batch {row['batch']}",
+        f"{row['side']} ({', '.join(how)})",
+        f"{row['seconds_per_picture_median']:.3f} s/picture",
+        f"{row['pictures_per_second']:.3f} pictures/s",
+        "peak " + "≤ " * row["peak_memory_at_most"] + _gib(row["peak_memory_bytes"]),
+        "ours/plain " + ("n/a" if ratio is None else f"{ratio:.2f}"),
+    ]
     if row.get("warm_up_seconds") is not None:
         parts.append(f"warm-up {row['warm_up_seconds']:.1f} s")
     return " | ".join(parts)
 
+
 def words(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
+
 def _gib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
 
 def write_json(report: dict, path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

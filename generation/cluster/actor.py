@@ -53,8 +53,10 @@ class Worker:
     def _load(self, recipe: Recipe, threads: int | None) -> None:
         for name, folder in recipe.catalogue.items():
             if not Path(folder).is_dir():
-                raise FileNotFoundError(f"the model {name}'s folder {folder} is not on this "
-                                        "host (every GPU host needs it at the same path)")
+                raise FileNotFoundError(
+                    f"the model {name}'s folder {folder} is not on this "
+                    "host (every GPU host needs it at the same path)"
+                )
         if recipe.upscaler is not None and not Path(recipe.upscaler).is_file():
             raise FileNotFoundError(f"the upscaler {recipe.upscaler} is not on this host")
         if threads:
@@ -63,8 +65,9 @@ class Worker:
             torch.set_num_threads(threads)
         # The compile cache belongs to this host, not to the bot's state_dir path.
         cache = Path(os.environ.get("IMGBOT_CACHE_DIR", "~/.cache/imgbot")).expanduser()
-        recipe = replace(recipe, engine_options={**recipe.engine_options,
-                                                 "cache_dir": cache / "compile-cache"})
+        recipe = replace(
+            recipe, engine_options={**recipe.engine_options, "cache_dir": cache / "compile-cache"}
+        )
         runner = diffusion_runner(recipe)
         runner.load()
         warm_up(runner, recipe)
@@ -72,8 +75,14 @@ class Worker:
 
     def ready(self) -> dict:
         """Who this worker is and what it runs; "error" when it could not load."""
-        info = {"worker": self.name, "host": self.host, "node": self.node, "slot": self.slot,
-                "versions": versions(), "auth": os.environ.get("RAY_AUTH_MODE", "disabled")}
+        info = {
+            "worker": self.name,
+            "host": self.host,
+            "node": self.node,
+            "slot": self.slot,
+            "versions": versions(),
+            "auth": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        }
         if self.error is not None:
             info["error"] = self.error
         else:
@@ -113,9 +122,11 @@ class Worker:
                 os._exit(1)
             log.exception("a batch failed on %s", self.host)
             return {"error": f"generation failed: {type(exc).__name__}: {exc}"}
-        return {"images": [[messages.png(image, level=0) for image in images]
-                           for images in made],
-                "worker": self.name, "seconds": time.monotonic() - started}
+        return {
+            "images": [[messages.png(image, level=0) for image in images] for images in made],
+            "worker": self.name,
+            "seconds": time.monotonic() - started,
+        }
 
     def _told(self, value: progress.Progress) -> None:
         self._progress = messages.progress_to_wire(value)

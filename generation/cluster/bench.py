@@ -38,18 +38,30 @@ class ClusterFigures:
 
     def table(self) -> str:
         over = sorted(self.overheads)
-        return "\n".join([
-            f"on the Ray cluster, {self.workers} worker(s):",
-            f"  pictures per second      {self.pictures_per_second:8.3f}  "
-            f"({self.pictures} in {self.wall_seconds:.2f} s, first job to last picture)",
-            f"  remote call per batch    median {statistics.median(over) * 1000:.0f} ms, "
-            f"max {over[-1] * 1000:.0f} ms (the bot's round trip minus the worker's own "
-            f"time: pickling, the bridge, Ray, PNG there and back; {len(over)} batches)",
-        ])
+        return "\n".join(
+            [
+                f"on the Ray cluster, {self.workers} worker(s):",
+                f"  pictures per second      {self.pictures_per_second:8.3f}  "
+                f"({self.pictures} in {self.wall_seconds:.2f} s, first job to last picture)",
+                f"  remote call per batch    median {statistics.median(over) * 1000:.0f} ms, "
+                f"max {over[-1] * 1000:.0f} ms (the bot's round trip minus the worker's own "
+                f"time: pickling, the bridge, Ray, PNG there and back; {len(over)} batches)",
+            ]
+        )
 
 
-def run(spec: ClusterSpec, catalogue, *, count: int, width: int, height: int, steps: int,
-        guidance: float, max_batch: int, say=print) -> ClusterFigures:
+def run(
+    spec: ClusterSpec,
+    catalogue,
+    *,
+    count: int,
+    width: int,
+    height: int,
+    steps: int,
+    guidance: float,
+    max_batch: int,
+    say=print,
+) -> ClusterFigures:
     """Connect, wait for every worker, then time `count` one-picture jobs."""
     link = Link(spec)
     link.start(120)
@@ -66,15 +78,26 @@ def run(spec: ClusterSpec, catalogue, *, count: int, width: int, height: int, st
         link.stop()
 
 
-async def _measure(runners: list, count: int, width: int, height: int, steps: int,
-                   guidance: float, max_batch: int) -> ClusterFigures:
-    queue = GenerationQueue(runners, max_size=count + 1, per_user=count + 1,
-                            max_batch=max_batch)
+async def _measure(
+    runners: list, count: int, width: int, height: int, steps: int, guidance: float, max_batch: int
+) -> ClusterFigures:
+    queue = GenerationQueue(runners, max_size=count + 1, per_user=count + 1, max_batch=max_batch)
     queue.start()
     started = time.monotonic()
-    tickets = [queue.submit(Job(prompt=f"bench picture {i}", seed=i, steps=steps, width=width,
-                                height=height, guidance=guidance), "bench")
-               for i in range(count)]
+    tickets = [
+        queue.submit(
+            Job(
+                prompt=f"bench picture {i}",
+                seed=i,
+                steps=steps,
+                width=width,
+                height=height,
+                guidance=guidance,
+            ),
+            "bench",
+        )
+        for i in range(count)
+    ]
     results = [await ticket.result for ticket in tickets]
     wall = time.monotonic() - started
     await queue.close(30)

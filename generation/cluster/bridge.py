@@ -60,7 +60,7 @@ class _Forward(logging.Handler):
         self.channel = channel
 
     def emit(self, record: logging.LogRecord) -> None:
-        words = self.format(record)[:messages.MAX_TEXT]
+        words = self.format(record)[: messages.MAX_TEXT]
         self.channel.send({"kind": "log", "level": record.levelno, "words": words})
 
 
@@ -87,13 +87,19 @@ class _Stderr:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m generation.cluster.bridge")
-    parser.add_argument("--address", help="the only cluster address this bridge connects "
-                        "to, with its unit's token (socket mode: imgbot-bridge@.service)")
+    parser.add_argument(
+        "--address",
+        help="the only cluster address this bridge connects "
+        "to, with its unit's token (socket mode: imgbot-bridge@.service)",
+    )
     pinned = parser.parse_args(argv).address
     if pinned is not None and not is_address(pinned):  # `--address=` would pin to ""
-        print(f"--address {messages.one_line(pinned, 200)!r} is not a Ray address: write "
-              "HOST:PORT of the head node's GCS (e.g. 10.0.0.5:6379), ray://HOST:PORT, or "
-              "auto, as generation.ray.address", file=sys.stderr)
+        print(
+            f"--address {messages.one_line(pinned, 200)!r} is not a Ray address: write "
+            "HOST:PORT of the head node's GCS (e.g. 10.0.0.5:6379), ray://HOST:PORT, or "
+            "auto, as generation.ray.address",
+            file=sys.stderr,
+        )
         return 2
     stderr = _Stderr()
     # Frames go out on a copy of stdout; whatever Ray or a library prints goes to stderr.
@@ -123,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except Refused as exc:
         # Ray's core writes why to stderr while ray.init gives up: a moment for the line.
         refused = stderr.token_refused.wait(0.5)
-        channel.send({"kind": "refused", "words": str(exc)[:messages.MAX_TEXT],
-                      "token_refused": refused})
+        channel.send(
+            {"kind": "refused", "words": str(exc)[: messages.MAX_TEXT], "token_refused": refused}
+        )
         return 3
     channel.send({"kind": "connected", **facts})
     if spec.survey:
@@ -140,16 +147,22 @@ def pin_refusal(spec: ClusterSpec, pinned: str | None) -> str | None:
     mode, where the hello comes from whoever connects); None when it is taken."""
     if pinned is None:
         if spec.own_token:
-            return ("this bridge has no --address, so it does not use its own token: its "
-                    "unit (imgbot-bridge@.service) names the cluster's address")
+            return (
+                "this bridge has no --address, so it does not use its own token: its "
+                "unit (imgbot-bridge@.service) names the cluster's address"
+            )
         return None  # spawned by the bot, which tells it its own address and token
     if spec.address != pinned:
-        return (f"this bridge connects only to {pinned} (the --address of "
-                f"imgbot-bridge@.service), not to {messages.one_line(spec.address, 200)}: set "
-                f"generation.ray.address to {pinned}")
+        return (
+            f"this bridge connects only to {pinned} (the --address of "
+            f"imgbot-bridge@.service), not to {messages.one_line(spec.address, 200)}: set "
+            f"generation.ray.address to {pinned}"
+        )
     if not spec.own_token:
-        return ("this bridge uses only its unit's token: the bot sends none in socket mode "
-                "(generation.ray.bridge_socket, no token_file)")
+        return (
+            "this bridge uses only its unit's token: the bot sends none in socket mode "
+            "(generation.ray.bridge_socket, no token_file)"
+        )
     return None
 
 
@@ -182,10 +195,15 @@ class Bridge:
         self.threads = int(cpus) if cpus else None
         self.actor_class = ray.remote(Worker)
         self.actor_options = dict(
-            num_gpus=resources.pop("GPU", 0), num_cpus=cpus, resources=resources,
+            num_gpus=resources.pop("GPU", 0),
+            num_cpus=cpus,
+            resources=resources,
             # One per host while hosts are free; a threaded actor, so that progress and
             # pings are answered while a batch runs.
-            scheduling_strategy="SPREAD", max_concurrency=3, max_restarts=0)
+            scheduling_strategy="SPREAD",
+            max_concurrency=3,
+            max_restarts=0,
+        )
         # slot -> (the actor that is up, the event that says it was lost, its generation)
         self.actors: dict[int, tuple[object, asyncio.Event, int]] = {}
         self.generations = [0] * spec.workers  # how many actors each slot has had
@@ -225,8 +243,10 @@ class Bridge:
             except Exception:  # noqa: BLE001 - a timeout, or Ray's own error
                 if loop.time() - answered > HEAD_LOST_AFTER:
                     log.error(
-                        "the Ray head at %s has not answered for %.0f s", self.spec.address,
-                        loop.time() - answered)
+                        "the Ray head at %s has not answered for %.0f s",
+                        self.spec.address,
+                        loop.time() - answered,
+                    )
                     self.end(4)
 
     def _ended(self, task: asyncio.Task) -> None:
@@ -247,16 +267,16 @@ class Bridge:
                     log.error("a frame from the bot was dropped: %s", exc)
                     continue
                 if header["kind"] == "run":
-                    loop.call_soon_threadsafe(self._serve, header["request"], header["slot"],
-                                              header["jobs"], parts)
+                    loop.call_soon_threadsafe(
+                        self._serve, header["request"], header["slot"], header["jobs"], parts
+                    )
         except (frames.FrameError, OSError) as exc:
             log.error("the connection to the bot ends: %s", exc)
         finally:  # the bot is gone, or wants us gone (or its pipe broke)
             loop.call_soon_threadsafe(self.stopped.set)
 
     def _lost(self, request: int, words: str) -> None:
-        self.channel.send({"kind": "lost", "request": request,
-                           "words": words[:messages.MAX_TEXT]})
+        self.channel.send({"kind": "lost", "request": request, "words": words[: messages.MAX_TEXT]})
 
     def _serve(self, request: int, slot: int, jobs: list, parts: list[bytes]) -> None:
         task = asyncio.ensure_future(self.serve(request, slot, jobs, parts))
@@ -284,13 +304,18 @@ class Bridge:
             # Making an actor asks the head's GCS, and blocks while it is away: in a thread,
             # so that the head's watch (and the other slots) go on meanwhile.
             actor = await loop.run_in_executor(
-                None, lambda name=name: self.actor_class.options(
-                    name=name, **self.actor_options).remote(self.recipe, slot, self.threads))
+                None,
+                lambda name=name: self.actor_class.options(name=name, **self.actor_options).remote(
+                    self.recipe, slot, self.threads
+                ),
+            )
             self._slot(slot, "starting", generation)
             info = await self._ready(actor)
             problem = info.get("error") or mismatch(
-                self.spec.versions, info.get("versions", {}),
-                f"the worker on {info.get('host', '?')}")
+                self.spec.versions,
+                info.get("versions", {}),
+                f"the worker on {info.get('host', '?')}",
+            )
             if problem:
                 self._slot(slot, "failed", generation, problem=problem)
                 await loop.run_in_executor(None, _kill, actor)
@@ -308,9 +333,10 @@ class Bridge:
 
     def _slot(self, slot: int, state: str, generation: int, **detail) -> None:
         if "problem" in detail:
-            detail["problem"] = detail["problem"][:messages.MAX_TEXT]
-        self.channel.send({"kind": "slot", "slot": slot, "state": state,
-                           "generation": generation, **detail})
+            detail["problem"] = detail["problem"][: messages.MAX_TEXT]
+        self.channel.send(
+            {"kind": "slot", "slot": slot, "state": state, "generation": generation, **detail}
+        )
 
     async def _ready(self, actor) -> dict:
         """The actor's ready(), checked: its facts, or {"error": why it cannot be used}."""
@@ -353,12 +379,12 @@ class Bridge:
                 done, _ = await asyncio.wait({result}, timeout=PROGRESS_SECONDS)
                 if done:
                     break
-                now = messages.progress_answer(await asyncio.wait_for(
-                    _awaited(actor.progress.remote()), PING_TIMEOUT))
+                now = messages.progress_answer(
+                    await asyncio.wait_for(_awaited(actor.progress.remote()), PING_TIMEOUT)
+                )
                 if now is not None and now != shown:
                     shown = now
-                    self.channel.send({"kind": "progress", "request": request,
-                                       "progress": now})
+                    self.channel.send({"kind": "progress", "request": request, "progress": now})
             payload = messages.run_answer(result.result())
         except (ray.exceptions.RayError, asyncio.TimeoutError) as exc:
             why = last_line(exc) if str(exc) else "it stopped answering"
@@ -373,14 +399,21 @@ class Bridge:
             result.cancel()
             return
         if "error" in payload:
-            self.channel.send({"kind": "done", "request": request,
-                               "error": payload["error"][:messages.MAX_TEXT]})
+            self.channel.send(
+                {"kind": "done", "request": request, "error": payload["error"][: messages.MAX_TEXT]}
+            )
             return
         images = payload["images"]
-        self.channel.send({"kind": "done", "request": request, "worker": payload["worker"],
-                           "seconds": float(payload["seconds"]),
-                           "counts": [len(pictures) for pictures in images]},
-                          [data for pictures in images for data in pictures])
+        self.channel.send(
+            {
+                "kind": "done",
+                "request": request,
+                "worker": payload["worker"],
+                "seconds": float(payload["seconds"]),
+                "counts": [len(pictures) for pictures in images],
+            },
+            [data for pictures in images for data in pictures],
+        )
 
 
 async def _awaited(ref):

@@ -106,8 +106,10 @@ def receive(stream: BinaryIO, admit=None) -> tuple[dict, list[bytearray]] | None
             return None
         (length,) = _PART.unpack(size)
         if length > MAX_PART or length > left:
-            raise FrameError(f"a part of {length} bytes is over the limit "
-                             f"({min(MAX_PART, left)} bytes left for it)")
+            raise FrameError(
+                f"a part of {length} bytes is over the limit "
+                f"({min(MAX_PART, left)} bytes left for it)"
+            )
         left -= length
         part = _exactly(stream, length)
         if part is None:
@@ -133,7 +135,7 @@ def _exactly(stream: BinaryIO, size: int) -> bytearray | None:
     data = bytearray(size)
     view, done = memoryview(data), 0
     while done < size:
-        got = stream.readinto(view[done:done + READ_CHUNK])
+        got = stream.readinto(view[done : done + READ_CHUNK])
         if not got:
             return None
         done += got

@@ -25,25 +25,36 @@ def connect(spec: ClusterSpec) -> dict:
     import ray
 
     try:
-        ray.init(address=spec.address, namespace=spec.namespace, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=spec.address,
+            namespace=spec.namespace,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     except ConnectionError as exc:
         raise Refused(f"no Ray cluster answered at {spec.address} ({exc})") from None
     except RuntimeError as exc:  # Ray's own version check, among others
         raise Refused(f"the Ray cluster at {spec.address} refused the bot: {exc}") from None
     probe = ray.remote(num_cpus=0)(_node_facts)
     try:
-        theirs = messages.check(ray.get(probe.remote(), timeout=CONNECT_TIMEOUT), FACTS,
-                                "the cluster's facts")
+        theirs = messages.check(
+            ray.get(probe.remote(), timeout=CONNECT_TIMEOUT), FACTS, "the cluster's facts"
+        )
     except messages.Invalid:
-        raise Refused(f"the Ray cluster at {spec.address} answered what is not its "
-                      "versions and authentication") from None
+        raise Refused(
+            f"the Ray cluster at {spec.address} answered what is not its "
+            "versions and authentication"
+        ) from None
     except ray.exceptions.GetTimeoutError:
-        raise Refused(f"the Ray cluster at {spec.address} ran nothing within "
-                      f"{CONNECT_TIMEOUT:.0f} s") from None
+        raise Refused(
+            f"the Ray cluster at {spec.address} ran nothing within {CONNECT_TIMEOUT:.0f} s"
+        ) from None
     except ray.exceptions.RayError as exc:
-        raise Refused(f"the Ray cluster at {spec.address} could not run imgbot's code; is "
-                      f"imgbot installed on its nodes? ({last_line(exc)})") from None
+        raise Refused(
+            f"the Ray cluster at {spec.address} could not run imgbot's code; is "
+            f"imgbot installed on its nodes? ({last_line(exc)})"
+        ) from None
     different = mismatch(spec.versions, theirs["versions"], f"the cluster at {spec.address}")
     if different:
         raise Refused(different)
@@ -51,11 +62,11 @@ def connect(spec: ClusterSpec) -> dict:
         raise Refused(
             f"the Ray cluster at {spec.address} runs without token authentication "
             "(RAY_AUTH_MODE=token on every node): anyone who reaches its port can run code "
-            "on it, so the bot will not use it; turn it on (README \"More than one GPU "
-            "server\"), or set generation.ray.allow_unauthenticated: true")
+            'on it, so the bot will not use it; turn it on (README "More than one GPU '
+            'server"), or set generation.ray.allow_unauthenticated: true'
+        )
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    return {"nodes": len(nodes), "auth": theirs["auth"][:100],
-            "versions": theirs["versions"]}
+    return {"nodes": len(nodes), "auth": theirs["auth"][:100], "versions": theirs["versions"]}
 
 
 def survey(spec: ClusterSpec) -> dict:
@@ -70,12 +81,13 @@ def survey(spec: ClusterSpec) -> dict:
             continue
         try:
             info = messages.ready_answer(
-                ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT))
+                ray.get(ray.get_actor(name).ready.remote(), timeout=CONNECT_TIMEOUT)
+            )
         except messages.Invalid as exc:
             logging.getLogger(__name__).error("the worker %s answered %s", name, exc)
             info = {"worker": name[:200], "error": messages.NOT_VALID}
         except Exception as exc:  # gone meanwhile, or busy loading
-            info = {"worker": name[:200], "error": last_line(exc)[:messages.MAX_TEXT]}
+            info = {"worker": name[:200], "error": last_line(exc)[: messages.MAX_TEXT]}
         workers.append(info)
     free = ray.available_resources()
     room = min(int(free.get(key, 0) // amount) for key, amount in spec.resources.items())

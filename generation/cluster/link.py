@@ -92,8 +92,9 @@ class Link:
         with self._cond:
             failed = not self.connected or self.spec.survey
             if failed:
-                problem = self.problem or (f"no answer from the Ray cluster at "
-                                           f"{self.spec.address} within {timeout:.0f} s")
+                problem = self.problem or (
+                    f"no answer from the Ray cluster at {self.spec.address} within {timeout:.0f} s"
+                )
                 self._stopping = True
         if failed:
             self._end_bridge()
@@ -135,16 +136,21 @@ class Link:
         when what came back is not a valid answer)."""
         request, inbox = next(self._ids), queue.SimpleQueue()
         parts: list[bytes] = []
-        header = {"kind": "run", "request": request, "slot": slot,
-                  "jobs": [messages.job_to_wire(job, parts) for job in jobs]}
+        header = {
+            "kind": "run",
+            "request": request,
+            "slot": slot,
+            "jobs": [messages.job_to_wire(job, parts) for job in jobs],
+        }
         with self._cond:
             channel = self._channel
             if channel is None or not self.up(slot):
                 raise WorkerNotReady("the worker is not up")  # nothing was sent
             generation = self.slots[slot].generation
             self._waiting[request] = inbox
-            self._room[request] = sum(messages.png_bound(job.width, job.height) * job.count
-                                      for job in jobs)
+            self._room[request] = sum(
+                messages.png_bound(job.width, job.height) * job.count for job in jobs
+            )
         try:
             if not channel.send(header, parts):
                 raise WorkerNotReady("the connection to the cluster ended")
@@ -160,8 +166,11 @@ class Link:
                 elif "error" in answer:
                     raise GenerationError(answer["error"])
                 else:
-                    return {"images": _per_job(answer["counts"], pictures, jobs),
-                            "worker": answer["worker"], "seconds": answer["seconds"]}
+                    return {
+                        "images": _per_job(answer["counts"], pictures, jobs),
+                        "worker": answer["worker"],
+                        "seconds": answer["seconds"],
+                    }
         finally:
             with self._cond:
                 self._waiting.pop(request, None)
@@ -180,8 +189,12 @@ class Link:
             if time.monotonic() - started > 60:
                 backoff = BACKOFF_FIRST  # it ran a good while: start over quickly
             pause = backoff * random.uniform(0.75, 1.25)
-            log.warning("the Ray cluster at %s is not usable (%s); trying again in %.0f s",
-                        self.spec.address, self.problem or "the bridge ended", pause)
+            log.warning(
+                "the Ray cluster at %s is not usable (%s); trying again in %.0f s",
+                self.spec.address,
+                self.problem or "the bridge ended",
+                pause,
+            )
             with self._cond:
                 self._cond.wait(pause)
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -200,8 +213,10 @@ class Link:
             try:
                 bridge = self._open()
             except OSError as exc:
-                self.problem = (f"no bridge answers at generation.ray.bridge_socket "
-                                f"{self.spec.bridge_socket} ({exc.strerror or exc})")
+                self.problem = (
+                    f"no bridge answers at generation.ray.bridge_socket "
+                    f"{self.spec.bridge_socket} ({exc.strerror or exc})"
+                )
                 return
             self._bridge = bridge
         channel = frames.Channel(bridge.writer, SEND_LIMIT, bridge.stuck)
@@ -210,8 +225,10 @@ class Link:
             while (frame := frames.receive(bridge.reader, self._admit)) is not None:
                 self._take(*frame, channel)
         except frames.FrameError as exc:
-            log.error("the Ray bridge sent what is not a frame the bot accepts (%s): its "
-                      "connection ends", exc)
+            log.error(
+                "the Ray bridge sent what is not a frame the bot accepts (%s): its connection ends",
+                exc,
+            )
             self.problem = "the bridge sent a frame the bot does not accept"
         except OSError as exc:  # the connection broke
             self.problem = self.problem or f"the connection to the bridge broke ({exc})"
@@ -233,17 +250,24 @@ class Link:
             except OSError:
                 connection.close()
                 raise
-            return _Bridge(connection.makefile("rb"), connection.makefile("wb"),
-                           connection=connection)
+            return _Bridge(
+                connection.makefile("rb"), connection.makefile("wb"), connection=connection
+            )
         if self._home is None:
             self._home = tempfile.mkdtemp(prefix="imgbot-bridge-")  # mode 0700
         not_dumpable()
-        process = subprocess.Popen([sys.executable, "-m", "generation.cluster.bridge"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env=bridge_environment(self._home),
-                                   cwd=self._home, close_fds=True)
-        threading.Thread(target=_read_stderr, args=(process.stderr,), daemon=True,
-                         name="ray-bridge-stderr").start()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "generation.cluster.bridge"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=bridge_environment(self._home),
+            cwd=self._home,
+            close_fds=True,
+        )
+        threading.Thread(
+            target=_read_stderr, args=(process.stderr,), daemon=True, name="ray-bridge-stderr"
+        ).start()
         return _Bridge(process.stdout, process.stdin, process=process)
 
     def _admit(self, header: dict, count: int, total: int) -> None:
@@ -252,16 +276,23 @@ class Link:
         anything else ends the connection unread (frames.FrameError)."""
         request = header.get("request")
         with self._cond:  # a batch's one "done" uses its room up: a second carries nothing
-            room = (self._room.pop(request, None)
-                    if header["kind"] == "done" and type(request) is int else None)
+            room = (
+                self._room.pop(request, None)
+                if header["kind"] == "done" and type(request) is int
+                else None
+            )
         if not count and not total:
             return
         if room is None:
-            raise frames.FrameError(f"a {header['kind'][:40]!r} frame carries {total} bytes of "
-                                    "parts for no batch that waits for pictures")
+            raise frames.FrameError(
+                f"a {header['kind'][:40]!r} frame carries {total} bytes of "
+                "parts for no batch that waits for pictures"
+            )
         if total > room:
-            raise frames.FrameError(f"a 'done' frame carries {total} bytes of pictures, more "
-                                    f"than its batch can need ({room})")
+            raise frames.FrameError(
+                f"a 'done' frame carries {total} bytes of pictures, more "
+                f"than its batch can need ({room})"
+            )
 
     def _take(self, header: dict, parts: list[bytes], channel: frames.Channel) -> None:
         """One frame from the bridge, checked before anything of it is used: one that does
@@ -269,8 +300,9 @@ class Link:
         try:
             header = messages.from_bridge(header, parts)  # its free words one clean line
             if header["kind"] == "slot" and not 0 <= header["slot"] < len(self.slots):
-                raise messages.Invalid(f"a 'slot' frame names slot {header['slot']}, of "
-                                       f"{len(self.slots)}")
+                raise messages.Invalid(
+                    f"a 'slot' frame names slot {header['slot']}, of {len(self.slots)}"
+                )
         except messages.Invalid as exc:
             log.warning("a message from the Ray bridge was dropped: %s", exc)
             request = header.get("request")
@@ -285,46 +317,67 @@ class Link:
             with self._cond:
                 self.connected, self.problem, self.facts = True, None, facts
                 self._channel = channel
-            log.info("connected to the Ray cluster at %s: %d node(s), token authentication "
-                     "%s", self.spec.address, facts["nodes"],
-                     "on" if facts["auth"] == "token" else "OFF")
+            log.info(
+                "connected to the Ray cluster at %s: %d node(s), token authentication %s",
+                self.spec.address,
+                facts["nodes"],
+                "on" if facts["auth"] == "token" else "OFF",
+            )
             self._attempted.set()
         elif kind == "survey":
             self.survey = {"workers": header["workers"], "room": header["room"]}
         elif kind == "refused":
             problem = header["words"]
             if header["token_refused"]:
-                problem += (" (the cluster refused the token of generation.ray.token_file)"
-                            if self.spec.token_path and self.spec.bridge_socket is None else
-                            " (the cluster refused the bridge's token: RAY_AUTH_TOKEN_PATH "
-                            "of imgbot-bridge@.service)" if self.spec.bridge_socket else
-                            " (the cluster asks for a token: set generation.ray.token_file)")
+                problem += (
+                    " (the cluster refused the token of generation.ray.token_file)"
+                    if self.spec.token_path and self.spec.bridge_socket is None
+                    else " (the cluster refused the bridge's token: RAY_AUTH_TOKEN_PATH "
+                    "of imgbot-bridge@.service)"
+                    if self.spec.bridge_socket
+                    else " (the cluster asks for a token: set generation.ray.token_file)"
+                )
             self.problem = problem
         elif kind == "slot":
-            self._slot(header["slot"], header["state"],
-                       header.get("info") or header.get("problem"), header["generation"])
+            self._slot(
+                header["slot"],
+                header["state"],
+                header.get("info") or header.get("problem"),
+                header["generation"],
+            )
         elif kind in ("progress", "done", "lost"):
             with self._cond:
                 inbox = self._waiting.get(header["request"])
             if inbox is None:
-                log.warning("a message from the Ray bridge was dropped: a %r for a batch "
-                            "that is not waiting", kind)
+                log.warning(
+                    "a message from the Ray bridge was dropped: a %r for a batch "
+                    "that is not waiting",
+                    kind,
+                )
             else:
                 inbox.put((kind, header, parts))
         elif kind == "log":
-            log.log(min(max(header["level"], logging.DEBUG), logging.CRITICAL), "%s",
-                    header["words"])
+            log.log(
+                min(max(header["level"], logging.DEBUG), logging.CRITICAL), "%s", header["words"]
+            )
 
     def _slot(self, slot: int, state: str, detail, generation: int) -> None:
         with self._cond:
             current = self.slots[slot]
-            self.slots[slot] = Slot(state, detail if state == "up" else {},
-                                    detail if isinstance(detail, str) else current.problem,
-                                    generation)
+            self.slots[slot] = Slot(
+                state,
+                detail if state == "up" else {},
+                detail if isinstance(detail, str) else current.problem,
+                generation,
+            )
             self._cond.notify_all()
         if state == "up":
-            log.info("GPU worker %s is up (%s, models %s)", detail["worker"],
-                     detail.get("device"), ", ".join(detail.get("models", [])))
+            log.info(
+                "GPU worker %s is up (%s, models %s)",
+                detail["worker"],
+                detail.get("device"),
+                ", ".join(detail.get("models", [])),
+            )
         elif state == "failed":
             log.error("a GPU worker could not start: %s", detail)
         elif state == "down":
@@ -347,8 +400,7 @@ class Link:
             for index, slot in enumerate(self.slots):
                 if slot.state == "up":
                     # The next bridge counts its actors anew: a generation of -1 is none.
-                    self.slots[index] = Slot("down", {}, "the connection to the cluster ended",
-                                             -1)
+                    self.slots[index] = Slot("down", {}, "the connection to the cluster ended", -1)
             for inbox in self._waiting.values():
                 inbox.put(("lost", {"words": "the connection to the Ray cluster ended"}, []))
             self._cond.notify_all()
@@ -357,9 +409,13 @@ class Link:
 class _Bridge:
     """One bridge as the link holds it: a process it spawned, or a connection to one."""
 
-    def __init__(self, reader: BinaryIO, writer: BinaryIO,
-                 process: subprocess.Popen | None = None,
-                 connection: socket.socket | None = None):
+    def __init__(
+        self,
+        reader: BinaryIO,
+        writer: BinaryIO,
+        process: subprocess.Popen | None = None,
+        connection: socket.socket | None = None,
+    ):
         self.reader, self.writer = reader, writer
         self.process, self.connection = process, connection
         self.pid = None if process is None else process.pid
@@ -395,8 +451,10 @@ class _Bridge:
 
     def stuck(self) -> None:
         """The bridge has not taken a frame within SEND_LIMIT: end its connection now."""
-        log.error("the Ray bridge has not read a frame of the bot's for %.0f s: its "
-                  "connection ends", SEND_LIMIT)
+        log.error(
+            "the Ray bridge has not read a frame of the bot's for %.0f s: its connection ends",
+            SEND_LIMIT,
+        )
         if self.process is not None:
             self.process.kill()
         else:
@@ -407,6 +465,7 @@ class _Bridge:
         reading blocks (a frame bigger than the pipe's or socket's buffer) holds the
         writer, and its close would wait for it. The socket's shutdown, or the process's
         end (killed after 10 s), makes that send fail and the close go through."""
+
         def close() -> None:
             try:
                 self.writer.close()
@@ -424,13 +483,13 @@ class _Bridge:
             pass
 
 
-
 def _wait_or_kill(process: subprocess.Popen) -> None:
     """A spawned bridge that does not end within 10 s of being told is killed."""
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
+
 
 # What a spawned bridge keeps of the bot's environment: what Python and Ray need, nothing
 # else (no CREDENTIALS_DIRECTORY, no IMGBOT_*, no RAY_AUTH_*: the bridge sets Ray's
@@ -442,9 +501,12 @@ KEPT_PREFIXES = ("LC_", "RAY_")
 
 def bridge_environment(home: str) -> dict[str, str]:
     """The environment of a spawned bridge: the allowlist of the bot's, HOME its own."""
-    kept = {name: value for name, value in os.environ.items()
-            if name in KEPT_NAMES or (name.startswith(KEPT_PREFIXES)
-                                      and not name.startswith("RAY_AUTH"))}
+    kept = {
+        name: value
+        for name, value in os.environ.items()
+        if name in KEPT_NAMES
+        or (name.startswith(KEPT_PREFIXES) and not name.startswith("RAY_AUTH"))
+    }
     return {**kept, "HOME": home}
 
 
@@ -468,24 +530,31 @@ def not_dumpable() -> None:
     prctl.restype = ctypes.c_int
     zero = ctypes.c_ulong(0)
     if prctl(ctypes.c_int(PR_SET_DUMPABLE), zero, zero, zero, zero) != 0:
-        log.warning("the bot could not make itself not dumpable (prctl: %s): a process of "
-                    "its user, such as the bridge, can read its /proc files",
-                    os.strerror(ctypes.get_errno()))
+        log.warning(
+            "the bot could not make itself not dumpable (prctl: %s): a process of "
+            "its user, such as the bridge, can read its /proc files",
+            os.strerror(ctypes.get_errno()),
+        )
         return
     if prctl(ctypes.c_int(PR_GET_DUMPABLE), zero, zero, zero, zero) != 0:
-        log.warning("the bot is still dumpable after prctl(PR_SET_DUMPABLE, 0): a process "
-                    "of its user, such as the bridge, can read its /proc files")
+        log.warning(
+            "the bot is still dumpable after prctl(PR_SET_DUMPABLE, 0): a process "
+            "of its user, such as the bridge, can read its /proc files"
+        )
 
 
 def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[bytes]]:
     """A batch's pictures split per job: exactly one count per job, each the job's own."""
     if counts != [job.count for job in jobs]:
-        log.warning("a batch's answer was dropped: %s picture(s) for jobs of %s", counts,
-                    [job.count for job in jobs])
+        log.warning(
+            "a batch's answer was dropped: %s picture(s) for jobs of %s",
+            counts,
+            [job.count for job in jobs],
+        )
         raise GenerationError(messages.NOT_VALID)
     split, start = [], 0
     for count in counts:
-        split.append(pictures[start:start + count])
+        split.append(pictures[start : start + count])
         start += count
     return split
 
@@ -493,8 +562,7 @@ def _per_job(counts: list[int], pictures: list[bytes], jobs: list) -> list[list[
 def _read_stderr(stream) -> None:
     """A spawned bridge's stderr (Ray's own lines), into the bot's log at DEBUG."""
     for raw in iter(lambda: stream.readline(8192), b""):  # a line without end: in pieces
-        ray_log.debug("%s", messages.one_line(raw.decode(errors="replace"),
-                                              messages.MAX_LOG_LINE))
+        ray_log.debug("%s", messages.one_line(raw.decode(errors="replace"), messages.MAX_LOG_LINE))
     stream.close()
 
 
@@ -507,6 +575,8 @@ def _listening(address: str) -> str | None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as exc:
-        return (f"nothing answers at {address} ({exc.strerror or exc}): is Ray running on "
-                "the head node, and is generation.ray.address its address?")
+        return (
+            f"nothing answers at {address} ({exc.strerror or exc}): is Ray running on "
+            "the head node, and is generation.ray.address its address?"
+        )
     return None

@@ -44,8 +44,10 @@ MAX_SAID = 200
 MAX_LOG_LINE = 2000  # a log line of the bridge's, cleaned the same way
 # A terminal's escape sequences (CSI, OSC, and two-character ones), removed whole so that
 # their parameters do not stay behind as text.
-TERMINAL_CODES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]*"
-                            r"(\x07|\x1b\\|\x9c)?|\x1b[@-_]")
+TERMINAL_CODES = re.compile(
+    r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]*"
+    r"(\x07|\x1b\\|\x9c)?|\x1b[@-_]"
+)
 
 
 class Invalid(ValueError):
@@ -103,8 +105,7 @@ def check(value: Any, form: Any, where: str = "the message") -> Any:
         if type(value) is not str or len(value) > form.most:
             raise Invalid(f"{where} is not a text of at most {form.most} characters")
     elif isinstance(form, Name):
-        if (type(value) is not str or len(value) > form.most
-                or not NAME_CHARACTERS.fullmatch(value)):
+        if type(value) is not str or len(value) > form.most or not NAME_CHARACTERS.fullmatch(value):
             raise Invalid(f"{where} is not a name of at most {form.most} plain characters")
     elif form is int:
         if type(value) is not int or abs(value) > 2**53:
@@ -142,8 +143,9 @@ def check(value: Any, form: Any, where: str = "the message") -> Any:
         unknown = [key for key in value if key not in form.required and key not in optional]
         missing = [key for key in form.required if key not in value]
         if unknown or missing:
-            raise Invalid(f"{where} has unknown fields {sorted(map(str, unknown))} or lacks "
-                          f"{missing}")
+            raise Invalid(
+                f"{where} has unknown fields {sorted(map(str, unknown))} or lacks {missing}"
+            )
         for key, item in value.items():
             check(item, form.required.get(key, optional.get(key)), f"{where}.{key}")
     else:  # a form this module does not know: a bug here, not the sender's
@@ -154,13 +156,24 @@ def check(value: Any, form: Any, where: str = "the message") -> Any:
 # ---- what a worker answers (checked by the bridge) ---------------------------------------
 
 VERSIONS = MapOf(Name(128))
-INFO = Fields({"worker": Name()}, {"host": Name(), "node": Name(), "slot": int,
-                                   "versions": VERSIONS, "auth": Name(), "device": Name(),
-                                   "models": ListOf(Name()), "error": str})
+INFO = Fields(
+    {"worker": Name()},
+    {
+        "host": Name(),
+        "node": Name(),
+        "slot": int,
+        "versions": VERSIONS,
+        "auth": Name(),
+        "device": Name(),
+        "models": ListOf(Name()),
+        "error": str,
+    },
+)
 RUN = Fields({"images": ListOf(ListOf(bytes)), "worker": Name(), "seconds": float})
 FAILED = Fields({"error": str})
-PROGRESS = Fields({"done": int, "total": int, "unit": OneOf(("step", "tile")), "part": int,
-                   "parts": int})
+PROGRESS = Fields(
+    {"done": int, "total": int, "unit": OneOf(("step", "tile")), "part": int, "parts": int}
+)
 
 
 def ready_answer(value: Any) -> dict:
@@ -173,8 +186,11 @@ def ready_answer(value: Any) -> dict:
 
 def run_answer(value: Any) -> dict:
     """A worker's run(): {"images", "worker", "seconds"} or {"error"}."""
-    return check(value, FAILED if type(value) is dict and "error" in value else RUN,
-                 "the worker's run answer")
+    return check(
+        value,
+        FAILED if type(value) is dict and "error" in value else RUN,
+        "the worker's run answer",
+    )
 
 
 def progress_answer(value: Any) -> dict | None:
@@ -183,13 +199,17 @@ def progress_answer(value: Any) -> dict | None:
 
 
 def progress_to_wire(value: Progress) -> dict:
-    return {"done": value.done, "total": value.total, "unit": value.unit, "part": value.part,
-            "parts": value.parts}
+    return {
+        "done": value.done,
+        "total": value.total,
+        "unit": value.unit,
+        "part": value.part,
+        "parts": value.parts,
+    }
 
 
 def progress_from_wire(value: dict) -> Progress:
-    return Progress(value["done"], value["total"], value["unit"], value["part"],
-                    value["parts"])
+    return Progress(value["done"], value["total"], value["unit"], value["part"], value["parts"])
 
 
 # ---- the frames from the bridge (checked by the bot) -------------------------------------
@@ -199,11 +219,14 @@ FROM_BRIDGE = {
     "connected": Fields({"nodes": int, "auth": Name(), "versions": VERSIONS}),
     "refused": Fields({"words": str, "token_refused": bool}),
     "survey": Fields({"workers": ListOf(INFO), "room": int}),
-    "slot": Fields({"slot": int, "state": OneOf(SLOT_STATES), "generation": int},
-                   {"info": INFO, "problem": str}),
+    "slot": Fields(
+        {"slot": int, "state": OneOf(SLOT_STATES), "generation": int},
+        {"info": INFO, "problem": str},
+    ),
     "progress": Fields({"request": int, "progress": PROGRESS}),
-    "done": Fields({"request": int}, {"worker": Name(), "seconds": float,
-                                      "counts": ListOf(int), "error": str}),
+    "done": Fields(
+        {"request": int}, {"worker": Name(), "seconds": float, "counts": ListOf(int), "error": str}
+    ),
     "lost": Fields({"request": int, "words": str}),
     "log": Fields({"level": int, "words": str}),
 }
@@ -226,8 +249,7 @@ def from_bridge(header: dict, parts: list[bytes]) -> dict:
             raise Invalid("a 'done' frame is neither pictures nor an error")
         wanted = sum(body["counts"]) if made else 0
         if any(count < 0 for count in body.get("counts", ())) or wanted != len(parts):
-            raise Invalid(f"a 'done' frame counts {wanted} picture(s) and carries "
-                          f"{len(parts)}")
+            raise Invalid(f"a 'done' frame counts {wanted} picture(s) and carries {len(parts)}")
     elif parts:
         raise Invalid(f"a {kind!r} frame carries parts")
     if kind == "slot" and (body["state"] == "up") != ("info" in body):
@@ -262,10 +284,13 @@ def one_line(text: str, most: int) -> str:
     overrides, zero-width ones) removed, every run of white space one space, at most
     `most` characters (cut with an ellipsis)."""
     text = TERMINAL_CODES.sub("", text)
-    kept = "".join(" " if character.isspace() else character for character in text
-                   if character.isspace() or unicodedata.category(character)[0] != "C")
+    kept = "".join(
+        " " if character.isspace() else character
+        for character in text
+        if character.isspace() or unicodedata.category(character)[0] != "C"
+    )
     line = " ".join(kept.split())
-    return line if len(line) <= most else line[:most - 1] + "…"
+    return line if len(line) <= most else line[: most - 1] + "…"
 
 
 def said(words: str) -> str:
@@ -279,25 +304,69 @@ def said(words: str) -> str:
 
 # ---- what the bot sends (checked by the bridge, read by the workers) ----------------------
 
-RECIPE = Fields({"catalogue": MapOf(str), "pool": bool, "device": str,
-                 "max_loaded_models": Maybe(int), "engine_options": Fields(
-                     {"vae": Maybe(str), "fast_decoder": Maybe(str), "compile": bool,
-                      "cache_dir": Maybe(str), "loras": MapOf(str), "quantize": str,
-                      "offload": str}),
-                 "warm_up": bool, "size": ListOf(int, 2), "guidance": float,
-                 "max_batch": int, "upscaler": Maybe(str)})
-SPEC = Fields({"address": str, "namespace": str, "workers": int, "resources": MapOf(float),
-               "recipe": RECIPE, "token_path": Maybe(str), "own_token": bool,
-               "allow_unauthenticated": bool, "survey": bool, "versions": VERSIONS})
+RECIPE = Fields(
+    {
+        "catalogue": MapOf(str),
+        "pool": bool,
+        "device": str,
+        "max_loaded_models": Maybe(int),
+        "engine_options": Fields(
+            {
+                "vae": Maybe(str),
+                "fast_decoder": Maybe(str),
+                "compile": bool,
+                "cache_dir": Maybe(str),
+                "loras": MapOf(str),
+                "quantize": str,
+                "offload": str,
+            }
+        ),
+        "warm_up": bool,
+        "size": ListOf(int, 2),
+        "guidance": float,
+        "max_batch": int,
+        "upscaler": Maybe(str),
+    }
+)
+SPEC = Fields(
+    {
+        "address": str,
+        "namespace": str,
+        "workers": int,
+        "resources": MapOf(float),
+        "recipe": RECIPE,
+        "token_path": Maybe(str),
+        "own_token": bool,
+        "allow_unauthenticated": bool,
+        "survey": bool,
+        "versions": VERSIONS,
+    }
+)
 # A job's record (Job.record) field by field, its form from the Job's own annotations, so
 # that a field added there travels without a second list here; kind is one of KINDS.
-_RECORD_FORMS = {"str": Text(MAX_LONG), "int": int, "float": float, "bool": bool,
-                 "tuple[str, ...]": ListOf(Text(MAX_LONG))}
-JOB = Fields({**{item.name: _RECORD_FORMS[item.type] for item in fields(Job)
-                 if item.name not in ("image", "reference_images")},
-              "kind": OneOf(KINDS), "image": Maybe(int), "reference_images": ListOf(int)})
-FROM_BOT = {"hello": Fields({"spec": SPEC}),
-            "run": Fields({"request": int, "slot": int, "jobs": ListOf(JOB)})}
+_RECORD_FORMS = {
+    "str": Text(MAX_LONG),
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "tuple[str, ...]": ListOf(Text(MAX_LONG)),
+}
+JOB = Fields(
+    {
+        **{
+            item.name: _RECORD_FORMS[item.type]
+            for item in fields(Job)
+            if item.name not in ("image", "reference_images")
+        },
+        "kind": OneOf(KINDS),
+        "image": Maybe(int),
+        "reference_images": ListOf(int),
+    }
+)
+FROM_BOT = {
+    "hello": Fields({"spec": SPEC}),
+    "run": Fields({"request": int, "slot": int, "jobs": ListOf(JOB)}),
+}
 
 
 def from_bot(header: dict, parts: list[bytes]) -> dict:
@@ -307,8 +376,11 @@ def from_bot(header: dict, parts: list[bytes]) -> dict:
         raise Invalid(f"a frame of unknown kind {str(kind)[:40]!r}")
     body = {key: value for key, value in header.items() if key != "kind"}
     check(body, FROM_BOT[kind], f"a {kind!r} frame")
-    used = [index for job in body.get("jobs", ()) for index in
-            ([job["image"]] if job["image"] is not None else []) + job["reference_images"]]
+    used = [
+        index
+        for job in body.get("jobs", ())
+        for index in ([job["image"]] if job["image"] is not None else []) + job["reference_images"]
+    ]
     if sorted(used) != list(range(len(parts))):
         raise Invalid(f"a {kind!r} frame's pictures do not match its parts")
     return header
@@ -319,78 +391,109 @@ _ENGINE_PATHS = ("vae", "fast_decoder", "cache_dir")
 
 def recipe_to_wire(recipe: Recipe) -> dict:
     options = recipe.engine_options
-    return {"catalogue": {name: str(folder) for name, folder in recipe.catalogue.items()},
-            "pool": recipe.pool, "device": recipe.device,
-            "max_loaded_models": recipe.max_loaded_models,
-            "engine_options": {
-                **{key: None if options.get(key) is None else str(options[key])
-                   for key in _ENGINE_PATHS},
-                "compile": bool(options.get("compile", False)),
-                "loras": {name: str(path) for name, path in (options.get("loras") or {}).items()},
-                "quantize": options.get("quantize", "none"),
-                "offload": options.get("offload", "auto")},
-            "warm_up": recipe.warm_up, "size": list(recipe.size), "guidance": recipe.guidance,
-            "max_batch": recipe.max_batch,
-            "upscaler": None if recipe.upscaler is None else str(recipe.upscaler)}
+    return {
+        "catalogue": {name: str(folder) for name, folder in recipe.catalogue.items()},
+        "pool": recipe.pool,
+        "device": recipe.device,
+        "max_loaded_models": recipe.max_loaded_models,
+        "engine_options": {
+            **{
+                key: None if options.get(key) is None else str(options[key])
+                for key in _ENGINE_PATHS
+            },
+            "compile": bool(options.get("compile", False)),
+            "loras": {name: str(path) for name, path in (options.get("loras") or {}).items()},
+            "quantize": options.get("quantize", "none"),
+            "offload": options.get("offload", "auto"),
+        },
+        "warm_up": recipe.warm_up,
+        "size": list(recipe.size),
+        "guidance": recipe.guidance,
+        "max_batch": recipe.max_batch,
+        "upscaler": None if recipe.upscaler is None else str(recipe.upscaler),
+    }
 
 
 def recipe_from_wire(value: dict) -> Recipe:
     check(value, RECIPE, "the recipe")
     options = dict(value["engine_options"])
-    options.update({key: None if options[key] is None else Path(options[key])
-                    for key in _ENGINE_PATHS})
+    options.update(
+        {key: None if options[key] is None else Path(options[key]) for key in _ENGINE_PATHS}
+    )
     options["loras"] = {name: Path(path) for name, path in options["loras"].items()}
-    return Recipe(catalogue={name: Path(folder) for name, folder in value["catalogue"].items()},
-                  pool=value["pool"], device=value["device"],
-                  max_loaded_models=value["max_loaded_models"], engine_options=options,
-                  warm_up=value["warm_up"], size=tuple(value["size"]),
-                  guidance=float(value["guidance"]), max_batch=value["max_batch"],
-                  upscaler=None if value["upscaler"] is None else Path(value["upscaler"]))
+    return Recipe(
+        catalogue={name: Path(folder) for name, folder in value["catalogue"].items()},
+        pool=value["pool"],
+        device=value["device"],
+        max_loaded_models=value["max_loaded_models"],
+        engine_options=options,
+        warm_up=value["warm_up"],
+        size=tuple(value["size"]),
+        guidance=float(value["guidance"]),
+        max_batch=value["max_batch"],
+        upscaler=None if value["upscaler"] is None else Path(value["upscaler"]),
+    )
 
 
 def spec_to_wire(spec: ClusterSpec) -> dict:
     """The spec as the bridge gets it: without a token path when the bridge uses the token
     of its own environment (socket mode, `own_token`)."""
     own = spec.bridge_socket is not None
-    return {"address": spec.address, "namespace": spec.namespace, "workers": spec.workers,
-            "resources": dict(spec.resources), "recipe": recipe_to_wire(spec.recipe),
-            "token_path": None if own else spec.token_path, "own_token": own,
-            "allow_unauthenticated": spec.allow_unauthenticated, "survey": spec.survey,
-            "versions": dict(spec.versions)}
+    return {
+        "address": spec.address,
+        "namespace": spec.namespace,
+        "workers": spec.workers,
+        "resources": dict(spec.resources),
+        "recipe": recipe_to_wire(spec.recipe),
+        "token_path": None if own else spec.token_path,
+        "own_token": own,
+        "allow_unauthenticated": spec.allow_unauthenticated,
+        "survey": spec.survey,
+        "versions": dict(spec.versions),
+    }
 
 
 def spec_from_wire(value: dict) -> ClusterSpec:
     check(value, SPEC, "the spec")
-    return ClusterSpec(address=value["address"], namespace=value["namespace"],
-                       workers=value["workers"],
-                       resources={key: float(amount)
-                                  for key, amount in value["resources"].items()},
-                       recipe=recipe_from_wire(value["recipe"]),
-                       token_path=value["token_path"], own_token=value["own_token"],
-                       allow_unauthenticated=value["allow_unauthenticated"],
-                       survey=value["survey"], versions=dict(value["versions"]))
+    return ClusterSpec(
+        address=value["address"],
+        namespace=value["namespace"],
+        workers=value["workers"],
+        resources={key: float(amount) for key, amount in value["resources"].items()},
+        recipe=recipe_from_wire(value["recipe"]),
+        token_path=value["token_path"],
+        own_token=value["own_token"],
+        allow_unauthenticated=value["allow_unauthenticated"],
+        survey=value["survey"],
+        versions=dict(value["versions"]),
+    )
 
 
 def job_to_wire(job: Job, parts: list[bytes]) -> dict:
     """The job's record, with its pictures appended to `parts` (as PNG) and named by their
     index there."""
+
     def part(image) -> int:
         parts.append(png(image))
         return len(parts) - 1
 
-    return {**job.record(), "image": None if job.image is None else part(job.image),
-            "reference_images": [part(image) for image in job.reference_images]}
+    return {
+        **job.record(),
+        "image": None if job.image is None else part(job.image),
+        "reference_images": [part(image) for image in job.reference_images],
+    }
 
 
 def job_from_wire(value: dict, parts: list[bytes]) -> Job:
     check(value, JOB, "a job")
-    record = {key: item for key, item in value.items()
-              if key not in ("image", "reference_images")}
+    record = {key: item for key, item in value.items() if key not in ("image", "reference_images")}
     record["references"] = tuple(record["references"])
     image = value["image"]
-    return Job(**record, image=None if image is None else picture(parts[image]),
-               reference_images=tuple(picture(parts[index])
-                                      for index in value["reference_images"]))
+    return Job(
+        **record,
+        image=None if image is None else picture(parts[image]),
+        reference_images=tuple(picture(parts[index]) for index in value["reference_images"]),
+    )
 
 
 def png(image: Image.Image, level: int = 1) -> bytes:

@@ -59,8 +59,11 @@ class RemoteRunner:
     @property
     def worker_name(self) -> str:
         """The actor in the slot; the one that made the last batch when the slot is down."""
-        return (self.link.slots[self.slot].info.get("worker") or self.made_by
-                or f"ray worker #{self.slot}")
+        return (
+            self.link.slots[self.slot].info.get("worker")
+            or self.made_by
+            or f"ray worker #{self.slot}"
+        )
 
     def wait_ready(self, closing) -> bool:
         return self.link.wait_up(self.slot, closing)
@@ -73,8 +76,10 @@ class RemoteRunner:
         GenerationError when what came back is not a valid answer)."""
         payload = self._made(jobs)
         self.made_by = payload["worker"]
-        return [[_picture(data, job) for data in pictures]
-                for job, pictures in zip(jobs, payload["images"], strict=True)]
+        return [
+            [_picture(data, job) for data in pictures]
+            for job, pictures in zip(jobs, payload["images"], strict=True)
+        ]
 
     def _made(self, jobs: list[Job]) -> dict:
         def told(value: progress.Progress) -> None:

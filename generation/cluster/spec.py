@@ -48,8 +48,12 @@ def mismatch(ours: dict[str, str], theirs: dict[str, str], where: str) -> str | 
     differ = [name for name in ("imgbot", "ray", "python") if ours.get(name) != theirs.get(name)]
     if not differ:
         return None
-    both = "; ".join(f"{name.capitalize() if name != 'imgbot' else 'imgbot'} "
-                     f"{theirs.get(name, '?')} there, {ours.get(name, '?')} here"
-                     for name in differ)
-    return (f"{where} runs other versions than the bot ({both}): every node needs the same "
-            "imgbot, Ray and Python")
+    both = "; ".join(
+        f"{name.capitalize() if name != 'imgbot' else 'imgbot'} "
+        f"{theirs.get(name, '?')} there, {ours.get(name, '?')} here"
+        for name in differ
+    )
+    return (
+        f"{where} runs other versions than the bot ({both}): every node needs the same "
+        "imgbot, Ray and Python"
+    )

@@ -34,8 +34,8 @@ from .references import Index, Match
 
 @dataclass
 class Verdict:
-    action: str                         # send, warn, blur or block
-    image: Image.Image | None           # what to send; None when withheld
+    action: str  # send, warn, blur or block
+    image: Image.Image | None  # what to send; None when withheld
     reasons: list[str] = field(default_factory=list)  # for the notice, one per finding
     record: dict[str, Any] = field(default_factory=dict)  # for the usage log
 
@@ -45,18 +45,36 @@ class Verdict:
 
 
 def _copy_words(match: Match) -> str:
-    distances = ", ".join(f"{name} {value}" for name, value in
-                          (("PDQ distance", match.pdq), ("pHash", match.phash),
-                           ("dHash", match.dhash)) if value is not None)
+    distances = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("PDQ distance", match.pdq),
+            ("pHash", match.phash),
+            ("dHash", match.dhash),
+        )
+        if value is not None
+    )
     return f"it is too close to the reference picture {match.reference!r} ({distances})"
 
 
 class Compliance:
-    def __init__(self, *, signer=None, watermark: bool = False, embed_prompt: bool = False,
-                 embed_sources: bool = False, embed_worker: bool = False,
-                 references: Index | None = None, on_match: str = "block", logos=None,
-                 embedding=None, nsfw: str = "off", detector: safety.Detector | None = None,
-                 blocklist: safety.Blocklist | None = None, detector_name: str = "opennsfw"):
+    def __init__(
+        self,
+        *,
+        signer=None,
+        watermark: bool = False,
+        embed_prompt: bool = False,
+        embed_sources: bool = False,
+        embed_worker: bool = False,
+        references: Index | None = None,
+        on_match: str = "block",
+        logos=None,
+        embedding=None,
+        nsfw: str = "off",
+        detector: safety.Detector | None = None,
+        blocklist: safety.Blocklist | None = None,
+        detector_name: str = "opennsfw",
+    ):
         self.signer = signer
         self.watermark = watermark
         self.embed_prompt = embed_prompt
@@ -82,8 +100,9 @@ class Compliance:
         if settings.c2pa.cert is not None:
             from .signing import C2paSigner
 
-            signer = C2paSigner.from_files(settings.c2pa.cert, settings.c2pa.key,
-                                           settings.c2pa.tsa_url, version)
+            signer = C2paSigner.from_files(
+                settings.c2pa.cert, settings.c2pa.key, settings.c2pa.tsa_url, version
+            )
         references = None
         if settings.references is not None:
             references = load(settings.references, state_dir / "references.json")
@@ -95,8 +114,9 @@ class Compliance:
         if settings.embedding.model is not None:
             from .embedding import Descriptor
 
-            embedding = Descriptor.load(settings.embedding.model, settings.embedding.sha256,
-                                        references)
+            embedding = Descriptor.load(
+                settings.embedding.model, settings.embedding.sha256, references
+            )
         # Loaded now when the config turns the check on (a missing extra fails the start);
         # else on the first picture of a room that turns it on for itself.
         detector = safety.detector(settings.nsfw_detector) if settings.nsfw != "off" else None
@@ -105,19 +125,25 @@ class Compliance:
 
             if (why := available()) is not None:
                 raise RuntimeError(why)
-        return cls(signer=signer, watermark=settings.watermark,
-                   embed_prompt=settings.embed_prompt, embed_sources=settings.embed_sources,
-                   embed_worker=settings.embed_worker, references=references,
-                   on_match=settings.on_match, logos=logos, embedding=embedding,
-                   nsfw=settings.nsfw, detector=detector,
-                   detector_name=settings.nsfw_detector,
-                   blocklist=safety.Blocklist(settings.blocklist.words,
-                                              settings.blocklist.patterns))
+        return cls(
+            signer=signer,
+            watermark=settings.watermark,
+            embed_prompt=settings.embed_prompt,
+            embed_sources=settings.embed_sources,
+            embed_worker=settings.embed_worker,
+            references=references,
+            on_match=settings.on_match,
+            logos=logos,
+            embedding=embedding,
+            nsfw=settings.nsfw,
+            detector=detector,
+            detector_name=settings.nsfw_detector,
+            blocklist=safety.Blocklist(settings.blocklist.words, settings.blocklist.patterns),
+        )
 
     # ---- checks -------------------------------------------------------------------------
 
-    def screen(self, image: Image.Image, prompt: str = "",
-               room_nsfw: str | None = None) -> Verdict:
+    def screen(self, image: Image.Image, prompt: str = "", room_nsfw: str | None = None) -> Verdict:
         """What to do with one picture (see the module's order). Runs in a thread."""
         record: dict[str, Any] = {}
         timings: dict[str, float] = {}
@@ -132,24 +158,34 @@ class Compliance:
         # 1. The prompt blocklist.
         if prompt and (term := self.blocklist.blocked(prompt)) is not None:
             record["blocklist"] = term
-            return Verdict("block", None, ["the prompt contains a blocked term"],
-                           {**record, "action": "block"})
+            return Verdict(
+                "block", None, ["the prompt contains a blocked term"], {**record, "action": "block"}
+            )
         # 2. The safety classifier.
         policy = safety.stricter(self.nsfw, room_nsfw)
         try:
             found = safety.check(image, policy, self._detector() if policy != "off" else None)
         except ImportError:
             # A room asked for a check this installation cannot do: never looser than asked.
-            return Verdict("block", None, [
-                f"this room asks for a safety check, and its detector ({self.detector_name}) "
-                "is not installed"], {**record, "action": "block", "nsfw": "unavailable"})
+            return Verdict(
+                "block",
+                None,
+                [
+                    f"this room asks for a safety check, and its detector ({self.detector_name}) "
+                    "is not installed"
+                ],
+                {**record, "action": "block", "nsfw": "unavailable"},
+            )
         lap("nsfw")
         if found is not None:
             record["nsfw"] = found.record()
             if found.action == "block":
-                return Verdict("block", None, [f"the safety check flagged it "
-                                               f"({_scores_words(found.scores)})"],
-                               {**record, "action": "block", "ms": timings})
+                return Verdict(
+                    "block",
+                    None,
+                    [f"the safety check flagged it ({_scores_words(found.scores)})"],
+                    {**record, "action": "block", "ms": timings},
+                )
         # 3. The copy checks.
         reasons: list[str] = []
         if self.references is not None:
@@ -162,30 +198,31 @@ class Compliance:
             logo = self.logos.find(image)
             if logo is not None:
                 record["logo"] = logo.record()
-                reasons.append(f"it shows the logo {logo.name!r} ({logo.inliers} matching "
-                               "points)")
+                reasons.append(f"it shows the logo {logo.name!r} ({logo.inliers} matching points)")
             lap("logos")
         if self.embedding is not None:
             near = self.embedding.nearest(image)
             if near is not None:
                 record["embedding"] = near.record()
                 if near.verdict == "match":
-                    reasons.append(f"it is very like the reference picture {near.name!r} "
-                                   f"(descriptor similarity {near.cosine:.2f})")
+                    reasons.append(
+                        f"it is very like the reference picture {near.name!r} "
+                        f"(descriptor similarity {near.cosine:.2f})"
+                    )
             lap("embedding")
         action = "send"
         if reasons:
             action = {"block": "block", "warn": "warn", "log": "send"}[self.on_match]
             record["on_match"] = self.on_match
         if action == "block":
-            return Verdict("block", None, reasons, {**record, "action": "block",
-                                                    "ms": timings})
+            return Verdict("block", None, reasons, {**record, "action": "block", "ms": timings})
         # 4. Blur, then the watermark on what is sent.
         if found is not None and found.action == "blur":
             image, action = safety.blurred(image), "blur" if action == "send" else action
             record["blurred"] = True  # also with a warning: a contact sheet would show it
-            reasons.append(f"the safety check flagged it ({_scores_words(found.scores)}); "
-                           "it is blurred")
+            reasons.append(
+                f"the safety check flagged it ({_scores_words(found.scores)}); it is blurred"
+            )
         if self.watermark:
             from .watermark import embed
 
@@ -206,10 +243,12 @@ class Compliance:
     def public_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters a picture may carry: the seed, steps, size, model and style, and
         only what the operator publishes of the rest (see PRIVATE)."""
-        published = {"prompt": self.embed_prompt, "sources": self.embed_sources,
-                     "worker": self.embed_worker}
-        hidden = {key for group, keys in PRIVATE.items() if not published[group]
-                  for key in keys}
+        published = {
+            "prompt": self.embed_prompt,
+            "sources": self.embed_sources,
+            "worker": self.embed_worker,
+        }
+        hidden = {key for group, keys in PRIVATE.items() if not published[group] for key in keys}
         return {k: v for k, v in params.items() if k not in hidden}
 
     def signing(self, params: dict[str, Any], claim: Claim = MADE):
@@ -234,8 +273,11 @@ class Compliance:
 # typed (compliance.embed_prompt); the addresses of the room pictures it was made from
 # (compliance.embed_sources); the GPU worker that made it, an internal host name and Ray
 # node ID (compliance.embed_worker). The usage log, the admin's own record, keeps them all.
-PRIVATE = {"prompt": ("prompt", "negative_prompt"), "sources": ("source", "references"),
-           "worker": ("worker",)}
+PRIVATE = {
+    "prompt": ("prompt", "negative_prompt"),
+    "sources": ("source", "references"),
+    "worker": ("worker",),
+}
 
 
 class SigningFailed(ValueError):

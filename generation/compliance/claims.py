@@ -31,9 +31,9 @@ class Claim:
     (the first is its parent); they name its ingredients only where the operator allows
     (`compliance.embed_sources`)."""
 
-    action: str                 # CREATED, EDITED or RESIZED: what the bot did
-    source_type: str | None     # the IPTC digital source type; None: no AI claim
-    words: str                  # the claim in words, as `imgbot verify` says it
+    action: str  # CREATED, EDITED or RESIZED: what the bot did
+    source_type: str | None  # the IPTC digital source type; None: no AI claim
+    words: str  # the claim in words, as `imgbot verify` says it
     sources: tuple[str, ...] = ()
 
     @property
@@ -66,11 +66,11 @@ def claim_for(job, ai_upscaler: bool) -> Claim:
 def words_for(action: str | None, source_type: str | None) -> str:
     """A manifest's (or, with no action, an XMP marker's) claim in words."""
     if action is None:
-        return {TRAINED_ALGORITHMIC_MEDIA: "made by AI",
-                COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA: EDITED_WORDS
-                }.get(source_type or "", "no AI claim")
+        return {
+            TRAINED_ALGORITHMIC_MEDIA: "made by AI",
+            COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA: EDITED_WORDS,
+        }.get(source_type or "", "no AI claim")
     if (action, source_type) in WORDS:
         return WORDS[action, source_type]
     what = action.removeprefix("c2pa.")
-    return f"{what}, " + (f"digital source type {source_type}" if source_type
-                          else "no AI claim")
+    return f"{what}, " + (f"digital source type {source_type}" if source_type else "no AI claim")

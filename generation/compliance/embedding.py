@@ -78,14 +78,17 @@ class Descriptor:
         names, vectors = [], []
         # One reference at a time, shrunk as it is read: a folder of large photos never
         # sits in memory whole.
-        for reference in (index.references if index is not None else []):
+        for reference in index.references if index is not None else []:
             try:
                 with Image.open(index.folder / reference.name) as image:
                     image.draft("RGB", (SIDE * 2, SIDE * 2))  # JPEGs decode small
                     vectors.append(descriptor.embed(image))
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                log.warning("reference %s cannot be read for the descriptor tier (%s); it "
-                            "is left out", reference.name, exc)
+                log.warning(
+                    "reference %s cannot be read for the descriptor tier (%s); it is left out",
+                    reference.name,
+                    exc,
+                )
                 continue
             names.append(reference.name)
         return cls(model, names, vectors)
@@ -95,8 +98,10 @@ class Descriptor:
 
         rgb = image.convert("RGB")
         scale = SIDE / min(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                         Image.Resampling.BILINEAR)
+        rgb = rgb.resize(
+            (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
         pixels = (np.asarray(rgb, dtype=np.float32) / 255.0 - MEAN) / STD
         batch = torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy())
         with torch.inference_mode():

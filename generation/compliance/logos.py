@@ -22,17 +22,17 @@ from .references import SUFFIXES
 
 log = logging.getLogger(__name__)
 
-PICTURE_SIDE = 768   # SIFT on a 1024² picture costs twice as much and finds the same logos
+PICTURE_SIDE = 768  # SIFT on a 1024² picture costs twice as much and finds the same logos
 LOGO_SIDE = 400
-RATIO = 0.75         # Lowe's ratio test
+RATIO = 0.75  # Lowe's ratio test
 MIN_INLIERS = 12
 
 
 @dataclass(frozen=True)
 class LogoFound:
     name: str
-    inliers: int    # keypoints that agree on where the logo is
-    matches: int    # keypoints that passed the ratio test
+    inliers: int  # keypoints that agree on where the logo is
+    matches: int  # keypoints that passed the ratio test
 
     def record(self) -> dict:
         return {"logo": self.name, "inliers": self.inliers, "matches": self.matches}
@@ -55,8 +55,11 @@ class Logos:
         for name, grey in logos.items():
             points, descriptors = self._sift.detectAndCompute(grey, None)
             if descriptors is None or len(points) < MIN_INLIERS:
-                log.warning("logo %s has too few keypoints (%d) to be found; it is left out",
-                            name, 0 if descriptors is None else len(points))
+                log.warning(
+                    "logo %s has too few keypoints (%d) to be found; it is left out",
+                    name,
+                    0 if descriptors is None else len(points),
+                )
                 continue
             self._logos[name] = (np.float32([p.pt for p in points]), descriptors)
 
@@ -77,8 +80,12 @@ class Logos:
                     log.warning("logo %s cannot be read (%s); it is left out", path, exc)
         found = cls(logos)
         if not found.names:
-            log.warning("no logo in %s can be searched for (%d pictures read): the logo "
-                        "check finds nothing", folder, len(logos))
+            log.warning(
+                "no logo in %s can be searched for (%d pictures read): the logo "
+                "check finds nothing",
+                folder,
+                len(logos),
+            )
         return found
 
     def find(self, image: Image.Image) -> LogoFound | None:
@@ -86,8 +93,7 @@ class Logos:
         cv2 = self._cv2
         # A detector of its own: pictures are checked in parallel threads, and OpenCV's
         # detectors keep state between calls.
-        points, descriptors = cv2.SIFT_create().detectAndCompute(_grey(image, PICTURE_SIDE),
-                                                                 None)
+        points, descriptors = cv2.SIFT_create().detectAndCompute(_grey(image, PICTURE_SIDE), None)
         if descriptors is None or len(points) < MIN_INLIERS:
             return None
         where = np.float32([p.pt for p in points])

@@ -25,10 +25,10 @@ from typing import Any
 
 from PIL import Image
 
-TRAINED_ALGORITHMIC_MEDIA = \
-    "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = \
+TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+)
 XMP_KEY = "XML:com.adobe.xmp"  # the PNG iTXt keyword the XMP specification names
 
 # The packet wrapper (xpacket) lets tools that scan files for XMP find it, and the
@@ -50,8 +50,11 @@ _PACKET = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 def xmp_packet(source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> str:
     """The XMP packet that marks a picture with its digital source type (by default: made
     by a trained model); None: a packet that names only the tool, with no source type."""
-    source = ("" if source_type is None else
-              f"   <Iptc4xmpExt:DigitalSourceType>{source_type}</Iptc4xmpExt:DigitalSourceType>\n")
+    source = (
+        ""
+        if source_type is None
+        else f"   <Iptc4xmpExt:DigitalSourceType>{source_type}</Iptc4xmpExt:DigitalSourceType>\n"
+    )
     return _PACKET.format(source=source, padding=" " * 256)
 
 
@@ -96,7 +99,7 @@ def _scan(text: str) -> str | None:
     for form in ("Iptc4xmpExt:DigitalSourceType>", 'Iptc4xmpExt:DigitalSourceType="'):
         start = text.find(form)
         if start >= 0:
-            rest = text[start + len(form):]
+            rest = text[start + len(form) :]
             end = rest.find("<" if form.endswith(">") else '"')
             return rest[:end].strip() if end >= 0 else None
     return None

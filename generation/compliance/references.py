@@ -32,9 +32,9 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-MIN_QUALITY = 50   # PDQ's own advice: below it a hash says little about the picture
-PDQ_MAX = 31       # of 256 bits: PDQ's recommended threshold for "the same picture"
-SMALL_MAX = 8      # of 64 bits, for pHash and dHash
+MIN_QUALITY = 50  # PDQ's own advice: below it a hash says little about the picture
+PDQ_MAX = 31  # of 256 bits: PDQ's recommended threshold for "the same picture"
+SMALL_MAX = 8  # of 64 bits, for pHash and dHash
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INDEX_VERSION = 2  # 2: the folder's whole listing is kept, unreadable files too
 
@@ -42,15 +42,15 @@ INDEX_VERSION = 2  # 2: the folder's whole listing is kept, unreadable files too
 @dataclass(frozen=True)
 class Fingerprint:
     sha256: str
-    pdq: str        # 64 hex digits; for a generated picture, the first of its 8 variants
-    quality: int    # PDQ quality, 0–100
-    phash: str      # 16 hex digits
+    pdq: str  # 64 hex digits; for a generated picture, the first of its 8 variants
+    quality: int  # PDQ quality, 0–100
+    phash: str  # 16 hex digits
     dhash: str
 
 
 @dataclass(frozen=True)
 class Reference(Fingerprint):
-    name: str       # the file's path inside the folder
+    name: str  # the file's path inside the folder
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,11 @@ class Match:
 
     matched: bool
     reference: str | None
-    tier: str | None            # what caught it: sha256, pdq, phash or dhash
+    tier: str | None  # what caught it: sha256, pdq, phash or dhash
     pdq: int | None
     phash: int | None
     dhash: int | None
-    quality: int                # the generated picture's PDQ quality
+    quality: int  # the generated picture's PDQ quality
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -94,8 +94,9 @@ def fingerprint(image: Image.Image, data: bytes = b"") -> tuple[Fingerprint, lis
     # Of the file, when there is one: a picture just made has no file yet (PDQ distance 0
     # catches the same pixels).
     digest = hashlib.sha256(data).hexdigest() if data else ""
-    return Fingerprint(digest, variants[0].tobytes().hex(), quality, _hex(phash),
-                       _hex(dhash)), variants
+    return Fingerprint(
+        digest, variants[0].tobytes().hex(), quality, _hex(phash), _hex(dhash)
+    ), variants
 
 
 def _bits(hexes: list[str], nbytes: int) -> np.ndarray:
@@ -111,8 +112,13 @@ def _distances(rows: np.ndarray, one: np.ndarray) -> np.ndarray:
 class Index:
     """The reference collection's fingerprints, matched in a few vector operations."""
 
-    def __init__(self, folder: Path, references: list[Reference], unreadable: list[str],
-                 listing: dict[str, tuple[int, float]]):
+    def __init__(
+        self,
+        folder: Path,
+        references: list[Reference],
+        unreadable: list[str],
+        listing: dict[str, tuple[int, float]],
+    ):
         self.folder = folder
         self.references = references
         self.unreadable = unreadable
@@ -148,8 +154,11 @@ class Index:
         best = int(np.lexsort((phash + dhash, pdq))[0])
         tier = None
         if found.quality >= MIN_QUALITY:
-            hits = [("pdq", pdq <= PDQ_MAX), ("phash", phash <= SMALL_MAX),
-                    ("dhash", dhash <= SMALL_MAX)]
+            hits = [
+                ("pdq", pdq <= PDQ_MAX),
+                ("phash", phash <= SMALL_MAX),
+                ("dhash", dhash <= SMALL_MAX),
+            ]
             for name, hit in hits:
                 if hit.any():
                     tier = name
@@ -157,18 +166,30 @@ class Index:
                     candidates = np.flatnonzero(hit)
                     best = int(candidates[np.argmin(pdq[candidates])])
                     break
-        return Match(tier is not None, self._usable[best].name, tier, int(pdq[best]),
-                     int(phash[best]), int(dhash[best]), found.quality)
+        return Match(
+            tier is not None,
+            self._usable[best].name,
+            tier,
+            int(pdq[best]),
+            int(phash[best]),
+            int(dhash[best]),
+            found.quality,
+        )
 
     # ---- on disk ------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"version": INDEX_VERSION, "folder": str(self.folder),
-                           "references": [asdict(r) for r in self.references],
-                           "unreadable": self.unreadable,
-                           "listing": {k: list(v) for k, v in self.listing.items()}},
-                          indent=1)
+        text = json.dumps(
+            {
+                "version": INDEX_VERSION,
+                "folder": str(self.folder),
+                "references": [asdict(r) for r in self.references],
+                "unreadable": self.unreadable,
+                "listing": {k: list(v) for k, v in self.listing.items()},
+            },
+            indent=1,
+        )
         temporary = path.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)  # a reader never sees half an index
@@ -179,9 +200,12 @@ class Index:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("version") != INDEX_VERSION:
                 return None
-            return cls(Path(data["folder"]), [Reference(**r) for r in data["references"]],
-                       list(data["unreadable"]),
-                       {k: (v[0], v[1]) for k, v in data["listing"].items()})
+            return cls(
+                Path(data["folder"]),
+                [Reference(**r) for r in data["references"]],
+                list(data["unreadable"]),
+                {k: (v[0], v[1]) for k, v in data["listing"].items()},
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -229,7 +253,12 @@ def load(folder: Path, index_path: Path) -> Index:
         index = build(folder)
         index.save(index_path)
     if not index.usable:
-        log.warning("no picture in the reference folder %s can be matched (%d files, %d too "
-                    "flat, %d unreadable): the copy check lets every picture through", folder,
-                    len(index.listing), len(index.flat), len(index.unreadable))
+        log.warning(
+            "no picture in the reference folder %s can be matched (%d files, %d too "
+            "flat, %d unreadable): the copy check lets every picture through",
+            folder,
+            len(index.listing),
+            len(index.flat),
+            len(index.unreadable),
+        )
     return index

@@ -90,9 +90,12 @@ class NudeNet:
 
     def flagged(self, scores: dict[str, float]) -> bool:
         # Only what is exposed: covered bodies, faces and feet are not nudity.
-        return any(k.endswith("_EXPOSED") and k not in ("FEET_EXPOSED", "ARMPITS_EXPOSED",
-                                                        "BELLY_EXPOSED", "MALE_BREAST_EXPOSED")
-                   and v >= self.threshold for k, v in scores.items())
+        return any(
+            k.endswith("_EXPOSED")
+            and k not in ("FEET_EXPOSED", "ARMPITS_EXPOSED", "BELLY_EXPOSED", "MALE_BREAST_EXPOSED")
+            and v >= self.threshold
+            for k, v in scores.items()
+        )
 
 
 def detector(name: str) -> Detector:
@@ -102,7 +105,7 @@ def detector(name: str) -> Detector:
 
 @dataclass(frozen=True)
 class SafetyVerdict:
-    action: str                 # pass, blur or block
+    action: str  # pass, blur or block
     scores: dict[str, float]
     detector: str | None
 
@@ -163,12 +166,10 @@ def unmarked(text: str) -> str:
 _WORD = r"(?<![\p{{L}}\p{{N}}])(?:{})(?![\p{{L}}\p{{N}}])"
 
 
-
 def _word_pattern(word: str) -> regex.Pattern:
     """The word as the blocklist matches it: normalised, with or without its marks."""
     forms = sorted({normalised(word).strip(), unmarked(normalised(word)).strip()})
-    return regex.compile(_WORD.format("|".join(regex.escape(f) for f in forms)),
-                         regex.IGNORECASE)
+    return regex.compile(_WORD.format("|".join(regex.escape(f) for f in forms)), regex.IGNORECASE)
 
 
 class Blocklist:
@@ -177,8 +178,12 @@ class Blocklist:
     as words so that a blocked "ass" does not block "class"; a pattern is used as written
     (the `regex` module's syntax, a superset of Python's `re`)."""
 
-    def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = (),
-                 seconds: float = PATTERN_SECONDS):
+    def __init__(
+        self,
+        words: Iterable[str] = (),
+        patterns: Iterable[str] = (),
+        seconds: float = PATTERN_SECONDS,
+    ):
         self._terms = [(w, _word_pattern(w)) for w in words if normalised(w).strip()]
         self._patterns = [(p, regex.compile(p, regex.IGNORECASE)) for p in patterns]
         self.seconds = seconds
@@ -204,12 +209,18 @@ class Blocklist:
                 return term
         for term, pattern in self._patterns:
             try:
-                if any(pattern.search(text, timeout=self.seconds, concurrent=True)
-                       for text in readings):
+                if any(
+                    pattern.search(text, timeout=self.seconds, concurrent=True) for text in readings
+                ):
                     return term
             except TimeoutError:
-                log.warning("the blocklist pattern %r took over %.2f s on a prompt of %d "
-                            "characters; the prompt is refused (write the pattern so that it "
-                            "cannot backtrack without end)", term, self.seconds, len(prompt))
+                log.warning(
+                    "the blocklist pattern %r took over %.2f s on a prompt of %d "
+                    "characters; the prompt is refused (write the pattern so that it "
+                    "cannot backtrack without end)",
+                    term,
+                    self.seconds,
+                    len(prompt),
+                )
                 return term
         return None

@@ -69,26 +69,34 @@ def certificate_problems(cert_pem: bytes, key_pem: bytes) -> list[str]:
             return None
 
     if cert.issuer == cert.subject:
-        problems.append("the certificate is self-signed; C2PA needs an end-entity "
-                        "certificate issued by the company's CA (have the CA issue one; "
-                        "the CA's certificates then follow it in the same file)")
+        problems.append(
+            "the certificate is self-signed; C2PA needs an end-entity "
+            "certificate issued by the company's CA (have the CA issue one; "
+            "the CA's certificates then follow it in the same file)"
+        )
     basic = extension(ExtensionOID.BASIC_CONSTRAINTS)
     if basic is not None and basic.ca:
-        problems.append("the certificate is a CA certificate (CA:TRUE); sign with an "
-                        "end-entity certificate issued by it")
+        problems.append(
+            "the certificate is a CA certificate (CA:TRUE); sign with an "
+            "end-entity certificate issued by it"
+        )
     usage = extension(ExtensionOID.KEY_USAGE)
     if usage is None or not usage.digital_signature:
         problems.append("the certificate's key usage lacks digitalSignature")
     eku = extension(ExtensionOID.EXTENDED_KEY_USAGE)
     if eku is None or not {o.dotted_string for o in eku} & {DOCUMENT_SIGNING, EMAIL_PROTECTION}:
-        problems.append("the certificate's extended key usage needs documentSigning "
-                        f"({DOCUMENT_SIGNING}) or emailProtection ({EMAIL_PROTECTION})")
+        problems.append(
+            "the certificate's extended key usage needs documentSigning "
+            f"({DOCUMENT_SIGNING}) or emailProtection ({EMAIL_PROTECTION})"
+        )
     if extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None:
         problems.append("the certificate has no authority key identifier")
     now = datetime.datetime.now(datetime.timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        problems.append(f"the certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d}"
-                        f" to {cert.not_valid_after_utc:%Y-%m-%d})")
+        problems.append(
+            f"the certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d}"
+            f" to {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
     public = cert.public_key()
     if not (isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp256r1"):
         problems.append("the certificate's key is not an EC P-256 key (es256 needs one)")
@@ -103,15 +111,17 @@ def _pkcs8(key_pem: bytes) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(key_pem, password=None)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class C2paSigner:
     """Signs encoded pictures (PNG, JPEG) with one certificate chain, thread-safe."""
 
-    def __init__(self, cert_pem: bytes, key_pem: bytes, tsa_url: str | None = None,
-                 version: str = ""):
+    def __init__(
+        self, cert_pem: bytes, key_pem: bytes, tsa_url: str | None = None, version: str = ""
+    ):
         problems = certificate_problems(cert_pem, key_pem)
         if problems:
             raise SigningError("; ".join(problems))
@@ -121,7 +131,8 @@ class C2paSigner:
         self._version = version
         key_pem = _pkcs8(key_pem)
         self._context = c2pa.Context.from_dict(
-            {**OFFLINE, "builder": {"thumbnail": {"enabled": False}}})
+            {**OFFLINE, "builder": {"thumbnail": {"enabled": False}}}
+        )
         self._signer = self._native(cert_pem, key_pem, tsa_url)
         # The native signer is shared; pictures of different jobs are encoded in parallel
         # threads, and a signature takes a few milliseconds, so one at a time is enough.
@@ -137,7 +148,8 @@ class C2paSigner:
             self._trial()
             raise TimestampUnavailable(
                 f"the time-stamp authority {tsa_url} (c2pa.tsa_url) gave no time-stamp; "
-                "pictures are not sent unstamped") from None
+                "pictures are not sent unstamped"
+            ) from None
 
     def _native(self, cert_pem: bytes, key_pem: bytes, tsa_url: str | None):
         c2pa = self._c2pa
@@ -148,8 +160,9 @@ class C2paSigner:
             raise SigningError(f"C2PA refuses the certificate or key: {exc}") from None
 
     @classmethod
-    def from_files(cls, cert: Path, key: Path, tsa_url: str | None = None,
-                   version: str = "") -> C2paSigner:
+    def from_files(
+        cls, cert: Path, key: Path, tsa_url: str | None = None, version: str = ""
+    ) -> C2paSigner:
         try:
             cert_pem = Path(cert).expanduser().read_bytes()
         except OSError as exc:
@@ -171,8 +184,12 @@ class C2paSigner:
         except self._c2pa.C2paError as exc:
             raise SigningError(f"C2PA cannot sign with this certificate: {exc}") from None
 
-    def manifest(self, parameters: dict[str, Any] | None = None, claim: Claim = MADE,
-                 titles: tuple[str, ...] = ()) -> dict[str, Any]:
+    def manifest(
+        self,
+        parameters: dict[str, Any] | None = None,
+        claim: Claim = MADE,
+        titles: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         """The manifest of a picture that makes `claim`. A derived picture's ingredients are
         titled `titles` (its parent first; one untitled parent when none are given)."""
         agent = {"name": "imgbot", **({"version": self._version} if self._version else {})}
@@ -184,27 +201,46 @@ class C2paSigner:
         actions, ingredients = [done], []
         if claim.derived:
             titles = titles or ("the picture it was made from",)
-            ingredients = [{"title": title, "format": "image/png", "label": f"source-{index}",
-                            "relationship": "parentOf" if index == 0 else "componentOf"}
-                           for index, title in enumerate(titles)]
+            ingredients = [
+                {
+                    "title": title,
+                    "format": "image/png",
+                    "label": f"source-{index}",
+                    "relationship": "parentOf" if index == 0 else "componentOf",
+                }
+                for index, title in enumerate(titles)
+            ]
             # C2PA's first action of an edit opens its parent; `placed` the pictures an
             # edit took parts from.
             actions = [{"action": OPENED, "parameters": {"ingredientIds": ["source-0"]}}, done]
             if len(titles) > 1:
-                actions.append({"action": "c2pa.placed", "parameters": {
-                    "ingredientIds": [f"source-{i}" for i in range(1, len(titles))]}})
+                actions.append(
+                    {
+                        "action": "c2pa.placed",
+                        "parameters": {
+                            "ingredientIds": [f"source-{i}" for i in range(1, len(titles))]
+                        },
+                    }
+                )
         return {
             "claim_generator_info": [{"name": "imgbot", "version": self._version or "0"}],
             "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
             **({"ingredients": ingredients} if ingredients else {}),
         }
 
-    def sign(self, data: bytes, mimetype: str, parameters: dict[str, Any] | None = None,
-             claim: Claim = MADE, titles: tuple[str, ...] = ()) -> bytes:
+    def sign(
+        self,
+        data: bytes,
+        mimetype: str,
+        parameters: dict[str, Any] | None = None,
+        claim: Claim = MADE,
+        titles: tuple[str, ...] = (),
+    ) -> bytes:
         """The picture with its manifest embedded. Raises c2pa.C2paError."""
         with self._lock:
-            builder = self._c2pa.Builder(self.manifest(parameters, claim, titles),
-                                         context=self._context)
+            builder = self._c2pa.Builder(
+                self.manifest(parameters, claim, titles), context=self._context
+            )
             out = io.BytesIO()
             builder.sign(self._signer, mimetype, io.BytesIO(data), out)
         return out.getvalue()

@@ -28,14 +28,18 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from .claims import OPENED, words_for
-from .marking import (COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA, TRAINED_ALGORITHMIC_MEDIA,
-                      source_type_of)
+from .marking import (
+    COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    TRAINED_ALGORITHMIC_MEDIA,
+    source_type_of,
+)
 from .signing import OFFLINE
 
 TRUSTED, UNTRUSTED, INVALID, NONE = "Trusted", "Valid but untrusted", "Invalid", "none"
 # Without the compliance extra the manifest cannot be read; the rest still can be.
-NOT_CHECKED = ("not checked: reading C2PA needs imgbot[compliance] "
-               "(pip install 'imgbot[compliance]')")
+NOT_CHECKED = (
+    "not checked: reading C2PA needs imgbot[compliance] (pip install 'imgbot[compliance]')"
+)
 
 
 def c2pa_missing() -> str | None:
@@ -49,14 +53,14 @@ def c2pa_missing() -> str | None:
 
 @dataclass
 class Report:
-    marker: str | None                  # the XMP digital source type, if any
-    c2pa: str                           # TRUSTED, UNTRUSTED, INVALID, NONE or NOT_CHECKED
+    marker: str | None  # the XMP digital source type, if any
+    c2pa: str  # TRUSTED, UNTRUSTED, INVALID, NONE or NOT_CHECKED
     problems: list[str] = field(default_factory=list)  # C2PA failure codes, explained
-    signer: str | None = None           # the signing certificate's common name and issuer
-    watermark: bytes | None = None      # the 48 bits read, None: not read
-    watermark_note: str | None = None   # why not read
-    picture: bool = True                # False: not a picture Pillow can open at all
-    timestamp: str | None = None        # "TIME by AUTHORITY" when the signature is stamped
+    signer: str | None = None  # the signing certificate's common name and issuer
+    watermark: bytes | None = None  # the 48 bits read, None: not read
+    watermark_note: str | None = None  # why not read
+    picture: bool = True  # False: not a picture Pillow can open at all
+    timestamp: str | None = None  # "TIME by AUTHORITY" when the signature is stamped
     # The manifest's claim: (its action, its digital source type or None); None: no manifest
     claimed: tuple[str, str | None] | None = None
 
@@ -75,40 +79,52 @@ class Report:
         """Marked as what it is: as AI-made or AI-edited, or signed as a plain resize of
         someone's picture, which claims no AI (and carries no AI marker)."""
         signed = self.signed_claim
-        return self.ai_marked or (signed is not None and signed[1] is None
-                                  and self.marker is None)
+        return self.ai_marked or (signed is not None and signed[1] is None and self.marker is None)
 
     @property
     def claim(self) -> str:
         """What the picture claims, in words, and where it says so."""
         if self.signed_claim is not None:
             return f"{words_for(*self.signed_claim)} (signed C2PA manifest)"
-        how = {NONE: "unsigned", NOT_CHECKED: "C2PA not checked"}.get(self.c2pa,
-                                                                      "not signed validly")
+        how = {NONE: "unsigned", NOT_CHECKED: "C2PA not checked"}.get(
+            self.c2pa, "not signed validly"
+        )
         return f"{words_for(None, self.marker)} (XMP marker, {how})"
 
     def lines(self) -> list[str]:
         from .watermark import MAX_WRONG, wrong_bits
 
-        marker = {TRAINED_ALGORITHMIC_MEDIA: "AI-generated (IPTC trainedAlgorithmicMedia)",
-                  COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA:
-                  "AI-edited (IPTC compositeWithTrainedAlgorithmicMedia)"
-                  }.get(self.marker or "", self.marker or "none")
+        marker = {
+            TRAINED_ALGORITHMIC_MEDIA: "AI-generated (IPTC trainedAlgorithmicMedia)",
+            COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA: "AI-edited (IPTC compositeWithTrainedAlgorithmicMedia)",
+        }.get(self.marker or "", self.marker or "none")
         c2pa = self.c2pa + (f", signed by {self.signer}" if self.signer else "")
         if self.watermark is not None:
             # Any picture reads as some 48 bits; only those near imgbot's are a watermark.
             wrong = wrong_bits(self.watermark)
-            mark = ("none" if wrong > MAX_WRONG else f"{self.watermark.hex()} (imgbot"
-                    + (f", {wrong} of 48 bits changed, as by JPEG" if wrong else "") + ")")
+            mark = (
+                "none"
+                if wrong > MAX_WRONG
+                else f"{self.watermark.hex()} (imgbot"
+                + (f", {wrong} of 48 bits changed, as by JPEG" if wrong else "")
+                + ")"
+            )
         else:
             mark = f"not read ({self.watermark_note})"
         stamp = [f"    time-stamped at {self.timestamp}"] if self.timestamp else []
-        return [f"  claims: {self.claim}", f"  XMP marker: {marker}", f"  C2PA: {c2pa}",
-                *(f"    {p}" for p in self.problems), *stamp, f"  watermark: {mark}"]
+        return [
+            f"  claims: {self.claim}",
+            f"  XMP marker: {marker}",
+            f"  C2PA: {c2pa}",
+            *(f"    {p}" for p in self.problems),
+            *stamp,
+            f"  watermark: {mark}",
+        ]
 
 
-def c2pa_state(data: bytes, trust_pem: str | None = None
-               ) -> tuple[str, list[str], str | None, str | None]:
+def c2pa_state(
+    data: bytes, trust_pem: str | None = None
+) -> tuple[str, list[str], str | None, str | None]:
     """(state, failure explanations, signer, time-stamp) of the picture's C2PA manifest."""
     state, failures, signer, stamp, _ = _read(data, trust_pem)
     return state, failures, signer, stamp
@@ -160,13 +176,23 @@ def _stamp(info: dict, active: dict) -> str | None:
     explanation of its `timeStamp.*` codes: "...: NAME[, trust list: ...]"."""
     if not info.get("time"):
         return None
-    said = {r.get("code"): r.get("explanation") or "" for kind in
-            ("success", "informational", "failure") for r in active.get(kind, [])}
-    code = next((c for c in ("timeStamp.trusted", "timeStamp.untrusted",
-                             "timeStamp.validated") if c in said), None)
+    said = {
+        r.get("code"): r.get("explanation") or ""
+        for kind in ("success", "informational", "failure")
+        for r in active.get(kind, [])
+    }
+    code = next(
+        (
+            c
+            for c in ("timeStamp.trusted", "timeStamp.untrusted", "timeStamp.validated")
+            if c in said
+        ),
+        None,
+    )
     by = said[code].split(": ", 1)[-1].split(", trust list")[0] if code else "an authority"
-    return f"{info['time']} by {by}" + ("" if code == "timeStamp.trusted"
-                                        else " (authority not trusted)")
+    return f"{info['time']} by {by}" + (
+        "" if code == "timeStamp.trusted" else " (authority not trusted)"
+    )
 
 
 def _opens(data: bytes) -> bool:
@@ -187,8 +213,7 @@ def verify(data: bytes, trust_pem: str | None = None, watermark: bool = True) ->
         state, problems, signer, stamp, claimed = NOT_CHECKED, [], None, None, None
     else:
         state, problems, signer, stamp, claimed = _read(data, trust_pem)
-    report = Report(source_type_of(data), state, problems, signer, timestamp=stamp,
-                    claimed=claimed)
+    report = Report(source_type_of(data), state, problems, signer, timestamp=stamp, claimed=claimed)
     if not watermark:
         report.watermark_note = "not asked for"
         return report

@@ -44,7 +44,8 @@ def _library():
     except ImportError as exc:
         raise WatermarkUnavailable(
             f"compliance.watermark needs invisible-watermark and opencv-python-headless "
-            f"({exc}); install them as the README's Compliance section says") from None
+            f"({exc}); install them as the README's Compliance section says"
+        ) from None
     return cv2, WatermarkEncoder, WatermarkDecoder
 
 

@@ -33,8 +33,9 @@ def images_only(folder: Path):
     from transformers import AutoTokenizer, Qwen2VLImageProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return processor(Qwen2VLImageProcessor.from_pretrained(folder, local_files_only=True),
-                     tokenizer)
+    return processor(
+        Qwen2VLImageProcessor.from_pretrained(folder, local_files_only=True), tokenizer
+    )
 
 
 def processor(image_processor, tokenizer):
@@ -47,24 +48,31 @@ def processor(image_processor, tokenizer):
 
     class ImagesOnlyProcessor(Qwen2VLProcessor):
         # ProcessorMixin takes the parts this signature names: no video_processor.
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None,
-                     **kwargs):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
             self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer,
-                                    chat_template=chat_template)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return ImagesOnlyProcessor(image_processor, tokenizer,
-                               chat_template=getattr(tokenizer, "chat_template", None))
+    return ImagesOnlyProcessor(
+        image_processor, tokenizer, chat_template=getattr(tokenizer, "chat_template", None)
+    )
 
 
-def warm_up_job(family: Family, width: int, height: int, steps: int, guidance: float,
-                count: int) -> Job:
+def warm_up_job(
+    family: Family, width: int, height: int, steps: int, guidance: float, count: int
+) -> Job:
     """A warm-up's throw-away job: a txt2img one, or where `family` only edits, an edit of a
     blank picture of that size; of at least the family's `min_steps`."""
-    job = Job(prompt="warm-up", seed=0, steps=max(steps, family.min_steps), width=width,
-              height=height, guidance=guidance, count=count)
+    job = Job(
+        prompt="warm-up",
+        seed=0,
+        steps=max(steps, family.min_steps),
+        width=width,
+        height=height,
+        guidance=guidance,
+        count=count,
+    )
     if family.text_to_image:
         return job
     from PIL import Image
@@ -76,5 +84,7 @@ def refusal(name: str, family: Family, kind: str) -> GenerationError | None:
     """Why a job of `kind` cannot run on the model `name`, or None."""
     if family.text_to_image or kind == "edit":
         return None
-    return GenerationError(f"The model {name} ({family.label}) only edits pictures by "
-                           f"instruction: it makes no {kind} jobs.")
+    return GenerationError(
+        f"The model {name} ({family.label}) only edits pictures by "
+        f"instruction: it makes no {kind} jobs."
+    )

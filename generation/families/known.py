@@ -56,46 +56,125 @@ class Family:
     def check_size(self, width: int, height: int) -> str | None:
         """Why width×height does not suit this family, or None."""
         if width % self.multiple or height % self.multiple:
-            return (f"{self.label} pictures have sides that are multiples of {self.multiple}, "
-                    f"not {width}x{height}")
+            return (
+                f"{self.label} pictures have sides that are multiples of {self.multiple}, "
+                f"not {width}x{height}"
+            )
         return None
 
 
-SD = Family("sd", "SD 1.x/2.x", 512, steps=4, guidance_default=0.0, denoiser="unet",
-            suggested="stabilityai/sd-turbo (4 steps)")
-SDXL = Family("sdxl", "SDXL", 1024, steps=4, guidance_default=0.0, denoiser="unet",
-              suggested="stabilityai/sdxl-turbo (4 steps); SDXL base at 30 steps, guidance 6")
-FLUX_SCHNELL = Family("flux", "FLUX.1 [schnell]", 1024, steps=4, guidance_default=0.0,
-                      guidance=None, negative_prompt=False, cfg=False, multiple=16,
-                      suggested="black-forest-labs/FLUX.1-schnell (Apache-2.0, 4 steps)")
-FLUX_DEV = Family("flux", "FLUX.1 [dev]", 1024, steps=28, guidance_default=3.5,
-                  negative_prompt=False, cfg=False, multiple=16,
-                  suggested="black-forest-labs/FLUX.1-dev (non-commercial licence)")
-FLUX2_KLEIN = Family("flux2-klein", "FLUX.2 [klein]", 1024, steps=4, guidance_default=0.0,
-                     guidance=None, negative_prompt=False, cfg=False, multiple=16,
-                     strength=False, edits=True, pictures=4,
-                     # its default, 4, would make the distilled model warn on every call
-                     fixed=(("guidance_scale", 1.0),),
-                     suggested="black-forest-labs/FLUX.2-klein-4B (Apache-2.0, 4 steps)")
-FLUX2_KLEIN_BASE = Family("flux2-klein", "FLUX.2 [klein] base", 1024, steps=50,
-                          guidance_default=4.0, negative_prompt=False, multiple=16,
-                          strength=False, edits=True, pictures=4,
-                          suggested="black-forest-labs/FLUX.2-klein-base-4B (Apache-2.0)")
-ZIMAGE = Family("zimage", "Z-Image", 1024, steps=8, guidance_default=0.0, multiple=16,
-                suggested="Tongyi-MAI/Z-Image-Turbo (Apache-2.0, 8 steps)")
-QWENIMAGE = Family("qwenimage", "Qwen-Image", 1328, steps=50, guidance_default=4.0,
-                   guidance="true_cfg_scale", multiple=16, blank_negative=" ", min_steps=2,
-                   suggested="Qwen/Qwen-Image (Apache-2.0, 50 steps; 20B: an 80 GB card, "
-                             "or offloading / fp8)")
+SD = Family(
+    "sd",
+    "SD 1.x/2.x",
+    512,
+    steps=4,
+    guidance_default=0.0,
+    denoiser="unet",
+    suggested="stabilityai/sd-turbo (4 steps)",
+)
+SDXL = Family(
+    "sdxl",
+    "SDXL",
+    1024,
+    steps=4,
+    guidance_default=0.0,
+    denoiser="unet",
+    suggested="stabilityai/sdxl-turbo (4 steps); SDXL base at 30 steps, guidance 6",
+)
+FLUX_SCHNELL = Family(
+    "flux",
+    "FLUX.1 [schnell]",
+    1024,
+    steps=4,
+    guidance_default=0.0,
+    guidance=None,
+    negative_prompt=False,
+    cfg=False,
+    multiple=16,
+    suggested="black-forest-labs/FLUX.1-schnell (Apache-2.0, 4 steps)",
+)
+FLUX_DEV = Family(
+    "flux",
+    "FLUX.1 [dev]",
+    1024,
+    steps=28,
+    guidance_default=3.5,
+    negative_prompt=False,
+    cfg=False,
+    multiple=16,
+    suggested="black-forest-labs/FLUX.1-dev (non-commercial licence)",
+)
+FLUX2_KLEIN = Family(
+    "flux2-klein",
+    "FLUX.2 [klein]",
+    1024,
+    steps=4,
+    guidance_default=0.0,
+    guidance=None,
+    negative_prompt=False,
+    cfg=False,
+    multiple=16,
+    strength=False,
+    edits=True,
+    pictures=4,
+    # its default, 4, would make the distilled model warn on every call
+    fixed=(("guidance_scale", 1.0),),
+    suggested="black-forest-labs/FLUX.2-klein-4B (Apache-2.0, 4 steps)",
+)
+FLUX2_KLEIN_BASE = Family(
+    "flux2-klein",
+    "FLUX.2 [klein] base",
+    1024,
+    steps=50,
+    guidance_default=4.0,
+    negative_prompt=False,
+    multiple=16,
+    strength=False,
+    edits=True,
+    pictures=4,
+    suggested="black-forest-labs/FLUX.2-klein-base-4B (Apache-2.0)",
+)
+ZIMAGE = Family(
+    "zimage",
+    "Z-Image",
+    1024,
+    steps=8,
+    guidance_default=0.0,
+    multiple=16,
+    suggested="Tongyi-MAI/Z-Image-Turbo (Apache-2.0, 8 steps)",
+)
+QWENIMAGE = Family(
+    "qwenimage",
+    "Qwen-Image",
+    1328,
+    steps=50,
+    guidance_default=4.0,
+    guidance="true_cfg_scale",
+    multiple=16,
+    blank_negative=" ",
+    min_steps=2,
+    suggested="Qwen/Qwen-Image (Apache-2.0, 50 steps; 20B: an 80 GB card, or offloading / fp8)",
+)
 # The Plus pipeline (the 2509 and 2511 models): up to three pictures, one prompt a call (it
 # refuses a batch). Their cards run 40 steps (the pipeline's default is 50), true CFG at 4
 # with " " as the negative prompt.
-QWENIMAGE_EDIT = Family("qwenimage-edit", "Qwen-Image-Edit", 1024, steps=40,
-                        guidance_default=4.0, guidance="true_cfg_scale", multiple=16,
-                        blank_negative=" ", strength=False, edits=True, pictures=3,
-                        text_to_image=False, batches=False, min_steps=2,
-                        suggested="Qwen/Qwen-Image-Edit-2511 (Apache-2.0; 20B: an 80 GB card, "
-                                  "or offloading / fp8)")
+QWENIMAGE_EDIT = Family(
+    "qwenimage-edit",
+    "Qwen-Image-Edit",
+    1024,
+    steps=40,
+    guidance_default=4.0,
+    guidance="true_cfg_scale",
+    multiple=16,
+    blank_negative=" ",
+    strength=False,
+    edits=True,
+    pictures=3,
+    text_to_image=False,
+    batches=False,
+    min_steps=2,
+    suggested="Qwen/Qwen-Image-Edit-2511 (Apache-2.0; 20B: an 80 GB card, or offloading / fp8)",
+)
 
 # model_index.json's `_class_name` → family. The FLUX variants are told apart by their
 # configs (`refine`).

@@ -92,8 +92,11 @@ def weights_bytes(folder: str | Path) -> int:
 
 def component_weights(folder: str | Path) -> dict[str, list[Path]]:
     """The weight files a plain `from_pretrained` reads, by component folder name."""
-    return {component.name: _weight_files(component)
-            for component in sorted(Path(folder).expanduser().iterdir()) if component.is_dir()}
+    return {
+        component.name: _weight_files(component)
+        for component in sorted(Path(folder).expanduser().iterdir())
+        if component.is_dir()
+    }
 
 
 def _weight_files(component: Path) -> list[Path]:

@@ -13,8 +13,13 @@ from pathlib import Path
 
 from ..families import edit_only
 from ..families.known import BY_PIPELINE, SD, Family, refine
-from ..families.model_folder import (ModelError, family_of, native_size, unknown_model,
-                                     zeros_for_empty_negative)
+from ..families.model_folder import (
+    ModelError,
+    family_of,
+    native_size,
+    unknown_model,
+    zeros_for_empty_negative,
+)
 from ..job import GenerationError, Job
 from ..runtime import quantize_offload, speedups
 from ..runtime.device import Placement, choose, make_current
@@ -60,12 +65,22 @@ class Engine:
     _adapter: tuple[str, float] | None = None
     fit = quantize_offload.Fit()  # what load() did to fit the card
 
-    def __init__(self, model: str | Path | None, device: str = "auto", name: str = "", *,
-                 vae: str | Path | None = None, fast_decoder: str | Path | None = None,
-                 compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
-                 loras: dict[str, str | Path] | None = None, quantize: str = "none",
-                 offload: str = "auto", traits: Family | None = None,
-                 size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model: str | Path | None,
+        device: str = "auto",
+        name: str = "",
+        *,
+        vae: str | Path | None = None,
+        fast_decoder: str | Path | None = None,
+        compile: bool = False,
+        cache_dir: str | Path | None = None,  # noqa: A002
+        loras: dict[str, str | Path] | None = None,
+        quantize: str = "none",
+        offload: str = "auto",
+        traits: Family | None = None,
+        size: tuple[int, int] | None = None,
+    ):
         """`model` is the folder the weights load from, read now for the family and native
         size; None for a pipeline built in memory (`from_pipeline`), which says its `traits`
         and native `size` itself."""
@@ -90,8 +105,9 @@ class Engine:
                 speedups.autoencoder_config(self.vae_path, "AutoencoderKL", "VAE")
             if fast_decoder is not None:
                 self.fast_decoder_path = Path(fast_decoder).expanduser().resolve()
-                speedups.autoencoder_config(self.fast_decoder_path, "AutoencoderTiny",
-                                            "fast decoder")
+                speedups.autoencoder_config(
+                    self.fast_decoder_path, "AutoencoderTiny", "fast decoder"
+                )
         except speedups.FolderError as exc:
             raise ModelError(str(exc)) from None
         self.compile = compile
@@ -101,8 +117,9 @@ class Engine:
         self.quantize, self.offload = quantize_offload.options(quantize, offload)
 
     @classmethod
-    def from_pipeline(cls, pipe, name: str, device: str = "auto",
-                      compile: bool = False, quantize: str = "none") -> Engine:  # noqa: A002
+    def from_pipeline(
+        cls, pipe, name: str, device: str = "auto", compile: bool = False, quantize: str = "none"
+    ) -> Engine:  # noqa: A002
         """An Engine over a pipeline already built in memory instead of loaded from a folder
         (the bench's full-size random-weight models, `testing.full_size.random_pipeline`):
         moved to the device and precision `load()` would choose and sped up as `load()` does
@@ -113,29 +130,38 @@ class Engine:
 
         family = BY_PIPELINE.get(type(pipe).__name__)
         if family is None:
-            raise ModelError(f"the engine drives {', '.join(sorted(BY_PIPELINE))}, "
-                             f"not a {type(pipe).__name__}")
+            raise ModelError(
+                f"the engine drives {', '.join(sorted(BY_PIPELINE))}, not a {type(pipe).__name__}"
+            )
         quiet_libraries()
-        traits = refine(family, dict(pipe.config),
-                        dict(getattr(getattr(pipe, "transformer", None), "config", {})))
+        traits = refine(
+            family,
+            dict(pipe.config),
+            dict(getattr(getattr(pipe, "transformer", None), "config", {})),
+        )
         if family.denoiser == "unet":
             sample = pipe.unet.config.sample_size
             height, width = (sample, sample) if isinstance(sample, int) else sample
             size = (width * pipe.vae_scale_factor, height * pipe.vae_scale_factor)
         else:  # a transformer's config gives no size: the family's own
             size = (family.native_side, family.native_side)
-        engine = cls(None, device, name, compile=compile, quantize=quantize, traits=traits,
-                     size=size)
+        engine = cls(
+            None, device, name, compile=compile, quantize=quantize, traits=traits, size=size
+        )
         engine.placement = choose(device, fp16_safe=engine.traits.denoiser == "unet")
         # What load() does after from_pretrained.
         pipe.to(engine.placement.device, engine.placement.dtype)
         if quantize != "none":
             quantize_offload.check(quantize, engine.placement)
             on = engine.placement.device  # layer by layer on the card, as `fit` does
-            quantize_offload.quantize_denoiser(getattr(pipe, family.denoiser), quantize,
-                                               on if on.startswith("cuda") else None)
-            engine.fit = quantize_offload.Fit(quantize, "none", (
-                f"quantize: {quantize} (torchao, {family.denoiser})", "offload: none"))
+            quantize_offload.quantize_denoiser(
+                getattr(pipe, family.denoiser), quantize, on if on.startswith("cuda") else None
+            )
+            engine.fit = quantize_offload.Fit(
+                quantize,
+                "none",
+                (f"quantize: {quantize} (torchao, {family.denoiser})", "offload: none"),
+            )
         pipe.set_progress_bar_config(disable=True)
         torch.set_grad_enabled(False)
         engine.speed_up(pipe)
@@ -150,30 +176,52 @@ class Engine:
         from diffusers import AutoPipelineForText2Image
 
         quiet_libraries()
-        self.placement = choose(self.requested_device,
-                                fp16_safe=self.traits.denoiser == "unet")
+        self.placement = choose(self.requested_device, fp16_safe=self.traits.denoiser == "unet")
         # This thread may not be the worker's: the start loads the default model on its own.
         make_current(self.placement.device)
         quantize_offload.check(self.quantize, self.placement)  # before the weights load
         started = time.perf_counter()
         # A configured VAE is passed in, so that the model's own is not loaded at all.
-        vae = (speedups.load_vae(self.vae_path, self.path, self.placement)
-               if self.vae_path is not None else None)
+        vae = (
+            speedups.load_vae(self.vae_path, self.path, self.placement)
+            if self.vae_path is not None
+            else None
+        )
         # AutoPipeline knows no text-to-image pipeline of a family that only edits.
-        load = (AutoPipelineForText2Image.from_pretrained if self.traits.text_to_image
-                else edit_only.load_pipeline)
-        pipe = load(self.path, dtype=self.placement.dtype, local_files_only=True,
-                    **({"vae": vae} if vae is not None else {}))
-        self.fit = quantize_offload.fit(pipe, self.path, self.traits, self.placement, self.name,
-                                        quantize=self.quantize, offload=self.offload,
-                                        compiled=self.compile)
+        load = (
+            AutoPipelineForText2Image.from_pretrained
+            if self.traits.text_to_image
+            else edit_only.load_pipeline
+        )
+        pipe = load(
+            self.path,
+            dtype=self.placement.dtype,
+            local_files_only=True,
+            **({"vae": vae} if vae is not None else {}),
+        )
+        self.fit = quantize_offload.fit(
+            pipe,
+            self.path,
+            self.traits,
+            self.placement,
+            self.name,
+            quantize=self.quantize,
+            offload=self.offload,
+            compiled=self.compile,
+        )
         pipe.set_progress_bar_config(disable=True)
         lora.load(pipe, self.loras, self.name, self.traits)  # before fusing and compiling
         torch.set_grad_enabled(False)
         if self.fast_decoder_path is not None:
             self.tiny_decoder = speedups.load_tiny_decoder(self.fast_decoder_path, self.placement)
-        log.info("loaded %s (%s) on %s in %s in %.1f s", self.name, self.traits.label,
-                 self.placement.device, self.placement.dtype_name, time.perf_counter() - started)
+        log.info(
+            "loaded %s (%s) on %s in %s in %.1f s",
+            self.name,
+            self.traits.label,
+            self.placement.device,
+            self.placement.dtype_name,
+            time.perf_counter() - started,
+        )
         self.speed_up(pipe, vae_configured=vae is not None)
         self.pipe = pipe
 
@@ -181,15 +229,21 @@ class Engine:
         """Apply the speed-ups (speedups.py) to a pipeline on `self.placement`, and log in one
         line what is on, and what is not and why. Returns that line's parts."""
         why = "LoRA adapters" if self.loras else self.fit.unfused  # QKV kept apart ("": not)
-        notes = [*self.fit.notes,
-                 *speedups.optimize(pipe, self.placement, self.traits.denoiser, why)]
-        notes.append(speedups.vae_precision(pipe, self.name, self.family, self.placement,
-                                            vae_configured))
+        notes = [
+            *self.fit.notes,
+            *speedups.optimize(pipe, self.placement, self.traits.denoiser, why),
+        ]
+        notes.append(
+            speedups.vae_precision(pipe, self.name, self.family, self.placement, vae_configured)
+        )
         if self.compile:
             if self.cache_dir is not None:
                 speedups.use_compile_cache(self.cache_dir)
-            notes.append(speedups.compile_models(pipe, self.placement, self.traits.denoiser,
-                                                 offload=self.fit.offload))
+            notes.append(
+                speedups.compile_models(
+                    pipe, self.placement, self.traits.denoiser, offload=self.fit.offload
+                )
+            )
         else:
             notes.append("compile: off")
         notes.append("fast decoder: " + ("on" if self.tiny_decoder is not None else "none"))
@@ -200,10 +254,10 @@ class Engine:
         """Bytes of free device memory this model needs to load as configured and make
         pictures (quantize_offload.need: its weights as loaded, and the working room); read
         from its folder: nothing loads."""
-        placement = self.placement or choose(self.requested_device,
-                                             fp16_safe=self.traits.denoiser == "unet")
-        weights = quantize_offload.weights_on_card(self.path, self.traits, placement,
-                                                   self.quantize)
+        placement = self.placement or choose(
+            self.requested_device, fp16_safe=self.traits.denoiser == "unet"
+        )
+        weights = quantize_offload.weights_on_card(self.path, self.traits, placement, self.quantize)
         return quantize_offload.need(weights, self.offload)
 
     def unload(self) -> None:
@@ -235,9 +289,16 @@ class Engine:
         if name not in ("", self.name):
             raise unknown_model(name, self.models)
 
-    def warm_up(self, width: int, height: int, steps: int = 1, *,
-                sizes: Iterable[tuple[int, int]] = (), guidance: float = 0.0,
-                batch: int = 1) -> float:
+    def warm_up(
+        self,
+        width: int,
+        height: int,
+        steps: int = 1,
+        *,
+        sizes: Iterable[tuple[int, int]] = (),
+        guidance: float = 0.0,
+        batch: int = 1,
+    ) -> float:
         """Throw-away runs, so that the first user's picture pays neither for kernel setup
         nor (with `compile`) for compiling: one picture at width×height and at each of
         `sizes`, and with `batch` over 1 a batch of 2, which makes the compiled batch size
@@ -251,9 +312,14 @@ class Engine:
         for w, h, count in dict.fromkeys(shapes):  # in order, each once
             self.generate(edit_only.warm_up_job(self.traits, w, h, steps, guidance, count))
         seconds = time.perf_counter() - started
-        log.info("warm-up at %s took %.2f s", ", ".join(
-            f"{w}x{h}" + (f" (batch of {count})" if count > 1 else "")
-            for w, h, count in dict.fromkeys(shapes)), seconds)
+        log.info(
+            "warm-up at %s took %.2f s",
+            ", ".join(
+                f"{w}x{h}" + (f" (batch of {count})" if count > 1 else "")
+                for w, h, count in dict.fromkeys(shapes)
+            ),
+            seconds,
+        )
         return seconds
 
     @property
@@ -282,8 +348,12 @@ class Engine:
             return images
         if job.count == 1:
             raise self._too_big(job)
-        log.warning("a batch of %d at %dx%d did not fit in GPU memory; making them one by one",
-                    job.count, job.width, job.height)
+        log.warning(
+            "a batch of %d at %dx%d did not fit in GPU memory; making them one by one",
+            job.count,
+            job.width,
+            job.height,
+        )
         images = []
         for index in range(job.count):
             one = self._fitting([(job, index)])
@@ -305,28 +375,37 @@ class Engine:
         jobs are made one after the other, each as `generate` makes it."""
         keys = [self.batch_key(job) for job in jobs]
         if None in keys or len(set(keys)) > 1:
-            raise ValueError("only txt2img jobs of one model, size, steps, guidance and "
-                             f"decoder share a batch, not {keys}")
+            raise ValueError(
+                "only txt2img jobs of one model, size, steps, guidance and "
+                f"decoder share a batch, not {keys}"
+            )
         if len(jobs) <= 1:
             return [self.generate(job) for job in jobs]
         self._check_job(jobs[0])
         images = self._fitting([(job, index) for job in jobs for index in range(job.count)])
         if images is None:
-            log.warning("a batch of %d jobs (%d pictures) at %dx%d did not fit in GPU "
-                        "memory; making them one job at a time", len(jobs),
-                        sum(job.count for job in jobs), jobs[0].width, jobs[0].height)
+            log.warning(
+                "a batch of %d jobs (%d pictures) at %dx%d did not fit in GPU "
+                "memory; making them one job at a time",
+                len(jobs),
+                sum(job.count for job in jobs),
+                jobs[0].width,
+                jobs[0].height,
+            )
             return [self.generate(job) for job in jobs]
         made, start = [], 0
         for job in jobs:
-            made.append(images[start:start + job.count])
+            made.append(images[start : start + job.count])
             start += job.count
         return made
 
     def _check_job(self, job: Job) -> None:
         self._check(job.model)
         if job.kind not in RUNS:
-            raise GenerationError(f"The diffusion engine makes {', '.join(RUNS[:-1])} and "
-                                  f"{RUNS[-1]} jobs, not {job.kind}.")
+            raise GenerationError(
+                f"The diffusion engine makes {', '.join(RUNS[:-1])} and "
+                f"{RUNS[-1]} jobs, not {job.kind}."
+            )
         if self.pipe is None:
             raise RuntimeError("Engine.generate called before load()")
         if job.lora and job.lora not in self.loras:
@@ -335,8 +414,9 @@ class Engine:
         if only_edits is not None:
             raise only_edits
         if job.kind == "edit" and not self.traits.edits:
-            raise GenerationError(f"The model {self.name} ({self.traits.label}) cannot edit "
-                                  "pictures by instruction.")
+            raise GenerationError(
+                f"The model {self.name} ({self.traits.label}) cannot edit pictures by instruction."
+            )
         if job.fast and self.tiny_decoder is None:
             raise GenerationError("This bot has no fast decoder; ask without --fast.")
 
@@ -374,5 +454,6 @@ class Engine:
 
     @staticmethod
     def _too_big(job: Job) -> GenerationError:
-        return GenerationError(f"The GPU ran out of memory for {job.width}x{job.height}; "
-                               "try a smaller size.")
+        return GenerationError(
+            f"The GPU ran out of memory for {job.width}x{job.height}; try a smaller size."
+        )

@@ -15,12 +15,14 @@ from ..job import Job
 
 # Key prefixes of the two ways a LoRA file is written (diffusers' and kohya's), by the kind
 # of denoiser it was trained on.
-_PREFIXES = {"unet": ("unet.", "lora_unet_"),
-             "transformer": ("transformer.", "lora_transformer_", "diffusion_model.")}
+_PREFIXES = {
+    "unet": ("unet.", "lora_unet_"),
+    "transformer": ("transformer.", "lora_transformer_", "diffusion_model."),
+}
 
 
 def made_for(path: Path) -> str | None:
-    """"unet" or "transformer": what the LoRA file was trained on, from its safetensors
+    """ "unet" or "transformer": what the LoRA file was trained on, from its safetensors
     header alone (no torch); None where its keys do not say."""
     with open(path, "rb") as file:
         (length,) = struct.unpack("<Q", file.read(8))
@@ -28,8 +30,11 @@ def made_for(path: Path) -> str | None:
             raise ValueError("not a safetensors file (its header would be over 100 MB)")
         keys = [k for k in json.loads(file.read(length)) if k != "__metadata__"]
     for denoiser, prefixes in _PREFIXES.items():
-        if keys and all(k.startswith(prefixes + ("text_encoder", "lora_te")) for k in keys) \
-                and any(k.startswith(prefixes) for k in keys):
+        if (
+            keys
+            and all(k.startswith(prefixes + ("text_encoder", "lora_te")) for k in keys)
+            and any(k.startswith(prefixes) for k in keys)
+        ):
             return denoiser
     return None
 
@@ -45,8 +50,10 @@ def problem(path: Path, model: str, family: Family) -> str | None:
         return f"{path} is not a LoRA safetensors file: {exc}"
     if denoiser is not None and denoiser != family.denoiser:
         kind = "a UNet model (SD, SDXL)" if denoiser == "unet" else "a transformer model"
-        return (f"{path} is a LoRA for {kind}, not for {model} ({family.label}, "
-                f"a {family.denoiser} model)")
+        return (
+            f"{path} is a LoRA for {kind}, not for {model} ({family.label}, "
+            f"a {family.denoiser} model)"
+        )
     return None
 
 
@@ -59,22 +66,29 @@ def load(pipe, loras: dict[str, Path], model: str, family: Family) -> None:
             try:
                 pipe.load_lora_weights(path, adapter_name=name)
             except (ValueError, RuntimeError, KeyError) as exc:  # shapes of another model
-                why = ("its layers have other sizes: it was trained for another model"
-                       if "size mismatch" in str(exc) else str(exc).splitlines()[0][:300])
+                why = (
+                    "its layers have other sizes: it was trained for another model"
+                    if "size mismatch" in str(exc)
+                    else str(exc).splitlines()[0][:300]
+                )
                 wrong = f"{path} does not fit {model} ({family.label}): {why}"
             # diffusers skips, with a warning, the weights no layer of the model takes.
-            if wrong is None and not any(name in names
-                                         for names in pipe.get_list_adapters().values()):
-                wrong = (f"{path} is not a LoRA for {model} ({family.label}): none of its "
-                         "weights fit the model's layers")
+            if wrong is None and not any(
+                name in names for names in pipe.get_list_adapters().values()
+            ):
+                wrong = (
+                    f"{path} is not a LoRA for {model} ({family.label}): none of its "
+                    "weights fit the model's layers"
+                )
         if wrong is not None:
             raise ModelError(f"generation.loras.{name}: {wrong}")
     if loras:
         pipe.disable_lora()
 
 
-def switch(pipe, current: tuple[str, float] | None, job: Job,
-           loras: dict[str, Path]) -> tuple[str, float] | None:
+def switch(
+    pipe, current: tuple[str, float] | None, job: Job, loras: dict[str, Path]
+) -> tuple[str, float] | None:
     """Put on the job's LoRA (or none) if it is not on already; returns what is on now."""
     if not loras:
         return None

@@ -26,25 +26,41 @@ def run(pipe, pictures: list[tuple[Job, int]], tiny_decoder=None, family: Family
     # every machine, and picture i of a job starts from what seed+i alone would
     # (batched kernels may still differ from single ones in the last bit).
     generators = [torch.Generator("cpu").manual_seed(j.seed + i) for j, i in pictures]
-    common = dict(prompt=[j.prompt for j, _ in pictures], generator=generators,
-                  output_type="pil", **arguments(family, job.guidance,
-                                                 [j.negative_prompt for j, _ in pictures]),
-                  **_progress(pipe, pictures))
+    common = dict(
+        prompt=[j.prompt for j, _ in pictures],
+        generator=generators,
+        output_type="pil",
+        **arguments(family, job.guidance, [j.negative_prompt for j, _ in pictures]),
+        **_progress(pipe, pictures),
+    )
     with torch.inference_mode(), _decoder(pipe, tiny_decoder if job.fast else None):
         if job.kind == "img2img" and family.strength:
             # The transformer families' img2img pipelines draw at 1024² unless told the
             # size (the source is already at the job's size); SD's take no size at all.
-            size = (dict(width=job.width, height=job.height)
-                    if "width" in inspect.signature(pipe.__call__).parameters else {})
-            output = pipe(image=_source(job, family), strength=job.strength,
-                          num_inference_steps=img2img_steps(job), **size, **common)
+            size = (
+                dict(width=job.width, height=job.height)
+                if "width" in inspect.signature(pipe.__call__).parameters
+                else {}
+            )
+            output = pipe(
+                image=_source(job, family),
+                strength=job.strength,
+                num_inference_steps=img2img_steps(job),
+                **size,
+                **common,
+            )
         elif job.kind in ("img2img", "edit"):  # the source is a reference picture (FLUX.2)
-            output = pipe(image=[_source(job, family), *_references(job)],
-                          num_inference_steps=job.steps,
-                          width=job.width, height=job.height, **common)
+            output = pipe(
+                image=[_source(job, family), *_references(job)],
+                num_inference_steps=job.steps,
+                width=job.width,
+                height=job.height,
+                **common,
+            )
         else:
-            output = pipe(num_inference_steps=job.steps, width=job.width,
-                          height=job.height, **common)
+            output = pipe(
+                num_inference_steps=job.steps, width=job.width, height=job.height, **common
+            )
     return list(output.images)
 
 
@@ -53,10 +69,13 @@ def _progress(pipe, pictures: list[tuple[Job, int]]) -> dict:
     set made one picture a call reports which picture it is at."""
     job, index = pictures[0]
     one_of_a_set = len(pictures) == 1 and job.count > 1
-    callback = progress.step_callback(job.steps, index + 1 if one_of_a_set else 0,
-                                      job.count if one_of_a_set else 0)
-    if callback is None or "callback_on_step_end" not in inspect.signature(
-            pipe.__call__).parameters:
+    callback = progress.step_callback(
+        job.steps, index + 1 if one_of_a_set else 0, job.count if one_of_a_set else 0
+    )
+    if (
+        callback is None
+        or "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters
+    ):
         return {}
     return {"callback_on_step_end": callback}
 
@@ -104,8 +123,17 @@ def batch_key(job: Job, model: str = "", zeros_for_empty: bool = True) -> tuple 
     if job.kind != "txt2img":
         return None
     negative = bool(job.negative_prompt) if zeros_for_empty and job.guidance > 1 else None
-    return (model or job.model, job.width, job.height, job.steps, job.guidance, job.fast,
-            negative, job.lora, job.lora_weight)  # one set of adapters a call
+    return (
+        model or job.model,
+        job.width,
+        job.height,
+        job.steps,
+        job.guidance,
+        job.fast,
+        negative,
+        job.lora,
+        job.lora_weight,
+    )  # one set of adapters a call
 
 
 def img2img_steps(job: Job) -> int:
@@ -116,8 +144,9 @@ def img2img_steps(job: Job) -> int:
     fail. So the steps are raised to ceil(1 / strength) where that is needed; the picture's
     record keeps the steps asked for."""
     if not 0 < job.strength <= 1:
-        raise GenerationError(f"The strength of an image-to-image job is above 0 and at most "
-                              f"1, not {job.strength}.")
+        raise GenerationError(
+            f"The strength of an image-to-image job is above 0 and at most 1, not {job.strength}."
+        )
     steps = max(job.steps, math.ceil(1 / job.strength))
     while int(steps * job.strength) < 1:  # 1 / strength may round down in floating point
         steps += 1
@@ -136,12 +165,15 @@ def _source(job: Job, family: Family = SD):
     from PIL import Image
 
     if job.image is None:
-        raise GenerationError(f"An {'edit' if job.kind == 'edit' else 'image-to-image'} job "
-                              "needs a source picture.")
+        raise GenerationError(
+            f"An {'edit' if job.kind == 'edit' else 'image-to-image'} job needs a source picture."
+        )
     if job.width % family.multiple or job.height % family.multiple:
         # The pipeline would quietly round the size down (text-to-image refuses it).
-        raise GenerationError(f"Image-to-image sizes are multiples of {family.multiple}, "
-                              f"not {job.width}x{job.height}.")
+        raise GenerationError(
+            f"Image-to-image sizes are multiples of {family.multiple}, "
+            f"not {job.width}x{job.height}."
+        )
     image = job.image.convert("RGB")
     if image.size != (job.width, job.height):
         image = image.resize((job.width, job.height), Image.Resampling.LANCZOS)

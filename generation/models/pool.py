@@ -21,7 +21,7 @@ from .engine import Engine
 
 log = logging.getLogger(__name__)
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def free_bytes(device: str) -> int | None:
@@ -50,26 +50,48 @@ class ModelPool:
     be. Before a load, least recently used models are unloaded while `max_loaded` are
     loaded or the device's free memory is under the new model's need (Engine.memory_need)."""
 
-    def __init__(self, folders: Mapping[str, str | Path], default: str, device: str = "auto",
-                 max_loaded: int | None = None,
-                 free_memory: Callable[[], int | None] | None = None, *,
-                 vae: str | Path | None = None, fast_decoder: str | Path | None = None,
-                 compile: bool = False, cache_dir: str | Path | None = None,  # noqa: A002
-                 loras: Mapping[str, str | Path] | None = None, quantize: str = "none",
-                 offload: str = "auto"):
+    def __init__(
+        self,
+        folders: Mapping[str, str | Path],
+        default: str,
+        device: str = "auto",
+        max_loaded: int | None = None,
+        free_memory: Callable[[], int | None] | None = None,
+        *,
+        vae: str | Path | None = None,
+        fast_decoder: str | Path | None = None,
+        compile: bool = False,
+        cache_dir: str | Path | None = None,  # noqa: A002
+        loras: Mapping[str, str | Path] | None = None,
+        quantize: str = "none",
+        offload: str = "auto",
+    ):
         if default not in folders:
             raise ValueError(f"the default model {default!r} is not among {list(folders)}")
         self.name = default
         self.max_loaded = max_loaded
         # Every model gets the options (Engine says what they are); a VAE made for another
         # family than a model's is left out for that model, with a warning, when it loads.
-        options = dict(vae=vae, fast_decoder=fast_decoder, compile=compile, cache_dir=cache_dir,
-                       quantize=quantize, offload=offload)
+        options = dict(
+            vae=vae,
+            fast_decoder=fast_decoder,
+            compile=compile,
+            cache_dir=cache_dir,
+            quantize=quantize,
+            offload=offload,
+        )
         # Raises ModelError for a folder that is not a model, naming the folder.
         # The LoRAs go onto the default model, the one they are configured for.
-        self._engines = {name: Engine(folders[name], device, name, **options,
-                                      loras=dict(loras or {}) if name == default else None)
-                         for name in [default, *(n for n in folders if n != default)]}
+        self._engines = {
+            name: Engine(
+                folders[name],
+                device,
+                name,
+                **options,
+                loras=dict(loras or {}) if name == default else None,
+            )
+            for name in [default, *(n for n in folders if n != default)]
+        }
         self._free_memory = free_memory or (lambda: free_bytes(choose(device).device))
         self._loaded: list[str] = []  # least recently used first
 
@@ -138,7 +160,8 @@ class ModelPool:
                 loaded = self._try_load(engine)
             if not loaded:
                 raise GenerationError(
-                    f"The model {engine.name} could not be loaded: not enough GPU memory.")
+                    f"The model {engine.name} could not be loaded: not enough GPU memory."
+                )
         self._loaded.append(engine.name)
 
     def _load_for_jobs(self, name: str) -> None:
@@ -146,8 +169,9 @@ class ModelPool:
         try:
             self.load(name)
         except ModelError:
-            raise GenerationError(f"The model {name} could not be loaded; the bot's log says "
-                                  "why.") from None
+            raise GenerationError(
+                f"The model {name} could not be loaded; the bot's log says why."
+            ) from None
 
     def _engine(self, name: str) -> Engine:
         engine = self._engines.get(name or self.name)
@@ -168,8 +192,9 @@ class ModelPool:
                 free = self._free_memory()
                 if free is None or free >= need:
                     return
-                reason = (f"{engine.name} needs about {need / GIB:.1f} GiB, "
-                          f"{free / GIB:.1f} GiB is free")
+                reason = (
+                    f"{engine.name} needs about {need / GIB:.1f} GiB, {free / GIB:.1f} GiB is free"
+                )
             self._unload(self._loaded[0], reason)
 
     def _try_load(self, engine: Engine) -> bool:
@@ -189,8 +214,9 @@ class ModelPool:
             error = ModelError(str(exc))  # without its traceback, which holds the frames
         except Exception:
             log.exception("model %s could not be loaded from %s", engine.name, engine.path)
-            error = GenerationError(f"The model {engine.name} could not be loaded; the bot's "
-                                    "log says why.")
+            error = GenerationError(
+                f"The model {engine.name} could not be loaded; the bot's log says why."
+            )
         # Out of the except blocks, so that the failed load's frames (and tensors) are gone.
         engine.unload()
         if error is not None:

@@ -37,27 +37,44 @@ class Part:
         return f"{self.key}: {self.problem}"
 
 
-def check_parts(catalogue: dict[str, tuple[str, Path]], *, vae: Path | None = None,
-                fast_decoder: Path | None = None, upscaler: Path | None = None,
-                edit_model: str | None = None, loras: dict[str, Path] | None = None,
-                quantize: str = "none", devices: Sequence[str] = ("auto",)) -> list[Part]:
+def check_parts(
+    catalogue: dict[str, tuple[str, Path]],
+    *,
+    vae: Path | None = None,
+    fast_decoder: Path | None = None,
+    upscaler: Path | None = None,
+    edit_model: str | None = None,
+    loras: dict[str, Path] | None = None,
+    quantize: str = "none",
+    devices: Sequence[str] = ("auto",),
+) -> list[Part]:
     """`catalogue` maps each model's name to (its config key, its folder), the default
     first; `devices` the ones the models load on (`auto` as the start resolves it). The
     parts that are not configured are left out."""
-    parts = [_model(name, key, folder, default=index == 0)
-             for index, (name, (key, folder)) in enumerate(catalogue.items())]
+    parts = [
+        _model(name, key, folder, default=index == 0)
+        for index, (name, (key, folder)) in enumerate(catalogue.items())
+    ]
     parts += _quantized(catalogue, quantize, parts, devices)
     if edit_model is not None and edit_model in catalogue:
         parts.append(_edit_model(edit_model, catalogue[edit_model][1]))
     if loras and parts[0].ok:  # onto the default model, the first
         default, (_, folder) = next(iter(catalogue.items()))
-        parts += [_lora(name, Path(path).expanduser(), default, folder)
-                  for name, path in loras.items()]
+        parts += [
+            _lora(name, Path(path).expanduser(), default, folder) for name, path in loras.items()
+        ]
     if vae is not None:
         parts.append(_autoencoder("generation.vae", "vae", vae, "AutoencoderKL", "VAE"))
     if fast_decoder is not None:
-        parts.append(_autoencoder("generation.fast_decoder", "fast_decoder", fast_decoder,
-                                  "AutoencoderTiny", "fast decoder"))
+        parts.append(
+            _autoencoder(
+                "generation.fast_decoder",
+                "fast_decoder",
+                fast_decoder,
+                "AutoencoderTiny",
+                "fast decoder",
+            )
+        )
     if upscaler is not None:
         parts.append(_upscaler(upscaler))
     return parts
@@ -69,33 +86,58 @@ def _model(name: str, key: str, folder: Path, default: bool = False) -> Part:
     except ModelError as exc:
         return Part(key, f"model {name}", str(folder), problem=str(exc))
     if default and not family.text_to_image:  # a bare prompt runs on the default
-        return Part("generation.model", f"model {name}", str(folder), problem=(
-            f"{folder} is a {family.label} model, which only edits pictures: name it in "
-            "generation.models and set generation.edit_model to it"))
+        return Part(
+            "generation.model",
+            f"model {name}",
+            str(folder),
+            problem=(
+                f"{folder} is a {family.label} model, which only edits pictures: name it in "
+                "generation.models and set generation.edit_model to it"
+            ),
+        )
     return Part(key, f"model {name}", f"{folder} ({family.label})")
 
 
-def _quantized(catalogue: dict[str, tuple[str, Path]], quantize: str, models: list[Part],
-               devices: Sequence[str]) -> list[Part]:
+def _quantized(
+    catalogue: dict[str, tuple[str, Path]],
+    quantize: str,
+    models: list[Part],
+    devices: Sequence[str],
+) -> list[Part]:
     """torchao, where `generation.quantize` or a folder saved quantized with it needs it,
     and a card that runs the quantization (fp8's compute capability)."""
     from ..runtime import quantize_offload
 
     found = []
     if quantize != "none":
-        problem = quantize_offload.torchao_problem(quantize) or next(filter(None, (
-            quantize_offload.device_problem(quantize, d) for d in dict.fromkeys(devices))), None)
-        found.append(Part("generation.quantize", "quantize",
-                          f"{quantize} (torchao {quantize_offload.torchao_version()}), "
-                          "every denoiser",
-                          problem=problem))
+        problem = quantize_offload.torchao_problem(quantize) or next(
+            filter(
+                None, (quantize_offload.device_problem(quantize, d) for d in dict.fromkeys(devices))
+            ),
+            None,
+        )
+        found.append(
+            Part(
+                "generation.quantize",
+                "quantize",
+                f"{quantize} (torchao {quantize_offload.torchao_version()}), every denoiser",
+                problem=problem,
+            )
+        )
     for (name, (key, folder)), model in zip(catalogue.items(), models):
-        own = model.ok and quantize_offload.folder_quantization(folder,
-                                                                family_of(folder).denoiser)
+        own = model.ok and quantize_offload.folder_quantization(folder, family_of(folder).denoiser)
         if own and own.startswith("torchao") and quantize_offload.torchao_missing():
-            found.append(Part(key, f"model {name}", str(folder), problem=(
-                f"its denoiser was saved quantized with torchao, which is not installed: "
-                f"{quantize_offload.INSTALL}")))
+            found.append(
+                Part(
+                    key,
+                    f"model {name}",
+                    str(folder),
+                    problem=(
+                        f"its denoiser was saved quantized with torchao, which is not installed: "
+                        f"{quantize_offload.INSTALL}"
+                    ),
+                )
+            )
     return found
 
 
@@ -105,9 +147,15 @@ def _edit_model(name: str, folder: Path) -> Part:
     except ModelError as exc:
         return Part("generation.edit_model", "edit model", name, problem=str(exc))
     if not family.edits:
-        return Part("generation.edit_model", "edit model", name, problem=(
-            f"{name} is a {family.label} model, which cannot edit pictures by instruction "
-            "(FLUX.2 [klein] and Qwen-Image-Edit can)"))
+        return Part(
+            "generation.edit_model",
+            "edit model",
+            name,
+            problem=(
+                f"{name} is a {family.label} model, which cannot edit pictures by instruction "
+                "(FLUX.2 [klein] and Qwen-Image-Edit can)"
+            ),
+        )
     return Part("generation.edit_model", "edit model", f"{name} ({family.label})")
 
 
@@ -132,13 +180,20 @@ def _upscaler(path: Path) -> Part:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        return Part("generation.upscaler", "upscaler", str(path),
-                    problem=f"{path} is not a file (an upscaler model, e.g. a .pth or "
-                            ".safetensors of Real-ESRGAN)")
+        return Part(
+            "generation.upscaler",
+            "upscaler",
+            str(path),
+            problem=f"{path} is not a file (an upscaler model, e.g. a .pth or "
+            ".safetensors of Real-ESRGAN)",
+        )
     upscaler = Upscaler(path, "cpu")
     try:
         upscaler.load()
     except UpscalerError as exc:
         return Part("generation.upscaler", "upscaler", str(path), problem=str(exc))
-    return Part("generation.upscaler", "upscaler",
-                f"{path} ({upscaler.model.architecture.name}, {upscaler.scale}×)")
+    return Part(
+        "generation.upscaler",
+        "upscaler",
+        f"{path} ({upscaler.model.architecture.name}, {upscaler.scale}×)",
+    )

@@ -35,8 +35,13 @@ def diffusion_runner(recipe: Recipe) -> Runner:
 
     default, folder = next(iter(recipe.catalogue.items()))
     if recipe.pool:
-        return ModelPool(recipe.catalogue, default, recipe.device, recipe.max_loaded_models,
-                         **recipe.engine_options)
+        return ModelPool(
+            recipe.catalogue,
+            default,
+            recipe.device,
+            recipe.max_loaded_models,
+            **recipe.engine_options,
+        )
     return Engine(folder, recipe.device, **recipe.engine_options)
 
 

@@ -67,8 +67,10 @@ class FinishingRunner:
     def generate_batch(self, jobs: list[Job]) -> list[list]:
         """Several jobs of one `batch_key` in one pipeline call; their pictures, per job."""
         made = self.runner.generate_batch(jobs)
-        return [[enhance(image) for image in images] if job.enhance else images
-                for job, images in zip(jobs, made)]
+        return [
+            [enhance(image) for image in images] if job.enhance else images
+            for job, images in zip(jobs, made)
+        ]
 
     # ---- what the app calls at start and stop ------------------------------------------------
 
@@ -116,12 +118,15 @@ class FinishingRunner:
         expected = (job.image.width * job.factor, job.image.height * job.factor)
         if (job.width, job.height) != expected:
             # The job's size is what the bot promised (and checked against its limits).
-            raise GenerationError(f"An upscale by {job.factor} of {job.image.width}x"
-                                  f"{job.image.height} is {expected[0]}x{expected[1]}, not "
-                                  f"{job.width}x{job.height}.")
+            raise GenerationError(
+                f"An upscale by {job.factor} of {job.image.width}x"
+                f"{job.image.height} is {expected[0]}x{expected[1]}, not "
+                f"{job.width}x{job.height}."
+            )
         try:
             return self.upscaler.upscale(job.image, job.factor)
         except UpscalerError:
             log.exception("the upscaler %s cannot be used", self.upscaler.path)
-            raise GenerationError("The upscaler could not be loaded; the bot's log says "
-                                  "why.") from None
+            raise GenerationError(
+                "The upscaler could not be loaded; the bot's log says why."
+            ) from None

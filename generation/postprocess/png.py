@@ -43,8 +43,12 @@ def parameters_text(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, params: dict[str, Any], sign: Sign | None = None,
-               source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> bytes:
+def encode_png(
+    image: Image.Image,
+    params: dict[str, Any],
+    sign: Sign | None = None,
+    source_type: str | None = TRAINED_ALGORITHMIC_MEDIA,
+) -> bytes:
     """Encode as PNG with `parameters` (human-readable) and `imgbot` (JSON) text chunks and
     the XMP marker of `source_type` (None: none); signed last when `sign` is given."""
     info = PngImagePlugin.PngInfo()
@@ -70,9 +74,11 @@ def read_parameters(data: bytes) -> dict[str, Any]:
 THUMBNAIL_SIDE = 640
 
 
-def encode_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
-                     source_type: str | None = TRAINED_ALGORITHMIC_MEDIA
-                     ) -> tuple[bytes, int, int] | None:
+def encode_thumbnail(
+    image: Image.Image,
+    side: int = THUMBNAIL_SIDE,
+    source_type: str | None = TRAINED_ALGORITHMIC_MEDIA,
+) -> tuple[bytes, int, int] | None:
     """A JPEG at most `side` pixels wide and high, or None when the picture is that small."""
     if max(image.size) <= side:
         return None
@@ -98,18 +104,28 @@ def _size_words(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
 
 
-def _jpeg(image: Image.Image, comment: str, quality: int, sign: Sign | None,
-          source_type: str | None) -> bytes:
+def _jpeg(
+    image: Image.Image, comment: str, quality: int, sign: Sign | None, source_type: str | None
+) -> bytes:
     buffer = io.BytesIO()
     # The parameters travel in the JPEG comment, as they do in the PNG's text chunk.
-    image.save(buffer, format="JPEG", quality=quality, comment=comment.encode("utf-8"),
-               xmp=xmp_packet(source_type).encode("utf-8"))
+    image.save(
+        buffer,
+        format="JPEG",
+        quality=quality,
+        comment=comment.encode("utf-8"),
+        xmp=xmp_packet(source_type).encode("utf-8"),
+    )
     return sign(buffer.getvalue(), "image/jpeg") if sign else buffer.getvalue()
 
 
-def encode_for_upload(image: Image.Image, params: dict[str, Any],
-                      limit: int | None = None, sign: Sign | None = None,
-                      source_type: str | None = TRAINED_ALGORITHMIC_MEDIA) -> Encoded | None:
+def encode_for_upload(
+    image: Image.Image,
+    params: dict[str, Any],
+    limit: int | None = None,
+    sign: Sign | None = None,
+    source_type: str | None = TRAINED_ALGORITHMIC_MEDIA,
+) -> Encoded | None:
     """The PNG, or when it is larger than `limit` bytes a JPEG of falling quality, then of
     falling size; None when not even a small one fits. Each is signed before its size is
     compared with the limit, so the signature's bytes count too."""
@@ -122,14 +138,20 @@ def encode_for_upload(image: Image.Image, params: dict[str, Any],
     for quality in (92, 85, 75):
         data = _jpeg(rgb, comment, quality, sign, source_type)
         if len(data) <= limit:
-            return Encoded(data, "image/jpeg", rgb.width, rgb.height,
-                           f"sent as JPEG, quality {quality}: {cap}")
+            return Encoded(
+                data, "image/jpeg", rgb.width, rgb.height, f"sent as JPEG, quality {quality}: {cap}"
+            )
     scaled = rgb
     while min(scaled.size) > 64:
         size = (max(1, scaled.width * 3 // 4), max(1, scaled.height * 3 // 4))
         scaled = rgb.resize(size, Image.Resampling.LANCZOS)
         data = _jpeg(scaled, comment, 75, sign, source_type)
         if len(data) <= limit:
-            return Encoded(data, "image/jpeg", scaled.width, scaled.height,
-                           f"scaled to {scaled.width}×{scaled.height} and sent as JPEG: {cap}")
+            return Encoded(
+                data,
+                "image/jpeg",
+                scaled.width,
+                scaled.height,
+                f"scaled to {scaled.width}×{scaled.height} and sent as JPEG: {cap}",
+            )
     return None

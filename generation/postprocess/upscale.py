@@ -63,8 +63,10 @@ def _forget(*packages: str) -> None:
 
 def _install_torchvision_stand_in() -> None:
     def needs_torchvision(*args, **kwargs):
-        raise GenerationError("this model architecture needs torchvision, which is not "
-                              "installed here; upscalers (ESRGAN, SwinIR, …) do not")
+        raise GenerationError(
+            "this model architecture needs torchvision, which is not "
+            "installed here; upscalers (ESRGAN, SwinIR, …) do not"
+        )
 
     def normalize(tensor, mean, std, inplace=False):
         import torch
@@ -82,8 +84,13 @@ def _install_torchvision_stand_in() -> None:
     torchvision = types.ModuleType("torchvision")
     torchvision.transforms = transforms
     torchvision.__imgbot_stand_in__ = True
-    sys.modules.update({"torchvision": torchvision, "torchvision.transforms": transforms,
-                        "torchvision.transforms.functional": functional})
+    sys.modules.update(
+        {
+            "torchvision": torchvision,
+            "torchvision.transforms": transforms,
+            "torchvision.transforms.functional": functional,
+        }
+    )
 
 
 class Upscaler:
@@ -115,27 +122,40 @@ class Upscaler:
         try:
             spandrel = import_spandrel()
         except ImportError as exc:
-            raise UpscalerError(f"spandrel is not installed ({exc}): pip install "
-                                "'imgbot[upscale]'") from None
+            raise UpscalerError(
+                f"spandrel is not installed ({exc}): pip install 'imgbot[upscale]'"
+            ) from None
         try:
             descriptor = spandrel.ModelLoader(device=torch.device(self.device)).load_from_file(
-                self.path)
+                self.path
+            )
         except Exception as exc:  # noqa: BLE001
             # Whatever a file that is not a usable model raises (safetensors' and pickle's
             # own errors among them) means one thing to the operator.
-            raise UpscalerError(f"{self.path} is not a model spandrel can load: "
-                                f"{type(exc).__name__}: {exc}") from None
-        if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.scale < 2 \
-                or descriptor.input_channels != 3 or descriptor.output_channels != 3:
-            raise UpscalerError(f"{self.path} holds a model of architecture "
-                                f"{descriptor.architecture.name} with scale "
-                                f"{descriptor.scale}: not an RGB upscaler (2x or more)")
+            raise UpscalerError(
+                f"{self.path} is not a model spandrel can load: {type(exc).__name__}: {exc}"
+            ) from None
+        if (
+            not isinstance(descriptor, spandrel.ImageModelDescriptor)
+            or descriptor.scale < 2
+            or descriptor.input_channels != 3
+            or descriptor.output_channels != 3
+        ):
+            raise UpscalerError(
+                f"{self.path} holds a model of architecture "
+                f"{descriptor.architecture.name} with scale "
+                f"{descriptor.scale}: not an RGB upscaler (2x or more)"
+            )
         descriptor.eval()
         if self.device.startswith("cuda") and descriptor.supports_half:
             descriptor.half()
         self.model, self.scale = descriptor, descriptor.scale
-        log.info("upscaler %s loaded: %s, %d×", self.path.name, descriptor.architecture.name,
-                 descriptor.scale)
+        log.info(
+            "upscaler %s loaded: %s, %d×",
+            self.path.name,
+            descriptor.architecture.name,
+            descriptor.scale,
+        )
 
     def warm_up(self) -> None:
         """One tiny run, so that the first `!img upscale` does not pay for kernel setup."""
@@ -160,15 +180,22 @@ class Upscaler:
             if current.width * self.scale > target[0] and made > OVERSHOOT_PIXELS:
                 # The last pass would overshoot by too much: scale its input down so that
                 # it lands on the target.
-                current = current.resize((math.ceil(target[0] / self.scale),
-                                          math.ceil(target[1] / self.scale)),
-                                         Image.Resampling.LANCZOS)
+                current = current.resize(
+                    (math.ceil(target[0] / self.scale), math.ceil(target[1] / self.scale)),
+                    Image.Resampling.LANCZOS,
+                )
             passes += 1
             current = self._run_tiled(current, passes, max(planned, passes))
         if current.size != target:
             current = current.resize(target, Image.Resampling.LANCZOS)
-        log.info("upscaled %dx%d by %d in %d passes, %.2f s", image.width, image.height,
-                 factor, passes, time.perf_counter() - started)
+        log.info(
+            "upscaled %dx%d by %d in %d passes, %.2f s",
+            image.width,
+            image.height,
+            factor,
+            passes,
+            time.perf_counter() - started,
+        )
         return current
 
     def _run_tiled(self, image: Image.Image, part: int = 1, parts: int = 1) -> Image.Image:
@@ -195,20 +222,25 @@ class Upscaler:
                     # the tile's activations, which empty_cache could then not hand back.
                     torch.cuda.empty_cache()
                     if tile <= 64:
-                        raise GenerationError("the GPU ran out of memory while upscaling, "
-                                              "even in small tiles") from None
+                        raise GenerationError(
+                            "the GPU ran out of memory while upscaling, even in small tiles"
+                        ) from None
                     tile //= 2
                     log.warning("upscaling tile did not fit in GPU memory; now %d²", tile)
                     continue
                 x1, y1 = min(x + tile, width), min(y + tile, height)
-                out[y * scale:y1 * scale, x * scale:x1 * scale] = out_tile
+                out[y * scale : y1 * scale, x * scale : x1 * scale] = out_tile
                 x = x1
                 done += 1
                 # The tiles of this pass at the current tile size (it halves on OOM).
-                total = done + math.ceil((width - x) / tile) + math.ceil(
-                    (height - min(y + tile, height)) / tile) * math.ceil(width / tile)
-                progress.report(done, total, "tile", part if parts > 1 else 0,
-                                parts if parts > 1 else 0)
+                total = (
+                    done
+                    + math.ceil((width - x) / tile)
+                    + math.ceil((height - min(y + tile, height)) / tile) * math.ceil(width / tile)
+                )
+                progress.report(
+                    done, total, "tile", part if parts > 1 else 0, parts if parts > 1 else 0
+                )
             y = min(y + tile, height)
         return Image.fromarray(out)
 
@@ -225,5 +257,5 @@ class Upscaler:
         with torch.inference_mode():
             result = self.model(chunk)[0]
         s = self.scale
-        keep = result[:, (y - py) * s:(y1 - py) * s, (x - px) * s:(x1 - px) * s]
+        keep = result[:, (y - py) * s : (y1 - py) * s, (x - px) * s : (x1 - px) * s]
         return keep.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

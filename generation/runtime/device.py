@@ -49,8 +49,7 @@ def choose(requested: str = "auto", *, fp16_safe: bool = True) -> Placement:
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU")
-        dtype = ("bfloat16" if _native_bf16(requested) else
-                 "float16" if fp16_safe else "float32")
+        dtype = "bfloat16" if _native_bf16(requested) else "float16" if fp16_safe else "float32"
     elif kind == "mps":
         dtype = "float16"
     else:

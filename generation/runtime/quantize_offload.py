@@ -136,13 +136,13 @@ def on_card(folder: Path, load_bytes: int, quantized: str | None = None) -> dict
     return sizes
 
 
-def weights_on_card(folder: Path, family: Family, placement: Placement,
-                    quantize: str) -> dict[str, int]:
+def weights_on_card(
+    folder: Path, family: Family, placement: Placement, quantize: str
+) -> dict[str, int]:
     """`on_card` for the model in `folder` as `fit` loads it: in the placement's precision,
     its denoiser quantized where `quantize` applies (not to a folder quantized already)."""
     quantized = quantize != "none" and folder_quantization(folder, family.denoiser) is None
-    return on_card(folder, LOAD_BYTES[placement.dtype_name],
-                   family.denoiser if quantized else None)
+    return on_card(folder, LOAD_BYTES[placement.dtype_name], family.denoiser if quantized else None)
 
 
 def need(sizes: dict[str, int], offload: str) -> int:
@@ -173,8 +173,9 @@ def _safetensors_header(file: Path) -> dict | None:
     return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
-def choose_offload(asked: str, device: str, sizes: dict[str, int],
-                   free: int | None) -> tuple[str, str]:
+def choose_offload(
+    asked: str, device: str, sizes: dict[str, int], free: int | None
+) -> tuple[str, str]:
     """The offloading to use ("none", "model" or "group") and its note, for weights of
     `sizes` (bytes by component, as on the card) and `free` bytes free on `device`.
 
@@ -194,8 +195,10 @@ def choose_offload(asked: str, device: str, sizes: dict[str, int],
     largest, biggest = max((size, name) for name, size in sizes.items())
     if need(sizes, "model") <= free:
         return "model", f"offload: model (weights {gib(whole)} {room})"
-    return "group", (f"offload: group (weights {gib(whole)} {room}, and the {biggest} alone, "
-                     f"{gib(largest)}, does not fit either)")
+    return "group", (
+        f"offload: group (weights {gib(whole)} {room}, and the {biggest} alone, "
+        f"{gib(largest)}, does not fit either)"
+    )
 
 
 def check(quantize: str, placement: Placement) -> None:
@@ -212,11 +215,15 @@ def check(quantize: str, placement: Placement) -> None:
         capability = torch.cuda.get_device_capability(placement.device)
         if tuple(capability) >= FP8_CAPABILITY:
             return
-        where = (f"{placement.device} is a {torch.cuda.get_device_name(placement.device)} "
-                 f"(compute capability {capability[0]}.{capability[1]})")
-    raise ModelError("generation.quantize: fp8 needs an NVIDIA GPU of compute capability "
-                     f"8.9 or newer (L4, L40S, RTX 4090, H100), and {where}; use int8 or "
-                     "none there")
+        where = (
+            f"{placement.device} is a {torch.cuda.get_device_name(placement.device)} "
+            f"(compute capability {capability[0]}.{capability[1]})"
+        )
+    raise ModelError(
+        "generation.quantize: fp8 needs an NVIDIA GPU of compute capability "
+        f"8.9 or newer (L4, L40S, RTX 4090, H100), and {where}; use int8 or "
+        "none there"
+    )
 
 
 def device_problem(quantize: str, device: str) -> str | None:
@@ -236,35 +243,54 @@ def device_problem(quantize: str, device: str) -> str | None:
     return None
 
 
-def fit(pipe, folder: Path, family: Family, placement: Placement, name: str, *,
-        quantize: str = "none", offload: str = "auto", compiled: bool = False) -> Fit:
+def fit(
+    pipe,
+    folder: Path,
+    family: Family,
+    placement: Placement,
+    name: str,
+    *,
+    quantize: str = "none",
+    offload: str = "auto",
+    compiled: bool = False,
+) -> Fit:
     """Quantize the denoiser (`quantize`, after `check`) and place the pipeline on the
     device, whole or offloaded (`choose_offload`); what was done, for the speed line.
     `compiled`: the speed-ups will torch.compile it (`quantize_denoiser`)."""
     denoiser, own = family.denoiser, folder_quantization(folder, family.denoiser)
     if own is not None and quantize != "none":
-        log.warning("generation.quantize %s is not applied to %s: its %s is already "
-                    "quantized (%s)", quantize, name, denoiser, own)
+        log.warning(
+            "generation.quantize %s is not applied to %s: its %s is already quantized (%s)",
+            quantize,
+            name,
+            denoiser,
+            own,
+        )
     how = "none" if own is not None else quantize
     sizes = weights_on_card(folder, family, placement, quantize)
-    choice, offload_note = choose_offload(offload, placement.device, sizes,
-                                          free_memory(placement.device))
+    choice, offload_note = choose_offload(
+        offload, placement.device, sizes, free_memory(placement.device)
+    )
     if how != "none":
         # On the card layer by layer where the quantized denoiser fits there (faster, and
         # its full-precision weights never all are); on the CPU under group offloading.
-        on = placement.device if placement.device.startswith("cuda") and choice != "group" \
-            else None
+        on = placement.device if placement.device.startswith("cuda") and choice != "group" else None
         # speed.compile_models compiles nothing under group offloading.
-        quantize_denoiser(getattr(pipe, denoiser), how, on,
-                          compiled=compiled and choice != "group")
+        quantize_denoiser(getattr(pipe, denoiser), how, on, compiled=compiled and choice != "group")
     place(pipe, choice, placement)
-    note = (f"quantize: {how} (torchao, {denoiser})" if how != "none" else
-            f"quantize: the folder's own ({own}, {denoiser})" if own else "quantize: none")
+    note = (
+        f"quantize: {how} (torchao, {denoiser})"
+        if how != "none"
+        else f"quantize: the folder's own ({own}, {denoiser})"
+        if own
+        else "quantize: none"
+    )
     return Fit("folder" if own else how, choice, (note, offload_note))
 
 
-def quantize_denoiser(module, how: str, device: str | None = None, *,
-                      compiled: bool = False) -> None:
+def quantize_denoiser(
+    module, how: str, device: str | None = None, *, compiled: bool = False
+) -> None:
     """torchao's weight quantization of every linear layer of `module`, in place: int8
     weights (any device), or fp8 weights and activations (fp8 matrix products).
 
@@ -272,14 +298,22 @@ def quantize_denoiser(module, how: str, device: str | None = None, *,
     inductor options (coordinate descent tuning, fusing int8 products with their scales):
     they are process-wide, and would change how every other model of the process compiles
     (the pool's others, the upscaler) for a model that is never compiled."""
-    from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,
-                                      Int8WeightOnlyConfig, PerRow, quantize_)
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int8WeightOnlyConfig,
+        PerRow,
+        quantize_,
+    )
 
     # Row-wise fp8 scales: what torchao recommends for diffusion transformers on H100
     # (per-tensor scales lose more of the weights' range).
-    config = (Int8WeightOnlyConfig(set_inductor_config=compiled) if how == "int8"
-              else Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(),
-                                                             set_inductor_config=compiled))
+    config = (
+        Int8WeightOnlyConfig(set_inductor_config=compiled)
+        if how == "int8"
+        else Float8DynamicActivationFloat8WeightConfig(
+            granularity=PerRow(), set_inductor_config=compiled
+        )
+    )
     quantize_(module, config, device=device)
 
 
@@ -293,9 +327,12 @@ def place(pipe, offload: str, placement: Placement) -> None:
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "group":
-        pipe.enable_group_offload(onload_device=torch.device(device),
-                                  offload_device=torch.device("cpu"), offload_type="leaf_level",
-                                  use_stream=device.startswith("cuda"))  # CPU: no streams
+        pipe.enable_group_offload(
+            onload_device=torch.device(device),
+            offload_device=torch.device("cpu"),
+            offload_type="leaf_level",
+            use_stream=device.startswith("cuda"),
+        )  # CPU: no streams
     else:
         pipe.to(device)
 

@@ -44,8 +44,9 @@ def autoencoder_config(folder: str | Path, class_name: str, what: str) -> dict:
     path = Path(folder).expanduser()
     config = path / "config.json"
     if not config.is_file():
-        raise FolderError(f"the {what} folder {path} has no config.json: not a diffusers "
-                          f"{class_name} folder")
+        raise FolderError(
+            f"the {what} folder {path} has no config.json: not a diffusers {class_name} folder"
+        )
     try:
         data = json.loads(config.read_text())
         found = data["_class_name"]
@@ -70,8 +71,13 @@ def load_vae(folder: Path, model: Path, placement: Placement):
         own = None  # nothing to compare with; trust the operator
     why = _unlike(config, own) if isinstance(own, dict) else None
     if why is not None:
-        log.warning("generation.vae %s is not for %s (%s): %s keeps its own VAE",
-                    folder, model.name, why, model.name)
+        log.warning(
+            "generation.vae %s is not for %s (%s): %s keeps its own VAE",
+            folder,
+            model.name,
+            why,
+            model.name,
+        )
         return None
     return AutoencoderKL.from_pretrained(folder, dtype=placement.dtype, local_files_only=True)
 
@@ -84,8 +90,7 @@ def _unlike(theirs: dict, own: dict) -> str | None:
         # AutoencoderKL's defaults, for configs that leave them out
         if theirs.get(key, default) != own.get(key, default):
             name = "latent scale" if key == "scaling_factor" else "latent channels"
-            return (f"{name} {theirs.get(key, default)}, the model's VAE has "
-                    f"{own.get(key, default)}")
+            return f"{name} {theirs.get(key, default)}, the model's VAE has {own.get(key, default)}"
     return None
 
 
@@ -126,8 +131,9 @@ def optimize(pipe, placement: Placement, denoiser: str = "unet", unfused: str = 
     convolutional = [pipe.vae] + ([pipe.unet] if denoiser == "unet" else [])
     if placement.device.startswith("cuda"):
         kept = sum(_channels_last(module) for module in convolutional)
-        notes.append("channels_last: on" + (f" (2-D convolutions; {kept} 3-D weights kept)"
-                                            if kept else ""))
+        notes.append(
+            "channels_last: on" + (f" (2-D convolutions; {kept} 3-D weights kept)" if kept else "")
+        )
     else:
         notes.append(f"channels_last: off (for CUDA; this is {placement.device})")
     # 3. One matrix product for q, k and v instead of three (UNet pipelines only: the new
@@ -174,8 +180,12 @@ def _unet_attention(pipe) -> tuple[str, bool]:
     projections, IP adapters) keeps its own. Returns the note, and whether it kept its own."""
     plain = _plain_processors()
     parts = [m for m in (pipe.unet, pipe.vae) if hasattr(m, "set_attn_processor")]
-    others = {type(p).__name__ for m in parts for p in m.attn_processors.values()
-              if not isinstance(p, plain)}
+    others = {
+        type(p).__name__
+        for m in parts
+        for p in m.attn_processors.values()
+        if not isinstance(p, plain)
+    }
     if others:
         return f"attention: the model's own ({', '.join(sorted(others))})", True
     for module in parts:
@@ -186,7 +196,8 @@ def _unet_attention(pipe) -> tuple[str, bool]:
 def _vae_attention(pipe) -> None:
     vae, plain = pipe.vae, _plain_processors()
     if hasattr(vae, "set_attn_processor") and all(
-            isinstance(p, plain) for p in vae.attn_processors.values()):
+        isinstance(p, plain) for p in vae.attn_processors.values()
+    ):
         vae.set_attn_processor(plain[1]())
 
 
@@ -208,15 +219,18 @@ def _share_fused(module) -> int:
     fused = getattr(module, "to_qkv", None), getattr(module, "to_kv", None)
     if not getattr(module, "fused_projections", False) or fused == (None, None):
         return 0
-    whole, parts = (fused[0], ("to_q", "to_k", "to_v")) if fused[0] is not None else (
-        fused[1], ("to_k", "to_v"))
+    whole, parts = (
+        (fused[0], ("to_q", "to_k", "to_v"))
+        if fused[0] is not None
+        else (fused[1], ("to_k", "to_v"))
+    )
     start = 0
     for name in parts:
         linear = getattr(module, name)
         rows = linear.weight.shape[0]
-        linear.weight.data = whole.weight.data[start:start + rows]
+        linear.weight.data = whole.weight.data[start : start + rows]
         if linear.bias is not None and whole.bias is not None:
-            linear.bias.data = whole.bias.data[start:start + rows]
+            linear.bias.data = whole.bias.data[start : start + rows]
         start += rows
     return 1
 
@@ -239,11 +253,14 @@ def vae_precision(pipe, name: str, family: str, placement: Placement, configured
     if family != "sdxl":
         return f"VAE: {placement.dtype_name}"  # SD 1.x pipelines never upcast
     whose = "the configured VAE" if configured else "the model's VAE"
-    log.warning("%s of %s decodes in float32 (its config asks for it: SDXL's VAE overflows "
-                "in float16), slower and with its weights copied to float32 and back for "
-                "every picture; set generation.vae to an fp16-safe VAE folder (such as "
-                "madebyollin/sdxl-vae-fp16-fix) to decode in float16",
-                whose, name)
+    log.warning(
+        "%s of %s decodes in float32 (its config asks for it: SDXL's VAE overflows "
+        "in float16), slower and with its weights copied to float32 and back for "
+        "every picture; set generation.vae to an fp16-safe VAE folder (such as "
+        "madebyollin/sdxl-vae-fp16-fix) to decode in float16",
+        whose,
+        name,
+    )
     return "VAE: float32 (force_upcast)"
 
 
@@ -260,15 +277,19 @@ def use_compile_cache(cache_dir: Path) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     earlier = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if earlier and Path(earlier) != cache_dir:
-        log.warning("the torch.compile cache moves from %s to %s for the rest of the "
-                    "process", earlier, cache_dir)
+        log.warning(
+            "the torch.compile cache moves from %s to %s for the rest of the process",
+            earlier,
+            cache_dir,
+        )
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
     torch._inductor.config.fx_graph_cache = True  # read from the environment at import
 
 
-def compile_models(pipe, placement: Placement, denoiser: str = "unet",
-                   offload: str = "none") -> str:
+def compile_models(
+    pipe, placement: Placement, denoiser: str = "unet", offload: str = "none"
+) -> str:
     """torch.compile the denoiser (UNet or transformer) and the VAE's decoder in place (the
     pipeline, and the img2img pipeline sharing its modules, call them as before). Nothing
     compiles here: each new shape compiles on its first call, which is what
@@ -311,9 +332,11 @@ def compile_models(pipe, placement: Placement, denoiser: str = "unet",
     decoder = getattr(pipe.vae, "decoder", None)
     if decoder is not None:
         decoder.compile(**options)
-    return (f"compile: on ({options.get('mode', 'default')}, {what}"
-            + (" and VAE decoder" if decoder is not None else "")
-            + (", after the offload hook)" if offload != "none" else ")"))
+    return (
+        f"compile: on ({options.get('mode', 'default')}, {what}"
+        + (" and VAE decoder" if decoder is not None else "")
+        + (", after the offload hook)" if offload != "none" else ")")
+    )
 
 
 def _allow_recompiles() -> None:

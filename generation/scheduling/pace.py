@@ -29,8 +29,9 @@ class Pace:
     def observe_batch(self, jobs: list[Job], seconds: float) -> None:
         rate = seconds / sum(cost(job) for job in jobs)
         # A moving mean, so the estimate follows the current load and sizes.
-        self.seconds_per_cost = rate if self.seconds_per_cost is None else (
-            0.7 * self.seconds_per_cost + 0.3 * rate)
+        self.seconds_per_cost = (
+            rate if self.seconds_per_cost is None else (0.7 * self.seconds_per_cost + 0.3 * rate)
+        )
 
     def eta(self, workers: list, waiting_ahead: list[Ticket]) -> float | None:
         """Seconds until a job behind `waiting_ahead` (and the running ones) starts."""

@@ -68,4 +68,5 @@ def step_callback(total: int, part: int = 0, parts: int = 0):
         steps = getattr(pipe, "_num_timesteps", None) or total
         report(index + 1, steps, "step", part, parts)
         return {}  # no tensor is changed
+
     return on_step_end

@@ -36,8 +36,9 @@ class QueueFull(Exception):
 class GenerationQueue:
     """One queue, and one worker per runner: several GPUs take jobs from the same queue."""
 
-    def __init__(self, runners: Runner | list[Runner], *, max_size: int, per_user: int,
-                 max_batch: int = 1):
+    def __init__(
+        self, runners: Runner | list[Runner], *, max_size: int, per_user: int, max_batch: int = 1
+    ):
         runners = runners if isinstance(runners, list) else [runners]
         self.runner = runners[0]  # they all offer the same models
         self.workers = [Worker(i, runner, self) for i, runner in enumerate(runners)]
@@ -90,8 +91,10 @@ class GenerationQueue:
         """Each worker's name, whether it is up, its jobs made and its busy seconds (the
         same name over a remote worker's restarts adds up under its new name)."""
         with self._cond:
-            return [(worker.name, worker.up, worker.jobs, worker.busy_seconds)
-                    for worker in self.workers]
+            return [
+                (worker.name, worker.up, worker.jobs, worker.busy_seconds)
+                for worker in self.workers
+            ]
 
     def _running(self) -> list[Ticket]:
         return [ticket for worker in self.workers for ticket in worker.running]
@@ -105,11 +108,14 @@ class GenerationQueue:
                 raise QueueFull(f"The queue is full ({self.max_size} waiting); try again soon.")
             mine = sum(1 for t in self._all() if t.owner == owner)
             if mine >= self.per_user:
-                raise QueueFull(f"You already have {mine} jobs queued (the limit is "
-                                f"{self.per_user}); wait for one to finish.")
+                raise QueueFull(
+                    f"You already have {mine} jobs queued (the limit is "
+                    f"{self.per_user}); wait for one to finish."
+                )
 
-    def submit(self, job: Job, owner: str, tag: str | None = None,
-               check_limits: bool = True) -> Ticket:
+    def submit(
+        self, job: Job, owner: str, tag: str | None = None, check_limits: bool = True
+    ) -> Ticket:
         """Queue a job; raises QueueFull. Call from the event loop.
 
         Without `check_limits` (the caller called `admit` before it wrote the job down, or
@@ -120,10 +126,16 @@ class GenerationQueue:
         with self._cond:
             # Jobs it will be made with in one batch are not ahead of it.
             waiting_ahead = self._ahead_of(job)
-            ticket = Ticket(next(self._ids), job, owner,
-                            len(waiting_ahead) + len(self._running()),
-                            self._eta(waiting_ahead), self._loop.create_future(), tag,
-                            started=self._loop.create_future())
+            ticket = Ticket(
+                next(self._ids),
+                job,
+                owner,
+                len(waiting_ahead) + len(self._running()),
+                self._eta(waiting_ahead),
+                self._loop.create_future(),
+                tag,
+                started=self._loop.create_future(),
+            )
             self._waiting.append(ticket)
             self._cond.notify()
         return ticket
@@ -269,16 +281,24 @@ class GenerationQueue:
             self._cond.notify_all()
         ids = ", ".join(str(t.id) for t in batch)
         if sent:
-            log.warning("%s was lost while making job(s) %s (%s); they go back to the front "
-                        "of the queue", worker.name, ids, exc)
+            log.warning(
+                "%s was lost while making job(s) %s (%s); they go back to the front of the queue",
+                worker.name,
+                ids,
+                exc,
+            )
         for ticket in failed:
-            error = (f"generation failed: {MAX_LOST} GPU workers were lost while making it "
-                     f"(the last: {exc})")
-            self._loop.call_soon_threadsafe(resolve, ticket.result,
-                                            self.result(ticket, error=error))
+            error = (
+                f"generation failed: {MAX_LOST} GPU workers were lost while making it "
+                f"(the last: {exc})"
+            )
+            self._loop.call_soon_threadsafe(
+                resolve, ticket.result, self.result(ticket, error=error)
+            )
         for ticket in kept:
-            self._loop.call_soon_threadsafe(resolve, ticket.result, self.result(
-                ticket, error="interrupted", interrupted=True))
+            self._loop.call_soon_threadsafe(
+                resolve, ticket.result, self.result(ticket, error="interrupted", interrupted=True)
+            )
 
     def device_failed(self, exc: BaseException) -> None:
         """The device is unusable (a CUDA error): take no more jobs; the owner ends the
@@ -292,11 +312,17 @@ class GenerationQueue:
         with self._cond:
             batch, worker.running = worker.running, []
             closing = self._closing
-        log.critical("the GPU worker died (%s: %s)%s", type(exc).__name__, exc,
-                     "" if closing else "; starting a new one", exc_info=True)
+        log.critical(
+            "the GPU worker died (%s: %s)%s",
+            type(exc).__name__,
+            exc,
+            "" if closing else "; starting a new one",
+            exc_info=True,
+        )
         for ticket in batch:
-            result = self.result(ticket, error=f"generation failed: the GPU worker "
-                                               f"stopped ({type(exc).__name__})")
+            result = self.result(
+                ticket, error=f"generation failed: the GPU worker stopped ({type(exc).__name__})"
+            )
             self._loop.call_soon_threadsafe(resolve, ticket.result, result)
         if not closing:
             self.restarts += 1
@@ -324,8 +350,13 @@ class GenerationQueue:
 
     def _ahead_of(self, job: Job) -> list[Ticket]:
         """The waiting tickets made before `job` if it joined the queue now."""
-        return ahead_in(self.max_batch, self.runner, [*self._waiting, None], None,
-                        lambda ticket: job if ticket is None else ticket.job)
+        return ahead_in(
+            self.max_batch,
+            self.runner,
+            [*self._waiting, None],
+            None,
+            lambda ticket: job if ticket is None else ticket.job,
+        )
 
     def _ahead_in(self, line: list, target) -> list:
         return ahead_in(self.max_batch, self.runner, line, target, _job)

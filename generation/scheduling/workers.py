@@ -116,6 +116,7 @@ class Worker:
     def _run(self, batch: list[Ticket]) -> list[Result]:
         runner, source = self.runner, self.source
         started = time.monotonic()
+
         def told(value: progress.Progress) -> None:
             for ticket in batch:
                 ticket.progress = value
@@ -133,24 +134,40 @@ class Worker:
             if len(batch) > 1 and not is_device_fault(exc):
                 # One job's fault (or a batch too large for the memory) must not fail the
                 # jobs beside it: each is made again on its own.
-                log.warning("the batch of jobs %s failed (%s: %s); making each alone", ids,
-                            type(exc).__name__, exc)
+                log.warning(
+                    "the batch of jobs %s failed (%s: %s); making each alone",
+                    ids,
+                    type(exc).__name__,
+                    exc,
+                )
                 return [result for ticket in batch for result in self._run([ticket])]
             if isinstance(exc, GenerationError):
-                return [source.result(t, error=str(exc), queue_seconds=started - t.submitted)
-                        for t in batch]
+                return [
+                    source.result(t, error=str(exc), queue_seconds=started - t.submitted)
+                    for t in batch
+                ]
             if is_device_fault(exc):
                 # The device is now unusable for every job: these are handed back (to be
                 # made again after a restart), and the worker takes no more.
-                log.critical("job %s hit a device fault; the GPU needs a fresh process: %s",
-                             ids, exc)
+                log.critical(
+                    "job %s hit a device fault; the GPU needs a fresh process: %s", ids, exc
+                )
                 source.device_failed(exc)
-                return [source.result(t, error=str(exc), interrupted=True,
-                                     queue_seconds=started - t.submitted) for t in batch]
+                return [
+                    source.result(
+                        t, error=str(exc), interrupted=True, queue_seconds=started - t.submitted
+                    )
+                    for t in batch
+                ]
             log.exception("job %s failed", ids)
-            return [source.result(t, queue_seconds=started - t.submitted,
-                                 error=f"generation failed: {type(exc).__name__}: {exc}")
-                    for t in batch]
+            return [
+                source.result(
+                    t,
+                    queue_seconds=started - t.submitted,
+                    error=f"generation failed: {type(exc).__name__}: {exc}",
+                )
+                for t in batch
+            ]
         seconds = time.monotonic() - started
         if batch[0].job.kind != "upscale":
             # An upscale's speed says nothing about the diffusion model's (a Lanczos resize
@@ -158,9 +175,16 @@ class Worker:
             source.observe_batch([t.job for t in batch], seconds)
         pictures = sum(t.job.count for t in batch)
         extra = {"worker": self.name, **({"batch_pictures": pictures} if len(batch) > 1 else {})}
-        return [source.result(t, images=tuple(images), queue_seconds=started - t.submitted,
-                             generation_seconds=seconds, extra=dict(extra))
-                for t, images in zip(batch, made)]
+        return [
+            source.result(
+                t,
+                images=tuple(images),
+                queue_seconds=started - t.submitted,
+                generation_seconds=seconds,
+                extra=dict(extra),
+            )
+            for t, images in zip(batch, made)
+        ]
 
 
 def is_device_fault(exc: BaseException) -> bool:

@@ -13,18 +13,37 @@ from .parts import scheduler, vae, write_clip_tokenizer_files
 
 
 # make-test-model's architecture names → random_pipeline's.
-FULL_SIZE = {"sd": "sd15", "sdxl": "sdxl", "flux": "flux1-schnell", "zimage": "zimage-turbo",
-             "flux2-klein": "flux2-klein-4b"}
+FULL_SIZE = {
+    "sd": "sd15",
+    "sdxl": "sdxl",
+    "flux": "flux1-schnell",
+    "zimage": "zimage-turbo",
+    "flux2-klein": "flux2-klein-4b",
+}
 
 # The real models' text encoders (openai/clip-vit-large-patch14 and the OpenCLIP ViT-bigG/14
 # that SDXL adds), with CLIP's real vocabulary size so that the parameter counts are the real
 # ones; the generated tokenizer only uses its first 514 ids.
-_CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-               num_attention_heads=12, hidden_act="quick_gelu", projection_dim=768)
+_CLIP_L = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
 
-_CLIP_BIG_G = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120,
-                   num_hidden_layers=32, num_attention_heads=20, hidden_act="gelu",
-                   projection_dim=1280)
+_CLIP_BIG_G = dict(
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
+
 
 def _clip_tokenizer(workdir: Path):
     from transformers import CLIPTokenizer
@@ -32,18 +51,32 @@ def _clip_tokenizer(workdir: Path):
     ids = write_clip_tokenizer_files(workdir / "tokenizer")
     return CLIPTokenizer.from_pretrained(workdir / "tokenizer", model_max_length=77), ids
 
+
 def _full_text_config(ids: dict[str, int], sizes: dict):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-                          pad_token_id=ids["eos"], max_position_embeddings=77,
-                          layer_norm_eps=1e-05, **sizes)
+    return CLIPTextConfig(
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["eos"],
+        max_position_embeddings=77,
+        layer_norm_eps=1e-05,
+        **sizes,
+    )
+
 
 def _full_vae(sample_size: int, scaling_factor: float):
     # force_upcast as in the real configs: plain diffusers decodes in float32 when the
     # pipeline runs in float16 (SDXL's VAE overflows in float16).
-    return vae(sample_size, (128, 256, 512, 512), 32, layers_per_block=2,
-                scaling_factor=scaling_factor, force_upcast=True)
+    return vae(
+        sample_size,
+        (128, 256, 512, 512),
+        32,
+        layers_per_block=2,
+        scaling_factor=scaling_factor,
+        force_upcast=True,
+    )
+
 
 def _full_sd15(workdir: Path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -72,6 +105,7 @@ def _full_sd15(workdir: Path):
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
 
 def _full_sdxl(workdir: Path):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
@@ -106,13 +140,21 @@ def _full_sdxl(workdir: Path):
         scheduler=scheduler(),
     )
 
+
 def _full_flux1_schnell(workdir: Path):
     tokenizer, ids = _clip_tokenizer(workdir)  # FLUX.1 reads prompts with CLIP-L too
     return full_flux1_schnell(tokenizer, _full_text_config(ids, _CLIP_L))
 
+
 # Each builds its pipeline, tokenizer files in `workdir` (a temporary folder) included.
-FULL_BUILDERS = {"sd15": _full_sd15, "sdxl": _full_sdxl, "flux1-schnell": _full_flux1_schnell,
-                 "zimage-turbo": full_zimage_turbo, "flux2-klein-4b": full_flux2_klein_4b}
+FULL_BUILDERS = {
+    "sd15": _full_sd15,
+    "sdxl": _full_sdxl,
+    "flux1-schnell": _full_flux1_schnell,
+    "zimage-turbo": full_zimage_turbo,
+    "flux2-klein-4b": full_flux2_klein_4b,
+}
+
 
 def random_pipeline(arch: str, device: str = "cpu", dtype=None, seed: int = 0):
     """The full-size pipeline of `arch` (a FULL_BUILDERS key: "sd15", "sdxl", …) with random
@@ -129,8 +171,7 @@ def random_pipeline(arch: str, device: str = "cpu", dtype=None, seed: int = 0):
     from accelerate import init_empty_weights
 
     if arch not in FULL_BUILDERS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of "
-                         f"{', '.join(FULL_BUILDERS)}")
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(FULL_BUILDERS)}")
     # Parameters on meta; buffers (CLIP's position ids) are built for real, being tiny.
     with tempfile.TemporaryDirectory() as tmp, init_empty_weights(include_buffers=False):
         pipe = FULL_BUILDERS[arch](Path(tmp))
@@ -147,6 +188,7 @@ def random_pipeline(arch: str, device: str = "cpu", dtype=None, seed: int = 0):
         if isinstance(module, torch.nn.Module):
             _materialise(module, device, dtype, generator)
     return pipe
+
 
 def _materialise(module, device, dtype, generator) -> None:
     """Give every meta parameter of `module` real memory on `device`, with random values."""

@@ -11,10 +11,19 @@ from .tiny_flux import schnell_scheduler
 # google/t5-v1_1-xxl's config.json (FLUX.1's text_encoder_2/config.json), with T5's real
 # vocabulary size so that the parameter counts are the real ones; the generated tokenizer
 # only uses its first few hundred ids.
-_T5_XXL = dict(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64,
-               num_layers=24, relative_attention_num_buckets=32,
-               relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-               layer_norm_epsilon=1e-6, tie_word_embeddings=False)
+_T5_XXL = dict(
+    vocab_size=32128,
+    d_model=4096,
+    d_ff=10240,
+    d_kv=64,
+    num_heads=64,
+    num_layers=24,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6,
+    tie_word_embeddings=False,
+)
 
 
 def full_flux1_schnell(clip_tokenizer, clip_config):
@@ -37,8 +46,9 @@ def full_flux1_schnell(clip_tokenizer, clip_config):
         axes_dims_rope=(16, 56, 56),
         guidance_embeds=False,  # [dev]'s one difference: True, a guidance embedder more
     )
-    vae = flux1_vae((128, 256, 512, 512), layers=2, groups=32, sample_size=1024,
-                    force_upcast=True)  # its vae/config.json
+    vae = flux1_vae(
+        (128, 256, 512, 512), layers=2, groups=32, sample_size=1024, force_upcast=True
+    )  # its vae/config.json
     return FluxPipeline(
         scheduler=schnell_scheduler(),
         vae=vae,

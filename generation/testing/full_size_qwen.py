@@ -12,10 +12,19 @@ from .qwen_parts import qwen3_config, qwen_tokenizer
 # Qwen/Qwen3-4B's config.json (both families ship it as their text encoder), with Qwen's real
 # vocabulary size so that the parameter counts are the real ones; the generated tokenizer
 # only uses its first few hundred ids.
-_QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728,
-                 num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                 head_dim=128, max_position_embeddings=40960, rope_theta=1000000.0,
-                 rms_norm_eps=1e-6, tie_word_embeddings=True)
+_QWEN3_4B = dict(
+    vocab_size=151936,
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
 
 
 def _qwen3_4b(workdir: Path):
@@ -25,8 +34,7 @@ def _qwen3_4b(workdir: Path):
 
 
 def full_zimage_turbo(workdir: Path):
-    from diffusers import (FlowMatchEulerDiscreteScheduler, ZImagePipeline,
-                           ZImageTransformer2DModel)
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Model
 
     tokenizer, text_config = _qwen3_4b(workdir)
@@ -59,8 +67,12 @@ def full_zimage_turbo(workdir: Path):
 
 
 def full_flux2_klein_4b(workdir: Path):
-    from diffusers import (AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler,
-                           Flux2KleinPipeline, Flux2Transformer2DModel)
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
     from transformers import Qwen3ForCausalLM
 
     tokenizer, text_config = _qwen3_4b(workdir)
@@ -84,8 +96,9 @@ def full_flux2_klein_4b(workdir: Path):
     )
     return Flux2KleinPipeline(
         # FLUX.2's scheduler: its shift follows the picture size (the pipeline's own `mu`)
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True,
-                                                  time_shift_type="exponential"),
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential"
+        ),
         vae=AutoencoderKLFlux2(),  # diffusers' defaults are the FLUX.2 VAE's config
         text_encoder=Qwen3ForCausalLM(text_config),
         tokenizer=tokenizer,

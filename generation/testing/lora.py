@@ -22,11 +22,20 @@ def make_test_lora(model: str | Path, out: str | Path, seed: int = 0, rank: int 
     denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
     denoiser = getattr(pipe, denoiser_name)
     # Random B as well as A (peft starts B at zero, which would change nothing).
-    denoiser.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    denoiser.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            init_lora_weights=False,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        )
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    type(pipe).save_lora_weights(out.parent, weight_name=out.name, safe_serialization=True,
-                                 **{f"{denoiser_name}_lora_layers":
-                                    get_peft_model_state_dict(denoiser)})
+    type(pipe).save_lora_weights(
+        out.parent,
+        weight_name=out.name,
+        safe_serialization=True,
+        **{f"{denoiser_name}_lora_layers": get_peft_model_state_dict(denoiser)},
+    )
     return out

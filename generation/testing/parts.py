@@ -19,6 +19,7 @@ _TEXT_CONFIG = dict(
     projection_dim=32,
 )
 
+
 def _bytes_to_unicode() -> list[str]:
     """The 256 printable stand-ins that byte-level BPE (CLIP's tokenizer) uses for bytes."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
@@ -31,6 +32,7 @@ def _bytes_to_unicode() -> list[str]:
             cs.append(256 + n)
             n += 1
     return [chr(c) for c in cs]
+
 
 def write_clip_tokenizer_files(folder: Path) -> dict[str, int]:
     """Write vocab.json and merges.txt of a character-level CLIP tokenizer.
@@ -45,6 +47,7 @@ def write_clip_tokenizer_files(folder: Path) -> dict[str, int]:
     # First line is a header that CLIP's tokenizer skips; no merges keeps it character-level.
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     return {"bos": vocab["<|startoftext|>"], "eos": vocab["<|endoftext|>"], "size": len(vocab)}
+
 
 def tokenizer_and_text_config(workdir: Path):
     from transformers import CLIPTextConfig, CLIPTokenizer
@@ -61,8 +64,7 @@ def tokenizer_and_text_config(workdir: Path):
     return tokenizer, config
 
 
-def vae(sample_size: int, channels: tuple[int, ...] = (8, 8, 8, 8), groups: int = 4,
-         **config):
+def vae(sample_size: int, channels: tuple[int, ...] = (8, 8, 8, 8), groups: int = 4, **config):
     from diffusers import AutoencoderKL
 
     # Four blocks give the real models' 8× latent downscale, so sizes behave as they would.
@@ -79,8 +81,13 @@ def vae(sample_size: int, channels: tuple[int, ...] = (8, 8, 8, 8), groups: int 
     )
 
 
-def flux1_vae(channels: tuple[int, ...] = (8, 8, 8, 8), layers: int = 1, groups: int = 4,
-              sample_size: int = 64, **config):
+def flux1_vae(
+    channels: tuple[int, ...] = (8, 8, 8, 8),
+    layers: int = 1,
+    groups: int = 4,
+    sample_size: int = 64,
+    **config,
+):
     """FLUX.1's VAE layout (Z-Image ships it too): 16 latent channels, four blocks for its
     8x downscale, no quant convs, its scaling and shift. The defaults are the tiny one's,
     8 channels a block; the real one has (128, 256, 512, 512), 2 layers, 32 groups."""

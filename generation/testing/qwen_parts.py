@@ -13,8 +13,17 @@ from .parts import _bytes_to_unicode
 
 # What the pipelines and Qwen's chat format use. The real vocabulary puts them after its
 # 151,643 ordinary tokens; here they follow the few hundred this one has.
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<think>", "</think>")
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<think>",
+    "</think>",
+)
 
 # Qwen3's chat template cut to what the pipelines use: plain messages and the generation
 # prompt, with its empty thinking block when `enable_thinking` is False (FLUX.2 [klein]
@@ -51,10 +60,12 @@ def qwen_tokenizer(folder: Path, words: str = ""):
     vocab = {token: i for i, token in enumerate(tokens)}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+    )
     # <|endoftext|> is Qwen2Tokenizer's default eos, pad and unk; the rest stay whole too.
-    return Qwen2Tokenizer.from_pretrained(folder, extra_special_tokens=list(SPECIAL_TOKENS[1:]),
-                                          chat_template=CHAT_TEMPLATE)
+    return Qwen2Tokenizer.from_pretrained(
+        folder, extra_special_tokens=list(SPECIAL_TOKENS[1:]), chat_template=CHAT_TEMPLATE
+    )
 
 
 def _learn_merges(pieces: list[str]) -> list[tuple[str, str]]:
@@ -88,5 +99,9 @@ def qwen3_config(tokenizer, **sizes):
     from transformers import Qwen3Config
 
     sizes.setdefault("vocab_size", len(tokenizer))
-    return Qwen3Config(bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, **sizes)
+    return Qwen3Config(
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **sizes,
+    )

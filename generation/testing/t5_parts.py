@@ -31,5 +31,9 @@ def t5_config(tokenizer, **sizes):
     from transformers import T5Config
 
     sizes.setdefault("vocab_size", len(tokenizer))
-    return T5Config(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                    decoder_start_token_id=tokenizer.pad_token_id, **sizes)
+    return T5Config(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **sizes,
+    )

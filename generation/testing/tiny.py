@@ -40,6 +40,7 @@ def _build_sd(workdir: Path):
         requires_safety_checker=False,
     )
 
+
 def _build_sdxl(workdir: Path):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -74,12 +75,19 @@ def _build_sdxl(workdir: Path):
         scheduler=scheduler(),
     )
 
-BUILDERS = {"sd": _build_sd, "sdxl": _build_sdxl, "flux": tiny_flux.build}
-BUILDERS |= {"zimage": tiny_zimage.build, "flux2-klein": tiny_flux2.build,  # a module each
-             "qwenimage": tiny_qwenimage.build, "qwenimage-edit": tiny_qwenimage_edit.build}
 
-def make_test_model(folder: str | Path, arch: str = "sd", seed: int = 0,
-                    full_size: bool = False) -> Path:
+BUILDERS = {"sd": _build_sd, "sdxl": _build_sdxl, "flux": tiny_flux.build}
+BUILDERS |= {
+    "zimage": tiny_zimage.build,
+    "flux2-klein": tiny_flux2.build,  # a module each
+    "qwenimage": tiny_qwenimage.build,
+    "qwenimage-edit": tiny_qwenimage_edit.build,
+}
+
+
+def make_test_model(
+    folder: str | Path, arch: str = "sd", seed: int = 0, full_size: bool = False
+) -> Path:
     """Write a random-weight pipeline of the given architecture into `folder`: tiny, or with
     `full_size` the real architecture (`random_pipeline`) in float16, as real models are
     shipped (2.1 GB for sd, 6.9 GB for sdxl)."""
@@ -100,6 +108,7 @@ def make_test_model(folder: str | Path, arch: str = "sd", seed: int = 0,
         pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
+
 def make_test_tiny_decoder(folder: str | Path, seed: int = 0) -> Path:
     """Write a tiny random-weight AutoencoderTiny (the architecture of TAESD, 8 channels a
     block instead of 64) into `folder`, loadable like a downloaded TAESD as
@@ -108,8 +117,9 @@ def make_test_tiny_decoder(folder: str | Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(seed)
-    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
-                           decoder_block_out_channels=(8, 8, 8, 8))
+    tiny = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8)
+    )
     folder = Path(folder)
     tiny.save_pretrained(folder, safe_serialization=True)
     return folder

@@ -23,9 +23,18 @@ def build(workdir: Path):
     # The test loads hf-internal-testing/tiny-random-t5, which cannot be downloaded here: a T5
     # as wide (32, 4 heads of 8, 8 position buckets), 2 layers deep as the CLIP one is, and
     # gated-GELU as the T5 v1.1 XXL that FLUX.1 ships.
-    text_encoder_2 = T5EncoderModel(t5_config(
-        tokenizer_2, d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
-        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu"))
+    text_encoder_2 = T5EncoderModel(
+        t5_config(
+            tokenizer_2,
+            d_model=32,
+            d_ff=37,
+            d_kv=8,
+            num_heads=4,
+            num_layers=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+        )
+    )
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=_LATENT_CHANNELS * 4,  # a 2x2 patch of latents per token
@@ -57,6 +66,11 @@ def schnell_scheduler():
     ([dev]'s has shift 3 and use_dynamic_shifting), so the pipeline's `mu` is unused."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False,
-                                           base_image_seq_len=256, max_image_seq_len=4096,
-                                           base_shift=0.5, max_shift=1.15)
+    return FlowMatchEulerDiscreteScheduler(
+        shift=1.0,
+        use_dynamic_shifting=False,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )

@@ -13,8 +13,12 @@ _OUT_LAYERS = (9, 18, 27)
 
 
 def build(workdir: Path):
-    from diffusers import (AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler,
-                           Flux2KleinPipeline, Flux2Transformer2DModel)
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
     from transformers import Qwen3ForCausalLM
 
     tokenizer = qwen_tokenizer(workdir / "tokenizer")
@@ -22,10 +26,19 @@ def build(workdir: Path):
     # `get_dummy_components`, but with 27 layers (the test has 2 and passes
     # text_encoder_out_layers=(1,)) so that the pipeline's default layers exist, and a head
     # size of 8 instead of Qwen3's 128. 27 16-wide layers are 60k parameters.
-    text_encoder = Qwen3ForCausalLM(qwen3_config(
-        tokenizer, hidden_size=16, intermediate_size=16, num_hidden_layers=max(_OUT_LAYERS),
-        num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
-        tie_word_embeddings=True))  # as Qwen3-4B's
+    text_encoder = Qwen3ForCausalLM(
+        qwen3_config(
+            tokenizer,
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=max(_OUT_LAYERS),
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+        )
+    )  # as Qwen3-4B's
     latent_channels = 4
     # The FLUX.2 VAE's layout with 8 channels a block: four blocks for its 8x downscale (the
     # test's one block has none), then 2x2 patches of the latents, batch-normalised.
@@ -57,8 +70,15 @@ def build(workdir: Path):
     )
     # FLUX.2's scheduler config: the shift follows the picture size (the pipeline passes its
     # own `mu` for it), exponentially.
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True,
-                                                time_shift_type="exponential")
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential"
+    )
     # is_distilled: the 4B's model_index.json says so; the base models leave it out.
-    return Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                              tokenizer=tokenizer, transformer=transformer, is_distilled=True)
+    return Flux2KleinPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )

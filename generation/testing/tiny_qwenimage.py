@@ -27,8 +27,11 @@ def build(workdir: Path):
 def components(tokenizer, **transformer) -> dict:
     """The scheduler, VAE, text encoder and denoiser, for `tokenizer`'s vocabulary; the
     edit model (tiny_qwenimage_edit.py) shares them, its denoiser told `transformer`."""
-    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler,
-                           QwenImageTransformer2DModel)
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageTransformer2DModel,
+    )
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = tokenizer.convert_tokens_to_ids
@@ -44,15 +47,19 @@ def components(tokenizer, **transformer) -> dict:
             "num_key_value_heads": 2,
             "max_position_embeddings": 2048,
             # the head size, 8, halved: 4 rotary frequencies over (time, row, column)
-            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default",
-                             "type": "default"},
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
             "rope_theta": 1000000.0,
             "bos_token_id": None,
             "eos_token_id": ids("<|im_end|>"),
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
-                       "out_hidden_size": 16},
+        vision_config={
+            "depth": 2,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 16,
+        },
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
@@ -86,7 +93,13 @@ def components(tokenizer, **transformer) -> dict:
     # Qwen/Qwen-Image's scheduler_config.json: a shift that grows with the picture's token
     # count, exponentially, and a schedule stretched to end at 0.02.
     scheduler = FlowMatchEulerDiscreteScheduler(
-        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9,
-        shift=1.0, shift_terminal=0.02, time_shift_type="exponential", use_dynamic_shifting=True)
-    return dict(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                transformer=denoiser)
+        base_image_seq_len=256,
+        base_shift=0.5,
+        max_image_seq_len=8192,
+        max_shift=0.9,
+        shift=1.0,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+        use_dynamic_shifting=True,
+    )
+    return dict(scheduler=scheduler, vae=vae, text_encoder=text_encoder, transformer=denoiser)

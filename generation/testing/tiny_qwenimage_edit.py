@@ -32,16 +32,17 @@ def build(workdir: Path):
     from ..families.edit_only import processor
 
     # "Picture 1: " comes before each picture's tokens, after the system prompt.
-    tokenizer = qwen_tokenizer(workdir / "tokenizer",
-                               words=SYSTEM_PROMPT + "Picture assistant")
+    tokenizer = qwen_tokenizer(workdir / "tokenizer", words=SYSTEM_PROMPT + "Picture assistant")
     # The real processor's: 14-pixel patches merged 2×2 (the vision tower's defaults), at
     # most 12,845,056 pixels a picture.
     pictures = Qwen2VLImageProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056})
     # 2511's denoiser: the pictures' tokens get timestep 0 (`zero_cond_t`), the noise's the
     # step's; 2509 has it off.
-    pipe = QwenImageEditPlusPipeline(tokenizer=tokenizer,
-                                     processor=processor(pictures, tokenizer),
-                                     **components(tokenizer, zero_cond_t=True))
+    pipe = QwenImageEditPlusPipeline(
+        tokenizer=tokenizer,
+        processor=processor(pictures, tokenizer),
+        **components(tokenizer, zero_cond_t=True),
+    )
     # As a downloaded folder names it: the processor above only leaves out the video part.
     pipe.register_to_config(processor=("transformers", "Qwen2VLProcessor"))
     return pipe

@@ -11,16 +11,24 @@ from .qwen_parts import qwen3_config, qwen_tokenizer
 
 def build(workdir: Path):
     import torch
-    from diffusers import (FlowMatchEulerDiscreteScheduler, ZImagePipeline,
-                           ZImageTransformer2DModel)
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Model
 
     tokenizer = qwen_tokenizer(workdir / "tokenizer")
     # Sizes from diffusers' tests/pipelines/z_image/test_z_image.py `get_dummy_components`,
     # with a head size of 8 instead of Qwen3's 128 (the test's 16-wide encoder keeps 128).
-    text_encoder = Qwen3Model(qwen3_config(
-        tokenizer, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024))
+    text_encoder = Qwen3Model(
+        qwen3_config(
+            tokenizer,
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=1024,
+        )
+    )
     transformer = ZImageTransformer2DModel(
         all_patch_size=(2,),
         all_f_patch_size=(1,),
@@ -48,5 +56,10 @@ def build(workdir: Path):
     vae = flux1_vae()  # Z-Image-Turbo ships FLUX.1's VAE
     # Z-Image-Turbo's scheduler_config.json: a fixed shift of 3, no resolution-dependent one.
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False)
-    return ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-                          tokenizer=tokenizer, transformer=transformer)
+    return ZImagePipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )

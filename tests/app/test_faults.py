@@ -55,8 +55,7 @@ class Gated:
             self.finished.set()
 
 
-async def test_homeserver_killed_during_a_generation_then_back(own_server, make_settings,
-                                                               engine):
+async def test_homeserver_killed_during_a_generation_then_back(own_server, make_settings, engine):
     server, alice = own_server
     gated = Gated(engine)
     settings = make_settings(matrix={"homeserver_url": server.url})
@@ -77,8 +76,7 @@ async def test_homeserver_killed_during_a_generation_then_back(own_server, make_
     assert row["status"] == "ok" and row["images"] == 1
 
 
-async def test_a_picture_over_the_upload_limit_is_sent_smaller(own_server, make_settings,
-                                                               engine):
+async def test_a_picture_over_the_upload_limit_is_sent_smaller(own_server, make_settings, engine):
     server, alice = own_server
     settings = make_settings(matrix={"homeserver_url": server.url})
     async with bot_running(settings, engine):
@@ -96,8 +94,9 @@ async def test_a_picture_over_the_upload_limit_is_sent_smaller(own_server, make_
         assert picture.size == (content["info"]["w"], content["info"]["h"])
 
 
-async def test_a_send_repeated_after_a_crash_posts_nothing_twice(make_settings, engine, alice,
-                                                                 tmp_path, monkeypatch):
+async def test_a_send_repeated_after_a_crash_posts_nothing_twice(
+    make_settings, engine, alice, tmp_path, monkeypatch
+):
     """The bot dies after its picture was posted but before it wrote that down: the next
     start makes the picture again and sends it with the same transaction ID, which the
     homeserver recognises, so the room still sees one picture."""
@@ -128,9 +127,9 @@ async def test_a_send_repeated_after_a_crash_posts_nothing_twice(make_settings, 
 
 
 async def test_jobs_kept_at_a_stop_are_resumed_in_order_or_answered_when_too_old(
-        make_settings, engine, alice, tmp_path):
-    settings = make_settings(state_dir=tmp_path / "kept",
-                             matrix={"admins": ["@alice:localhost"]})
+    make_settings, engine, alice, tmp_path
+):
+    settings = make_settings(state_dir=tmp_path / "kept", matrix={"admins": ["@alice:localhost"]})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         pause = await alice.send(room, "!img pause")
@@ -142,8 +141,9 @@ async def test_jobs_kept_at_a_stop_are_resumed_in_order_or_answered_when_too_old
 
     # The first one was accepted two hours ago: too old to be made now.
     db = await database.connect(settings.state_dir / "imgbot.sqlite3")
-    await db.execute("UPDATE jobs SET created_at = created_at - 7200 WHERE event_id = ?",
-                     (asked[0],))
+    await db.execute(
+        "UPDATE jobs SET created_at = created_at - 7200 WHERE event_id = ?", (asked[0],)
+    )
     await db.commit()
     await db.close()
     async with bot_running(settings, engine):
@@ -151,11 +151,13 @@ async def test_jobs_kept_at_a_stop_are_resumed_in_order_or_answered_when_too_old
         resume = await alice.send(room, "!img resume")
         for command in asked[1:]:
             await alice.wait_reply(room, command, "m.image")
-    assert "not made" in expired["content"]["body"] and "2 hours old" in \
-        expired["content"]["body"]
+    assert "not made" in expired["content"]["body"] and "2 hours old" in expired["content"]["body"]
     assert images(alice, room, asked[0]) == []
-    order = [e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
-             for e in alice.seen[room] if e["content"].get("msgtype") == "m.image"]
+    order = [
+        e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
+        for e in alice.seen[room]
+        if e["content"].get("msgtype") == "m.image"
+    ]
     assert order == asked[1:]
     assert [len(alice.replies(room, c, "m.notice")) for c in asked] == [2, 1, 1]
     assert [r["status"] for r in await usage_rows(settings)] == ["error", "ok", "ok"]
@@ -180,8 +182,9 @@ def breaking_engine(test_model, error: Exception):
     return engine
 
 
-async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_settings,
-                                                                        test_model, alice):
+async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(
+    make_settings, test_model, alice
+):
     engine = breaking_engine(test_model, ValueError("the scheduler was given a NaN"))
     settings = make_settings()
     async with bot_running(settings, engine):
@@ -196,11 +199,13 @@ async def test_a_job_that_breaks_inside_the_pipeline_then_one_that_works(make_se
 
 
 async def test_a_device_fault_ends_the_run_and_the_job_is_made_after_a_restart(
-        make_settings, test_model, engine, alice, tmp_path):
+    make_settings, test_model, engine, alice, tmp_path
+):
     """A CUDA error leaves the device unusable for the whole process: the bot stops (for
     systemd to start a new one) and keeps the job, which the next run makes."""
     broken = breaking_engine(
-        test_model, RuntimeError("CUDA error: an illegal memory access was encountered"))
+        test_model, RuntimeError("CUDA error: an illegal memory access was encountered")
+    )
     settings = make_settings(state_dir=tmp_path / "kept")
     stop, ready = asyncio.Event(), asyncio.Event()
     run = asyncio.create_task(app.run_bot(settings, broken, stop=stop, ready=ready))
@@ -217,7 +222,8 @@ async def test_a_device_fault_ends_the_run_and_the_job_is_made_after_a_restart(
 
 
 async def test_a_stop_lets_the_running_picture_finish_and_keeps_one_that_runs_late(
-        make_settings, engine, alice, tmp_path, monkeypatch):
+    make_settings, engine, alice, tmp_path, monkeypatch
+):
     """A stop (what SIGTERM sets) waits for the running picture and sends it; a picture
     that takes longer than the deadline is not waited for, but kept and made at the next
     start."""
@@ -246,8 +252,9 @@ async def test_a_stop_lets_the_running_picture_finish_and_keeps_one_that_runs_la
     assert [r["status"] for r in await usage_rows(settings)] == ["ok", "ok"]
 
 
-async def test_a_picture_refused_as_too_large_is_sent_again_smaller(own_server, make_settings,
-                                                                   engine, monkeypatch):
+async def test_a_picture_refused_as_too_large_is_sent_again_smaller(
+    own_server, make_settings, engine, monkeypatch
+):
     """The upload limit was not known at start (or changed since): the homeserver's
     M_TOO_LARGE makes the bot read it again and send a smaller file."""
     server, alice = own_server
@@ -270,11 +277,11 @@ async def test_a_picture_refused_as_too_large_is_sent_again_smaller(own_server, 
 
 
 async def test_unfinished_jobs_that_cannot_or_should_not_be_made_again_get_a_notice(
-        make_settings, engine, alice, tmp_path):
+    make_settings, engine, alice, tmp_path
+):
     """A job row this imgbot cannot read, and one that was started three times without
     an answer (it may be what crashes the bot), are answered with a notice, once."""
-    settings = make_settings(state_dir=tmp_path / "kept",
-                             matrix={"admins": ["@alice:localhost"]})
+    settings = make_settings(state_dir=tmp_path / "kept", matrix={"admins": ["@alice:localhost"]})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         await alice.send(room, "!img pause")
@@ -298,13 +305,15 @@ async def test_unfinished_jobs_that_cannot_or_should_not_be_made_again_get_a_not
 
 # ---- the bot as a process, stopped by signals ---------------------------------------------
 
+
 def _config(path, homeserver, model, state):
     return write_config(path, homeserver, model, state, admins=["@alice:localhost"])
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 async def test_bot_stopped_with_three_jobs_queued_then_started_again(
-        stop, homeserver, test_model, tmp_path, alice):
+    stop, homeserver, test_model, tmp_path, alice
+):
     """SIGKILL: nothing is written at the end, yet nothing is lost. SIGTERM: a clean exit
     (status 0) that keeps the waiting jobs for the next start."""
     config = _config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state")
@@ -335,21 +344,31 @@ async def test_bot_stopped_with_three_jobs_queued_then_started_again(
         assert await asyncio.wait_for(bot.wait(), 60) == 0, log.read_text()
     assert [len(images(alice, room, c)) for c in asked] == [1, 1, 1]
     assert [len(alice.replies(room, c, "m.notice")) for c in asked] == [1, 1, 1]
-    order = [e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
-             for e in alice.seen[room] if e["content"].get("msgtype") == "m.image"]
+    order = [
+        e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
+        for e in alice.seen[room]
+        if e["content"].get("msgtype") == "m.image"
+    ]
     assert order == asked
 
 
 # ---- a start that cannot work: a clear reason and a non-zero exit -------------------------
 
+
 def _run(config_path) -> subprocess.CompletedProcess:
-    return subprocess.run([*IMGBOT, "run", "-c", str(config_path)], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [*IMGBOT, "run", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 def test_a_missing_model_folder_stops_the_start(homeserver, tmp_path):
-    config = _config(tmp_path / "config.yaml", homeserver, tmp_path / "no-such-model",
-                     tmp_path / "state")
+    config = _config(
+        tmp_path / "config.yaml", homeserver, tmp_path / "no-such-model", tmp_path / "state"
+    )
     started = time.monotonic()
     result = _run(config)
     assert result.returncode == 2
@@ -370,8 +389,11 @@ def test_an_unreachable_homeserver_stops_the_start(test_model, tmp_path):
 def test_a_stalled_bot_is_ended_by_the_watchdog():
     """The watchdog thread ends the process with status 3 (systemd restarts it), even while
     the main thread is stuck."""
-    script = ("import time\nfrom bot.ops.watchdog import Watchdog\n"
-              "w = Watchdog(0.4)\nw.start()\ntime.sleep(30)\n")
-    result = subprocess.run([IMGBOT[0], "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    script = (
+        "import time\nfrom bot.ops.watchdog import Watchdog\n"
+        "w = Watchdog(0.4)\nw.start()\ntime.sleep(30)\n"
+    )
+    result = subprocess.run(
+        [IMGBOT[0], "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode == 3

@@ -29,18 +29,22 @@ def sd_lora(test_model, tmp_path_factory):
 
 
 def settings(**generation) -> Settings:
-    return Settings(matrix={"homeserver_url": "http://localhost:8008",
-                            "user_id": "@imgbot:localhost"},
-                    generation={"device": "cpu", "size": "64x64", "steps": 1,
-                                "warm_up": False, **generation})
+    return Settings(
+        matrix={"homeserver_url": "http://localhost:8008", "user_id": "@imgbot:localhost"},
+        generation={"device": "cpu", "size": "64x64", "steps": 1, "warm_up": False, **generation},
+    )
 
 
 @pytest.mark.parametrize("models", [False, True], ids=["one model", "generation.models"])
 def test_a_lora_that_fits_no_layer_of_the_default_stops_the_start_saying_so(
-        sdxl, test_model, sd_lora, models):
+    sdxl, test_model, sd_lora, models
+):
     with pytest.raises(SystemExit) as stopped:
-        load_engine(settings(model=sdxl, loras={"brand": sd_lora},
-                             models={"sd": test_model} if models else {}))
+        load_engine(
+            settings(
+                model=sdxl, loras={"brand": sd_lora}, models={"sd": test_model} if models else {}
+            )
+        )
     said = str(stopped.value)
     assert said.startswith(f"generation.loras.brand: {sd_lora} ") and "tiny-sdxl (SDXL)" in said
 
@@ -50,9 +54,18 @@ def test_a_job_on_a_model_that_cannot_load_fails_with_a_clear_error(sdxl, test_m
     with pytest.raises(ModelError, match="^generation.loras.brand: "):
         pool.load()
     job = Job(prompt="a lighthouse", seed=1, steps=1, width=64, height=64)
-    with pytest.raises(GenerationError, match=r"^The model xl could not be loaded; the bot's "
-                                              r"log says why\.$"):
+    with pytest.raises(
+        GenerationError,
+        match=r"^The model xl could not be loaded; the bot's "
+        r"log says why\.$",
+    ):
         pool.generate(job)
     assert pool.loaded == []
-    assert len(pool.generate(Job(prompt="a lighthouse", seed=1, steps=1, width=64, height=64,
-                                 model="sd"))) == 1
+    assert (
+        len(
+            pool.generate(
+                Job(prompt="a lighthouse", seed=1, steps=1, width=64, height=64, model="sd")
+            )
+        )
+        == 1
+    )

@@ -19,8 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 # Left out of what "the target has": the folder must bring these (small, pure Python), so
 # that the download of dependencies runs for real too.
 BROUGHT = {"aiosqlite", "prometheus-client"}
-FIGURE_FIELDS = ["model", "size", "steps", "batch", "side", "s/picture", "pictures/s",
-                 "peak", "ours/plain"]
+FIGURE_FIELDS = [
+    "model",
+    "size",
+    "steps",
+    "batch",
+    "side",
+    "s/picture",
+    "pictures/s",
+    "peak",
+    "ours/plain",
+]
 
 
 def _normal(name: str) -> str:
@@ -32,15 +41,30 @@ def wheels(tmp_path_factory) -> Path:
     """The wheel folder for this Python, this venv's packages counted as the target's."""
     tmp = tmp_path_factory.mktemp("wheelhouse")
     have = tmp / "have.txt"
-    have.write_text("".join(
-        f"{dist.metadata['Name']}=={dist.version}\n"
-        for dist in importlib.metadata.distributions()
-        if _normal(dist.metadata["Name"]) not in BROUGHT | {"imgbot"}), encoding="utf-8")
+    have.write_text(
+        "".join(
+            f"{dist.metadata['Name']}=={dist.version}\n"
+            for dist in importlib.metadata.distributions()
+            if _normal(dist.metadata["Name"]) not in BROUGHT | {"imgbot"}
+        ),
+        encoding="utf-8",
+    )
     folder = tmp / "wheels"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "wheelhouse.py"), str(folder),
-                           "--python-version", version, "--have", str(have)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "wheelhouse.py"),
+            str(folder),
+            "--python-version",
+            version,
+            "--have",
+            str(have),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"wheels, \d+\.\d MiB", done.stdout), done.stdout
     return folder
@@ -56,30 +80,56 @@ def test_the_folder_has_imgbot_and_what_the_target_lacks_only(wheels):
 def test_a_have_line_that_is_not_name_version_is_refused(tmp_path):
     have = tmp_path / "have.txt"
     have.write_text("torch>=2.11\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "wheelhouse.py"),
-                           str(tmp_path / "w"), "--have", str(have)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "wheelhouse.py"),
+            str(tmp_path / "w"),
+            "--have",
+            str(have),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "is not NAME==VERSION" in done.stderr
 
 
 def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
     from generation.testing.tiny import make_test_model
 
-    models = {arch: make_test_model(tmp_path / "models" / arch, arch)
-              for arch in ("flux2-klein", "zimage", "sdxl")}
+    models = {
+        arch: make_test_model(tmp_path / "models" / arch, arch)
+        for arch in ("flux2-klein", "zimage", "sdxl")
+    }
     out = tmp_path / "figures"
-    env = {**os.environ, "WHEELS": str(wheels), "PYTHON": sys.executable,
-           "VENV": str(tmp_path / "venv"), "DEVICE": "cpu",
-           "COMPILE_CACHE": str(tmp_path / "compile-cache"),
-           "FLUX2": f"--model {models['flux2-klein']} --size 64x64 --steps 2",
-           "FLUX2_BATCHES": "1,2", "FLUX2_COUNT": "2",
-           "ZIMAGE": f"--model {models['zimage']} --size 64x64 --steps 2", "ZIMAGE_COUNT": "1",
-           "SDXL": f"--model {models['sdxl']} --size 64x64 --steps 2 --guidance 0",
-           "SDXL_BATCHES": "1,2", "SDXL_COUNT": "2", "CHAT_COUNT": "4", "CHAT_BATCH": "2",
-           # the compiled figure's path, without the inductor's minutes on two cores
-           "TORCH_COMPILE_DISABLE": "1"}
-    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu-figures.sh"), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "WHEELS": str(wheels),
+        "PYTHON": sys.executable,
+        "VENV": str(tmp_path / "venv"),
+        "DEVICE": "cpu",
+        "COMPILE_CACHE": str(tmp_path / "compile-cache"),
+        "FLUX2": f"--model {models['flux2-klein']} --size 64x64 --steps 2",
+        "FLUX2_BATCHES": "1,2",
+        "FLUX2_COUNT": "2",
+        "ZIMAGE": f"--model {models['zimage']} --size 64x64 --steps 2",
+        "ZIMAGE_COUNT": "1",
+        "SDXL": f"--model {models['sdxl']} --size 64x64 --steps 2 --guidance 0",
+        "SDXL_BATCHES": "1,2",
+        "SDXL_COUNT": "2",
+        "CHAT_COUNT": "4",
+        "CHAT_BATCH": "2",
+        # the compiled figure's path, without the inductor's minutes on two cores
+        "TORCH_COMPILE_DISABLE": "1",
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu-figures.sh"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
     assert "FAILED" not in log, log
@@ -117,7 +167,8 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
             assert row["dtype"] == "float32"  # the baseline in ours' precision (bug 3)
             assert row["pictures_per_second"] > 0 and row["peak_memory_bytes"] > 0
             assert row["ours_over_baseline"] == pytest.approx(
-                row["pictures_per_second"] / rows["diffusers", batch]["pictures_per_second"])
+                row["pictures_per_second"] / rows["diffusers", batch]["pictures_per_second"]
+            )
             assert (row["warm_up_seconds"] is not None) == (side == "imgbot")
     chat = json.loads((out / "5-through-chat.json").read_text())
     assert chat["pictures"] == 4 and 0 < chat["through_share"]
@@ -131,5 +182,4 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
     assert fast["config"]["ours_compile"] is True
     assert [row["batch"] for row in fast["rows"]] == [1, 2]
     # ours/plain against figure 1's baseline; the warm-up (the compile's cost) a figure
-    assert all(row["ours_over_baseline"] > 0 and row["warm_up_seconds"] > 0
-               for row in fast["rows"])
+    assert all(row["ours_over_baseline"] > 0 and row["warm_up_seconds"] > 0 for row in fast["rows"])

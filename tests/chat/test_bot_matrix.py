@@ -25,8 +25,9 @@ async def test_picture_arrives_as_reply_with_parameters(make_settings, engine, a
     settings = make_settings()
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
-        command = await alice.send(room, "!img Albert Einstein, oil painting --seed 42 "
-                                         "--steps 3 --size 128x96")
+        command = await alice.send(
+            room, "!img Albert Einstein, oil painting --seed 42 --steps 3 --size 128x96"
+        )
         (image,) = await alice.wait_reply(room, command, "m.image")
 
     content = image["content"]
@@ -57,23 +58,26 @@ async def test_same_seed_same_picture(make_settings, engine, alice):
         second = await alice.send(room, "!img a red apple --seed 7")
         (a,) = await alice.wait_reply(room, first, "m.image")
         (b,) = await alice.wait_reply(room, second, "m.image")
-    pixels = [Image.open(io.BytesIO(await alice.download(e["content"]["url"]))).tobytes()
-              for e in (a, b)]
+    pixels = [
+        Image.open(io.BytesIO(await alice.download(e["content"]["url"]))).tobytes() for e in (a, b)
+    ]
     assert pixels[0] == pixels[1]
 
 
-@pytest.mark.parametrize("command, says", [
-    ("!img a cat --bogus 3", "Unknown option --bogus"),
-    ("!img a cat --steps 500", "--steps must be from 1 to 50"),
-    ("!img a cat --steps two", "--steps takes a whole number"),
-    ("!img a cat --size 8192x8192", "too large: at most 2,359,296 pixels"),
-    ("!img a cat --size 100x100", "multiples of 8"),
-    ("!img --seed 4", "The prompt is empty"),
-    ("!img " + "x" * 1001, "the limit is 1,000"),
-    ("!img a cat --seed -1", "--seed must be from 0 to 4294967295"),
-])
-async def test_bad_input_gets_a_notice_and_no_picture(make_settings, engine, alice,
-                                                      command, says):
+@pytest.mark.parametrize(
+    "command, says",
+    [
+        ("!img a cat --bogus 3", "Unknown option --bogus"),
+        ("!img a cat --steps 500", "--steps must be from 1 to 50"),
+        ("!img a cat --steps two", "--steps takes a whole number"),
+        ("!img a cat --size 8192x8192", "too large: at most 2,359,296 pixels"),
+        ("!img a cat --size 100x100", "multiples of 8"),
+        ("!img --seed 4", "The prompt is empty"),
+        ("!img " + "x" * 1001, "the limit is 1,000"),
+        ("!img a cat --seed -1", "--seed must be from 0 to 4294967295"),
+    ],
+)
+async def test_bad_input_gets_a_notice_and_no_picture(make_settings, engine, alice, command, says):
     settings = make_settings()
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
@@ -110,9 +114,16 @@ async def test_outsider_gets_nothing(make_settings, engine, alice, mallory):
         await alice.wait_reply(room, answered, "m.notice")
         # An invite from an outsider is declined, not accepted.
         own = await mallory.client.room_create(name="mallory's room", invite=[BOT])
-        await mallory.wait_for(own.room_id, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == BOT
-            and e["content"].get("membership") == "leave" for e in events), timeout=30)
+        await mallory.wait_for(
+            own.room_id,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == BOT
+                and e["content"].get("membership") == "leave"
+                for e in events
+            ),
+            timeout=30,
+        )
     assert alice.replies(room, ignored) == []
     assert all(r["user_id"] != mallory.user_id for r in await usage_rows(settings))
 
@@ -120,12 +131,18 @@ async def test_outsider_gets_nothing(make_settings, engine, alice, mallory):
 async def test_notices_edits_and_own_messages_are_ignored(make_settings, engine, alice):
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
-        notice = await alice.client.room_send(room, "m.room.message", {
-            "msgtype": "m.notice", "body": "!img from another bot"})
+        notice = await alice.client.room_send(
+            room, "m.room.message", {"msgtype": "m.notice", "body": "!img from another bot"}
+        )
         original = await alice.send(room, "!img a boat --seed 3")
-        edit = await alice.send(room, "* !img a ship --seed 3", **{
-            "m.new_content": {"msgtype": "m.text", "body": "!img a ship --seed 3"},
-            "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+        edit = await alice.send(
+            room,
+            "* !img a ship --seed 3",
+            **{
+                "m.new_content": {"msgtype": "m.text", "body": "!img a ship --seed 3"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+            },
+        )
         after = await alice.send(room, "!img help")
         await alice.wait_reply(room, original, "m.image")
         await alice.wait_reply(room, after, "m.notice")
@@ -140,8 +157,9 @@ async def test_four_commands_at_once_each_get_their_picture(make_settings, engin
     settings = make_settings(limits={"per_user_queued": 4}, generation={"max_batch": 1})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
-        sent = await asyncio.gather(*(alice.send(room, f"!img lighthouse number {i} --seed {i}")
-                                      for i in range(4)))
+        sent = await asyncio.gather(
+            *(alice.send(room, f"!img lighthouse number {i} --seed {i}") for i in range(4))
+        )
         for event_id in sent:
             await alice.wait_reply(room, event_id, "m.image")
     seeds = set()
@@ -152,8 +170,9 @@ async def test_four_commands_at_once_each_get_their_picture(make_settings, engin
     # Their waits are far shorter than progress.interval_seconds: they look like quick
     # jobs (typing), and a status comes only to one still unanswered after the interval.
     notices = [n for e in sent for n in alice.replies(room, e, "m.notice")]
-    assert all(n["content"]["body"].startswith(("Queued: ", "Making", "Done"))
-               for n in notices), notices
+    assert all(n["content"]["body"].startswith(("Queued: ", "Making", "Done")) for n in notices), (
+        notices
+    )
     rows = await usage_rows(settings)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert all(r["generation_seconds"] > 0 and r["queue_seconds"] >= 0 for r in rows)
@@ -162,8 +181,9 @@ async def test_four_commands_at_once_each_get_their_picture(make_settings, engin
 
 
 async def test_per_user_queue_limit(make_settings, engine, alice):
-    settings = make_settings(limits={"per_user_queued": 1},
-                             generation={"size": "512x512", "steps": 8})
+    settings = make_settings(
+        limits={"per_user_queued": 1}, generation={"size": "512x512", "steps": 8}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img slow one --seed 1")
@@ -174,8 +194,9 @@ async def test_per_user_queue_limit(make_settings, engine, alice):
     assert alice.replies(room, second, "m.image") == []
 
 
-async def test_restart_answers_nothing_twice_and_keeps_the_device(make_settings, engine,
-                                                                  alice, tmp_path):
+async def test_restart_answers_nothing_twice_and_keeps_the_device(
+    make_settings, engine, alice, tmp_path
+):
     settings = make_settings(state_dir=tmp_path / "kept")
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
@@ -217,9 +238,18 @@ async def test_reply_in_thread_stays_in_thread(make_settings, engine, alice):
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
         root = await alice.send(room, "a thread about apples")
-        command = await alice.send(room, "!img an apple --seed 5", **{
-            "m.relates_to": {"rel_type": "m.thread", "event_id": root,
-                             "is_falling_back": True, "m.in_reply_to": {"event_id": root}}})
+        command = await alice.send(
+            room,
+            "!img an apple --seed 5",
+            **{
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": root,
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": root},
+                }
+            },
+        )
         (image,) = await alice.wait_reply(room, command, "m.image")
     relation = image["content"]["m.relates_to"]
     assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
@@ -236,16 +266,16 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
     with LocalHomeserver(tmp_path / "strict", rate_limits=True) as strict:
         for name in ("imgbot", "alice"):
             strict.register(name, PASSWORD)
-        settings = make_settings(matrix={"homeserver_url": strict.url,
-                                         "admins": ["@alice:localhost"]},
-                                 limits={"per_user_queued": 10})
+        settings = make_settings(
+            matrix={"homeserver_url": strict.url, "admins": ["@alice:localhost"]},
+            limits={"per_user_queued": 10},
+        )
         alice = await Chat.login(strict, "alice", PASSWORD)
         try:
             async with bot_running(settings, engine):
                 room = await alice.room_with(BOT)
                 await alice.send(room, "!img pause")
-                asked = [await alice.send(room, f"!img picture {i} --seed {i}")
-                         for i in range(6)]
+                asked = [await alice.send(room, f"!img picture {i} --seed {i}") for i in range(6)]
                 await alice.send(room, "!img resume")
                 for event_id in asked:
                     await alice.wait_reply(room, event_id, "m.image", timeout=120)
@@ -258,8 +288,9 @@ async def test_default_rate_limits_are_waited_out(tmp_path, make_settings, engin
     assert not failed, failed
 
 
-async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_settings, engine,
-                                                                      alice, tmp_path):
+async def test_commands_behind_a_long_gap_are_answered_after_a_restart(
+    make_settings, engine, alice, tmp_path
+):
     """More messages arrive while the bot is down than one sync returns: the bot fetches
     the gap instead of skipping the commands in it."""
     settings = make_settings(state_dir=tmp_path / "kept")
@@ -277,14 +308,16 @@ async def test_commands_behind_a_long_gap_are_answered_after_a_restart(make_sett
 async def test_commands_waiting_together_are_made_as_one_batch(make_settings, engine, alice):
     """Jobs of one shape that wait together share a pipeline call; each still gets its
     own picture, with its own seed, and the caption says the time was a batch's."""
-    settings = make_settings(compliance={"embed_prompt": True},
-                             matrix={"admins": ["@alice:localhost"]},
-                             limits={"per_user_queued": 10}, generation={"max_batch": 4})
+    settings = make_settings(
+        compliance={"embed_prompt": True},
+        matrix={"admins": ["@alice:localhost"]},
+        limits={"per_user_queued": 10},
+        generation={"max_batch": 4},
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         await alice.send(room, "!img pause")
-        asked = [await alice.send(room, f"!img batch member {i} --seed {40 + i}")
-                 for i in range(4)]
+        asked = [await alice.send(room, f"!img batch member {i} --seed {40 + i}") for i in range(4)]
         for command in asked:
             await alice.wait_reply(room, command, "m.notice")
         await alice.send(room, "!img resume")
@@ -294,8 +327,9 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
     batch_seconds = set()
     for i, picture in enumerate(pictures):
         body = picture["content"]["body"]
-        whole, each = re.search(r"([\d.]+) s for a batch of 4 pictures, ([\d.]+) s each",
-                                body).groups()
+        whole, each = re.search(
+            r"([\d.]+) s for a batch of 4 pictures, ([\d.]+) s each", body
+        ).groups()
         # The whole is printed to 0.1 s and the share to 0.01 s: they agree to within
         # half of each rounding step.
         assert abs(float(whole) / 4 - float(each)) <= 0.05 / 4 + 0.005 + 1e-9, body
@@ -303,8 +337,7 @@ async def test_commands_waiting_together_are_made_as_one_batch(make_settings, en
         params = read_parameters(await alice.download(picture["content"]["url"]))
         assert params["seed"] == 40 + i and params["prompt"] == f"batch member {i}"
     # The usage log keeps each job's share: the four add up to the one call's time.
-    shares = [r["generation_seconds"] for r in await usage_rows(settings)
-              if r["event_id"] in asked]
+    shares = [r["generation_seconds"] for r in await usage_rows(settings) if r["event_id"] in asked]
     (whole,) = batch_seconds
     assert abs(sum(shares) - float(whole)) <= 0.1 and max(shares) - min(shares) < 1e-6
     assert "batch" not in solo["content"]["body"].split(" — ")[1]
@@ -335,13 +368,18 @@ async def test_two_devices_take_jobs_from_one_queue(make_settings, engine, test_
             used.append(self.label)
             return self.inner.generate(job)
 
-    settings = make_settings(limits={"per_user_queued": 10}, generation={"max_batch": 1},
-                             matrix={"admins": ["@alice:localhost"]})
+    settings = make_settings(
+        limits={"per_user_queued": 10},
+        generation={"max_batch": 1},
+        matrix={"admins": ["@alice:localhost"]},
+    )
     async with bot_running(settings, [Counting(engine, "one"), Counting(second, "two")]):
         room = await alice.room_with(BOT)
         await alice.send(room, "!img pause")  # so that all four wait, and both workers wake
-        asked = [await alice.send(room, f"!img device test {i} --seed {i} --size 256x256")
-                 for i in range(4)]
+        asked = [
+            await alice.send(room, f"!img device test {i} --seed {i} --size 256x256")
+            for i in range(4)
+        ]
         for command in asked:
             await alice.wait_reply(room, command, "m.notice")
         await alice.send(room, "!img resume")

@@ -41,12 +41,15 @@ async def shared_room(alice, bob) -> str:
 
 # ---- prompt options ---------------------------------------------------------------------------
 
+
 async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
     settings = make_settings(compliance={"embed_prompt": True})
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
-        command = await alice.send(room, "!img a red fox --ar 16:9 --n 3 --seed 5 "
-                                         "--style oil painting --no rain --guidance 5")
+        command = await alice.send(
+            room,
+            "!img a red fox --ar 16:9 --n 3 --seed 5 --style oil painting --no rain --guidance 5",
+        )
         images = await alice.wait_reply(room, command, "m.image", count=4, timeout=120)
 
     *pictures, sheet = images  # each picture as its own reply, then the contact sheet
@@ -79,8 +82,9 @@ async def test_n_ar_style_and_no_in_one_command(make_settings, engine, alice):
 
 
 async def test_styles_models_and_help_list_what_there_is(make_settings, engine, alice):
-    settings = make_settings(compliance={"embed_prompt": True},
-                             styles={"acme": {"prompt": "{prompt}, in ACME blue"}})
+    settings = make_settings(
+        compliance={"embed_prompt": True}, styles={"acme": {"prompt": "{prompt}, in ACME blue"}}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         styles = await notice(alice, room, "!img styles")
@@ -89,13 +93,35 @@ async def test_styles_models_and_help_list_what_there_is(make_settings, engine, 
         unknown = await notice(alice, room, "!img a fox --style vaporwave")
         acme = await alice.send(room, "!img a logo --style acme")
         (image,) = await alice.wait_reply(room, acme, "m.image")
-    for name in ("photo", "cinematic", "oil-painting", "watercolor", "black-and-white",
-                 "anime", "pixel-art", "3d-render", "line-art", "comic", "isometric",
-                 "analog-film", "acme"):
+    for name in (
+        "photo",
+        "cinematic",
+        "oil-painting",
+        "watercolor",
+        "black-and-white",
+        "anime",
+        "pixel-art",
+        "3d-render",
+        "line-art",
+        "comic",
+        "isometric",
+        "analog-film",
+        "acme",
+    ):
         assert f"  {name} — " in styles
     assert engine.name in models and "512×512" in models
-    for word in ("--ar", "--n", "--style", "--model", "styles", "queue", "cancel",
-                 "room set", "usage", "pause"):
+    for word in (
+        "--ar",
+        "--n",
+        "--style",
+        "--model",
+        "styles",
+        "queue",
+        "cancel",
+        "room set",
+        "usage",
+        "pause",
+    ):
         assert word in helped
     assert "no style 'vaporwave'" in unknown and "oil-painting" in unknown
     _, params = await picture(alice, image)
@@ -104,8 +130,8 @@ async def test_styles_models_and_help_list_what_there_is(make_settings, engine, 
 
 # ---- room defaults ----------------------------------------------------------------------------
 
-async def test_moderators_set_room_defaults_and_others_may_not(make_settings, engine, alice,
-                                                                bob):
+
+async def test_moderators_set_room_defaults_and_others_may_not(make_settings, engine, alice, bob):
     async with bot_running(make_settings(compliance={"embed_prompt": True}), engine):
         room = await shared_room(alice, bob)
         refused = await notice(bob, room, "!img room set style anime")
@@ -139,8 +165,11 @@ async def test_moderators_set_room_defaults_and_others_may_not(make_settings, en
         (default,) = await bob.wait_reply(room, asked, "m.image")
         image, params = await picture(bob, default)
         assert image.size == (64, 64) and (params["steps"], params["style"]) == (2, "")
-    jobs = [(r["user_id"], r["status"]) for r in await usage_rows(make_settings())
-            if r["status"] != "rejected"]
+    jobs = [
+        (r["user_id"], r["status"])
+        for r in await usage_rows(make_settings())
+        if r["status"] != "rejected"
+    ]
     assert jobs == [(bob.user_id, "ok")] * 3  # settings commands are not jobs
 
 
@@ -170,6 +199,7 @@ async def test_room_defaults_never_exceed_todays_limits(make_settings, engine, a
 
 # ---- queue control ----------------------------------------------------------------------------
 
+
 async def test_queue_cancel_redact_pause_and_resume(make_settings, engine, alice, bob):
     settings = make_settings(matrix={"admins": [alice.user_id]})
     async with bot_running(settings, engine):
@@ -187,9 +217,18 @@ async def test_queue_cancel_redact_pause_and_resume(make_settings, engine, alice
         await alice.wait_reply(room, mine, "m.notice")
 
         # Asked in a thread, answered in the thread.
-        status = await bob.send(room, "!img queue", **{"m.relates_to": {
-            "rel_type": "m.thread", "event_id": first, "is_falling_back": True,
-            "m.in_reply_to": {"event_id": first}}})
+        status = await bob.send(
+            room,
+            "!img queue",
+            **{
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": first,
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": first},
+                }
+            },
+        )
         (answer,) = await bob.wait_reply(room, status, "m.notice")
         body = answer["content"]["body"]
         assert answer["content"]["m.relates_to"]["rel_type"] == "m.thread"
@@ -213,8 +252,13 @@ async def test_queue_cancel_redact_pause_and_resume(make_settings, engine, alice
     for cancelled_command in (first, second, redacted):
         assert bob.replies(room, cancelled_command, "m.image") == []
     statuses = {r["prompt"]: r["status"] for r in await usage_rows(settings)}
-    assert statuses == {"first apple": "cancelled", "second apple": "cancelled",
-                        "third apple": "cancelled", "alice's apple": "ok", "fourth apple": "ok"}
+    assert statuses == {
+        "first apple": "cancelled",
+        "second apple": "cancelled",
+        "third apple": "cancelled",
+        "alice's apple": "ok",
+        "fourth apple": "ok",
+    }
 
 
 async def test_pause_outlives_a_restart(make_settings, engine, alice):
@@ -229,28 +273,45 @@ async def test_pause_outlives_a_restart(make_settings, engine, alice):
 
 # ---- admin usage and quotas ----------------------------------------------------------------
 
-async def test_usage_report_is_for_admins_with_a_table_and_a_chart(make_settings, engine, alice,
-                                                                   bob):
+
+async def test_usage_report_is_for_admins_with_a_table_and_a_chart(
+    make_settings, engine, alice, bob
+):
     # A room of alice and the bot that the config names gets the report itself (anywhere
     # else it goes to a direct message: tests/chat/replies/test_usage_direct_matrix.py); it exists
     # before the bot starts, so that the config can name it.
     own = (await alice.client.room_create(name="alice and the bot", invite=[BOT])).room_id
-    settings = make_settings(matrix={"admins": [alice.user_id]},
-                             rooms={"usage_report_rooms": [own]})
+    settings = make_settings(
+        matrix={"admins": [alice.user_id]}, rooms={"usage_report_rooms": [own]}
+    )
     async with bot_running(settings, engine):
         room = await shared_room(alice, bob)
-        for who, prompt in ((alice, "!img a pear --n 2"), (bob, "!img a plum"),
-                            (bob, "!img a plum --steps 999")):
+        for who, prompt in (
+            (alice, "!img a pear --n 2"),
+            (bob, "!img a plum"),
+            (bob, "!img a plum --steps 999"),
+        ):
             asked = await who.send(room, prompt)
-            await who.wait_reply(room, asked, "m.image" if "999" not in prompt else "m.notice",
-                                 count=3 if "--n 2" in prompt else 1)
+            await who.wait_reply(
+                room,
+                asked,
+                "m.image" if "999" not in prompt else "m.notice",
+                count=3 if "--n 2" in prompt else 1,
+            )
         refused = await notice(bob, room, "!img usage")
         assert "Only bot admins" in refused
 
         room = own
-        await alice.wait_for(room, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == BOT
-            and e["content"].get("membership") == "join" for e in events), timeout=30)
+        await alice.wait_for(
+            room,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == BOT
+                and e["content"].get("membership") == "join"
+                for e in events
+            ),
+            timeout=30,
+        )
         asked = await alice.send(room, "!img usage 7d")
         (report_event,) = await alice.wait_reply(room, asked, "m.notice")
         (chart,) = await alice.wait_reply(room, asked, "m.image")
@@ -283,21 +344,27 @@ async def test_quota_refuses_with_when_to_go_on_and_exempts(make_settings, engin
         assert "go on in 60 minutes" in over
         asked = await alice.send(room, "!img a pear --n 3")  # exempt
         await alice.wait_reply(room, asked, "m.image", count=4)
-    statuses = [(r["prompt"], r["status"]) for r in await usage_rows(settings)
-                if r["user_id"] == bob.user_id]
+    statuses = [
+        (r["prompt"], r["status"])
+        for r in await usage_rows(settings)
+        if r["user_id"] == bob.user_id
+    ]
     assert statuses == [("a pear", "ok"), ("one more pear", "rejected")]
 
 
 # ---- several models -------------------------------------------------------------------------
 
+
 async def test_model_option_loads_lazily_and_unloads_the_least_recently_used(
-        make_settings, test_model, alice, tmp_path):
+    make_settings, test_model, alice, tmp_path
+):
     from bot.app import load_engine
     from generation.testing.tiny import make_test_model
 
     second = make_test_model(tmp_path / "second-model", "sd", seed=1)
-    settings = make_settings(generation={"models": {"second": second},
-                                         "max_loaded_models": 1, "warm_up": False})
+    settings = make_settings(
+        generation={"models": {"second": second}, "max_loaded_models": 1, "warm_up": False}
+    )
     pool = load_engine(settings)
     assert pool.loaded == [test_model.name]  # only the default at start
     async with bot_running(settings, pool):

@@ -18,11 +18,14 @@ async def params_of(chat, image_event) -> dict:
 
 
 async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
-        make_settings, family_engines, alice):
+    make_settings, family_engines, alice
+):
     engine = family_engines["zimage"]
-    settings = make_settings(generation={"model": engine.path, "size": "64x64"},
-                             limits={"max_pixels": 256 * 256},
-                             compliance={"embed_prompt": True, "embed_sources": True})
+    settings = make_settings(
+        generation={"model": engine.path, "size": "64x64"},
+        limits={"max_pixels": 256 * 256},
+        compliance={"embed_prompt": True, "embed_sources": True},
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img a lighthouse at dusk --seed 3")
@@ -42,12 +45,14 @@ async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
     changed = await params_of(alice, varied)
     assert changed["kind"] == "img2img" and changed["strength"] == 0.5
     assert sorted([(await params_of(alice, p))["seed"] for p in pair]) == [9, 10]
-    assert f"{engine.name}: Z-Image, native size 1024×1024 — the default" \
-        in models["content"]["body"]
+    assert (
+        f"{engine.name}: Z-Image, native size 1024×1024 — the default" in models["content"]["body"]
+    )
 
 
 async def test_a_negative_prompt_on_flux2_klein_is_refused_naming_the_model(
-        make_settings, family_engines, alice):
+    make_settings, family_engines, alice
+):
     engine = family_engines["flux2-klein"]
     async with bot_running(make_settings(generation={"model": engine.path}), engine):
         room = await alice.room_with(BOT)
@@ -55,8 +60,10 @@ async def test_a_negative_prompt_on_flux2_klein_is_refused_naming_the_model(
         (answer,) = await alice.wait_reply(room, asked, "m.notice")
         fine = await alice.send(room, "!img a fox")
         (picture,) = await alice.wait_reply(room, fine, "m.image")
-    assert f"The model {engine.name} (FLUX.2 [klein]) takes no negative prompt" \
+    assert (
+        f"The model {engine.name} (FLUX.2 [klein]) takes no negative prompt"
         in answer["content"]["body"]
+    )
     assert (await params_of(alice, picture))["model"] == engine.name
 
 
@@ -66,18 +73,21 @@ def uploaded_png(width: int = 96, height: int = 64) -> bytes:
     from PIL import Image
 
     image = Image.new("RGB", (width, height))
-    image.putdata([(x * 255 // width, 90, y * 255 // height)
-                   for y in range(height) for x in range(width)])
+    image.putdata(
+        [(x * 255 // width, 90, y * 255 // height) for y in range(height) for x in range(width)]
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
-        make_settings, family_engines, alice):
+    make_settings, family_engines, alice
+):
     engine = family_engines["flux2-klein"]
-    settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True, "embed_sources": True})
+    settings = make_settings(
+        generation={"model": engine.path}, compliance={"embed_prompt": True, "embed_sources": True}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         helped = await alice.send(room, "!img help")
@@ -92,18 +102,26 @@ async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
     assert "!img edit — in reply to any picture" in help_text["content"]["body"]
     made = await params_of(alice, edited)
     assert (made["kind"], made["prompt"], made["size"], made["seed"]) == (
-        "edit", "make it night", "96x64", 4)
+        "edit",
+        "make it night",
+        "96x64",
+        4,
+    )
     assert made["source"].startswith("mxc://")
     assert "edited from the picture replied to" in edited["content"]["body"]
     redone = await params_of(alice, second)
     assert (redone["kind"], redone["prompt"], redone["source"]) == (
-        "edit", "make it night", made["source"])
+        "edit",
+        "make it night",
+        made["source"],
+    )
     assert redone["seed"] != 4
     assert "Reply to a picture with `!img edit <what to change>`" in no_reply["content"]["body"]
 
 
 async def test_edit_without_an_editing_model_says_what_to_configure(
-        make_settings, family_engines, alice):
+    make_settings, family_engines, alice
+):
     engine = family_engines["zimage"]
     async with bot_running(make_settings(generation={"model": engine.path}), engine):
         room = await alice.room_with(BOT)

@@ -54,8 +54,13 @@ class RecordingQueue:
 
 @pytest.fixture
 async def bot(tmp_path):
-    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
-                                "user_id": RecordingClient.user_id, "admins": [ADMIN]})
+    settings = Settings(
+        matrix={
+            "homeserver_url": "http://127.0.0.1:1",
+            "user_id": RecordingClient.user_id,
+            "admins": [ADMIN],
+        }
+    )
     db = await database.connect(tmp_path / "imgbot.sqlite3")
     made = Bot(RecordingClient(), settings, db=db, queue=RecordingQueue(), tasks=TaskOwner())
     yield made
@@ -66,8 +71,15 @@ async def say(bot, body: str, sender: str = PERSON, replying_to: str | None = No
     content = {"msgtype": "m.text", "body": body}
     if replying_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": replying_to}}
-    await bot.on_event(ROOM, {"type": "m.room.message", "sender": sender,
-                              "event_id": next(EVENT_IDS), "content": content})
+    await bot.on_event(
+        ROOM,
+        {
+            "type": "m.room.message",
+            "sender": sender,
+            "event_id": next(EVENT_IDS),
+            "content": content,
+        },
+    )
     return bot.ctx.client.sent
 
 
@@ -78,8 +90,9 @@ async def one_notice(bot, body: str, **kwargs) -> str:
     return sent[0]["body"]
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param(text, id=text) for cases in NOT_TAKEN.values() for text, _ in cases])
+@pytest.mark.parametrize(
+    "text", [pytest.param(text, id=text) for cases in NOT_TAKEN.values() for text, _ in cases]
+)
 @pytest.mark.parametrize("sender", [PERSON, ADMIN])
 async def test_what_a_subcommand_does_not_take_is_one_notice_and_no_job(bot, text, sender):
     await one_notice(bot, f"!img {text}", sender=sender)
@@ -87,8 +100,7 @@ async def test_what_a_subcommand_does_not_take_is_one_notice_and_no_job(bot, tex
 
 @pytest.mark.parametrize("sender", [PERSON, ADMIN])
 async def test_the_issues_examples(bot, sender):
-    assert "up to 99999" in await one_notice(bot, "!img usage 99999999999999999999d",
-                                             sender=sender)
+    assert "up to 99999" in await one_notice(bot, "!img usage 99999999999999999999d", sender=sender)
     bot.ctx.client.sent.clear()
     assert "not an option" in await one_notice(bot, "!img --", sender=sender)
     bot.ctx.client.sent.clear()

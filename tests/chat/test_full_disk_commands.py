@@ -42,6 +42,7 @@ class FullDisk:
                 if self.full:
                     raise sqlite3.OperationalError("database or disk is full")
                 return await _real(*args, **kwargs)
+
             monkeypatch.setattr(module, name, failing)
 
     def fill(self) -> None:
@@ -59,11 +60,14 @@ async def bot(tmp_path, monkeypatch):
     queue.start()
     queue.pause()
     tasks = TaskOwner()
-    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT,
-                                "admins": [ALICE]},
-                        progress={"interval_seconds": 60}, state_dir=tmp_path)
-    watch = DiskWatch(tmp_path, DiskSettings(warn_free_mib=64, full_free_mib=16),
-                      statvfs=disk.statvfs, every=0.05)
+    settings = Settings(
+        matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT, "admins": [ALICE]},
+        progress={"interval_seconds": 60},
+        state_dir=tmp_path,
+    )
+    watch = DiskWatch(
+        tmp_path, DiskSettings(warn_free_mib=64, full_free_mib=16), statvfs=disk.statvfs, every=0.05
+    )
     made = Bot(NoticeClient(), settings, db, queue, tasks, disk=watch)
     made.disk = disk
     yield made
@@ -73,16 +77,21 @@ async def bot(tmp_path, monkeypatch):
 
 
 def command(n: int, body: str) -> dict:
-    return {"type": "m.room.message", "sender": ALICE, "event_id": f"$cmd{n}",
-            "content": {"msgtype": "m.text", "body": body}}
+    return {
+        "type": "m.room.message",
+        "sender": ALICE,
+        "event_id": f"$cmd{n}",
+        "content": {"msgtype": "m.text", "body": body},
+    }
 
 
 async def test_a_command_the_full_disk_refused_is_taken_once_space_is_back(bot):
     bot.disk.fill()
     first, second = command(1, "!img a cat"), command(2, "!img a dog")
     # The room's lane, as a sync hands it on: the second waits behind the first.
-    handled = [bot.intake.lanes.hand(ROOM, lambda e=e: bot.on_event(ROOM, e))
-               for e in (first, second)]
+    handled = [
+        bot.intake.lanes.hand(ROOM, lambda e=e: bot.on_event(ROOM, e)) for e in (first, second)
+    ]
     await asyncio.sleep(0.5)  # readings while full: nothing taken, nothing sent
     assert not any(h.done() for h in handled)
     assert bot.ctx.client.sent == [] and bot.ctx.pending == {}
@@ -93,7 +102,8 @@ async def test_a_command_the_full_disk_refused_is_taken_once_space_is_back(bot):
     await asyncio.wait_for(asyncio.gather(*handled), 10)
     assert set(bot.ctx.pending) == {"$cmd1", "$cmd2"}  # taken, in the room's order
     assert [p.ticket.id for p in bot.ctx.pending.values()] == sorted(
-        p.ticket.id for p in bot.ctx.pending.values())
+        p.ticket.id for p in bot.ctx.pending.values()
+    )
     assert await database.was_handled(bot.ctx.db, "$cmd1")
     assert bot.intake.waiting == 0
     # Handled again (the sync that brought it, fetched again after a restart): nothing more.
@@ -121,6 +131,7 @@ async def test_a_change_taken_but_not_saved_gets_one_notice_that_says_so(bot, mo
         claimed = await real_claim(*args, **kwargs)
         bot.disk.fill()
         return claimed
+
     monkeypatch.setattr(intake.database, "claim_event", claim_then_fill)
     bot.ctx.queue.resume()
     await bot.on_event(ROOM, command(1, "!img pause"))
@@ -132,6 +143,7 @@ async def test_a_change_taken_but_not_saved_gets_one_notice_that_says_so(bot, mo
 async def test_any_other_failure_of_a_claim_is_not_waited_on(bot, monkeypatch):
     async def broken(*args, **kwargs):
         raise sqlite3.OperationalError("no such table: handled_events")
+
     monkeypatch.setattr(accepting.database, "insert_claim", broken)
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await asyncio.wait_for(bot.on_event(ROOM, command(1, "!img a cat")), 5)

@@ -55,29 +55,45 @@ RUNNER = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (51
 
 
 def make_bot(client, queue=None, **matrix) -> Bot:
-    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT,
-                                **matrix})
-    return Bot(client, settings, db=None, queue=queue or SimpleNamespace(runner=RUNNER),
-               tasks=TaskOwner())
+    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT, **matrix})
+    return Bot(
+        client, settings, db=None, queue=queue or SimpleNamespace(runner=RUNNER), tasks=TaskOwner()
+    )
 
 
 def stripped(sender: str, **content) -> dict:
     """A member event for the bot as a remote server may put it in invite_room_state."""
-    return {"type": "m.room.member", "state_key": BOT, "sender": sender,
-            "content": {"membership": "invite", **content}}
+    return {
+        "type": "m.room.member",
+        "state_key": BOT,
+        "sender": sender,
+        "content": {"membership": "invite", **content},
+    }
 
 
 def delivered(sender: str, **content) -> dict:
     """The invite event as the homeserver delivers it, last (its sender checked)."""
-    return {**stripped(sender, **content), "event_id": "$invite", "origin_server_ts": 1,
-            "unsigned": {"age": 1}}
+    return {
+        **stripped(sender, **content),
+        "event_id": "$invite",
+        "origin_server_ts": 1,
+        "unsigned": {"age": 1},
+    }
 
 
 def sync_with_invites(invites: dict[str, list[dict]], left: tuple[str, ...] = ()) -> SyncResponse:
-    response = SyncResponse.from_dict({"next_batch": "s1", "rooms": {
-        "invite": {room: {"invite_state": {"events": events}}
-                   for room, events in invites.items()},
-        "join": {}, "leave": {room: {"timeline": {"events": []}} for room in left}}})
+    response = SyncResponse.from_dict(
+        {
+            "next_batch": "s1",
+            "rooms": {
+                "invite": {
+                    room: {"invite_state": {"events": events}} for room, events in invites.items()
+                },
+                "join": {},
+                "leave": {room: {"timeline": {"events": []}} for room in left},
+            },
+        }
+    )
     assert isinstance(response, SyncResponse), response
     return response
 
@@ -88,17 +104,28 @@ async def synced(bot: Bot, response: SyncResponse) -> None:
 
 # ---- invites ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("real", [
-    delivered(EVIL),
-    # A content nio cannot read (a displayname that is not text) makes the real event a
-    # BadEvent: the forged one before it must not be taken instead.
-    delivered(EVIL, displayname=5),
-])
+
+@pytest.mark.parametrize(
+    "real",
+    [
+        delivered(EVIL),
+        # A content nio cannot read (a displayname that is not text) makes the real event a
+        # BadEvent: the forged one before it must not be taken instead.
+        delivered(EVIL, displayname=5),
+    ],
+)
 async def test_an_allowed_inviter_claimed_by_the_stripped_state_is_not_believed(real):
     client = RecordingClient()
     bot = make_bot(client)
-    forged = [{"type": "m.room.name", "state_key": "", "sender": ALICE,
-               "content": {"name": "Alice's room"}}, stripped(ALICE)]
+    forged = [
+        {
+            "type": "m.room.name",
+            "state_key": "",
+            "sender": ALICE,
+            "content": {"name": "Alice's room"},
+        },
+        stripped(ALICE),
+    ]
     await synced(bot, sync_with_invites({"!r:evil.example": [*forged, real]}))
     assert client.calls == [("leave", "!r:evil.example")]
 
@@ -107,20 +134,30 @@ async def test_the_delivered_invite_of_an_allowed_user_is_joined():
     # Whatever the stripped state says (a server may send none, or stale state).
     client = RecordingClient()
     bot = make_bot(client)
-    await synced(bot, sync_with_invites({
-        "!a:example.org": [delivered(ALICE)],
-        "!b:example.org": [stripped(EVIL), delivered(ALICE)],
-    }))
+    await synced(
+        bot,
+        sync_with_invites(
+            {
+                "!a:example.org": [delivered(ALICE)],
+                "!b:example.org": [stripped(EVIL), delivered(ALICE)],
+            }
+        ),
+    )
     assert sorted(client.calls) == [("join", "!a:example.org"), ("join", "!b:example.org")]
 
 
 async def test_no_invite_event_for_the_bot_invites_nobody():
     client = RecordingClient()
     bot = make_bot(client)
-    await synced(bot, sync_with_invites({
-        "!a:example.org": [stripped(ALICE, membership="join")],
-        "!b:example.org": [{**stripped(ALICE), "state_key": "@someone:example.org"}],
-    }))
+    await synced(
+        bot,
+        sync_with_invites(
+            {
+                "!a:example.org": [stripped(ALICE, membership="join")],
+                "!b:example.org": [{**stripped(ALICE), "state_key": "@someone:example.org"}],
+            }
+        ),
+    )
     assert sorted(client.calls) == [("leave", "!a:example.org"), ("leave", "!b:example.org")]
 
 
@@ -128,8 +165,9 @@ async def test_invites_over_max_rooms_are_declined_with_a_log_line(caplog):
     client = RecordingClient(rooms=1)
     bot = make_bot(client, max_rooms=3)
     # Five invites in one sync, handled at once: only two more rooms fit.
-    await synced(bot, sync_with_invites({f"!new{i}:example.org": [delivered(ALICE)]
-                                         for i in range(5)}))
+    await synced(
+        bot, sync_with_invites({f"!new{i}:example.org": [delivered(ALICE)] for i in range(5)})
+    )
     joined = [room for call, room in client.calls if call == "join"]
     left = [room for call, room in client.calls if call == "leave"]
     assert len(joined) == 2 and len(left) == 3
@@ -141,8 +179,9 @@ async def test_invites_over_max_rooms_are_declined_with_a_log_line(caplog):
     assert client.calls == [("leave", "!later:example.org")]
     # A room the bot leaves (or is kicked from) stays in nio's rooms: the sync says it left.
     client.calls.clear()
-    await synced(bot, sync_with_invites({"!later:example.org": [delivered(ALICE)]},
-                                        left=(joined[0],)))
+    await synced(
+        bot, sync_with_invites({"!later:example.org": [delivered(ALICE)]}, left=(joined[0],))
+    )
     assert client.calls == [("join", "!later:example.org")]
 
 
@@ -153,10 +192,20 @@ COMMAND = "$command"
 
 
 def power_levels(**users: int) -> list[dict]:
-    return [{"type": "m.room.create", "state_key": "", "sender": ALICE,
-             "content": {"room_version": "10"}},
-            {"type": "m.room.power_levels", "state_key": "", "sender": ALICE,
-             "content": {"users": {MOD: 50, **users}, "redact": 50}}]
+    return [
+        {
+            "type": "m.room.create",
+            "state_key": "",
+            "sender": ALICE,
+            "content": {"room_version": "10"},
+        },
+        {
+            "type": "m.room.power_levels",
+            "state_key": "",
+            "sender": ALICE,
+            "content": {"users": {MOD: 50, **users}, "redact": 50},
+        },
+    ]
 
 
 class CancellingQueue:
@@ -171,8 +220,11 @@ class CancellingQueue:
 
 
 def redaction(sender: str, room_version_11: bool = False) -> dict:
-    where = {"content": {"redacts": COMMAND}} if room_version_11 else {"redacts": COMMAND,
-                                                                       "content": {}}
+    where = (
+        {"content": {"redacts": COMMAND}}
+        if room_version_11
+        else {"redacts": COMMAND, "content": {}}
+    )
     return {"type": "m.room.redaction", "sender": sender, "event_id": "$redaction", **where}
 
 
@@ -180,38 +232,47 @@ async def redacted_by(sender: str, state: list[dict], room_version_11: bool = Fa
     client = RecordingClient(state=state)
     queue = CancellingQueue()
     bot = make_bot(client, queue=queue)
-    pending = Pending(SimpleNamespace(id=1), SimpleNamespace(room_id=ROOM, sender=BOB),
-                      asyncio.get_running_loop().create_future())
+    pending = Pending(
+        SimpleNamespace(id=1),
+        SimpleNamespace(room_id=ROOM, sender=BOB),
+        asyncio.get_running_loop().create_future(),
+    )
     bot.ctx.pending[COMMAND] = pending
     await bot.on_event(ROOM, redaction(sender, room_version_11))
     return bool(queue.cancelled), client.calls
 
 
-@pytest.mark.parametrize("sender, state", [
-    (EVIL, power_levels()),  # a remote server's redaction of Bob's command
-    (ALICE, power_levels()),  # a member of the room without the power to redact
-    (ALICE, power_levels(**{ALICE: 49})),
-    (ALICE, []),  # the homeserver would not say: nobody's power
-])
+@pytest.mark.parametrize(
+    "sender, state",
+    [
+        (EVIL, power_levels()),  # a remote server's redaction of Bob's command
+        (ALICE, power_levels()),  # a member of the room without the power to redact
+        (ALICE, power_levels(**{ALICE: 49})),
+        (ALICE, []),  # the homeserver would not say: nobody's power
+    ],
+)
 async def test_a_redaction_by_someone_else_leaves_the_job(sender, state):
     cancelled, calls = await redacted_by(sender, state)
     assert not cancelled
     assert calls == [("state", ROOM)]  # read from the homeserver, not nio's copy
 
 
-@pytest.mark.parametrize("sender, state, room_version_11", [
-    (BOB, power_levels(), False),  # the owner: no power levels needed
-    (BOB, power_levels(), True),
-    (MOD, power_levels(), False),  # a moderator
-    (EVIL, power_levels(**{EVIL: 100}), True),  # a remote user the room gave the power
-])
-async def test_the_owners_or_a_moderators_redaction_cancels_the_job(sender, state,
-                                                                   room_version_11):
+@pytest.mark.parametrize(
+    "sender, state, room_version_11",
+    [
+        (BOB, power_levels(), False),  # the owner: no power levels needed
+        (BOB, power_levels(), True),
+        (MOD, power_levels(), False),  # a moderator
+        (EVIL, power_levels(**{EVIL: 100}), True),  # a remote user the room gave the power
+    ],
+)
+async def test_the_owners_or_a_moderators_redaction_cancels_the_job(sender, state, room_version_11):
     cancelled, _ = await redacted_by(sender, state, room_version_11)
     assert cancelled
 
 
 # ---- messages without their room key ------------------------------------------------------
+
 
 def test_only_allowed_senders_messages_wait_for_their_room_key():
     bot = make_bot(RecordingClient())

@@ -25,12 +25,15 @@ def brand_lora(test_model, tmp_path_factory):
 
 
 async def test_a_rooms_lora_style_names_the_lora_and_changes_the_pixels(
-        make_settings, test_model, brand_lora, alice):
+    make_settings, test_model, brand_lora, alice
+):
     settings = make_settings(
         generation={"loras": {"brand": brand_lora}},
-        styles={"brand": {"lora": "brand", "weight": 0.8,
-                          "template": "{prompt}, in our brand style"}},
-        compliance={"embed_prompt": True})
+        styles={
+            "brand": {"lora": "brand", "weight": 0.8, "template": "{prompt}, in our brand style"}
+        },
+        compliance={"embed_prompt": True},
+    )
     engine = Engine(test_model, "cpu", loras={"brand": brand_lora})
     engine.load()
     try:
@@ -54,6 +57,8 @@ async def test_a_rooms_lora_style_names_the_lora_and_changes_the_pixels(
     assert made["prompt"] == "a logo, in our brand style"
     without = read_parameters(plain_png)
     assert "lora" not in without and without["seed"] == made["seed"] == 5
-    pixels = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
-              for data in (png, plain_png)]
+    pixels = [
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+        for data in (png, plain_png)
+    ]
     assert (pixels[0] != pixels[1]).any()

@@ -77,13 +77,14 @@ async def test_a_rooms_negative_prompt_needs_the_rooms_guidance(make_settings, e
         assert (params["negative_prompt"], params["guidance"]) == ("", 0.0)
 
 
-async def test_help_states_the_defaults_in_effect_and_the_size_limit(make_settings, engine,
-                                                                     alice):
+async def test_help_states_the_defaults_in_effect_and_the_size_limit(make_settings, engine, alice):
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
         helped = await notice(alice, room, "!img help")
-        assert (f"Defaults in this room: 64×64, 2 steps, guidance 0 (so --no also needs "
-                f"--guidance above 1), model {engine.name}.") in helped
+        assert (
+            f"Defaults in this room: 64×64, 2 steps, guidance 0 (so --no also needs "
+            f"--guidance above 1), model {engine.name}."
+        ) in helped
         assert "pictures up to 1536×1536 or as many pixels in another shape" in helped
         assert "2,359,296" not in helped
         assert "This room sets its own" not in helped
@@ -93,13 +94,16 @@ async def test_help_states_the_defaults_in_effect_and_the_size_limit(make_settin
         await notice(alice, room, "!img room set guidance 4.5")
         await notice(alice, room, "!img room set negative blur")
         helped = await notice(alice, room, "!img help")
-        assert (f"Defaults in this room: 128×64, 3 steps, guidance 4.5, model {engine.name}, "
-                "negative prompt 'blur'. This room sets its own size, steps, guidance, "
-                "negative (`room` lists them).") in helped
+        assert (
+            f"Defaults in this room: 128×64, 3 steps, guidance 4.5, model {engine.name}, "
+            "negative prompt 'blur'. This room sets its own size, steps, guidance, "
+            "negative (`room` lists them)."
+        ) in helped
 
 
-async def test_the_log_has_a_line_when_each_job_starts_and_ends(make_settings, engine, alice,
-                                                                caplog):
+async def test_the_log_has_a_line_when_each_job_starts_and_ends(
+    make_settings, engine, alice, caplog
+):
     caplog.set_level(logging.INFO)
     settings = make_settings(matrix={"admins": [alice.user_id]})
     prompt = "zebra-unicorn-quokka"
@@ -113,19 +117,28 @@ async def test_the_log_has_a_line_when_each_job_starts_and_ends(make_settings, e
         await alice.wait_reply(room, asked, "m.notice")  # "Queued: the queue is paused"
         await notice(alice, room, "!img cancel")
         await notice(alice, room, "!img resume")
-        await alice.wait_for(room, lambda _: any("ended: cancelled" in r.getMessage()
-                                                 for r in caplog.records), timeout=30)
+        await alice.wait_for(
+            room,
+            lambda _: any("ended: cancelled" in r.getMessage() for r in caplog.records),
+            timeout=30,
+        )
     rows = await usage_rows(settings)
     lines = [r.getMessage() for r in caplog.records if r.name == "bot.chat.jobs.delivery"]
-    assert all(r.levelno == logging.INFO for r in caplog.records
-               if r.name == "bot.chat.jobs.delivery")
+    assert all(
+        r.levelno == logging.INFO for r in caplog.records if r.name == "bot.chat.jobs.delivery"
+    )
     made = [line for line in lines if line.startswith("job 1 ")]
     assert len(made) == 2
-    who = (f"usage id {rows[0]['id']}, {alice.user_id} in {room}, model {engine.name}, "
-           "64x128, 3 steps, 1 picture")
+    who = (
+        f"usage id {rows[0]['id']}, {alice.user_id} in {room}, model {engine.name}, "
+        "64x128, 3 steps, 1 picture"
+    )
     assert re.fullmatch(rf"job 1 started: {re.escape(who)}; waited \d+\.\d s", made[0])
-    assert re.fullmatch(rf"job 1 ended: ok, 1 picture sent; {re.escape(who)}; "
-                        r"\d+\.\d s on the GPU, waited \d+\.\d s", made[1])
+    assert re.fullmatch(
+        rf"job 1 ended: ok, 1 picture sent; {re.escape(who)}; "
+        r"\d+\.\d s on the GPU, waited \d+\.\d s",
+        made[1],
+    )
     cancelled = [line for line in lines if line.startswith("job 2 ")]
     assert len(cancelled) == 1 and cancelled[0].startswith("job 2 ended: cancelled, 0 pictures")
     assert [r["status"] for r in rows if r["status"] != "rejected"] == ["ok", "cancelled"]

@@ -37,17 +37,32 @@ def imgbot(*args: str, wrapper: Path | None = None) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     env["TZ"] = ZONE
     start = [str(wrapper)] if wrapper else ["-m", "bot.cli"]
-    return subprocess.run([sys.executable, *start, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *start, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def systemd_config(tmp_path: Path, **extra) -> Path:
     """The README's config for the systemd unit: the password only systemd can hand over."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:corp.example",
-                   "password_file": "${CREDENTIALS_DIRECTORY}/password"},
-        "state_dir": str(tmp_path / "state"), **extra}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": "http://127.0.0.1:1",
+                    "user_id": "@imgbot:corp.example",
+                    "password_file": "${CREDENTIALS_DIRECTORY}/password",
+                },
+                "state_dir": str(tmp_path / "state"),
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -56,16 +71,30 @@ async def write_log(state: Path) -> Path:
     path = state / DB_NAME
     db = await database.connect(path)
     try:
-        for user, created, options in (("@bob:corp.example", WINTER, {"steps": 4}),
-                                       ("@bob:corp.example", SUMMER, {"size": "64x64"}),
-                                       ("@bob:other.example", SUMMER, {})):
-            row = await usage.record_job(db, usage.NewJob(
-                "$" + str(created) + user, "!room:corp.example", user, "a cat", options, 7,
-                "tiny"))
-            await usage.finish_job(db, row, status="ok", images=1, queue_seconds=0.5,
-                                   generation_seconds=1.5)
-            await db.execute("UPDATE usage SET created_at=?, compliance=? WHERE id=?",
-                             (created, json.dumps([{"copy": None}]), row))
+        for user, created, options in (
+            ("@bob:corp.example", WINTER, {"steps": 4}),
+            ("@bob:corp.example", SUMMER, {"size": "64x64"}),
+            ("@bob:other.example", SUMMER, {}),
+        ):
+            row = await usage.record_job(
+                db,
+                usage.NewJob(
+                    "$" + str(created) + user,
+                    "!room:corp.example",
+                    user,
+                    "a cat",
+                    options,
+                    7,
+                    "tiny",
+                ),
+            )
+            await usage.finish_job(
+                db, row, status="ok", images=1, queue_seconds=0.5, generation_seconds=1.5
+            )
+            await db.execute(
+                "UPDATE usage SET created_at=?, compliance=? WHERE id=?",
+                (created, json.dumps([{"copy": None}]), row),
+            )
             await db.commit()
     finally:
         await db.close()
@@ -78,6 +107,7 @@ def on_disk(state: Path) -> tuple:
 
 
 # ---- no secrets read ------------------------------------------------------------------------
+
 
 async def test_usage_needs_no_password_but_run_and_check_still_read_it(tmp_path):
     config = systemd_config(tmp_path)
@@ -107,6 +137,7 @@ def test_references_index_needs_no_password(tmp_path):
 
 # ---- `imgbot usage` -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("typed", ["bob", "@bob"])
 async def test_usage_user_on_the_bots_server_may_be_short(tmp_path, typed):
     config = systemd_config(tmp_path)
@@ -115,11 +146,22 @@ async def test_usage_user_on_the_bots_server_may_be_short(tmp_path, typed):
     assert done.returncode == 0, done.stderr
     assert f"--user {typed} is @bob:corp.example" in done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-1] == ("2 jobs, 2 pictures, 1 users, 0 failed, 0 rejected, 3.0 GPU seconds"
-                         " (user @bob:corp.example)")
+    assert lines[-1] == (
+        "2 jobs, 2 pictures, 1 users, 0 failed, 0 rejected, 3.0 GPU seconds"
+        " (user @bob:corp.example)"
+    )
     assert "@bob:other.example" not in done.stdout
-    whole = imgbot("usage", "-c", str(config), "--since", "all", "--user", "@bob:other.example",
-                   "--format", "json")
+    whole = imgbot(
+        "usage",
+        "-c",
+        str(config),
+        "--since",
+        "all",
+        "--user",
+        "@bob:other.example",
+        "--format",
+        "json",
+    )
     assert whole.returncode == 0 and whole.stderr == ""
     assert [r["user_id"] for r in json.loads(whole.stdout)] == ["@bob:other.example"]
 
@@ -143,8 +185,11 @@ async def test_usage_beside_a_running_bot_reads_what_is_still_in_its_wal(tmp_pat
     try:
         bot.execute("PRAGMA journal_mode=WAL")
         bot.execute("PRAGMA wal_autocheckpoint=0")
-        bot.execute("INSERT INTO usage(created_at, user_id, prompt, status) "
-                    "VALUES (?, '@ann:corp.example', 'just now', 'queued')", (SUMMER + 60,))
+        bot.execute(
+            "INSERT INTO usage(created_at, user_id, prompt, status) "
+            "VALUES (?, '@ann:corp.example', 'just now', 'queued')",
+            (SUMMER + 60,),
+        )
         bot.commit()
         assert Path(f"{path}-wal").stat().st_size > 0
         done = imgbot("usage", "-c", str(config), "--since", "all", "--format", "json")
@@ -160,17 +205,22 @@ async def test_usage_times_carry_their_zone(tmp_path):
     base = ("usage", "-c", str(config), "--since", "all", "--user", "@bob:corp.example")
 
     records = json.loads(imgbot(*base, "--format", "json").stdout)
-    assert [r["created_at"] for r in records] == ["2024-01-15T12:30:00+01:00",
-                                                  "2024-07-15T12:30:00+02:00"]
+    assert [r["created_at"] for r in records] == [
+        "2024-01-15T12:30:00+01:00",
+        "2024-07-15T12:30:00+02:00",
+    ]
     assert [r["created_at_epoch"] for r in records] == [WINTER, SUMMER]
     assert datetime.fromisoformat(records[0]["finished_at"]).timestamp() == pytest.approx(
-        records[0]["finished_at_epoch"], abs=1)
+        records[0]["finished_at_epoch"], abs=1
+    )
     assert records[0]["options"] == {"steps": 4}  # objects, not JSON in a string
     assert records[1]["compliance"] == [{"copy": None}]
 
     rows = list(csv.DictReader(io.StringIO(imgbot(*base, "--format", "csv").stdout)))
     assert [(r["created_at"], float(r["created_at_epoch"])) for r in rows] == [
-        ("2024-01-15T12:30:00+01:00", WINTER), ("2024-07-15T12:30:00+02:00", SUMMER)]
+        ("2024-01-15T12:30:00+01:00", WINTER),
+        ("2024-07-15T12:30:00+02:00", SUMMER),
+    ]
     assert json.loads(rows[0]["options"]) == {"steps": 4}
 
     table = imgbot(*base).stdout.splitlines()
@@ -193,7 +243,8 @@ def without(tmp_path: Path, modules: tuple[str, ...]) -> Path:
         f"sys.path.insert(0, {str(ROOT)!r})  # this checkout's bot, as `-m bot.cli` finds it\n"
         f"for name in {modules!r}:\n"
         "    sys.modules[name] = None  # `import name` raises ModuleNotFoundError\n"
-        "runpy.run_module('bot.cli', run_name='__main__', alter_sys=True)\n")
+        "runpy.run_module('bot.cli', run_name='__main__', alter_sys=True)\n"
+    )
     return path
 
 
@@ -205,9 +256,13 @@ def marked_picture(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("missing, mark", [
-    (("c2pa",), "watermark: 696d67626f74 (imgbot)"),
-    (EXTRA, "watermark: not read (invisible-watermark is not installed)")])
+@pytest.mark.parametrize(
+    "missing, mark",
+    [
+        (("c2pa",), "watermark: 696d67626f74 (imgbot)"),
+        (EXTRA, "watermark: not read (invisible-watermark is not installed)"),
+    ],
+)
 def test_verify_without_c2pa_reads_the_rest(tmp_path, missing, mark):
     picture, entry = marked_picture(tmp_path), without(tmp_path, missing)
     done = imgbot("verify", str(picture), wrapper=entry)
@@ -219,7 +274,8 @@ def test_verify_without_c2pa_reads_the_rest(tmp_path, missing, mark):
         "  XMP marker: AI-generated (IPTC trainedAlgorithmicMedia)",
         "  C2PA: not checked: reading C2PA needs imgbot[compliance] "
         "(pip install 'imgbot[compliance]')",
-        f"  {mark}"]
+        f"  {mark}",
+    ]
     # --trust asks for what cannot be done without the extra: a clear refusal.
     trust = tmp_path / "root.pem"
     trust.write_text("not read\n")

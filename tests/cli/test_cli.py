@@ -27,25 +27,35 @@ BOT = "@imgbot:localhost"
 
 
 def imgbot(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*IMGBOT, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+    return subprocess.run(
+        [*IMGBOT, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def write_config(path: Path, homeserver, model: Path, state: Path, **matrix) -> Path:
-    path.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": homeserver.url, "user_id": BOT, "password": PASSWORD,
-                   "allowed_users": ALLOWED, **matrix},
-        "state_dir": str(state),
-        "generation": {"model": str(model), "size": "64x64", "steps": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": homeserver.url,
+                    "user_id": BOT,
+                    "password": PASSWORD,
+                    "allowed_users": ALLOWED,
+                    **matrix,
+                },
+                "state_dir": str(state),
+                "generation": {"model": str(model), "size": "64x64", "steps": 2},
+            }
+        )
+    )
     return path
 
 
 async def start_bot(config: Path, log: Path) -> asyncio.subprocess.Process:
     """`imgbot run -c config` as its own process, its output appended to `log`."""
     return await asyncio.create_subprocess_exec(
-        *IMGBOT, "run", "-c", str(config), cwd=ROOT, stdout=log.open("ab"),
-        stderr=subprocess.STDOUT)
+        *IMGBOT, "run", "-c", str(config), cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def test_help_lists_the_commands():
@@ -63,8 +73,20 @@ def test_make_test_model_then_generate(tmp_path):
     assert (model / "tokenizer").is_dir() and (model / "tokenizer_2").is_dir()
 
     out = tmp_path / "einstein.png"
-    result = imgbot("generate", "Albert Einstein, oil painting", "--seed", "3", "--size",
-                    "96x64", "--steps", "2", "--model", str(model), "-o", str(out))
+    result = imgbot(
+        "generate",
+        "Albert Einstein, oil painting",
+        "--seed",
+        "3",
+        "--size",
+        "96x64",
+        "--steps",
+        "2",
+        "--model",
+        str(model),
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "seed 3" in result.stdout
     with Image.open(out) as picture:
@@ -74,8 +96,9 @@ def test_make_test_model_then_generate(tmp_path):
     assert params["seed"] == 3 and "prompt" not in params
     assert b"Einstein" not in out.read_bytes()
 
-    refused = imgbot("generate", "a cat", "--steps", "0", "--model", str(model), "-o",
-                     str(tmp_path / "no.png"))
+    refused = imgbot(
+        "generate", "a cat", "--steps", "0", "--model", str(model), "-o", str(tmp_path / "no.png")
+    )
     assert refused.returncode == 2
     assert "--steps must be from 1 to 50" in refused.stderr
     assert not (tmp_path / "no.png").exists()
@@ -85,30 +108,65 @@ def test_make_test_model_then_generate(tmp_path):
 
 def test_generate_takes_the_chats_new_options(tmp_path, test_model):
     out = tmp_path / "fox.png"
-    result = imgbot("generate", "a fox", "--n", "2", "--ar", "16:9", "--style", "comic",
-                    "--seed", "8", "--steps", "1", "--model", str(test_model), "-o", str(out))
+    result = imgbot(
+        "generate",
+        "a fox",
+        "--n",
+        "2",
+        "--ar",
+        "16:9",
+        "--style",
+        "comic",
+        "--seed",
+        "8",
+        "--steps",
+        "1",
+        "--model",
+        str(test_model),
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     for path, seed in ((out, 8), (tmp_path / "fox-2.png", 9)):
         with Image.open(path) as picture:
             assert picture.size == (704, 384)  # 16:9 near the tiny SD model's 512²
         params = read_parameters(path.read_bytes())
         assert (params["seed"], params["style"]) == (seed, "comic")
-    refused = imgbot("generate", "a fox", "--style", "vaporwave", "--model", str(test_model),
-                     "-o", str(tmp_path / "no.png"))
+    refused = imgbot(
+        "generate",
+        "a fox",
+        "--style",
+        "vaporwave",
+        "--model",
+        str(test_model),
+        "-o",
+        str(tmp_path / "no.png"),
+    )
     assert refused.returncode == 2 and "no style 'vaporwave'" in refused.stderr
 
 
 def test_generate_follows_the_configs_compliance_section(tmp_path, test_model):
     ca = make_ca(tmp_path / "ca")
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": BOT,
-                   "password": PASSWORD, "allowed_users": ALLOWED},
-        "state_dir": str(tmp_path / "state"),
-        "generation": {"model": str(test_model), "size": "64x64", "steps": 1},
-        "compliance": {"embed_prompt": True, "blocklist": {"words": ["banknote"]},
-                       "c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"])}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": "http://127.0.0.1:1",
+                    "user_id": BOT,
+                    "password": PASSWORD,
+                    "allowed_users": ALLOWED,
+                },
+                "state_dir": str(tmp_path / "state"),
+                "generation": {"model": str(test_model), "size": "64x64", "steps": 1},
+                "compliance": {
+                    "embed_prompt": True,
+                    "blocklist": {"words": ["banknote"]},
+                    "c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"])},
+                },
+            }
+        )
+    )
     out = tmp_path / "owl.png"
     made = imgbot("generate", "an owl", "--seed", "4", "-c", str(config), "-o", str(out))
     assert made.returncode == 0, made.stderr
@@ -131,8 +189,10 @@ def test_generate_refuses_a_folder_that_is_no_model(tmp_path):
 
 def test_run_refuses_a_bad_config_naming_the_key(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("matrix:\n  homeserver_url: http://127.0.0.1:1\n  user_id: imgbot\n"
-                      "limits:\n  max_steps: 0\n")
+    config.write_text(
+        "matrix:\n  homeserver_url: http://127.0.0.1:1\n  user_id: imgbot\n"
+        "limits:\n  max_steps: 0\n"
+    )
     result = imgbot("run", "-c", str(config))
     assert result.returncode != 0
     assert "matrix.user_id" in result.stderr and "limits.max_steps" in result.stderr
@@ -140,8 +200,13 @@ def test_run_refuses_a_bad_config_naming_the_key(tmp_path):
 
 @pytest.mark.synapse
 def test_run_with_a_wrong_password_exits_with_a_reason(homeserver, test_model, tmp_path):
-    config = write_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state",
-                          password="not the password")
+    config = write_config(
+        tmp_path / "config.yaml",
+        homeserver,
+        test_model,
+        tmp_path / "state",
+        password="not the password",
+    )
     result = imgbot("run", "-c", str(config))
     assert result.returncode == 2
     assert "login as @imgbot:localhost with matrix.password failed" in result.stderr
@@ -149,8 +214,7 @@ def test_run_with_a_wrong_password_exits_with_a_reason(homeserver, test_model, t
 
 
 @pytest.mark.synapse
-async def test_run_answers_then_stops_cleanly_on_sigterm(homeserver, test_model, tmp_path,
-                                                         alice):
+async def test_run_answers_then_stops_cleanly_on_sigterm(homeserver, test_model, tmp_path, alice):
     config = write_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state")
     log = tmp_path / "bot.log"
     bot = await start_bot(config, log)
@@ -185,8 +249,11 @@ def test_demo_makes_pictures_a_contact_sheet_and_a_timing_table(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "random-weight test model" in result.stdout
     pictures = sorted(out.glob("0*.png"))
-    assert [p.name for p in pictures] == ["01-oil-painting.png", "02-watercolor.png",
-                                          "03-pencil-sketch.png"]
+    assert [p.name for p in pictures] == [
+        "01-oil-painting.png",
+        "02-watercolor.png",
+        "03-pencil-sketch.png",
+    ]
     for picture in pictures:
         assert read_parameters(picture.read_bytes())["prompt"].startswith("Albert Einstein, ")
     with Image.open(out / "contact-sheet.png") as sheet:

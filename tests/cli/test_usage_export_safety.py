@@ -27,22 +27,37 @@ async def logged(tmp_path: Path, prompts: list[str]) -> Path:
     db = await database.connect(state / "imgbot.sqlite3")
     try:
         for prompt in prompts:
-            row = await usage.record_job(db, usage.NewJob(
-                None, "!room:corp.example", "@mallory:corp.example", prompt, {}, -3, "tiny"))
+            row = await usage.record_job(
+                db,
+                usage.NewJob(
+                    None, "!room:corp.example", "@mallory:corp.example", prompt, {}, -3, "tiny"
+                ),
+            )
             await usage.finish_job(db, row, status="ok", images=1)
     finally:
         await db.close()
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:corp.example"},
-        "state_dir": str(state)}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": "http://127.0.0.1:1",
+                    "user_id": "@imgbot:corp.example",
+                },
+                "state_dir": str(state),
+            }
+        )
+    )
     return config
 
 
 def imgbot_usage(config: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "bot.cli", "usage", "-c", str(config),
-                           "--since", "all", *args], cwd=ROOT, capture_output=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "usage", "-c", str(config), "--since", "all", *args],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.decode()  # as it is: no newline translation of a \r in a cell
 
@@ -56,8 +71,9 @@ async def test_csv_cells_that_start_like_a_formula_are_text(tmp_path):
     assert rows[0]["user_id"] == "'@mallory:corp.example"
     assert rows[0]["seed"] == "-3"  # a number stays a number
     assert rows[0]["room_id"] == "!room:corp.example"
-    by_user = list(csv.DictReader(io.StringIO(
-        imgbot_usage(config, "--format", "csv", "--by", "user"))))
+    by_user = list(
+        csv.DictReader(io.StringIO(imgbot_usage(config, "--format", "csv", "--by", "user")))
+    )
     assert by_user[0]["user"] == "'@mallory:corp.example"
 
 
@@ -71,10 +87,17 @@ async def test_the_table_shows_no_escape_sequence(tmp_path):
     assert lines[2].rstrip().endswith("two lines")
 
 
-async def test_csv_cells_that_start_like_a_formula_after_spaces_or_in_fullwidth_are_text(
-        tmp_path):
-    prompts = ["  =1+1", " \u200b@SUM(A1:A9)", "\uff1d1+1", "\uff0b1", "\uff0d1",
-               "\uff20SUM(A1)", "a = b", " a cat"]
+async def test_csv_cells_that_start_like_a_formula_after_spaces_or_in_fullwidth_are_text(tmp_path):
+    prompts = [
+        "  =1+1",
+        " \u200b@SUM(A1:A9)",
+        "\uff1d1+1",
+        "\uff0b1",
+        "\uff0d1",
+        "\uff20SUM(A1)",
+        "a = b",
+        " a cat",
+    ]
     config = await logged(tmp_path, prompts)
     rows = list(csv.DictReader(io.StringIO(imgbot_usage(config, "--format", "csv"), newline="")))
     assert [r["prompt"] for r in rows] == ["'" + p for p in prompts[:-2]] + prompts[-2:]
@@ -82,11 +105,11 @@ async def test_csv_cells_that_start_like_a_formula_after_spaces_or_in_fullwidth_
 
 async def test_json_writes_what_would_steer_the_terminal_as_escapes(tmp_path):
     prompts = [
-        "\x9b31mred\x9b0m cat",          # CSI as one C1 control: a terminal recolours
-        "\x1b[2Jcleared",                # ESC, which JSON escapes by itself
-        "a cat\u202e tac a",             # a right-to-left override
-        "tagged\U000e0041\u2028split",   # a tag character and a line separator
-        "un café, 猫",                   # everything else stays as it is
+        "\x9b31mred\x9b0m cat",  # CSI as one C1 control: a terminal recolours
+        "\x1b[2Jcleared",  # ESC, which JSON escapes by itself
+        "a cat\u202e tac a",  # a right-to-left override
+        "tagged\U000e0041\u2028split",  # a tag character and a line separator
+        "un café, 猫",  # everything else stays as it is
     ]
     config = await logged(tmp_path, prompts)
     out = imgbot_usage(config, "--format", "json")

@@ -18,8 +18,9 @@ INSIDE = os.environ.get("IMGBOT_LOOPBACK_ONLY") == "1"
 def pytest_collection_modifyitems(config, items):
     if INSIDE:
         return
-    skip = pytest.mark.skip(reason="runs inside the loopback-only namespace "
-                                   "(tests/cluster/test_in_a_namespace.py)")
+    skip = pytest.mark.skip(
+        reason="runs inside the loopback-only namespace (tests/cluster/test_in_a_namespace.py)"
+    )
     for item in items:
         if "tests/cluster/" in str(item.fspath) and "test_in_a_namespace" not in str(item.fspath):
             item.add_marker(skip)
@@ -39,11 +40,13 @@ def make_cluster_settings(make_settings, tmp_path):
 
     def make(cluster: RayCluster, workers: int = 2, token_file: Path | None = None, **sections):
         generation = sections.pop("generation", {})
-        ray = {"address": cluster.address, "workers": workers,
-               "resources": {"imgbot_worker": 1, "CPU": 1},
-               "token_file": str(token_file or cluster.token_file),
-               **generation.pop("ray", {})}
-        return make_settings(generation={"backend": "ray", "ray": ray, **generation},
-                             **sections)
+        ray = {
+            "address": cluster.address,
+            "workers": workers,
+            "resources": {"imgbot_worker": 1, "CPU": 1},
+            "token_file": str(token_file or cluster.token_file),
+            **generation.pop("ray", {}),
+        }
+        return make_settings(generation={"backend": "ray", "ray": ray, **generation}, **sections)
 
     return make

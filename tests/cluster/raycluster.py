@@ -49,42 +49,77 @@ class RayCluster:
             env["RAY_AUTH_MODE"] = "disabled"  # an open cluster, to be refused
         return env
 
-    def _start(self, args: list[str], name: str, wait_for: int,
-               hide: Path | None = None) -> subprocess.Popen:
+    def _start(
+        self, args: list[str], name: str, wait_for: int, hide: Path | None = None
+    ) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")
-        command = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
-                   "--disable-usage-stats", "--num-cpus=1", *args]
+        command = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            "--num-cpus=1",
+            *args,
+        ]
         if hide is not None:
             # A host without that folder: the node runs in a mount namespace of its own,
             # with an empty file system mounted over the folder.
-            command = ["unshare", "--mount", "sh", "-c",
-                       f'mount -t tmpfs none "{hide}" && exec "$@"', "node", *command]
+            command = [
+                "unshare",
+                "--mount",
+                "sh",
+                "-c",
+                f'mount -t tmpfs none "{hide}" && exec "$@"',
+                "node",
+                *command,
+            ]
         # The head's autoscaler monitor writes what `ray status` shows every 5 s by default
         # (AUTOSCALER_UPDATE_INTERVAL_S), which made each start wait 3-6 s more for it; the
         # bot reads nodes from the GCS, not from it.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.env(AUTOSCALER_UPDATE_INTERVAL_S="1"),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(AUTOSCALER_UPDATE_INTERVAL_S="1"),
+            start_new_session=True,
+        )
         self.nodes.append(process)
         self.wait_for_nodes(wait_for, starting=process, log=self.workdir / f"{name}.log")
         return process
 
     def start_head(self, worker: bool = True) -> subprocess.Popen:
         resources = json.dumps({"imgbot_worker": 1} if worker else {})
-        return self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
-                            f"--resources={resources}"], "head", 1)
+        return self._start(
+            [
+                "--head",
+                f"--port={self.port}",
+                "--include-dashboard=false",
+                f"--resources={resources}",
+            ],
+            "head",
+            1,
+        )
 
     def add_node(self, hide: Path | None = None) -> subprocess.Popen:
         """A worker node; with `hide`, a host on which that folder is empty."""
-        return self._start([f"--address={self.address}",
-                            '--resources={"imgbot_worker": 1}'],
-                           f"node{len(self.nodes)}", len(self.alive()) + 1, hide)
+        return self._start(
+            [f"--address={self.address}", '--resources={"imgbot_worker": 1}'],
+            f"node{len(self.nodes)}",
+            len(self.alive()) + 1,
+            hide,
+        )
 
     def alive(self) -> list[subprocess.Popen]:
         return [node for node in self.nodes if node.poll() is None]
 
-    def wait_for_nodes(self, count: int, timeout: float = 90.0,
-                       starting: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    def wait_for_nodes(
+        self,
+        count: int,
+        timeout: float = 90.0,
+        starting: subprocess.Popen | None = None,
+        log: Path | None = None,
+    ) -> None:
         """Until `ray status` (through the token) sees `count` nodes alive. With `starting`,
         `ray status` is first asked once that node's `ray start` says it is up (each `ray
         status` is a Python that imports Ray: some 2 s of a CPU, taken from the start)."""
@@ -93,12 +128,18 @@ class RayCluster:
             if "will now block forever" in log.read_text(errors="replace"):
                 break
             if starting.poll() is not None:
-                raise RuntimeError(f"`ray start` ended ({starting.returncode}): "
-                                   + log.read_text(errors="replace")[-4000:])
+                raise RuntimeError(
+                    f"`ray start` ended ({starting.returncode}): "
+                    + log.read_text(errors="replace")[-4000:]
+                )
             time.sleep(0.1)
         while time.monotonic() < deadline:
-            result = subprocess.run([str(BIN / "ray"), "status", f"--address={self.address}"],
-                                    capture_output=True, text=True, env=self.env())
+            result = subprocess.run(
+                [str(BIN / "ray"), "status", f"--address={self.address}"],
+                capture_output=True,
+                text=True,
+                env=self.env(),
+            )
             if result.returncode == 0 and result.stdout.count(" node_") >= count:
                 return
             time.sleep(0.5)

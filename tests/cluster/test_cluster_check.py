@@ -11,29 +11,38 @@ from tests.cluster.raycluster import free_port
 
 def cluster_line(output: str) -> str:
     """check's cluster line, its spaces made single."""
-    (line,) = [" ".join(text.split()) for text in output.splitlines()
-               if text.split(":")[0].endswith(" cluster")]
+    (line,) = [
+        " ".join(text.split())
+        for text in output.splitlines()
+        if text.split(":")[0].endswith(" cluster")
+    ]
     return line
 
 
 def ray_config(path, homeserver, model, state, address: str, token_file) -> str:
     write_config(path, homeserver, model, state)
     config = yaml.safe_load(path.read_text())
-    config["generation"].update(backend="ray", ray={
-        "address": address, "workers": 2, "token_file": str(token_file),
-        "resources": {"imgbot_worker": 1}})
+    config["generation"].update(
+        backend="ray",
+        ray={
+            "address": address,
+            "workers": 2,
+            "token_file": str(token_file),
+            "resources": {"imgbot_worker": 1},
+        },
+    )
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
-def test_without_a_cluster_check_fails_and_run_stops_saying_why(homeserver, test_model,
-                                                                  tmp_path):
+def test_without_a_cluster_check_fails_and_run_stops_saying_why(homeserver, test_model, tmp_path):
     token = tmp_path / "ray-token"
     token.write_text("some-token\n")
     token.chmod(0o600)
     address = f"127.0.0.1:{free_port()}"
-    config = ray_config(tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state",
-                        address, token)
+    config = ray_config(
+        tmp_path / "config.yaml", homeserver, test_model, tmp_path / "state", address, token
+    )
     checked = imgbot("check", "-c", config, timeout=120)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     line = cluster_line(checked.stdout)
@@ -44,31 +53,46 @@ def test_without_a_cluster_check_fails_and_run_stops_saying_why(homeserver, test
     assert f"generation.ray: nothing answers at {address}" in ran.stderr, ran.stderr[-2000:]
 
 
-def test_a_wrong_token_is_refused_and_the_right_one_is_checked(ray_cluster, homeserver,
-                                                               test_model, tmp_path):
+def test_a_wrong_token_is_refused_and_the_right_one_is_checked(
+    ray_cluster, homeserver, test_model, tmp_path
+):
     ray_cluster.start_head()
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-the-cluster-token\n")
     wrong.chmod(0o600)
-    config = ray_config(tmp_path / "wrong.yaml", homeserver, test_model, tmp_path / "state",
-                        ray_cluster.address, wrong)
+    config = ray_config(
+        tmp_path / "wrong.yaml",
+        homeserver,
+        test_model,
+        tmp_path / "state",
+        ray_cluster.address,
+        wrong,
+    )
     checked = imgbot("check", "-c", config, timeout=180)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     line = cluster_line(checked.stdout)
     assert line.startswith("FAIL cluster: generation.ray: no Ray cluster answered at"), line
     assert "refused the token of generation.ray.token_file" in line, line
 
-    config = ray_config(tmp_path / "right.yaml", homeserver, test_model, tmp_path / "state",
-                        ray_cluster.address, ray_cluster.token_file)
+    config = ray_config(
+        tmp_path / "right.yaml",
+        homeserver,
+        test_model,
+        tmp_path / "state",
+        ray_cluster.address,
+        ray_cluster.token_file,
+    )
     checked = imgbot("check", "-c", config, timeout=180)
     line = cluster_line(checked.stdout)
-    assert line.startswith(f"ok cluster: {ray_cluster.address}: 1 node(s), token "
-                           "authentication on, imgbot "), line
+    assert line.startswith(
+        f"ok cluster: {ray_cluster.address}: 1 node(s), token authentication on, imgbot "
+    ), line
     assert "0 worker(s) running" in line and "room for 1 more worker(s)" in line, line
 
 
 def test_a_cluster_without_token_authentication_is_refused_unless_allowed(
-        tmp_path, homeserver, test_model):
+    tmp_path, homeserver, test_model
+):
     from tests.cluster.raycluster import RayCluster
 
     open_cluster = RayCluster(tmp_path / "ray", token=None)
@@ -77,8 +101,14 @@ def test_a_cluster_without_token_authentication_is_refused_unless_allowed(
         token = tmp_path / "ray-token"
         token.write_text("a-token-this-cluster-does-not-ask-for\n")
         token.chmod(0o600)
-        config = ray_config(tmp_path / "token.yaml", homeserver, test_model,
-                            tmp_path / "state", open_cluster.address, token)
+        config = ray_config(
+            tmp_path / "token.yaml",
+            homeserver,
+            test_model,
+            tmp_path / "state",
+            open_cluster.address,
+            token,
+        )
         line = cluster_line(imgbot("check", "-c", config, timeout=180).stdout)
         assert line.startswith("FAIL cluster: generation.ray: the Ray cluster at "), line
         assert "runs without token authentication" in line, line

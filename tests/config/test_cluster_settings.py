@@ -25,10 +25,18 @@ def clean_environment(monkeypatch):
 
 def write(tmp_path: Path, generation: dict) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "https://matrix.example.org",
-                   "user_id": "@imgbot:example.org"},
-        "generation": generation}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": "https://matrix.example.org",
+                    "user_id": "@imgbot:example.org",
+                },
+                "generation": generation,
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -54,7 +62,11 @@ def test_the_defaults_are_local_and_need_nothing_of_ray(tmp_path):
     assert generation.backend == "local"
     ray = generation.ray
     assert (ray.address, ray.workers, ray.resources, ray.namespace) == (
-        "auto", 4, {"GPU": 1, "imgbot_worker": 1}, "imgbot")
+        "auto",
+        4,
+        {"GPU": 1, "imgbot_worker": 1},
+        "imgbot",
+    )
     assert ray.token_file is None and ray.token_path is None
     assert ray.allow_unauthenticated is False
     assert ray.read_token() is None
@@ -72,16 +84,37 @@ def test_a_local_backend_ignores_an_unusable_ray_section(tmp_path):
     assert generation.backend == "local"
 
 
-@pytest.mark.parametrize("address", ["auto", "10.0.0.5:6379", "head.example.org:6379",
-                                     "ray://10.0.0.5:10001", "ray://head:10001",
-                                     "[fd00::5]:6379", "localhost:1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "auto",
+        "10.0.0.5:6379",
+        "head.example.org:6379",
+        "ray://10.0.0.5:10001",
+        "ray://head:10001",
+        "[fd00::5]:6379",
+        "localhost:1",
+    ],
+)
 def test_the_three_forms_of_address(tmp_path, address):
     assert load(tmp_path, ray={"address": address}).ray.address == address
 
 
-@pytest.mark.parametrize("address", ["", "10.0.0.5", "ray://10.0.0.5", "http://10.0.0.5:6379",
-                                     "10.0.0.5:0", "10.0.0.5:70000", "head:port",
-                                     "fd00::5:6379", "two words:6379", "ray:/head:1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "",
+        "10.0.0.5",
+        "ray://10.0.0.5",
+        "http://10.0.0.5:6379",
+        "10.0.0.5:0",
+        "10.0.0.5:70000",
+        "head:port",
+        "fd00::5:6379",
+        "two words:6379",
+        "ray:/head:1",
+    ],
+)
 def test_other_addresses_are_refused_naming_the_three_forms(tmp_path, address):
     message = refused(tmp_path, ray={"address": address})
     assert "generation.ray.address" in message
@@ -98,11 +131,16 @@ def test_resources_take_custom_and_fractional_amounts(tmp_path):
     assert ray.resources == {"imgbot_worker": 1.0, "GPU": 0.5}
 
 
-@pytest.mark.parametrize("resources, words", [({}, "at least one resource"),
-                                              ({"GPU": 0}, "not a positive number"),
-                                              ({"GPU": -1}, "not a positive number"),
-                                              ({"GPU": float("inf")}, "not a positive number"),
-                                              ({" ": 1}, "resource name is empty")])
+@pytest.mark.parametrize(
+    "resources, words",
+    [
+        ({}, "at least one resource"),
+        ({"GPU": 0}, "not a positive number"),
+        ({"GPU": -1}, "not a positive number"),
+        ({"GPU": float("inf")}, "not a positive number"),
+        ({" ": 1}, "resource name is empty"),
+    ],
+)
 def test_bad_resources_are_refused(tmp_path, resources, words):
     message = refused(tmp_path, ray={"resources": resources})
     assert "generation.ray.resources" in message and words in message
@@ -137,8 +175,9 @@ def test_backend_ray_unauthenticated_only_when_said(tmp_path):
 
 
 def test_backend_ray_refuses_devices(tmp_path):
-    message = refused(tmp_path, backend="ray", devices=["cuda:0", "cuda:1"],
-                      ray={"allow_unauthenticated": True})
+    message = refused(
+        tmp_path, backend="ray", devices=["cuda:0", "cuda:1"], ray={"allow_unauthenticated": True}
+    )
     assert "devices" in message and "backend ray" in message
     assert "generation.ray.resources" in message
 
@@ -155,8 +194,9 @@ def test_the_token_is_read_at_load_and_stripped(tmp_path, caplog):
 def test_the_token_path_expands_the_credentials_directory(tmp_path, monkeypatch):
     token_file(tmp_path)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    ray = load(tmp_path, backend="ray",
-               ray={"token_file": "${CREDENTIALS_DIRECTORY}/ray-token"}).ray
+    ray = load(
+        tmp_path, backend="ray", ray={"token_file": "${CREDENTIALS_DIRECTORY}/ray-token"}
+    ).ray
     assert ray.token_file == Path("${CREDENTIALS_DIRECTORY}/ray-token")
     assert ray.token_path == tmp_path / "ray-token"
     assert ray.read_token().get_secret_value() == TOKEN
@@ -168,13 +208,16 @@ def test_a_token_others_can_read_gives_a_warning(tmp_path, caplog, mode):
     with caplog.at_level(logging.WARNING, logger="bot.config"):
         load(tmp_path, backend="ray", ray={"token_file": str(path)})
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("generation.ray.token_file" in w and "readable by other users" in w
-               and str(path) in w for w in warnings), warnings
+    assert any(
+        "generation.ray.token_file" in w and "readable by other users" in w and str(path) in w
+        for w in warnings
+    ), warnings
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("content, words", [(None, "cannot read generation.ray.token_file"),
-                                            ("  \n", "is empty")])
+@pytest.mark.parametrize(
+    "content, words", [(None, "cannot read generation.ray.token_file"), ("  \n", "is empty")]
+)
 def test_an_unusable_token_file_stops_the_load(tmp_path, content, words):
     path = tmp_path / "ray-token"
     if content is not None:
@@ -231,11 +274,19 @@ def test_the_example_documents_the_ray_section_and_uncommented_it_loads(tmp_path
 
     ray = load_settings(config).generation.ray
 
-    assert set(RaySettings.model_fields) == {"address", "workers", "resources", "namespace",
-                                             "token_file", "allow_unauthenticated",
-                                             "bridge_socket"}
+    assert set(RaySettings.model_fields) == {
+        "address",
+        "workers",
+        "resources",
+        "namespace",
+        "token_file",
+        "allow_unauthenticated",
+        "bridge_socket",
+    }
     for key in RaySettings.model_fields:
         assert f"\n    {key}: " in "\n".join(lines), key
-    assert ray.model_dump() == RaySettings(
-        token_file=Path("${CREDENTIALS_DIRECTORY}/ray-token")).model_dump()  # the defaults
+    assert (
+        ray.model_dump()
+        == RaySettings(token_file=Path("${CREDENTIALS_DIRECTORY}/ray-token")).model_dump()
+    )  # the defaults
     assert ray.read_token().get_secret_value() == TOKEN

@@ -54,8 +54,13 @@ def clean_environment(monkeypatch):
 
 
 def minimal(**matrix) -> dict:
-    return {"matrix": {"homeserver_url": "https://matrix.example.org",
-                       "user_id": "@imgbot:example.org", **matrix}}
+    return {
+        "matrix": {
+            "homeserver_url": "https://matrix.example.org",
+            "user_id": "@imgbot:example.org",
+            **matrix,
+        }
+    }
 
 
 def write(tmp_path: Path, data, name: str = "config.yaml") -> Path:
@@ -78,6 +83,7 @@ def with_section(section: str, **values) -> dict:
 
 # ---- good files ---------------------------------------------------------------------------
 
+
 def test_full_file_loads_with_the_spec_key_names(tmp_path):
     settings = load_settings(write(tmp_path, FULL))
     m = settings.matrix
@@ -92,11 +98,22 @@ def test_full_file_loads_with_the_spec_key_names(tmp_path):
     assert settings.state_dir == Path("/var/lib/imgbot")
     g = settings.generation
     assert (g.model, g.device, g.steps, g.guidance, g.size) == (
-        Path("/srv/models/sdxl-lightning"), "cuda:1", 8, 1.5, "768x512")
+        Path("/srv/models/sdxl-lightning"),
+        "cuda:1",
+        8,
+        1.5,
+        "768x512",
+    )
     assert g.width_height == (768, 512)
     lim = settings.limits
-    assert (lim.max_prompt_chars, lim.max_steps, lim.max_pixels, lim.max_images,
-            lim.queue_size, lim.per_user_queued) == (500, 20, 1024 * 1024, 2, 10, 1)
+    assert (
+        lim.max_prompt_chars,
+        lim.max_steps,
+        lim.max_pixels,
+        lim.max_images,
+        lim.queue_size,
+        lim.per_user_queued,
+    ) == (500, 20, 1024 * 1024, 2, 10, 1)
 
 
 def test_minimal_file_takes_the_documented_defaults(tmp_path):
@@ -115,10 +132,28 @@ def test_example_config_at_the_repo_root_loads():
     assert settings.matrix.user_id.startswith("@")
     # The example documents every core key of the SPEC with its value.
     text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
-    for key in ("homeserver_url", "user_id", "password", "access_token", "allowed_users",
-                "admins", "command_prefix", "encryption", "state_dir", "model", "device",
-                "steps", "guidance", "size", "max_prompt_chars", "max_steps", "max_pixels",
-                "max_images", "queue_size", "per_user_queued"):
+    for key in (
+        "homeserver_url",
+        "user_id",
+        "password",
+        "access_token",
+        "allowed_users",
+        "admins",
+        "command_prefix",
+        "encryption",
+        "state_dir",
+        "model",
+        "device",
+        "steps",
+        "guidance",
+        "size",
+        "max_prompt_chars",
+        "max_steps",
+        "max_pixels",
+        "max_images",
+        "queue_size",
+        "per_user_queued",
+    ):
         assert f"{key}:" in text
 
 
@@ -129,7 +164,8 @@ def test_example_config_has_a_comment_on_every_key():
         if stripped and not stripped.startswith("#") and ":" in stripped:
             before = lines[i - 1].strip() if i else ""
             assert before.startswith("#") or "#" in line or stripped.endswith(":"), (
-                f"config.example.yaml line {i + 1} ({stripped!r}) has no comment")
+                f"config.example.yaml line {i + 1} ({stripped!r}) has no comment"
+            )
 
 
 def test_homeserver_url_trailing_slash_is_dropped(tmp_path):
@@ -148,6 +184,7 @@ def test_empty_file_needs_the_matrix_section(tmp_path):
 
 
 # ---- environment overrides ----------------------------------------------------------------
+
 
 def test_environment_overrides_win_over_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGBOT_MATRIX__HOMESERVER_URL", "http://127.0.0.1:8008")
@@ -175,29 +212,33 @@ def test_bad_environment_value_names_the_key(tmp_path, monkeypatch):
 
 # ---- bad values name the dotted key -------------------------------------------------------
 
-@pytest.mark.parametrize("data, key, words", [
-    (with_section("limits", max_steps=0), "limits.max_steps", "greater than or equal to 1"),
-    (with_section("limits", max_steps="many"), "limits.max_steps", "integer"),
-    (with_section("limits", queue_size=0), "limits.queue_size", ""),
-    (with_section("generation", size="100x100"), "generation.size", "multiples of 8"),
-    (with_section("generation", size="huge"), "generation.size", "WIDTHxHEIGHT"),
-    (with_section("generation", size="32x32"), "generation.size", "at least 64"),
-    (with_section("generation", device="tpu"), "generation.device", "cuda"),
-    (with_section("generation", device="CUDA"), "generation.device", "cpu"),
-    (with_section("generation", guidance=31), "generation.guidance", ""),
-    (with_section("generation", steps=0), "generation.steps", ""),
-    (minimal(user_id="imgbot"), "matrix.user_id", "@imgbot:example.org"),
-    (minimal(user_id="@imgbot"), "matrix.user_id", "Matrix user ID"),
-    (minimal(homeserver_url="matrix.example.org"), "matrix.homeserver_url", "http"),
-    (minimal(homeserver_url="ftp://matrix.example.org"), "matrix.homeserver_url", "URL"),
-    (minimal(passwrod="x"), "matrix.passwrod", "is not a known key"),
-    (minimal(allowed_users=["everyone"]), "matrix.allowed_users", "pattern"),
-    (minimal(admins=["alice"]), "matrix.admins", "user ID"),
-    (minimal(command_prefix="! img"), "matrix.command_prefix", "without spaces"),
-    ({**minimal(), "log_level": "LOUD"}, "log_level", "DEBUG"),
-    ({**minimal(), "stat_dir": "/tmp"}, "stat_dir", "is not a known key"),
-    ({"matrix": {"homeserver_url": "https://m.example.org"}}, "matrix.user_id", "is required"),
-])
+
+@pytest.mark.parametrize(
+    "data, key, words",
+    [
+        (with_section("limits", max_steps=0), "limits.max_steps", "greater than or equal to 1"),
+        (with_section("limits", max_steps="many"), "limits.max_steps", "integer"),
+        (with_section("limits", queue_size=0), "limits.queue_size", ""),
+        (with_section("generation", size="100x100"), "generation.size", "multiples of 8"),
+        (with_section("generation", size="huge"), "generation.size", "WIDTHxHEIGHT"),
+        (with_section("generation", size="32x32"), "generation.size", "at least 64"),
+        (with_section("generation", device="tpu"), "generation.device", "cuda"),
+        (with_section("generation", device="CUDA"), "generation.device", "cpu"),
+        (with_section("generation", guidance=31), "generation.guidance", ""),
+        (with_section("generation", steps=0), "generation.steps", ""),
+        (minimal(user_id="imgbot"), "matrix.user_id", "@imgbot:example.org"),
+        (minimal(user_id="@imgbot"), "matrix.user_id", "Matrix user ID"),
+        (minimal(homeserver_url="matrix.example.org"), "matrix.homeserver_url", "http"),
+        (minimal(homeserver_url="ftp://matrix.example.org"), "matrix.homeserver_url", "URL"),
+        (minimal(passwrod="x"), "matrix.passwrod", "is not a known key"),
+        (minimal(allowed_users=["everyone"]), "matrix.allowed_users", "pattern"),
+        (minimal(admins=["alice"]), "matrix.admins", "user ID"),
+        (minimal(command_prefix="! img"), "matrix.command_prefix", "without spaces"),
+        ({**minimal(), "log_level": "LOUD"}, "log_level", "DEBUG"),
+        ({**minimal(), "stat_dir": "/tmp"}, "stat_dir", "is not a known key"),
+        ({"matrix": {"homeserver_url": "https://m.example.org"}}, "matrix.user_id", "is required"),
+    ],
+)
 def test_bad_value_names_the_dotted_key(tmp_path, data, key, words):
     message = config_error(tmp_path, data)
     assert f"{key}: " in message
@@ -228,6 +269,7 @@ def test_default_steps_over_max_steps_is_an_error(tmp_path):
 
 # ---- file problems ------------------------------------------------------------------------
 
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
         load_settings(tmp_path / "nope.yaml")
@@ -238,14 +280,16 @@ def test_invalid_yaml(tmp_path):
         load_settings(write(tmp_path, "matrix: [unclosed\n  user_id: x"))
 
 
-@pytest.mark.parametrize("text, kind", [("- a\n- b\n", "list"), ("just words\n", "str"),
-                                        ("42\n", "int")])
+@pytest.mark.parametrize(
+    "text, kind", [("- a\n- b\n", "list"), ("just words\n", "str"), ("42\n", "int")]
+)
 def test_file_that_is_not_a_mapping(tmp_path, text, kind):
     with pytest.raises(ConfigError, match=f"must hold a mapping of keys, not {kind}"):
         load_settings(write(tmp_path, text))
 
 
 # ---- secrets ------------------------------------------------------------------------------
+
 
 def secret_file(tmp_path: Path, mode: int, content: str = f"  {SECRET}\n") -> Path:
     path = tmp_path / "password"
@@ -269,8 +313,9 @@ def test_readable_password_file_gives_a_warning(tmp_path, caplog, mode):
     with caplog.at_level(logging.WARNING, logger="bot.config"):
         load_settings(write(tmp_path, minimal(password_file=str(path))))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("password_file" in w and "readable by other users" in w and str(path) in w
-               for w in warnings), warnings
+    assert any(
+        "password_file" in w and "readable by other users" in w and str(path) in w for w in warnings
+    ), warnings
     assert not any(SECRET in r.getMessage() for r in caplog.records)
 
 
@@ -286,12 +331,14 @@ def test_password_file_from_environment_variable_path(tmp_path, monkeypatch):
     secret_file(tmp_path, 0o600)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     settings = load_settings(
-        write(tmp_path, minimal(password_file="${CREDENTIALS_DIRECTORY}/password")))
+        write(tmp_path, minimal(password_file="${CREDENTIALS_DIRECTORY}/password"))
+    )
     assert settings.matrix.password.get_secret_value() == SECRET
 
 
-@pytest.mark.parametrize("content, words", [(None, "cannot read password_file"),
-                                            ("  \n", "is empty")])
+@pytest.mark.parametrize(
+    "content, words", [(None, "cannot read password_file"), ("  \n", "is empty")]
+)
 def test_unusable_password_file_is_an_error(tmp_path, content, words):
     path = tmp_path / "password"
     if content is not None:
@@ -310,8 +357,7 @@ def test_a_secret_and_its_file_together_is_an_error(tmp_path):
 @pytest.mark.parametrize("source", ["inline", "file"])
 def test_password_never_shows_in_repr_or_str(tmp_path, source):
     if source == "file":
-        data = minimal(password_file=str(secret_file(tmp_path, 0o600)),
-                       access_token="syt_abcdef")
+        data = minimal(password_file=str(secret_file(tmp_path, 0o600)), access_token="syt_abcdef")
     else:
         data = minimal(password=SECRET, access_token="syt_abcdef")
     settings = load_settings(write(tmp_path, data))
@@ -329,9 +375,13 @@ def test_password_never_shows_in_a_config_error(tmp_path):
 
 # ---- several named models -----------------------------------------------------------------
 
+
 def test_named_models_come_after_the_default_named_by_its_folder(tmp_path):
     # Written by hand: the models keep the file's order (yaml.safe_dump would sort them).
-    settings = load_settings(write(tmp_path, """
+    settings = load_settings(
+        write(
+            tmp_path,
+            """
 matrix: {homeserver_url: "https://matrix.example.org", user_id: "@imgbot:example.org"}
 generation:
   model: /srv/models/sdxl-lightning
@@ -339,7 +389,9 @@ generation:
     turbo: /srv/models/sdxl-turbo
     sd1.5_base: /srv/models/sd15
   max_loaded_models: 2
-"""))
+""",
+        )
+    )
     g = settings.generation
     assert g.max_loaded_models == 2
     assert list(g.catalogue.items()) == [
@@ -350,9 +402,16 @@ generation:
 
 
 def test_the_default_listed_among_the_models_takes_that_name(tmp_path):
-    settings = load_settings(write(tmp_path, with_section(
-        "generation", model="/srv/models/sdxl-lightning/",
-        models={"turbo": "/srv/models/sdxl-turbo", "fast": "/srv/models/sdxl-lightning"})))
+    settings = load_settings(
+        write(
+            tmp_path,
+            with_section(
+                "generation",
+                model="/srv/models/sdxl-lightning/",
+                models={"turbo": "/srv/models/sdxl-turbo", "fast": "/srv/models/sdxl-lightning"},
+            ),
+        )
+    )
     assert list(settings.generation.catalogue) == ["fast", "turbo"]
 
 
@@ -371,8 +430,9 @@ def test_the_example_config_documents_the_models_keys():
 
 @pytest.mark.parametrize("name", ["a b", "-turbo", ".hidden", "tür", "x" * 65, ""])
 def test_a_model_name_people_cannot_type_is_an_error(tmp_path, name):
-    message = config_error(tmp_path, with_section("generation", model="/m/a",
-                                                  models={name: "/m/b"}))
+    message = config_error(
+        tmp_path, with_section("generation", model="/m/a", models={name: "/m/b"})
+    )
     assert f"generation.models: {name!r} is not a model name: up to 64 letters, digits" in message
 
 
@@ -383,10 +443,14 @@ def test_max_loaded_models_is_a_positive_number(tmp_path, value):
 
 
 def test_a_model_named_like_the_default_folder_is_an_error(tmp_path):
-    message = config_error(tmp_path, with_section(
-        "generation", model="/srv/models/turbo", models={"turbo": "/srv/other/turbo"}))
-    assert ("generation: the default model /srv/models/turbo is called turbo (its folder's "
-            "name), but models.turbo is /srv/other/turbo; rename one of them") in message
+    message = config_error(
+        tmp_path,
+        with_section("generation", model="/srv/models/turbo", models={"turbo": "/srv/other/turbo"}),
+    )
+    assert (
+        "generation: the default model /srv/models/turbo is called turbo (its folder's "
+        "name), but models.turbo is /srv/other/turbo; rename one of them"
+    ) in message
 
 
 def test_models_without_a_default_is_an_error(tmp_path):
@@ -396,46 +460,74 @@ def test_models_without_a_default_is_an_error(tmp_path):
 
 def test_max_loaded_models_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("IMGBOT_GENERATION__MAX_LOADED_MODELS", "1")
-    settings = load_settings(write(tmp_path, with_section("generation", model="/m/a",
-                                                          models={"b": "/m/b"})))
+    settings = load_settings(
+        write(tmp_path, with_section("generation", model="/m/a", models={"b": "/m/b"}))
+    )
     assert settings.generation.max_loaded_models == 1
     assert list(settings.generation.catalogue) == ["a", "b"]
 
 
-@pytest.mark.parametrize("devices,words", [
-    ([], "list at least one device"),
-    (["cuda:0", "cuda:0"], "a device is listed twice"),
-    (["gpu0"], "each device is cuda:N"),
-])
+@pytest.mark.parametrize(
+    "devices,words",
+    [
+        ([], "list at least one device"),
+        (["cuda:0", "cuda:0"], "a device is listed twice"),
+        (["gpu0"], "each device is cuda:N"),
+    ],
+)
 def test_generation_devices_are_checked(tmp_path, devices, words):
     assert words in config_error(tmp_path, with_section("generation", devices=devices))
 
 
 def test_generation_devices_list_one_worker_each(tmp_path):
-    settings = load_settings(write(tmp_path, with_section("generation",
-                                                          devices=["cuda:0", "cuda:1"])))
+    settings = load_settings(
+        write(tmp_path, with_section("generation", devices=["cuda:0", "cuda:1"]))
+    )
     assert settings.generation.devices == ["cuda:0", "cuda:1"]
 
 
 def test_an_edit_model_that_is_not_configured_is_an_error(tmp_path):
-    message = config_error(tmp_path, with_section(
-        "generation", model="/srv/models/turbo", models={"klein": "/srv/models/klein"},
-        edit_model="kontext"))
-    assert ("generation: edit_model 'kontext' is not a configured model; choose one of "
-            "turbo, klein") in message
+    message = config_error(
+        tmp_path,
+        with_section(
+            "generation",
+            model="/srv/models/turbo",
+            models={"klein": "/srv/models/klein"},
+            edit_model="kontext",
+        ),
+    )
+    assert (
+        "generation: edit_model 'kontext' is not a configured model; choose one of turbo, klein"
+    ) in message
 
 
 def test_a_style_may_name_a_configured_lora_with_a_template(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "http://localhost:8008", "user_id": "@b:localhost",
-                   "password": "x"},
-        "generation": {"loras": {"brand": "/srv/loras/brand.safetensors"}},
-        "styles": {"brand": {"lora": "brand", "weight": 0.8,
-                             "template": "{prompt}, in our brand style"}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {
+                    "homeserver_url": "http://localhost:8008",
+                    "user_id": "@b:localhost",
+                    "password": "x",
+                },
+                "generation": {"loras": {"brand": "/srv/loras/brand.safetensors"}},
+                "styles": {
+                    "brand": {
+                        "lora": "brand",
+                        "weight": 0.8,
+                        "template": "{prompt}, in our brand style",
+                    }
+                },
+            }
+        )
+    )
     style = load_settings(path).styles["brand"]
-    assert (style.prompt, style.lora, style.weight) == ("{prompt}, in our brand style",
-                                                       "brand", 0.8)
+    assert (style.prompt, style.lora, style.weight) == (
+        "{prompt}, in our brand style",
+        "brand",
+        0.8,
+    )
 
 
 def test_a_style_naming_a_lora_that_is_not_configured_is_an_error(tmp_path):

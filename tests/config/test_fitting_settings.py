@@ -14,20 +14,32 @@ def test_the_defaults_quantize_nothing_and_offload_only_what_does_not_fit(tmp_pa
     assert (generation.quantize, generation.offload) == ("none", "auto")
 
 
-@pytest.mark.parametrize("quantize, offload", [("int8", "model"), ("fp8", "group"),
-                                               ("none", "none")])
+@pytest.mark.parametrize(
+    "quantize, offload", [("int8", "model"), ("fp8", "group"), ("none", "none")]
+)
 def test_each_choice_loads(tmp_path, quantize, offload):
     data = with_section("generation", quantize=quantize, offload=offload, device="cuda:0")
     generation = load_settings(write(tmp_path, data)).generation
     assert (generation.quantize, generation.offload) == (quantize, offload)
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("quantize", "int4", "generation.quantize: 'int4': choose none, int8 (any GPU, or the "
-                         "CPU) or fp8 (a GPU of compute capability 8.9 or newer"),
-    ("offload", "disk", "generation.offload: 'disk': choose auto (offload only a model "
-                        "larger than the card's free memory), none, model or group"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        (
+            "quantize",
+            "int4",
+            "generation.quantize: 'int4': choose none, int8 (any GPU, or the "
+            "CPU) or fp8 (a GPU of compute capability 8.9 or newer",
+        ),
+        (
+            "offload",
+            "disk",
+            "generation.offload: 'disk': choose auto (offload only a model "
+            "larger than the card's free memory), none, model or group",
+        ),
+    ],
+)
 def test_a_wrong_value_names_the_choices(tmp_path, key, value, words):
     assert words in config_error(tmp_path, with_section("generation", **{key: value}))
 

@@ -29,12 +29,22 @@ def write(tmp_path: Path, text: str | dict) -> Path:
 
 
 def config(tmp_path: Path, **matrix) -> Path:
-    return write(tmp_path, {"matrix": {"homeserver_url": "https://matrix.example.org",
-                                       "user_id": "@imgbot:example.org", **matrix}})
+    return write(
+        tmp_path,
+        {
+            "matrix": {
+                "homeserver_url": "https://matrix.example.org",
+                "user_id": "@imgbot:example.org",
+                **matrix,
+            }
+        },
+    )
 
 
-SYSTEMD = {"password_file": "${CREDENTIALS_DIRECTORY}/password",
-           "access_token_file": "${CREDENTIALS_DIRECTORY}/access_token"}
+SYSTEMD = {
+    "password_file": "${CREDENTIALS_DIRECTORY}/password",
+    "access_token_file": "${CREDENTIALS_DIRECTORY}/access_token",
+}
 
 
 def test_without_secrets_the_credential_files_are_not_read(tmp_path):
@@ -56,8 +66,10 @@ def test_without_secrets_the_rest_is_still_checked(tmp_path):
     with pytest.raises(ConfigError, match="set matrix.password or matrix.password_file"):
         load_settings(both, secrets=False)
     with pytest.raises(ConfigError, match="matrix.user_id"):
-        load_settings(write(tmp_path, {"matrix": {"homeserver_url": "https://x.org",
-                                                  "user_id": "bob"}}), secrets=False)
+        load_settings(
+            write(tmp_path, {"matrix": {"homeserver_url": "https://x.org", "user_id": "bob"}}),
+            secrets=False,
+        )
 
 
 def test_password_key_names_where_the_password_came_from(tmp_path):
@@ -67,22 +79,29 @@ def test_password_key_names_where_the_password_came_from(tmp_path):
     from_file = load_settings(config(tmp_path, password_file=str(secret))).matrix
     assert from_file.password.get_secret_value() == SECRET
     assert from_file.password_key == "matrix.password_file"
-    assert load_settings(config(tmp_path, password=SECRET)).matrix.password_key \
-        == "matrix.password"
+    assert load_settings(config(tmp_path, password=SECRET)).matrix.password_key == "matrix.password"
 
 
-@pytest.mark.parametrize("typed, whole", [("bob", "@bob:example.org"),
-                                          ("@bob", "@bob:example.org"),
-                                          ("@bob:other.org", "@bob:other.org")])
+@pytest.mark.parametrize(
+    "typed, whole",
+    [
+        ("bob", "@bob:example.org"),
+        ("@bob", "@bob:example.org"),
+        ("@bob:other.org", "@bob:other.org"),
+    ],
+)
 def test_a_short_user_id_is_on_the_bots_server(tmp_path, typed, whole):
     assert load_settings(config(tmp_path), secrets=False).matrix.full_user_id(typed) == whole
 
 
-@pytest.mark.parametrize("text, where", [
-    ("matrix: [unclosed\n  user_id: x\n", "line 2, column 10"),
-    ("matrix:\n  user_id: '@a:b'\n   password: x\n", "line 3, column 4"),
-    ("matrix:\n\t- tab\n", "line 2, column 1"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("matrix: [unclosed\n  user_id: x\n", "line 2, column 10"),
+        ("matrix:\n  user_id: '@a:b'\n   password: x\n", "line 3, column 4"),
+        ("matrix:\n\t- tab\n", "line 2, column 1"),
+    ],
+)
 def test_a_yaml_mistake_names_the_file_line_and_column(tmp_path, text, where):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:

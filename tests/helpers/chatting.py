@@ -41,17 +41,19 @@ class Chat:
         self.typed: dict[str, set[str]] = {}  # who was ever seen typing, per room
 
     @classmethod
-    async def login(cls, server, localpart: str, password: str,
-                    store: Path | None = None) -> Chat:
+    async def login(cls, server, localpart: str, password: str, store: Path | None = None) -> Chat:
         """Logged in and synced; with a `store` folder, with encryption (a nio device that
         is not cross-signed)."""
         if store is None:
             client = AsyncClient(server.url, f"@{localpart}:{server.server_name}")
         else:
             store.mkdir(parents=True, exist_ok=True)
-            client = AsyncClient(server.url, f"@{localpart}:{server.server_name}",
-                                 store_path=str(store),
-                                 config=AsyncClientConfig(encryption_enabled=True))
+            client = AsyncClient(
+                server.url,
+                f"@{localpart}:{server.server_name}",
+                store_path=str(store),
+                config=AsyncClientConfig(encryption_enabled=True),
+            )
         await client.login(password)
         chat = cls(client)
         await chat.sync(0)
@@ -66,8 +68,9 @@ class Chat:
 
     async def sync(self, timeout_ms: int = 1000) -> None:
         # A timeline limit above anything a test sends, so the user's view has no gaps.
-        response = await self.client.sync(timeout=timeout_ms,
-                                          sync_filter={"room": {"timeline": {"limit": 1000}}})
+        response = await self.client.sync(
+            timeout=timeout_ms, sync_filter={"room": {"timeline": {"limit": 1000}}}
+        )
         if isinstance(response, SyncResponse):
             for room_id, info in response.rooms.join.items():
                 self.seen.setdefault(room_id, []).extend(e.source for e in info.timeline.events)
@@ -75,49 +78,92 @@ class Chat:
                     self.typed.setdefault(room_id, set()).update(getattr(event, "users", ()))
         await keep_keys(self.client)
 
-    async def room_with(self, bot_id: str, name: str = "test room",
-                        encrypted: bool = False) -> str:
-        state = [{"type": "m.room.encryption", "state_key": "",
-                  "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else []
-        created = await self.client.room_create(name=name, invite=[bot_id],
-                                                initial_state=state)
+    async def room_with(self, bot_id: str, name: str = "test room", encrypted: bool = False) -> str:
+        state = (
+            [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ]
+            if encrypted
+            else []
+        )
+        created = await self.client.room_create(name=name, invite=[bot_id], initial_state=state)
         assert isinstance(created, RoomCreateResponse), created
-        await self.wait_for(created.room_id, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == bot_id
-            and e["content"].get("membership") == "join" for e in events), timeout=30)
+        await self.wait_for(
+            created.room_id,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == bot_id
+                and e["content"].get("membership") == "join"
+                for e in events
+            ),
+            timeout=30,
+        )
         return created.room_id
 
     async def send(self, room_id: str, body: str, **content: Any) -> str:
         response = await self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": body, **content},
-            ignore_unverified_devices=True)
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": body, **content},
+            ignore_unverified_devices=True,
+        )
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
 
-    async def send_picture(self, room_id: str, data: bytes, mimetype: str, width: int,
-                           height: int, body: str = "photo.png", declared: int | None = None,
-                           **content: Any) -> str:
+    async def send_picture(
+        self,
+        room_id: str,
+        data: bytes,
+        mimetype: str,
+        width: int,
+        height: int,
+        body: str = "photo.png",
+        declared: int | None = None,
+        **content: Any,
+    ) -> str:
         """Upload a file and post it as an m.image, as a client does (`declared`: the size
         its info claims, if not the true one)."""
         encrypt = self.client.olm is not None and self.client.rooms[room_id].encrypted
         upload, keys = await self.client.upload(
-            lambda *_: io.BytesIO(data), content_type=mimetype, filename=body,
-            filesize=len(data), encrypt=encrypt)
+            lambda *_: io.BytesIO(data),
+            content_type=mimetype,
+            filename=body,
+            filesize=len(data),
+            encrypt=encrypt,
+        )
         assert isinstance(upload, UploadResponse), upload
-        where = ({"file": {"url": upload.content_uri, **keys}} if encrypt
-                 else {"url": upload.content_uri})
-        return await self.send(room_id, body, msgtype="m.image", **where,
-                               info={"mimetype": mimetype, "w": width, "h": height,
-                                     "size": len(data) if declared is None else declared},
-                               **content)
+        where = (
+            {"file": {"url": upload.content_uri, **keys}}
+            if encrypt
+            else {"url": upload.content_uri}
+        )
+        return await self.send(
+            room_id,
+            body,
+            msgtype="m.image",
+            **where,
+            info={
+                "mimetype": mimetype,
+                "w": width,
+                "h": height,
+                "size": len(data) if declared is None else declared,
+            },
+            **content,
+        )
 
     async def reply(self, room_id: str, event_id: str, body: str) -> str:
         """A reply to `event_id`, as clients send it (without a fallback quote)."""
-        return await self.send(room_id, body,
-                               **{"m.relates_to": {"m.in_reply_to": {"event_id": event_id}}})
+        return await self.send(
+            room_id, body, **{"m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
+        )
 
-    async def wait_for(self, room_id: str, predicate: Callable[[list], Any],
-                       timeout: float = 60) -> Any:
+    async def wait_for(
+        self, room_id: str, predicate: Callable[[list], Any], timeout: float = 60
+    ) -> Any:
         """Sync until predicate(events of the room) is truthy; return what it returned."""
         deadline = time.monotonic() + timeout
         while True:
@@ -125,18 +171,28 @@ class Chat:
             if found:
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s; saw: "
-                                     f"{[_short(e) for e in self.seen.get(room_id, [])]}")
+                raise AssertionError(
+                    f"timed out after {timeout} s; saw: "
+                    f"{[_short(e) for e in self.seen.get(room_id, [])]}"
+                )
             await self.sync(1000)
 
     def replies(self, room_id: str, event_id: str, msgtype: str | None = None) -> list[dict]:
-        return [e for e in self.seen.get(room_id, []) if reply_target(e) == event_id
-                and (msgtype is None or e["content"].get("msgtype") == msgtype)]
+        return [
+            e
+            for e in self.seen.get(room_id, [])
+            if reply_target(e) == event_id
+            and (msgtype is None or e["content"].get("msgtype") == msgtype)
+        ]
 
-    async def wait_reply(self, room_id: str, event_id: str, msgtype: str,
-                         count: int = 1, timeout: float = 60) -> list[dict]:
-        return await self.wait_for(room_id, lambda _: (
-            r if len(r := self.replies(room_id, event_id, msgtype)) >= count else None), timeout)
+    async def wait_reply(
+        self, room_id: str, event_id: str, msgtype: str, count: int = 1, timeout: float = 60
+    ) -> list[dict]:
+        return await self.wait_for(
+            room_id,
+            lambda _: r if len(r := self.replies(room_id, event_id, msgtype)) >= count else None,
+            timeout,
+        )
 
     async def download(self, mxc: str) -> bytes:
         response = await self.client.download(mxc=mxc)
@@ -149,14 +205,17 @@ class Chat:
         if "file" not in content:
             return await self.download(content["url"])
         file = content["file"]
-        return decrypt_attachment(await self.download(file["url"]), file["key"]["k"],
-                                  file["hashes"]["sha256"], file["iv"])
+        return decrypt_attachment(
+            await self.download(file["url"]), file["key"]["k"], file["hashes"]["sha256"], file["iv"]
+        )
 
 
 def _short(event: dict) -> str:
     content = event.get("content", {})
-    return f"{event.get('type')}/{content.get('msgtype', content.get('membership', ''))}:" \
-           f"{str(content.get('body', ''))[:60]}"
+    return (
+        f"{event.get('type')}/{content.get('msgtype', content.get('membership', ''))}:"
+        f"{str(content.get('body', ''))[:60]}"
+    )
 
 
 @asynccontextmanager
@@ -165,8 +224,7 @@ async def bot_running(settings, engine):
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
     waiter = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=60,
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         waiter.cancel()
         task.result()  # raises what stopped the bot

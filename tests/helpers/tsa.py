@@ -31,26 +31,38 @@ SHA256 = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 ECDSA_SHA256 = univ.ObjectIdentifier("1.2.840.10045.4.3.2")
 
 
-def _certificate(subject: str, key, issuer: x509.Certificate | None, issuer_key, *,
-                 ca: bool) -> x509.Certificate:
+def _certificate(
+    subject: str, key, issuer: x509.Certificate | None, issuer_key, *, ca: bool
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example TSA")])
-    builder = (x509.CertificateBuilder().subject_name(name)
-               .issuer_name(issuer.subject if issuer else name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(days=1))
-               .not_valid_after(now + datetime.timedelta(days=365))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(True, False, False, False, False, ca, ca, False,
-                                            False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                              critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                   issuer_key.public_key()), critical=False))
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, subject),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example TSA"),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, ca, ca, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
     if not ca:  # RFC 3161 2.3: the only EKU, and critical
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -130,10 +142,11 @@ class TimeStampAuthority:
         sid["issuer"] = tbs["tbsCertificate"]["issuer"]
         sid["serialNumber"] = tbs["tbsCertificate"]["serialNumber"]
         signer["digestAlgorithm"]["algorithm"] = SHA256
-        for oid, value in ((rfc5652.id_contentType, rfc3161.id_ct_TSTInfo),
-                           (rfc5652.id_messageDigest,
-                            univ.OctetString(hashlib.sha256(content).digest())),
-                           (rfc5035.id_aa_signingCertificateV2, signing_cert)):
+        for oid, value in (
+            (rfc5652.id_contentType, rfc3161.id_ct_TSTInfo),
+            (rfc5652.id_messageDigest, univ.OctetString(hashlib.sha256(content).digest())),
+            (rfc5035.id_aa_signingCertificateV2, signing_cert),
+        ):
             attribute = rfc5652.Attribute()
             attribute["attrType"] = oid
             attribute["attrValues"].append(univ.Any(encoder.encode(value)))

@@ -14,16 +14,22 @@ pytestmark = pytest.mark.synapse
 
 
 async def test_through_matrix_reports_rates_idle_share_and_overheads(engine):
-    figures = await asyncio.to_thread(through_matrix, engine, count=4, width=64, height=64,
-                                      steps=2, guidance=0.0)
+    figures = await asyncio.to_thread(
+        through_matrix, engine, count=4, width=64, height=64, steps=2, guidance=0.0
+    )
     assert figures.pictures == 4 and len(figures.overheads) == 4
     assert figures.busy_seconds > 0 and figures.wall_seconds > 0
     assert 0 <= figures.idle_share < 1
     assert all(math.isfinite(o) for o in figures.overheads)
     table = figures.table()
     print(table)
-    for words in ("pictures per second", "engine's own rate", "idle while jobs waited",
-                  "reply overhead per picture", "of which, per picture: "):
+    for words in (
+        "pictures per second",
+        "engine's own rate",
+        "idle while jobs waited",
+        "reply overhead per picture",
+        "of which, per picture: ",
+    ):
         assert words in table
     # The bot's own phases were timed: each picture was encoded, uploaded and sent.
     assert {"encode", "upload", "send picture"} <= set(figures.phases)

@@ -107,7 +107,9 @@ async def test_device_not_cross_signed_is_shut_out(homeserver):
     # (in OnlySignedDevicesIsolationMode an unsigned device cannot even send: js-sdk throws
     # "Encryption failed because cross-signing is not set up on your account")
     a, lax, unsigned = await logins(
-        homeserver, ("a", {}), ("lax", {"isolation": "all"}),
+        homeserver,
+        ("a", {}),
+        ("lax", {"isolation": "all"}),
         ("unsigned", {"cross_sign": False, "isolation": "all"}),
     )
     async with a, lax, unsigned:

@@ -34,11 +34,13 @@ def signed_by(value: dict, user_id: str, public: str) -> bool:
     if signature is None:
         return False
     Ed25519PublicKey.from_public_bytes(_b64(public)).verify(
-        _b64(signature), canonical_json(signable(value)))
+        _b64(signature), canonical_json(signable(value))
+    )
     return True
 
 
 # ---- without a homeserver ----------------------------------------------------------------
+
 
 def test_identity_keys_are_signed_by_the_master_key_in_unpadded_base64(tmp_path):
     identity = Identity.create()
@@ -56,17 +58,21 @@ def test_a_damaged_seeds_file_stops_the_start_instead_of_replacing_the_identity(
     path = tmp_path / "seeds.json"
     Identity.create().save(path)
     saved = json.loads(path.read_text())
-    for damaged in ({**saved, "master": saved["master"][:-4]},  # 29 bytes
-                    {**saved, "self_signing": "not base64!"},
-                    {k: v for k, v in saved.items() if k != "user_signing"}):
+    for damaged in (
+        {**saved, "master": saved["master"][:-4]},  # 29 bytes
+        {**saved, "self_signing": "not base64!"},
+        {k: v for k, v in saved.items() if k != "user_signing"},
+    ):
         path.write_text(json.dumps(damaged))
         with pytest.raises(CrossSigningFailed, match="damaged"):
             Identity.load(path)
 
 
 def test_canonical_json_is_sorted_compact_utf8():
-    assert canonical_json({"b": 1, "a": {"d": "é", "c": [1, 2]}}) == \
-        '{"a":{"c":[1,2],"d":"é"},"b":1}'.encode()
+    assert (
+        canonical_json({"b": 1, "a": {"d": "é", "c": [1, 2]}})
+        == '{"a":{"c":[1,2],"d":"é"},"b":1}'.encode()
+    )
 
 
 def _png(size=(64, 48), colour=(200, 30, 30)) -> bytes:
@@ -86,8 +92,11 @@ def test_an_encrypted_picture_is_found_checked_and_decrypted():
     tampered = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
     with pytest.raises(sources.SourceError, match="does not match"):
         sources._decrypted(tampered, fragment)
-    for broken in ({"url": "mxc://hs/abc"}, {**keys, "url": "mxc://hs/abc", "key": "k"},
-                   {**keys, "url": "mxc://hs/abc", "hashes": ["x"]}):
+    for broken in (
+        {"url": "mxc://hs/abc"},
+        {**keys, "url": "mxc://hs/abc", "key": "k"},
+        {**keys, "url": "mxc://hs/abc", "hashes": ["x"]},
+    ):
         # Any room member can send content of any shape: a refusal, never a crash.
         with pytest.raises(sources.SourceError, match="no file"):
             sources.locator({"msgtype": "m.image", "file": broken})
@@ -95,11 +104,17 @@ def test_an_encrypted_picture_is_found_checked_and_decrypted():
 
 # ---- against the homeserver --------------------------------------------------------------
 
+
 async def _published(chat: Chat, user_id: str) -> dict:
     response = await chat.client.send(
-        "POST", "/_matrix/client/v3/keys/query", json.dumps({"device_keys": {user_id: []}}),
-        headers={"Authorization": f"Bearer {chat.client.access_token}",
-                 "Content-Type": "application/json"})
+        "POST",
+        "/_matrix/client/v3/keys/query",
+        json.dumps({"device_keys": {user_id: []}}),
+        headers={
+            "Authorization": f"Bearer {chat.client.access_token}",
+            "Content-Type": "application/json",
+        },
+    )
     return await response.json()
 
 
@@ -113,8 +128,9 @@ def _device_is_cross_signed(keys: dict, user_id: str, device_id: str) -> str:
     return master
 
 
-async def test_the_bot_device_is_cross_signed_and_keeps_its_identity(make_settings, engine,
-                                                                     alice, tmp_path):
+async def test_the_bot_device_is_cross_signed_and_keeps_its_identity(
+    make_settings, engine, alice, tmp_path
+):
     settings = make_settings(state_dir=tmp_path / "kept")
     credentials = settings.state_dir / "credentials.json"
     async with bot_running(settings, engine):
@@ -156,8 +172,7 @@ async def test_commands_and_pictures_in_an_encrypted_room(make_settings, engine,
 
         # Larger pictures: each with an encrypted thumbnail; then the contact sheet.
         several = await alice.send(room, "!img a red fox --ar 16:9 --n 2 --seed 5")
-        *pictures, sheet = await alice.wait_reply(room, several, "m.image", count=3,
-                                                  timeout=120)
+        *pictures, sheet = await alice.wait_reply(room, several, "m.image", count=3, timeout=120)
         for event in pictures:
             info = event["content"]["info"]
             assert "thumbnail_url" not in info and (info["w"], info["h"]) == (704, 384)
@@ -182,33 +197,56 @@ async def test_commands_and_pictures_in_an_encrypted_room(make_settings, engine,
 
 async def _raw_event(chat: Chat, room_id: str, event_id: str) -> dict:
     response = await chat.client.send(
-        "GET", f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}",
-        headers={"Authorization": f"Bearer {chat.client.access_token}"})
+        "GET",
+        f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}",
+        headers={"Authorization": f"Bearer {chat.client.access_token}"},
+    )
     return await response.json()
 
 
-async def test_with_encryption_off_the_bot_says_why_and_leaves(make_settings, engine,
-                                                                alice_e2e):
+async def test_with_encryption_off_the_bot_says_why_and_leaves(make_settings, engine, alice_e2e):
     alice = alice_e2e
     settings = make_settings(matrix={"encryption": False})
     async with bot_running(settings, engine):
         created = await alice.client.room_create(
-            invite=[BOT], initial_state=[{"type": "m.room.encryption", "state_key": "",
-                                          "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+            invite=[BOT],
+            initial_state=[
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ],
+        )
         room = created.room_id
-        notice = await alice.wait_for(room, lambda events: next(
-            (e for e in events if e.get("sender") == BOT
-             and e.get("content", {}).get("msgtype") == "m.notice"), None))
+        notice = await alice.wait_for(
+            room,
+            lambda events: next(
+                (
+                    e
+                    for e in events
+                    if e.get("sender") == BOT and e.get("content", {}).get("msgtype") == "m.notice"
+                ),
+                None,
+            ),
+        )
         assert "encryption turned off" in notice["content"]["body"]
-        await alice.wait_for(room, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == BOT
-            and e["content"].get("membership") == "leave" for e in events))
+        await alice.wait_for(
+            room,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == BOT
+                and e["content"].get("membership") == "leave"
+                for e in events
+            ),
+        )
         command = await alice.send(room, "!img a cat")
     assert not alice.replies(room, command)
 
 
-async def test_a_command_without_its_room_key_gets_one_notice(make_settings, engine,
-                                                             alice_e2e, monkeypatch):
+async def test_a_command_without_its_room_key_gets_one_notice(
+    make_settings, engine, alice_e2e, monkeypatch
+):
     alice = alice_e2e
     monkeypatch.setattr(encryption, "KEY_WAIT", 2.0)
     async with bot_running(make_settings(), engine):

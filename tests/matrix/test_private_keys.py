@@ -49,8 +49,12 @@ def test_a_crypto_store_others_can_read_is_warned_about(tmp_path, caplog):
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING):
         encryption.STORE("@imgbot:localhost", "DEVICE", str(folder)).database.close()
-    assert any(str(path) in r.getMessage() and "encryption keys" in r.getMessage()
-               and "chmod 600" in r.getMessage() for r in caplog.records), caplog.text
+    assert any(
+        str(path) in r.getMessage()
+        and "encryption keys" in r.getMessage()
+        and "chmod 600" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
 
 
 def test_cross_signing_keys_are_private_under_a_permissive_umask(tmp_path, caplog):
@@ -65,8 +69,9 @@ def test_cross_signing_keys_are_private_under_a_permissive_umask(tmp_path, caplo
     path.chmod(0o640)
     with caplog.at_level(logging.WARNING):
         Identity.load(path)
-    assert any(str(path) in r.getMessage() and "(mode 0640)" in r.getMessage()
-               for r in caplog.records), caplog.text
+    assert any(
+        str(path) in r.getMessage() and "(mode 0640)" in r.getMessage() for r in caplog.records
+    ), caplog.text
 
 
 def test_a_secret_written_over_a_stale_temporary_file_is_private(tmp_path):

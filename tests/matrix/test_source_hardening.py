@@ -22,13 +22,16 @@ def saved(fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt,plugin,named", [
-    ("TIFF", TiffImagePlugin.TiffImageFile, "TIFF"),
-    # its pixels would come from Ghostscript
-    ("EPS", EpsImagePlugin.EpsImageFile, "PostScript (EPS)"),
-    ("BMP", BmpImagePlugin.BmpImageFile, "BMP"),
-    ("GIF", GifImagePlugin.GifImageFile, "GIF"),
-])
+@pytest.mark.parametrize(
+    "fmt,plugin,named",
+    [
+        ("TIFF", TiffImagePlugin.TiffImageFile, "TIFF"),
+        # its pixels would come from Ghostscript
+        ("EPS", EpsImagePlugin.EpsImageFile, "PostScript (EPS)"),
+        ("BMP", BmpImagePlugin.BmpImageFile, "BMP"),
+        ("GIF", GifImagePlugin.GifImageFile, "GIF"),
+    ],
+)
 def test_a_valid_file_of_another_format_is_refused_unread(fmt, plugin, named, monkeypatch):
     data = saved(fmt)
     assert Image.open(io.BytesIO(data)).format == fmt  # a valid file of that format
@@ -43,8 +46,9 @@ def test_a_valid_file_of_another_format_is_refused_unread(fmt, plugin, named, mo
 
 def test_a_phone_camera_s_jpeg_with_more_images_inside_is_still_read():
     buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), "red").save(buffer, format="MPO", save_all=True,
-                                            append_images=[Image.new("RGB", (32, 32))])
+    Image.new("RGB", (32, 32), "red").save(
+        buffer, format="MPO", save_all=True, append_images=[Image.new("RGB", (32, 32))]
+    )
     assert decode(buffer.getvalue(), LIMITS).getpixel((0, 0)) == (254, 0, 0)
 
 
@@ -60,7 +64,7 @@ class Homeserver:
 
 
 BAD = [
-    "mxc://../config",                            # climbs to /_matrix/client/v1/media/config
+    "mxc://../config",  # climbs to /_matrix/client/v1/media/config
     "mxc://example.org/..",
     "mxc://example.org/../../_synapse/admin",
     "mxc://example.org/abc%2F..%2F..",
@@ -84,8 +88,15 @@ async def test_an_mxc_uri_outside_the_grammar_is_refused_without_a_request(url):
     assert server.requests == []
 
 
-@pytest.mark.parametrize("url", ["mxc://example.org/AbC_12-x", "mxc://1.2.3.4:8448/m",
-                                 "mxc://[2001:db8::1]:8448/m", "mxc://localhost/m"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mxc://example.org/AbC_12-x",
+        "mxc://1.2.3.4:8448/m",
+        "mxc://[2001:db8::1]:8448/m",
+        "mxc://localhost/m",
+    ],
+)
 def test_the_spec_s_addresses_are_taken(url):
     assert locator({"url": url}) == url
     server, media_id = sources.media_address(url)
@@ -93,18 +104,23 @@ def test_the_spec_s_addresses_are_taken(url):
 
 
 @pytest.mark.synapse
-async def test_in_chat_a_tiff_and_a_climbing_mxc_uri_get_a_clear_notice(make_settings, engine,
-                                                                        alice):
+async def test_in_chat_a_tiff_and_a_climbing_mxc_uri_get_a_clear_notice(
+    make_settings, engine, alice
+):
     from tests.helpers.chatting import bot_running
 
     async with bot_running(make_settings(), engine):
         room = await alice.room_with("@imgbot:localhost")
-        tiff = await alice.send_picture(room, saved("TIFF"), "image/tiff", 32, 32,
-                                        body="scan.tiff")
+        tiff = await alice.send_picture(room, saved("TIFF"), "image/tiff", 32, 32, body="scan.tiff")
         asked = await alice.reply(room, tiff, "!img a watercolour --strength 0.5")
         (refused,) = await alice.wait_reply(room, asked, "m.notice")
-        climbing = await alice.send(room, "photo.png", msgtype="m.image",
-                                    url="mxc://../config", info={"mimetype": "image/png"})
+        climbing = await alice.send(
+            room,
+            "photo.png",
+            msgtype="m.image",
+            url="mxc://../config",
+            info={"mimetype": "image/png"},
+        )
         asked = await alice.reply(room, climbing, "!img a watercolour --strength 0.5")
         (nowhere,) = await alice.wait_reply(room, asked, "m.notice")
     assert "That picture is a TIFF; send a PNG, JPEG or WebP." in refused["content"]["body"]

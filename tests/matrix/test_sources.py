@@ -37,13 +37,16 @@ def test_a_phone_photo_stored_sideways_is_turned_upright():
     assert decode(buffer.getvalue(), LIMITS).size == (20, 40)
 
 
-@pytest.mark.parametrize("data,words", [
-    (b"GIF89a" + b"\x00" * 40, "send a PNG, JPEG or WebP"),
-    (b"not a picture", "not a picture the bot can read"),
-    (claims_to_be(5000, 5000), "over the limit of 16,777,216 pixels"),
-    (claims_to_be(8, 8), "needs at least 16 on each side"),
-    (encoded(Image.new("RGB", (64, 64)), "PNG")[:60], "damaged"),
-])
+@pytest.mark.parametrize(
+    "data,words",
+    [
+        (b"GIF89a" + b"\x00" * 40, "send a PNG, JPEG or WebP"),
+        (b"not a picture", "not a picture the bot can read"),
+        (claims_to_be(5000, 5000), "over the limit of 16,777,216 pixels"),
+        (claims_to_be(8, 8), "needs at least 16 on each side"),
+        (encoded(Image.new("RGB", (64, 64)), "PNG")[:60], "damaged"),
+    ],
+)
 def test_what_cannot_be_used_is_named(data, words):
     with pytest.raises(SourceError, match=words):
         decode(data, LIMITS)
@@ -51,9 +54,19 @@ def test_what_cannot_be_used_is_named(data, words):
 
 def test_replies_but_not_thread_fallbacks():
     assert replied_to({"m.relates_to": {"m.in_reply_to": {"event_id": "$a"}}}) == "$a"
-    assert replied_to({"m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
-                                        "is_falling_back": True,
-                                        "m.in_reply_to": {"event_id": "$last"}}}) is None
+    assert (
+        replied_to(
+            {
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": "$root",
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": "$last"},
+                }
+            }
+        )
+        is None
+    )
     assert replied_to({"m.relates_to": "nonsense"}) is None
 
 

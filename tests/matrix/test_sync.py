@@ -16,14 +16,33 @@ ROOM = "!room:example.org"
 
 
 def message(n: int) -> dict:
-    return {"type": "m.room.message", "event_id": f"$e{n}", "sender": "@alice:example.org",
-            "origin_server_ts": n, "content": {"msgtype": "m.text", "body": f"!img {n}"}}
+    return {
+        "type": "m.room.message",
+        "event_id": f"$e{n}",
+        "sender": "@alice:example.org",
+        "origin_server_ts": n,
+        "content": {"msgtype": "m.text", "body": f"!img {n}"},
+    }
 
 
 def sync_response(next_batch: str, events: list[dict], limited: bool) -> SyncResponse:
-    return SyncResponse.from_dict({"next_batch": next_batch, "rooms": {"join": {ROOM: {
-        "timeline": {"events": events, "limited": limited, "prev_batch": "gap-start"},
-        "state": {"events": []}}}}})
+    return SyncResponse.from_dict(
+        {
+            "next_batch": next_batch,
+            "rooms": {
+                "join": {
+                    ROOM: {
+                        "timeline": {
+                            "events": events,
+                            "limited": limited,
+                            "prev_batch": "gap-start",
+                        },
+                        "state": {"events": []},
+                    }
+                }
+            },
+        }
+    )
 
 
 class GapServer:
@@ -46,7 +65,8 @@ class GapServer:
         # The gap holds two events; paginating past them gives an empty page.
         chunk = [message(2), message(1)] if start == "gap-start" else []
         return RoomMessagesResponse.from_dict(
-            {"chunk": chunk, "start": start, "end": "gap-end"}, room_id)
+            {"chunk": chunk, "start": start, "end": "gap-end"}, room_id
+        )
 
 
 async def test_an_unfetchable_gap_is_retried_not_skipped(tmp_path, monkeypatch):
@@ -140,6 +160,11 @@ async def test_a_token_the_full_disk_refused_is_covered_by_the_next_and_none_ski
         stop.set()
         await asyncio.wait_for(running, 10)
     said = [r.getMessage() for r in caplog.records if r.name == "bot.matrix.sync"]
-    assert said.count("could not save the sync token; a restart before a later one is "
-                      "saved fetches these events again (those taken are recognised)") == 1
+    assert (
+        said.count(
+            "could not save the sync token; a restart before a later one is "
+            "saved fetches these events again (those taken are recognised)"
+        )
+        == 1
+    )
     assert "the sync token is saved again" in said

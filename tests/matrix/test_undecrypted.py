@@ -29,12 +29,22 @@ class KeyClient:
 
 
 def encrypted(sender: str, session: str, n: int) -> MegolmEvent:
-    event = MegolmEvent.from_dict({
-        "type": "m.room.encrypted", "sender": sender, "event_id": f"$e{n}",
-        "origin_server_ts": 1, "room_id": ROOM,
-        "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn",
-                    "sender_key": "senderkey", "session_id": session,
-                    "device_id": "THEIRDEVICE"}})
+    event = MegolmEvent.from_dict(
+        {
+            "type": "m.room.encrypted",
+            "sender": sender,
+            "event_id": f"$e{n}",
+            "origin_server_ts": 1,
+            "room_id": ROOM,
+            "content": {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "ciphertext": "AwgAEn",
+                "sender_key": "senderkey",
+                "session_id": session,
+                "device_id": "THEIRDEVICE",
+            },
+        }
+    )
     assert isinstance(event, MegolmEvent), event
     return event
 
@@ -49,8 +59,9 @@ async def test_only_allowed_senders_messages_make_the_bot_ask_for_keys():
     async def handle(room_id, event):
         raise AssertionError("nothing is decrypted")
 
-    undecrypted = encryption.Undecrypted(client, handle, tell, wait=0.0,
-                                         wanted=lambda sender: matches(sender, ALLOWED))
+    undecrypted = encryption.Undecrypted(
+        client, handle, tell, wait=0.0, wanted=lambda sender: matches(sender, ALLOWED)
+    )
     for n, sender in enumerate(["@x:evil.example", "@y:evil.example", "@alice:example.org"]):
         await undecrypted.add(ROOM, encrypted(sender, f"session{n}", n))
     # One request, for Alice's session: none on behalf of senders outside allowed_users.

@@ -32,6 +32,7 @@ class Store:
             if self.full:
                 raise sqlite3.OperationalError("database or disk is full")
             self.rows.append(row)
+
         return step
 
 
@@ -47,8 +48,13 @@ class Clock:
 async def parts(tmp_path):
     disk = FakeDisk(free_mib=1024)
     disk.clock = Clock()
-    watch = DiskWatch(tmp_path, DiskSettings(warn_free_mib=64, full_free_mib=16),
-                      statvfs=disk, every=0.05, clock=disk.clock)
+    watch = DiskWatch(
+        tmp_path,
+        DiskSettings(warn_free_mib=64, full_free_mib=16),
+        statvfs=disk,
+        every=0.05,
+        clock=disk.clock,
+    )
     tasks = TaskOwner()
     yield Backlog(watch, tasks), Store(), disk, tasks
     await tasks.cancel_all()
@@ -68,8 +74,7 @@ async def test_a_write_with_space_is_made_at_once(parts):
     assert store.rows == ["a"] and len(backlog) == 0 and len(tasks) == 0
 
 
-async def test_writes_the_full_disk_refused_are_made_in_order_once_space_is_back(
-        parts, caplog):
+async def test_writes_the_full_disk_refused_are_made_in_order_once_space_is_back(parts, caplog):
     backlog, store, disk, _ = parts
     caplog.set_level(logging.INFO, logger="bot.ops.backlog")
     await backlog.write("row a", store.write("a"))
@@ -92,8 +97,10 @@ async def test_writes_the_full_disk_refused_are_made_in_order_once_space_is_back
     await until(lambda: len(backlog) == 0)
     assert store.rows == ["a", "b", "c", "d"]
     said = [r.getMessage() for r in caplog.records if r.name == "bot.ops.backlog"]
-    assert said == ["the disk is full: row b is written once space is back",
-                    "the writes the full disk had put off are made"]
+    assert said == [
+        "the disk is full: row b is written once space is back",
+        "the writes the full disk had put off are made",
+    ]
 
 
 async def test_a_write_waits_behind_those_put_off_even_when_it_could_be_made(parts):
@@ -128,6 +135,8 @@ async def test_a_stop_while_full_says_what_is_lost_and_where_it_comes_back(parts
     await backlog.write("row b", store.write("b"))
     await asyncio.sleep(0.1)  # it waits for space
     await tasks.cancel_all()
-    assert ("2 writes put off by the full disk are lost with this stop; the jobs they "
-            "belong to are still stored and made again at the next start (their replies "
-            "are not posted twice)") in caplog.text
+    assert (
+        "2 writes put off by the full disk are lost with this stop; the jobs they "
+        "belong to are still stored and made again at the next start (their replies "
+        "are not posted twice)"
+    ) in caplog.text

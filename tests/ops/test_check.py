@@ -28,11 +28,21 @@ BOT = "@imgbot:localhost"
 def write_config(tmp_path: Path, homeserver, model: Path, **sections) -> Path:
     """A config for the bot on the test homeserver; `sections` override keys per section."""
     data = {
-        "matrix": {"homeserver_url": homeserver.url, "user_id": BOT, "password": PASSWORD,
-                   "allowed_users": ALLOWED, **sections.pop("matrix", {})},
+        "matrix": {
+            "homeserver_url": homeserver.url,
+            "user_id": BOT,
+            "password": PASSWORD,
+            "allowed_users": ALLOWED,
+            **sections.pop("matrix", {}),
+        },
         "state_dir": str(tmp_path / "state"),
-        "generation": {"model": str(model), "size": "64x64", "steps": 2, "device": "cpu",
-                       **sections.pop("generation", {})},
+        "generation": {
+            "model": str(model),
+            "size": "64x64",
+            "steps": 2,
+            "device": "cpu",
+            **sections.pop("generation", {}),
+        },
         **sections,
     }
     path = tmp_path / "config.yaml"
@@ -52,16 +62,20 @@ def check(config: Path, load: bool = False) -> tuple[int, dict[str, str]]:
 
 
 def devices(homeserver, token: str) -> list[str]:
-    request = urllib.request.Request(homeserver.url + "/_matrix/client/v3/devices",
-                                     headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        homeserver.url + "/_matrix/client/v3/devices", headers={"Authorization": f"Bearer {token}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return sorted(d["device_id"] for d in json.loads(response.read())["devices"])
 
 
 def log_out(homeserver, token: str) -> None:
-    request = urllib.request.Request(homeserver.url + "/_matrix/client/v3/logout", data=b"{}",
-                                     method="POST", headers={"Authorization": f"Bearer {token}",
-                                                             "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        homeserver.url + "/_matrix/client/v3/logout",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -77,17 +91,30 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
     config = write_config(tmp_path, homeserver, test_model)
     before = devices(homeserver, bot_session["access_token"])
 
-    result = subprocess.run([sys.executable, "-m", "bot.cli", "check", "-c", str(config),
-                             "--load"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "check", "-c", str(config), "--load"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     # A Ray node of this user elsewhere on the machine (cluster tests running beside) is
     # rightly warned about, and said apart (test_a_ray_node_of_the_bots_user_is_warned…).
-    lines = [line for line in result.stdout.splitlines()
-             if not line.startswith("WARN  ray user: ")]
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("WARN  ray user: ")]
     names = [line.split(None, 1)[1].split(":", 1)[0] for line in lines]
-    assert names == ["config", "model tiny-sd", "load", "homeserver", "login", "state_dir",
-                     "disk", "encryption", "compliance"]
+    assert names == [
+        "config",
+        "model tiny-sd",
+        "load",
+        "homeserver",
+        "login",
+        "state_dir",
+        "disk",
+        "encryption",
+        "compliance",
+    ]
     assert "ok    compliance: XMP marker" in lines
     assert all(line.startswith("ok    ") for line in lines), result.stdout
     assert f"ok    config: {config}" in lines
@@ -103,9 +130,16 @@ def test_all_good_exits_0_and_leaves_no_device(homeserver, test_model, tmp_path,
 def test_uses_the_saved_login_of_a_running_bot(homeserver, test_model, tmp_path, bot_session):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "credentials.json").write_text(json.dumps({
-        "homeserver": homeserver.url, "user_id": BOT,
-        "device_id": bot_session["device_id"], "access_token": bot_session["access_token"]}))
+    (state / "credentials.json").write_text(
+        json.dumps(
+            {
+                "homeserver": homeserver.url,
+                "user_id": BOT,
+                "device_id": bot_session["device_id"],
+                "access_token": bot_session["access_token"],
+            }
+        )
+    )
     before = devices(homeserver, bot_session["access_token"])
 
     code, lines = check(write_config(tmp_path, homeserver, test_model))
@@ -119,11 +153,22 @@ def test_uses_the_saved_login_of_a_running_bot(homeserver, test_model, tmp_path,
 def test_a_refused_saved_token_without_password_fails(homeserver, test_model, tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "credentials.json").write_text(json.dumps({
-        "homeserver": homeserver.url, "user_id": BOT, "device_id": "GONE",
-        "access_token": "syt_not_a_token"}))
-    config = write_config(tmp_path, homeserver, test_model,
-                          matrix={"password": None, "access_token": "syt_also_not_a_token"})
+    (state / "credentials.json").write_text(
+        json.dumps(
+            {
+                "homeserver": homeserver.url,
+                "user_id": BOT,
+                "device_id": "GONE",
+                "access_token": "syt_not_a_token",
+            }
+        )
+    )
+    config = write_config(
+        tmp_path,
+        homeserver,
+        test_model,
+        matrix={"password": None, "access_token": "syt_also_not_a_token"},
+    )
 
     code, lines = check(config)
 
@@ -136,8 +181,12 @@ def test_a_refused_saved_token_without_password_fails(homeserver, test_model, tm
 def test_an_access_token_of_someone_else_fails(homeserver, test_model, tmp_path):
     alice = homeserver.login("alice", PASSWORD)
     try:
-        config = write_config(tmp_path, homeserver, test_model,
-                              matrix={"password": None, "access_token": alice["access_token"]})
+        config = write_config(
+            tmp_path,
+            homeserver,
+            test_model,
+            matrix={"password": None, "access_token": alice["access_token"]},
+        )
         code, lines = check(config)
     finally:
         log_out(homeserver, alice["access_token"])
@@ -149,16 +198,16 @@ def test_an_access_token_of_someone_else_fails(homeserver, test_model, tmp_path)
 
 
 def test_a_wrong_config_value_names_the_key(homeserver, test_model, tmp_path, capsys):
-    config = write_config(tmp_path, homeserver, test_model,
-                          matrix={"homeserver_url": "matrix.example.org"})
+    config = write_config(
+        tmp_path, homeserver, test_model, matrix={"homeserver_url": "matrix.example.org"}
+    )
 
     assert main(["check", "-c", str(config)]) == 2
 
     out = capsys.readouterr().out
     assert out.startswith("FAIL  config: invalid configuration in")
     assert "matrix.homeserver_url: 'matrix.example.org' is not an http(s) URL" in out
-    for name in ("model", "homeserver", "login", "state_dir", "disk", "encryption",
-                 "compliance"):
+    for name in ("model", "homeserver", "login", "state_dir", "disk", "encryption", "compliance"):
         assert f"skip  {name}: needs a valid config" in out
     assert PASSWORD not in out
 
@@ -190,8 +239,7 @@ def test_an_unreachable_homeserver(homeserver, test_model, tmp_path):
 
 
 def test_a_wrong_password(homeserver, test_model, tmp_path, bot_session):
-    config = write_config(tmp_path, homeserver, test_model,
-                          matrix={"password": "not the password"})
+    config = write_config(tmp_path, homeserver, test_model, matrix={"password": "not the password"})
     before = devices(homeserver, bot_session["access_token"])
 
     code, lines = check(config)
@@ -214,8 +262,9 @@ def test_a_read_only_state_dir(homeserver, test_model, tmp_path):
         state.chmod(0o700)
 
     assert code == 1
-    assert f"FAIL  state_dir: cannot write in {state.resolve()}: Permission denied" \
-        in lines["_text"]
+    assert (
+        f"FAIL  state_dir: cannot write in {state.resolve()}: Permission denied" in lines["_text"]
+    )
 
 
 def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
@@ -227,8 +276,10 @@ def test_a_state_dir_that_cannot_be_made(homeserver, test_model, tmp_path):
     code, lines = check(config)
 
     assert code == 1
-    assert f"FAIL  state_dir: {state.resolve()} cannot be made: " \
-           f"{(tmp_path / 'taken').resolve()} is a file, not a folder" in lines["_text"]
+    assert (
+        f"FAIL  state_dir: {state.resolve()} cannot be made: "
+        f"{(tmp_path / 'taken').resolve()} is a file, not a folder" in lines["_text"]
+    )
 
 
 def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_path):
@@ -241,14 +292,18 @@ def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_
     references.mkdir()
     scene(1).save(references / "ref-1.png")
     with TimeStampAuthority() as tsa:
-        compliance = {"c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"]),
-                               "tsa_url": tsa.url},
-                      "references": str(references), "blocklist": {"words": ["banknote"]}}
+        compliance = {
+            "c2pa": {"cert": str(ca["cert"]), "key": str(ca["key"]), "tsa_url": tsa.url},
+            "references": str(references),
+            "blocklist": {"words": ["banknote"]},
+        }
         config = write_config(tmp_path, homeserver, test_model, compliance=compliance)
         code, lines = check(config)
         assert code == 0 and lines["compliance"] == "ok", lines["_text"]
-        assert (f"compliance: XMP marker, C2PA signed, time-stamped by {tsa.url}, copy check "
-                "against 1 of 1 reference picture, prompt blocklist") in lines["_text"]
+        assert (
+            f"compliance: XMP marker, C2PA signed, time-stamped by {tsa.url}, copy check "
+            "against 1 of 1 reference picture, prompt blocklist"
+        ) in lines["_text"]
         assert tsa.requests == 1  # the trial signature
         tsa.status = 2  # the authority refuses: the bot would not start
         code, lines = check(config)
@@ -256,8 +311,7 @@ def test_compliance_is_loaded_as_the_start_loads_it(homeserver, test_model, tmp_
     assert "c2pa.tsa_url" in lines["_text"]
 
 
-def test_a_ray_node_of_the_bots_user_is_warned_about_not_failed(homeserver, test_model,
-                                                                 tmp_path):
+def test_a_ray_node_of_the_bots_user_is_warned_about_not_failed(homeserver, test_model, tmp_path):
     # A process of this user (the bot's: check runs as the bot's user) named as Ray's raylet.
     raylet = subprocess.Popen(["raylet", "60"], executable=shutil.which("sleep"))
     try:

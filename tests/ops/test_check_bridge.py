@@ -15,18 +15,27 @@ from bot.cluster import ClusterDown, connect
 from bot.config import Settings
 from bot.ops.check import run_checks
 
-WORDS = ("the bridge runs as the bot's user: what the cluster sends is handled by a process "
-         "that can read the bot's state; for production use generation.ray.bridge_socket "
-         "with systemd/imgbot-bridge.socket")
+WORDS = (
+    "the bridge runs as the bot's user: what the cluster sends is handled by a process "
+    "that can read the bot's state; for production use generation.ray.bridge_socket "
+    "with systemd/imgbot-bridge.socket"
+)
 
 
 def _sections(tmp_path: Path, bridge_socket: str | None) -> dict:
     # Nothing answers at the cluster's address or the homeserver's: the lines come at once.
-    return {"matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:corp.example"},
-            "generation": {"backend": "ray", "ray": {
-                "address": "127.0.0.1:1", "allow_unauthenticated": True,
-                "bridge_socket": bridge_socket}},
-            "state_dir": str(tmp_path / "state")}
+    return {
+        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:corp.example"},
+        "generation": {
+            "backend": "ray",
+            "ray": {
+                "address": "127.0.0.1:1",
+                "allow_unauthenticated": True,
+                "bridge_socket": bridge_socket,
+            },
+        },
+        "state_dir": str(tmp_path / "state"),
+    }
 
 
 def _check(tmp_path: Path, bridge_socket: str | None) -> list[str]:
@@ -48,8 +57,9 @@ def test_check_is_quiet_about_the_bridge_with_the_bridge_socket(tmp_path):
 
 
 @pytest.mark.parametrize("bridge_socket", [None, "/run/imgbot-bridge/bridge.sock"])
-def test_the_start_warns_once_when_the_bot_spawns_its_bridge(tmp_path, caplog, test_model,
-                                                             bridge_socket):
+def test_the_start_warns_once_when_the_bot_spawns_its_bridge(
+    tmp_path, caplog, test_model, bridge_socket
+):
     sections = _sections(tmp_path, bridge_socket)
     sections["generation"]["model"] = str(test_model)
     caplog.set_level(logging.WARNING)

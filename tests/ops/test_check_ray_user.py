@@ -23,9 +23,11 @@ def process(proc: Path, pid: int, uid: int, *argv: str) -> None:
     """/proc/PID as the kernel shows it: Uid (real, effective, saved, fs) and cmdline."""
     folder = proc / str(pid)
     folder.mkdir()
-    (folder / "status").write_text(f"Name:\tx\nUmask:\t0077\nState:\tS (sleeping)\n"
-                                   f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
-                                   f"Gid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    (folder / "status").write_text(
+        f"Name:\tx\nUmask:\t0077\nState:\tS (sleeping)\n"
+        f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+        f"Gid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+    )
     (folder / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
 
 
@@ -36,8 +38,9 @@ def sleeper():
 
     def start(name: str, user: int | None = None) -> int:
         # `exec -a NAME sleep 60`: argv[0] is NAME.
-        child = subprocess.Popen([name, "60"], executable=shutil.which("sleep"), user=user,
-                                 group=user)
+        child = subprocess.Popen(
+            [name, "60"], executable=shutil.which("sleep"), user=user, group=user
+        )
         started.append(child)
         # Until the exec has happened: the cmdline names the new argv[0].
         for _ in range(500):
@@ -55,14 +58,21 @@ def sleeper():
 def test_the_ray_node_processes_of_one_user_are_found(tmp_path):
     venv = "/opt/imgbot/venv"
     lib = f"{venv}/lib/python3.11/site-packages/ray"
-    process(tmp_path, 301, BOT, f"{venv}/bin/python", f"{venv}/bin/ray", "start", "--head",
-            "--block")
+    process(
+        tmp_path, 301, BOT, f"{venv}/bin/python", f"{venv}/bin/ray", "start", "--head", "--block"
+    )
     process(tmp_path, 302, BOT, f"{lib}/core/src/ray/gcs/gcs_server", "--gcs_server_port=6379")
     process(tmp_path, 303, BOT, f"{lib}/core/src/ray/raylet/raylet", "--node_ip_address=x")
     process(tmp_path, 304, BOT, "ray::IDLE")  # a worker, renamed by setproctitle
     process(tmp_path, 305, BOT, "ray::Worker.run")
-    process(tmp_path, 306, BOT, f"{venv}/bin/python", f"{lib}/_private/workers/default_worker.py",
-            "--node-ip-address=x")
+    process(
+        tmp_path,
+        306,
+        BOT,
+        f"{venv}/bin/python",
+        f"{lib}/_private/workers/default_worker.py",
+        "--node-ip-address=x",
+    )
     # Not Ray nodes: the bot, its bridge (a Ray driver runs no one else's code), a `ray
     # status`, a look at a raylet's log, and another user's raylet.
     process(tmp_path, 401, BOT, f"{venv}/bin/python", f"{venv}/bin/imgbot", "run")
@@ -77,15 +87,29 @@ def test_the_ray_node_processes_of_one_user_are_found(tmp_path):
 
     found = ray_processes(BOT, tmp_path)
 
-    assert found == [RayProcess(301, "ray start"), RayProcess(302, "gcs_server"),
-                     RayProcess(303, "raylet"), RayProcess(304, "ray worker"),
-                     RayProcess(305, "ray worker"), RayProcess(306, "ray worker")]
+    assert found == [
+        RayProcess(301, "ray start"),
+        RayProcess(302, "gcs_server"),
+        RayProcess(303, "raylet"),
+        RayProcess(304, "ray worker"),
+        RayProcess(305, "ray worker"),
+        RayProcess(306, "ray worker"),
+    ]
     assert ray_processes(OTHER, tmp_path) == [RayProcess(405, "raylet")]
     assert ray_processes(1002, tmp_path) == []
 
 
-@pytest.mark.parametrize("argv", [[], ["grep", "raylet"], ["rayleth"], ["ray"],
-                                  ["/usr/bin/ray", "stop"], ["python", "ray.py", "start"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["grep", "raylet"],
+        ["rayleth"],
+        ["ray"],
+        ["/usr/bin/ray", "stop"],
+        ["python", "ray.py", "start"],
+    ],
+)
 def test_other_command_lines_are_no_ray_node(argv):
     assert ray_role(argv) is None
 

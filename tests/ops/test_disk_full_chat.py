@@ -58,29 +58,40 @@ async def answers(alice: Chat, room: str, commands: list[str]) -> list[list[str]
     not the status line the bot edits while a job waits."""
     await asyncio.sleep(2)  # an answer sent twice would have arrived by now
     await alice.sync(0)
-    return [[reply["content"]["msgtype"] for reply in alice.replies(room, command)
-             if reply["content"]["msgtype"] == "m.image"
-             or "disk" in reply["content"].get("body", "")] for command in commands]
+    return [
+        [
+            reply["content"]["msgtype"]
+            for reply in alice.replies(room, command)
+            if reply["content"]["msgtype"] == "m.image"
+            or "disk" in reply["content"].get("body", "")
+        ]
+        for command in commands
+    ]
 
 
 async def test_commands_sent_while_the_disk_is_full_are_each_answered_once(
-        make_settings, engine, tmp_path, alice):
+    make_settings, engine, tmp_path, alice
+):
     port = _free_port()
     gated = Gated(engine)
     with tmpfs(tmp_path / "small", "16m") as small:
-        settings = make_settings(state_dir=small / "state", metrics={"port": port},
-                                 disk=DISK)
+        settings = make_settings(state_dir=small / "state", metrics={"port": port}, disk=DISK)
         async with bot_running(settings, gated) as bot:
             room = await alice.room_with(BOT)
             before = await alice.send(room, "!img made before the disk fills --seed 1")
             assert await asyncio.to_thread(gated.started.wait, 60)
 
             fill(small / "backup.tar")
-            body = await healthz(port, lambda status, body: status == 503
-                                 and body["state_dir_free_bytes"] < 2 * 1024 * 1024)
+            body = await healthz(
+                port,
+                lambda status, body: (
+                    status == 503 and body["state_dir_free_bytes"] < 2 * 1024 * 1024
+                ),
+            )
             assert body["problems"], body
-            during = [await alice.send(room, f"!img sent while full {i} --seed {i + 2}")
-                      for i in range(3)]
+            during = [
+                await alice.send(room, f"!img sent while full {i} --seed {i + 2}") for i in range(3)
+            ]
             body = await healthz(port, lambda s, b: b["rooms_waiting_for_disk"] == 1)
             assert body["status"] == "unhealthy"  # the other two wait behind it in the lane
 
@@ -105,15 +116,15 @@ async def test_commands_sent_while_the_disk_is_full_are_each_answered_once(
         assert [row["images"] for row in rows] == [1] * 4
 
 
-async def test_killed_while_the_disk_is_full_then_started_with_space(homeserver, test_model,
-                                                                     tmp_path, alice):
+async def test_killed_while_the_disk_is_full_then_started_with_space(
+    homeserver, test_model, tmp_path, alice
+):
     port = _free_port()
     with tmpfs(tmp_path / "small", "16m") as small:
         state = small / "state"
         config = write_config(tmp_path / "config.yaml", homeserver, test_model, state)
         written = yaml.safe_load(config.read_text())
-        config.write_text(yaml.safe_dump({**written, "metrics": {"port": port},
-                                          "disk": DISK}))
+        config.write_text(yaml.safe_dump({**written, "metrics": {"port": port}, "disk": DISK}))
         log = tmp_path / "bot.log"
         bot = await start_bot(config, log)
         try:
@@ -123,8 +134,9 @@ async def test_killed_while_the_disk_is_full_then_started_with_space(homeserver,
 
             fill(small / "backup.tar")
             await healthz(port, lambda status, body: status == 503)
-            during = [await alice.send(room, f"!img while full {i} --seed {i + 2}")
-                      for i in range(2)]
+            during = [
+                await alice.send(room, f"!img while full {i} --seed {i + 2}") for i in range(2)
+            ]
             await healthz(port, lambda s, b: b["rooms_waiting_for_disk"] == 1)
         finally:
             bot.send_signal(signal.SIGKILL)
@@ -153,7 +165,8 @@ async def closed(connecting) -> None:
 
 
 def test_a_start_whose_writes_the_full_disk_refuses_says_so_and_asks_for_a_retry(
-        homeserver, test_model, tmp_path):
+    homeserver, test_model, tmp_path
+):
     """A database closed cleanly must make its -shm file again (SQLite says "disk I/O
     error" when it cannot): on a full disk the start stops with a reason and the exit status
     that has systemd try again."""
@@ -168,8 +181,13 @@ def test_a_start_whose_writes_the_full_disk_refuses_says_so_and_asks_for_a_retry
         asyncio.run(closed(database.connect(state / "imgbot.sqlite3")))  # made, then closed
         config = write_config(tmp_path / "config.yaml", homeserver, test_model, state)
         fill(small / "backup.tar")
-        run = subprocess.run([*IMGBOT, "run", "-c", str(config)], capture_output=True,
-                             text=True, timeout=120, cwd=ROOT)
+        run = subprocess.run(
+            [*IMGBOT, "run", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
     assert run.returncode == 1, run.stderr
     assert f"state_dir {state} is out of disk space" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr

@@ -47,6 +47,7 @@ def lines(stream: io.StringIO) -> list[dict]:
 
 # ---- JSON ---------------------------------------------------------------------------------
 
+
 def test_json_lines_parse_with_the_fields_of_the_record(capture):
     logger, stream = capture("json")
     logger.info("job %d done in %.1f s", 7, 1.25)
@@ -64,8 +65,15 @@ def test_json_lines_parse_with_the_fields_of_the_record(capture):
 
 def test_json_carries_extra_fields(capture):
     logger, stream = capture("json")
-    logger.info("deleted rows", extra={"deleted_usage_rows": 3, "room_id": "!r:localhost",
-                                       "path": Path("/srv/x"), "level": "not the level"})
+    logger.info(
+        "deleted rows",
+        extra={
+            "deleted_usage_rows": 3,
+            "room_id": "!r:localhost",
+            "path": Path("/srv/x"),
+            "level": "not the level",
+        },
+    )
     [line] = lines(stream)
     assert line["deleted_usage_rows"] == 3
     assert line["room_id"] == "!r:localhost"
@@ -95,13 +103,17 @@ def test_a_message_with_newlines_stays_one_line(capture):
 
 # ---- text ---------------------------------------------------------------------------------
 
+
 def test_text_lines_look_as_before(capture):
     logger, stream = capture("text")
     logger.info("imgbot is running as %s", "@imgbot:localhost")
     line = stream.getvalue()
     assert re.fullmatch(
-        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO " + re.escape(logger.name)
-        + r": imgbot is running as @imgbot:localhost\n", line), line
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
+        + re.escape(logger.name)
+        + r": imgbot is running as @imgbot:localhost\n",
+        line,
+    ), line
 
 
 def test_setup_logging_is_still_importable_from_the_cli():
@@ -126,8 +138,9 @@ def test_setup_logging_configures_the_root_logger(fmt):
         "logging.getLogger('nio.events.misc').error('Error validating event: SECRET')\n"
         "logging.getLogger('nio.client').warning('a warning of nio still shows')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     line, nio_warning = result.stderr.splitlines()
     assert "a warning of nio still shows" in nio_warning
@@ -140,6 +153,7 @@ def test_setup_logging_configures_the_root_logger(fmt):
 
 # ---- the token filter ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_tokens_in_the_message_and_its_args_are_redacted(capture, fmt):
     logger, stream = capture(fmt)
@@ -149,8 +163,14 @@ def test_tokens_in_the_message_and_its_args_are_redacted(capture, fmt):
     logger.warning("%r", {"access_token": "opaque-token-of-conduit", "user_id": "@a:b"})
     logger.warning("headers: Authorization: Bearer %s", "opaque.token")
     text = stream.getvalue()
-    for secret in (TOKEN, MAS_TOKEN, "secret42", "opaque-token-of-conduit", "opaque.token",
-                   "AbCdEfGhIjKlMnOpQrSt"):
+    for secret in (
+        TOKEN,
+        MAS_TOKEN,
+        "secret42",
+        "opaque-token-of-conduit",
+        "opaque.token",
+        "AbCdEfGhIjKlMnOpQrSt",
+    ):
         assert secret not in text
     assert text.count("<redacted>") == 6
     assert "access_token=<redacted>&a=1" in text

@@ -20,15 +20,25 @@ from generation.runtime.memory import gpu_memory
 class FakeBot:
     """The state /healthz reads, set directly by each test."""
 
-    def __init__(self, age: float | None = 1.0, alive: bool = True, depth: int = 0,
-                 paused: bool = False, workers: list | None = None):
+    def __init__(
+        self,
+        age: float | None = 1.0,
+        alive: bool = True,
+        depth: int = 0,
+        paused: bool = False,
+        workers: list | None = None,
+    ):
         self.age, self.alive, self.depth, self.paused = age, alive, depth, paused
         self.workers = workers
 
     def health(self) -> Health:
-        return Health(lambda: self.age, lambda: self.alive, lambda: self.depth,
-                      lambda: self.paused,
-                      workers=None if self.workers is None else lambda: self.workers)
+        return Health(
+            lambda: self.age,
+            lambda: self.alive,
+            lambda: self.depth,
+            lambda: self.paused,
+            workers=None if self.workers is None else lambda: self.workers,
+        )
 
 
 @pytest.fixture
@@ -129,8 +139,9 @@ async def test_gpu_memory_gauges(serve):
     assert samples['imgbot_gpu_memory_bytes{kind="reserved"}'] == 4_096
 
 
-@pytest.mark.parametrize("read", [None, lambda: None, lambda: 1 / 0], ids=["no-reader",
-                                                                          "no-gpu", "fails"])
+@pytest.mark.parametrize(
+    "read", [None, lambda: None, lambda: 1 / 0], ids=["no-reader", "no-gpu", "fails"]
+)
 async def test_gpu_memory_left_out_without_a_gpu(serve, read):
     server = await serve(Metrics(gpu_memory=read), FakeBot())
     samples = await scrape(server)
@@ -150,19 +161,31 @@ async def test_healthz_ok(serve):
     server = await serve(Metrics(), FakeBot(age=4.0, depth=2, paused=True))
     status, content_type, text = await get(server, "/healthz")
     assert status == 200 and content_type.startswith("application/json")
-    assert json.loads(text) == {"status": "ok", "last_sync_age_seconds": 4.0, "queue_depth": 2,
-                                "worker_alive": True, "workers_up": None, "paused": True,
-                                "problems": []}
+    assert json.loads(text) == {
+        "status": "ok",
+        "last_sync_age_seconds": 4.0,
+        "queue_depth": 2,
+        "worker_alive": True,
+        "workers_up": None,
+        "paused": True,
+        "problems": [],
+    }
 
 
-@pytest.mark.parametrize("state, status, problem", [
-    (dict(age=301.0), "unhealthy", "no successful sync with the homeserver for 301 s"),
-    (dict(alive=False), "unhealthy", "worker thread is not running"),
-    (dict(age=None), "starting", "no successful sync with the homeserver yet"),
-    (dict(age=None, alive=False), "unhealthy", "worker thread is not running"),
-    (dict(workers=[("gpu-host #0 (node 1a2b3c4d)", False, 3, 1.5)]), "unhealthy",
-     "no GPU worker is up (0 of 1): jobs wait for one"),
-])
+@pytest.mark.parametrize(
+    "state, status, problem",
+    [
+        (dict(age=301.0), "unhealthy", "no successful sync with the homeserver for 301 s"),
+        (dict(alive=False), "unhealthy", "worker thread is not running"),
+        (dict(age=None), "starting", "no successful sync with the homeserver yet"),
+        (dict(age=None, alive=False), "unhealthy", "worker thread is not running"),
+        (
+            dict(workers=[("gpu-host #0 (node 1a2b3c4d)", False, 3, 1.5)]),
+            "unhealthy",
+            "no GPU worker is up (0 of 1): jobs wait for one",
+        ),
+    ],
+)
 async def test_healthz_unhealthy(serve, state, status, problem):
     server = await serve(Metrics(), FakeBot(**state), stale_after=300)
     code, _, text = await get(server, "/healthz")
@@ -174,14 +197,16 @@ async def test_healthz_unhealthy(serve, state, status, problem):
 
 def test_health_reads_the_real_queue_and_sync_shapes():
     """`Health.of` against objects shaped like GenerationQueue and SyncLoop."""
-    queue = SimpleNamespace(depth=2, paused=False, worker_alive=False,
-                            worker_stats=lambda: [("cuda:0", True, 0, 0.0)])
+    queue = SimpleNamespace(
+        depth=2, paused=False, worker_alive=False, worker_stats=lambda: [("cuda:0", True, 0, 0.0)]
+    )
     sync = SimpleNamespace(live=asyncio.Event(), last_success=time.monotonic())
     health = Health.of(queue, sync)
 
     assert health_report(health)[1]["problems"] == [
         "no successful sync with the homeserver yet",
-        "the generation worker thread is not running"]
+        "the generation worker thread is not running",
+    ]
     queue.worker_alive = True
     sync.live.set()
     sync.last_success = time.monotonic() - 10
@@ -198,8 +223,7 @@ async def test_non_loopback_host_is_served_with_a_warning(caplog):
         server = await start_server(Metrics(), settings, FakeBot().health())
     try:
         assert any("not a loopback address" in r.message for r in caplog.records)
-        status, _, _ = await get(SimpleNamespace(url=f"http://127.0.0.1:{server.port}"),
-                                 "/healthz")
+        status, _, _ = await get(SimpleNamespace(url=f"http://127.0.0.1:{server.port}"), "/healthz")
         assert status == 200
     finally:
         await server.close()
@@ -214,8 +238,9 @@ def test_is_loopback():
 async def test_health_of_a_real_queue():
     from generation.scheduling.queue import GenerationQueue
 
-    runner = SimpleNamespace(name="fake", models=["fake"], native_size=lambda name="": (64, 64),
-                             generate=lambda job: [])
+    runner = SimpleNamespace(
+        name="fake", models=["fake"], native_size=lambda name="": (64, 64), generate=lambda job: []
+    )
     queue = GenerationQueue(runner, max_size=4, per_user=2)
     sync = SimpleNamespace(live=asyncio.Event(), last_success=time.monotonic())
     sync.live.set()

@@ -24,8 +24,11 @@ BOT = "@imgbot:localhost"
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_healthz_and_metrics_of_a_running_bot(make_settings, engine, alice):
@@ -85,12 +88,12 @@ async def test_without_stored_prompts_the_log_keeps_only_a_hash(make_settings, e
         await db.close()
 
 
-async def test_a_revoked_token_ends_the_bot_with_a_clear_reason(make_settings, engine,
-                                                               homeserver):
+async def test_a_revoked_token_ends_the_bot_with_a_clear_reason(make_settings, engine, homeserver):
     # A user of its own: with a token and no password, the bot could not replace a
     # cross-signing identity that other tests left on the shared user.
-    settings = make_settings(matrix={"password": None, "access_token": None,
-                                     **_fresh_token(homeserver)})
+    settings = make_settings(
+        matrix={"password": None, "access_token": None, **_fresh_token(homeserver)}
+    )
     bot = settings.matrix.user_id
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
@@ -109,5 +112,7 @@ def _fresh_token(homeserver) -> dict:
 
     localpart = f"imgbot-{secrets.token_hex(4)}"
     homeserver.register(localpart, PASSWORD)
-    return {"user_id": f"@{localpart}:{homeserver.server_name}",
-            "access_token": homeserver.login(localpart, PASSWORD)["access_token"]}
+    return {
+        "user_id": f"@{localpart}:{homeserver.server_name}",
+        "access_token": homeserver.login(localpart, PASSWORD)["access_token"],
+    }

@@ -29,16 +29,25 @@ async def db(tmp_path):
     await conn.close()
 
 
-async def add(db, *, age_days: float, status: str = "ok", prompt: str = SECRET,
-              now: float = NOW) -> int:
+async def add(
+    db, *, age_days: float, status: str = "ok", prompt: str = SECRET, now: float = NOW
+) -> int:
     """A usage row written through the usage module, then dated `age_days` before `now`."""
-    row_id = await usage.record_job(db, NewJob(
-        event_id=None, room_id="!room:localhost", user_id="@alice:localhost", prompt=prompt,
-        options={"prompt": prompt, "steps": 2}, seed=1, model="tiny-sd"))
+    row_id = await usage.record_job(
+        db,
+        NewJob(
+            event_id=None,
+            room_id="!room:localhost",
+            user_id="@alice:localhost",
+            prompt=prompt,
+            options={"prompt": prompt, "steps": 2},
+            seed=1,
+            model="tiny-sd",
+        ),
+    )
     if status != "queued":
         await usage.finish_job(db, row_id, status=status, images=1 if status == "ok" else 0)
-    await db.execute("UPDATE usage SET created_at = ? WHERE id = ?",
-                     (now - age_days * DAY, row_id))
+    await db.execute("UPDATE usage SET created_at = ? WHERE id = ?", (now - age_days * DAY, row_id))
     await db.commit()
     return row_id
 
@@ -54,6 +63,7 @@ async def handled(db) -> set[str]:
 
 # ---- hashing ------------------------------------------------------------------------------
 
+
 def test_a_stored_prompt_is_kept_as_it_is():
     assert retention.prompt_for_log(SECRET, True) == SECRET
     options = {"prompt": SECRET, "negative_prompt": "blurry", "steps": 4}
@@ -68,24 +78,36 @@ def test_a_prompt_not_stored_becomes_its_sha256():
     assert "Bluebird" not in hashed
     # UTF-8, so non-ASCII prompts hash as well.
     assert retention.prompt_for_log("Straße, 油画", False) == (
-        "sha256:" + hashlib.sha256("Straße, 油画".encode()).hexdigest())
+        "sha256:" + hashlib.sha256("Straße, 油画".encode()).hexdigest()
+    )
 
 
 def test_options_keep_their_keys_and_lose_the_prompts():
-    options = {"prompt": SECRET, "negative_prompt": "Bluebird logo", "seed": 7, "steps": 4,
-               "style": "oil-painting", "count": 2}
+    options = {
+        "prompt": SECRET,
+        "negative_prompt": "Bluebird logo",
+        "seed": 7,
+        "steps": 4,
+        "style": "oil-painting",
+        "count": 2,
+    }
     hashed = retention.options_for_log(options, False)
     assert list(hashed) == list(options)
     assert hashed["prompt"] == retention.prompt_for_log(SECRET, False)
     assert hashed["negative_prompt"] == retention.prompt_for_log("Bluebird logo", False)
     assert {k: v for k, v in hashed.items() if "prompt" not in k} == {
-        "seed": 7, "steps": 4, "style": "oil-painting", "count": 2}
+        "seed": 7,
+        "steps": 4,
+        "style": "oil-painting",
+        "count": 2,
+    }
     assert "Bluebird" not in repr(hashed)
     assert options["prompt"] == SECRET  # the caller's dict is left alone
     assert retention.options_for_log({"steps": 4}, False) == {"steps": 4}
 
 
 # ---- apply_retention ----------------------------------------------------------------------
+
 
 async def test_old_rows_go_recent_and_queued_ones_stay(db, tmp_path):
     old_ok = await add(db, age_days=40)
@@ -112,8 +134,13 @@ async def test_none_keeps_everything(db):
 
 
 async def test_handled_events_go_with_the_rows_but_never_before_30_days(db):
-    for event_id, age in (("$today", 0), ("$20d", 20), ("$29d", 29.9), ("$31d", 31),
-                          ("$100d", 100)):
+    for event_id, age in (
+        ("$today", 0),
+        ("$20d", 20),
+        ("$29d", 29.9),
+        ("$31d", 31),
+        ("$100d", 100),
+    ):
         await database.claim_event(db, event_id, NOW - age * DAY)
     # 7 days for the usage log, but handled events stay 30 days: a command must never be
     # answered twice.
@@ -159,6 +186,7 @@ async def test_a_retention_below_one_day_is_refused(db):
 
 
 # ---- the daily task -----------------------------------------------------------------------
+
 
 async def test_the_task_runs_at_start_and_stops_at_once(db):
     old = await add(db, age_days=10, now=time.time())

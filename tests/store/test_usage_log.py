@@ -40,20 +40,37 @@ async def db(tmp_path):
     await conn.close()
 
 
-def new_job(user: str = "@alice:localhost", room: str | None = "!room1:localhost",
-            prompt: str = "a cat", event_id: str | None = None, seed: int | None = 1) -> NewJob:
-    return NewJob(event_id=event_id, room_id=room, user_id=user, prompt=prompt,
-                  options={"steps": 2, "size": "64x64"}, seed=seed, model="tiny-sd")
+def new_job(
+    user: str = "@alice:localhost",
+    room: str | None = "!room1:localhost",
+    prompt: str = "a cat",
+    event_id: str | None = None,
+    seed: int | None = 1,
+) -> NewJob:
+    return NewJob(
+        event_id=event_id,
+        room_id=room,
+        user_id=user,
+        prompt=prompt,
+        options={"steps": 2, "size": "64x64"},
+        seed=seed,
+        model="tiny-sd",
+    )
 
 
 async def add(db, *, created_at: float, status: str = "ok", images: int = 1, **kw) -> int:
     """A finished row, dated `created_at`."""
     row_id = await usage.record_job(db, new_job(**kw))
     if status != "queued":
-        await usage.finish_job(db, row_id, status=status, images=images,
-                               error="boom" if status == "error" else None,
-                               queue_seconds=0.5,
-                               generation_seconds=None if status == "rejected" else 1.25)
+        await usage.finish_job(
+            db,
+            row_id,
+            status=status,
+            images=images,
+            error="boom" if status == "error" else None,
+            queue_seconds=0.5,
+            generation_seconds=None if status == "rejected" else 1.25,
+        )
     await db.execute("UPDATE usage SET created_at = ? WHERE id = ?", (created_at, row_id))
     await db.commit()
     return row_id
@@ -62,23 +79,34 @@ async def add(db, *, created_at: float, status: str = "ok", images: int = 1, **k
 async def fill(db) -> None:
     """Five jobs by two users in two rooms over ten days."""
     await add(db, created_at=NOW - 10 * DAY, prompt="old alice job", images=2)
-    await add(db, created_at=NOW - 2 * DAY, user="@bob:localhost", prompt="bob, in room 2",
-              room="!room2:localhost")
+    await add(
+        db,
+        created_at=NOW - 2 * DAY,
+        user="@bob:localhost",
+        prompt="bob, in room 2",
+        room="!room2:localhost",
+    )
     await add(db, created_at=NOW - 3600, prompt="alice recent", images=4)
     await add(db, created_at=NOW - 60, prompt="alice failed", status="error", images=0)
-    await add(db, created_at=NOW - 30, user="@bob:localhost", prompt="x" * 80,
-              status="rejected", images=0)
+    await add(
+        db, created_at=NOW - 30, user="@bob:localhost", prompt="x" * 80, status="rejected", images=0
+    )
 
 
 # ---- schema and connection ----------------------------------------------------------------
+
 
 async def test_migrations_bring_the_schema_up_to_date_in_wal_mode(db, tmp_path):
     (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
     assert version == len(database.MIGRATIONS) >= 1
     (mode,) = await (await db.execute("PRAGMA journal_mode")).fetchone()
     assert mode.lower() == "wal"
-    names = {row[0] for row in await (await db.execute(
-        "SELECT name FROM sqlite_master WHERE type='table'")).fetchall()}
+    names = {
+        row[0]
+        for row in await (
+            await db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ).fetchall()
+    }
     assert {"usage", "handled_events", "bot_state"} <= names
     # Another process (imgbot usage) sees the same file in WAL mode.
     with sqlite3.connect(tmp_path / DB_NAME) as other:
@@ -130,6 +158,7 @@ async def test_a_refused_database_leaves_no_connection_open(tmp_path):
 
 # ---- handled events and state -------------------------------------------------------------
 
+
 async def test_claim_event_is_true_once(db, tmp_path):
     assert await database.claim_event(db, "$event1", NOW) is True
     assert await database.claim_event(db, "$event1", NOW + 1) is False
@@ -154,6 +183,7 @@ async def test_state_round_trips_and_overwrites(db):
 
 # ---- the usage log ------------------------------------------------------------------------
 
+
 async def test_record_and_finish_a_job(db):
     before = time.time()
     row_id = await usage.record_job(db, new_job(event_id="$cmd", prompt="Эйнштейн, 油画"))
@@ -161,16 +191,27 @@ async def test_record_and_finish_a_job(db):
     assert row["id"] == row_id
     assert row["status"] == "queued" and row["finished_at"] is None
     assert row["created_at"] >= before - 1
-    assert (row["event_id"], row["room_id"], row["user_id"], row["prompt"], row["seed"],
-            row["model"]) == ("$cmd", "!room1:localhost", "@alice:localhost", "Эйнштейн, 油画",
-                              1, "tiny-sd")
+    assert (
+        row["event_id"],
+        row["room_id"],
+        row["user_id"],
+        row["prompt"],
+        row["seed"],
+        row["model"],
+    ) == ("$cmd", "!room1:localhost", "@alice:localhost", "Эйнштейн, 油画", 1, "tiny-sd")
     assert json.loads(row["options"]) == {"steps": 2, "size": "64x64"}
 
-    await usage.finish_job(db, row_id, status="ok", images=2, queue_seconds=0.25,
-                           generation_seconds=1.5)
+    await usage.finish_job(
+        db, row_id, status="ok", images=2, queue_seconds=0.25, generation_seconds=1.5
+    )
     [row] = await usage.query(db)
-    assert (row["status"], row["images"], row["queue_seconds"], row["generation_seconds"],
-            row["error"]) == ("ok", 2, 0.25, 1.5, None)
+    assert (
+        row["status"],
+        row["images"],
+        row["queue_seconds"],
+        row["generation_seconds"],
+        row["error"],
+    ) == ("ok", 2, 0.25, 1.5, None)
     assert row["finished_at"] >= row["created_at"]
 
 
@@ -195,17 +236,35 @@ async def test_query_filters_by_since_user_and_room(db):
 
     assert len(await usage.query(db)) == 5
     assert prompts(await usage.query(db, since=NOW - 7 * DAY)) == [
-        "bob, in room 2", "alice recent", "alice failed", "x" * 80]
+        "bob, in room 2",
+        "alice recent",
+        "alice failed",
+        "x" * 80,
+    ]
     assert prompts(await usage.query(db, user="@alice:localhost")) == [
-        "old alice job", "alice recent", "alice failed"]
+        "old alice job",
+        "alice recent",
+        "alice failed",
+    ]
     assert prompts(await usage.query(db, room="!room2:localhost")) == ["bob, in room 2"]
     assert prompts(await usage.query(db, since=NOW - DAY, user="@alice:localhost")) == [
-        "alice recent", "alice failed"]
+        "alice recent",
+        "alice failed",
+    ]
     assert await usage.query(db, user="@nobody:localhost") == []
 
 
-@pytest.mark.parametrize("text, seconds", [("30m", 1800), ("24h", 86400), ("7d", 7 * 86400),
-                                           ("4w", 28 * 86400), ("1d", 86400), (" 7D ", 7 * 86400)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("30m", 1800),
+        ("24h", 86400),
+        ("7d", 7 * 86400),
+        ("4w", 28 * 86400),
+        ("1d", 86400),
+        (" 7D ", 7 * 86400),
+    ],
+)
 def test_parse_since_spans(text, seconds):
     assert parse_since(text, now=NOW) == NOW - seconds
 
@@ -225,6 +284,7 @@ def test_parse_since_errors_say_what_is_allowed(text):
 
 # ---- rendering ----------------------------------------------------------------------------
 
+
 def header_words(line: str) -> list[str]:
     """The table's column names, without the zone the time column names in brackets."""
     return re.sub(r" \([^)]*\)", "", line).split()
@@ -236,8 +296,7 @@ async def test_table_has_a_header_a_line_per_job_and_a_summary(db):
     lines = usage_cli.render(rows, "table").splitlines()
     assert header_words(lines[0]) == list(usage_cli.COLUMNS)
     assert len(lines) == 1 + len(rows) + 1
-    assert lines[-1] == ("5 jobs, 7 pictures, 2 users, 1 failed, 1 rejected, "
-                         "5.0 GPU seconds")
+    assert lines[-1] == ("5 jobs, 7 pictures, 2 users, 1 failed, 1 rejected, 5.0 GPU seconds")
     assert any("@bob:localhost" in line and "!room2:localhost" in line for line in lines[1:-1])
     # Long prompts are cut in the table (csv and json keep them whole).
     long_line = next(line for line in lines if "rejected" in line.split())
@@ -274,13 +333,14 @@ async def test_json_is_parseable_and_complete(db):
         assert datetime.fromisoformat(record["created_at"]).utcoffset() is not None
         assert record["options"] == json.loads(row["options"]) == {"steps": 2, "size": "64x64"}
         plain = {k: v for k, v in record.items() if not k.startswith(("created", "finished"))}
-        assert plain == {k: v for k, v in row.items()
-                         if not k.startswith(("created", "finished"))} | {
-            "options": record["options"]}
+        assert plain == {
+            k: v for k, v in row.items() if not k.startswith(("created", "finished"))
+        } | {"options": record["options"]}
     assert parsed[-1]["prompt"] == "x" * 80
 
 
 # ---- `imgbot usage` -----------------------------------------------------------------------
+
 
 @pytest.fixture
 async def filled_config(tmp_path) -> Path:
@@ -296,31 +356,62 @@ async def filled_config(tmp_path) -> Path:
 
 def write_config(tmp_path: Path, state: Path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:localhost"},
-        "state_dir": str(state),
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "matrix": {"homeserver_url": "http://127.0.0.1:1", "user_id": "@imgbot:localhost"},
+                "state_dir": str(state),
+            }
+        )
+    )
     return path
 
 
 def imgbot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_cli_json_filtered_by_user(filled_config):
-    done = imgbot("usage", "-c", str(filled_config), "--format", "json", "--since", "all",
-                  "--user", "@alice:localhost")
+    done = imgbot(
+        "usage",
+        "-c",
+        str(filled_config),
+        "--format",
+        "json",
+        "--since",
+        "all",
+        "--user",
+        "@alice:localhost",
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert [r["prompt"] for r in rows] == ["old alice job", "alice recent", "alice failed",
-                                           "alice just now"]
+    assert [r["prompt"] for r in rows] == [
+        "old alice job",
+        "alice recent",
+        "alice failed",
+        "alice just now",
+    ]
     assert {r["user_id"] for r in rows} == {"@alice:localhost"}
 
 
 async def test_cli_csv_filtered_by_room(filled_config):
-    done = imgbot("usage", "-c", str(filled_config), "--format", "csv", "--since", "all",
-                  "--room", "!room2:localhost")
+    done = imgbot(
+        "usage",
+        "-c",
+        str(filled_config),
+        "--format",
+        "csv",
+        "--since",
+        "all",
+        "--room",
+        "!room2:localhost",
+    )
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [(r["user_id"], r["prompt"]) for r in rows] == [("'@bob:localhost", "bob, in room 2")]
@@ -337,8 +428,17 @@ async def test_cli_table_with_default_since_shows_only_the_last_week(filled_conf
 
 
 async def test_cli_table_all(filled_config):
-    done = imgbot("usage", "-c", str(filled_config), "--format", "table", "--since", "all",
-                  "--user", "@alice:localhost")
+    done = imgbot(
+        "usage",
+        "-c",
+        str(filled_config),
+        "--format",
+        "table",
+        "--since",
+        "all",
+        "--user",
+        "@alice:localhost",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 + 4 + 1
@@ -377,6 +477,7 @@ def test_cli_bad_format_is_refused_by_argparse(tmp_path):
 
 # ---- totals per user, room and day --------------------------------------------------------
 
+
 @pytest.fixture
 def tokyo(monkeypatch):
     """Local time is UTC+9 (a POSIX TZ string, so no tz database is needed)."""
@@ -391,8 +492,15 @@ async def fill_more(db) -> None:
     """`fill`, plus a failed job that still counted images, a cancelled one and a CLI job."""
     await fill(db)
     failed = await add(db, created_at=NOW - 20, prompt="failed late", status="error", images=3)
-    await usage.finish_job(db, failed, status="error", error="boom", images=3,
-                           queue_seconds=9.5, generation_seconds=2.0)
+    await usage.finish_job(
+        db,
+        failed,
+        status="error",
+        error="boom",
+        images=3,
+        queue_seconds=9.5,
+        generation_seconds=2.0,
+    )
     await add(db, created_at=NOW - 10, user="@bob:localhost", status="cancelled", images=0)
     await add(db, created_at=NOW - 5, user="@carol:localhost", room=None, images=2)
 
@@ -401,18 +509,43 @@ async def test_group_by_user_sums_each_users_jobs(db):
     await fill_more(db)
     alice, carol, bob = usage.group(await usage.query(db), "user")  # by pictures
     assert alice == usage.Group(
-        key="@alice:localhost", jobs=4, pictures=6, failed=2, rejected=0, cancelled=0,
-        gpu_seconds=1.25 * 3 + 2.0, mean_queue_seconds=0.5, users=1, rooms=1)
+        key="@alice:localhost",
+        jobs=4,
+        pictures=6,
+        failed=2,
+        rejected=0,
+        cancelled=0,
+        gpu_seconds=1.25 * 3 + 2.0,
+        mean_queue_seconds=0.5,
+        users=1,
+        rooms=1,
+    )
     assert bob == usage.Group(
-        key="@bob:localhost", jobs=3, pictures=1, failed=0, rejected=1, cancelled=1,
-        gpu_seconds=2.5, mean_queue_seconds=0.5, users=1, rooms=2)
+        key="@bob:localhost",
+        jobs=3,
+        pictures=1,
+        failed=0,
+        rejected=1,
+        cancelled=1,
+        gpu_seconds=2.5,
+        mean_queue_seconds=0.5,
+        users=1,
+        rooms=2,
+    )
     assert (carol.key, carol.pictures, carol.rooms) == ("@carol:localhost", 2, 0)
 
 
 async def test_failed_jobs_count_as_failed_not_pictures_nor_queue_wait(db):
     row_id = await add(db, created_at=NOW, status="error", images=0)
-    await usage.finish_job(db, row_id, status="error", error="out of memory", images=4,
-                           queue_seconds=30.0, generation_seconds=3.0)
+    await usage.finish_job(
+        db,
+        row_id,
+        status="error",
+        error="out of memory",
+        images=4,
+        queue_seconds=30.0,
+        generation_seconds=3.0,
+    )
     [only] = usage.group(await usage.query(db), "user")
     assert (only.jobs, only.pictures, only.failed, only.gpu_seconds) == (1, 0, 1, 3.0)
     assert only.mean_queue_seconds is None  # the wait of delivered jobs only
@@ -421,8 +554,9 @@ async def test_failed_jobs_count_as_failed_not_pictures_nor_queue_wait(db):
 async def test_group_by_room_counts_users_and_keeps_jobs_outside_rooms(db):
     await fill_more(db)
     groups = usage.group(await usage.query(db), "room")
-    assert [(g.key, g.jobs, g.pictures, g.failed, g.rejected, g.cancelled, g.users)
-            for g in groups] == [
+    assert [
+        (g.key, g.jobs, g.pictures, g.failed, g.rejected, g.cancelled, g.users) for g in groups
+    ] == [
         ("!room1:localhost", 6, 6, 2, 1, 1, 2),
         ("", 1, 2, 0, 0, 0, 1),  # the CLI job: no room
         ("!room2:localhost", 1, 1, 0, 0, 0, 1),
@@ -458,17 +592,29 @@ async def test_grouped_table_csv_and_json(db):
 
     parsed = list(csv.DictReader(io.StringIO(usage_cli.render_grouped(rows, "user", "csv"))))
     assert [(r["user"], r["pictures"], r["rooms"]) for r in parsed] == [
-        ("'@alice:localhost", "6", "1"), ("'@carol:localhost", "2", "0"),
-        ("'@bob:localhost", "1", "2")]
+        ("'@alice:localhost", "6", "1"),
+        ("'@carol:localhost", "2", "0"),
+        ("'@bob:localhost", "1", "2"),
+    ]
 
     records = json.loads(usage_cli.render_grouped(rows, "user", "json"))
-    assert records[0] == {"user": "@alice:localhost", "jobs": 4, "pictures": 6, "failed": 2,
-                          "rejected": 0, "cancelled": 0, "gpu_seconds": 5.75,
-                          "mean_queue_seconds": 0.5, "rooms": 1}
+    assert records[0] == {
+        "user": "@alice:localhost",
+        "jobs": 4,
+        "pictures": 6,
+        "failed": 2,
+        "rejected": 0,
+        "cancelled": 0,
+        "gpu_seconds": 5.75,
+        "mean_queue_seconds": 0.5,
+        "rooms": 1,
+    }
 
 
 def test_grouped_csv_of_nothing_has_its_header():
-    assert usage_cli.render_grouped([], "day", "csv").strip() == ",".join(usage_cli.group_columns("day"))
+    assert usage_cli.render_grouped([], "day", "csv").strip() == ",".join(
+        usage_cli.group_columns("day")
+    )
 
 
 async def test_csv_of_nothing_has_the_usage_tables_columns(db):
@@ -482,6 +628,7 @@ async def test_csv_of_nothing_has_the_usage_tables_columns(db):
 
 
 # ---- read-only open -----------------------------------------------------------------------
+
 
 async def test_read_only_open_of_a_missing_file_creates_nothing(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
@@ -505,8 +652,9 @@ async def test_read_only_open_reads_and_cannot_write(tmp_path):
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
-@pytest.mark.parametrize("offset, words", [(-1, ("older", "start the bot")),
-                                           (1, ("newer", "upgrade imgbot"))])
+@pytest.mark.parametrize(
+    "offset, words", [(-1, ("older", "start the bot")), (1, ("newer", "upgrade imgbot"))]
+)
 async def test_read_only_open_refuses_another_schema_unchanged(tmp_path, offset, words):
     path = tmp_path / DB_NAME
     version = len(database.MIGRATIONS) + offset
@@ -521,6 +669,7 @@ async def test_read_only_open_refuses_another_schema_unchanged(tmp_path, offset,
 
 
 # ---- `imgbot usage --by` ------------------------------------------------------------------
+
 
 async def test_cli_by_user_table(filled_config):
     path = filled_config.parent / "state" / DB_NAME
@@ -537,8 +686,19 @@ async def test_cli_by_user_table(filled_config):
 
 
 async def test_cli_by_day_json_filtered_by_room(filled_config):
-    done = imgbot("usage", "-c", str(filled_config), "--since", "all", "--by", "day",
-                  "--room", "!room2:localhost", "--format", "json")
+    done = imgbot(
+        "usage",
+        "-c",
+        str(filled_config),
+        "--since",
+        "all",
+        "--by",
+        "day",
+        "--room",
+        "!room2:localhost",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     [day] = json.loads(done.stdout)
     assert day["day"] == usage.day_of(NOW - 2 * DAY)
@@ -563,8 +723,9 @@ def test_the_job_statuses_are_those_the_database_allows():
 
     from bot.store import db as database
 
-    check = re.search(r"status TEXT NOT NULL CHECK \(status IN \(([^)]*)\)\)",
-                      database.MIGRATIONS[0])
+    check = re.search(
+        r"status TEXT NOT NULL CHECK \(status IN \(([^)]*)\)\)", database.MIGRATIONS[0]
+    )
     allowed = {value.strip().strip("'") for value in check[1].split(",")}
     assert {status.value for status in usage.JobStatus} == allowed
     assert f"{usage.JobStatus.OK}" == "ok" and usage.JobStatus("error") is usage.JobStatus.ERROR

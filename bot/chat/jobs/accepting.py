@@ -59,24 +59,41 @@ class Acceptor:
         self.iterator = iterator
         self._people = Locks()  # one a person whose jobs are being checked and accepted
 
-    def logged(self, event: dict[str, Any], room_id: str, prompt: str,
-               job: Job | None) -> usage.NewJob:
+    def logged(
+        self, event: dict[str, Any], room_id: str, prompt: str, job: Job | None
+    ) -> usage.NewJob:
         """The usage row of a command, with the prompt kept or hashed as configured."""
         store = self.ctx.settings.usage.store_prompts
         # A picture of an encrypted room is a source with its key (for restarts and for
         # `again`); the usage log keeps only where it was.
-        options = options_for_log({**job.record(), "source": job.source_url,
-                                   "references": job.reference_urls}, store) if job else {}
-        return usage.NewJob(event["event_id"], room_id, event["sender"],
-                            prompt_for_log(prompt, store), options,
-                            job.seed if job else None, job.model if job else None)
+        options = (
+            options_for_log(
+                {**job.record(), "source": job.source_url, "references": job.reference_urls}, store
+            )
+            if job
+            else {}
+        )
+        return usage.NewJob(
+            event["event_id"],
+            room_id,
+            event["sender"],
+            prompt_for_log(prompt, store),
+            options,
+            job.seed if job else None,
+            job.model if job else None,
+        )
 
-    async def reject(self, room_id: str, event: dict[str, Any], message: str,
-                     prompt: str, job: Job | None = None) -> None:
+    async def reject(
+        self, room_id: str, event: dict[str, Any], message: str, prompt: str, job: Job | None = None
+    ) -> None:
         async with database.writing(self.ctx.db):
             await database.insert_claim(self.ctx.db, event["event_id"], time.time())
-            await usage.insert_job(self.ctx.db, self.logged(event, room_id, prompt, job),
-                                   status=JobStatus.REJECTED, error=message)
+            await usage.insert_job(
+                self.ctx.db,
+                self.logged(event, room_id, prompt, job),
+                status=JobStatus.REJECTED,
+                error=message,
+            )
         self.ctx.metrics.job_rejected()
         await messages.send_notice(self.ctx.client, room_id, message, reply_to=event)
 
@@ -86,18 +103,31 @@ class Acceptor:
         room, _ = await self.ctx.room_defaults(room_id)
         made = await self.iterator.job_for(room_id, event, command, room)
         if isinstance(made, UsageError):
-            await self.reject(room_id, event, made.message,
-                              prompt=getattr(command, "prompt", str(event["content"]["body"])))
+            await self.reject(
+                room_id,
+                event,
+                made.message,
+                prompt=getattr(command, "prompt", str(event["content"]["body"])),
+            )
             return
         job, prompt = made
         screening = self.ctx.screening
         # In a thread: an operator's pattern may take up to its time limit (safety.py).
-        if (screening is not None and job.kind != "upscale" and await asyncio.to_thread(
-                screening.compliance.blocklist.blocked, job.prompt) is not None):
+        if (
+            screening is not None
+            and job.kind != "upscale"
+            and await asyncio.to_thread(screening.compliance.blocklist.blocked, job.prompt)
+            is not None
+        ):
             # Refused before any GPU work; the check before sending stays as a safeguard.
-            await self.reject(room_id, event, "Sorry, the prompt contains a blocked term "
-                              "(compliance.blocklist), so nothing was made.",
-                              prompt=prompt, job=job)
+            await self.reject(
+                room_id,
+                event,
+                "Sorry, the prompt contains a blocked term "
+                "(compliance.blocklist), so nothing was made.",
+                prompt=prompt,
+                job=job,
+            )
             return
         # Each room's commands are handled in a lane of their own: the limits are checked,
         # and the job written down and queued, under the person's lock, else commands sent
@@ -107,16 +137,27 @@ class Acceptor:
             if refused is None:
                 # Written down before any GPU work starts: from here on, the job is answered
                 # exactly once, whatever happens to the bot in between.
-                stored = await jobs.accept(self.ctx.db, event, room_id, prompt, job,
-                                           self.logged(event, room_id, prompt, job))
+                stored = await jobs.accept(
+                    self.ctx.db,
+                    event,
+                    room_id,
+                    prompt,
+                    job,
+                    self.logged(event, room_id, prompt, job),
+                )
                 self.start(stored)
         if refused is not None:
             await self.reject(room_id, event, refused, prompt=prompt, job=job)
 
     async def _refusal(self, sender: str, job: Job) -> str | None:
         """Why the person's quotas or share of the queue leave no room for `job` now."""
-        over = await quotas.refusal(self.ctx.db, sender, job.count, self.ctx.settings.quotas,
-                                    exempt=matches(sender, self.ctx.settings.quotas.exempt))
+        over = await quotas.refusal(
+            self.ctx.db,
+            sender,
+            job.count,
+            self.ctx.settings.quotas,
+            exempt=matches(sender, self.ctx.settings.quotas.exempt),
+        )
         if over is not None:
             return over
         try:
@@ -129,8 +170,9 @@ class Acceptor:
         """Queue a stored job, the task that answers it and the one that shows its status
         (a resumed job is not told it waits: its room heard from it before the restart).
         The queue's limits were checked when it was accepted (or before the restart)."""
-        ticket = self.ctx.queue.submit(stored.job, owner=stored.sender, tag=stored.event_id,
-                                       check_limits=False)
+        ticket = self.ctx.queue.submit(
+            stored.job, owner=stored.sender, tag=stored.event_id, check_limits=False
+        )
         answered = asyncio.get_running_loop().create_future()
         pending = Pending(ticket, stored, answered, self.ctx.last_in_room.get(stored.room_id))
         self.ctx.last_in_room[stored.room_id] = answered

@@ -51,44 +51,67 @@ class Delivery:
         ticket, stored = pending.ticket, pending.stored
         if ticket.started is not None:
             # The queue sets `started` before `result` when a worker takes the job.
-            await asyncio.wait({ticket.started, ticket.result},
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({ticket.started, ticket.result}, return_when=asyncio.FIRST_COMPLETED)
             if ticket.started.done():
-                log.info("job %d started: %s; waited %.1f s", ticket.id,
-                         self._described(stored), ticket.started.result() - ticket.submitted)
+                log.info(
+                    "job %d started: %s; waited %.1f s",
+                    ticket.id,
+                    self._described(stored),
+                    ticket.started.result() - ticket.submitted,
+                )
         result: Result = await ticket.result
         if result.interrupted:
             # The bot is stopping: the job stays stored, for the next start.
-            log.info("job %d is kept for the next start (usage id %d)", ticket.id,
-                     stored.usage_id)
+            log.info("job %d is kept for the next start (usage id %d)", ticket.id, stored.usage_id)
             return None
         await self.ctx.rooms_known.wait()
-        batch = dict(batch=result.extra.get("batch_pictures", 0), pictures=stored.job.count,
-                     worker=result.extra.get("worker"))
+        batch = dict(
+            batch=result.extra.get("batch_pictures", 0),
+            pictures=stored.job.count,
+            worker=result.extra.get("worker"),
+        )
         if result.cancelled or pending.withdrawn:
             # A job redacted while its batch ran is charged its share of the batch.
-            await self.finish(stored, status=JobStatus.CANCELLED, error="cancelled",
-                              queue_seconds=result.queue_seconds,
-                              generation_seconds=result.generation_seconds or None,
-                              number=ticket.id, **batch)
+            await self.finish(
+                stored,
+                status=JobStatus.CANCELLED,
+                error="cancelled",
+                queue_seconds=result.queue_seconds,
+                generation_seconds=result.generation_seconds or None,
+                number=ticket.id,
+                **batch,
+            )
             return "Cancelled."
         try:
             if not result.ok:
                 await pending.my_turn()  # the room's earlier answers come first
                 await messages.send_notice(
-                    self.ctx.client, stored.room_id, f"Sorry, that failed. {result.error}",
-                    reply_to=stored.command, txn_id=pending.txn("failed"),
-                    patience=messages.PATIENT, strict=True)
-                await self.finish(stored, status=JobStatus.ERROR, error=result.error,
-                                  queue_seconds=result.queue_seconds, number=ticket.id,
-                                  worker=batch["worker"])
+                    self.ctx.client,
+                    stored.room_id,
+                    f"Sorry, that failed. {result.error}",
+                    reply_to=stored.command,
+                    txn_id=pending.txn("failed"),
+                    patience=messages.PATIENT,
+                    strict=True,
+                )
+                await self.finish(
+                    stored,
+                    status=JobStatus.ERROR,
+                    error=result.error,
+                    queue_seconds=result.queue_seconds,
+                    number=ticket.id,
+                    worker=batch["worker"],
+                )
                 return "Failed: the reply below says why."
             sent, refusal = await self._send_pictures(pending, result)
         except messages.Unreachable as exc:
             # Kept in the job store: the next start makes and sends it again, and what did
             # arrive is recognised by its transaction ID.
-            log.error("job %d could not be answered (%s); it is kept for the next start",
-                      pending.ticket.id, exc)
+            log.error(
+                "job %d could not be answered (%s); it is kept for the next start",
+                pending.ticket.id,
+                exc,
+            )
             return None
         except messages.Refused as exc:
             sent, refusal = 0, NotSent(str(exc))
@@ -98,29 +121,54 @@ class Delivery:
             final = "Cancelled."
         elif sent:
             status, error = JobStatus.OK, None
-            final = (f"Done: {plural(sent, 'picture')} posted, "
-                     f"{time.monotonic() - ticket.submitted:.0f} s after the command.")
+            final = (
+                f"Done: {plural(sent, 'picture')} posted, "
+                f"{time.monotonic() - ticket.submitted:.0f} s after the command."
+            )
         elif refusal is not None and refusal.withheld:
             status, error = JobStatus.ERROR, refusal.why  # the checks' notice said so already
             final = "Withheld by the compliance checks."
         else:
             final = "Made, but not posted: the reply below says why."
             status, error = JobStatus.ERROR, f"the picture could not be delivered: {refusal}"
-            why = (f"{refusal}, so it is not sent" if refusal is not None and refusal.own_fault
-                   else f"the homeserver would not take it ({refusal})")
+            why = (
+                f"{refusal}, so it is not sent"
+                if refusal is not None and refusal.own_fault
+                else f"the homeserver would not take it ({refusal})"
+            )
             await messages.send_notice(
-                self.ctx.client, stored.room_id, f"Sorry, the picture was made but {why}.",
-                reply_to=stored.command, txn_id=pending.txn("undelivered"))
-        await self.finish(stored, status=status, error=error, images=sent,
-                          queue_seconds=result.queue_seconds,
-                          generation_seconds=result.generation_seconds, number=ticket.id,
-                          **batch)
+                self.ctx.client,
+                stored.room_id,
+                f"Sorry, the picture was made but {why}.",
+                reply_to=stored.command,
+                txn_id=pending.txn("undelivered"),
+            )
+        await self.finish(
+            stored,
+            status=status,
+            error=error,
+            images=sent,
+            queue_seconds=result.queue_seconds,
+            generation_seconds=result.generation_seconds,
+            number=ticket.id,
+            **batch,
+        )
         return final
 
-    async def finish(self, stored: StoredJob, *, status: JobStatus, error: str | None,
-                     images: int = 0, queue_seconds: float | None = None,
-                     generation_seconds: float | None = None, number: int | None = None,
-                     batch: int = 0, pictures: int = 1, worker: str | None = None) -> None:
+    async def finish(
+        self,
+        stored: StoredJob,
+        *,
+        status: JobStatus,
+        error: str | None,
+        images: int = 0,
+        queue_seconds: float | None = None,
+        generation_seconds: float | None = None,
+        number: int | None = None,
+        batch: int = 0,
+        pictures: int = 1,
+        worker: str | None = None,
+    ) -> None:
         """Write down how a job ended, and say so in the log (`number`: its ticket's, when
         it was queued in this run). A job made in one call with others (`batch` pictures in
         all, `pictures` of them its own) is recorded with its share of the call's time, so
@@ -132,22 +180,45 @@ class Delivery:
         await self.ctx.backlog.write(
             f"the outcome of {'job ' + str(number) if number is not None else 'a job'} in "
             "the usage log",
-            lambda: jobs.finish(self.ctx.db, stored, status=status, error=error,
-                                images=images, queue_seconds=queue_seconds,
-                                generation_seconds=generation_seconds, worker=worker))
+            lambda: jobs.finish(
+                self.ctx.db,
+                stored,
+                status=status,
+                error=error,
+                images=images,
+                queue_seconds=queue_seconds,
+                generation_seconds=generation_seconds,
+                worker=worker,
+            ),
+        )
         self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
-        outcome = status.value if status is JobStatus.OK or error == status.value else \
-            f"{status.value} ({self._error(stored, error)})"
-        timing = [] if generation_seconds is None else [
-            f"{generation_seconds:.1f} s on the GPU"
-            + (f" (its share of {whole:.1f} s for a batch of {batch} pictures)"
-               if batch > pictures else "")]
+        outcome = (
+            status.value
+            if status is JobStatus.OK or error == status.value
+            else f"{status.value} ({self._error(stored, error)})"
+        )
+        timing = (
+            []
+            if generation_seconds is None
+            else [
+                f"{generation_seconds:.1f} s on the GPU"
+                + (
+                    f" (its share of {whole:.1f} s for a batch of {batch} pictures)"
+                    if batch > pictures
+                    else ""
+                )
+            ]
+        )
         if queue_seconds is not None:
             timing.append(f"waited {queue_seconds:.1f} s")
-        log.info("%s ended: %s, %s sent; %s%s",
-                 f"job {number}" if number is not None else "a job of an earlier run",
-                 outcome, plural(images, "picture"), self._described(stored),
-                 "; " + ", ".join(timing) if timing else "")
+        log.info(
+            "%s ended: %s, %s sent; %s%s",
+            f"job {number}" if number is not None else "a job of an earlier run",
+            outcome,
+            plural(images, "picture"),
+            self._described(stored),
+            "; " + ", ".join(timing) if timing else "",
+        )
 
     def _described(self, stored: StoredJob) -> str:
         """A job as the log shows it: who, where, what, never the prompt."""
@@ -158,10 +229,14 @@ class Delivery:
         if job.kind == "upscale":
             return f"{what}, upscale {job.factor}× to {job.width}x{job.height}"
         model = job.model or self.ctx.catalogue.default_model
-        kind = {"img2img": f", image-to-image at strength {job.strength:g}",
-                "edit": ", an edit by instruction"}.get(job.kind, "")
-        return (f"{what}, model {model}, {job.width}x{job.height}, {job.steps} steps, "
-                f"{plural(job.count, 'picture')}{kind}")
+        kind = {
+            "img2img": f", image-to-image at strength {job.strength:g}",
+            "edit": ", an edit by instruction",
+        }.get(job.kind, "")
+        return (
+            f"{what}, model {model}, {job.width}x{job.height}, {job.steps} steps, "
+            f"{plural(job.count, 'picture')}{kind}"
+        )
 
     @staticmethod
     def _error(stored: StoredJob, error: str | None) -> str:
@@ -171,8 +246,7 @@ class Delivery:
             return "see the usage log"
         return shorten(error, 200)
 
-    async def _send_pictures(self, pending: Pending,
-                             result: Result) -> tuple[int, NotSent | None]:
+    async def _send_pictures(self, pending: Pending, result: Result) -> tuple[int, NotSent | None]:
         """Each picture as its own reply, then a contact sheet of them all; returns how many
         pictures arrived, and why one did not. The pictures are encoded and uploaded side
         by side (and beside the room's earlier answers); their messages are sent in order,
@@ -187,16 +261,27 @@ class Delivery:
         claim = claim_for(job, getattr(self.ctx.queue.runner, "ai_upscaler", False))
 
         async def prepared(index: int, image):
-            text = caption(result, pending.prompt, index, self.ctx.catalogue.default_model,
-                           upscaler)
+            text = caption(
+                result, pending.prompt, index, self.ctx.catalogue.default_model, upscaler
+            )
             async with self.ctx.slots.take(pending.room_id):
                 return await posting.prepare(
-                    self.ctx, pending, image, {**params, "seed": job.seed + index}, text,
-                    f"imgbot-{job.seed + index}", index, claim=claim, thumbnail=True)
+                    self.ctx,
+                    pending,
+                    image,
+                    {**params, "seed": job.seed + index},
+                    text,
+                    f"imgbot-{job.seed + index}",
+                    index,
+                    claim=claim,
+                    thumbnail=True,
+                )
 
         # Owned here: each is awaited in order below, and cancelled if that ends early.
-        preparing = [asyncio.ensure_future(prepared(index, image))
-                     for index, image in enumerate(result.images)]
+        preparing = [
+            asyncio.ensure_future(prepared(index, image))
+            for index, image in enumerate(result.images)
+        ]
         try:
             async with self.ctx.slots.under_way(pending.room_id):
                 sent, refusal, lost = await self._post_in_order(pending, job, preparing)
@@ -207,22 +292,34 @@ class Delivery:
         if sent and lost and not pending.withdrawn:
             # The others arrived, so the job counts as answered: say which did not, and why.
             await messages.send_notice(
-                self.ctx.client, pending.room_id,
+                self.ctx.client,
+                pending.room_id,
                 f"{plural(len(lost), 'picture')} of {len(result.images)} could not be "
-                f"posted: {'; '.join(lost)}.", reply_to=pending.stored.command,
-                txn_id=pending.txn("partly-delivered"))
+                f"posted: {'; '.join(lost)}.",
+                reply_to=pending.stored.command,
+                txn_id=pending.txn("partly-delivered"),
+            )
         if len(result.images) > 1 and sent and not pending.withdrawn:
             labels = [f"seed {job.seed + i}" for i in range(len(result.images))]
             # Tiled in a thread, like the encoding: the event loop serves every room.
-            sheet = await asyncio.to_thread(contact_sheet, list(result.images), labels,
-                                            cell=min(384, max(job.width, job.height)))
+            sheet = await asyncio.to_thread(
+                contact_sheet,
+                list(result.images),
+                labels,
+                cell=min(384, max(job.width, job.height)),
+            )
             async with self.ctx.slots.take(pending.room_id):
                 ready = await posting.prepare(
-                    self.ctx, pending, sheet,
+                    self.ctx,
+                    pending,
+                    sheet,
                     {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
                     f"{pending.prompt} — all {len(result.images)} pictures, seeds "
-                    f"{job.seed}–{job.seed + job.count - 1}", f"imgbot-{job.seed}-sheet", None,
-                    claim=claim)
+                    f"{job.seed}–{job.seed + job.count - 1}",
+                    f"imgbot-{job.seed}-sheet",
+                    None,
+                    claim=claim,
+                )
             if not isinstance(ready, NotSent):
                 await posting.post(self.ctx, pending, ready)
         return sent, refusal
@@ -236,8 +333,11 @@ class Delivery:
             ready = await task
             if pending.withdrawn:
                 break
-            problem = ready if isinstance(ready, NotSent) else await posting.post(
-                self.ctx, pending, ready)
+            problem = (
+                ready
+                if isinstance(ready, NotSent)
+                else await posting.post(self.ctx, pending, ready)
+            )
             if problem is not None and problem.withheld:  # its notice was the answer
                 refusal = refusal or problem  # and it is not counted as sent
                 continue

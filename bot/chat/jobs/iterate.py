@@ -20,8 +20,14 @@ from bot.chat.jobs import source_pictures
 from bot.chat.language import editing
 from bot.chat.jobs.source_pictures import fitted
 from bot.chat.language.commands import Again, Edit, Generate, UsageError, Upscale, Vary
-from bot.chat.language.options import (DEFAULT_STRENGTH, MAX_ASPECT, MAX_SEED, VARY_STRENGTH,
-                              size_for_aspect, size_limit)
+from bot.chat.language.options import (
+    DEFAULT_STRENGTH,
+    MAX_ASPECT,
+    MAX_SEED,
+    VARY_STRENGTH,
+    size_for_aspect,
+    size_limit,
+)
 from bot.chat.language.resolve import resolve
 from bot.matrix.sources import Source, SourceError
 
@@ -42,8 +48,9 @@ def source_size(image: Image.Image, native: tuple[int, int], max_pixels: int) ->
     return size_for_aspect(aspect, native[0] * native[1], max_pixels)
 
 
-def kept_size(image: Image.Image, native: tuple[int, int], grid: int,
-              max_pixels: int) -> tuple[int, int]:
+def kept_size(
+    image: Image.Image, native: tuple[int, int], grid: int, max_pixels: int
+) -> tuple[int, int]:
     """The picture's own size where the model draws it (on its grid, within the limit),
     else `source_size`."""
     width, height = image.size
@@ -56,16 +63,22 @@ def over_todays_limits(job: Job, limits, name: str) -> UsageError | None:
     """Why a job made from a stored one (`again`, `vary`) is over today's limits, which may
     have been lowered since: refused with the limit named, never quietly cut down."""
     if job.steps > limits.max_steps:
-        return UsageError(f"`{name}` keeps that picture's {job.steps} steps, over today's "
-                          f"limit of {limits.max_steps} (limits.max_steps).")
+        return UsageError(
+            f"`{name}` keeps that picture's {job.steps} steps, over today's "
+            f"limit of {limits.max_steps} (limits.max_steps)."
+        )
     if job.width * job.height > limits.max_pixels:
-        return UsageError(f"`{name}` keeps that picture's size, {job.width}×{job.height}, "
-                          f"over today's limit of {size_limit(limits.max_pixels)} "
-                          f"(limits.max_pixels).")
+        return UsageError(
+            f"`{name}` keeps that picture's size, {job.width}×{job.height}, "
+            f"over today's limit of {size_limit(limits.max_pixels)} "
+            f"(limits.max_pixels)."
+        )
     if job.count > limits.max_images:
-        return UsageError(f"`{name}` keeps that set's {job.count} pictures, over today's "
-                          f"limit of {limits.max_images} at once (limits.max_images): reply "
-                          f"to one of its pictures instead.")
+        return UsageError(
+            f"`{name}` keeps that set's {job.count} pictures, over today's "
+            f"limit of {limits.max_images} at once (limits.max_images): reply "
+            f"to one of its pictures instead."
+        )
     return None
 
 
@@ -79,8 +92,9 @@ class Iterator:
     def limits(self):
         return self.ctx.settings.limits
 
-    async def job_for(self, room_id: str, event: dict, command,
-                      room) -> tuple[Job, str] | UsageError:
+    async def job_for(
+        self, room_id: str, event: dict, command, room
+    ) -> tuple[Job, str] | UsageError:
         """The job, and the prompt as the person typed it (for captions and the usage log);
         or why not."""
         ctx = self.ctx
@@ -89,18 +103,22 @@ class Iterator:
         reply = sources.replied_to(event.get("content") or {}, thread_root=not is_generate)
         if is_generate and reply is None:
             if command.strength is not None:
-                return UsageError("--strength works in a reply to a picture: it says how "
-                                  "much of that picture is painted over.")
+                return UsageError(
+                    "--strength works in a reply to a picture: it says how "
+                    "much of that picture is painted over."
+                )
             return self._typed(self._resolve(command, room), command.prompt)
         if isinstance(command, Edit):  # asked before any download
-            refused = editing.refusal(reply is not None, ctx.settings.matrix.command_prefix,
-                                      ctx.catalogue)
+            refused = editing.refusal(
+                reply is not None, ctx.settings.matrix.command_prefix, ctx.catalogue
+            )
             if refused is not None:
                 return refused
         name = type(command).__name__.lower()
         if reply is None:
-            return UsageError(f"Reply to a picture with `{ctx.settings.matrix.command_prefix} "
-                              f"{name}` for that.")
+            return UsageError(
+                f"Reply to a picture with `{ctx.settings.matrix.command_prefix} {name}` for that."
+            )
         try:
             picture = await sources.picture_event(ctx.client, room_id, reply)
         except sources.NotAPicture as exc:
@@ -110,59 +128,81 @@ class Iterator:
             return UsageError(str(exc))
         except SourceError as exc:
             return UsageError(str(exc))
-        posted = (await gallery.find(ctx.db, reply, room_id)
-                  if picture.get("sender") == ctx.me else None)
+        posted = (
+            await gallery.find(ctx.db, reply, room_id) if picture.get("sender") == ctx.me else None
+        )
         if isinstance(command, (Again, Vary)) and posted is None:
-            return UsageError(f"`{name}` works on the pictures this bot made in this room; "
-                              f"to start from another picture, reply to it with "
-                              f"`{ctx.settings.matrix.command_prefix} <prompt>`.")
+            return UsageError(
+                f"`{name}` works on the pictures this bot made in this room; "
+                f"to start from another picture, reply to it with "
+                f"`{ctx.settings.matrix.command_prefix} <prompt>`."
+            )
         if isinstance(command, (Again, Vary)) and posted.job.kind == "upscale":
-            return UsageError(f"That picture is an upscale: reply to the picture it was made "
-                              f"from for `{name}`.")
+            return UsageError(
+                f"That picture is an upscale: reply to the picture it was made from for `{name}`."
+            )
         if isinstance(command, Vary) and posted.picture is None:
-            return UsageError("That is a contact sheet: reply to one of its pictures for "
-                              "`vary`.")
+            return UsageError("That is a contact sheet: reply to one of its pictures for `vary`.")
         try:
-            source = await sources.fetch(ctx.client, sources.locator(picture["content"]),
-                                         (picture["content"].get("info") or {}).get("size"),
-                                         self.limits)
+            source = await sources.fetch(
+                ctx.client,
+                sources.locator(picture["content"]),
+                (picture["content"].get("info") or {}).get("size"),
+                self.limits,
+            )
         except SourceError as exc:
             return UsageError(str(exc))
         if isinstance(command, (Again, Vary)) and posted.job.prompt.startswith("sha256:"):
             # The usage log keeps no prompts: the picture itself carries its parameters.
             kept = read_parameters(source.data) if source.data[:4] == b"\x89PNG" else {}
             if "prompt" not in kept:
-                return UsageError("This bot does not keep prompts (usage.store_prompts is "
-                                  "off), and the picture does not carry its own.")
-            posted = dataclasses.replace(posted, prompt=kept["prompt"], job=dataclasses.replace(
-                posted.job, prompt=kept["prompt"],
-                negative_prompt=kept.get("negative_prompt", "")))
+                return UsageError(
+                    "This bot does not keep prompts (usage.store_prompts is "
+                    "off), and the picture does not carry its own."
+                )
+            posted = dataclasses.replace(
+                posted,
+                prompt=kept["prompt"],
+                job=dataclasses.replace(
+                    posted.job,
+                    prompt=kept["prompt"],
+                    negative_prompt=kept.get("negative_prompt", ""),
+                ),
+            )
         # The source is a picture this bot posted and made by AI alone: what is made from it
         # may claim to be made by AI (generation.compliance.claims); `again` keeps its job's.
         own = posted is not None and posted.job.ai_only
         if isinstance(command, Upscale):
-            return self._typed(self._upscale(command, source, posted, room),
-                               posted.prompt if posted else f"upscale {command.factor}x", own)
+            return self._typed(
+                self._upscale(command, source, posted, room),
+                posted.prompt if posted else f"upscale {command.factor}x",
+                own,
+            )
         if isinstance(command, Again):
             return self._typed(await self._again(command, posted), posted.prompt)
         if isinstance(command, Vary):
             return self._typed(await self._vary(command, source, posted), posted.prompt, own)
         if isinstance(command, Edit):
-            return self._typed(await self._edit(command, source, room, room_id, event, reply,
-                                                posted), command.instruction, own)
+            return self._typed(
+                await self._edit(command, source, room, room_id, event, reply, posted),
+                command.instruction,
+                own,
+            )
         return self._typed(await self._img2img(command, source, room), command.prompt, own)
 
     @staticmethod
-    def _typed(job: Job | UsageError, prompt: str,
-               source_own: bool = False) -> tuple[Job, str] | UsageError:
+    def _typed(
+        job: Job | UsageError, prompt: str, source_own: bool = False
+    ) -> tuple[Job, str] | UsageError:
         if isinstance(job, UsageError):
             return job
         return (dataclasses.replace(job, source_own=True) if source_own else job), prompt
 
     def _resolve(self, command: Generate, room, edit: bool = False) -> Job | UsageError:
         ctx = self.ctx
-        return resolve(command, ctx.settings.generation, self.limits, ctx.catalogue, room,
-                       edit=edit)
+        return resolve(
+            command, ctx.settings.generation, self.limits, ctx.catalogue, room, edit=edit
+        )
 
     def _model(self, job: Job) -> str:
         """The picture's model, or the default when that model is no longer configured."""
@@ -175,36 +215,65 @@ class Iterator:
             try:
                 job = await source_pictures.refetched(self.ctx.client, job, self.limits)
             except source_pictures.ReferenceUnusable as exc:
-                return UsageError(f"The reference picture this one was made with (the "
-                                  f"thread's first picture): {exc}")
+                return UsageError(
+                    f"The reference picture this one was made with (the "
+                    f"thread's first picture): {exc}"
+                )
             except SourceError as exc:
                 return UsageError(f"The picture this one was made from: {exc}")
-        again = dataclasses.replace(job, seed=new_seed(count), count=count,
-                                    model=self._model(job),
-                                    enhance=bool(command.enhance or job.enhance))
+        again = dataclasses.replace(
+            job,
+            seed=new_seed(count),
+            count=count,
+            model=self._model(job),
+            enhance=bool(command.enhance or job.enhance),
+        )
         return over_todays_limits(again, self.limits, "again") or again
 
-    async def _vary(self, command: Vary, source: Source,
-                    posted: gallery.Posted) -> Job | UsageError:
+    async def _vary(
+        self, command: Vary, source: Source, posted: gallery.Posted
+    ) -> Job | UsageError:
         job = posted.job
         catalogue = self.ctx.catalogue
         model = self._model(job) or catalogue.default_model
         if catalogue.only_edits(model):  # a picture it edited: vary is image-to-image
             return UsageError(catalogue.only_edits(model))
         try:  # the grid: 8 for SD, 16 for FLUX and the other transformer families
-            width, height = kept_size(source.image, catalogue.models[model],
-                                      catalogue.family(model).multiple, self.limits.max_pixels)
+            width, height = kept_size(
+                source.image,
+                catalogue.models[model],
+                catalogue.family(model).multiple,
+                self.limits.max_pixels,
+            )
         except ValueError as exc:
             return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         varied = dataclasses.replace(
-            job, kind="img2img", seed=new_seed(), count=1, width=width, height=height,
-            strength=command.strength or VARY_STRENGTH, image=image, source=source.url,
-            model=self._model(job), factor=1, enhance=bool(command.enhance or job.enhance))
+            job,
+            kind="img2img",
+            seed=new_seed(),
+            count=1,
+            width=width,
+            height=height,
+            strength=command.strength or VARY_STRENGTH,
+            image=image,
+            source=source.url,
+            model=self._model(job),
+            factor=1,
+            enhance=bool(command.enhance or job.enhance),
+        )
         return over_todays_limits(varied, self.limits, "vary") or varied  # its steps kept
 
-    async def _edit(self, command: Edit, source: Source, room, room_id: str, event: dict,
-                    reply: str, posted: gallery.Posted | None) -> Job | UsageError:
+    async def _edit(
+        self,
+        command: Edit,
+        source: Source,
+        room,
+        room_id: str,
+        event: dict,
+        reply: str,
+        posted: gallery.Posted | None,
+    ) -> Job | UsageError:
         catalogue = self.ctx.catalogue
         model = catalogue.edit_model
         job = self._resolve(editing.as_generate(command, model), room, edit=True)
@@ -212,21 +281,37 @@ class Iterator:
             return job
         try:
             references = await source_pictures.thread_references(
-                self.ctx.client, room_id, event.get("content") or {}, reply,
-                catalogue.family(model).pictures, self.limits,
-                made_from=(posted.job.source, *posted.job.references) if posted else ())
+                self.ctx.client,
+                room_id,
+                event.get("content") or {},
+                reply,
+                catalogue.family(model).pictures,
+                self.limits,
+                made_from=(posted.job.source, *posted.job.references) if posted else (),
+            )
         except SourceError as exc:
             return UsageError(str(exc))
         try:
-            width, height = kept_size(source.image, catalogue.models[model],
-                                      catalogue.family(model).multiple, self.limits.max_pixels)
+            width, height = kept_size(
+                source.image,
+                catalogue.models[model],
+                catalogue.family(model).multiple,
+                self.limits.max_pixels,
+            )
         except ValueError as exc:
             return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
-            job, kind="edit", width=width, height=height, image=image, source=source.url,
-            style="", references=tuple(ref.url for ref in references),
-            reference_images=tuple(ref.image for ref in references))
+            job,
+            kind="edit",
+            width=width,
+            height=height,
+            image=image,
+            source=source.url,
+            style="",
+            references=tuple(ref.url for ref in references),
+            reference_images=tuple(ref.image for ref in references),
+        )
 
     async def _img2img(self, command: Generate, source: Source, room) -> Job | UsageError:
         job = self._resolve(command, room)
@@ -236,31 +321,46 @@ class Iterator:
         if not (command.width or command.aspect):
             # Without --size or --ar, the new picture keeps the shape of the old one.
             try:
-                width, height = source_size(source.image, self.ctx.catalogue.models[job.model],
-                                            self.limits.max_pixels)
+                width, height = source_size(
+                    source.image, self.ctx.catalogue.models[job.model], self.limits.max_pixels
+                )
             except ValueError as exc:
                 return UsageError(f"{exc}.")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
-            job, kind="img2img", width=width, height=height, image=image, source=source.url,
-            strength=command.strength or DEFAULT_STRENGTH)
+            job,
+            kind="img2img",
+            width=width,
+            height=height,
+            image=image,
+            source=source.url,
+            strength=command.strength or DEFAULT_STRENGTH,
+        )
 
-    def _upscale(self, command: Upscale, source: Source, posted: gallery.Posted | None,
-                 room) -> Job | UsageError:
+    def _upscale(
+        self, command: Upscale, source: Source, posted: gallery.Posted | None, room
+    ) -> Job | UsageError:
         width, height = source.image.size
         factor = command.factor
         most = self.limits.max_upscaled_pixels
         if max(width, height) * factor > MAX_UPSCALED_SIDE:
-            return UsageError(f"{width}×{height} upscaled {factor}× would be "
-                              f"{width * factor}×{height * factor}; no side may be over "
-                              f"{MAX_UPSCALED_SIDE:,} pixels.")
+            return UsageError(
+                f"{width}×{height} upscaled {factor}× would be "
+                f"{width * factor}×{height * factor}; no side may be over "
+                f"{MAX_UPSCALED_SIDE:,} pixels."
+            )
         if width * height * factor**2 > most:
             fits = [f for f in (2, 4, 8) if width * height * f * f <= most]
-            hint = f"at most {fits[-1]}× for this picture" if fits else \
-                "this picture is too large to upscale"
-            return UsageError(f"{width}×{height} upscaled {factor}× would be "
-                              f"{width * factor}×{height * factor}, over the limit of "
-                              f"{most:,} pixels: {hint}.")
+            hint = (
+                f"at most {fits[-1]}× for this picture"
+                if fits
+                else "this picture is too large to upscale"
+            )
+            return UsageError(
+                f"{width}×{height} upscaled {factor}× would be "
+                f"{width * factor}×{height * factor}, over the limit of "
+                f"{most:,} pixels: {hint}."
+            )
         base = posted.job if posted is not None else None
         picture = posted.picture if posted is not None and posted.picture is not None else 0
         return Job(
@@ -268,6 +368,13 @@ class Iterator:
             negative_prompt=base.negative_prompt if base else "",
             seed=base.seed + picture if base else 0,
             steps=max(1, math.ceil(factor / 4)),  # passes, for the queue's estimate
-            width=width * factor, height=height * factor,
-            model="", kind="upscale", factor=factor, image=source.image, source=source.url,
-            enhance=bool(command.enhance or room.enhance), style=base.style if base else "")
+            width=width * factor,
+            height=height * factor,
+            model="",
+            kind="upscale",
+            factor=factor,
+            image=source.image,
+            source=source.url,
+            enhance=bool(command.enhance or room.enhance),
+            style=base.style if base else "",
+        )

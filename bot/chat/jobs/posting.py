@@ -22,6 +22,7 @@ from bot.store.retention import options_for_log, prompt_for_log
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class NotSent:
     """Why a picture was not sent."""
@@ -49,22 +50,34 @@ class Ready:
 def _as_picture(encoded) -> messages.Picture | None:
     if encoded is None:
         return None
-    return messages.Picture(encoded.data, encoded.width, encoded.height, encoded.mimetype,
-                            encoded.note)
+    return messages.Picture(
+        encoded.data, encoded.width, encoded.height, encoded.mimetype, encoded.note
+    )
 
 
-def _encode(image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign,
-            claim: Claim) -> tuple[messages.Picture | None, messages.Picture | None]:
+def _encode(
+    image, params: dict[str, Any], limit: int | None, thumbnail: bool, sign, claim: Claim
+) -> tuple[messages.Picture | None, messages.Picture | None]:
     """The picture (marked with its claim, and signed last when `sign` is given) and its
     thumbnail."""
     small = encode_thumbnail(image, source_type=claim.source_type) if thumbnail else None
     return _as_picture(encode_for_upload(image, params, limit, sign, claim.source_type)), (
-        messages.Picture(*small, mimetype="image/jpeg") if small else None)
+        messages.Picture(*small, mimetype="image/jpeg") if small else None
+    )
 
 
-async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any], text: str,
-                  stem: str, index: int | None, *, claim: Claim,
-                  thumbnail: bool = False) -> Ready | NotSent:
+async def prepare(
+    ctx: Context,
+    pending: Pending,
+    image,
+    params: dict[str, Any],
+    text: str,
+    stem: str,
+    index: int | None,
+    *,
+    claim: Claim,
+    thumbnail: bool = False,
+) -> Ready | NotSent:
     """Screen, encode (in a thread, beside the next generation on the GPU) and upload
     picture `index` of the job (None: the contact sheet), marked and signed with `claim`;
     Ready, or why it cannot be sent.
@@ -84,29 +97,35 @@ async def prepare(ctx: Context, pending: Pending, image, params: dict[str, Any],
             # A signature may wait on a time-stamp server: that wait holds no encoding slot.
             async with ctx.slots.encoding if sign is None else contextlib.nullcontext():
                 picture, small = await asyncio.to_thread(
-                    _encode, image, params, ctx.upload_limit, thumbnail, sign, claim)
+                    _encode, image, params, ctx.upload_limit, thumbnail, sign, claim
+                )
         except SigningFailed as exc:  # never sent unsigned; the notice says why
             log.error("job %d: %s", pending.ticket.id, exc)
             return NotSent(f"it could not be signed ({exc})", own_fault=True)
         except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
             log.exception("job %d: a picture could not be encoded", pending.ticket.id)
-            return NotSent(f"it could not be encoded ({type(exc).__name__})",
-                           own_fault=True)
+            return NotSent(f"it could not be encoded ({type(exc).__name__})", own_fault=True)
         if picture is None:
             return NotSent(f"it does not fit the upload limit of {ctx.upload_limit} bytes")
         try:
             content = await messages.image_content(
-                ctx.client, pending.room_id, picture,
+                ctx.client,
+                pending.room_id,
+                picture,
                 filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
                 caption=f"{text} · {picture.note}" if picture.note else text,
-                reply_to=pending.stored.command, thumbnail=small,
-                patience=messages.PATIENT, strict=True)
+                reply_to=pending.stored.command,
+                thumbnail=small,
+                patience=messages.PATIENT,
+                strict=True,
+            )
         except messages.Refused as exc:
             if exc.errcode != "M_TOO_LARGE" or attempt:
                 return NotSent(str(exc))
             limit = await messages.upload_limit(ctx.client)
-            ctx.upload_limit = limit if limit and limit < len(picture.data) \
-                else len(picture.data) // 2
+            ctx.upload_limit = (
+                limit if limit and limit < len(picture.data) else len(picture.data) // 2
+            )
             continue
         return Ready(content, part, index)
     return NotSent("it could not be uploaded", own_fault=True)  # not reached
@@ -116,20 +135,33 @@ async def post(ctx: Context, pending: Pending, ready: Ready) -> NotSent | None:
     """Send the message of an uploaded picture; None when it arrived, else why not. Each
     posted picture is remembered, for replies to it. Raises messages.Unreachable."""
     try:
-        event_id = await messages.send(ctx.client, pending.room_id, ready.content,
-                                       txn_id=pending.txn(ready.part),
-                                       patience=messages.PATIENT, strict=True)
+        event_id = await messages.send(
+            ctx.client,
+            pending.room_id,
+            ready.content,
+            txn_id=pending.txn(ready.part),
+            patience=messages.PATIENT,
+            strict=True,
+        )
     except messages.Refused as exc:
         return NotSent(str(exc))
     # Recorded now, or once space is back when the disk is full (the next picture is sent
     # all the same): that it was posted, and the picture, for replies to it.
     number = pending.ticket.id
-    await ctx.backlog.write(f"that job {number} posted its {ready.part}",
-                            lambda: jobs.sent_part(ctx.db, pending.stored))
+    await ctx.backlog.write(
+        f"that job {number} posted its {ready.part}", lambda: jobs.sent_part(ctx.db, pending.stored)
+    )
     store = ctx.settings.usage.store_prompts
     await ctx.backlog.write(
         f"the record of job {number}'s {ready.part}",
-        lambda: gallery.remember(ctx.db, event_id, pending.room_id, pending.stored.usage_id,
-                                 options_for_log(pending.stored.job.record(), store),
-                                 prompt_for_log(pending.prompt, store), ready.index))
+        lambda: gallery.remember(
+            ctx.db,
+            event_id,
+            pending.room_id,
+            pending.stored.usage_id,
+            options_for_log(pending.stored.job.record(), store),
+            prompt_for_log(pending.prompt, store),
+            ready.index,
+        ),
+    )
     return None

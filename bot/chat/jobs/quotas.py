@@ -28,15 +28,21 @@ def _pictures(status: str, images: int, options: str) -> int:
         return 1
 
 
-async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
-                  quotas: QuotaSettings, exempt: bool = False,
-                  now: float | None = None) -> str | None:
+async def refusal(
+    db: aiosqlite.Connection,
+    user_id: str,
+    wanted: int,
+    quotas: QuotaSettings,
+    exempt: bool = False,
+    now: float | None = None,
+) -> str | None:
     """None when the user may have `wanted` more pictures now; else a notice saying when."""
     now = time.time() if now is None else now
     if exempt or all(getattr(quotas, key) is None for _, _, key in WINDOWS):
         return None
-    rows = await usage.counted_for_quotas(db, user_id,
-                                          now - max(seconds for _, seconds, _ in WINDOWS))
+    rows = await usage.counted_for_quotas(
+        db, user_id, now - max(seconds for _, seconds, _ in WINDOWS)
+    )
     made = [(row[0], _pictures(row[1], row[2], row[3])) for row in rows]
     for name, seconds, key in WINDOWS:
         limit = getattr(quotas, key)
@@ -47,8 +53,7 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
         if used + wanted <= limit:
             continue
         if wanted > limit:
-            return (f"You asked for {wanted} pictures at once; the limit is {limit} per "
-                    f"{name}.")
+            return f"You asked for {wanted} pictures at once; the limit is {limit} per {name}."
         # The moment enough of the oldest pictures leave the window for this request.
         need, freed, at = used + wanted - limit, 0, now
         for created, count in recent:
@@ -57,11 +62,16 @@ async def refusal(db: aiosqlite.Connection, user_id: str, wanted: int,
                 at = created + seconds
                 break
         left = max(0, limit - used)
-        now_part = (f"You can make {left} more now (with `--n {left}`), or {wanted} "
-                    if 0 < left < wanted else "You can go on ")
-        return (f"You have {plural(used, 'picture')} made or queued in the last {name}; the limit is {limit} "
-                f"per {name}. {now_part}in {_duration(at - now)} "
-                f"(at {time.strftime('%H:%M %Z', time.localtime(at))}).")
+        now_part = (
+            f"You can make {left} more now (with `--n {left}`), or {wanted} "
+            if 0 < left < wanted
+            else "You can go on "
+        )
+        return (
+            f"You have {plural(used, 'picture')} made or queued in the last {name}; the limit is {limit} "
+            f"per {name}. {now_part}in {_duration(at - now)} "
+            f"(at {time.strftime('%H:%M %Z', time.localtime(at))})."
+        )
     return None
 
 

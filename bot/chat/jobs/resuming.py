@@ -50,16 +50,19 @@ class Resumer:
             elif stored.starts > MAX_STARTS and not stored.parts_sent:
                 why = f"the bot stopped {stored.starts - 1} times while making it"
             elif age > max_age and not stored.parts_sent:
-                why = (f"the bot stopped before it was done, and the request is now "
-                       f"{age_words(age)} old")
+                why = (
+                    f"the bot stopped before it was done, and the request is now "
+                    f"{age_words(age)} old"
+                )
             else:
                 try:
                     stored, why = await self._with_source(stored)
                 except sources.Unavailable:
                     # The homeserver is away: the picture is fetched (and the job queued)
                     # once it is back, without holding up the start.
-                    self.ctx.tasks.spawn(self._resume_when_reachable(stored),
-                                         name=f"resume-{stored.event_id}")
+                    self.ctx.tasks.spawn(
+                        self._resume_when_reachable(stored), name=f"resume-{stored.event_id}"
+                    )
                     resumed += 1
                     continue
                 if why is None:
@@ -71,12 +74,15 @@ class Resumer:
             # after this.
             self.ctx.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
         if resumed or given_up:
-            log.info("resumed %d unfinished jobs of the previous run; answered %d with a "
-                     "notice instead", resumed, given_up)
+            log.info(
+                "resumed %d unfinished jobs of the previous run; answered %d with a notice instead",
+                resumed,
+                given_up,
+            )
 
     async def _resume_when_reachable(self, stored: StoredJob) -> None:
         for attempt in itertools.count():
-            await asyncio.sleep(min(messages.RETRY_CAP, 2.0 ** attempt))
+            await asyncio.sleep(min(messages.RETRY_CAP, 2.0**attempt))
             try:
                 stored, why = await self._with_source(stored)
             except sources.Unavailable:
@@ -90,9 +96,12 @@ class Resumer:
     async def _give_up(self, stored: StoredJob, why: str) -> None:
         await self.ctx.rooms_known.wait()
         await messages.send_notice(
-            self.ctx.client, stored.room_id,
+            self.ctx.client,
+            stored.room_id,
             f"Sorry, this was not made: {why}. Send it again if you still want it.",
-            reply_to=stored.command, txn_id=messages.txn_id(stored.event_id, "given-up"))
+            reply_to=stored.command,
+            txn_id=messages.txn_id(stored.event_id, "given-up"),
+        )
         await self.delivery.finish(stored, status=JobStatus.ERROR, error=f"not resumed: {why}")
 
     async def _with_source(self, stored: StoredJob) -> tuple[StoredJob, str | None]:
@@ -107,8 +116,10 @@ class Resumer:
         except sources.Unavailable:
             raise
         except source_pictures.ReferenceUnusable as exc:
-            return stored, (f"its reference picture (the thread's first picture) could not "
-                            f"be used again ({exc})")
+            return stored, (
+                f"its reference picture (the thread's first picture) could not "
+                f"be used again ({exc})"
+            )
         except sources.SourceError as exc:
             return stored, f"the picture it starts from could not be used again ({exc})"
         return replace(stored, job=job), None

@@ -35,11 +35,12 @@ _REMEMBERED = 512
 class Screening:
     """The loaded checks of one bot, and which jobs had a picture withheld."""
 
-    def __init__(self, compliance: Compliance | None, broken: str | None = None,
-                 retry: bool = False):
+    def __init__(
+        self, compliance: Compliance | None, broken: str | None = None, retry: bool = False
+    ):
         self.compliance = compliance or Compliance()
         self.broken = broken  # why the checks could not be loaded: every picture is withheld
-        self.retry = retry    # broken by a service that is down, not by the config
+        self.retry = retry  # broken by a service that is down, not by the config
         self._flagged: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
@@ -49,8 +50,7 @@ class Screening:
         notice, rather than sending one unchecked; the config's validation has already
         stopped the start for what can be checked early (certificates, packages, folders)."""
         try:
-            return cls(Compliance.from_settings(settings.compliance, settings.state_dir,
-                                                version()))
+            return cls(Compliance.from_settings(settings.compliance, settings.state_dir, version()))
         except TimestampUnavailable as exc:
             return cls(None, str(exc), retry=True)
         except Exception as exc:
@@ -70,22 +70,26 @@ class Screening:
         while len(self._flagged) > _REMEMBERED:
             self._flagged.popitem(last=False)
 
-    async def screen(self, ctx, pending, image: Image.Image, index: int | None,
-                     label: str) -> Image.Image | None:
+    async def screen(
+        self, ctx, pending, image: Image.Image, index: int | None, label: str
+    ) -> Image.Image | None:
         """The picture to send (perhaps blurred or watermarked), or None when it is
         withheld; its notice, if any, is sent here. `label` names it in notices."""
         event_id = pending.stored.event_id
         if self.broken is not None:
-            verdict = Verdict("block", None, [self.broken], {"action": "block",
-                                                              "error": self.broken})
+            verdict = Verdict(
+                "block", None, [self.broken], {"action": "block", "error": self.broken}
+            )
             await _record(ctx, pending, index, verdict)
             if index is not None:
                 await self._notify(ctx, pending, verdict, index, label)
             return None
         if index is None:  # the contact sheet
             if event_id in self._flagged:
-                log.info("job %d: its contact sheet is not sent (a picture was withheld "
-                         "or blurred)", pending.ticket.id)
+                log.info(
+                    "job %d: its contact sheet is not sent (a picture was withheld or blurred)",
+                    pending.ticket.id,
+                )
                 return None
             if not self.compliance.watermark:
                 return image
@@ -94,8 +98,9 @@ class Screening:
             try:
                 return await asyncio.to_thread(embed, image)
             except Exception:  # fail closed: a sheet without its watermark is not sent
-                log.exception("job %d: the contact sheet could not be watermarked",
-                              pending.ticket.id)
+                log.exception(
+                    "job %d: the contact sheet could not be watermarked", pending.ticket.id
+                )
                 return None
         stored = await room_defaults.stored(ctx.db, pending.room_id)
         # The room's own safety policy, stricter than the config's or ignored.
@@ -107,18 +112,26 @@ class Screening:
         prompt = job.prompt if job.kind != "upscale" else ""
         try:
             verdict: Verdict = await asyncio.to_thread(
-                self.compliance.screen, image, prompt, room_nsfw)
+                self.compliance.screen, image, prompt, room_nsfw
+            )
         except Exception as exc:  # fail closed: an unchecked picture is not sent
             log.exception("job %d: the compliance checks failed", pending.ticket.id)
-            verdict = Verdict("block", None, [f"the compliance checks failed "
-                                              f"({type(exc).__name__})"],
-                              {"action": "block", "error": type(exc).__name__})
+            verdict = Verdict(
+                "block",
+                None,
+                [f"the compliance checks failed ({type(exc).__name__})"],
+                {"action": "block", "error": type(exc).__name__},
+            )
         await _record(ctx, pending, index, verdict)
         if verdict.action == "send":
             return verdict.image
-        log.info("job %d: picture %d %s by the compliance checks (%s)", pending.ticket.id,
-                 index, {"block": "withheld", "blur": "blurred", "warn": "flagged"}
-                 [verdict.action], "; ".join(verdict.reasons))
+        log.info(
+            "job %d: picture %d %s by the compliance checks (%s)",
+            pending.ticket.id,
+            index,
+            {"block": "withheld", "blur": "blurred", "warn": "flagged"}[verdict.action],
+            "; ".join(verdict.reasons),
+        )
         if verdict.withheld or verdict.record.get("blurred"):
             self._flag(event_id)
         await self._notify(ctx, pending, verdict, index, label)
@@ -127,10 +140,15 @@ class Screening:
     @staticmethod
     async def _notify(ctx, pending, verdict: Verdict, index: int, label: str) -> None:
         await pending.my_turn()  # the notice is the picture's answer: it waits its turn
-        await messages.send_notice(ctx.client, pending.room_id, notice_text(verdict, label),
-                                   reply_to=pending.stored.command,
-                                   txn_id=pending.txn(f"compliance-{index}"),
-                                   patience=messages.PATIENT, strict=True)
+        await messages.send_notice(
+            ctx.client,
+            pending.room_id,
+            notice_text(verdict, label),
+            reply_to=pending.stored.command,
+            txn_id=pending.txn(f"compliance-{index}"),
+            patience=messages.PATIENT,
+            strict=True,
+        )
 
 
 def notice_text(verdict: Verdict, label: str) -> str:
@@ -146,5 +164,7 @@ async def _record(ctx, pending, index: int | None, verdict: Verdict) -> None:
     """Add the verdict to the job's usage row, now or (the disk full) once space is back."""
     await ctx.backlog.write(
         f"what the compliance checks found in job {pending.ticket.id}",
-        lambda: usage.add_compliance(ctx.db, pending.stored.usage_id,
-                                     {"picture": index, **verdict.record}))
+        lambda: usage.add_compliance(
+            ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record}
+        ),
+    )

@@ -5,15 +5,17 @@ from __future__ import annotations
 from PIL import Image, ImageDraw, ImageFont
 
 
-def contact_sheet(pictures: list[Image.Image], labels: list[str], columns: int = 5,
-                  cell: int = 256) -> Image.Image:
+def contact_sheet(
+    pictures: list[Image.Image], labels: list[str], columns: int = 5, cell: int = 256
+) -> Image.Image:
     """The pictures in the order given, each scaled into a `cell`-sized square with its label
     underneath, on white."""
     columns = max(1, min(columns, len(pictures)))
     gap, label = 6, 22
     rows = (len(pictures) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * (cell + gap) + gap, rows * (cell + label + gap) + gap),
-                      "white")
+    sheet = Image.new(
+        "RGB", (columns * (cell + gap) + gap, rows * (cell + label + gap) + gap), "white"
+    )
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=13)
     for i, (picture, text) in enumerate(zip(pictures, labels)):

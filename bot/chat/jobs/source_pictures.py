@@ -41,9 +41,15 @@ class ReferenceUnusable(SourceError):
     """An edit's reference picture (not the picture it changes) cannot be used."""
 
 
-async def thread_references(client, room_id: str, content: dict, reply: str,
-                            pictures: int, limits, made_from: tuple[str, ...] = ()
-                            ) -> list[Source]:
+async def thread_references(
+    client,
+    room_id: str,
+    content: dict,
+    reply: str,
+    pictures: int,
+    limits,
+    made_from: tuple[str, ...] = (),
+) -> list[Source]:
     """The references of an edit replying to `reply`: the thread's first picture where the
     family takes two or more pictures and that is another picture; else none. `made_from`:
     the locators the replied-to picture was made from, when the bot made it (an edit of the
@@ -64,8 +70,7 @@ async def thread_references(client, room_id: str, content: dict, reply: str,
     if url.partition("#")[0] in {made.partition("#")[0] for made in made_from}:
         return []
     try:
-        return [await sources.fetch(client, url, (content.get("info") or {}).get("size"),
-                                    limits)]
+        return [await sources.fetch(client, url, (content.get("info") or {}).get("size"), limits)]
     except SourceError as exc:
         raise SourceError(f"The thread's first picture: {exc}") from None
 
@@ -75,7 +80,7 @@ def _about_the_root(said: str) -> str:
     picture, which nobody replied to."""
     replied = "The message you replied to"
     if said.startswith(replied):
-        return "The thread's first picture" + said[len(replied):]
+        return "The thread's first picture" + said[len(replied) :]
     return f"The thread's first picture: {said}"
 
 
@@ -97,5 +102,6 @@ async def refetched(client, job: Job, limits) -> Job:
             raise  # asked again later, like the source
         except SourceError as exc:
             raise ReferenceUnusable(str(exc)) from None
-    return dataclasses.replace(job, image=image,
-                               reference_images=tuple(ref.image for ref in references))
+    return dataclasses.replace(
+        job, image=image, reference_images=tuple(ref.image for ref in references)
+    )

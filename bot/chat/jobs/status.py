@@ -31,27 +31,34 @@ NO_WORKER = "no GPU worker is available right now"
 
 def waiting_text(ahead: int, eta: float | None, paused: bool, no_worker: bool = False) -> str:
     if paused:
-        return (f"Queued: the queue is paused by a bot admin; {plural(ahead, 'job')} "
-                "ahead of yours.")
+        return f"Queued: the queue is paused by a bot admin; {plural(ahead, 'job')} ahead of yours."
     if no_worker:
-        return (f"Queued: {NO_WORKER}; {plural(ahead, 'job')} ahead of yours. It starts "
-                "when one is back.")
+        return (
+            f"Queued: {NO_WORKER}; {plural(ahead, 'job')} ahead of yours. It starts "
+            "when one is back."
+        )
     wait = f", about {_seconds(eta)}" if eta is not None else ""
     return f"Queued: {plural(ahead, 'job')} ahead of yours{wait}."
 
 
 def running_text(job: Job, progress: Progress | None, elapsed: float) -> str:
-    """"Making your picture: step 12 of 30, about 6 s left." and the like."""
-    what = {"upscale": f"Upscaling {job.factor}×", "edit": "Editing your picture",
-            "img2img": "Repainting your picture"}.get(job.kind, "Making your picture")
+    """ "Making your picture: step 12 of 30, about 6 s left." and the like."""
+    what = {
+        "upscale": f"Upscaling {job.factor}×",
+        "edit": "Editing your picture",
+        "img2img": "Repainting your picture",
+    }.get(job.kind, "Making your picture")
     if job.count > 1:
         what = f"Making your {job.count} pictures"
     if progress is None:
         return f"{what}: started {_seconds(elapsed)} ago."
     part = ""
     if progress.parts > 1:
-        part = (f"pass {progress.part} of {progress.parts}, " if progress.unit == "tile"
-                else f"picture {progress.part} of {progress.parts}, ")
+        part = (
+            f"pass {progress.part} of {progress.parts}, "
+            if progress.unit == "tile"
+            else f"picture {progress.part} of {progress.parts}, "
+        )
     done = f"{part}{progress.unit} {progress.done} of {progress.total}"
     left = time_left(progress, elapsed)
     if left is None or progress.fraction >= 1:
@@ -98,8 +105,13 @@ def worth_editing(shown: object, said: object, since: float, interval: float) ->
     if said == shown:
         return False
     waiting = isinstance(said, tuple) and said[0] == "waiting"
-    if waiting and isinstance(shown, tuple) and shown[0] == "waiting" \
-            and said[2:] == shown[2:] and said[1] > NEAR_THE_FRONT:
+    if (
+        waiting
+        and isinstance(shown, tuple)
+        and shown[0] == "waiting"
+        and said[2:] == shown[2:]
+        and said[1] > NEAR_THE_FRONT
+    ):
         return since >= 3 * interval
     return True
 
@@ -112,8 +124,9 @@ def _seconds(seconds: float) -> str:
 class Status:
     """The status of one accepted job, followed in a task of its own until `end`."""
 
-    def __init__(self, ctx: Context, pending: Pending, typing: edits.Typing,
-                 tell_waiting: bool = True):
+    def __init__(
+        self, ctx: Context, pending: Pending, typing: edits.Typing, tell_waiting: bool = True
+    ):
         self.ctx = ctx
         self.pending = pending
         self.typing = typing
@@ -140,8 +153,7 @@ class Status:
         try:
             queue = self.ctx.queue
             held = queue.paused or not queue.workers_up  # nothing will start it soon
-            if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds,
-                                                  interval):
+            if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds, interval):
                 await self._after_pictures(interval)
                 if not self._ended.done() and not ticket.result.done():
                     said, text = self._text()
@@ -151,10 +163,14 @@ class Status:
                 if self._started() and not self._typing:
                     self._typing = True  # the bot types while the job is at work
                     await self.typing.start(self.pending.room_id)
-                wake = {self._ended} | ({ticket.started} if not self._typing
-                                        and ticket.started is not None else set())
-                await asyncio.wait(wake, timeout=max(0.0, next_at - loop.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                wake = {self._ended} | (
+                    {ticket.started} if not self._typing and ticket.started is not None else set()
+                )
+                await asyncio.wait(
+                    wake,
+                    timeout=max(0.0, next_at - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if self._ended.done() or loop.time() < next_at:
                     continue  # ended, or it started: typing, then the same wait
                 next_at = loop.time() + interval
@@ -183,8 +199,9 @@ class Status:
         if self._held_back or not self._started():
             return False
         started = self.pending.ticket.started.result()
-        self._held_back = nearly_done(self.pending.ticket.progress,
-                                      time.monotonic() - started, interval)
+        self._held_back = nearly_done(
+            self.pending.ticket.progress, time.monotonic() - started, interval
+        )
         return self._held_back
 
     async def _after_pictures(self, limit: float, ended: bool = False) -> None:
@@ -219,21 +236,26 @@ class Status:
             standing, paused, up = queue.standing(ticket), queue.paused, queue.workers_up
             if standing is None:
                 return "Starting.", "Starting."
-            return (("waiting", standing[0], paused, bool(up)),
-                    waiting_text(*standing, paused, not up))
+            return (
+                ("waiting", standing[0], paused, bool(up)),
+                waiting_text(*standing, paused, not up),
+            )
         text = running_text(job, ticket.progress, time.monotonic() - ticket.started.result())
         return text, text
 
     async def _post(self, said: object, text: str) -> None:
         self.event_id = await messages.send_notice(
-            self.ctx.client, self.pending.room_id, text, reply_to=self.pending.stored.command,
-            txn_id=self.pending.txn("queued"))
+            self.ctx.client,
+            self.pending.room_id,
+            text,
+            reply_to=self.pending.stored.command,
+            txn_id=self.pending.txn("queued"),
+        )
         self.shown = said
         self._said_at = asyncio.get_running_loop().time()
 
     async def _edit(self, said: object, text: str) -> None:
-        if await edits.edit_notice(self.ctx.client, self.pending.room_id, self.event_id,
-                                   text):
+        if await edits.edit_notice(self.ctx.client, self.pending.room_id, self.event_id, text):
             self.shown = said
             self.edits += 1
             self._said_at = asyncio.get_running_loop().time()

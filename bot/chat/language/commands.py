@@ -135,5 +135,21 @@ class Usage:
     user: str | None = None
 
 
-Command = (Generate | Again | Vary | Upscale | Edit | Help | Styles | Models | QueueStatus | Cancel
-           | Pause | Resume | RoomShow | RoomSet | RoomReset | Usage)
+Command = (
+    Generate
+    | Again
+    | Vary
+    | Upscale
+    | Edit
+    | Help
+    | Styles
+    | Models
+    | QueueStatus
+    | Cancel
+    | Pause
+    | Resume
+    | RoomShow
+    | RoomSet
+    | RoomReset
+    | Usage
+)

@@ -17,21 +17,31 @@ def refusal(replies_to_a_picture: bool, prefix: str, catalogue) -> UsageError | 
     """Why an `edit` makes nothing (it does not reply to a picture, or the bot has no
     editing model), asked before any download; None: it may go on."""
     if not replies_to_a_picture:
-        return UsageError(f"Reply to a picture with `{prefix} edit <what to change>` to "
-                          f"edit it, e.g. `{prefix} edit make it night`.")
+        return UsageError(
+            f"Reply to a picture with `{prefix} edit <what to change>` to "
+            f"edit it, e.g. `{prefix} edit make it night`."
+        )
     if not available(catalogue):
-        return UsageError("This bot has no editing model configured, so it cannot edit "
-                          "pictures by instruction: an admin can set generation.edit_model "
-                          "to a model name from generation.models whose family edits "
-                          "(FLUX.2 [klein], Qwen-Image-Edit).")
+        return UsageError(
+            "This bot has no editing model configured, so it cannot edit "
+            "pictures by instruction: an admin can set generation.edit_model "
+            "to a model name from generation.models whose family edits "
+            "(FLUX.2 [klein], Qwen-Image-Edit)."
+        )
     return None
 
 
 def as_generate(command: Edit, model: str) -> Generate:
     """The edit as a prompt for the editing model, so that its options are checked and
     completed (the room's and the bot's defaults) as a prompt's are."""
-    return Generate(prompt=command.instruction, seed=command.seed, steps=command.steps,
-                    guidance=command.guidance, negative_prompt=command.negative_prompt,
-                    count=command.count, model=model, enhance=command.enhance,
-                    fast=command.fast)
-
+    return Generate(
+        prompt=command.instruction,
+        seed=command.seed,
+        steps=command.steps,
+        guidance=command.guidance,
+        negative_prompt=command.negative_prompt,
+        count=command.count,
+        model=model,
+        enhance=command.enhance,
+        fast=command.fast,
+    )

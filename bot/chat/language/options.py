@@ -73,8 +73,10 @@ def size_within(name: str, limits: LimitSettings) -> Callable[[str], tuple[int, 
             raise ValueError(f"{name} {exc}") from None
         if width * height > limits.max_pixels:
             side = square_side(limits.max_pixels)
-            raise ValueError(f"{name} {width}x{height} is too large: at most "
-                             f"{limits.max_pixels:,} pixels (e.g. {side}x{side})")
+            raise ValueError(
+                f"{name} {width}x{height} is too large: at most "
+                f"{limits.max_pixels:,} pixels (e.g. {side}x{side})"
+            )
         return width, height
 
     return convert
@@ -88,8 +90,9 @@ def parse_aspect(text: str) -> tuple[int, int]:
         raise ValueError(f"--ar takes a ratio W:H such as {allowed}; not {text!r}")
     width, height = int(match[1]), int(match[2])
     if max(width / height, height / width) > MAX_ASPECT + 1e-9:
-        raise ValueError(f"--ar {width}:{height} is too narrow; the widest is 21:9 "
-                         f"(or 9:21). Ratios: {allowed}")
+        raise ValueError(
+            f"--ar {width}:{height} is too narrow; the widest is 21:9 (or 9:21). Ratios: {allowed}"
+        )
     return width, height
 
 
@@ -102,17 +105,21 @@ def size_for_aspect(aspect: tuple[int, int], pixels: int, max_pixels: int) -> tu
     ratio = aspect[0] / aspect[1]
     target: float = min(pixels, max_pixels)
     while target >= ASPECT_MULTIPLE**2:
-        width = max(ASPECT_MULTIPLE, round(math.sqrt(target * ratio) / ASPECT_MULTIPLE)
-                    * ASPECT_MULTIPLE)
-        height = max(ASPECT_MULTIPLE, round(math.sqrt(target / ratio) / ASPECT_MULTIPLE)
-                     * ASPECT_MULTIPLE)
+        width = max(
+            ASPECT_MULTIPLE, round(math.sqrt(target * ratio) / ASPECT_MULTIPLE) * ASPECT_MULTIPLE
+        )
+        height = max(
+            ASPECT_MULTIPLE, round(math.sqrt(target / ratio) / ASPECT_MULTIPLE) * ASPECT_MULTIPLE
+        )
         if width * height <= max_pixels:
             if abs(width / height / ratio - 1) > 0.25:
                 break
             return width, height
         target *= 0.9  # rounding went over the limit: aim a little lower
-    raise ValueError(f"--ar {aspect[0]}:{aspect[1]} has no size within the limit of "
-                     f"{max_pixels:,} pixels; use --size")
+    raise ValueError(
+        f"--ar {aspect[0]}:{aspect[1]} has no size within the limit of "
+        f"{max_pixels:,} pixels; use --size"
+    )
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,10 @@ def text_within(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
     def bounded(limits: LimitSettings) -> Callable[[str], str]:
         def convert(text: str) -> str:
             if len(text) > limits.max_prompt_chars:
-                raise ValueError(f"{name} is {len(text):,} characters long; the limit is "
-                                 f"{limits.max_prompt_chars:,}")
+                raise ValueError(
+                    f"{name} is {len(text):,} characters long; the limit is "
+                    f"{limits.max_prompt_chars:,}"
+                )
             return text
 
         return convert
@@ -143,34 +152,97 @@ def text_within(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
 OPTIONS: dict[str, Option] = {
     opt.name: opt
     for opt in (
-        Option("seed", "seed", "N", lambda lim: number_in("--seed", int, 0, MAX_SEED),
-               help="the same seed and prompt give the same picture"),
-        Option("steps", "steps", "N", lambda lim: number_in("--steps", int, 1, lim.max_steps),
-               help="denoising steps"),
-        Option("size", "size", "WxH", lambda lim: size_within("--size", lim),
-               help="picture size in pixels, multiples of 8"),
-        Option("ar", "aspect", "W:H", lambda lim: parse_aspect, aliases=("aspect",),
-               help="aspect ratio (" + ", ".join(LANDSCAPE_RATIOS) + " and portrait "
-                    "twins like 9:16), sized for the model"),
-        Option("n", "count", "N", lambda lim: number_in("--n", int, 1, lim.max_images),
-               help="several pictures (seeds S, S+1, …) and a contact sheet"),
-        Option("style", "style", "NAME", lambda lim: normalise, rest=True,
-               help="a style preset (`styles` lists them; `none` for no style)"),
-        Option("guidance", "guidance", "X", lambda lim: number_in("--guidance", float, 0.0, 30.0),
-               help="how closely to follow the prompt (0 for few-step models)"),
-        Option("no", "negative_prompt", "TEXT", text_within("--no"), rest=True,
-               help="what the picture should not show (needs --guidance above 1)"),
-        Option("model", "model", "NAME", lambda lim: str.strip,
-               help="one of the configured models (`models` lists them)"),
-        Option("strength", "strength", "X",
-               lambda lim: number_in("--strength", float, MIN_STRENGTH, 1.0),
-               help="in a reply to a picture: how much of it is painted over, "
-                    f"{MIN_STRENGTH:g} to 1 (default {DEFAULT_STRENGTH:g})"),
-        Option("enhance", "enhance", "", lambda lim: bool, flag=True,
-               help="automatic contrast and sharpness on the result"),
-        Option("fast", "fast", "", lambda lim: bool, flag=True,
-               help="decode with the tiny decoder (quicker, a little softer; when the bot "
-                    "has one)"),
+        Option(
+            "seed",
+            "seed",
+            "N",
+            lambda lim: number_in("--seed", int, 0, MAX_SEED),
+            help="the same seed and prompt give the same picture",
+        ),
+        Option(
+            "steps",
+            "steps",
+            "N",
+            lambda lim: number_in("--steps", int, 1, lim.max_steps),
+            help="denoising steps",
+        ),
+        Option(
+            "size",
+            "size",
+            "WxH",
+            lambda lim: size_within("--size", lim),
+            help="picture size in pixels, multiples of 8",
+        ),
+        Option(
+            "ar",
+            "aspect",
+            "W:H",
+            lambda lim: parse_aspect,
+            aliases=("aspect",),
+            help="aspect ratio (" + ", ".join(LANDSCAPE_RATIOS) + " and portrait "
+            "twins like 9:16), sized for the model",
+        ),
+        Option(
+            "n",
+            "count",
+            "N",
+            lambda lim: number_in("--n", int, 1, lim.max_images),
+            help="several pictures (seeds S, S+1, …) and a contact sheet",
+        ),
+        Option(
+            "style",
+            "style",
+            "NAME",
+            lambda lim: normalise,
+            rest=True,
+            help="a style preset (`styles` lists them; `none` for no style)",
+        ),
+        Option(
+            "guidance",
+            "guidance",
+            "X",
+            lambda lim: number_in("--guidance", float, 0.0, 30.0),
+            help="how closely to follow the prompt (0 for few-step models)",
+        ),
+        Option(
+            "no",
+            "negative_prompt",
+            "TEXT",
+            text_within("--no"),
+            rest=True,
+            help="what the picture should not show (needs --guidance above 1)",
+        ),
+        Option(
+            "model",
+            "model",
+            "NAME",
+            lambda lim: str.strip,
+            help="one of the configured models (`models` lists them)",
+        ),
+        Option(
+            "strength",
+            "strength",
+            "X",
+            lambda lim: number_in("--strength", float, MIN_STRENGTH, 1.0),
+            help="in a reply to a picture: how much of it is painted over, "
+            f"{MIN_STRENGTH:g} to 1 (default {DEFAULT_STRENGTH:g})",
+        ),
+        Option(
+            "enhance",
+            "enhance",
+            "",
+            lambda lim: bool,
+            flag=True,
+            help="automatic contrast and sharpness on the result",
+        ),
+        Option(
+            "fast",
+            "fast",
+            "",
+            lambda lim: bool,
+            flag=True,
+            help="decode with the tiny decoder (quicker, a little softer; when the bot has one)",
+        ),
     )
 }
 BY_SPELLING: dict[str, Option] = {
@@ -193,13 +265,16 @@ def parse_options(words: list[str], limits: LimitSettings) -> dict[str, object]:
     while i < len(words):
         spelled = option_name(words[i])
         if spelled is None:
-            raise ValueError(f"{words[i]!r} follows an option's value: write the whole prompt "
-                             "first, then the options")
+            raise ValueError(
+                f"{words[i]!r} follows an option's value: write the whole prompt "
+                "first, then the options"
+            )
         name, inline = spelled
         option = BY_SPELLING.get(name)
         if option is None:
-            raise ValueError(f"Unknown option --{name}. Options are: "
-                             + ", ".join(f"--{o}" for o in OPTIONS))
+            raise ValueError(
+                f"Unknown option --{name}. Options are: " + ", ".join(f"--{o}" for o in OPTIONS)
+            )
         if option.field in values:
             raise ValueError(f"--{option.name} is given twice")
         i += 1

@@ -41,7 +41,7 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     text = strip_reply_fallback(body).strip()
     if not text.startswith(prefix) or (len(text) > len(prefix) and not text[len(prefix)].isspace()):
         return None
-    rest = text[len(prefix):].strip()
+    rest = text[len(prefix) :].strip()
     if not rest:
         return Help()
     first, *after = rest.split(None, 1)
@@ -58,8 +58,13 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
     return parse_generate(rest, limits, prefix)
 
 
-def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None = None,
-              defaults: str = "", editing: bool = False) -> str:
+def help_text(
+    prefix: str,
+    limits: LimitSettings,
+    quotas: QuotaSettings | None = None,
+    defaults: str = "",
+    editing: bool = False,
+) -> str:
     """The help; `edit` is in it only when the bot can edit (bot.chat.language.editing.available)."""
     lines = [
         f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
@@ -81,18 +86,32 @@ def help_text(prefix: str, limits: LimitSettings, quotas: QuotaSettings | None =
         f"{limits.max_steps} steps, pictures up to {size_limit(limits.max_pixels)}, up to "
         f"{limits.max_images} pictures at once, {limits.per_user_queued} queued jobs per person."
     )
-    per = [f"{n} per {span}" for n, span in ((quotas.pictures_per_hour, "hour"),
-                                              (quotas.pictures_per_day, "day"))
-           if n is not None] if quotas else []
+    per = (
+        [
+            f"{n} per {span}"
+            for n, span in ((quotas.pictures_per_hour, "hour"), (quotas.pictures_per_day, "day"))
+            if n is not None
+        ]
+        if quotas
+        else []
+    )
     if per:
         lines.append(f"Quota: {' and '.join(per)} pictures per person.")
-    lines.append(f"Reply to any picture with `{prefix} <prompt>` to paint it over "
-                 "(image-to-image; --strength sets how much).")
-    lines.append(f"A command's word starts a prompt when it is in quotes: "
-                 f"`{prefix} \"cancel\" culture, oil painting`.")
-    lines.append("A job that waits or takes a while gets one status notice, edited as it "
-                 "goes (its place, then its steps and the time left); a quick one shows the "
-                 "bot typing.")
-    lines.append("Redacting a command that is still queued cancels it. A command in a thread "
-                 "is answered in the thread.")
+    lines.append(
+        f"Reply to any picture with `{prefix} <prompt>` to paint it over "
+        "(image-to-image; --strength sets how much)."
+    )
+    lines.append(
+        f"A command's word starts a prompt when it is in quotes: "
+        f'`{prefix} "cancel" culture, oil painting`.'
+    )
+    lines.append(
+        "A job that waits or takes a while gets one status notice, edited as it "
+        "goes (its place, then its steps and the time left); a quick one shows the "
+        "bot typing."
+    )
+    lines.append(
+        "Redacting a command that is still queued cancels it. A command in a thread "
+        "is answered in the thread."
+    )
     return "\n".join(lines)

@@ -19,22 +19,31 @@ _BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 def visible(text: str) -> bool:
     """Whether the text shows at least one character; a prompt that does not is empty."""
-    return any(ch not in _BLANK and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
-               and not unicodedata.category(ch).startswith("M") for ch in text)
+    return any(
+        ch not in _BLANK
+        and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
+        and not unicodedata.category(ch).startswith("M")
+        for ch in text
+    )
 
 
 def empty_prompt(prefix: str) -> UsageError:
-    return UsageError(f"The prompt is empty: write what to draw before any --options, "
-                      f"e.g. `{prefix} a lighthouse at dawn --seed 7`.")
+    return UsageError(
+        f"The prompt is empty: write what to draw before any --options, "
+        f"e.g. `{prefix} a lighthouse at dawn --seed 7`."
+    )
 
 
 def _no_name(word: str) -> str:
-    return (f"{word!r} is not an option: write the prompt first, then options, each -- and "
-            "its name, e.g. --seed 7")
+    return (
+        f"{word!r} is not an option: write the prompt first, then options, each -- and "
+        "its name, e.g. --seed 7"
+    )
 
 
-def prompt_and_options(text: str, limits: LimitSettings,
-                       prefix: str = "!img") -> tuple[str, dict[str, object]] | UsageError:
+def prompt_and_options(
+    text: str, limits: LimitSettings, prefix: str = "!img"
+) -> tuple[str, dict[str, object]] | UsageError:
     """The prompt (the words before the first option) and the options' values."""
     words = text.split()
     first_option = next((i for i, w in enumerate(words) if option_name(w)), len(words))
@@ -48,8 +57,10 @@ def prompt_and_options(text: str, limits: LimitSettings,
     if not visible(prompt):
         return empty_prompt(prefix)
     if len(prompt) > limits.max_prompt_chars:
-        return UsageError(f"The prompt is {len(prompt):,} characters long; the limit is "
-                          f"{limits.max_prompt_chars:,}.")
+        return UsageError(
+            f"The prompt is {len(prompt):,} characters long; the limit is "
+            f"{limits.max_prompt_chars:,}."
+        )
     try:
         values = parse_options(words[first_option:], limits)
     except ValueError as exc:
@@ -59,8 +70,7 @@ def prompt_and_options(text: str, limits: LimitSettings,
     return prompt, values
 
 
-def parse_generate(text: str, limits: LimitSettings,
-                   prefix: str = "!img") -> Generate | UsageError:
+def parse_generate(text: str, limits: LimitSettings, prefix: str = "!img") -> Generate | UsageError:
     """`<prompt> [options]`, the text after the prefix."""
     parsed = prompt_and_options(text, limits, prefix)
     if isinstance(parsed, UsageError):

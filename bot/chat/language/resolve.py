@@ -62,20 +62,30 @@ class Catalogue:
         family only edits by instruction), or None."""
         if self.family(model).text_to_image:
             return None
-        runs = "" if model == self.edit_model or self.edit_model is None else (
-            f", which runs on {self.edit_model}")
-        return (f"The model {self.described(model)} only edits pictures: reply to a picture "
-                f"with `edit <what to change>`{runs}.")
+        runs = (
+            ""
+            if model == self.edit_model or self.edit_model is None
+            else (f", which runs on {self.edit_model}")
+        )
+        return (
+            f"The model {self.described(model)} only edits pictures: reply to a picture "
+            f"with `edit <what to change>`{runs}."
+        )
 
     def unknown_style(self, name: str) -> str:
-        return (f"There is no style {name!r}; choose one of: {', '.join(self.styles)} "
-                "(or `none`).")
+        return f"There is no style {name!r}; choose one of: {', '.join(self.styles)} (or `none`)."
 
 
-def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettings,
-            catalogue: Catalogue, room: RoomDefaults = RoomDefaults(),
-            random_seed: Callable[[int], int] = secrets.randbelow, *,
-            edit: bool = False) -> Job | UsageError:
+def resolve(
+    command: Generate,
+    defaults: GenerationSettings,
+    limits: LimitSettings,
+    catalogue: Catalogue,
+    room: RoomDefaults = RoomDefaults(),
+    random_seed: Callable[[int], int] = secrets.randbelow,
+    *,
+    edit: bool = False,
+) -> Job | UsageError:
     """The job a command asks for, with what it left open taken from the room or the bot.
     `edit`: the command is an `edit`'s instruction, which a model that only edits takes."""
     model = command.model or room.model or catalogue.default_model
@@ -97,8 +107,9 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     elif command.aspect:
         native_width, native_height = catalogue.models[model]
         try:
-            width, height = size_for_aspect(command.aspect, native_width * native_height,
-                                            limits.max_pixels)
+            width, height = size_for_aspect(
+                command.aspect, native_width * native_height, limits.max_pixels
+            )
         except ValueError as exc:
             return UsageError(f"{exc}.")
     elif room.width and room.height:
@@ -109,8 +120,10 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     wrong_size = family.check_size(width, height)
     if wrong_size:
         step = family.multiple
-        return UsageError(f"{wrong_size}; try --size {max(step, width // step * step)}x"
-                          f"{max(step, height // step * step)}, or --ar.")
+        return UsageError(
+            f"{wrong_size}; try --size {max(step, width // step * step)}x"
+            f"{max(step, height // step * step)}, or --ar."
+        )
 
     count = command.count or 1
     # Every picture's seed must be one that --seed accepts, to make it again.
@@ -121,8 +134,11 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     refused = _beyond_family(command, model, catalogue)
     if refused:
         return refused
-    guidance = _first(command.guidance, room.guidance if family.guidance else None,
-                      _default(defaults, "guidance", family))
+    guidance = _first(
+        command.guidance,
+        room.guidance if family.guidance else None,
+        _default(defaults, "guidance", family),
+    )
     negative: str | UsageError
     if not family.negative_prompt:
         negative = ""  # the room's negative prompt rests on a model without any
@@ -133,9 +149,11 @@ def resolve(command: Generate, defaults: GenerationSettings, limits: LimitSettin
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
     if style is not None and style.lora and model != catalogue.default_model:
-        return UsageError(f"The style {style.name} uses the LoRA {style.lora}, which is made "
-                          f"for the model {catalogue.default_model}; leave out --model "
-                          f"{model}, or choose another style.")
+        return UsageError(
+            f"The style {style.name} uses the LoRA {style.lora}, which is made "
+            f"for the model {catalogue.default_model}; leave out --model "
+            f"{model}, or choose another style."
+        )
     return Job(
         prompt=prompt,
         seed=seed,
@@ -165,8 +183,9 @@ def _default(defaults: GenerationSettings, key: str, family: Family):
 def for_model(defaults: GenerationSettings, family: Family) -> GenerationSettings:
     """The bot's defaults with the steps and guidance a model of `family` gets, for what
     help and `!img room` show."""
-    return defaults.model_copy(update={key: _default(defaults, key, family)
-                                       for key in ("steps", "guidance")})
+    return defaults.model_copy(
+        update={key: _default(defaults, key, family) for key in ("steps", "guidance")}
+    )
 
 
 def _beyond_family(command: Generate, model: str, catalogue: Catalogue) -> UsageError | None:
@@ -175,11 +194,15 @@ def _beyond_family(command: Generate, model: str, catalogue: Catalogue) -> Usage
     family = catalogue.family(model)
     typed = command.negative_prompt
     if typed and typed != NO_NEGATIVE and not family.negative_prompt:
-        return UsageError(f"The model {catalogue.described(model)} takes no negative prompt; "
-                          "leave out --no, or say what you want in the prompt.")
+        return UsageError(
+            f"The model {catalogue.described(model)} takes no negative prompt; "
+            "leave out --no, or say what you want in the prompt."
+        )
     if command.guidance is not None and family.guidance is None:
-        return UsageError(f"The model {catalogue.described(model)} is distilled to run "
-                          "without guidance; leave out --guidance.")
+        return UsageError(
+            f"The model {catalogue.described(model)} is distilled to run "
+            "without guidance; leave out --guidance."
+        )
     return None
 
 
@@ -193,8 +216,9 @@ def room_guidance(room: RoomDefaults, defaults: GenerationSettings) -> float:
     return _first(room.guidance, defaults.guidance)
 
 
-def _negative(command: Generate, room: RoomDefaults, defaults: GenerationSettings,
-              guidance: float) -> str | UsageError:
+def _negative(
+    command: Generate, room: RoomDefaults, defaults: GenerationSettings, guidance: float
+) -> str | UsageError:
     """The job's negative prompt; a UsageError rather than one that would do nothing. A room's
     own negative prompt rests while the room's guidance is 1 or below (`room` says so)."""
     typed = command.negative_prompt
@@ -212,16 +236,21 @@ def _negative(command: Generate, room: RoomDefaults, defaults: GenerationSetting
         return UsageError(
             f"A negative prompt (--no) works only with guidance above 1, and {source}. Add "
             "`--guidance 5` to use it (each step then takes about twice as long, and a model "
-            "made for guidance 0 may want less), or leave out --no.")
-    if not room.negative or room.negative == NO_NEGATIVE \
-            or not guided(room_guidance(room, defaults)):
+            "made for guidance 0 may want less), or leave out --no."
+        )
+    if (
+        not room.negative
+        or room.negative == NO_NEGATIVE
+        or not guided(room_guidance(room, defaults))
+    ):
         return ""
     if guided(guidance):
         return room.negative
     return UsageError(
         f"This room's negative prompt ({room.negative!r}, `room set negative`) works only with "
         f"guidance above 1, and you asked for --guidance {guidance:g}. Add `--no none` to "
-        "make this picture without it, or leave out --guidance.")
+        "make this picture without it, or leave out --guidance."
+    )
 
 
 def _first(*values):

@@ -43,36 +43,84 @@ _DEFAULT_NEGATIVE = "blurry, low quality, deformed, watermark, text"
 BUILTIN: dict[str, Style] = {
     style.name: style
     for style in (
-        Style("photo", "{prompt}, professional photograph, natural light, sharp focus, "
-                       "highly detailed", "painting, drawing, illustration, " + _DEFAULT_NEGATIVE),
-        Style("cinematic", "cinematic film still of {prompt}, shallow depth of field, dramatic "
-                           "lighting, anamorphic, film grain", "cartoon, " + _DEFAULT_NEGATIVE),
-        Style("oil-painting", "oil painting of {prompt}, visible brush strokes, rich colours, "
-                              "canvas texture", "photo, " + _DEFAULT_NEGATIVE),
-        Style("watercolor", "watercolor painting of {prompt}, soft washes, paper texture, "
-                            "flowing pigment", "photo, " + _DEFAULT_NEGATIVE),
-        Style("black-and-white", "black and white photograph of {prompt}, high contrast, "
-                                 "monochrome, fine grain", "colour, " + _DEFAULT_NEGATIVE),
-        Style("anime", "anime illustration of {prompt}, cel shading, vibrant colours, detailed "
-                       "line work", "photo, realistic, " + _DEFAULT_NEGATIVE),
-        Style("pixel-art", "pixel art of {prompt}, 16-bit, limited palette, crisp pixels",
-              "blurry, smooth gradients, photo"),
-        Style("3d-render", "3D render of {prompt}, octane render, global illumination, "
-                           "soft shadows, studio lighting", "photo, painting, " + _DEFAULT_NEGATIVE),
-        Style("line-art", "line art drawing of {prompt}, clean black ink lines, white "
-                          "background, minimal", "colour, shading, photo, " + _DEFAULT_NEGATIVE),
-        Style("comic", "comic book panel of {prompt}, bold ink outlines, halftone shading, "
-                       "dynamic composition", "photo, " + _DEFAULT_NEGATIVE),
-        Style("isometric", "isometric illustration of {prompt}, 45 degree view, clean "
-                           "geometry, diorama", "perspective distortion, " + _DEFAULT_NEGATIVE),
-        Style("analog-film", "analog film photograph of {prompt}, 35mm, Kodak Portra, "
-                             "film grain, faded colours", "digital, " + _DEFAULT_NEGATIVE),
-        Style("pencil-sketch", "pencil sketch of {prompt}, graphite, cross-hatching, paper "
-                               "texture", "colour, photo, " + _DEFAULT_NEGATIVE),
-        Style("fantasy-art", "fantasy artwork of {prompt}, epic, intricate detail, "
-                             "painterly, dramatic sky", "photo, " + _DEFAULT_NEGATIVE),
-        Style("neon-punk", "neon punk style {prompt}, cyberpunk, glowing neon lights, "
-                           "vivid magenta and cyan", "dull colours, " + _DEFAULT_NEGATIVE),
+        Style(
+            "photo",
+            "{prompt}, professional photograph, natural light, sharp focus, highly detailed",
+            "painting, drawing, illustration, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "cinematic",
+            "cinematic film still of {prompt}, shallow depth of field, dramatic "
+            "lighting, anamorphic, film grain",
+            "cartoon, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "oil-painting",
+            "oil painting of {prompt}, visible brush strokes, rich colours, canvas texture",
+            "photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "watercolor",
+            "watercolor painting of {prompt}, soft washes, paper texture, flowing pigment",
+            "photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "black-and-white",
+            "black and white photograph of {prompt}, high contrast, monochrome, fine grain",
+            "colour, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "anime",
+            "anime illustration of {prompt}, cel shading, vibrant colours, detailed line work",
+            "photo, realistic, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "pixel-art",
+            "pixel art of {prompt}, 16-bit, limited palette, crisp pixels",
+            "blurry, smooth gradients, photo",
+        ),
+        Style(
+            "3d-render",
+            "3D render of {prompt}, octane render, global illumination, "
+            "soft shadows, studio lighting",
+            "photo, painting, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "line-art",
+            "line art drawing of {prompt}, clean black ink lines, white background, minimal",
+            "colour, shading, photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "comic",
+            "comic book panel of {prompt}, bold ink outlines, halftone shading, "
+            "dynamic composition",
+            "photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "isometric",
+            "isometric illustration of {prompt}, 45 degree view, clean geometry, diorama",
+            "perspective distortion, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "analog-film",
+            "analog film photograph of {prompt}, 35mm, Kodak Portra, film grain, faded colours",
+            "digital, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "pencil-sketch",
+            "pencil sketch of {prompt}, graphite, cross-hatching, paper texture",
+            "colour, photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "fantasy-art",
+            "fantasy artwork of {prompt}, epic, intricate detail, painterly, dramatic sky",
+            "photo, " + _DEFAULT_NEGATIVE,
+        ),
+        Style(
+            "neon-punk",
+            "neon punk style {prompt}, cyberpunk, glowing neon lights, vivid magenta and cyan",
+            "dull colours, " + _DEFAULT_NEGATIVE,
+        ),
     )
 }
 
@@ -93,5 +141,9 @@ def listing(styles: dict[str, Style]) -> str:
 
 def configured(styles: dict[str, StyleSettings]) -> dict[str, Style]:
     """The catalogue with the config's `styles:` entries over the built-in presets."""
-    return catalogue({name: Style(name, s.prompt, s.negative, s.lora or "", s.weight)
-                      for name, s in styles.items()})
+    return catalogue(
+        {
+            name: Style(name, s.prompt, s.negative, s.lora or "", s.weight)
+            for name, s in styles.items()
+        }
+    )

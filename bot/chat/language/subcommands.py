@@ -9,11 +9,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.chat.language.commands import (Again, Cancel, Command, Edit, Help, Models, Pause, QueueStatus,
-                               Resume, RoomReset, RoomSet, RoomShow, Styles, Upscale, Usage,
-                               UsageError, Vary)
-from bot.chat.language.options import (MIN_STRENGTH, OPTIONS, VARY_STRENGTH, number_in, on_off,
-                              option_name, size_within, text_within)
+from bot.chat.language.commands import (
+    Again,
+    Cancel,
+    Command,
+    Edit,
+    Help,
+    Models,
+    Pause,
+    QueueStatus,
+    Resume,
+    RoomReset,
+    RoomSet,
+    RoomShow,
+    Styles,
+    Upscale,
+    Usage,
+    UsageError,
+    Vary,
+)
+from bot.chat.language.options import (
+    MIN_STRENGTH,
+    OPTIONS,
+    VARY_STRENGTH,
+    number_in,
+    on_off,
+    option_name,
+    size_within,
+    text_within,
+)
 from bot.chat.language.prompts import prompt_and_options, visible
 from bot.config import LimitSettings
 from bot.text import MAX_SPAN, parse_since, shorten
@@ -23,6 +47,7 @@ Parsed = Command | UsageError | None  # None: not what the sub-command takes
 
 
 # ---- commands on a picture ------------------------------------------------------------------
+
 
 def _enhance_and(rest: str, name: str) -> tuple[bool | None, list[str]]:
     """`--enhance` and the other words; ValueError for any other option."""
@@ -48,6 +73,7 @@ def _is_number(word: str) -> bool:
 
 def _on_a_picture(parse_rest: Callable[[str], Parsed]):
     """A parser for again/vary/upscale that turns a stray option into a UsageError."""
+
     def parse(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
         try:
             return parse_rest(rest)
@@ -71,8 +97,9 @@ def _parse_vary(rest: str) -> Vary | UsageError | None:
     try:
         return Vary(number_in("vary", float, MIN_STRENGTH, 1.0)(words[0]), enhance)
     except ValueError as exc:
-        return UsageError(f"{exc}: how much of the picture is painted over "
-                          f"(default {VARY_STRENGTH:g}).")
+        return UsageError(
+            f"{exc}: how much of the picture is painted over (default {VARY_STRENGTH:g})."
+        )
 
 
 def _parse_upscale(rest: str) -> Upscale | UsageError | None:
@@ -90,17 +117,22 @@ def _parse_upscale(rest: str) -> Upscale | UsageError | None:
 # What an edit may say besides its instruction: an edit keeps the picture's size and uses
 # the editing model, so --size, --ar, --model, --style and --strength are not among them.
 EDIT_FIELDS = ("seed", "steps", "guidance", "negative_prompt", "count", "enhance", "fast")
-_OPTION_OF = {**{opt.field: opt.name for opt in OPTIONS.values()}, "width": "size",
-              "height": "size"}
+_OPTION_OF = {
+    **{opt.field: opt.name for opt in OPTIONS.values()},
+    "width": "size",
+    "height": "size",
+}
 
 
 def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageError:
     words = rest.split()
     before = next((i for i, w in enumerate(words) if option_name(w)), len(words))
     if not visible(" ".join(words[:before])):
-        return UsageError(f"`edit` needs what to change, before any options: reply to a "
-                          f"picture with `{prefix} edit <what to change>`, e.g. "
-                          f"`{prefix} edit make it night`.")
+        return UsageError(
+            f"`edit` needs what to change, before any options: reply to a "
+            f"picture with `{prefix} edit <what to change>`, e.g. "
+            f"`{prefix} edit make it night`."
+        )
     parsed = prompt_and_options(rest, limits, prefix)
     if isinstance(parsed, UsageError):
         return parsed
@@ -108,8 +140,10 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     refused = sorted({_OPTION_OF[field] for field in values if field not in EDIT_FIELDS})
     if refused:
         allowed = [f"--{_OPTION_OF[field]}" for field in EDIT_FIELDS]
-        return UsageError(f"`edit` takes {', '.join(allowed[:-1])} and {allowed[-1]} after "
-                          f"what to change; not --{refused[0]}.")
+        return UsageError(
+            f"`edit` takes {', '.join(allowed[:-1])} and {allowed[-1]} after "
+            f"what to change; not --{refused[0]}."
+        )
     return Edit(instruction, **values)  # type: ignore[arg-type]
 
 
@@ -132,13 +166,18 @@ def _stricter_safety(text: str) -> str:
     # A room may make the safety check stricter than the config, never turn it off.
     word = text.strip().lower()
     if word not in ("blur", "block"):
-        raise ValueError(f"nsfw is blur or block, not {text!r}: a room can make the safety "
-                         "check stricter, never looser (`room reset nsfw` clears it)")
+        raise ValueError(
+            f"nsfw is blur or block, not {text!r}: a room can make the safety "
+            "check stricter, never looser (`room reset nsfw` clears it)"
+        )
     return word
 
 
-_ROOM_USAGE = ("Write `room set KEY VALUE` with KEY one of " + ", ".join(ROOM_KEYS)
-               + ", or `room reset [KEY]`.")
+_ROOM_USAGE = (
+    "Write `room set KEY VALUE` with KEY one of "
+    + ", ".join(ROOM_KEYS)
+    + ", or `room reset [KEY]`."
+)
 
 
 def _parse_room(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
@@ -171,8 +210,7 @@ def _parse_room(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
 
 # ---- the usage report ------------------------------------------------------------------------
 
-_PERIODS = (f"a period (30m, 24h, 7d, 4w: up to {MAX_SPAN} minutes, hours, days or weeks; "
-            "or all)")
+_PERIODS = f"a period (30m, 24h, 7d, 4w: up to {MAX_SPAN} minutes, hours, days or weeks; or all)"
 
 
 def _parse_usage(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
@@ -186,14 +224,17 @@ def _parse_usage(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
         except ValueError:
             number, unit = word[:-1], word[-1:].lower()
             if number.isdigit() and unit in ("m", "h", "d", "w"):
-                return UsageError(f"`usage` (bot admins) takes {_PERIODS}; "
-                                  f"{shorten(word, 24)} is longer than that.")
+                return UsageError(
+                    f"`usage` (bot admins) takes {_PERIODS}; "
+                    f"{shorten(word, 24)} is longer than that."
+                )
             return None
         span = word.lower()
     return Usage(span, user)
 
 
 # ---- the table -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SubCommand:
@@ -202,7 +243,9 @@ class SubCommand:
     help: str
     takes: str = "nothing after it"  # for the notice about anything else
     who: str = ""  # who may use it, when not everyone
-    needs_editing: bool = False  # listed in help only when the bot can edit (bot.chat.language.editing)
+    needs_editing: bool = (
+        False  # listed in help only when the bot can edit (bot.chat.language.editing)
+    )
 
 
 def _alone(command: Command) -> Callable[[str, LimitSettings, str], Parsed]:
@@ -213,36 +256,67 @@ _ON_MINE = "in reply to one of my pictures"
 SUBCOMMANDS: dict[str, SubCommand] = {
     sub.name: sub
     for sub in (
-        SubCommand("again", _on_a_picture(_parse_again), f"{_ON_MINE}: the same again, "
-                   "with a new seed", takes=f"nothing but --enhance, {_ON_MINE}"),
-        SubCommand("vary", _on_a_picture(_parse_vary), f"{_ON_MINE}: a variation of it "
-                   f"(`vary 0.3` changes less, `vary 0.8` more; default {VARY_STRENGTH:g})",
-                   takes=f"nothing, a strength from {MIN_STRENGTH:g} to 1 (e.g. `vary 0.3`) "
-                         f"or --enhance, {_ON_MINE}"),
-        SubCommand("upscale", _on_a_picture(_parse_upscale), "in reply to any picture: 2, 4 "
-                   "or 8 times larger (default 4)",
-                   takes="nothing, a factor of 2, 4 or 8 (e.g. `upscale 2`) or --enhance, in "
-                         "reply to a picture"),
-        SubCommand("edit", _parse_edit, "in reply to any picture: change it as you say, "
-                   "e.g. `edit make it night`", takes="what to change, then options",
-                   needs_editing=True),
+        SubCommand(
+            "again",
+            _on_a_picture(_parse_again),
+            f"{_ON_MINE}: the same again, with a new seed",
+            takes=f"nothing but --enhance, {_ON_MINE}",
+        ),
+        SubCommand(
+            "vary",
+            _on_a_picture(_parse_vary),
+            f"{_ON_MINE}: a variation of it "
+            f"(`vary 0.3` changes less, `vary 0.8` more; default {VARY_STRENGTH:g})",
+            takes=f"nothing, a strength from {MIN_STRENGTH:g} to 1 (e.g. `vary 0.3`) "
+            f"or --enhance, {_ON_MINE}",
+        ),
+        SubCommand(
+            "upscale",
+            _on_a_picture(_parse_upscale),
+            "in reply to any picture: 2, 4 or 8 times larger (default 4)",
+            takes="nothing, a factor of 2, 4 or 8 (e.g. `upscale 2`) or --enhance, in "
+            "reply to a picture",
+        ),
+        SubCommand(
+            "edit",
+            _parse_edit,
+            "in reply to any picture: change it as you say, e.g. `edit make it night`",
+            takes="what to change, then options",
+            needs_editing=True,
+        ),
         SubCommand("help", _alone(Help()), "this help"),
         SubCommand("styles", _alone(Styles()), "the style presets"),
         SubCommand("models", _alone(Models()), "the models to choose from with --model"),
-        SubCommand("queue", _alone(QueueStatus()),
-                   "how many jobs are waiting, which are yours, and the wait"),
-        SubCommand("cancel", _alone(Cancel()), "cancel all your queued jobs (or redact the "
-                                               "command)",
-                   takes="nothing after it: it cancels all your queued jobs"),
-        SubCommand("room", _parse_room, "this room's defaults; `room set KEY VALUE` with KEY "
-                   "one of " + ", ".join(ROOM_KEYS) + ", `room reset [KEY]`",
-                   takes="nothing (to show this room's defaults), `set KEY VALUE` or "
-                         "`reset [KEY]`, with KEY one of " + ", ".join(ROOM_KEYS),
-                   who="moderators set and reset"),
-        SubCommand("usage", _parse_usage, "usage report: `usage [7d|30d|all] [@user]`",
-                   takes=f"nothing, {_PERIODS}, an @user, or both", who="bot admins"),
-        SubCommand("pause", _alone(Pause()), "hold the queue (commands still queue)",
-                   who="bot admins"),
+        SubCommand(
+            "queue",
+            _alone(QueueStatus()),
+            "how many jobs are waiting, which are yours, and the wait",
+        ),
+        SubCommand(
+            "cancel",
+            _alone(Cancel()),
+            "cancel all your queued jobs (or redact the command)",
+            takes="nothing after it: it cancels all your queued jobs",
+        ),
+        SubCommand(
+            "room",
+            _parse_room,
+            "this room's defaults; `room set KEY VALUE` with KEY "
+            "one of " + ", ".join(ROOM_KEYS) + ", `room reset [KEY]`",
+            takes="nothing (to show this room's defaults), `set KEY VALUE` or "
+            "`reset [KEY]`, with KEY one of " + ", ".join(ROOM_KEYS),
+            who="moderators set and reset",
+        ),
+        SubCommand(
+            "usage",
+            _parse_usage,
+            "usage report: `usage [7d|30d|all] [@user]`",
+            takes=f"nothing, {_PERIODS}, an @user, or both",
+            who="bot admins",
+        ),
+        SubCommand(
+            "pause", _alone(Pause()), "hold the queue (commands still queue)", who="bot admins"
+        ),
         SubCommand("resume", _alone(Resume()), "let the queue run again", who="bot admins"),
     )
 }
@@ -255,6 +329,8 @@ def not_taken(sub: SubCommand, after: str, prefix: str) -> UsageError:
     text = f"`{sub.name}`{who} takes {sub.takes}; not {shorten(after, 40)!r}."
     words = after.split()
     if words and not option_name(words[0]) and not words[0].startswith("@"):
-        text += (f" To draw a prompt that starts with the word {sub.name}, put the word in "
-                 f"quotes: `{prefix} \"{sub.name}\" {shorten(after, 40)}`.")
+        text += (
+            f" To draw a prompt that starts with the word {sub.name}, put the word in "
+            f'quotes: `{prefix} "{sub.name}" {shorten(after, 40)}`.'
+        )
     return UsageError(text)

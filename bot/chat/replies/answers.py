@@ -17,8 +17,19 @@ from bot.matrix import direct, messages, power
 from bot.chat.language import editing, rooms
 from bot.chat.replies import report
 from bot.store import room_defaults, usage
-from bot.chat.language.commands import (Cancel, Help, Models, Pause, QueueStatus, Resume, RoomReset,
-                               RoomSet, RoomShow, Styles, Usage)
+from bot.chat.language.commands import (
+    Cancel,
+    Help,
+    Models,
+    Pause,
+    QueueStatus,
+    Resume,
+    RoomReset,
+    RoomSet,
+    RoomShow,
+    Styles,
+    Usage,
+)
 from bot.chat.language.parser import help_text
 from bot.chat.jobs.status import NO_WORKER
 from bot.chat.language.styles import listing
@@ -40,10 +51,16 @@ class Replies:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.handlers = {
-            Help: self.help, Styles: self.styles, Models: self.models,
-            QueueStatus: self.queue_status, Cancel: self.cancel,
-            Pause: self.pause, Resume: self.resume,
-            RoomShow: self.room_show, RoomSet: self.room_set, RoomReset: self.room_reset,
+            Help: self.help,
+            Styles: self.styles,
+            Models: self.models,
+            QueueStatus: self.queue_status,
+            Cancel: self.cancel,
+            Pause: self.pause,
+            Resume: self.resume,
+            RoomShow: self.room_show,
+            RoomSet: self.room_set,
+            RoomReset: self.room_reset,
             Usage: self.usage,
         }
 
@@ -55,8 +72,9 @@ class Replies:
         if await database.get_state(self.ctx.db, PAUSED_KEY) == "1":
             self.ctx.queue.pause()
 
-    async def _say(self, room_id: str, event: dict[str, Any], text: str,
-                   html: str | None = None) -> None:
+    async def _say(
+        self, room_id: str, event: dict[str, Any], text: str, html: str | None = None
+    ) -> None:
         await messages.send_notice(self.ctx.client, room_id, text, reply_to=event, html=html)
 
     # ---- everyone ------------------------------------------------------------------------
@@ -66,9 +84,17 @@ class Replies:
         room, _ = await self.ctx.room_defaults(room_id)
         here = rooms.in_effect(room, settings.generation, self.ctx.catalogue)
         can_edit = editing.available(self.ctx.catalogue)
-        await self._say(room_id, event, help_text(settings.matrix.command_prefix,
-                                                  settings.limits, settings.quotas, here,
-                                                  editing=can_edit))
+        await self._say(
+            room_id,
+            event,
+            help_text(
+                settings.matrix.command_prefix,
+                settings.limits,
+                settings.quotas,
+                here,
+                editing=can_edit,
+            ),
+        )
 
     async def styles(self, room_id, event, command) -> None:
         await self._say(room_id, event, listing(self.ctx.catalogue.styles))
@@ -79,13 +105,20 @@ class Replies:
         for name, (width, height) in catalogue.models.items():
             default = " — the default" if name == catalogue.default_model else ""
             family = catalogue.family(name)
-            can_not = [what for what, missing in (("negative prompt", not family.negative_prompt),
-                                                  ("guidance", family.guidance is None))
-                       if missing]
-            lines.append(f"  {name}: {family.label}, native size {width}×{height}"
-                         + (f", no {' or '.join(can_not)}" if can_not else "")
-                         + ("" if family.text_to_image else ", only edits (`edit`)")
-                         + default)
+            can_not = [
+                what
+                for what, missing in (
+                    ("negative prompt", not family.negative_prompt),
+                    ("guidance", family.guidance is None),
+                )
+                if missing
+            ]
+            lines.append(
+                f"  {name}: {family.label}, native size {width}×{height}"
+                + (f", no {' or '.join(can_not)}" if can_not else "")
+                + ("" if family.text_to_image else ", only edits (`edit`)")
+                + default
+            )
         await self._say(room_id, event, "\n".join(lines))
 
     async def queue_status(self, room_id, event, command) -> None:
@@ -97,8 +130,9 @@ class Replies:
         if queue.paused:
             lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
         if not queue.workers_up:
-            lines.append(f"{NO_WORKER[0].upper()}{NO_WORKER[1:]}: jobs wait and start when "
-                         "one is back.")
+            lines.append(
+                f"{NO_WORKER[0].upper()}{NO_WORKER[1:]}: jobs wait and start when one is back."
+            )
         mine = [p for p in places if p.ticket.owner == sender]
         elsewhere = 0
         for place in mine:
@@ -111,19 +145,22 @@ class Replies:
             elif place.eta_seconds is None:
                 lines.append(f"Yours: {what} is number {place.position} in line.")
             else:
-                lines.append(f"Yours: {what} is number {place.position} in line, starting in "
-                             f"about {place.eta_seconds:.0f} s.")
+                lines.append(
+                    f"Yours: {what} is number {place.position} in line, starting in "
+                    f"about {place.eta_seconds:.0f} s."
+                )
         if elsewhere:
-            lines.append(f"You have {plural(elsewhere, 'more job')} in the queue from "
-                         "other rooms.")
+            lines.append(f"You have {plural(elsewhere, 'more job')} in the queue from other rooms.")
         if not mine:
             lines.append("You have no jobs in the queue.")
         if queue.seconds_per_cost is not None:
             defaults = self.ctx.settings.generation
             width, height = defaults.width_height
             job = Job(prompt="", seed=0, steps=defaults.steps, width=width, height=height)
-            lines.append(f"Speed: about {cost(job) * queue.seconds_per_cost:.1f} s for a "
-                         f"{job.width}×{job.height} picture at {job.steps} steps.")
+            lines.append(
+                f"Speed: about {cost(job) * queue.seconds_per_cost:.1f} s for a "
+                f"{job.width}×{job.height} picture at {job.steps} steps."
+            )
         await self._say(room_id, event, "\n".join(lines))
 
     async def cancel(self, room_id, event, command) -> None:
@@ -132,15 +169,15 @@ class Replies:
         if taken:
             # Their deliveries drop them from `pending` only when they next run, after this,
             # so prompts and rooms are still known; other rooms' prompts stay there.
-            names = [_short(self.ctx.prompt_of(t)) for t in taken
-                     if self.ctx.room_of(t) == room_id]
+            names = [_short(self.ctx.prompt_of(t)) for t in taken if self.ctx.room_of(t) == room_id]
             if len(names) < len(taken):
                 names.append(f"{len(taken) - len(names)} from other rooms")
             text = f"Cancelled {plural(len(taken), 'queued job')}: {', '.join(names)}."
         else:
             text = "You have no queued jobs to cancel."
-        running = [p for p in self.ctx.queue.places()
-                   if p.position == 0 and p.ticket.owner == sender]
+        running = [
+            p for p in self.ctx.queue.places() if p.position == 0 and p.ticket.owner == sender
+        ]
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
         await self._say(room_id, event, text)
@@ -150,8 +187,11 @@ class Replies:
     async def room_show(self, room_id, event, command) -> None:
         values = await room_defaults.stored(self.ctx.db, room_id)
         _, ignored = rooms.usable(values, self.ctx.settings.limits, self.ctx.catalogue)
-        await self._say(room_id, event, rooms.describe(
-            values, ignored, self.ctx.settings.generation, self.ctx.catalogue))
+        await self._say(
+            room_id,
+            event,
+            rooms.describe(values, ignored, self.ctx.settings.generation, self.ctx.catalogue),
+        )
 
     async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:
         sender = event["sender"]
@@ -160,43 +200,58 @@ class Replies:
         needed = self.ctx.settings.rooms.defaults_power_level
         level = await power.power_level(self.ctx.client, room_id, sender)
         if level is None:
-            await self._say(room_id, event, "I could not read this room's power levels from "
-                                            "the homeserver; try again in a moment.")
+            await self._say(
+                room_id,
+                event,
+                "I could not read this room's power levels from "
+                "the homeserver; try again in a moment.",
+            )
             return False
         if level >= needed:
             return True
-        await self._say(room_id, event, f"Only members with power level {needed} or more in "
-                        f"this room (moderators) and bot admins may change its defaults; "
-                        f"yours is {level}.")
+        await self._say(
+            room_id,
+            event,
+            f"Only members with power level {needed} or more in "
+            f"this room (moderators) and bot admins may change its defaults; "
+            f"yours is {level}.",
+        )
         return False
 
     async def room_set(self, room_id, event, command: RoomSet) -> None:
         if not await self._may_change_room(room_id, event):
             return
         try:
-            value = rooms.canonical(command.key, command.value, self.ctx.settings.limits,
-                                    self.ctx.catalogue)
+            value = rooms.canonical(
+                command.key, command.value, self.ctx.settings.limits, self.ctx.catalogue
+            )
         except ValueError as exc:
             await self._say(room_id, event, str(exc).rstrip(".") + ".")
             return
         defaults = self.ctx.settings.generation
         if command.key == "negative":
-            refusal = rooms.negative_refusal(value, await room_defaults.stored(self.ctx.db, room_id),
-                                             defaults)
+            refusal = rooms.negative_refusal(
+                value, await room_defaults.stored(self.ctx.db, room_id), defaults
+            )
             if refusal is not None:
                 await self._say(room_id, event, refusal)
                 return
         await room_defaults.store(self.ctx.db, room_id, command.key, value, event["sender"])
-        await self._say(room_id, event, f"This room's {command.key} is now {value}. "
-                        + await self._resting(room_id, command.key)
-                        + "`room` shows all its defaults.")
+        await self._say(
+            room_id,
+            event,
+            f"This room's {command.key} is now {value}. "
+            + await self._resting(room_id, command.key)
+            + "`room` shows all its defaults.",
+        )
 
     async def _resting(self, room_id: str, changed: str | None) -> str:
         """A word when a change of guidance leaves the room's negative prompt unused."""
         if changed != "guidance":
             return ""
-        why = rooms.resting(await room_defaults.stored(self.ctx.db, room_id),
-                            self.ctx.settings.generation)
+        why = rooms.resting(
+            await room_defaults.stored(self.ctx.db, room_id), self.ctx.settings.generation
+        )
         return "" if why is None else f"Its negative prompt is not used now: {why}. "
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
@@ -204,8 +259,10 @@ class Replies:
             return
         removed = await room_defaults.clear(self.ctx.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
-        text = (f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
-                + await self._resting(room_id, command.key))
+        text = (
+            f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
+            + await self._resting(room_id, command.key)
+        )
         await self._say(room_id, event, text.rstrip())
 
     # ---- bot admins ----------------------------------------------------------------------
@@ -213,8 +270,9 @@ class Replies:
     async def _admin(self, room_id: str, event: dict[str, Any], what: str) -> bool:
         if self.ctx.is_admin(event["sender"]):
             return True
-        await self._say(room_id, event, f"Only bot admins may {what}; they are listed in "
-                                        "the bot's config file.")
+        await self._say(
+            room_id, event, f"Only bot admins may {what}; they are listed in the bot's config file."
+        )
         return False
 
     async def pause(self, room_id, event, command) -> None:
@@ -223,25 +281,34 @@ class Replies:
         # Stored first: a full disk refuses it before the queue has changed.
         await database.set_state(self.ctx.db, PAUSED_KEY, "1")
         self.ctx.queue.pause()
-        await self._say(room_id, event, "The queue is paused: commands are still taken and "
-                                        "wait until a bot admin sends `resume`.")
+        await self._say(
+            room_id,
+            event,
+            "The queue is paused: commands are still taken and "
+            "wait until a bot admin sends `resume`.",
+        )
 
     async def resume(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "resume the queue"):
             return
         await database.set_state(self.ctx.db, PAUSED_KEY, "0")
         self.ctx.queue.resume()
-        await self._say(room_id, event, f"The queue runs again "
-                                        f"({plural(self.ctx.queue.depth, 'job')} in it).")
+        await self._say(
+            room_id, event, f"The queue runs again ({plural(self.ctx.queue.depth, 'job')} in it)."
+        )
 
     async def usage(self, room_id, event, command: Usage) -> None:
         if not await self._admin(room_id, event, "see the usage report"):
             return
         where = await self._report_room(room_id, event["sender"])
         if where is None:
-            await self._say(room_id, event, "The usage report names every user and room, so "
-                            "it goes to a direct message, and I could not open one with you "
-                            "just now; try again in a moment, or ask me in a direct message.")
+            await self._say(
+                room_id,
+                event,
+                "The usage report names every user and room, so "
+                "it goes to a direct message, and I could not open one with you "
+                "just now; try again in a moment, or ask me in a direct message.",
+            )
             return
         now = time.time()
         since = parse_since(command.span, now)
@@ -249,22 +316,31 @@ class Replies:
         rows = await usage.query(self.ctx.db, since=since, user=user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
         names = {room.room_id: room.display_name for room in self.ctx.client.rooms.values()}
-        text, html = report.usage_report(rows, span_label=label, user=user, now=now,
-                                         room_names=names)
+        text, html = report.usage_report(
+            rows, span_label=label, user=user, now=now, room_names=names
+        )
         # A reply only in the room of the command: a reply cannot point into another room.
         answer = event if where == room_id else None
-        sent = await messages.send_notice(self.ctx.client, where, text, reply_to=answer,
-                                          html=html)
+        sent = await messages.send_notice(self.ctx.client, where, text, reply_to=answer, html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))
         chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
-        await messages.send_image(self.ctx.client, where,
-                                  messages.Picture(chart, report.WIDTH, report.HEIGHT),
-                                  filename="imgbot-usage.png",
-                                  caption=f"Pictures per day {label}", reply_to=answer)
+        await messages.send_image(
+            self.ctx.client,
+            where,
+            messages.Picture(chart, report.WIDTH, report.HEIGHT),
+            filename="imgbot-usage.png",
+            caption=f"Pictures per day {label}",
+            reply_to=answer,
+        )
         if where != room_id:
-            await self._say(room_id, event, "Sent you the usage report in a direct message."
-                            if sent is not None else "The usage report could not be sent to "
-                            "your direct message with me; try again in a moment.")
+            await self._say(
+                room_id,
+                event,
+                "Sent you the usage report in a direct message."
+                if sent is not None
+                else "The usage report could not be sent to "
+                "your direct message with me; try again in a moment.",
+            )
 
     async def _report_room(self, room_id: str, admin: str) -> str | None:
         """Where `admin`'s usage report goes: this room when the config names it
@@ -278,8 +354,11 @@ class Replies:
             return room_id
         try:
             return await direct.direct_room(
-                client, database.Kept(self.ctx.db, direct.STATE_KEY + admin), admin,
-                encrypted=client.olm is not None)
+                client,
+                database.Kept(self.ctx.db, direct.STATE_KEY + admin),
+                admin,
+                encrypted=client.olm is not None,
+            )
         except direct.DirectRoomFailed as exc:
             log.warning("no direct room with %s for the usage report: %s", admin, exc)
             return None

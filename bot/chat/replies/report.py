@@ -26,8 +26,15 @@ MAX_LABEL = 60  # characters of a user ID or room name in a table cell
 
 # ---- the text report ------------------------------------------------------------------------
 
-def usage_report(rows: list[dict[str, Any]], *, span_label: str, user: str | None, now: float,
-                 room_names: Mapping[str, str] | None = None) -> tuple[str, str]:
+
+def usage_report(
+    rows: list[dict[str, Any]],
+    *,
+    span_label: str,
+    user: str | None,
+    now: float,
+    room_names: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
     """(plain text, HTML for an org.matrix.custom.html formatted_body) summing up `rows`.
 
     span_label reads after "Usage": "in the last 7 days", "over all time". `user` is the
@@ -44,10 +51,12 @@ def usage_report(rows: list[dict[str, Any]], *, span_label: str, user: str | Non
         markup.append("No jobs.</p>")
         return "\n".join(plain), "".join(markup)
     total = usage.totals("", rows)
-    line = (f"{plural(total.jobs, 'job')}, {plural(total.pictures, 'picture')}, "
-            f"{plural(total.users, 'user')}, {plural(total.rooms, 'room')}, "
-            f"{total.gpu_seconds:.1f} GPU seconds, {total.failed} failed, "
-            f"{total.rejected} rejected")
+    line = (
+        f"{plural(total.jobs, 'job')}, {plural(total.pictures, 'picture')}, "
+        f"{plural(total.users, 'user')}, {plural(total.rooms, 'room')}, "
+        f"{total.gpu_seconds:.1f} GPU seconds, {total.failed} failed, "
+        f"{total.rejected} rejected"
+    )
     plain.append(line)
     markup.append(f"{_esc(line)}</p>")
     tables = [] if user else [_user_table(rows)]
@@ -66,19 +75,36 @@ _Table = tuple[tuple[str, ...], list[tuple[str, ...]], int, str]  # header, cell
 
 def _user_table(rows: list[dict[str, Any]]) -> _Table:
     groups = usage.group(rows, "user")
-    cells = [(_clean(g.key), str(g.pictures), str(g.jobs), str(g.failed), f"{g.gpu_seconds:.1f}")
-             for g in groups[:MAX_TABLE_ROWS]]
-    return (("user", "pictures", "jobs", "failed", "GPU s"), cells,
-            len(groups) - len(cells), "users")
+    cells = [
+        (_clean(g.key), str(g.pictures), str(g.jobs), str(g.failed), f"{g.gpu_seconds:.1f}")
+        for g in groups[:MAX_TABLE_ROWS]
+    ]
+    return (
+        ("user", "pictures", "jobs", "failed", "GPU s"),
+        cells,
+        len(groups) - len(cells),
+        "users",
+    )
 
 
 def _room_table(rows: list[dict[str, Any]], room_names: Mapping[str, str]) -> _Table:
     groups = usage.group(rows, "room")
-    cells = [(_clean(room_names.get(g.key) or g.key or "(no room)"), str(g.pictures),
-              str(g.users), str(g.failed), f"{g.gpu_seconds:.1f}")
-             for g in groups[:MAX_TABLE_ROWS]]
-    return (("room", "pictures", "users", "failed", "GPU s"), cells,
-            len(groups) - len(cells), "rooms")
+    cells = [
+        (
+            _clean(room_names.get(g.key) or g.key or "(no room)"),
+            str(g.pictures),
+            str(g.users),
+            str(g.failed),
+            f"{g.gpu_seconds:.1f}",
+        )
+        for g in groups[:MAX_TABLE_ROWS]
+    ]
+    return (
+        ("room", "pictures", "users", "failed", "GPU s"),
+        cells,
+        len(groups) - len(cells),
+        "rooms",
+    )
 
 
 def _plain_table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> list[str]:
@@ -86,16 +112,17 @@ def _plain_table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> list[
 
     def line(row: tuple[str, ...]) -> str:
         # The name on the left, the numbers right-aligned so their digits line up.
-        return "  ".join([row[0].ljust(widths[0])]
-                         + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+        return "  ".join(
+            [row[0].ljust(widths[0])]
+            + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        )
 
     return [line(header)] + [line(row) for row in cells]
 
 
 def _html_table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
-                   for row in cells)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in cells)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -122,8 +149,7 @@ TEXT_COLOUR = (40, 40, 40)
 _LEFT, _RIGHT, _TOP, _BOTTOM = 48, WIDTH - 16, 32, HEIGHT - 26  # the plot area
 
 
-def pictures_per_day_chart(rows: list[dict[str, Any]], *, days: int | None,
-                           now: float) -> bytes:
+def pictures_per_day_chart(rows: list[dict[str, Any]], *, days: int | None, now: float) -> bytes:
     """A PNG bar chart of the pictures delivered per local calendar day, ending today.
 
     It covers the last `days` days, today included, or with days=None from the first row's
@@ -157,11 +183,13 @@ def _draw(counts: list[int], title: str, first: str, last: str) -> bytes:
     draw.text((_LEFT, 8), title, fill=TEXT_COLOUR, font=font)
     peak = max(counts)
     for label, y in ((str(peak), _TOP), ("0", _BOTTOM - 12)):
-        draw.text((_LEFT - 6 - draw.textlength(label, font=font), y), label,
-                  fill=TEXT_COLOUR, font=font)
+        draw.text(
+            (_LEFT - 6 - draw.textlength(label, font=font), y), label, fill=TEXT_COLOUR, font=font
+        )
     draw.text((_LEFT, _BOTTOM + 6), first, fill=TEXT_COLOUR, font=font)
-    draw.text((_RIGHT - draw.textlength(last, font=font), _BOTTOM + 6), last,
-              fill=TEXT_COLOUR, font=font)
+    draw.text(
+        (_RIGHT - draw.textlength(last, font=font), _BOTTOM + 6), last, fill=TEXT_COLOUR, font=font
+    )
     draw.line([(_LEFT, _TOP), (_LEFT, _BOTTOM), (_RIGHT, _BOTTOM)], fill=AXIS_COLOUR)
     slot = (_RIGHT - _LEFT) / len(counts)
     width = min(slot - 2, 48)  # a gap between bars; a week's seven bars are not one slab
@@ -170,8 +198,15 @@ def _draw(counts: list[int], title: str, first: str, last: str) -> bytes:
             # At least a pixel high: a day with pictures never looks like one without.
             height = max(1, round((_BOTTOM - 1 - _TOP) * count / peak))
             middle = _LEFT + 1 + (i + 0.5) * slot
-            draw.rectangle([round(middle - width / 2), _BOTTOM - height,
-                            round(middle + width / 2) - 1, _BOTTOM - 1], fill=BAR_COLOUR)
+            draw.rectangle(
+                [
+                    round(middle - width / 2),
+                    _BOTTOM - height,
+                    round(middle + width / 2) - 1,
+                    _BOTTOM - 1,
+                ],
+                fill=BAR_COLOUR,
+            )
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()

@@ -55,9 +55,12 @@ class NoticeClient:
         return None
 
     def replies_to(self, event_id: str) -> list[str]:
-        return [content.get("body", "") for _, content in self.sent
-                if (content.get("m.relates_to") or {}).get("m.in_reply_to", {})
-                .get("event_id") == event_id]
+        return [
+            content.get("body", "")
+            for _, content in self.sent
+            if (content.get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id")
+            == event_id
+        ]
 
 
 @pytest.fixture
@@ -76,8 +79,11 @@ async def bot(tmp_path, monkeypatch):
     tasks = TaskOwner()
 
     def make(**sections) -> Bot:
-        settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT},
-                            progress={"interval_seconds": 60}, **sections)
+        settings = Settings(
+            matrix={"homeserver_url": "http://127.0.0.1:1", "user_id": BOT},
+            progress={"interval_seconds": 60},
+            **sections,
+        )
         queue.per_user = settings.limits.per_user_queued
         return Bot(NoticeClient(), settings, db, queue, tasks)
 
@@ -89,11 +95,22 @@ async def bot(tmp_path, monkeypatch):
 
 async def commands_at_once(bot: Bot, body: str) -> list[str]:
     """The same person's command in every room at once; the event IDs."""
-    events = [{"type": "m.room.message", "sender": ALICE, "event_id": f"$cmd{i}",
-               "content": {"msgtype": "m.text", "body": body}} for i, _ in enumerate(ROOMS)]
+    events = [
+        {
+            "type": "m.room.message",
+            "sender": ALICE,
+            "event_id": f"$cmd{i}",
+            "content": {"msgtype": "m.text", "body": body},
+        }
+        for i, _ in enumerate(ROOMS)
+    ]
     prefix, limits = bot.ctx.settings.matrix.command_prefix, bot.ctx.settings.limits
-    await asyncio.gather(*(bot.acceptor.on_generate(room, event, parse(body, prefix, limits))
-                           for room, event in zip(ROOMS, events)))
+    await asyncio.gather(
+        *(
+            bot.acceptor.on_generate(room, event, parse(body, prefix, limits))
+            for room, event in zip(ROOMS, events)
+        )
+    )
     return [event["event_id"] for event in events]
 
 
@@ -101,8 +118,14 @@ async def test_commands_from_several_rooms_at_once_keep_the_per_user_queue_limit
     made = bot(limits={"per_user_queued": 2})
     commands = await commands_at_once(made, "!img a cat")
     assert made.ctx.queue.depth == len(made.ctx.pending) == 2
-    refused = [c for c in commands if any("You already have 2 jobs queued (the limit is 2)"
-                                          in text for text in made.ctx.client.replies_to(c))]
+    refused = [
+        c
+        for c in commands
+        if any(
+            "You already have 2 jobs queued (the limit is 2)" in text
+            for text in made.ctx.client.replies_to(c)
+        )
+    ]
     assert len(refused) == len(ROOMS) - 2
 
 
@@ -110,7 +133,10 @@ async def test_commands_from_several_rooms_at_once_keep_the_hourly_quota(bot):
     made = bot(limits={"per_user_queued": 10}, quotas={"pictures_per_hour": 5})
     commands = await commands_at_once(made, "!img a cat --n 2")
     assert made.ctx.queue.depth == len(made.ctx.pending) == 2  # a third job: 6 pictures
-    refused = [c for c in commands if any("the limit is 5 per hour" in text
-                                          for text in made.ctx.client.replies_to(c))]
+    refused = [
+        c
+        for c in commands
+        if any("the limit is 5 per hour" in text for text in made.ctx.client.replies_to(c))
+    ]
     assert len(refused) == len(ROOMS) - 2
     assert len(made.acceptor._people) == 0  # no lock is kept once nobody holds it

@@ -14,15 +14,19 @@ from bot.matrix import messages
 
 def answer(status: int, errcode: str, message: str = "no"):
     """What nio returns for a failed request: an error response with its HTTP response."""
-    return SimpleNamespace(status_code=errcode, message=message,
-                           transport_response=SimpleNamespace(status=status))
+    return SimpleNamespace(
+        status_code=errcode, message=message, transport_response=SimpleNamespace(status=status)
+    )
 
 
-@pytest.mark.parametrize("status,errcode,kind", [
-    (413, "M_TOO_LARGE", messages.Refused),
-    (403, "M_FORBIDDEN", messages.Refused),
-    (401, "M_UNKNOWN_TOKEN", messages.Unreachable),
-])
+@pytest.mark.parametrize(
+    "status,errcode,kind",
+    [
+        (413, "M_TOO_LARGE", messages.Refused),
+        (403, "M_FORBIDDEN", messages.Refused),
+        (401, "M_UNKNOWN_TOKEN", messages.Unreachable),
+    ],
+)
 def test_answers_a_retry_cannot_change(status, errcode, kind):
     with pytest.raises(kind) as raised:
         messages._problem(answer(status, errcode))
@@ -30,8 +34,9 @@ def test_answers_a_retry_cannot_change(status, errcode, kind):
         assert raised.value.errcode == errcode
 
 
-@pytest.mark.parametrize("status,errcode", [(500, "M_UNKNOWN"), (502, "?"), (408, "?"),
-                                            (429, "M_LIMIT_EXCEEDED")])
+@pytest.mark.parametrize(
+    "status,errcode", [(500, "M_UNKNOWN"), (502, "?"), (408, "?"), (429, "M_LIMIT_EXCEEDED")]
+)
 def test_answers_that_may_pass(status, errcode):
     assert messages._problem(answer(status, errcode)) == f"{errcode}: no"
 
@@ -47,8 +52,9 @@ def no_sleep(monkeypatch):
     return slept
 
 
-async def test_a_patient_send_backs_off_up_to_the_cap_and_then_says_unreachable(no_sleep,
-                                                                               monkeypatch):
+async def test_a_patient_send_backs_off_up_to_the_cap_and_then_says_unreachable(
+    no_sleep, monkeypatch
+):
     clock = [0.0]
     monkeypatch.setattr(messages.time, "monotonic", lambda: clock[0])
 

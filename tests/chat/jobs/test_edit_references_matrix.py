@@ -24,9 +24,14 @@ BOT = "@imgbot:localhost"
 
 def in_thread(root: str, reply_to: str, falling_back: bool = False) -> dict:
     """`m.relates_to` of a message in the thread on `root`, as clients send it."""
-    return {"m.relates_to": {"rel_type": "m.thread", "event_id": root,
-                             "is_falling_back": falling_back,
-                             "m.in_reply_to": {"event_id": reply_to}}}
+    return {
+        "m.relates_to": {
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": falling_back,
+            "m.in_reply_to": {"event_id": reply_to},
+        }
+    }
 
 
 def plain_png(colour: tuple[int, int, int], width: int = 96, height: int = 64) -> bytes:
@@ -44,8 +49,9 @@ async def two_picture_edit(alice, room, command: str):
     same edit of B in the thread and of B alone. The two answers, and A's event."""
     first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
     second = plain_png((30, 160, 60))
-    threaded = await alice.send_picture(room, second, "image/png", 96, 64,
-                                        **in_thread(first, first, falling_back=True))
+    threaded = await alice.send_picture(
+        room, second, "image/png", 96, 64, **in_thread(first, first, falling_back=True)
+    )
     alone = await alice.send_picture(room, second, "image/png", 96, 64)
     asked = await alice.send(room, command, **in_thread(first, threaded))
     (with_reference,) = await alice.wait_reply(room, asked, "m.image")
@@ -55,14 +61,17 @@ async def two_picture_edit(alice, room, command: str):
 
 
 async def test_an_edit_in_a_thread_takes_the_thread_s_first_picture_as_a_reference(
-        make_settings, family_engines, alice):
+    make_settings, family_engines, alice
+):
     engine = family_engines["flux2-klein"]
-    settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True, "embed_sources": True})
+    settings = make_settings(
+        generation={"model": engine.path}, compliance={"embed_prompt": True, "embed_sources": True}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         edited, alone, first = await two_picture_edit(
-            alice, room, "!img edit put the colours of the second picture on it --seed 4")
+            alice, room, "!img edit put the colours of the second picture on it --seed 4"
+        )
         again = await alice.send(room, "!img again", **in_thread(first, edited["event_id"]))
         (redone,) = await alice.wait_reply(room, again, "m.image")
     made, single = await params_of(alice, edited), await params_of(alice, alone)
@@ -70,8 +79,7 @@ async def test_an_edit_in_a_thread_takes_the_thread_s_first_picture_as_a_referen
     assert made["references"] == [first_url] and "references" not in single
     assert (made["size"], made["seed"]) == (single["size"], single["seed"]) == ("96x64", 4)
     # Same picture, seed and instruction: only the reference differs, and it is used.
-    assert (await picture_of(alice, edited)).tobytes() != \
-        (await picture_of(alice, alone)).tobytes()
+    assert (await picture_of(alice, edited)).tobytes() != (await picture_of(alice, alone)).tobytes()
     again_made = await params_of(alice, redone)
     assert again_made["references"] == [first_url] and again_made["seed"] != 4
     assert "with the thread's first picture as a reference" in edited["content"]["body"]
@@ -82,15 +90,16 @@ async def test_an_edit_in_a_thread_takes_the_thread_s_first_picture_as_a_referen
 
 
 async def test_an_edit_with_a_reference_in_an_encrypted_room(
-        make_settings, family_engines, alice_e2e):
+    make_settings, family_engines, alice_e2e
+):
     alice = alice_e2e
     engine = family_engines["flux2-klein"]
-    settings = make_settings(generation={"model": engine.path},
-                             compliance={"embed_prompt": True, "embed_sources": True})
+    settings = make_settings(
+        generation={"model": engine.path}, compliance={"embed_prompt": True, "embed_sources": True}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT, encrypted=True)
-        edited, alone, _ = await two_picture_edit(alice, room, "!img edit make it night "
-                                                               "--seed 2")
+        edited, alone, _ = await two_picture_edit(alice, room, "!img edit make it night --seed 2")
     assert "url" not in edited["content"] and edited["content"]["file"]["v"] == "v2"
     with_reference = await picture_of(alice, edited)
     assert with_reference.size == (96, 64)
@@ -104,19 +113,30 @@ async def test_an_edit_with_a_reference_in_an_encrypted_room(
 
 
 async def test_an_edit_of_the_bots_edit_in_the_thread_takes_the_first_picture_once(
-        make_settings, family_engines, alice):
-    settings = make_settings(generation={"model": family_engines["flux2-klein"].path},
-                             compliance={"embed_prompt": True, "embed_sources": True})
+    make_settings, family_engines, alice
+):
+    settings = make_settings(
+        generation={"model": family_engines["flux2-klein"].path},
+        compliance={"embed_prompt": True, "embed_sources": True},
+    )
     async with bot_running(settings, family_engines["flux2-klein"]):
         room = await alice.room_with(BOT)
         first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
-        second = await alice.send_picture(room, plain_png((30, 160, 60)), "image/png", 96, 64,
-                                          **in_thread(first, first, falling_back=True))
-        asked = await alice.send(room, "!img edit put its colours on it --seed 1",
-                                 **in_thread(first, second))
+        second = await alice.send_picture(
+            room,
+            plain_png((30, 160, 60)),
+            "image/png",
+            96,
+            64,
+            **in_thread(first, first, falling_back=True),
+        )
+        asked = await alice.send(
+            room, "!img edit put its colours on it --seed 1", **in_thread(first, second)
+        )
         (edited,) = await alice.wait_reply(room, asked, "m.image")
-        asked = await alice.send(room, "!img edit make it night --seed 2",
-                                 **in_thread(first, edited["event_id"]))
+        asked = await alice.send(
+            room, "!img edit make it night --seed 2", **in_thread(first, edited["event_id"])
+        )
         (again,) = await alice.wait_reply(room, asked, "m.image")
     assert len((await params_of(alice, edited))["references"]) == 1
     # The first picture is in the bot's edit already: it is not added again.
@@ -126,25 +146,36 @@ async def test_an_edit_of_the_bots_edit_in_the_thread_takes_the_first_picture_on
 
 
 async def test_a_resumed_edit_whose_reference_is_gone_names_the_reference(
-        make_settings, family_engines, alice, tmp_path):
-    settings = make_settings(generation={"model": family_engines["flux2-klein"].path},
-                             state_dir=tmp_path / "kept",
-                             matrix={"admins": ["@alice:localhost"]})
+    make_settings, family_engines, alice, tmp_path
+):
+    settings = make_settings(
+        generation={"model": family_engines["flux2-klein"].path},
+        state_dir=tmp_path / "kept",
+        matrix={"admins": ["@alice:localhost"]},
+    )
     async with bot_running(settings, family_engines["flux2-klein"]):
         room = await alice.room_with(BOT)
         pause = await alice.send(room, "!img pause")
         await alice.wait_reply(room, pause, "m.notice")
         first = await alice.send_picture(room, uploaded_png(), "image/png", 96, 64)
-        second = await alice.send_picture(room, plain_png((30, 160, 60)), "image/png", 96, 64,
-                                          **in_thread(first, first, falling_back=True))
+        second = await alice.send_picture(
+            room,
+            plain_png((30, 160, 60)),
+            "image/png",
+            96,
+            64,
+            **in_thread(first, first, falling_back=True),
+        )
         asked = await alice.send(room, "!img edit make it night", **in_thread(first, second))
         await alice.wait_reply(room, asked, "m.notice")  # queued, while paused
     await forget_the_reference(Path(settings.state_dir) / "imgbot.sqlite3", asked)
     async with bot_running(settings, family_engines["flux2-klein"]):
         notice = (await alice.wait_reply(room, asked, "m.notice", count=2))[1]
     said = notice["content"]["body"]
-    assert "not made: its reference picture (the thread's first picture) could not be " \
-           "used again" in said, said
+    assert (
+        "not made: its reference picture (the thread's first picture) could not be "
+        "used again" in said
+    ), said
     assert "the picture it starts from" not in said
 
 
@@ -152,8 +183,9 @@ async def forget_the_reference(path: Path, event_id: str) -> None:
     """The stored job's reference pointed at a file the homeserver does not have (as if it
     had been deleted since)."""
     db = await database.connect(path)
-    (record,) = await (await db.execute("SELECT job FROM jobs WHERE event_id = ?",
-                                        (event_id,))).fetchone()
+    (record,) = await (
+        await db.execute("SELECT job FROM jobs WHERE event_id = ?", (event_id,))
+    ).fetchone()
     job = json.loads(record)
     assert len(job["references"]) == 1
     job["references"] = ["mxc://localhost/gone"]

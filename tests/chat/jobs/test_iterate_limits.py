@@ -24,8 +24,13 @@ MADE = Job(prompt="a cat", seed=7, steps=8, width=512, height=512, count=1, mode
 
 
 def iterator() -> Iterator:
-    return Iterator(SimpleNamespace(settings=SimpleNamespace(limits=TODAY), client=None,
-                                    catalogue=Catalogue("m", {"m": (512, 512)})))
+    return Iterator(
+        SimpleNamespace(
+            settings=SimpleNamespace(limits=TODAY),
+            client=None,
+            catalogue=Catalogue("m", {"m": (512, 512)}),
+        )
+    )
 
 
 def posted(picture: int | None = 0, **made) -> Posted:
@@ -35,14 +40,27 @@ def posted(picture: int | None = 0, **made) -> Posted:
 SOURCE = Source("mxc://example.org/picture", Image.new("RGB", (512, 512)), b"")
 
 
-@pytest.mark.parametrize("made, picture, says", [
-    ({"steps": 30}, 0, "`again` keeps that picture's 30 steps, over today's limit of 20 "
-                       "(limits.max_steps)."),
-    ({"width": 1024, "height": 1024}, 0, "`again` keeps that picture's size, 1024×1024, over "
-                                         "today's limit of 512×512"),
-    ({"count": 4}, None, "`again` keeps that set's 4 pictures, over today's limit of 2 at "
-                         "once (limits.max_images): reply to one of its pictures instead."),
-])
+@pytest.mark.parametrize(
+    "made, picture, says",
+    [
+        (
+            {"steps": 30},
+            0,
+            "`again` keeps that picture's 30 steps, over today's limit of 20 (limits.max_steps).",
+        ),
+        (
+            {"width": 1024, "height": 1024},
+            0,
+            "`again` keeps that picture's size, 1024×1024, over today's limit of 512×512",
+        ),
+        (
+            {"count": 4},
+            None,
+            "`again` keeps that set's 4 pictures, over today's limit of 2 at "
+            "once (limits.max_images): reply to one of its pictures instead.",
+        ),
+    ],
+)
 async def test_again_over_todays_limits_is_refused_naming_the_limit(made, picture, says):
     refused = await iterator()._again(Again(), posted(picture, **made))
     assert isinstance(refused, UsageError)
@@ -58,8 +76,9 @@ async def test_again_within_todays_limits_makes_the_job():
 async def test_vary_keeps_the_steps_and_refuses_them_over_todays_limit():
     refused = await iterator()._vary(Vary(), SOURCE, posted(0, steps=30))
     assert isinstance(refused, UsageError)
-    assert refused.message == ("`vary` keeps that picture's 30 steps, over today's limit of "
-                               "20 (limits.max_steps).")
+    assert refused.message == (
+        "`vary` keeps that picture's 30 steps, over today's limit of 20 (limits.max_steps)."
+    )
     # The size and count are the variation's own: a set's picture, once larger, is fine.
     varied = await iterator()._vary(Vary(), SOURCE, posted(0, width=1024, height=1024, count=4))
     assert isinstance(varied, Job) and (varied.width, varied.height, varied.count) == (512, 512, 1)

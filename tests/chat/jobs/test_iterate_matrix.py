@@ -26,20 +26,30 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 def photo(width: int = 96, height: int = 64) -> Image.Image:
     """A picture a person might post: a gradient, so image-to-image has something to keep."""
     image = Image.new("RGB", (width, height))
-    image.putdata([(x * 255 // width, y * 255 // height, 128)
-                   for y in range(height) for x in range(width)])
+    image.putdata(
+        [(x * 255 // width, y * 255 // height, 128) for y in range(height) for x in range(width)]
+    )
     return image
 
 
 def claims_to_be(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims a huge size: a decompression bomb's first bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def picture_params(chat, image_event) -> dict:
@@ -69,16 +79,17 @@ async def test_again_and_vary_continue_from_the_bots_picture(make_settings, engi
     assert [r["status"] for r in await usage_rows(settings)] == ["ok", "ok", "ok"]
 
 
-async def test_a_prompt_in_reply_to_an_uploaded_picture_paints_it_over(make_settings, engine,
-                                                                       alice):
+async def test_a_prompt_in_reply_to_an_uploaded_picture_paints_it_over(
+    make_settings, engine, alice
+):
     async with bot_running(make_settings(), engine):
         room = await alice.room_with(BOT)
         made = {}
-        for fmt, mimetype in (("PNG", "image/png"), ("JPEG", "image/jpeg"),
-                              ("WEBP", "image/webp")):
+        for fmt, mimetype in (("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")):
             upload = await alice.send_picture(room, encoded(photo(), fmt), mimetype, 96, 64)
-            command = await alice.reply(room, upload, f"!img a watercolour {fmt} "
-                                                      "--strength 0.5 --seed 3")
+            command = await alice.reply(
+                room, upload, f"!img a watercolour {fmt} --strength 0.5 --seed 3"
+            )
             (made[fmt],) = await alice.wait_reply(room, command, "m.image")
         plain = await alice.send_picture(room, encoded(photo(), "PNG"), "image/png", 96, 64)
         sized = await alice.reply(room, plain, "!img a pencil drawing --size 64x64")
@@ -91,14 +102,14 @@ async def test_a_prompt_in_reply_to_an_uploaded_picture_paints_it_over(make_sett
     assert (small["content"]["info"]["w"], small["content"]["info"]["h"]) == (64, 64)
 
 
-async def test_upscale_with_the_ai_upscaler_and_without_one(make_settings, engine, alice,
-                                                            tmp_path):
+async def test_upscale_with_the_ai_upscaler_and_without_one(make_settings, engine, alice, tmp_path):
     from generation.testing.upscaler import make_test_upscaler
 
     upscaler = make_test_upscaler(tmp_path / "test-esrgan-x4.safetensors")
     for configured in (upscaler, None):
-        settings = make_settings(state_dir=tmp_path / f"state-{bool(configured)}",
-                                 generation={"upscaler": configured})
+        settings = make_settings(
+            state_dir=tmp_path / f"state-{bool(configured)}", generation={"upscaler": configured}
+        )
         async with bot_running(settings, engine):
             room = await alice.room_with(BOT)
             first = await alice.send(room, "!img a small boat --seed 9")
@@ -117,9 +128,9 @@ async def test_upscale_with_the_ai_upscaler_and_without_one(make_settings, engin
         assert params["upscale"] == 2 and params["seed"] == 9
 
 
-async def test_an_upscale_over_the_upload_limit_is_sent_as_a_smaller_file(own_server,
-                                                                         make_settings,
-                                                                         engine):
+async def test_an_upscale_over_the_upload_limit_is_sent_as_a_smaller_file(
+    own_server, make_settings, engine
+):
     server, alice = own_server
     settings = make_settings(matrix={"homeserver_url": server.url})
     async with bot_running(settings, engine):
@@ -134,25 +145,34 @@ async def test_an_upscale_over_the_upload_limit_is_sent_as_a_smaller_file(own_se
     assert "the server takes files up to 40 KiB" in content["body"]
 
 
-async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_settings, engine,
-                                                                       alice):
+async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_settings, engine, alice):
     settings = make_settings(limits={"max_input_bytes": 60_000})
     cases = {
-        "not a picture": (b"%PDF-1.4 not an image at all", "image/png",
-                          "not a picture the bot can read"),
+        "not a picture": (
+            b"%PDF-1.4 not an image at all",
+            "image/png",
+            "not a picture the bot can read",
+        ),
         "a gif": (encoded(photo(), "GIF"), "image/gif", "is a GIF; send a PNG, JPEG or WebP"),
-        "too large a file": (encoded(Image.effect_noise((200, 200), 64).convert("RGB"), "PNG"),
-                             "image/png", "over the limit of 0.1 MiB"),
-        "absurd size": (claims_to_be(30000, 30000), "image/png",
-                        "over the limit of 16,777,216 pixels"),
+        "too large a file": (
+            encoded(Image.effect_noise((200, 200), 64).convert("RGB"), "PNG"),
+            "image/png",
+            "over the limit of 0.1 MiB",
+        ),
+        "absurd size": (
+            claims_to_be(30000, 30000),
+            "image/png",
+            "over the limit of 16,777,216 pixels",
+        ),
     }
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         notices = {}
         for name, (data, mimetype, _) in cases.items():
             # Each claims to be 100 bytes: what is checked is what arrives.
-            upload = await alice.send_picture(room, data, mimetype, 10, 10, body=f"{name}.bin",
-                                              declared=100)
+            upload = await alice.send_picture(
+                room, data, mimetype, 10, 10, body=f"{name}.bin", declared=100
+            )
             command = await alice.reply(room, upload, "!img a cat --strength 0.5")
             (notices[name],) = await alice.wait_reply(room, command, "m.notice")
         lonely = await alice.send(room, "!img again")
@@ -160,8 +180,9 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
         theirs = await alice.send_picture(room, encoded(photo(), "PNG"), "image/png", 96, 64)
         vary = await alice.reply(room, theirs, "!img vary")
         (not_ours,) = await alice.wait_reply(room, vary, "m.notice")
-        too_big = await alice.send_picture(room, encoded(photo(1024, 1024), "JPEG"),
-                                           "image/jpeg", 1024, 1024)
+        too_big = await alice.send_picture(
+            room, encoded(photo(1024, 1024), "JPEG"), "image/jpeg", 1024, 1024
+        )
         huge = await alice.reply(room, too_big, "!img upscale 16")
         (factor,) = await alice.wait_reply(room, huge, "m.notice")
     for name, (_, _, expected) in cases.items():
@@ -174,22 +195,35 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
 
 
 async def test_continuing_without_stored_prompts_in_a_thread_and_after_a_restart(
-        make_settings, engine, alice, tmp_path):
+    make_settings, engine, alice, tmp_path
+):
     """`again` reads the prompt back from the picture when the log keeps none; `upscale`
     in a thread started on a picture works on that picture; an image-to-image job held
     over a restart fetches its picture again."""
-    settings = make_settings(state_dir=tmp_path / "kept", usage={"store_prompts": False},
-                             compliance={"embed_prompt": True, "embed_sources": True},
-                             matrix={"admins": ["@alice:localhost"]})
+    settings = make_settings(
+        state_dir=tmp_path / "kept",
+        usage={"store_prompts": False},
+        compliance={"embed_prompt": True, "embed_sources": True},
+        matrix={"admins": ["@alice:localhost"]},
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         first = await alice.send(room, "!img a quiet pond --seed 4")
         (original,) = await alice.wait_reply(room, first, "m.image")
         again = await alice.reply(room, original["event_id"], "!img again")
         (second,) = await alice.wait_reply(room, again, "m.image")
-        in_thread = await alice.send(room, "!img upscale 2", **{"m.relates_to": {
-            "rel_type": "m.thread", "event_id": original["event_id"], "is_falling_back": True,
-            "m.in_reply_to": {"event_id": original["event_id"]}}})
+        in_thread = await alice.send(
+            room,
+            "!img upscale 2",
+            **{
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": original["event_id"],
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": original["event_id"]},
+                }
+            },
+        )
         (upscaled,) = await alice.wait_reply(room, in_thread, "m.image")
         vary_upscale = await alice.reply(room, upscaled["event_id"], "!img vary")
         (refused,) = await alice.wait_reply(room, vary_upscale, "m.notice")

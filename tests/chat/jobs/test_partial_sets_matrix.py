@@ -13,7 +13,8 @@ BOT = "@imgbot:localhost"
 
 
 async def test_the_picture_of_a_set_that_could_not_be_posted_is_named(
-        make_settings, engine, alice, monkeypatch):
+    make_settings, engine, alice, monkeypatch
+):
     encode = bot.chat.jobs.posting._encode
 
     def failing_for_seed_21(image, params, *args):
@@ -32,4 +33,5 @@ async def test_the_picture_of_a_set_that_could_not_be_posted_is_named(
     assert any("all 3 pictures" in b for b in bodies)
     assert notice["content"]["body"] == (
         "1 picture of 3 could not be posted: picture 2 (seed 21): it could not be encoded "
-        "(ValueError).")
+        "(ValueError)."
+    )

@@ -25,35 +25,47 @@ def slow_steps(engine):
 
 def edits_of(chat, room: str, event_id: str) -> list[str]:
     """The new words of each edit of `event_id`, in the order they arrived."""
-    return [e["content"]["m.new_content"]["body"] for e in chat.seen.get(room, [])
-            if (e["content"].get("m.relates_to") or {}).get("rel_type") == "m.replace"
-            and e["content"]["m.relates_to"].get("event_id") == event_id]
+    return [
+        e["content"]["m.new_content"]["body"]
+        for e in chat.seen.get(room, [])
+        if (e["content"].get("m.relates_to") or {}).get("rel_type") == "m.replace"
+        and e["content"]["m.relates_to"].get("event_id") == event_id
+    ]
 
 
 def position(chat, room: str, event_id: str) -> int:
     return [e["event_id"] for e in chat.seen[room]].index(event_id)
 
 
-async def test_a_slow_job_shows_its_status_edited_as_it_runs(make_settings, slow_steps,
-                                                             alice):
+async def test_a_slow_job_shows_its_status_edited_as_it_runs(make_settings, slow_steps, alice):
     settings = make_settings(progress={"interval_seconds": 1})
     async with bot_running(settings, slow_steps):
         room = await alice.room_with(BOT)
         command = await alice.send(room, "!img a lighthouse at dusk --steps 8")
         (status,) = await alice.wait_reply(room, command, "m.notice")
         (image,) = await alice.wait_reply(room, command, "m.image")
-        await alice.wait_for(room, lambda _: any(
-            text.startswith("Done") for text in edits_of(alice, room, status["event_id"])))
+        await alice.wait_for(
+            room,
+            lambda _: any(
+                text.startswith("Done") for text in edits_of(alice, room, status["event_id"])
+            ),
+        )
     said = edits_of(alice, room, status["event_id"])
-    steps = [int(m.group(1)) for text in [status["content"]["body"], *said]
-             if (m := re.search(r"step (\d+) of 8", text))]
+    steps = [
+        int(m.group(1))
+        for text in [status["content"]["body"], *said]
+        if (m := re.search(r"step (\d+) of 8", text))
+    ]
     # The notice and its edits follow the steps as they rise, with the time left.
     assert len(steps) >= 2 and steps == sorted(steps) and steps[0] < steps[-1], said
     assert any(re.search(r"step \d+ of 8, about \d+ s left", text) for text in said), said
     # The last edit is a short final line, after the picture.
     assert re.fullmatch(r"Done: 1 picture posted, \d+ s after the command\.", said[-1])
-    final = next(e for e in reversed(alice.seen[room])
-                 if e["content"].get("m.new_content", {}).get("body") == said[-1])
+    final = next(
+        e
+        for e in reversed(alice.seen[room])
+        if e["content"].get("m.new_content", {}).get("body") == said[-1]
+    )
     assert position(alice, room, final["event_id"]) > position(alice, room, image["event_id"])
     # An edit mentions nobody again; clients without edits see "* …".
     assert final["content"]["m.mentions"] == {} and final["content"]["body"] == f"* {said[-1]}"
@@ -69,8 +81,7 @@ def slow_decode(engine):
     handle.remove()
 
 
-async def test_a_job_long_at_its_last_step_still_gets_its_status(make_settings, slow_decode,
-                                                                alice):
+async def test_a_job_long_at_its_last_step_still_gets_its_status(make_settings, slow_decode, alice):
     """A job whose progress says it is about to end is not told at the first interval (its
     line would come just before its picture); when it is still at work an interval later,
     it is."""
@@ -94,10 +105,10 @@ async def test_a_quick_job_gets_no_status_only_typing(make_settings, engine, ali
     assert BOT in alice.typed.get(room, set()), "the bot never showed itself typing"
 
 
-async def test_a_waiting_job_is_told_its_place_then_the_status_ends(make_settings, engine,
-                                                                   alice):
-    settings = make_settings(progress={"interval_seconds": 1},
-                             matrix={"admins": ["@alice:localhost"]})
+async def test_a_waiting_job_is_told_its_place_then_the_status_ends(make_settings, engine, alice):
+    settings = make_settings(
+        progress={"interval_seconds": 1}, matrix={"admins": ["@alice:localhost"]}
+    )
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         await alice.send(room, "!img pause")
@@ -106,13 +117,18 @@ async def test_a_waiting_job_is_told_its_place_then_the_status_ends(make_setting
         assert status["content"]["body"].startswith("Queued: the queue is paused")
         await alice.send(room, "!img resume")
         await alice.wait_reply(room, command, "m.image")
-        await alice.wait_for(room, lambda _: any(
-            text.startswith("Done") for text in edits_of(alice, room, status["event_id"])))
+        await alice.wait_for(
+            room,
+            lambda _: any(
+                text.startswith("Done") for text in edits_of(alice, room, status["event_id"])
+            ),
+        )
     assert len(alice.replies(room, command, "m.notice")) == 1
 
 
-async def test_a_slow_download_in_one_room_does_not_hold_up_another(make_settings, engine,
-                                                                   alice, monkeypatch):
+async def test_a_slow_download_in_one_room_does_not_hold_up_another(
+    make_settings, engine, alice, monkeypatch
+):
     """The picture an img2img command starts from is fetched behind a gate (as from a slow media
     server): meanwhile a command in another room is answered, and once the gate opens the
     first room gets its picture."""

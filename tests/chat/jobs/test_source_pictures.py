@@ -55,8 +55,11 @@ class Homeserver:
 
 
 def picture(url: str) -> dict:
-    return {"type": "m.room.message", "sender": "@alice:hs",
-            "content": {"msgtype": "m.image", "body": "a.png", "url": url}}
+    return {
+        "type": "m.room.message",
+        "sender": "@alice:hs",
+        "content": {"msgtype": "m.image", "body": "a.png", "url": url},
+    }
 
 
 def png() -> bytes:
@@ -66,9 +69,14 @@ def png() -> bytes:
 
 
 def in_thread(root: str, reply: str) -> dict:
-    return {"m.relates_to": {"rel_type": "m.thread", "event_id": root,
-                             "is_falling_back": False,
-                             "m.in_reply_to": {"event_id": reply}}}
+    return {
+        "m.relates_to": {
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": False,
+            "m.in_reply_to": {"event_id": reply},
+        }
+    }
 
 
 async def test_a_thread_whose_first_message_is_gone_names_that_picture():
@@ -79,14 +87,17 @@ async def test_a_thread_whose_first_message_is_gone_names_that_picture():
 
 
 async def test_an_edit_of_the_bots_own_edit_does_not_take_the_first_picture_again():
-    server = Homeserver({"$a": picture("mxc://hs/a"), "$c": picture("mxc://hs/c")},
-                        {"a": png(), "c": png()})
+    server = Homeserver(
+        {"$a": picture("mxc://hs/a"), "$c": picture("mxc://hs/c")}, {"a": png(), "c": png()}
+    )
     content = in_thread("$a", "$c")
     # $c is the bot's edit of another picture, made with $a as its reference.
-    again = await thread_references(server, "!room:hs", content, "$c", 3, LIMITS,
-                                    made_from=("mxc://hs/b", "mxc://hs/a"))
+    again = await thread_references(
+        server, "!room:hs", content, "$c", 3, LIMITS, made_from=("mxc://hs/b", "mxc://hs/a")
+    )
     assert again == [] and server.downloads == []
     # The bot's picture made from something else still gets the thread's first picture.
-    (reference,) = await thread_references(server, "!room:hs", content, "$c", 3, LIMITS,
-                                           made_from=("mxc://hs/b",))
+    (reference,) = await thread_references(
+        server, "!room:hs", content, "$c", 3, LIMITS, made_from=("mxc://hs/b",)
+    )
     assert reference.url == "mxc://hs/a" and reference.image.size == (32, 32)

@@ -5,8 +5,13 @@ from __future__ import annotations
 from generation.job import Job
 from generation.scheduling.progress import Progress
 
-from bot.chat.jobs.status import (nearly_done, running_text, told_at_once, waiting_text,
-                             worth_editing)
+from bot.chat.jobs.status import (
+    nearly_done,
+    running_text,
+    told_at_once,
+    waiting_text,
+    worth_editing,
+)
 
 
 def test_a_long_or_paused_wait_is_told_at_once_and_a_short_one_is_not():
@@ -29,8 +34,10 @@ def test_the_words_of_a_wait_and_of_a_run():
 
 def test_with_no_worker_up_the_wait_says_so():
     text = waiting_text(3, None, paused=False, no_worker=True)
-    assert text == ("Queued: no GPU worker is available right now; 3 jobs ahead of yours. "
-                    "It starts when one is back.")
+    assert text == (
+        "Queued: no GPU worker is available right now; 3 jobs ahead of yours. "
+        "It starts when one is back."
+    )
 
 
 def test_a_job_far_back_is_edited_every_third_interval_and_near_the_front_each_move():

@@ -6,9 +6,25 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.language.commands import (Again, Cancel, Edit, Generate, Help, Models, Pause,
-                               QueueStatus, Resume, RoomReset, RoomSet, RoomShow, Styles,
-                               Upscale, Usage, UsageError, Vary)
+from bot.chat.language.commands import (
+    Again,
+    Cancel,
+    Edit,
+    Generate,
+    Help,
+    Models,
+    Pause,
+    QueueStatus,
+    Resume,
+    RoomReset,
+    RoomSet,
+    RoomShow,
+    Styles,
+    Upscale,
+    Usage,
+    UsageError,
+    Vary,
+)
 from bot.chat.language.editing import available
 from bot.chat.language.parser import SUBCOMMANDS, help_text, parse
 from bot.config import LimitSettings
@@ -33,23 +49,43 @@ TAKES: dict[str, list[tuple[str, object]]] = {
     "models": [("models", Models())],
     "queue": [("queue", QueueStatus()), ("queue.", QueueStatus())],
     "cancel": [("cancel", Cancel()), ("Cancel!", Cancel())],
-    "room": [("room", RoomShow()), ("room set style oil painting",
-                                    RoomSet("style", "oil painting")),
-             ("room reset", RoomReset()), ("room reset steps", RoomReset("steps"))],
-    "usage": [("usage", Usage()), ("usage 30d", Usage("30d")), ("usage all", Usage("all")),
-              ("usage 99999w", Usage("99999w")), ("usage @bob 24h", Usage("24h", "@bob"))],
+    "room": [
+        ("room", RoomShow()),
+        ("room set style oil painting", RoomSet("style", "oil painting")),
+        ("room reset", RoomReset()),
+        ("room reset steps", RoomReset("steps")),
+    ],
+    "usage": [
+        ("usage", Usage()),
+        ("usage 30d", Usage("30d")),
+        ("usage all", Usage("all")),
+        ("usage 99999w", Usage("99999w")),
+        ("usage @bob 24h", Usage("24h", "@bob")),
+    ],
     "pause": [("pause", Pause())],
     "resume": [("resume", Resume())],
     "again": [("again", Again()), ("again --enhance", Again(enhance=True))],
-    "vary": [("vary", Vary()), ("vary 0.3", Vary(0.3)), ("vary 0.8 --enhance",
-                                                         Vary(0.8, enhance=True))],
-    "upscale": [("upscale", Upscale(4)), ("upscale 2", Upscale(2)),
-                ("upscale 8x --enhance", Upscale(8, enhance=True))],
-    "edit": [("edit make it night", Edit("make it night")),
-             ("edit add a hat --seed 3 --steps 8 --n 2 --enhance",
-              Edit("add a hat", seed=3, steps=8, count=2, enhance=True)),
-             ("edit cancel the rain --no clouds --guidance 4 --fast",
-              Edit("cancel the rain", guidance=4.0, negative_prompt="clouds", fast=True))],
+    "vary": [
+        ("vary", Vary()),
+        ("vary 0.3", Vary(0.3)),
+        ("vary 0.8 --enhance", Vary(0.8, enhance=True)),
+    ],
+    "upscale": [
+        ("upscale", Upscale(4)),
+        ("upscale 2", Upscale(2)),
+        ("upscale 8x --enhance", Upscale(8, enhance=True)),
+    ],
+    "edit": [
+        ("edit make it night", Edit("make it night")),
+        (
+            "edit add a hat --seed 3 --steps 8 --n 2 --enhance",
+            Edit("add a hat", seed=3, steps=8, count=2, enhance=True),
+        ),
+        (
+            "edit cancel the rain --no clouds --guidance 4 --fast",
+            Edit("cancel the rain", guidance=4.0, negative_prompt="clouds", fast=True),
+        ),
+    ],
 }
 
 # What each does not take: one notice, and the words that name what it takes.
@@ -58,23 +94,33 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
     "styles": [("styles of hats", "nothing after it")],
     "models": [("models on a catwalk", "nothing after it")],
     "queue": [("queue of people at a bus stop", "nothing after it")],
-    "cancel": [("cancel everything", "cancels all your queued jobs"),
-               ("cancel culture, editorial cartoon", "nothing after it")],
+    "cancel": [
+        ("cancel everything", "cancels all your queued jobs"),
+        ("cancel culture, editorial cartoon", "nothing after it"),
+    ],
     "room": [("room with a view", "`set KEY VALUE` or `reset [KEY]`")],
-    "usage": [("usage of solar power, diagram", "a period"),
-              ("usage 30d @bob @carol", "an @user"),
-              ("usage 99999999999999999999d", "up to 99999")],
+    "usage": [
+        ("usage of solar power, diagram", "a period"),
+        ("usage 30d @bob @carol", "an @user"),
+        ("usage 99999999999999999999d", "up to 99999"),
+    ],
     "pause": [("pause for thought", "nothing after it")],
     "resume": [("resume writing tips", "nothing after it")],
-    "again": [("again and again", "nothing but --enhance"),
-              ("again --seed 4", "only --enhance")],
-    "vary": [("vary the colours", "a strength from 0.05 to 1"),
-             ("vary 0.3 but bluer", "a strength from 0.05 to 1")],
-    "upscale": [("upscale town at night", "a factor of 2, 4 or 8"),
-                ("upscale 4 please", "a factor of 2, 4 or 8")],
-    "edit": [("edit", "what to change"), ("edit --seed 4", "what to change"),
-             ("edit make it night --size 512x512", "--seed, --steps"),
-             ("edit make it night --style anime", "not --style")],
+    "again": [("again and again", "nothing but --enhance"), ("again --seed 4", "only --enhance")],
+    "vary": [
+        ("vary the colours", "a strength from 0.05 to 1"),
+        ("vary 0.3 but bluer", "a strength from 0.05 to 1"),
+    ],
+    "upscale": [
+        ("upscale town at night", "a factor of 2, 4 or 8"),
+        ("upscale 4 please", "a factor of 2, 4 or 8"),
+    ],
+    "edit": [
+        ("edit", "what to change"),
+        ("edit --seed 4", "what to change"),
+        ("edit make it night --size 512x512", "--seed, --steps"),
+        ("edit make it night --style anime", "not --style"),
+    ],
 }
 
 
@@ -82,15 +128,22 @@ def test_every_subcommand_is_covered():
     assert set(TAKES) == set(NOT_TAKEN) == set(SUBCOMMANDS)
 
 
-@pytest.mark.parametrize("text, command", [
-    pytest.param(text, command, id=text) for cases in TAKES.values() for text, command in cases])
+@pytest.mark.parametrize(
+    "text, command",
+    [pytest.param(text, command, id=text) for cases in TAKES.values() for text, command in cases],
+)
 def test_what_a_subcommand_takes_still_parses(text, command):
     assert p(f"!img {text}") == command
 
 
-@pytest.mark.parametrize("word, text, named", [
-    pytest.param(word, text, named, id=text)
-    for word, cases in NOT_TAKEN.items() for text, named in cases])
+@pytest.mark.parametrize(
+    "word, text, named",
+    [
+        pytest.param(word, text, named, id=text)
+        for word, cases in NOT_TAKEN.items()
+        for text, named in cases
+    ],
+)
 def test_what_it_does_not_take_is_one_notice_naming_what_it_takes(word, text, named):
     message = notice(f"!img {text}")
     assert f"`{word}`" in message and named in message
@@ -105,23 +158,28 @@ def test_the_notice_says_how_to_start_a_prompt_with_the_word(word):
     assert p(f"!img “{word}”, of the sea") == Generate(prompt=f"{word}, of the sea")
 
 
-@pytest.mark.parametrize("text", ["!img again --seed 4", "!img usage @a @b",
-                                  "!img edit make it night --size 512x512"])
+@pytest.mark.parametrize(
+    "text", ["!img again --seed 4", "!img usage @a @b", "!img edit make it night --size 512x512"]
+)
 def test_no_quoting_hint_where_it_makes_no_sense(text):
     assert "quotes" not in notice(text)
 
 
-@pytest.mark.parametrize("text, prompt", [
-    ("!img helpful robot", "helpful robot"),  # a longer word is not the sub-command
-    ('!img "help me draw a cat"', '"help me draw a cat"'),  # a quoted phrase stays as typed
-    ("!img cancel's aftermath", "cancel's aftermath"),
-    ("!img queues at dawn", "queues at dawn"),
-])
+@pytest.mark.parametrize(
+    "text, prompt",
+    [
+        ("!img helpful robot", "helpful robot"),  # a longer word is not the sub-command
+        ('!img "help me draw a cat"', '"help me draw a cat"'),  # a quoted phrase stays as typed
+        ("!img cancel's aftermath", "cancel's aftermath"),
+        ("!img queues at dawn", "queues at dawn"),
+    ],
+)
 def test_words_that_are_not_exactly_a_subcommand_are_prompts(text, prompt):
     assert p(text) == Generate(prompt=prompt)
 
 
 # ---- the examples -----------------------------------------------------------------
+
 
 def test_a_usage_period_too_long_names_the_range():
     message = notice("!img usage 99999999999999999999d")
@@ -138,11 +196,19 @@ def test_a_dash_between_words_is_text():
     assert p("!img a cat -- asleep") == Generate(prompt="a cat -- asleep")
 
 
-@pytest.mark.parametrize("invisible", [
-    "\u202e\u202e",  # two right-to-left overrides
-    "\u200b", "\u200d\ufeff", "\u00ad", "\u0301\u0301",  # zero-width, soft hyphen, lone marks
-    "\u3164", "\u2800", "\u0007",  # Hangul filler, blank braille cell, a control character
-])
+@pytest.mark.parametrize(
+    "invisible",
+    [
+        "\u202e\u202e",  # two right-to-left overrides
+        "\u200b",
+        "\u200d\ufeff",
+        "\u00ad",
+        "\u0301\u0301",  # zero-width, soft hyphen, lone marks
+        "\u3164",
+        "\u2800",
+        "\u0007",  # Hangul filler, blank braille cell, a control character
+    ],
+)
 def test_a_prompt_with_no_visible_characters_is_empty(invisible):
     assert "The prompt is empty" in notice(f"!img {invisible}")
     assert "The prompt is empty" in notice(f"!img {invisible} --seed 4")
@@ -158,6 +224,7 @@ def test_edit_without_an_instruction_says_to_reply_to_a_picture():
 
 
 # ---- edit in help -------------------------------------------------------------------------
+
 
 def test_help_lists_edit_only_when_the_bot_can_edit():
     assert "!img edit" not in help_text("!img", LIMITS)

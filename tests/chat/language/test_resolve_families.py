@@ -13,17 +13,33 @@ from bot.config import GenerationSettings, LimitSettings
 from generation.families.known import FAMILIES, SD, SDXL
 
 LIMITS = LimitSettings(max_steps=60, max_pixels=1536 * 1536)
-SIDES = {"sd": (512, 512), "turbo": (1024, 1024), "zimage": (1024, 1024),
-         "flux": (1024, 1024), "klein": (1024, 1024), "qwen": (1328, 1328)}
-CATALOGUE = Catalogue("sd", SIDES, families={
-    "sd": SD, "turbo": SDXL, "zimage": FAMILIES["zimage"], "flux": FAMILIES["flux"],
-    "klein": FAMILIES["flux2-klein"], "qwen": FAMILIES["qwenimage"]})
+SIDES = {
+    "sd": (512, 512),
+    "turbo": (1024, 1024),
+    "zimage": (1024, 1024),
+    "flux": (1024, 1024),
+    "klein": (1024, 1024),
+    "qwen": (1328, 1328),
+}
+CATALOGUE = Catalogue(
+    "sd",
+    SIDES,
+    families={
+        "sd": SD,
+        "turbo": SDXL,
+        "zimage": FAMILIES["zimage"],
+        "flux": FAMILIES["flux"],
+        "klein": FAMILIES["flux2-klein"],
+        "qwen": FAMILIES["qwenimage"],
+    },
+)
 UNSET = GenerationSettings(size="512x512")  # steps and guidance left to the families
 
 
 def job(text: str, defaults: GenerationSettings = UNSET, room=RoomDefaults()):
-    return resolve(parse(text, "!img", LIMITS), defaults, LIMITS, CATALOGUE, room,
-                   random_seed=lambda _: 1)
+    return resolve(
+        parse(text, "!img", LIMITS), defaults, LIMITS, CATALOGUE, room, random_seed=lambda _: 1
+    )
 
 
 def test_a_negative_prompt_on_a_model_without_one_is_refused_naming_the_model():
@@ -46,10 +62,14 @@ def test_families_that_take_a_negative_prompt_get_it_with_guidance():
 
 
 def test_each_family_brings_its_default_steps_and_guidance_where_the_config_sets_none():
-    assert (job("!img a fox --model zimage").steps, job("!img a fox --model zimage").guidance) \
-        == (8, 0.0)
-    assert (job("!img a fox --model qwen").steps, job("!img a fox --model qwen").guidance) \
-        == (50, 4.0)
+    assert (job("!img a fox --model zimage").steps, job("!img a fox --model zimage").guidance) == (
+        8,
+        0.0,
+    )
+    assert (job("!img a fox --model qwen").steps, job("!img a fox --model qwen").guidance) == (
+        50,
+        4.0,
+    )
     assert job("!img a fox --model flux").steps == 4
     assert job("!img a fox").steps == 4  # SD as before
     configured = GenerationSettings(size="512x512", steps=12, guidance=2.0)
@@ -74,11 +94,16 @@ def test_aspect_ratios_follow_the_native_size_and_the_grid_of_16():
     assert job("!img a fox --model sd --size 520x520").width == 520  # SD's grid is 8
 
 
-EDITING = Catalogue("sd", {"sd": (512, 512), "qwen-edit": (1024, 1024)},
-                    families={"sd": SD, "qwen-edit": FAMILIES["qwenimage-edit"]},
-                    edit_model="qwen-edit")
-ONLY_EDITS = ("The model qwen-edit (Qwen-Image-Edit) only edits pictures: reply to a picture "
-              "with `edit <what to change>`.")
+EDITING = Catalogue(
+    "sd",
+    {"sd": (512, 512), "qwen-edit": (1024, 1024)},
+    families={"sd": SD, "qwen-edit": FAMILIES["qwenimage-edit"]},
+    edit_model="qwen-edit",
+)
+ONLY_EDITS = (
+    "The model qwen-edit (Qwen-Image-Edit) only edits pictures: reply to a picture "
+    "with `edit <what to change>`."
+)
 
 
 def test_a_model_that_only_edits_takes_no_prompt_and_no_image_to_image():
@@ -86,8 +111,13 @@ def test_a_model_that_only_edits_takes_no_prompt_and_no_image_to_image():
         refused = resolve(parse(text, "!img", LIMITS), UNSET, LIMITS, EDITING)
         assert isinstance(refused, UsageError) and refused.message == ONLY_EDITS
     # ...but an edit's instruction runs on it, with the family's steps and true CFG.
-    made = resolve(parse("!img make it night --model qwen-edit", "!img", LIMITS), UNSET,
-                   LIMITS, EDITING, edit=True)
+    made = resolve(
+        parse("!img make it night --model qwen-edit", "!img", LIMITS),
+        UNSET,
+        LIMITS,
+        EDITING,
+        edit=True,
+    )
     assert (made.model, made.steps, made.guidance) == ("qwen-edit", 40, 4.0)
     assert EDITING.only_edits("sd") is None
 

@@ -29,6 +29,7 @@ async def db(tmp_path):
 
 # ---- room defaults --------------------------------------------------------------------------
 
+
 async def test_room_defaults_are_kept_per_room_and_reset(db):
     await room_defaults.store(db, "!a:x", "style", "photo", ALICE)
     await room_defaults.store(db, "!a:x", "steps", "8", ALICE)
@@ -44,24 +45,30 @@ async def test_room_defaults_are_kept_per_room_and_reset(db):
     assert set(await room_defaults.stored(db, "!b:x")) == {"style"}
 
 
-@pytest.mark.parametrize("key, typed, kept", [
-    ("style", "Oil Painting", "oil-painting"),
-    ("style", "none", "none"),
-    ("size", "512X768", "512x768"),
-    ("steps", "20", "20"),
-    ("model", "small", "small"),
-    ("negative", " text, watermark ", "text, watermark"),
-])
+@pytest.mark.parametrize(
+    "key, typed, kept",
+    [
+        ("style", "Oil Painting", "oil-painting"),
+        ("style", "none", "none"),
+        ("size", "512X768", "512x768"),
+        ("steps", "20", "20"),
+        ("model", "small", "small"),
+        ("negative", " text, watermark ", "text, watermark"),
+    ],
+)
 def test_canonical_values(key, typed, kept):
     assert rooms.canonical(key, typed, LIMITS, CATALOGUE) == kept
 
 
-@pytest.mark.parametrize("key, typed, says", [
-    ("style", "vaporwave", "no style 'vaporwave'"),
-    ("model", "huge", "no model 'huge'"),
-    ("steps", "21", "1 to 20"),
-    ("size", "2048x2048", "too large"),
-])
+@pytest.mark.parametrize(
+    "key, typed, says",
+    [
+        ("style", "vaporwave", "no style 'vaporwave'"),
+        ("model", "huge", "no model 'huge'"),
+        ("steps", "21", "1 to 20"),
+        ("size", "2048x2048", "too large"),
+    ],
+)
 def test_canonical_refuses_what_is_unknown_or_over_the_limits(key, typed, says):
     with pytest.raises(ValueError, match=says):
         rooms.canonical(key, typed, LIMITS, CATALOGUE)
@@ -69,8 +76,13 @@ def test_canonical_refuses_what_is_unknown_or_over_the_limits(key, typed, says):
 
 async def test_stored_values_over_todays_limits_are_not_used(db):
     # Set when the limits were higher, or before a model was removed from the config.
-    for key, value in (("steps", "30"), ("size", "1024x1024"), ("model", "gone"),
-                       ("style", "photo"), ("guidance", "4.5")):
+    for key, value in (
+        ("steps", "30"),
+        ("size", "1024x1024"),
+        ("model", "gone"),
+        ("style", "photo"),
+        ("guidance", "4.5"),
+    ):
         await room_defaults.store(db, "!a:x", key, value, ALICE)
     values = await room_defaults.stored(db, "!a:x")
     lowered = LimitSettings(max_steps=20, max_pixels=512 * 512)
@@ -85,12 +97,13 @@ async def test_stored_values_over_todays_limits_are_not_used(db):
 
 # ---- quotas -----------------------------------------------------------------------------------
 
+
 async def add(db, *, ago: float, status: str = "ok", pictures: int = 1, user: str = ALICE):
-    row = await usage.record_job(db, usage.NewJob(
-        None, "!a:x", user, "a cat", {"count": pictures}, 1, "base"))
+    row = await usage.record_job(
+        db, usage.NewJob(None, "!a:x", user, "a cat", {"count": pictures}, 1, "base")
+    )
     if status != "queued":
-        await usage.finish_job(db, row, status=status,
-                               images=pictures if status == "ok" else 0)
+        await usage.finish_job(db, row, status=status, images=pictures if status == "ok" else 0)
     await db.execute("UPDATE usage SET created_at = ? WHERE id = ?", (NOW - ago, row))
     await db.commit()
 
@@ -110,7 +123,9 @@ async def test_hourly_quota_says_when_the_user_may_go_on(db):
     await add(db, ago=10 * 60, pictures=1)
     assert await refusal(db, wanted=1, pictures_per_hour=4) is None
     message = await refusal(db, wanted=2, pictures_per_hour=3)
-    assert "3 pictures made or queued in the last hour" in message and "limit is 3 per hour" in message
+    assert (
+        "3 pictures made or queued in the last hour" in message and "limit is 3 per hour" in message
+    )
     assert "in 10 minutes" in message
     # Two wanted, one left: say both what is possible now and when all of it is.
     message = await refusal(db, wanted=2, pictures_per_hour=4)
@@ -155,11 +170,11 @@ async def test_unreadable_options_count_as_one_picture(db):
     await add(db, ago=60, status="queued")
     await db.execute("UPDATE usage SET options = 'not json'")
     await db.commit()
-    assert "You have 1 picture made or queued" in await refusal(db, wanted=1,
-                                                                pictures_per_hour=1)
+    assert "You have 1 picture made or queued" in await refusal(db, wanted=1, pictures_per_hour=1)
 
 
 # ---- power levels -------------------------------------------------------------------------
+
 
 class StateClient:
     """Answers /state with the events given, or with an error."""
@@ -176,31 +191,42 @@ class StateClient:
 
 
 def create(sender: str, version: str, **content) -> dict:
-    return {"type": "m.room.create", "state_key": "", "sender": sender,
-            "content": {"room_version": version, **content}}
+    return {
+        "type": "m.room.create",
+        "state_key": "",
+        "sender": sender,
+        "content": {"room_version": version, **content},
+    }
 
 
 def levels(users: dict, **content) -> dict:
-    return {"type": "m.room.power_levels", "state_key": "", "sender": "@c:x",
-            "content": {"users": users, **content}}
+    return {
+        "type": "m.room.power_levels",
+        "state_key": "",
+        "sender": "@c:x",
+        "content": {"users": users, **content},
+    }
 
 
-@pytest.mark.parametrize("events, user, level", [
-    # Room version 12: creators have unlimited power and are not in the power levels.
-    ([create("@c:x", "12"), levels({})], "@c:x", float("inf")),
-    ([create("@c:x", "12", additional_creators=["@d:x"]), levels({})], "@d:x", float("inf")),
-    ([create("@c:x", "12"), levels({"@m:x": 50})], "@m:x", 50),
-    ([create("@c:x", "12"), levels({}, users_default=10)], "@anyone:x", 10),
-    # Older rooms: the creator's level is what the power levels say.
-    ([create("@c:x", "10"), levels({"@c:x": 100})], "@c:x", 100),
-    ([create("@c:x", "10"), levels({})], "@c:x", 0),
-    # No power levels event at all: the creator 100, everyone else 0.
-    ([create("@c:x", "10")], "@c:x", 100),
-    ([create("@c:x", "10")], "@m:x", 0),
-    # Malformed levels are nobody's power.
-    ([create("@c:x", "10"), levels({"@m:x": "lots"})], "@m:x", 0),
-    ([create("@c:x", "10"), levels("not a mapping")], "@m:x", 0),
-])
+@pytest.mark.parametrize(
+    "events, user, level",
+    [
+        # Room version 12: creators have unlimited power and are not in the power levels.
+        ([create("@c:x", "12"), levels({})], "@c:x", float("inf")),
+        ([create("@c:x", "12", additional_creators=["@d:x"]), levels({})], "@d:x", float("inf")),
+        ([create("@c:x", "12"), levels({"@m:x": 50})], "@m:x", 50),
+        ([create("@c:x", "12"), levels({}, users_default=10)], "@anyone:x", 10),
+        # Older rooms: the creator's level is what the power levels say.
+        ([create("@c:x", "10"), levels({"@c:x": 100})], "@c:x", 100),
+        ([create("@c:x", "10"), levels({})], "@c:x", 0),
+        # No power levels event at all: the creator 100, everyone else 0.
+        ([create("@c:x", "10")], "@c:x", 100),
+        ([create("@c:x", "10")], "@m:x", 0),
+        # Malformed levels are nobody's power.
+        ([create("@c:x", "10"), levels({"@m:x": "lots"})], "@m:x", 0),
+        ([create("@c:x", "10"), levels("not a mapping")], "@m:x", 0),
+    ],
+)
 async def test_power_level(events, user, level):
     assert await power.power_level(StateClient(events), "!r:x", user) == level
 

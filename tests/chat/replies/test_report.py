@@ -20,8 +20,7 @@ from tests.store.test_usage_log import DAY, DB_NAME, add
 # Local noon: a whole number of days back from it is still that many calendar days back,
 # in any time zone, daylight saving or not.
 NOON = time.mktime((2023, 11, 14, 12, 0, 0, 0, 0, -1))
-ALLOWED_TAGS = {"table", "thead", "tbody", "tr", "th", "td", "b", "strong", "p", "br", "code",
-                "em"}
+ALLOWED_TAGS = {"table", "thead", "tbody", "tr", "th", "td", "b", "strong", "p", "br", "code", "em"}
 HOSTILE_USER = '@<img src=x onerror="alert(1)">&amp;:evil.example'
 HOSTILE_ROOM = "!evil:evil.example"
 HOSTILE_NAME = "</td></table><script>alert('room')</script>\nline two"
@@ -61,19 +60,26 @@ class Tags(HTMLParser):
 
 # ---- the text report ----------------------------------------------------------------------
 
+
 async def test_report_sums_up_and_tables_users_and_rooms(db):
     rows = await fill(db)
-    plain, markup = report.usage_report(rows, span_label="in the last 7 days", user=None,
-                                        now=NOON, room_names={"!room2:localhost": "Cats"})
+    plain, markup = report.usage_report(
+        rows,
+        span_label="in the last 7 days",
+        user=None,
+        now=NOON,
+        room_names={"!room2:localhost": "Cats"},
+    )
     lines = plain.splitlines()
     assert lines[0].startswith("Usage in the last 7 days (as of 2023-11-14 12:00")
-    assert lines[1] == ("5 jobs, 7 pictures, 2 users, 2 rooms, 5.0 GPU seconds, 1 failed, "
-                        "1 rejected")
-    users = lines[lines.index("") + 1:]
+    assert lines[1] == (
+        "5 jobs, 7 pictures, 2 users, 2 rooms, 5.0 GPU seconds, 1 failed, 1 rejected"
+    )
+    users = lines[lines.index("") + 1 :]
     assert users[0].split() == ["user", "pictures", "jobs", "failed", "GPU", "s"]
     assert users[1].split() == ["@alice:localhost", "6", "3", "1", "3.8"]
     assert users[2].split() == ["@bob:localhost", "1", "2", "0", "1.2"]
-    rooms = lines[len(lines) - lines[::-1].index(""):]
+    rooms = lines[len(lines) - lines[::-1].index("") :]
     assert rooms[0].split() == ["room", "pictures", "users", "failed", "GPU", "s"]
     assert rooms[1].split() == ["!room1:localhost", "6", "2", "1", "3.8"]
     assert rooms[2].split() == ["Cats", "1", "1", "0", "1.2"]  # its display name
@@ -88,8 +94,13 @@ async def test_report_sums_up_and_tables_users_and_rooms(db):
 async def test_report_escapes_hostile_user_ids_and_room_names(db):
     await add(db, created_at=NOON, user=HOSTILE_USER, room=HOSTILE_ROOM, images=3)
     rows = await usage.query(db)
-    plain, markup = report.usage_report(rows, span_label="over all time", user=None, now=NOON,
-                                        room_names={HOSTILE_ROOM: HOSTILE_NAME})
+    plain, markup = report.usage_report(
+        rows,
+        span_label="over all time",
+        user=None,
+        now=NOON,
+        room_names={HOSTILE_ROOM: HOSTILE_NAME},
+    )
     parsed = Tags(markup)
     assert parsed.tags <= ALLOWED_TAGS
     assert "<script" not in markup and "<img" not in markup
@@ -104,11 +115,15 @@ async def test_report_escapes_hostile_user_ids_and_room_names(db):
 
 async def test_long_tables_stop_at_fifteen_rows(db):
     for n in range(report.MAX_TABLE_ROWS + 3):
-        await add(db, created_at=NOON, user=f"@user{n:02}:localhost",
-                  room=f"!room{n:02}:localhost", images=n + 1)
+        await add(
+            db,
+            created_at=NOON,
+            user=f"@user{n:02}:localhost",
+            room=f"!room{n:02}:localhost",
+            images=n + 1,
+        )
     rows = await usage.query(db)
-    plain, markup = report.usage_report(rows, span_label="in the last 30 days", user=None,
-                                        now=NOON)
+    plain, markup = report.usage_report(rows, span_label="in the last 30 days", user=None, now=NOON)
     assert "… and 3 more users" in plain and "… and 3 more rooms" in plain
     assert "<p><em>… and 3 more users</em></p>" in markup
     assert markup.count("<tr>") == 2 * (1 + report.MAX_TABLE_ROWS)
@@ -118,28 +133,31 @@ async def test_long_tables_stop_at_fifteen_rows(db):
 async def test_report_for_one_user_has_no_table_of_users(db):
     await fill(db)
     rows = await usage.query(db, user="@bob:localhost")
-    plain, markup = report.usage_report(rows, span_label="in the last 7 days",
-                                        user="@bob:localhost", now=NOON)
+    plain, markup = report.usage_report(
+        rows, span_label="in the last 7 days", user="@bob:localhost", now=NOON
+    )
     assert plain.startswith("Usage in the last 7 days for @bob:localhost")
     assert markup.count("<table>") == 1 and "<th>room</th>" in markup
 
 
 def test_report_of_nothing_says_so():
-    plain, markup = report.usage_report([], span_label="in the last 7 days", user=None,
-                                        now=NOON)
+    plain, markup = report.usage_report([], span_label="in the last 7 days", user=None, now=NOON)
     assert plain.splitlines()[1] == "No jobs."
     assert "<table>" not in markup and Tags(markup).tags <= ALLOWED_TAGS
 
 
 # ---- the chart ----------------------------------------------------------------------------
 
+
 def bar_pixels(png: bytes) -> list[int]:
     """How many bar-coloured pixels each column of the picture has."""
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.size) == ("PNG", (report.WIDTH, report.HEIGHT))
     pixels = image.convert("RGB").load()
-    return [sum(pixels[x, y] == report.BAR_COLOUR for y in range(image.height))
-            for x in range(image.width)]
+    return [
+        sum(pixels[x, y] == report.BAR_COLOUR for y in range(image.height))
+        for x in range(image.width)
+    ]
 
 
 def bars(png: bytes) -> list[int]:

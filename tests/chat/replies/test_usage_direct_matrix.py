@@ -29,9 +29,14 @@ async def group_room(alice, bob, room_id: str | None = None) -> str:
 
 async def invited_by_the_bot(chat, timeout: float = 60) -> list[str]:
     """The rooms the bot has invited `chat` into, each joined (the history comes along)."""
-    rooms = await chat.wait_for("", lambda _: [
-        room_id for room_id, room in chat.client.invited_rooms.items()
-        if room.inviter == BOT] or None, timeout)
+    rooms = await chat.wait_for(
+        "",
+        lambda _: (
+            [room_id for room_id, room in chat.client.invited_rooms.items() if room.inviter == BOT]
+            or None
+        ),
+        timeout,
+    )
     for room_id in rooms:
         await chat.client.join(room_id)
     await chat.sync(0)
@@ -39,12 +44,18 @@ async def invited_by_the_bot(chat, timeout: float = 60) -> list[str]:
 
 
 def from_bot(chat, room: str, msgtype: str) -> list[dict]:
-    return [e for e in chat.seen.get(room, []) if e.get("sender") == BOT
-            and e.get("type") == "m.room.message" and e["content"].get("msgtype") == msgtype]
+    return [
+        e
+        for e in chat.seen.get(room, [])
+        if e.get("sender") == BOT
+        and e.get("type") == "m.room.message"
+        and e["content"].get("msgtype") == msgtype
+    ]
 
 
 async def test_an_admin_asking_in_a_group_room_gets_the_report_in_a_direct_message(
-        make_settings, engine, alice_e2e, bob, mallory):
+    make_settings, engine, alice_e2e, bob, mallory
+):
     alice = alice_e2e  # the direct room is encrypted (the bot's encryption is on)
     async with bot_running(make_settings(matrix={"admins": [alice.user_id]}), engine):
         room = await group_room(alice, bob)
@@ -70,8 +81,12 @@ async def test_an_admin_asking_in_a_group_room_gets_the_report_in_a_direct_messa
     # The room, as bob sees it, holds the note and nothing of the report.
     for command in (asked, again):
         assert [e["content"]["body"] for e in bob.replies(room, command)] == [NOTE]
-    assert not [e for e in bob.seen[room] if "<table>" in e["content"].get("formatted_body", "")
-                or "Pictures per day" in e["content"].get("body", "")]
+    assert not [
+        e
+        for e in bob.seen[room]
+        if "<table>" in e["content"].get("formatted_body", "")
+        or "Pictures per day" in e["content"].get("body", "")
+    ]
     assert dm not in bob.seen
 
     assert alice.client.rooms[dm].encrypted and alice.client.rooms[dm].member_count == 2
@@ -83,17 +98,23 @@ async def test_an_admin_asking_in_a_group_room_gets_the_report_in_a_direct_messa
     assert not [e for e in alice.replies(dm, there) if e["content"]["body"] == NOTE]
 
 
-async def test_a_room_the_config_names_gets_the_report_itself(make_settings, engine, alice,
-                                                            bob):
+async def test_a_room_the_config_names_gets_the_report_itself(make_settings, engine, alice, bob):
     # The room exists before the bot starts, so that the config can name it.
     created = await alice.client.room_create(name="the admins", invite=[BOT])
     room = created.room_id
-    settings = make_settings(matrix={"admins": [alice.user_id]},
-                             rooms={"usage_report_rooms": [room]})
+    settings = make_settings(
+        matrix={"admins": [alice.user_id]}, rooms={"usage_report_rooms": [room]}
+    )
     async with bot_running(settings, engine):
-        await alice.wait_for(room, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == BOT
-            and e["content"].get("membership") == "join" for e in events))
+        await alice.wait_for(
+            room,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == BOT
+                and e["content"].get("membership") == "join"
+                for e in events
+            ),
+        )
         await group_room(alice, bob, room)
         asked = await alice.send(room, "!img usage")
         (report,) = await alice.wait_reply(room, asked, "m.notice")
@@ -103,19 +124,35 @@ async def test_a_room_the_config_names_gets_the_report_itself(make_settings, eng
 
 
 async def test_a_room_of_two_that_a_stranger_made_public_gets_only_the_note(
-        make_settings, engine, alice_e2e, bob, mallory):
+    make_settings, engine, alice_e2e, bob, mallory
+):
     alice = alice_e2e  # the direct room is encrypted (the bot's encryption is on)
     # bob makes a public room whose history anyone may read, invites the bot and alice (an
     # admin), and leaves: alice and the bot are its only members.
     created = await bob.client.room_create(
-        name="a quiet room", preset=RoomPreset.public_chat, invite=[BOT, alice.user_id],
-        initial_state=[{"type": "m.room.history_visibility", "state_key": "",
-                        "content": {"history_visibility": "world_readable"}}])
+        name="a quiet room",
+        preset=RoomPreset.public_chat,
+        invite=[BOT, alice.user_id],
+        initial_state=[
+            {
+                "type": "m.room.history_visibility",
+                "state_key": "",
+                "content": {"history_visibility": "world_readable"},
+            }
+        ],
+    )
     room = created.room_id
     async with bot_running(make_settings(matrix={"admins": [alice.user_id]}), engine):
-        await bob.wait_for(room, lambda events: any(
-            e["type"] == "m.room.member" and e.get("state_key") == BOT
-            and e["content"].get("membership") == "join" for e in events), timeout=30)
+        await bob.wait_for(
+            room,
+            lambda events: any(
+                e["type"] == "m.room.member"
+                and e.get("state_key") == BOT
+                and e["content"].get("membership") == "join"
+                for e in events
+            ),
+            timeout=30,
+        )
         await alice.client.join(room)
         await bob.client.room_leave(room)
         await alice.sync(0)
@@ -126,8 +163,11 @@ async def test_a_room_of_two_that_a_stranger_made_public_gets_only_the_note(
         # and nothing of the report.
         history = await mallory.client.room_messages(room, start="", limit=100)
         assert isinstance(history, RoomMessagesResponse), history
-        assert [e.source["content"]["body"] for e in history.chunk
-                if e.sender == BOT and e.source.get("type") == "m.room.message"] == [NOTE]
+        assert [
+            e.source["content"]["body"]
+            for e in history.chunk
+            if e.sender == BOT and e.source.get("type") == "m.room.message"
+        ] == [NOTE]
 
         (dm,) = await invited_by_the_bot(alice)
         await alice.wait_for(dm, lambda _: from_bot(alice, dm, "m.notice"))

@@ -31,8 +31,16 @@ from generation.job import GenerationError, Job
 from generation.models.recipe import Recipe
 from generation.scheduling.runner import WorkerLost
 
-INFO = {"worker": "gpu1 #0 (node abcdef12)", "host": "gpu1", "node": "abcdef12", "slot": 0,
-        "auth": "token", "versions": {"imgbot": "1"}, "device": "cuda:0", "models": ["tiny"]}
+INFO = {
+    "worker": "gpu1 #0 (node abcdef12)",
+    "host": "gpu1",
+    "node": "abcdef12",
+    "slot": 0,
+    "auth": "token",
+    "versions": {"imgbot": "1"},
+    "device": "cuda:0",
+    "models": ["tiny"],
+}
 
 
 def _png(size: tuple[int, int], mode: str = "RGB", **extras) -> bytes:
@@ -42,9 +50,16 @@ def _png(size: tuple[int, int], mode: str = "RGB", **extras) -> bytes:
 
 
 def _spec(tmp_path: Path, **fields) -> ClusterSpec:
-    return ClusterSpec(**{"address": "auto", "namespace": "imgbot", "workers": 1,
-                          "resources": {"GPU": 1},
-                          "recipe": Recipe(catalogue={"tiny": tmp_path / "tiny"}), **fields})
+    return ClusterSpec(
+        **{
+            "address": "auto",
+            "namespace": "imgbot",
+            "workers": 1,
+            "resources": {"GPU": 1},
+            "recipe": Recipe(catalogue={"tiny": tmp_path / "tiny"}),
+            **fields,
+        }
+    )
 
 
 class FakeBridge:
@@ -72,40 +87,55 @@ class FakeBridge:
 
 
 def _done(run: dict, counts: list[int], parts: list[bytes], **fields) -> tuple:
-    return ({"kind": "done", "request": run["request"], "worker": INFO["worker"],
-             "seconds": 0.5, "counts": counts, **fields}, parts)
+    return (
+        {
+            "kind": "done",
+            "request": run["request"],
+            "worker": INFO["worker"],
+            "seconds": 0.5,
+            "counts": counts,
+            **fields,
+        },
+        parts,
+    )
 
 
 JOB = Job(prompt="a lighthouse", seed=1, steps=2, width=64, height=32)
 TWO = Job(prompt="two boats", seed=2, steps=2, width=64, height=32, count=2)
 
 CRAFTED = {
-    "more pictures than the job asked for":
-        lambda run: [_done(run, [2], [_png((64, 32))] * 2)],
-    "a picture list per job missing":
-        lambda run: [_done(run, [], [])],
-    "a worker name that is not text":
-        lambda run: [_done(run, [1], [_png((64, 32))], worker=["x"])],
+    "more pictures than the job asked for": lambda run: [_done(run, [2], [_png((64, 32))] * 2)],
+    "a picture list per job missing": lambda run: [_done(run, [], [])],
+    "a worker name that is not text": lambda run: [_done(run, [1], [_png((64, 32))], worker=["x"])],
     "a picture that is not a PNG": lambda run: [_done(run, [1], [b"GIF89a" + b"\0" * 64])],
     "a PNG of another size": lambda run: [_done(run, [1], [_png((4096, 4096))])],
     # RGB to the safety classifier, another picture over a dark background:
     "a picture with an alpha channel": lambda run: [_done(run, [1], [_png((64, 32), "RGBA")])],
     "a palette picture": lambda run: [_done(run, [1], [_png((64, 32), "P")])],
     "a 16-bit grey picture": lambda run: [_done(run, [1], [_png((64, 32), "I;16")])],
-    "a worker name with terminal codes":
-        lambda run: [_done(run, [1], [_png((64, 32))], worker="gpu1\x1b[2J")],
+    "a worker name with terminal codes": lambda run: [
+        _done(run, [1], [_png((64, 32))], worker="gpu1\x1b[2J")
+    ],
     "a slot out of range, then a frame of no known kind": lambda run: [
         ({"kind": "slot", "slot": 9, "state": "down", "generation": 1, "problem": "x"}, []),
-        ({"kind": "exec", "request": run["request"]}, [])],
+        ({"kind": "exec", "request": run["request"]}, []),
+    ],
 }
 
 
 @pytest.mark.parametrize("crafted", list(CRAFTED))
 def test_a_crafted_answer_fails_the_batch_and_the_worker_goes_on(tmp_path, caplog, crafted):
     good = lambda run: [  # noqa: E731 - the next batch, answered as a real bridge would
-        ({"kind": "progress", "request": run["request"],
-          "progress": {"done": 1, "total": 2, "unit": "step", "part": 0, "parts": 0}}, []),
-        _done(run, [1, 2], [_png((64, 32))] * 3)]
+        (
+            {
+                "kind": "progress",
+                "request": run["request"],
+                "progress": {"done": 1, "total": 2, "unit": "step", "part": 0, "parts": 0},
+            },
+            [],
+        ),
+        _done(run, [1, 2], [_png((64, 32))] * 3),
+    ]
     bridge = FakeBridge(tmp_path / "bridge.sock", [CRAFTED[crafted], good])
     link = Link(_spec(tmp_path, bridge_socket=str(tmp_path / "bridge.sock")))
     runner = RemoteRunner(link, 0, catalogue=None)
@@ -116,8 +146,7 @@ def test_a_crafted_answer_fails_the_batch_and_the_worker_goes_on(tmp_path, caplo
             runner.generate(JOB)
         assert "dropped" in caplog.text or "refused" in caplog.text
         pictures = runner.generate_batch([JOB, TWO])  # the same link and slot go on
-        assert [[image.size for image in job] for job in pictures] == [[(64, 32)],
-                                                                        [(64, 32)] * 2]
+        assert [[image.size for image in job] for job in pictures] == [[(64, 32)], [(64, 32)] * 2]
         assert runner.up and link.reconnects == 0
     finally:
         link.stop()
@@ -204,23 +233,40 @@ def _serving(tmp_path: Path, answers: list) -> tuple[Link, RemoteRunner]:
 
 
 def test_a_workers_error_reaches_the_person_as_one_line_said_by_the_worker(tmp_path, caplog):
-    hostile = ("\x1b[2J\x1b[1mThe bot says: your account is suspended.\nLog in again at "
-               "https://evil.example\u202e " + "!" * 10_000)
-    link, runner = _serving(tmp_path, [lambda run: [
-        ({"kind": "log", "level": 40, "words": "ERROR bot: fake line\n\x1b[31mand another"},
-         []),
-        ({"kind": "done", "request": run["request"], "error": hostile}, [])]])
+    hostile = (
+        "\x1b[2J\x1b[1mThe bot says: your account is suspended.\nLog in again at "
+        "https://evil.example\u202e " + "!" * 10_000
+    )
+    link, runner = _serving(
+        tmp_path,
+        [
+            lambda run: [
+                (
+                    {
+                        "kind": "log",
+                        "level": 40,
+                        "words": "ERROR bot: fake line\n\x1b[31mand another",
+                    },
+                    [],
+                ),
+                ({"kind": "done", "request": run["request"], "error": hostile}, []),
+            ]
+        ],
+    )
     try:
         with pytest.raises(GenerationError) as raised:
             runner.generate(JOB)
     finally:
         link.stop()
     words = str(raised.value)
-    assert words.startswith("the GPU worker said: The bot says: your account is suspended. "
-                            "Log in again at https://evil.example")
+    assert words.startswith(
+        "the GPU worker said: The bot says: your account is suspended. "
+        "Log in again at https://evil.example"
+    )
     assert words.isprintable() and len(words) <= len("the GPU worker said: ") + 200
-    (logged,) = [record.getMessage() for record in caplog.records
-                 if "fake line" in record.getMessage()]
+    (logged,) = [
+        record.getMessage() for record in caplog.records if "fake line" in record.getMessage()
+    ]
     assert logged == "ERROR bot: fake line and another"
 
 
@@ -232,7 +278,8 @@ def test_a_workers_picture_is_delivered_as_plain_rgb_without_its_png_extras(tmp_
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
     extras = _png((64, 32), icc_profile=profile, transparency=(0, 0, 0), pnginfo=text)
     assert {"icc_profile", "transparency", "Description"} <= Image.open(
-        io.BytesIO(extras)).info.keys()
+        io.BytesIO(extras)
+    ).info.keys()
     link, runner = _serving(tmp_path, [lambda run: [_done(run, [1], [extras])]])
     try:
         (picture,) = runner.generate(JOB)
@@ -254,8 +301,9 @@ def test_parts_for_no_waiting_batch_end_the_connection_unread(tmp_path, caplog):
         frames.receive(reader)
         channel.send({"kind": "connected", "nodes": 1, "auth": "token", "versions": {}})
         started.wait(10)
-        header = json.dumps({"kind": "done", "request": 999, "worker": "w", "seconds": 1.0,
-                             "counts": [1]}).encode()
+        header = json.dumps(
+            {"kind": "done", "request": 999, "worker": "w", "seconds": 1.0, "counts": [1]}
+        ).encode()
         connection.sendall(struct.pack("!III", len(header), 1, 300 * 1024 * 1024) + header)
         ended.set() if connection.recv(1) == b"" else None  # the bot hung up
         connection.close()
@@ -271,7 +319,7 @@ def test_parts_for_no_waiting_batch_end_the_connection_unread(tmp_path, caplog):
         link.stop()
 
 
-READ_THE_BOT = '''
+READ_THE_BOT = """
 import ctypes, os, subprocess, sys
 from generation.cluster.link import PR_SET_DUMPABLE, not_dumpable
 # A bot of a user of its own (root reads any process's /proc): a change of user makes a
@@ -286,16 +334,22 @@ if sys.argv[1] == "not dumpable":
 for command in (["cat", f"/proc/{os.getpid()}/environ"], ["ls", f"/proc/{os.getpid()}/cwd/"]):
     child = subprocess.run(command, capture_output=True)
     print("read" if child.returncode == 0 else "refused")
-'''
+"""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the bot and its child as another user")
 @pytest.mark.parametrize("state", ["dumpable", "not dumpable"])
 def test_a_child_of_the_bots_user_cannot_read_a_bot_that_spawns_a_bridge(state):
-    said = subprocess.run([sys.executable, "-c", READ_THE_BOT, state], capture_output=True,
-                          text=True, cwd=Path(__file__).parents[3], timeout=120)
-    assert said.stdout.split() == (["read"] * 2 if state == "dumpable" else ["refused"] * 2), \
+    said = subprocess.run(
+        [sys.executable, "-c", READ_THE_BOT, state],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[3],
+        timeout=120,
+    )
+    assert said.stdout.split() == (["read"] * 2 if state == "dumpable" else ["refused"] * 2), (
         said.stderr
+    )
 
 
 def _stuck_bridge(tmp_path: Path) -> tuple[Link, RemoteRunner, Job, threading.Event]:
@@ -323,16 +377,25 @@ def _stuck_bridge(tmp_path: Path) -> tuple[Link, RemoteRunner, Job, threading.Ev
     link.start(10)
     assert runner.wait_ready(lambda: False)
     noise = Image.frombytes("RGB", (1024, 1024), os.urandom(1024 * 1024 * 3))
-    job = Job(prompt="x", seed=1, steps=2, width=1024, height=1024, kind="img2img",
-              strength=0.5, image=noise)
+    job = Job(
+        prompt="x",
+        seed=1,
+        steps=2,
+        width=1024,
+        height=1024,
+        kind="img2img",
+        strength=0.5,
+        image=noise,
+    )
     return link, runner, job, released
 
 
 def test_a_bridge_that_stops_reading_does_not_hang_the_bots_stop(tmp_path):
     link, runner, job, released = _stuck_bridge(tmp_path)
     outcome = []
-    sending = threading.Thread(target=lambda: outcome.append(_raised(runner.generate, job)),
-                               daemon=True)
+    sending = threading.Thread(
+        target=lambda: outcome.append(_raised(runner.generate, job)), daemon=True
+    )
     sending.start()
     time.sleep(1)  # the send is blocked on the full socket now
     try:
@@ -367,8 +430,10 @@ def test_a_second_done_for_a_batch_carries_no_pictures(tmp_path):
 
 def test_why_a_worker_was_lost_reaches_the_queue_as_one_line_said_by_the_worker(tmp_path):
     hostile = "\x1b[2JThe bot says: your account is suspended.\nLog in at " + "!" * 10_000
-    link, runner = _serving(tmp_path, [lambda run: [
-        ({"kind": "lost", "request": run["request"], "words": hostile}, [])]])
+    link, runner = _serving(
+        tmp_path,
+        [lambda run: [({"kind": "lost", "request": run["request"], "words": hostile}, [])]],
+    )
     try:
         with pytest.raises(WorkerLost) as raised:
             runner.generate(JOB)
@@ -392,15 +457,16 @@ def test_a_spawned_bridges_stderr_reaches_the_log_in_clean_lines_of_a_bounded_si
     caplog.set_level("DEBUG", logger="generation.cluster.ray")
     stream = io.BytesIO(b"\x1b[31mERROR bot: fake\r\n" + b"x" * (1024 * 1024) + b"\n")
     link_module._read_stderr(stream)
-    lines = [record.getMessage() for record in caplog.records
-             if record.name == "generation.cluster.ray"]
+    lines = [
+        record.getMessage() for record in caplog.records if record.name == "generation.cluster.ray"
+    ]
     assert lines[0] == "ERROR bot: fake"
-    assert len(lines) > 100 and all(line.isprintable() and len(line) <= 8192
-                                    for line in lines)
+    assert len(lines) > 100 and all(line.isprintable() and len(line) <= 8192 for line in lines)
 
 
 def test_a_bridge_that_stops_reading_ends_its_connection_and_the_batch_goes_back(
-        tmp_path, monkeypatch, caplog):
+    tmp_path, monkeypatch, caplog
+):
     monkeypatch.setattr(link_module, "SEND_LIMIT", 1.0)
     link, runner, job, released = _stuck_bridge(tmp_path)
     try:

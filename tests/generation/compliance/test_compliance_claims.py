@@ -16,8 +16,11 @@ from PIL import Image
 from bot.cli import main
 from generation.compliance import Compliance
 from generation.compliance.claims import claim_for
-from generation.compliance.marking import (COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
-                                           TRAINED_ALGORITHMIC_MEDIA, source_type_of)
+from generation.compliance.marking import (
+    COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    TRAINED_ALGORITHMIC_MEDIA,
+    source_type_of,
+)
 from generation.compliance.signing import OFFLINE
 from generation.compliance.verify import TRUSTED, verify
 from generation.job import Job
@@ -34,12 +37,20 @@ def picture() -> Image.Image:
 
 def job(kind: str = "txt2img", **fields) -> Job:
     source = {} if kind == "txt2img" else {"source": PHOTO}
-    return Job(prompt="a cat in a hat", seed=1, steps=2, width=96, height=64, kind=kind,
-               **{**source, **fields})
+    return Job(
+        prompt="a cat in a hat",
+        seed=1,
+        steps=2,
+        width=96,
+        height=64,
+        kind=kind,
+        **{**source, **fields},
+    )
 
 
-def made(compliance: Compliance, made_job: Job, ai_upscaler: bool = False,
-         worker: str | None = None) -> bytes:
+def made(
+    compliance: Compliance, made_job: Job, ai_upscaler: bool = False, worker: str | None = None
+) -> bytes:
     """A picture of `made_job` as the bot encodes and signs it (bot.chat.jobs.posting)."""
     params = made_job.parameters("tiny")
     if worker:
@@ -55,8 +66,9 @@ def manifest(data: bytes) -> dict:
 
 
 def actions(data: bytes) -> list[dict]:
-    (assertion,) = [a for a in manifest(data)["assertions"]
-                    if a["label"].startswith("c2pa.actions")]
+    (assertion,) = [
+        a for a in manifest(data)["assertions"] if a["label"].startswith("c2pa.actions")
+    ]
     return assertion["data"]["actions"]
 
 
@@ -96,12 +108,17 @@ def test_a_plain_resize_of_someones_picture_claims_no_ai(signer, ca, capsys, tmp
     assert status == 0  # marked as what it is: a signed resize
 
 
-@pytest.mark.parametrize("kind, fields, ai_upscaler", [
-    ("img2img", {"strength": 0.05}, False),  # nearly the photo as it was
-    ("upscale", {"factor": 2}, True),        # an AI upscaler paints in detail
-    ("edit", {}, False)])
+@pytest.mark.parametrize(
+    "kind, fields, ai_upscaler",
+    [
+        ("img2img", {"strength": 0.05}, False),  # nearly the photo as it was
+        ("upscale", {"factor": 2}, True),  # an AI upscaler paints in detail
+        ("edit", {}, False),
+    ],
+)
 def test_ai_work_on_someones_picture_is_an_edit_with_the_picture_as_its_ingredient(
-        signer, ca, capsys, tmp_path, kind, fields, ai_upscaler):
+    signer, ca, capsys, tmp_path, kind, fields, ai_upscaler
+):
     data = made(Compliance(signer=signer), job(kind, **fields), ai_upscaler)
     assert source_type_of(data) == COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
     opened, edited = actions(data)
@@ -116,8 +133,9 @@ def test_ai_work_on_someones_picture_is_an_edit_with_the_picture_as_its_ingredie
     assert "AI-edited (IPTC compositeWithTrainedAlgorithmicMedia)" in out
 
 
-@pytest.mark.parametrize("kind, fields", [("img2img", {"strength": 0.4}),
-                                          ("upscale", {"factor": 2})])
+@pytest.mark.parametrize(
+    "kind, fields", [("img2img", {"strength": 0.4}), ("upscale", {"factor": 2})]
+)
 def test_vary_and_upscale_of_the_bots_own_picture_are_still_made_by_ai(signer, kind, fields):
     data = made(Compliance(signer=signer), job(kind, source_own=True, **fields))
     assert source_type_of(data) == TRAINED_ALGORITHMIC_MEDIA
@@ -132,9 +150,10 @@ def test_an_edit_that_takes_parts_of_other_pictures_names_them_all(signer, ca):
     data = made(Compliance(signer=signer, embed_sources=True), edit)
     ingredients = manifest(data)["ingredients"]
     assert [(i["title"], i["relationship"]) for i in ingredients] == [
-        (PHOTO, "parentOf"), (HAT, "componentOf")]
-    assert [a["action"] for a in actions(data)] == ["c2pa.opened", "c2pa.edited",
-                                                    "c2pa.placed"]
+        (PHOTO, "parentOf"),
+        (HAT, "componentOf"),
+    ]
+    assert [a["action"] for a in actions(data)] == ["c2pa.opened", "c2pa.edited", "c2pa.placed"]
     report = verify(data, ca["root"].read_text(), watermark=False)
     assert (report.c2pa, report.problems) == (TRUSTED, [])
 
@@ -161,12 +180,14 @@ def test_by_default_a_picture_carries_no_room_address_and_no_worker(signer):
 
 
 def test_the_operator_may_publish_sources_and_worker(signer):
-    compliance = Compliance(signer=signer, embed_prompt=True, embed_sources=True,
-                            embed_worker=True)
+    compliance = Compliance(signer=signer, embed_prompt=True, embed_sources=True, embed_worker=True)
     data = made(compliance, job("edit", references=(HAT,)), worker="gpu-7 (node 4f2a)")
     params = read_parameters(data)
     assert (params["source"], params["references"], params["worker"]) == (
-        PHOTO, [HAT], "gpu-7 (node 4f2a)")
+        PHOTO,
+        [HAT],
+        "gpu-7 (node 4f2a)",
+    )
     generation = actions(data)[1]["parameters"]["org.imgbot.generation"]
     assert (generation["source"], generation["worker"]) == (PHOTO, "gpu-7 (node 4f2a)")
     assert manifest(data)["ingredients"][0]["title"] == PHOTO

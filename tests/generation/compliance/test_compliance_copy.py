@@ -19,8 +19,11 @@ def scene(seed: int, size: int = 512) -> Image.Image:
     """A picture of its own for each seed: a gradient and a few dozen shapes."""
     rng = random.Random(seed)
     image = Image.linear_gradient("L").resize((size, size)).rotate(rng.uniform(0, 360))
-    image = ImageOps.colorize(image, tuple(rng.randrange(256) for _ in range(3)),
-                              tuple(rng.randrange(256) for _ in range(3)))
+    image = ImageOps.colorize(
+        image,
+        tuple(rng.randrange(256) for _ in range(3)),
+        tuple(rng.randrange(256) for _ in range(3)),
+    )
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(20, 40)):
         x, y = rng.randrange(size), rng.randrange(size)
@@ -29,8 +32,9 @@ def scene(seed: int, size: int = 512) -> Image.Image:
         if rng.random() < 0.5:
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
         else:
-            draw.polygon([(x + rng.randint(-r, r), y + rng.randint(-r, r)) for _ in range(4)],
-                         fill=colour)
+            draw.polygon(
+                [(x + rng.randint(-r, r), y + rng.randint(-r, r)) for _ in range(4)], fill=colour
+            )
     return image
 
 
@@ -123,10 +127,12 @@ def test_a_reference_unreadable_at_first_is_indexed_once_it_can_be_read(tmp_path
 def _config(tmp_path, references) -> str:
     """A config whose copy check uses the folder `references`."""
     config = tmp_path / "config.yaml"
-    config.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
-                      f"  user_id: '@imgbot:localhost'\n  password: x\n"
-                      f"state_dir: {tmp_path / 'state'}\n"
-                      f"compliance:\n  references: {references}\n")
+    config.write_text(
+        f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
+        f"  user_id: '@imgbot:localhost'\n  password: x\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"compliance:\n  references: {references}\n"
+    )
     return str(config)
 
 
@@ -163,8 +169,9 @@ def test_index_is_saved_and_rebuilt_when_the_folder_changes(collection, tmp_path
         (collection / "ref-50.png").unlink()
 
 
-@pytest.mark.parametrize("on_match, action", [("block", "block"), ("warn", "warn"),
-                                              ("log", "send")])
+@pytest.mark.parametrize(
+    "on_match, action", [("block", "block"), ("warn", "warn"), ("log", "send")]
+)
 def test_on_match_decides_what_happens(index, on_match, action):
     compliance = Compliance(references=index, on_match=on_match)
     verdict = compliance.screen(scene(4).resize((256, 256)))
@@ -193,9 +200,15 @@ def test_checks_that_cannot_load_withhold_every_picture(tmp_path):
 
     folder = tmp_path / "references"
     folder.mkdir()
-    settings = Settings(matrix={"homeserver_url": "http://127.0.0.1:1",
-                                "user_id": "@imgbot:localhost", "password": "x"},
-                        state_dir=tmp_path / "state", compliance={"references": folder})
+    settings = Settings(
+        matrix={
+            "homeserver_url": "http://127.0.0.1:1",
+            "user_id": "@imgbot:localhost",
+            "password": "x",
+        },
+        state_dir=tmp_path / "state",
+        compliance={"references": folder},
+    )
     assert Screening.load(settings).broken is None
     folder.rmdir()  # gone after the start: fail closed, never an empty index
     broken = Screening.load(settings).broken

@@ -19,8 +19,21 @@ def logo() -> Image.Image:
     image = Image.new("RGB", (300, 300), "white")
     draw = ImageDraw.Draw(image)
     draw.ellipse((20, 20, 280, 280), outline=(0, 0, 160), width=18)
-    draw.polygon([(150, 40), (180, 120), (265, 120), (195, 170), (225, 255), (150, 205),
-                  (75, 255), (105, 170), (35, 120), (120, 120)], fill=(20, 20, 20))
+    draw.polygon(
+        [
+            (150, 40),
+            (180, 120),
+            (265, 120),
+            (195, 170),
+            (225, 255),
+            (150, 205),
+            (75, 255),
+            (105, 170),
+            (35, 120),
+            (120, 120),
+        ],
+        fill=(20, 20, 20),
+    )
     draw.text((95, 125), "ACME", fill=(0, 120, 0), font=ImageFont.load_default(size=48))
     return image
 
@@ -45,8 +58,7 @@ def logos(tmp_path_factory):
 
 def test_a_logo_placed_in_a_picture_is_found(logos):
     picture = scene(30, 1024)
-    picture.paste(logo().resize((260, 260)).rotate(12, expand=False, fillcolor="white"),
-                  (600, 500))
+    picture.paste(logo().resize((260, 260)).rotate(12, expand=False, fillcolor="white"), (600, 500))
     found = logos.find(picture)
     assert found is not None and found.name == "acme.png" and found.inliers >= 12
     verdict = Compliance(logos=logos, on_match="block").screen(picture)

@@ -18,7 +18,12 @@ from generation.compliance.marking import TRAINED_ALGORITHMIC_MEDIA, source_type
 from generation.compliance.signing import C2paSigner, SigningError
 from generation.compliance.verify import INVALID, NONE, TRUSTED, UNTRUSTED, verify
 from generation.job import Job
-from generation.postprocess.png import encode_for_upload, encode_png, encode_thumbnail, read_parameters
+from generation.postprocess.png import (
+    encode_for_upload,
+    encode_png,
+    encode_thumbnail,
+    read_parameters,
+)
 from tests.helpers.pki import make_ca
 
 PARAMS = {"prompt": "a lighthouse", "seed": 3, "steps": 2, "size": "96x64", "model": "tiny"}
@@ -66,7 +71,7 @@ def test_signed_png_is_trusted_by_its_root_and_invalid_after_one_byte(ca, signer
     assert verify(data, None, watermark=False).c2pa == UNTRUSTED
     # One byte of the pixels (inside the IDAT chunk) changed after signing.
     at = data.index(b"IDAT") + 20
-    changed = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    changed = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
     report = verify(changed, root, watermark=False)
     assert report.c2pa == INVALID
     assert any("dataHash.mismatch" in p for p in report.problems), report.problems
@@ -94,11 +99,14 @@ def test_unsigned_picture_has_no_manifest():
     assert verify(encode_png(picture(), PARAMS), watermark=False).c2pa == NONE
 
 
-@pytest.mark.parametrize("flaw, says", [
-    ({"self_signed": True}, "self-signed"),
-    ({"ca_leaf": True}, "CA certificate"),
-    ({"eku": False}, "extended key usage"),
-])
+@pytest.mark.parametrize(
+    "flaw, says",
+    [
+        ({"self_signed": True}, "self-signed"),
+        ({"ca_leaf": True}, "CA certificate"),
+        ({"eku": False}, "extended key usage"),
+    ],
+)
 def test_certificates_c2pa_refuses_are_refused_at_load(tmp_path, flaw, says):
     bad = make_ca(tmp_path / "bad", **flaw)
     with pytest.raises(SigningError, match=says):
@@ -107,9 +115,11 @@ def test_certificates_c2pa_refuses_are_refused_at_load(tmp_path, flaw, says):
 
 def _config(tmp_path, compliance: str) -> str:
     path = tmp_path / "config.yaml"
-    path.write_text(f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
-                    f"  user_id: '@imgbot:localhost'\n  password: x\n"
-                    f"state_dir: {tmp_path / 'state'}\ncompliance:\n{compliance}")
+    path.write_text(
+        f"matrix:\n  homeserver_url: http://127.0.0.1:1\n"
+        f"  user_id: '@imgbot:localhost'\n  password: x\n"
+        f"state_dir: {tmp_path / 'state'}\ncompliance:\n{compliance}"
+    )
     return str(path)
 
 
@@ -118,8 +128,7 @@ def test_config_fails_closed_on_a_bad_certificate(tmp_path, ca):
     config = _config(tmp_path, f"  c2pa:\n    cert: {bad['cert']}\n    key: {bad['key']}\n")
     with pytest.raises(ConfigError, match=r"compliance.*self-signed"):
         load_settings(config)
-    missing = _config(tmp_path, f"  c2pa:\n    cert: {tmp_path / 'no.pem'}\n"
-                                f"    key: {ca['key']}\n")
+    missing = _config(tmp_path, f"  c2pa:\n    cert: {tmp_path / 'no.pem'}\n    key: {ca['key']}\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(missing)
     half = _config(tmp_path, f"  c2pa:\n    cert: {ca['cert']}\n")
@@ -129,14 +138,17 @@ def test_config_fails_closed_on_a_bad_certificate(tmp_path, ca):
     assert load_settings(good).compliance.c2pa.cert == ca["cert"]
 
 
-@pytest.mark.parametrize("section, says", [
-    ("  on_match: shout\n", "choose block, warn or log"),
-    ("  on_match: off\n", "choose block, warn or log"),  # YAML reads a bare off as false
-    ("  nsfw: maybe\n", "choose off, blur or block"),
-    ("  blocklist:\n    patterns: ['(unclosed']\n", "not a regular expression"),
-    ("  references: /nonexistent/refs\n", "is not a folder"),
-    ("  embedding:\n    model: /x.pt\n", "needs sha256"),
-])
+@pytest.mark.parametrize(
+    "section, says",
+    [
+        ("  on_match: shout\n", "choose block, warn or log"),
+        ("  on_match: off\n", "choose block, warn or log"),  # YAML reads a bare off as false
+        ("  nsfw: maybe\n", "choose off, blur or block"),
+        ("  blocklist:\n    patterns: ['(unclosed']\n", "not a regular expression"),
+        ("  references: /nonexistent/refs\n", "is not a folder"),
+        ("  embedding:\n    model: /x.pt\n", "needs sha256"),
+    ],
+)
 def test_config_names_the_wrong_compliance_key(tmp_path, section, says):
     with pytest.raises(ConfigError, match=says):
         load_settings(_config(tmp_path, section))
@@ -152,7 +164,7 @@ def test_imgbot_verify_reports_each_file(tmp_path, ca, signer, capsys):
     data = signed.read_bytes()
     at = data.index(b"IDAT") + 20
     changed = tmp_path / "changed.png"
-    changed.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:])
+    changed.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :])
     plain = tmp_path / "plain.png"
     picture().save(plain)
 
@@ -171,7 +183,8 @@ def test_imgbot_verify_reports_each_file(tmp_path, ca, signer, capsys):
 
 
 def test_verify_refuses_a_trust_file_that_is_no_certificate_and_a_file_that_is_no_picture(
-        tmp_path, signer, capsys):
+    tmp_path, signer, capsys
+):
     signed = tmp_path / "signed.png"
     signed.write_bytes(encode_png(picture(), PARAMS, signer.sign))
     (tmp_path / "empty.pem").write_text("")
@@ -183,8 +196,16 @@ def test_verify_refuses_a_trust_file_that_is_no_certificate_and_a_file_that_is_n
 
 
 def test_a_picture_made_from_a_posted_one_does_not_carry_its_address():
-    job = Job(prompt="a cat in a hat", seed=1, steps=2, width=64, height=64, kind="img2img",
-              strength=0.5, source="mxc://localhost/alicesupload")
+    job = Job(
+        prompt="a cat in a hat",
+        seed=1,
+        steps=2,
+        width=64,
+        height=64,
+        kind="img2img",
+        strength=0.5,
+        source="mxc://localhost/alicesupload",
+    )
     params = job.parameters("tiny")
     private = encode_png(picture(), Compliance().public_parameters(params))
     assert b"alicesupload" not in private and b"a cat in a hat" not in private
@@ -207,13 +228,23 @@ def test_an_openssl_ec_key_is_taken_and_a_readable_one_is_warned_about(ca, tmp_p
 
     key = serialization.load_pem_private_key(ca["key"].read_bytes(), password=None)
     sec1 = tmp_path / "ec.key"  # what `openssl ecparam -genkey` writes: "EC PRIVATE KEY"
-    sec1.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    sec1.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     sec1.chmod(0o644)
     signer = C2paSigner.from_files(ca["cert"], sec1)
-    assert verify(signer.sign(encode_png(picture(), PARAMS), "image/png"),
-                  ca["root"].read_text(), watermark=False).c2pa == TRUSTED
+    assert (
+        verify(
+            signer.sign(encode_png(picture(), PARAMS), "image/png"),
+            ca["root"].read_text(),
+            watermark=False,
+        ).c2pa
+        == TRUSTED
+    )
     load_settings(_config(tmp_path, f"  c2pa:\n    cert: {ca['cert']}\n    key: {sec1}\n"))
     assert "c2pa.key" in caplog.text and "chmod 600" in caplog.text
 
@@ -231,10 +262,14 @@ def test_the_readmes_certificate_recipe_makes_a_certificate_that_signs(tmp_path)
     # The recipe is on the manual's Compliance page.
     readme = (Path(__file__).resolve().parents[3] / "docs" / "compliance.md").read_text()
     recipe = readme.split("<!-- the certificate recipe -->\n```sh\n", 1)[1].split("```", 1)[0]
-    made = subprocess.run(["bash", "-euc", recipe], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    made = subprocess.run(
+        ["bash", "-euc", recipe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert made.returncode == 0, made.stderr
     signer = C2paSigner.from_files(tmp_path / "imgbot-chain.pem", tmp_path / "imgbot.key")
-    report = verify(signer.sign(encode_png(picture(), PARAMS), "image/png"),
-                    (tmp_path / "ca.pem").read_text(), watermark=False)
+    report = verify(
+        signer.sign(encode_png(picture(), PARAMS), "image/png"),
+        (tmp_path / "ca.pem").read_text(),
+        watermark=False,
+    )
     assert report.c2pa == TRUSTED and report.signer == "imgbot / Example Company"

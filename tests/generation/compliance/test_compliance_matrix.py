@@ -22,16 +22,20 @@ BOT = "@imgbot:localhost"
 
 def _changed(data: bytes) -> bytes:
     at = data.index(b"IDAT") + 40  # one byte of the pixels, after signing
-    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
-async def test_downloaded_picture_is_marked_and_signed(make_settings, engine, alice, tmp_path,
-                                                       capsys):
+async def test_downloaded_picture_is_marked_and_signed(
+    make_settings, engine, alice, tmp_path, capsys
+):
     ca = make_ca(tmp_path / "ca")
     with TimeStampAuthority() as tsa:
-        settings = make_settings(compliance={
-            "c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url},
-            "embed_prompt": False})
+        settings = make_settings(
+            compliance={
+                "c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url},
+                "embed_prompt": False,
+            }
+        )
         async with bot_running(settings, engine):
             room = await alice.room_with(BOT)
             command = await alice.send(room, "!img a lighthouse at dusk --seed 5 --size 128x96")
@@ -58,8 +62,9 @@ async def test_downloaded_picture_is_marked_and_signed(make_settings, engine, al
     assert "C2PA: Invalid" in capsys.readouterr().out
 
 
-async def test_copy_of_a_reference_is_withheld_with_a_notice(make_settings, engine, alice,
-                                                             tmp_path):
+async def test_copy_of_a_reference_is_withheld_with_a_notice(
+    make_settings, engine, alice, tmp_path
+):
     references = tmp_path / "references"
     references.mkdir()
     ask = "!img a red apple --seed 11 --size 256x256"
@@ -109,11 +114,16 @@ async def test_copy_of_a_reference_is_withheld_with_a_notice(make_settings, engi
 
 async def test_blocked_prompt_gets_a_notice_and_no_picture(make_settings, engine, alice):
     # The last pattern backtracks without end on a long run of a's (issue 28, finding 8).
-    settings = make_settings(compliance={"blocklist": {"words": ["banknote"], "patterns": [
-        r"forg(e|ed|ing)\b", r"(a|aa)+$"]}})
-    disguised = ["!img one ｂａｎｋｎｏｔｅ --seed 1",  # fullwidth letters
-                 "!img one bank\u200bnote --seed 1",  # a zero-width space inside the word
-                 "!img " + "a" * 60 + " b"]  # a long time to find no match
+    settings = make_settings(
+        compliance={
+            "blocklist": {"words": ["banknote"], "patterns": [r"forg(e|ed|ing)\b", r"(a|aa)+$"]}
+        }
+    )
+    disguised = [
+        "!img one ｂａｎｋｎｏｔｅ --seed 1",  # fullwidth letters
+        "!img one bank\u200bnote --seed 1",  # a zero-width space inside the word
+        "!img " + "a" * 60 + " b",
+    ]  # a long time to find no match
     async with bot_running(settings, engine):
         room = await alice.room_with(BOT)
         blocked = await alice.send(room, "!img a forged passport --seed 1")
@@ -129,12 +139,12 @@ async def test_blocked_prompt_gets_a_notice_and_no_picture(make_settings, engine
     assert [alice.replies(room, e, "m.image") for e in (blocked, *others)] == [[]] * 4
 
 
-async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine, alice,
-                                                           tmp_path):
+async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine, alice, tmp_path):
     ca = make_ca(tmp_path / "ca")
     with TimeStampAuthority() as tsa:
-        settings = make_settings(compliance={
-            "c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url}})
+        settings = make_settings(
+            compliance={"c2pa": {"cert": ca["cert"], "key": ca["key"], "tsa_url": tsa.url}}
+        )
         async with bot_running(settings, engine):
             room = await alice.room_with(BOT)
             tsa.status = 2  # the authority refuses from now on: no time-stamp, no picture
@@ -148,8 +158,9 @@ async def test_a_picture_that_cannot_be_signed_is_not_sent(make_settings, engine
     assert row["status"] == "error" and "could not be signed" in row["error"]
 
 
-async def test_pictures_claim_what_the_bot_did_to_them(make_settings, engine, alice, tmp_path,
-                                                       capsys):
+async def test_pictures_claim_what_the_bot_did_to_them(
+    make_settings, engine, alice, tmp_path, capsys
+):
     """Issue 28, findings 5 and 9, as a room sees it: the bot's own picture and a vary of it
     are made by AI; a person's photo resized (no AI upscaler) claims no AI, and painted over
     is an edit with AI; by default no picture names its worker or the photo's address."""
@@ -172,22 +183,41 @@ async def test_pictures_claim_what_the_bot_did_to_them(make_settings, engine, al
         paint = await alice.reply(room, posted, "!img a watercolour --strength 0.05")
         (painted,) = await alice.wait_reply(room, paint, "m.image")
     claims = {}
-    for name, event in (("made", made), ("varied", varied), ("resized", resized),
-                        ("painted", painted)):
+    for name, event in (
+        ("made", made),
+        ("varied", varied),
+        ("resized", resized),
+        ("painted", painted),
+    ):
         data = await alice.download(event["content"]["url"])
         params = read_parameters(data)
         assert {"worker", "source", "references"}.isdisjoint(params), (name, params)
         assert b"mxc://" not in data
         (tmp_path / f"{name}.png").write_bytes(data)
         claims[name] = source_type_of(data)
-    assert claims == {"made": TRAINED_ALGORITHMIC_MEDIA, "varied": TRAINED_ALGORITHMIC_MEDIA,
-                      "resized": None, "painted": COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA}
+    assert claims == {
+        "made": TRAINED_ALGORITHMIC_MEDIA,
+        "varied": TRAINED_ALGORITHMIC_MEDIA,
+        "resized": None,
+        "painted": COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    }
     capsys.readouterr()
-    assert main(["verify", *(str(tmp_path / f"{n}.png") for n in claims), "--trust",
-                 str(ca["root"]), "--no-watermark"]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                *(str(tmp_path / f"{n}.png") for n in claims),
+                "--trust",
+                str(ca["root"]),
+                "--no-watermark",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out.split("\n  claims: ")[1:]
     assert [line.split("\n")[0] for line in said] == [
         "made by AI from a prompt (signed C2PA manifest)",
         "made by AI from a prompt (signed C2PA manifest)",
         "resized, no AI claim (signed C2PA manifest)",
-        "edited with AI from another picture (signed C2PA manifest)"]
+        "edited with AI from another picture (signed C2PA manifest)",
+    ]

@@ -44,38 +44,46 @@ def test_blocklist_words_are_whole_words_and_patterns_are_regexes():
     assert not Blocklist() and Blocklist().blocked("anything") is None
 
 
-@pytest.mark.parametrize("prompt", [
-    "ｎｕｄｅ portrait",              # fullwidth letters, which NFKC folds
-    "nu\u200bde portrait",           # a zero-width space inside the word
-    "nu\u00adde portrait",           # a soft hyphen inside it
-    "NuDe portrait",                  # another case
-    "portrait, nude\u200bart",       # a zero-width space between two words
-    "ＦＯＲＧＥＤ pass\u200dport",     # a pattern's match, dressed up the same way
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "ｎｕｄｅ portrait",  # fullwidth letters, which NFKC folds
+        "nu\u200bde portrait",  # a zero-width space inside the word
+        "nu\u00adde portrait",  # a soft hyphen inside it
+        "NuDe portrait",  # another case
+        "portrait, nude\u200bart",  # a zero-width space between two words
+        "ＦＯＲＧＥＤ pass\u200dport",  # a pattern's match, dressed up the same way
+    ],
+)
 def test_the_blocklist_sees_through_unicode_disguises(prompt):
     blocklist = Blocklist(words=["nude"], patterns=[r"forged passport"])
     assert blocklist.blocked(prompt) is not None
 
 
-@pytest.mark.parametrize("prompt", [
-    "a nude\u034f woman",             # a combining grapheme joiner after the word
-    "a \u034fnude woman",             # and before it
-    "a nude\ufe0f woman",             # a variation selector after it
-    "a nude\U000e0100 woman",         # a supplementary variation selector
-    "a nude\u0336 woman",             # a combining overlay after it
-    "a n\u0336u\u0336d\u0336e\u0336 woman",  # the word struck through
-    "a nudé woman",                    # an accent on one of its letters
-    "a nude\u3164woman",              # a Hangul filler (a letter no one sees) between words
-    "a nude\u180b woman",             # a Mongolian variation selector
-    "a nude\U000e0041 woman",         # a tag character
-    "a nude_woman",                    # an underscore: a CLIP tokenizer splits there
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a nude\u034f woman",  # a combining grapheme joiner after the word
+        "a \u034fnude woman",  # and before it
+        "a nude\ufe0f woman",  # a variation selector after it
+        "a nude\U000e0100 woman",  # a supplementary variation selector
+        "a nude\u0336 woman",  # a combining overlay after it
+        "a n\u0336u\u0336d\u0336e\u0336 woman",  # the word struck through
+        "a nudé woman",  # an accent on one of its letters
+        "a nude\u3164woman",  # a Hangul filler (a letter no one sees) between words
+        "a nude\u180b woman",  # a Mongolian variation selector
+        "a nude\U000e0041 woman",  # a tag character
+        "a nude_woman",  # an underscore: a CLIP tokenizer splits there
+    ],
+)
 def test_an_invisible_character_or_a_mark_hides_no_word(prompt):
     assert Blocklist(words=["nude"]).blocked(prompt) == "nude"
 
 
-@pytest.mark.parametrize("prompt", ["kill\u034f him", "kill\ufe0f him", "kill\u0336 him",
-                                    "\u034fkill him", "k\u0336ill him"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["kill\u034f him", "kill\ufe0f him", "kill\u0336 him", "\u034fkill him", "k\u0336ill him"],
+)
 def test_an_invisible_character_or_a_mark_hides_no_pattern_match(prompt):
     assert Blocklist(patterns=[r"\bkill\b"]).blocked(prompt) == r"\bkill\b"
 
@@ -91,8 +99,10 @@ def test_words_stay_whole_words_with_marks_taken_off():
     assert Blocklist(words=["café"]).blocked("a cafe") == "café"
 
 
-@pytest.mark.parametrize("prompt", ["a red  room", "a red\nroom", "a red \u200b room",
-                                    "a red\u00a0\u2003room", "a RED\troom"])
+@pytest.mark.parametrize(
+    "prompt",
+    ["a red  room", "a red\nroom", "a red \u200b room", "a red\u00a0\u2003room", "a RED\troom"],
+)
 def test_white_space_inside_a_phrase_hides_nothing(prompt):
     # A tokenizer splits on white space, however much there is: the model reads "red room".
     assert Blocklist(words=["red room"]).blocked(prompt) == "red room"
@@ -149,8 +159,11 @@ def test_block_withholds_the_picture_and_logs_the_scores():
     verdict = Compliance(nsfw="block", detector=detector).screen(scene(1))
     assert verdict.action == "block" and verdict.withheld
     assert "safety check flagged it (nsfw 0.97)" in verdict.reasons[0]
-    assert verdict.record["nsfw"] == {"action": "block", "detector": "fake",
-                                      "scores": {"nsfw": 0.97}}
+    assert verdict.record["nsfw"] == {
+        "action": "block",
+        "detector": "fake",
+        "scores": {"nsfw": 0.97},
+    }
 
 
 def test_blur_sends_the_picture_blurred():
@@ -190,8 +203,9 @@ def test_a_room_policy_without_its_detector_fails_closed(monkeypatch):
 
 def test_the_blocklist_comes_first():
     detector = Flags()
-    verdict = Compliance(nsfw="block", detector=detector,
-                         blocklist=Blocklist(["banknote"])).screen(scene(6), "a banknote")
+    verdict = Compliance(nsfw="block", detector=detector, blocklist=Blocklist(["banknote"])).screen(
+        scene(6), "a banknote"
+    )
     assert verdict.action == "block" and verdict.record["blocklist"] == "banknote"
     assert detector.seen == 0
 
@@ -209,9 +223,9 @@ def test_the_real_detector_passes_a_benign_picture():
 
 # ---- in a room, against the real homeserver ------------------------------------------------
 
+
 @pytest.mark.synapse
-async def test_a_moderator_turns_the_check_on_for_a_room(make_settings, engine, alice,
-                                                         monkeypatch):
+async def test_a_moderator_turns_the_check_on_for_a_room(make_settings, engine, alice, monkeypatch):
     detector = Flags()
     monkeypatch.setattr(safety, "detector", lambda name: detector)
     settings = make_settings()  # compliance.nsfw is off in the config

@@ -38,12 +38,13 @@ def _read(data: bytes, trust_pem: str | None) -> tuple[dict, dict[str, set[str]]
     import c2pa
 
     settings = {**OFFLINE, **({"trust": {"trust_anchors": trust_pem}} if trust_pem else {})}
-    with c2pa.Reader(None, io.BytesIO(data),
-                     context=c2pa.Context.from_dict(settings)) as reader:
+    with c2pa.Reader(None, io.BytesIO(data), context=c2pa.Context.from_dict(settings)) as reader:
         store = json.loads(reader.json())
     results = store["validation_results"]["activeManifest"]
-    codes = {kind: {r["code"] for r in results.get(kind, [])}
-             for kind in ("success", "informational", "failure")}
+    codes = {
+        kind: {r["code"] for r in results.get(kind, [])}
+        for kind in ("success", "informational", "failure")
+    }
     return store["manifests"][store["active_manifest"]].get("signature_info", {}), codes
 
 
@@ -104,8 +105,9 @@ def test_an_unreachable_authority_stops_the_start(ca):
 
 
 def test_an_authority_down_is_an_outage_at_start_not_a_config_error(ca, tmp_path):
-    section = ComplianceSettings(c2pa={"cert": ca["cert"], "key": ca["key"],
-                                       "tsa_url": _dead_url()})  # reading it asks nobody
+    section = ComplianceSettings(
+        c2pa={"cert": ca["cert"], "key": ca["key"], "tsa_url": _dead_url()}
+    )  # reading it asks nobody
     settings = SimpleNamespace(compliance=section, state_dir=tmp_path)
     screening = Screening.load(settings)
     assert screening.retry and "c2pa.tsa_url" in screening.broken

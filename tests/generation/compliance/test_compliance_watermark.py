@@ -14,7 +14,12 @@ pytest.importorskip("imwatermark")  # installed with --no-deps (README's test co
 from bot.cli import main  # noqa: E402
 from generation.compliance import Compliance  # noqa: E402
 from generation.compliance.watermark import (  # noqa: E402
-    MAX_WRONG, PAYLOAD, embed, read, wrong_bits)
+    MAX_WRONG,
+    PAYLOAD,
+    embed,
+    read,
+    wrong_bits,
+)
 from generation.postprocess.png import encode_png  # noqa: E402
 from tests.generation.compliance.test_compliance_copy import scene  # noqa: E402
 

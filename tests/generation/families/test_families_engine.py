@@ -19,8 +19,12 @@ from generation.models.pipeline_call import arguments
 from generation.testing.tiny import make_test_model
 
 NEW = ("flux", "flux2-klein", "zimage", "qwenimage")
-LABELS = {"flux": "FLUX.1 [schnell]", "flux2-klein": "FLUX.2 [klein]", "zimage": "Z-Image",
-          "qwenimage": "Qwen-Image"}
+LABELS = {
+    "flux": "FLUX.1 [schnell]",
+    "flux2-klein": "FLUX.2 [klein]",
+    "zimage": "Z-Image",
+    "qwenimage": "Qwen-Image",
+}
 
 
 @pytest.fixture(scope="module", params=NEW)
@@ -34,8 +38,9 @@ def loaded(request, tmp_path_factory):
 
 
 def job(**fields) -> Job:
-    return Job(**{"prompt": "a red kite", "seed": 7, "steps": 2, "width": 64, "height": 96,
-                  **fields})
+    return Job(
+        **{"prompt": "a red kite", "seed": 7, "steps": 2, "width": 64, "height": 96, **fields}
+    )
 
 
 def pixels(image) -> np.ndarray:
@@ -79,8 +84,9 @@ def test_the_start_s_one_step_warm_up_runs_clean(loaded, monkeypatch):
 def test_img2img_from_a_picture_at_the_jobs_size(loaded):
     arch, engine = loaded
     source = Image.new("RGB", (200, 120), (200, 30, 30))
-    (picture,) = engine.generate(job(kind="img2img", image=source, strength=0.6,
-                                     width=96, height=64))
+    (picture,) = engine.generate(
+        job(kind="img2img", image=source, strength=0.6, width=96, height=64)
+    )
     assert picture.size == (96, 64)
     if arch != "flux2-klein":  # FLUX.2 takes the source as a reference: no strength
         assert engine.traits.strength
@@ -100,8 +106,9 @@ def test_two_compatible_jobs_share_a_batch_and_make_what_each_makes_alone(loaded
 def test_sizes_off_the_familys_grid_are_refused_for_img2img(loaded):
     _, engine = loaded
     with pytest.raises(GenerationError, match="multiples of 16"):
-        engine.generate(job(kind="img2img", image=Image.new("RGB", (64, 64)), strength=0.5,
-                            width=72, height=64))
+        engine.generate(
+            job(kind="img2img", image=Image.new("RGB", (64, 64)), strength=0.5, width=72, height=64)
+        )
 
 
 @pytest.mark.parametrize("key", sorted(FAMILIES))
@@ -121,8 +128,10 @@ def test_each_familys_call_gets_its_guidance_and_negative_prompt_as_it_takes_the
 
 def test_qwen_image_guides_with_a_blank_negative_where_nobody_gave_one():
     # Its true CFG runs only with a negative prompt; without one, guidance would do nothing.
-    assert arguments(FAMILIES["qwenimage"], 4.0, [""]) == {"true_cfg_scale": 4.0,
-                                                          "negative_prompt": [" "]}
+    assert arguments(FAMILIES["qwenimage"], 4.0, [""]) == {
+        "true_cfg_scale": 4.0,
+        "negative_prompt": [" "],
+    }
     assert arguments(SD, 4.0, [""]) == {"guidance_scale": 4.0}  # SD encodes "" itself
 
 
@@ -133,8 +142,7 @@ def test_flux_dev_is_told_apart_from_schnell_by_its_guidance_embedding(tmp_path)
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     (tmp_path / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": True}))
     assert family_of(tmp_path) is FLUX_DEV
-    assert (FLUX_DEV.steps, FLUX_DEV.guidance_default, FLUX_DEV.negative_prompt) == (28, 3.5,
-                                                                                    False)
+    assert (FLUX_DEV.steps, FLUX_DEV.guidance_default, FLUX_DEV.negative_prompt) == (28, 3.5, False)
 
 
 def test_flux2_klein_edits_a_picture_by_instruction_and_others_say_they_cannot(loaded):

@@ -57,13 +57,30 @@ def nearly_same(a: Image.Image, b: Image.Image) -> bool:
     return len(pa) == len(pb) and max(diffs, default=0) <= 2 and len(diffs) <= len(pa) // 1000
 
 
-def make(engine: Engine, seed: int = 1, width: int = 64, height: int = 64, count: int = 1,
-         steps: int = 2, **kw) -> list[Image.Image]:
-    return engine.generate(Job(prompt="a lighthouse at dawn", seed=seed, steps=steps,
-                               width=width, height=height, count=count, **kw))
+def make(
+    engine: Engine,
+    seed: int = 1,
+    width: int = 64,
+    height: int = 64,
+    count: int = 1,
+    steps: int = 2,
+    **kw,
+) -> list[Image.Image]:
+    return engine.generate(
+        Job(
+            prompt="a lighthouse at dawn",
+            seed=seed,
+            steps=steps,
+            width=width,
+            height=height,
+            count=count,
+            **kw,
+        )
+    )
 
 
 # ---- the engine with both architectures ---------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_test_model_folder_is_a_diffusers_model_of_its_family(models, arch):
@@ -165,6 +182,7 @@ def test_generate_before_load_is_an_error(models):
 
 # ---- image to image -----------------------------------------------------------------------
 
+
 def source_picture(width: int = 80, height: int = 48) -> Image.Image:
     """A picture of another size than the jobs', with shapes to keep: it is scaled first."""
     image = Image.new("RGB", (width, height), (200, 40, 30))
@@ -173,8 +191,15 @@ def source_picture(width: int = 80, height: int = 48) -> Image.Image:
 
 
 def vary(engine: Engine, strength: float = 0.5, seed: int = 1, steps: int = 2, **kw):
-    return make(engine, seed=seed, kind="img2img", strength=strength, steps=steps,
-                image=kw.pop("image", source_picture()), **kw)
+    return make(
+        engine,
+        seed=seed,
+        kind="img2img",
+        strength=strength,
+        steps=steps,
+        image=kw.pop("image", source_picture()),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -224,16 +249,23 @@ def test_image_to_image_starts_from_the_picture(engines):
 
 def test_a_tiny_strength_still_runs_a_step(engines):
     # 2 steps at 0.05 would be int(0.1) = 0 denoising steps; the engine asks for 20.
-    assert img2img_steps(Job(prompt="", seed=0, steps=2, width=8, height=8,
-                             strength=0.05)) == 20
+    assert img2img_steps(Job(prompt="", seed=0, steps=2, width=8, height=8, strength=0.05)) == 20
     images = vary(engines["sd"], strength=0.05, steps=2)
     assert [i.size for i in images] == [(64, 64)]
 
 
-@pytest.mark.parametrize("strength, asked, steps", [
-    (0.3, 1, 4), (0.5, 1, 2), (1.0, 1, 1), (0.07, 1, 15), (0.34, 2, 3), (0.8, 4, 4),
-    (0.5, 10, 10),
-])
+@pytest.mark.parametrize(
+    "strength, asked, steps",
+    [
+        (0.3, 1, 4),
+        (0.5, 1, 2),
+        (1.0, 1, 1),
+        (0.07, 1, 15),
+        (0.34, 2, 3),
+        (0.8, 4, 4),
+        (0.5, 10, 10),
+    ],
+)
 def test_img2img_steps_give_at_least_one_denoising_step(strength, asked, steps):
     job = Job(prompt="", seed=0, steps=asked, width=8, height=8, strength=strength)
     assert img2img_steps(job) == steps
@@ -276,8 +308,18 @@ def test_an_image_to_image_batch_too_big_for_memory_is_made_one_by_one(engines, 
 
 def test_an_upscale_job_is_not_the_engines(engines):
     with pytest.raises(GenerationError, match="makes txt2img, img2img and edit jobs, not upscale"):
-        engines["sd"].generate(Job(prompt="", seed=0, steps=0, width=128, height=128,
-                                   kind="upscale", factor=2, image=source_picture(64, 64)))
+        engines["sd"].generate(
+            Job(
+                prompt="",
+                seed=0,
+                steps=0,
+                width=128,
+                height=128,
+                kind="upscale",
+                factor=2,
+                image=source_picture(64, 64),
+            )
+        )
 
 
 def test_unload_drops_the_image_to_image_pipeline(models):
@@ -292,13 +334,24 @@ def test_unload_drops_the_image_to_image_pipeline(models):
 
 def test_the_model_pool_passes_image_to_image_through(models, engines):
     pool = ModelPool({"sd": models["sd"]}, "sd", "cpu")
-    job = Job(prompt="a lighthouse at dawn", seed=3, steps=2, width=64, height=64,
-              kind="img2img", strength=0.5, image=source_picture(), model="sd")
-    assert pixels(pool.generate(job)[0]) == pixels(engines["sd"].generate(
-        Job(**{**job.__dict__, "model": ""}))[0])
+    job = Job(
+        prompt="a lighthouse at dawn",
+        seed=3,
+        steps=2,
+        width=64,
+        height=64,
+        kind="img2img",
+        strength=0.5,
+        image=source_picture(),
+        model="sd",
+    )
+    assert pixels(pool.generate(job)[0]) == pixels(
+        engines["sd"].generate(Job(**{**job.__dict__, "model": ""}))[0]
+    )
 
 
 # ---- model folders that cannot be used ----------------------------------------------------
+
 
 def test_missing_folder(tmp_path):
     with pytest.raises(ModelError, match="is not a folder"):
@@ -333,29 +386,34 @@ def test_model_index_that_is_not_an_object(tmp_path, content):
 
 def test_a_pipeline_that_is_not_text_to_image(tmp_path):
     (tmp_path / "model_index.json").write_text(
-        json.dumps({"_class_name": "StableVideoDiffusionPipeline"}))
+        json.dumps({"_class_name": "StableVideoDiffusionPipeline"})
+    )
     with pytest.raises(ModelError) as info:
         inspect_model(tmp_path)
     message = str(info.value)
     assert "StableVideoDiffusionPipeline, which is not a text-to-image pipeline" in message
-    for supported in ("SD 1.x/2.x (StableDiffusionPipeline)", "FLUX.1 [schnell] (FluxPipeline)",
-                      "Z-Image (ZImagePipeline)", "Qwen-Image (QwenImagePipeline)"):
+    for supported in (
+        "SD 1.x/2.x (StableDiffusionPipeline)",
+        "FLUX.1 [schnell] (FluxPipeline)",
+        "Z-Image (ZImagePipeline)",
+        "Qwen-Image (QwenImagePipeline)",
+    ):
         assert supported in message
 
 
 def test_a_family_imgbot_cannot_drive_is_named(tmp_path):
-    (tmp_path / "model_index.json").write_text(
-        json.dumps({"_class_name": "FluxControlPipeline"}))
-    with pytest.raises(ModelError, match="FluxControlPipeline \\(diffusers family "
-                                         "'flux-control'\\): imgbot cannot drive it"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxControlPipeline"}))
+    with pytest.raises(
+        ModelError,
+        match="FluxControlPipeline \\(diffusers family 'flux-control'\\): imgbot cannot drive it",
+    ):
         inspect_model(tmp_path)
 
 
 def test_another_autopipeline_family_is_driven_with_its_own_traits(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "SanaPipeline"}))
     family = family_of(tmp_path)
-    assert (family.key, family.negative_prompt, family.guidance) == (
-        "sana", True, "guidance_scale")
+    assert (family.key, family.negative_prompt, family.guidance) == ("sana", True, "guidance_scale")
     assert family.steps == 20 and family.guidance_default == 4.5
 
 
@@ -366,6 +424,7 @@ def test_make_test_model_rejects_an_unknown_architecture(tmp_path):
 
 
 # ---- device choice ------------------------------------------------------------------------
+
 
 def test_auto_picks_the_cpu_in_float32_on_this_machine():
     import torch
@@ -394,8 +453,15 @@ def test_cuda_without_a_gpu_says_so():
 
 # ---- PNG with embedded parameters ---------------------------------------------------------
 
-PARAMS = Job(prompt="Эйнштейн, 油画 — «portrait»", seed=4242, steps=6, width=96, height=64,
-             guidance=2.5, negative_prompt="размыто, 模糊").parameters("tiny-sd")
+PARAMS = Job(
+    prompt="Эйнштейн, 油画 — «portrait»",
+    seed=4242,
+    steps=6,
+    width=96,
+    height=64,
+    guidance=2.5,
+    negative_prompt="размыто, 模糊",
+).parameters("tiny-sd")
 
 
 def test_png_round_trips_the_parameters_with_any_language():
@@ -430,13 +496,30 @@ def test_parameters_text_names_strength_upscale_and_enhance_only_where_they_appl
     plain = parameters_text(PARAMS)
     for name in ("Denoising strength", "Upscale", "Enhance"):
         assert name not in plain
-    varied = Job(prompt="p", seed=1, steps=4, width=64, height=64, kind="img2img",
-                 strength=0.35, enhance=True, source="mxc://example.org/a").parameters("m")
+    varied = Job(
+        prompt="p",
+        seed=1,
+        steps=4,
+        width=64,
+        height=64,
+        kind="img2img",
+        strength=0.35,
+        enhance=True,
+        source="mxc://example.org/a",
+    ).parameters("m")
     text = parameters_text(varied)
     assert "Denoising strength: 0.35" in text and "Enhance: on" in text
     assert "Upscale" not in text
-    upscaled = Job(prompt="p", seed=1, steps=4, width=256, height=256, kind="upscale",
-                   factor=4, source="mxc://example.org/a").parameters("m")
+    upscaled = Job(
+        prompt="p",
+        seed=1,
+        steps=4,
+        width=256,
+        height=256,
+        kind="upscale",
+        factor=4,
+        source="mxc://example.org/a",
+    ).parameters("m")
     text = parameters_text(upscaled)
     assert "Upscale: 4x" in text
     assert "Denoising strength" not in text and "Enhance" not in text
@@ -460,9 +543,11 @@ def test_engine_picture_encodes_with_its_job_parameters(engines):
 
 # ---- the two worlds stay apart ------------------------------------------------------------
 
+
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -473,7 +558,8 @@ def test_the_bot_package_never_imports_torch():
         "import bot.chat.bot, bot.app, bot.chat.language.commands, bot.matrix.sync, bot.matrix.messages, "
         "bot.store.usage, bot.config, bot.cli\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
-        "print('bot.chat.bot' in sys.modules, heavy)\n")
+        "print('bot.chat.bot' in sys.modules, heavy)\n"
+    )
     assert out == "True []"
 
 
@@ -482,17 +568,23 @@ def test_the_generation_package_never_imports_nio():
         "import sys\n"
         "import generation.job, generation.scheduling.queue, generation.models.engine, "
         "generation.postprocess.png\n"
-        "print('generation.models.engine' in sys.modules, 'nio' in sys.modules)\n")
+        "print('generation.models.engine' in sys.modules, 'nio' in sys.modules)\n"
+    )
     assert out == "True False"
 
 
 def test_importing_generation_switches_the_hub_offline():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
+    }
     out = run_python(
         "import os\n"
         "before = os.environ.get('HF_HUB_OFFLINE')\n"
         "import generation\n"
         "print(before, os.environ.get('HF_HUB_OFFLINE'), os.environ.get('TRANSFORMERS_OFFLINE'),"
-        " os.environ.get('HF_HUB_DISABLE_TELEMETRY'))\n", env=env)
+        " os.environ.get('HF_HUB_DISABLE_TELEMETRY'))\n",
+        env=env,
+    )
     assert out == "None 1 1 1"

@@ -52,8 +52,7 @@ def test_a_lora_changes_the_same_seeds_picture_and_off_gives_the_plain_one_back(
 
 def test_jobs_with_other_loras_are_not_batched_together(with_lora):
     plain = Job(prompt="a", seed=1, steps=2, width=64, height=64)
-    branded = Job(prompt="b", seed=1, steps=2, width=64, height=64, lora="brand",
-                  lora_weight=0.8)
+    branded = Job(prompt="b", seed=1, steps=2, width=64, height=64, lora="brand", lora_weight=0.8)
     assert with_lora.batch_key(plain) != with_lora.batch_key(branded)
     assert branded.parameters("m")["lora"] == "brand"
     assert branded.parameters("m")["lora_weight"] == 0.8
@@ -73,10 +72,12 @@ def test_a_lora_for_another_family_is_refused_naming_the_file_and_family(test_mo
     other = transformer_lora(tmp_path / "flux-style.safetensors")
     assert made_for(other) == "transformer"
     assert problem(other, "tiny", SD) == (
-        f"{other} is a LoRA for a transformer model, not for tiny (SD 1.x/2.x, a unet model)")
+        f"{other} is a LoRA for a transformer model, not for tiny (SD 1.x/2.x, a unet model)"
+    )
     engine = Engine(test_model, "cpu", loras={"brand": other})
-    with pytest.raises(ModelError, match=f"generation.loras.brand: {other} is a LoRA for a "
-                                         "transformer model"):
+    with pytest.raises(
+        ModelError, match=f"generation.loras.brand: {other} is a LoRA for a transformer model"
+    ):
         engine.load()
 
 
@@ -86,16 +87,18 @@ def test_a_lora_of_the_same_kind_but_another_model_is_refused_at_load(brand, tmp
     # Both UNets: the header lets it by, the weights do not fit SDXL's layers.
     sdxl = make_test_model(tmp_path / "sdxl", "sdxl")
     engine = Engine(sdxl, "cpu", loras={"brand": brand})
-    with pytest.raises(ModelError, match=f"generation.loras.brand: {brand} (does not fit|is "
-                                         "not a LoRA for) sdxl \\(SDXL\\)"):
+    with pytest.raises(
+        ModelError,
+        match=f"generation.loras.brand: {brand} (does not fit|is not a LoRA for) sdxl \\(SDXL\\)",
+    ):
         engine.load()
 
 
-def test_a_missing_damaged_or_other_kind_of_lora_file_is_refused_by_its_header(brand,
-                                                                                tmp_path):
+def test_a_missing_damaged_or_other_kind_of_lora_file_is_refused_by_its_header(brand, tmp_path):
     assert problem(brand, "z", FAMILIES["zimage"]).startswith(f"{brand} is a LoRA for a UNet")
-    assert problem(tmp_path / "none.safetensors", "m", SD).endswith("is not a file "
-                                                                    "(a LoRA .safetensors)")
+    assert problem(tmp_path / "none.safetensors", "m", SD).endswith(
+        "is not a file (a LoRA .safetensors)"
+    )
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\xff" * 16)
     assert "is not a LoRA safetensors file" in problem(junk, "m", SD)

@@ -31,8 +31,10 @@ PLENTY = 1 << 50  # bytes of free memory that no model needs
 def folders(tmp_path_factory) -> dict[str, Path]:
     """Three tiny SD models with different random weights, so pictures tell them apart."""
     root = tmp_path_factory.mktemp("pool-models")
-    return {name: make_test_model(root / name, "sd", seed=seed)
-            for seed, name in enumerate(("alpha", "beta", "gamma"))}
+    return {
+        name: make_test_model(root / name, "sd", seed=seed)
+        for seed, name in enumerate(("alpha", "beta", "gamma"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,7 @@ def pool_of(folders: dict[str, Path], *names: str, **kw) -> ModelPool:
 
 
 def job(model: str = "", seed: int = 1) -> Job:
-    return Job(prompt="a lighthouse at dawn", seed=seed, steps=1, width=64, height=64,
-               model=model)
+    return Job(prompt="a lighthouse at dawn", seed=seed, steps=1, width=64, height=64, model=model)
 
 
 def pixels(images: list[Image.Image]) -> bytes:
@@ -55,11 +56,15 @@ def pixels(images: list[Image.Image]) -> bytes:
 
 
 def unloads(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "generation.models.pool" and r.getMessage().startswith("unloaded")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "generation.models.pool" and r.getMessage().startswith("unloaded")
+    ]
 
 
 # ---- lazy loading -------------------------------------------------------------------------
+
 
 def test_only_the_default_loads_at_start_and_another_on_its_first_job(folders, caplog):
     pool = pool_of(folders, "alpha", "beta")
@@ -93,6 +98,7 @@ def test_warm_up_loads_the_default_only(folders):
 
 # ---- least recently used ------------------------------------------------------------------
 
+
 def test_one_at_a_time_swaps_models(folders, caplog):
     pool = pool_of(folders, "alpha", "beta", max_loaded=1)
     pool.load()
@@ -122,8 +128,13 @@ def test_two_at_a_time_unload_the_least_recently_used(folders, caplog):
 
 def test_short_memory_unloads_only_as_many_as_needed(folders, caplog):
     # Room for two models: the third one finds too little free memory until one is gone.
-    pool = pool_of(folders, "alpha", "beta", "gamma",
-                   free_memory=lambda: PLENTY if len(pool.loaded) < 2 else 1000)
+    pool = pool_of(
+        folders,
+        "alpha",
+        "beta",
+        "gamma",
+        free_memory=lambda: PLENTY if len(pool.loaded) < 2 else 1000,
+    )
     pool.load()
     pool.generate(job("beta"))
     assert pool.loaded == ["alpha", "beta"]
@@ -155,6 +166,7 @@ def test_free_memory_probe_of_this_machine():
 
 
 # ---- out of GPU memory while loading ------------------------------------------------------
+
 
 class OutOfMemoryLoads:
     """`failures["beta"] = n`: the next n loads of beta run out of GPU memory."""
@@ -191,13 +203,13 @@ def test_out_of_gpu_memory_unloads_the_least_recent_and_retries(folders, oom_loa
     assert unloads(caplog) == ["unloaded model alpha: the GPU ran out of memory loading gamma"]
 
 
-def test_out_of_gpu_memory_twice_is_a_clear_error_and_the_default_comes_back(folders,
-                                                                              oom_loading):
+def test_out_of_gpu_memory_twice_is_a_clear_error_and_the_default_comes_back(folders, oom_loading):
     pool = pool_of(folders, "alpha", "beta")
     pool.load()
     oom_loading.failures["beta"] = 2
-    with pytest.raises(GenerationError,
-                       match=r"^The model beta could not be loaded: not enough GPU memory\.$"):
+    with pytest.raises(
+        GenerationError, match=r"^The model beta could not be loaded: not enough GPU memory\.$"
+    ):
         pool.generate(job("beta"))
     assert pool.loaded == []
     pool.generate(job())
@@ -216,12 +228,14 @@ def test_out_of_gpu_memory_with_nothing_else_loaded_is_not_retried(folders, oom_
 
 # ---- names and folders that are wrong -----------------------------------------------------
 
+
 def test_an_unknown_model_name_is_a_generation_error(folders):
     pool = pool_of(folders, "alpha", "beta")
     pool.load()
     for call in (lambda: pool.generate(job("gama")), lambda: pool.native_size("gama")):
-        with pytest.raises(GenerationError,
-                           match=r"^Unknown model 'gama'; choose one of alpha, beta\.$"):
+        with pytest.raises(
+            GenerationError, match=r"^Unknown model 'gama'; choose one of alpha, beta\.$"
+        ):
             call()
     assert pool.loaded == ["alpha"]
 
@@ -234,16 +248,17 @@ def broken(folders, tmp_path) -> Path:
     return folder
 
 
-def test_a_broken_model_fails_its_jobs_and_the_pool_serves_the_others(folders, broken,
-                                                                      caplog):
+def test_a_broken_model_fails_its_jobs_and_the_pool_serves_the_others(folders, broken, caplog):
     pool = ModelPool({"alpha": folders["alpha"], "broken": broken}, "alpha", "cpu")
     pool.load()
     with caplog.at_level(logging.ERROR, logger="generation.models.pool"):
         for _ in range(2):  # a second job gets the same answer, not a half-loaded model
             with pytest.raises(GenerationError, match="^The model broken could not be loaded"):
                 pool.generate(job("broken"))
-    assert any("model broken could not be loaded from" in r.getMessage() and r.exc_info
-               for r in caplog.records)
+    assert any(
+        "model broken could not be loaded from" in r.getMessage() and r.exc_info
+        for r in caplog.records
+    )
     assert pool.loaded == ["alpha"]
     assert len(pool.generate(job("alpha"))) == 1
 
@@ -266,6 +281,7 @@ async def test_the_worker_survives_a_broken_model(folders, broken):
 
 # ---- native sizes and weight sizes, from the folder alone ---------------------------------
 
+
 def test_native_size_without_loading(folders, sdxl_folder):
     pool = ModelPool({"alpha": folders["alpha"], "xl": sdxl_folder}, "alpha", "cpu")
     assert pool.native_size("alpha") == pool.native_size("") == (512, 512)
@@ -283,8 +299,7 @@ def test_native_size_of_a_rectangular_sample_size_is_width_by_height(folders, tm
 
 
 @pytest.mark.parametrize("arch, side", [("sd", 512), ("sdxl", 1024)])
-def test_native_size_without_configs_is_the_familys(folders, sdxl_folder, tmp_path, arch,
-                                                    side):
+def test_native_size_without_configs_is_the_familys(folders, sdxl_folder, tmp_path, arch, side):
     source = folders["alpha"] if arch == "sd" else sdxl_folder
     shutil.copy(source / "model_index.json", tmp_path / "model_index.json")
     assert native_size(tmp_path) == (side, side)
@@ -307,6 +322,7 @@ def test_weights_bytes_counts_the_files_a_load_reads(folders, tmp_path):
 
 
 # ---- a single Engine is a runner of its own -----------------------------------------------
+
 
 def test_engine_as_a_runner(folders):
     engine = Engine(folders["alpha"], "cpu")
@@ -333,10 +349,12 @@ def test_engine_unload_frees_the_pipeline(folders):
 
 # ---- the bot's start: one Engine, or a pool with only the default loaded --------------------
 
+
 def settings_for(**generation) -> Settings:
-    return Settings(matrix={"homeserver_url": "http://localhost:8008",
-                            "user_id": "@imgbot:localhost"},
-                    generation={"device": "cpu", "size": "64x64", "steps": 1, **generation})
+    return Settings(
+        matrix={"homeserver_url": "http://localhost:8008", "user_id": "@imgbot:localhost"},
+        generation={"device": "cpu", "size": "64x64", "steps": 1, **generation},
+    )
 
 
 def test_load_engine_with_one_model_is_an_engine(folders):
@@ -345,19 +363,24 @@ def test_load_engine_with_one_model_is_an_engine(folders):
 
 
 def test_load_engine_with_models_is_a_pool_with_the_default_loaded(folders):
-    runner = load_engine(settings_for(model=folders["alpha"],
-                                      models={"b": folders["beta"], "c": folders["gamma"]},
-                                      max_loaded_models=2))
+    runner = load_engine(
+        settings_for(
+            model=folders["alpha"],
+            models={"b": folders["beta"], "c": folders["gamma"]},
+            max_loaded_models=2,
+        )
+    )
     assert isinstance(runner, ModelPool)
-    assert (runner.name, runner.models, runner.loaded) == ("alpha", ["alpha", "b", "c"],
-                                                           ["alpha"])
+    assert (runner.name, runner.models, runner.loaded) == ("alpha", ["alpha", "b", "c"], ["alpha"])
     assert runner.max_loaded == 2
 
 
 def test_load_engine_stops_at_a_model_folder_typo(folders, tmp_path):
     with pytest.raises(SystemExit) as info:
         load_engine(settings_for(model=folders["alpha"], models={"b": tmp_path / "bta"}))
-    assert str(info.value) == f"generation.models.b: {tmp_path / 'bta'} is not a " \
-                              "folder (models load from local folders only)"
+    assert (
+        str(info.value) == f"generation.models.b: {tmp_path / 'bta'} is not a "
+        "folder (models load from local folders only)"
+    )
     with pytest.raises(SystemExit, match=r"^generation.model: .*nowhere is not a folder"):
         load_engine(settings_for(model=tmp_path / "nowhere", models={"b": folders["beta"]}))

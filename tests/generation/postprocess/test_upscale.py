@@ -64,14 +64,17 @@ class Passes:
         def run(image, *progress):  # which pass of how many, for the progress reports
             self.sizes.append(image.size)
             if fake:
-                return image.resize((image.width * upscaler.scale, image.height * upscaler.scale),
-                                    Image.Resampling.NEAREST)
+                return image.resize(
+                    (image.width * upscaler.scale, image.height * upscaler.scale),
+                    Image.Resampling.NEAREST,
+                )
             return real(image, *progress)
 
         monkeypatch.setattr(upscaler, "_run_tiled", run)
 
 
 # ---- the test upscaler --------------------------------------------------------------------
+
 
 def test_test_upscaler_is_an_esrgan_4x_that_spandrel_loads(upscaler_file, upscaler):
     spandrel = import_spandrel()
@@ -106,6 +109,7 @@ def test_the_test_upscaler_enlarges_the_picture_itself(upscaler):
 
 
 # ---- upscaling ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("factor, passes", [(2, 1), (4, 1), (8, 2)])
 def test_upscale_gives_exactly_the_factor(upscaler, monkeypatch, factor, passes):
@@ -171,8 +175,11 @@ def test_a_tile_out_of_gpu_memory_is_freed_then_made_in_halves(upscaler_file, mo
         return real(source, x, y, size)
 
     monkeypatch.setattr(tiled, "_tile", tile)
-    monkeypatch.setattr(torch.cuda, "empty_cache",
-                        lambda: alive_when_emptied.append(sum(r() is not None for r in held)))
+    monkeypatch.setattr(
+        torch.cuda,
+        "empty_cache",
+        lambda: alive_when_emptied.append(sum(r() is not None for r in held)),
+    )
     result = tiled.upscale(source, 4)
     assert sizes[0] == 128 and set(sizes[1:]) == {64}
     assert alive_when_emptied == [0]
@@ -196,11 +203,14 @@ def test_other_factors_are_refused(upscaler, factor):
         upscaler.upscale(picture(8, 8), factor)
 
 
-@pytest.mark.parametrize("name, content", [
-    ("broken.safetensors", b"this is not a model"),
-    ("broken.pth", b"PK\x03\x04 nor is this"),
-    ("notes.txt", b"an upscaler, honestly"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("broken.safetensors", b"this is not a model"),
+        ("broken.pth", b"PK\x03\x04 nor is this"),
+        ("notes.txt", b"an upscaler, honestly"),
+    ],
+)
 def test_a_file_that_is_not_a_model_is_refused(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -215,7 +225,9 @@ def test_a_missing_file_is_refused(tmp_path):
 
 def test_a_model_that_does_not_enlarge_is_refused(tmp_path):
     same_size = make_test_upscaler(tmp_path / "esrgan-x1.safetensors", scale=1)
-    with pytest.raises(UpscalerError, match="architecture ESRGAN with scale 1: not an RGB upscaler"):
+    with pytest.raises(
+        UpscalerError, match="architecture ESRGAN with scale 1: not an RGB upscaler"
+    ):
         Upscaler(same_size, "cpu").load()
 
 
@@ -230,9 +242,11 @@ def test_the_torchvision_stand_in_does_not_leak():
         "from transformers import CLIPImageProcessor\n"
         "print(before is None, importlib.util.find_spec('torchvision') is None,"
         " 'torchvision' in sys.modules, hasattr(spandrel, 'ModelLoader'),"
-        " CLIPImageProcessor.__name__.startswith('CLIPImageProcessor'))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+        " CLIPImageProcessor.__name__.startswith('CLIPImageProcessor'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     before, *after = done.stdout.split()
     if before != "True":
@@ -248,10 +262,10 @@ def test_bench_prints_the_time(capsys):
 
 # ---- enhancement --------------------------------------------------------------------------
 
+
 def low_contrast() -> Image.Image:
     """A picture whose values all lie between 100 and 150, with some soft detail."""
-    return picture(64, 48).point(lambda v: 100 + v * 50 // 255).filter(
-        ImageFilter.GaussianBlur(1))
+    return picture(64, 48).point(lambda v: 100 + v * 50 // 255).filter(ImageFilter.GaussianBlur(1))
 
 
 def test_enhance_widens_the_histogram_of_a_low_contrast_picture():
@@ -259,8 +273,9 @@ def test_enhance_widens_the_histogram_of_a_low_contrast_picture():
     result = enhance(source)
     assert result.size == source.size and result.mode == "RGB"
     before, after = array(source.convert("L")), array(result.convert("L"))
-    assert np.percentile(after, 99) - np.percentile(after, 1) > \
-        1.5 * (np.percentile(before, 99) - np.percentile(before, 1))
+    assert np.percentile(after, 99) - np.percentile(after, 1) > 1.5 * (
+        np.percentile(before, 99) - np.percentile(before, 1)
+    )
 
 
 def test_enhance_is_deterministic_and_keeps_rgb():
@@ -279,6 +294,7 @@ def test_enhance_keeps_the_colour_balance():
 
 
 # ---- the finishing runner: the queue's runner ------------------------------------------
+
 
 class DiffusionSpy:
     """A diffusion runner that counts what it is asked to do."""
@@ -311,8 +327,18 @@ class DiffusionSpy:
 
 def upscale_job(image: Image.Image | None, factor: int = 4, **kw) -> Job:
     width, height = (image.width * factor, image.height * factor) if image else (64, 64)
-    return Job(prompt="", seed=0, steps=0, width=width, height=height, kind="upscale",
-               factor=factor, image=image, source="mxc://example.org/abc", **kw)
+    return Job(
+        prompt="",
+        seed=0,
+        steps=0,
+        width=width,
+        height=height,
+        kind="upscale",
+        factor=factor,
+        image=image,
+        source="mxc://example.org/abc",
+        **kw,
+    )
 
 
 def test_an_upscale_job_goes_to_the_upscaler_only(upscaler):
@@ -339,8 +365,16 @@ def test_an_upscale_job_without_a_picture_or_with_another_size_is_an_error(upsca
     finishing = FinishingRunner(DiffusionSpy(), upscaler)
     with pytest.raises(GenerationError, match="needs a source picture"):
         finishing.generate(upscale_job(None))
-    wrong = Job(prompt="", seed=0, steps=0, width=100, height=100, kind="upscale", factor=4,
-                image=picture(20, 12))
+    wrong = Job(
+        prompt="",
+        seed=0,
+        steps=0,
+        width=100,
+        height=100,
+        kind="upscale",
+        factor=4,
+        image=picture(20, 12),
+    )
     with pytest.raises(GenerationError, match="by 4 of 20x12 is 80x48, not 100x100"):
         finishing.generate(wrong)
 
@@ -373,8 +407,16 @@ def test_txt2img_and_img2img_pass_through_to_the_engine(engine):
     finishing = FinishingRunner(engine)
     job = Job(prompt="a lighthouse at dawn", seed=12, steps=2, width=64, height=64)
     assert finishing.generate(job)[0].tobytes() == engine.generate(job)[0].tobytes()
-    vary = Job(prompt="a lighthouse at dawn", seed=12, steps=2, width=64, height=64,
-               kind="img2img", strength=0.5, image=picture(64, 64))
+    vary = Job(
+        prompt="a lighthouse at dawn",
+        seed=12,
+        steps=2,
+        width=64,
+        height=64,
+        kind="img2img",
+        strength=0.5,
+        image=picture(64, 64),
+    )
     assert finishing.generate(vary)[0].tobytes() == engine.generate(vary)[0].tobytes()
 
 
@@ -382,7 +424,10 @@ def test_the_studio_is_a_runner_and_forwards_the_rest(upscaler):
     spy = DiffusionSpy()
     finishing = FinishingRunner(spy, upscaler)
     assert (finishing.name, finishing.models, finishing.native_size("")) == (
-        "spy-model", ["spy-model"], (64, 64))
+        "spy-model",
+        ["spy-model"],
+        (64, 64),
+    )
     assert finishing.placement == "cpu (a test)"  # not written out: read from the runner
     with pytest.raises(AttributeError):
         finishing.no_such_thing  # noqa: B018

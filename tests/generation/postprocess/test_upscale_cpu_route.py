@@ -51,24 +51,41 @@ def picture() -> Image.Image:
 
 
 def test_the_cpu_route_loads_the_test_upscaler_and_upscales(tmp_path):
-    made = subprocess.run([sys.executable, "-m", "bot.cli", "make-test-model", str(tmp_path),
-                           "--arch", "esrgan"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    made = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "make-test-model", str(tmp_path), "--arch", "esrgan"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     model = tmp_path / "test-esrgan-x4.safetensors"
     assert str(model) in made.stdout
     source = picture()
     source.save(tmp_path / "in.png")
 
-    done = subprocess.run([sys.executable, "-c", UPSCALE, str(model), str(tmp_path / "in.png"),
-                           str(tmp_path / "out.png")], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            UPSCALE,
+            str(model),
+            str(tmp_path / "in.png"),
+            str(tmp_path / "out.png"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout.splitlines()[-1])
     if facts["cuda"] is not None or facts["torchvision_found"]:
-        pytest.skip(f"not the CPU route here (torch CUDA {facts['cuda']}, torchvision "
-                    f"installed: {facts['torchvision_found']})")
+        pytest.skip(
+            f"not the CPU route here (torch CUDA {facts['cuda']}, torchvision "
+            f"installed: {facts['torchvision_found']})"
+        )
     # spandrel asks for torchvision and it is not there: installed with --no-deps.
     assert any(r.startswith("torchvision") for r in facts["spandrel_requires"]), facts
     assert facts["torchvision_imports"] is False

@@ -45,8 +45,9 @@ def sd(folders):
 
 
 def job(**fields) -> Job:
-    return Job(**{"prompt": "a lighthouse", "seed": 3, "steps": 1, "width": 64, "height": 64,
-                  **fields})
+    return Job(
+        **{"prompt": "a lighthouse", "seed": 3, "steps": 1, "width": 64, "height": 64, **fields}
+    )
 
 
 @pytest.fixture
@@ -55,8 +56,9 @@ def set_device(monkeypatch):
     import torch
 
     calls = []
-    monkeypatch.setattr(torch.cuda, "set_device",
-                        lambda device: calls.append((str(device), threading.get_ident())))
+    monkeypatch.setattr(
+        torch.cuda, "set_device", lambda device: calls.append((str(device), threading.get_ident()))
+    )
     return calls
 
 
@@ -82,6 +84,7 @@ def on_thread(call):
 
 # ---- 1. channels_last and Qwen-Image's VAE ---------------------------------------------------
 
+
 def test_the_qwen_image_vae_takes_channels_last_where_it_can():
     # Module.to(memory_format=torch.channels_last) raised "required rank 4 tensor" on
     # AutoencoderKLQwenImage's 3-D convolution weights: Qwen-Image could not load on CUDA.
@@ -89,18 +92,24 @@ def test_the_qwen_image_vae_takes_channels_last_where_it_can():
     from diffusers import AutoencoderKLQwenImage
 
     torch.manual_seed(0)
-    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
-                                 temperal_downsample=[False, True, True],
-                                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    vae = AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
     latents = torch.randn(1, 4, 1, 8, 8)
     with torch.no_grad():
         before = vae.decode(latents).sample
-    notes = speedups.optimize(SimpleNamespace(vae=vae), Placement("cuda", "bfloat16"),
-                              "transformer")
+    notes = speedups.optimize(
+        SimpleNamespace(vae=vae), Placement("cuda", "bfloat16"), "transformer"
+    )
     weights = list(vae.parameters())
     assert "channels_last: on (2-D convolutions; 45 3-D weights kept)" in notes
-    assert all(w.is_contiguous(memory_format=torch.channels_last)
-               for w in weights if w.dim() == 4)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights if w.dim() == 4)
     assert any(not w.is_contiguous() for w in weights if w.dim() == 4)  # some did change
     assert all(w.is_contiguous() for w in weights if w.dim() == 5)
     with torch.no_grad():
@@ -109,8 +118,10 @@ def test_the_qwen_image_vae_takes_channels_last_where_it_can():
 
 # ---- 6. each thread's current CUDA device ------------------------------------------------------
 
-@pytest.mark.parametrize("device, current", [
-    ("cuda:1", ["cuda:1"]), ("cuda", []), ("cpu", []), ("mps", [])])
+
+@pytest.mark.parametrize(
+    "device, current", [("cuda:1", ["cuda:1"]), ("cuda", []), ("cpu", []), ("mps", [])]
+)
 def test_only_a_numbered_cuda_device_is_made_current(set_device, device, current):
     make_current(device)
     assert [d for d, _thread in set_device] == current
@@ -118,8 +129,10 @@ def test_only_a_numbered_cuda_device_is_made_current(set_device, device, current
 
 def test_a_worker_makes_its_device_current_on_its_own_thread(set_device):
     taken = []
-    source = SimpleNamespace(take=lambda worker: taken.append(threading.get_ident()),
-                             died=lambda worker, exc: taken.append(exc))
+    source = SimpleNamespace(
+        take=lambda worker: taken.append(threading.get_ident()),
+        died=lambda worker, exc: taken.append(exc),
+    )
     runner = SimpleNamespace(placement=Placement("cuda:1", "bfloat16"))
     worker = Worker(0, runner, source)
     worker.start("cuda:1 worker")
@@ -137,16 +150,19 @@ def test_the_engine_makes_its_device_current_where_it_generates(sd, set_device, 
     assert len(images) == 1 and set_device and set(set_device) == {("cuda:1", thread)}
 
 
-def test_the_engine_makes_its_device_current_before_it_loads(folders, set_device,
-                                                             monkeypatch):
+def test_the_engine_makes_its_device_current_before_it_loads(folders, set_device, monkeypatch):
     import diffusers
 
     loaded = []
-    monkeypatch.setattr("generation.models.engine.choose",
-                        lambda *args, **kw: Placement("cuda:2", "bfloat16"))
+    monkeypatch.setattr(
+        "generation.models.engine.choose", lambda *args, **kw: Placement("cuda:2", "bfloat16")
+    )
     monkeypatch.setattr(quantize_offload, "check", lambda *args: (_ for _ in ()).throw(Stop()))
-    monkeypatch.setattr(diffusers.AutoPipelineForText2Image, "from_pretrained",
-                        lambda *args, **kw: loaded.append(args))
+    monkeypatch.setattr(
+        diffusers.AutoPipelineForText2Image,
+        "from_pretrained",
+        lambda *args, **kw: loaded.append(args),
+    )
     engine = Engine(folders["sd"], "cuda:2")
     with pytest.raises(Stop):
         on_thread(engine.load)
@@ -154,6 +170,7 @@ def test_the_engine_makes_its_device_current_before_it_loads(folders, set_device
 
 
 # ---- 7. the precision of a card without bf16 -------------------------------------------------
+
 
 def test_a_card_without_bf16_runs_transformers_in_fp32(monkeypatch):
     FakeCuda(monkeypatch, native_bf16=False)
@@ -176,8 +193,8 @@ def test_the_engine_asks_for_fp16_only_for_unet_families(folders, monkeypatch, a
 
 # ---- 8. what the pool measures before it unloads --------------------------------------------
 
-def test_the_pool_unloads_until_the_weights_and_working_room_are_free(folders, monkeypatch,
-                                                                      caplog):
+
+def test_the_pool_unloads_until_the_weights_and_working_room_are_free(folders, monkeypatch, caplog):
     # The folders hold 0.2 MB each: 64 MiB free passed the old measure (the folder's size),
     # and the next model then loaded offloaded, or ran out of memory, beside the other.
     free = {"bytes": 64 * 2**20}
@@ -195,22 +212,31 @@ def test_the_pool_unloads_until_the_weights_and_working_room_are_free(folders, m
     assert pool.loaded == ["beta", "alpha"]
 
 
-@pytest.mark.parametrize("offload, need", [
-    ("auto", 30 * GiB + quantize_offload.working_room(30 * GiB)),
-    ("none", 30 * GiB + quantize_offload.working_room(30 * GiB)),
-    ("model", 20 * GiB + quantize_offload.working_room(20 * GiB)),
-    ("group", quantize_offload.working_room(0))])
+@pytest.mark.parametrize(
+    "offload, need",
+    [
+        ("auto", 30 * GiB + quantize_offload.working_room(30 * GiB)),
+        ("none", 30 * GiB + quantize_offload.working_room(30 * GiB)),
+        ("model", 20 * GiB + quantize_offload.working_room(20 * GiB)),
+        ("group", quantize_offload.working_room(0)),
+    ],
+)
 def test_the_need_is_what_choose_offload_compares_with(offload, need):
     sizes = {"transformer": 20 * GiB, "text_encoder": 9 * GiB, "vae": GiB}
     assert quantize_offload.need(sizes, offload) == need
     if offload in ("auto", "model"):  # exactly that much free: it loads so
-        assert quantize_offload.choose_offload("auto", "cuda", sizes, need)[0] == {
-            "auto": "none", "model": "model"}[offload]
-        assert quantize_offload.choose_offload("auto", "cuda", sizes, need - 1)[0] != {
-            "auto": "none", "model": "model"}[offload]
+        assert (
+            quantize_offload.choose_offload("auto", "cuda", sizes, need)[0]
+            == {"auto": "none", "model": "model"}[offload]
+        )
+        assert (
+            quantize_offload.choose_offload("auto", "cuda", sizes, need - 1)[0]
+            != {"auto": "none", "model": "model"}[offload]
+        )
 
 
 # ---- 9. torchao and the process's compiler settings ---------------------------------------
+
 
 @pytest.fixture
 def inductor_config():
@@ -226,8 +252,9 @@ def inductor_config():
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_torchao_changes_compiler_settings_only_for_a_compiled_model(folders, inductor_config,
-                                                                     compiled):
+def test_torchao_changes_compiler_settings_only_for_a_compiled_model(
+    folders, inductor_config, compiled
+):
     # torchao's configs set coordinate descent tuning and friends for the whole process,
     # for every model compiled in it, unless told not to.
     inductor_config.coordinate_descent_tuning = False
@@ -242,17 +269,18 @@ def test_torchao_changes_compiler_settings_only_for_a_compiled_model(folders, in
 
 # ---- 10. fused projections under model offload; an out-of-memory batch ---------------------
 
+
 def test_model_offload_keeps_the_projections_apart(folders, monkeypatch, caplog):
     # Offloading moves each weight on its own: the q, k, v views into the fused weight
     # would each become a copy of their own on the card, beside the fused one.
-    monkeypatch.setattr(quantize_offload, "choose_offload",
-                        lambda *args: ("model", "offload: model (test)"))
+    monkeypatch.setattr(
+        quantize_offload, "choose_offload", lambda *args: ("model", "offload: model (test)")
+    )
     caplog.set_level(logging.INFO, logger="generation.models.engine")
     engine = Engine(folders["sd"], "cpu")
     engine.load()
     assert "fused QKV: off (model offload)" in caplog.text
-    assert not any(getattr(m, "fused_projections", False)
-                   for m in engine.pipe.unet.modules())
+    assert not any(getattr(m, "fused_projections", False) for m in engine.pipe.unet.modules())
     assert [p.size for p in engine.generate(job())] == [(64, 64)]
 
 
@@ -269,8 +297,11 @@ def test_the_batch_is_freed_before_the_cache_is_emptied(sd, set_device, monkeypa
 
     monkeypatch.setattr(sd, "placement", Placement("cuda:0", "float32"))
     monkeypatch.setattr(sd, "_run", out_of_memory)
-    monkeypatch.setattr(torch.cuda, "empty_cache",
-                        lambda: alive_when_emptied.append(sum(r() is not None for r in held)))
+    monkeypatch.setattr(
+        torch.cuda,
+        "empty_cache",
+        lambda: alive_when_emptied.append(sum(r() is not None for r in held)),
+    )
     with pytest.raises(GenerationError, match="ran out of memory"):
         sd.generate(job(count=count))
     # The whole batch, then (for a batch) its first picture alone.

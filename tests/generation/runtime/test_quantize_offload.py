@@ -29,8 +29,9 @@ CPU = Placement("cpu", "float32")
 def no_torchao(monkeypatch):
     """A machine without torchao, as `pip install imgbot` leaves it."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torchao" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a)
+    )
 
 
 # ---- the offload decision ---------------------------------------------------------------
@@ -38,14 +39,24 @@ def no_torchao(monkeypatch):
 SIZES = {"transformer": 38 * GiB, "text_encoder": 15 * GiB, "vae": GiB // 4}
 
 
-@pytest.mark.parametrize("free, choice, note", [
-    (79 * GiB, "none", "offload: none (weights 53.2 GiB fit in 79.0 GiB free on cuda:0)"),
-    (44 * GiB, "model", "offload: model (weights 53.2 GiB + 6.3 GiB working room > 44.0 GiB "
-                        "free on cuda:0)"),
-    (23 * GiB, "group", "offload: group (weights 53.2 GiB + 6.3 GiB working room > 23.0 GiB "
-                        "free on cuda:0, and the transformer alone, 38.0 GiB, does not fit "
-                        "either)"),
-])
+@pytest.mark.parametrize(
+    "free, choice, note",
+    [
+        (79 * GiB, "none", "offload: none (weights 53.2 GiB fit in 79.0 GiB free on cuda:0)"),
+        (
+            44 * GiB,
+            "model",
+            "offload: model (weights 53.2 GiB + 6.3 GiB working room > 44.0 GiB free on cuda:0)",
+        ),
+        (
+            23 * GiB,
+            "group",
+            "offload: group (weights 53.2 GiB + 6.3 GiB working room > 23.0 GiB "
+            "free on cuda:0, and the transformer alone, 38.0 GiB, does not fit "
+            "either)",
+        ),
+    ],
+)
 def test_auto_offloads_only_what_does_not_fit(free, choice, note):
     assert quantize_offload.choose_offload("auto", "cuda:0", SIZES, free) == (choice, note)
 
@@ -67,10 +78,13 @@ def test_a_configured_offload_is_taken_as_it_is(asked):
 @pytest.mark.parametrize("device", ["cpu", "mps"])
 def test_nothing_is_offloaded_off_cuda(device):
     assert quantize_offload.choose_offload("model", device, SIZES, None) == (
-        "none", f"offload: off (for CUDA; this is {device})")
+        "none",
+        f"offload: off (for CUDA; this is {device})",
+    )
 
 
 # ---- the weights' size on the card ------------------------------------------------------
+
 
 def test_the_size_on_the_card_follows_the_load_precision_and_quantization(test_model):
     import torch
@@ -84,24 +98,36 @@ def test_the_size_on_the_card_follows_the_load_precision_and_quantization(test_m
     assert in_bf16["unet"] * 2 == in_fp32["unet"]  # a bf16 load halves fp32 files
     # Quantized: the linear layers' weights at a byte a value, the rest as loaded.
     quantized = quantize_offload.on_card(test_model, 2, quantized="unet")
-    assert quantized["unet"] == sum(t.numel() * (1 if t.dim() == 2 else 2)
-                                    for name, t in state.items() if name.endswith("weight")) \
-        + sum(t.numel() * 2 for name, t in state.items() if not name.endswith("weight"))
+    assert quantized["unet"] == sum(
+        t.numel() * (1 if t.dim() == 2 else 2)
+        for name, t in state.items()
+        if name.endswith("weight")
+    ) + sum(t.numel() * 2 for name, t in state.items() if not name.endswith("weight"))
     assert quantized["text_encoder"] == in_bf16["text_encoder"]
     assert set(in_fp32) == {"unet", "vae", "text_encoder"}  # folders without weights: none
 
 
 # ---- a folder saved quantized -----------------------------------------------------------
 
-@pytest.mark.parametrize("config, said", [
-    ({"quant_method": "torchao", "quant_type": {"default": {"_type": "Int8WeightOnlyConfig",
-                                                            "_version": 2, "_data": {}}}},
-     "torchao Int8WeightOnlyConfig"),
-    ({"quant_method": "torchao", "quant_type": "int8wo"}, "torchao int8wo"),
-    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bitsandbytes 4-bit"),
-    ({"quant_method": "gguf"}, "gguf"),
-    (None, None),
-])
+
+@pytest.mark.parametrize(
+    "config, said",
+    [
+        (
+            {
+                "quant_method": "torchao",
+                "quant_type": {
+                    "default": {"_type": "Int8WeightOnlyConfig", "_version": 2, "_data": {}}
+                },
+            },
+            "torchao Int8WeightOnlyConfig",
+        ),
+        ({"quant_method": "torchao", "quant_type": "int8wo"}, "torchao int8wo"),
+        ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bitsandbytes 4-bit"),
+        ({"quant_method": "gguf"}, "gguf"),
+        (None, None),
+    ],
+)
 def test_a_folder_saved_quantized_says_how(tmp_path, config, said):
     (tmp_path / "transformer").mkdir()
     data = {"_class_name": "FluxTransformer2DModel"}
@@ -127,16 +153,19 @@ def test_a_folder_saved_quantized_loads_as_it_is(test_model, tmp_path, caplog):
 
 # ---- refusals ---------------------------------------------------------------------------
 
+
 def test_fp8_on_the_cpu_is_refused_before_anything_loads(test_model):
     engine = Engine(test_model, "cpu", quantize="fp8")
-    with pytest.raises(ModelError, match=r"generation.quantize: fp8 needs an NVIDIA GPU of "
-                                         r"compute capability 8.9 or newer .*this is cpu"):
+    with pytest.raises(
+        ModelError,
+        match=r"generation.quantize: fp8 needs an NVIDIA GPU of "
+        r"compute capability 8.9 or newer .*this is cpu",
+    ):
         engine.load()
     assert engine.pipe is None
 
 
-@pytest.mark.parametrize("capability, refused", [((8, 0), True), ((8, 9), False),
-                                                  ((9, 0), False)])
+@pytest.mark.parametrize("capability, refused", [((8, 0), True), ((8, 9), False), ((9, 0), False)])
 def test_fp8_needs_ada_or_hopper(monkeypatch, capability, refused):
     import torch
 
@@ -145,8 +174,11 @@ def test_fp8_needs_ada_or_hopper(monkeypatch, capability, refused):
     if not refused:
         quantize_offload.check("fp8", Placement("cuda:0", "bfloat16"))
         return
-    with pytest.raises(ModelError, match=r"cuda:0 is a NVIDIA A100-SXM4-80GB \(compute "
-                                         r"capability 8.0\); use int8 or none there"):
+    with pytest.raises(
+        ModelError,
+        match=r"cuda:0 is a NVIDIA A100-SXM4-80GB \(compute "
+        r"capability 8.0\); use int8 or none there",
+    ):
         quantize_offload.check("fp8", Placement("cuda:0", "bfloat16"))
 
 
@@ -167,13 +199,18 @@ def test_the_check_names_torchao_and_a_folder_that_needs_it(test_model, tmp_path
     config["quantization_config"] = {"quant_method": "torchao", "quant_type": "int8wo"}
     (folder / "unet" / "config.json").write_text(json.dumps(config))
     (part,) = [p for p in check_parts({"q": ("generation.models.q", folder)}) if not p.ok]
-    assert part.message == ("generation.models.q: its denoiser was saved quantized with "
-                            "torchao, which is not installed: pip install 'imgbot[quantize]'")
+    assert part.message == (
+        "generation.models.q: its denoiser was saved quantized with "
+        "torchao, which is not installed: pip install 'imgbot[quantize]'"
+    )
 
 
 def test_the_check_says_which_torchao_quantizes(test_model):
-    (part,) = [p for p in check_parts({"t": ("generation.model", test_model)}, quantize="int8")
-               if p.name == "quantize"]
+    (part,) = [
+        p
+        for p in check_parts({"t": ("generation.model", test_model)}, quantize="int8")
+        if p.name == "quantize"
+    ]
     torchao = quantize_offload.torchao_version()
     assert part.ok and part.detail.startswith(f"int8 (torchao {torchao})")
 
@@ -187,6 +224,7 @@ def test_unknown_settings_are_refused():
 
 # ---- what the check and the start agree on -----------------------------------------------
 
+
 @pytest.fixture
 def no_gpu(monkeypatch):
     import torch
@@ -198,11 +236,20 @@ def no_gpu(monkeypatch):
 def test_fp8_on_auto_is_refused_by_the_check_in_the_loads_words(test_model, no_gpu):
     with pytest.raises(ModelError) as refused:
         Engine(test_model, "auto", quantize="fp8").load()
-    (part,) = [p for p in check_parts({"t": ("generation.model", test_model)}, quantize="fp8",
-                                      devices=["auto"]) if p.name == "quantize"]
+    (part,) = [
+        p
+        for p in check_parts(
+            {"t": ("generation.model", test_model)}, quantize="fp8", devices=["auto"]
+        )
+        if p.name == "quantize"
+    ]
     assert part.message == str(refused.value)
-    assert part.message.startswith("generation.quantize: fp8 needs an NVIDIA GPU of compute "
-                                   "capability 8.9 or newer") and "this is cpu" in part.message
+    assert (
+        part.message.startswith(
+            "generation.quantize: fp8 needs an NVIDIA GPU of compute capability 8.9 or newer"
+        )
+        and "this is cpu" in part.message
+    )
 
 
 def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
@@ -214,12 +261,21 @@ def test_fp8_on_auto_is_checked_on_the_card_auto_takes(test_model, monkeypatch):
     monkeypatch.setattr(generation.runtime.device, "_native_bf16", lambda device: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
     catalogue = {"t": ("generation.model", test_model)}
-    for capability, problem in [((8, 0), "cuda is a NVIDIA A100-SXM4-80GB (compute capability "
-                                         "8.0); use int8 or none there"), ((9, 0), None)]:
-        monkeypatch.setattr(torch.cuda, "get_device_capability",
-                            lambda device, capability=capability: capability)
-        (part,) = [p for p in check_parts(catalogue, quantize="fp8", devices=["auto", "auto"])
-                   if p.name == "quantize"]
+    for capability, problem in [
+        (
+            (8, 0),
+            "cuda is a NVIDIA A100-SXM4-80GB (compute capability 8.0); use int8 or none there",
+        ),
+        ((9, 0), None),
+    ]:
+        monkeypatch.setattr(
+            torch.cuda, "get_device_capability", lambda device, capability=capability: capability
+        )
+        (part,) = [
+            p
+            for p in check_parts(catalogue, quantize="fp8", devices=["auto", "auto"])
+            if p.name == "quantize"
+        ]
         assert part.problem is None if problem is None else part.problem.endswith(problem)
 
 

@@ -24,8 +24,9 @@ GiB = 2**30
 
 
 def job(**fields) -> Job:
-    return Job(**{"prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 96,
-                  **fields})
+    return Job(
+        **{"prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 96, **fields}
+    )
 
 
 def speed_line(caplog) -> str:
@@ -74,7 +75,8 @@ def test_int8_is_named_in_the_speed_line(test_model, caplog):
     assert speed_line(caplog) == (
         f"speed-ups for {engine.name}: quantize: int8 (torchao, unet); offload: off (for CUDA; "
         "this is cpu); attention: SDPA; channels_last: off (for CUDA; this is cpu); fused QKV: "
-        "off (quantized); VAE: float32; compile: off; fast decoder: none")
+        "off (quantized); VAE: float32; compile: off; fast decoder: none"
+    )
 
 
 def test_int8_on_a_transformer_model(tiny_flux, caplog):
@@ -107,26 +109,33 @@ def test_int8_compiles(test_model, monkeypatch, caplog):
     engine = Engine(test_model, "cpu", quantize="int8", compile=True)
     engine.load()
     assert [p.size for p in engine.generate(job())] == [(64, 96)]
-    assert ("compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder)"
-            in speed_line(caplog))
+    assert (
+        "compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder)"
+        in speed_line(caplog)
+    )
     torch._dynamo.reset()
 
 
 # ---- offloading: the hooks for real, on the CPU ----------------------------------------
 
+
 @pytest.fixture
 def offloading(monkeypatch):
     """The engine takes the offloading it is given even on the CPU (on CUDA, `auto` or the
     config chooses it), so that diffusers' real hooks run here."""
+
     def choose(kind):
-        monkeypatch.setattr(quantize_offload, "choose_offload",
-                            lambda *args: (kind, f"offload: {kind} (test)"))
+        monkeypatch.setattr(
+            quantize_offload, "choose_offload", lambda *args: (kind, f"offload: {kind} (test)")
+        )
+
     return choose
 
 
 @pytest.mark.parametrize("kind", ["model", "group"])
-def test_an_offloaded_pipeline_makes_the_same_pictures(test_model, engine, offloading,
-                                                       kind, monkeypatch, caplog):
+def test_an_offloaded_pipeline_makes_the_same_pictures(
+    test_model, engine, offloading, kind, monkeypatch, caplog
+):
     import torch._dynamo
 
     offloading(kind)
@@ -138,8 +147,10 @@ def test_an_offloaded_pipeline_makes_the_same_pictures(test_model, engine, offlo
     line = speed_line(caplog)
     if kind == "model":
         assert offloaded.pipe._all_hooks  # accelerate's hooks, one per model
-        assert ("compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder, "
-                "after the offload hook)") in line
+        assert (
+            "compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder, "
+            "after the offload hook)"
+        ) in line
     else:
         assert "compile: off (group offload breaks the graph at every layer)" in line
         assert "fused QKV: off (group offload)" in line
@@ -163,6 +174,7 @@ def test_int8_and_model_offload_together(test_model, int8_sd, offloading):
 
 # ---- what CUDA decides, with a pipeline that records what it is asked --------------------
 
+
 class Recording(SimpleNamespace):
     """A pipeline that records placement calls; its UNet is a stand-in module."""
 
@@ -179,16 +191,20 @@ class Recording(SimpleNamespace):
         self.calls.append(("group", kwargs))
 
 
-@pytest.mark.parametrize("free, offload, on_card", [
-    (40 * GiB, "none", "cuda:1"), (GiB // 5 + 150_000, "model", "cuda:1"),
-    (2**20, "group", None)])
+@pytest.mark.parametrize(
+    "free, offload, on_card",
+    [(40 * GiB, "none", "cuda:1"), (GiB // 5 + 150_000, "model", "cuda:1"), (2**20, "group", None)],
+)
 def test_on_cuda_the_free_memory_decides(test_model, monkeypatch, free, offload, on_card):
     import torch
 
     cuda = Placement("cuda:1", "bfloat16")
     quantized = []
-    monkeypatch.setattr(quantize_offload, "quantize_denoiser",
-                        lambda module, how, device, **_: quantized.append((how, device)))
+    monkeypatch.setattr(
+        quantize_offload,
+        "quantize_denoiser",
+        lambda module, how, device, **_: quantized.append((how, device)),
+    )
     monkeypatch.setattr(quantize_offload, "free_memory", lambda device: free)
     # The tiny model's weights are 0.2 MB (its int8 UNet 0.1 MB): a smaller working room.
     monkeypatch.setattr(quantize_offload, "working_room", lambda weights: GiB // 5 + weights // 10)
@@ -197,11 +213,19 @@ def test_on_cuda_the_free_memory_decides(test_model, monkeypatch, free, offload,
     assert fit.offload == offload and fit.notes[0] == "quantize: int8 (torchao, unet)"
     # Quantized on the card layer by layer, except where not even one model fits there.
     assert quantized == [("int8", on_card)]
-    assert pipe.calls == [{
-        "none": ("to", "cuda:1"),
-        "model": ("model", {"device": "cuda:1"}),
-        "group": ("group", {"onload_device": torch.device("cuda:1"),
-                            "offload_device": torch.device("cpu"),
-                            "offload_type": "leaf_level", "use_stream": True}),
-    }[offload]]
+    assert pipe.calls == [
+        {
+            "none": ("to", "cuda:1"),
+            "model": ("model", {"device": "cuda:1"}),
+            "group": (
+                "group",
+                {
+                    "onload_device": torch.device("cuda:1"),
+                    "offload_device": torch.device("cpu"),
+                    "offload_type": "leaf_level",
+                    "use_stream": True,
+                },
+            ),
+        }[offload]
+    ]
     assert fit.notes[1].startswith(f"offload: {offload} (weights ")

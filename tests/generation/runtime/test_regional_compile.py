@@ -37,8 +37,10 @@ def tracing(monkeypatch):
 def zimage(tmp_path_factory):
     root = tmp_path_factory.mktemp("regional-zimage")
     model = make_test_model(root / "tiny-zimage", "zimage")
-    loras = {name: make_test_lora(model, root / f"{name}.safetensors", seed=seed)
-             for seed, name in enumerate(("ink", "oil"))}
+    loras = {
+        name: make_test_lora(model, root / f"{name}.safetensors", seed=seed)
+        for seed, name in enumerate(("ink", "oil"))
+    }
     return model, loras
 
 
@@ -54,17 +56,26 @@ def test_a_compiled_zimage_takes_any_batch_caption_and_lora(zimage, tracing, cap
     engine.load()
     for count in range(1, 10):
         lora = ("", "ink", "oil")[count % 3]
-        made = engine.generate(Job(prompt=" ".join(WORDS[:count + 1]), seed=count, steps=1,
-                                   width=32, height=32, count=count, lora=lora,
-                                   lora_weight=0.8 if lora else 0.0))
+        made = engine.generate(
+            Job(
+                prompt=" ".join(WORDS[: count + 1]),
+                seed=count,
+                steps=1,
+                width=32,
+                height=32,
+                count=count,
+                lora=lora,
+                lora_weight=0.8 if lora else 0.0,
+            )
+        )
         assert [p.size for p in made] == [(32, 32)] * count
     assert counters["stats"]["unique_graphs"] > 0  # compiled, not merely run
-    assert ("compile: on (default, transformer blocks (ZImageTransformerBlock) and VAE "
-            "decoder)") in caplog.text
+    assert (
+        "compile: on (default, transformer blocks (ZImageTransformerBlock) and VAE decoder)"
+    ) in caplog.text
 
 
-def test_a_model_without_repeated_blocks_is_compiled_whole_and_survives_many_shapes(
-        tracing):
+def test_a_model_without_repeated_blocks_is_compiled_whole_and_survives_many_shapes(tracing):
     import torch
 
     class Lists(torch.nn.Module):

@@ -76,6 +76,7 @@ def same_pictures(made: list[Image.Image], expected: list[Image.Image]) -> bool:
 
 # ---- precision ----------------------------------------------------------------------------
 
+
 class FakeCuda:
     """torch.cuda on a machine with a card of the given kind; records what was asked."""
 
@@ -113,16 +114,19 @@ def test_a_card_that_only_emulates_bf16_gets_fp16(monkeypatch):
 
 # ---- SDPA, fused projections, the one log line --------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_attention_is_sdpa_with_fused_projections(engines, arch):
     pipe = engines[arch].pipe
     for part in (pipe.unet, pipe.vae):
         assert {type(p).__name__ for p in part.attn_processors.values()} == {
-            "FusedAttnProcessor2_0"}
+            "FusedAttnProcessor2_0"
+        }
     # img2img shares the modules, so their fused projections too.
     i2i = engines[arch].image_to_image
     assert {type(p).__name__ for p in i2i.unet.attn_processors.values()} == {
-        "FusedAttnProcessor2_0"}
+        "FusedAttnProcessor2_0"
+    }
 
 
 def test_fused_projections_are_not_held_twice(engines):
@@ -143,7 +147,8 @@ def test_unfusing_gives_the_same_pictures(models):
     fused = engine.generate(job(seed=4, guidance=3.0))[0]
     engine.pipe.unfuse_qkv_projections()
     assert {type(p).__name__ for p in engine.pipe.unet.attn_processors.values()} == {
-        "AttnProcessor2_0"}
+        "AttnProcessor2_0"
+    }
     assert nearly_same(engine.generate(job(seed=4, guidance=3.0))[0], fused)
 
 
@@ -152,13 +157,16 @@ def test_what_is_on_and_off_is_logged_in_one_line(models, caplog):
     engine = Engine(models["sd"], "cpu")
     engine.load()
     lines = [r.getMessage() for r in caplog.records if "speed-ups" in r.getMessage()]
-    assert lines == [f"speed-ups for {engine.name}: quantize: none; offload: off (for CUDA; "
-                     "this is cpu); attention: SDPA; channels_last: off (for CUDA; this is "
-                     "cpu); fused QKV: on (10 attention layers); VAE: float32; compile: off; "
-                     "fast decoder: none"]
+    assert lines == [
+        f"speed-ups for {engine.name}: quantize: none; offload: off (for CUDA; "
+        "this is cpu); attention: SDPA; channels_last: off (for CUDA; this is "
+        "cpu); fused QKV: on (10 attention layers); VAE: float32; compile: off; "
+        "fast decoder: none"
+    ]
 
 
 # ---- the VAE --------------------------------------------------------------------------------
+
 
 def vae_folder(path, seed: int, scaling_factor: float = 0.18215, force_upcast: bool = False):
     """A random AutoencoderKL like the tiny models', saved as a VAE folder."""
@@ -166,9 +174,15 @@ def vae_folder(path, seed: int, scaling_factor: float = 0.18215, force_upcast: b
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(block_out_channels=[8, 8, 8, 8], down_block_types=[
-        "DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4,
-        norm_num_groups=4, scaling_factor=scaling_factor, force_upcast=force_upcast)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 8, 8, 8],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
+    )
     vae.save_pretrained(path)
     return path
 
@@ -192,16 +206,24 @@ def test_a_vae_of_another_family_is_left_out_with_a_warning(models, tmp_path, ca
     engine = Engine(models["sd"], "cpu", vae=folder)
     engine.load()
     assert engine.pipe.vae.config.scaling_factor == 0.18215
-    assert any(r.levelno == logging.WARNING and "generation.vae" in r.getMessage()
-               and "keeps its own VAE" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING
+        and "generation.vae" in r.getMessage()
+        and "keeps its own VAE" in r.getMessage()
+        for r in caplog.records
+    )
 
 
-@pytest.mark.parametrize("vae, fast, message", [
-    ("tiny", None, "holds AutoencoderTiny weights, not AutoencoderKL"),
-    (None, "nowhere", "fast decoder folder .* has no config.json"),
-])
-def test_a_wrong_vae_or_decoder_folder_stops_the_start(models, tiny_decoder, tmp_path, vae,
-                                                       fast, message):
+@pytest.mark.parametrize(
+    "vae, fast, message",
+    [
+        ("tiny", None, "holds AutoencoderTiny weights, not AutoencoderKL"),
+        (None, "nowhere", "fast decoder folder .* has no config.json"),
+    ],
+)
+def test_a_wrong_vae_or_decoder_folder_stops_the_start(
+    models, tiny_decoder, tmp_path, vae, fast, message
+):
     folders = {"tiny": tiny_decoder, "nowhere": tmp_path / "nowhere", None: None}
     with pytest.raises(ModelError, match=message):
         Engine(models["sd"], "cpu", vae=folders[vae], fast_decoder=folders[fast])
@@ -215,15 +237,19 @@ class FakeVae:
         self.config = SimpleNamespace(**{**vars(self.config), **changes})
 
 
-@pytest.mark.parametrize("family, dtype, force_upcast, note, warns", [
-    ("sdxl", "float16", True, "VAE: float32 (force_upcast)", True),
-    ("sdxl", "float16", False, "VAE: float16", False),  # an fp16-safe VAE
-    ("sdxl", "bfloat16", True, "VAE: bfloat16 (its float16 upcast is not needed", False),
-    ("sd", "float16", True, "VAE: float16", False),  # SD 1.x pipelines never upcast
-    ("sdxl", "float32", True, "VAE: float32", False),  # the CPU: nothing falls back
-])
-def test_the_vae_never_falls_back_to_fp32_silently(caplog, family, dtype, force_upcast, note,
-                                                  warns):
+@pytest.mark.parametrize(
+    "family, dtype, force_upcast, note, warns",
+    [
+        ("sdxl", "float16", True, "VAE: float32 (force_upcast)", True),
+        ("sdxl", "float16", False, "VAE: float16", False),  # an fp16-safe VAE
+        ("sdxl", "bfloat16", True, "VAE: bfloat16 (its float16 upcast is not needed", False),
+        ("sd", "float16", True, "VAE: float16", False),  # SD 1.x pipelines never upcast
+        ("sdxl", "float32", True, "VAE: float32", False),  # the CPU: nothing falls back
+    ],
+)
+def test_the_vae_never_falls_back_to_fp32_silently(
+    caplog, family, dtype, force_upcast, note, warns
+):
     pipe = SimpleNamespace(vae=FakeVae(force_upcast))
     made = speedups.vae_precision(pipe, "xl", family, Placement("cuda", dtype), False)
     assert made.startswith(note)
@@ -236,6 +262,7 @@ def test_the_vae_never_falls_back_to_fp32_silently(caplog, family, dtype, force_
 
 
 # ---- the tiny decoder -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kind", ["txt2img", "img2img"])
@@ -266,11 +293,15 @@ def test_a_fast_job_says_so_in_its_parameters():
 
 # ---- batching --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_batch_gives_each_job_the_pictures_it_gets_alone(engines, arch):
     engine = engines[arch]
-    jobs = [job("a lighthouse at dawn", seed=10), job("a red fox", seed=20, count=2),
-            job("an orchard in fog", seed=30)]
+    jobs = [
+        job("a lighthouse at dawn", seed=10),
+        job("a red fox", seed=20, count=2),
+        job("an orchard in fog", seed=30),
+    ]
     made = engine.generate_batch(jobs)
     assert [len(images) for images in made] == [1, 2, 1]
     for one, images in zip(jobs, made):
@@ -294,9 +325,11 @@ def test_a_batch_is_one_pipeline_call(engines, monkeypatch):
 
 def test_negative_prompts_may_differ_within_a_batch(engines):
     engine = engines["sd"]  # SD 1.x: no negative prompt is the same as ""
-    jobs = [job(seed=5, guidance=4.0, negative_prompt="fog"),
-            job(seed=5, guidance=4.0),
-            job(seed=5, guidance=4.0, negative_prompt="rain, people")]
+    jobs = [
+        job(seed=5, guidance=4.0, negative_prompt="fog"),
+        job(seed=5, guidance=4.0),
+        job(seed=5, guidance=4.0, negative_prompt="rain, people"),
+    ]
     assert len({engine.batch_key(one) for one in jobs}) == 1
     made = engine.generate_batch(jobs)
     for one, images in zip(jobs, made):
@@ -315,11 +348,18 @@ def test_sdxl_keeps_jobs_without_a_negative_prompt_apart_under_guidance(engines)
     assert same_pictures(made[0], alone(engine, with_one))
 
 
-@pytest.mark.parametrize("other", [
-    dict(width=96), dict(height=96), dict(steps=3), dict(guidance=2.0), dict(fast=True),
-    dict(model="elsewhere"),
-    dict(kind="img2img", strength=0.5, image=Image.new("RGB", (64, 64))),
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        dict(width=96),
+        dict(height=96),
+        dict(steps=3),
+        dict(guidance=2.0),
+        dict(fast=True),
+        dict(model="elsewhere"),
+        dict(kind="img2img", strength=0.5, image=Image.new("RGB", (64, 64))),
+    ],
+)
 def test_jobs_of_another_shape_are_refused(engines, other):
     engine = engines["sd"]
     odd = job(seed=2, **other)
@@ -333,7 +373,8 @@ def test_batch_keys():
     assert batch_key(job(kind="upscale", factor=2)) is None
     # Prompts, seeds, counts and (for SD 1.x) negative prompts may differ.
     assert batch_key(job("a", seed=1), "m", False) == batch_key(
-        job("b", seed=7, count=3, negative_prompt="n", guidance=0.0), "m", False)
+        job("b", seed=7, count=3, negative_prompt="n", guidance=0.0), "m", False
+    )
     assert batch_key(job(), "m") != batch_key(job(), "other")
 
 
@@ -347,8 +388,9 @@ def test_the_model_name_and_blank_are_one_model(engines):
 
 def test_a_batch_of_one_is_a_plain_generate(engines):
     engine = engines["sd"]
-    assert same_pictures(engine.generate_batch([job(seed=8, count=2)])[0],
-                         engine.generate(job(seed=8, count=2)))
+    assert same_pictures(
+        engine.generate_batch([job(seed=8, count=2)])[0], engine.generate(job(seed=8, count=2))
+    )
 
 
 def test_a_batch_too_big_for_memory_is_made_one_job_at_a_time(engines, monkeypatch, caplog):
@@ -374,20 +416,28 @@ def test_the_pool_batches_on_the_named_model(models, engines):
     made = pool.generate_batch(jobs)
     assert pool.loaded == ["xl"]
     for one, images in zip(jobs, made):
-        assert same_pictures(images, alone(engines["sdxl"], Job(**{**one.__dict__,
-                                                                    "model": ""})))
+        assert same_pictures(images, alone(engines["sdxl"], Job(**{**one.__dict__, "model": ""})))
     with pytest.raises(ValueError, match="share a batch"):
         pool.generate_batch([job(model="xl"), job(model="alpha")])
     assert pool.generate_batch([]) == []
 
 
 def test_the_pool_hands_the_options_to_every_model(models, tiny_decoder, tmp_path):
-    pool = ModelPool({"alpha": models["sd"], "xl": models["sdxl"]}, "alpha", "cpu",
-                     fast_decoder=tiny_decoder, compile=True, cache_dir=tmp_path)
+    pool = ModelPool(
+        {"alpha": models["sd"], "xl": models["sdxl"]},
+        "alpha",
+        "cpu",
+        fast_decoder=tiny_decoder,
+        compile=True,
+        cache_dir=tmp_path,
+    )
     for name in pool.models:
         engine = pool._engine(name)
         assert (engine.fast_decoder_path, engine.compile, engine.cache_dir) == (
-            tiny_decoder.resolve(), True, tmp_path)
+            tiny_decoder.resolve(),
+            True,
+            tmp_path,
+        )
 
 
 def test_an_engine_built_in_memory_batches_too(tmp_path):
@@ -400,13 +450,17 @@ def test_an_engine_built_in_memory_batches_too(tmp_path):
 
 # ---- warm-up and torch.compile -----------------------------------------------------------------
 
+
 def test_warm_up_runs_each_size_and_a_batch(engines, monkeypatch):
     engine = engines["sd"]
     seen = []
     monkeypatch.setattr(engine, "generate", lambda one: seen.append(one) or [])
     assert engine.warm_up(64, 64, 2, sizes=[(96, 64), (64, 64)], guidance=3.0, batch=4) >= 0
     assert [(j.width, j.height, j.count, j.steps, j.guidance) for j in seen] == [
-        (64, 64, 1, 2, 3.0), (96, 64, 1, 2, 3.0), (64, 64, 2, 2, 3.0)]
+        (64, 64, 1, 2, 3.0),
+        (96, 64, 1, 2, 3.0),
+        (64, 64, 2, 2, 3.0),
+    ]
 
 
 @pytest.fixture
@@ -416,13 +470,15 @@ def compile_cache(tmp_path, monkeypatch):
 
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE"):
         monkeypatch.setenv(name, os.environ.get(name, ""))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache",
-                        torch._inductor.config.fx_graph_cache)
+    monkeypatch.setattr(
+        torch._inductor.config, "fx_graph_cache", torch._inductor.config.fx_graph_cache
+    )
     return tmp_path / "compile-cache"
 
 
-def test_compile_traces_unet_and_decoder_and_warms_up(models, engines, compile_cache,
-                                                     monkeypatch, caplog):
+def test_compile_traces_unet_and_decoder_and_warms_up(
+    models, engines, compile_cache, monkeypatch, caplog
+):
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -435,12 +491,12 @@ def test_compile_traces_unet_and_decoder_and_warms_up(models, engines, compile_c
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(compile_cache.resolve())
     assert os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
     # The UNet's repeated blocks (regional compile), not the whole UNet.
-    blocks = [m for m in engine.pipe.unet.modules()
-              if type(m).__name__ == "BasicTransformerBlock"]
+    blocks = [m for m in engine.pipe.unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
     assert blocks and all(b._compiled_call_impl is not None for b in blocks)
     assert engine.pipe.vae.decoder._compiled_call_impl is not None
-    assert ("compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder)"
-            in caplog.text)
+    assert (
+        "compile: on (default, UNet blocks (BasicTransformerBlock) and VAE decoder)" in caplog.text
+    )
     assert engine.warm_up(64, 64, sizes=[(96, 64)], batch=2) > 0
     graphs = counters["stats"]["unique_graphs"]
     # The sizes warmed up, in batches of any size: nothing compiles any more.
@@ -450,11 +506,13 @@ def test_compile_traces_unet_and_decoder_and_warms_up(models, engines, compile_c
     torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not os.environ.get("IMGBOT_SLOW_TESTS"),
-                    reason="inductor builds C++ kernels with gcc: about 90 s on 2 cores; set "
-                           "IMGBOT_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("IMGBOT_SLOW_TESTS"),
+    reason="inductor builds C++ kernels with gcc: about 90 s on 2 cores; set IMGBOT_SLOW_TESTS=1",
+)
 def test_compile_with_inductor_makes_the_same_pictures_and_a_restart_reuses_them(
-        models, engines, compile_cache):
+    models, engines, compile_cache
+):
     import torch._dynamo
     from torch._dynamo.utils import counters
 

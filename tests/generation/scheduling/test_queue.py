@@ -54,8 +54,10 @@ class FakeRunner:
         if job.prompt in self.fail:
             raise self.fail[job.prompt]
         shade = job.seed % 256
-        return [Image.new("RGB", (job.width, job.height), (shade, shade, shade))
-                for _ in range(job.count)]
+        return [
+            Image.new("RGB", (job.width, job.height), (shade, shade, shade))
+            for _ in range(job.count)
+        ]
 
 
 def job(prompt: str, seed: int = 1, count: int = 1) -> Job:
@@ -85,6 +87,7 @@ async def make_queue():
 
 # ---- results ------------------------------------------------------------------------------
 
+
 async def test_a_job_comes_back_with_its_pictures_and_timings(make_queue):
     queue = make_queue(FakeRunner())
     ticket = queue.submit(job("cat", seed=7, count=2), "@alice:x")
@@ -100,8 +103,10 @@ async def test_a_job_comes_back_with_its_pictures_and_timings(make_queue):
 async def test_results_come_back_in_submission_order(make_queue):
     runner = FakeRunner(hold={"first"})
     queue = make_queue(runner)
-    tickets = [queue.submit(job(p, seed=i), "@alice:x")
-               for i, p in enumerate(["first", "second", "third", "fourth"])]
+    tickets = [
+        queue.submit(job(p, seed=i), "@alice:x")
+        for i, p in enumerate(["first", "second", "third", "fourth"])
+    ]
     await runner.wait_started("first")
     runner.release("first")
     finished: list[str] = []
@@ -145,6 +150,7 @@ async def test_submit_before_start_is_refused():
 
 # ---- limits -------------------------------------------------------------------------------
 
+
 async def test_per_user_limit_names_the_limit_and_spares_others(make_queue):
     runner = FakeRunner(hold={"a1"})
     queue = make_queue(runner, per_user=2)
@@ -176,6 +182,7 @@ async def test_queue_size_limit(make_queue):
 
 # ---- failures -----------------------------------------------------------------------------
 
+
 async def test_a_failing_job_gives_an_error_and_the_next_job_runs(make_queue):
     runner = FakeRunner(fail={"bad": RuntimeError("mat1 and mat2 shapes cannot be multiplied")})
     queue = make_queue(runner)
@@ -184,8 +191,9 @@ async def test_a_failing_job_gives_an_error_and_the_next_job_runs(make_queue):
     failed = await result_of(bad)
     assert not failed.ok
     assert failed.images == ()
-    assert failed.error == ("generation failed: RuntimeError: mat1 and mat2 shapes cannot be "
-                            "multiplied")
+    assert failed.error == (
+        "generation failed: RuntimeError: mat1 and mat2 shapes cannot be multiplied"
+    )
     assert failed.model == "fake-model"
     assert (await result_of(good)).ok
     # The worker is still there for later jobs.
@@ -206,6 +214,7 @@ async def test_failed_jobs_do_not_count_against_the_user_afterwards(make_queue):
 
 
 # ---- speed and ETA ------------------------------------------------------------------------
+
 
 async def test_speed_and_eta_are_known_after_a_job_finished(make_queue):
     runner = FakeRunner(hold={"second"})
@@ -239,7 +248,8 @@ async def test_eta_grows_with_the_work_ahead_not_the_number_of_jobs(make_queue):
     assert [p.position for p in places] == [0, 1, 2]
     assert places[0].ticket.job.prompt == "running" and places[0].eta_seconds == 0
     assert places[1].eta_seconds < 1.01 and places[2].eta_seconds == pytest.approx(
-        small.eta_seconds, abs=0.5)
+        small.eta_seconds, abs=0.5
+    )
     runner.release("running")
     await result_of(small)
 
@@ -278,6 +288,7 @@ async def test_pause_holds_jobs_until_resume(make_queue):
 
 # ---- shutdown -----------------------------------------------------------------------------
 
+
 async def test_close_lets_the_running_job_finish_and_hands_back_the_waiting_ones(make_queue):
     runner = FakeRunner(hold={"running"})
     queue = make_queue(runner)
@@ -309,6 +320,7 @@ async def test_close_of_an_idle_queue_returns_promptly(make_queue):
 
 
 # ---- a worker that dies -------------------------------------------------------------------
+
 
 async def test_a_dead_worker_is_replaced_and_the_next_job_runs(make_queue):
     """What is not an Exception (here SystemExit from deep inside a library) ends the
@@ -361,6 +373,7 @@ def test_out_of_memory_is_not_a_device_fault():
 
 # ---- batches --------------------------------------------------------------------------------
 
+
 class BatchingRunner(FakeRunner):
     """Makes jobs of the same size in one call, and records the calls."""
 
@@ -392,15 +405,18 @@ async def test_jobs_of_one_shape_waiting_together_share_a_call(make_queue):
     runner.release("first")
     results = [await result_of(t) for t in (first, *same, other, extra)]
     assert all(r.ok for r in results)
-    assert runner.calls == [["first"], ["same 0", "same 1", "same 2", "fourth of a kind"],
-                            ["other"]]
+    assert runner.calls == [
+        ["first"],
+        ["same 0", "same 1", "same 2", "fourth of a kind"],
+        ["other"],
+    ]
     batched = results[1]
     assert batched.extra["batch_pictures"] == 4
     assert [len(r.images) for r in results] == [1] * 6
 
 
 async def test_jobs_made_in_one_batch_are_not_counted_ahead_of_each_other(make_queue):
-    """"Queued: N jobs ahead" counts the jobs made before yours, not those made with it."""
+    """ "Queued: N jobs ahead" counts the jobs made before yours, not those made with it."""
     runner = BatchingRunner(hold={"first"})
     queue = make_queue(runner)
     queue.max_batch = 3
@@ -416,8 +432,11 @@ async def test_jobs_made_in_one_batch_are_not_counted_ahead_of_each_other(make_q
     runner.release("first")
     for ticket in (first, *together, other, later):
         assert (await result_of(ticket)).ok
-    assert runner.calls[1:] == [["together 0", "together 1", "together 2"], ["other"],
-                                ["next batch"]]
+    assert runner.calls[1:] == [
+        ["together 0", "together 1", "together 2"],
+        ["other"],
+        ["next batch"],
+    ]
 
 
 async def test_a_lone_job_is_not_held_back_for_company(make_queue):
@@ -457,6 +476,7 @@ async def test_a_failing_batch_is_made_again_job_by_job(make_queue):
 
 
 # ---- several devices ---------------------------------------------------------------------
+
 
 async def test_each_device_has_a_worker_and_they_share_one_queue():
     first, second = FakeRunner(hold={"a", "b"}), FakeRunner(hold={"a", "b"})

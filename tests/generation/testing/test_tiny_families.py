@@ -15,16 +15,25 @@ from PIL import Image
 from generation.families.model_folder import inspect_model
 from generation.testing.tiny import BUILDERS, make_test_model
 
-PIPELINES = {"zimage": "ZImagePipeline", "flux2-klein": "Flux2KleinPipeline",
-             "qwenimage": "QwenImagePipeline"}
+PIPELINES = {
+    "zimage": "ZImagePipeline",
+    "flux2-klein": "Flux2KleinPipeline",
+    "qwenimage": "QwenImagePipeline",
+}
 # What AutoPipelineForImage2Image.from_pipe gives: FLUX.2 [klein] is its own image-to-image
 # pipeline, the picture a reference to edit from (no strength) rather than a start.
-IMG2IMG = {"zimage": "ZImageImg2ImgPipeline", "flux2-klein": "Flux2KleinPipeline",
-           "qwenimage": "QwenImageImg2ImgPipeline"}
+IMG2IMG = {
+    "zimage": "ZImageImg2ImgPipeline",
+    "flux2-klein": "Flux2KleinPipeline",
+    "qwenimage": "QwenImageImg2ImgPipeline",
+}
 # Each family's own way of turning guidance off (distilled models take none), so that a call
 # runs the denoiser once, as imgbot's defaults for these families do.
-NO_GUIDANCE = {"zimage": {"guidance_scale": 0.0}, "flux2-klein": {"guidance_scale": 1.0},
-               "qwenimage": {}}
+NO_GUIDANCE = {
+    "zimage": {"guidance_scale": 0.0},
+    "flux2-klein": {"guidance_scale": 1.0},
+    "qwenimage": {},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(PIPELINES))
@@ -39,8 +48,14 @@ def family(request, tmp_path_factory):
 
 
 def draw(arch, pipe, prompt="a red cat", seed=1, **options):
-    options = {"num_inference_steps": 2, "height": 64, "width": 64, "output_type": "np",
-               **NO_GUIDANCE[arch], **options}
+    options = {
+        "num_inference_steps": 2,
+        "height": 64,
+        "width": 64,
+        "output_type": "np",
+        **NO_GUIDANCE[arch],
+        **options,
+    }
     return pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), **options).images
 
 
@@ -94,9 +109,12 @@ def test_building_twice_gives_identical_weights(arch, tmp_path):
     def weights():
         torch.manual_seed(0)  # as make_test_model seeds it
         pipe = BUILDERS[arch](tmp_path)
-        return {f"{name}.{key}": value for name, module in pipe.components.items()
-                if isinstance(module, torch.nn.Module)
-                for key, value in module.state_dict().items()}
+        return {
+            f"{name}.{key}": value
+            for name, module in pipe.components.items()
+            if isinstance(module, torch.nn.Module)
+            for key, value in module.state_dict().items()
+        }
 
     one, again = weights(), weights()
     assert one.keys() == again.keys()
@@ -114,8 +132,10 @@ def test_qwen_image_drops_exactly_its_system_prompt(tmp_path):
 
 # Z-Image-Turbo: a 6B denoiser; FLUX.2 [klein] 4B: a 4B one; both read prompts with
 # Qwen3-4B (4.0B, its embeddings tied), beside an 84M VAE. Rounded as their cards give them.
-REAL_SIZES = {"zimage-turbo": {"transformer": 6.15e9, "text_encoder": 4.02e9, "vae": 84e6},
-              "flux2-klein-4b": {"transformer": 3.88e9, "text_encoder": 4.02e9, "vae": 84e6}}
+REAL_SIZES = {
+    "zimage-turbo": {"transformer": 6.15e9, "text_encoder": 4.02e9, "vae": 84e6},
+    "flux2-klein-4b": {"transformer": 3.88e9, "text_encoder": 4.02e9, "vae": 84e6},
+}
 
 
 @pytest.mark.parametrize("arch", sorted(REAL_SIZES))
@@ -123,6 +143,9 @@ def test_the_full_size_architectures_have_the_real_sizes(arch):
     from generation.testing.full_size import random_pipeline
 
     pipe = random_pipeline(arch, device="meta")  # the architecture alone: no memory
-    counts = {name: sum(p.numel() for p in module.parameters())
-              for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
+    counts = {
+        name: sum(p.numel() for p in module.parameters())
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }
     assert counts == pytest.approx(REAL_SIZES[arch], rel=0.01)

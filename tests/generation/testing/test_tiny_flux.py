@@ -26,8 +26,7 @@ def flux(tmp_path_factory):
 
 
 def draw(pipe, prompt="a red cat", seed=1, **options):
-    options = {"num_inference_steps": 2, "height": 64, "width": 64, "output_type": "np",
-               **options}
+    options = {"num_inference_steps": 2, "height": 64, "width": 64, "output_type": "np", **options}
     return pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed), **options).images
 
 
@@ -109,10 +108,12 @@ def test_the_full_size_architecture_has_schnells_real_sizes():
     from generation.testing.full_size import FULL_SIZE, random_pipeline
 
     pipe = random_pipeline(FULL_SIZE["flux"], device="meta")  # the architecture alone
-    counts = {name: sum(p.numel() for p in module.parameters())
-              for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}
+    counts = {
+        name: sum(p.numel() for p in module.parameters())
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }
     # A 12B denoiser, T5 v1.1 XXL's 4.8B encoder, CLIP-L's 123M, the 84M FLUX.1 VAE.
-    real = {"transformer": 11.9e9, "text_encoder_2": 4.76e9, "text_encoder": 123e6,
-            "vae": 84e6}
+    real = {"transformer": 11.9e9, "text_encoder_2": 4.76e9, "text_encoder": 123e6, "vae": 84e6}
     assert counts == pytest.approx(real, rel=0.01)
     assert pipe.transformer.config.guidance_embeds is False

@@ -45,9 +45,18 @@ def small_vae(monkeypatch):
 
 
 def edit(**fields) -> Job:
-    return Job(**{"prompt": "make it night", "seed": 7, "steps": 2, "width": 96, "height": 64,
-                  "kind": "edit", "image": Image.new("RGB", (120, 80), (30, 30, 200)),
-                  **fields})
+    return Job(
+        **{
+            "prompt": "make it night",
+            "seed": 7,
+            "steps": 2,
+            "width": 96,
+            "height": 64,
+            "kind": "edit",
+            "image": Image.new("RGB", (120, 80), (30, 30, 200)),
+            **fields,
+        }
+    )
 
 
 def pixels(image) -> np.ndarray:
@@ -73,8 +82,7 @@ def test_it_drops_exactly_its_system_prompt(engine):
     pipe = engine.pipe
     system = pipe.prompt_template_encode.split("{}")[0]
     assert system == SYSTEM_PROMPT  # the installed pipeline's, not an old copy
-    assert len(pipe.processor.tokenizer(system).input_ids) \
-        == pipe.prompt_template_encode_start_idx
+    assert len(pipe.processor.tokenizer(system).input_ids) == pipe.prompt_template_encode_start_idx
 
 
 def test_an_edit_of_one_picture_and_of_two_gives_the_jobs_size(engine, small_vae):
@@ -101,9 +109,12 @@ def test_a_seed_gives_the_same_pixels_and_n_pictures_are_one_call_each(engine, s
 @pytest.mark.parametrize("kind", ["txt2img", "img2img"])
 def test_a_job_that_is_not_an_edit_is_refused_with_the_model_named(engine, kind):
     job = edit(kind=kind, strength=0.6) if kind == "img2img" else edit(kind=kind, image=None)
-    with pytest.raises(GenerationError, match=rf"The model qwen-edit \(Qwen-Image-Edit\) only "
-                                              rf"edits pictures by instruction: it makes no "
-                                              rf"{kind} jobs"):
+    with pytest.raises(
+        GenerationError,
+        match=rf"The model qwen-edit \(Qwen-Image-Edit\) only "
+        rf"edits pictures by instruction: it makes no "
+        rf"{kind} jobs",
+    ):
         engine.generate(job)
 
 
@@ -123,9 +134,11 @@ def test_the_start_and_check_refuse_it_as_the_default_model(folder, tmp_path):
     (part,) = check_parts({"qwen-edit": ("generation.model", folder)})
     assert part.message == (
         f"generation.model: {folder} is a Qwen-Image-Edit model, which only edits pictures: "
-        "name it in generation.models and set generation.edit_model to it")
-    listed = check_parts({"sd": ("generation.model", sd),
-                          "qwen-edit": ("generation.models.qwen-edit", folder)},
-                         edit_model="qwen-edit")
+        "name it in generation.models and set generation.edit_model to it"
+    )
+    listed = check_parts(
+        {"sd": ("generation.model", sd), "qwen-edit": ("generation.models.qwen-edit", folder)},
+        edit_model="qwen-edit",
+    )
     assert all(part.ok for part in listed)
     assert listed[-1].detail == "qwen-edit (Qwen-Image-Edit)"
