@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import DiskSettings
-from bot.store.db import SQLITE_IOERR, is_disk_full
+from bot.store.db import SQLITE_IOERR, causes, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,14 @@ def space(stat: os.statvfs_result, warn_free_mib: int, full_free_mib: int) -> Sp
 
 def _sqlite_io_error(exc: BaseException | None) -> bool:
     """SQLite's "disk I/O error" (SQLITE_IOERR and its extended codes), in a chain."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, sqlite3.OperationalError) and (
-            (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_IOERR
-            or "disk I/O error" in str(exc)
-        ):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return any(
+        isinstance(cause, sqlite3.OperationalError)
+        and (
+            (getattr(cause, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_IOERR
+            or "disk I/O error" in str(cause)
+        )
+        for cause in causes(exc)
+    )
 
 
 def refused_for_space(exc: BaseException, reading: Space | None) -> bool:

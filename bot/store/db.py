@@ -7,7 +7,7 @@ import errno
 import logging
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -107,21 +107,30 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and what it was raised from or during, nearest first (at most 8: a chain is
+    short, and a cycle must not hang us)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether a write failed for want of space: SQLite's "database or disk is full", or a
     file's ENOSPC (EDQUOT: a quota), also as the cause of another exception."""
-    seen = 0
-    while exc is not None and seen < 8:  # a chain is short; a cycle must not hang us
-        if isinstance(exc, sqlite3.OperationalError) and (
-            getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
-            or "database or disk is full" in str(exc)
-        ):
-            return True
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+    return any(
+        (
+            isinstance(cause, sqlite3.OperationalError)
+            and (
+                getattr(cause, "sqlite_errorcode", None) == SQLITE_FULL
+                or "database or disk is full" in str(cause)
+            )
+        )
+        or (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT))
+        for cause in causes(exc)
+    )
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
