@@ -233,12 +233,7 @@ def _bench_on_cluster(workload, args) -> int:
         say("Starting a throw-away Synapse; the workers load on the cluster…")
         figures = through_matrix(
             None,
-            count=workload.count,
-            width=workload.width,
-            height=workload.height,
-            steps=workload.steps,
-            guidance=workload.guidance,
-            max_batch=workload.batch,
+            **_through(workload),
             generation=generation,
         )
     else:
@@ -246,21 +241,33 @@ def _bench_on_cluster(workload, args) -> int:
         figures = run(
             spec,
             catalogue_of(spec.recipe),
-            count=workload.count,
-            width=workload.width,
-            height=workload.height,
-            steps=workload.steps,
-            guidance=workload.guidance,
-            max_batch=workload.batch,
+            **_through(workload),
             say=say,
         )
-    print(
-        f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
-        f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
-        f"to {workload.batch}, {ray['workers']} Ray worker(s) of {ray['resources']}"
-    )
+    print(_headline(workload, f"{ray['workers']} Ray worker(s) of {ray['resources']}"))
     print(figures.table())
     return 0
+
+
+def _through(workload) -> dict:
+    """The workload as the runs through chat and through the cluster take it."""
+    return dict(
+        count=workload.count,
+        width=workload.width,
+        height=workload.height,
+        steps=workload.steps,
+        guidance=workload.guidance,
+        max_batch=workload.batch,
+    )
+
+
+def _headline(workload, where: str) -> str:
+    """The line above a run's table: what was made, and where."""
+    return (
+        f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
+        f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
+        f"to {workload.batch}, {where}"
+    )
 
 
 def _bench_through_matrix(workload, out: Path | None = None, lines: Path | None = None) -> int:
@@ -278,18 +285,9 @@ def _bench_through_matrix(workload, out: Path | None = None, lines: Path | None 
     )
     figures = through_matrix(
         engine,
-        count=workload.count,
-        width=workload.width,
-        height=workload.height,
-        steps=workload.steps,
-        guidance=workload.guidance,
-        max_batch=workload.batch,
+        **_through(workload),
     )
-    print(
-        f"{workload.model_name}, {workload.width}x{workload.height}, {workload.steps} "
-        f"steps, guidance {workload.guidance:g}, {workload.count} pictures, batches of up "
-        f"to {workload.batch}, on {engine.placement.device}"
-    )
+    print(_headline(workload, f"on {engine.placement.device}"))
     print(figures.table())
     share = figures.pictures_per_second / figures.engine_pictures_per_second
     overhead = statistics.median(figures.overheads)
