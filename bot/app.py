@@ -14,14 +14,13 @@ from generation.scheduling.queue import GenerationQueue
 from generation.scheduling.runner import Runner
 
 from bot.store import db as database
-from bot.matrix import cross_signing, encryption, messages
+from bot.matrix import cross_signing, encryption
 from bot.store import usage
 from bot.config import Settings
 from bot.chat.bot import Bot
 from bot.ops.metrics import Health, Metrics, start_server
 from bot.config.private import prepare_state_dir
 from bot.store.retention import retention_task
-from bot.chat.jobs.screening import Screening
 from bot.matrix.session import log_in
 from bot.matrix.sync import SYNC_TOKEN_KEY, SyncLoop
 from bot.ops.disk import DiskWatch
@@ -216,12 +215,12 @@ async def run_bot(
         )
         # The compliance checks load now (a reference folder that changed is indexed): one
         # that cannot load stops the start, rather than withholding every picture later.
-        bot.screening = await asyncio.to_thread(Screening.load, settings)
-        if bot.screening.broken:
-            if bot.screening.retry:  # a service down (the time-stamp authority): try later
-                raise ServiceDown(bot.screening.broken)
-            raise SystemExit(bot.screening.broken)
-        bot.upload_limit = await messages.upload_limit(client)
+        screening = await bot.screener.load()
+        if screening.broken:
+            if screening.retry:  # a service down (the time-stamp authority): try later
+                raise ServiceDown(screening.broken)
+            raise SystemExit(screening.broken)
+        await bot.poster.learn_upload_limit()
         await bot.replies.restore()
         await bot.resume()
         sync = SyncLoop(
@@ -235,7 +234,7 @@ async def run_bot(
                 metrics,
                 settings.metrics,
                 Health.of(
-                    queue, sync, disk.current, lambda: (bot.intake.waiting, len(bot.ctx.backlog))
+                    queue, sync, disk.current, lambda: (bot.intake.waiting, len(bot.backlog))
                 ),
             )
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")

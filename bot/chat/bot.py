@@ -1,29 +1,53 @@
-"""The chat side of one bot: its roles built once and wired, each handed the shared context.
+"""The chat side of one bot: its roles built once and wired, each handed what it uses.
 
 Data flows one way: event -> intake -> parsed command -> accepting (job stored, queued) ->
 delivery (pictures sent, usage row); resuming re-queues at start what the last run left.
-The commands that only read or change settings (room, queue, usage) are in `replies.py`.
+The commands that only read or change settings (room, queue, usage) are in `replies/`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from nio import AsyncClient
 
+from generation.families.known import family_of_runner
 from generation.scheduling.queue import GenerationQueue
 
-from bot.chat.jobs.accepting import Acceptor
-from bot.chat.context import Context
-from bot.chat.jobs.delivery import Delivery
+from bot.chat.defaults import Defaults
 from bot.chat.intake import Intake
+from bot.chat.jobs.accepting import Acceptor
+from bot.chat.jobs.delivery import Delivery
 from bot.chat.jobs.iterate import Iterator
-from bot.chat.replies.answers import Replies
+from bot.chat.jobs.pending import PendingJobs
+from bot.chat.jobs.posting import Poster
 from bot.chat.jobs.resuming import Resumer
+from bot.chat.jobs.screening import Screener
+from bot.chat.jobs.slots import Slots
+from bot.chat.jobs.status import Statuses
+from bot.chat.language import styles
+from bot.chat.language.resolve import Catalogue
+from bot.chat.replies.answers import Replies
 from bot.config import Settings
+from bot.ops.backlog import Backlog
 from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics
 from bot.ops.tasks import TaskOwner
+
+
+def catalogue_of(queue: GenerationQueue, settings: Settings) -> Catalogue:
+    """What a command may choose from: the runner's models and the configured styles."""
+    runner = queue.runner
+    return Catalogue(
+        default_model=runner.name,
+        models={name: runner.native_size(name) for name in runner.models},
+        styles=styles.configured(settings.styles),
+        families={name: family_of_runner(runner, name) for name in runner.models},
+        # generation.edit_model, else the default model where its family edits
+        edit_model=settings.generation.edit_model
+        or (runner.name if family_of_runner(runner, runner.name).edits else None),
+    )
 
 
 class Bot:
@@ -40,31 +64,77 @@ class Bot:
         beat: Callable[[], None] = lambda: None,
         disk: DiskWatch | None = None,
     ):
-        self.ctx = ctx = Context(client, settings, db, queue, tasks, metrics, beat, disk)
-        self.delivery = Delivery(ctx)
-        self.acceptor = Acceptor(ctx, self.delivery, Iterator(ctx))
-        self.replies = Replies(ctx)
-        self.intake = Intake(ctx, self.acceptor, self.replies)
-        self.resumer = Resumer(ctx, self.acceptor, self.delivery)
+        self.client, self.settings, self.db, self.queue = client, settings, db, queue
+        metrics = metrics or Metrics()
+        # state_dir's free space: a command that cannot be stored waits in it for space,
+        # and a delivered job's writes wait in the backlog (bot.app hands in its watch)
+        disk = disk or DiskWatch(settings.state_dir, settings.disk)
+        self.backlog = Backlog(disk, tasks)
+        catalogue = catalogue_of(queue, settings)
+        self.pending = PendingJobs()
+        defaults = Defaults(db, settings.limits, catalogue)
+        slots = Slots()
+        # Set by the first sync: until then nio does not know which rooms are encrypted
+        # (with encryption on it cannot send to them; with it off, the guard against
+        # sending in the clear could not work). The answers of resumed jobs wait for it.
+        rooms_known = asyncio.Event()
+        # The compliance checks: loaded at start by bot.app, else at the first picture.
+        self.screener = Screener(client, db, self.backlog, settings)
+        # Learns the homeserver's upload limit: at start by bot.app, else at a refusal.
+        self.poster = Poster(
+            client, db, self.backlog, slots, self.screener, settings.usage.store_prompts
+        )
+        self.delivery = Delivery(
+            client=client,
+            db=db,
+            queue=queue,
+            pending=self.pending,
+            poster=self.poster,
+            slots=slots,
+            backlog=self.backlog,
+            metrics=metrics,
+            catalogue=catalogue,
+            rooms_known=rooms_known,
+        )
+        self.acceptor = Acceptor(
+            client=client,
+            settings=settings,
+            db=db,
+            queue=queue,
+            tasks=tasks,
+            metrics=metrics,
+            pending=self.pending,
+            defaults=defaults,
+            statuses=Statuses(client, queue, settings.progress, slots, tasks),
+            screener=self.screener,
+            delivery=self.delivery,
+            iterator=Iterator(client, settings, db, catalogue),
+        )
+        self.replies = Replies(client, settings, db, queue, catalogue, self.pending, defaults)
+        self.intake = Intake(
+            client=client,
+            settings=settings,
+            db=db,
+            queue=queue,
+            tasks=tasks,
+            disk=disk,
+            pending=self.pending,
+            rooms_known=rooms_known,
+            acceptor=self.acceptor,
+            replies=self.replies,
+            beat=beat,
+        )
+        self.resumer = Resumer(
+            client=client,
+            settings=settings,
+            db=db,
+            tasks=tasks,
+            rooms_known=rooms_known,
+            acceptor=self.acceptor,
+            delivery=self.delivery,
+        )
         # What bot.app and the sync loop drive.
         self.on_sync = self.intake.on_sync
         self.on_event = self.intake.on_event
         self.undecrypted = self.intake.undecrypted
         self.resume = self.resumer.resume
-
-    # Set by bot.app at start: the loaded compliance checks, the homeserver's upload limit.
-    @property
-    def screening(self):
-        return self.ctx.screening
-
-    @screening.setter
-    def screening(self, value) -> None:
-        self.ctx.screening = value
-
-    @property
-    def upload_limit(self) -> int | None:
-        return self.ctx.upload_limit
-
-    @upload_limit.setter
-    def upload_limit(self, value: int | None) -> None:
-        self.ctx.upload_limit = value

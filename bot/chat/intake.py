@@ -10,15 +10,22 @@ import logging
 import time
 from typing import Any
 
-from nio import InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
+from collections.abc import Callable
+
+from nio import AsyncClient, InviteMemberEvent, JoinResponse, MegolmEvent, SyncResponse
+
+from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.jobs.accepting import Acceptor
+from bot.chat.jobs.pending import PendingJobs
 from bot.chat.language.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.language.parser import parse
-from bot.chat.context import Context, matches
 from bot.chat.lanes import Lanes
 from bot.chat.replies.answers import Replies
+from bot.config import Settings
 from bot.matrix import encryption, messages, power
+from bot.ops.disk import DiskWatch
+from bot.ops.tasks import TaskOwner
 from bot.store import db as database
 
 log = logging.getLogger(__name__)
@@ -48,16 +55,31 @@ def _redacted_id(event: dict[str, Any]) -> str | None:
 class Intake:
     """Takes each sync's events in and hands each command to the role that answers it."""
 
-    def __init__(self, ctx: Context, acceptor: Acceptor, replies: Replies):
-        self.ctx = ctx
+    def __init__(
+        self,
+        *,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        queue: GenerationQueue,
+        tasks: TaskOwner,
+        disk: DiskWatch,
+        pending: PendingJobs,
+        rooms_known: asyncio.Event,
+        acceptor: Acceptor,
+        replies: Replies,
+        beat: Callable[[], None],
+    ):
+        self.client, self.settings, self.db, self.queue = client, settings, db, queue
+        self.disk = disk  # a command the full disk refuses waits for its space
+        self.pending = pending  # a redacted command's job is cancelled
+        self.rooms_known = rooms_known  # set by the first sync
         self.acceptor = acceptor
         self.replies = replies
-        self.lanes = Lanes(ctx.tasks, ctx.beat)
+        self.beat = beat
+        self.lanes = Lanes(tasks, beat)
         self.undecrypted = encryption.Undecrypted(
-            ctx.client,
-            self._hand_on,
-            self._undecryptable,
-            wanted=lambda sender: matches(sender, ctx.settings.matrix.allowed_users),
+            client, self._hand_on, self._undecryptable, wanted=settings.matrix.allows
         )
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
@@ -67,10 +89,10 @@ class Intake:
     async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
         """Hand the sync's events on; the future is done once they are all handled (the
         sync token is saved then, so that a restart before it sees them again)."""
-        self.ctx.rooms_known.set()
+        self.rooms_known.set()
         self._handed = []
         try:
-            await encryption.keep_keys(self.ctx.client)
+            await encryption.keep_keys(self.client)
         except messages.NETWORK_ERRORS as exc:  # tried again after the next sync
             log.warning("could not update the encryption keys: %s", exc)
         except Exception as exc:
@@ -83,9 +105,9 @@ class Intake:
             self._hand(
                 room_id, lambda r=room_id, s=info.invite_state: self.on_invite(r, s), "an invite"
             )
-        if not self.ctx.settings.matrix.encryption:
+        if not self.settings.matrix.encryption:
             for room_id in response.rooms.join:
-                if messages.is_encrypted(self.ctx.client, room_id):
+                if messages.is_encrypted(self.client, room_id):
                     self._hand(
                         room_id,
                         lambda r=room_id: self._leave_encrypted(r),
@@ -103,7 +125,7 @@ class Intake:
 
     async def _take_in(self, response: SyncResponse) -> None:
         for room_id, info in response.rooms.join.items():
-            room = getattr(self.ctx.client, "rooms", {}).get(room_id)
+            room = getattr(self.client, "rooms", {}).get(room_id)
             if info.timeline.limited and room is not None and room.encrypted:
                 # Lazy-loaded members: people who joined in the gap are not in nio's view,
                 # and would not get the room key of the bot's answers.
@@ -121,16 +143,16 @@ class Intake:
             await handling
         except Exception:
             log.exception("could not handle an event in %s", room_id)
-        self.ctx.beat()
+        self.beat()
 
     async def on_invite(self, room_id: str, invite_state: list) -> None:
         inviter = self._inviter(invite_state)
-        if inviter is None or not matches(inviter, self.ctx.settings.matrix.allowed_users):
+        if inviter is None or not self.settings.matrix.allows(inviter):
             # Invites from anyone else are declined, so they do not pile up.
             log.info("declining the invite to %s from %s", room_id, inviter)
-            await self.ctx.client.room_leave(room_id)
+            await self.client.room_leave(room_id)
             return
-        most, rooms = self.ctx.settings.matrix.max_rooms, self._rooms_in()
+        most, rooms = self.settings.matrix.max_rooms, self._rooms_in()
         if rooms >= most:
             log.warning(
                 "declining the invite to %s from %s: the bot is in %d rooms and "
@@ -140,14 +162,14 @@ class Intake:
                 rooms,
                 most,
             )
-            await self.ctx.client.room_leave(room_id)
+            await self.client.room_leave(room_id)
             return
         # Counted from now on: the invites of one sync are handled at once, in their rooms'
         # lanes, and nio knows a joined room only from the next sync.
         self._joining.add(room_id)
         response = None
         try:
-            response = await self.ctx.client.join(room_id)
+            response = await self.client.join(room_id)
         finally:
             if not isinstance(response, JoinResponse):
                 self._joining.discard(room_id)
@@ -173,7 +195,7 @@ class Intake:
             e
             for e in invite_state
             if _source(e).get("type") == "m.room.member"
-            and _source(e).get("state_key") == self.ctx.me
+            and _source(e).get("state_key") == self.client.user_id
         ]
         last = mine[-1] if mine else None
         if isinstance(last, InviteMemberEvent) and last.membership == "invite":
@@ -183,7 +205,7 @@ class Intake:
     def _rooms_in(self) -> int:
         """The rooms the bot is in: those the syncs showed it join (nio's rooms, less those it
         left since: nio forgets a room only when asked to), and those it joined since."""
-        known = set(getattr(self.ctx.client, "rooms", {})) - self._left
+        known = set(getattr(self.client, "rooms", {})) - self._left
         self._joining.difference_update(known)
         return len(known) + len(self._joining)
 
@@ -200,22 +222,22 @@ class Intake:
             ),
         }
         try:
-            await self.ctx.client.room_send(
+            await self.client.room_send(
                 room_id, "m.room.message", content, tx_id=f"imgbot-leave-{room_id}"
             )
         finally:
-            await self.ctx.client.room_leave(room_id)
+            await self.client.room_leave(room_id)
 
     async def _undecryptable(self, room_id: str, event: dict[str, Any], text: str) -> None:
-        if matches(str(event.get("sender")), self.ctx.settings.matrix.allowed_users):
+        if self.settings.matrix.allows(str(event.get("sender"))):
             self._hand(
                 room_id,
-                lambda: messages.send_notice(self.ctx.client, room_id, text, reply_to=event),
+                lambda: messages.send_notice(self.client, room_id, text, reply_to=event),
                 "a notice",
             )
 
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
-        if event.get("sender") == self.ctx.me:
+        if event.get("sender") == self.client.user_id:
             return
         if event.get("type") == "m.room.redaction":
             await self.on_redaction(room_id, event)
@@ -229,16 +251,16 @@ class Intake:
             return
         command = parse(
             str(content.get("body", "")),
-            self.ctx.settings.matrix.command_prefix,
-            self.ctx.settings.limits,
+            self.settings.matrix.command_prefix,
+            self.settings.limits,
         )
         if command is None:
             return
         sender = event["sender"]
-        if not matches(sender, self.ctx.settings.matrix.allowed_users):
+        if not self.settings.matrix.allows(sender):
             log.info("ignoring a command from %s, who is not in allowed_users", sender)
             return
-        if await database.was_handled(self.ctx.db, event["event_id"]):
+        if await database.was_handled(self.db, event["event_id"]):
             return  # answered already, before a restart
         # A refused or accepted command is claimed in the same transaction as its usage row
         # (and its job), so that a crash between the two loses neither; the others now.
@@ -257,12 +279,12 @@ class Intake:
             )
         else:
             await self._when_stored(
-                event, lambda: database.claim_event(self.ctx.db, event["event_id"], time.time())
+                event, lambda: database.claim_event(self.db, event["event_id"], time.time())
             )
             try:
                 await self.replies.answer(room_id, event, command)
             except Exception as exc:
-                if not await self.ctx.disk.refused(exc):
+                if not await self.disk.refused(exc):
                     raise
                 # Taken, so never answered again: this notice is its one answer.
                 log.warning(
@@ -270,7 +292,7 @@ class Intake:
                     type(command).__name__,
                     room_id,
                 )
-                await messages.send_notice(self.ctx.client, room_id, NOT_SAVED, reply_to=event)
+                await messages.send_notice(self.client, room_id, NOT_SAVED, reply_to=event)
 
     async def _when_stored(self, event: dict[str, Any], take) -> None:
         """Take a command (`take`: its handling up to and including its claim), or, when
@@ -284,7 +306,7 @@ class Intake:
             try:
                 await take()
             except Exception as exc:
-                if not await self.ctx.disk.refused(exc):
+                if not await self.disk.refused(exc):
                     raise
             else:
                 if waited:
@@ -303,7 +325,7 @@ class Intake:
             waited = True
             self.waiting += 1
             try:
-                await self.ctx.disk.space_back()
+                await self.disk.space_back()
             finally:
                 self.waiting -= 1
 
@@ -314,12 +336,12 @@ class Intake:
         any redaction in (room versions 3+ check it only when it is applied), and a
         homeserver other than Synapse may pass on one that Synapse would withhold. A
         redaction in another room changes nothing."""
-        pending = self.ctx.pending.get(_redacted_id(event) or "")
+        pending = self.pending.of_command(_redacted_id(event) or "")
         if pending is None or pending.room_id != room_id:
             return
         sender = str(event.get("sender"))
         if sender != pending.stored.sender and not await power.may_redact_others(
-            self.ctx.client, room_id, sender
+            self.client, room_id, sender
         ):
             log.info(
                 "job %d stays: its command was redacted by %s, who is neither its "
@@ -328,6 +350,6 @@ class Intake:
                 sender,
             )
             return
-        if not self.ctx.queue.cancel(lambda ticket: ticket is pending.ticket):
+        if not self.queue.cancel(lambda ticket: ticket is pending.ticket):
             pending.withdrawn = True
         log.info("the command of job %d was redacted by %s", pending.ticket.id, sender)

@@ -8,7 +8,7 @@ compliance loaders it checks a config against), never a wing above it.
 """
 
 from bot.config.base import ConfigError, parse_size
-from bot.config.chat import LimitSettings, QuotaSettings
+from bot.config.chat import LimitSettings, ProgressSettings, QuotaSettings
 from bot.config.cluster import RaySettings
 from bot.config.compliance import ComplianceSettings
 from bot.config.generation import GenerationSettings
@@ -24,6 +24,7 @@ __all__ = [
     "LimitSettings",
     "MatrixSettings",
     "MetricsSettings",
+    "ProgressSettings",
     "QuotaSettings",
     "RaySettings",
     "Settings",

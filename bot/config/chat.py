@@ -11,7 +11,7 @@ import re
 from pydantic import AliasChoices, Field, field_validator
 
 from bot.config.base import _Section
-from bot.config.matrix import user_patterns
+from bot.config.matrix import matches, user_patterns
 
 PLACEHOLDER = "{prompt}"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -168,3 +168,6 @@ class QuotaSettings(_Section):
     )
 
     _exempt = field_validator("exempt")(user_patterns)
+
+    def exempts(self, user_id: str) -> bool:
+        return matches(user_id, self.exempt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
@@ -16,6 +17,11 @@ def user_patterns(value: list[str] | None) -> list[str] | None:
         if not pattern.startswith("@") or ":" not in pattern:
             raise ValueError(f"{pattern!r} is not a user ID or a pattern like @*:example.org")
     return value
+
+
+def matches(user_id: str, patterns: list[str] | None) -> bool:
+    """Whether a user ID matches one of the glob patterns (`@*:example.org`)."""
+    return any(fnmatch.fnmatchcase(user_id, pattern) for pattern in patterns or [])
 
 
 class MatrixSettings(_Section):
@@ -141,6 +147,13 @@ class MatrixSettings(_Section):
     def password_key(self) -> str:
         """The config key the password comes from, for messages about the login."""
         return "matrix.password_file" if self.password_file is not None else "matrix.password"
+
+    def allows(self, user_id: str) -> bool:
+        """Whether the bot works for this person (allowed_users)."""
+        return matches(user_id, self.allowed_users)
+
+    def is_admin(self, user_id: str) -> bool:
+        return matches(user_id, self.admins)
 
     def full_user_id(self, text: str) -> str:
         """A user ID as an admin may type it: `bob` and `@bob` are @bob on the bot's own

@@ -80,13 +80,13 @@ async def say(bot, body: str, sender: str = PERSON, replying_to: str | None = No
             "content": content,
         },
     )
-    return bot.ctx.client.sent
+    return bot.client.sent
 
 
 async def one_notice(bot, body: str, **kwargs) -> str:
     sent = await say(bot, body, **kwargs)
     assert [c["msgtype"] for c in sent] == ["m.notice"], sent
-    assert bot.ctx.queue.jobs == [] and not bot.ctx.pending
+    assert bot.queue.jobs == [] and not bot.pending
     return sent[0]["body"]
 
 
@@ -101,11 +101,11 @@ async def test_what_a_subcommand_does_not_take_is_one_notice_and_no_job(bot, tex
 @pytest.mark.parametrize("sender", [PERSON, ADMIN])
 async def test_the_issues_examples(bot, sender):
     assert "up to 99999" in await one_notice(bot, "!img usage 99999999999999999999d", sender=sender)
-    bot.ctx.client.sent.clear()
+    bot.client.sent.clear()
     assert "not an option" in await one_notice(bot, "!img --", sender=sender)
-    bot.ctx.client.sent.clear()
+    bot.client.sent.clear()
     assert "The prompt is empty" in await one_notice(bot, "!img \u202e\u202e", sender=sender)
-    bot.ctx.client.sent.clear()
+    bot.client.sent.clear()
     assert "!img edit <what to change>" in await one_notice(bot, "!img edit", sender=sender)
 
 

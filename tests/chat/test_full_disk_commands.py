@@ -94,31 +94,32 @@ async def test_a_command_the_full_disk_refused_is_taken_once_space_is_back(bot):
     ]
     await asyncio.sleep(0.5)  # readings while full: nothing taken, nothing sent
     assert not any(h.done() for h in handled)
-    assert bot.ctx.client.sent == [] and bot.ctx.pending == {}
+    assert bot.client.sent == [] and len(bot.pending) == 0
     assert bot.intake.waiting == 1
-    assert not await database.was_handled(bot.ctx.db, "$cmd1")
+    assert not await database.was_handled(bot.db, "$cmd1")
 
     bot.disk.free()
     await asyncio.wait_for(asyncio.gather(*handled), 10)
-    assert set(bot.ctx.pending) == {"$cmd1", "$cmd2"}  # taken, in the room's order
-    assert [p.ticket.id for p in bot.ctx.pending.values()] == sorted(
-        p.ticket.id for p in bot.ctx.pending.values()
-    )
-    assert await database.was_handled(bot.ctx.db, "$cmd1")
+    assert {p.stored.event_id for p in bot.pending} == {
+        "$cmd1",
+        "$cmd2",
+    }  # taken, in the room's order
+    assert [p.ticket.id for p in bot.pending] == sorted(p.ticket.id for p in bot.pending)
+    assert await database.was_handled(bot.db, "$cmd1")
     assert bot.intake.waiting == 0
     # Handled again (the sync that brought it, fetched again after a restart): nothing more.
     await bot.on_event(ROOM, first)
-    assert len(bot.ctx.pending) == 2 and bot.ctx.queue.depth == 2
+    assert len(bot.pending) == 2 and bot.queue.depth == 2
 
 
 async def test_a_refusal_the_full_disk_refused_is_sent_once_space_is_back(bot):
     bot.disk.fill()
     waiting = asyncio.ensure_future(bot.on_event(ROOM, command(1, "!img a cat --steps 0")))
     await asyncio.sleep(0.3)
-    assert not waiting.done() and bot.ctx.client.sent == []
+    assert not waiting.done() and bot.client.sent == []
     bot.disk.free()
     await asyncio.wait_for(waiting, 10)
-    answers = bot.ctx.client.replies_to("$cmd1")
+    answers = bot.client.replies_to("$cmd1")
     assert len(answers) == 1 and "steps" in answers[0], answers
 
 
@@ -133,11 +134,11 @@ async def test_a_change_taken_but_not_saved_gets_one_notice_that_says_so(bot, mo
         return claimed
 
     monkeypatch.setattr(intake.database, "claim_event", claim_then_fill)
-    bot.ctx.queue.resume()
+    bot.queue.resume()
     await bot.on_event(ROOM, command(1, "!img pause"))
-    assert bot.ctx.client.replies_to("$cmd1") == [intake.NOT_SAVED]
-    assert not bot.ctx.queue.paused
-    assert await database.was_handled(bot.ctx.db, "$cmd1")
+    assert bot.client.replies_to("$cmd1") == [intake.NOT_SAVED]
+    assert not bot.queue.paused
+    assert await database.was_handled(bot.db, "$cmd1")
 
 
 async def test_any_other_failure_of_a_claim_is_not_waited_on(bot, monkeypatch):

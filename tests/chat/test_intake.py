@@ -17,7 +17,6 @@ import pytest
 from nio import JoinResponse, RoomGetStateResponse, SyncResponse
 
 from bot.chat.bot import Bot
-from bot.chat.context import Pending
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
 
@@ -232,12 +231,9 @@ async def redacted_by(sender: str, state: list[dict], room_version_11: bool = Fa
     client = RecordingClient(state=state)
     queue = CancellingQueue()
     bot = make_bot(client, queue=queue)
-    pending = Pending(
-        SimpleNamespace(id=1),
-        SimpleNamespace(room_id=ROOM, sender=BOB),
-        asyncio.get_running_loop().create_future(),
+    bot.pending.add(
+        SimpleNamespace(id=1), SimpleNamespace(room_id=ROOM, sender=BOB, event_id=COMMAND)
     )
-    bot.ctx.pending[COMMAND] = pending
     await bot.on_event(ROOM, redaction(sender, room_version_11))
     return bool(queue.cancelled), client.calls
 

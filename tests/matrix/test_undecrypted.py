@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from nio import MegolmEvent
 
-from bot.chat.context import matches
+from bot.config.matrix import matches
 from bot.matrix import encryption
 
 ROOM = "!room:example.org"

@@ -9,16 +9,23 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
+from nio import AsyncClient
+
 from generation.job import Job
-from generation.scheduling.queue import QueueFull
+from generation.scheduling.queue import GenerationQueue, QueueFull
 
 from bot.chat.jobs import quotas
 from bot.chat.language.commands import UsageError
-from bot.chat.context import Context, Pending, matches
+from bot.chat.defaults import Defaults
+from bot.chat.jobs.pending import Pending, PendingJobs
+from bot.chat.jobs.screening import Screener
 from bot.chat.jobs.delivery import Delivery
 from bot.chat.jobs.iterate import Iterator
-from bot.chat.jobs.status import Status
+from bot.chat.jobs.status import Statuses
+from bot.config import Settings
 from bot.matrix import messages
+from bot.ops.metrics import Metrics
+from bot.ops.tasks import TaskOwner
 from bot.store import db as database
 from bot.store import jobs, usage
 from bot.store.jobs import StoredJob
@@ -53,8 +60,29 @@ class Locks:
 class Acceptor:
     """Turns a command that makes pictures into a stored, queued job, or refuses it."""
 
-    def __init__(self, ctx: Context, delivery: Delivery, iterator: Iterator):
-        self.ctx = ctx
+    def __init__(
+        self,
+        *,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        queue: GenerationQueue,
+        tasks: TaskOwner,
+        metrics: Metrics,
+        pending: PendingJobs,
+        defaults: Defaults,
+        statuses: Statuses,
+        screener: Screener,
+        delivery: Delivery,
+        iterator: Iterator,
+    ):
+        self.client, self.settings, self.db, self.queue = client, settings, db, queue
+        self.tasks = tasks
+        self.metrics = metrics
+        self.pending = pending
+        self.defaults = defaults
+        self.statuses = statuses
+        self.screener = screener  # its blocklist refuses a prompt before any GPU work
         self.delivery = delivery
         self.iterator = iterator
         self._people = Locks()  # one a person whose jobs are being checked and accepted
@@ -63,7 +91,7 @@ class Acceptor:
         self, event: dict[str, Any], room_id: str, prompt: str, job: Job | None
     ) -> usage.NewJob:
         """The usage row of a command, with the prompt kept or hashed as configured."""
-        store = self.ctx.settings.usage.store_prompts
+        store = self.settings.usage.store_prompts
         # A picture of an encrypted room is a source with its key (for restarts and for
         # `again`); the usage log keeps only where it was.
         options = (
@@ -86,21 +114,21 @@ class Acceptor:
     async def reject(
         self, room_id: str, event: dict[str, Any], message: str, prompt: str, job: Job | None = None
     ) -> None:
-        async with database.writing(self.ctx.db):
-            await database.insert_claim(self.ctx.db, event["event_id"], time.time())
+        async with database.writing(self.db):
+            await database.insert_claim(self.db, event["event_id"], time.time())
             await usage.insert_job(
-                self.ctx.db,
+                self.db,
                 self.logged(event, room_id, prompt, job),
                 status=JobStatus.REJECTED,
                 error=message,
             )
-        self.ctx.metrics.job_rejected()
-        await messages.send_notice(self.ctx.client, room_id, message, reply_to=event)
+        self.metrics.job_rejected()
+        await messages.send_notice(self.client, room_id, message, reply_to=event)
 
     async def on_generate(self, room_id: str, event: dict[str, Any], command) -> None:
         """A command that makes pictures: a prompt, or again/vary/upscale of a picture."""
         sender = event["sender"]
-        room, _ = await self.ctx.room_defaults(room_id)
+        room, _ = await self.defaults.of_room(room_id)
         made = await self.iterator.job_for(room_id, event, command, room)
         if isinstance(made, UsageError):
             await self.reject(
@@ -111,7 +139,7 @@ class Acceptor:
             )
             return
         job, prompt = made
-        screening = self.ctx.screening
+        screening = self.screener.loaded
         # In a thread: an operator's pattern may take up to its time limit (safety.py).
         if (
             screening is not None
@@ -138,7 +166,7 @@ class Acceptor:
                 # Written down before any GPU work starts: from here on, the job is answered
                 # exactly once, whatever happens to the bot in between.
                 stored = await jobs.accept(
-                    self.ctx.db,
+                    self.db,
                     event,
                     room_id,
                     prompt,
@@ -152,16 +180,16 @@ class Acceptor:
     async def _refusal(self, sender: str, job: Job) -> str | None:
         """Why the person's quotas or share of the queue leave no room for `job` now."""
         over = await quotas.refusal(
-            self.ctx.db,
+            self.db,
             sender,
             job.count,
-            self.ctx.settings.quotas,
-            exempt=matches(sender, self.ctx.settings.quotas.exempt),
+            self.settings.quotas,
+            exempt=self.settings.quotas.exempts(sender),
         )
         if over is not None:
             return over
         try:
-            self.ctx.queue.admit(sender)
+            self.queue.admit(sender)
         except QueueFull as exc:
             return str(exc)
         return None
@@ -170,14 +198,10 @@ class Acceptor:
         """Queue a stored job, the task that answers it and the one that shows its status
         (a resumed job is not told it waits: its room heard from it before the restart).
         The queue's limits were checked when it was accepted (or before the restart)."""
-        ticket = self.ctx.queue.submit(
+        ticket = self.queue.submit(
             stored.job, owner=stored.sender, tag=stored.event_id, check_limits=False
         )
-        answered = asyncio.get_running_loop().create_future()
-        pending = Pending(ticket, stored, answered, self.ctx.last_in_room.get(stored.room_id))
-        self.ctx.last_in_room[stored.room_id] = answered
-        self.ctx.pending[stored.event_id] = pending
-        pending.status = Status(self.ctx, pending, self.ctx.typing, tell_waiting=not resumed)
-        self.ctx.tasks.spawn(pending.status.follow(), name=f"status-{ticket.id}")
-        self.ctx.tasks.spawn(self.delivery.deliver(pending), name=f"deliver-{ticket.id}")
+        pending = self.pending.add(ticket, stored)
+        pending.status = self.statuses.of(pending, tell_waiting=not resumed)
+        self.tasks.spawn(self.delivery.deliver(pending), name=f"deliver-{ticket.id}")
         return pending

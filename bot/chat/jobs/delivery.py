@@ -9,15 +9,21 @@ import asyncio
 import logging
 import time
 
+from nio import AsyncClient
+
 from generation.compliance.claims import claim_for
 from generation.job import Result
+from generation.scheduling.queue import GenerationQueue
 
-from bot.chat.jobs import posting
-from bot.chat.language.captions import caption
-from bot.chat.context import Context, Pending
-from bot.chat.jobs.posting import NotSent
+from bot.chat.jobs.pending import Pending, PendingJobs
+from bot.chat.jobs.posting import NotSent, Poster
 from bot.chat.jobs.sheet import contact_sheet
+from bot.chat.jobs.slots import Slots
+from bot.chat.language.captions import caption
+from bot.chat.language.resolve import Catalogue
 from bot.matrix import messages
+from bot.ops.backlog import Backlog
+from bot.ops.metrics import Metrics
 from bot.store import jobs
 from bot.store.jobs import StoredJob
 from bot.store.usage import JobStatus
@@ -29,8 +35,28 @@ log = logging.getLogger(__name__)
 class Delivery:
     """Sends each finished job's answer and writes down how it ended."""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(
+        self,
+        *,
+        client: AsyncClient,
+        db,
+        queue: GenerationQueue,
+        pending: PendingJobs,
+        poster: Poster,
+        slots: Slots,
+        backlog: Backlog,
+        metrics: Metrics,
+        catalogue: Catalogue,
+        rooms_known: asyncio.Event,
+    ):
+        self.client, self.db, self.queue = client, db, queue
+        self.pending = pending
+        self.poster = poster
+        self.slots = slots
+        self.backlog = backlog  # the usage row's outcome waits there when the disk is full
+        self.metrics = metrics
+        self.catalogue = catalogue
+        self.rooms_known = rooms_known  # no answer goes out before the first sync
 
     async def deliver(self, pending: Pending) -> None:
         final = None
@@ -39,12 +65,7 @@ class Delivery:
         finally:
             if pending.status is not None:
                 pending.status.end(final)
-            # Kept until everything is sent, so a redaction while uploading still counts.
-            self.ctx.pending.pop(pending.stored.event_id, None)
-            pending.answered.set_result(None)
-            room_id = pending.room_id
-            if self.ctx.last_in_room.get(room_id) is pending.answered:
-                del self.ctx.last_in_room[room_id]
+            self.pending.answered(pending)
 
     async def _deliver(self, pending: Pending) -> str | None:
         """Answer the job; returns the last words of its status, None to leave it be."""
@@ -64,7 +85,7 @@ class Delivery:
             # The bot is stopping: the job stays stored, for the next start.
             log.info("job %d is kept for the next start (usage id %d)", ticket.id, stored.usage_id)
             return None
-        await self.ctx.rooms_known.wait()
+        await self.rooms_known.wait()
         batch = dict(
             batch=result.extra.get("batch_pictures", 0),
             pictures=stored.job.count,
@@ -86,7 +107,7 @@ class Delivery:
             if not result.ok:
                 await pending.my_turn()  # the room's earlier answers come first
                 await messages.send_notice(
-                    self.ctx.client,
+                    self.client,
                     stored.room_id,
                     f"Sorry, that failed. {result.error}",
                     reply_to=stored.command,
@@ -137,7 +158,7 @@ class Delivery:
                 else f"the homeserver would not take it ({refusal})"
             )
             await messages.send_notice(
-                self.ctx.client,
+                self.client,
                 stored.room_id,
                 f"Sorry, the picture was made but {why}.",
                 reply_to=stored.command,
@@ -177,11 +198,11 @@ class Delivery:
         if generation_seconds is not None and batch > pictures:
             generation_seconds = generation_seconds * pictures / batch
         # Written once space is back when the disk is full: the answer went out regardless.
-        await self.ctx.backlog.write(
+        await self.backlog.write(
             f"the outcome of {'job ' + str(number) if number is not None else 'a job'} in "
             "the usage log",
             lambda: jobs.finish(
-                self.ctx.db,
+                self.db,
                 stored,
                 status=status,
                 error=error,
@@ -191,7 +212,7 @@ class Delivery:
                 worker=worker,
             ),
         )
-        self.ctx.metrics.job_finished(status, images, generation_seconds, queue_seconds)
+        self.metrics.job_finished(status, images, generation_seconds, queue_seconds)
         outcome = (
             status.value
             if status is JobStatus.OK or error == status.value
@@ -228,7 +249,7 @@ class Delivery:
             return what
         if job.kind == "upscale":
             return f"{what}, upscale {job.factor}× to {job.width}x{job.height}"
-        model = job.model or self.ctx.catalogue.default_model
+        model = job.model or self.catalogue.default_model
         kind = {
             "img2img": f", image-to-image at strength {job.strength:g}",
             "edit": ", an edit by instruction",
@@ -252,21 +273,18 @@ class Delivery:
         by side (and beside the room's earlier answers); their messages are sent in order,
         once the room's earlier answers are. Raises messages.Unreachable."""
         job = result.job
-        upscaler = getattr(self.ctx.queue.runner, "upscaler_name", "")
+        upscaler = getattr(self.queue.runner, "upscaler_name", "")
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         if result.extra.get("worker"):
             # Which GPU worker made it; embedded only with compliance.embed_worker.
             params["worker"] = result.extra["worker"]
         # What the pictures claim: a plain resize of someone's picture claims no AI at all.
-        claim = claim_for(job, getattr(self.ctx.queue.runner, "ai_upscaler", False))
+        claim = claim_for(job, getattr(self.queue.runner, "ai_upscaler", False))
 
         async def prepared(index: int, image):
-            text = caption(
-                result, pending.prompt, index, self.ctx.catalogue.default_model, upscaler
-            )
-            async with self.ctx.slots.take(pending.room_id):
-                return await posting.prepare(
-                    self.ctx,
+            text = caption(result, pending.prompt, index, self.catalogue.default_model, upscaler)
+            async with self.slots.take(pending.room_id):
+                return await self.poster.prepare(
                     pending,
                     image,
                     {**params, "seed": job.seed + index},
@@ -283,7 +301,7 @@ class Delivery:
             for index, image in enumerate(result.images)
         ]
         try:
-            async with self.ctx.slots.under_way(pending.room_id):
+            async with self.slots.under_way(pending.room_id):
                 sent, refusal, lost = await self._post_in_order(pending, job, preparing)
         finally:
             for task in preparing:
@@ -292,7 +310,7 @@ class Delivery:
         if sent and lost and not pending.withdrawn:
             # The others arrived, so the job counts as answered: say which did not, and why.
             await messages.send_notice(
-                self.ctx.client,
+                self.client,
                 pending.room_id,
                 f"{plural(len(lost), 'picture')} of {len(result.images)} could not be "
                 f"posted: {'; '.join(lost)}.",
@@ -308,9 +326,8 @@ class Delivery:
                 labels,
                 cell=min(384, max(job.width, job.height)),
             )
-            async with self.ctx.slots.take(pending.room_id):
-                ready = await posting.prepare(
-                    self.ctx,
+            async with self.slots.take(pending.room_id):
+                ready = await self.poster.prepare(
                     pending,
                     sheet,
                     {**params, "seed": f"{job.seed}-{job.seed + job.count - 1}"},
@@ -321,7 +338,7 @@ class Delivery:
                     claim=claim,
                 )
             if not isinstance(ready, NotSent):
-                await posting.post(self.ctx, pending, ready)
+                await self.poster.post(pending, ready)
         return sent, refusal
 
     async def _post_in_order(self, pending: Pending, job, preparing: list) -> tuple:
@@ -334,9 +351,7 @@ class Delivery:
             if pending.withdrawn:
                 break
             problem = (
-                ready
-                if isinstance(ready, NotSent)
-                else await posting.post(self.ctx, pending, ready)
+                ready if isinstance(ready, NotSent) else await self.poster.post(pending, ready)
             )
             if problem is not None and problem.withheld:  # its notice was the answer
                 refusal = refusal or problem  # and it is not counted as sent

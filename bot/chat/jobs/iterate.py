@@ -9,6 +9,7 @@ import dataclasses
 import math
 import secrets
 
+from nio import AsyncClient
 from PIL import Image
 
 from generation.job import Job
@@ -28,7 +29,8 @@ from bot.chat.language.options import (
     size_for_aspect,
     size_limit,
 )
-from bot.chat.language.resolve import resolve
+from bot.chat.language.resolve import Catalogue, resolve
+from bot.config import LimitSettings, Settings
 from bot.matrix.sources import Source, SourceError
 
 
@@ -85,19 +87,19 @@ def over_todays_limits(job: Job, limits, name: str) -> UsageError | None:
 class Iterator:
     """Builds the jobs of commands that work on a picture; one per bot."""
 
-    def __init__(self, ctx):  # a bot.chat.context.Context
-        self.ctx = ctx
+    def __init__(self, client: AsyncClient | None, settings: Settings, db, catalogue: Catalogue):
+        self.client, self.settings, self.db = client, settings, db
+        self.catalogue = catalogue
 
     @property
-    def limits(self):
-        return self.ctx.settings.limits
+    def limits(self) -> LimitSettings:
+        return self.settings.limits
 
     async def job_for(
         self, room_id: str, event: dict, command, room
     ) -> tuple[Job, str] | UsageError:
         """The job, and the prompt as the person typed it (for captions and the usage log);
         or why not."""
-        ctx = self.ctx
         is_generate = isinstance(command, Generate)
         # again/vary/upscale in a thread started on a picture are about that picture.
         reply = sources.replied_to(event.get("content") or {}, thread_root=not is_generate)
@@ -110,17 +112,17 @@ class Iterator:
             return self._typed(self._resolve(command, room), command.prompt)
         if isinstance(command, Edit):  # asked before any download
             refused = editing.refusal(
-                reply is not None, ctx.settings.matrix.command_prefix, ctx.catalogue
+                reply is not None, self.settings.matrix.command_prefix, self.catalogue
             )
             if refused is not None:
                 return refused
         name = type(command).__name__.lower()
         if reply is None:
             return UsageError(
-                f"Reply to a picture with `{ctx.settings.matrix.command_prefix} {name}` for that."
+                f"Reply to a picture with `{self.settings.matrix.command_prefix} {name}` for that."
             )
         try:
-            picture = await sources.picture_event(ctx.client, room_id, reply)
+            picture = await sources.picture_event(self.client, room_id, reply)
         except sources.NotAPicture as exc:
             if is_generate and command.strength is None:
                 # A reply to a text message: just a prompt.
@@ -129,13 +131,15 @@ class Iterator:
         except SourceError as exc:
             return UsageError(str(exc))
         posted = (
-            await gallery.find(ctx.db, reply, room_id) if picture.get("sender") == ctx.me else None
+            await gallery.find(self.db, reply, room_id)
+            if picture.get("sender") == self.client.user_id
+            else None
         )
         if isinstance(command, (Again, Vary)) and posted is None:
             return UsageError(
                 f"`{name}` works on the pictures this bot made in this room; "
                 f"to start from another picture, reply to it with "
-                f"`{ctx.settings.matrix.command_prefix} <prompt>`."
+                f"`{self.settings.matrix.command_prefix} <prompt>`."
             )
         if isinstance(command, (Again, Vary)) and posted.job.kind == "upscale":
             return UsageError(
@@ -145,7 +149,7 @@ class Iterator:
             return UsageError("That is a contact sheet: reply to one of its pictures for `vary`.")
         try:
             source = await sources.fetch(
-                ctx.client,
+                self.client,
                 sources.locator(picture["content"]),
                 (picture["content"].get("info") or {}).get("size"),
                 self.limits,
@@ -199,21 +203,20 @@ class Iterator:
         return (dataclasses.replace(job, source_own=True) if source_own else job), prompt
 
     def _resolve(self, command: Generate, room, edit: bool = False) -> Job | UsageError:
-        ctx = self.ctx
         return resolve(
-            command, ctx.settings.generation, self.limits, ctx.catalogue, room, edit=edit
+            command, self.settings.generation, self.limits, self.catalogue, room, edit=edit
         )
 
     def _model(self, job: Job) -> str:
         """The picture's model, or the default when that model is no longer configured."""
-        return job.model if job.model in self.ctx.catalogue.models else ""
+        return job.model if job.model in self.catalogue.models else ""
 
     async def _again(self, command: Again, posted: gallery.Posted) -> Job | UsageError:
         job = posted.job
         count = 1 if posted.picture is not None else job.count
         if job.kind in ("img2img", "edit"):
             try:
-                job = await source_pictures.refetched(self.ctx.client, job, self.limits)
+                job = await source_pictures.refetched(self.client, job, self.limits)
             except source_pictures.ReferenceUnusable as exc:
                 return UsageError(
                     f"The reference picture this one was made with (the "
@@ -234,7 +237,7 @@ class Iterator:
         self, command: Vary, source: Source, posted: gallery.Posted
     ) -> Job | UsageError:
         job = posted.job
-        catalogue = self.ctx.catalogue
+        catalogue = self.catalogue
         model = self._model(job) or catalogue.default_model
         if catalogue.only_edits(model):  # a picture it edited: vary is image-to-image
             return UsageError(catalogue.only_edits(model))
@@ -274,14 +277,14 @@ class Iterator:
         reply: str,
         posted: gallery.Posted | None,
     ) -> Job | UsageError:
-        catalogue = self.ctx.catalogue
+        catalogue = self.catalogue
         model = catalogue.edit_model
         job = self._resolve(editing.as_generate(command, model), room, edit=True)
         if isinstance(job, UsageError):
             return job
         try:
             references = await source_pictures.thread_references(
-                self.ctx.client,
+                self.client,
                 room_id,
                 event.get("content") or {},
                 reply,
@@ -322,7 +325,7 @@ class Iterator:
             # Without --size or --ar, the new picture keeps the shape of the old one.
             try:
                 width, height = source_size(
-                    source.image, self.ctx.catalogue.models[job.model], self.limits.max_pixels
+                    source.image, self.catalogue.models[job.model], self.limits.max_pixels
                 )
             except ValueError as exc:
                 return UsageError(f"{exc}.")

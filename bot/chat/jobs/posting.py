@@ -10,13 +10,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from nio import AsyncClient
+
 from generation.compliance.checks import SigningFailed
 from generation.compliance.claims import Claim
 from generation.postprocess.png import encode_for_upload, encode_thumbnail
 
-from bot.chat.context import Context, Pending
-from bot.chat.jobs.screening import Screening
+from bot.chat.jobs.pending import Pending
+from bot.chat.jobs.screening import Screener
+from bot.chat.jobs.slots import Slots
 from bot.matrix import messages
+from bot.ops.backlog import Backlog
 from bot.store import gallery, jobs
 from bot.store.retention import options_for_log, prompt_for_log
 
@@ -66,102 +70,124 @@ def _encode(
     )
 
 
-async def prepare(
-    ctx: Context,
-    pending: Pending,
-    image,
-    params: dict[str, Any],
-    text: str,
-    stem: str,
-    index: int | None,
-    *,
-    claim: Claim,
-    thumbnail: bool = False,
-) -> Ready | NotSent:
-    """Screen, encode (in a thread, beside the next generation on the GPU) and upload
-    picture `index` of the job (None: the contact sheet), marked and signed with `claim`;
-    Ready, or why it cannot be sent.
-    One that is too large for the homeserver is encoded again for its upload limit, read
-    afresh. Raises messages.Unreachable."""
-    part = "sheet" if index is None else f"picture-{index}"
-    # The compliance checks: a withheld picture's notice is its answer.
-    screening = await Screening.of(ctx)
-    image = await screening.screen(ctx, pending, image, index, f"seed {params.get('seed')}")
-    if image is None:
-        return WITHHELD
-    compliance = screening.compliance
-    params = compliance.public_parameters(params)
-    for attempt in range(2):
-        try:
-            sign = compliance.signing(params, claim)
-            # A signature may wait on a time-stamp server: that wait holds no encoding slot.
-            async with ctx.slots.encoding if sign is None else contextlib.nullcontext():
-                picture, small = await asyncio.to_thread(
-                    _encode, image, params, ctx.upload_limit, thumbnail, sign, claim
+class Poster:
+    """Screens, encodes, uploads and posts pictures; knows the homeserver's upload limit
+    (asked at start by bot.app, and again when an upload is refused as too large)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        db,
+        backlog: Backlog,
+        slots: Slots,
+        screener: Screener,
+        store_prompts: bool,
+    ):
+        self.client, self.db = client, db
+        self.backlog = backlog  # a posted picture's records wait there when the disk is full
+        self.slots = slots
+        self.screener = screener
+        self.store_prompts = store_prompts  # usage.store_prompts, for the picture's record
+        self.upload_limit: int | None = None  # m.upload.size, once known
+
+    async def learn_upload_limit(self) -> None:
+        self.upload_limit = await messages.upload_limit(self.client)
+
+    async def prepare(
+        self,
+        pending: Pending,
+        image,
+        params: dict[str, Any],
+        text: str,
+        stem: str,
+        index: int | None,
+        *,
+        claim: Claim,
+        thumbnail: bool = False,
+    ) -> Ready | NotSent:
+        """Screen, encode (in a thread, beside the next generation on the GPU) and upload
+        picture `index` of the job (None: the contact sheet), marked and signed with `claim`;
+        Ready, or why it cannot be sent.
+        One that is too large for the homeserver is encoded again for its upload limit, read
+        afresh. Raises messages.Unreachable."""
+        part = "sheet" if index is None else f"picture-{index}"
+        # The compliance checks: a withheld picture's notice is its answer.
+        image = await self.screener.screen(pending, image, index, f"seed {params.get('seed')}")
+        if image is None:
+            return WITHHELD
+        compliance = (await self.screener.load()).compliance
+        params = compliance.public_parameters(params)
+        for attempt in range(2):
+            try:
+                sign = compliance.signing(params, claim)
+                # A signature may wait on a time-stamp server: that wait holds no encoding slot.
+                async with self.slots.encoding if sign is None else contextlib.nullcontext():
+                    picture, small = await asyncio.to_thread(
+                        _encode, image, params, self.upload_limit, thumbnail, sign, claim
+                    )
+            except SigningFailed as exc:  # never sent unsigned; the notice says why
+                log.error("job %d: %s", pending.ticket.id, exc)
+                return NotSent(f"it could not be signed ({exc})", own_fault=True)
+            except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
+                log.exception("job %d: a picture could not be encoded", pending.ticket.id)
+                return NotSent(f"it could not be encoded ({type(exc).__name__})", own_fault=True)
+            if picture is None:
+                return NotSent(f"it does not fit the upload limit of {self.upload_limit} bytes")
+            try:
+                content = await messages.image_content(
+                    self.client,
+                    pending.room_id,
+                    picture,
+                    filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
+                    caption=f"{text} · {picture.note}" if picture.note else text,
+                    reply_to=pending.stored.command,
+                    thumbnail=small,
+                    patience=messages.PATIENT,
+                    strict=True,
                 )
-        except SigningFailed as exc:  # never sent unsigned; the notice says why
-            log.error("job %d: %s", pending.ticket.id, exc)
-            return NotSent(f"it could not be signed ({exc})", own_fault=True)
-        except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
-            log.exception("job %d: a picture could not be encoded", pending.ticket.id)
-            return NotSent(f"it could not be encoded ({type(exc).__name__})", own_fault=True)
-        if picture is None:
-            return NotSent(f"it does not fit the upload limit of {ctx.upload_limit} bytes")
+            except messages.Refused as exc:
+                if exc.errcode != "M_TOO_LARGE" or attempt:
+                    return NotSent(str(exc))
+                limit = await messages.upload_limit(self.client)
+                self.upload_limit = (
+                    limit if limit and limit < len(picture.data) else len(picture.data) // 2
+                )
+                continue
+            return Ready(content, part, index)
+        return NotSent("it could not be uploaded", own_fault=True)  # not reached
+
+    async def post(self, pending: Pending, ready: Ready) -> NotSent | None:
+        """Send the message of an uploaded picture; None when it arrived, else why not. Each
+        posted picture is remembered, for replies to it. Raises messages.Unreachable."""
         try:
-            content = await messages.image_content(
-                ctx.client,
+            event_id = await messages.send(
+                self.client,
                 pending.room_id,
-                picture,
-                filename=f"{stem}.{'png' if picture.mimetype == 'image/png' else 'jpg'}",
-                caption=f"{text} · {picture.note}" if picture.note else text,
-                reply_to=pending.stored.command,
-                thumbnail=small,
+                ready.content,
+                txn_id=pending.txn(ready.part),
                 patience=messages.PATIENT,
                 strict=True,
             )
         except messages.Refused as exc:
-            if exc.errcode != "M_TOO_LARGE" or attempt:
-                return NotSent(str(exc))
-            limit = await messages.upload_limit(ctx.client)
-            ctx.upload_limit = (
-                limit if limit and limit < len(picture.data) else len(picture.data) // 2
-            )
-            continue
-        return Ready(content, part, index)
-    return NotSent("it could not be uploaded", own_fault=True)  # not reached
-
-
-async def post(ctx: Context, pending: Pending, ready: Ready) -> NotSent | None:
-    """Send the message of an uploaded picture; None when it arrived, else why not. Each
-    posted picture is remembered, for replies to it. Raises messages.Unreachable."""
-    try:
-        event_id = await messages.send(
-            ctx.client,
-            pending.room_id,
-            ready.content,
-            txn_id=pending.txn(ready.part),
-            patience=messages.PATIENT,
-            strict=True,
+            return NotSent(str(exc))
+        # Recorded now, or once space is back when the disk is full (the next picture is sent
+        # all the same): that it was posted, and the picture, for replies to it.
+        number = pending.ticket.id
+        await self.backlog.write(
+            f"that job {number} posted its {ready.part}",
+            lambda: jobs.sent_part(self.db, pending.stored),
         )
-    except messages.Refused as exc:
-        return NotSent(str(exc))
-    # Recorded now, or once space is back when the disk is full (the next picture is sent
-    # all the same): that it was posted, and the picture, for replies to it.
-    number = pending.ticket.id
-    await ctx.backlog.write(
-        f"that job {number} posted its {ready.part}", lambda: jobs.sent_part(ctx.db, pending.stored)
-    )
-    store = ctx.settings.usage.store_prompts
-    await ctx.backlog.write(
-        f"the record of job {number}'s {ready.part}",
-        lambda: gallery.remember(
-            ctx.db,
-            event_id,
-            pending.room_id,
-            pending.stored.usage_id,
-            options_for_log(pending.stored.job.record(), store),
-            prompt_for_log(pending.prompt, store),
-            ready.index,
-        ),
-    )
-    return None
+        store = self.store_prompts
+        await self.backlog.write(
+            f"the record of job {number}'s {ready.part}",
+            lambda: gallery.remember(
+                self.db,
+                event_id,
+                pending.room_id,
+                pending.stored.usage_id,
+                options_for_log(pending.stored.job.record(), store),
+                prompt_for_log(pending.prompt, store),
+                ready.index,
+            ),
+        )
+        return None

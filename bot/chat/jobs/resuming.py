@@ -10,12 +10,15 @@ import logging
 import time
 from dataclasses import replace
 
+from nio import AsyncClient
+
 from bot.chat.jobs.accepting import Acceptor
-from bot.chat.language.captions import age_words
-from bot.chat.context import Context
 from bot.chat.jobs.delivery import Delivery
+from bot.chat.language.captions import age_words
 from bot.chat.jobs import source_pictures
+from bot.config import Settings
 from bot.matrix import messages, sources
+from bot.ops.tasks import TaskOwner
 from bot.store import jobs
 from bot.store.jobs import StoredJob
 from bot.store.usage import JobStatus
@@ -31,19 +34,30 @@ MAX_STARTS = 3
 class Resumer:
     """Takes up, once at start, the jobs the previous run left unanswered."""
 
-    def __init__(self, ctx: Context, acceptor: Acceptor, delivery: Delivery):
-        self.ctx = ctx
-        self.acceptor = acceptor
-        self.delivery = delivery
+    def __init__(
+        self,
+        *,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        tasks: TaskOwner,
+        rooms_known: asyncio.Event,
+        acceptor: Acceptor,
+        delivery: Delivery,
+    ):
+        self.client, self.settings, self.db, self.tasks = client, settings, db, tasks
+        self.rooms_known = rooms_known  # a notice waits for the first sync
+        self.acceptor = acceptor  # queues a job again
+        self.delivery = delivery  # writes down the end of one that is not
 
     async def resume(self) -> None:
         """Answer what the previous run accepted and did not answer: young jobs (and any
         whose answer was partly posted) are queued again in their order; old ones, ones
         that could not be read, and ones that were started MAX_STARTS times without an
         answer (a crash they may cause themselves) get a notice instead."""
-        max_age = self.ctx.settings.limits.resume_max_age_minutes * 60
+        max_age = self.settings.limits.resume_max_age_minutes * 60
         resumed = given_up = 0
-        for stored in await jobs.unfinished(self.ctx.db):
+        for stored in await jobs.unfinished(self.db):
             age = time.time() - stored.created_at
             if stored.job is None:
                 why = "this imgbot cannot read the request any more"
@@ -60,7 +74,7 @@ class Resumer:
                 except sources.Unavailable:
                     # The homeserver is away: the picture is fetched (and the job queued)
                     # once it is back, without holding up the start.
-                    self.ctx.tasks.spawn(
+                    self.tasks.spawn(
                         self._resume_when_reachable(stored), name=f"resume-{stored.event_id}"
                     )
                     resumed += 1
@@ -72,7 +86,7 @@ class Resumer:
             given_up += 1
             # In a task: its notice waits for the first sync (rooms_known), which comes
             # after this.
-            self.ctx.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
+            self.tasks.spawn(self._give_up(stored, why), name=f"give-up-{stored.event_id}")
         if resumed or given_up:
             log.info(
                 "resumed %d unfinished jobs of the previous run; answered %d with a notice instead",
@@ -94,9 +108,9 @@ class Resumer:
             return
 
     async def _give_up(self, stored: StoredJob, why: str) -> None:
-        await self.ctx.rooms_known.wait()
+        await self.rooms_known.wait()
         await messages.send_notice(
-            self.ctx.client,
+            self.client,
             stored.room_id,
             f"Sorry, this was not made: {why}. Send it again if you still want it.",
             reply_to=stored.command,
@@ -112,7 +126,7 @@ class Resumer:
         if job.kind == "txt2img" or job.image is not None:
             return stored, None
         try:
-            job = await source_pictures.refetched(self.ctx.client, job, self.ctx.settings.limits)
+            job = await source_pictures.refetched(self.client, job, self.settings.limits)
         except sources.Unavailable:
             raise
         except source_pictures.ReferenceUnusable as exc:

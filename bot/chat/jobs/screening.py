@@ -16,12 +16,16 @@ import asyncio
 import logging
 from collections import OrderedDict
 
+from nio import AsyncClient
 from PIL import Image
 
 from generation.compliance import Compliance, Verdict
 from generation.compliance.signing import TimestampUnavailable
 
+from bot.chat.jobs.pending import Pending
+from bot.config import Settings
 from bot.matrix import messages
+from bot.ops.backlog import Backlog
 from bot.store import room_defaults, usage
 from bot import version
 
@@ -33,7 +37,7 @@ _REMEMBERED = 512
 
 
 class Screening:
-    """The loaded checks of one bot, and which jobs had a picture withheld."""
+    """The loaded checks of one bot, or why they could not be loaded."""
 
     def __init__(
         self, compliance: Compliance | None, broken: str | None = None, retry: bool = False
@@ -41,7 +45,6 @@ class Screening:
         self.compliance = compliance or Compliance()
         self.broken = broken  # why the checks could not be loaded: every picture is withheld
         self.retry = retry  # broken by a service that is down, not by the config
-        self._flagged: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
     def load(cls, settings) -> Screening:
@@ -57,13 +60,25 @@ class Screening:
             log.exception("the compliance checks could not be loaded")
             return cls(None, f"the compliance checks could not be loaded ({exc})")
 
-    @classmethod
-    async def of(cls, ctx) -> Screening:
-        """The bot's checks: `ctx.screening` when the start loaded them, else loaded now."""
-        async with ctx.screening_lock:
-            if ctx.screening is None:
-                ctx.screening = await asyncio.to_thread(cls.load, ctx.settings)
-        return ctx.screening
+
+class Screener:
+    """Runs the bot's checks on each picture and answers for them in the room: the checks
+    are loaded at start by bot.app (`load`), else at the first picture; it remembers which
+    jobs had a picture withheld or blurred."""
+
+    def __init__(self, client: AsyncClient, db, backlog: Backlog, settings: Settings):
+        self.client, self.db, self.settings = client, db, settings
+        self.backlog = backlog  # the verdict waits there when the disk is full
+        self.loaded: Screening | None = None
+        self._loading = asyncio.Lock()
+        self._flagged: OrderedDict[str, None] = OrderedDict()
+
+    async def load(self) -> Screening:
+        """The checks, loaded once (in a thread: a reference folder may be indexed)."""
+        async with self._loading:
+            if self.loaded is None:
+                self.loaded = await asyncio.to_thread(Screening.load, self.settings)
+        return self.loaded
 
     def _flag(self, event_id: str) -> None:
         self._flagged[event_id] = None
@@ -71,18 +86,19 @@ class Screening:
             self._flagged.popitem(last=False)
 
     async def screen(
-        self, ctx, pending, image: Image.Image, index: int | None, label: str
+        self, pending: Pending, image: Image.Image, index: int | None, label: str
     ) -> Image.Image | None:
         """The picture to send (perhaps blurred or watermarked), or None when it is
         withheld; its notice, if any, is sent here. `label` names it in notices."""
         event_id = pending.stored.event_id
-        if self.broken is not None:
+        checks = await self.load()
+        if checks.broken is not None:
             verdict = Verdict(
-                "block", None, [self.broken], {"action": "block", "error": self.broken}
+                "block", None, [checks.broken], {"action": "block", "error": checks.broken}
             )
-            await _record(ctx, pending, index, verdict)
+            await self._record(pending, index, verdict)
             if index is not None:
-                await self._notify(ctx, pending, verdict, index, label)
+                await self._notify(pending, verdict, index, label)
             return None
         if index is None:  # the contact sheet
             if event_id in self._flagged:
@@ -91,7 +107,7 @@ class Screening:
                     pending.ticket.id,
                 )
                 return None
-            if not self.compliance.watermark:
+            if not checks.compliance.watermark:
                 return image
             from generation.compliance.watermark import embed
 
@@ -102,7 +118,7 @@ class Screening:
                     "job %d: the contact sheet could not be watermarked", pending.ticket.id
                 )
                 return None
-        stored = await room_defaults.stored(ctx.db, pending.room_id)
+        stored = await room_defaults.stored(self.db, pending.room_id)
         # The room's own safety policy, stricter than the config's or ignored.
         room_nsfw = stored["nsfw"].value if "nsfw" in stored else None
         room_nsfw = room_nsfw if room_nsfw in ("blur", "block") else None
@@ -112,7 +128,7 @@ class Screening:
         prompt = job.prompt if job.kind != "upscale" else ""
         try:
             verdict: Verdict = await asyncio.to_thread(
-                self.compliance.screen, image, prompt, room_nsfw
+                checks.compliance.screen, image, prompt, room_nsfw
             )
         except Exception as exc:  # fail closed: an unchecked picture is not sent
             log.exception("job %d: the compliance checks failed", pending.ticket.id)
@@ -122,7 +138,7 @@ class Screening:
                 [f"the compliance checks failed ({type(exc).__name__})"],
                 {"action": "block", "error": type(exc).__name__},
             )
-        await _record(ctx, pending, index, verdict)
+        await self._record(pending, index, verdict)
         if verdict.action == "send":
             return verdict.image
         log.info(
@@ -134,20 +150,28 @@ class Screening:
         )
         if verdict.withheld or verdict.record.get("blurred"):
             self._flag(event_id)
-        await self._notify(ctx, pending, verdict, index, label)
+        await self._notify(pending, verdict, index, label)
         return verdict.image
 
-    @staticmethod
-    async def _notify(ctx, pending, verdict: Verdict, index: int, label: str) -> None:
+    async def _notify(self, pending: Pending, verdict: Verdict, index: int, label: str) -> None:
         await pending.my_turn()  # the notice is the picture's answer: it waits its turn
         await messages.send_notice(
-            ctx.client,
+            self.client,
             pending.room_id,
             notice_text(verdict, label),
             reply_to=pending.stored.command,
             txn_id=pending.txn(f"compliance-{index}"),
             patience=messages.PATIENT,
             strict=True,
+        )
+
+    async def _record(self, pending: Pending, index: int | None, verdict: Verdict) -> None:
+        """Add the verdict to the job's usage row, now or (the disk full) once space is back."""
+        await self.backlog.write(
+            f"what the compliance checks found in job {pending.ticket.id}",
+            lambda: usage.add_compliance(
+                self.db, pending.stored.usage_id, {"picture": index, **verdict.record}
+            ),
         )
 
 
@@ -158,13 +182,3 @@ def notice_text(verdict: Verdict, label: str) -> str:
     if verdict.action == "blur":
         return f"The picture ({label}) is sent blurred: {reasons}."
     return f"Warning about the next picture ({label}): {reasons}. It is sent anyway."
-
-
-async def _record(ctx, pending, index: int | None, verdict: Verdict) -> None:
-    """Add the verdict to the job's usage row, now or (the disk full) once space is back."""
-    await ctx.backlog.write(
-        f"what the compliance checks found in job {pending.ticket.id}",
-        lambda: usage.add_compliance(
-            ctx.db, pending.stored.usage_id, {"picture": index, **verdict.record}
-        ),
-    )

@@ -14,11 +14,17 @@ import asyncio
 import logging
 import time
 
+from nio import AsyncClient
+
 from generation.job import Job
 from generation.scheduling.progress import Progress
+from generation.scheduling.queue import GenerationQueue
 
-from bot.chat.context import Context, Pending
+from bot.chat.jobs.pending import Pending
+from bot.chat.jobs.slots import Slots
+from bot.config import ProgressSettings
 from bot.matrix import edits, messages
+from bot.ops.tasks import TaskOwner
 from bot.text import plural
 
 log = logging.getLogger(__name__)
@@ -121,15 +127,38 @@ def _seconds(seconds: float) -> str:
     return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} minutes"
 
 
+class Statuses:
+    """What the status notices of all jobs share: the room each is in, the queue they read,
+    the rooms the bot types in, and whether the homeserver holds the bot back."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        queue: GenerationQueue,
+        settings: ProgressSettings,
+        slots: Slots,
+        tasks: TaskOwner,
+    ):
+        self.client, self.queue, self.settings = client, queue, settings
+        self.slots = slots  # a room's pictures being posted go first
+        self.tasks = tasks
+        self.typing = edits.Typing(client)  # the rooms the bot shows itself typing in
+        self.pressure = edits.Pressure(client)  # whether the homeserver holds the bot back
+
+    def of(self, pending: Pending, tell_waiting: bool = True) -> Status:
+        """The job's status, followed in a task of its own until it ends."""
+        status = Status(self, pending, tell_waiting)
+        self.tasks.spawn(status.follow(), name=f"status-{pending.ticket.id}")
+        return status
+
+
 class Status:
     """The status of one accepted job, followed in a task of its own until `end`."""
 
-    def __init__(
-        self, ctx: Context, pending: Pending, typing: edits.Typing, tell_waiting: bool = True
-    ):
-        self.ctx = ctx
+    def __init__(self, statuses: Statuses, pending: Pending, tell_waiting: bool = True):
+        self.statuses = statuses
         self.pending = pending
-        self.typing = typing
+        self.typing = statuses.typing
         self.tell_waiting = tell_waiting  # False for a job resumed after a restart
         self.event_id: str | None = None  # the status notice, once sent
         self.shown: object = None  # what the notice says now (see `_text`)
@@ -147,11 +176,11 @@ class Status:
             self._ended.set_result(None)
 
     async def follow(self) -> None:
-        settings = self.ctx.settings.progress
+        settings = self.statuses.settings
         ticket, loop = self.pending.ticket, asyncio.get_running_loop()
         interval = settings.interval_seconds
         try:
-            queue = self.ctx.queue
+            queue = self.statuses.queue
             held = queue.paused or not queue.workers_up  # nothing will start it soon
             if self.tell_waiting and told_at_once(held, ticket.ahead, ticket.eta_seconds, interval):
                 await self._after_pictures(interval)
@@ -216,7 +245,7 @@ class Status:
         """Whether updates wait: while the homeserver holds the bot back (a 429), and while
         the room's pictures are being posted (each edit is an event the homeserver puts in
         the room's order, and a picture should not queue behind a status line)."""
-        return self.ctx.pressure.limited or self.ctx.slots.busy(self.pending.room_id)
+        return self.statuses.pressure.limited or self.statuses.slots.busy(self.pending.room_id)
 
     def _started(self) -> bool:
         started = self.pending.ticket.started
@@ -232,7 +261,7 @@ class Status:
             text = f"Made; posting {'them' if job.count > 1 else 'it'} now."
             return text, text
         if not self._started():
-            queue = self.ctx.queue
+            queue = self.statuses.queue
             standing, paused, up = queue.standing(ticket), queue.paused, queue.workers_up
             if standing is None:
                 return "Starting.", "Starting."
@@ -245,7 +274,7 @@ class Status:
 
     async def _post(self, said: object, text: str) -> None:
         self.event_id = await messages.send_notice(
-            self.ctx.client,
+            self.statuses.client,
             self.pending.room_id,
             text,
             reply_to=self.pending.stored.command,
@@ -255,7 +284,7 @@ class Status:
         self._said_at = asyncio.get_running_loop().time()
 
     async def _edit(self, said: object, text: str) -> None:
-        if await edits.edit_notice(self.ctx.client, self.pending.room_id, self.event_id, text):
+        if await edits.edit_notice(self.statuses.client, self.pending.room_id, self.event_id, text):
             self.shown = said
             self.edits += 1
             self._said_at = asyncio.get_running_loop().time()

@@ -36,7 +36,14 @@ from bot.chat.language.styles import listing
 from bot.text import parse_since, plural, shorten
 
 if TYPE_CHECKING:
-    from bot.chat.context import Context
+    from nio import AsyncClient
+
+    from generation.scheduling.queue import GenerationQueue
+
+    from bot.chat.defaults import Defaults
+    from bot.chat.jobs.pending import PendingJobs
+    from bot.chat.language.resolve import Catalogue
+    from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +55,22 @@ def _short(prompt: str) -> str:
 
 
 class Replies:
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    """Answers the commands that are answered with words."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        settings: Settings,
+        db,
+        queue: GenerationQueue,
+        catalogue: Catalogue,
+        pending: PendingJobs,
+        defaults: Defaults,
+    ):
+        self.client, self.settings, self.db, self.queue = client, settings, db, queue
+        self.catalogue = catalogue
+        self.pending = pending  # whose prompt and room each queued job is
+        self.defaults = defaults
         self.handlers = {
             Help: self.help,
             Styles: self.styles,
@@ -69,21 +90,21 @@ class Replies:
 
     async def restore(self) -> None:
         """Take up the state that outlives a restart (an admin's pause)."""
-        if await database.get_state(self.ctx.db, PAUSED_KEY) == "1":
-            self.ctx.queue.pause()
+        if await database.get_state(self.db, PAUSED_KEY) == "1":
+            self.queue.pause()
 
     async def _say(
         self, room_id: str, event: dict[str, Any], text: str, html: str | None = None
     ) -> None:
-        await messages.send_notice(self.ctx.client, room_id, text, reply_to=event, html=html)
+        await messages.send_notice(self.client, room_id, text, reply_to=event, html=html)
 
     # ---- everyone ------------------------------------------------------------------------
 
     async def help(self, room_id, event, command) -> None:
-        settings = self.ctx.settings
-        room, _ = await self.ctx.room_defaults(room_id)
-        here = rooms.in_effect(room, settings.generation, self.ctx.catalogue)
-        can_edit = editing.available(self.ctx.catalogue)
+        settings = self.settings
+        room, _ = await self.defaults.of_room(room_id)
+        here = rooms.in_effect(room, settings.generation, self.catalogue)
+        can_edit = editing.available(self.catalogue)
         await self._say(
             room_id,
             event,
@@ -97,10 +118,10 @@ class Replies:
         )
 
     async def styles(self, room_id, event, command) -> None:
-        await self._say(room_id, event, listing(self.ctx.catalogue.styles))
+        await self._say(room_id, event, listing(self.catalogue.styles))
 
     async def models(self, room_id, event, command) -> None:
-        catalogue = self.ctx.catalogue
+        catalogue = self.catalogue
         lines = [f"{plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
         for name, (width, height) in catalogue.models.items():
             default = " — the default" if name == catalogue.default_model else ""
@@ -122,7 +143,7 @@ class Replies:
         await self._say(room_id, event, "\n".join(lines))
 
     async def queue_status(self, room_id, event, command) -> None:
-        queue, sender = self.ctx.queue, event["sender"]
+        queue, sender = self.queue, event["sender"]
         places = queue.places()
         running = [p for p in places if p.position == 0]
         waiting = [p for p in places if p.position > 0]
@@ -136,10 +157,10 @@ class Replies:
         mine = [p for p in places if p.ticket.owner == sender]
         elsewhere = 0
         for place in mine:
-            if self.ctx.room_of(place.ticket) != room_id:
+            if self.pending.room_of(place.ticket) != room_id:
                 elsewhere += 1  # a prompt from another room (a DM, say) is not repeated here
                 continue
-            what = _short(self.ctx.prompt_of(place.ticket))
+            what = _short(self.pending.prompt_of(place.ticket))
             if place.position == 0:
                 lines.append(f"Yours: {what} is running now.")
             elif place.eta_seconds is None:
@@ -154,7 +175,7 @@ class Replies:
         if not mine:
             lines.append("You have no jobs in the queue.")
         if queue.seconds_per_cost is not None:
-            defaults = self.ctx.settings.generation
+            defaults = self.settings.generation
             width, height = defaults.width_height
             job = Job(prompt="", seed=0, steps=defaults.steps, width=width, height=height)
             lines.append(
@@ -165,19 +186,21 @@ class Replies:
 
     async def cancel(self, room_id, event, command) -> None:
         sender = event["sender"]
-        taken = self.ctx.queue.cancel(lambda ticket: ticket.owner == sender)
+        taken = self.queue.cancel(lambda ticket: ticket.owner == sender)
         if taken:
             # Their deliveries drop them from `pending` only when they next run, after this,
             # so prompts and rooms are still known; other rooms' prompts stay there.
-            names = [_short(self.ctx.prompt_of(t)) for t in taken if self.ctx.room_of(t) == room_id]
+            names = [
+                _short(self.pending.prompt_of(t))
+                for t in taken
+                if self.pending.room_of(t) == room_id
+            ]
             if len(names) < len(taken):
                 names.append(f"{len(taken) - len(names)} from other rooms")
             text = f"Cancelled {plural(len(taken), 'queued job')}: {', '.join(names)}."
         else:
             text = "You have no queued jobs to cancel."
-        running = [
-            p for p in self.ctx.queue.places() if p.position == 0 and p.ticket.owner == sender
-        ]
+        running = [p for p in self.queue.places() if p.position == 0 and p.ticket.owner == sender]
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
         await self._say(room_id, event, text)
@@ -185,20 +208,20 @@ class Replies:
     # ---- room moderators -----------------------------------------------------------------
 
     async def room_show(self, room_id, event, command) -> None:
-        values = await room_defaults.stored(self.ctx.db, room_id)
-        _, ignored = rooms.usable(values, self.ctx.settings.limits, self.ctx.catalogue)
+        values = await room_defaults.stored(self.db, room_id)
+        _, ignored = rooms.usable(values, self.settings.limits, self.catalogue)
         await self._say(
             room_id,
             event,
-            rooms.describe(values, ignored, self.ctx.settings.generation, self.ctx.catalogue),
+            rooms.describe(values, ignored, self.settings.generation, self.catalogue),
         )
 
     async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:
         sender = event["sender"]
-        if self.ctx.is_admin(sender):
+        if self.settings.matrix.is_admin(sender):
             return True
-        needed = self.ctx.settings.rooms.defaults_power_level
-        level = await power.power_level(self.ctx.client, room_id, sender)
+        needed = self.settings.rooms.defaults_power_level
+        level = await power.power_level(self.client, room_id, sender)
         if level is None:
             await self._say(
                 room_id,
@@ -223,20 +246,20 @@ class Replies:
             return
         try:
             value = rooms.canonical(
-                command.key, command.value, self.ctx.settings.limits, self.ctx.catalogue
+                command.key, command.value, self.settings.limits, self.catalogue
             )
         except ValueError as exc:
             await self._say(room_id, event, str(exc).rstrip(".") + ".")
             return
-        defaults = self.ctx.settings.generation
+        defaults = self.settings.generation
         if command.key == "negative":
             refusal = rooms.negative_refusal(
-                value, await room_defaults.stored(self.ctx.db, room_id), defaults
+                value, await room_defaults.stored(self.db, room_id), defaults
             )
             if refusal is not None:
                 await self._say(room_id, event, refusal)
                 return
-        await room_defaults.store(self.ctx.db, room_id, command.key, value, event["sender"])
+        await room_defaults.store(self.db, room_id, command.key, value, event["sender"])
         await self._say(
             room_id,
             event,
@@ -249,15 +272,13 @@ class Replies:
         """A word when a change of guidance leaves the room's negative prompt unused."""
         if changed != "guidance":
             return ""
-        why = rooms.resting(
-            await room_defaults.stored(self.ctx.db, room_id), self.ctx.settings.generation
-        )
+        why = rooms.resting(await room_defaults.stored(self.db, room_id), self.settings.generation)
         return "" if why is None else f"Its negative prompt is not used now: {why}. "
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
         if not await self._may_change_room(room_id, event):
             return
-        removed = await room_defaults.clear(self.ctx.db, room_id, command.key)
+        removed = await room_defaults.clear(self.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
         text = (
             f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
@@ -268,7 +289,7 @@ class Replies:
     # ---- bot admins ----------------------------------------------------------------------
 
     async def _admin(self, room_id: str, event: dict[str, Any], what: str) -> bool:
-        if self.ctx.is_admin(event["sender"]):
+        if self.settings.matrix.is_admin(event["sender"]):
             return True
         await self._say(
             room_id, event, f"Only bot admins may {what}; they are listed in the bot's config file."
@@ -279,8 +300,8 @@ class Replies:
         if not await self._admin(room_id, event, "pause the queue"):
             return
         # Stored first: a full disk refuses it before the queue has changed.
-        await database.set_state(self.ctx.db, PAUSED_KEY, "1")
-        self.ctx.queue.pause()
+        await database.set_state(self.db, PAUSED_KEY, "1")
+        self.queue.pause()
         await self._say(
             room_id,
             event,
@@ -291,10 +312,10 @@ class Replies:
     async def resume(self, room_id, event, command) -> None:
         if not await self._admin(room_id, event, "resume the queue"):
             return
-        await database.set_state(self.ctx.db, PAUSED_KEY, "0")
-        self.ctx.queue.resume()
+        await database.set_state(self.db, PAUSED_KEY, "0")
+        self.queue.resume()
         await self._say(
-            room_id, event, f"The queue runs again ({plural(self.ctx.queue.depth, 'job')} in it)."
+            room_id, event, f"The queue runs again ({plural(self.queue.depth, 'job')} in it)."
         )
 
     async def usage(self, room_id, event, command: Usage) -> None:
@@ -312,20 +333,20 @@ class Replies:
             return
         now = time.time()
         since = parse_since(command.span, now)
-        user = command.user and self.ctx.settings.matrix.full_user_id(command.user)
-        rows = await usage.query(self.ctx.db, since=since, user=user)
+        user = command.user and self.settings.matrix.full_user_id(command.user)
+        rows = await usage.query(self.db, since=since, user=user)
         label = "over all time" if since is None else f"in the last {_span_words(command.span)}"
-        names = {room.room_id: room.display_name for room in self.ctx.client.rooms.values()}
+        names = {room.room_id: room.display_name for room in self.client.rooms.values()}
         text, html = report.usage_report(
             rows, span_label=label, user=user, now=now, room_names=names
         )
         # A reply only in the room of the command: a reply cannot point into another room.
         answer = event if where == room_id else None
-        sent = await messages.send_notice(self.ctx.client, where, text, reply_to=answer, html=html)
+        sent = await messages.send_notice(self.client, where, text, reply_to=answer, html=html)
         days = None if since is None else max(1, math.ceil((now - since) / 86400))
         chart = await asyncio.to_thread(report.pictures_per_day_chart, rows, days=days, now=now)
         await messages.send_image(
-            self.ctx.client,
+            self.client,
             where,
             messages.Picture(chart, report.WIDTH, report.HEIGHT),
             filename="imgbot-usage.png",
@@ -349,13 +370,13 @@ class Replies:
         are in is not enough: whoever made it chose its join rules and history visibility,
         and a stranger may have made it public with a world-readable history, invited
         both, and left."""
-        client = self.ctx.client
-        if room_id in self.ctx.settings.rooms.usage_report_rooms:
+        client = self.client
+        if room_id in self.settings.rooms.usage_report_rooms:
             return room_id
         try:
             return await direct.direct_room(
                 client,
-                database.Kept(self.ctx.db, direct.STATE_KEY + admin),
+                database.Kept(self.db, direct.STATE_KEY + admin),
                 admin,
                 encrypted=client.olm is not None,
             )

@@ -104,7 +104,7 @@ async def commands_at_once(bot: Bot, body: str) -> list[str]:
         }
         for i, _ in enumerate(ROOMS)
     ]
-    prefix, limits = bot.ctx.settings.matrix.command_prefix, bot.ctx.settings.limits
+    prefix, limits = bot.settings.matrix.command_prefix, bot.settings.limits
     await asyncio.gather(
         *(
             bot.acceptor.on_generate(room, event, parse(body, prefix, limits))
@@ -117,13 +117,13 @@ async def commands_at_once(bot: Bot, body: str) -> list[str]:
 async def test_commands_from_several_rooms_at_once_keep_the_per_user_queue_limit(bot):
     made = bot(limits={"per_user_queued": 2})
     commands = await commands_at_once(made, "!img a cat")
-    assert made.ctx.queue.depth == len(made.ctx.pending) == 2
+    assert made.queue.depth == len(made.pending) == 2
     refused = [
         c
         for c in commands
         if any(
             "You already have 2 jobs queued (the limit is 2)" in text
-            for text in made.ctx.client.replies_to(c)
+            for text in made.client.replies_to(c)
         )
     ]
     assert len(refused) == len(ROOMS) - 2
@@ -132,11 +132,11 @@ async def test_commands_from_several_rooms_at_once_keep_the_per_user_queue_limit
 async def test_commands_from_several_rooms_at_once_keep_the_hourly_quota(bot):
     made = bot(limits={"per_user_queued": 10}, quotas={"pictures_per_hour": 5})
     commands = await commands_at_once(made, "!img a cat --n 2")
-    assert made.ctx.queue.depth == len(made.ctx.pending) == 2  # a third job: 6 pictures
+    assert made.queue.depth == len(made.pending) == 2  # a third job: 6 pictures
     refused = [
         c
         for c in commands
-        if any("the limit is 5 per hour" in text for text in made.ctx.client.replies_to(c))
+        if any("the limit is 5 per hour" in text for text in made.client.replies_to(c))
     ]
     assert len(refused) == len(ROOMS) - 2
     assert len(made.acceptor._people) == 0  # no lock is kept once nobody holds it

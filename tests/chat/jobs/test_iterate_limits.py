@@ -25,11 +25,10 @@ MADE = Job(prompt="a cat", seed=7, steps=8, width=512, height=512, count=1, mode
 
 def iterator() -> Iterator:
     return Iterator(
-        SimpleNamespace(
-            settings=SimpleNamespace(limits=TODAY),
-            client=None,
-            catalogue=Catalogue("m", {"m": (512, 512)}),
-        )
+        client=None,
+        settings=SimpleNamespace(limits=TODAY),
+        db=None,
+        catalogue=Catalogue("m", {"m": (512, 512)}),
     )
 
 
