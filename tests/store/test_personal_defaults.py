@@ -29,9 +29,7 @@ async def test_a_database_of_the_release_before_keeps_its_data_and_gains_the_tab
     with sqlite3.connect(path) as old:
         for number, step in enumerate(database.MIGRATIONS[:6], start=1):
             old.executescript(f"BEGIN;\n{step}\nPRAGMA user_version = {number};\nCOMMIT;")
-        old.execute(
-            "INSERT INTO room_defaults VALUES ('!a:x', 'style', 'photo', ?, 1.0)", (ALICE,)
-        )
+        old.execute("INSERT INTO room_defaults VALUES ('!a:x', 'style', 'photo', ?, 1.0)", (ALICE,))
     conn = await database.connect(path)
     try:
         assert await database.single(conn, "PRAGMA user_version") == len(database.MIGRATIONS)
