@@ -208,6 +208,12 @@ def resolve(
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
     if style is not None and style.lora and model != catalogue.default_model:
+        if command.model is None and whose.get("model") == YOURS:
+            return UsageError(
+                f"The style {style.name} uses the LoRA {style.lora}, which is made for the "
+                f"model {catalogue.default_model}, and your default model is {model}: add "
+                f"--model {catalogue.default_model}, or choose another style."
+            )
         return UsageError(
             f"The style {style.name} uses the LoRA {style.lora}, which is made "
             f"for the model {catalogue.default_model}; leave out --model "

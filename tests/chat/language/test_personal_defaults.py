@@ -22,7 +22,7 @@ from bot.chat.language.resolve import (
     Defaults,
     resolve,
 )
-from bot.chat.language.styles import BUILTIN
+from bot.chat.language.styles import BUILTIN, Style
 from bot.config import GenerationSettings, LimitSettings
 from generation.families.known import FAMILIES, SD
 
@@ -258,6 +258,27 @@ def test_refusals_name_the_persons_defaults_where_they_come_from_there():
     # The room's words stay the room's.
     room = job("!img a fox --guidance 1", Defaults(negative="people", guidance=5.0))
     assert "This room's negative prompt ('people', `room set negative`)" in room.message
+
+
+def test_a_lora_style_with_a_persons_other_model_says_which_default_is_in_the_way():
+    branded = Catalogue(
+        "base",
+        {"base": (1024, 1024), "small": (512, 512)},
+        {"brand": Style("brand", "{prompt}, ACME", lora="acme")},
+    )
+    refused = resolve(
+        p("!img a logo --style brand"), DEFAULTS, LIMITS, branded, person=Defaults(model="small")
+    )
+    assert isinstance(refused, UsageError)
+    assert "your default model is small: add --model base" in refused.message
+    made = resolve(
+        p("!img a logo --style brand --model base"),
+        DEFAULTS,
+        LIMITS,
+        branded,
+        person=Defaults(model="small"),
+    )
+    assert (made.model, made.lora) == ("base", "acme")
 
 
 # ---- where each value comes from --------------------------------------------------------------
