@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from bot.chat.language import rooms
 from bot.chat.language.precedence import Effect
-from bot.chat.language.resolve import CONFIG, THIS_ROOM, YOURS, Catalogue, Defaults
+from bot.chat.language.resolve import CONFIG, THIS_ROOM, YOURS, Catalogue, DefaultValues
 from bot.chat.language.subcommands import PERSONAL_KEYS
 from bot.config import LimitSettings
 from bot.text import plural
@@ -30,7 +30,7 @@ def canonical(key: str, value: str, limits: LimitSettings, catalogue: Catalogue)
 
 def usable(
     values: Mapping[str, rooms.Typed], limits: LimitSettings, catalogue: Catalogue
-) -> tuple[Defaults, dict[str, str]]:
+) -> tuple[DefaultValues, dict[str, str]]:
     """The person's defaults that still fit today's limits and catalogues (for resolve's
     `person` and precedence.in_effect), and why the others don't."""
     return rooms.usable(values, limits, catalogue, PERSONAL_KEYS)

@@ -13,7 +13,7 @@ from bot.chat.language.resolve import (
     CONFIG,
     NO_NEGATIVE,
     Catalogue,
-    Defaults,
+    DefaultValues,
     for_model,
     guided,
     layered,
@@ -37,8 +37,8 @@ class Effect:
 
 
 def in_effect(
-    room: Defaults,
-    person: Defaults,
+    room: DefaultValues,
+    person: DefaultValues,
     defaults: GenerationSettings,
     limits: LimitSettings,
     catalogue: Catalogue,
@@ -99,7 +99,7 @@ def in_effect(
 
 
 def _size(
-    merged: Defaults,
+    merged: DefaultValues,
     model: str,
     bot: GenerationSettings,
     limits: LimitSettings,

@@ -26,7 +26,7 @@ CONFIG = "the bot's config"
 
 
 @dataclass(frozen=True)
-class Defaults:
+class DefaultValues:
     """A room's or a person's defaults, already checked against today's limits and
     catalogues (a value that no longer fits is left out, so the next one applies)."""
 
@@ -49,8 +49,8 @@ class Defaults:
         return getattr(self, key) is not None
 
 
-RoomDefaults = Defaults  # the name the room's callers know
-NO_DEFAULTS = Defaults()  # a room or a person that sets nothing
+RoomDefaults = DefaultValues  # the name the room's callers know
+NO_DEFAULTS = DefaultValues()  # a room or a person that sets nothing
 
 # Whether the bot places its reaction buttons where neither a room nor a person says; the
 # config's chat.buttons is to decide it, and the texts that show it take it as an argument.
@@ -60,7 +60,7 @@ BUTTONS_BY_DEFAULT = True
 KEYS = ("style", "size", "steps", "guidance", "negative", "model", "enhance", "buttons")
 
 
-def layered(room: Defaults, person: Defaults) -> tuple[Defaults, dict[str, str]]:
+def layered(room: DefaultValues, person: DefaultValues) -> tuple[DefaultValues, dict[str, str]]:
     """The room's defaults over the person's, key by key, and for each key set where it
     comes from (THIS_ROOM or YOURS; a key in neither is the config's). A size is one key:
     a room's size wins over a person's size or ratio."""
@@ -75,7 +75,7 @@ def layered(room: Defaults, person: Defaults) -> tuple[Defaults, dict[str, str]]
                 else:
                     values[key] = getattr(layer, key)
                 break
-    return Defaults(**values), whose  # type: ignore[arg-type]
+    return DefaultValues(**values), whose  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,11 @@ def resolve(
     defaults: GenerationSettings,
     limits: LimitSettings,
     catalogue: Catalogue,
-    room: Defaults = Defaults(),
+    room: DefaultValues = DefaultValues(),
     random_seed: Callable[[int], int] = secrets.randbelow,
     *,
     edit: bool = False,
-    person: Defaults = Defaults(),
+    person: DefaultValues = DefaultValues(),
 ) -> Job | UsageError:
     """The job a command asks for, with what it left open taken from the room, the person's
     own defaults (`person`) or the bot. `edit`: the command is an `edit`'s instruction,
@@ -277,13 +277,13 @@ def guided(guidance: float) -> bool:
     return guidance > 1
 
 
-def room_guidance(room: Defaults, defaults: GenerationSettings) -> float:
+def room_guidance(room: DefaultValues, defaults: GenerationSettings) -> float:
     return _first(room.guidance, defaults.guidance)
 
 
 def _negative(
     command: Generate,
-    room: Defaults,
+    room: DefaultValues,
     defaults: GenerationSettings,
     guidance: float,
     whose: dict[str, str],

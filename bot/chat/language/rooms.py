@@ -22,7 +22,7 @@ from bot.chat.language.resolve import (
     THIS_ROOM,
     YOURS,
     Catalogue,
-    Defaults,
+    DefaultValues,
     RoomDefaults,
     for_model,
     guided,
@@ -82,10 +82,10 @@ def usable(
     limits: LimitSettings,
     catalogue: Catalogue,
     keys: Mapping[str, Check] = ROOM_KEYS,
-) -> tuple[Defaults, dict[str, str]]:
+) -> tuple[DefaultValues, dict[str, str]]:
     """The defaults that still fit today's limits and catalogues, and why the others don't.
     `keys`: the room's, or a person's (subcommands.PERSONAL_KEYS)."""
-    fields: dict[str, Any] = {}  # Defaults' fields, each checked by `keys`
+    fields: dict[str, Any] = {}  # DefaultValues' fields, each checked by `keys`
     ignored: dict[str, str] = {}
     for key, item in values.items():
         try:
@@ -188,7 +188,7 @@ def in_effect(
     room: RoomDefaults,
     defaults: GenerationSettings,
     catalogue: Catalogue,
-    person: Defaults = NO_DEFAULTS,
+    person: DefaultValues = NO_DEFAULTS,
     limits: LimitSettings | None = None,
 ) -> str:
     """For `!img help`: what a bare `!img <prompt>` makes in this room, for the person whose

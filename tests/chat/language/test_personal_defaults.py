@@ -19,7 +19,7 @@ from bot.chat.language.resolve import (
     THIS_ROOM,
     YOURS,
     Catalogue,
-    Defaults,
+    DefaultValues,
     resolve,
 )
 from bot.chat.language.styles import BUILTIN, Style
@@ -53,13 +53,13 @@ def mine(**typed: str) -> dict[str, Kept]:
     return {key: Kept(value) for key, value in typed.items()}
 
 
-def person(**typed: str) -> Defaults:
+def person(**typed: str) -> DefaultValues:
     defaults, ignored = personal.usable(mine(**typed), LIMITS, CATALOGUE)
     assert not ignored
     return defaults
 
 
-def job(text: str, room: Defaults = NO_DEFAULTS, me: Defaults = NO_DEFAULTS):
+def job(text: str, room: DefaultValues = NO_DEFAULTS, me: DefaultValues = NO_DEFAULTS):
     return resolve(p(text), DEFAULTS, LIMITS, CATALOGUE, room, lambda _: 7, person=me)
 
 
@@ -151,7 +151,7 @@ def test_me_set_keeps_values_in_one_spelling(key, typed, kept):
 def test_a_room_turns_its_buttons_off_the_same_way():
     assert rooms.canonical("buttons", "OFF", LIMITS, CATALOGUE) == "off"
     room, ignored = rooms.usable({"buttons": Kept("off")}, LIMITS, CATALOGUE)
-    assert room == Defaults(buttons=False) and not ignored
+    assert room == DefaultValues(buttons=False) and not ignored
 
 
 @pytest.mark.parametrize(
@@ -184,21 +184,21 @@ def test_defaults_over_todays_limits_or_catalogue_are_not_used():
     kept = mine(steps="30", size="1024x1024", model="gone", style="photo", buttons="off")
     lowered = LimitSettings(max_steps=20, max_pixels=512 * 512)
     defaults, ignored = personal.usable(kept, lowered, CATALOGUE)
-    assert defaults == Defaults(style="photo", buttons=False)
+    assert defaults == DefaultValues(style="photo", buttons=False)
     assert set(ignored) == {"steps", "size", "model"}
     assert "no model 'gone'" in ignored["model"]
 
 
 def test_a_ratio_is_kept_as_a_ratio():
-    assert person(size="16:9") == Defaults(aspect=(16, 9))
-    assert person(size="768x512") == Defaults(width=768, height=512)
+    assert person(size="16:9") == DefaultValues(aspect=(16, 9))
+    assert person(size="768x512") == DefaultValues(width=768, height=512)
 
 
 # ---- the order: the command, the room, the person, the config --------------------------------
 
 
 def test_without_personal_defaults_a_job_is_what_it_was():
-    room = Defaults(style="watercolor", steps=12, model="small")
+    room = DefaultValues(style="watercolor", steps=12, model="small")
     for text in ("!img a fox", "!img a fox --steps 3 --ar 16:9", "!img a fox --no rain"):
         assert job(text, room) == resolve(p(text), DEFAULTS, LIMITS, CATALOGUE, room, lambda _: 7)
 
@@ -218,7 +218,7 @@ def test_personal_defaults_fill_what_room_and_command_leave_open():
 
 def test_the_room_beats_the_person_and_the_command_beats_both():
     me = person(style="photo", steps="12", size="512x256", guidance="4")
-    room = Defaults(style="anime", steps=20)
+    room = DefaultValues(style="anime", steps=20)
     made = job("!img a fox", room, me)
     assert (made.style, made.steps, made.width, made.height, made.guidance) == (
         "anime",  # the room's
@@ -234,10 +234,10 @@ def test_the_room_beats_the_person_and_the_command_beats_both():
 def test_a_persons_ratio_is_sized_for_the_model_in_use():
     me = person(size="16:9")
     assert (job("!img a fox", me=me).width, job("!img a fox", me=me).height) == (1344, 768)
-    small = job("!img a fox", Defaults(model="small"), me)  # the room's model
+    small = job("!img a fox", DefaultValues(model="small"), me)  # the room's model
     assert (small.width, small.height) == (704, 384)
     # A room's size comes first.
-    sized = job("!img a fox", Defaults(width=256, height=256), me)
+    sized = job("!img a fox", DefaultValues(width=256, height=256), me)
     assert (sized.width, sized.height) == (256, 256)
 
 
@@ -245,7 +245,7 @@ def test_a_persons_negative_prompt_works_above_guidance_1_and_rests_below():
     me = person(negative="blurry", guidance="5")
     assert job("!img a fox", me=me).negative_prompt == "blurry"
     # A room whose guidance is 1 leaves it resting: a picture, without it.
-    assert job("!img a fox", Defaults(guidance=1.0), me).negative_prompt == ""
+    assert job("!img a fox", DefaultValues(guidance=1.0), me).negative_prompt == ""
 
 
 def test_refusals_name_the_persons_defaults_where_they_come_from_there():
@@ -256,7 +256,7 @@ def test_refusals_name_the_persons_defaults_where_they_come_from_there():
     assert isinstance(clash, UsageError)
     assert "Your default negative prompt ('blurry', `me set negative`)" in clash.message
     # The room's words stay the room's.
-    room = job("!img a fox --guidance 1", Defaults(negative="people", guidance=5.0))
+    room = job("!img a fox --guidance 1", DefaultValues(negative="people", guidance=5.0))
     assert "This room's negative prompt ('people', `room set negative`)" in room.message
 
 
@@ -267,7 +267,11 @@ def test_a_lora_style_with_a_persons_other_model_says_which_default_is_in_the_wa
         {"brand": Style("brand", "{prompt}, ACME", lora="acme")},
     )
     refused = resolve(
-        p("!img a logo --style brand"), DEFAULTS, LIMITS, branded, person=Defaults(model="small")
+        p("!img a logo --style brand"),
+        DEFAULTS,
+        LIMITS,
+        branded,
+        person=DefaultValues(model="small"),
     )
     assert isinstance(refused, UsageError)
     assert "your default model is small: add --model base" in refused.message
@@ -276,7 +280,7 @@ def test_a_lora_style_with_a_persons_other_model_says_which_default_is_in_the_wa
         DEFAULTS,
         LIMITS,
         branded,
-        person=Defaults(model="small"),
+        person=DefaultValues(model="small"),
     )
     assert (made.model, made.lora) == ("base", "acme")
 
@@ -284,12 +288,12 @@ def test_a_lora_style_with_a_persons_other_model_says_which_default_is_in_the_wa
 # ---- where each value comes from --------------------------------------------------------------
 
 
-def effects(room: Defaults = NO_DEFAULTS, me: Defaults = NO_DEFAULTS, **kw):
+def effects(room: DefaultValues = NO_DEFAULTS, me: DefaultValues = NO_DEFAULTS, **kw):
     return in_effect(room, me, DEFAULTS, LIMITS, CATALOGUE, **kw)
 
 
 def test_every_key_says_its_value_and_where_it_comes_from():
-    here = effects(Defaults(steps=20, buttons=False), person(style="photo", steps="8"))
+    here = effects(DefaultValues(steps=20, buttons=False), person(style="photo", steps="8"))
     shown = {key: (e.value, e.source) for key, e in here.items()}
     assert shown == {
         "style": ("photo", YOURS),
@@ -312,13 +316,13 @@ def test_without_any_defaults_everything_is_the_configs():
 
 
 def test_a_ratio_shows_the_size_it_makes_here():
-    assert effects(Defaults(model="small"), person(size="16:9"))["size"].value == (
+    assert effects(DefaultValues(model="small"), person(size="16:9"))["size"].value == (
         "16:9 (704x384 with small)"
     )
 
 
 def test_a_value_that_does_nothing_here_says_so():
-    negative = effects(Defaults(guidance=1.0), person(negative="blurry"))["negative"]
+    negative = effects(DefaultValues(guidance=1.0), person(negative="blurry"))["negative"]
     assert (negative.value, negative.unused, negative.unused_by) == ("none", "blurry", YOURS)
     assert "guidance above 1, and the guidance here is 1" in negative.why
 
@@ -329,7 +333,7 @@ def test_a_value_that_does_nothing_here_says_so():
 def test_me_lists_each_key_with_its_value_and_what_applies_here():
     kept = mine(style="photo", steps="8", negative="blurry", model="gone")
     me, ignored = personal.usable(kept, LIMITS, CATALOGUE)
-    text = personal.describe(kept, ignored, effects(Defaults(steps=20, guidance=1.0), me))
+    text = personal.describe(kept, ignored, effects(DefaultValues(steps=20, guidance=1.0), me))
     lines = text.splitlines()
     assert lines[0].startswith("Your own defaults, in every room and DM with me")
     assert "a room's own defaults come first, then yours, then the bot's config" in lines[0]
@@ -349,7 +353,7 @@ def test_me_lists_each_key_with_its_value_and_what_applies_here():
 
 
 def test_me_without_defaults_says_how_to_set_one_and_what_applies_here():
-    text = personal.describe({}, {}, effects(Defaults(steps=20)))
+    text = personal.describe({}, {}, effects(DefaultValues(steps=20)))
     assert text.startswith("You have no defaults of your own; `me set KEY VALUE`")
     assert "  steps: 20, from this room" in text.splitlines()
     assert "  style: none, from the bot's config" in text.splitlines()
@@ -361,12 +365,14 @@ def test_me_set_confirms_and_says_when_the_room_comes_first():
     assert said.startswith("Your default size is now 16:9 (1344x768 with base), in every room")
     assert said.endswith("`me` shows all your defaults.")
     room_first = personal.confirm_set(
-        "steps", "8", effects(Defaults(steps=20), person(steps="8"))["steps"]
+        "steps", "8", effects(DefaultValues(steps=20), person(steps="8"))["steps"]
     )
     assert "Your default steps is now 8" in room_first
     assert "In this room its own steps comes first (20)" in room_first
     resting = personal.confirm_set(
-        "negative", "blurry", effects(Defaults(guidance=1.0), person(negative="blurry"))["negative"]
+        "negative",
+        "blurry",
+        effects(DefaultValues(guidance=1.0), person(negative="blurry"))["negative"],
     )
     assert "It is not used here: it works only with guidance above 1" in resting
 
@@ -381,7 +387,7 @@ def test_me_reset_says_what_was_cleared_or_that_nothing_was():
 
 
 def test_help_says_what_comes_from_the_room_and_what_from_the_person():
-    room = Defaults(steps=20)
+    room = DefaultValues(steps=20)
     me = person(steps="8", style="photo", size="16:9")
     text = rooms.in_effect(room, DEFAULTS, CATALOGUE, me, LIMITS)
     assert text.startswith("Defaults in this room: 1344×768, 20 steps")
