@@ -104,6 +104,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE usage ADD COLUMN worker TEXT;
     """,
+    # 7: personal defaults (`!img me set`), as each person typed them: they follow the
+    # person into every room, below the room's own defaults
+    """
+    CREATE TABLE personal_defaults (
+        user_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
 ]
 
 

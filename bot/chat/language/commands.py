@@ -130,6 +130,26 @@ class RoomReset:
 
 
 @dataclass(frozen=True)
+class MeShow:
+    """`!img me`: the person's own defaults, and what is in effect for them in this room."""
+
+
+@dataclass(frozen=True)
+class MeSet:
+    """`!img me set KEY VALUE`: a default of the person's own, in every room and DM."""
+
+    key: str  # `ar` arrives as size, its value as a ratio (16:9)
+    # Checked by the parser where the limits suffice; style and model names by
+    # rooms.canonical with personal.KEYS, which knows the catalogue.
+    value: str
+
+
+@dataclass(frozen=True)
+class MeReset:
+    key: str | None = None  # None: every key
+
+
+@dataclass(frozen=True)
 class Usage:
     span: str = "7d"
     user: str | None = None
@@ -151,5 +171,8 @@ Command = (
     | RoomShow
     | RoomSet
     | RoomReset
+    | MeShow
+    | MeSet
+    | MeReset
     | Usage
 )

@@ -12,6 +12,9 @@ from bot.chat.language.commands import (
     Edit,
     Generate,
     Help,
+    MeReset,
+    MeSet,
+    MeShow,
     Models,
     Pause,
     QueueStatus,
@@ -54,6 +57,13 @@ TAKES: dict[str, list[tuple[str, object]]] = {
         ("room set style oil painting", RoomSet("style", "oil painting")),
         ("room reset", RoomReset()),
         ("room reset steps", RoomReset("steps")),
+    ],
+    "me": [
+        ("me", MeShow()),
+        ("me set style photo", MeSet("style", "photo")),
+        ("me set ar 16:9", MeSet("size", "16:9")),
+        ("me reset", MeReset()),
+        ("me reset steps", MeReset("steps")),
     ],
     "usage": [
         ("usage", Usage()),
@@ -99,6 +109,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
         ("cancel culture, editorial cartoon", "nothing after it"),
     ],
     "room": [("room with a view", "`set KEY VALUE` or `reset [KEY]`")],
+    "me": [("me and my dog at the beach", "`set KEY VALUE` or `reset [KEY]`")],
     "usage": [
         ("usage of solar power, diagram", "a period"),
         ("usage 30d @bob @carol", "an @user"),
