@@ -14,12 +14,15 @@ from generation.scheduling.pace import cost
 
 from bot.store import db as database
 from bot.matrix import direct, messages, power
-from bot.chat.language import editing, rooms
+from bot.chat.language import editing, personal, precedence, rooms
 from bot.chat.replies import report
-from bot.store import room_defaults, usage
+from bot.store import personal_defaults, room_defaults, usage
 from bot.chat.language.commands import (
     Cancel,
     Help,
+    MeReset,
+    MeSet,
+    MeShow,
     Models,
     Pause,
     QueueStatus,
@@ -79,6 +82,9 @@ class Replies:
             Cancel: self.cancel,
             Pause: self.pause,
             Resume: self.resume,
+            MeShow: self.me_show,
+            MeSet: self.me_set,
+            MeReset: self.me_reset,
             RoomShow: self.room_show,
             RoomSet: self.room_set,
             RoomReset: self.room_reset,
@@ -102,8 +108,10 @@ class Replies:
 
     async def help(self, room_id, event, command) -> None:
         settings = self.settings
-        room, _ = await self.defaults.of_room(room_id)
-        here = rooms.in_effect(room, settings.generation, self.catalogue)
+        where = await self.defaults.here(room_id, event["sender"])
+        here = rooms.in_effect(
+            where.room, settings.generation, self.catalogue, where.person, settings.limits
+        )
         can_edit = editing.available(self.catalogue)
         await self._say(
             room_id,
@@ -204,6 +212,41 @@ class Replies:
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
         await self._say(room_id, event, text)
+
+    # ---- each person's own defaults ------------------------------------------------------
+
+    async def _effects(self, room_id: str, sender: str) -> dict[str, precedence.Effect]:
+        where = await self.defaults.here(room_id, sender)
+        settings = self.settings
+        return precedence.in_effect(
+            where.room, where.person, settings.generation, settings.limits, self.catalogue
+        )
+
+    async def me_show(self, room_id, event, command: MeShow) -> None:
+        sender = event["sender"]
+        values = await personal_defaults.stored(self.db, sender)
+        _, ignored = await self.defaults.of_person(sender)
+        effects = await self._effects(room_id, sender)
+        await self._say(room_id, event, personal.describe(values, ignored, effects))
+
+    async def me_set(self, room_id, event, command: MeSet) -> None:
+        sender = event["sender"]
+        try:
+            value = personal.canonical(
+                command.key, command.value, self.settings.limits, self.catalogue
+            )
+        except ValueError as exc:
+            await self._say(room_id, event, personal.refusal(exc))
+            return
+        await personal_defaults.store(self.db, sender, command.key, value)
+        effects = await self._effects(room_id, sender)
+        await self._say(
+            room_id, event, personal.confirm_set(command.key, value, effects[command.key])
+        )
+
+    async def me_reset(self, room_id, event, command: MeReset) -> None:
+        removed = await personal_defaults.clear(self.db, event["sender"], command.key)
+        await self._say(room_id, event, personal.confirm_reset(command.key, removed))
 
     # ---- room moderators -----------------------------------------------------------------
 
