@@ -234,7 +234,7 @@ async def run_bot(
                 metrics,
                 settings.metrics,
                 Health.of(
-                    queue, sync, disk.current, lambda: (bot.intake.waiting, len(bot.backlog))
+                    queue, sync, disk.current, lambda: (bot.when_stored.waiting, len(bot.backlog))
                 ),
             )
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")

@@ -115,6 +115,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, key)
     );
     """,
+    # 8: a job's status notice (for removing it with the picture), and who removed the
+    # job's pictures with 🗑️ and when (NULL: no one)
+    """
+    ALTER TABLE usage ADD COLUMN status_event TEXT;
+    ALTER TABLE usage ADD COLUMN deleted_at REAL;
+    ALTER TABLE usage ADD COLUMN deleted_by TEXT;
+    """,
 ]
 
 

@@ -170,6 +170,7 @@ class Poster:
             )
         except messages.Refused as exc:
             return NotSent(str(exc))
+        pending.posted.append(event_id)  # its buttons go under it once the room's are sent
         # Recorded now, or once space is back when the disk is full (the next picture is sent
         # all the same): that it was posted, and the picture, for replies to it.
         number = pending.ticket.id
