@@ -123,6 +123,8 @@ class FinishingRunner:
                 f"{job.image.height} is {expected[0]}x{expected[1]}, not "
                 f"{job.width}x{job.height}."
             )
+        if job.factor == 1:  # ✨ on a picture: the picture itself, only finished (enhanced)
+            return job.image.convert("RGB")
         try:
             return self.upscaler.upscale(job.image, job.factor)
         except UpscalerError:
