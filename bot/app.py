@@ -11,6 +11,7 @@ from contextlib import suppress
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
 from generation.scheduling.queue import GenerationQueue
+from generation.errors import ImgbotError
 from generation.scheduling.runner import Runner
 
 from bot.store import db as database
@@ -278,11 +279,11 @@ async def run_bot(
         )
 
 
-class DeviceFault(Exception):
+class DeviceFault(ImgbotError):
     """The device can no longer be used by this process; a new process can."""
 
 
-class ServiceDown(Exception):
+class ServiceDown(ImgbotError):
     """A service the configured checks need did not answer; a later start may work."""
 
 

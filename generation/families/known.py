@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ImgbotError
 
-class ModelError(Exception):
+
+class ModelError(ImgbotError):
     """The model folder cannot be used; the message says why."""
 
 

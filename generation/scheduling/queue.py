@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 
+from ..errors import ImgbotError
 from ..job import Job, Result
 from .batching import ahead_in, next_batch
 from .pace import Pace
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_LOST = 3
 
 
-class QueueFull(Exception):
+class QueueFull(ImgbotError):
     """The queue, or this person's share of it, is full; the message says which."""
 
 

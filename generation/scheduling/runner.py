@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..errors import ImgbotError
 from ..job import Job
 
 
@@ -20,7 +21,7 @@ class Runner(Protocol):
     def generate(self, job: Job) -> list: ...
 
 
-class WorkerLost(Exception):
+class WorkerLost(ImgbotError):
     """The worker went away while it made a batch (a Ray actor whose node died, its process
     killed, a device fault there): its jobs go back to the front of the queue, to be made
     by another worker (or this one once it is back); the message says what happened."""
