@@ -138,10 +138,9 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
     touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
     start (SystemExit) instead of someone's `!img upscale` later."""
     from generation.models.recipe import with_upscaler
-    from generation.postprocess.finishing_runner import FinishingRunner
     from generation.postprocess.upscale import UpscalerError
 
-    if isinstance(runner, FinishingRunner) or hasattr(runner, "wait_ready"):
+    if runner.finishing:
         return runner  # made whole already, or a remote worker (its host loads the tools)
     try:
         return with_upscaler(runner, settings.generation.recipe(settings.state_dir, device))

@@ -206,7 +206,6 @@ def refine(family: Family, index: dict, transformer: dict) -> Family:
 
 
 def family_of_runner(runner, name: str = "") -> Family:
-    """The family of a runner's model: the engine and the pool read it from the folder;
-    a runner without families (a test's fake) drives SD-like models."""
-    ask = getattr(runner, "family_of", None)
-    return ask(name) if ask is not None else SD
+    """The family of a runner's model: the same as `runner.family_of(name)`, which every
+    runner has (scheduling.runner.Runner), for the chat's context until it asks that."""
+    return runner.family_of(name)

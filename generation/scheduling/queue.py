@@ -45,9 +45,9 @@ class GenerationQueue:
         self.workers = [Worker(i, runner, self) for i, runner in enumerate(runners)]
         self.max_size = max_size
         self.per_user = per_user
-        # Pictures in one pipeline call; the runner must offer `batch_key` and
-        # `generate_batch` for more than one job to share a call.
-        self.max_batch = max_batch if hasattr(self.runner, "generate_batch") else 1
+        # Pictures in one pipeline call, for jobs of one `batch_key` (a runner that makes one
+        # job at a time says None for each, and gets each alone).
+        self.max_batch = max_batch
         self._waiting: collections.deque[Ticket] = collections.deque()
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
