@@ -207,5 +207,5 @@ def refine(family: Family, index: dict, transformer: dict) -> Family:
 
 def family_of_runner(runner, name: str = "") -> Family:
     """The family of a runner's model: the same as `runner.family_of(name)`, which every
-    runner has (scheduling.runner.Runner), for the chat's context until it asks that."""
+    runner has (scheduling.runner.Runner); the chat's catalogue (bot/chat/bot.py) asks here."""
     return runner.family_of(name)
