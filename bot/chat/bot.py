@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from nio import AsyncClient
 
-from generation.families.known import family_of_runner
 from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.defaults import Defaults
@@ -47,10 +46,10 @@ def catalogue_of(queue: GenerationQueue, settings: Settings) -> Catalogue:
         default_model=runner.name,
         models={name: runner.native_size(name) for name in runner.models},
         styles=styles.configured(settings.styles),
-        families={name: family_of_runner(runner, name) for name in runner.models},
+        families={name: runner.family_of(name) for name in runner.models},
         # generation.edit_model, else the default model where its family edits
         edit_model=settings.generation.edit_model
-        or (runner.name if family_of_runner(runner, runner.name).edits else None),
+        or (runner.name if runner.family_of(runner.name).edits else None),
     )
 
 

@@ -24,6 +24,8 @@ import aiohttp
 from nio import AsyncClient, RoomSendResponse, UploadResponse
 from nio.exceptions import EncryptionError, GroupEncryptionError, LocalProtocolError
 
+from generation.errors import ImgbotError
+
 log = logging.getLogger(__name__)
 
 # Replies sent while a sync is being handled give up soon (the sync loop must go on);
@@ -44,7 +46,12 @@ def txn_id(command_event_id: str, part: str) -> str:
     return f"imgbot-{digest[:40]}"
 
 
-class Refused(Exception):
+class HomeserverError(ImgbotError):
+    """The homeserver, or the bot's standing there (its login, token, identity, rooms),
+    failed what was asked; the words say why."""
+
+
+class Refused(HomeserverError):
     """The homeserver answered, and the answer will not change by asking again."""
 
     def __init__(self, problem: str, errcode: str | None = None):
@@ -52,7 +59,7 @@ class Refused(Exception):
         self.errcode = errcode
 
 
-class Unreachable(Exception):
+class Unreachable(HomeserverError):
     """The homeserver could not be reached (or would not take the bot's token) for as long
     as the caller was willing to wait; the send may well work later."""
 

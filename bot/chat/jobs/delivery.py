@@ -277,7 +277,7 @@ class Delivery:
         by side (and beside the room's earlier answers); their messages are sent in order,
         once the room's earlier answers are. Raises messages.Unreachable."""
         job = result.job
-        upscaler = getattr(self.queue.runner, "upscaler_name", "")
+        upscaler = self.queue.runner.upscaler_name
         if job.kind == "upscale" and job.factor == 1:
             upscaler = ""  # ✨: the picture enhanced, no upscaler ran
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
@@ -285,7 +285,7 @@ class Delivery:
             # Which GPU worker made it; embedded only with compliance.embed_worker.
             params["worker"] = result.extra["worker"]
         # What the pictures claim: a plain resize of someone's picture claims no AI at all.
-        claim = claim_for(job, getattr(self.queue.runner, "ai_upscaler", False) and job.factor > 1)
+        claim = claim_for(job, self.queue.runner.ai_upscaler and job.factor > 1)
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.catalogue.default_model, upscaler)
