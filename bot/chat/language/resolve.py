@@ -52,8 +52,8 @@ class DefaultValues:
 RoomDefaults = DefaultValues  # the name the room's callers know
 NO_DEFAULTS = DefaultValues()  # a room or a person that sets nothing
 
-# Whether the bot places its reaction buttons where neither a room nor a person says; the
-# config's chat.buttons is to decide it, and the texts that show it take it as an argument.
+# Whether the bot places its reaction buttons where neither a room nor a person says: the
+# texts that show it take the config's chat.buttons (not empty) as an argument.
 BUTTONS_BY_DEFAULT = True
 
 # The keys a room or a person sets, as `room set` and `me set` name them, that a job uses.

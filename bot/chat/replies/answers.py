@@ -219,7 +219,12 @@ class Replies:
         where = await self.defaults.here(room_id, sender)
         settings = self.settings
         return precedence.in_effect(
-            where.room, where.person, settings.generation, settings.limits, self.catalogue
+            where.room,
+            where.person,
+            settings.generation,
+            settings.limits,
+            self.catalogue,
+            buttons=bool(settings.chat.buttons),
         )
 
     async def me_show(self, room_id, event, command: MeShow) -> None:
@@ -256,7 +261,13 @@ class Replies:
         await self._say(
             room_id,
             event,
-            rooms.describe(values, ignored, self.settings.generation, self.catalogue),
+            rooms.describe(
+                values,
+                ignored,
+                self.settings.generation,
+                self.catalogue,
+                buttons=bool(self.settings.chat.buttons),
+            ),
         )
 
     async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:
