@@ -268,6 +268,27 @@ async def test_the_owners_or_a_moderators_redaction_cancels_the_job(sender, stat
     assert cancelled
 
 
+class RunningQueue(CancellingQueue):
+    def cancel(self, which) -> bool:  # the job runs already: nothing to take out
+        self.cancelled.append(which)
+        return False
+
+
+@pytest.mark.parametrize("command, withdrawn", [({}, True), ({"reaction": "🔁"}, False)])
+async def test_a_running_job_is_withdrawn_for_a_command_redacted_not_a_reaction_taken_back(
+    command, withdrawn
+):
+    """A redacted command's running job is made but not posted; a reaction taken back once
+    its job runs changes nothing (the picture was asked for with one tap, and comes)."""
+    bot = make_bot(RecordingClient(state=power_levels()), queue=RunningQueue())
+    pending = bot.pending.add(
+        SimpleNamespace(id=1),
+        SimpleNamespace(room_id=ROOM, sender=BOB, event_id=COMMAND, command=command),
+    )
+    await bot.on_event(ROOM, redaction(BOB))
+    assert pending.withdrawn is withdrawn
+
+
 # ---- messages without their room key ------------------------------------------------------
 
 

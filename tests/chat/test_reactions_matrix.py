@@ -135,3 +135,31 @@ async def test_a_queued_job_is_cancelled_by_x_or_by_taking_the_reaction_back(
         await bob.sync(0)
         assert bob.replies(room, asked, "m.image") == []
         assert bob.replies(room, first["event_id"], "m.image") == []
+
+
+async def test_a_reaction_on_a_picture_in_a_thread_is_answered_in_the_thread(
+    make_settings, engine, alice
+):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        root = await alice.send(room, "ideas for the poster")
+        thread = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True}
+        asked = await alice.send(room, "!img a lighthouse", **{"m.relates_to": thread})
+        first = await alice.wait_for(
+            room,
+            lambda events: next(
+                (
+                    e
+                    for e in events
+                    if e.get("sender") == BOT and e["content"].get("msgtype") == "m.image"
+                ),
+                None,
+            ),
+        )
+        assert first["content"]["m.relates_to"]["event_id"] == root  # in the thread
+        await alice.react(room, first["event_id"], "🔁")
+        again = await answer_to(alice, room, first["event_id"])
+        relation = again["content"]["m.relates_to"]
+        assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
+        assert relation["m.in_reply_to"]["event_id"] == first["event_id"]
+        assert asked != first["event_id"]
