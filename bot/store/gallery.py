@@ -56,3 +56,17 @@ async def find(db: aiosqlite.Connection, event_id: str, room_id: str) -> Posted 
         return None
     job = job_from_record(row["job"])
     return Posted(job, row["prompt"], row["picture"]) if job is not None else None
+
+
+async def usage_of(db: aiosqlite.Connection, event_id: str, room_id: str) -> dict | None:
+    """The usage log's row of the job that made the bot's picture `event_id` in this room
+    (who asked, when, how long it took, the worker); None when the picture is not one of the
+    bot's, or the row is gone (usage.retention_days)."""
+    row = await (
+        await db.execute(
+            "SELECT usage.* FROM pictures JOIN usage ON usage.id = pictures.usage_id"
+            " WHERE pictures.event_id = ? AND pictures.room_id = ?",
+            (event_id, room_id),
+        )
+    ).fetchone()
+    return dict(row) if row is not None else None
