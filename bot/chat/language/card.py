@@ -114,14 +114,17 @@ def _prompts(made: Made, style: Style | None) -> _Prompts | None:
         if hashed(drawn) != job.prompt or hashed(negative) != job.negative_prompt:
             return None
         where = "read from the picture: the log keeps no prompts"
-    if not job.style or job.kind == "edit":  # an edit's instruction is never styled
-        typed: tuple[str, str] | None = (drawn, negative)
+    typed: tuple[str, str] | None
+    if job.kind == "edit":
+        # An edit names no style, though a room's may have reached its prompt: the
+        # instruction as typed, where the log keeps it.
+        typed = (drawn if where else made.prompt, negative)
+    elif not job.style:
+        typed = (drawn, negative)
     else:
         typed = style.typed(drawn, negative) if style is not None else None
-    if typed is not None and where == "" and typed[0] != made.prompt:
-        typed = None
-    if job.kind == "edit" and where == "":
-        typed = (made.prompt, negative)  # a room's style may have reached the instruction
+    if typed is not None and not where and typed[0] != made.prompt:
+        typed = None  # the log's prompt as typed is not what the style was given
     return _Prompts(drawn, negative, typed, where)
 
 
@@ -177,6 +180,8 @@ def card(made: Made, catalogue: Catalogue, prefix: str) -> Card:
         lines.append(("", "How this picture was made:"))
     if prompts is None:
         lines.append(("Prompt", f"{NOT_KEPT} (the log keeps no prompts, nor does the picture)"))
+    elif job.kind == "upscale" and not prompts.drawn:
+        pass  # an upscale of someone's picture: no prompt made it
     else:
         typed = prompts.typed[0] if prompts.typed is not None else prompts.drawn
         lines.append(("Prompt", typed + (f" ({prompts.where})" if prompts.where else "")))

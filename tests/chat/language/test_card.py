@@ -9,12 +9,13 @@ import hashlib
 import pytest
 
 from bot.chat.language.card import Asked, Made, card, hashed
-from bot.chat.language.commands import Generate, Info, UsageError
+from bot.chat.language.commands import Edit, Generate, Info, UsageError
 from bot.chat.language.parser import help_text, parse
 from bot.chat.language.resolve import Catalogue, DefaultValues, resolve
 from bot.chat.language.styles import BUILTIN, Style
 from bot.config import GenerationSettings, LimitSettings
 from generation.families.known import FAMILIES, SD, SDXL
+from generation.job import Job
 
 LIMITS = LimitSettings(max_steps=60, max_pixels=1536 * 1536)
 BRAND = Style("brand", "{prompt}, in ACME blue", "off-brand", lora="acme", weight=0.8)
@@ -198,3 +199,18 @@ def test_info_is_a_sub_command_in_reply_and_listed_in_help():
     refused = parse("!img info please", "!img", LIMITS)
     assert isinstance(refused, UsageError) and "in reply to one of my pictures" in str(refused)
     assert "!img info — in reply to one of my pictures" in help_text("!img", LIMITS)
+
+
+def test_an_edit_and_an_upscale_of_someones_picture():
+    edit = Job(
+        "make it night", 7, 6, 512, 384, guidance=4.0, model="sd", kind="edit", source="mxc://e/1"
+    )
+    shown = card(Made(edit, "make it night", 0, ASKED), CATALOGUE, "!img")
+    assert shown.command == "!img edit make it night --seed 7 --steps 6 --guidance 4 --no none"
+    assert parse(shown.command, "!img", LIMITS) == Edit(
+        "make it night", seed=7, steps=6, guidance=4.0, negative_prompt="none"
+    )
+    assert "Reply to the picture it was made from with:" in shown.plain()
+    theirs = Job("", 0, 1, 2048, 2048, kind="upscale", factor=4, source="mxc://e/2")
+    shown = card(Made(theirs, "upscale 4x", 0, ASKED), CATALOGUE, "!img")
+    assert "Prompt" not in shown.plain() and shown.command == "!img upscale 4"
