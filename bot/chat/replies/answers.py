@@ -224,8 +224,8 @@ class Replies:
         its card; anything else gets one notice saying what it works on."""
         # As again/vary/upscale: a thread started on a picture is about that picture.
         reply = sources.replied_to(event.get("content") or {}, thread_root=True)
-        made = None if reply is None else await self.card_for(room_id, reply)
-        if made is None:
+        shown = None if reply is None else await self.card_for(room_id, reply)
+        if shown is None:
             prefix = self.settings.matrix.command_prefix
             await self._say(
                 room_id,
@@ -235,7 +235,7 @@ class Replies:
                 "how the picture was made, and the command that makes it again.",
             )
             return
-        await self._say(room_id, event, made.plain(), made.html())
+        await self._say(room_id, event, shown.plain(), shown.html())
 
     async def card_for(self, room_id: str, picture_id: str) -> card.Card | None:
         """The card of the bot's picture (or contact sheet) `picture_id` in this room; None
