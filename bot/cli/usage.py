@@ -124,6 +124,10 @@ FIELDS = (
     "generation_seconds",
     "compliance",
     "worker",
+    "status_event",
+    "deleted_at",
+    "deleted_at_epoch",
+    "deleted_by",
 )
 COLUMNS = (
     "time",
@@ -167,7 +171,7 @@ def exported(row: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
     JSON values in JSON (CSV keeps their JSON text in one cell)."""
     out: dict[str, Any] = {}
     for name, value in row.items():
-        if name in ("created_at", "finished_at"):
+        if name in ("created_at", "finished_at", "deleted_at"):
             out[name], out[name + "_epoch"] = iso_time(value), value
         elif parse_json and name in _JSON_COLUMNS and isinstance(value, str):
             out[name] = json.loads(value)

@@ -24,6 +24,7 @@ class Posted:
     job: Job
     prompt: str  # as typed, before any style
     picture: int | None  # which of the job's pictures (its seed is job.seed + picture); None: sheet
+    usage_id: int | None = None  # the job's row in the usage log
 
 
 async def remember(
@@ -48,14 +49,23 @@ async def find(db: aiosqlite.Connection, event_id: str, room_id: str) -> Posted 
     it was posted in); None when it is not one, or its record has expired."""
     row = await (
         await db.execute(
-            "SELECT job, prompt, picture FROM pictures WHERE event_id = ? AND room_id = ?",
+            "SELECT job, prompt, picture, usage_id FROM pictures"
+            " WHERE event_id = ? AND room_id = ?",
             (event_id, room_id),
         )
     ).fetchone()
     if row is None:
         return None
     job = job_from_record(row["job"])
-    return Posted(job, row["prompt"], row["picture"]) if job is not None else None
+    if job is None:
+        return None
+    return Posted(job, row["prompt"], row["picture"], row["usage_id"])
+
+
+async def forget(db: aiosqlite.Connection, event_id: str) -> None:
+    """The picture was removed from its room: nothing continues from it any more."""
+    async with database.writing(db):
+        await db.execute("DELETE FROM pictures WHERE event_id = ?", (event_id,))
 
 
 async def usage_of(db: aiosqlite.Connection, event_id: str, room_id: str) -> dict | None:

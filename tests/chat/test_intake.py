@@ -19,6 +19,7 @@ from nio import JoinResponse, RoomGetStateResponse, SyncResponse
 from bot.chat.bot import Bot
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
+from tests.helpers.runners import StubRunner
 
 BOT = "@imgbot:example.org"
 ALICE = "@alice:example.org"  # in allowed_users (everyone on the bot's own server)
@@ -50,7 +51,7 @@ class RecordingClient:
         return RoomGetStateResponse(self.state, room_id)
 
 
-RUNNER = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
+RUNNER = StubRunner(name="m", models=["m"], native_size=lambda name="": (512, 512))
 
 
 def make_bot(client, queue=None, **matrix) -> Bot:

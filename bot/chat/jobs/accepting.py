@@ -172,6 +172,7 @@ class Acceptor:
                     prompt,
                     job,
                     self.logged(event, room_id, prompt, job),
+                    messages.reply_target(event),
                 )
                 self.start(stored)
         if refused is not None:
