@@ -109,3 +109,26 @@ async def test_without_kept_prompts_the_card_reads_the_picture_or_says_not_kept(
         else:
             assert "Prompt: not kept" in shown and "quiet pond" not in shown
             assert "its prompt is not kept" in shown
+
+
+async def test_the_info_reaction_answers_with_the_card_at_the_picture(make_settings, engine, alice):
+    async with bot_running(make_settings(), engine):
+        room = await alice.room_with(BOT)
+        asked = await alice.send(room, "!img a paper boat --seed 21 --style watercolor")
+        (made,) = await alice.wait_reply(room, asked, "m.image")
+        await alice.client.room_send(
+            room,
+            "m.reaction",
+            {
+                "m.relates_to": {
+                    "rel_type": "m.annotation",
+                    "event_id": made["event_id"],
+                    "key": "ℹ️",
+                }
+            },
+        )
+        (answer,) = await alice.wait_reply(room, made["event_id"], "m.notice")
+    shown = answer["content"]["body"]
+    assert "Prompt: a paper boat" in shown and "Seed: 21" in shown
+    assert shown.splitlines()[-1].startswith("!img a paper boat --seed 21 ")
+    assert "<pre><code>!img a paper boat --seed 21 " in answer["content"]["formatted_body"]
