@@ -20,6 +20,7 @@ from bot.chat.jobs.pending import Pending, PendingJobs
 from bot.chat.jobs.posting import NotSent, Poster
 from bot.chat.jobs.sheet import contact_sheet
 from bot.chat.jobs.slots import Slots
+from bot.chat.language import reactions
 from bot.chat.language.captions import caption
 from bot.chat.language.resolve import Catalogue
 from bot.matrix import messages
@@ -289,6 +290,10 @@ class Delivery:
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.catalogue.default_model, upscaler)
+            if pending.reaction:  # asked for with a reaction: who asked comes first
+                text = (
+                    f"{reactions.caption_prefix(pending.reaction, pending.stored.sender)}: {text}"
+                )
             async with self.slots.take(pending.room_id):
                 return await self.poster.prepare(
                     pending,
