@@ -116,17 +116,7 @@ async def test_the_info_reaction_answers_with_the_card_at_the_picture(make_setti
         room = await alice.room_with(BOT)
         asked = await alice.send(room, "!img a paper boat --seed 21 --style watercolor")
         (made,) = await alice.wait_reply(room, asked, "m.image")
-        await alice.client.room_send(
-            room,
-            "m.reaction",
-            {
-                "m.relates_to": {
-                    "rel_type": "m.annotation",
-                    "event_id": made["event_id"],
-                    "key": "ℹ️",
-                }
-            },
-        )
+        await alice.react(room, made["event_id"], "ℹ️")
         (answer,) = await alice.wait_reply(room, made["event_id"], "m.notice")
     shown = answer["content"]["body"]
     assert "Prompt: a paper boat" in shown and "Seed: 21" in shown
