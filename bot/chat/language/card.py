@@ -166,7 +166,9 @@ def card(made: Made, catalogue: Catalogue, prefix: str) -> Card:
     family = catalogue.family(model)
     prompts = _prompts(made, _same_style(job, catalogue))
     lines: list[tuple[str, str]] = []
-    if job.kind == "upscale":
+    if job.kind == "upscale" and job.factor == 1:  # ✨ on a picture: no upscaler ran
+        lines.append(("", "How this enhanced picture was made (its source, finished):"))
+    elif job.kind == "upscale":
         lines.append(
             ("", f"How this upscale was made ({job.factor}× to {job.width}×{job.height}):")
         )
@@ -237,6 +239,8 @@ def _command(
     """The command that makes the picture again, and the words before it; (None, why not)."""
     job = made.job
     reply = "Reply to the picture it was made from with:"
+    if job.kind == "upscale" and job.factor == 1:  # no command says it: the ✨ reaction does
+        return None, "React with ✨ to the picture it was made from to make it again."
     if job.kind == "upscale":
         return f"{prefix} upscale {job.factor}" + (" --enhance" if job.enhance else ""), reply
     if prompts is None:

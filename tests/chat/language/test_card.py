@@ -214,3 +214,12 @@ def test_an_edit_and_an_upscale_of_someones_picture():
     theirs = Job("", 0, 1, 2048, 2048, kind="upscale", factor=4, source="mxc://e/2")
     shown = card(Made(theirs, "upscale 4x", 0, ASKED), CATALOGUE, "!img")
     assert "Prompt" not in shown.plain() and shown.command == "!img upscale 4"
+
+
+def test_an_enhanced_picture_points_to_the_reaction_that_made_it():
+    finished = Job("a fox", 3, 1, 512, 512, kind="upscale", factor=1, enhance=True)
+    shown = card(Made(finished, "a fox", 0, ASKED), CATALOGUE, "!img")
+    assert "How this enhanced picture was made" in shown.plain()
+    assert (
+        shown.command is None and "React with ✨ to the picture it was made from" in shown.plain()
+    )
