@@ -105,7 +105,9 @@ class Reactions:
             await self._claim(event)
             card = await self.replies.card_for(room_id, target)
             if card is not None:
-                await messages.send_notice(self.client, room_id, card, reply_to=asked)
+                await messages.send_notice(
+                    self.client, room_id, card.plain(), reply_to=asked, html=card.html()
+                )
         else:
             await self._claim(event)
             await self._delete(room_id, asked, target, posted)

@@ -66,3 +66,17 @@ async def forget(db: aiosqlite.Connection, event_id: str) -> None:
     """The picture was removed from its room: nothing continues from it any more."""
     async with database.writing(db):
         await db.execute("DELETE FROM pictures WHERE event_id = ?", (event_id,))
+
+
+async def usage_of(db: aiosqlite.Connection, event_id: str, room_id: str) -> dict | None:
+    """The usage log's row of the job that made the bot's picture `event_id` in this room
+    (who asked, when, how long it took, the worker); None when the picture is not one of the
+    bot's, or the row is gone (usage.retention_days)."""
+    row = await (
+        await db.execute(
+            "SELECT usage.* FROM pictures JOIN usage ON usage.id = pictures.usage_id"
+            " WHERE pictures.event_id = ? AND pictures.room_id = ?",
+            (event_id, room_id),
+        )
+    ).fetchone()
+    return dict(row) if row is not None else None

@@ -77,6 +77,12 @@ ON_A_PICTURE = (Again, Vary, Upscale, Edit)
 
 
 @dataclass(frozen=True)
+class Info:
+    """`!img info`, in reply to one of the bot's pictures: its card (how it was made, and
+    the command that makes it again). Answered with words, not a job."""
+
+
+@dataclass(frozen=True)
 class Help:
     pass
 
@@ -161,6 +167,7 @@ Command = (
     | Vary
     | Upscale
     | Edit
+    | Info
     | Help
     | Styles
     | Models

@@ -10,16 +10,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from generation.job import Job
+from generation.postprocess.png import read_parameters
 from generation.scheduling.pace import cost
 
 from bot.store import db as database
-from bot.matrix import direct, messages, power
+from bot.matrix import direct, messages, power, sources
 from bot.chat.language import editing, personal, precedence, rooms
 from bot.chat.replies import report
-from bot.store import personal_defaults, room_defaults, usage
+from bot.store import gallery, personal_defaults, room_defaults, usage
+from bot.chat.language import card
 from bot.chat.language.commands import (
     Cancel,
     Help,
+    Info,
     MeReset,
     MeSet,
     MeShow,
@@ -89,6 +92,7 @@ class Replies:
             RoomSet: self.room_set,
             RoomReset: self.room_reset,
             Usage: self.usage,
+            Info: self.info,
         }
 
     async def answer(self, room_id: str, event: dict[str, Any], command) -> None:
@@ -212,6 +216,75 @@ class Replies:
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
         await self._say(room_id, event, text)
+
+    # ---- a picture's card ----------------------------------------------------------------
+
+    async def info(self, room_id, event, command: Info) -> None:
+        """`!img info` in reply to one of the bot's pictures (or in a thread started on one):
+        its card; anything else gets one notice saying what it works on."""
+        # As again/vary/upscale: a thread started on a picture is about that picture.
+        reply = sources.replied_to(event.get("content") or {}, thread_root=True)
+        shown = None if reply is None else await self.card_for(room_id, reply)
+        if shown is None:
+            prefix = self.settings.matrix.command_prefix
+            await self._say(
+                room_id,
+                event,
+                f"`{prefix} info` works in reply to a picture this bot made in this room "
+                "(or to its contact sheet), while the bot still has its record: it tells "
+                "how the picture was made, and the command that makes it again.",
+            )
+            return
+        await self._say(room_id, event, shown.plain(), shown.html())
+
+    async def card_for(self, room_id: str, picture_id: str) -> card.Card | None:
+        """The card of the bot's picture (or contact sheet) `picture_id` in this room; None
+        when it is not one of the bot's pictures here, or its record has expired. For
+        `!img info` and the ℹ️ reaction alike; send it with `plain()` as the body and
+        `html()` as the formatted body."""
+        posted = await gallery.find(self.db, picture_id, room_id)
+        if posted is None:
+            return None
+        row = await gallery.usage_of(self.db, picture_id, room_id)
+        asked = (
+            None
+            if row is None
+            else card.Asked(
+                row["user_id"],
+                row["created_at"],
+                row["queue_seconds"],
+                row["generation_seconds"],
+                row["worker"],
+            )
+        )
+        params: dict[str, Any] = {}
+        if posted.prompt.startswith(card.HASHED):
+            # The log keeps no prompts: the picture may carry its own (compliance.embed_prompt).
+            params = await self._parameters(room_id, picture_id)
+        made = card.Made(posted.job, posted.prompt, posted.picture, asked, params)
+        return card.card(made, self.catalogue, self.settings.matrix.command_prefix)
+
+    async def _parameters(self, room_id: str, picture_id: str) -> dict[str, Any]:
+        """The parameters embedded in the bot's picture; {} when it carries none, or it
+        cannot be fetched now (the card then says the prompt is not kept)."""
+        try:
+            picture = await sources.picture_event(self.client, room_id, picture_id)
+            fetched = await sources.fetch(
+                self.client,
+                sources.locator(picture["content"]),
+                (picture["content"].get("info") or {}).get("size"),
+                self.settings.limits,
+            )
+        except sources.SourceError as exc:
+            log.info("the parameters of picture %s could not be read: %s", picture_id, exc)
+            return {}
+        if fetched.data[:4] != b"\x89PNG":
+            return {}
+        try:
+            return await asyncio.to_thread(read_parameters, fetched.data)
+        except (ValueError, OSError) as exc:  # a PNG whose text is not ours
+            log.info("picture %s carries no readable parameters: %s", picture_id, exc)
+            return {}
 
     # ---- each person's own defaults ------------------------------------------------------
 

@@ -12,6 +12,7 @@ from bot.chat.language.commands import (
     Edit,
     Generate,
     Help,
+    Info,
     MeReset,
     MeSet,
     MeShow,
@@ -96,6 +97,7 @@ TAKES: dict[str, list[tuple[str, object]]] = {
             Edit("cancel the rain", guidance=4.0, negative_prompt="clouds", fast=True),
         ),
     ],
+    "info": [("info", Info()), ("Info?", Info())],
 }
 
 # What each does not take: one notice, and the words that name what it takes.
@@ -132,6 +134,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
         ("edit make it night --size 512x512", "--seed, --steps"),
         ("edit make it night --style anime", "not --style"),
     ],
+    "info": [("info about whales, poster", "nothing after it, in reply to one of my pictures")],
 }
 
 
