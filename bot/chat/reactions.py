@@ -34,6 +34,10 @@ from bot.store import gallery, usage
 
 log = logging.getLogger(__name__)
 
+NO_CARD = (
+    "The bot no longer keeps how this picture was made (its record expired), so it has no "
+    "card; the picture may still carry its parameters in the PNG."
+)
 MAY_DELETE = (
     "Only the person who asked for this picture, a room moderator or a bot admin may remove it."
 )
@@ -89,12 +93,12 @@ class Reactions:
                 await self._claim(event)
                 await self._cancel(room_id, event, status)
             return
-        posted = await gallery.find(self.db, target, room_id)
-        if posted is None:
-            return  # not one of the bot's pictures (or its record expired): not a command
         picture = await self._picture(room_id, target)
-        if picture is None:
-            return
+        if picture is None or picture.get("sender") != self.client.user_id:
+            return  # not one of the bot's pictures: not a command
+        # None when its record expired: again and vary then say so, as typed; upscale and
+        # enhance work on any picture; only a moderator or an admin may remove it.
+        posted = await gallery.find(self.db, target, room_id)
         asked = self._as_command(event, picture, reactions.key_of(key))
         command = reactions.command_for(action)
         if command is not None:
@@ -104,7 +108,9 @@ class Reactions:
         elif action is Action.INFO:
             await self._claim(event)
             card = await self.replies.card_for(room_id, target)
-            if card is not None:
+            if card is None:
+                await messages.send_notice(self.client, room_id, NO_CARD, reply_to=asked)
+            else:
                 await messages.send_notice(
                     self.client, room_id, card.plain(), reply_to=asked, html=card.html()
                 )
@@ -164,12 +170,13 @@ class Reactions:
             log.info("job %d was cancelled with ❌ by %s", pending.ticket.id, sender)
 
     async def _delete(
-        self, room_id: str, asked: dict[str, Any], target: str, posted: gallery.Posted
+        self, room_id: str, asked: dict[str, Any], target: str, posted: gallery.Posted | None
     ) -> None:
         """🗑️ on a picture: removed (with its job's status notice) when the person asked
         for it, moderates the room or is a bot admin; anyone else gets one notice."""
         sender = str(asked["sender"])
-        row = await usage.asked(self.db, posted.usage_id) if posted.usage_id else None
+        usage_id = posted.usage_id if posted is not None else None
+        row = await usage.asked(self.db, usage_id) if usage_id else None
         owner, status_event = row if row is not None else (None, None)
         if not await self._may_remove(room_id, sender, owner):
             await messages.send_notice(self.client, room_id, MAY_DELETE, reply_to=asked)
@@ -184,6 +191,6 @@ class Reactions:
             if not isinstance(response, RoomRedactResponse):  # logged, not tried again
                 log.warning("could not remove %s: %s", event_id, response)
         await gallery.forget(self.db, target)
-        if posted.usage_id:
-            await usage.mark_deleted(self.db, posted.usage_id, sender)
-        log.info("a picture of usage id %s was removed with 🗑️ by %s", posted.usage_id, sender)
+        if usage_id:
+            await usage.mark_deleted(self.db, usage_id, sender)
+        log.info("a picture of usage id %s was removed with 🗑️ by %s", usage_id, sender)

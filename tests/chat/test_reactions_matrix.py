@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from bot.store import db as database
 from tests.chat.test_commands_matrix import BOT, notice, picture, shared_room
 from tests.helpers.chatting import bot_running, usage_rows
 
@@ -163,3 +164,27 @@ async def test_a_reaction_on_a_picture_in_a_thread_is_answered_in_the_thread(
         assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
         assert relation["m.in_reply_to"]["event_id"] == first["event_id"]
         assert asked != first["event_id"]
+
+
+async def test_bad_reactions_get_one_notice_and_change_nothing(make_settings, engine, alice):
+    # 64² upscaled 4× is 256²: over this limit, so 🔍 is refused as a typed upscale is.
+    settings = make_settings(limits={"max_upscaled_pixels": 128 * 128})
+    async with bot_running(settings, engine):
+        room = await alice.room_with(BOT)
+        first = await made(alice, room, "!img a red fox")
+        pid = first["event_id"]
+        await alice.react(room, pid, "🔍")
+        (refused,) = await alice.wait_reply(room, pid, "m.notice")
+        assert "over the limit" in refused["content"]["body"]
+        # The picture's record is gone (its retention ran out): ℹ️ says so.
+        db = await database.connect(settings.state_dir / "imgbot.sqlite3")
+        await db.execute("DELETE FROM pictures")
+        await db.commit()
+        await db.close()
+        await alice.react(room, pid, "ℹ️")
+        (*_, gone) = await alice.wait_reply(room, pid, "m.notice", count=2)
+        assert "no longer keeps how this picture was made" in gone["content"]["body"]
+        await asyncio.sleep(2)
+        await alice.sync(0)
+        assert alice.replies(room, pid, "m.image") == []
+    assert [r["status"] for r in await usage_rows(settings)] == ["ok", "rejected"]
