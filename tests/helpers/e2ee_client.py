@@ -322,3 +322,21 @@ class JsClient:
         signed_by_owner, cross_signing_verified, locally_verified."""
         return dict(await self.call("device_status", timeout, user_id=user_id,
                                     device_id=device_id, timeout=timeout))  # fmt: skip
+
+    async def react(
+        self, room_id: str, event_id: str, key: str, *, encrypted: bool = False,
+        timeout: float = 30,
+    ) -> str:  # fmt: skip
+        """A reaction on ``event_id``; its event ID. js-sdk sends reactions in the clear, also
+        in an encrypted room, as Element does; ``encrypted=True`` sends it encrypted, as some
+        other clients do."""
+        result = await self.call("send_reaction", timeout, room_id=room_id, event_id=event_id,
+                                 key=key, encrypted=encrypted)  # fmt: skip
+        return str(result["event_id"])
+
+    async def reactions(self, room_id: str, event_id: str, sender: str | None = None) -> list[str]:
+        """The keys ``sender`` (or anyone) reacted with on ``event_id``, in the order seen,
+        those taken back left out; without waiting."""
+        result = await self.call("reactions", 10, room_id=room_id, event_id=event_id,
+                                 sender=sender)  # fmt: skip
+        return list(result["keys"])

@@ -219,6 +219,25 @@ async function download(mxc) {
     return Buffer.from(await resp.arrayBuffer());
 }
 
+// js-sdk never encrypts a reaction (MatrixClient.shouldEncryptEventForRoom); while `send`
+// runs, reactions to an encrypted room are encrypted like any other event.
+let encryptingReactions = 0;
+async function withEncryptedReactions(c, send) {
+    if (!c.imgbotShouldEncrypt) {
+        c.imgbotShouldEncrypt = c.shouldEncryptEventForRoom.bind(c);
+        c.shouldEncryptEventForRoom = async (event, room) =>
+            encryptingReactions > 0 && event.getType() === "m.reaction" && !event.isEncrypted()
+                ? c.getCrypto().isEncryptionEnabledInRoom(room.roomId)
+                : c.imgbotShouldEncrypt(event, room);
+    }
+    encryptingReactions += 1;
+    try {
+        return await send();
+    } finally {
+        encryptingReactions -= 1;
+    }
+}
+
 // ---------------------------------------------------------------- commands
 
 const commands = {
@@ -378,6 +397,33 @@ const commands = {
         if (reply_to) content["m.relates_to"] = { "m.in_reply_to": { event_id: reply_to } };
         const { event_id } = await c.sendEvent(room_id, "m.room.message", content);
         return { event_id, url: content_uri };
+    },
+
+    // A reaction (m.annotation) on event_id. js-sdk sends reactions in the clear, also in an
+    // encrypted room, as Element does (the relation is in the clear anyway); with
+    // `encrypted` it is sent encrypted instead, as some other clients do.
+    async send_reaction({ room_id, event_id, key, encrypted = false }) {
+        const c = needClient();
+        const content = { "m.relates_to": { rel_type: "m.annotation", event_id, key } };
+        if (encrypted) await assertEncrypted(room_id);
+        const sent = encrypted
+            ? await withEncryptedReactions(c, () => c.sendEvent(room_id, "m.reaction", content))
+            : await c.sendEvent(room_id, "m.reaction", content);
+        return { event_id: sent.event_id };
+    },
+
+    // The keys `sender` reacted with on event_id, in the order seen (taken back ones left out).
+    async reactions({ room_id, event_id, sender = null }) {
+        const keys = [];
+        for (const { event } of log) {
+            if (event.getRoomId() !== room_id || event.getType() !== "m.reaction") continue;
+            if (event.isRedacted() || (sender && event.getSender() !== sender)) continue;
+            const relation = event.getRelation();
+            if (relation?.rel_type === "m.annotation" && relation.event_id === event_id) {
+                keys.push(relation.key);
+            }
+        }
+        return { keys };
     },
 
     // Events seen so far, from `since` (an index) on, matching the filters; no waiting.
