@@ -89,7 +89,7 @@ ON_A_PICTURE = (Again, Vary, Upscale, Edit)
 
 @dataclass(frozen=True)
 class Help:
-    pass
+    topic: str | None = None  # one of subcommands.HELP_TOPICS; None: the short help
 
 
 @dataclass(frozen=True)

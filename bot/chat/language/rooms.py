@@ -20,6 +20,7 @@ from bot.chat.language.resolve import (
     guided,
     room_guidance,
 )
+from bot.chat.language.rich import RichText, bullets, lines, reason, rich
 from bot.chat.language.styles import NO_STYLE, normalise
 
 
@@ -59,15 +60,15 @@ def canonical(key: str, value: str, limits: LimitSettings, catalogue: Catalogue)
 
 def usable(
     values: dict[str, Kept], limits: LimitSettings, catalogue: Catalogue
-) -> tuple[RoomDefaults, dict[str, str]]:
+) -> tuple[RoomDefaults, dict[str, RichText]]:
     """The defaults that still fit today's limits and catalogues, and why the others don't."""
     fields: dict[str, Any] = {}  # RoomDefaults' fields, each checked by ROOM_KEYS
-    ignored: dict[str, str] = {}
+    ignored: dict[str, RichText] = {}
     for key, item in values.items():
         try:
             value = canonical(key, item.value, limits, catalogue)
         except (ValueError, KeyError) as exc:
-            ignored[key] = str(exc).rstrip(".")
+            ignored[key] = reason(exc).rstrip(".")
             continue
         if key == "nsfw":
             continue  # not a generation default: the compliance checks read it (screening)
@@ -93,39 +94,43 @@ def guidance_of(values: dict[str, Kept], defaults: GenerationSettings) -> tuple[
 
 def negative_refusal(
     value: str, values: dict[str, Kept], defaults: GenerationSettings
-) -> str | None:
+) -> RichText | None:
     """Why `room set negative VALUE` is refused: a negative prompt does nothing at a guidance
     of 1 or below, so the room's guidance is to be raised first. None: it may be set."""
     guidance, whose = guidance_of(values, defaults)
     if value == NO_NEGATIVE or guided(guidance):
         return None
-    return (
-        f"A negative prompt works only with guidance above 1, and {whose} is "
-        f"{guidance:g}. Raise it first with `room set guidance 5` (each step then takes "
+    return rich(
+        "A negative prompt works only with guidance above 1, and {whose} is "
+        "{guidance:g}. Raise it first with `room set guidance 5` (each step then takes "
         "about twice as long, and a model made for guidance 0 may want less), then set "
-        "the negative prompt."
+        "the negative prompt.",
+        whose=whose,
+        guidance=guidance,
     )
 
 
-def resting(values: dict[str, Kept], defaults: GenerationSettings) -> str | None:
+def resting(values: dict[str, Kept], defaults: GenerationSettings) -> RichText | None:
     """Why the room's negative prompt is not used, when it is set and the room's guidance is
     1 or below; None when it is used (or not set)."""
     item = values.get("negative")
     guidance, whose = guidance_of(values, defaults)
     if item is None or item.value == NO_NEGATIVE or guided(guidance):
         return None
-    return (
-        f"it works only with guidance above 1, and {whose} is {guidance:g} "
-        "(`room set guidance 5` to use it, `room reset negative` to clear it)"
+    return rich(
+        "it works only with guidance above 1, and {whose} is {guidance:g} "
+        "(`room set guidance 5` to use it, `room reset negative` to clear it)",
+        whose=whose,
+        guidance=guidance,
     )
 
 
 def describe(
     values: dict[str, Kept],
-    ignored: dict[str, str],
+    ignored: dict[str, RichText],
     defaults: GenerationSettings,
     catalogue: Catalogue,
-) -> str:
+) -> RichText:
     """`!img room`: each key, the room's value and who set it, or the bot's default."""
     defaults = for_model(defaults, catalogue.family(catalogue.default_model))
     unused = resting(values, defaults)
@@ -141,22 +146,40 @@ def describe(
         "enhance": "off",
         "nsfw": "the config's compliance.nsfw",
     }
-    lines = ["This room's defaults (`room set KEY VALUE` to change, `room reset` to clear):"]
+    rows = []
     for key in ROOM_KEYS:
         item = values.get(key)
+        # The values and who set them are as typed: literal text, never markup.
         if item is None:
-            lines.append(f"  {key}: {bot[key]} (the bot's default)")
+            rows.append(rich("{key}: {value} (the bot's default)", key=key, value=bot[key]))
         elif key in ignored:
-            lines.append(
-                f"  {key}: {bot[key]} — the room's {item.value!r} is not used: {ignored[key]}"
+            rows.append(
+                rich(
+                    "{key}: {value} — the room's {typed!r} is not used: {why}",
+                    key=key,
+                    value=bot[key],
+                    typed=item.value,
+                    why=ignored[key],
+                )
             )
         else:
             when = time.strftime("%Y-%m-%d", time.localtime(item.set_at))
-            lines.append(f"  {key}: {item.value} (set by {item.set_by} on {when})")
-    return "\n".join(lines)
+            rows.append(
+                rich(
+                    "{key}: **{value}** (set by {who} on {when})",
+                    key=key,
+                    value=item.value,
+                    who=item.set_by,
+                    when=when,
+                )
+            )
+    return lines(
+        rich("**This room's defaults** (`room set KEY VALUE` to change, `room reset` to clear):"),
+        bullets(rows),
+    )
 
 
-def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catalogue) -> str:
+def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catalogue) -> RichText:
     """For `!img help`: what a bare `!img <prompt>` makes in this room."""
     defaults = for_model(defaults, catalogue.family(room.model or catalogue.default_model))
     if room.width and room.height:
@@ -166,18 +189,18 @@ def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catal
     steps = room.steps if room.steps is not None else defaults.steps
     guidance = room_guidance(room, defaults)
     parts = [
-        f"{width}×{height}",
-        f"{steps} steps",
-        f"guidance {guidance:g}"
-        + ("" if guided(guidance) else " (so --no also needs --guidance above 1)"),
-        f"model {room.model or catalogue.default_model}",
+        rich("{width}×{height}", width=width, height=height),
+        rich("{steps} steps", steps=steps),
+        rich("guidance {guidance:g}", guidance=guidance)
+        + ("" if guided(guidance) else rich(" (so `--no` also needs `--guidance` above 1)")),
+        rich("model {model}", model=room.model or catalogue.default_model),
     ]
     if room.style and room.style != NO_STYLE:
-        parts.append(f"style {room.style}")
+        parts.append(rich("style {style}", style=room.style))
     if room.negative and room.negative != NO_NEGATIVE and guided(guidance):
-        parts.append(f"negative prompt {room.negative!r}")
+        parts.append(rich("negative prompt {negative!r}", negative=room.negative))
     if room.enhance:
-        parts.append("enhanced")
+        parts.append(rich("enhanced"))
     own = [
         key
         for key, value in (
@@ -191,7 +214,7 @@ def in_effect(room: RoomDefaults, defaults: GenerationSettings, catalogue: Catal
         )
         if value is not None
     ]
-    text = "Defaults in this room: " + ", ".join(parts) + "."
+    text = rich("**Defaults in this room:** ") + RichText((", ",)).join(parts) + "."
     if own:
-        text += f" This room sets its own {', '.join(own)} (`room` lists them)."
+        text += rich(" This room sets its own {own} (`room` lists them).", own=", ".join(own))
     return text

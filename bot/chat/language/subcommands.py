@@ -39,6 +39,7 @@ from bot.chat.language.options import (
     text_within,
 )
 from bot.chat.language.prompts import prompt_and_options, visible
+from bot.chat.language.rich import rich
 from bot.config import LimitSettings
 from bot.text import MAX_SPAN, parse_since, shorten
 
@@ -233,6 +234,19 @@ def _parse_usage(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
     return Usage(span, user)
 
 
+# ---- help -----------------------------------------------------------------------------------
+
+# What `help TOPIC` tells more of (bot.chat.language.help).
+HELP_TOPICS = ("options", "rooms", "admin")
+
+
+def _parse_help(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
+    topic = rest.strip().lower()
+    if not topic:
+        return Help()
+    return Help(topic) if topic in HELP_TOPICS else None
+
+
 # ---- the table -------------------------------------------------------------------------------
 
 
@@ -284,7 +298,12 @@ SUBCOMMANDS: dict[str, SubCommand] = {
             takes="what to change, then options",
             needs_editing=True,
         ),
-        SubCommand("help", _alone(Help()), "this help"),
+        SubCommand(
+            "help",
+            _parse_help,
+            "a short help; `help options`, `help rooms` and `help admin` tell more",
+            takes="nothing, or one of the topics " + ", ".join(f"`{t}`" for t in HELP_TOPICS),
+        ),
         SubCommand("styles", _alone(Styles()), "the style presets"),
         SubCommand("models", _alone(Models()), "the models to choose from with --model"),
         SubCommand(
@@ -326,11 +345,20 @@ def not_taken(sub: SubCommand, after: str, prefix: str) -> UsageError:
     """The one notice for what a sub-command does not take, and how to start a prompt
     with its word instead: in quotes (`!img "cancel" culture` draws "cancel culture")."""
     who = f" ({sub.who})" if sub.who else ""
-    text = f"`{sub.name}`{who} takes {sub.takes}; not {shorten(after, 40)!r}."
+    # `takes` is the table's own text, with its code spans; what was typed is a value.
+    text = rich(
+        "`{name}`{who} takes " + sub.takes + "; not {after!r}.",
+        name=sub.name,
+        who=who,
+        after=shorten(after, 40),
+    )
     words = after.split()
     if words and not option_name(words[0]) and not words[0].startswith("@"):
-        text += (
-            f" To draw a prompt that starts with the word {sub.name}, put the word in "
-            f'quotes: `{prefix} "{sub.name}" {shorten(after, 40)}`.'
+        text += rich(
+            " To draw a prompt that starts with the word {name}, put the word in quotes: "
+            '`{prefix} "{name}" {after}`.',
+            name=sub.name,
+            prefix=prefix,
+            after=shorten(after, 40),
         )
     return UsageError(text)
