@@ -98,9 +98,21 @@ async def test_help(make_settings, engine, alice):
         room = await alice.room_with(BOT)
         asked = await alice.send(room, "!img help")
         (notice,) = await alice.wait_reply(room, asked, "m.notice")
-    body = notice["content"]["body"]
+        options = await alice.send(room, "!img help options")
+        (listed,) = await alice.wait_reply(room, options, "m.notice")
+        # Read back from the homeserver: Synapse keeps and serves the formatted body.
+        served = await alice.client.room_get_event(room, notice["event_id"])
+    content = served.event.source["content"]
+    assert content["format"] == "org.matrix.custom.html"
+    assert "<code>!img &lt;prompt&gt;</code>" in content["formatted_body"]
+    assert "<ul><li><code>!img again</code>" in content["formatted_body"]
+    assert content["body"] == notice["content"]["body"]
+    assert "`!img <prompt>`" in content["body"] and "<code>" not in content["body"]
+    assert len(content["body"].splitlines()) <= 15  # a phone screen
+    assert "`!img help options`" in content["body"]
     for option in ("--seed", "--steps", "--size", "--no", "--guidance"):
-        assert option in body
+        assert f"<code>{option} " in listed["content"]["formatted_body"]
+        assert f"`{option} " in listed["content"]["body"]
 
 
 async def test_outsider_gets_nothing(make_settings, engine, alice, mallory):

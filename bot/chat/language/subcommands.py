@@ -39,7 +39,7 @@ from bot.chat.language.options import (
     text_within,
 )
 from bot.chat.language.prompts import prompt_and_options, visible
-from bot.chat.language.rich import rich
+from bot.chat.language.rich import RichText, code, reason, rich
 from bot.config import LimitSettings
 from bot.text import MAX_SPAN, parse_since, shorten
 
@@ -60,7 +60,9 @@ def _enhance_and(rest: str, name: str) -> tuple[bool | None, list[str]]:
     at = 1 if words and _is_number(words[0].rstrip("x×")) else 0
     if len(words) > at and option_name(words[at]):
         hint = "; write the strength as a number, e.g. `vary 0.3`" if name == "vary" else ""
-        raise ValueError(f"`{name}` takes no {words[at]}, only --enhance{hint}")
+        raise ValueError(
+            rich("`{name}` takes no {word}, only `--enhance`" + hint, name=name, word=words[at])
+        )
     return (True if enhance else None), words
 
 
@@ -79,7 +81,7 @@ def _on_a_picture(parse_rest: Callable[[str], Parsed]):
         try:
             return parse_rest(rest)
         except ValueError as exc:
-            return UsageError(f"{exc}.")
+            return UsageError(reason(exc) + ".")
 
     return parse
 
@@ -99,7 +101,8 @@ def _parse_vary(rest: str) -> Vary | UsageError | None:
         return Vary(number_in("vary", float, MIN_STRENGTH, 1.0)(words[0]), enhance)
     except ValueError as exc:
         return UsageError(
-            f"{exc}: how much of the picture is painted over (default {VARY_STRENGTH:g})."
+            reason(exc)
+            + rich(": how much of the picture is painted over (default {s:g}).", s=VARY_STRENGTH)
         )
 
 
@@ -111,7 +114,7 @@ def _parse_upscale(rest: str) -> Upscale | UsageError | None:
     if len(words) > 1 or not factor.isdigit():
         return None
     if int(factor) not in UPSCALE_FACTORS:
-        return UsageError(f"upscale by 2, 4 or 8, not {words[0]}.")
+        return UsageError(rich("`upscale` by 2, 4 or 8, not {typed}.", typed=words[0]))
     return Upscale(int(factor), enhance)
 
 
@@ -130,9 +133,11 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     before = next((i for i, w in enumerate(words) if option_name(w)), len(words))
     if not visible(" ".join(words[:before])):
         return UsageError(
-            f"`edit` needs what to change, before any options: reply to a "
-            f"picture with `{prefix} edit <what to change>`, e.g. "
-            f"`{prefix} edit make it night`."
+            rich(
+                "`edit` needs what to change, before any options: reply to a picture with "
+                "`{prefix} edit <what to change>`, e.g. `{prefix} edit make it night`.",
+                prefix=prefix,
+            )
         )
     parsed = prompt_and_options(rest, limits, prefix)
     if isinstance(parsed, UsageError):
@@ -140,10 +145,14 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     instruction, values = parsed
     refused = sorted({_OPTION_OF[field] for field in values if field not in EDIT_FIELDS})
     if refused:
-        allowed = [f"--{_OPTION_OF[field]}" for field in EDIT_FIELDS]
+        allowed = [code(f"--{_OPTION_OF[field]}") for field in EDIT_FIELDS]
         return UsageError(
-            f"`edit` takes {', '.join(allowed[:-1])} and {allowed[-1]} after "
-            f"what to change; not --{refused[0]}."
+            rich(
+                "`edit` takes {some} and {last} after what to change; not `--{refused}`.",
+                some=RichText((", ",)).join(allowed[:-1]),
+                last=allowed[-1],
+                refused=refused[0],
+            )
         )
     return Edit(instruction, **values)  # type: ignore[arg-type]
 
@@ -168,16 +177,18 @@ def _stricter_safety(text: str) -> str:
     word = text.strip().lower()
     if word not in ("blur", "block"):
         raise ValueError(
-            f"nsfw is blur or block, not {text!r}: a room can make the safety "
-            "check stricter, never looser (`room reset nsfw` clears it)"
+            rich(
+                "`nsfw` is `blur` or `block`, not {text!r}: a room can make the safety "
+                "check stricter, never looser (`room reset nsfw` clears it)",
+                text=text,
+            )
         )
     return word
 
 
-_ROOM_USAGE = (
-    "Write `room set KEY VALUE` with KEY one of "
-    + ", ".join(ROOM_KEYS)
-    + ", or `room reset [KEY]`."
+_ROOM_USAGE = rich(
+    "Write `room set KEY VALUE` with KEY one of {keys}, or `room reset [KEY]`.",
+    keys=", ".join(ROOM_KEYS),
 )
 
 
@@ -191,21 +202,25 @@ def _parse_room(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
             return RoomReset()
         key = words[1].lower()
         if len(words) > 2 or key not in ROOM_KEYS:
-            return UsageError(f"`room reset` takes nothing or one of {', '.join(ROOM_KEYS)}.")
+            return UsageError(
+                rich("`room reset` takes nothing or one of {keys}.", keys=", ".join(ROOM_KEYS))
+            )
         return RoomReset(key)
     if verb != "set":
         return None
     if len(words) < 3:
-        return UsageError("`room set` needs a key and a value. " + _ROOM_USAGE)
+        return UsageError(rich("`room set` needs a key and a value. ") + _ROOM_USAGE)
     key, value = words[1].lower(), " ".join(words[2:])
     if key not in ROOM_KEYS:
-        return UsageError(f"There is no room default {key!r}. " + _ROOM_USAGE)
+        return UsageError(rich("There is no room default {key!r}. ", key=key) + _ROOM_USAGE)
     if len(value) > limits.max_prompt_chars:
-        return UsageError(f"That value is too long; the limit is {limits.max_prompt_chars:,}.")
+        return UsageError(
+            rich("That value is too long; the limit is {n:,}.", n=limits.max_prompt_chars)
+        )
     try:
         ROOM_KEYS[key](limits)(value)
     except ValueError as exc:
-        return UsageError(str(exc) + ".")
+        return UsageError(reason(exc) + ".")
     return RoomSet(key, value)
 
 
@@ -226,8 +241,10 @@ def _parse_usage(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
             number, unit = word[:-1], word[-1:].lower()
             if number.isdigit() and unit in ("m", "h", "d", "w"):
                 return UsageError(
-                    f"`usage` (bot admins) takes {_PERIODS}; "
-                    f"{shorten(word, 24)} is longer than that."
+                    rich(
+                        "`usage` (bot admins) takes " + _PERIODS + "; {typed} is longer than that.",
+                        typed=shorten(word, 24),
+                    )
                 )
             return None
         span = word.lower()

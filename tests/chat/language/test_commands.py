@@ -472,7 +472,7 @@ def test_new_valid_options(options, fields):
         ("--n 0", ["--n", "1", "4"]),
         ("--n 5", ["--n", "from 1 to 4"]),
         ("--n two", ["--n", "whole number"]),
-        ("--size 512x512 --ar 16:9", ["--size or --ar"]),
+        ("--size 512x512 --ar 16:9", ["`--size` or `--ar`"]),
         ("--no " + "x" * 101, ["--no", "101", "100"]),
     ],
 )
@@ -766,11 +766,11 @@ def test_commands_on_a_picture(text, expected):
 @pytest.mark.parametrize(
     "text,words",
     [
-        ("!img vary 3", "vary must be from 0.05 to 1"),
-        ("!img upscale 3", "upscale by 2, 4 or 8, not 3"),
-        ("!img a cat --strength 1.5", "--strength must be from 0.05 to 1"),
-        ("!img a cat --enhance=yes", "--enhance takes no value"),
-        ("!img room set enhance maybe", "enhance is on or off"),
+        ("!img vary 3", "`vary` must be from 0.05 to 1"),
+        ("!img upscale 3", "`upscale` by 2, 4 or 8, not 3"),
+        ("!img a cat --strength 1.5", "`--strength` must be from 0.05 to 1"),
+        ("!img a cat --enhance=yes", "`--enhance` takes no value"),
+        ("!img room set enhance maybe", "`enhance` is `on` or `off`"),
     ],
 )
 def test_their_bad_values_are_named(text, words):

@@ -117,7 +117,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
     ],
     "pause": [("pause for thought", "nothing after it")],
     "resume": [("resume writing tips", "nothing after it")],
-    "again": [("again and again", "nothing but --enhance"), ("again --seed 4", "only --enhance")],
+    "again": [("again and again", "nothing but --enhance"), ("again --seed 4", "only `--enhance`")],
     "vary": [
         ("vary the colours", "a strength from 0.05 to 1"),
         ("vary 0.3 but bluer", "a strength from 0.05 to 1"),
@@ -129,8 +129,8 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
     "edit": [
         ("edit", "what to change"),
         ("edit --seed 4", "what to change"),
-        ("edit make it night --size 512x512", "--seed, --steps"),
-        ("edit make it night --style anime", "not --style"),
+        ("edit make it night --size 512x512", "`--seed`, `--steps`"),
+        ("edit make it night --style anime", "not `--style`"),
     ],
 }
 
