@@ -68,8 +68,8 @@ async def test_same_seed_same_picture(make_settings, engine, alice):
     "command, says",
     [
         ("!img a cat --bogus 3", "Unknown option --bogus"),
-        ("!img a cat --steps 500", "--steps must be from 1 to 50"),
-        ("!img a cat --steps two", "--steps takes a whole number"),
+        ("!img a cat --steps 500", "`--steps` must be from 1 to 50"),
+        ("!img a cat --steps two", "`--steps` takes a whole number"),
         ("!img a cat --size 8192x8192", "too large: at most 2,359,296 pixels"),
         ("!img a cat --size 100x100", "multiples of 8"),
         ("!img --seed 4", "The prompt is empty"),

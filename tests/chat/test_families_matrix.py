@@ -99,7 +99,7 @@ async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
         (second,) = await alice.wait_reply(room, again, "m.image")
         lone = await alice.send(room, "!img edit make it night")
         (no_reply,) = await alice.wait_reply(room, lone, "m.notice")
-    assert "!img edit — in reply to any picture" in help_text["content"]["body"]
+    assert "`!img edit <what to change>` — any picture" in help_text["content"]["body"]
     made = await params_of(alice, edited)
     assert (made["kind"], made["prompt"], made["size"], made["seed"]) == (
         "edit",
