@@ -74,7 +74,7 @@ async def test_same_seed_same_picture(make_settings, engine, alice):
         ("!img a cat --size 100x100", "multiples of 8"),
         ("!img --seed 4", "The prompt is empty"),
         ("!img " + "x" * 1001, "the limit is 1,000"),
-        ("!img a cat --seed -1", "--seed must be from 0 to 4294967295"),
+        ("!img a cat --seed -1", "`--seed` must be from 0 to 4294967295"),
     ],
 )
 async def test_bad_input_gets_a_notice_and_no_picture(make_settings, engine, alice, command, says):

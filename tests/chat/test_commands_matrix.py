@@ -381,8 +381,8 @@ async def test_model_option_loads_lazily_and_unloads_the_least_recently_used(
         asked = await alice.send(room, "!img a kite --seed 3")
         (default_kite,) = await alice.wait_reply(room, asked, "m.image")
         unknown = await notice(alice, room, "!img a kite --model huge")
-    assert f"{test_model.name}: SD 1.x/2.x, native size 512×512 — the default" in listed
-    assert "second: SD 1.x/2.x, native size 512×512" in listed
+    assert f"`{test_model.name}`: SD 1.x/2.x, native size 512×512 — the default" in listed
+    assert "`second`: SD 1.x/2.x, native size 512×512" in listed
     assert after_second == ["second"]  # one model at a time: the default was unloaded
     assert pool.loaded == [test_model.name]
     first_image, params = await picture(alice, kite)

@@ -46,7 +46,8 @@ async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
     assert changed["kind"] == "img2img" and changed["strength"] == 0.5
     assert sorted([(await params_of(alice, p))["seed"] for p in pair]) == [9, 10]
     assert (
-        f"{engine.name}: Z-Image, native size 1024×1024 — the default" in models["content"]["body"]
+        f"`{engine.name}`: Z-Image, native size 1024×1024 — the default"
+        in models["content"]["body"]
     )
 
 
