@@ -11,6 +11,7 @@ from contextlib import suppress
 from nio import AsyncClient, AsyncClientConfig, KeysUploadResponse
 
 from generation.scheduling.queue import GenerationQueue
+from generation.errors import ImgbotError
 from generation.scheduling.runner import Runner
 
 from bot.store import db as database
@@ -137,10 +138,9 @@ def with_tools(runner: Runner, settings: Settings, device: str | None = None) ->
     touches beside it. A configured upscaler is loaded now, so that a wrong file stops the
     start (SystemExit) instead of someone's `!img upscale` later."""
     from generation.models.recipe import with_upscaler
-    from generation.postprocess.finishing_runner import FinishingRunner
     from generation.postprocess.upscale import UpscalerError
 
-    if isinstance(runner, FinishingRunner) or hasattr(runner, "wait_ready"):
+    if runner.finishing:
         return runner  # made whole already, or a remote worker (its host loads the tools)
     try:
         return with_upscaler(runner, settings.generation.recipe(settings.state_dir, device))
@@ -234,7 +234,7 @@ async def run_bot(
                 metrics,
                 settings.metrics,
                 Health.of(
-                    queue, sync, disk.current, lambda: (bot.intake.waiting, len(bot.backlog))
+                    queue, sync, disk.current, lambda: (bot.when_stored.waiting, len(bot.backlog))
                 ),
             )
         tasks.spawn(retention_task(db, settings.usage, stop), name="retention")
@@ -278,11 +278,11 @@ async def run_bot(
         )
 
 
-class DeviceFault(Exception):
+class DeviceFault(ImgbotError):
     """The device can no longer be used by this process; a new process can."""
 
 
-class ServiceDown(Exception):
+class ServiceDown(ImgbotError):
     """A service the configured checks need did not answer; a later start may work."""
 
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 import logging
 
 from bot.config import Settings
+from generation.errors import ClusterUnavailable
 
 log = logging.getLogger(__name__)
 
 # How long the start (and `imgbot check`) waits for the cluster's first answer.
 CONNECT_SECONDS = 60.0
-
-
-class ClusterDown(Exception):
-    """The cluster cannot be used now (nothing answers, the token refused, other versions,
-    no token authentication there); the words say why. A later start may find it fixed."""
 
 
 def spec_of(settings: Settings):
@@ -74,10 +70,10 @@ def catalogue_of(recipe):
 
 
 def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
-    """The link to the cluster and a remote runner per worker slot; ClusterDown saying why
-    when the cluster cannot be used now (no cluster at the address, a refused token, other
-    versions, no token authentication there)."""
-    from generation.cluster.link import ClusterUnavailable, Link
+    """The link to the cluster and a remote runner per worker slot; ClusterUnavailable saying
+    why when the cluster cannot be used now (no cluster at the address, a refused token,
+    other versions, no token authentication there), its words after the key to look at."""
+    from generation.cluster.link import Link
     from generation.cluster.remote import RemoteRunner
 
     if (risk := spawned_bridge_risk(settings)) is not None:
@@ -88,7 +84,7 @@ def connect(settings: Settings, timeout: float = CONNECT_SECONDS):
     try:
         link.start(timeout)
     except ClusterUnavailable as exc:
-        raise ClusterDown(f"generation.ray: {exc}") from None
+        raise ClusterUnavailable(f"generation.ray: {exc}") from None
     return link, [RemoteRunner(link, slot, catalogue) for slot in range(spec.workers)]
 
 
@@ -98,7 +94,7 @@ def survey(settings: Settings, timeout: float = CONNECT_SECONDS) -> str:
     nothing. Raises SystemExit (its words say why) when the cluster cannot be used."""
     from dataclasses import replace
 
-    from generation.cluster.link import ClusterUnavailable, Link
+    from generation.cluster.link import Link
 
     link = Link(replace(spec_of(settings), survey=True))
     try:

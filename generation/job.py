@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import ImgbotError
+
 KINDS = ("txt2img", "img2img", "edit", "upscale")
 
 
@@ -127,5 +129,5 @@ class Result:
         return self.error is None
 
 
-class GenerationError(Exception):
+class GenerationError(ImgbotError):
     """A job failed in a way the user should be told about in these words."""

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from nio import AsyncClient
 
-from generation.families.known import family_of_runner
 from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.defaults import Defaults
 from bot.chat.intake import Intake
 from bot.chat.jobs.accepting import Acceptor
+from bot.chat.jobs.buttons import Buttons
 from bot.chat.jobs.delivery import Delivery
 from bot.chat.jobs.iterate import Iterator
 from bot.chat.jobs.pending import PendingJobs
@@ -28,8 +28,11 @@ from bot.chat.jobs.slots import Slots
 from bot.chat.jobs.status import Statuses
 from bot.chat.language import styles
 from bot.chat.language.resolve import Catalogue
+from bot.chat.reactions import Reactions
 from bot.chat.replies.answers import Replies
+from bot.chat.storing import WhenStored
 from bot.config import Settings
+from bot.matrix import edits
 from bot.ops.backlog import Backlog
 from bot.ops.disk import DiskWatch
 from bot.ops.metrics import Metrics
@@ -43,10 +46,10 @@ def catalogue_of(queue: GenerationQueue, settings: Settings) -> Catalogue:
         default_model=runner.name,
         models={name: runner.native_size(name) for name in runner.models},
         styles=styles.configured(settings.styles),
-        families={name: family_of_runner(runner, name) for name in runner.models},
+        families={name: runner.family_of(name) for name in runner.models},
         # generation.edit_model, else the default model where its family edits
         edit_model=settings.generation.edit_model
-        or (runner.name if family_of_runner(runner, runner.name).edits else None),
+        or (runner.name if runner.family_of(runner.name).edits else None),
     )
 
 
@@ -74,6 +77,8 @@ class Bot:
         self.pending = PendingJobs()
         defaults = Defaults(db, settings.limits, catalogue)
         slots = Slots()
+        pressure = edits.Pressure(client)  # whether the homeserver holds the bot back
+        when_stored = self.when_stored = WhenStored(disk)
         # Set by the first sync: until then nio does not know which rooms are encrypted
         # (with encryption on it cannot send to them; with it off, the guard against
         # sending in the clear could not work). The answers of resumed jobs wait for it.
@@ -90,6 +95,7 @@ class Bot:
             queue=queue,
             pending=self.pending,
             poster=self.poster,
+            buttons=Buttons(client, settings.chat.buttons, defaults, slots, pressure, tasks),
             slots=slots,
             backlog=self.backlog,
             metrics=metrics,
@@ -105,12 +111,24 @@ class Bot:
             metrics=metrics,
             pending=self.pending,
             defaults=defaults,
-            statuses=Statuses(client, queue, settings.progress, slots, tasks),
+            statuses=Statuses(
+                client, db, queue, settings.progress, slots, pressure, self.backlog, tasks
+            ),
             screener=self.screener,
             delivery=self.delivery,
             iterator=Iterator(client, settings, db, catalogue),
         )
         self.replies = Replies(client, settings, db, queue, catalogue, self.pending, defaults)
+        self.reactions = Reactions(
+            client=client,
+            settings=settings,
+            db=db,
+            queue=queue,
+            pending=self.pending,
+            when_stored=when_stored,
+            acceptor=self.acceptor,
+            replies=self.replies,
+        )
         self.intake = Intake(
             client=client,
             settings=settings,
@@ -118,10 +136,12 @@ class Bot:
             queue=queue,
             tasks=tasks,
             disk=disk,
+            when_stored=when_stored,
             pending=self.pending,
             rooms_known=rooms_known,
             acceptor=self.acceptor,
             replies=self.replies,
+            reactions=self.reactions,
             beat=beat,
         )
         self.resumer = Resumer(

@@ -22,7 +22,9 @@ from bot.chat.language.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.language.parser import parse
 from bot.chat.language.rich import as_rich
 from bot.chat.lanes import Lanes
+from bot.chat.reactions import Reactions
 from bot.chat.replies.answers import Replies
+from bot.chat.storing import WhenStored
 from bot.config import Settings
 from bot.matrix import encryption, messages, power
 from bot.ops.disk import DiskWatch
@@ -65,18 +67,22 @@ class Intake:
         queue: GenerationQueue,
         tasks: TaskOwner,
         disk: DiskWatch,
+        when_stored: WhenStored,
         pending: PendingJobs,
         rooms_known: asyncio.Event,
         acceptor: Acceptor,
         replies: Replies,
+        reactions: Reactions,
         beat: Callable[[], None],
     ):
         self.client, self.settings, self.db, self.queue = client, settings, db, queue
-        self.disk = disk  # a command the full disk refuses waits for its space
+        self.disk = disk  # whether a failed write is the full disk's doing
+        self.when_stored = when_stored  # a command the full disk refuses waits for space
         self.pending = pending  # a redacted command's job is cancelled
         self.rooms_known = rooms_known  # set by the first sync
         self.acceptor = acceptor
         self.replies = replies
+        self.reactions = reactions
         self.beat = beat
         self.lanes = Lanes(tasks, beat)
         self.undecrypted = encryption.Undecrypted(
@@ -85,7 +91,6 @@ class Intake:
         self._handed: list[asyncio.Future] = []  # the work handed on by this sync
         self._joining: set[str] = set()  # rooms joined that no sync has shown yet
         self._left: set[str] = set()  # rooms the syncs showed the bot leave (nio keeps them)
-        self.waiting = 0  # rooms whose next command waits for the disk to have space
 
     async def on_sync(self, response: SyncResponse, first: bool) -> asyncio.Future:
         """Hand the sync's events on; the future is done once they are all handled (the
@@ -243,6 +248,9 @@ class Intake:
         if event.get("type") == "m.room.redaction":
             await self.on_redaction(room_id, event)
             return
+        if event.get("type") == "m.reaction":
+            await self.reactions.on_reaction(room_id, event)
+            return
         content = event.get("content") or {}
         if (
             event.get("type") != "m.room.message"
@@ -268,18 +276,18 @@ class Intake:
         # Nothing is sent before the claim is stored: a claim the full disk refused is
         # tried again, whole, once space is back.
         if isinstance(command, UsageError):
-            await self._when_stored(
+            await self.when_stored(
                 event,
                 lambda: self.acceptor.reject(
                     room_id, event, command.text, prompt=str(content.get("body"))
                 ),
             )
         elif isinstance(command, (Generate, *ON_A_PICTURE)):
-            await self._when_stored(
+            await self.when_stored(
                 event, lambda: self.acceptor.on_generate(room_id, event, command)
             )
         else:
-            await self._when_stored(
+            await self.when_stored(
                 event, lambda: database.claim_event(self.db, event["event_id"], time.time())
             )
             try:
@@ -295,44 +303,10 @@ class Intake:
                 )
                 await messages.send_notice(self.client, room_id, as_rich(NOT_SAVED), reply_to=event)
 
-    async def _when_stored(self, event: dict[str, Any], take) -> None:
-        """Take a command (`take`: its handling up to and including its claim), or, when
-        the disk is full, wait in its room's lane until space is back and take it then:
-        it is answered once, late rather than never. The notice "not taken, try again"
-        could not be stored either, so a restart would fetch the command again and answer
-        it a second time. Meanwhile the sync token is not saved past it (its sync is not
-        handled), so a restart before the space is back fetches it again too."""
-        waited = False
-        while True:
-            try:
-                await take()
-            except Exception as exc:
-                if not await self.disk.refused(exc):
-                    raise
-            else:
-                if waited:
-                    log.info(
-                        "took %s's command %s, kept waiting by the full disk",
-                        event.get("sender"),
-                        event.get("event_id"),
-                    )
-                return
-            if not waited:
-                log.info(
-                    "%s's command %s waits until the disk has space",
-                    event.get("sender"),
-                    event.get("event_id"),
-                )
-            waited = True
-            self.waiting += 1
-            try:
-                await self.disk.space_back()
-            finally:
-                self.waiting -= 1
-
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is
-        finished but not posted (what was posted stays). Only its owner's redaction counts,
+        finished but not posted (what was posted stays). A reaction taken back is a command
+        redacted, except that once its job runs nothing changes. Only its owner's redaction counts,
         or one from someone who may redact others' events in the room: the auth rules let
         any redaction in (room versions 3+ check it only when it is applied), and a
         homeserver other than Synapse may pass on one that Synapse would withhold. A
@@ -352,5 +326,7 @@ class Intake:
             )
             return
         if not self.queue.cancel(lambda ticket: ticket is pending.ticket):
+            if pending.reaction:
+                return  # a reaction taken back once its job runs changes nothing
             pending.withdrawn = True
         log.info("the command of job %d was redacted by %s", pending.ticket.id, sender)

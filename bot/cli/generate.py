@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 
 def cmd_generate(args, extra: list[str]) -> int:
     from generation.compliance import Compliance
-    from generation.compliance.checks import SigningFailed
+    from generation.compliance.signing import SigningError
     from generation.families.model_folder import ModelError
     from generation.job import GenerationError
     from generation.models.engine import Engine
@@ -158,7 +158,7 @@ def cmd_generate(args, extra: list[str]) -> int:
         public = compliance.public_parameters({**params, "seed": seed})
         try:
             path.write_bytes(encode_png(verdict.image, public, compliance.signing(public)))
-        except SigningFailed as exc:
+        except SigningError as exc:
             print(f"imgbot generate: {path}: {exc}", file=sys.stderr)
             return 1
         print(f"{path}: seed {seed}, {job.steps} steps, {job.width}x{job.height}")

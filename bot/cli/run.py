@@ -19,12 +19,12 @@ def add_parser(sub) -> None:
 
 def cmd_run(args) -> int:
     from bot.app import DeviceFault, ServiceDown, run_bot
-    from bot.cluster import ClusterDown
     from bot.matrix.cross_signing import CrossSigningFailed
     from bot.matrix import reach
     from bot.matrix.messages import NETWORK_ERRORS
     from bot.matrix.session import LoginFailed
     from bot.matrix.sync import TokenRejected
+    from generation.errors import ClusterUnavailable
     from bot.ops.disk import DiskWatch, refused_for_space
 
     settings = settings_of(args)
@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     except CrossSigningFailed as exc:
         log.error("cross-signing: %s", exc)
         return EXIT_RETRY if exc.retry else EXIT_FIX_CONFIG
-    except (DeviceFault, ServiceDown, ClusterDown) as exc:
+    except (DeviceFault, ServiceDown, ClusterUnavailable) as exc:
         log.error("%s", exc)
         return EXIT_RETRY
     except NETWORK_ERRORS as exc:

@@ -1,4 +1,5 @@
-"""`imgbot usage`: the usage log as a table, CSV or JSON, per job or per user, room or day.
+"""`imgbot usage`: the usage log as a table, CSV or JSON, per job or per user, room or day;
+with --defaults, who has personal defaults (`!img me set`) and what they set.
 
 The store reads and totals the rows (bot.store.usage); the words and columns are made here.
 What users typed is untrusted: a CSV cell that starts like a formula gets a single quote
@@ -19,7 +20,9 @@ import unicodedata
 from datetime import datetime
 from typing import Any
 
+from bot.chat.language.subcommands import PERSONAL_KEYS
 from bot.cli.common import settings_of
+from bot.store.personal_defaults import Holder
 from bot.store.usage import group, totals
 from bot.text import parse_since, shorten
 
@@ -40,13 +43,22 @@ def add_parser(sub) -> None:
         choices=("user", "room", "day"),
         help="one line per user, room or day instead of one per job",
     )
+    use.add_argument(
+        "--defaults",
+        action="store_true",
+        help="instead of the usage log: who has personal defaults (`!img me set`) and what "
+        "they set, whenever set (--since does not apply); with --user only that person",
+    )
     use.set_defaults(run=cmd_usage)
 
 
 def cmd_usage(args) -> int:
     from bot.store import db as database
-    from bot.store import usage
+    from bot.store import personal_defaults, usage
 
+    if args.defaults and (args.by or args.room):
+        print("imgbot usage: --defaults lists people, not jobs: no --by or --room", file=sys.stderr)
+        return 2
     settings = settings_of(args, secrets=False)  # a review never logs in
     try:
         since = parse_since(args.since)
@@ -65,6 +77,8 @@ def cmd_usage(args) -> int:
         # Read-only: a review never migrates, locks or changes the bot's database.
         db = await database.connect_readonly(path)
         try:
+            if args.defaults:
+                return await personal_defaults.holders(db)
             return await usage.query(db, since=since, user=user, room=args.room)
         finally:
             await db.close()
@@ -77,7 +91,9 @@ def cmd_usage(args) -> int:
     except database.SchemaMismatch as exc:
         print(f"imgbot usage: {path}: {exc}", file=sys.stderr)
         return 1
-    if args.by:
+    if args.defaults:
+        print(render_defaults([h for h in rows if user in (None, h.user_id)], args.format))
+    elif args.by:
         print(render_grouped(rows, args.by, args.format, user=user))
     else:
         print(render(rows, args.format, user=user))
@@ -108,6 +124,10 @@ FIELDS = (
     "generation_seconds",
     "compliance",
     "worker",
+    "status_event",
+    "deleted_at",
+    "deleted_at_epoch",
+    "deleted_by",
 )
 COLUMNS = (
     "time",
@@ -151,7 +171,7 @@ def exported(row: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
     JSON values in JSON (CSV keeps their JSON text in one cell)."""
     out: dict[str, Any] = {}
     for name, value in row.items():
-        if name in ("created_at", "finished_at"):
+        if name in ("created_at", "finished_at", "deleted_at"):
             out[name], out[name + "_epoch"] = iso_time(value), value
         elif parse_json and name in _JSON_COLUMNS and isinstance(value, str):
             out[name] = json.loads(value)
@@ -313,3 +333,47 @@ def render_grouped(rows: list[dict[str, Any]], by: str, fmt: str, user: str | No
     ]
     headings = {"day": f"day ({zone_of([r['created_at'] for r in rows])})"}
     return "\n".join(_table(shown, columns, headings) + [summary(rows, user)])
+
+
+def render_defaults(holders: list[Holder], fmt: str) -> str:
+    """One line per person with defaults, a column a key (as they typed it) and when they
+    last changed one, as a table (with a count), CSV or JSON. What they typed is untrusted,
+    as prompts are."""
+    keys = list(PERSONAL_KEYS)
+    keys += sorted({key for h in holders for key in h.values} - set(keys))  # an older key
+    if fmt == "json":
+        return json_text(
+            [
+                {
+                    "user_id": h.user_id,
+                    "defaults": h.values,
+                    "last_set": iso_time(h.last_set),
+                    "last_set_epoch": h.last_set,
+                }
+                for h in holders
+            ]
+        )
+    if fmt == "csv":
+        records = [
+            {
+                "user_id": h.user_id,
+                **{key: h.values.get(key, "") for key in keys},
+                "last_set": iso_time(h.last_set),
+                "last_set_epoch": h.last_set,
+            }
+            for h in holders
+        ]
+        return _csv(records, ["user_id", *keys, "last_set", "last_set_epoch"])
+    shown = [
+        {
+            "user": h.user_id,
+            **{key: shorten(h.values.get(key, "-"), 24) for key in keys},
+            "last_set": time.strftime("%Y-%m-%d %H:%M", time.localtime(h.last_set)),
+        }
+        for h in holders
+    ]
+    zone = zone_of([h.last_set for h in holders])
+    count = f"{len(holders)} {'person has' if len(holders) == 1 else 'people have'} own defaults"
+    return "\n".join(
+        _table(shown, ("user", *keys, "last_set"), {"last_set": f"last set ({zone})"}) + [count]
+    )

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from bot.config.private import shared_mode
+from generation.errors import ImgbotError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ USER_ID_RE = re.compile(r"^@[^:\s]+:[^\s]+$")
 READ_SECRETS: ContextVar[bool] = ContextVar("READ_SECRETS", default=True)
 
 
-class ConfigError(Exception):
+class ConfigError(ImgbotError):
     """The configuration cannot be used; the message names the key and what is allowed."""
 
 

@@ -1,5 +1,5 @@
-"""What chat offers and allows: `limits:`, `styles:` entries, `rooms:`, `quotas:`, and
-what people see while they wait (`progress:`).
+"""What chat offers and allows: `limits:`, `styles:` entries, `rooms:`, `quotas:`, what
+people see while they wait (`progress:`) and the buttons under each picture (`chat:`).
 
 The syntax of a style entry (its name, its `{prompt}` placeholder) is settled here; the
 style catalogue built from the entries is chat's (bot.chat.language.styles)."""
@@ -7,6 +7,7 @@ style catalogue built from the entries is chat's (bot.chat.language.styles)."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 
@@ -127,6 +128,30 @@ class RoomSettings(_Section):
                     f"{room_id!r} is not a room ID like !AbCdEf:example.org "
                     "(a client shows it in the room's settings, under Advanced)"
                 )
+        return value
+
+
+# What a reaction on one of the bot's pictures may ask for (bot.chat.language.reactions
+# holds the emoji of each); "delete" and "info" make no picture but may be buttons too.
+Button = Literal["again", "vary", "upscale", "enhance", "info", "delete"]
+
+
+class ChatSettings(_Section):
+    buttons: list[Button] = Field(
+        ["again", "vary", "upscale"],
+        description=(
+            "The reactions the bot places under each picture it posts, as one-tap buttons: "
+            "again (🔁), vary (🎲), upscale (🔍), enhance (✨), info (ℹ️), delete (🗑️). "
+            "[] places none; a room (`!img room set buttons off`) or a person (`!img me set "
+            "buttons off`) may turn them off. Typed reactions work either way."
+        ),
+    )
+
+    @field_validator("buttons")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("name each button once")
         return value
 
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bot.config.base import READ_SECRETS, ConfigError, warn_if_config_shared
 from bot.config.chat import (
     NAME_RE,
+    ChatSettings,
     LimitSettings,
     ProgressSettings,
     QuotaSettings,
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     progress: ProgressSettings = Field(
         ProgressSettings(),
         description=("What people see while they wait: a status notice edited in place."),
+    )
+    chat: ChatSettings = Field(
+        ChatSettings(), description=("The reaction buttons under each picture the bot posts.")
     )
     usage: UsageSettings = Field(
         UsageSettings(), description=("What the usage log keeps, and for how long.")

@@ -251,7 +251,7 @@ def timing_table(shots: list[Shot], total: float, engine) -> str:
             f"{s.generation_seconds:>7.2f} {s.latency:>8.2f}"
         )
     gen = sum(s.generation_seconds for s in shots)
-    device = getattr(getattr(engine, "placement", None), "device", "?")
+    device = "?" if engine.placement is None else engine.placement.device
     lines += [
         "",
         f"{len(shots)} pictures in {total:.1f} s total ({total / len(shots):.2f} s per picture "

@@ -27,7 +27,7 @@ from Crypto.Signature import eddsa
 from nio import AsyncClient
 
 from bot.config import MatrixSettings
-from bot.matrix.messages import bearer
+from bot.matrix.messages import HomeserverError, bearer
 from bot.config.private import warn_if_shared, write_private
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ SEEDS_FILE = "cross-signing.json"
 USAGES = ("master", "self_signing", "user_signing")
 
 
-class CrossSigningFailed(Exception):
+class CrossSigningFailed(HomeserverError):
     """The identity could not be set up; the message says what to change. `retry`: the
     homeserver failed, and a later start may succeed."""
 

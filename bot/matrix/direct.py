@@ -22,6 +22,8 @@ from typing import Protocol
 
 from nio import AsyncClient, RoomCreateResponse, RoomGetStateResponse, RoomPreset
 
+from bot.matrix.messages import HomeserverError
+
 log = logging.getLogger(__name__)
 
 STATE_KEY = "direct_room:"  # + the person's user ID: where their RoomPlace keeps it
@@ -45,7 +47,7 @@ class RoomPlace(Protocol):
     async def save(self, value: str) -> None: ...
 
 
-class DirectRoomFailed(Exception):
+class DirectRoomFailed(HomeserverError):
     """No direct room with the person could be found or made now; the message says why."""
 
 

@@ -24,6 +24,8 @@ import aiohttp
 from nio import AsyncClient, RoomSendResponse, UploadResponse
 from nio.exceptions import EncryptionError, GroupEncryptionError, LocalProtocolError
 
+from generation.errors import ImgbotError
+
 log = logging.getLogger(__name__)
 
 # Replies sent while a sync is being handled give up soon (the sync loop must go on);
@@ -44,7 +46,12 @@ def txn_id(command_event_id: str, part: str) -> str:
     return f"imgbot-{digest[:40]}"
 
 
-class Refused(Exception):
+class HomeserverError(ImgbotError):
+    """The homeserver, or the bot's standing there (its login, token, identity, rooms),
+    failed what was asked; the words say why."""
+
+
+class Refused(HomeserverError):
     """The homeserver answered, and the answer will not change by asking again."""
 
     def __init__(self, problem: str, errcode: str | None = None):
@@ -52,7 +59,7 @@ class Refused(Exception):
         self.errcode = errcode
 
 
-class Unreachable(Exception):
+class Unreachable(HomeserverError):
     """The homeserver could not be reached (or would not take the bot's token) for as long
     as the caller was willing to wait; the send may well work later."""
 
@@ -78,8 +85,31 @@ def relation_of(content: dict[str, Any]) -> dict[str, Any]:
     return relation if isinstance(relation, dict) else {}
 
 
+# A command that is not a message of its own (a reaction on a picture) is answered in reply
+# to the event it is about: the command's event dict carries that event's reply target here
+# (event ID, whom to mention, its relation), and every reply to the command goes there.
+ANSWER_TO = "imgbot.answer_to"
+
+
+def answered_at(event_source: dict[str, Any]) -> dict[str, Any]:
+    """What a reply to this command refers to: the event itself, or its ANSWER_TO."""
+    return event_source.get(ANSWER_TO) or event_source
+
+
+def reply_target(event: dict[str, Any]) -> dict[str, Any]:
+    """The part of a command event that a reply refers to, as the job store keeps it: its
+    ID, its sender, and its relation (so that an answer in a thread stays in the thread);
+    nothing else. A reaction's is the picture it is on (ANSWER_TO), with its key."""
+    if event.get(ANSWER_TO):
+        return dict(event[ANSWER_TO])
+    relation = (event.get("content") or {}).get("m.relates_to")
+    content = {"m.relates_to": relation} if isinstance(relation, dict) else {}
+    return {"event_id": event["event_id"], "sender": event["sender"], "content": content}
+
+
 def reply_relation(event_source: dict[str, Any]) -> dict[str, Any]:
     """`m.relates_to` for a reply to this event; inside a thread, the reply stays there."""
+    event_source = answered_at(event_source)
     event_id = event_source["event_id"]
     relation = relation_of(event_source.get("content", {}))
     if relation.get("rel_type") == "m.thread" and relation.get("event_id"):
@@ -95,6 +125,7 @@ def reply_relation(event_source: dict[str, Any]) -> dict[str, Any]:
 def _reply_fields(reply_to: dict[str, Any] | None) -> dict[str, Any]:
     if reply_to is None:
         return {}
+    reply_to = answered_at(reply_to)
     return {
         "m.relates_to": reply_relation(reply_to),
         # Mention the person, so they are notified when their answer arrives.
@@ -188,10 +219,12 @@ class Formatted(Protocol):
 def notice_content(text: str | Formatted, html: str | None = None) -> dict[str, Any]:
     """An m.notice's text: the plain `body`, and the `formatted_body` that clients show
     where there is one (`html`, or the Formatted text's own)."""
-    if not isinstance(text, str):
-        text, html = text.plain(), text.html()
+    if isinstance(text, str):
+        body = text
+    else:
+        body, html = text.plain(), text.html()
     # m.notice, so that other bots do not answer the bot.
-    content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": body}
     if html is not None:
         content.update(format="org.matrix.custom.html", formatted_body=html)
     return content

@@ -20,6 +20,7 @@ from nio import AsyncClient, ErrorResponse, LoginResponse, WhoamiResponse
 
 from bot.config import MatrixSettings
 from bot.matrix.encryption import has_store
+from bot.matrix.messages import HomeserverError
 from bot.config.private import warn_if_shared, write_private
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,11 @@ log = logging.getLogger(__name__)
 CREDENTIALS_FILE = "credentials.json"
 
 
-class LoginFailed(Exception):
+class LoginFailed(HomeserverError):
     """The bot cannot log in; the message says why and what to change."""
 
 
-class RateLimited(Exception):
+class RateLimited(HomeserverError):
     """The homeserver said to wait `seconds` before asking again."""
 
     def __init__(self, seconds: int):

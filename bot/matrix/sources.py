@@ -15,6 +15,7 @@ from nio.crypto.attachments import decrypt_attachment
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.config import LimitSettings
+from generation.errors import ImgbotError
 from bot.matrix.messages import NETWORK_ERRORS, bearer, relation_of
 
 # Pillow's format names -> how people call them. MPO is a JPEG with extra images inside
@@ -43,7 +44,7 @@ DOWNLOAD_SECONDS = 60.0
 CHUNK = 1 << 16
 
 
-class SourceError(Exception):
+class SourceError(ImgbotError):
     """Why the picture cannot be used, in words for the person who asked."""
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from nio import AsyncClient, RoomMessagesResponse, SyncResponse
 
-from bot.matrix.messages import NETWORK_ERRORS
+from bot.matrix.messages import NETWORK_ERRORS, HomeserverError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ GAP_PAGE = 100
 GAP_MAX_EVENTS = 2000
 
 
-class TokenRejected(Exception):
+class TokenRejected(HomeserverError):
     """The homeserver no longer accepts the access token: only a new login helps."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from bot.config.private import private_file, warn_if_shared
+from generation.errors import ImgbotError
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,24 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE usage ADD COLUMN worker TEXT;
     """,
+    # 7: personal defaults (`!img me set`), as each person typed them: they follow the
+    # person into every room, below the room's own defaults
+    """
+    CREATE TABLE personal_defaults (
+        user_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        set_at REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
+    # 8: a job's status notice (for removing it with the picture), and who removed the
+    # job's pictures with 🗑️ and when (NULL: no one)
+    """
+    ALTER TABLE usage ADD COLUMN status_event TEXT;
+    ALTER TABLE usage ADD COLUMN deleted_at REAL;
+    ALTER TABLE usage ADD COLUMN deleted_by TEXT;
+    """,
 ]
 
 
@@ -155,8 +174,10 @@ async def connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
-class SchemaMismatch(RuntimeError):
-    """A database opened read-only is at another schema version than this imgbot's."""
+class SchemaMismatch(ImgbotError, RuntimeError):
+    """The database is at another schema version than this imgbot's: a newer one when the
+    bot starts (it migrates an older one), either when it is opened read-only. Still a
+    RuntimeError, as the start's refusal was before it had a class of its own."""
 
 
 def wal_in_use(path: Path) -> bool:
@@ -212,7 +233,7 @@ async def single(db: aiosqlite.Connection, sql: str, parameters: tuple = ()) -> 
 async def migrate(db: aiosqlite.Connection) -> None:
     version = await single(db, "PRAGMA user_version")
     if version > len(MIGRATIONS):
-        raise RuntimeError(
+        raise SchemaMismatch(
             f"the database is at schema version {version}, newer than this imgbot "
             f"({len(MIGRATIONS)}); upgrade imgbot"
         )

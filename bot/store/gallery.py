@@ -24,6 +24,7 @@ class Posted:
     job: Job
     prompt: str  # as typed, before any style
     picture: int | None  # which of the job's pictures (its seed is job.seed + picture); None: sheet
+    usage_id: int | None = None  # the job's row in the usage log
 
 
 async def remember(
@@ -48,11 +49,34 @@ async def find(db: aiosqlite.Connection, event_id: str, room_id: str) -> Posted 
     it was posted in); None when it is not one, or its record has expired."""
     row = await (
         await db.execute(
-            "SELECT job, prompt, picture FROM pictures WHERE event_id = ? AND room_id = ?",
+            "SELECT job, prompt, picture, usage_id FROM pictures"
+            " WHERE event_id = ? AND room_id = ?",
             (event_id, room_id),
         )
     ).fetchone()
     if row is None:
         return None
     job = job_from_record(row["job"])
-    return Posted(job, row["prompt"], row["picture"]) if job is not None else None
+    if job is None:
+        return None
+    return Posted(job, row["prompt"], row["picture"], row["usage_id"])
+
+
+async def forget(db: aiosqlite.Connection, event_id: str) -> None:
+    """The picture was removed from its room: nothing continues from it any more."""
+    async with database.writing(db):
+        await db.execute("DELETE FROM pictures WHERE event_id = ?", (event_id,))
+
+
+async def usage_of(db: aiosqlite.Connection, event_id: str, room_id: str) -> dict | None:
+    """The usage log's row of the job that made the bot's picture `event_id` in this room
+    (who asked, when, how long it took, the worker); None when the picture is not one of the
+    bot's, or the row is gone (usage.retention_days)."""
+    row = await (
+        await db.execute(
+            "SELECT usage.* FROM pictures JOIN usage ON usage.id = pictures.usage_id"
+            " WHERE pictures.event_id = ? AND pictures.room_id = ?",
+            (event_id, room_id),
+        )
+    ).fetchone()
+    return dict(row) if row is not None else None

@@ -29,19 +29,11 @@ class StoredJob:
     created_at: float
     room_id: str
     sender: str
-    command: dict[str, Any]  # what a reply needs of the command event (see `reply_target`)
+    command: dict[str, Any]  # what a reply needs of the command (messages.reply_target)
     prompt: str  # as typed, before any style
     job: Job | None  # None when the row cannot be read as a job any more
     starts: int = 1  # how often a run queued it, this one included
     parts_sent: int = 0  # replies already posted
-
-
-def reply_target(event: dict[str, Any]) -> dict[str, Any]:
-    """The part of a command event that a reply refers to: its ID, its sender, and its
-    relation (so that an answer in a thread stays in the thread). Nothing else is kept."""
-    relation = (event.get("content") or {}).get("m.relates_to")
-    content = {"m.relates_to": relation} if isinstance(relation, dict) else {}
-    return {"event_id": event["event_id"], "sender": event["sender"], "content": content}
 
 
 async def accept(
@@ -51,14 +43,16 @@ async def accept(
     prompt: str,
     job: Job,
     logged: usage.NewJob,
+    reply_to: dict[str, Any],
 ) -> StoredJob:
-    """Claim the command, write its usage row (`logged`) and the job: one transaction."""
+    """Claim the command, write its usage row (`logged`) and the job: one transaction.
+    `reply_to`: what its answers reply to (messages.reply_target)."""
     now = time.time()
     async with database.writing(db):
         await database.insert_claim(db, event["event_id"], now)
         row = await usage.insert_job(db, logged)
         stored = StoredJob(
-            event["event_id"], row, now, room_id, event["sender"], reply_target(event), prompt, job
+            event["event_id"], row, now, room_id, event["sender"], reply_to, prompt, job
         )
         await db.execute(
             "INSERT INTO jobs(event_id, usage_id, created_at, room_id, sender, command, prompt,"

@@ -134,6 +134,29 @@ async def add_compliance(db: aiosqlite.Connection, usage_id: int, record: dict[s
         )
 
 
+async def set_status_event(db: aiosqlite.Connection, usage_id: int, event_id: str) -> None:
+    """The job's status notice, for removing it with the job's picture later."""
+    async with database.writing(db):
+        await db.execute("UPDATE usage SET status_event = ? WHERE id = ?", (event_id, usage_id))
+
+
+async def asked(db: aiosqlite.Connection, usage_id: int) -> tuple[str, str | None] | None:
+    """Who asked for the job of this row, and its status notice; None when it is gone."""
+    row = await (
+        await db.execute("SELECT user_id, status_event FROM usage WHERE id = ?", (usage_id,))
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+async def mark_deleted(db: aiosqlite.Connection, usage_id: int, by: str) -> None:
+    """The job's picture was removed (🗑️) by `by`: the row keeps that it was."""
+    async with database.writing(db):
+        await db.execute(
+            "UPDATE usage SET deleted_at = ?, deleted_by = ? WHERE id = ?",
+            (time.time(), by, usage_id),
+        )
+
+
 async def close_interrupted(db: aiosqlite.Connection) -> int:
     """Mark the rows left `queued` whose job is not kept for resuming (a `imgbot generate`
     that was killed, or a bot older than the job store) as failed, so the log tells the

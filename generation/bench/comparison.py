@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ImgbotError
 from ..families.known import FAMILIES, Family
 from ..families.model_folder import ModelError, NATIVE_SIDES, family_of, inspect_model, native_size
 from ..job import Job
@@ -48,7 +49,7 @@ RANDOM_ARCHS = {
 CHOICES = "|".join(RANDOM_ARCHS)
 
 
-class BenchError(ValueError):
+class BenchError(ImgbotError):
     """The benchmark was asked for something it cannot do; the message says what."""
 
 

@@ -86,7 +86,8 @@ class Worker:
         if self.error is not None:
             info["error"] = self.error
         else:
-            info["device"] = str(getattr(getattr(self.runner, "placement", None), "device", "?"))
+            placement = self.runner.placement
+            info["device"] = "?" if placement is None else str(placement.device)
             info["models"] = list(self.runner.models)
         return info
 

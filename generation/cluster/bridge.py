@@ -34,9 +34,10 @@ import threading
 import uuid
 from dataclasses import replace
 
+from ..errors import ClusterUnavailable
 from . import frames, messages
 from .address import is_address
-from .joining import ACTOR_PREFIX, Refused, connect, last_line, survey
+from .joining import ACTOR_PREFIX, connect, last_line, survey
 from .spec import ClusterSpec, mismatch
 
 PING_SECONDS = 2.0  # how often an idle actor is asked whether it is still there
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     _ray_environment(spec)
     try:
         facts = connect(spec)
-    except Refused as exc:
+    except ClusterUnavailable as exc:
         # Ray's core writes why to stderr while ray.init gives up: a moment for the line.
         refused = stderr.token_refused.wait(0.5)
         channel.send(

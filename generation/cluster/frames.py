@@ -17,6 +17,8 @@ import struct
 import threading
 from typing import BinaryIO
 
+from ..errors import ClusterError
+
 _START = struct.Struct("!III")
 _PART = struct.Struct("!I")
 
@@ -31,7 +33,7 @@ MAX_TOTAL = 512 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 
 
-class FrameError(Exception):
+class FrameError(ClusterError):
     """What came is not a frame this side accepts; the connection ends (the words say why)."""
 
 

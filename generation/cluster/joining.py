@@ -8,16 +8,13 @@ from __future__ import annotations
 import logging
 import os
 
+from ..errors import ClusterUnavailable
 from . import messages
 from .spec import ClusterSpec, mismatch, versions
 
 FACTS = messages.Fields({"versions": messages.VERSIONS, "auth": str})  # of _node_facts
 ACTOR_PREFIX = "imgbot-worker-"  # the workers' names in the namespace, for `imgbot check`
 CONNECT_TIMEOUT = 30.0  # for the first questions to a cluster just connected to
-
-
-class Refused(Exception):
-    """The cluster cannot be used; the words say why (they reach the bot's log and check)."""
 
 
 def connect(spec: ClusterSpec) -> dict:
@@ -33,33 +30,35 @@ def connect(spec: ClusterSpec) -> dict:
             configure_logging=False,
         )
     except ConnectionError as exc:
-        raise Refused(f"no Ray cluster answered at {spec.address} ({exc})") from None
+        raise ClusterUnavailable(f"no Ray cluster answered at {spec.address} ({exc})") from None
     except RuntimeError as exc:  # Ray's own version check, among others
-        raise Refused(f"the Ray cluster at {spec.address} refused the bot: {exc}") from None
+        raise ClusterUnavailable(
+            f"the Ray cluster at {spec.address} refused the bot: {exc}"
+        ) from None
     probe = ray.remote(num_cpus=0)(_node_facts)
     try:
         theirs = messages.check(
             ray.get(probe.remote(), timeout=CONNECT_TIMEOUT), FACTS, "the cluster's facts"
         )
     except messages.Invalid:
-        raise Refused(
+        raise ClusterUnavailable(
             f"the Ray cluster at {spec.address} answered what is not its "
             "versions and authentication"
         ) from None
     except ray.exceptions.GetTimeoutError:
-        raise Refused(
+        raise ClusterUnavailable(
             f"the Ray cluster at {spec.address} ran nothing within {CONNECT_TIMEOUT:.0f} s"
         ) from None
     except ray.exceptions.RayError as exc:
-        raise Refused(
+        raise ClusterUnavailable(
             f"the Ray cluster at {spec.address} could not run imgbot's code; is "
             f"imgbot installed on its nodes? ({last_line(exc)})"
         ) from None
     different = mismatch(spec.versions, theirs["versions"], f"the cluster at {spec.address}")
     if different:
-        raise Refused(different)
+        raise ClusterUnavailable(different)
     if theirs["auth"] != "token" and not spec.allow_unauthenticated:
-        raise Refused(
+        raise ClusterUnavailable(
             f"the Ray cluster at {spec.address} runs without token authentication "
             "(RAY_AUTH_MODE=token on every node): anyone who reaches its port can run code "
             'on it, so the bot will not use it; turn it on (README "More than one GPU '

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ..errors import ClusterUnavailable
 from ..job import GenerationError
 from ..scheduling.runner import WorkerLost, WorkerNotReady
 from . import frames, messages
@@ -38,10 +39,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 # A bridge that has not taken a frame of the bot's within this many seconds stopped reading:
 # its connection ends (a new bridge follows), so that no worker's send blocks for ever.
 SEND_LIMIT = 60.0
-
-
-class ClusterUnavailable(Exception):
-    """The cluster could not be used; the words say why."""
 
 
 @dataclass

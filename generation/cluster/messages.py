@@ -23,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..errors import ClusterError
 from ..job import KINDS, Job
 from ..models.recipe import Recipe
 from ..scheduling.progress import Progress
@@ -50,7 +51,7 @@ TERMINAL_CODES = re.compile(
 )
 
 
-class Invalid(ValueError):
+class Invalid(ClusterError):
     """A value that does not have the form its message asks for; the words say where."""
 
 

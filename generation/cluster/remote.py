@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from ..families.known import Family, family_of_runner
+from ..families.known import Family
 from ..job import GenerationError, Job
 from ..scheduling import progress
 from ..scheduling.runner import Runner
@@ -16,7 +16,11 @@ from . import messages
 from .link import Link, log
 
 
-class RemoteRunner:
+class RemoteRunner(Runner):
+    # Its host wraps the engine in a finishing runner; nothing of it is placed here.
+    finishing = True
+    placement = None
+
     def __init__(self, link: Link, slot: int, catalogue: Runner):
         self.link = link
         self.slot = slot
@@ -37,7 +41,7 @@ class RemoteRunner:
         return self.catalogue.native_size(name)
 
     def family_of(self, name: str = "") -> Family:
-        return family_of_runner(self.catalogue, name)
+        return self.catalogue.family_of(name)
 
     def batch_key(self, job: Job):
         return self.catalogue.batch_key(job)

@@ -29,6 +29,7 @@ from PIL import Image
 
 from . import safety
 from .claims import MADE, Claim
+from .signing import SigningError
 from .references import Index, Match
 
 
@@ -264,7 +265,7 @@ class Compliance:
             try:
                 return self.signer.sign(data, mimetype, embedded, claim, titles)
             except Exception as exc:  # c2pa's errors: never send the picture unsigned
-                raise SigningFailed(f"C2PA signing failed: {exc}") from exc
+                raise SigningError(f"C2PA signing failed: {exc}") from exc
 
         return sign
 
@@ -278,10 +279,6 @@ PRIVATE = {
     "sources": ("source", "references"),
     "worker": ("worker",),
 }
-
-
-class SigningFailed(ValueError):
-    """A picture could not be signed; it is not sent (a ValueError: an encoding error)."""
 
 
 def _scores_words(scores: dict[str, float]) -> str:

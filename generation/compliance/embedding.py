@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import ComplianceError
+
 log = logging.getLogger(__name__)
 
 MATCH = 0.75
@@ -30,7 +32,7 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-class DescriptorError(Exception):
+class DescriptorError(ComplianceError):
     """The model file is missing, is not the one configured, or cannot be loaded."""
 
 

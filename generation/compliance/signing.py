@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import ComplianceError
 from .claims import MADE, OPENED, Claim
 
 # The extended key usages C2PA accepts for a signer of content (besides time-stamping and
@@ -36,8 +37,10 @@ EMAIL_PROTECTION = "1.3.6.1.5.5.7.3.4"
 OFFLINE = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
 
 
-class SigningError(Exception):
-    """The certificate or key cannot sign C2PA manifests; the message says why."""
+class SigningError(ComplianceError):
+    """A C2PA signature cannot be made: the certificate or key cannot sign manifests (at
+    the start), or c2pa refused to sign a picture (which is then not sent); the words say
+    why."""
 
 
 class TimestampUnavailable(SigningError):

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ..errors import ComplianceError
+
 PAYLOAD = b"imgbot"  # 48 bits
 BITS = len(PAYLOAD) * 8
 METHOD = "dwtDctSvd"
@@ -33,7 +35,7 @@ def wrong_bits(found: bytes, payload: bytes = PAYLOAD) -> int:
     return sum(bin(a ^ b).count("1") for a, b in zip(found, payload))
 
 
-class WatermarkUnavailable(Exception):
+class WatermarkUnavailable(ComplianceError):
     """invisible-watermark (or cv2) is not installed."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ImgbotError
 
-class ModelError(Exception):
+
+class ModelError(ImgbotError):
     """The model folder cannot be used; the message says why."""
 
 
@@ -201,10 +203,3 @@ def refine(family: Family, index: dict, transformer: dict) -> Family:
     if family is FLUX2_KLEIN and not index.get("is_distilled", False):
         return FLUX2_KLEIN_BASE
     return family
-
-
-def family_of_runner(runner, name: str = "") -> Family:
-    """The family of a runner's model: the engine and the pool read it from the folder;
-    a runner without families (a test's fake) drives SD-like models."""
-    ask = getattr(runner, "family_of", None)
-    return ask(name) if ask is not None else SD

@@ -23,6 +23,7 @@ from ..families.model_folder import (
 from ..job import GenerationError, Job
 from ..runtime import quantize_offload, speedups
 from ..runtime.device import Placement, choose, make_current
+from ..scheduling.runner import LocalRunner
 from . import lora, pipeline_call
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def quiet_libraries() -> None:
         lib.utils.logging.disable_progress_bar()
 
 
-class Engine:
+class Engine(LocalRunner):
     """One model on one device; also the queue's runner when only one model is configured.
 
     Options (speedups.py): `vae`, a VAE folder used in place of the model's own (an fp16-safe

@@ -17,6 +17,7 @@ from ..families.model_folder import ModelError, unknown_model
 from ..job import GenerationError, Job
 from ..runtime.device import choose
 from ..runtime.memory import cuda_free
+from ..scheduling.runner import LocalRunner
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _mem_available() -> int | None:
     return None
 
 
-class ModelPool:
+class ModelPool(LocalRunner):
     """The queue's runner when several models are configured: `generate` runs each job on
     the model it names (`job.model`, "" for the default), loading that model first if need
     be. Before a load, least recently used models are unloaded while `max_loaded` are

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..postprocess.finishing_runner import FinishingRunner
-from ..scheduling.runner import Runner
+from ..scheduling.runner import LocalRunner
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Recipe:
     upscaler: Path | None = None
 
 
-def diffusion_runner(recipe: Recipe) -> Runner:
+def diffusion_runner(recipe: Recipe) -> LocalRunner:
     """The engine, or the pool of engines, not loaded yet: only the folders' configs are
     read (ModelError says what is wrong with one)."""
     from .engine import Engine
@@ -45,14 +45,16 @@ def diffusion_runner(recipe: Recipe) -> Runner:
     return Engine(folder, recipe.device, **recipe.engine_options)
 
 
-def warm_up(runner: Runner, recipe: Recipe) -> None:
+def warm_up(runner: LocalRunner, recipe: Recipe) -> None:
     """For the configured size, and for a batch, so that neither a lone job nor a batch pays
     for kernel setup (or, with compile, for compiling)."""
     if recipe.warm_up:
         runner.warm_up(*recipe.size, guidance=recipe.guidance, batch=recipe.max_batch)
 
 
-def with_upscaler(runner: Runner, recipe: Recipe, device: str | None = None) -> FinishingRunner:
+def with_upscaler(
+    runner: LocalRunner, recipe: Recipe, device: str | None = None
+) -> FinishingRunner:
     """The queue's runner: the model (or models) with the upscaler beside it, loaded now so
     that a wrong file stops the start (UpscalerError names it)."""
     from ..runtime.device import choose

@@ -8,26 +8,29 @@ load, so `!img upscale` works with the pool's models all unloaded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from ..families.known import Family, family_of_runner
+from ..families.known import Family
 from ..job import GenerationError, Job
-from ..scheduling.runner import Runner
+from ..runtime.device import Placement
+from ..scheduling.runner import LocalRunner
 from .enhance import enhance
 from .upscale import Upscaler, UpscalerError
 
 log = logging.getLogger(__name__)
 
 
-class FinishingRunner:
+class FinishingRunner(LocalRunner):
     """Runs every kind of job on the worker thread; wraps `runner` (an Engine or a
     ModelPool) and `upscaler`.
 
-    The Runner protocol (`name`, `models`, `native_size`, `generate`) and `load`, `warm_up`
-    and `unload` are written out here; any other attribute (`placement`, `loaded`, `pipe`,
-    …) is read from the wrapped runner, so code written for an Engine or a ModelPool keeps
-    working with a FinishingRunner in its place."""
+    The whole Runner protocol is written out here, each member the wrapped runner's where
+    it has one, and `load`, `warm_up` and `unload`, which the app calls at start and stop;
+    nothing else is read through it."""
 
-    def __init__(self, runner: Runner, upscaler: Upscaler | None = None):
+    finishing = True
+
+    def __init__(self, runner: LocalRunner, upscaler: Upscaler | None = None):
         self.runner = runner
         self.upscaler = upscaler or Upscaler(None)
 
@@ -45,7 +48,7 @@ class FinishingRunner:
         return self.runner.native_size(name)
 
     def family_of(self, name: str = "") -> Family:
-        return family_of_runner(self.runner, name)
+        return self.runner.family_of(name)
 
     def generate(self, job: Job) -> list:
         """The job's pictures: upscaled, or made by the diffusion runner; then enhanced
@@ -60,7 +63,7 @@ class FinishingRunner:
 
     def batch_key(self, job: Job):
         """What jobs must share to be made in one call (None: this one is made alone)."""
-        if job.kind != "txt2img" or not hasattr(self.runner, "batch_key"):
+        if job.kind != "txt2img":
             return None
         return self.runner.batch_key(job)
 
@@ -90,13 +93,22 @@ class FinishingRunner:
     def unload(self) -> None:
         self.runner.unload()
 
-    def __getattr__(self, name: str):
-        # Only called for what is not found on the FinishingRunner itself. `runner` is looked
-        # up in __dict__ so that a half-built FinishingRunner (copy, pickle) does not recurse.
-        runner = self.__dict__.get("runner")
-        if runner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(runner, name)
+    # ---- the worker's own: the wrapped runner's ---------------------------------------------
+
+    @property
+    def placement(self) -> Placement | None:
+        return self.runner.placement
+
+    @property
+    def worker_name(self) -> str:
+        return self.runner.worker_name
+
+    @property
+    def up(self) -> bool:
+        return self.runner.up
+
+    def wait_ready(self, closing: Callable[[], bool]) -> bool:
+        return self.runner.wait_ready(closing)
 
     # ---- for captions -----------------------------------------------------------------------
 
@@ -123,6 +135,8 @@ class FinishingRunner:
                 f"{job.image.height} is {expected[0]}x{expected[1]}, not "
                 f"{job.width}x{job.height}."
             )
+        if job.factor == 1:  # ✨ on a picture: the picture itself, only finished (enhanced)
+            return job.image.convert("RGB")
         try:
             return self.upscaler.upscale(job.image, job.factor)
         except UpscalerError:

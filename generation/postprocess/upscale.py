@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import ImgbotError
 from ..job import GenerationError
 from ..scheduling import progress
 
@@ -26,7 +27,7 @@ OVERSHOOT_PIXELS = 64 * 2**20
 OVERLAP = 16  # pixels of context around each tile, so that tile seams do not show
 
 
-class UpscalerError(Exception):
+class UpscalerError(ImgbotError):
     """The upscaler file cannot be used; the message says why."""
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import ImgbotError
 from .device import Placement
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ COMPILE_BACKEND = "inductor"
 RECOMPILE_LIMIT = 64
 
 
-class FolderError(Exception):
+class FolderError(ImgbotError):
     """A VAE or tiny decoder folder cannot be used; the message says why."""
 
 

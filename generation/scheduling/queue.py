@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 
+from ..errors import ImgbotError
 from ..job import Job, Result
 from .batching import ahead_in, next_batch
 from .pace import Pace
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_LOST = 3
 
 
-class QueueFull(Exception):
+class QueueFull(ImgbotError):
     """The queue, or this person's share of it, is full; the message says which."""
 
 
@@ -44,9 +45,9 @@ class GenerationQueue:
         self.workers = [Worker(i, runner, self) for i, runner in enumerate(runners)]
         self.max_size = max_size
         self.per_user = per_user
-        # Pictures in one pipeline call; the runner must offer `batch_key` and
-        # `generate_batch` for more than one job to share a call.
-        self.max_batch = max_batch if hasattr(self.runner, "generate_batch") else 1
+        # Pictures in one pipeline call, for jobs of one `batch_key` (a runner that makes one
+        # job at a time says None for each, and gets each alone).
+        self.max_batch = max_batch
         self._waiting: collections.deque[Ticket] = collections.deque()
         self._cond = threading.Condition()
         self._ids = itertools.count(1)

@@ -66,13 +66,13 @@ class Worker:
     @property
     def device(self) -> str | None:
         """The device its runner makes pictures on ("cpu", "cuda:0"); None for a remote one."""
-        device = getattr(getattr(self.runner, "placement", None), "device", None)
-        return str(device) if device is not None else None
+        placement = self.runner.placement
+        return str(placement.device) if placement is not None else None
 
     @property
     def name(self) -> str:
         """What made a picture, for its record: the device, or a remote worker's host."""
-        return getattr(self.runner, "worker_name", "") or self.device or f"worker {self.index}"
+        return self.runner.worker_name or self.device or f"worker {self.index}"
 
     def _yield_to_chat(self) -> None:
         """On a CPU, run this thread (and the threads torch starts from it, which inherit
@@ -93,14 +93,13 @@ class Worker:
     @property
     def up(self) -> bool:
         """Whether it can take a batch now (a remote worker may be down for a while)."""
-        return self.alive and getattr(self.runner, "up", True)
+        return self.alive and self.runner.up
 
     def _work(self) -> None:
         self.finished_with_work_left = None
-        wait_ready = getattr(self.runner, "wait_ready", None)
         while True:
             # A remote worker takes nothing while it is down: the jobs wait for another.
-            if wait_ready is not None and not wait_ready(self.source.closing):
+            if not self.runner.wait_ready(self.source.closing):
                 return
             batch = self.source.take(self)
             if batch is None:

@@ -4,7 +4,6 @@ the bot's own intake, with a recording fake client, a fake queue and a real SQLi
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 
 import pytest
 from nio import RoomSendResponse
@@ -14,6 +13,7 @@ from bot.config import Settings
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database
 from tests.chat.language.test_first_word import NOT_TAKEN
+from tests.helpers.runners import StubRunner
 
 ROOM = "!room:example.org"
 ADMIN, PERSON = "@admin:example.org", "@person:example.org"
@@ -37,7 +37,7 @@ class RecordingClient:
 class RecordingQueue:
     """Any job that reached it would be a picture made; none may."""
 
-    runner = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
+    runner = StubRunner(name="m", models=["m"], native_size=lambda name="": (512, 512))
     paused = False
     workers_up = 1
 

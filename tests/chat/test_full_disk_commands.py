@@ -95,7 +95,7 @@ async def test_a_command_the_full_disk_refused_is_taken_once_space_is_back(bot):
     await asyncio.sleep(0.5)  # readings while full: nothing taken, nothing sent
     assert not any(h.done() for h in handled)
     assert bot.client.sent == [] and len(bot.pending) == 0
-    assert bot.intake.waiting == 1
+    assert bot.when_stored.waiting == 1
     assert not await database.was_handled(bot.db, "$cmd1")
 
     bot.disk.free()
@@ -106,7 +106,7 @@ async def test_a_command_the_full_disk_refused_is_taken_once_space_is_back(bot):
     }  # taken, in the room's order
     assert [p.ticket.id for p in bot.pending] == sorted(p.ticket.id for p in bot.pending)
     assert await database.was_handled(bot.db, "$cmd1")
-    assert bot.intake.waiting == 0
+    assert bot.when_stored.waiting == 0
     # Handled again (the sync that brought it, fetched again after a restart): nothing more.
     await bot.on_event(ROOM, first)
     assert len(bot.pending) == 2 and bot.queue.depth == 2
@@ -148,4 +148,4 @@ async def test_any_other_failure_of_a_claim_is_not_waited_on(bot, monkeypatch):
     monkeypatch.setattr(accepting.database, "insert_claim", broken)
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         await asyncio.wait_for(bot.on_event(ROOM, command(1, "!img a cat")), 5)
-    assert bot.intake.waiting == 0
+    assert bot.when_stored.waiting == 0

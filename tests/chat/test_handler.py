@@ -10,6 +10,7 @@ from nio import InviteMemberEvent
 from bot.config import Settings
 from bot.chat.bot import Bot
 from bot.ops.tasks import TaskOwner
+from tests.helpers.runners import StubRunner
 
 
 class FlakyClient:
@@ -32,7 +33,7 @@ class FlakyClient:
 
 
 # What the handler asks of the runner at start: the models there are.
-RUNNER = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
+RUNNER = StubRunner(name="m", models=["m"], native_size=lambda name="": (512, 512))
 
 
 def invite(room_id: str, inviter: str):

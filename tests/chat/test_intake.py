@@ -19,6 +19,7 @@ from nio import JoinResponse, RoomGetStateResponse, SyncResponse
 from bot.chat.bot import Bot
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
+from tests.helpers.runners import StubRunner
 
 BOT = "@imgbot:example.org"
 ALICE = "@alice:example.org"  # in allowed_users (everyone on the bot's own server)
@@ -50,7 +51,7 @@ class RecordingClient:
         return RoomGetStateResponse(self.state, room_id)
 
 
-RUNNER = SimpleNamespace(name="m", models=["m"], native_size=lambda name="": (512, 512))
+RUNNER = StubRunner(name="m", models=["m"], native_size=lambda name="": (512, 512))
 
 
 def make_bot(client, queue=None, **matrix) -> Bot:
@@ -265,6 +266,27 @@ async def test_a_redaction_by_someone_else_leaves_the_job(sender, state):
 async def test_the_owners_or_a_moderators_redaction_cancels_the_job(sender, state, room_version_11):
     cancelled, _ = await redacted_by(sender, state, room_version_11)
     assert cancelled
+
+
+class RunningQueue(CancellingQueue):
+    def cancel(self, which) -> bool:  # the job runs already: nothing to take out
+        self.cancelled.append(which)
+        return False
+
+
+@pytest.mark.parametrize("command, withdrawn", [({}, True), ({"reaction": "🔁"}, False)])
+async def test_a_running_job_is_withdrawn_for_a_command_redacted_not_a_reaction_taken_back(
+    command, withdrawn
+):
+    """A redacted command's running job is made but not posted; a reaction taken back once
+    its job runs changes nothing (the picture was asked for with one tap, and comes)."""
+    bot = make_bot(RecordingClient(state=power_levels()), queue=RunningQueue())
+    pending = bot.pending.add(
+        SimpleNamespace(id=1),
+        SimpleNamespace(room_id=ROOM, sender=BOB, event_id=COMMAND, command=command),
+    )
+    await bot.on_event(ROOM, redaction(BOB))
+    assert pending.withdrawn is withdrawn
 
 
 # ---- messages without their room key ------------------------------------------------------

@@ -169,7 +169,8 @@ def test_a_bridge_pinned_by_its_unit_refuses_a_hello_that_names_another_cluster(
     """Whoever may connect to the socket (the bot's group) sends the hello: one that names
     another address (a server of the caller's, to be shown the unit's token) is refused
     with words that say so: the bot's start fails with them."""
-    from bot.cluster import ClusterDown, connect
+    from bot.cluster import connect
+    from generation.errors import ClusterUnavailable
 
     path, bridges = bridge_socket  # no head needed: the bridge never reaches for one
     elsewhere = socket.create_server(("127.0.0.1", 0))  # something listens there
@@ -181,7 +182,7 @@ def test_a_bridge_pinned_by_its_unit_refuses_a_hello_that_names_another_cluster(
     )
     try:
         with pytest.raises(
-            ClusterDown, match=f"connects only to {ray_cluster.address} .*not to {address}"
+            ClusterUnavailable, match=f"connects only to {ray_cluster.address} .*not to {address}"
         ):
             connect(settings, timeout=30)
     finally:

@@ -161,6 +161,34 @@ class Chat:
             room_id, body, **{"m.relates_to": {"m.in_reply_to": {"event_id": event_id}}}
         )
 
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        """A reaction on `event_id`, as Element sends one (in the clear, also in an
+        encrypted room)."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        response = await self.client.room_send(room_id, "m.reaction", content)
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    def reactions(self, room_id: str, event_id: str, sender: str) -> list[str]:
+        """The keys `sender` reacted with on `event_id`, in order (redacted ones left out)."""
+        redacted = {e.get("redacts") for e in self.seen.get(room_id, [])}
+        return [
+            e["content"]["m.relates_to"]["key"]
+            for e in self.seen.get(room_id, [])
+            if e.get("type") == "m.reaction"
+            and e.get("sender") == sender
+            and e["event_id"] not in redacted
+            and (e.get("content", {}).get("m.relates_to") or {}).get("event_id") == event_id
+        ]
+
+    def redacted(self, room_id: str, event_id: str) -> bool:
+        """Whether a redaction of `event_id` has been seen."""
+        return any(
+            e.get("type") == "m.room.redaction"
+            and (e.get("redacts") or e.get("content", {}).get("redacts")) == event_id
+            for e in self.seen.get(room_id, [])
+        )
+
     async def wait_for(
         self, room_id: str, predicate: Callable[[list], Any], timeout: float = 60
     ) -> Any:

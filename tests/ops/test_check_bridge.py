@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.cluster import ClusterDown, connect
+from bot.cluster import connect
+from generation.errors import ClusterUnavailable
 from bot.config import Settings
 from bot.ops.check import run_checks
 
@@ -63,6 +64,6 @@ def test_the_start_warns_once_when_the_bot_spawns_its_bridge(
     sections = _sections(tmp_path, bridge_socket)
     sections["generation"]["model"] = str(test_model)
     caplog.set_level(logging.WARNING)
-    with pytest.raises(ClusterDown, match="nothing answers"):  # no cluster here
+    with pytest.raises(ClusterUnavailable, match="nothing answers"):  # no cluster here
         connect(Settings(**sections), timeout=5)
     assert caplog.text.count(WORDS) == (1 if bridge_socket is None else 0)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.config import MetricsSettings
 from bot.ops.metrics import Health, Metrics, health_report, is_loopback, start_server
 from generation.runtime.memory import gpu_memory
+from tests.helpers.runners import StubRunner
 
 
 class FakeBot:
@@ -238,7 +239,7 @@ def test_is_loopback():
 async def test_health_of_a_real_queue():
     from generation.scheduling.queue import GenerationQueue
 
-    runner = SimpleNamespace(
+    runner = StubRunner(
         name="fake", models=["fake"], native_size=lambda name="": (64, 64), generate=lambda job: []
     )
     queue = GenerationQueue(runner, max_size=4, per_user=2)

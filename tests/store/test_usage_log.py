@@ -332,9 +332,13 @@ async def test_json_is_parseable_and_complete(db):
         assert datetime.fromisoformat(record["created_at"]).timestamp() == int(row["created_at"])
         assert datetime.fromisoformat(record["created_at"]).utcoffset() is not None
         assert record["options"] == json.loads(row["options"]) == {"steps": 2, "size": "64x64"}
-        plain = {k: v for k, v in record.items() if not k.startswith(("created", "finished"))}
+        plain = {
+            k: v
+            for k, v in record.items()
+            if not k.startswith(("created", "finished", "deleted_at"))
+        }
         assert plain == {
-            k: v for k, v in row.items() if not k.startswith(("created", "finished"))
+            k: v for k, v in row.items() if not k.startswith(("created", "finished", "deleted_at"))
         } | {"options": record["options"]}
     assert parsed[-1]["prompt"] == "x" * 80
 

@@ -137,8 +137,8 @@ class Acceptor:
     async def on_generate(self, room_id: str, event: dict[str, Any], command) -> None:
         """A command that makes pictures: a prompt, or again/vary/upscale of a picture."""
         sender = event["sender"]
-        room, _ = await self.defaults.of_room(room_id)
-        made = await self.iterator.job_for(room_id, event, command, room)
+        here = await self.defaults.here(room_id, sender)
+        made = await self.iterator.job_for(room_id, event, command, here)
         if isinstance(made, UsageError):
             await self.reject(
                 room_id,
@@ -183,6 +183,7 @@ class Acceptor:
                     prompt,
                     job,
                     self.logged(event, room_id, prompt, job),
+                    messages.reply_target(event),
                 )
                 self.start(stored)
         if refused is not None:

@@ -15,10 +15,12 @@ from generation.compliance.claims import claim_for
 from generation.job import Result
 from generation.scheduling.queue import GenerationQueue
 
+from bot.chat.jobs.buttons import Buttons
 from bot.chat.jobs.pending import Pending, PendingJobs
 from bot.chat.jobs.posting import NotSent, Poster
 from bot.chat.jobs.sheet import contact_sheet
 from bot.chat.jobs.slots import Slots
+from bot.chat.language import reactions
 from bot.chat.language.captions import caption
 from bot.chat.language.resolve import Catalogue
 from bot.chat.language.rich import rich
@@ -44,6 +46,7 @@ class Delivery:
         queue: GenerationQueue,
         pending: PendingJobs,
         poster: Poster,
+        buttons: Buttons,
         slots: Slots,
         backlog: Backlog,
         metrics: Metrics,
@@ -53,6 +56,7 @@ class Delivery:
         self.client, self.db, self.queue = client, db, queue
         self.pending = pending
         self.poster = poster
+        self.buttons = buttons  # placed under the pictures once they are all posted
         self.slots = slots
         self.backlog = backlog  # the usage row's outcome waits there when the disk is full
         self.metrics = metrics
@@ -67,6 +71,7 @@ class Delivery:
             if pending.status is not None:
                 pending.status.end(final)
             self.pending.answered(pending)
+        self.buttons.place(pending)
 
     async def _deliver(self, pending: Pending) -> str | None:
         """Answer the job; returns the last words of its status, None to leave it be."""
@@ -274,16 +279,22 @@ class Delivery:
         by side (and beside the room's earlier answers); their messages are sent in order,
         once the room's earlier answers are. Raises messages.Unreachable."""
         job = result.job
-        upscaler = getattr(self.queue.runner, "upscaler_name", "")
+        upscaler = self.queue.runner.upscaler_name
+        if job.kind == "upscale" and job.factor == 1:
+            upscaler = ""  # ✨: the picture enhanced, no upscaler ran
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         if result.extra.get("worker"):
             # Which GPU worker made it; embedded only with compliance.embed_worker.
             params["worker"] = result.extra["worker"]
         # What the pictures claim: a plain resize of someone's picture claims no AI at all.
-        claim = claim_for(job, getattr(self.queue.runner, "ai_upscaler", False))
+        claim = claim_for(job, self.queue.runner.ai_upscaler and job.factor > 1)
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.catalogue.default_model, upscaler)
+            if pending.reaction:  # asked for with a reaction: who asked comes first
+                text = (
+                    f"{reactions.caption_prefix(pending.reaction, pending.stored.sender)}: {text}"
+                )
             async with self.slots.take(pending.room_id):
                 return await self.poster.prepare(
                     pending,

@@ -19,6 +19,7 @@ from bot.store import gallery
 from bot.matrix import sources
 from bot.chat.jobs import source_pictures
 from bot.chat.language import editing
+from bot.chat.defaults import Here
 from bot.chat.jobs.source_pictures import fitted
 from bot.chat.language.commands import Again, Edit, Generate, UsageError, Upscale, Vary
 from bot.chat.language.rich import reason, rich
@@ -111,7 +112,7 @@ class Iterator:
         return self.settings.limits
 
     async def job_for(
-        self, room_id: str, event: dict, command, room
+        self, room_id: str, event: dict, command, here: Here
     ) -> tuple[Job, str] | UsageError:
         """The job, and the prompt as the person typed it (for captions and the usage log);
         or why not."""
@@ -126,7 +127,7 @@ class Iterator:
                         "picture is painted over."
                     )
                 )
-            return self._typed(self._resolve(command, room), command.prompt)
+            return self._typed(self._resolve(command, here), command.prompt)
         if isinstance(command, Edit):  # asked before any download
             refused = editing.refusal(
                 reply is not None, self.settings.matrix.command_prefix, self.catalogue
@@ -147,7 +148,7 @@ class Iterator:
         except sources.NotAPicture as exc:
             if is_generate and command.strength is None:
                 # A reply to a text message: just a prompt.
-                return self._typed(self._resolve(command, room), command.prompt)
+                return self._typed(self._resolve(command, here), command.prompt)
             return UsageError(str(exc))
         except SourceError as exc:
             return UsageError(str(exc))
@@ -210,7 +211,7 @@ class Iterator:
         own = posted is not None and posted.job.ai_only
         if isinstance(command, Upscale):
             return self._typed(
-                self._upscale(command, source, posted, room),
+                self._upscale(command, source, posted, here),
                 posted.prompt if posted else f"upscale {command.factor}x",
                 own,
             )
@@ -220,11 +221,11 @@ class Iterator:
             return self._typed(await self._vary(command, source, posted), posted.prompt, own)
         if isinstance(command, Edit):
             return self._typed(
-                await self._edit(command, source, room, room_id, event, reply, posted),
+                await self._edit(command, source, here, room_id, event, reply, posted),
                 command.instruction,
                 own,
             )
-        return self._typed(await self._img2img(command, source, room), command.prompt, own)
+        return self._typed(await self._img2img(command, source, here), command.prompt, own)
 
     @staticmethod
     def _typed(
@@ -234,9 +235,15 @@ class Iterator:
             return job
         return (dataclasses.replace(job, source_own=True) if source_own else job), prompt
 
-    def _resolve(self, command: Generate, room, edit: bool = False) -> Job | UsageError:
+    def _resolve(self, command: Generate, here: Here, edit: bool = False) -> Job | UsageError:
         return resolve(
-            command, self.settings.generation, self.limits, self.catalogue, room, edit=edit
+            command,
+            self.settings.generation,
+            self.limits,
+            self.catalogue,
+            here.room,
+            edit=edit,
+            person=here.person,
         )
 
     def _model(self, job: Job) -> str:
@@ -271,8 +278,9 @@ class Iterator:
         job = posted.job
         catalogue = self.catalogue
         model = self._model(job) or catalogue.default_model
-        if catalogue.only_edits(model):  # a picture it edited: vary is image-to-image
-            return UsageError(catalogue.only_edits(model))
+        only_edits = catalogue.only_edits(model)
+        if only_edits:  # a picture it edited: vary is image-to-image
+            return UsageError(only_edits)
         try:  # the grid: 8 for SD, 16 for FLUX and the other transformer families
             width, height = kept_size(
                 source.image,
@@ -303,7 +311,7 @@ class Iterator:
         self,
         command: Edit,
         source: Source,
-        room,
+        here: Here,
         room_id: str,
         event: dict,
         reply: str,
@@ -311,7 +319,7 @@ class Iterator:
     ) -> Job | UsageError:
         catalogue = self.catalogue
         model = catalogue.edit_model
-        job = self._resolve(editing.as_generate(command, model), room, edit=True)
+        job = self._resolve(editing.as_generate(command, model), here, edit=True)
         if isinstance(job, UsageError):
             return job
         try:
@@ -348,8 +356,8 @@ class Iterator:
             reference_images=tuple(ref.image for ref in references),
         )
 
-    async def _img2img(self, command: Generate, source: Source, room) -> Job | UsageError:
-        job = self._resolve(command, room)
+    async def _img2img(self, command: Generate, source: Source, here: Here) -> Job | UsageError:
+        job = self._resolve(command, here)
         if isinstance(job, UsageError):
             return job
         width, height = job.width, job.height
@@ -373,7 +381,7 @@ class Iterator:
         )
 
     def _upscale(
-        self, command: Upscale, source: Source, posted: gallery.Posted | None, room
+        self, command: Upscale, source: Source, posted: gallery.Posted | None, here: Here
     ) -> Job | UsageError:
         width, height = source.image.size
         factor = command.factor
@@ -410,6 +418,6 @@ class Iterator:
             factor=factor,
             image=source.image,
             source=source.url,
-            enhance=bool(command.enhance or room.enhance),
+            enhance=bool(command.enhance or here.merged.enhance),
             style=base.style if base else "",
         )

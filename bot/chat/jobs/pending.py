@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from generation.scheduling.ticket import Ticket
@@ -27,6 +27,12 @@ class Pending:
     after: asyncio.Future | None = None
     withdrawn: bool = False  # its command was redacted while it ran: send nothing
     status: Any = None  # its Status (status.py): what the room sees while it waits
+    posted: list[str] = field(default_factory=list)  # its pictures' events, as posted
+
+    @property
+    def reaction(self) -> str | None:
+        """The key of the reaction it was asked with ("🔁"); None for a typed command."""
+        return self.stored.command.get("reaction")
 
     @property
     def prompt(self) -> str:  # as the person typed it, before any style
@@ -73,6 +79,17 @@ class PendingJobs:
 
     def of_command(self, event_id: str) -> Pending | None:
         return self._by_command.get(event_id)
+
+    def of_status(self, event_id: str) -> Pending | None:
+        """The job whose status notice is `event_id`."""
+        return next(
+            (
+                p
+                for p in self._by_command.values()
+                if p.status is not None and p.status.event_id == event_id
+            ),
+            None,
+        )
 
     def of_ticket(self, ticket: Ticket) -> Pending | None:
         return self._by_command.get(ticket.tag or "")  # tagged with the command's event ID

@@ -12,7 +12,7 @@ from typing import Any
 
 from nio import AsyncClient
 
-from generation.compliance.checks import SigningFailed
+from generation.compliance.signing import SigningError
 from generation.compliance.claims import Claim
 from generation.postprocess.png import encode_for_upload, encode_thumbnail
 
@@ -125,7 +125,7 @@ class Poster:
                     picture, small = await asyncio.to_thread(
                         _encode, image, params, self.upload_limit, thumbnail, sign, claim
                     )
-            except SigningFailed as exc:  # never sent unsigned; the notice says why
+            except SigningError as exc:  # never sent unsigned; the notice says why
                 log.error("job %d: %s", pending.ticket.id, exc)
                 return NotSent(f"it could not be signed ({exc})", own_fault=True)
             except (OSError, ValueError) as exc:  # e.g. a side over JPEG's 65,535 pixels
@@ -170,6 +170,7 @@ class Poster:
             )
         except messages.Refused as exc:
             return NotSent(str(exc))
+        pending.posted.append(event_id)  # its buttons go under it once the room's are sent
         # Recorded now, or once space is back when the disk is full (the next picture is sent
         # all the same): that it was posted, and the picture, for replies to it.
         number = pending.ticket.id

@@ -25,7 +25,9 @@ from bot.chat.jobs.slots import Slots
 from bot.chat.language.rich import as_rich
 from bot.config import ProgressSettings
 from bot.matrix import edits, messages
+from bot.ops.backlog import Backlog
 from bot.ops.tasks import TaskOwner
+from bot.store import usage
 from bot.text import plural
 
 log = logging.getLogger(__name__)
@@ -135,16 +137,20 @@ class Statuses:
     def __init__(
         self,
         client: AsyncClient,
+        db,
         queue: GenerationQueue,
         settings: ProgressSettings,
         slots: Slots,
+        pressure: edits.Pressure,
+        backlog: Backlog,
         tasks: TaskOwner,
     ):
-        self.client, self.queue, self.settings = client, queue, settings
+        self.client, self.db, self.queue, self.settings = client, db, queue, settings
         self.slots = slots  # a room's pictures being posted go first
+        self.pressure = pressure  # whether the homeserver holds the bot back
+        self.backlog = backlog  # where a notice's record waits when the disk is full
         self.tasks = tasks
         self.typing = edits.Typing(client)  # the rooms the bot shows itself typing in
-        self.pressure = edits.Pressure(client)  # whether the homeserver holds the bot back
 
     def of(self, pending: Pending, tell_waiting: bool = True) -> Status:
         """The job's status, followed in a task of its own until it ends."""
@@ -274,13 +280,19 @@ class Status:
         return text, text
 
     async def _post(self, said: object, text: str) -> None:
-        self.event_id = await messages.send_notice(
+        self.event_id = event_id = await messages.send_notice(
             self.statuses.client,
             self.pending.room_id,
             as_rich(text),
             reply_to=self.pending.stored.command,
             txn_id=self.pending.txn("queued"),
         )
+        if event_id is not None:  # kept, so that 🗑️ on its picture removes it too
+            stored = self.pending.stored
+            await self.statuses.backlog.write(
+                f"the status notice of job {self.pending.ticket.id}",
+                lambda: usage.set_status_event(self.statuses.db, stored.usage_id, event_id),
+            )
         self.shown = said
         self._said_at = asyncio.get_running_loop().time()
 

@@ -21,6 +21,8 @@ def caption(
         done = f"upscaled {job.factor}× to {job.width}×{job.height} {how}"
         if job.enhance:
             done += " · enhanced"
+        if job.factor == 1:  # ✨: not upscaled at all
+            done = f"enhanced (automatic contrast and sharpness), {job.width}×{job.height}"
         return (
             f"{prompt + ' — ' if prompt else ''}{done} · "
             f"{result.generation_seconds:.1f} s (waited {result.queue_seconds:.1f} s)"

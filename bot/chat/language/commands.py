@@ -88,6 +88,12 @@ ON_A_PICTURE = (Again, Vary, Upscale, Edit)
 
 
 @dataclass(frozen=True)
+class Info:
+    """`!img info`, in reply to one of the bot's pictures: its card (how it was made, and
+    the command that makes it again). Answered with words, not a job."""
+
+
+@dataclass(frozen=True)
 class Help:
     topic: str | None = None  # one of subcommands.HELP_TOPICS; None: the short help
 
@@ -141,6 +147,26 @@ class RoomReset:
 
 
 @dataclass(frozen=True)
+class MeShow:
+    """`!img me`: the person's own defaults, and what is in effect for them in this room."""
+
+
+@dataclass(frozen=True)
+class MeSet:
+    """`!img me set KEY VALUE`: a default of the person's own, in every room and DM."""
+
+    key: str  # `ar` arrives as size, its value as a ratio (16:9)
+    # Checked by the parser where the limits suffice; style and model names by
+    # rooms.canonical with personal.KEYS, which knows the catalogue.
+    value: str
+
+
+@dataclass(frozen=True)
+class MeReset:
+    key: str | None = None  # None: every key
+
+
+@dataclass(frozen=True)
 class Usage:
     span: str = "7d"
     user: str | None = None
@@ -152,6 +178,7 @@ Command = (
     | Vary
     | Upscale
     | Edit
+    | Info
     | Help
     | Styles
     | Models
@@ -162,5 +189,8 @@ Command = (
     | RoomShow
     | RoomSet
     | RoomReset
+    | MeShow
+    | MeSet
+    | MeReset
     | Usage
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bot.chat.language.options import OPTIONS, size_limit
 from bot.chat.language.rich import RichText, bullets, code, lines, rich
-from bot.chat.language.subcommands import ROOM_KEYS, SUBCOMMANDS
+from bot.chat.language.subcommands import PERSONAL, ROOM, SUBCOMMANDS
 from bot.config import LimitSettings, QuotaSettings
 
 
@@ -32,15 +32,23 @@ def short_help(
     ]
     more = [
         rich("`{p} help options` (all the options)", p=p),
-        rich("`{p} help rooms` (room defaults)", p=p),
+        rich("`{p} help rooms` (room defaults and yours)", p=p),
         *([rich("`{p} help admin` (pause, usage)", p=p)] * admin),
     ]
     rows: list[RichText | str] = [
         rich("**Draw:** `{p} <prompt>`, e.g. `{p} a lighthouse at dawn --ar 16:9`", p=p),
         rich("**Reply to a picture** with:"),
         bullets(on_a_picture),
-        # Issue 32: one line on the buttons under each picture goes here, when they exist.
-        # Issue 32: one line on your own defaults (`!img me`) goes here, when they exist.
+        # A reaction works whether or not the bot placed it as a button (chat.buttons).
+        rich(
+            "**Or react** to one of my pictures: 🔁 again, 🎲 vary, 🔍 upscale, ✨ enhance, "
+            "ℹ️ how it was made, 🗑️ remove yours."
+        ),
+        rich(
+            "**Your own defaults**, in every room: `{p} me` shows them, "
+            "`{p} me set KEY VALUE` sets one.",
+            p=p,
+        ),
         rich(
             "**Queue:** `{p} queue` shows the wait and your jobs, `{p} cancel` cancels "
             "your queued ones.",
@@ -93,7 +101,8 @@ def options_help(prefix: str, *, editing: bool = False) -> RichText:
     on_a_picture = [
         code(f"{p} {sub.name}") + " — " + rich(sub.help)
         for sub in SUBCOMMANDS.values()
-        if sub.name in ("again", "vary", "upscale", "edit") and (editing or not sub.needs_editing)
+        if sub.name in ("again", "vary", "upscale", "edit", "info")
+        and (editing or not sub.needs_editing)
     ]
     return lines(
         rich("**Options**, after the prompt, in any order (`{p} <prompt> [options]`):", p=p),
@@ -115,9 +124,10 @@ def options_help(prefix: str, *, editing: bool = False) -> RichText:
 
 
 def rooms_help(prefix: str, power_level: int, here: RichText | str = "") -> RichText:
-    """`help rooms`: a room's defaults, and who may set them (`rooms.defaults_power_level`)."""
+    """`help rooms`: a room's defaults, and who may set them (`rooms.defaults_power_level`);
+    each person's own, which a room's come before."""
     p = prefix
-    keys = RichText((", ",)).join(code(key) for key in ROOM_KEYS)
+    keys = ROOM.listed
     return lines(
         rich("**Room defaults:** what `{p} <prompt>` uses in this room when it does not say.", p=p),
         bullets(
@@ -133,8 +143,18 @@ def rooms_help(prefix: str, power_level: int, here: RichText | str = "") -> Rich
             level=power_level,
         ),
         rich(
-            "A command's own options win over the room's defaults. `nsfw` can only make the "
-            "safety check stricter (`blur` or `block`)."
+            "`nsfw` can only make the safety check stricter (`blur` or `block`); "
+            "`buttons off` leaves the buttons out under this room's pictures."
+        ),
+        rich(
+            "**Your own defaults:** `{p} me` shows them, `{p} me set KEY VALUE` sets one for "
+            "every room and DM, with KEY one of {keys}; `{p} me reset [KEY]` clears them.",
+            p=p,
+            keys=PERSONAL.listed,
+        ),
+        rich(
+            "**Which wins:** a command's own options, then the room's defaults, then yours, "
+            "then the bot's."
         ),
         here,
     )

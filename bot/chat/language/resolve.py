@@ -1,5 +1,6 @@
 """From a parsed command to the job the GPU runs: the command, else the room's defaults,
-else the bot's. Pure: no I/O, and every refusal is a UsageError for the person."""
+else the person's own, else the bot's. Pure: no I/O, and every refusal is a UsageError for
+the person."""
 
 from __future__ import annotations
 
@@ -18,20 +19,64 @@ from bot.chat.language.styles import NO_STYLE, Style
 
 NO_NEGATIVE = "none"
 
+# Where a value in effect comes from, in the words the replies use; the command's own
+# options come before all of them.
+THIS_ROOM = "this room"
+YOURS = "your defaults"
+CONFIG = "the bot's config"
+
 
 @dataclass(frozen=True)
-class RoomDefaults:
-    """A room's defaults, already checked against today's limits and catalogues (a value
-    that no longer fits is left out, so the bot's default applies)."""
+class DefaultValues:
+    """A room's or a person's defaults, already checked against today's limits and
+    catalogues (a value that no longer fits is left out, so the next one applies)."""
 
     style: str | None = None
     width: int | None = None
     height: int | None = None
+    aspect: tuple[int, int] | None = None  # a person's size as a ratio, sized for the model
     steps: int | None = None
     guidance: float | None = None
     negative: str | None = None
     model: str | None = None
     enhance: bool | None = None
+    buttons: bool | None = None  # the reaction buttons; no job reads it
+
+    def sets(self, key: str) -> bool:
+        """Whether these defaults have a value for `key` (as `room set` and `me set` name
+        it: size covers width, height and aspect)."""
+        if key == "size":
+            return bool(self.width and self.height) or self.aspect is not None
+        return getattr(self, key) is not None
+
+
+RoomDefaults = DefaultValues  # the name the room's callers know
+NO_DEFAULTS = DefaultValues()  # a room or a person that sets nothing
+
+# Whether the bot places its reaction buttons where neither a room nor a person says: the
+# texts that show it take the config's chat.buttons (not empty) as an argument.
+BUTTONS_BY_DEFAULT = True
+
+# The keys a room or a person sets, as `room set` and `me set` name them, that a job uses.
+KEYS = ("style", "size", "steps", "guidance", "negative", "model", "enhance", "buttons")
+
+
+def layered(room: DefaultValues, person: DefaultValues) -> tuple[DefaultValues, dict[str, str]]:
+    """The room's defaults over the person's, key by key, and for each key set where it
+    comes from (THIS_ROOM or YOURS; a key in neither is the config's). A size is one key:
+    a room's size wins over a person's size or ratio."""
+    values: dict[str, object] = {}
+    whose: dict[str, str] = {}
+    for key in KEYS:
+        for source, layer in ((THIS_ROOM, room), (YOURS, person)):
+            if layer.sets(key):
+                whose[key] = source
+                if key == "size":
+                    values.update(width=layer.width, height=layer.height, aspect=layer.aspect)
+                else:
+                    values[key] = getattr(layer, key)
+                break
+    return DefaultValues(**values), whose  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -92,13 +137,16 @@ def resolve(
     defaults: GenerationSettings,
     limits: LimitSettings,
     catalogue: Catalogue,
-    room: RoomDefaults = RoomDefaults(),
+    room: DefaultValues = DefaultValues(),
     random_seed: Callable[[int], int] = secrets.randbelow,
     *,
     edit: bool = False,
+    person: DefaultValues = DefaultValues(),
 ) -> Job | UsageError:
-    """The job a command asks for, with what it left open taken from the room or the bot.
-    `edit`: the command is an `edit`'s instruction, which a model that only edits takes."""
+    """The job a command asks for, with what it left open taken from the room, the person's
+    own defaults (`person`) or the bot. `edit`: the command is an `edit`'s instruction,
+    which a model that only edits takes."""
+    room, whose = layered(room, person)  # from here on "room" is the two, room first
     model = command.model or room.model or catalogue.default_model
     if model not in catalogue.models:
         return UsageError(catalogue.unknown_model(model))
@@ -125,6 +173,22 @@ def resolve(
             return UsageError(reason(exc) + ".")
     elif room.width and room.height:
         width, height = room.width, room.height
+    elif room.aspect:
+        native_width, native_height = catalogue.models[model]
+        try:
+            width, height = size_for_aspect(
+                room.aspect, native_width * native_height, limits.max_pixels
+            )
+        except ValueError:  # only a person's size is a ratio
+            return UsageError(
+                rich(
+                    "Your default size {w}:{h} has no size within the limit of {most:,} "
+                    "pixels; give `--size`, or `me set size WxH`.",
+                    w=room.aspect[0],
+                    h=room.aspect[1],
+                    most=limits.max_pixels,
+                )
+            )
     else:
         width, height = defaults.width_height
 
@@ -164,12 +228,24 @@ def resolve(
     if not family.negative_prompt:
         negative = ""  # the room's negative prompt rests on a model without any
     else:
-        negative = _negative(command, room, defaults, guidance)
+        negative = _negative(command, room, defaults, guidance, whose)
     if isinstance(negative, UsageError):
         return negative
     if style is not None:
         prompt, negative = style.apply(prompt, negative)
     if style is not None and style.lora and model != catalogue.default_model:
+        if command.model is None and whose.get("model") == YOURS:
+            return UsageError(
+                rich(
+                    "The style {style} uses the LoRA {lora}, which is made for the model "
+                    "{default}, and your default model is {model}: add `--model {default}`, "
+                    "or choose another style.",
+                    style=style.name,
+                    lora=style.lora,
+                    default=catalogue.default_model,
+                    model=model,
+                )
+            )
         return UsageError(
             rich(
                 "The style {style} uses the LoRA {lora}, which is made for the model "
@@ -243,15 +319,20 @@ def guided(guidance: float) -> bool:
     return guidance > 1
 
 
-def room_guidance(room: RoomDefaults, defaults: GenerationSettings) -> float:
+def room_guidance(room: DefaultValues, defaults: GenerationSettings) -> float:
     return _first(room.guidance, defaults.guidance)
 
 
 def _negative(
-    command: Generate, room: RoomDefaults, defaults: GenerationSettings, guidance: float
+    command: Generate,
+    room: DefaultValues,
+    defaults: GenerationSettings,
+    guidance: float,
+    whose: dict[str, str],
 ) -> str | UsageError:
     """The job's negative prompt; a UsageError rather than one that would do nothing. A room's
-    own negative prompt rests while the room's guidance is 1 or below (`room` says so)."""
+    own negative prompt rests while the room's guidance is 1 or below (`room` says so); so
+    does a person's, while the guidance of the room and the person is."""
     typed = command.negative_prompt
     if typed == NO_NEGATIVE:  # "--no none": without the room's negative prompt this time
         return ""
@@ -260,6 +341,8 @@ def _negative(
             return typed
         if command.guidance is not None:
             source = rich("you asked for `--guidance {g:g}`", g=guidance)
+        elif whose.get("guidance") == YOURS:
+            source = rich("your default guidance is {g:g} (`me set guidance`)", g=guidance)
         elif room.guidance is not None:
             source = rich("this room's guidance is {g:g} (`room set guidance`)", g=guidance)
         else:
@@ -280,11 +363,14 @@ def _negative(
         return ""
     if guided(guidance):
         return room.negative
+    mine = whose.get("negative") == YOURS
     return UsageError(
         rich(
-            "This room's negative prompt ({negative!r}, `room set negative`) works only with "
-            "guidance above 1, and you asked for `--guidance {g:g}`. Add `--no none` to make "
-            "this picture without it, or leave out `--guidance`.",
+            "{whose} ({negative!r}, `{where} set negative`) works only with guidance above 1, "
+            "and you asked for `--guidance {g:g}`. Add `--no none` to make this picture "
+            "without it, or leave out `--guidance`.",
+            whose="Your default negative prompt" if mine else "This room's negative prompt",
+            where="me" if mine else "room",
             negative=room.negative,
             g=guidance,
         )

@@ -33,6 +33,31 @@ class Style:
         negatives = ", ".join(part for part in (negative, self.negative) if part)
         return styled, negatives
 
+    def typed(self, styled: str, negatives: str) -> tuple[str, str] | None:
+        """What `apply` was given to make `styled` and `negatives` (the prompt as typed, and
+        the negative prompt typed with it); None when this style did not make them (it
+        has changed since, or another one did)."""
+        before, mark, after = self.prompt.partition(PLACEHOLDER)
+        if not mark:  # a template without the placeholder keeps no trace of the prompt
+            return None
+        if not (styled.startswith(before) and styled.endswith(after)):
+            return None
+        prompt = styled[len(before) : len(styled) - len(after)]
+        negative = negatives
+        if self.negative:
+            if negatives == self.negative:
+                negative = ""
+            elif negatives.endswith(", " + self.negative):
+                negative = negatives[: -len(", " + self.negative)]
+            else:
+                return None
+        if len(styled) < len(before) + len(after) or self.apply(prompt, negative) != (
+            styled,
+            negatives,
+        ):
+            return None
+        return prompt, negative
+
 
 def normalise(name: str) -> str:
     """'Oil Painting' and 'oil_painting' both mean the preset 'oil-painting'."""

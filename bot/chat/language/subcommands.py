@@ -6,7 +6,7 @@ answers None with one notice naming what it takes (`not_taken`). Pure, like the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.chat.language.commands import (
@@ -15,6 +15,10 @@ from bot.chat.language.commands import (
     Command,
     Edit,
     Help,
+    Info,
+    MeReset,
+    MeSet,
+    MeShow,
     Models,
     Pause,
     QueueStatus,
@@ -35,6 +39,7 @@ from bot.chat.language.options import (
     number_in,
     on_off,
     option_name,
+    parse_aspect,
     size_within,
     text_within,
 )
@@ -157,10 +162,12 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     return Edit(instruction, **values)  # type: ignore[arg-type]
 
 
-# ---- room defaults ---------------------------------------------------------------------------
+# ---- room and personal defaults --------------------------------------------------------------
+
+Check = Callable[[LimitSettings], Callable[[str], Any]]
 
 # What `room set KEY VALUE` accepts; the checks that need only the limits run here.
-ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], Any]]] = {
+ROOM_KEYS: dict[str, Check] = {
     "style": lambda lim: str,
     "size": lambda lim: size_within("size", lim),
     "steps": lambda lim: number_in("steps", int, 1, lim.max_steps),
@@ -168,6 +175,9 @@ ROOM_KEYS: dict[str, Callable[[LimitSettings], Callable[[str], Any]]] = {
     "negative": text_within("negative"),
     "model": lambda lim: str,
     "enhance": lambda lim: on_off("enhance"),
+    # The reaction buttons under the bot's pictures; kept and checked before anything
+    # places them, so that a room can turn them off from the start.
+    "buttons": lambda lim: on_off("buttons"),
     "nsfw": lambda lim: _stricter_safety,
 }
 
@@ -186,42 +196,116 @@ def _stricter_safety(text: str) -> str:
     return word
 
 
-_ROOM_USAGE = rich(
-    "Write `room set KEY VALUE` with KEY one of {keys}, or `room reset [KEY]`.",
-    keys=", ".join(ROOM_KEYS),
-)
+def _size_or_ratio(limits: LimitSettings) -> Callable[[str], str]:
+    """A person's size: a size (512x768), or a ratio as --ar takes it (16:9), which each
+    model draws at its own size (their rooms may run different models). Kept as typed
+    canonically: WxH or W:H, the colon telling them apart."""
+    sized = size_within("size", limits)
+
+    def convert(text: str) -> str:
+        if any(mark in text for mark in ":/"):
+            return "{}:{}".format(*parse_aspect(text))
+        return "{}x{}".format(*sized(text))
+
+    return convert
 
 
-def _parse_room(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
-    words = rest.split()
-    if not words:
-        return RoomShow()
-    verb = words[0].lower()
-    if verb == "reset":
-        if len(words) == 1:
-            return RoomReset()
-        key = words[1].lower()
-        if len(words) > 2 or key not in ROOM_KEYS:
-            return UsageError(
-                rich("`room reset` takes nothing or one of {keys}.", keys=", ".join(ROOM_KEYS))
-            )
-        return RoomReset(key)
-    if verb != "set":
-        return None
-    if len(words) < 3:
-        return UsageError(rich("`room set` needs a key and a value. ") + _ROOM_USAGE)
-    key, value = words[1].lower(), " ".join(words[2:])
-    if key not in ROOM_KEYS:
-        return UsageError(rich("There is no room default {key!r}. ", key=key) + _ROOM_USAGE)
-    if len(value) > limits.max_prompt_chars:
-        return UsageError(
-            rich("That value is too long; the limit is {n:,}.", n=limits.max_prompt_chars)
+def _ratio(limits: LimitSettings) -> Callable[[str], str]:
+    return lambda text: "{}:{}".format(*parse_aspect(text))
+
+
+# What `me set KEY VALUE` accepts: the room's keys but nsfw (a person cannot change a room's
+# safety policy, nor loosen the config's), with `ar` for a size that is a ratio.
+PERSONAL_KEYS: dict[str, Check] = {
+    key: _size_or_ratio if key == "size" else check
+    for key, check in ROOM_KEYS.items()
+    if key != "nsfw"
+}
+# `me set ar 16:9` is `me set size 16:9`: one key, so that a ratio replaces a size.
+PERSONAL_ALIASES: dict[str, tuple[str, Check]] = {"ar": ("size", _ratio)}
+
+
+@dataclass(frozen=True)
+class DefaultsWords:
+    """What `room` and `me` share: nothing shows the defaults, `set KEY VALUE` sets one
+    (checked as far as the limits go), `reset [KEY]` clears one or all."""
+
+    word: str  # room, me
+    whose: str  # in "There is no room default 'colour'"
+    keys: dict[str, Check]
+    show: Command
+    set: Callable[[str, str], Command]
+    reset: Callable[[str | None], Command]
+    aliases: dict[str, tuple[str, Check]] = field(default_factory=dict)
+
+    @property
+    def listed(self) -> str:
+        """The keys as help names them: `size (or ar)` for an alias."""
+        also = {key: alias for alias, (key, _) in self.aliases.items()}
+        return ", ".join(f"{key} (or {also[key]})" if key in also else key for key in self.keys)
+
+    @property
+    def usage(self) -> RichText:
+        return rich(
+            "Write `{word} set KEY VALUE` with KEY one of {listed}, or `{word} reset [KEY]`.",
+            word=self.word,
+            listed=self.listed,
         )
-    try:
-        ROOM_KEYS[key](limits)(value)
-    except ValueError as exc:
-        return UsageError(reason(exc) + ".")
-    return RoomSet(key, value)
+
+    def key_of(self, typed: str) -> str | None:
+        typed = typed.lower()
+        if typed in self.aliases:
+            return self.aliases[typed][0]
+        return typed if typed in self.keys else None
+
+    def parse(self, rest: str, limits: LimitSettings, prefix: str) -> Parsed:
+        words = rest.split()
+        if not words:
+            return self.show
+        verb = words[0].lower()
+        if verb == "reset":
+            if len(words) == 1:
+                return self.reset(None)
+            key = self.key_of(words[1])
+            if len(words) > 2 or key is None:
+                return UsageError(
+                    rich(
+                        "`{word} reset` takes nothing or one of {listed}.",
+                        word=self.word,
+                        listed=self.listed,
+                    )
+                )
+            return self.reset(key)
+        if verb != "set":
+            return None
+        if len(words) < 3:
+            return UsageError(
+                rich("`{word} set` needs a key and a value. ", word=self.word) + self.usage
+            )
+        typed, value = words[1].lower(), " ".join(words[2:])
+        key = self.key_of(typed)
+        if key is None:
+            return UsageError(
+                rich("There is no {whose} {typed!r}. ", whose=self.whose, typed=typed) + self.usage
+            )
+        if len(value) > limits.max_prompt_chars:
+            return UsageError(
+                rich("That value is too long; the limit is {n:,}.", n=limits.max_prompt_chars)
+            )
+        try:
+            if typed in self.aliases:
+                value = self.aliases[typed][1](limits)(value)
+            else:
+                self.keys[key](limits)(value)
+        except ValueError as exc:
+            return UsageError(reason(exc) + ".")
+        return self.set(key, value)
+
+
+ROOM = DefaultsWords("room", "room default", ROOM_KEYS, RoomShow(), RoomSet, RoomReset)
+PERSONAL = DefaultsWords(
+    "me", "personal default", PERSONAL_KEYS, MeShow(), MeSet, MeReset, PERSONAL_ALIASES
+)
 
 
 # ---- the usage report ------------------------------------------------------------------------
@@ -316,6 +400,12 @@ SUBCOMMANDS: dict[str, SubCommand] = {
             needs_editing=True,
         ),
         SubCommand(
+            "info",
+            _alone(Info()),
+            f"{_ON_MINE}: how it was made, and the command that makes it again",
+            takes=f"nothing after it, {_ON_MINE}",
+        ),
+        SubCommand(
             "help",
             _parse_help,
             "a short help; `help options`, `help rooms` and `help admin` tell more",
@@ -336,12 +426,21 @@ SUBCOMMANDS: dict[str, SubCommand] = {
         ),
         SubCommand(
             "room",
-            _parse_room,
+            ROOM.parse,
             "this room's defaults; `room set KEY VALUE` with KEY "
-            "one of " + ", ".join(ROOM_KEYS) + ", `room reset [KEY]`",
+            "one of " + ROOM.listed + ", `room reset [KEY]`",
             takes="nothing (to show this room's defaults), `set KEY VALUE` or "
-            "`reset [KEY]`, with KEY one of " + ", ".join(ROOM_KEYS),
+            "`reset [KEY]`, with KEY one of " + ROOM.listed,
             who="moderators set and reset",
+        ),
+        SubCommand(
+            "me",
+            PERSONAL.parse,
+            "your own defaults, in every room and DM; `me set KEY VALUE` with KEY one of "
+            + PERSONAL.listed
+            + ", `me reset [KEY]` (a room's own defaults come first)",
+            takes="nothing (to show your defaults), `set KEY VALUE` or `reset [KEY]`, "
+            "with KEY one of " + PERSONAL.listed,
         ),
         SubCommand(
             "usage",

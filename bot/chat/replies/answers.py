@@ -10,16 +10,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from generation.job import Job
+from generation.postprocess.png import read_parameters
 from generation.scheduling.pace import cost
 
 from bot.store import db as database
-from bot.matrix import direct, messages, power
-from bot.chat.language import editing, rooms
+from bot.matrix import direct, messages, power, sources
+from bot.chat.language import editing, personal, precedence, rooms
 from bot.chat.replies import report
-from bot.store import room_defaults, usage
+from bot.store import gallery, personal_defaults, room_defaults, usage
+from bot.chat.language import card
 from bot.chat.language.commands import (
     Cancel,
     Help,
+    Info,
+    MeReset,
+    MeSet,
+    MeShow,
     Models,
     Pause,
     QueueStatus,
@@ -81,10 +87,14 @@ class Replies:
             Cancel: self.cancel,
             Pause: self.pause,
             Resume: self.resume,
+            MeShow: self.me_show,
+            MeSet: self.me_set,
+            MeReset: self.me_reset,
             RoomShow: self.room_show,
             RoomSet: self.room_set,
             RoomReset: self.room_reset,
             Usage: self.usage,
+            Info: self.info,
         }
 
     async def answer(self, room_id: str, event: dict[str, Any], command) -> None:
@@ -95,9 +105,12 @@ class Replies:
         if await database.get_state(self.db, PAUSED_KEY) == "1":
             self.queue.pause()
 
-    async def _say(self, room_id: str, event: dict[str, Any], text: RichText | str) -> None:
+    async def _say(
+        self, room_id: str, event: dict[str, Any], text: messages.Formatted | str
+    ) -> None:
         """A notice in reply to `event`, with its formatted body (a str is plain text)."""
-        await messages.send_notice(self.client, room_id, as_rich(text), reply_to=event)
+        formatted = as_rich(text) if isinstance(text, str) else text
+        await messages.send_notice(self.client, room_id, formatted, reply_to=event)
 
     # ---- everyone ------------------------------------------------------------------------
 
@@ -111,8 +124,10 @@ class Replies:
         if command.topic == "admin":
             await self._say(room_id, event, admin_help(prefix))
             return
-        room, _ = await self.defaults.of_room(room_id)
-        here = rooms.in_effect(room, settings.generation, self.catalogue)
+        where = await self.defaults.here(room_id, event["sender"])
+        here = rooms.in_effect(
+            where.room, settings.generation, self.catalogue, where.person, settings.limits
+        )
         if command.topic == "rooms":
             level = settings.rooms.defaults_power_level
             await self._say(room_id, event, rooms_help(prefix, level, here))
@@ -244,6 +259,118 @@ class Replies:
             text += " Your running job will finish (redact its command to drop its picture)."
         await self._say(room_id, event, text)
 
+    # ---- a picture's card ----------------------------------------------------------------
+
+    async def info(self, room_id, event, command: Info) -> None:
+        """`!img info` in reply to one of the bot's pictures (or in a thread started on one):
+        its card; anything else gets one notice saying what it works on."""
+        # As again/vary/upscale: a thread started on a picture is about that picture.
+        reply = sources.replied_to(event.get("content") or {}, thread_root=True)
+        shown = None if reply is None else await self.card_for(room_id, reply)
+        if shown is None:
+            prefix = self.settings.matrix.command_prefix
+            await self._say(
+                room_id,
+                event,
+                rich(
+                    "`{prefix} info` works in reply to a picture this bot made in this room "
+                    "(or to its contact sheet), while the bot still has its record: it tells "
+                    "how the picture was made, and the command that makes it again.",
+                    prefix=prefix,
+                ),
+            )
+            return
+        await self._say(room_id, event, shown)
+
+    async def card_for(self, room_id: str, picture_id: str) -> card.Card | None:
+        """The card of the bot's picture (or contact sheet) `picture_id` in this room; None
+        when it is not one of the bot's pictures here, or its record has expired. For
+        `!img info` and the ℹ️ reaction alike; send it with `plain()` as the body and
+        `html()` as the formatted body."""
+        posted = await gallery.find(self.db, picture_id, room_id)
+        if posted is None:
+            return None
+        row = await gallery.usage_of(self.db, picture_id, room_id)
+        asked = (
+            None
+            if row is None
+            else card.Asked(
+                row["user_id"],
+                row["created_at"],
+                row["queue_seconds"],
+                row["generation_seconds"],
+                row["worker"],
+            )
+        )
+        params: dict[str, Any] = {}
+        if posted.prompt.startswith(card.HASHED):
+            # The log keeps no prompts: the picture may carry its own (compliance.embed_prompt).
+            params = await self._parameters(room_id, picture_id)
+        made = card.Made(posted.job, posted.prompt, posted.picture, asked, params)
+        return card.card(made, self.catalogue, self.settings.matrix.command_prefix)
+
+    async def _parameters(self, room_id: str, picture_id: str) -> dict[str, Any]:
+        """The parameters embedded in the bot's picture; {} when it carries none, or it
+        cannot be fetched now (the card then says the prompt is not kept)."""
+        try:
+            picture = await sources.picture_event(self.client, room_id, picture_id)
+            fetched = await sources.fetch(
+                self.client,
+                sources.locator(picture["content"]),
+                (picture["content"].get("info") or {}).get("size"),
+                self.settings.limits,
+            )
+        except sources.SourceError as exc:
+            log.info("the parameters of picture %s could not be read: %s", picture_id, exc)
+            return {}
+        if fetched.data[:4] != b"\x89PNG":
+            return {}
+        try:
+            return await asyncio.to_thread(read_parameters, fetched.data)
+        except (ValueError, OSError) as exc:  # a PNG whose text is not ours
+            log.info("picture %s carries no readable parameters: %s", picture_id, exc)
+            return {}
+
+    # ---- each person's own defaults ------------------------------------------------------
+
+    async def _effects(self, room_id: str, sender: str) -> dict[str, precedence.Effect]:
+        where = await self.defaults.here(room_id, sender)
+        settings = self.settings
+        return precedence.in_effect(
+            where.room,
+            where.person,
+            settings.generation,
+            settings.limits,
+            self.catalogue,
+            buttons=bool(settings.chat.buttons),
+        )
+
+    async def me_show(self, room_id, event, command: MeShow) -> None:
+        sender = event["sender"]
+        values = await personal_defaults.stored(self.db, sender)
+        _, ignored = await self.defaults.of_person(sender)
+        effects = await self._effects(room_id, sender)
+        await self._say(room_id, event, personal.describe(values, ignored, effects))
+
+    async def me_set(self, room_id, event, command: MeSet) -> None:
+        sender = event["sender"]
+        try:
+            value = personal.canonical(
+                command.key, command.value, self.settings.limits, self.catalogue
+            )
+        except ValueError as exc:
+            await self._say(room_id, event, personal.refusal(exc))
+            return
+        await personal_defaults.store(self.db, sender, command.key, value)
+        effects = await self._effects(room_id, sender)
+        await self._say(
+            room_id, event, personal.confirm_set(command.key, value, effects[command.key])
+        )
+
+    async def me_reset(self, room_id, event, command: MeReset) -> None:
+        removed = await personal_defaults.clear(self.db, event["sender"], command.key)
+        await self._say(room_id, event, personal.confirm_reset(command.key, removed))
+
     # ---- room moderators -----------------------------------------------------------------
 
     async def room_show(self, room_id, event, command) -> None:
@@ -252,7 +379,13 @@ class Replies:
         await self._say(
             room_id,
             event,
-            rooms.describe(values, ignored, self.settings.generation, self.catalogue),
+            rooms.describe(
+                values,
+                ignored,
+                self.settings.generation,
+                self.catalogue,
+                buttons=bool(self.settings.chat.buttons),
+            ),
         )
 
     async def _may_change_room(self, room_id: str, event: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from nio import RoomSendResponse
 from PIL import Image
 
+from generation.scheduling import runner
 from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.jobs import accepting
@@ -25,7 +26,7 @@ ALICE = "@alice:example.org"
 ROOMS = [f"!room{i}:example.org" for i in range(6)]
 
 
-class Runner:
+class Runner(runner.Runner):
     """Never asked to make anything: the queue stays paused."""
 
     name = "m"

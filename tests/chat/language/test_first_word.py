@@ -12,6 +12,10 @@ from bot.chat.language.commands import (
     Edit,
     Generate,
     Help,
+    Info,
+    MeReset,
+    MeSet,
+    MeShow,
     Models,
     Pause,
     QueueStatus,
@@ -63,6 +67,13 @@ TAKES: dict[str, list[tuple[str, object]]] = {
         ("room reset", RoomReset()),
         ("room reset steps", RoomReset("steps")),
     ],
+    "me": [
+        ("me", MeShow()),
+        ("me set style photo", MeSet("style", "photo")),
+        ("me set ar 16:9", MeSet("size", "16:9")),
+        ("me reset", MeReset()),
+        ("me reset steps", MeReset("steps")),
+    ],
     "usage": [
         ("usage", Usage()),
         ("usage 30d", Usage("30d")),
@@ -94,6 +105,7 @@ TAKES: dict[str, list[tuple[str, object]]] = {
             Edit("cancel the rain", guidance=4.0, negative_prompt="clouds", fast=True),
         ),
     ],
+    "info": [("info", Info()), ("Info?", Info())],
 }
 
 # What each does not take: one notice, and the words that name what it takes.
@@ -110,6 +122,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
         ("cancel culture, editorial cartoon", "nothing after it"),
     ],
     "room": [("room with a view", "`set KEY VALUE` or `reset [KEY]`")],
+    "me": [("me and my dog at the beach", "`set KEY VALUE` or `reset [KEY]`")],
     "usage": [
         ("usage of solar power, diagram", "a period"),
         ("usage 30d @bob @carol", "an @user"),
@@ -132,6 +145,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
         ("edit make it night --size 512x512", "`--seed`, `--steps`"),
         ("edit make it night --style anime", "not `--style`"),
     ],
+    "info": [("info about whales, poster", "nothing after it, in reply to one of my pictures")],
 }
 
 

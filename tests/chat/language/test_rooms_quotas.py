@@ -109,7 +109,9 @@ async def add(db, *, ago: float, status: str = "ok", pictures: int = 1, user: st
 
 
 async def refusal(db, wanted=1, user=ALICE, exempt=False, **limits):
-    return await quotas.refusal(db, user, wanted, QuotaSettings(**limits), exempt=exempt, now=NOW)
+    """The quota's notice as its plain body, or None."""
+    said = await quotas.refusal(db, user, wanted, QuotaSettings(**limits), exempt=exempt, now=NOW)
+    return None if said is None else said.plain()
 
 
 async def test_no_quota_configured_means_no_refusal(db):

@@ -24,7 +24,8 @@ from PIL import Image
 
 from generation.cluster import frames, messages
 from generation.cluster import link as link_module
-from generation.cluster.link import PR_GET_DUMPABLE, ClusterUnavailable, Link
+from generation.cluster.link import PR_GET_DUMPABLE, Link
+from generation.errors import ClusterUnavailable
 from generation.cluster.remote import RemoteRunner
 from generation.cluster.spec import ClusterSpec
 from generation.job import GenerationError, Job

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from generation.compliance.checks import Compliance, SigningFailed
+from generation.compliance.checks import Compliance
 from bot.config import ComplianceSettings
 from bot.chat.jobs.screening import Screening
-from generation.compliance.signing import OFFLINE, C2paSigner, TimestampUnavailable
+from generation.compliance.signing import OFFLINE, C2paSigner, SigningError, TimestampUnavailable
 from generation.compliance.verify import TRUSTED, verify
 from generation.postprocess.png import encode_png
 from tests.helpers.tsa import TimeStampAuthority
@@ -125,6 +125,6 @@ def test_an_authority_lost_after_the_start_withholds_the_picture(ca):
     with TimeStampAuthority() as tsa:
         signer = _signer(ca, tsa.url)
     sign = Compliance(signer=signer).signing(PARAMS)
-    with pytest.raises(SigningFailed, match="C2PA signing failed"):
+    with pytest.raises(SigningError, match="C2PA signing failed"):
         encode_png(picture(), PARAMS, sign)
     assert tsa.requests == 1  # only the trial's stamp was ever granted

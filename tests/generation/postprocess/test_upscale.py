@@ -22,6 +22,7 @@ from generation.postprocess import upscale as upscale_module
 from generation.postprocess.enhance import enhance
 from generation.postprocess.finishing_runner import FinishingRunner
 from generation.postprocess.upscale import Upscaler, UpscalerError, import_spandrel
+from generation.scheduling.runner import LocalRunner
 from generation.testing.upscaler import make_test_upscaler
 
 REPO = Path(__file__).resolve().parents[3]
@@ -296,7 +297,7 @@ def test_enhance_keeps_the_colour_balance():
 # ---- the finishing runner: the queue's runner ------------------------------------------
 
 
-class DiffusionSpy:
+class DiffusionSpy(LocalRunner):
     """A diffusion runner that counts what it is asked to do."""
 
     name = "spy-model"

@@ -23,6 +23,7 @@ from generation.runtime.device import Placement, choose, make_current
 from generation.scheduling.workers import Worker
 from generation.testing.tiny import make_test_model
 from tests.generation.runtime.test_speedups import FakeCuda
+from tests.helpers.runners import StubRunner
 
 GiB = 2**30
 
@@ -132,8 +133,9 @@ def test_a_worker_makes_its_device_current_on_its_own_thread(set_device):
     source = SimpleNamespace(
         take=lambda worker: taken.append(threading.get_ident()),
         died=lambda worker, exc: taken.append(exc),
+        closing=lambda: False,
     )
-    runner = SimpleNamespace(placement=Placement("cuda:1", "bfloat16"))
+    runner = StubRunner(placement=Placement("cuda:1", "bfloat16"))
     worker = Worker(0, runner, source)
     worker.start("cuda:1 worker")
     worker.thread.join(5)

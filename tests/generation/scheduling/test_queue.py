@@ -14,13 +14,13 @@ from PIL import Image
 
 from generation.job import GenerationError, Job, Result
 from generation.scheduling.queue import GenerationQueue, QueueFull
-from generation.scheduling.runner import WorkerLost, WorkerNotReady
+from generation.scheduling.runner import Runner, WorkerLost, WorkerNotReady
 from generation.scheduling.workers import CPU_NICENESS, is_device_fault
 
 TIMEOUT = 5  # seconds; only reached when something is broken
 
 
-class FakeRunner:
+class FakeRunner(Runner):
     """Makes one small picture per job; jobs whose prompt is in `hold` wait for release()."""
 
     name = "fake-model"

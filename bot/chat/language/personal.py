@@ -1,0 +1,114 @@
+"""A person's own defaults (`!img me`): set by each person for themselves, in every room and
+DM with the bot, below the room's own defaults and never above `limits:`.
+
+Kept as typed (bot/store/personal_defaults.py) and checked the way room defaults are, with
+the keys of `me set` (subcommands.PERSONAL_KEYS), again each time they are used. The texts
+here answer `me`, `me set` and `me reset`; which value is in effect, and from where, is
+precedence.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bot.chat.language import rooms
+from bot.chat.language.precedence import Effect
+from bot.chat.language.resolve import CONFIG, THIS_ROOM, YOURS, Catalogue, DefaultValues
+from bot.chat.language.subcommands import PERSONAL_KEYS
+from bot.config import LimitSettings
+from bot.text import plural
+
+_TO_CHANGE = "`me set KEY VALUE` to change one, `me reset [KEY]` to clear"
+_ORDER = "a room's own defaults come first, then yours, then the bot's config"
+
+
+def canonical(key: str, value: str, limits: LimitSettings, catalogue: Catalogue) -> str:
+    """The value of `me set` as stored, or ValueError saying why it is refused (a style or
+    model that does not exist, a model that only edits)."""
+    return rooms.canonical(key, value, limits, catalogue, PERSONAL_KEYS)
+
+
+def usable(
+    values: Mapping[str, rooms.Typed], limits: LimitSettings, catalogue: Catalogue
+) -> tuple[DefaultValues, dict[str, str]]:
+    """The person's defaults that still fit today's limits and catalogues (for resolve's
+    `person` and precedence.in_effect), and why the others don't."""
+    defaults, ignored = rooms.usable(values, limits, catalogue, PERSONAL_KEYS)
+    return defaults, {key: why.plain() for key, why in ignored.items()}
+
+
+def describe(
+    values: Mapping[str, rooms.Typed], ignored: dict[str, str], effects: dict[str, Effect]
+) -> str:
+    """`!img me`: each key, the person's own value, and what a bare `!img <prompt>` gets
+    here and from where. `ignored` as `usable` gives it, `effects` as precedence.in_effect."""
+    if values:
+        head = f"Your own defaults, in every room and DM with me ({_TO_CHANGE}); {_ORDER}:"
+    else:
+        head = (
+            "You have no defaults of your own; `me set KEY VALUE` sets one for every room and "
+            f"DM with me, e.g. `me set ar 16:9`. What you get here ({_ORDER}):"
+        )
+    lines = [head]
+    for key in PERSONAL_KEYS:
+        effect = effects[key]
+        item = values.get(key)
+        here = f"{effect.value}, from {effect.source}"
+        if item is None:
+            lines.append(f"  {key}: not set — here {here}" if values else f"  {key}: {here}")
+        elif key in ignored:
+            lines.append(
+                f"  {key}: {item.value!r} is not used: {_lower(ignored[key])} — here {here}"
+            )
+        elif effect.unused_by == YOURS:
+            lines.append(f"  {key}: {item.value} — not used here: {effect.why}")
+        elif effect.unused_by == THIS_ROOM:
+            lines.append(
+                f"  {key}: {item.value} — this room's own {effect.unused} comes first here "
+                f"(and is not used: {effect.why})"
+            )
+        elif effect.source == THIS_ROOM:
+            lines.append(f"  {key}: {item.value} — this room's own {effect.value} comes first here")
+        else:
+            lines.append(f"  {key}: {effect.value} — in effect here")
+    return "\n".join(lines)
+
+
+def _lower(reason: str) -> str:
+    """A reason that starts a sentence, to go after a colon ("There is no model" → "there")."""
+    return reason[:1].lower() + reason[1:] if reason[1:2].islower() else reason
+
+
+def confirm_set(key: str, value: str, effect: Effect) -> str:
+    """The answer to `me set KEY VALUE` once it is kept: `value` as stored, `effect` the
+    key's in this room afterwards (precedence.in_effect)."""
+    shown = effect.value if effect.source == YOURS else value  # a ratio with its size here
+    text = f"Your default {key} is now {shown}, in every room and DM with me."
+    if effect.source == THIS_ROOM or effect.unused_by == THIS_ROOM:
+        text += (
+            f" In this room its own {key} comes first ({effect.unused or effect.value}); yours "
+            "applies where a room sets none."
+        )
+    elif effect.unused_by == YOURS:
+        text += f" It is not used here: {effect.why}."
+    return text + " `me` shows all your defaults."
+
+
+def confirm_reset(key: str | None, removed: int) -> str:
+    """The answer to `me reset [KEY]`: what was cleared, and what applies now."""
+    if key is not None and not removed:
+        return f"You had no default {key} of your own; nothing changed."
+    if key is None and not removed:
+        return "You had no defaults of your own; nothing changed."
+    what = (
+        f"Your default {key} is cleared"
+        if key
+        else f"Your defaults are cleared ({plural(removed, 'setting')} removed)"
+    )
+    return f"{what}: rooms' own defaults and {CONFIG} apply. `me` shows what is in effect."
+
+
+def refusal(reason: ValueError | str) -> str:
+    """The answer to a `me set` that `canonical` refuses (a style or model there is none of):
+    why, and that nothing changed."""
+    return f"{str(reason).rstrip('.')}. Your defaults are as they were (`me` shows them)."
