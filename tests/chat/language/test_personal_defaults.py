@@ -166,7 +166,7 @@ def test_a_room_turns_its_buttons_off_the_same_way():
 def test_me_set_refuses_styles_and_models_there_are_none_of(key, typed, says):
     with pytest.raises(ValueError, match=says) as refused:
         personal.canonical(key, typed, LIMITS, CATALOGUE)
-    text = personal.refusal(refused.value)
+    text = personal.refusal(refused.value).plain()
     assert text.startswith(says) and "Your defaults are as they were" in text
 
 
@@ -335,19 +335,21 @@ def test_a_value_that_does_nothing_here_says_so():
 def test_me_lists_each_key_with_its_value_and_what_applies_here():
     kept = mine(style="photo", steps="8", negative="blurry", model="gone")
     me, ignored = personal.usable(kept, LIMITS, CATALOGUE)
-    text = personal.describe(kept, ignored, effects(DefaultValues(steps=20, guidance=1.0), me))
+    text = personal.describe(
+        kept, ignored, effects(DefaultValues(steps=20, guidance=1.0), me)
+    ).plain()
     lines = text.splitlines()
     assert lines[0].startswith("Your own defaults, in every room and DM with me")
     assert "a room's own defaults come first, then yours, then the bot's config" in lines[0]
-    assert "  style: photo — in effect here" in lines
-    assert "  steps: 8 — this room's own 20 comes first here" in lines
-    assert "  size: not set — here 768x512, from the bot's config" in lines
+    assert "• style: photo — in effect here" in lines
+    assert "• steps: 8 — this room's own 20 comes first here" in lines
+    assert "• size: not set — here 768x512, from the bot's config" in lines
     assert any(
-        line.startswith("  negative: blurry — not used here: it works only with guidance above 1")
+        line.startswith("• negative: blurry — not used here: it works only with guidance above 1")
         for line in lines
     )
     assert any(
-        line.startswith("  model: 'gone' is not used: there is no model 'gone'")
+        line.startswith("• model: 'gone' is not used: there is no model 'gone'")
         and line.endswith("here base, from the bot's config")
         for line in lines
     )
@@ -355,37 +357,39 @@ def test_me_lists_each_key_with_its_value_and_what_applies_here():
 
 
 def test_me_without_defaults_says_how_to_set_one_and_what_applies_here():
-    text = personal.describe({}, {}, effects(DefaultValues(steps=20)))
+    text = personal.describe({}, {}, effects(DefaultValues(steps=20))).plain()
     assert text.startswith("You have no defaults of your own; `me set KEY VALUE`")
-    assert "  steps: 20, from this room" in text.splitlines()
-    assert "  style: none, from the bot's config" in text.splitlines()
+    assert "• steps: 20, from this room" in text.splitlines()
+    assert "• style: none, from the bot's config" in text.splitlines()
 
 
 def test_me_set_confirms_and_says_when_the_room_comes_first():
     me = person(size="16:9")
-    said = personal.confirm_set("size", "16:9", effects(NO_DEFAULTS, me)["size"])
+    said = personal.confirm_set("size", "16:9", effects(NO_DEFAULTS, me)["size"]).plain()
     assert said.startswith("Your default size is now 16:9 (1344x768 with base), in every room")
     assert said.endswith("`me` shows all your defaults.")
     room_first = personal.confirm_set(
         "steps", "8", effects(DefaultValues(steps=20), person(steps="8"))["steps"]
-    )
+    ).plain()
     assert "Your default steps is now 8" in room_first
     assert "In this room its own steps comes first (20)" in room_first
     resting = personal.confirm_set(
         "negative",
         "blurry",
         effects(DefaultValues(guidance=1.0), person(negative="blurry"))["negative"],
-    )
+    ).plain()
     assert "It is not used here: it works only with guidance above 1" in resting
 
 
 def test_me_reset_says_what_was_cleared_or_that_nothing_was():
-    assert personal.confirm_reset("style", 1).startswith("Your default style is cleared")
-    assert "3 settings removed" in personal.confirm_reset(None, 3)
-    assert personal.confirm_reset("style", 0) == (
+    assert personal.confirm_reset("style", 1).plain().startswith("Your default style is cleared")
+    assert "3 settings removed" in personal.confirm_reset(None, 3).plain()
+    assert personal.confirm_reset("style", 0).plain() == (
         "You had no default style of your own; nothing changed."
     )
-    assert personal.confirm_reset(None, 0) == "You had no defaults of your own; nothing changed."
+    assert personal.confirm_reset(None, 0).plain() == (
+        "You had no defaults of your own; nothing changed."
+    )
 
 
 def test_help_says_what_comes_from_the_room_and_what_from_the_person():
