@@ -20,6 +20,7 @@ from bot.chat.jobs.accepting import Acceptor
 from bot.chat.jobs.pending import PendingJobs
 from bot.chat.language.commands import ON_A_PICTURE, Generate, UsageError
 from bot.chat.language.parser import parse
+from bot.chat.language.rich import as_rich
 from bot.chat.lanes import Lanes
 from bot.chat.reactions import Reactions
 from bot.chat.replies.answers import Replies
@@ -237,7 +238,7 @@ class Intake:
         if self.settings.matrix.allows(str(event.get("sender"))):
             self._hand(
                 room_id,
-                lambda: messages.send_notice(self.client, room_id, text, reply_to=event),
+                lambda: messages.send_notice(self.client, room_id, as_rich(text), reply_to=event),
                 "a notice",
             )
 
@@ -278,7 +279,7 @@ class Intake:
             await self.when_stored(
                 event,
                 lambda: self.acceptor.reject(
-                    room_id, event, command.message, prompt=str(content.get("body"))
+                    room_id, event, command.text, prompt=str(content.get("body"))
                 ),
             )
         elif isinstance(command, (Generate, *ON_A_PICTURE)):
@@ -300,7 +301,7 @@ class Intake:
                     type(command).__name__,
                     room_id,
                 )
-                await messages.send_notice(self.client, room_id, NOT_SAVED, reply_to=event)
+                await messages.send_notice(self.client, room_id, as_rich(NOT_SAVED), reply_to=event)
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is

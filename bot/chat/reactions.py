@@ -25,6 +25,7 @@ from bot.chat.jobs.accepting import Acceptor
 from bot.chat.jobs.pending import Pending, PendingJobs
 from bot.chat.language import reactions
 from bot.chat.language.reactions import Action
+from bot.chat.language.rich import as_rich
 from bot.chat.replies.answers import Replies
 from bot.chat.storing import WhenStored
 from bot.config import Settings
@@ -179,7 +180,7 @@ class Reactions:
         row = await usage.asked(self.db, usage_id) if usage_id else None
         owner, status_event = row if row is not None else (None, None)
         if not await self._may_remove(room_id, sender, owner):
-            await messages.send_notice(self.client, room_id, MAY_DELETE, reply_to=asked)
+            await messages.send_notice(self.client, room_id, as_rich(MAY_DELETE), reply_to=asked)
             return
         reason = f"removed at the request of {sender}"
         for event_id in (target, status_event):

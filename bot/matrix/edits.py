@@ -43,21 +43,27 @@ class Pressure:
         return time.monotonic() < self.until
 
 
-def edit_content(event_id: str, text: str) -> dict:
-    """The content of an edit of the notice `event_id` to `text`. The fallback body starts
-    with "* ", as clients without edits show it; no one is mentioned again (Matrix 1.7)."""
-    new = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
+def edit_content(event_id: str, text: str | messages.Formatted) -> dict:
+    """The content of an edit of the notice `event_id` to `text`. The fallback body (and
+    formatted body) starts with "* ", as clients without edits show it; no one is mentioned
+    again (Matrix 1.7)."""
+    new = {**messages.notice_content(text), "m.mentions": {}}
+    fallback = {**new, "body": "* " + new["body"]}
+    if "formatted_body" in new:
+        fallback["formatted_body"] = "* " + new["formatted_body"]
     return {
-        "msgtype": "m.notice",
-        "body": f"* {text}",
+        **fallback,
         "m.new_content": new,
-        "m.mentions": {},
         "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
     }
 
 
 async def edit_notice(
-    client: AsyncClient, room_id: str, event_id: str, text: str, patience: float = messages.QUICK
+    client: AsyncClient,
+    room_id: str,
+    event_id: str,
+    text: str | messages.Formatted,
+    patience: float = messages.QUICK,
 ) -> bool:
     """Edit the bot's notice `event_id` to say `text`; False when it could not be. Each edit
     is its own transaction: two edits to the same words are harmless, a lost one is not."""

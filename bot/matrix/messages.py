@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from nio import AsyncClient, RoomSendResponse, UploadResponse
@@ -207,10 +207,33 @@ async def send(
     return await _with_retries(f"sending to {room_id}", once, patience, strict)
 
 
+class Formatted(Protocol):
+    """Text that renders both as a plain body and as HTML (the chat's replies are:
+    bot.chat.language.rich.RichText)."""
+
+    def plain(self) -> str: ...
+
+    def html(self) -> str: ...
+
+
+def notice_content(text: str | Formatted, html: str | None = None) -> dict[str, Any]:
+    """An m.notice's text: the plain `body`, and the `formatted_body` that clients show
+    where there is one (`html`, or the Formatted text's own)."""
+    if isinstance(text, str):
+        body = text
+    else:
+        body, html = text.plain(), text.html()
+    # m.notice, so that other bots do not answer the bot.
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": body}
+    if html is not None:
+        content.update(format="org.matrix.custom.html", formatted_body=html)
+    return content
+
+
 async def send_notice(
     client: AsyncClient,
     room_id: str,
-    text: str,
+    text: str | Formatted,
     reply_to: dict[str, Any] | None = None,
     html: str | None = None,
     *,
@@ -218,11 +241,9 @@ async def send_notice(
     patience: float = QUICK,
     strict: bool = False,
 ) -> str | None:
-    """A text reply; `html`, when given, is what clients show, and `text` its fallback."""
-    # m.notice, so that other bots do not answer the bot.
-    content = {"msgtype": "m.notice", "body": text, **_reply_fields(reply_to)}
-    if html is not None:
-        content.update(format="org.matrix.custom.html", formatted_body=html)
+    """A text reply: Formatted text, or a plain `text` with the `html` that clients show
+    instead where one is given."""
+    content = {**notice_content(text, html), **_reply_fields(reply_to)}
     return await send(client, room_id, content, txn_id=txn_id, patience=patience, strict=strict)
 
 

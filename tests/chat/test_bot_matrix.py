@@ -68,13 +68,13 @@ async def test_same_seed_same_picture(make_settings, engine, alice):
     "command, says",
     [
         ("!img a cat --bogus 3", "Unknown option --bogus"),
-        ("!img a cat --steps 500", "--steps must be from 1 to 50"),
-        ("!img a cat --steps two", "--steps takes a whole number"),
+        ("!img a cat --steps 500", "`--steps` must be from 1 to 50"),
+        ("!img a cat --steps two", "`--steps` takes a whole number"),
         ("!img a cat --size 8192x8192", "too large: at most 2,359,296 pixels"),
         ("!img a cat --size 100x100", "multiples of 8"),
         ("!img --seed 4", "The prompt is empty"),
         ("!img " + "x" * 1001, "the limit is 1,000"),
-        ("!img a cat --seed -1", "--seed must be from 0 to 4294967295"),
+        ("!img a cat --seed -1", "`--seed` must be from 0 to 4294967295"),
     ],
 )
 async def test_bad_input_gets_a_notice_and_no_picture(make_settings, engine, alice, command, says):
@@ -98,9 +98,21 @@ async def test_help(make_settings, engine, alice):
         room = await alice.room_with(BOT)
         asked = await alice.send(room, "!img help")
         (notice,) = await alice.wait_reply(room, asked, "m.notice")
-    body = notice["content"]["body"]
+        options = await alice.send(room, "!img help options")
+        (listed,) = await alice.wait_reply(room, options, "m.notice")
+        # Read back from the homeserver: Synapse keeps and serves the formatted body.
+        served = await alice.client.room_get_event(room, notice["event_id"])
+    content = served.event.source["content"]
+    assert content["format"] == "org.matrix.custom.html"
+    assert "<code>!img &lt;prompt&gt;</code>" in content["formatted_body"]
+    assert "<ul><li><code>!img again</code>" in content["formatted_body"]
+    assert content["body"] == notice["content"]["body"]
+    assert "`!img <prompt>`" in content["body"] and "<code>" not in content["body"]
+    assert len(content["body"].splitlines()) <= 15  # a phone screen
+    assert "`!img help options`" in content["body"]
     for option in ("--seed", "--steps", "--size", "--no", "--guidance"):
-        assert option in body
+        assert f"<code>{option} " in listed["content"]["formatted_body"]
+        assert f"`{option} " in listed["content"]["body"]
 
 
 async def test_outsider_gets_nothing(make_settings, engine, alice, mallory):

@@ -89,7 +89,12 @@ async def test_styles_models_and_help_list_what_there_is(make_settings, engine, 
         room = await alice.room_with(BOT)
         styles = await notice(alice, room, "!img styles")
         models = await notice(alice, room, "!img models")
-        helped = await notice(alice, room, "!img help")
+        helped = "\n".join(
+            [
+                await notice(alice, room, f"!img help {topic}")
+                for topic in ("", "options", "rooms", "admin")
+            ]
+        )
         unknown = await notice(alice, room, "!img a fox --style vaporwave")
         acme = await alice.send(room, "!img a logo --style acme")
         (image,) = await alice.wait_reply(room, acme, "m.image")
@@ -108,7 +113,7 @@ async def test_styles_models_and_help_list_what_there_is(make_settings, engine, 
         "analog-film",
         "acme",
     ):
-        assert f"  {name} — " in styles
+        assert f"• `{name}` — " in styles
     assert engine.name in models and "512×512" in models
     for word in (
         "--ar",
@@ -376,8 +381,8 @@ async def test_model_option_loads_lazily_and_unloads_the_least_recently_used(
         asked = await alice.send(room, "!img a kite --seed 3")
         (default_kite,) = await alice.wait_reply(room, asked, "m.image")
         unknown = await notice(alice, room, "!img a kite --model huge")
-    assert f"{test_model.name}: SD 1.x/2.x, native size 512×512 — the default" in listed
-    assert "second: SD 1.x/2.x, native size 512×512" in listed
+    assert f"`{test_model.name}`: SD 1.x/2.x, native size 512×512 — the default" in listed
+    assert "`second`: SD 1.x/2.x, native size 512×512" in listed
     assert after_second == ["second"]  # one model at a time: the default was unloaded
     assert pool.loaded == [test_model.name]
     first_image, params = await picture(alice, kite)

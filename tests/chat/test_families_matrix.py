@@ -46,7 +46,8 @@ async def test_a_zimage_bot_answers_pictures_aspect_ratios_vary_and_sets(
     assert changed["kind"] == "img2img" and changed["strength"] == 0.5
     assert sorted([(await params_of(alice, p))["seed"] for p in pair]) == [9, 10]
     assert (
-        f"{engine.name}: Z-Image, native size 1024×1024 — the default" in models["content"]["body"]
+        f"`{engine.name}`: Z-Image, native size 1024×1024 — the default"
+        in models["content"]["body"]
     )
 
 
@@ -99,7 +100,7 @@ async def test_edit_by_instruction_of_a_persons_picture_with_flux2_klein(
         (second,) = await alice.wait_reply(room, again, "m.image")
         lone = await alice.send(room, "!img edit make it night")
         (no_reply,) = await alice.wait_reply(room, lone, "m.notice")
-    assert "!img edit — in reply to any picture" in help_text["content"]["body"]
+    assert "`!img edit <what to change>` — any picture" in help_text["content"]["body"]
     made = await params_of(alice, edited)
     assert (made["kind"], made["prompt"], made["size"], made["seed"]) == (
         "edit",

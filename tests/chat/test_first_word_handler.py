@@ -122,4 +122,6 @@ async def test_edit_of_a_picture_says_no_editing_model_is_configured(bot):
 async def test_help_does_not_offer_edit_while_the_bot_cannot_edit(bot):
     sent = await say(bot, "!img help")
     assert len(sent) == 1 and "!img edit" not in sent[0]["body"]
-    assert '"cancel" culture' in sent[0]["body"]
+    sent = await say(bot, "!img help options")
+    assert len(sent) == 2 and "!img edit" not in sent[1]["body"]
+    assert '"cancel" culture' in sent[1]["body"]

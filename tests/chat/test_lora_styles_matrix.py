@@ -51,7 +51,7 @@ async def test_a_rooms_lora_style_names_the_lora_and_changes_the_pixels(
             plain_png = await alice.download(plain["content"]["url"])
     finally:
         engine.unload()
-    assert "brand — …, in our brand style (LoRA brand at 0.8)" in styles["content"]["body"]
+    assert "`brand` — …, in our brand style (LoRA brand at 0.8)" in styles["content"]["body"]
     made = read_parameters(png)
     assert (made["style"], made["lora"], made["lora_weight"]) == ("brand", "brand", 0.8)
     assert made["prompt"] == "a logo, in our brand style"

@@ -25,7 +25,7 @@ async def test_a_negative_prompt_without_guidance_is_refused(make_settings, engi
         assert "only with guidance above 1" in refused
         assert "the bot's default guidance is 0" in refused and "`--guidance 5`" in refused
         said = await notice(alice, room, "!img a cat --no dogs --guidance 1")
-        assert "you asked for --guidance 1" in said
+        assert "you asked for `--guidance 1`" in said
 
         asked = await alice.send(room, "!img a cat --no dogs --guidance 5")
         (made,) = await alice.wait_reply(room, asked, "m.image")
@@ -82,8 +82,8 @@ async def test_help_states_the_defaults_in_effect_and_the_size_limit(make_settin
         room = await alice.room_with(BOT)
         helped = await notice(alice, room, "!img help")
         assert (
-            f"Defaults in this room: 64×64, 2 steps, guidance 0 (so --no also needs "
-            f"--guidance above 1), model {engine.name}."
+            f"Defaults in this room: 64×64, 2 steps, guidance 0 (so `--no` also needs "
+            f"`--guidance` above 1), model {engine.name}."
         ) in helped
         assert "pictures up to 1536×1536 or as many pixels in another shape" in helped
         assert "2,359,296" not in helped

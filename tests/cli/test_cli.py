@@ -100,7 +100,7 @@ def test_make_test_model_then_generate(tmp_path):
         "generate", "a cat", "--steps", "0", "--model", str(model), "-o", str(tmp_path / "no.png")
     )
     assert refused.returncode == 2
-    assert "--steps must be from 1 to 50" in refused.stderr
+    assert "`--steps` must be from 1 to 50" in refused.stderr
     assert not (tmp_path / "no.png").exists()
     jpeg = imgbot("generate", "a cat", "--model", str(model), "-o", str(tmp_path / "cat.jpg"))
     assert jpeg.returncode == 2 and "must end in .png" in jpeg.stderr

@@ -54,8 +54,8 @@ def test_sizes_off_the_grid_and_a_negative_prompt_on_klein_get_words(folders, tm
     )
     assert off.returncode == 2 and "Traceback" not in off.stderr
     assert (
-        "Z-Image pictures have sides that are multiples of 16, not 72x64; try --size "
-        "64x64, or --ar."
+        "Z-Image pictures have sides that are multiples of 16, not 72x64; try `--size "
+        "64x64`, or `--ar`."
     ) in off.stderr
     refused = imgbot(
         "generate",

@@ -16,6 +16,7 @@ from generation.scheduling.queue import GenerationQueue, QueueFull
 
 from bot.chat.jobs import quotas
 from bot.chat.language.commands import UsageError
+from bot.chat.language.rich import RichText, as_rich, rich
 from bot.chat.defaults import Defaults
 from bot.chat.jobs.pending import Pending, PendingJobs
 from bot.chat.jobs.screening import Screener
@@ -112,15 +113,23 @@ class Acceptor:
         )
 
     async def reject(
-        self, room_id: str, event: dict[str, Any], message: str, prompt: str, job: Job | None = None
+        self,
+        room_id: str,
+        event: dict[str, Any],
+        message: RichText | str,
+        prompt: str,
+        job: Job | None = None,
     ) -> None:
+        """Refuse a command: its usage row keeps the plain text, the notice says it (a str
+        is plain text)."""
+        message = as_rich(message)
         async with database.writing(self.db):
             await database.insert_claim(self.db, event["event_id"], time.time())
             await usage.insert_job(
                 self.db,
                 self.logged(event, room_id, prompt, job),
                 status=JobStatus.REJECTED,
-                error=message,
+                error=message.plain(),
             )
         self.metrics.job_rejected()
         await messages.send_notice(self.client, room_id, message, reply_to=event)
@@ -134,7 +143,7 @@ class Acceptor:
             await self.reject(
                 room_id,
                 event,
-                made.message,
+                made.text,
                 prompt=getattr(command, "prompt", str(event["content"]["body"])),
             )
             return
@@ -151,8 +160,10 @@ class Acceptor:
             await self.reject(
                 room_id,
                 event,
-                "Sorry, the prompt contains a blocked term "
-                "(compliance.blocklist), so nothing was made.",
+                rich(
+                    "Sorry, the prompt contains a blocked term (`compliance.blocklist`), "
+                    "so **nothing was made**."
+                ),
                 prompt=prompt,
                 job=job,
             )
@@ -178,7 +189,7 @@ class Acceptor:
         if refused is not None:
             await self.reject(room_id, event, refused, prompt=prompt, job=job)
 
-    async def _refusal(self, sender: str, job: Job) -> str | None:
+    async def _refusal(self, sender: str, job: Job) -> RichText | str | None:
         """Why the person's quotas or share of the queue leave no room for `job` now."""
         over = await quotas.refusal(
             self.db,

@@ -23,6 +23,7 @@ from bot.chat.jobs.slots import Slots
 from bot.chat.language import reactions
 from bot.chat.language.captions import caption
 from bot.chat.language.resolve import Catalogue
+from bot.chat.language.rich import rich
 from bot.matrix import messages
 from bot.ops.backlog import Backlog
 from bot.ops.metrics import Metrics
@@ -114,7 +115,7 @@ class Delivery:
                 await messages.send_notice(
                     self.client,
                     stored.room_id,
-                    f"Sorry, that failed. {result.error}",
+                    rich("**Sorry, that failed.** {error}", error=result.error),
                     reply_to=stored.command,
                     txn_id=pending.txn("failed"),
                     patience=messages.PATIENT,
@@ -165,7 +166,7 @@ class Delivery:
             await messages.send_notice(
                 self.client,
                 stored.room_id,
-                f"Sorry, the picture was made but {why}.",
+                rich("**Sorry**, the picture was made but {why}.", why=why),
                 reply_to=stored.command,
                 txn_id=pending.txn("undelivered"),
             )
@@ -323,8 +324,12 @@ class Delivery:
             await messages.send_notice(
                 self.client,
                 pending.room_id,
-                f"{plural(len(lost), 'picture')} of {len(result.images)} could not be "
-                f"posted: {'; '.join(lost)}.",
+                rich(
+                    "**{lost} of {made}** could not be posted: {why}.",
+                    lost=plural(len(lost), "picture"),
+                    made=len(result.images),
+                    why="; ".join(lost),
+                ),
                 reply_to=pending.stored.command,
                 txn_id=pending.txn("partly-delivered"),
             )

@@ -22,6 +22,7 @@ from bot.chat.language import editing
 from bot.chat.defaults import Here
 from bot.chat.jobs.source_pictures import fitted
 from bot.chat.language.commands import Again, Edit, Generate, UsageError, Upscale, Vary
+from bot.chat.language.rich import reason, rich
 from bot.chat.language.options import (
     DEFAULT_STRENGTH,
     MAX_ASPECT,
@@ -67,20 +68,34 @@ def over_todays_limits(job: Job, limits, name: str) -> UsageError | None:
     have been lowered since: refused with the limit named, never quietly cut down."""
     if job.steps > limits.max_steps:
         return UsageError(
-            f"`{name}` keeps that picture's {job.steps} steps, over today's "
-            f"limit of {limits.max_steps} (limits.max_steps)."
+            rich(
+                "`{name}` keeps that picture's {steps} steps, over today's limit of {most} "
+                "(`limits.max_steps`).",
+                name=name,
+                steps=job.steps,
+                most=limits.max_steps,
+            )
         )
     if job.width * job.height > limits.max_pixels:
         return UsageError(
-            f"`{name}` keeps that picture's size, {job.width}×{job.height}, "
-            f"over today's limit of {size_limit(limits.max_pixels)} "
-            f"(limits.max_pixels)."
+            rich(
+                "`{name}` keeps that picture's size, {width}×{height}, over today's limit of "
+                "{most} (`limits.max_pixels`).",
+                name=name,
+                width=job.width,
+                height=job.height,
+                most=size_limit(limits.max_pixels),
+            )
         )
     if job.count > limits.max_images:
         return UsageError(
-            f"`{name}` keeps that set's {job.count} pictures, over today's "
-            f"limit of {limits.max_images} at once (limits.max_images): reply "
-            f"to one of its pictures instead."
+            rich(
+                "`{name}` keeps that set's {count} pictures, over today's limit of {most} at "
+                "once (`limits.max_images`): reply to one of its pictures instead.",
+                name=name,
+                count=job.count,
+                most=limits.max_images,
+            )
         )
     return None
 
@@ -107,8 +122,10 @@ class Iterator:
         if is_generate and reply is None:
             if command.strength is not None:
                 return UsageError(
-                    "--strength works in a reply to a picture: it says how "
-                    "much of that picture is painted over."
+                    rich(
+                        "`--strength` works in a reply to a picture: it says how much of that "
+                        "picture is painted over."
+                    )
                 )
             return self._typed(self._resolve(command, here), command.prompt)
         if isinstance(command, Edit):  # asked before any download
@@ -120,7 +137,11 @@ class Iterator:
         name = type(command).__name__.lower()
         if reply is None:
             return UsageError(
-                f"Reply to a picture with `{self.settings.matrix.command_prefix} {name}` for that."
+                rich(
+                    "Reply to a picture with `{prefix} {name}` for that.",
+                    prefix=self.settings.matrix.command_prefix,
+                    name=name,
+                )
             )
         try:
             picture = await sources.picture_event(self.client, room_id, reply)
@@ -138,16 +159,25 @@ class Iterator:
         )
         if isinstance(command, (Again, Vary)) and posted is None:
             return UsageError(
-                f"`{name}` works on the pictures this bot made in this room; "
-                f"to start from another picture, reply to it with "
-                f"`{self.settings.matrix.command_prefix} <prompt>`."
+                rich(
+                    "`{name}` works on the pictures this bot made in this room; to start from "
+                    "another picture, reply to it with `{prefix} <prompt>`.",
+                    name=name,
+                    prefix=self.settings.matrix.command_prefix,
+                )
             )
         if isinstance(command, (Again, Vary)) and posted.job.kind == "upscale":
             return UsageError(
-                f"That picture is an upscale: reply to the picture it was made from for `{name}`."
+                rich(
+                    "That picture is an upscale: reply to the picture it was made from for "
+                    "`{name}`.",
+                    name=name,
+                )
             )
         if isinstance(command, Vary) and posted.picture is None:
-            return UsageError("That is a contact sheet: reply to one of its pictures for `vary`.")
+            return UsageError(
+                rich("That is a contact sheet: reply to one of its pictures for `vary`.")
+            )
         try:
             source = await sources.fetch(
                 self.client,
@@ -162,8 +192,10 @@ class Iterator:
             kept = read_parameters(source.data) if source.data[:4] == b"\x89PNG" else {}
             if "prompt" not in kept:
                 return UsageError(
-                    "This bot does not keep prompts (usage.store_prompts is "
-                    "off), and the picture does not carry its own."
+                    rich(
+                        "This bot does not keep prompts (`usage.store_prompts` is off), and the "
+                        "picture does not carry its own."
+                    )
                 )
             posted = dataclasses.replace(
                 posted,
@@ -246,8 +278,9 @@ class Iterator:
         job = posted.job
         catalogue = self.catalogue
         model = self._model(job) or catalogue.default_model
-        if catalogue.only_edits(model):  # a picture it edited: vary is image-to-image
-            return UsageError(catalogue.only_edits(model))
+        only_edits = catalogue.only_edits(model)
+        if only_edits:  # a picture it edited: vary is image-to-image
+            return UsageError(only_edits)
         try:  # the grid: 8 for SD, 16 for FLUX and the other transformer families
             width, height = kept_size(
                 source.image,
@@ -256,7 +289,7 @@ class Iterator:
                 self.limits.max_pixels,
             )
         except ValueError as exc:
-            return UsageError(f"{exc}.")
+            return UsageError(reason(exc) + ".")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         varied = dataclasses.replace(
             job,
@@ -309,7 +342,7 @@ class Iterator:
                 self.limits.max_pixels,
             )
         except ValueError as exc:
-            return UsageError(f"{exc}.")
+            return UsageError(reason(exc) + ".")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
             job,
@@ -335,7 +368,7 @@ class Iterator:
                     source.image, self.catalogue.models[job.model], self.limits.max_pixels
                 )
             except ValueError as exc:
-                return UsageError(f"{exc}.")
+                return UsageError(reason(exc) + ".")
         image = await asyncio.to_thread(fitted, source.image, width, height)
         return dataclasses.replace(
             job,

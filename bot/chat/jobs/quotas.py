@@ -14,6 +14,7 @@ import aiosqlite
 from bot.config import QuotaSettings
 from bot.store import usage
 from bot.store.usage import JobStatus
+from bot.chat.language.rich import RichText, rich
 from bot.text import plural
 
 WINDOWS = (("hour", 3600, "pictures_per_hour"), ("day", 86400, "pictures_per_day"))
@@ -35,7 +36,7 @@ async def refusal(
     quotas: QuotaSettings,
     exempt: bool = False,
     now: float | None = None,
-) -> str | None:
+) -> RichText | None:
     """None when the user may have `wanted` more pictures now; else a notice saying when."""
     now = time.time() if now is None else now
     if exempt or all(getattr(quotas, key) is None for _, _, key in WINDOWS):
@@ -53,7 +54,12 @@ async def refusal(
         if used + wanted <= limit:
             continue
         if wanted > limit:
-            return f"You asked for {wanted} pictures at once; the limit is {limit} per {name}."
+            return rich(
+                "You asked for {wanted} pictures at once; **the limit is {limit} per {name}**.",
+                wanted=wanted,
+                limit=limit,
+                name=name,
+            )
         # The moment enough of the oldest pictures leave the window for this request.
         need, freed, at = used + wanted - limit, 0, now
         for created, count in recent:
@@ -63,14 +69,23 @@ async def refusal(
                 break
         left = max(0, limit - used)
         now_part = (
-            f"You can make {left} more now (with `--n {left}`), or {wanted} "
+            rich(
+                "You can make {left} more now (with `--n {left}`), or {wanted} ",
+                left=left,
+                wanted=wanted,
+            )
             if 0 < left < wanted
-            else "You can go on "
+            else rich("You can go on ")
         )
-        return (
-            f"You have {plural(used, 'picture')} made or queued in the last {name}; the limit is {limit} "
-            f"per {name}. {now_part}in {_duration(at - now)} "
-            f"(at {time.strftime('%H:%M %Z', time.localtime(at))})."
+        return rich(
+            "You have {used} made or queued in the last {name}; the limit is {limit} per {name}. "
+            "{now_part}**in {wait}** (at {at}).",
+            used=plural(used, "picture"),
+            name=name,
+            limit=limit,
+            now_part=now_part,
+            wait=_duration(at - now),
+            at=time.strftime("%H:%M %Z", time.localtime(at)),
         )
     return None
 

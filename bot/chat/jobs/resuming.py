@@ -15,6 +15,7 @@ from nio import AsyncClient
 from bot.chat.jobs.accepting import Acceptor
 from bot.chat.jobs.delivery import Delivery
 from bot.chat.language.captions import age_words
+from bot.chat.language.rich import rich
 from bot.chat.jobs import source_pictures
 from bot.config import Settings
 from bot.matrix import messages, sources
@@ -112,7 +113,10 @@ class Resumer:
         await messages.send_notice(
             self.client,
             stored.room_id,
-            f"Sorry, this was not made: {why}. Send it again if you still want it.",
+            rich(
+                "**Sorry, this was not made:** {why}. Send it again if you still want it.",
+                why=why,
+            ),
             reply_to=stored.command,
             txn_id=messages.txn_id(stored.event_id, "given-up"),
         )

@@ -23,6 +23,7 @@ from generation.compliance import Compliance, Verdict
 from generation.compliance.signing import TimestampUnavailable
 
 from bot.chat.jobs.pending import Pending
+from bot.chat.language.rich import RichText, rich
 from bot.config import Settings
 from bot.matrix import messages
 from bot.ops.backlog import Backlog
@@ -175,10 +176,12 @@ class Screener:
         )
 
 
-def notice_text(verdict: Verdict, label: str) -> str:
+def notice_text(verdict: Verdict, label: str) -> RichText:
     reasons = "; ".join(verdict.reasons)
     if verdict.action == "block":
-        return f"The picture ({label}) was made but is not sent: {reasons}."
-    if verdict.action == "blur":
-        return f"The picture ({label}) is sent blurred: {reasons}."
-    return f"Warning about the next picture ({label}): {reasons}. It is sent anyway."
+        text = "The picture ({label}) was made but **is not sent**: {reasons}."
+    elif verdict.action == "blur":
+        text = "The picture ({label}) **is sent blurred**: {reasons}."
+    else:
+        text = "**Warning** about the next picture ({label}): {reasons}. It is sent anyway."
+    return rich(text, label=label, reasons=reasons)

@@ -22,6 +22,7 @@ from generation.scheduling.queue import GenerationQueue
 
 from bot.chat.jobs.pending import Pending
 from bot.chat.jobs.slots import Slots
+from bot.chat.language.rich import as_rich
 from bot.config import ProgressSettings
 from bot.matrix import edits, messages
 from bot.ops.backlog import Backlog
@@ -282,7 +283,7 @@ class Status:
         self.event_id = event_id = await messages.send_notice(
             self.statuses.client,
             self.pending.room_id,
-            text,
+            as_rich(text),
             reply_to=self.pending.stored.command,
             txn_id=self.pending.txn("queued"),
         )
@@ -296,7 +297,9 @@ class Status:
         self._said_at = asyncio.get_running_loop().time()
 
     async def _edit(self, said: object, text: str) -> None:
-        if await edits.edit_notice(self.statuses.client, self.pending.room_id, self.event_id, text):
+        if await edits.edit_notice(
+            self.statuses.client, self.pending.room_id, self.event_id, as_rich(text)
+        ):
             self.shown = said
             self.edits += 1
             self._said_at = asyncio.get_running_loop().time()

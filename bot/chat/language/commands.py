@@ -5,12 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.chat.language.rich import RichText, as_rich
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class UsageError:
-    """What was wrong with a command, in words for the person who typed it."""
+    """What was wrong with a command, in words for the person who typed it: `text` is the
+    notice (a str is taken as plain text), `message` its plain body (for the usage log, the
+    command line)."""
 
-    message: str
+    text: RichText
+
+    def __init__(self, message: str | RichText):
+        object.__setattr__(self, "text", as_rich(message))
+
+    @property
+    def message(self) -> str:
+        return self.text.plain()
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class Info:
 
 @dataclass(frozen=True)
 class Help:
-    pass
+    topic: str | None = None  # one of subcommands.HELP_TOPICS; None: the short help
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ makes the job: the replied-to picture at a size the model draws)."""
 from __future__ import annotations
 
 from bot.chat.language.commands import Edit, Generate, UsageError
+from bot.chat.language.rich import rich
 
 
 def available(catalogue) -> bool:
@@ -18,15 +19,19 @@ def refusal(replies_to_a_picture: bool, prefix: str, catalogue) -> UsageError | 
     editing model), asked before any download; None: it may go on."""
     if not replies_to_a_picture:
         return UsageError(
-            f"Reply to a picture with `{prefix} edit <what to change>` to "
-            f"edit it, e.g. `{prefix} edit make it night`."
+            rich(
+                "Reply to a picture with `{prefix} edit <what to change>` to edit it, "
+                "e.g. `{prefix} edit make it night`.",
+                prefix=prefix,
+            )
         )
     if not available(catalogue):
         return UsageError(
-            "This bot has no editing model configured, so it cannot edit "
-            "pictures by instruction: an admin can set generation.edit_model "
-            "to a model name from generation.models whose family edits "
-            "(FLUX.2 [klein], Qwen-Image-Edit)."
+            rich(
+                "This bot has **no editing model** configured, so it cannot edit pictures by "
+                "instruction: an admin can set `generation.edit_model` to a model name from "
+                "`generation.models` whose family edits (FLUX.2 [klein], Qwen-Image-Edit)."
+            )
         )
     return None
 

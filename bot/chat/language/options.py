@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.config import LimitSettings, parse_size
+from bot.chat.language.rich import rich
 from bot.chat.language.styles import normalise
 
 MAX_SEED = 2**32 - 1
@@ -35,9 +36,19 @@ def number_in(name: str, cast: type, low: float, high: float) -> Callable[[str],
         try:
             value = cast(text)
         except ValueError:
-            raise ValueError(f"{name} takes {kind} {shown}, not {text!r}") from None
+            raise ValueError(
+                rich(
+                    "`{name}` takes {kind} {shown}, not {text!r}",
+                    name=name,
+                    kind=kind,
+                    shown=shown,
+                    text=text,
+                )
+            ) from None
         if not low <= value <= high:  # also false for nan
-            raise ValueError(f"{name} must be {shown}, not {text}")
+            raise ValueError(
+                rich("`{name}` must be {shown}, not {text}", name=name, shown=shown, text=text)
+            )
         return value
 
     return convert
@@ -47,7 +58,7 @@ def on_off(name: str) -> Callable[[str], bool]:
     def convert(text: str) -> bool:
         word = text.strip().lower()
         if word not in ("on", "off"):
-            raise ValueError(f"{name} is on or off, not {text!r}")
+            raise ValueError(rich("`{name}` is `on` or `off`, not {text!r}", name=name, text=text))
         return word == "on"
 
     return convert
@@ -70,12 +81,20 @@ def size_within(name: str, limits: LimitSettings) -> Callable[[str], tuple[int, 
         try:
             width, height = parse_size(text)
         except ValueError as exc:
-            raise ValueError(f"{name} {exc}") from None
+            # parse_size's words quote what was typed: literal text.
+            raise ValueError(rich("`{name}` {problem}", name=name, problem=str(exc))) from None
         if width * height > limits.max_pixels:
             side = square_side(limits.max_pixels)
             raise ValueError(
-                f"{name} {width}x{height} is too large: at most "
-                f"{limits.max_pixels:,} pixels (e.g. {side}x{side})"
+                rich(
+                    "`{name}` {width}x{height} is too large: at most {pixels:,} pixels "
+                    "(e.g. `{name} {side}x{side}`)",
+                    name=name,
+                    width=width,
+                    height=height,
+                    pixels=limits.max_pixels,
+                    side=side,
+                )
             )
         return width, height
 
@@ -87,11 +106,23 @@ def parse_aspect(text: str) -> tuple[int, int]:
     match = _ASPECT_RE.match(text.strip())
     allowed = ", ".join(ASPECT_RATIOS)
     if not match or not int(match[1]) or not int(match[2]):
-        raise ValueError(f"--ar takes a ratio W:H such as {allowed}; not {text!r}")
+        raise ValueError(
+            rich(
+                "`--ar` takes a ratio W:H such as {allowed}; not {text!r}",
+                allowed=allowed,
+                text=text,
+            )
+        )
     width, height = int(match[1]), int(match[2])
     if max(width / height, height / width) > MAX_ASPECT + 1e-9:
         raise ValueError(
-            f"--ar {width}:{height} is too narrow; the widest is 21:9 (or 9:21). Ratios: {allowed}"
+            rich(
+                "`--ar {width}:{height}` is too narrow; the widest is 21:9 (or 9:21). "
+                "Ratios: {allowed}",
+                width=width,
+                height=height,
+                allowed=allowed,
+            )
         )
     return width, height
 
@@ -117,8 +148,12 @@ def size_for_aspect(aspect: tuple[int, int], pixels: int, max_pixels: int) -> tu
             return width, height
         target *= 0.9  # rounding went over the limit: aim a little lower
     raise ValueError(
-        f"--ar {aspect[0]}:{aspect[1]} has no size within the limit of "
-        f"{max_pixels:,} pixels; use --size"
+        rich(
+            "`--ar {w}:{h}` has no size within the limit of {pixels:,} pixels; use `--size`",
+            w=aspect[0],
+            h=aspect[1],
+            pixels=max_pixels,
+        )
     )
 
 
@@ -139,8 +174,12 @@ def text_within(name: str) -> Callable[[LimitSettings], Callable[[str], str]]:
         def convert(text: str) -> str:
             if len(text) > limits.max_prompt_chars:
                 raise ValueError(
-                    f"{name} is {len(text):,} characters long; the limit is "
-                    f"{limits.max_prompt_chars:,}"
+                    rich(
+                        "`{name}` is {length:,} characters long; the limit is {limit:,}",
+                        name=name,
+                        length=len(text),
+                        limit=limits.max_prompt_chars,
+                    )
                 )
             return text
 
@@ -210,7 +249,7 @@ OPTIONS: dict[str, Option] = {
             "TEXT",
             text_within("--no"),
             rest=True,
-            help="what the picture should not show (needs --guidance above 1)",
+            help="what the picture should not show (needs `--guidance` above 1)",
         ),
         Option(
             "model",
@@ -266,21 +305,29 @@ def parse_options(words: list[str], limits: LimitSettings) -> dict[str, object]:
         spelled = option_name(words[i])
         if spelled is None:
             raise ValueError(
-                f"{words[i]!r} follows an option's value: write the whole prompt "
-                "first, then the options"
+                rich(
+                    "{word!r} follows an option's value: write the whole prompt first, "
+                    "then the options",
+                    word=words[i],
+                )
             )
         name, inline = spelled
         option = BY_SPELLING.get(name)
         if option is None:
             raise ValueError(
-                f"Unknown option --{name}. Options are: " + ", ".join(f"--{o}" for o in OPTIONS)
+                rich(
+                    "Unknown option {name}. Options are: {options} (`help options` says "
+                    "what each does)",
+                    name="--" + name,
+                    options=", ".join(f"--{o}" for o in OPTIONS),
+                )
             )
         if option.field in values:
-            raise ValueError(f"--{option.name} is given twice")
+            raise ValueError(rich("`--{name}` is given twice", name=option.name))
         i += 1
         if option.flag:
             if inline is not None:
-                raise ValueError(f"--{option.name} takes no value")
+                raise ValueError(rich("`--{name}` takes no value", name=option.name))
             values[option.field] = True
             continue
         if inline is not None:
@@ -294,8 +341,10 @@ def parse_options(words: list[str], limits: LimitSettings) -> dict[str, object]:
             raw = " ".join(words[i:end])
             i = end
         if not raw:
-            raise ValueError(f"--{option.name} needs a value ({option.takes})")
+            raise ValueError(
+                rich("`--{name}` needs a value ({takes})", name=option.name, takes=option.takes)
+            )
         values[option.field] = option.convert(limits)(raw)
     if "size" in values and "aspect" in values:
-        raise ValueError("give --size or --ar, not both")
+        raise ValueError(rich("give `--size` or `--ar`, not both"))
     return values

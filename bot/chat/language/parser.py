@@ -14,10 +14,9 @@ from __future__ import annotations
 import re
 
 from bot.chat.language.commands import Command, Help, UsageError
-from bot.chat.language.options import OPTIONS, size_limit
 from bot.chat.language.prompts import parse_generate
 from bot.chat.language.subcommands import SUBCOMMANDS, not_taken
-from bot.config import LimitSettings, QuotaSettings
+from bot.config import LimitSettings
 
 # Straight and typographic quotes (phones type “ ” and ‘ ’); a trailing .,!?:; is not part
 # of the word, so that `!img help?` is help.
@@ -56,62 +55,3 @@ def parse(body: str, prefix: str, limits: LimitSettings) -> Command | UsageError
         if opened and closed:  # `"cancel" culture`: the word, unquoted, starts a prompt
             rest = f"{word[2]}{word[4]} {after_text}".strip()
     return parse_generate(rest, limits, prefix)
-
-
-def help_text(
-    prefix: str,
-    limits: LimitSettings,
-    quotas: QuotaSettings | None = None,
-    defaults: str = "",
-    editing: bool = False,
-) -> str:
-    """The help; `edit` is in it only when the bot can edit (bot.chat.language.editing.available)."""
-    lines = [
-        f"{prefix} <prompt> [options] — make a picture, e.g. `{prefix} Albert Einstein, "
-        "oil painting --seed 42`",
-        "Options, after the prompt, in any order:",
-    ]
-    for opt in OPTIONS.values():
-        lines.append(f"  --{opt.name}{' ' + opt.takes if opt.takes else ''} — {opt.help}")
-    lines.append("Commands:")
-    for sub in SUBCOMMANDS.values():
-        if sub.needs_editing and not editing:
-            continue
-        who = f" ({sub.who})" if sub.who else ""
-        lines.append(f"  {prefix} {sub.name} — {sub.help}{who}")
-    if defaults:  # the room's and the bot's (bot.chat.language.rooms.in_effect)
-        lines.append(defaults)
-    lines.append(
-        f"Limits: prompt up to {limits.max_prompt_chars:,} characters, up to "
-        f"{limits.max_steps} steps, pictures up to {size_limit(limits.max_pixels)}, up to "
-        f"{limits.max_images} pictures at once, {limits.per_user_queued} queued jobs per person."
-    )
-    per = (
-        [
-            f"{n} per {span}"
-            for n, span in ((quotas.pictures_per_hour, "hour"), (quotas.pictures_per_day, "day"))
-            if n is not None
-        ]
-        if quotas
-        else []
-    )
-    if per:
-        lines.append(f"Quota: {' and '.join(per)} pictures per person.")
-    lines.append(
-        f"Reply to any picture with `{prefix} <prompt>` to paint it over "
-        "(image-to-image; --strength sets how much)."
-    )
-    lines.append(
-        f"A command's word starts a prompt when it is in quotes: "
-        f'`{prefix} "cancel" culture, oil painting`.'
-    )
-    lines.append(
-        "A job that waits or takes a while gets one status notice, edited as it "
-        "goes (its place, then its steps and the time left); a quick one shows the "
-        "bot typing."
-    )
-    lines.append(
-        "Redacting a command that is still queued cancels it. A command in a thread "
-        "is answered in the thread."
-    )
-    return "\n".join(lines)

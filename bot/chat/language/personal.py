@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from bot.chat.language import rooms
 from bot.chat.language.precedence import Effect
 from bot.chat.language.resolve import CONFIG, THIS_ROOM, YOURS, Catalogue, DefaultValues
+from bot.chat.language.rich import RichText, bullets, lines, reason, rich
 from bot.chat.language.subcommands import PERSONAL_KEYS
 from bot.config import LimitSettings
 from bot.text import plural
@@ -33,44 +34,67 @@ def usable(
 ) -> tuple[DefaultValues, dict[str, str]]:
     """The person's defaults that still fit today's limits and catalogues (for resolve's
     `person` and precedence.in_effect), and why the others don't."""
-    return rooms.usable(values, limits, catalogue, PERSONAL_KEYS)
+    defaults, ignored = rooms.usable(values, limits, catalogue, PERSONAL_KEYS)
+    return defaults, {key: why.plain() for key, why in ignored.items()}
 
 
 def describe(
     values: Mapping[str, rooms.Typed], ignored: dict[str, str], effects: dict[str, Effect]
-) -> str:
+) -> RichText:
     """`!img me`: each key, the person's own value, and what a bare `!img <prompt>` gets
     here and from where. `ignored` as `usable` gives it, `effects` as precedence.in_effect."""
+    # The values and the reasons quoting them are as typed: fields, literal text.
     if values:
-        head = f"Your own defaults, in every room and DM with me ({_TO_CHANGE}); {_ORDER}:"
+        head = rich("**Your own defaults**, in every room and DM with me (" + _TO_CHANGE + "); ")
     else:
-        head = (
-            "You have no defaults of your own; `me set KEY VALUE` sets one for every room and "
-            f"DM with me, e.g. `me set ar 16:9`. What you get here ({_ORDER}):"
+        head = rich(
+            "You have **no defaults of your own**; `me set KEY VALUE` sets one for every room "
+            "and DM with me, e.g. `me set ar 16:9`. What you get here ("
         )
-    lines = [head]
+    head += rich(_ORDER + (":" if values else "):"))
+    rows = []
     for key in PERSONAL_KEYS:
         effect = effects[key]
         item = values.get(key)
-        here = f"{effect.value}, from {effect.source}"
+        here = rich("{value}, from {source}", value=effect.value, source=effect.source)
         if item is None:
-            lines.append(f"  {key}: not set — here {here}" if values else f"  {key}: {here}")
+            row = (
+                rich("{key}: not set — here {here}", key=key, here=here)
+                if values
+                else rich("{key}: {here}", key=key, here=here)
+            )
         elif key in ignored:
-            lines.append(
-                f"  {key}: {item.value!r} is not used: {_lower(ignored[key])} — here {here}"
+            row = rich(
+                "{key}: {typed!r} is not used: {why} — here {here}",
+                key=key,
+                typed=item.value,
+                why=_lower(ignored[key]),
+                here=here,
             )
         elif effect.unused_by == YOURS:
-            lines.append(f"  {key}: {item.value} — not used here: {effect.why}")
+            row = rich(
+                "{key}: {value} — not used here: {why}", key=key, value=item.value, why=effect.why
+            )
         elif effect.unused_by == THIS_ROOM:
-            lines.append(
-                f"  {key}: {item.value} — this room's own {effect.unused} comes first here "
-                f"(and is not used: {effect.why})"
+            row = rich(
+                "{key}: {value} — this room's own {unused} comes first here "
+                "(and is not used: {why})",
+                key=key,
+                value=item.value,
+                unused=effect.unused,
+                why=effect.why,
             )
         elif effect.source == THIS_ROOM:
-            lines.append(f"  {key}: {item.value} — this room's own {effect.value} comes first here")
+            row = rich(
+                "{key}: {value} — this room's own {room} comes first here",
+                key=key,
+                value=item.value,
+                room=effect.value,
+            )
         else:
-            lines.append(f"  {key}: {effect.value} — in effect here")
-    return "\n".join(lines)
+            row = rich("{key}: **{value}** — in effect here", key=key, value=effect.value)
+        rows.append(row)
+    return lines(head, bullets(rows))
 
 
 def _lower(reason: str) -> str:
@@ -78,36 +102,46 @@ def _lower(reason: str) -> str:
     return reason[:1].lower() + reason[1:] if reason[1:2].islower() else reason
 
 
-def confirm_set(key: str, value: str, effect: Effect) -> str:
+def confirm_set(key: str, value: str, effect: Effect) -> RichText:
     """The answer to `me set KEY VALUE` once it is kept: `value` as stored, `effect` the
     key's in this room afterwards (precedence.in_effect)."""
     shown = effect.value if effect.source == YOURS else value  # a ratio with its size here
-    text = f"Your default {key} is now {shown}, in every room and DM with me."
+    text = rich(
+        "Your default {key} is now **{shown}**, in every room and DM with me.", key=key, shown=shown
+    )
     if effect.source == THIS_ROOM or effect.unused_by == THIS_ROOM:
-        text += (
-            f" In this room its own {key} comes first ({effect.unused or effect.value}); yours "
-            "applies where a room sets none."
+        text += rich(
+            " In this room its own {key} comes first ({room}); yours applies where a room "
+            "sets none.",
+            key=key,
+            room=effect.unused or effect.value,
         )
     elif effect.unused_by == YOURS:
-        text += f" It is not used here: {effect.why}."
-    return text + " `me` shows all your defaults."
+        text += rich(" It is not used here: {why}.", why=effect.why)
+    return text + rich(" `me` shows all your defaults.")
 
 
-def confirm_reset(key: str | None, removed: int) -> str:
+def confirm_reset(key: str | None, removed: int) -> RichText:
     """The answer to `me reset [KEY]`: what was cleared, and what applies now."""
     if key is not None and not removed:
-        return f"You had no default {key} of your own; nothing changed."
+        return rich("You had no default {key} of your own; nothing changed.", key=key)
     if key is None and not removed:
-        return "You had no defaults of your own; nothing changed."
+        return rich("You had no defaults of your own; nothing changed.")
     what = (
-        f"Your default {key} is cleared"
+        rich("**Your default {key} is cleared**", key=key)
         if key
-        else f"Your defaults are cleared ({plural(removed, 'setting')} removed)"
+        else rich(
+            "**Your defaults are cleared** ({removed} removed)",
+            removed=plural(removed, "setting"),
+        )
     )
-    return f"{what}: rooms' own defaults and {CONFIG} apply. `me` shows what is in effect."
+    return what + rich(
+        ": rooms' own defaults and {config} apply. `me` shows what is in effect.", config=CONFIG
+    )
 
 
-def refusal(reason: ValueError | str) -> str:
+def refusal(why: ValueError | str) -> RichText:
     """The answer to a `me set` that `canonical` refuses (a style or model there is none of):
     why, and that nothing changed."""
-    return f"{str(reason).rstrip('.')}. Your defaults are as they were (`me` shows them)."
+    said = reason(why) if isinstance(why, ValueError) else rich("{}", why)
+    return said.rstrip(".") + rich(". Your defaults are as they were (`me` shows them).")

@@ -7,6 +7,7 @@ import unicodedata
 
 from bot.chat.language.commands import Generate, UsageError
 from bot.chat.language.options import parse_options, option_name
+from bot.chat.language.rich import RichText, reason, rich
 from bot.config import LimitSettings
 
 # Characters that draw nothing: spaces and separators, format and control characters
@@ -29,15 +30,19 @@ def visible(text: str) -> bool:
 
 def empty_prompt(prefix: str) -> UsageError:
     return UsageError(
-        f"The prompt is empty: write what to draw before any --options, "
-        f"e.g. `{prefix} a lighthouse at dawn --seed 7`."
+        rich(
+            "The prompt is empty: write what to draw before any `--options`, "
+            "e.g. `{prefix} a lighthouse at dawn --seed 7`.",
+            prefix=prefix,
+        )
     )
 
 
-def _no_name(word: str) -> str:
-    return (
-        f"{word!r} is not an option: write the prompt first, then options, each -- and "
-        "its name, e.g. --seed 7"
+def _no_name(word: str) -> RichText:
+    return rich(
+        "{word!r} is not an option: write the prompt first, then options, each `--` and "
+        "its name, e.g. `--seed 7`",
+        word=word,
     )
 
 
@@ -58,13 +63,16 @@ def prompt_and_options(
         return empty_prompt(prefix)
     if len(prompt) > limits.max_prompt_chars:
         return UsageError(
-            f"The prompt is {len(prompt):,} characters long; the limit is "
-            f"{limits.max_prompt_chars:,}."
+            rich(
+                "The prompt is {length:,} characters long; **the limit is {limit:,}**.",
+                length=len(prompt),
+                limit=limits.max_prompt_chars,
+            )
         )
     try:
         values = parse_options(words[first_option:], limits)
     except ValueError as exc:
-        return UsageError(str(exc) + ".")
+        return UsageError(reason(exc) + ".")
     if "size" in values:
         values["width"], values["height"] = values.pop("size")  # type: ignore[misc]
     return prompt, values

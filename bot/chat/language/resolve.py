@@ -14,6 +14,7 @@ from generation.job import Job
 from bot.chat.language.commands import Generate, UsageError
 from bot.config import GenerationSettings, LimitSettings
 from bot.chat.language.options import MAX_SEED, size_for_aspect
+from bot.chat.language.rich import RichText, reason, rich
 from bot.chat.language.styles import NO_STYLE, Style
 
 NO_NEGATIVE = "none"
@@ -99,10 +100,14 @@ class Catalogue:
         """The model as messages name it: `flux (FLUX.1 [schnell])`."""
         return f"{model} ({self.family(model).label})"
 
-    def unknown_model(self, name: str) -> str:
-        return f"There is no model {name!r}; choose one of: {', '.join(self.models)}."
+    def unknown_model(self, name: str) -> RichText:
+        return rich(
+            "There is no model {name!r}; choose one of: {models} (`models` tells more).",
+            name=name,
+            models=", ".join(self.models),
+        )
 
-    def only_edits(self, model: str) -> str | None:
+    def only_edits(self, model: str) -> RichText | None:
         """Why `model` makes no pictures from a prompt, nor from a picture and a prompt (its
         family only edits by instruction), or None."""
         if self.family(model).text_to_image:
@@ -112,13 +117,19 @@ class Catalogue:
             if model == self.edit_model or self.edit_model is None
             else (f", which runs on {self.edit_model}")
         )
-        return (
-            f"The model {self.described(model)} only edits pictures: reply to a picture "
-            f"with `edit <what to change>`{runs}."
+        return rich(
+            "The model {model} only edits pictures: reply to a picture with "
+            "`edit <what to change>`{runs}.",
+            model=self.described(model),
+            runs=runs,
         )
 
-    def unknown_style(self, name: str) -> str:
-        return f"There is no style {name!r}; choose one of: {', '.join(self.styles)} (or `none`)."
+    def unknown_style(self, name: str) -> RichText:
+        return rich(
+            "There is no style {name!r}; choose one of: {styles} (or `none`; `styles` lists them).",
+            name=name,
+            styles=", ".join(self.styles),
+        )
 
 
 def resolve(
@@ -159,7 +170,7 @@ def resolve(
                 command.aspect, native_width * native_height, limits.max_pixels
             )
         except ValueError as exc:
-            return UsageError(f"{exc}.")
+            return UsageError(reason(exc) + ".")
     elif room.width and room.height:
         width, height = room.width, room.height
     elif room.aspect:
@@ -170,8 +181,13 @@ def resolve(
             )
         except ValueError:  # only a person's size is a ratio
             return UsageError(
-                f"Your default size {room.aspect[0]}:{room.aspect[1]} has no size within the "
-                f"limit of {limits.max_pixels:,} pixels; give --size, or `me set size WxH`."
+                rich(
+                    "Your default size {w}:{h} has no size within the limit of {most:,} "
+                    "pixels; give `--size`, or `me set size WxH`.",
+                    w=room.aspect[0],
+                    h=room.aspect[1],
+                    most=limits.max_pixels,
+                )
             )
     else:
         width, height = defaults.width_height
@@ -180,14 +196,24 @@ def resolve(
     if wrong_size:
         step = family.multiple
         return UsageError(
-            f"{wrong_size}; try --size {max(step, width // step * step)}x"
-            f"{max(step, height // step * step)}, or --ar."
+            rich(
+                "{wrong_size}; try `--size {w}x{h}`, or `--ar`.",
+                wrong_size=wrong_size,
+                w=max(step, width // step * step),
+                h=max(step, height // step * step),
+            )
         )
 
     count = command.count or 1
     # Every picture's seed must be one that --seed accepts, to make it again.
     if command.seed is not None and command.seed + count - 1 > MAX_SEED:
-        return UsageError(f"With --n {count} the seed can be at most {MAX_SEED - count + 1}.")
+        return UsageError(
+            rich(
+                "With `--n {count}` the seed can be at most {most}.",
+                count=count,
+                most=MAX_SEED - count + 1,
+            )
+        )
     seed = command.seed if command.seed is not None else random_seed(MAX_SEED + 2 - count)
     prompt = command.prompt
     refused = _beyond_family(command, model, catalogue)
@@ -210,14 +236,25 @@ def resolve(
     if style is not None and style.lora and model != catalogue.default_model:
         if command.model is None and whose.get("model") == YOURS:
             return UsageError(
-                f"The style {style.name} uses the LoRA {style.lora}, which is made for the "
-                f"model {catalogue.default_model}, and your default model is {model}: add "
-                f"--model {catalogue.default_model}, or choose another style."
+                rich(
+                    "The style {style} uses the LoRA {lora}, which is made for the model "
+                    "{default}, and your default model is {model}: add `--model {default}`, "
+                    "or choose another style.",
+                    style=style.name,
+                    lora=style.lora,
+                    default=catalogue.default_model,
+                    model=model,
+                )
             )
         return UsageError(
-            f"The style {style.name} uses the LoRA {style.lora}, which is made "
-            f"for the model {catalogue.default_model}; leave out --model "
-            f"{model}, or choose another style."
+            rich(
+                "The style {style} uses the LoRA {lora}, which is made for the model "
+                "{default}; leave out `--model {model}`, or choose another style.",
+                style=style.name,
+                lora=style.lora,
+                default=catalogue.default_model,
+                model=model,
+            )
         )
     return Job(
         prompt=prompt,
@@ -260,13 +297,18 @@ def _beyond_family(command: Generate, model: str, catalogue: Catalogue) -> Usage
     typed = command.negative_prompt
     if typed and typed != NO_NEGATIVE and not family.negative_prompt:
         return UsageError(
-            f"The model {catalogue.described(model)} takes no negative prompt; "
-            "leave out --no, or say what you want in the prompt."
+            rich(
+                "The model {model} takes no negative prompt; leave out `--no`, or say what "
+                "you want in the prompt.",
+                model=catalogue.described(model),
+            )
         )
     if command.guidance is not None and family.guidance is None:
         return UsageError(
-            f"The model {catalogue.described(model)} is distilled to run "
-            "without guidance; leave out --guidance."
+            rich(
+                "The model {model} is distilled to run without guidance; leave out `--guidance`.",
+                model=catalogue.described(model),
+            )
         )
     return None
 
@@ -298,17 +340,20 @@ def _negative(
         if guided(guidance):
             return typed
         if command.guidance is not None:
-            source = f"you asked for --guidance {guidance:g}"
+            source = rich("you asked for `--guidance {g:g}`", g=guidance)
         elif whose.get("guidance") == YOURS:
-            source = f"your default guidance is {guidance:g} (`me set guidance`)"
+            source = rich("your default guidance is {g:g} (`me set guidance`)", g=guidance)
         elif room.guidance is not None:
-            source = f"this room's guidance is {guidance:g} (`room set guidance`)"
+            source = rich("this room's guidance is {g:g} (`room set guidance`)", g=guidance)
         else:
-            source = f"the bot's default guidance is {guidance:g}"
+            source = rich("the bot's default guidance is {g:g}", g=guidance)
         return UsageError(
-            f"A negative prompt (--no) works only with guidance above 1, and {source}. Add "
-            "`--guidance 5` to use it (each step then takes about twice as long, and a model "
-            "made for guidance 0 may want less), or leave out --no."
+            rich(
+                "A negative prompt (`--no`) works only with guidance above 1, and {source}. "
+                "Add `--guidance 5` to use it (each step then takes about twice as long, and "
+                "a model made for guidance 0 may want less), or leave out `--no`.",
+                source=source,
+            )
         )
     if (
         not room.negative
@@ -320,14 +365,15 @@ def _negative(
         return room.negative
     mine = whose.get("negative") == YOURS
     return UsageError(
-        (
-            f"Your default negative prompt ({room.negative!r}, `me set negative`)"
-            if mine
-            else f"This room's negative prompt ({room.negative!r}, `room set negative`)"
+        rich(
+            "{whose} ({negative!r}, `{where} set negative`) works only with guidance above 1, "
+            "and you asked for `--guidance {g:g}`. Add `--no none` to make this picture "
+            "without it, or leave out `--guidance`.",
+            whose="Your default negative prompt" if mine else "This room's negative prompt",
+            where="me" if mine else "room",
+            negative=room.negative,
+            g=guidance,
         )
-        + " works only with "
-        f"guidance above 1, and you asked for --guidance {guidance:g}. Add `--no none` to "
-        "make this picture without it, or leave out --guidance."
     )
 
 

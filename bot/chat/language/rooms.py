@@ -29,6 +29,7 @@ from bot.chat.language.resolve import (
     layered,
     room_guidance,
 )
+from bot.chat.language.rich import RichText, bullets, lines, reason, rich
 from bot.chat.language.styles import NO_STYLE, normalise
 
 
@@ -82,16 +83,16 @@ def usable(
     limits: LimitSettings,
     catalogue: Catalogue,
     keys: Mapping[str, Check] = ROOM_KEYS,
-) -> tuple[DefaultValues, dict[str, str]]:
+) -> tuple[DefaultValues, dict[str, RichText]]:
     """The defaults that still fit today's limits and catalogues, and why the others don't.
     `keys`: the room's, or a person's (subcommands.PERSONAL_KEYS)."""
     fields: dict[str, Any] = {}  # DefaultValues' fields, each checked by `keys`
-    ignored: dict[str, str] = {}
+    ignored: dict[str, RichText] = {}
     for key, item in values.items():
         try:
             value = canonical(key, item.value, limits, catalogue, keys)
         except (ValueError, KeyError) as exc:
-            ignored[key] = str(exc).rstrip(".")
+            ignored[key] = reason(exc).rstrip(".")
             continue
         if key == "nsfw":
             continue  # not a generation default: the compliance checks read it (screening)
@@ -119,40 +120,44 @@ def guidance_of(values: Mapping[str, Kept], defaults: GenerationSettings) -> tup
 
 def negative_refusal(
     value: str, values: Mapping[str, Kept], defaults: GenerationSettings
-) -> str | None:
+) -> RichText | None:
     """Why `room set negative VALUE` is refused: a negative prompt does nothing at a guidance
     of 1 or below, so the room's guidance is to be raised first. None: it may be set."""
     guidance, whose = guidance_of(values, defaults)
     if value == NO_NEGATIVE or guided(guidance):
         return None
-    return (
-        f"A negative prompt works only with guidance above 1, and {whose} is "
-        f"{guidance:g}. Raise it first with `room set guidance 5` (each step then takes "
+    return rich(
+        "A negative prompt works only with guidance above 1, and {whose} is "
+        "{guidance:g}. Raise it first with `room set guidance 5` (each step then takes "
         "about twice as long, and a model made for guidance 0 may want less), then set "
-        "the negative prompt."
+        "the negative prompt.",
+        whose=whose,
+        guidance=guidance,
     )
 
 
-def resting(values: Mapping[str, Kept], defaults: GenerationSettings) -> str | None:
+def resting(values: Mapping[str, Kept], defaults: GenerationSettings) -> RichText | None:
     """Why the room's negative prompt is not used, when it is set and the room's guidance is
     1 or below; None when it is used (or not set)."""
     item = values.get("negative")
     guidance, whose = guidance_of(values, defaults)
     if item is None or item.value == NO_NEGATIVE or guided(guidance):
         return None
-    return (
-        f"it works only with guidance above 1, and {whose} is {guidance:g} "
-        "(`room set guidance 5` to use it, `room reset negative` to clear it)"
+    return rich(
+        "it works only with guidance above 1, and {whose} is {guidance:g} "
+        "(`room set guidance 5` to use it, `room reset negative` to clear it)",
+        whose=whose,
+        guidance=guidance,
     )
 
 
 def describe(
     values: Mapping[str, Kept],
-    ignored: dict[str, str],
+    ignored: Mapping[str, RichText | str],
     defaults: GenerationSettings,
     catalogue: Catalogue,
     buttons: bool = BUTTONS_BY_DEFAULT,
-) -> str:
+) -> RichText:
     """`!img room`: each key, the room's value and who set it, or the bot's default."""
     defaults = for_model(defaults, catalogue.family(catalogue.default_model))
     unused = resting(values, defaults)
@@ -169,19 +174,37 @@ def describe(
         "buttons": "on" if buttons else "off",
         "nsfw": "the config's compliance.nsfw",
     }
-    lines = ["This room's defaults (`room set KEY VALUE` to change, `room reset` to clear):"]
+    rows = []
     for key in ROOM_KEYS:
         item = values.get(key)
+        # The values and who set them are as typed: literal text, never markup.
         if item is None:
-            lines.append(f"  {key}: {bot[key]} (the bot's default)")
+            rows.append(rich("{key}: {value} (the bot's default)", key=key, value=bot[key]))
         elif key in ignored:
-            lines.append(
-                f"  {key}: {bot[key]} — the room's {item.value!r} is not used: {ignored[key]}"
+            rows.append(
+                rich(
+                    "{key}: {value} — the room's {typed!r} is not used: {why}",
+                    key=key,
+                    value=bot[key],
+                    typed=item.value,
+                    why=ignored[key],
+                )
             )
         else:
             when = time.strftime("%Y-%m-%d", time.localtime(item.set_at))
-            lines.append(f"  {key}: {item.value} (set by {item.set_by} on {when})")
-    return "\n".join(lines)
+            rows.append(
+                rich(
+                    "{key}: **{value}** (set by {who} on {when})",
+                    key=key,
+                    value=item.value,
+                    who=item.set_by,
+                    when=when,
+                )
+            )
+    return lines(
+        rich("**This room's defaults** (`room set KEY VALUE` to change, `room reset` to clear):"),
+        bullets(rows),
+    )
 
 
 def in_effect(
@@ -190,7 +213,7 @@ def in_effect(
     catalogue: Catalogue,
     person: DefaultValues = NO_DEFAULTS,
     limits: LimitSettings | None = None,
-) -> str:
+) -> RichText:
     """For `!img help`: what a bare `!img <prompt>` makes in this room, for the person whose
     own defaults are `person` (the room's come first); `limits` size a person's ratio."""
     here, whose = layered(room, person)
@@ -210,28 +233,31 @@ def in_effect(
             pass  # a picture is refused with why (resolve); help shows the bot's size
     steps = here.steps if here.steps is not None else defaults.steps
     guidance = room_guidance(here, defaults)
+    # The values of the room's and the person's defaults are as typed: literal text.
     parts = [
-        f"{width}×{height}",
-        f"{steps} steps",
-        f"guidance {guidance:g}"
-        + ("" if guided(guidance) else " (so --no also needs --guidance above 1)"),
-        f"model {model}",
+        rich("{width}×{height}", width=width, height=height),
+        rich("{steps} steps", steps=steps),
+        rich("guidance {guidance:g}", guidance=guidance)
+        + ("" if guided(guidance) else rich(" (so `--no` also needs `--guidance` above 1)")),
+        rich("model {model}", model=model),
     ]
     if here.style and here.style != NO_STYLE:
-        parts.append(f"style {here.style}")
+        parts.append(rich("style {style}", style=here.style))
     if here.negative and here.negative != NO_NEGATIVE and guided(guidance):
-        parts.append(f"negative prompt {here.negative!r}")
+        parts.append(rich("negative prompt {negative!r}", negative=here.negative))
     if here.enhance:
-        parts.append("enhanced")
+        parts.append(rich("enhanced"))
     shown = ("size", "steps", "guidance", "model", "style", "negative", "enhance")
     own = [key for key in shown if whose.get(key) == THIS_ROOM]
     yours = [key for key in shown if whose.get(key) == YOURS]
     before_yours = [key for key in own if person.sets(key)]
-    text = "Defaults in this room: " + ", ".join(parts) + "."
+    text = rich("**Defaults in this room:** ") + RichText((", ",)).join(parts) + "."
     if own:
-        text += f" This room sets its own {', '.join(own)} (`room` lists them)."
+        text += rich(" This room sets its own {own} (`room` lists them).", own=", ".join(own))
     if yours:
-        text += f" Your own defaults set the {', '.join(yours)} (`me` lists them)."
+        text += rich(
+            " Your own defaults set the {yours} (`me` lists them).", yours=", ".join(yours)
+        )
     if before_yours:
-        text += f" This room's {', '.join(before_yours)} come before yours."
+        text += rich(" This room's {keys} come before yours.", keys=", ".join(before_yours))
     return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.chat.language.rich import RichText, bullets, code, lines, rich
 from bot.config.chat import PLACEHOLDER, StyleSettings
 
 # What a person may write instead of a preset: "--style none" drops the room's style.
@@ -155,13 +156,17 @@ def catalogue(configured: dict[str, Style] | None = None) -> dict[str, Style]:
     return {**BUILTIN, **(configured or {})}
 
 
-def listing(styles: dict[str, Style]) -> str:
-    lines = [f"{len(styles)} styles (use `--style NAME`, or a room default):"]
+def listing(styles: dict[str, Style]) -> RichText:
+    rows = []
     for style in styles.values():
+        # The config's words: literal text, as the names are.
         template = style.prompt.replace(PLACEHOLDER, "…")
         lora = f" (LoRA {style.lora} at {style.weight:g})" if style.lora else ""
-        lines.append(f"  {style.name} — {template}{lora}")
-    return "\n".join(lines)
+        rows.append(code(style.name) + f" — {template}{lora}")
+    return lines(
+        rich("**{n} styles** (use `--style NAME`, or a room default):", n=len(styles)),
+        bullets(rows),
+    )
 
 
 def configured(styles: dict[str, StyleSettings]) -> dict[str, Style]:

@@ -44,6 +44,7 @@ from bot.chat.language.options import (
     text_within,
 )
 from bot.chat.language.prompts import prompt_and_options, visible
+from bot.chat.language.rich import RichText, code, reason, rich
 from bot.config import LimitSettings
 from bot.text import MAX_SPAN, parse_since, shorten
 
@@ -64,7 +65,9 @@ def _enhance_and(rest: str, name: str) -> tuple[bool | None, list[str]]:
     at = 1 if words and _is_number(words[0].rstrip("x×")) else 0
     if len(words) > at and option_name(words[at]):
         hint = "; write the strength as a number, e.g. `vary 0.3`" if name == "vary" else ""
-        raise ValueError(f"`{name}` takes no {words[at]}, only --enhance{hint}")
+        raise ValueError(
+            rich("`{name}` takes no {word}, only `--enhance`" + hint, name=name, word=words[at])
+        )
     return (True if enhance else None), words
 
 
@@ -83,7 +86,7 @@ def _on_a_picture(parse_rest: Callable[[str], Parsed]):
         try:
             return parse_rest(rest)
         except ValueError as exc:
-            return UsageError(f"{exc}.")
+            return UsageError(reason(exc) + ".")
 
     return parse
 
@@ -103,7 +106,8 @@ def _parse_vary(rest: str) -> Vary | UsageError | None:
         return Vary(number_in("vary", float, MIN_STRENGTH, 1.0)(words[0]), enhance)
     except ValueError as exc:
         return UsageError(
-            f"{exc}: how much of the picture is painted over (default {VARY_STRENGTH:g})."
+            reason(exc)
+            + rich(": how much of the picture is painted over (default {s:g}).", s=VARY_STRENGTH)
         )
 
 
@@ -115,7 +119,7 @@ def _parse_upscale(rest: str) -> Upscale | UsageError | None:
     if len(words) > 1 or not factor.isdigit():
         return None
     if int(factor) not in UPSCALE_FACTORS:
-        return UsageError(f"upscale by 2, 4 or 8, not {words[0]}.")
+        return UsageError(rich("`upscale` by 2, 4 or 8, not {typed}.", typed=words[0]))
     return Upscale(int(factor), enhance)
 
 
@@ -134,9 +138,11 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     before = next((i for i, w in enumerate(words) if option_name(w)), len(words))
     if not visible(" ".join(words[:before])):
         return UsageError(
-            f"`edit` needs what to change, before any options: reply to a "
-            f"picture with `{prefix} edit <what to change>`, e.g. "
-            f"`{prefix} edit make it night`."
+            rich(
+                "`edit` needs what to change, before any options: reply to a picture with "
+                "`{prefix} edit <what to change>`, e.g. `{prefix} edit make it night`.",
+                prefix=prefix,
+            )
         )
     parsed = prompt_and_options(rest, limits, prefix)
     if isinstance(parsed, UsageError):
@@ -144,10 +150,14 @@ def _parse_edit(rest: str, limits: LimitSettings, prefix: str) -> Edit | UsageEr
     instruction, values = parsed
     refused = sorted({_OPTION_OF[field] for field in values if field not in EDIT_FIELDS})
     if refused:
-        allowed = [f"--{_OPTION_OF[field]}" for field in EDIT_FIELDS]
+        allowed = [code(f"--{_OPTION_OF[field]}") for field in EDIT_FIELDS]
         return UsageError(
-            f"`edit` takes {', '.join(allowed[:-1])} and {allowed[-1]} after "
-            f"what to change; not --{refused[0]}."
+            rich(
+                "`edit` takes {some} and {last} after what to change; not `--{refused}`.",
+                some=RichText((", ",)).join(allowed[:-1]),
+                last=allowed[-1],
+                refused=refused[0],
+            )
         )
     return Edit(instruction, **values)  # type: ignore[arg-type]
 
@@ -177,8 +187,11 @@ def _stricter_safety(text: str) -> str:
     word = text.strip().lower()
     if word not in ("blur", "block"):
         raise ValueError(
-            f"nsfw is blur or block, not {text!r}: a room can make the safety "
-            "check stricter, never looser (`room reset nsfw` clears it)"
+            rich(
+                "`nsfw` is `blur` or `block`, not {text!r}: a room can make the safety "
+                "check stricter, never looser (`room reset nsfw` clears it)",
+                text=text,
+            )
         )
     return word
 
@@ -232,10 +245,11 @@ class DefaultsWords:
         return ", ".join(f"{key} (or {also[key]})" if key in also else key for key in self.keys)
 
     @property
-    def usage(self) -> str:
-        return (
-            f"Write `{self.word} set KEY VALUE` with KEY one of {self.listed}, "
-            f"or `{self.word} reset [KEY]`."
+    def usage(self) -> RichText:
+        return rich(
+            "Write `{word} set KEY VALUE` with KEY one of {listed}, or `{word} reset [KEY]`.",
+            word=self.word,
+            listed=self.listed,
         )
 
     def key_of(self, typed: str) -> str | None:
@@ -254,25 +268,37 @@ class DefaultsWords:
                 return self.reset(None)
             key = self.key_of(words[1])
             if len(words) > 2 or key is None:
-                return UsageError(f"`{self.word} reset` takes nothing or one of {self.listed}.")
+                return UsageError(
+                    rich(
+                        "`{word} reset` takes nothing or one of {listed}.",
+                        word=self.word,
+                        listed=self.listed,
+                    )
+                )
             return self.reset(key)
         if verb != "set":
             return None
         if len(words) < 3:
-            return UsageError(f"`{self.word} set` needs a key and a value. " + self.usage)
+            return UsageError(
+                rich("`{word} set` needs a key and a value. ", word=self.word) + self.usage
+            )
         typed, value = words[1].lower(), " ".join(words[2:])
         key = self.key_of(typed)
         if key is None:
-            return UsageError(f"There is no {self.whose} {typed!r}. " + self.usage)
+            return UsageError(
+                rich("There is no {whose} {typed!r}. ", whose=self.whose, typed=typed) + self.usage
+            )
         if len(value) > limits.max_prompt_chars:
-            return UsageError(f"That value is too long; the limit is {limits.max_prompt_chars:,}.")
+            return UsageError(
+                rich("That value is too long; the limit is {n:,}.", n=limits.max_prompt_chars)
+            )
         try:
             if typed in self.aliases:
                 value = self.aliases[typed][1](limits)(value)
             else:
                 self.keys[key](limits)(value)
         except ValueError as exc:
-            return UsageError(str(exc) + ".")
+            return UsageError(reason(exc) + ".")
         return self.set(key, value)
 
 
@@ -299,12 +325,27 @@ def _parse_usage(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
             number, unit = word[:-1], word[-1:].lower()
             if number.isdigit() and unit in ("m", "h", "d", "w"):
                 return UsageError(
-                    f"`usage` (bot admins) takes {_PERIODS}; "
-                    f"{shorten(word, 24)} is longer than that."
+                    rich(
+                        "`usage` (bot admins) takes " + _PERIODS + "; {typed} is longer than that.",
+                        typed=shorten(word, 24),
+                    )
                 )
             return None
         span = word.lower()
     return Usage(span, user)
+
+
+# ---- help -----------------------------------------------------------------------------------
+
+# What `help TOPIC` tells more of (bot.chat.language.help).
+HELP_TOPICS = ("options", "rooms", "admin")
+
+
+def _parse_help(rest: str, limits: LimitSettings, prefix: str) -> Parsed:
+    topic = rest.strip().lower()
+    if not topic:
+        return Help()
+    return Help(topic) if topic in HELP_TOPICS else None
 
 
 # ---- the table -------------------------------------------------------------------------------
@@ -364,7 +405,12 @@ SUBCOMMANDS: dict[str, SubCommand] = {
             f"{_ON_MINE}: how it was made, and the command that makes it again",
             takes=f"nothing after it, {_ON_MINE}",
         ),
-        SubCommand("help", _alone(Help()), "this help"),
+        SubCommand(
+            "help",
+            _parse_help,
+            "a short help; `help options`, `help rooms` and `help admin` tell more",
+            takes="nothing, or one of the topics " + ", ".join(f"`{t}`" for t in HELP_TOPICS),
+        ),
         SubCommand("styles", _alone(Styles()), "the style presets"),
         SubCommand("models", _alone(Models()), "the models to choose from with --model"),
         SubCommand(
@@ -415,11 +461,20 @@ def not_taken(sub: SubCommand, after: str, prefix: str) -> UsageError:
     """The one notice for what a sub-command does not take, and how to start a prompt
     with its word instead: in quotes (`!img "cancel" culture` draws "cancel culture")."""
     who = f" ({sub.who})" if sub.who else ""
-    text = f"`{sub.name}`{who} takes {sub.takes}; not {shorten(after, 40)!r}."
+    # `takes` is the table's own text, with its code spans; what was typed is a value.
+    text = rich(
+        "`{name}`{who} takes " + sub.takes + "; not {after!r}.",
+        name=sub.name,
+        who=who,
+        after=shorten(after, 40),
+    )
     words = after.split()
     if words and not option_name(words[0]) and not words[0].startswith("@"):
-        text += (
-            f" To draw a prompt that starts with the word {sub.name}, put the word in "
-            f'quotes: `{prefix} "{sub.name}" {shorten(after, 40)}`.'
+        text += rich(
+            " To draw a prompt that starts with the word {name}, put the word in quotes: "
+            '`{prefix} "{name}" {after}`.',
+            name=sub.name,
+            prefix=prefix,
+            after=shorten(after, 40),
         )
     return UsageError(text)

@@ -36,7 +36,8 @@ from bot.chat.language.commands import (
     Styles,
     Usage,
 )
-from bot.chat.language.parser import help_text
+from bot.chat.language.help import admin_help, options_help, rooms_help, short_help
+from bot.chat.language.rich import RichText, as_rich, bullets, lines, reason, rich
 from bot.chat.jobs.status import NO_WORKER
 from bot.chat.language.styles import listing
 from bot.text import parse_since, plural, shorten
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 PAUSED_KEY = "queue_paused"
 
 
-def _short(prompt: str) -> str:
-    return repr(shorten(prompt, 40))
+def _short(prompt: str) -> RichText:
+    # A prompt as typed: literal text, never markup.
+    return as_rich(repr(shorten(prompt, 40)))
 
 
 class Replies:
@@ -104,39 +106,50 @@ class Replies:
             self.queue.pause()
 
     async def _say(
-        self, room_id: str, event: dict[str, Any], text: str, html: str | None = None
+        self, room_id: str, event: dict[str, Any], text: messages.Formatted | str
     ) -> None:
-        await messages.send_notice(self.client, room_id, text, reply_to=event, html=html)
+        """A notice in reply to `event`, with its formatted body (a str is plain text)."""
+        formatted = as_rich(text) if isinstance(text, str) else text
+        await messages.send_notice(self.client, room_id, formatted, reply_to=event)
 
     # ---- everyone ------------------------------------------------------------------------
 
-    async def help(self, room_id, event, command) -> None:
+    async def help(self, room_id, event, command: Help) -> None:
         settings = self.settings
+        prefix = settings.matrix.command_prefix
+        can_edit = editing.available(self.catalogue)
+        if command.topic == "options":
+            await self._say(room_id, event, options_help(prefix, editing=can_edit))
+            return
+        if command.topic == "admin":
+            await self._say(room_id, event, admin_help(prefix))
+            return
         where = await self.defaults.here(room_id, event["sender"])
         here = rooms.in_effect(
             where.room, settings.generation, self.catalogue, where.person, settings.limits
         )
-        can_edit = editing.available(self.catalogue)
-        await self._say(
-            room_id,
-            event,
-            help_text(
-                settings.matrix.command_prefix,
-                settings.limits,
-                settings.quotas,
-                here,
-                editing=can_edit,
-            ),
+        if command.topic == "rooms":
+            level = settings.rooms.defaults_power_level
+            await self._say(room_id, event, rooms_help(prefix, level, here))
+            return
+        text = short_help(
+            prefix,
+            settings.limits,
+            settings.quotas,
+            here,
+            editing=can_edit,
+            admin=settings.matrix.is_admin(event["sender"]),
         )
+        await self._say(room_id, event, text)
 
     async def styles(self, room_id, event, command) -> None:
         await self._say(room_id, event, listing(self.catalogue.styles))
 
     async def models(self, room_id, event, command) -> None:
         catalogue = self.catalogue
-        lines = [f"{plural(len(catalogue.models), 'model')} (use `--model NAME`):"]
+        rows = []
         for name, (width, height) in catalogue.models.items():
-            default = " — the default" if name == catalogue.default_model else ""
+            default = rich(" — **the default**") if name == catalogue.default_model else ""
             family = catalogue.family(name)
             can_not = [
                 what
@@ -146,24 +159,41 @@ class Replies:
                 )
                 if missing
             ]
-            lines.append(
-                f"  {name}: {family.label}, native size {width}×{height}"
+            rows.append(
+                rich(
+                    "`{name}`: {label}, native size {width}×{height}",
+                    name=name,
+                    label=family.label,
+                    width=width,
+                    height=height,
+                )
                 + (f", no {' or '.join(can_not)}" if can_not else "")
-                + ("" if family.text_to_image else ", only edits (`edit`)")
+                + ("" if family.text_to_image else rich(", only edits (`edit`)"))
                 + default
             )
-        await self._say(room_id, event, "\n".join(lines))
+        heading = rich(
+            "**{models}** (use `--model NAME`):", models=plural(len(catalogue.models), "model")
+        )
+        await self._say(room_id, event, lines(heading, bullets(rows)))
 
     async def queue_status(self, room_id, event, command) -> None:
         queue, sender = self.queue, event["sender"]
         places = queue.places()
         running = [p for p in places if p.position == 0]
         waiting = [p for p in places if p.position > 0]
-        lines = [f"The queue: {len(running)} running, {len(waiting)} waiting."]
+        rows: list[RichText | str] = [
+            rich(
+                "**The queue: {running} running, {waiting} waiting.**",
+                running=len(running),
+                waiting=len(waiting),
+            )
+        ]
         if queue.paused:
-            lines.append("It is paused by a bot admin: jobs wait until it is resumed.")
+            rows.append(
+                rich("It is **paused** by a bot admin: jobs wait until it is resumed (`resume`).")
+            )
         if not queue.workers_up:
-            lines.append(
+            rows.append(
                 f"{NO_WORKER[0].upper()}{NO_WORKER[1:]}: jobs wait and start when one is back."
             )
         mine = [p for p in places if p.ticket.owner == sender]
@@ -174,27 +204,35 @@ class Replies:
                 continue
             what = _short(self.pending.prompt_of(place.ticket))
             if place.position == 0:
-                lines.append(f"Yours: {what} is running now.")
+                rows.append(rich("Yours: {what} is **running now**.", what=what))
             elif place.eta_seconds is None:
-                lines.append(f"Yours: {what} is number {place.position} in line.")
+                rows.append(
+                    rich("Yours: {what} is **number {n}** in line.", what=what, n=place.position)
+                )
             else:
-                lines.append(
-                    f"Yours: {what} is number {place.position} in line, starting in "
-                    f"about {place.eta_seconds:.0f} s."
+                rows.append(
+                    rich(
+                        "Yours: {what} is **number {n}** in line, starting in about {eta:.0f} s.",
+                        what=what,
+                        n=place.position,
+                        eta=place.eta_seconds,
+                    )
                 )
         if elsewhere:
-            lines.append(f"You have {plural(elsewhere, 'more job')} in the queue from other rooms.")
+            rows.append(f"You have {plural(elsewhere, 'more job')} in the queue from other rooms.")
         if not mine:
-            lines.append("You have no jobs in the queue.")
+            rows.append("You have no jobs in the queue.")
         if queue.seconds_per_cost is not None:
             defaults = self.settings.generation
             width, height = defaults.width_height
             job = Job(prompt="", seed=0, steps=defaults.steps, width=width, height=height)
-            lines.append(
+            rows.append(
                 f"Speed: about {cost(job) * queue.seconds_per_cost:.1f} s for a "
                 f"{job.width}×{job.height} picture at {job.steps} steps."
             )
-        await self._say(room_id, event, "\n".join(lines))
+        if mine:
+            rows.append(rich("`cancel` cancels your queued jobs."))
+        await self._say(room_id, event, lines(*rows))
 
     async def cancel(self, room_id, event, command) -> None:
         sender = event["sender"]
@@ -208,10 +246,14 @@ class Replies:
                 if self.pending.room_of(t) == room_id
             ]
             if len(names) < len(taken):
-                names.append(f"{len(taken) - len(names)} from other rooms")
-            text = f"Cancelled {plural(len(taken), 'queued job')}: {', '.join(names)}."
+                names.append(as_rich(f"{len(taken) - len(names)} from other rooms"))
+            text = rich(
+                "**Cancelled {jobs}**: {names}.",
+                jobs=plural(len(taken), "queued job"),
+                names=RichText((", ",)).join(names),
+            )
         else:
-            text = "You have no queued jobs to cancel."
+            text = rich("You have no queued jobs to cancel.")
         running = [p for p in self.queue.places() if p.position == 0 and p.ticket.owner == sender]
         if running:
             text += " Your running job will finish (redact its command to drop its picture)."
@@ -230,12 +272,15 @@ class Replies:
             await self._say(
                 room_id,
                 event,
-                f"`{prefix} info` works in reply to a picture this bot made in this room "
-                "(or to its contact sheet), while the bot still has its record: it tells "
-                "how the picture was made, and the command that makes it again.",
+                rich(
+                    "`{prefix} info` works in reply to a picture this bot made in this room "
+                    "(or to its contact sheet), while the bot still has its record: it tells "
+                    "how the picture was made, and the command that makes it again.",
+                    prefix=prefix,
+                ),
             )
             return
-        await self._say(room_id, event, shown.plain(), shown.html())
+        await self._say(room_id, event, shown)
 
     async def card_for(self, room_id: str, picture_id: str) -> card.Card | None:
         """The card of the bot's picture (or contact sheet) `picture_id` in this room; None
@@ -362,9 +407,12 @@ class Replies:
         await self._say(
             room_id,
             event,
-            f"Only members with power level {needed} or more in "
-            f"this room (moderators) and bot admins may change its defaults; "
-            f"yours is {level}.",
+            rich(
+                "Only members with **power level {needed}** or more in this room (moderators) "
+                "and bot admins may change its defaults; yours is {level}.",
+                needed=needed,
+                level=level,
+            ),
         )
         return False
 
@@ -376,7 +424,7 @@ class Replies:
                 command.key, command.value, self.settings.limits, self.catalogue
             )
         except ValueError as exc:
-            await self._say(room_id, event, str(exc).rstrip(".") + ".")
+            await self._say(room_id, event, reason(exc).rstrip(".") + ".")
             return
         defaults = self.settings.generation
         if command.key == "negative":
@@ -390,28 +438,29 @@ class Replies:
         await self._say(
             room_id,
             event,
-            f"This room's {command.key} is now {value}. "
+            rich("This room's {key} is now **{value}**. ", key=command.key, value=value)
             + await self._resting(room_id, command.key)
-            + "`room` shows all its defaults.",
+            + rich("`room` shows all its defaults."),
         )
 
-    async def _resting(self, room_id: str, changed: str | None) -> str:
+    async def _resting(self, room_id: str, changed: str | None) -> RichText:
         """A word when a change of guidance leaves the room's negative prompt unused."""
         if changed != "guidance":
-            return ""
+            return RichText()
         why = rooms.resting(await room_defaults.stored(self.db, room_id), self.settings.generation)
-        return "" if why is None else f"Its negative prompt is not used now: {why}. "
+        return RichText() if why is None else rich("Its negative prompt is not used now: {}. ", why)
 
     async def room_reset(self, room_id, event, command: RoomReset) -> None:
         if not await self._may_change_room(room_id, event):
             return
         removed = await room_defaults.clear(self.db, room_id, command.key)
         what = f"{command.key} is" if command.key else "defaults are"
-        text = (
-            f"This room's {what} the bot's again ({plural(removed, 'setting')} removed). "
-            + await self._resting(room_id, command.key)
-        )
-        await self._say(room_id, event, text.rstrip())
+        text = rich(
+            "This room's {what} **the bot's again** ({removed} removed). ",
+            what=what,
+            removed=plural(removed, "setting"),
+        ) + await self._resting(room_id, command.key)
+        await self._say(room_id, event, text.rstrip(" "))
 
     # ---- bot admins ----------------------------------------------------------------------
 
@@ -419,7 +468,13 @@ class Replies:
         if self.settings.matrix.is_admin(event["sender"]):
             return True
         await self._say(
-            room_id, event, f"Only bot admins may {what}; they are listed in the bot's config file."
+            room_id,
+            event,
+            rich(
+                "Only **bot admins** may {what}; they are listed in the bot's config file "
+                "(`matrix.admins`).",
+                what=what,
+            ),
         )
         return False
 
@@ -432,8 +487,10 @@ class Replies:
         await self._say(
             room_id,
             event,
-            "The queue is paused: commands are still taken and "
-            "wait until a bot admin sends `resume`.",
+            rich(
+                "**The queue is paused**: commands are still taken and wait until a bot "
+                "admin sends `resume`."
+            ),
         )
 
     async def resume(self, room_id, event, command) -> None:
@@ -442,7 +499,9 @@ class Replies:
         await database.set_state(self.db, PAUSED_KEY, "0")
         self.queue.resume()
         await self._say(
-            room_id, event, f"The queue runs again ({plural(self.queue.depth, 'job')} in it)."
+            room_id,
+            event,
+            rich("**The queue runs again** ({jobs} in it).", jobs=plural(self.queue.depth, "job")),
         )
 
     async def usage(self, room_id, event, command: Usage) -> None:

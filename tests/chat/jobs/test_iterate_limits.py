@@ -45,7 +45,7 @@ SOURCE = Source("mxc://example.org/picture", Image.new("RGB", (512, 512)), b"")
         (
             {"steps": 30},
             0,
-            "`again` keeps that picture's 30 steps, over today's limit of 20 (limits.max_steps).",
+            "`again` keeps that picture's 30 steps, over today's limit of 20 (`limits.max_steps`).",
         ),
         (
             {"width": 1024, "height": 1024},
@@ -56,7 +56,7 @@ SOURCE = Source("mxc://example.org/picture", Image.new("RGB", (512, 512)), b"")
             {"count": 4},
             None,
             "`again` keeps that set's 4 pictures, over today's limit of 2 at "
-            "once (limits.max_images): reply to one of its pictures instead.",
+            "once (`limits.max_images`): reply to one of its pictures instead.",
         ),
     ],
 )
@@ -76,7 +76,7 @@ async def test_vary_keeps_the_steps_and_refuses_them_over_todays_limit():
     refused = await iterator()._vary(Vary(), SOURCE, posted(0, steps=30))
     assert isinstance(refused, UsageError)
     assert refused.message == (
-        "`vary` keeps that picture's 30 steps, over today's limit of 20 (limits.max_steps)."
+        "`vary` keeps that picture's 30 steps, over today's limit of 20 (`limits.max_steps`)."
     )
     # The size and count are the variation's own: a set's picture, once larger, is fine.
     varied = await iterator()._vary(Vary(), SOURCE, posted(0, width=1024, height=1024, count=4))

@@ -189,7 +189,7 @@ async def test_bad_pictures_and_misplaced_commands_get_a_clear_notice(make_setti
         assert expected in notices[name]["content"]["body"], name
     assert "Reply to a picture with `!img again`" in no_reply["content"]["body"]
     assert "works on the pictures this bot made" in not_ours["content"]["body"]
-    assert "upscale by 2, 4 or 8, not 16" in factor["content"]["body"]
+    assert "`upscale` by 2, 4 or 8, not 16" in factor["content"]["body"]
     assert alice.replies(room, vary, "m.image") == []
     assert {r["status"] for r in await usage_rows(settings)} == {"rejected"}
 

@@ -10,7 +10,8 @@ import pytest
 
 from bot.chat.language.card import Asked, Made, card, hashed
 from bot.chat.language.commands import Edit, Generate, Info, UsageError
-from bot.chat.language.parser import help_text, parse
+from bot.chat.language.help import options_help
+from bot.chat.language.parser import parse
 from bot.chat.language.resolve import Catalogue, DefaultValues, resolve
 from bot.chat.language.styles import BUILTIN, Style
 from bot.config import GenerationSettings, LimitSettings
@@ -198,7 +199,7 @@ def test_info_is_a_sub_command_in_reply_and_listed_in_help():
     assert parse("!img info", "!img", LIMITS) == Info()
     refused = parse("!img info please", "!img", LIMITS)
     assert isinstance(refused, UsageError) and "in reply to one of my pictures" in str(refused)
-    assert "!img info — in reply to one of my pictures" in help_text("!img", LIMITS)
+    assert "`!img info` — in reply to one of my pictures" in options_help("!img").plain()
 
 
 def test_an_edit_and_an_upscale_of_someones_picture():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chat.language.parser import SUBCOMMANDS, help_text, parse, strip_reply_fallback
+from bot.chat.language.help import admin_help, options_help, rooms_help, short_help
+from bot.chat.language.parser import SUBCOMMANDS, parse, strip_reply_fallback
 from bot.chat.language.commands import (
     Again,
     Cancel,
@@ -334,21 +335,23 @@ def test_parse_is_deterministic_for_all_option_spellings():
 # ---- help text ----------------------------------------------------------------------------
 
 
-def test_help_text_names_every_option_and_the_limits():
+def test_help_options_names_every_option_and_the_short_help_the_limits():
     limits = LimitSettings(
         max_prompt_chars=1234, max_steps=17, max_pixels=999_999, per_user_queued=5
     )
-    text = help_text("!draw", limits)
+    options = options_help("!draw").plain()
     for option in OPTIONS.values():
-        assert f"--{option.name} {option.takes}" in text
-        assert option.help in text
+        assert f"`--{option.name}{' ' + option.takes if option.takes else ''}` — " in options
+        assert option.help in options
+    assert "`!draw <prompt> [options]`" in options
+    text = short_help("!draw", limits).plain()
     assert "1,234" in text
     assert "17 steps" in text
     assert "999,999" in text
     assert "5 queued" in text
-    assert "!draw <prompt>" in text
-    assert "!draw help" in text
-    assert "!img" not in text
+    assert "`!draw <prompt>`" in text
+    assert "`!draw help options`" in text
+    assert "!img" not in text + options
 
 
 # ---- resolve ------------------------------------------------------------------------------
@@ -469,7 +472,7 @@ def test_new_valid_options(options, fields):
         ("--n 0", ["--n", "1", "4"]),
         ("--n 5", ["--n", "from 1 to 4"]),
         ("--n two", ["--n", "whole number"]),
-        ("--size 512x512 --ar 16:9", ["--size or --ar"]),
+        ("--size 512x512 --ar 16:9", ["`--size` or `--ar`"]),
         ("--no " + "x" * 101, ["--no", "101", "100"]),
     ],
 )
@@ -561,12 +564,21 @@ def test_room_command_errors(text, expected):
         assert part in message, f"{part!r} not in {message!r}"
 
 
-def test_help_names_every_subcommand_and_who_may_use_it():
-    text = help_text("!img", LIMITS, editing=True)
+def test_help_and_its_topics_name_every_subcommand_and_who_may_use_it():
+    text = "\n".join(
+        topic.plain()
+        for topic in (
+            short_help("!img", LIMITS, editing=True, admin=True),
+            options_help("!img", editing=True),
+            rooms_help("!img", 50),
+            admin_help("!img"),
+        )
+    )
     for sub in SUBCOMMANDS.values():
-        assert f"!img {sub.name} — {sub.help}" in text
-    assert "(bot admins)" in text and "moderators" in text
-    assert "--ar W:H" in text and "16:9" in text
+        assert f"`!img {sub.name}" in text, sub.name
+    assert "bot admins" in admin_help("!img").plain()
+    assert "power level 50 or more in the room (moderators)" in rooms_help("!img", 50).plain()
+    assert "`--ar W:H`" in text and "16:9" in text
 
 
 # ---- resolve: command, then room, then bot -------------------------------------------------
@@ -727,9 +739,9 @@ def test_no_none_drops_the_rooms_negative_prompt():
 def test_help_tells_the_quotas():
     from bot.config import QuotaSettings
 
-    text = help_text("!img", LIMITS, QuotaSettings(pictures_per_hour=5, pictures_per_day=20))
-    assert "Quota: 5 per hour and 20 per day pictures per person." in text
-    assert "Quota" not in help_text("!img", LIMITS, QuotaSettings())
+    text = short_help("!img", LIMITS, QuotaSettings(pictures_per_hour=5, pictures_per_day=20))
+    assert "Quota: 5 per hour and 20 per day pictures per person." in text.plain()
+    assert "Quota" not in short_help("!img", LIMITS, QuotaSettings()).plain()
 
 
 # ---- commands on a picture --------------------------------------------------------------------
@@ -754,11 +766,11 @@ def test_commands_on_a_picture(text, expected):
 @pytest.mark.parametrize(
     "text,words",
     [
-        ("!img vary 3", "vary must be from 0.05 to 1"),
-        ("!img upscale 3", "upscale by 2, 4 or 8, not 3"),
-        ("!img a cat --strength 1.5", "--strength must be from 0.05 to 1"),
-        ("!img a cat --enhance=yes", "--enhance takes no value"),
-        ("!img room set enhance maybe", "enhance is on or off"),
+        ("!img vary 3", "`vary` must be from 0.05 to 1"),
+        ("!img upscale 3", "`upscale` by 2, 4 or 8, not 3"),
+        ("!img a cat --strength 1.5", "`--strength` must be from 0.05 to 1"),
+        ("!img a cat --enhance=yes", "`--enhance` takes no value"),
+        ("!img room set enhance maybe", "`enhance` is `on` or `off`"),
     ],
 )
 def test_their_bad_values_are_named(text, words):

@@ -30,7 +30,8 @@ from bot.chat.language.commands import (
     Vary,
 )
 from bot.chat.language.editing import available
-from bot.chat.language.parser import SUBCOMMANDS, help_text, parse
+from bot.chat.language.help import options_help, short_help
+from bot.chat.language.parser import SUBCOMMANDS, parse
 from bot.config import LimitSettings
 
 LIMITS = LimitSettings(max_prompt_chars=100, max_steps=40, max_pixels=1024 * 1024)
@@ -48,7 +49,14 @@ def notice(text: str) -> str:
 
 # What each sub-command takes, as it did before the rule (and `edit`, new).
 TAKES: dict[str, list[tuple[str, object]]] = {
-    "help": [("help", Help()), ("HELP", Help()), ("help?", Help())],
+    "help": [
+        ("help", Help()),
+        ("HELP", Help()),
+        ("help?", Help()),
+        ("help options", Help("options")),
+        ("help Rooms", Help("rooms")),
+        ("help admin", Help("admin")),
+    ],
     "styles": [("styles", Styles())],
     "models": [("models", Models())],
     "queue": [("queue", QueueStatus()), ("queue.", QueueStatus())],
@@ -102,7 +110,10 @@ TAKES: dict[str, list[tuple[str, object]]] = {
 
 # What each does not take: one notice, and the words that name what it takes.
 NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
-    "help": [("help me draw a cat", "nothing after it")],
+    "help": [
+        ("help me draw a cat", "one of the topics `options`, `rooms`, `admin`"),
+        ("help colours", "one of the topics `options`, `rooms`, `admin`"),
+    ],
     "styles": [("styles of hats", "nothing after it")],
     "models": [("models on a catwalk", "nothing after it")],
     "queue": [("queue of people at a bus stop", "nothing after it")],
@@ -119,7 +130,7 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
     ],
     "pause": [("pause for thought", "nothing after it")],
     "resume": [("resume writing tips", "nothing after it")],
-    "again": [("again and again", "nothing but --enhance"), ("again --seed 4", "only --enhance")],
+    "again": [("again and again", "nothing but --enhance"), ("again --seed 4", "only `--enhance`")],
     "vary": [
         ("vary the colours", "a strength from 0.05 to 1"),
         ("vary 0.3 but bluer", "a strength from 0.05 to 1"),
@@ -131,8 +142,8 @@ NOT_TAKEN: dict[str, list[tuple[str, str]]] = {
     "edit": [
         ("edit", "what to change"),
         ("edit --seed 4", "what to change"),
-        ("edit make it night --size 512x512", "--seed, --steps"),
-        ("edit make it night --style anime", "not --style"),
+        ("edit make it night --size 512x512", "`--seed`, `--steps`"),
+        ("edit make it night --style anime", "not `--style`"),
     ],
     "info": [("info about whales, poster", "nothing after it, in reply to one of my pictures")],
 }
@@ -241,9 +252,11 @@ def test_edit_without_an_instruction_says_to_reply_to_a_picture():
 
 
 def test_help_lists_edit_only_when_the_bot_can_edit():
-    assert "!img edit" not in help_text("!img", LIMITS)
-    assert "!img edit — " in help_text("!img", LIMITS, editing=True)
-    assert '`!img "cancel" culture, oil painting`' in help_text("!img", LIMITS)
+    assert "!img edit" not in short_help("!img", LIMITS).plain()
+    assert "!img edit" not in options_help("!img").plain()
+    assert "`!img edit <what to change>` — " in short_help("!img", LIMITS, editing=True).plain()
+    assert "`!img edit` — " in options_help("!img", editing=True).plain()
+    assert '`!img "cancel" culture, oil painting`' in options_help("!img").plain()
 
 
 def test_editing_is_offered_only_where_the_catalogue_says_so():

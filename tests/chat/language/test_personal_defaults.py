@@ -11,7 +11,8 @@ import pytest
 
 from bot.chat.language import personal, rooms
 from bot.chat.language.commands import Generate, MeReset, MeSet, MeShow, RoomSet, UsageError
-from bot.chat.language.parser import help_text, parse
+from bot.chat.language.help import rooms_help, short_help
+from bot.chat.language.parser import parse
 from bot.chat.language.precedence import in_effect
 from bot.chat.language.resolve import (
     CONFIG,
@@ -104,11 +105,11 @@ def test_me_set_and_reset_parse_to_their_commands(text, command):
         ("!img me set nsfw off", ["no personal default 'nsfw'"]),  # a room's policy only
         ("!img me set steps 41", ["steps", "1 to 40"]),
         ("!img me set guidance 31", ["guidance"]),
-        ("!img me set buttons maybe", ["buttons is on or off"]),
+        ("!img me set buttons maybe", ["`buttons` is `on` or `off`"]),
         ("!img me set negative " + "x" * 101, ["too long", "100"]),
         ("!img me reset colour", ["`me reset` takes nothing or one of", "size (or ar)"]),
         ("!img me frobnicate", ["`me` takes nothing", "`set KEY VALUE`", "`reset [KEY]`"]),
-        ("!img room set buttons maybe", ["buttons is on or off"]),
+        ("!img room set buttons maybe", ["`buttons` is `on` or `off`"]),
     ],
 )
 def test_bad_input_is_one_notice_saying_what_is_wrong(text, says):
@@ -124,8 +125,9 @@ def test_me_frobnicate_says_how_to_draw_a_prompt_that_starts_with_me():
 
 
 def test_help_names_me_and_its_keys():
-    text = help_text("!img", LIMITS)
-    assert "!img me — your own defaults" in text
+    assert "`!img me` shows them" in short_help("!img", LIMITS).plain()
+    text = rooms_help("!img", 50).plain()
+    assert "`!img me set KEY VALUE`" in text
     assert "style, size (or ar), steps, guidance, negative, model, enhance, buttons" in text
     assert "buttons, nsfw" in text  # `room set buttons off`
 
@@ -164,7 +166,7 @@ def test_a_room_turns_its_buttons_off_the_same_way():
 def test_me_set_refuses_styles_and_models_there_are_none_of(key, typed, says):
     with pytest.raises(ValueError, match=says) as refused:
         personal.canonical(key, typed, LIMITS, CATALOGUE)
-    text = personal.refusal(refused.value)
+    text = personal.refusal(refused.value).plain()
     assert text.startswith(says) and "Your defaults are as they were" in text
 
 
@@ -274,7 +276,7 @@ def test_a_lora_style_with_a_persons_other_model_says_which_default_is_in_the_wa
         person=DefaultValues(model="small"),
     )
     assert isinstance(refused, UsageError)
-    assert "your default model is small: add --model base" in refused.message
+    assert "your default model is small: add `--model base`" in refused.message
     made = resolve(
         p("!img a logo --style brand --model base"),
         DEFAULTS,
@@ -333,19 +335,21 @@ def test_a_value_that_does_nothing_here_says_so():
 def test_me_lists_each_key_with_its_value_and_what_applies_here():
     kept = mine(style="photo", steps="8", negative="blurry", model="gone")
     me, ignored = personal.usable(kept, LIMITS, CATALOGUE)
-    text = personal.describe(kept, ignored, effects(DefaultValues(steps=20, guidance=1.0), me))
+    text = personal.describe(
+        kept, ignored, effects(DefaultValues(steps=20, guidance=1.0), me)
+    ).plain()
     lines = text.splitlines()
     assert lines[0].startswith("Your own defaults, in every room and DM with me")
     assert "a room's own defaults come first, then yours, then the bot's config" in lines[0]
-    assert "  style: photo — in effect here" in lines
-    assert "  steps: 8 — this room's own 20 comes first here" in lines
-    assert "  size: not set — here 768x512, from the bot's config" in lines
+    assert "• style: photo — in effect here" in lines
+    assert "• steps: 8 — this room's own 20 comes first here" in lines
+    assert "• size: not set — here 768x512, from the bot's config" in lines
     assert any(
-        line.startswith("  negative: blurry — not used here: it works only with guidance above 1")
+        line.startswith("• negative: blurry — not used here: it works only with guidance above 1")
         for line in lines
     )
     assert any(
-        line.startswith("  model: 'gone' is not used: there is no model 'gone'")
+        line.startswith("• model: 'gone' is not used: there is no model 'gone'")
         and line.endswith("here base, from the bot's config")
         for line in lines
     )
@@ -353,43 +357,45 @@ def test_me_lists_each_key_with_its_value_and_what_applies_here():
 
 
 def test_me_without_defaults_says_how_to_set_one_and_what_applies_here():
-    text = personal.describe({}, {}, effects(DefaultValues(steps=20)))
+    text = personal.describe({}, {}, effects(DefaultValues(steps=20))).plain()
     assert text.startswith("You have no defaults of your own; `me set KEY VALUE`")
-    assert "  steps: 20, from this room" in text.splitlines()
-    assert "  style: none, from the bot's config" in text.splitlines()
+    assert "• steps: 20, from this room" in text.splitlines()
+    assert "• style: none, from the bot's config" in text.splitlines()
 
 
 def test_me_set_confirms_and_says_when_the_room_comes_first():
     me = person(size="16:9")
-    said = personal.confirm_set("size", "16:9", effects(NO_DEFAULTS, me)["size"])
+    said = personal.confirm_set("size", "16:9", effects(NO_DEFAULTS, me)["size"]).plain()
     assert said.startswith("Your default size is now 16:9 (1344x768 with base), in every room")
     assert said.endswith("`me` shows all your defaults.")
     room_first = personal.confirm_set(
         "steps", "8", effects(DefaultValues(steps=20), person(steps="8"))["steps"]
-    )
+    ).plain()
     assert "Your default steps is now 8" in room_first
     assert "In this room its own steps comes first (20)" in room_first
     resting = personal.confirm_set(
         "negative",
         "blurry",
         effects(DefaultValues(guidance=1.0), person(negative="blurry"))["negative"],
-    )
+    ).plain()
     assert "It is not used here: it works only with guidance above 1" in resting
 
 
 def test_me_reset_says_what_was_cleared_or_that_nothing_was():
-    assert personal.confirm_reset("style", 1).startswith("Your default style is cleared")
-    assert "3 settings removed" in personal.confirm_reset(None, 3)
-    assert personal.confirm_reset("style", 0) == (
+    assert personal.confirm_reset("style", 1).plain().startswith("Your default style is cleared")
+    assert "3 settings removed" in personal.confirm_reset(None, 3).plain()
+    assert personal.confirm_reset("style", 0).plain() == (
         "You had no default style of your own; nothing changed."
     )
-    assert personal.confirm_reset(None, 0) == "You had no defaults of your own; nothing changed."
+    assert personal.confirm_reset(None, 0).plain() == (
+        "You had no defaults of your own; nothing changed."
+    )
 
 
 def test_help_says_what_comes_from_the_room_and_what_from_the_person():
     room = DefaultValues(steps=20)
     me = person(steps="8", style="photo", size="16:9")
-    text = rooms.in_effect(room, DEFAULTS, CATALOGUE, me, LIMITS)
+    text = rooms.in_effect(room, DEFAULTS, CATALOGUE, me, LIMITS).plain()
     assert text.startswith("Defaults in this room: 1344×768, 20 steps")
     assert "style photo" in text
     assert "This room sets its own steps (`room` lists them)." in text
@@ -399,4 +405,4 @@ def test_help_says_what_comes_from_the_room_and_what_from_the_person():
     assert rooms.in_effect(room, DEFAULTS, CATALOGUE, NO_DEFAULTS, LIMITS) == rooms.in_effect(
         room, DEFAULTS, CATALOGUE
     )
-    assert "Your own" not in rooms.in_effect(room, DEFAULTS, CATALOGUE)
+    assert "Your own" not in rooms.in_effect(room, DEFAULTS, CATALOGUE).plain()

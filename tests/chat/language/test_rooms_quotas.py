@@ -89,7 +89,7 @@ async def test_stored_values_over_todays_limits_are_not_used(db):
     defaults, ignored = rooms.usable(values, lowered, CATALOGUE)
     assert defaults == RoomDefaults(style="photo", guidance=4.5)
     assert set(ignored) == {"steps", "size", "model"}
-    text = rooms.describe(values, ignored, GenerationSettings(size="512x512"), CATALOGUE)
+    text = rooms.describe(values, ignored, GenerationSettings(size="512x512"), CATALOGUE).plain()
     assert "steps: 4 — the room's '30' is not used" in text
     assert "style: photo (set by @alice:x" in text
     assert "negative: none (the bot's default)" in text
@@ -109,7 +109,9 @@ async def add(db, *, ago: float, status: str = "ok", pictures: int = 1, user: st
 
 
 async def refusal(db, wanted=1, user=ALICE, exempt=False, **limits):
-    return await quotas.refusal(db, user, wanted, QuotaSettings(**limits), exempt=exempt, now=NOW)
+    """The quota's notice as its plain body, or None."""
+    said = await quotas.refusal(db, user, wanted, QuotaSettings(**limits), exempt=exempt, now=NOW)
+    return None if said is None else said.plain()
 
 
 async def test_no_quota_configured_means_no_refusal(db):
