@@ -110,7 +110,7 @@ class Reactions:
             await self._claim(event)
             card = await self.replies.card_for(room_id, target)
             if card is None:
-                await messages.send_notice(self.client, room_id, NO_CARD, reply_to=asked)
+                await messages.send_notice(self.client, room_id, as_rich(NO_CARD), reply_to=asked)
             else:
                 await messages.send_notice(
                     self.client, room_id, card.plain(), reply_to=asked, html=card.html()
