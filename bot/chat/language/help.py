@@ -41,8 +41,8 @@ def short_help(
         bullets(on_a_picture),
         # A reaction works whether or not the bot placed it as a button (chat.buttons).
         rich(
-            "**Or react** to one of my pictures: 🔁 again, 🎲 vary, 🔍 upscale, ✨ enhance, "
-            "ℹ️ how it was made, 🗑️ remove yours."
+            "**Or tap a button** under a picture of mine, or react with it yourself: 🔁 again, "
+            "🎲 vary, 🔍 upscale, ✨ enhance, ℹ️ how it was made, 🗑️ remove yours."
         ),
         rich(
             "**Your own defaults**, in every room: `{p} me` shows them, "
