@@ -245,6 +245,10 @@ class Intake:
     async def on_event(self, room_id: str, event: dict[str, Any]) -> None:
         if event.get("sender") == self.client.user_id:
             return
+        if messages.ANSWER_TO in event:
+            # Ours alone (a reaction read as a command): one that arrives from outside, a
+            # key a remote server could add to its event, must not steer where answers go.
+            event = {k: v for k, v in event.items() if k != messages.ANSWER_TO}
         if event.get("type") == "m.room.redaction":
             await self.on_redaction(room_id, event)
             return

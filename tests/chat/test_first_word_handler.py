@@ -10,6 +10,7 @@ from nio import RoomSendResponse
 
 from bot.chat.bot import Bot
 from bot.config import Settings
+from bot.matrix import messages
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database
 from tests.chat.language.test_first_word import NOT_TAKEN
@@ -125,3 +126,21 @@ async def test_help_does_not_offer_edit_while_the_bot_cannot_edit(bot):
     sent = await say(bot, "!img help options")
     assert len(sent) == 2 and "!img edit" not in sent[1]["body"]
     assert '"cancel" culture' in sent[1]["body"]
+
+
+async def test_an_answer_target_sent_from_outside_is_dropped(bot):
+    """Where answers go is the bot's to say: a command event that carries the key the bot
+    uses for a reaction's target is answered in reply to itself all the same."""
+    await bot.on_event(
+        ROOM,
+        {
+            "type": "m.room.message",
+            "sender": PERSON,
+            "event_id": "$mine",
+            "content": {"msgtype": "m.text", "body": "!img styles"},
+            messages.ANSWER_TO: {"event_id": "$elsewhere", "sender": "@victim:example.org"},
+        },
+    )
+    (sent,) = bot.client.sent
+    assert sent["m.relates_to"] == {"m.in_reply_to": {"event_id": "$mine"}}
+    assert sent["m.mentions"] == {"user_ids": [PERSON]}
