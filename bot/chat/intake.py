@@ -30,6 +30,7 @@ from bot.matrix import encryption, messages, power
 from bot.ops.disk import DiskWatch
 from bot.ops.tasks import TaskOwner
 from bot.store import db as database
+from bot.store import gallery
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,16 @@ class Intake:
                 )
                 await messages.send_notice(self.client, room_id, as_rich(NOT_SAVED), reply_to=event)
 
+    async def _forget_if_picture(self, room_id: str, redacted: str, sender: str) -> None:
+        """One of the bot's pictures removed by a moderator: nothing continues from it any
+        more (again, vary, its card). Only a redaction its sender may make counts: the
+        homeserver checks it only when it applies it."""
+        if not redacted or await gallery.find(self.db, redacted, room_id) is None:
+            return
+        if await power.may_redact_others(self.client, room_id, sender):
+            await gallery.forget(self.db, redacted)
+            log.info("forgot the picture %s: %s removed it", redacted, sender)
+
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         """A redacted command that is still queued is cancelled; one already running is
         finished but not posted (what was posted stays). A reaction taken back is a command
@@ -315,8 +326,12 @@ class Intake:
         any redaction in (room versions 3+ check it only when it is applied), and a
         homeserver other than Synapse may pass on one that Synapse would withhold. A
         redaction in another room changes nothing."""
-        pending = self.pending.of_command(_redacted_id(event) or "")
-        if pending is None or pending.room_id != room_id:
+        redacted = _redacted_id(event) or ""
+        pending = self.pending.of_command(redacted)
+        if pending is None:
+            await self._forget_if_picture(room_id, redacted, str(event.get("sender")))
+            return
+        if pending.room_id != room_id:
             return
         sender = str(event.get("sender"))
         if sender != pending.stored.sender and not await power.may_redact_others(

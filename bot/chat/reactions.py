@@ -46,7 +46,7 @@ MAY_DELETE = (
 
 def annotation(event: dict[str, Any]) -> tuple[str, str] | None:
     """The event a reaction is on and its key; None when it is not a reaction."""
-    relation = (event.get("content") or {}).get("m.relates_to") or {}
+    relation = messages.relation_of(event.get("content") or {})
     target, key = relation.get("event_id"), relation.get("key")
     if relation.get("rel_type") != "m.annotation" or not isinstance(target, str):
         return None
@@ -89,6 +89,8 @@ class Reactions:
         if await database.was_handled(self.db, event["event_id"]):
             return  # answered already, before a restart
         status = self.pending.of_status(target)
+        if status is not None and status.room_id != room_id:
+            return  # a relation across rooms (a homeserver may pass one on): nothing
         if status is not None:
             if action is Action.DELETE:
                 await self._claim(event)

@@ -17,6 +17,7 @@ import pytest
 from nio import JoinResponse, RoomGetStateResponse, SyncResponse
 
 from bot.chat.bot import Bot
+from bot.store import db as database
 from bot.config import Settings
 from bot.ops.tasks import TaskOwner
 from tests.helpers.runners import StubRunner
@@ -287,6 +288,45 @@ async def test_a_running_job_is_withdrawn_for_a_command_redacted_not_a_reaction_
     )
     await bot.on_event(ROOM, redaction(BOB))
     assert pending.withdrawn is withdrawn
+
+
+@pytest.mark.parametrize("where, cancelled", [(ROOM, True), ("!elsewhere:example.org", False)])
+async def test_x_on_a_status_notice_cancels_only_from_its_own_room(monkeypatch, where, cancelled):
+    """A relation across rooms (a homeserver may pass one on from another server) must not
+    let someone who has power in a room of their own cancel a job in this one."""
+
+    async def not_handled(db, event_id):
+        return False
+
+    async def claimed(db, event_id, at):
+        return None
+
+    monkeypatch.setattr(database, "was_handled", not_handled)
+    monkeypatch.setattr(database, "claim_event", claimed)
+    queue = CancellingQueue()
+    bot = make_bot(RecordingClient(state=power_levels(**{ALICE: 100})), queue=queue)
+    pending = bot.pending.add(
+        SimpleNamespace(id=1),
+        SimpleNamespace(room_id=ROOM, sender=BOB, event_id=COMMAND, command={}),
+    )
+    pending.status = SimpleNamespace(event_id="$status")
+    relation = {"rel_type": "m.annotation", "event_id": "$status", "key": "❌"}
+    reaction = {
+        "type": "m.reaction",
+        "sender": ALICE,
+        "event_id": "$reaction",
+        "content": {"m.relates_to": relation},
+    }
+    await bot.on_event(where, reaction)
+    assert bool(queue.cancelled) is cancelled
+
+
+@pytest.mark.parametrize("relates", ["x", ["a"], 5, None])
+async def test_a_reaction_with_a_malformed_relation_is_not_a_command(relates):
+    bot = make_bot(RecordingClient())
+    event = {"type": "m.reaction", "sender": BOB, "event_id": "$r", "content": {}}
+    event["content"]["m.relates_to"] = relates
+    await bot.on_event(ROOM, event)  # nothing read, nothing raised
 
 
 # ---- messages without their room key ------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from bot.chat.language.options import parse_aspect, size_for_aspect
+from bot.chat.language.options import option_name, parse_aspect, size_for_aspect
 from bot.chat.language.subcommands import ROOM_KEYS, Check
 from bot.config import GenerationSettings, LimitSettings, parse_size
 from bot.chat.language.resolve import (
@@ -69,6 +69,11 @@ def canonical(
         raise ValueError(catalogue.unknown_model(value))
     elif key == "model" and catalogue.only_edits(value):  # every prompt would be refused
         raise ValueError(catalogue.only_edits(value))
+    elif key == "negative" and (word := next((w for w in value.split() if option_name(w)), "")):
+        # Typed back after `--no` (a picture's card) it would be an option of its own.
+        raise ValueError(
+            rich("a negative prompt cannot hold an option word such as `{word}`", word=word)
+        )
     elif key == "size":  # a person's may be a ratio, which comes as its text (16:9)
         value = converted if isinstance(converted, str) else "{}x{}".format(*converted)
     elif key in ("enhance", "buttons"):

@@ -290,6 +290,11 @@ class Replies:
         posted = await gallery.find(self.db, picture_id, room_id)
         if posted is None:
             return None
+        try:
+            # Still there: a picture a moderator removed (redacted) has no card.
+            await sources.picture_event(self.client, room_id, picture_id)
+        except sources.SourceError:
+            return None
         row = await gallery.usage_of(self.db, picture_id, room_id)
         asked = (
             None

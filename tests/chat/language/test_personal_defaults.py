@@ -406,3 +406,13 @@ def test_help_says_what_comes_from_the_room_and_what_from_the_person():
         room, DEFAULTS, CATALOGUE
     )
     assert "Your own" not in rooms.in_effect(room, DEFAULTS, CATALOGUE).plain()
+
+
+@pytest.mark.parametrize("check", [personal.canonical, rooms.canonical])
+@pytest.mark.parametrize("negative", ["blurry --seed 5", "blurry —n 4", "low light --style=photo"])
+def test_a_negative_default_with_an_option_word_in_it_is_refused(check, negative):
+    """Typed back after `--no` (a picture's card), the option word would be an option of
+    its own: the same picture could not be made again."""
+    with pytest.raises(ValueError, match="option word"):
+        check("negative", negative, LIMITS, CATALOGUE)
+    assert check("negative", "blurry, low-res, text", LIMITS, CATALOGUE) == "blurry, low-res, text"
