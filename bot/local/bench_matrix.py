@@ -54,6 +54,9 @@ class MatrixFigures:
     buttons: list[str] = field(default_factory=list)
     button_reactions: int = 0
     buttons_done_after_seconds: float | None = None
+    # For each picture the bot sent, how many of its reactions were then on their way to
+    # the homeserver (which orders a room's events one at a time: the picture waits).
+    buttons_ahead: list[int] = field(default_factory=list)
 
     @property
     def buttons_expected(self) -> int:
@@ -111,10 +114,13 @@ class MatrixFigures:
             if self.buttons_done_after_seconds is not None
             else ""
         )
+        behind = sum(1 for ahead in self.buttons_ahead if ahead)
+        most = max(self.buttons_ahead, default=0)
         return (
             f"  buttons: {', '.join(self.buttons)}; {self.button_reactions} of "
             f"{self.buttons_expected} reactions seen under the pictures{after} "
-            f"(not in any reply's latency)"
+            f"(not in any reply's latency); {behind} of {len(self.buttons_ahead)} pictures "
+            f"sent with a button on its way (at most {most})"
         )
 
     def _breakdown(self) -> list[str]:
@@ -181,7 +187,7 @@ def through_matrix(
                     guidance,
                     max_batch,
                     generation or {},
-                    ChatSettings().buttons if buttons else [],
+                    [str(name) for name in ChatSettings().buttons] if buttons else [],
                 )
             )
 
@@ -228,6 +234,7 @@ async def _measure(
     user = AsyncClient(server.url, user_id)
     phases: dict[str, float] = defaultdict(float)
     made: dict[str, float] = {}  # each job's generation time, a batch's whole time
+    ahead: list[int] = []  # the bot's reactions on their way as each picture was sent
     try:
         await user.login(user_password)
         await asyncio.wait_for(ready.wait(), 120)
@@ -236,7 +243,7 @@ async def _measure(
         await _workers_up(port, workers)  # a cluster's workers load after the bot starts
         before = await _worker_seconds(port)
         shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
-        with _timed(bot_id, phases, made):
+        with _timed(bot_id, phases, made, ahead):
             await send_and_collect(user, room_id, shots, None, quiet=True)
             after = await _worker_seconds(port)
             # The buttons go out after the pictures: wait for them before the bot stops.
@@ -263,6 +270,7 @@ async def _measure(
         buttons=list(buttons),
         button_reactions=seen,
         buttons_done_after_seconds=done_after,
+        buttons_ahead=ahead,
     )
 
 
@@ -310,24 +318,33 @@ async def _room_history(
 
 
 @contextmanager
-def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
+def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float], ahead: list[int]):
     """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
-    block runs, and note each job's generation time as delivery had it (`made`, by the
-    command's event ID); the user's own calls are not counted."""
+    block runs, note each job's generation time as delivery had it (`made`, by the
+    command's event ID) and, as each picture is sent, how many of the bot's reactions are on
+    their way (`ahead`); the user's own calls are not counted."""
     from bot.chat.jobs import posting
     from bot.chat.jobs.delivery import Delivery
 
     upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, posting._encode
 
+    reacting = 0  # the bot's reactions on their way now
+
     def timed(original, phase_of):
         async def wrapper(self, *args, **kwargs):
+            nonlocal reacting
             if self.user_id != bot_id:
                 return await original(self, *args, **kwargs)
+            phase = phase_of(args, kwargs)
+            if phase == "send picture":
+                ahead.append(reacting)
+            reacting += phase == BUTTON_PHASE
             started = time.perf_counter()
             try:
                 return await original(self, *args, **kwargs)
             finally:
-                phases[phase_of(args, kwargs)] += time.perf_counter() - started
+                reacting -= phase == BUTTON_PHASE
+                phases[phase] += time.perf_counter() - started
 
         return wrapper
 

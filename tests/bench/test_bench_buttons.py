@@ -25,6 +25,7 @@ def _figures(buttons: list[str], seen: int, overhead: float) -> MatrixFigures:
         buttons=buttons,
         button_reactions=seen,
         buttons_done_after_seconds=0.3 if buttons else None,
+        buttons_ahead=[0, 1, 0, 0] if buttons else [0] * 4,
     )
 
 
@@ -36,6 +37,7 @@ def test_the_tables_give_both_runs_and_the_two_figures_side_by_side():
     assert "buttons: off (chat.buttons: [])" in text
     assert "buttons: again, vary, upscale; 12 of 12 reactions seen under the pictures" in text
     assert "the last 0.30 s after the last picture" in text
+    assert "1 of 4 pictures sent with a button on its way (at most 1)" in text
     # the buttons' sends are shown beside the reply's parts, not taken off its rest
     assert "beside, not in it: send button 150 ms" in text
     assert "through the bot / engine   95.0% / 95.0%" in text
@@ -64,6 +66,7 @@ def test_through_matrix_prints_buttons_off_and_on(capsys, test_model, tmp_path):
     assert "buttons: off (chat.buttons: [])" in out
     # every picture got its three buttons, seen by the sender, after the pictures
     assert "buttons: again, vary, upscale; 12 of 12 reactions seen under the pictures" in out
+    assert re.search(r"\d of 4 pictures sent with a button on its way \(at most [01]\)", out)
     assert re.search(r"through the bot / engine +\d+\.\d% / \d+\.\d%", out), out
     assert re.search(r"median reply overhead +-?\d+ ms / -?\d+ ms", out), out
     assert "button reactions seen      0 of 0 / 12 of 12" in out
