@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -79,7 +78,16 @@ def add_parser(sub) -> None:
         help="send the workload as chat commands through a throw-away local "
         "Synapse and the bot (needs imgbot[demo]); reports pictures per "
         "second through the bot beside the engine's own, the worker's "
-        "idle share while jobs waited, and each reply's overhead",
+        "idle share while jobs waited, and each reply's overhead, with the "
+        "bot's buttons off and on (--buttons)",
+    )
+    bench.add_argument(
+        "--buttons",
+        choices=("off", "on", "both"),
+        default="both",
+        help="with --through-matrix: the bot's reaction buttons under each picture "
+        "(chat.buttons) off, on (its default ones), or both, one run after the "
+        "other, each on its own homeserver (default both)",
     )
     bench.add_argument(
         "--backend",
@@ -133,6 +141,9 @@ def cmd_bench(args) -> int:
     if args.baseline_from and not args.no_baseline:
         print("imgbot bench: --baseline-from goes with --no-baseline", file=sys.stderr)
         return 2
+    if args.buttons != "both" and not args.through_matrix:
+        print("imgbot bench: --buttons goes with --through-matrix", file=sys.stderr)
+        return 2
     try:
         workload = Workload.make(
             args.model,
@@ -158,7 +169,7 @@ def cmd_bench(args) -> int:
     if args.backend == "ray":
         return _bench_on_cluster(workload, args)
     if args.through_matrix:
-        return _bench_through_matrix(workload, out, figures)
+        return _bench_through_matrix(workload, out, figures, _buttons(args.buttons))
     rows: list[dict] = []
 
     def measured(config: dict, row: dict) -> None:  # kept at once: a run cut short has it
@@ -229,24 +240,54 @@ def _bench_on_cluster(workload, args) -> int:
     }
     settings = settings.model_copy(update={"generation": type(settings.generation)(**generation)})
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    where = f"{ray['workers']} Ray worker(s) of {ray['resources']}"
     if args.through_matrix:
-        say("Starting a throw-away Synapse; the workers load on the cluster…")
-        figures = through_matrix(
-            None,
-            **_through(workload),
-            generation=generation,
-        )
-    else:
-        spec = spec_of(settings)
-        figures = run(
-            spec,
-            catalogue_of(spec.recipe),
-            **_through(workload),
-            say=say,
-        )
-    print(_headline(workload, f"{ray['workers']} Ray worker(s) of {ray['resources']}"))
+        runs = []
+        for buttons in _buttons(args.buttons):
+            say(
+                f"Starting a throw-away Synapse (buttons {_on_off(buttons)}); the workers "
+                "load on the cluster…"
+            )
+            runs.append(
+                through_matrix(None, **_through(workload), generation=generation, buttons=buttons)
+            )
+        print(_headline(workload, where))
+        print(_tables(runs))
+        return 0
+    spec = spec_of(settings)
+    figures = run(spec, catalogue_of(spec.recipe), **_through(workload), say=say)
+    print(_headline(workload, where))
     print(figures.table())
     return 0
+
+
+def _buttons(choice: str) -> tuple[bool, ...]:
+    """--buttons as the runs to make: off first, then on."""
+    return {"off": (False,), "on": (True,), "both": (False, True)}[choice]
+
+
+def _on_off(buttons: bool) -> str:
+    return "on" if buttons else "off"
+
+
+def _tables(runs: list) -> str:
+    """Each run's table under a line naming its buttons; with both, the two figures the
+    issue keeps (through chat as a share of the engine's rate, the median reply overhead)
+    side by side."""
+    parts = []
+    for figures in runs:
+        parts += [f"buttons {_on_off(bool(figures.buttons))}:", figures.table()]
+    if len(runs) > 1:
+        parts += [
+            "buttons off, then on (one run after the other):",
+            "  through the bot / engine   "
+            + " / ".join(f"{figures.through_share:.1%}" for figures in runs),
+            "  median reply overhead      "
+            + " / ".join(f"{figures.median_overhead * 1000:.0f} ms" for figures in runs),
+            "  button reactions seen      "
+            + " / ".join(f"{f.button_reactions} of {f.buttons_expected}" for f in runs),
+        ]
+    return "\n".join(parts)
 
 
 def _through(workload) -> dict:
@@ -270,9 +311,15 @@ def _headline(workload, where: str) -> str:
     )
 
 
-def _bench_through_matrix(workload, out: Path | None = None, lines: Path | None = None) -> int:
+def _bench_through_matrix(
+    workload,
+    out: Path | None = None,
+    lines: Path | None = None,
+    buttons: tuple[bool, ...] = (False, True),
+) -> int:
     """The workload as chat commands through a local Synapse and the bot (batched by the
-    bot's queue up to --batch pictures)."""
+    bot's queue up to --batch pictures), once for each of `buttons` (off, on), back to back
+    on one loaded engine, each run on a fresh homeserver."""
     from generation.bench.comparison import load_ours
 
     from bot.local.bench_matrix import through_matrix
@@ -283,53 +330,71 @@ def _bench_through_matrix(workload, out: Path | None = None, lines: Path | None 
     engine.warm_up(
         workload.width, workload.height, guidance=workload.guidance, batch=workload.batch
     )
-    figures = through_matrix(
-        engine,
-        **_through(workload),
+    how = ", ".join(
+        [engine.placement.dtype_name]
+        + ["compiled"] * workload.compile
+        + [workload.quantize] * (workload.quantize != "none")
     )
+    runs = []
+    for each in buttons:
+        print(f"Through chat with buttons {_on_off(each)}…", file=sys.stderr, flush=True)
+        figures = through_matrix(engine, **_through(workload), buttons=each)
+        runs.append(figures)
+        if out:  # rewritten after each run: a run cut short keeps what it had
+            _write_runs(out, workload, runs)
+        if lines:
+            with lines.open("a", encoding="utf-8") as file:
+                file.write(_figure_line(workload, how, figures) + "\n")
     print(_headline(workload, f"on {engine.placement.device}"))
-    print(figures.table())
-    share = figures.pictures_per_second / figures.engine_pictures_per_second
-    overhead = statistics.median(figures.overheads)
-    if out:
-        out.write_text(
-            json.dumps(
-                {
-                    "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
-                    **dataclasses.asdict(figures),
-                    "pictures_per_second": figures.pictures_per_second,
-                    "engine_pictures_per_second": figures.engine_pictures_per_second,
-                    "through_share": share,
-                    "median_reply_overhead_seconds": overhead,
-                    "idle_share": figures.idle_share,
-                },
-                indent=2,
-                default=str,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-    if lines:
-        how = ", ".join(
-            [engine.placement.dtype_name]
-            + ["compiled"] * workload.compile
-            + [workload.quantize] * (workload.quantize != "none")
-        )
-        with lines.open("a", encoding="utf-8") as file:
-            file.write(
-                " | ".join(
-                    [
-                        workload.short_name,
-                        f"{workload.width}x{workload.height}",
-                        f"{workload.steps} steps",
-                        f"batch up to {workload.batch}",
-                        f"through chat ({how}), {figures.pictures} commands",
-                        f"{1 / figures.pictures_per_second:.3f} s/picture",
-                        f"{figures.pictures_per_second:.3f} pictures/s",
-                        f"through the bot / engine {share:.1%}",
-                        f"median reply overhead {overhead * 1000:.0f} ms",
-                    ]
-                )
-                + "\n"
-            )
+    print(_tables(runs))
     return 0
+
+
+def _run_json(figures) -> dict:
+    return {
+        **dataclasses.asdict(figures),
+        "pictures_per_second": figures.pictures_per_second,
+        "engine_pictures_per_second": figures.engine_pictures_per_second,
+        "through_share": figures.through_share,
+        "median_reply_overhead_seconds": figures.median_overhead,
+        "idle_share": figures.idle_share,
+        "buttons_expected": figures.buttons_expected,
+    }
+
+
+def _write_runs(out: Path, workload, runs: list) -> None:
+    """The last run's figures at the top level (as before there were buttons; with both,
+    the run with buttons on), every run's under "runs", in the order they ran."""
+    out.write_text(
+        json.dumps(
+            {
+                "workload": {**dataclasses.asdict(workload), "model": workload.model_name},
+                **_run_json(runs[-1]),
+                "runs": [_run_json(figures) for figures in runs],
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+
+
+def _figure_line(workload, how: str, figures) -> str:
+    """One --figures line for a run through chat."""
+    return " | ".join(
+        [
+            workload.short_name,
+            f"{workload.width}x{workload.height}",
+            f"{workload.steps} steps",
+            f"batch up to {workload.batch}",
+            f"through chat ({how}, buttons {_on_off(bool(figures.buttons))}), "
+            f"{figures.pictures} commands",
+            f"{1 / figures.pictures_per_second:.3f} s/picture",
+            f"{figures.pictures_per_second:.3f} pictures/s",
+            f"through the bot / engine {figures.through_share:.1%}",
+            f"median reply overhead {figures.median_overhead * 1000:.0f} ms",
+        ]
+        + [f"{figures.button_reactions} of {figures.buttons_expected} button reactions seen"]
+        * bool(figures.buttons)
+    )

@@ -6,6 +6,14 @@ per busy second), the share of time the worker sat idle while jobs were waiting,
 reply's overhead: its latency (command sent to picture seen by the sender) minus its queue
 wait and generation time, i.e. PNG encoding, upload, send and sync; and that overhead
 broken down by where the bot spent it (timed around its own calls, in this process).
+
+With buttons (chat.buttons, on by default) the bot places its reactions under each picture
+after the room's pictures; they are not part of a reply (its latency ends when the sender
+sees the picture), but they are events the homeserver and the sender's client handle while
+later pictures come, so a run with buttons says how many the sender saw, and how long
+after the last picture the last one came; its overheads say whether they held any later
+picture up. `imgbot bench --through-matrix` runs the workload with buttons off and on,
+back to back.
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from nio import AsyncClient
+from nio import AsyncClient, RoomMessagesResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import run_bot
 from bot.config import Settings
+from bot.config.chat import ChatSettings
 from bot.local.demo import Shot, _read_timings, _room_with_bot, send_and_collect
 from bot.local.localserver import LocalHomeserver, _free_port
 
@@ -40,6 +49,27 @@ class MatrixFigures:
     # beside the event loop), "upload", "send picture", "send notice" (the "Queued" notices
     # and other text the bot sent meanwhile).
     phases: dict[str, float] = field(default_factory=dict)
+    # chat.buttons in this run ([]: none), the bot's reactions under the pictures that the
+    # sender saw, and seconds from the last picture to the last of them (server times).
+    buttons: list[str] = field(default_factory=list)
+    button_reactions: int = 0
+    buttons_done_after_seconds: float | None = None
+    # For each picture the bot sent, how many of its reactions were then on their way to
+    # the homeserver (which orders a room's events one at a time: the picture waits).
+    buttons_ahead: list[int] = field(default_factory=list)
+
+    @property
+    def buttons_expected(self) -> int:
+        return self.pictures * len(self.buttons)
+
+    @property
+    def through_share(self) -> float:
+        """Pictures per second through chat as a share of the engine's own rate."""
+        return self.pictures_per_second / self.engine_pictures_per_second
+
+    @property
+    def median_overhead(self) -> float:
+        return statistics.median(self.overheads)
 
     @property
     def pictures_per_second(self) -> float:
@@ -64,31 +94,65 @@ class MatrixFigures:
                 f"({self.pictures} in {self.wall_seconds:.2f} s, first command to last picture)",
                 f"  engine's own rate        {self.engine_pictures_per_second:8.3f}  "
                 f"(pictures per second the GPU worker was busy)",
-                f"  through the bot / engine {self.pictures_per_second / self.engine_pictures_per_second:8.1%}",
+                f"  through the bot / engine {self.through_share:8.1%}",
                 f"  worker idle while jobs waited {self.idle_share:6.2%}  "
                 f"({self.idle_while_waiting_seconds:.3f} s of "
                 f"{self.busy_seconds + self.idle_while_waiting_seconds:.2f} s)",
-                f"  reply overhead per picture: median {statistics.median(over) * 1000:.0f} ms, "
+                f"  reply overhead per picture: median {self.median_overhead * 1000:.0f} ms, "
                 f"p90 {p90 * 1000:.0f} ms, max {over[-1] * 1000:.0f} ms "
                 f"(latency minus queue wait minus generation: encode, upload, send, sync)",
                 *self._breakdown(),
+                self._buttons_line(),
             ]
+        )
+
+    def _buttons_line(self) -> str:
+        if not self.buttons:
+            return "  buttons: off (chat.buttons: [])"
+        after = (
+            f", the last {self.buttons_done_after_seconds:.2f} s after the last picture"
+            if self.buttons_done_after_seconds is not None
+            else ""
+        )
+        behind = sum(1 for ahead in self.buttons_ahead if ahead)
+        most = max(self.buttons_ahead, default=0)
+        return (
+            f"  buttons: {', '.join(self.buttons)}; {self.button_reactions} of "
+            f"{self.buttons_expected} reactions seen under the pictures{after} "
+            f"(not in any reply's latency); {behind} of {len(self.buttons_ahead)} pictures "
+            f"sent with a button on its way (at most {most})"
         )
 
     def _breakdown(self) -> list[str]:
         if not self.phases:
             return []
         mean = statistics.mean(self.overheads)
-        parts = {name: seconds / self.pictures for name, seconds in self.phases.items()}
+        parts = {
+            name: seconds / self.pictures
+            for name, seconds in self.phases.items()
+            if name != BUTTON_PHASE
+        }
         # Encoding runs in a thread and uploads overlap the next generation, so the parts
         # may add up to more or less than the overhead; the rest is mostly the sync that
         # brings the picture to the sender.
         rest = mean - sum(parts.values())
+        # The buttons' sends are after the picture, no part of its reply: shown apart.
+        buttons = (
+            f"; beside, not in it: {BUTTON_PHASE} {self.phases[BUTTON_PHASE] / self.pictures * 1000:.0f} ms"
+            if BUTTON_PHASE in self.phases
+            else ""
+        )
         return [
             "  of which, per picture: "
             + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in parts.items())
-            + f"; the rest {rest * 1000:.0f} ms (syncs, scheduling)"
+            + f"; the rest {rest * 1000:.0f} ms (syncs, scheduling){buttons}"
         ]
+
+
+BUTTON_PHASE = "send button"
+# Seconds the bench waits, after the last picture, for the last button to be seen: the
+# buttons wait at most bot.chat.jobs.buttons.MOST_WAIT a picture, never that long here.
+BUTTONS_PATIENCE = 60.0
 
 
 def through_matrix(
@@ -101,9 +165,11 @@ def through_matrix(
     guidance: float,
     max_batch: int = 1,
     generation: dict | None = None,
+    buttons: bool = True,
 ) -> MatrixFigures:
     """Run the workload through a local Synapse and the bot; `engine` is already loaded, or
-    None with `generation` saying what the bot loads (a Ray cluster's workers, say)."""
+    None with `generation` saying what the bot loads (a Ray cluster's workers, say).
+    `buttons`: the bot places chat.buttons' default under each picture; False: none."""
     with tempfile.TemporaryDirectory(prefix="imgbot-bench-") as tmp:
         work = Path(tmp)
         with LocalHomeserver(
@@ -121,6 +187,7 @@ def through_matrix(
                     guidance,
                     max_batch,
                     generation or {},
+                    [str(name) for name in ChatSettings().buttons] if buttons else [],
                 )
             )
 
@@ -136,6 +203,7 @@ async def _measure(
     guidance: float,
     max_batch: int,
     generation: dict,
+    buttons: list[str],
 ) -> MatrixFigures:
     bot_password, user_password = "bench-bot-password", "bench-user-password"
     bot_id = server.register("imgbot", bot_password)
@@ -159,12 +227,14 @@ async def _measure(
             "max_steps": max(steps, 1),
         },
         metrics={"port": port},
+        chat={"buttons": buttons},
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     bot_task = asyncio.create_task(run_bot(settings, engine, stop=stop, ready=ready))
     user = AsyncClient(server.url, user_id)
     phases: dict[str, float] = defaultdict(float)
     made: dict[str, float] = {}  # each job's generation time, a batch's whole time
+    ahead: list[int] = []  # the bot's reactions on their way as each picture was sent
     try:
         await user.login(user_password)
         await asyncio.wait_for(ready.wait(), 120)
@@ -173,9 +243,13 @@ async def _measure(
         await _workers_up(port, workers)  # a cluster's workers load after the bot starts
         before = await _worker_seconds(port)
         shots = [Shot(f"bench picture {i}", seed=i) for i in range(count)]
-        with _timed(bot_id, phases, made):
+        with _timed(bot_id, phases, made, ahead):
             await send_and_collect(user, room_id, shots, None, quiet=True)
-        after = await _worker_seconds(port)
+            after = await _worker_seconds(port)
+            # The buttons go out after the pictures: wait for them before the bot stops.
+            seen, done_after = await _buttons_seen(
+                user, room_id, bot_id, count * len(buttons), BUTTONS_PATIENCE
+            )
         await _read_timings(settings, shots)
         for shot in shots:
             # The usage log keeps a batched job's share of its batch; its picture could
@@ -193,28 +267,84 @@ async def _measure(
         idle_while_waiting_seconds=after[1] - before[1],
         overheads=[s.latency - s.queue_seconds - s.generation_seconds for s in shots],
         phases=dict(phases),
+        buttons=list(buttons),
+        button_reactions=seen,
+        buttons_done_after_seconds=done_after,
+        buttons_ahead=ahead,
     )
 
 
+async def _buttons_seen(
+    user: AsyncClient, room_id: str, bot_id: str, expected: int, patience: float
+) -> tuple[int, float | None]:
+    """The bot's reactions under its pictures as the sender's client reads the room, once
+    `expected` of them are there or `patience` seconds have passed; and the seconds from the
+    last picture to the last reaction, by the homeserver's clock (None without reactions)."""
+    deadline = time.monotonic() + patience
+    while True:
+        reactions, last_picture = await _room_history(user, room_id, bot_id)
+        if len(reactions) >= expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    if not reactions or last_picture is None:
+        return len(reactions), None
+    return len(reactions), (max(reactions) - last_picture) / 1000
+
+
+async def _room_history(
+    user: AsyncClient, room_id: str, bot_id: str
+) -> tuple[list[int], int | None]:
+    """The bot's reactions in the room (their server times, ms) and its last picture's."""
+    reactions: list[int] = []
+    last_picture: int | None = None
+    start: str | None = None
+    while True:
+        page = await user.room_messages(room_id, start=start, limit=1000)
+        if not isinstance(page, RoomMessagesResponse):
+            raise RuntimeError(f"could not read the room: {page}")
+        for event in page.chunk:
+            source = event.source
+            if source.get("sender") != bot_id:
+                continue
+            content, stamp = source.get("content", {}), source.get("origin_server_ts", 0)
+            relation = content.get("m.relates_to") or {}
+            if source.get("type") == "m.reaction" and relation.get("rel_type") == "m.annotation":
+                reactions.append(stamp)
+            elif content.get("msgtype") == "m.image":
+                last_picture = max(last_picture or 0, stamp)
+        if not page.chunk or not page.end or page.end == start:
+            return reactions, last_picture
+        start = page.end
+
+
 @contextmanager
-def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
+def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float], ahead: list[int]):
     """Time the bot's encoding, uploads and sends (the bot runs in this process) while the
-    block runs, and note each job's generation time as delivery had it (`made`, by the
-    command's event ID); the user's own calls are not counted."""
+    block runs, note each job's generation time as delivery had it (`made`, by the
+    command's event ID) and, as each picture is sent, how many of the bot's reactions are on
+    their way (`ahead`); the user's own calls are not counted."""
     from bot.chat.jobs import posting
     from bot.chat.jobs.delivery import Delivery
 
     upload, room_send, encode = AsyncClient.upload, AsyncClient.room_send, posting._encode
 
+    reacting = 0  # the bot's reactions on their way now
+
     def timed(original, phase_of):
         async def wrapper(self, *args, **kwargs):
+            nonlocal reacting
             if self.user_id != bot_id:
                 return await original(self, *args, **kwargs)
+            phase = phase_of(args, kwargs)
+            if phase == "send picture":
+                ahead.append(reacting)
+            reacting += phase == BUTTON_PHASE
             started = time.perf_counter()
             try:
                 return await original(self, *args, **kwargs)
             finally:
-                phases[phase_of(args, kwargs)] += time.perf_counter() - started
+                reacting -= phase == BUTTON_PHASE
+                phases[phase] += time.perf_counter() - started
 
         return wrapper
 
@@ -226,7 +356,10 @@ def _timed(bot_id: str, phases: dict[str, float], made: dict[str, float]):
             phases["encode"] += time.perf_counter() - started
 
     def send_phase(args, kwargs) -> str:
+        kind = args[1] if len(args) > 1 else kwargs.get("message_type", "")
         content = args[2] if len(args) > 2 else kwargs.get("content", {})
+        if kind == "m.reaction":
+            return BUTTON_PHASE
         return "send picture" if content.get("msgtype") == "m.image" else "send notice"
 
     finish = Delivery.finish

@@ -144,9 +144,9 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
     assert compiled == bool(setup["c_compiler"] and setup["python_headers"])
 
     lines = (out / "figures.txt").read_text().splitlines()
-    # figures 1, 3, 4, 5, then 2 (the compile, last)
-    assert len(lines) == 4 + 2 + 4 + 1 + (2 if compiled else 1), lines
-    for line in lines[:10] + lines[11:] * compiled:
+    # figures 1, 3, 4, 5 (through chat with buttons off, then on), then 2 (the compile, last)
+    assert len(lines) == 4 + 2 + 4 + 2 + (2 if compiled else 1), lines
+    for line in lines[:10] + lines[12:] * compiled:
         parts = line.split(" | ")
         assert len(parts) >= len(FIGURE_FIELDS), line
         assert parts[1] == "64x64" and parts[2] == "2 steps", line
@@ -155,8 +155,10 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
         assert re.fullmatch(r"\d+\.\d{3} pictures/s", parts[6]), line
         assert re.fullmatch(r"peak (≤ )?\d+\.\d\d GiB", parts[7]), line
         assert re.fullmatch(r"ours/plain \d+\.\d\d", parts[8]), line
-    assert "through chat" in lines[10] and "through the bot / engine" in lines[10]
-    assert "median reply overhead" in lines[10]
+    for line, buttons in ((lines[10], "off"), (lines[11], "on")):
+        assert f"through chat (float32, buttons {buttons})" in line, line
+        assert "through the bot / engine" in line and "median reply overhead" in line
+    assert lines[11].endswith("| 12 of 12 button reactions seen"), lines[11]
 
     for name, batches in (("1-flux2-klein", [1, 2]), ("3-zimage", [1]), ("4-sdxl", [1, 2])):
         report = json.loads((out / f"{name}.json").read_text())
@@ -173,12 +175,13 @@ def test_gpu_figures_installs_offline_and_writes_every_figure(wheels, tmp_path):
     chat = json.loads((out / "5-through-chat.json").read_text())
     assert chat["pictures"] == 4 and 0 < chat["through_share"]
     assert chat["median_reply_overhead_seconds"] > 0
+    assert [run["buttons"] for run in chat["runs"]] == [[], ["again", "vary", "upscale"]]
 
     fast = json.loads((out / "2-flux2-klein-fast.json").read_text())
     if not compiled:
-        assert lines[11].startswith("2 skipped: no ") and "Triton" in fast["skipped"]
+        assert lines[12].startswith("2 skipped: no ") and "Triton" in fast["skipped"]
         return
-    assert all("compiled" in line for line in lines[11:])
+    assert all("compiled" in line for line in lines[12:])
     assert fast["config"]["ours_compile"] is True
     assert [row["batch"] for row in fast["rows"]] == [1, 2]
     # ours/plain against figure 1's baseline; the warm-up (the compile's cost) a figure

@@ -5,8 +5,11 @@ takes it in). A trusted Matrix bot (Draupnir) places its one-tap choices the sam
 Buttons are a courtesy, so they never hold anything up: they go out in a task of their own
 once the job's pictures are posted, after the room's pictures then under way (each reaction
 is an event the homeserver orders in the room, and a picture must not queue behind one), and
-while the homeserver holds the bot back they wait. One that cannot be sent is logged, not
-retried: a person can still type the reaction.
+while the homeserver holds the bot back they wait. A room's buttons go one at a time, each
+after looking again: when a batch's pictures come, at most one button is on its way, not
+one for each job of the batch before (with 8 of them, their reactions held the next
+batch's pictures up). One that cannot be sent is logged, not retried: a person can still
+type the reaction.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Buttons:
         self.slots = slots  # whether the room has pictures under way
         self.pressure = pressure
         self.tasks = tasks
+        self._rooms: dict[str, asyncio.Lock] = {}  # one button on its way at a time a room
 
     def place(self, pending: Pending) -> None:
         """Under each of the job's posted pictures, in a task of its own."""
@@ -63,20 +67,22 @@ class Buttons:
     async def _place(self, pending: Pending) -> None:
         if not await self.wanted(pending.room_id, pending.stored.sender):
             return
+        room = self._rooms.setdefault(pending.room_id, asyncio.Lock())
         for picture in list(pending.posted):
-            await self._make_way(pending.room_id)
             for key in self.keys:
                 content = {
                     "m.relates_to": {"rel_type": "m.annotation", "event_id": picture, "key": key}
                 }
-                sent = await messages.send(
-                    self.client,
-                    pending.room_id,
-                    content,
-                    "m.reaction",
-                    # Its own: a retry is recognised by the homeserver, never a second pill.
-                    txn_id=pending.txn(f"button-{picture}-{reactions.key_of(key)}"),
-                )
+                async with room:
+                    await self._make_way(pending.room_id)
+                    sent = await messages.send(
+                        self.client,
+                        pending.room_id,
+                        content,
+                        "m.reaction",
+                        # Its own: a retry is recognised by the homeserver, never a second pill.
+                        txn_id=pending.txn(f"button-{picture}-{reactions.key_of(key)}"),
+                    )
                 if sent is None:
                     log.info("job %d: a button could not be placed", pending.ticket.id)
                     return  # the others would fail alike; the log said why
