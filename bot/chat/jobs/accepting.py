@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 from typing import Any
 
 from nio import AsyncClient
@@ -22,6 +21,7 @@ from bot.chat.jobs.pending import Pending, PendingJobs
 from bot.chat.jobs.screening import Screener
 from bot.chat.jobs.delivery import Delivery
 from bot.chat.jobs.iterate import Iterator
+from bot.chat.jobs.locks import Locks
 from bot.chat.jobs.status import Statuses
 from bot.config import Settings
 from bot.matrix import messages
@@ -32,30 +32,6 @@ from bot.store import jobs, usage
 from bot.store.jobs import StoredJob
 from bot.store.usage import JobStatus
 from bot.store.retention import options_for_log, prompt_for_log
-
-
-class Locks:
-    """An asyncio.Lock a key, kept only while it is held or waited for (the people who
-    ever sent a command do not each keep one for ever)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}  # holding or waiting, by key
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @asynccontextmanager
-    async def holding(self, key: str):
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
 
 
 class Acceptor:

@@ -20,6 +20,7 @@ import logging
 from nio import AsyncClient
 
 from bot.chat.defaults import Defaults
+from bot.chat.jobs.locks import Locks
 from bot.chat.jobs.pending import Pending
 from bot.chat.jobs.slots import Slots
 from bot.chat.language import reactions
@@ -52,7 +53,7 @@ class Buttons:
         self.slots = slots  # whether the room has pictures under way
         self.pressure = pressure
         self.tasks = tasks
-        self._rooms: dict[str, asyncio.Lock] = {}  # one button on its way at a time a room
+        self._rooms = Locks()  # one button on its way at a time a room
 
     def place(self, pending: Pending) -> None:
         """Under each of the job's posted pictures, in a task of its own."""
@@ -67,13 +68,12 @@ class Buttons:
     async def _place(self, pending: Pending) -> None:
         if not await self.wanted(pending.room_id, pending.stored.sender):
             return
-        room = self._rooms.setdefault(pending.room_id, asyncio.Lock())
         for picture in list(pending.posted):
             for key in self.keys:
                 content = {
                     "m.relates_to": {"rel_type": "m.annotation", "event_id": picture, "key": key}
                 }
-                async with room:
+                async with self._rooms.holding(pending.room_id):
                     await self._make_way(pending.room_id)
                     sent = await messages.send(
                         self.client,
