@@ -5,7 +5,8 @@ takes it in). A trusted Matrix bot (Draupnir) places its one-tap choices the sam
 Buttons are a courtesy, so they never hold anything up: they go out in a task of their own
 once the job's pictures are posted, after the room's pictures then under way (each reaction
 is an event the homeserver orders in the room, and a picture must not queue behind one), and
-while the homeserver holds the bot back they wait. A room's buttons go one at a time, each
+while the homeserver holds the bot back (a 429) they are left out: each counts against the
+same rate limit as the pictures. A room's buttons go one at a time, each
 after looking again: when a batch's pictures come, at most one button is on its way, not
 one for each job of the batch before (with 8 of them, their reactions held the next
 batch's pictures up). One that cannot be sent is logged, not retried: a person can still
@@ -29,8 +30,8 @@ from bot.ops.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
-# Seconds the buttons wait at most for the room's pictures, or for the homeserver to stop
-# holding the bot back; then they go anyway (they are sent last of everything else).
+# Seconds the buttons wait at most for the room's pictures; then they go anyway (they are
+# sent last of everything else).
 MOST_WAIT = 60.0
 POLL = 0.2
 
@@ -75,6 +76,12 @@ class Buttons:
                 }
                 async with self._rooms.holding(pending.room_id):
                     await self._make_way(pending.room_id)
+                    if self.pressure.limited:
+                        # Held back by the homeserver's rate limit: each button is an event
+                        # that counts against it, and would come out of the next picture's
+                        # share. Left out: a person can still type the reaction.
+                        log.info("job %d: no buttons: rate-limited", pending.ticket.id)
+                        return
                     sent = await messages.send(
                         self.client,
                         pending.room_id,
@@ -88,8 +95,8 @@ class Buttons:
                     return  # the others would fail alike; the log said why
 
     async def _make_way(self, room_id: str) -> None:
-        """Wait while the room's pictures are being posted or the homeserver holds back."""
+        """Wait while the room's pictures are being posted."""
         for _ in range(round(MOST_WAIT / POLL)):
-            if not (self.slots.busy(room_id) or self.pressure.limited):
+            if not self.slots.busy(room_id):
                 return
             await asyncio.sleep(POLL)
