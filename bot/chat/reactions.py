@@ -89,10 +89,10 @@ class Reactions:
         if await database.was_handled(self.db, event["event_id"]):
             return  # answered already, before a restart
         status = self.pending.of_status(target)
-        if status is not None and status.room_id != room_id:
-            return  # a relation across rooms (a homeserver may pass one on): nothing
         if status is not None:
-            if action is Action.DELETE:
+            # Only from the notice's own room: a homeserver may pass on a relation across
+            # rooms, and someone's power in a room of their own must not cancel a job here.
+            if action is Action.DELETE and status.room_id == room_id:
                 await self._claim(event)
                 await self._cancel(room_id, event, status)
             return
@@ -111,12 +111,9 @@ class Reactions:
         elif action is Action.INFO:
             await self._claim(event)
             card = await self.replies.card_for(room_id, target)
-            if card is None:
-                await messages.send_notice(self.client, room_id, as_rich(NO_CARD), reply_to=asked)
-            else:
-                await messages.send_notice(
-                    self.client, room_id, card.plain(), reply_to=asked, html=card.html()
-                )
+            await messages.send_notice(
+                self.client, room_id, card or as_rich(NO_CARD), reply_to=asked
+            )
         else:
             await self._claim(event)
             await self._delete(room_id, asked, target, posted)
@@ -139,7 +136,6 @@ class Reactions:
         """The reaction as the command it stands for: a message in reply to the picture,
         with the reaction's own event ID, sender and time, answered at the picture (in its
         thread where it is in one), mentioning who reacted."""
-        relation = (picture.get("content") or {}).get("m.relates_to")
         return {
             "type": "m.reaction",
             "event_id": event["event_id"],
@@ -149,10 +145,10 @@ class Reactions:
                 "body": key,
                 "m.relates_to": {"m.in_reply_to": {"event_id": picture["event_id"]}},
             },
+            # The picture's own reply target, mentioning who reacted instead of the bot.
             messages.ANSWER_TO: {
-                "event_id": picture["event_id"],
+                **messages.reply_target(picture),
                 "sender": event["sender"],
-                "content": {"m.relates_to": relation} if isinstance(relation, dict) else {},
                 "reaction": key,
             },
         }

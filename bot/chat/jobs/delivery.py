@@ -279,15 +279,16 @@ class Delivery:
         by side (and beside the room's earlier answers); their messages are sent in order,
         once the room's earlier answers are. Raises messages.Unreachable."""
         job = result.job
-        upscaler = self.queue.runner.upscaler_name
-        if job.kind == "upscale" and job.factor == 1:
-            upscaler = ""  # ✨: the picture enhanced, no upscaler ran
+        # An upscale by 1 (✨: the picture enhanced) runs no upscaler: none is named or
+        # claimed; a job that is no upscale has the factor 1 too, and neither reads them.
+        scaled = job.factor > 1
+        upscaler = self.queue.runner.upscaler_name if scaled else ""
         params = job.parameters(upscaler if job.kind == "upscale" else result.model)
         if result.extra.get("worker"):
             # Which GPU worker made it; embedded only with compliance.embed_worker.
             params["worker"] = result.extra["worker"]
         # What the pictures claim: a plain resize of someone's picture claims no AI at all.
-        claim = claim_for(job, self.queue.runner.ai_upscaler and job.factor > 1)
+        claim = claim_for(job, self.queue.runner.ai_upscaler and scaled)
 
         async def prepared(index: int, image):
             text = caption(result, pending.prompt, index, self.catalogue.default_model, upscaler)
